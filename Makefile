@@ -1,0 +1,69 @@
+# pointctx set-up and common jobs. Everything lives in .venv at the repo root.
+#   make test   - create .venv, install torch==2.13.0 (CPU wheel), build torch-cluster,
+#                 install pointctx editable with its extras, run the test suite
+#   make demo   - the main job on the bundled real sample (see README)
+#   make lint   - ruff
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+TORCH_VERSION ?= 2.13.0
+PYTEST_ARGS ?=
+
+.PHONY: setup test test-fast test-all lint demo bench clean system-deps
+
+$(VENV)/bin/python:
+	$(PYTHON) -m venv $(VENV)
+
+# torch first and pinned, so that no later step resolves another (CUDA) torch.
+$(VENV)/.torch: | $(VENV)/bin/python
+	$(PIP) install -q --upgrade "pip>=23" setuptools wheel
+	$(PIP) install -q "torch==$(TORCH_VERSION)"
+	@touch $@
+
+# torch-cluster's setup imports torch: build it against the installed torch (cached wheel after once).
+$(VENV)/.cluster: $(VENV)/.torch
+	@echo "[setup] torch-cluster (builds from source the first time: ~10 min on 2 cores)"
+	$(PIP) install -q --no-build-isolation "torch-cluster>=1.6"
+	@touch $@
+
+$(VENV)/.pointctx: $(VENV)/.cluster pyproject.toml
+	@$(MAKE) --no-print-directory system-deps
+	$(PIP) install -q --no-build-isolation -e ".[dev,pyg,open3d,images]" "torch==$(TORCH_VERSION)"
+	@$(PY) -c "import torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
+	@touch $@
+
+# open3d-cpu needs libusb-1.0 at import time. Install it when we can, say so when we cannot.
+system-deps:
+	@if ldconfig -p 2>/dev/null | grep -q 'libusb-1.0.so.0'; then :; \
+	elif [ "$$(id -u)" = "0" ] && command -v apt-get >/dev/null; then \
+		echo "[setup] installing libusb-1.0-0 (needed by open3d-cpu)"; \
+		(apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1 || \
+		 (apt-get update -q >/dev/null 2>&1 && apt-get install -y -q libusb-1.0-0 >/dev/null 2>&1)) || \
+		echo "[setup] WARNING: could not install libusb-1.0-0; open3d tests will be skipped"; \
+	else \
+		echo "[setup] WARNING: libusb-1.0-0 is missing (open3d-cpu needs it): run 'sudo apt-get install libusb-1.0-0'; open3d tests will be skipped"; \
+	fi
+
+setup: $(VENV)/.pointctx
+
+test: setup
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -q -m "not slow" -x $(PYTEST_ARGS)
+
+test-all: setup
+	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
+
+lint: setup
+	$(PY) -m ruff check pointctx tests bench examples
+
+demo: setup
+	$(PY) examples/scanobjectnn.py --sample
+
+bench: setup
+	$(PY) bench/ops.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

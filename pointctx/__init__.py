@@ -1,0 +1,8 @@
+"""pointctx: Context Clusters and learning on ragged point sets, in native PyTorch."""
+
+from . import ops
+from .models import create_model, list_models
+
+__version__ = "0.1.0"
+
+__all__ = ["ops", "create_model", "list_models", "__version__"]

@@ -1,0 +1,138 @@
+"""Input validation shared by the whole package.
+
+Every check raises a ``ValueError`` or ``TypeError`` that names the argument, what was expected and
+what was given. None of them uses ``assert`` (which ``python -O`` strips).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+__all__ = [
+    "check_tensor",
+    "check_pos",
+    "check_features",
+    "check_batch",
+    "check_positive_int",
+    "check_choice",
+]
+
+
+def check_tensor(value, name: str) -> Tensor:
+    """Raise ``TypeError`` unless ``value`` is a tensor; return it."""
+    if not isinstance(value, Tensor):
+        raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
+    return value
+
+
+def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
+    """Check a position tensor of shape [N, D] with a floating dtype and finite values.
+
+    Args:
+        pos: the positions.
+        name: argument name used in error messages.
+        allow_nonfinite: skip the NaN/Inf check (it costs a device sync on GPU).
+
+    Returns:
+        ``pos`` unchanged.
+    """
+    check_tensor(pos, name)
+    if pos.dim() != 2:
+        raise ValueError(
+            f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with shape "
+            f"{tuple(pos.shape)}"
+        )
+    if not pos.is_floating_point():
+        raise ValueError(f"`{name}` must be a floating point tensor, got dtype {pos.dtype}")
+    if pos.shape[1] < 1:
+        raise ValueError(f"`{name}` must have at least 1 coordinate (D >= 1), got D = 0")
+    if not allow_nonfinite and pos.numel() and not bool(torch.isfinite(pos).all()):
+        bad = (~torch.isfinite(pos)).any(dim=1).nonzero()[0].item()
+        raise ValueError(
+            f"`{name}` has NaN or Inf values (first at row {bad}); pass allow_nonfinite=True "
+            "to keep them"
+        )
+    return pos
+
+
+def check_features(x, num_points: int, name: str = "x") -> Tensor | None:
+    """Check optional point features of shape [N, C] matching ``num_points`` rows."""
+    if x is None:
+        return None
+    check_tensor(x, name)
+    if x.dim() != 2:
+        raise ValueError(
+            f"`{name}` must have shape [N, C] (2 dims), got shape {tuple(x.shape)}"
+        )
+    if x.shape[0] != num_points:
+        raise ValueError(
+            f"`{name}` must have one row per point: expected {num_points} rows, got {x.shape[0]}"
+        )
+    return x
+
+
+def check_batch(
+    batch,
+    num_points: int,
+    batch_size: int | None = None,
+    name: str = "batch",
+) -> Tensor:
+    """Check a sorted set-index vector of shape [N] with values in [0, batch_size).
+
+    Args:
+        batch: int64 (or any integer dtype) set index per point, sorted ascending.
+        num_points: expected length N.
+        batch_size: number of sets B, if known (values must be < B).
+        name: argument name used in error messages.
+
+    Returns:
+        ``batch`` unchanged.
+    """
+    check_tensor(batch, name)
+    if batch.dim() != 1:
+        raise ValueError(f"`{name}` must have shape [N], got shape {tuple(batch.shape)}")
+    if batch.is_floating_point() or batch.dtype == torch.bool:
+        raise ValueError(f"`{name}` must be an integer tensor, got dtype {batch.dtype}")
+    if batch.numel() != num_points:
+        raise ValueError(
+            f"`{name}` must have one entry per point: expected {num_points}, got {batch.numel()}"
+        )
+    if batch.numel():
+        if bool((batch[1:] < batch[:-1]).any()):
+            i = int((batch[1:] < batch[:-1]).nonzero()[0].item())
+            raise ValueError(
+                f"`{name}` must be sorted ascending (points grouped by set), but "
+                f"{name}[{i}] = {int(batch[i])} > {name}[{i + 1}] = {int(batch[i + 1])}"
+            )
+        lo = int(batch[0])
+        if lo < 0:
+            raise ValueError(f"`{name}` values must be >= 0, got {lo}")
+        if batch_size is not None:
+            hi = int(batch[-1])
+            if hi >= batch_size:
+                raise ValueError(
+                    f"`{name}` values must be < batch_size = {batch_size}, got {hi}"
+                )
+    return batch
+
+
+def check_positive_int(value, name: str, minimum: int = 1) -> int:
+    """Return ``int(value)`` or raise if it is not an integer >= ``minimum``."""
+    if isinstance(value, bool) or not isinstance(value, int):
+        if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
+            value = int(value)
+        else:
+            raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+    if value < minimum:
+        raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
+    return value
+
+
+def check_choice(value, name: str, choices) -> str:
+    """Raise a ``ValueError`` listing ``choices`` unless ``value`` is one of them."""
+    if value not in choices:
+        raise ValueError(
+            f"`{name}` must be one of {sorted(choices)}, got {value!r}"
+        )
+    return value

@@ -1,0 +1,43 @@
+"""Resolve pluggable parts by name or accept a ready object (in the manner of PyG's resolver)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+
+def normalize_name(name: str) -> str:
+    """Lower-case a name and drop '-', '_' and spaces so that 'Grid_Pool' matches 'gridpool'."""
+    return name.lower().replace("-", "").replace("_", "").replace(" ", "")
+
+
+def resolve(query, registry: Mapping[str, Callable], kind: str, base: type | None = None, **kwargs):
+    """Return ``query`` if it is already an object of the right kind, else build it by name.
+
+    Args:
+        query: a name (looked up case- and underscore-insensitively in ``registry``), an instance
+            of ``base``, or a class / callable to be called with ``**kwargs``.
+        registry: name -> factory.
+        kind: what is being resolved, for error messages (e.g. ``"proposal"``).
+        base: optional base class; instances of it are returned unchanged.
+        **kwargs: passed to the factory.
+
+    Raises:
+        ValueError: unknown name; the message lists the choices.
+        TypeError: ``query`` is neither a name, an instance of ``base`` nor a callable.
+    """
+    if base is not None and isinstance(query, base):
+        return query
+    if isinstance(query, str):
+        table = {normalize_name(k): v for k, v in registry.items()}
+        key = normalize_name(query)
+        if key not in table:
+            raise ValueError(
+                f"unknown {kind} {query!r}; choose one of {sorted(registry)}"
+            )
+        return table[key](**kwargs)
+    if isinstance(query, type) or callable(query):
+        return query(**kwargs)
+    raise TypeError(
+        f"`{kind}` must be a name (one of {sorted(registry)}) or a module/callable, "
+        f"got {type(query).__name__}"
+    )

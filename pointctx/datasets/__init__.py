@@ -1,0 +1,1 @@
+"""pointctx.datasets."""

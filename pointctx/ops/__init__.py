@@ -1,0 +1,46 @@
+"""Point ops on packed ragged sets: native PyTorch by default, torch-cluster when present.
+
+Conventions: ``pos [N, D]``, sorted ``batch [N]`` (set id per point), ``ptr [B+1]`` with a
+leading 0. Every op takes an optional ``batch_size`` to avoid a host sync and a ``backend``
+(``"auto"``, ``"native"``, ``"cluster"``; see :mod:`pointctx.ops._backend`).
+"""
+
+from ._backend import (
+    cluster_available,
+    get_backend,
+    require_cluster,
+    resolve_backend,
+    set_backend,
+    use_backend,
+)
+from .scatter import (
+    ScatterMax,
+    scatter_argmax,
+    scatter_count,
+    scatter_max,
+    scatter_mean,
+    scatter_softmax,
+    scatter_sum,
+)
+from .segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch, set_sizes
+
+__all__ = [
+    "cluster_available",
+    "get_backend",
+    "require_cluster",
+    "resolve_backend",
+    "set_backend",
+    "use_backend",
+    "ScatterMax",
+    "scatter_argmax",
+    "scatter_count",
+    "scatter_max",
+    "scatter_mean",
+    "scatter_softmax",
+    "scatter_sum",
+    "batch_to_ptr",
+    "infer_batch_size",
+    "local_index",
+    "ptr_to_batch",
+    "set_sizes",
+]
