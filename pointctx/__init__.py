@@ -1,8 +1,10 @@
 """pointctx: Context Clusters and learning on ragged point sets, in native PyTorch."""
 
 from . import ops
+from .batch import PointBatch
+from .data import collate
 from .models import create_model, list_models
 
 __version__ = "0.1.0"
 
-__all__ = ["ops", "create_model", "list_models", "__version__"]
+__all__ = ["PointBatch", "collate", "ops", "create_model", "list_models", "__version__"]
