@@ -13,6 +13,10 @@ from ._backend import (
     set_backend,
     use_backend,
 )
+from .fps import fps, fps_naive, sample_counts
+from .grid import GridCluster, GridPool, grid_cluster, grid_cluster_naive, grid_pool
+from .knn import KNN, knn, knn_naive
+from .random import random_sample, random_sample_naive
 from .scatter import (
     ScatterMax,
     scatter_argmax,
@@ -43,4 +47,17 @@ __all__ = [
     "local_index",
     "ptr_to_batch",
     "set_sizes",
+    "fps",
+    "fps_naive",
+    "sample_counts",
+    "GridCluster",
+    "GridPool",
+    "grid_cluster",
+    "grid_cluster_naive",
+    "grid_pool",
+    "KNN",
+    "knn",
+    "knn_naive",
+    "random_sample",
+    "random_sample_naive",
 ]

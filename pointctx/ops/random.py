@@ -1,0 +1,91 @@
+"""Uniform random sampling without replacement, independently in each packed ragged set.
+
+Vectorised over all sets: every point draws a random float64 key, points are sorted by
+``(set, key)`` (two stable sorts) and the first ``count`` points of each set are kept, which is
+a uniform draw without replacement within the set. Counts follow :func:`sample_counts`, the
+same rule as :func:`pointctx.ops.fps`.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_pos
+from .fps import _setup, sample_counts
+
+__all__ = ["random_sample", "random_sample_naive"]
+
+
+def _generator_device(generator, device):
+    return generator.device if generator is not None else device
+
+
+def random_sample(
+    pos: Tensor,
+    batch: Tensor | None = None,
+    ratio: float | None = None,
+    num=None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Random subset of each set (without replacement within a set).
+
+    Args:
+        pos: point positions (only its length, device and set layout are used).
+        batch: sorted set index per point; None means one set.
+        ratio: fraction of each set to keep, in (0, 1] (``ceil(ratio * n)`` points).
+            Exclusive with ``num``.
+        num: points per set (int, or int tensor [B]); smaller sets keep all their points.
+        generator: random generator for reproducible draws (may live on another device).
+        batch_size: number of sets B (avoids a host sync).
+
+    Returns:
+        int64 indices into ``pos``, grouped by set in set order; within a set in draw order
+        (random, not sorted). Per-set counts are :func:`sample_counts`.
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: [M] with M = sum of the per-set counts.
+    """
+    pos = check_pos(pos, allow_nonfinite=True)
+    batch, b, sizes, ptr = _setup(pos, batch, batch_size)
+    counts = sample_counts(sizes, ratio, num)
+    n = pos.shape[0]
+    if n == 0:
+        return torch.zeros(0, dtype=torch.long, device=pos.device)
+    dev = _generator_device(generator, pos.device)
+    key = torch.rand(n, generator=generator, device=dev, dtype=torch.float64).to(pos.device)
+    perm = torch.argsort(key)
+    perm = perm[torch.argsort(batch[perm], stable=True)]  # grouped by set, random inside
+    rank = torch.arange(n, device=pos.device) - ptr[batch]  # batch[perm] == batch (sorted)
+    return perm[rank < counts[batch]]
+
+
+def random_sample_naive(
+    pos: Tensor,
+    batch: Tensor | None = None,
+    ratio: float | None = None,
+    num=None,
+    generator: torch.Generator | None = None,
+    batch_size: int | None = None,
+) -> Tensor:
+    """Per-set Python loop version of :func:`random_sample` (``randperm`` per set; for tests).
+
+    It draws different random numbers than :func:`random_sample`, so the two agree in
+    distribution and counts, not in the exact indices.
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: [M].
+    """
+    pos = check_pos(pos, allow_nonfinite=True)
+    batch, b, sizes, ptr = _setup(pos, batch, batch_size)
+    counts = sample_counts(sizes, ratio, num).tolist()
+    dev = _generator_device(generator, pos.device)
+    out = []
+    for s in range(b):
+        n = int(sizes[s])
+        perm = torch.randperm(n, generator=generator, device=dev)[: counts[s]]
+        out.append(perm.to(pos.device) + ptr[s])
+    if not out:
+        return torch.zeros(0, dtype=torch.long, device=pos.device)
+    return torch.cat(out)

@@ -1,0 +1,194 @@
+import pytest
+import torch
+from ops_data import SIZES, make_ragged
+
+from pointctx.ops import (
+    GridCluster,
+    GridPool,
+    _backend,
+    grid_cluster,
+    grid_cluster_naive,
+    grid_pool,
+    scatter_mean,
+)
+
+CUDA = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+B = len(SIZES)
+
+
+def _same(a, b):
+    return all(torch.equal(u, v) for u, v in zip(a, b))
+
+
+ORIGINS = {
+    "per-set-min": lambda d: None,
+    "global-float": lambda d: 0.5,
+    "global-seq": lambda d: [0.1] * d,
+    "per-set": lambda d: torch.linspace(-0.5, 0.5, B * d).view(B, d),
+}
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("duplicates", [False, True])
+@pytest.mark.parametrize("origin", list(ORIGINS))
+@pytest.mark.parametrize("size", [0.2, "vector", 0.004])  # 0.004: sparse cells -> unique path
+def test_native_matches_naive(dim, duplicates, origin, size):
+    pos, batch, b = make_ragged(dim=dim, seed=dim, duplicates=duplicates)
+    size = torch.linspace(0.15, 0.3, dim) if size == "vector" else size
+    org = ORIGINS[origin](dim)
+    fast = grid_cluster(pos, batch, size=size, origin=org, batch_size=b, backend="native")
+    ref = grid_cluster_naive(pos, batch, size=size, origin=org, batch_size=b)
+    assert isinstance(fast, GridCluster)
+    assert _same(fast, ref)
+    assert fast.cluster.dtype == fast.batch.dtype == fast.coords.dtype == torch.long
+
+
+def test_order_and_consistency():
+    pos, batch, b = make_ragged(seed=5)
+    gc = grid_cluster(pos, batch, size=0.25, batch_size=b, backend="native")
+    k = gc.batch.numel()
+    assert torch.equal(gc.cluster.unique(), torch.arange(k))  # consecutive ids
+    assert torch.equal(gc.batch[gc.cluster], batch)
+    # every point lies in its cell: origin + coords * size <= p < origin + (coords + 1) * size
+    org = torch.stack([pos[batch == s].min(0).values if (batch == s).any() else torch.zeros(3)
+                       for s in range(b)])
+    lo = org[batch] + gc.coords[gc.cluster] * 0.25
+    assert bool(((pos >= lo - 1e-6) & (pos < lo + 0.25 + 1e-6)).all())
+    # cells sorted by set, then lexicographically with the last coordinate most significant
+    keys = [(int(gc.batch[i]),) + tuple(reversed(gc.coords[i].tolist())) for i in range(k)]
+    assert keys == sorted(keys) and len(set(keys)) == k
+
+
+def test_boundary_points_go_to_the_upper_cell():
+    pos = torch.tensor([[0.0], [0.5], [1.0], [0.49]])
+    gc = grid_cluster(pos, size=0.5, origin=0.0, backend="native")
+    assert gc.coords.flatten().tolist() == [0, 1, 2]
+    assert gc.cluster.tolist() == [0, 1, 2, 0]
+    gc = grid_cluster(pos - 1.0, size=0.5, origin=0.0, backend="native")  # negative cells: floor
+    assert gc.coords.flatten().tolist() == [-2, -1, 0]
+
+
+def test_raster_order_on_pixels():
+    h, w = 4, 6
+    yy, xx = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    pos = torch.stack([xx, yy], -1).reshape(-1, 2).float()  # (x, y), row-major pixels
+    gc = grid_cluster(pos, size=2.0, backend="native")
+    expected = ((yy // 2) * (w // 2) + (xx // 2)).reshape(-1)
+    assert torch.equal(gc.cluster, expected)
+    assert gc.coords.tolist() == [[x, y] for y in range(2) for x in range(3)]
+
+
+def test_per_set_origin_makes_sets_independent():
+    pos, batch, b = make_ragged(seed=6)
+    full = grid_cluster(pos, batch, size=0.3, batch_size=b, backend="native")
+    keep = batch == 3
+    alone = grid_cluster(pos[keep] + 0.0, size=0.3, backend="native")
+    cells = full.batch == 3
+    assert torch.equal(full.coords[cells], alone.coords)
+    assert torch.equal(full.cluster[keep] - int(cells.nonzero()[0]), alone.cluster)
+
+
+def test_grid_pool_means():
+    pos, batch, b = make_ragged(seed=7)
+    x = torch.randn(pos.shape[0], 5, generator=torch.Generator().manual_seed(0))
+    out = grid_pool(pos, batch, size=0.3, x=x, batch_size=b, backend="native")
+    gc = grid_cluster(pos, batch, size=0.3, batch_size=b, backend="native")
+    assert isinstance(out, GridPool)
+    assert torch.equal(out.cluster, gc.cluster) and torch.equal(out.batch, gc.batch)
+    for c in range(gc.batch.numel()):
+        members = gc.cluster == c
+        assert torch.allclose(out.pos[c], pos[members].mean(0))
+        assert torch.allclose(out.x[c], x[members].mean(0))
+    assert torch.equal(out.pos, scatter_mean(pos, gc.cluster, gc.batch.numel()))
+    assert grid_pool(pos, batch, size=0.3, batch_size=b).x is None
+
+
+def test_empty_inputs_and_batch_none():
+    out = grid_cluster(torch.zeros(0, 2), size=1.0, backend="native")
+    assert out.cluster.shape == (0,) and out.batch.shape == (0,) and out.coords.shape == (0, 2)
+    pool = grid_pool(torch.zeros(0, 3), size=1.0, x=torch.zeros(0, 4))
+    assert pool.pos.shape == (0, 3) and pool.x.shape == (0, 4)
+    pos, _, _ = make_ragged(sizes=[40], seed=8)
+    assert _same(grid_cluster(pos, size=0.5, backend="native"),
+                 grid_cluster(pos, torch.zeros(40, dtype=torch.long), size=0.5, backend="native"))
+
+
+def test_huge_coordinate_range_uses_row_unique():
+    # extents multiply past int64: the native path falls back to a row-wise unique
+    pos = torch.tensor([[0.0, 0.0, 0.0], [1e6, 1e6, 1e6], [0.5e-6, 0.0, 0.0], [1e6, 0.0, 1e6]],
+                       dtype=torch.float64)
+    gc = grid_cluster(pos, size=1e-6, origin=0.0, backend="native")
+    assert _same(gc, grid_cluster_naive(pos, size=1e-6, origin=0.0))
+    assert gc.cluster.tolist() == [0, 2, 0, 1]
+
+
+@pytest.mark.parametrize(
+    "kwargs, err, match",
+    [
+        ({}, ValueError, "`size` .* is required"),
+        ({"size": 0.0}, ValueError, "`size` must be > 0"),
+        ({"size": [0.1, -0.1, 0.1]}, ValueError, "`size` must be > 0"),
+        ({"size": [0.1, 0.1]}, ValueError, r"`size` must be a scalar or have shape \[D\] = \[3\]"),
+        ({"size": float("nan")}, ValueError, "`size` must be finite"),
+        ({"size": True}, TypeError, "`size` must be a number"),
+        ({"size": 0.1, "origin": torch.zeros(2, 3)}, ValueError,
+         r"per-set `origin` must have shape \[B, D\] = \[7, 3\]"),
+        ({"size": 0.1, "origin": [0.0, 1.0]}, ValueError, r"`origin` must be a scalar or have"),
+        ({"size": 0.1, "origin": torch.full((7, 3), float("inf"))}, ValueError,
+         "`origin` must be finite"),
+    ],
+)
+def test_bad_arguments(kwargs, err, match):
+    pos, batch, b = make_ragged(seed=0)
+    with pytest.raises(err, match=match):
+        grid_cluster(pos, batch, batch_size=b, backend="native", **kwargs)
+
+
+def test_bad_tensors():
+    pos, batch, b = make_ragged(seed=0)
+    with pytest.raises(ValueError, match=r"`pos` must have shape \[N, D\]"):
+        grid_cluster(pos[:, 0], size=0.1)
+    with pytest.raises(ValueError, match="`batch` must be sorted"):
+        grid_cluster(pos, batch.flip(0), size=0.1)
+    with pytest.raises(ValueError, match="`batch` must have one entry per point"):
+        grid_cluster(pos, batch[1:], size=0.1)
+    with pytest.raises(ValueError, match="`x` must have one row per point"):
+        grid_pool(pos, batch, size=0.1, x=torch.zeros(3, 2))
+
+
+def test_cluster_backend_missing_raises(monkeypatch):
+    monkeypatch.setattr(_backend, "_cluster_module", lambda: None)
+    pos, batch, b = make_ragged(seed=0)
+    with pytest.raises(ImportError, match="torch-cluster is not installed"):
+        grid_cluster(pos, batch, size=0.1, backend="cluster")
+
+
+@pytest.mark.parametrize("dim", [2, 3])
+@pytest.mark.parametrize("origin", list(ORIGINS))
+def test_cluster_matches_native(dim, origin):
+    pytest.importorskip("torch_cluster")
+    pos, batch, b = make_ragged(dim=dim, seed=40 + dim, duplicates=True)
+    org = ORIGINS[origin](dim)
+    for size in (0.2, torch.linspace(0.15, 0.3, dim), 0.004):
+        native = grid_cluster(pos, batch, size=size, origin=org, batch_size=b, backend="native")
+        cluster = grid_cluster(pos, batch, size=size, origin=org, batch_size=b,
+                               backend="cluster")
+        assert _same(native, cluster)
+
+
+def test_cluster_matches_native_on_pixels():
+    pytest.importorskip("torch_cluster")
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    pos = torch.stack([xx, yy], -1).reshape(-1, 2).float().repeat(3, 1) / 15
+    batch = torch.arange(3).repeat_interleave(256)
+    for size in (1 / 15, 0.25, 1.0):
+        assert _same(grid_cluster(pos, batch, size=size, backend="native"),
+                     grid_cluster(pos, batch, size=size, backend="cluster"))
+
+
+@CUDA
+def test_cuda_matches_cpu():
+    pos, batch, b = make_ragged(seed=9)
+    cpu = grid_cluster(pos, batch, size=0.2, batch_size=b, backend="native")
+    gpu = grid_cluster(pos.cuda(), batch.cuda(), size=0.2, batch_size=b, backend="native")
+    assert _same(cpu, [t.cpu() for t in gpu])
