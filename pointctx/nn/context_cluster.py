@@ -1,0 +1,522 @@
+"""The Context Cluster token mixer (Ma et al., "Image as Set of Points", ICLR 2023) on ragged sets.
+
+For every head ``h`` (channels ``h * head_dim`` to ``(h + 1) * head_dim`` of ``f(x)`` and
+``v(x)``) and every point ``i``:
+
+1. centers ``m`` come from a pluggable proposal on the positions (grid cells by default); a
+   center's similarity feature ``c_m`` and value center ``vc_m`` are the proposal's pooling (mean
+   over its member points) of ``f(x)`` and ``v(x)``;
+2. ``s_im = sigmoid(beta + alpha * cos(f_i, c_m))`` for the candidate centers of ``i``: all
+   centers of its region (``regions`` given) or of its set;
+3. ``i`` joins its most similar center ``m(i)`` (ties: the lowest center index) with weight
+   ``s_i = s_{i m(i)}``;
+4. aggregate ``g_m = (vc_m + sum_{i in m} s_i v_i) / (1 + sum_{i in m} s_i)``
+   (``normalize="sim"``, the official code after its 2023-05-31 fix) or with ``1 + |m|`` in the
+   denominator (``normalize="count"``, the earlier form, also used by FEC);
+5. dispatch ``out_i = s_i * g_{m(i)}``; heads are concatenated and projected by ``proj``.
+
+Everything runs on (point, candidate center) pairs with gathers and scatters: memory is linear in
+points x candidates, never a dense [sets, centers, points, channels] tensor.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_batch, check_choice, check_pos, check_positive_int, check_tensor
+from .._resolver import normalize_name
+from ..ops.segment import infer_batch_size
+from .proposal import (
+    CenterProposal,
+    Centers,
+    FPSProposal,
+    GridProposal,
+    RandomProposal,
+    _check_counts,
+    _linear,
+    _per_axis,
+    check_bounds,
+    grid_cell_coords,
+    pool_centers,
+    resolve_proposal,
+)
+
+__all__ = ["ContextCluster", "Assignment"]
+
+_BUILTIN = (GridProposal, FPSProposal, RandomProposal)
+# Elements of one gathered candidate block in the assignment step (bounds its scratch memory).
+_CHUNK_ELEMENTS = 1 << 20
+
+
+class Assignment(NamedTuple):
+    """How the points were clustered in one :class:`ContextCluster` call.
+
+    Attributes:
+        center: [N, heads] int64 index (into ``centers``) of the center each point joined, per
+            head; -1 for a point whose region or set has no center.
+        centers: the :class:`~pointctx.nn.proposal.Centers` used (M centers; ``batch`` holds
+            the group: set id, or ``set * num_regions + region`` with regions).
+        region: [N] int64 region of each point inside its set (axis 0 varying fastest), or None
+            without regions.
+        similarity: [N, heads] the weight ``s_i`` of each point in its cluster (0 for points
+            without a center).
+    """
+
+    center: Tensor
+    centers: Centers
+    region: Tensor | None
+    similarity: Tensor
+
+
+def _center_count(centers) -> int:
+    return centers if isinstance(centers, int) else math.prod(centers)
+
+
+def _counts_or_none(value, name: str):
+    if value is None:
+        return None
+    return _check_counts(value, name)
+
+
+class ContextCluster(nn.Module):
+    """Context Cluster token mixer on packed ragged point sets.
+
+    Args:
+        dim: input channels C.
+        out_dim: output channels (default ``dim``).
+        heads: number of heads.
+        head_dim: channels per head in the similarity and value spaces.
+        proposal: center proposal: ``"grid"`` (default), ``"fps"``, ``"random"``, a name added
+            with :func:`~pointctx.nn.proposal.register_proposal`, a
+            :class:`~pointctx.nn.proposal.CenterProposal` instance (used as is; ``centers`` is
+            then ignored) or class.
+        centers: for ``"grid"`` the number of cells per axis inside each region (or inside each
+            set without regions), an int for every axis or one per axis; for ``"fps"`` /
+            ``"random"`` the number of centers per region (or per set); a sequence is multiplied
+            out (``(2, 2)`` -> 4).
+        regions: optional partition of every set into a grid of regions (count per axis, e.g.
+            ``(8, 8)``) over ``bounds``; a point competes only for the centers of its region and
+            centers are proposed per region. For the grid proposal this is the fine grid of
+            ``regions * centers`` cells per axis (over the grid proposal's own ``bounds``)
+            grouped into regions. None: a point competes for every center of its set.
+        normalize: ``"sim"`` (denominator ``1 + sum s_i``, the official code after its
+            2023-05-31 fix) or ``"count"`` (``1 + member count``, the earlier code and FEC).
+        bounds: box of the grid and of the regions: None / ``"set"`` for each set's bounding box
+            or a fixed ``(lo, hi)``; for images with pixel centers in ``[-0.5, 0.5]`` use
+            ``(-0.5, 0.5)`` so masked pixels keep their cells.
+        proposal_kwargs: extra keyword arguments for a proposal built by name or class (e.g.
+            ``{"k": 8}`` for fps); the only ones passed to a user-registered name.
+        pair_layout: how (point, candidate) pairs are laid out: ``"padded"`` (every point gets
+            the largest candidate count of any point, invalid slots masked; fastest when the
+            counts are alike, as for image grids), ``"ragged"`` (exactly one pair per point and
+            candidate, built with ``repeat_interleave``) or ``"auto"`` (padded unless it would
+            hold more than 25% extra pairs).
+        validate: check value-dependent properties of the inputs (``batch`` sorted and in
+            range, ``pos`` finite), which costs host syncs; shapes and dtypes are always checked.
+        chunk_points: process the points in chunks of this many (linear maps, assignment,
+            aggregation and dispatch); the result is the same, but on CPU chunks that fit in the
+            cache run markedly faster. ``"auto"`` (default): chunks of about 2^20 values of
+            ``heads * head_dim`` on CPU, no chunking on other devices; None: no chunking.
+
+    Attributes ``f`` and ``v`` (``nn.Linear(dim, heads * head_dim)``, similarity and value
+    spaces), ``proj`` (``nn.Linear(heads * head_dim, out_dim)``) and the scalars ``alpha``
+    (init 1) and ``beta`` (init 0) shared by the heads follow the paper.
+
+    The clustering math runs in float32 (or float64 for float64 inputs), also under autocast; the
+    linear layers follow autocast. Host syncs per call: one to size the centers, one to size the
+    candidate pairs (plus one for the per-chunk pair counts with the ragged layout), one to infer
+    the number of sets when ``batch_size`` is not given, and the value checks when ``validate``.
+
+    Gradients: the hard assignment is piecewise constant (no gradient, as the argmax mask of the
+    official code); gradients flow through the chosen similarities, the pooled centers, the
+    values, ``alpha``, ``beta`` and the linear layers.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; batch: [N] sorted set id per point.
+        return: [N, out_dim], or ``(out, Assignment)`` with ``return_assignment=True``.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int | None = None,
+        heads: int = 4,
+        head_dim: int = 24,
+        proposal="grid",
+        centers=(2, 2),
+        regions=None,
+        normalize: str = "sim",
+        bounds=None,
+        *,
+        proposal_kwargs: dict | None = None,
+        pair_layout: str = "auto",
+        validate: bool = True,
+        chunk_points: int | str | None = "auto",
+    ):
+        super().__init__()
+        dim = check_positive_int(dim, "dim")
+        out_dim = dim if out_dim is None else check_positive_int(out_dim, "out_dim")
+        self.dim, self.out_dim = dim, out_dim
+        self.heads = check_positive_int(heads, "heads")
+        self.head_dim = check_positive_int(head_dim, "head_dim")
+        self.normalize = check_choice(normalize, "normalize", ("sim", "count"))
+        self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
+        self.bounds = check_bounds(bounds)
+        self.centers = _check_counts(centers, "centers")
+        self.regions = _counts_or_none(regions, "regions")
+        self.validate = bool(validate)
+        if chunk_points is not None and chunk_points != "auto":
+            chunk_points = check_positive_int(chunk_points, "chunk_points")
+        self.chunk_points = chunk_points
+
+        inner = self.heads * self.head_dim
+        self.f = nn.Linear(dim, inner)
+        self.v = nn.Linear(dim, inner)
+        self.proj = nn.Linear(inner, out_dim)
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+
+        kwargs = dict(proposal_kwargs or {})
+        if isinstance(proposal, str):
+            key = normalize_name(proposal)
+            if key == "grid":
+                kwargs = {"cells": self.centers, "bounds": bounds, **kwargs}
+            elif key in ("fps", "random"):
+                kwargs = {"num": _center_count(self.centers), **kwargs}
+        elif isinstance(proposal, type) and issubclass(proposal, GridProposal):
+            kwargs = {"cells": self.centers, "bounds": bounds, **kwargs}
+        elif isinstance(proposal, type) and issubclass(proposal, (FPSProposal, RandomProposal)):
+            kwargs = {"num": _center_count(self.centers), **kwargs}
+        self.proposal = resolve_proposal(proposal, **kwargs)
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return (f"dim={self.dim}, out_dim={self.out_dim}, heads={self.heads}, "
+                f"head_dim={self.head_dim}, centers={self.centers}, regions={self.regions}, "
+                f"normalize={self.normalize!r}, bounds={self.bounds!r}")
+
+    # ------------------------------------------------------------------------------------------
+    # input checks
+    # ------------------------------------------------------------------------------------------
+
+    def _check_inputs(self, x, pos, batch, batch_size):
+        check_tensor(x, "x")
+        if x.dim() != 2 or x.shape[1] != self.dim:
+            raise ValueError(
+                f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
+            )
+        if not x.is_floating_point():
+            raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
+        n = x.shape[0]
+        check_pos(pos, "pos", allow_nonfinite=not self.validate)
+        if pos.shape[0] != n:
+            raise ValueError(
+                f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}"
+            )
+        if batch_size is not None:
+            batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
+        if self.validate:
+            check_batch(batch, n, batch_size, "batch")
+        else:
+            check_tensor(batch, "batch")
+            if batch.dim() != 1 or batch.numel() != n:
+                raise ValueError(
+                    f"`batch` must have shape [N] = [{n}], got shape {tuple(batch.shape)}"
+                )
+            if batch.is_floating_point() or batch.dtype == torch.bool:
+                raise ValueError(f"`batch` must be an integer tensor, got dtype {batch.dtype}")
+        for name, t in (("pos", pos), ("batch", batch)):
+            if t.device != x.device:
+                raise ValueError(
+                    f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
+                )
+        d = pos.shape[1]
+        if self.regions is not None:
+            _per_axis(self.regions, d, "regions")
+        if isinstance(self.proposal, GridProposal) and self.proposal.cells is not None:
+            _per_axis(self.proposal.cells, d, "centers")
+        if self.bounds != "set":
+            for side in self.bounds:
+                _per_axis(side, d, "bounds")
+        return batch_size
+
+    # ------------------------------------------------------------------------------------------
+    # centers and candidate pairs
+    # ------------------------------------------------------------------------------------------
+
+    def _propose(self, pos: Tensor, batch: Tensor, num_sets: int):
+        """Return centers, group id per point, number of groups and region per point."""
+        d = pos.shape[1]
+        regs = None if self.regions is None else _per_axis(self.regions, d, "regions")
+        if regs is not None and math.prod(regs) == 1:
+            regs = None
+        num_regions = 1 if regs is None else math.prod(regs)
+        num_groups = num_sets * num_regions
+        prop = self.proposal
+        if isinstance(prop, GridProposal):
+            centers = prop(pos, batch, num_sets, regions=regs)
+            if regs is None:
+                return centers, batch.long(), num_groups, None
+            group = centers.batch.index_select(0, centers.assignment)
+            return centers, group, num_groups, group - batch.long() * num_regions
+        if regs is None:
+            centers = prop(pos, batch, num_sets)
+            group, region = batch.long(), None
+        else:
+            coords = grid_cell_coords(pos, batch, regs, self.bounds, num_sets)
+            region = _linear(coords, regs)
+            group = batch.long() * num_regions + region
+            perm = torch.argsort(group, stable=True)
+            local = prop(pos.index_select(0, perm), group.index_select(0, perm), num_groups)
+            assignment = None
+            if local.assignment is not None:
+                assignment = torch.empty_like(local.assignment)
+                assignment[perm] = local.assignment
+            centers = Centers(local.pos, local.batch, perm.index_select(0, local.member_point),
+                              local.member_center, assignment)
+        if not isinstance(prop, _BUILTIN):
+            centers = _sort_by_group(centers)
+        return centers, group, num_groups, region
+
+    # ------------------------------------------------------------------------------------------
+    # forward
+    # ------------------------------------------------------------------------------------------
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        batch_size: int | None = None,
+        return_assignment: bool = False,
+    ):
+        """Mix point features through context clusters.
+
+        Args:
+            x: point features.
+            pos: point positions (used only to propose centers and regions).
+            batch: sorted set id per point.
+            batch_size: number of sets B if known (saves a host sync).
+            return_assignment: also return the :class:`Assignment`.
+
+        Shapes:
+            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
+        """
+        batch_size = self._check_inputs(x, pos, batch, batch_size)
+        n = x.shape[0]
+        heads, hd = self.heads, self.head_dim
+        inner = heads * hd
+        num_sets = infer_batch_size(batch, batch_size)
+
+        f_lin, v_lin = self.f, self.v
+        centers, group, num_groups, region = self._propose(pos, batch, num_sets)
+        m = centers.pos.shape[0]
+        dev = x.device
+
+        # Center features: the proposal's pooling of f(x) and v(x). For the (affine) mean pooling
+        # pool(f(x)) = f(pool(x)), so pool the C input channels instead of 2 * inner.
+        f_all = v_all = None
+        if type(self.proposal).pool is CenterProposal.pool:
+            px = pool_centers(x, centers)
+            c_sim = F.linear(px, f_lin.weight, f_lin.bias)
+            c_val = F.linear(px, v_lin.weight, v_lin.bias)
+            if centers.assignment is None:
+                members = torch.bincount(centers.member_center, minlength=m)[:m]
+                keep = (members > 0).to(c_sim.dtype).unsqueeze(1)
+                c_sim, c_val = c_sim * keep, c_val * keep
+        else:
+            f_all = F.linear(x, f_lin.weight, f_lin.bias)
+            v_all = F.linear(x, v_lin.weight, v_lin.bias)
+            c_sim = self.proposal.pool(f_all, centers)
+            c_val = self.proposal.pool(v_all, centers)
+        out_dtype = c_sim.dtype
+        cdt = torch.promote_types(out_dtype, torch.float32)
+        c_sim = c_sim.to(cdt).reshape(m, heads, hd)
+        c_val = c_val.to(cdt).reshape(m, heads, hd)
+        # cos(f_i, c_m) = (f_i . c_m / |c_m|) / |f_i|: normalise the few centers, and scale the
+        # point dot products by 1 / |f_i| ([N, heads]) instead of normalising [N, heads, d].
+        c_n = c_sim / c_sim.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        alpha, beta = self.alpha.to(cdt), self.beta.to(cdt)
+
+        if n == 0 or m == 0:
+            chosen = torch.full((n, heads), -1, dtype=torch.long, device=dev)
+            sim = c_val.new_zeros(n, heads)
+            out = self.proj(c_val.new_zeros(n, inner).to(out_dtype))
+            if return_assignment:
+                return out, Assignment(chosen, centers, region, sim)
+            return out
+
+        # Candidates of point i: centers start[i] .. start[i] + k_pt[i] - 1 (its group's centers).
+        cnt = torch.bincount(centers.batch, minlength=num_groups)[:num_groups]
+        cptr = torch.cumsum(cnt, 0) - cnt
+        k_pt = cnt.index_select(0, group)
+        start = cptr.index_select(0, group)
+        k_max, n_pairs, k_min = torch.stack([k_pt.max(), k_pt.sum(), k_pt.min()]).tolist()
+        layout = self.pair_layout
+        if layout == "auto":
+            layout = "padded" if n * k_max <= 1.25 * n_pairs else "ragged"
+        step = self.chunk_points
+        if step == "auto":
+            step = max(1024, _CHUNK_ELEMENTS // inner) if dev.type == "cpu" else None
+        step = n if step is None else step
+        chunk_pairs = None
+        if layout == "ragged":  # pairs per chunk, in one host sync
+            ends = torch.arange(step, n + step, step, device=dev).clamp_(max=n) - 1
+            ends = torch.cumsum(k_pt, 0).index_select(0, ends)
+            chunk_pairs = torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
+        head_ids = torch.arange(heads, device=dev)
+        rows = m * heads + 1  # one spare row takes the points without a center
+        c_n_flat = c_n.reshape(m * heads, hd)
+
+        # Pass 1 (per chunk): features, hard assignment, similarity, aggregation sums.
+        sims, flats = [], []
+        chosen_parts = []
+        num = F.pad(c_val.reshape(m * heads, hd), (0, 0, 0, 1))
+        den = torch.ones(rows, dtype=cdt, device=dev)
+        # torch.split (not slicing) so that autograd joins the chunk gradients with one cat
+        x_parts = x.split(step) if f_all is None else None
+        f_parts = None if f_all is None else f_all.split(step)
+        v_parts = None if v_all is None else v_all.split(step)
+        for c, lo in enumerate(range(0, n, step)):
+            hi = min(n, lo + step)
+            if f_all is None:
+                f_c = F.linear(x_parts[c], f_lin.weight, f_lin.bias)
+                v_c = F.linear(x_parts[c], v_lin.weight, v_lin.bias)
+            else:
+                f_c, v_c = f_parts[c], v_parts[c]
+            nc = hi - lo
+            f_c = f_c.to(cdt).view(nc, heads, hd)
+            v_c = v_c.to(cdt).view(nc, heads, hd)
+            f_inv = 1.0 / f_c.norm(dim=-1).clamp_min(1e-12)  # [nc, heads]
+            # argmax without autograd (piecewise constant); the chosen similarity is recomputed
+            # with autograd below
+            with torch.no_grad():
+                args = (f_c.detach(), f_inv.detach(), c_n.detach(), alpha.detach(),
+                        beta.detach(), start[lo:hi], k_pt[lo:hi])
+                if layout == "padded":
+                    chosen = _assign_padded(*args, k_max, k_min)
+                else:
+                    chosen = _assign_ragged(*args, chunk_pairs[c])
+            idx = chosen.clamp(min=0) * heads + head_ids  # [nc, heads] row of [M * heads]
+            c_sel = c_n_flat.index_select(0, idx.view(-1)).view(nc, heads, hd)
+            sim = torch.sigmoid(beta + alpha * ((f_c * c_sel).sum(-1) * f_inv))
+            if k_min == 0:  # points without a candidate: weight 0, routed to the spare row
+                has = chosen >= 0
+                sim = sim * has.to(sim.dtype)
+                idx = torch.where(has, idx, torch.full_like(idx, m * heads))
+            flat = idx.view(-1)
+            if self.normalize == "sim":
+                den = den.index_add(0, flat, sim.reshape(-1))
+            else:
+                den = den + torch.bincount(flat, minlength=rows)[:rows].to(cdt)
+            num = num.index_add(0, flat, (sim.unsqueeze(-1) * v_c).reshape(nc * heads, hd))
+            sims.append(sim)
+            flats.append(flat)
+            chosen_parts.append(chosen)
+        g = num / den.unsqueeze(1)  # [M * heads + 1, head_dim]
+
+        # Pass 2 (per chunk): dispatch and projection.
+        outs = []
+        for sim, flat in zip(sims, flats):
+            nc = sim.shape[0]
+            mixed = sim.unsqueeze(-1) * g.index_select(0, flat).view(nc, heads, hd)
+            outs.append(self.proj(mixed.reshape(nc, inner).to(out_dtype)))
+        out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
+        if return_assignment:
+            sim = sims[0] if len(sims) == 1 else torch.cat(sims, 0)
+            chosen = chosen_parts[0] if len(sims) == 1 else torch.cat(chosen_parts, 0)
+            return out, Assignment(chosen, centers, region, sim)
+        return out
+
+
+def _sort_by_group(centers: Centers) -> Centers:
+    """Reorder centers by group (stable) and renumber the membership pairs accordingly."""
+    order = torch.argsort(centers.batch, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    assignment = None if centers.assignment is None else rank.index_select(0, centers.assignment)
+    return Centers(
+        centers.pos.index_select(0, order),
+        centers.batch.index_select(0, order),
+        centers.member_point,
+        rank.index_select(0, centers.member_center),
+        assignment,
+    )
+
+
+def _assign_padded(f, f_inv, c_n, alpha, beta, start, k_pt, k_max: int, k_min: int) -> Tensor:
+    """Best center per point and head over candidate slots ``start + 0 .. k_max - 1``.
+
+    Shapes:
+        f: [N, H, d] point features; f_inv: [N, H] their inverse norms; c_n: [M, H, d] unit
+        center features; start, k_pt: [N]; return: [N, H] (-1: no candidate).
+    """
+    n, heads, hd = f.shape
+    m = c_n.shape[0]
+    flat_c = c_n.reshape(m, heads * hd)
+    best = f.new_full((n, heads), float("-inf"))
+    arg = torch.full((n, heads), -1, dtype=torch.long, device=f.device)
+    step = max(1, _CHUNK_ELEMENTS // max(1, heads * hd))
+    for lo in range(0, n, step):
+        hi = min(n, lo + step)
+        fb, ib, sb, kb = f[lo:hi], f_inv[lo:hi], start[lo:hi], k_pt[lo:hi]
+        bb, ab = best[lo:hi], arg[lo:hi]
+        for k in range(k_max):
+            cand = sb + k
+            if k >= k_min:
+                valid = kb > k
+                cand = torch.where(valid, cand, torch.zeros_like(cand))
+            cos = (fb * flat_c.index_select(0, cand).view(-1, heads, hd)).sum(-1) * ib
+            s = torch.sigmoid(beta + alpha * cos)
+            if k >= k_min:
+                s = s.masked_fill(~valid.unsqueeze(1), float("-inf"))
+            if k == 0 and k_min > 0:
+                bb.copy_(s)
+                ab.copy_(cand.unsqueeze(1).expand_as(ab))
+                continue
+            better = s > bb  # strict: ties keep the lower center index
+            bb.copy_(torch.where(better, s, bb))
+            ab.copy_(torch.where(better, cand.unsqueeze(1).expand_as(ab), ab))
+    return arg
+
+
+def _assign_ragged(f, f_inv, c_n, alpha, beta, start, k_pt, n_pairs: int) -> Tensor:
+    """Best center per point and head over exactly ``k_pt[i]`` candidate pairs per point.
+
+    Shapes:
+        f: [N, H, d] point features; f_inv: [N, H] their inverse norms; c_n: [M, H, d] unit
+        center features; start, k_pt: [N]; return: [N, H] (-1: no candidate).
+    """
+    n, heads, hd = f.shape
+    m = c_n.shape[0]
+    dev = f.device
+    pair_point = torch.repeat_interleave(torch.arange(n, device=dev), k_pt, output_size=n_pairs)
+    first_pair = torch.cumsum(k_pt, 0) - k_pt
+    pair_center = (start.index_select(0, pair_point)
+                   + torch.arange(n_pairs, device=dev)
+                   - first_pair.index_select(0, pair_point))
+    s = f.new_empty(n_pairs, heads)
+    step = max(1, _CHUNK_ELEMENTS // max(1, heads * hd))
+    for lo in range(0, n_pairs, step):
+        hi = min(n_pairs, lo + step)
+        pp = pair_point[lo:hi]
+        fp = f.index_select(0, pp)
+        cp = c_n.index_select(0, pair_center[lo:hi])
+        cos = (fp * cp).sum(-1) * f_inv.index_select(0, pp)
+        s[lo:hi] = torch.sigmoid(beta + alpha * cos)
+    pidx = pair_point.unsqueeze(1).expand(n_pairs, heads)
+    best = f.new_full((n, heads), float("-inf")).scatter_reduce(
+        0, pidx, s, reduce="amax", include_self=True
+    )
+    hit = s == best.gather(0, pidx)
+    cand = torch.where(hit, pair_center.unsqueeze(1).expand(n_pairs, heads),
+                       torch.full((n_pairs, heads), m, dtype=torch.long, device=dev))
+    arg = torch.full((n, heads), m, dtype=torch.long, device=dev).scatter_reduce(
+        0, pidx, cand, reduce="amin", include_self=True
+    )
+    return arg.masked_fill(arg == m, -1)

@@ -1,0 +1,518 @@
+"""Center proposals for Context Clusters: where the cluster centers of a point set come from.
+
+A proposal looks at positions only and returns :class:`Centers`: the center positions, the group
+(set, or region of a set) each center belongs to, and the (point, center) membership pairs that
+define how a center feature is pooled from point features (the mean of its members). Built in:
+
+* :class:`GridProposal` (``"grid"``): a regular grid of cells per axis (or of a given cell edge
+  length) over each set's bounding box or over a fixed box; one center per non-empty cell, at the
+  mean of its points; the members of a center are the points of its cell (a partition). On a full
+  image grid with the fixed box ``(-0.5, 0.5)`` this is the paper's ``AdaptiveAvgPool2d`` proposal
+  whenever the cells divide the image evenly.
+* :class:`FPSProposal` (``"fps"``) and :class:`RandomProposal` (``"random"``): centers at points
+  picked by farthest point sampling or uniformly at random; the members of a center are its ``k``
+  nearest points of the same set (the point-cloud variant of the paper).
+
+Users add their own with :func:`register_proposal` (a :class:`CenterProposal` subclass) and pick
+any of them by name with :func:`resolve_proposal`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .._resolver import normalize_name, resolve
+from ..ops.scatter import scatter_mean
+from ..ops.segment import infer_batch_size
+
+__all__ = [
+    "Centers",
+    "CenterProposal",
+    "GridProposal",
+    "FPSProposal",
+    "RandomProposal",
+    "grid_cell_coords",
+    "pool_centers",
+    "register_proposal",
+    "resolve_proposal",
+    "list_proposals",
+]
+
+
+class Centers(NamedTuple):
+    """Cluster centers proposed for a batch of ragged point sets.
+
+    Attributes:
+        pos: [M, D] center positions.
+        batch: [M] int64 group of each center: the set id, or, when the proposal ran per region,
+            the region id ``set * num_regions + region``. Centers are sorted by group.
+        member_point: [P] int64 point (row of ``pos`` given to the proposal) of each membership
+            pair.
+        member_center: [P] int64 center of each membership pair. A center's pooled feature is the
+            mean over its members; a center with no members pools to 0.
+        assignment: [N] int64 center of every point when the membership is a partition of the
+            points (each point in exactly one center, as for the grid), else None.
+    """
+
+    pos: Tensor
+    batch: Tensor
+    member_point: Tensor
+    member_center: Tensor
+    assignment: Tensor | None
+
+
+def pool_centers(feat: Tensor, centers: Centers) -> Tensor:
+    """Mean of the member points' features for every center (0 for a center without members).
+
+    Args:
+        feat: point features.
+        centers: the proposal's output.
+
+    Shapes:
+        feat: [N, C]; return: [M, C] with M = ``centers.pos.shape[0]``.
+    """
+    m = centers.pos.shape[0]
+    if centers.assignment is not None:
+        return scatter_mean(feat, centers.assignment, m)
+    src = feat.index_select(0, centers.member_point)
+    return scatter_mean(src, centers.member_center, m)
+
+
+class CenterProposal(nn.Module):
+    """Base class of center proposals.
+
+    Subclasses implement :meth:`forward` (positions -> :class:`Centers`, centers sorted by group).
+    :meth:`pool` averages point features over each center's members; override it for another
+    pooling.
+    """
+
+    def forward(self, pos: Tensor, batch: Tensor, batch_size: int | None = None) -> Centers:
+        """Propose centers for every set (or group) of a packed batch.
+
+        Args:
+            pos: point positions.
+            batch: sorted set (group) id per point.
+            batch_size: number of sets B, if known (avoids a host sync).
+
+        Shapes:
+            pos: [N, D]; batch: [N]; return: :class:`Centers` with M centers.
+        """
+        raise NotImplementedError
+
+    def pool(self, feat: Tensor, centers: Centers) -> Tensor:
+        """Pool point features into center features (mean over members; 0 without members).
+
+        Shapes:
+            feat: [N, C]; return: [M, C].
+        """
+        return pool_centers(feat, centers)
+
+
+# ----------------------------------------------------------------------------------------------
+# Grid
+# ----------------------------------------------------------------------------------------------
+
+
+def _per_axis(value, dim: int, name: str) -> tuple:
+    """Broadcast an int/float or check a sequence to ``dim`` entries."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if len(vals) != dim:
+            raise ValueError(
+                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates"
+            )
+    else:
+        vals = (value,) * dim
+    return vals
+
+
+def _check_counts(value, name: str) -> int | tuple[int, ...]:
+    """Check an int >= 1 or a non-empty sequence of ints >= 1; return it as int or tuple."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if not vals:
+            raise ValueError(f"`{name}` must not be empty")
+        for v in vals:
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
+        return vals
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"`{name}` must be an int >= 1 or a sequence of them, got {value!r}")
+    return value
+
+
+def check_bounds(bounds, name: str = "bounds"):
+    """Check a bounds option: None or ``"set"`` (per-set box) or a ``(lo, hi)`` pair.
+
+    ``lo`` and ``hi`` are floats or equal-length sequences of floats with ``lo < hi``.
+
+    Returns:
+        ``"set"`` or the pair ``(lo, hi)`` with each side a float or a tuple of floats.
+    """
+    if bounds is None or (isinstance(bounds, str) and bounds == "set"):
+        return "set"
+    if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise ValueError(f"`{name}` must be None, 'set' or a (lo, hi) pair, got {bounds!r}")
+    lo, hi = bounds
+    los = tuple(lo) if isinstance(lo, Sequence) else (lo,)
+    his = tuple(hi) if isinstance(hi, Sequence) else (hi,)
+    if len(los) != len(his) and len(los) != 1 and len(his) != 1:
+        raise ValueError(f"`{name}` lo and hi must have the same length, got {bounds!r}")
+    try:
+        los_f = [float(v) for v in los]
+        his_f = [float(v) for v in his]
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` lo and hi must be numbers, got {bounds!r}") from None
+    n = max(len(los_f), len(his_f))
+    los_f = los_f * n if len(los_f) == 1 else los_f
+    his_f = his_f * n if len(his_f) == 1 else his_f
+    for a, b in zip(los_f, his_f):
+        if not (math.isfinite(a) and math.isfinite(b)) or not a < b:
+            raise ValueError(f"`{name}` must have finite lo < hi on every axis, got {bounds!r}")
+    lo_out = tuple(los_f) if isinstance(lo, Sequence) else los_f[0]
+    hi_out = tuple(his_f) if isinstance(hi, Sequence) else his_f[0]
+    return (lo_out, hi_out)
+
+
+def _box(pos: Tensor, batch: Tensor, num_sets: int, bounds) -> tuple[Tensor, Tensor]:
+    """Per-point lower corner and extent ([N, D] each, or [1, D] for a fixed box)."""
+    n, d = pos.shape
+    if bounds == "set":
+        idx = batch.view(-1, 1).expand(n, d)
+        lo = pos.new_full((num_sets, d), float("inf")).scatter_reduce(
+            0, idx, pos, reduce="amin", include_self=True
+        )
+        hi = pos.new_full((num_sets, d), float("-inf")).scatter_reduce(
+            0, idx, pos, reduce="amax", include_self=True
+        )
+        lo_p, hi_p = lo.index_select(0, batch), hi.index_select(0, batch)
+        return lo_p, hi_p - lo_p
+    lo, hi = bounds
+    lo_t = pos.new_tensor(_per_axis(lo, d, "bounds lo")).view(1, d)
+    hi_t = pos.new_tensor(_per_axis(hi, d, "bounds hi")).view(1, d)
+    return lo_t, hi_t - lo_t
+
+
+def grid_cell_coords(
+    pos: Tensor,
+    batch: Tensor,
+    counts: Sequence[int],
+    bounds="set",
+    batch_size: int | None = None,
+) -> Tensor:
+    """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
+
+    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
+    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
+    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
+    cells; an axis with zero extent puts every point in cell 0).
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: [N, D] int64.
+    """
+    n, d = pos.shape
+    num_sets = infer_batch_size(batch, batch_size) if bounds == "set" else 0
+    work = pos.to(torch.promote_types(pos.dtype, torch.float32))
+    lo, ext = _box(work, batch, num_sets, bounds)
+    cnt = torch.tensor(list(counts), dtype=work.dtype, device=pos.device).view(1, d)
+    safe = torch.where(ext > 0, ext, torch.ones_like(ext))
+    u = torch.where(ext > 0, (work - lo) / safe, torch.zeros_like(work))
+    c = torch.floor(u * cnt)
+    top = torch.tensor([c_ - 1 for c_ in counts], dtype=torch.long, device=pos.device)
+    return c.long().clamp_(min=0).minimum(top.view(1, d))
+
+
+def _linear(coords: Tensor, counts: Sequence[int]) -> Tensor:
+    """Linear index of integer coordinates with axis 0 varying fastest (raster order for (x, y))."""
+    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    stride = 1
+    for axis, c in enumerate(counts):
+        lin = lin + coords[:, axis] * stride
+        stride *= int(c)
+    return lin
+
+
+def _compact(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
+    """Renumber the used values of ``key`` to 0..M-1 in increasing key order.
+
+    Returns the new id of every entry [N] and the used keys [M] (ascending). One host sync.
+    """
+    n = key.numel()
+    if key_space <= max(4 * n, 1 << 16):
+        used = torch.zeros(key_space, dtype=torch.bool, device=key.device)
+        used[key] = True
+        kept = used.nonzero().view(-1)
+        new_id = torch.cumsum(used, 0) - 1
+        return new_id.index_select(0, key), kept
+    kept, inverse = torch.unique(key, sorted=True, return_inverse=True)
+    return inverse, kept
+
+
+class GridProposal(CenterProposal):
+    """Regular-grid centers: one center per non-empty cell, at the mean of the cell's points.
+
+    Args:
+        cells: number of cells per axis (an int for every axis, or one int per axis). Default
+            2 per axis. Mutually exclusive with ``size``.
+        size: cell edge length (a float, or one per axis) instead of a count; cells start at the
+            box's lower corner.
+        bounds: the box the grid spans: None or ``"set"`` for each set's bounding box, or a fixed
+            ``(lo, hi)`` (floats or per-axis sequences). For images given as pixel centers in
+            ``[-0.5, 0.5]`` use ``(-0.5, 0.5)``: masked pixels then keep their cells.
+
+    Cells are numbered with axis 0 varying fastest (raster order for ``(x, y)`` positions);
+    centers come out sorted by (group, cell). ``forward`` also takes ``regions``: a count per
+    axis; the grid then has ``regions * cells`` cells per axis and the centers are grouped by
+    region (each group holds the ``cells`` grid inside one region).
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: :class:`Centers` with ``assignment`` [N].
+    """
+
+    def __init__(self, cells=None, size=None, bounds=None):
+        super().__init__()
+        if cells is not None and size is not None:
+            raise ValueError(
+                "give either `cells` (count per axis) or `size` (edge length), not both"
+            )
+        if size is None:
+            self.cells = _check_counts(2 if cells is None else cells, "cells")
+            self.size = None
+        else:
+            sizes = tuple(size) if isinstance(size, Sequence) else (size,)
+            for s in sizes:
+                if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0:
+                    raise ValueError(f"`size` must be a positive number or a sequence of them, "
+                                     f"got {size!r}")
+            self.size = tuple(float(s) for s in size) if isinstance(size, Sequence) else float(size)
+            self.cells = None
+        self.bounds = check_bounds(bounds)
+
+    def extra_repr(self) -> str:
+        """Grid settings for ``repr``."""
+        grid = f"cells={self.cells}" if self.size is None else f"size={self.size}"
+        return f"{grid}, bounds={self.bounds!r}"
+
+    def forward(
+        self,
+        pos: Tensor,
+        batch: Tensor,
+        batch_size: int | None = None,
+        regions=None,
+    ) -> Centers:
+        """Propose grid centers (see the class docstring); ``regions`` groups them by region."""
+        n, d = pos.shape
+        num_sets = infer_batch_size(batch, batch_size)
+        if self.size is None:
+            cells = _per_axis(self.cells, d, "cells")
+            regs = (1,) * d if regions is None else _per_axis(regions, d, "regions")
+            fine = [r * c for r, c in zip(regs, cells)]
+            coords = grid_cell_coords(pos, batch, fine, self.bounds, num_sets)
+            if regions is None:
+                local, region_lin = coords, None
+            else:
+                reg_t = torch.tensor(cells, dtype=torch.long, device=pos.device).view(1, d)
+                region_lin = _linear(torch.div(coords, reg_t, rounding_mode="floor"), regs)
+                local = torch.remainder(coords, reg_t)
+            per_group = math.prod(cells)
+            num_regions = math.prod(regs)
+        else:
+            if regions is not None:
+                raise ValueError(
+                    "`regions` needs a count-based grid (`cells`), but this GridProposal uses "
+                    "`size`"
+                )
+            local, cells = self._size_coords(pos, batch, num_sets)
+            region_lin = None
+            per_group = math.prod(cells)
+            num_regions = 1
+        group = batch.long() * num_regions
+        if region_lin is not None:
+            group = group + region_lin
+        key = group * per_group + _linear(local, cells)
+        assignment, kept = _compact(key, max(num_sets * num_regions * per_group, 1))
+        m = kept.numel()
+        center_pos = scatter_mean(pos, assignment, m)
+        center_group = torch.div(kept, per_group, rounding_mode="floor")
+        member_point = torch.arange(n, device=pos.device)
+        return Centers(center_pos, center_group, member_point, assignment, assignment)
+
+    def _size_coords(self, pos: Tensor, batch: Tensor, num_sets: int):
+        n, d = pos.shape
+        sizes = _per_axis(self.size, d, "size")
+        work = pos.to(torch.promote_types(pos.dtype, torch.float32))
+        lo, ext = _box(work, batch, num_sets, self.bounds)
+        size_t = work.new_tensor(sizes).view(1, d)
+        if self.bounds == "set":
+            top = torch.floor(ext / size_t).long()
+            counts = [int(v) + 1 for v in (top.amax(0) if n else top.new_zeros(d)).tolist()]
+        else:
+            counts = [max(1, math.ceil(e / s - 1e-9)) for e, s in zip(ext.view(-1).tolist(), sizes)]
+        top_t = torch.tensor([c - 1 for c in counts], dtype=torch.long, device=pos.device)
+        coords = torch.floor((work - lo) / size_t).long().clamp_(min=0).minimum(top_t.view(1, d))
+        return coords, counts
+
+
+# ----------------------------------------------------------------------------------------------
+# Sampled centers (FPS / random) with k-nearest-neighbour membership
+# ----------------------------------------------------------------------------------------------
+
+
+class _SampledProposal(CenterProposal):
+    """Centers at sampled points; members = the ``k`` nearest points of the same group."""
+
+    def __init__(self, num=None, ratio=None, k: int = 16):
+        super().__init__()
+        if (num is None) == (ratio is None):
+            raise ValueError(
+                f"{type(self).__name__} needs exactly one of `num` (centers per set) or `ratio`, "
+                f"got num={num!r}, ratio={ratio!r}"
+            )
+        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
+            raise ValueError(f"`num` must be an int >= 1, got {num!r}")
+        if ratio is not None and not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
+            raise ValueError(f"`ratio` must be a number in (0, 1], got {ratio!r}")
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise ValueError(f"`k` must be an int >= 1, got {k!r}")
+        self.num, self.ratio, self.k = num, ratio, k
+
+    def extra_repr(self) -> str:
+        """Sampling settings for ``repr``."""
+        amount = f"num={self.num}" if self.num is not None else f"ratio={self.ratio}"
+        return f"{amount}, k={self.k}"
+
+    def sample(self, pos: Tensor, batch: Tensor, batch_size: int | None) -> Tensor:
+        """Indices of the center points, sorted by set."""
+        raise NotImplementedError
+
+    def forward(self, pos: Tensor, batch: Tensor, batch_size: int | None = None) -> Centers:
+        """Sample centers and attach the ``k`` nearest points of the same set to each."""
+        from ..ops.knn import knn
+
+        idx = self.sample(pos, batch, batch_size)
+        center_pos = pos.index_select(0, idx)
+        center_batch = batch.index_select(0, idx).long()
+        m = idx.numel()
+        if m == 0:
+            empty = torch.zeros(0, dtype=torch.long, device=pos.device)
+            return Centers(center_pos, center_batch, empty, empty, None)
+        nbr = knn(pos, center_pos, self.k, batch_x=batch, batch_y=center_batch,
+                  batch_size=batch_size).index
+        k = nbr.shape[1]
+        member_center = torch.arange(m, device=pos.device).repeat_interleave(k)
+        member_point = nbr.reshape(-1)
+        keep = member_point >= 0
+        return Centers(center_pos, center_batch, member_point[keep], member_center[keep], None)
+
+
+class FPSProposal(_SampledProposal):
+    """Centers by farthest point sampling; each center pools its ``k`` nearest points.
+
+    Args:
+        num: centers per set (sets with fewer points keep all of them). Exclusive with ``ratio``.
+        ratio: fraction of each set's points to keep as centers.
+        k: number of nearest points (of the same set, the center itself included) whose mean is
+            the center feature.
+        random_start: start each set's FPS at a random point instead of its first point.
+        backend: point-op backend for FPS/kNN (see :mod:`pointctx.ops`).
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: :class:`Centers` (``assignment`` None).
+    """
+
+    def __init__(self, num=None, ratio=None, k: int = 16, random_start: bool = False,
+                 backend: str | None = None):
+        super().__init__(num=num, ratio=ratio, k=k)
+        self.random_start = bool(random_start)
+        self.backend = backend
+
+    def sample(self, pos: Tensor, batch: Tensor, batch_size: int | None) -> Tensor:
+        """FPS indices, sorted by set."""
+        from ..ops.fps import fps
+
+        return fps(pos, batch, ratio=self.ratio, num=self.num, random_start=self.random_start,
+                   batch_size=batch_size, backend=self.backend)
+
+
+class RandomProposal(_SampledProposal):
+    """Centers at uniformly random points; each center pools its ``k`` nearest points.
+
+    Args:
+        num: centers per set (sets with fewer points keep all of them). Exclusive with ``ratio``.
+        ratio: fraction of each set's points to keep as centers.
+        k: number of nearest points (of the same set) pooled into each center.
+        generator: optional ``torch.Generator`` for reproducible draws.
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: :class:`Centers` (``assignment`` None).
+    """
+
+    def __init__(self, num=None, ratio=None, k: int = 16, generator: torch.Generator | None = None):
+        super().__init__(num=num, ratio=ratio, k=k)
+        self.generator = generator
+
+    def sample(self, pos: Tensor, batch: Tensor, batch_size: int | None) -> Tensor:
+        """Random indices, sorted by set."""
+        from ..ops.random import random_sample
+
+        return random_sample(pos, batch, ratio=self.ratio, num=self.num,
+                             generator=self.generator, batch_size=batch_size)
+
+
+# ----------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------
+
+_PROPOSALS: dict[str, type] = {
+    "grid": GridProposal,
+    "fps": FPSProposal,
+    "random": RandomProposal,
+}
+
+
+def register_proposal(name: str, cls, overwrite: bool = False) -> None:
+    """Make a proposal class (or factory) available by name to :func:`resolve_proposal`.
+
+    Args:
+        name: the lookup name (matched case- and underscore-insensitively).
+        cls: a :class:`CenterProposal` subclass or a callable returning one.
+        overwrite: replace an existing entry of the same name.
+    """
+    if not isinstance(name, str) or not name:
+        raise TypeError(f"`name` must be a non-empty str, got {name!r}")
+    if not callable(cls):
+        raise TypeError(f"`cls` must be a CenterProposal subclass or factory, got {cls!r}")
+    key = normalize_name(name)
+    clash = [k for k in _PROPOSALS if normalize_name(k) == key]
+    if clash and not overwrite:
+        raise ValueError(f"a proposal named {clash[0]!r} is already registered; pass "
+                         "overwrite=True to replace it")
+    for k in clash:
+        del _PROPOSALS[k]
+    _PROPOSALS[name] = cls
+
+
+def list_proposals() -> list[str]:
+    """Names of the registered proposals."""
+    return sorted(_PROPOSALS)
+
+
+def resolve_proposal(name_or_module, **kwargs) -> CenterProposal:
+    """Return a proposal module: an instance as is, else build it by name or class with kwargs.
+
+    Raises:
+        ValueError: unknown name (the message lists the choices).
+        TypeError: neither a name, a :class:`CenterProposal` nor a callable, or the result is not
+            a :class:`CenterProposal`.
+    """
+    out = resolve(name_or_module, _PROPOSALS, "proposal", base=CenterProposal, **kwargs)
+    if not isinstance(out, CenterProposal):
+        raise TypeError(
+            f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}"
+        )
+    return out
