@@ -1,0 +1,362 @@
+"""Context Cluster image models (CoC; Ma et al., "Image as Set of Points", ICLR 2023) on point sets.
+
+:class:`ContextClusterNet` is the four-stage CoC classifier rebuilt on ragged point sets: a stem
+:class:`~pointctx.nn.reducer.PointReducer` (4x4 cells) on the pixel features with the two pixel
+positions appended (the paper's ``C + 2`` input channels), then per stage a stack of
+:class:`~pointctx.nn.blocks.ContextClusterBlock` and a reducer to the next stage (the official
+3x3 stride-2 padding-1 reducer: 4x fewer points), and a head of per-set ``GroupNorm(1, C)``,
+mean pooling over each set's points and a linear classifier.
+
+One model handles, without code changes:
+
+* **Pixel sets** (image tensors ``[B, C, H, W]`` with an optional bool ``mask [B, H, W]``, or a
+  :class:`~pointctx.PointBatch` with pixel info): reducers run in lattice mode on the pixel
+  ``(row, col)`` (exactly the official strided convolutions on full images; missing pixels
+  handled as documented in :mod:`pointctx.nn.reducer`), centers and regions are proposed on the
+  image-plane positions over the fixed box ``(-0.5, 0.5)``, so full images, random pixel
+  subsets, block-masked images and irregular shapes share the same regions. Image sizes need not
+  divide by the strides (partial border cells are kept). A ``PointBatch`` with pixel info and
+  ``D = 3`` positions (RGB-D back-projected xyz) appends its xyz at the stem (build the model
+  with ``pos_dim=3``) and clusters on the image plane.
+* **General point sets** (a ``PointBatch`` without pixel info, any ``D``): reducers run in point
+  mode (FPS anchors with ratio 1/16 at the stem, then 1/4 per stage, and kNN neighbours), and
+  centers/regions are proposed over each set's own bounding box (the positions are mapped to
+  ``[-0.5, 0.5]`` per set and axis before clustering, which is exactly the ``bounds="set"``
+  grid).
+
+Configurations (Table 6 of the paper / the official ``models/context_cluster.py``):
+
+============== ================ ================= =============== ================ ===========
+name           layers           embed dims        heads           head dim         params (M)
+============== ================ ================= =============== ================ ===========
+coc_tiny       3, 4, 5, 2       32, 64, 196, 320  4, 4, 8, 8      24               5.57
+coc_small      2, 2, 6, 2       64, 128, 320, 512 4, 4, 8, 8      32               14.66
+coc_medium     4, 4, 12, 4      64, 128, 320, 512 6, 6, 12, 12    32               29.29
+============== ================ ================= =============== ================ ===========
+
+All use MLP ratios 8, 8, 4, 4, 2x2 centers per region, regions 8x8, 4x4, 2x2, 1x1, LayerScale
+init 1e-5. ``coc_tiny_plain`` is ``coc_tiny`` without regions and with 4x4, 4x4, 2x2, 2x2 centers.
+The parameter counts (1000 classes, 3 input channels) match the official models.
+
+Small-image variants (documented deviations, for 32x32 and 28x28 inputs):
+
+* ``coc_tiny_cifar``: ``coc_tiny`` widths and depths with a 2x2 stride-2 stem (32x32 -> 16x16
+  points) and regions 4x4, 2x2, 1x1, 1x1, so a region holds 4x4 points in the first two stages.
+* ``coc_mnist``: three stages (1, 1, 1 blocks; dims 32, 64, 128; heads 2, 2, 4 of 16
+  channels; MLP ratio 4; 2x2 centers, no regions; 1 input channel, 10 classes), the 4x4 stem
+  (28x28 -> 7x7 points), then 7 -> 4 -> 2 points per axis (28 does not divide by 16: the grid
+  keeps the partial border cells). About 0.3 M parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_positive_int
+from ..batch import PointBatch
+from ..nn.blocks import ContextClusterBlock
+from ..nn.norm import SetGroupNorm
+from ..nn.reducer import PointReducer
+from ..ops.scatter import scatter_max, scatter_mean
+from ..ops.segment import batch_to_ptr
+from ._inputs import PackedInput, pack_input
+from ._registry import register_model
+
+__all__ = [
+    "ContextClusterNet",
+    "coc_tiny",
+    "coc_tiny_plain",
+    "coc_small",
+    "coc_medium",
+    "coc_tiny_cifar",
+    "coc_mnist",
+]
+
+IMAGE_BOUNDS = (-0.5, 0.5)
+
+
+def _per_stage(value, num_stages: int, name: str) -> list:
+    """Broadcast a scalar (or None) to every stage, or check a per-stage list's length."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = list(value)
+        if len(vals) != num_stages:
+            raise ValueError(
+                f"`{name}` must have one entry per stage ({num_stages}), got {len(vals)}: {value!r}"
+            )
+        return vals
+    return [value] * num_stages
+
+
+def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
+    """Map every set's positions into ``[-0.5, 0.5]`` per axis by its own bounding box.
+
+    An axis along which a set is flat maps to 0. Clustering the result over the fixed box
+    ``(-0.5, 0.5)`` is the per-set bounding-box grid (``bounds="set"``).
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: [N, D].
+    """
+    hi = scatter_max(pos, batch, batch_size).values
+    lo = -scatter_max(-pos, batch, batch_size).values
+    ext = (hi - lo).index_select(0, batch)
+    lo = lo.index_select(0, batch)
+    safe = torch.where(ext > 0, ext, torch.ones_like(ext))
+    return torch.where(ext > 0, (pos - lo) / safe - 0.5, torch.zeros_like(pos))
+
+
+class ContextClusterNet(nn.Module):
+    """Context Cluster classifier (CoC) on pixel sets and general point sets.
+
+    Args:
+        layers: blocks per stage.
+        embed_dims: channels per stage.
+        mlp_ratios: MLP expansion per stage (a number for all stages or one per stage).
+        heads: Context Cluster heads per stage (or one for all).
+        head_dims: channels per head per stage (or one for all).
+        centers: centers per region per axis, per stage (or one for all); 2 = 2x2 on images.
+        regions: regions per axis per stage (or one for all); None = no region partition.
+        num_classes: classifier outputs; 0 gives the pooled features from :meth:`forward`.
+        in_channels: point feature channels C (image channels; 0 for bare point sets).
+        pos_dim: position dimension D appended to the features at the stem (2 for images).
+        stem_kernel: stem reducer kernel (cells of ``stem_kernel x stem_kernel`` pixels).
+        stem_stride: stem stride (default ``stem_kernel``).
+        stem_padding: stem padding.
+        down_kernel: kernel of the reducers between stages (official 3).
+        down_stride: their stride (2: 4x fewer points per stage).
+        down_padding: their padding (official 1).
+        reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
+        normalize: Context Cluster aggregation denominator (``"sim"`` or ``"count"``).
+        drop_rate: dropout in the MLPs and before the classifier.
+        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
+        layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
+        backend: point-op backend for the reducers' FPS/kNN on general point sets.
+
+    Inputs (:meth:`forward`): an image tensor ``[B, in_channels, H, W]`` with an optional bool
+    ``mask [B, H, W]`` (``True`` keeps a pixel), or a :class:`~pointctx.PointBatch` with
+    ``x [N, in_channels]`` (``None`` when ``in_channels == 0``) and ``pos [N, pos_dim]``. See the
+    module docstring for how pixel sets and general point sets are processed.
+
+    Shapes:
+        forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
+        forward_features: -> PointBatch (x [M, embed_dims[-1]], pos [M, 2 or D], batch [M]).
+        forward_head: PointBatch -> [B, num_classes] (or [B, embed_dims[-1]] with
+        ``pre_logits``).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        embed_dims: Sequence[int],
+        mlp_ratios=4.0,
+        heads=4,
+        head_dims=24,
+        centers=2,
+        regions=None,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        pos_dim: int = 2,
+        stem_kernel: int = 4,
+        stem_stride: int | None = None,
+        stem_padding: int = 0,
+        down_kernel: int = 3,
+        down_stride: int = 2,
+        down_padding: int = 1,
+        reducer_norm: bool = False,
+        normalize: str = "sim",
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        layer_scale_init: float | None = 1e-5,
+        backend: str | None = None,
+    ):
+        super().__init__()
+        layers = [check_positive_int(v, "layers") for v in layers]
+        embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+        n = len(layers)
+        if n == 0 or len(embed_dims) != n:
+            raise ValueError(
+                f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
+                f"{len(layers)} and {len(embed_dims)}"
+            )
+        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
+        heads = _per_stage(heads, n, "heads")
+        head_dims = _per_stage(head_dims, n, "head_dims")
+        centers = _per_stage(centers, n, "centers")
+        regions = _per_stage(regions, n, "regions")
+        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
+        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
+        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+        self.embed_dims = list(embed_dims)
+        self.num_features = embed_dims[-1]
+
+        reducers = []
+        in_dim = self.in_channels + self.pos_dim
+        for i in range(n):
+            if i == 0:
+                kernel, stride, padding = stem_kernel, stem_stride, stem_padding
+            else:
+                kernel, stride, padding = down_kernel, down_stride, down_padding
+            reducers.append(PointReducer(in_dim, embed_dims[i], kernel, stride, padding,
+                                         norm=reducer_norm, validate=False, backend=backend))
+            in_dim = embed_dims[i]
+        self.reducers = nn.ModuleList(reducers)
+
+        total = sum(layers)
+        stages, k = [], 0
+        for i in range(n):
+            blocks = []
+            for _ in range(layers[i]):
+                dpr = drop_path_rate * k / (total - 1) if total > 1 else 0.0
+                blocks.append(ContextClusterBlock(
+                    embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
+                    head_dim=head_dims[i], centers=centers[i], regions=regions[i],
+                    normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
+                    layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False},
+                ))
+                k += 1
+            stages.append(nn.ModuleList(blocks))
+        self.stages = nn.ModuleList(stages)
+
+        self.norm = SetGroupNorm(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self._make_head(self.num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        head = nn.Linear(self.num_features, num_classes)
+        nn.init.trunc_normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+        return head
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (``nn.Identity`` with 0 classes)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none)."""
+        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
+        device = self.norm.weight.device
+        self.head = self._make_head(self.num_classes).to(device)
+
+    # ------------------------------------------------------------------------------------------
+
+    def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
+        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
+        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
+
+    def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
+        """Stem, stages and reducers: features of the last stage's points.
+
+        Args:
+            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+            mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
+
+        Returns:
+            A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
+            features, ``pos`` = image-plane positions for pixel sets, positions in the input
+            frame for general point sets). Sets keep their order; an empty input set stays empty.
+
+        Shapes:
+            return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
+        """
+        packed = self.pack(inputs, mask)
+        b = packed.batch_size
+        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        pixel = packed.is_pixel_set
+        pos = packed.plane if pixel else packed.pos
+        batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        for reducer, blocks in zip(self.reducers, self.stages):
+            red = reducer(feats, pos, batch, b, coords, grid)
+            feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
+            cpos = pos if pixel else box_normalize(pos, batch, b)
+            for block in blocks:
+                feats = block(feats, cpos, batch, b)
+        return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
+
+    def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
+        """Per-set GroupNorm, mean over each set's points, dropout and the classifier.
+
+        Args:
+            features: the output of :meth:`forward_features`.
+            pre_logits: return the pooled features instead of the logits.
+
+        Shapes:
+            return: [B, num_classes], or [B, embed_dims[-1]] with ``pre_logits``.
+        """
+        b = features.num_sets
+        x = self.norm(features.x, features.batch, b)
+        x = scatter_mean(x, features.batch, b)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, inputs, mask: Tensor | None = None) -> Tensor:
+        """Classify every set.
+
+        Shapes:
+            inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets; return:
+            [B, num_classes].
+        """
+        return self.forward_head(self.forward_features(inputs, mask))
+
+
+# ----------------------------------------------------------------------------------------------
+# Registered configurations
+# ----------------------------------------------------------------------------------------------
+
+_COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
+
+
+def _build(defaults: dict, kwargs: dict) -> ContextClusterNet:
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    return ContextClusterNet(**cfg)
+
+
+@register_model
+def coc_tiny(**kwargs) -> ContextClusterNet:
+    """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""
+    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
+                       heads=(4, 4, 8, 8), head_dims=24), kwargs)
+
+
+@register_model
+def coc_tiny_plain(**kwargs) -> ContextClusterNet:
+    """CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set), as ``coc_tiny_plain``."""
+    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
+                       heads=(4, 4, 8, 8), head_dims=24, centers=(4, 4, 2, 2), regions=None),
+                  kwargs)
+
+
+@register_model
+def coc_small(**kwargs) -> ContextClusterNet:
+    """CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``."""
+    return _build(dict(_COC_COMMON, layers=(2, 2, 6, 2), embed_dims=(64, 128, 320, 512),
+                       heads=(4, 4, 8, 8), head_dims=32), kwargs)
+
+
+@register_model
+def coc_medium(**kwargs) -> ContextClusterNet:
+    """CoC-Medium (29.29 M parameters at 1000 classes), as the official ``coc_medium``."""
+    return _build(dict(_COC_COMMON, layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512),
+                       heads=(6, 6, 12, 12), head_dims=32), kwargs)
+
+
+@register_model
+def coc_tiny_cifar(**kwargs) -> ContextClusterNet:
+    """CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, 1x1, 1x1."""
+    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
+                       heads=(4, 4, 8, 8), head_dims=24, stem_kernel=2, regions=(4, 2, 1, 1),
+                       num_classes=10), kwargs)
+
+
+@register_model
+def coc_mnist(**kwargs) -> ContextClusterNet:
+    """Three-stage micro CoC for 28x28 images (4x4 stem, then 7 -> 4 -> 2 points per axis)."""
+    return _build(dict(layers=(1, 1, 1), embed_dims=(32, 64, 128), mlp_ratios=4,
+                       heads=(2, 2, 4), head_dims=16, centers=2, regions=None,
+                       num_classes=10, in_channels=1), kwargs)

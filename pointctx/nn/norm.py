@@ -1,0 +1,94 @@
+"""Per-set normalisation for packed ragged point sets.
+
+``SetGroupNorm`` is the ragged counterpart of ``nn.GroupNorm(1, C)`` (the norm of the Context
+Cluster blocks): every set is normalised over all of its points and channels with its own mean
+and variance, so a set's result never depends on what else is in the batch.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_positive_int, check_tensor
+from ..ops.scatter import scatter_count, scatter_sum
+from ..ops.segment import infer_batch_size
+
+__all__ = ["SetGroupNorm"]
+
+
+class SetGroupNorm(nn.Module):
+    """Group normalisation with one group per set: ``nn.GroupNorm(1, C)`` on ragged sets.
+
+    For set ``b`` with ``n_b`` points, mean and (biased) variance are taken over its
+    ``n_b * C`` values; every value is normalised as ``(x - mean) / sqrt(var + eps)`` and then
+    scaled and shifted per channel (``weight``, ``bias``) when ``affine``. On a full image grid
+    (one set per image, every pixel a point) this equals ``nn.GroupNorm(1, C)`` on ``[B, C, H, W]``.
+
+    Statistics are computed in float32 (float64 for float64 inputs) with two passes (mean, then
+    the mean squared deviation), also under autocast. Empty sets are allowed (they have no rows).
+
+    Args:
+        num_channels: channels C.
+        eps: added to the variance.
+        affine: learn a per-channel scale (init 1) and shift (init 0).
+
+    Shapes:
+        x: [N, C]; batch: [N] sorted set id per point; return: [N, C].
+    """
+
+    def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
+        super().__init__()
+        self.num_channels = check_positive_int(num_channels, "num_channels")
+        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
+            raise ValueError(f"`eps` must be a number >= 0, got {eps!r}")
+        self.eps = float(eps)
+        self.affine = bool(affine)
+        if self.affine:
+            self.weight = nn.Parameter(torch.ones(self.num_channels))
+            self.bias = nn.Parameter(torch.zeros(self.num_channels))
+        else:
+            self.register_parameter("weight", None)
+            self.register_parameter("bias", None)
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return f"{self.num_channels}, eps={self.eps}, affine={self.affine}"
+
+    def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None) -> Tensor:
+        """Normalise every set over its points and channels.
+
+        Args:
+            x: point features.
+            batch: sorted set id per point.
+            batch_size: number of sets B, if known (saves a host sync).
+
+        Shapes:
+            x: [N, C]; batch: [N]; return: [N, C] (dtype of ``x``).
+        """
+        check_tensor(x, "x")
+        check_tensor(batch, "batch")
+        if x.dim() != 2 or x.shape[1] != self.num_channels:
+            raise ValueError(
+                f"`x` must have shape [N, {self.num_channels}] (num_channels = "
+                f"{self.num_channels}), got {tuple(x.shape)}"
+            )
+        if batch.dim() != 1 or batch.numel() != x.shape[0]:
+            raise ValueError(
+                f"`batch` must have shape [N] = [{x.shape[0]}] (one set id per row of `x`), got "
+                f"{tuple(batch.shape)}"
+            )
+        b = infer_batch_size(batch, batch_size)
+        work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            xw = x.to(work_dtype)
+            c = xw.shape[1]
+            count = (scatter_count(batch, b).to(work_dtype) * c).clamp_(min=1)
+            mean = scatter_sum(xw.sum(1), batch, b) / count  # [B]
+            centered = xw - mean.index_select(0, batch).unsqueeze(1)
+            var = scatter_sum(centered.square().sum(1), batch, b) / count
+            inv = torch.rsqrt(var + self.eps)
+            out = centered * inv.index_select(0, batch).unsqueeze(1)
+            if self.affine:
+                out = out * self.weight.to(work_dtype) + self.bias.to(work_dtype)
+        return out.to(x.dtype)

@@ -1,0 +1,355 @@
+"""``PointReducer``: fewer points with more channels, for pixel sets and general point sets.
+
+The paper's point reducer proposes anchors evenly over the set, gathers each anchor's neighbours,
+concatenates their features in a fixed spatial order and fuses them with one linear layer; on an
+image grid this is a strided convolution. Two modes, picked per call:
+
+**Lattice mode** (pixel sets: integer lattice coordinates given). Every point has integer
+coordinates ``coords`` (``(row, col)`` for images) on a lattice of ``grid_size``. With kernel
+``k``, stride ``s`` and padding ``p`` (per axis, like ``nn.Conv2d``), the anchors are the
+non-empty stride cells ``coords // s`` of each set (output lattice of ``ceil(size / s)`` per axis,
+partial cells at the far border kept); anchor ``a`` gathers the points at lattice coordinates
+``a * s - p + d`` for the kernel offsets ``d`` in ``[0, k)`` per axis, slot = the offset in
+row-major order (axis 0 slowest). Its features ``[C, k**L]`` (channel-major, like a conv weight)
+are flattened and fused by ``nn.Linear(C * k**L, out_dim)``. On a full grid whose size ``s``
+divides, this equals ``nn.Conv2d(C, out_dim, k, s, p)`` with ``weight = linear.weight.view(out,
+C, k, k)`` (tested). Its position is the mean of the positions of the points in its own stride
+cell (summed in slot order, so it does not depend on the order of the points), its lattice
+coordinates are ``a`` (so reductions chain: ``coords // s``, slot ``coords % s`` for ``k = s``).
+
+**Point mode** (general point sets: no lattice coordinates). Anchors are picked by farthest
+point sampling with ``ratio`` (default ``1 / s**2``: 4x4 cells keep 1/16 of the points, 2x2 cells
+1/4) and gather their ``k**L`` nearest points of the same set (``L = 2`` unless ``lattice_dim``
+says otherwise), nearest first: neighbour ``j`` fills slot ``j`` of the same linear layer. The
+position of the anchor is the sampled point's position. FPS starts at each set's first point,
+so the result depends on the order of the points only through that start (and exact ties).
+
+**Missing slots.** A slot is *missing* when its lattice site lies inside the lattice but holds
+no point (a masked pixel), or, in point mode, when a set has fewer points than slots. Missing
+slots contribute zero and the fused value is rescaled by ``expected / present`` (a masked linear
+rescaled by the present-slot count): ``out = (W @ g) * expected / present + b``, where
+``present`` counts the slots that hold a point and ``expected`` those that lie inside the
+lattice (all ``k**L`` slots in point mode). Slots outside the lattice (the convolution's zero
+padding) count as zeros without rescaling, so full grids match the convolution exactly. Every
+anchor has at least one present slot (its own cell is non-empty), so the factor is finite.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from ..ops.segment import infer_batch_size
+from .norm import SetGroupNorm
+
+__all__ = ["PointReducer", "Reduced"]
+
+
+class Reduced(NamedTuple):
+    """Output of :class:`PointReducer`: the reduced point sets (M anchors).
+
+    Attributes:
+        x: [M, out_dim] fused features.
+        pos: [M, D] anchor positions (lattice mode: mean position of the anchor's own cell;
+            point mode: the sampled point's position).
+        batch: [M] int64 sorted set id of each anchor (sets keep their ids; B is unchanged).
+        coords: [M, L] int64 lattice coordinates of the anchors (lattice mode), else None.
+        grid_size: the output lattice size ``ceil(size / stride)`` per axis (lattice mode), else
+            None.
+        index: [M, S] int64 input point in each of the ``S = kernel_size**L`` slots, -1 for a
+            missing or out-of-lattice slot.
+        assignment: [N] int64 anchor whose own cell holds each input point (lattice mode), else
+            None.
+    """
+
+    x: Tensor
+    pos: Tensor
+    batch: Tensor
+    coords: Tensor | None
+    grid_size: tuple[int, ...] | None
+    index: Tensor
+    assignment: Tensor | None
+
+
+def _linear_index(coords: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Row-major linear index (axis 0 slowest) of integer coordinates."""
+    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    for axis, size in enumerate(sizes):
+        lin = lin * int(size) + coords[:, axis]
+    return lin
+
+
+def _unravel(lin: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Inverse of :func:`_linear_index`."""
+    out = []
+    for size in reversed(sizes):
+        out.append(torch.remainder(lin, int(size)))
+        lin = torch.div(lin, int(size), rounding_mode="floor")
+    return torch.stack(out[::-1], 1)
+
+
+def _int_or_none(value, name: str, minimum: int):
+    if value is None:
+        return None
+    return check_positive_int(value, name, minimum=minimum)
+
+
+class PointReducer(nn.Module):
+    """Reduce point sets: anchors gather neighbours, concatenated and fused by one linear layer.
+
+    See the module docstring for the two modes (lattice / point) and for missing slots.
+
+    Args:
+        in_dim: input channels C.
+        out_dim: output channels.
+        kernel_size: neighbourhood width per lattice axis; ``kernel_size**L`` slots.
+        stride: anchor spacing per lattice axis (default ``kernel_size``).
+        padding: lattice padding per axis (like ``nn.Conv2d``); needs
+            ``0 <= padding`` and ``kernel_size - padding >= stride`` so that every anchor's own
+            cell lies in its window.
+        ratio: point mode: fraction of each set's points kept as anchors (default
+            ``1 / stride**lattice_dim``).
+        lattice_dim: number of lattice axes L (2 for images); fixes the slot count in point
+            mode.
+        norm: apply a :class:`~pointctx.nn.norm.SetGroupNorm` to the output (the official
+            reducer's optional ``norm_layer``; off by default as in the official models).
+        bias: learn an output bias.
+        validate: check value-dependent properties of ``coords`` (costs host syncs).
+        backend: point-op backend for FPS and kNN in point mode (see :mod:`pointctx.ops`).
+
+    Attributes:
+        proj: ``nn.Linear(in_dim * kernel_size**lattice_dim, out_dim)``; input features are
+            ordered channel-major then slot (a conv weight ``[out, C, k, k]`` flattened).
+        norm: :class:`~pointctx.nn.norm.SetGroupNorm` or ``nn.Identity``.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L] int64.
+        return: :class:`Reduced` with M anchors.
+    """
+
+    def __init__(
+        self,
+        in_dim: int,
+        out_dim: int,
+        kernel_size: int = 2,
+        stride: int | None = None,
+        padding: int = 0,
+        ratio: float | None = None,
+        lattice_dim: int = 2,
+        norm: bool = False,
+        bias: bool = True,
+        validate: bool = True,
+        backend: str | None = None,
+    ):
+        super().__init__()
+        self.in_dim = check_positive_int(in_dim, "in_dim")
+        self.out_dim = check_positive_int(out_dim, "out_dim")
+        self.kernel_size = check_positive_int(kernel_size, "kernel_size")
+        self.stride = self.kernel_size if stride is None else check_positive_int(stride, "stride")
+        self.padding = check_positive_int(padding, "padding", minimum=0)
+        if self.kernel_size - self.padding < self.stride:
+            raise ValueError(
+                "`kernel_size - padding` must be >= `stride` so that every anchor's own cell "
+                f"lies in its window, got kernel_size={self.kernel_size}, "
+                f"padding={self.padding}, stride={self.stride}"
+            )
+        self.lattice_dim = check_positive_int(lattice_dim, "lattice_dim")
+        if ratio is None:
+            ratio = 1.0 / self.stride ** self.lattice_dim
+        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
+            raise ValueError(f"`ratio` must be a number in (0, 1], got {ratio!r}")
+        self.ratio = float(ratio)
+        self.slots = self.kernel_size ** self.lattice_dim
+        self.validate = bool(validate)
+        self.backend = backend
+        self.proj = nn.Linear(self.in_dim * self.slots, self.out_dim, bias=bias)
+        self.norm = SetGroupNorm(self.out_dim) if norm else nn.Identity()
+        # kernel offsets [S, L], row-major (axis 0 slowest), like a conv weight's spatial dims
+        grids = torch.meshgrid(*[torch.arange(self.kernel_size)] * self.lattice_dim,
+                               indexing="ij")
+        offsets = torch.stack([g.reshape(-1) for g in grids], 1)
+        self.register_buffer("_offsets", offsets, persistent=False)
+        # slots of the anchor's own stride cell (offsets p .. p + s - 1 on every axis)
+        own = ((offsets >= self.padding) & (offsets < self.padding + self.stride)).all(1)
+        self.register_buffer("_own_slots", own.nonzero().view(-1), persistent=False)
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return (f"{self.in_dim}, {self.out_dim}, kernel_size={self.kernel_size}, "
+                f"stride={self.stride}, padding={self.padding}, ratio={self.ratio:g}, "
+                f"lattice_dim={self.lattice_dim}")
+
+    # ------------------------------------------------------------------------------------------
+
+    def _check(self, x, pos, batch, coords, grid_size):
+        check_tensor(x, "x")
+        if x.dim() != 2 or x.shape[1] != self.in_dim:
+            raise ValueError(
+                f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), got "
+                f"{tuple(x.shape)}"
+            )
+        n = x.shape[0]
+        check_pos(pos, "pos", allow_nonfinite=not self.validate)
+        check_features(pos, n, "pos")
+        check_tensor(batch, "batch")
+        if batch.dim() != 1 or batch.numel() != n:
+            raise ValueError(f"`batch` must have shape [N] = [{n}], got {tuple(batch.shape)}")
+        if (coords is None) != (grid_size is None):
+            raise ValueError("`coords` and `grid_size` must be given together (lattice mode) or "
+                             "both left None (point mode)")
+        if coords is None:
+            return None
+        check_tensor(coords, "coords")
+        if coords.dim() != 2 or coords.shape != (n, self.lattice_dim):
+            raise ValueError(
+                f"`coords` must have shape [N, L] = [{n}, {self.lattice_dim}], got "
+                f"{tuple(coords.shape)}"
+            )
+        if coords.is_floating_point() or coords.dtype == torch.bool:
+            raise ValueError(f"`coords` must be an integer tensor, got dtype {coords.dtype}")
+        if isinstance(grid_size, int) or not isinstance(grid_size, Sequence) or len(
+                grid_size) != self.lattice_dim:
+            raise ValueError(
+                f"`grid_size` must be a sequence of {self.lattice_dim} ints, got {grid_size!r}"
+            )
+        sizes = tuple(check_positive_int(int(g), "grid_size") for g in grid_size)
+        if self.validate and n:
+            lo = coords.amin(0)
+            hi = coords.amax(0)
+            size_t = torch.tensor(sizes, device=coords.device)
+            if bool((lo < 0).any()) or bool((hi >= size_t).any()):
+                raise ValueError(
+                    f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, got range "
+                    f"[{lo.tolist()}, {hi.tolist()}]"
+                )
+        return sizes
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        batch_size: int | None = None,
+        coords: Tensor | None = None,
+        grid_size: Sequence[int] | None = None,
+    ) -> Reduced:
+        """Reduce every set (lattice mode with ``coords``/``grid_size``, else point mode).
+
+        Args:
+            x: point features.
+            pos: point positions (pooled for lattice anchors; FPS/kNN in point mode).
+            batch: sorted set id per point.
+            batch_size: number of sets B, if known (saves a host sync).
+            coords: integer lattice coordinates of the points (e.g. ``(row, col)``), unique
+                within a set.
+            grid_size: lattice size per axis (e.g. ``(H, W)``).
+
+        Shapes:
+            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L].
+            return: :class:`Reduced` (x [M, out_dim], pos [M, D], batch [M], ...).
+        """
+        sizes = self._check(x, pos, batch, coords, grid_size)
+        b = infer_batch_size(batch, batch_size)
+        if sizes is None:
+            index, anchor_pos, anchor_batch = self._point_neighbours(pos, batch, b)
+            expected = torch.full((index.shape[0],), float(self.slots), device=x.device)
+            new_coords = new_size = assignment = None
+        else:
+            (index, anchor_pos, anchor_batch, new_coords, new_size, assignment,
+             expected) = self._lattice_neighbours(pos, batch, b, coords.long(), sizes)
+        m, s = index.shape
+        c = x.shape[1]
+        present = (index >= 0).sum(1)
+        x_pad = torch.cat([x, x.new_zeros(1, c)], 0)
+        safe = torch.where(index >= 0, index, torch.full_like(index, x.shape[0]))
+        gathered = x_pad.index_select(0, safe.reshape(-1)).view(m, s, c)
+        flat = gathered.transpose(1, 2).reshape(m, c * s)
+        out = nn.functional.linear(flat, self.proj.weight)
+        scale = expected.to(out.dtype) / present.clamp(min=1).to(out.dtype)
+        out = out * scale.unsqueeze(1)
+        if self.proj.bias is not None:
+            out = out + self.proj.bias
+        if isinstance(self.norm, SetGroupNorm):
+            out = self.norm(out, anchor_batch, b)
+        return Reduced(out, anchor_pos, anchor_batch, new_coords, new_size, index, assignment)
+
+    # ------------------------------------------------------------------------------------------
+
+    def _point_neighbours(self, pos: Tensor, batch: Tensor, b: int):
+        from ..ops.fps import fps
+        from ..ops.knn import knn
+
+        idx = fps(pos, batch, ratio=self.ratio, batch_size=b, backend=self.backend)
+        anchor_pos = pos.index_select(0, idx)
+        anchor_batch = batch.index_select(0, idx).long()
+        m = idx.numel()
+        if m == 0:
+            return (torch.zeros(0, self.slots, dtype=torch.long, device=pos.device), anchor_pos,
+                    anchor_batch)
+        res = knn(pos, anchor_pos, self.slots, batch_x=batch, batch_y=anchor_batch,
+                  batch_size=b, backend=self.backend)
+        index = res.index.long()  # nearest first (ties: lower index), -1 after the set's points
+        if index.shape[1] < self.slots:
+            pad = index.new_full((m, self.slots - index.shape[1]), -1)
+            index = torch.cat([index, pad], 1)
+        return index, anchor_pos, anchor_batch
+
+    def _lattice_neighbours(self, pos, batch, b, coords, sizes):
+        device = coords.device
+        n, dim = coords.shape
+        k, s, p = self.kernel_size, self.stride, self.padding
+        out_sizes = tuple(-(-g // s) for g in sizes)
+        per_set = math.prod(out_sizes)
+        cell = torch.div(coords, s, rounding_mode="floor")
+        key = batch.long() * per_set + _linear_index(cell, out_sizes)
+        space = max(b * per_set, 1)
+        used = torch.zeros(space, dtype=torch.bool, device=device)
+        used[key] = True
+        kept = used.nonzero().view(-1)  # sorted: by set, then row-major cell
+        m = kept.numel()
+        table = torch.cumsum(used, 0) - 1
+        assignment = table.index_select(0, key)
+        table = torch.where(used, table, torch.full_like(table, -1))
+        anchor_batch = torch.div(kept, per_set, rounding_mode="floor")
+        new_coords = _unravel(torch.remainder(kept, per_set), out_sizes)
+
+        # Candidate (point, anchor) pairs: per axis the offsets d = coord + p - a*s in [0, k)
+        # with d == (coord + p) mod s, i.e. d = r + j*s for j < ceil(k / s).
+        reach = -(-k // s)
+        r = torch.remainder(coords + p, s)  # [N, L]
+        js = torch.meshgrid(*[torch.arange(reach, device=device)] * dim, indexing="ij")
+        js = torch.stack([j.reshape(-1) for j in js], 1)  # [J, L]
+        d = r.unsqueeze(1) + js.unsqueeze(0) * s  # [N, J, L]
+        t = coords.unsqueeze(1) + p - d  # = a * s
+        a = torch.div(t, s, rounding_mode="floor")
+        out_t = torch.tensor(out_sizes, device=device)
+        valid = ((d < k) & (t >= 0) & (a < out_t)).all(2)
+        akey = batch.long().view(n, 1) * per_set + _linear_index(
+            a.clamp(min=0).minimum(out_t - 1).reshape(-1, dim), out_sizes).view(n, -1)
+        aid = table.index_select(0, akey.reshape(-1)).view(akey.shape)
+        valid = valid & (aid >= 0)
+        pt, jj = valid.nonzero().unbind(1)
+        slot = _linear_index(d[pt, jj], (k,) * dim)
+        index = torch.full((m * self.slots,), -1, dtype=torch.long, device=device)
+        index[aid[pt, jj] * self.slots + slot] = pt
+        index = index.view(m, self.slots)
+
+        # anchor position: mean over its own cell, summed in slot order (not point order), so
+        # the result does not depend on the order of the points
+        own = index.index_select(1, self._own_slots)  # [M, s**L]
+        pos_pad = torch.cat([pos, pos.new_zeros(1, pos.shape[1])], 0)
+        own_pos = pos_pad.index_select(0, torch.where(own >= 0, own, n).reshape(-1))
+        own_pos = own_pos.view(m, -1, pos.shape[1]).sum(1)
+        anchor_pos = own_pos / (own >= 0).sum(1, keepdim=True).clamp(min=1).to(pos.dtype)
+
+        # slots inside the lattice per anchor (the rest is the convolution's zero padding)
+        lo = new_coords * s - p  # [M, L]
+        size_t = torch.tensor(sizes, device=device)
+        inside = ((lo + k).minimum(size_t) - lo.clamp(min=0)).clamp(min=0)
+        expected = inside.prod(1).to(pos.dtype if pos.is_floating_point() else torch.float32)
+        return index, anchor_pos, anchor_batch, new_coords, out_sizes, assignment, expected
