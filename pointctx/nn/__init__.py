@@ -1,1 +1,48 @@
 """pointctx.nn."""
+
+from .blocks import ContextClusterBlock
+from .context_cluster import Assignment, ContextCluster
+from .grouping import (
+    GeometricAffine,
+    GroupContextCluster,
+    Groups,
+    fps_start_points,
+    gather_groups,
+    sample_and_group,
+)
+from .layers import DropPath, LayerScale, Mlp
+from .norm import SetGroupNorm
+from .proposal import (
+    CenterProposal,
+    Centers,
+    FPSProposal,
+    GridProposal,
+    RandomProposal,
+    list_proposals,
+    register_proposal,
+    resolve_proposal,
+)
+from .reducer import PointReducer, Reduced
+
+__all__ = [
+    "Assignment",
+    "ContextCluster",
+    "CenterProposal",
+    "Centers",
+    "FPSProposal",
+    "GridProposal",
+    "RandomProposal",
+    "list_proposals",
+    "register_proposal",
+    "resolve_proposal",
+]
+__all__ += ["ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
+__all__ += ["PointReducer", "Reduced"]
+__all__ += [
+    "GeometricAffine",
+    "GroupContextCluster",
+    "Groups",
+    "fps_start_points",
+    "gather_groups",
+    "sample_and_group",
+]

@@ -1,0 +1,317 @@
+"""kNN grouping on ragged point sets, PointMLP's geometric affine and the in-group Context Cluster.
+
+The building blocks of PointMLP (Ma et al., ICLR 2022) and PointMLP-CoC (Ma et al., ICLR 2023)
+on packed ragged batches:
+
+* :func:`sample_and_group` picks anchors with farthest point sampling in every set and finds the
+  ``k`` nearest points of each anchor in the same set (:class:`Groups`).
+* :func:`gather_groups` gathers per-point features into ``[M, k, C]`` neighbour blocks.
+* :class:`GeometricAffine` is PointMLP's "anchor" (or "center") normalisation of a group with
+  one standard deviation per sample (set), followed by a learnable per-channel affine.
+* :class:`GroupContextCluster` is the Context Cluster of the official PointMLP-CoC: inside each
+  kNN group a single center (the group mean) per head.
+
+Small sets: when a set has fewer than ``k`` points the kNN op returns ``-1`` for the missing
+neighbours. :func:`sample_and_group` replaces them by the anchor's nearest neighbour (slot 0,
+normally the anchor itself) and returns a validity ``mask``. Row-wise layers (linear, BatchNorm in
+eval mode, activations) then give the filled slots exactly the values of slot 0, so a max over
+the neighbours is unchanged by them; statistics over neighbours (the affine's standard deviation
+and "center" mean, the Context Cluster's group mean and aggregation) use the ``mask`` and ignore
+them. A group whose set has at least ``k`` points has no filled slot.
+
+Profiler labels: :func:`torch.profiler.record_function` ranges ``"pointctx.fps"``,
+``"pointctx.knn"`` and ``"pointctx.group"`` (gathers and the affine normalisation) mark the
+geometric work, ``"pointctx.coc"`` the Context Cluster layers.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.profiler import record_function
+
+from .._checks import check_choice, check_positive_int
+from ..ops.fps import fps
+from ..ops.knn import knn
+from ..ops.scatter import scatter_max, scatter_mean, scatter_sum
+from ..ops.segment import batch_to_ptr
+
+__all__ = [
+    "Groups",
+    "fps_start_points",
+    "sample_and_group",
+    "gather_groups",
+    "GeometricAffine",
+    "GroupContextCluster",
+]
+
+FPS_STARTS = ("first", "canonical", "random")
+
+
+class Groups(NamedTuple):
+    """kNN groups around FPS anchors (see :func:`sample_and_group`).
+
+    Attributes:
+        anchor: [M] int64 row (of the input points) of each group's anchor, grouped by set in set
+            order, within a set in FPS pick order.
+        index: [M, k] int64 rows of the neighbours, nearest first; slots beyond the size of the
+            anchor's set (``-1`` from :func:`pointctx.ops.knn`) hold the nearest neighbour
+            (slot 0) instead, so every entry is a valid row.
+        mask: [M, k] bool, ``False`` on the filled slots; None when no slot was filled.
+        batch: [M] int64 set id of each group (sorted).
+    """
+
+    anchor: Tensor
+    index: Tensor
+    mask: Tensor | None
+    batch: Tensor
+
+
+def fps_start_points(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
+    """Order-independent FPS start: each set's point farthest from the set's centroid.
+
+    Ties (equal distances) go to the lowest row, so only exactly tied points make the choice
+    depend on the input order.
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: [B] int64 rows of ``pos`` (-1 for empty sets).
+    """
+    centroid = scatter_mean(pos, batch, batch_size)
+    d2 = (pos - centroid.index_select(0, batch)).square().sum(1)
+    return scatter_max(d2, batch, batch_size).argmax
+
+
+def _fps(pos, batch, batch_size, ratio, start, backend, generator):
+    if start == "first":
+        return fps(pos, batch, ratio=ratio, batch_size=batch_size, backend=backend)
+    if start == "random":
+        return fps(pos, batch, ratio=ratio, random_start=True, batch_size=batch_size,
+                   backend=backend, generator=generator)
+    # "canonical": swap each set's start point to the front of the set, run FPS, map back.
+    ptr = batch_to_ptr(batch, batch_size)
+    first = ptr[:-1]
+    chosen = fps_start_points(pos, batch, batch_size)
+    nonempty = chosen >= 0
+    first, chosen = first[nonempty], chosen[nonempty]
+    perm = torch.arange(pos.shape[0], device=pos.device)
+    perm[first] = chosen
+    perm[chosen] = first
+    idx = fps(pos[perm], batch, ratio=ratio, batch_size=batch_size, backend=backend)
+    return perm[idx]
+
+
+def sample_and_group(
+    pos: Tensor,
+    batch: Tensor,
+    k: int,
+    ratio: float = 0.5,
+    batch_size: int | None = None,
+    fps_start: str = "first",
+    backend: str | None = None,
+    generator: torch.Generator | None = None,
+) -> Groups:
+    """FPS anchors in every set, then the ``k`` nearest points of each anchor in its set.
+
+    Args:
+        pos: point positions.
+        batch: sorted set id per point.
+        k: neighbours per anchor (the anchor itself is normally the first).
+        ratio: fraction of each set kept as anchors (a set of ``n`` points keeps
+            ``ceil(ratio * n)``, see :func:`pointctx.ops.sample_counts`).
+        batch_size: number of sets B (saves a host sync).
+        fps_start: first FPS pick of each set: ``"first"`` (its first point, as the CUDA
+            ``furthest_point_sample`` of the official code; depends on the input order),
+            ``"canonical"`` (the point farthest from the set's centroid,
+            :func:`fps_start_points`; independent of the order up to exact ties) or
+            ``"random"`` (uniform, drawn from ``generator``).
+        backend: point-op backend for FPS and kNN (see :mod:`pointctx.ops`).
+        generator: random generator for ``fps_start="random"``.
+
+    Returns:
+        :class:`Groups`. Missing neighbours of small sets are filled with slot 0 and masked.
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: anchor [M], index [M, k], mask [M, k], batch [M].
+    """
+    k = check_positive_int(k, "k")
+    fps_start = check_choice(fps_start, "fps_start", FPS_STARTS)
+    if batch_size is None:
+        batch_size = int(batch[-1]) + 1 if batch.numel() else 0
+    with record_function("pointctx.fps"):
+        anchor = _fps(pos, batch, batch_size, ratio, fps_start, backend, generator)
+    anchor_batch = batch.index_select(0, anchor)
+    with record_function("pointctx.knn"):
+        nn_index = knn(pos, pos.index_select(0, anchor), k, batch, anchor_batch,
+                       batch_size=batch_size, backend=backend).index
+        missing = nn_index < 0
+        mask = None
+        if bool(missing.any()):
+            nn_index = torch.where(missing, nn_index[:, :1], nn_index)
+            mask = ~missing
+    return Groups(anchor, nn_index, mask, anchor_batch)
+
+
+def gather_groups(x: Tensor, groups: Groups) -> tuple[Tensor, Tensor]:
+    """Gather point features into neighbour blocks and anchor rows.
+
+    Shapes:
+        x: [N, C]; return: (grouped [M, k, C], anchor [M, C]).
+    """
+    with record_function("pointctx.group"):
+        m, k = groups.index.shape
+        grouped = x.index_select(0, groups.index.reshape(-1)).view(m, k, x.shape[1])
+        return grouped, x.index_select(0, groups.anchor)
+
+
+def _masked_sum_groups(t: Tensor, mask: Tensor | None) -> Tensor:
+    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M]."""
+    if mask is None:
+        return t.sum((1, 2))
+    return (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
+
+
+class GeometricAffine(nn.Module):
+    """PointMLP's geometric affine module with one standard deviation per sample.
+
+    For the neighbours ``f_ij`` of group ``i`` in set ``b``, ``d_ij = f_ij - a_i`` where ``a_i`` is
+    the anchor's feature (``mode="anchor"``, the PointMLP configs) or the mean of the group's
+    neighbours (``mode="center"``). Then
+
+    ``out_ij = alpha * d_ij / (sigma_b + eps) + beta``
+
+    with ``sigma_b`` the (unbiased) standard deviation of all ``d_ij`` entries (every group,
+    valid neighbour and channel) of set ``b``, and learnable per-channel ``alpha`` (init 1) and
+    ``beta`` (init 0). The official code computes the same per-sample statistic on a padded
+    batch (``torch.std`` over each sample's ``[groups, k, C]`` block); a single statistic over the
+    whole batch would make a sample's output depend on the other samples, which this module never
+    does. Filled (masked) neighbour slots are left out of ``sigma_b`` and the center mean.
+
+    Args:
+        channels: feature channels C.
+        mode: ``"anchor"`` or ``"center"``.
+        eps: added to the standard deviation (official 1e-5).
+
+    Shapes:
+        grouped: [M, k, C]; anchor: [M, C]; mask: [M, k] or None; batch: [M] set id of each
+        group; return: [M, k, C].
+    """
+
+    def __init__(self, channels: int, mode: str = "anchor", eps: float = 1e-5):
+        super().__init__()
+        self.channels = check_positive_int(channels, "channels")
+        self.mode = check_choice(mode, "mode", ("anchor", "center"))
+        self.eps = float(eps)
+        self.alpha = nn.Parameter(torch.ones(self.channels))
+        self.beta = nn.Parameter(torch.zeros(self.channels))
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return f"channels={self.channels}, mode={self.mode!r}, eps={self.eps}"
+
+    def forward(
+        self,
+        grouped: Tensor,
+        anchor: Tensor,
+        mask: Tensor | None,
+        batch: Tensor,
+        batch_size: int,
+    ) -> Tensor:
+        """Normalise the groups (see the class docstring)."""
+        if grouped.dim() != 3 or grouped.shape[-1] != self.channels:
+            raise ValueError(
+                f"`grouped` must have shape [M, k, {self.channels}], got {tuple(grouped.shape)}"
+            )
+        with record_function("pointctx.group"):
+            m, k, c = grouped.shape
+            if self.mode == "anchor":
+                ref = anchor
+            elif mask is None:
+                ref = grouped.mean(1)
+            else:
+                w = mask.unsqueeze(-1).to(grouped.dtype)
+                ref = (grouped * w).sum(1) / w.sum(1).clamp(min=1)
+            diff = grouped - ref.unsqueeze(1)
+            valid = k if mask is None else mask.sum(1)
+            count = scatter_sum(
+                torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
+                batch, batch_size,
+            )
+            mean = scatter_sum(_masked_sum_groups(diff, mask), batch, batch_size)
+            mean = mean / count.clamp(min=1)
+            dev = diff - mean.index_select(0, batch).view(m, 1, 1)
+            var = scatter_sum(_masked_sum_groups(dev.square(), mask), batch, batch_size)
+            var = var / (count - 1).clamp(min=1)
+            # sqrt has an infinite derivative at 0: keep zero-variance sets out of it
+            positive = var > 0
+            std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
+            scale = (std + self.eps).reciprocal().index_select(0, batch).view(m, 1, 1)
+            # alpha * diff / (std + eps) + beta with one [M, 1, C] coefficient: a single
+            # full-size product (and a single full-size tensor kept for backward)
+            return torch.addcmul(self.beta, diff, scale * self.alpha)
+
+
+class GroupContextCluster(nn.Module):
+    """Context Cluster inside each kNN group, as in the official PointMLP-CoC (residual).
+
+    Per head, with ``f = fc1(x)`` and ``v = fc_v(x)`` split into ``heads`` chunks: the single
+    center of a group is the mean of ``f`` over its neighbours (value center: the mean of ``v``);
+    ``s_j = sigmoid(beta + alpha * cos(center, f_j))``; the aggregate is
+    ``g = (v_center + sum_j s_j v_j) / (1 + sum_j s_j)``; neighbour ``j`` receives
+    ``s_j * g``; heads are concatenated, projected by ``fc2`` and added to the input. Masked
+    (filled) neighbour slots take no part in the means and sums; they still receive ``s_j * g``,
+    which equals slot 0's output.
+
+    Args:
+        dim: channels C.
+        heads: number of heads (official 1).
+        head_dim: channels per head (official ``max(C // 4, 32)``; None selects that).
+
+    Shapes:
+        x: [M, k, C]; mask: [M, k] bool or None; return: [M, k, C].
+    """
+
+    def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None):
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        self.heads = check_positive_int(heads, "heads")
+        self.head_dim = (max(dim // 4, 32) if head_dim is None
+                         else check_positive_int(head_dim, "head_dim"))
+        inner = self.heads * self.head_dim
+        self.fc1 = nn.Linear(dim, inner)
+        self.fc_v = nn.Linear(dim, inner)
+        self.fc2 = nn.Linear(inner, dim)
+        self.alpha = nn.Parameter(torch.ones(1))
+        self.beta = nn.Parameter(torch.zeros(1))
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return f"dim={self.dim}, heads={self.heads}, head_dim={self.head_dim}"
+
+    def forward(self, x: Tensor, mask: Tensor | None = None) -> Tensor:
+        """Mix each group's neighbours through its context cluster."""
+        if x.dim() != 3 or x.shape[-1] != self.dim:
+            raise ValueError(f"`x` must have shape [M, k, {self.dim}], got {tuple(x.shape)}")
+        with record_function("pointctx.coc"):
+            m, k, _ = x.shape
+            h, d = self.heads, self.head_dim
+            f = self.fc1(x).view(m, k, h, d)
+            v = self.fc_v(x).view(m, k, h, d)
+            if mask is None:
+                center = f.mean(1, keepdim=True)
+                v_center = v.mean(1)
+            else:
+                w = mask.to(x.dtype).view(m, k, 1, 1)
+                cnt = w.sum(1).clamp(min=1)
+                center = ((f * w).sum(1) / cnt).unsqueeze(1)
+                v_center = (v * w).sum(1) / cnt
+            cos = (F.normalize(f, dim=-1) * F.normalize(center, dim=-1)).sum(-1)  # [M, k, h]
+            sim = torch.sigmoid(self.beta + self.alpha * cos)
+            sim_in = sim if mask is None else sim * mask.to(x.dtype).unsqueeze(-1)
+            agg = (torch.einsum("mkh,mkhd->mhd", sim_in, v) + v_center) / (
+                sim_in.sum(1).unsqueeze(-1) + 1.0
+            )
+            out = sim.unsqueeze(-1) * agg.unsqueeze(1)  # [M, k, h, d]
+            return x + self.fc2(out.reshape(m, k, h * d))
