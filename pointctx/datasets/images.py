@@ -1,0 +1,379 @@
+"""Image classification datasets read from the shared data folder: MNIST and CIFAR-10.
+
+Both return image tensors ``[C, H, W]`` float in [0, 1] (optionally normalised) with integer
+labels, and take a ``transform``. With a :class:`pointctx.transforms.PixelSet` the items become
+pixel-set sample dicts (``pos``, ``x``, ``pixel``, ``mask``, ``image`` and ``y``) for
+:func:`pointctx.transforms.pixel_collate`; mask transforms are called with ``index`` = the
+item's row in the file, so seeded masks are fixed per image whatever the subset or worker.
+
+Files (``<data_root>/``, see :func:`pointctx.datasets.data_root`):
+
+* ``mnist_train.npz``: ``images`` uint8 [60000, 28, 28], ``labels`` uint8, ``classes``;
+* ``cifar10_train_jpeg.npz``: ``jpeg`` uint8 (concatenated JPEG files), ``offsets`` int64
+  [50001], ``labels`` uint8 [50000], ``classes``; decoded with Pillow per item, or all at once
+  with ``cache=True``.
+
+Both hold training splits only and are **sorted by class**: ``limit`` therefore draws a seeded,
+class-balanced subset rather than the first rows, and :meth:`ImageDataset.split` makes a seeded
+stratified validation split (:func:`pointctx.datasets.stratified_split`).
+"""
+
+from __future__ import annotations
+
+import copy
+import io
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from ..transforms import ImageTransform
+from ._root import data_root
+from .pointclouds import stratified_split
+
+__all__ = [
+    "ImageDataset",
+    "ImageSplit",
+    "MNIST",
+    "CIFAR10",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "stratified_subset",
+]
+
+#: Channel statistics of the MNIST training images (in [0, 1]), the customary values.
+MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
+#: Channel statistics of the CIFAR-10 training images (in [0, 1]), the customary values.
+CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+
+
+class ImageSplit(NamedTuple):
+    """A train / validation pair of image datasets (see :meth:`ImageDataset.split`)."""
+
+    train: ImageDataset
+    val: ImageDataset
+
+
+def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
+    """Seeded class-balanced subset: ``count`` row indices, classes in proportion to their size.
+
+    Each class's rows are shuffled (seeded); the ``k``-th row of a class of size ``n_c`` gets the
+    key ``(k + 0.5) / n_c`` and the ``count`` smallest keys win (ties broken by class), so every
+    class gets ``count * n_c / S`` rows up to rounding, and a smaller ``count`` gives a subset of
+    a larger one (same seed).
+
+    Args:
+        labels: integer label per row.
+        count: rows to pick, 1..S.
+        seed: seed of the shuffles.
+
+    Returns:
+        The picked row indices, sorted ascending (int64).
+
+    Shapes:
+        labels: [S]; return: [count].
+    """
+    labels = np.asarray(labels)
+    if labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise ValueError(
+            f"`labels` must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
+        )
+    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not (
+        1 <= count <= len(labels)
+    ):
+        raise ValueError(f"`count` must be an int in [1, {len(labels)}], got {count!r}")
+    rng = np.random.default_rng(seed)
+    rows, keys, cls = [], [], []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        n = len(members)
+        rows.append(members[rng.permutation(n)])
+        keys.append((np.arange(n) + 0.5) / n)
+        cls.append(np.full(n, c))
+    rows, keys, cls = np.concatenate(rows), np.concatenate(keys), np.concatenate(cls)
+    order = np.lexsort((cls, keys))[:count]
+    return np.sort(rows[order]).astype(np.int64)
+
+
+def _resolve_path(path, filename: str) -> Path:
+    p = data_root() / filename if path is None else Path(path)
+    if not p.is_file():
+        raise FileNotFoundError(f"dataset file {p} does not exist")
+    return p
+
+
+def _norm_stats(normalize, default_mean, default_std, channels: int):
+    if normalize is False or normalize is None:
+        return None
+    if normalize is True:
+        mean, std = default_mean, default_std
+    else:
+        try:
+            mean, std = normalize
+        except (TypeError, ValueError) as err:
+            raise ValueError(
+                f"`normalize` must be True, False or (mean, std), got {normalize!r}"
+            ) from err
+    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1)
+    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1)
+    for name, t in (("mean", mean), ("std", std)):
+        if t.numel() not in (1, channels):
+            want = "1 value" if channels == 1 else f"1 or {channels} values"
+            raise ValueError(f"`normalize` {name} must have {want}, got {t.numel()}")
+    if bool((std <= 0).any()):
+        raise ValueError(f"`normalize` std must be > 0, got {std.tolist()}")
+    return mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
+
+
+class ImageDataset(Dataset):
+    """Base of the image datasets: row selection, normalisation, transforms and splits.
+
+    Subclasses set ``classes``, ``_labels`` (all rows of the file), ``_channels`` and implement
+    ``_image(row) -> uint8 ndarray [H, W] or [H, W, C]``, then call ``_select``.
+
+    Item ``i`` is ``(image [C, H, W] float32, label int)``; with a ``transform`` returning a dict
+    (e.g. :class:`pointctx.transforms.PixelSet`) it is that dict plus ``"y": label``.
+
+    Attributes:
+        classes: class names, ``classes[label]``.
+        rows: int64 file rows of the items of this view.
+        labels: int64 labels of the items of this view.
+    """
+
+    classes: list[str]
+    _default_norm: tuple
+
+    def _setup(self, indices, limit, seed, transform, normalize) -> None:
+        if transform is not None and not callable(transform):
+            raise TypeError(f"`transform` must be callable or None, got {type(transform).__name__}")
+        self.transform = transform
+        self._norm = _norm_stats(normalize, *self._default_norm, self._channels)
+        rows = np.arange(len(self._labels), dtype=np.int64)
+        if indices is not None:
+            idx = np.asarray(indices).reshape(-1)
+            if idx.dtype == np.bool_:
+                if idx.size != len(rows):
+                    raise ValueError(
+                        f"bool `indices` must have {len(rows)} entries (one per row), got "
+                        f"{idx.size}"
+                    )
+                idx = np.flatnonzero(idx)
+            if idx.size and idx.dtype.kind not in "iu":
+                raise ValueError(f"`indices` must be integers, got dtype {idx.dtype}")
+            idx = idx.astype(np.int64)
+            if idx.size and (idx.min() < 0 or idx.max() >= len(rows)):
+                raise ValueError(
+                    f"`indices` must lie in [0, {len(rows)}), got range [{idx.min()}, {idx.max()}]"
+                )
+            rows = idx
+        if limit is not None:
+            if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
+                raise ValueError(f"`limit` must be an int >= 1 or None, got {limit!r}")
+            if limit < len(rows):
+                rows = rows[stratified_subset(self._labels[rows], int(limit), seed)]
+        self._rows = rows
+
+    @property
+    def rows(self) -> np.ndarray:
+        """File rows of the items of this view, int64 [len(self)]."""
+        return self._rows
+
+    @property
+    def labels(self) -> np.ndarray:
+        """Labels of the items of this view, int64 [len(self)]."""
+        return self._labels[self._rows].astype(np.int64)
+
+    @property
+    def num_classes(self) -> int:
+        """Number of classes."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def image(self, idx: int) -> Tensor:
+        """Untransformed image of item ``idx``: float32 [C, H, W] in [0, 1] (or normalised)."""
+        if not -len(self) <= idx < len(self):
+            raise IndexError(f"index {idx} is out of range for a dataset of {len(self)} items")
+        arr = self._image(int(self._rows[idx]))
+        t = torch.from_numpy(np.require(arr, requirements=["C", "W"]))
+        t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
+        t = t.to(torch.float32) / 255.0
+        if self._norm is not None:
+            t = (t - self._norm[0]) / self._norm[1]
+        return t
+
+    def __getitem__(self, idx: int):
+        """Item ``idx``: ``(image, label)`` or the transform's dict with ``"y"`` added."""
+        img = self.image(idx)
+        row = int(self._rows[idx])
+        label = int(self._labels[row])
+        if self.transform is None:
+            return img, label
+        if isinstance(self.transform, ImageTransform):
+            out = self.transform(img, index=row)
+        else:
+            out = self.transform(img)
+        if isinstance(out, dict):
+            return {**out, "y": label}
+        return out, label
+
+    def subset(self, indices, transform="keep") -> ImageDataset:
+        """A view of some items (indices of this view) sharing the loaded data.
+
+        Args:
+            indices: item indices (integer array-like).
+            transform: the view's transform (``"keep"``: this one; ``None``: none).
+        """
+        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
+        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
+            raise ValueError(
+                f"`indices` must lie in [-{len(self)}, {len(self)}), got range "
+                f"[{idx.min()}, {idx.max()}]"
+            )
+        view = copy.copy(self)
+        view._rows = self._rows[idx]
+        if not (isinstance(transform, str) and transform == "keep"):
+            if transform is not None and not callable(transform):
+                raise TypeError(f"`transform` must be callable or None, got {type(transform)}")
+            view.transform = transform
+        return view
+
+    def split(self, val_fraction: float = 0.1, seed: int = 0, val_transform="keep") -> ImageSplit:
+        """Seeded stratified train / validation split of this view.
+
+        Args:
+            val_fraction: share of each class held out, in (0, 1).
+            seed: seed of the choice.
+            val_transform: transform of the validation view (``"keep"``: the same as train,
+                which keeps seeded masks per image; ``None``: none).
+
+        Returns:
+            :class:`ImageSplit` ``(train, val)``, disjoint views covering this one.
+        """
+        parts = stratified_split(self.labels, val_fraction, seed)
+        return ImageSplit(self.subset(parts.train), self.subset(parts.val, val_transform))
+
+    def __repr__(self) -> str:
+        return (
+            f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
+            f"normalize={self._norm is not None}, source={str(getattr(self, '_source', '?'))!r})"
+        )
+
+
+class MNIST(ImageDataset):
+    """MNIST digits (the 60,000 training images), as ``[1, 28, 28]`` tensors.
+
+    Args:
+        path: the npz file (default ``<data_root>/mnist_train.npz``).
+        indices: file rows to use (ints or a bool mask), default all.
+        limit: keep a seeded class-balanced subset of this many items (see
+            :func:`stratified_subset`); applied after ``indices``.
+        seed: seed of the ``limit`` draw.
+        transform: callable on the image tensor; :class:`pointctx.transforms.ImageTransform`
+            subclasses are called with ``index`` = file row.
+        normalize: ``False``, ``True`` (:data:`MNIST_MEAN`, :data:`MNIST_STD`) or ``(mean, std)``;
+            applied before ``transform``.
+
+    Raises:
+        FileNotFoundError: the file (or data folder) is missing, naming it.
+        ValueError: the file lacks ``images``/``labels`` or has the wrong shapes.
+    """
+
+    _default_norm = (MNIST_MEAN, MNIST_STD)
+    _channels = 1
+
+    def __init__(self, path=None, indices=None, limit: int | None = None, seed: int = 0,
+                 transform=None, normalize=False) -> None:
+        p = _resolve_path(path, "mnist_train.npz")
+        with np.load(p, allow_pickle=False) as z:
+            for k in ("images", "labels"):
+                if k not in z.files:
+                    raise ValueError(f"{p} must hold arrays 'images' and 'labels', got {z.files}")
+            images, labels = z["images"], z["labels"]
+            classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
+        if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
+            raise ValueError(
+                f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
+                f"{images.dtype} {list(images.shape)} and {len(labels)} labels"
+            )
+        self._source = p
+        self._labels = labels.astype(np.int64)
+        self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
+        self._setup(indices, limit, seed, transform, normalize)
+        # keep only the rows in use; map file rows to positions in the kept array
+        self._kept = np.unique(self._rows)
+        self._data = images[self._kept]
+
+    def _image(self, row: int) -> np.ndarray:
+        return self._data[int(np.searchsorted(self._kept, row))]
+
+
+class CIFAR10(ImageDataset):
+    """CIFAR-10 (the 50,000 training images, re-encoded JPEGs), as ``[3, 32, 32]`` tensors.
+
+    Images are decoded with Pillow when accessed, or all at once (for the selected rows) with
+    ``cache=True`` (about 3 KB per image in memory).
+
+    Args:
+        path: the npz file (default ``<data_root>/cifar10_train_jpeg.npz``).
+        indices, limit, seed, transform: as for :class:`MNIST`.
+        normalize: ``False``, ``True`` (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`) or
+            ``(mean, std)``.
+        cache: decode every selected image once at construction.
+
+    Raises:
+        FileNotFoundError: the file (or data folder) is missing, naming it.
+        ValueError: the file lacks ``jpeg``/``offsets``/``labels`` or they disagree, or an
+            image does not decode.
+    """
+
+    _default_norm = (CIFAR10_MEAN, CIFAR10_STD)
+    _channels = 3
+
+    def __init__(self, path=None, indices=None, limit: int | None = None, seed: int = 0,
+                 transform=None, normalize=False, cache: bool = False) -> None:
+        p = _resolve_path(path, "cifar10_train_jpeg.npz")
+        with np.load(p, allow_pickle=False) as z:
+            for k in ("jpeg", "offsets", "labels"):
+                if k not in z.files:
+                    raise ValueError(
+                        f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {z.files}"
+                    )
+            jpeg, offsets, labels = z["jpeg"], z["offsets"].astype(np.int64), z["labels"]
+            classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
+        if offsets.shape != (len(labels) + 1,) or offsets[0] != 0 or offsets[-1] != len(jpeg):
+            raise ValueError(
+                f"{p}: 'offsets' must have S + 1 = {len(labels) + 1} entries from 0 to "
+                f"len(jpeg) = {len(jpeg)}, got {offsets.shape[0]} entries ending at {offsets[-1]}"
+            )
+        self._source = p
+        self._labels = labels.astype(np.int64)
+        self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
+        self._jpeg, self._offsets = jpeg, offsets
+        self._cache: dict[int, np.ndarray] | None = None
+        self._setup(indices, limit, seed, transform, normalize)
+        if cache:
+            rows = np.unique(self._rows)
+            stack = np.stack([self._decode(int(r)) for r in rows]) if rows.size else None
+            self._cache = {int(r): stack[i] for i, r in enumerate(rows)}
+
+    def _decode(self, row: int) -> np.ndarray:
+        from PIL import Image, UnidentifiedImageError
+
+        data = self._jpeg[self._offsets[row] : self._offsets[row + 1]].tobytes()
+        try:
+            with Image.open(io.BytesIO(data)) as img:
+                return np.asarray(img.convert("RGB"), dtype=np.uint8)
+        except (UnidentifiedImageError, OSError) as err:
+            raise ValueError(f"{self._source}: image {row} does not decode as JPEG") from err
+
+    def _image(self, row: int) -> np.ndarray:
+        if self._cache is not None:
+            return self._cache[row]
+        return self._decode(row)
