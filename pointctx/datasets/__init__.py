@@ -1,5 +1,83 @@
 """Datasets and readers for point sets, pixel sets and RGB-D frames."""
 
 from ._root import bundled_root, data_root
+from .images import (
+    CIFAR10,
+    CIFAR10_MEAN,
+    CIFAR10_STD,
+    MNIST,
+    MNIST_MEAN,
+    MNIST_STD,
+    ImageDataset,
+    ImageSplit,
+    stratified_subset,
+)
+from .pointclouds import (
+    SCANOBJECTNN_CLASSES,
+    Compose,
+    ModelNet40,
+    NormalizeUnitSphere,
+    PointCloudDataset,
+    PointCloudTransform,
+    RandomJitter,
+    RandomRotation,
+    RandomScaleShift,
+    ScanObjectNN,
+    ShufflePoints,
+    farthest_point_sample,
+    modelnet40_sample,
+    reference_train_transform,
+    stratified_split,
+)
+from .rgbd import (
+    RGBD_PRESETS,
+    FusedPoints,
+    RGBDDataset,
+    RGBDFrame,
+    frame_to_points,
+    fuse_frames,
+    load_rgbd,
+    rgbd_frame,
+    rgbd_frames,
+)
 
 __all__ = ["bundled_root", "data_root"]
+__all__ += [
+    "SCANOBJECTNN_CLASSES",
+    "Compose",
+    "ModelNet40",
+    "NormalizeUnitSphere",
+    "PointCloudDataset",
+    "PointCloudTransform",
+    "RandomJitter",
+    "RandomRotation",
+    "RandomScaleShift",
+    "ScanObjectNN",
+    "ShufflePoints",
+    "farthest_point_sample",
+    "modelnet40_sample",
+    "reference_train_transform",
+    "stratified_split",
+]
+__all__ += [
+    "CIFAR10",
+    "CIFAR10_MEAN",
+    "CIFAR10_STD",
+    "MNIST",
+    "MNIST_MEAN",
+    "MNIST_STD",
+    "ImageDataset",
+    "ImageSplit",
+    "stratified_subset",
+]
+__all__ += [
+    "RGBD_PRESETS",
+    "FusedPoints",
+    "RGBDDataset",
+    "RGBDFrame",
+    "frame_to_points",
+    "fuse_frames",
+    "load_rgbd",
+    "rgbd_frame",
+    "rgbd_frames",
+]

@@ -1,0 +1,63 @@
+"""A small training-loop toolkit shared by the example scripts.
+
+* :mod:`~pointctx.train.trainer`: :class:`Trainer` (epochs, evaluation, checkpoints, exact resume,
+  Ctrl-C, DDP, AMP) and :func:`make_loader`;
+* :mod:`~pointctx.train.checkpoint`: atomic file writes and RNG state capture;
+* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, tables, the
+  PointMLP label-smoothing loss;
+* :mod:`~pointctx.train.distributed`: ``torchrun`` set-up and resumable, sharded samplers;
+* :mod:`~pointctx.train.log`: console + file logging that keeps tqdm bars intact;
+* :mod:`~pointctx.train.cli`: ``argparse`` types for clean command-line errors;
+* :mod:`~pointctx.train.interrupt`: SIGINT/SIGTERM to a stop flag.
+"""
+
+from .checkpoint import (
+    atomic_write_json,
+    atomic_write_text,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from .distributed import (
+    DistInfo,
+    ResumableBatchSampler,
+    ShardedEvalSampler,
+    cleanup_distributed,
+    init_distributed,
+    resolve_device,
+)
+from .interrupt import GracefulInterrupt
+from .log import setup_logger
+from .metrics import (
+    ClassificationMetrics,
+    ConfusionMatrix,
+    format_class_table,
+    smoothed_cross_entropy,
+)
+from .trainer import Trainer, default_forward, make_loader, unwrap_model
+
+__all__ = [
+    "atomic_write_json",
+    "atomic_write_text",
+    "capture_rng_state",
+    "load_checkpoint",
+    "restore_rng_state",
+    "save_checkpoint",
+    "DistInfo",
+    "ResumableBatchSampler",
+    "ShardedEvalSampler",
+    "cleanup_distributed",
+    "init_distributed",
+    "resolve_device",
+    "GracefulInterrupt",
+    "setup_logger",
+    "ClassificationMetrics",
+    "ConfusionMatrix",
+    "format_class_table",
+    "smoothed_cross_entropy",
+    "Trainer",
+    "default_forward",
+    "make_loader",
+    "unwrap_model",
+]

@@ -1,0 +1,67 @@
+import json
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from pointctx.train import (
+    atomic_write_json,
+    capture_rng_state,
+    load_checkpoint,
+    restore_rng_state,
+    save_checkpoint,
+)
+from pointctx.train.checkpoint import _atomic_write
+
+
+def test_save_and_load_roundtrip(tmp_path):
+    state = {"w": torch.arange(5.0), "epoch": 3, "np": np.random.get_state()}
+    path = save_checkpoint(tmp_path / "sub" / "last.pt", state)
+    assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["last.pt"]
+    back = load_checkpoint(path)
+    assert torch.equal(back["w"], state["w"]) and back["epoch"] == 3
+
+
+def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
+    path = tmp_path / "results.json"
+    atomic_write_json(path, {"a": 1})
+
+    def broken(f):
+        f.write(b'{"half')
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError, match="disk full"):
+        _atomic_write(path, broken)
+    assert json.loads(path.read_text()) == {"a": 1}
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["results.json"]
+
+
+def test_json_converts_numpy_and_tensors(tmp_path):
+    path = atomic_write_json(tmp_path / "r.json", {"x": np.float32(0.5), "t": torch.tensor([1, 2]),
+                                                   "i": np.int64(3), "nan": float("nan")})
+    text = path.read_text()
+    assert json.loads(text)["t"] == [1, 2] and "NaN" in text
+
+
+def test_load_errors(tmp_path):
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_checkpoint(tmp_path / "none.pt")
+    bad = tmp_path / "bad.pt"
+    bad.write_bytes(b"not a checkpoint")
+    with pytest.raises(ValueError, match="bad.pt: cannot be loaded as a checkpoint"):
+        load_checkpoint(bad)
+    torch.save([1, 2], tmp_path / "list.pt")
+    with pytest.raises(ValueError, match="expected a dict checkpoint"):
+        load_checkpoint(tmp_path / "list.pt")
+
+
+def test_rng_state_roundtrip():
+    random.seed(1)
+    np.random.seed(1)
+    torch.manual_seed(1)
+    state = capture_rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(3))
+    restore_rng_state(state)
+    second = (random.random(), np.random.rand(), torch.rand(3))
+    assert first[0] == second[0] and first[1] == second[1] and torch.equal(first[2], second[2])

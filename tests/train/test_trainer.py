@@ -1,0 +1,109 @@
+import json
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from pointctx.train import (
+    ConfusionMatrix,
+    Trainer,
+    init_distributed,
+    load_checkpoint,
+    make_loader,
+    smoothed_cross_entropy,
+)
+
+K = 3
+
+
+class TinyNet(nn.Module):
+    """Per-point MLP + max pool + dropout head: consumes RNG (dropout) and has BN buffers."""
+
+    def __init__(self):
+        super().__init__()
+        self.point = nn.Sequential(nn.Linear(3, 16), nn.BatchNorm1d(16), nn.ReLU())
+        self.head = nn.Sequential(nn.Dropout(0.3), nn.Linear(16, K))
+
+    def forward(self, pos):
+        b, n, _ = pos.shape
+        h = self.point(pos.reshape(b * n, 3)).reshape(b, n, -1).amax(1)
+        return self.head(h)
+
+
+def _data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % K
+    pos = torch.randn(n, 24, 3, generator=g) * 0.3 + y[:, None, None].float()
+    return TensorDataset(pos, y)
+
+
+def _trainer(out, epochs=3, **kw):
+    torch.manual_seed(0)
+    info = init_distributed("cpu")
+    model = TinyNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
+    train = make_loader(_data(40, 1), batch_size=8, train=True, dist_info=info, seed=0)
+    test = make_loader(_data(15, 2), batch_size=4, train=False, dist_info=info)
+    return Trainer(
+        model, opt, train, test, num_classes=K, class_names=["a", "b", "c"], epochs=epochs,
+        output_dir=out, dist_info=info, scheduler=sched, progress=False,
+        loss_fn=lambda lg, t: smoothed_cross_entropy(lg, t, 0.2), **kw,
+    )
+
+
+def _strip(history):
+    return [{k: v for k, v in h.items() if not k.endswith("_s") and "per_s" not in k}
+            for h in history]
+
+
+def test_fit_writes_results_and_exact_metrics(tmp_path):
+    tr = _trainer(tmp_path, run_info={"config": {"x": 1}})
+    res = tr.fit()
+    assert res["status"] == "finished" and res["epochs_done"] == 3 and res["global_step"] == 15
+    on_disk = json.loads((tmp_path / "results.json").read_text())
+    assert on_disk["config"] == {"x": 1} and on_disk["last"]["epoch"] == 3
+    assert set(on_disk["last"]["per_class"]) == {"a", "b", "c"}
+    assert len(on_disk["history"]) == 3 and on_disk["timing"]["train_samples_per_s"] > 0
+    best_epoch = max(range(3), key=lambda e: (res["history"][e]["test"]["oa"], -e)) + 1
+    assert res["best"]["epoch"] == best_epoch
+    assert load_checkpoint(tmp_path / "best.pt")["epoch"] == best_epoch
+    # the reported last-epoch metrics are those of the final weights on the whole test set
+    cm = ConfusionMatrix(K)
+    tr.model.eval()
+    with torch.no_grad():
+        for pos, y in DataLoader(_data(15, 2), batch_size=15):
+            cm.update(tr.model(pos), y)
+    assert cm.compute().oa == pytest.approx(res["last"]["oa"])
+    assert cm.compute().macc == pytest.approx(res["last"]["macc"])
+
+
+@pytest.mark.parametrize("stop", [{"stop_after_steps": 7}, {"stop_after_epoch": 1}])
+def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, stop):
+    full = _trainer(tmp_path / "full")
+    ref = full.fit()
+    part = _trainer(tmp_path / "part", **stop)
+    res = part.fit()
+    assert res["status"] == "interrupted"
+    state = load_checkpoint(tmp_path / "part" / "last.pt")
+    if "stop_after_steps" in stop:
+        assert (state["epoch"], state["step_in_epoch"]) == (1, 2)  # mid epoch 2
+    torch.manual_seed(123)  # a fresh process would start from other RNG states
+    resumed = _trainer(tmp_path / "part")
+    resumed.load()
+    res2 = resumed.fit()
+    assert res2["status"] == "finished" and res2["global_step"] == ref["global_step"]
+    a, b = full.model.state_dict(), resumed.model.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert _strip(res2["history"]) == _strip(ref["history"])
+    assert res2["timing"]["sessions"] == 2
+
+
+def test_trainer_requires_resumable_sampler(tmp_path):
+    info = init_distributed("cpu")
+    model = TinyNet()
+    loader = DataLoader(_data(8, 0), batch_size=4)
+    with pytest.raises(TypeError, match="ResumableBatchSampler"):
+        Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, loader,
+                num_classes=K, class_names="abc", epochs=1, output_dir=tmp_path, dist_info=info)
