@@ -14,8 +14,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -23,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._files import atomic_output
 from .trace import ClusterLayer, ClusterTrace, local_labels
 
 __all__ = [
@@ -224,20 +223,7 @@ def _import_mpl():
 
 def _atomic_replace(path: Path, write) -> Path:
     """Run ``write(tmp_path)`` then rename the temporary file to ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-    return path
+    return atomic_output(path, write)
 
 
 def save_figure(fig, path, dpi: int = 100) -> Path:
