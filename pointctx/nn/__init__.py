@@ -1,6 +1,19 @@
 """pointctx.nn."""
 
 from .blocks import ContextClusterBlock
+from .cluenet import (
+    ClusterAssignment,
+    DepthwiseMlp,
+    GFCBlock,
+    GFCStage,
+    GlobalFeatureClustering,
+    HeadGate,
+    ImprovedClusterPool,
+    SetDepthwiseConv,
+    knn_slots,
+    nearest_center,
+    soft_aggregate,
+)
 from .context_cluster import Assignment, ContextCluster
 from .grouping import (
     GeometricAffine,
@@ -45,4 +58,17 @@ __all__ += [
     "fps_start_points",
     "gather_groups",
     "sample_and_group",
+]
+__all__ += [
+    "ClusterAssignment",
+    "DepthwiseMlp",
+    "GFCBlock",
+    "GFCStage",
+    "GlobalFeatureClustering",
+    "HeadGate",
+    "ImprovedClusterPool",
+    "SetDepthwiseConv",
+    "knn_slots",
+    "nearest_center",
+    "soft_aggregate",
 ]

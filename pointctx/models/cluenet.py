@@ -1,0 +1,358 @@
+"""CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
+
+:class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
+layers of :mod:`pointctx.nn.cluenet`:
+
+* positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
+  input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official
+  patch-embedding convolution) and a per-point ``LayerNorm``, then the learnable positional
+  term ``x + dwconv(x)`` (the official PosCNN, a depthwise 3x3 convolution); on non-grid sets
+  the depthwise convolution runs over the 9 nearest neighbours (point-wise alternative, see
+  :class:`~pointctx.nn.cluenet.SetDepthwiseConv`);
+* per stage a :class:`~pointctx.nn.cluenet.GFCStage` (Global Feature Clustering blocks, the
+  first block's hard assignment shared by the others) and between stages an
+  :class:`~pointctx.nn.cluenet.ImprovedClusterPool` (4x fewer points);
+* head: per-point ``LayerNorm``, mean over each set's points, linear classifier.
+
+Inputs are handled exactly as in :mod:`pointctx.models.coc`: an image tensor ``[B, C, H, W]``
+(optional bool ``mask [B, H, W]``) or a :class:`~pointctx.PointBatch`. Pixel sets run the stem,
+the pools and the depthwise convolutions on the pixel lattice (on full images exactly the
+official convolutions) and propose ``h x w`` grid centers on the image plane over the fixed
+box ``(-0.5, 0.5)`` (the official ``AdaptiveAvgPool2d`` whenever the cells divide the points
+evenly; a masked or small image keeps only its non-empty cells). General point sets (no pixel
+info, any ``D``) run the reducers in point mode (FPS + kNN), the depthwise convolutions over
+kNN neighbourhoods, and propose ``h * w`` centers per set with ``point_proposal`` (default
+``"fps"``, each center pooling its ``point_proposal_k`` nearest points; ``"grid"`` uses the
+``h``-per-axis grid over each set's bounding box as CoC).
+
+Configurations (the official ``models/CLUENet.py``; all with MLP ratios 8, 8, 4, 4, 7x7
+centers, minimum temperature 1e-4, the 4x4 stride-4 stem and shared assignments):
+
+================ ============= ================== ============== ======== ==========
+name             layers        embed dims         heads          head dim params (M)
+================ ============= ================== ============== ======== ==========
+cluenet_micro    2, 2, 2, 2    32, 64, 160, 256   1, 2, 5, 8     32       3.02
+cluenet_tiny     3, 4, 5, 2    32, 64, 196, 320   4, 4, 8, 8     24       5.68
+cluenet_small    2, 2, 6, 2    64, 128, 320, 512  4, 4, 8, 8     32       15.05
+cluenet_base     4, 4, 12, 4   64, 128, 320, 512  6, 6, 12, 12   32       30.20
+================ ============= ================== ============== ======== ==========
+
+(parameters at 100 classes and 3 input channels, as measured by the tests; ``cluenet_micro``
+is the official ``CLUE_mini``, whose pools also LayerNorm their output). The official training
+uses stochastic depth 0.1 (micro, tiny) and 0.3 (small, base); pass ``drop_path_rate`` (the
+registered default is 0, as for the CoC models).
+
+32x32 variants: ``cluenet_micro_cifar`` is the official ``CLUE_mini_CIFAR`` (3x3 stride-1
+padding-1 stem, so 32 -> 32, 16, 8, 4 points per axis, and 4x4 centers); ``cluenet_tiny_cifar``
+(not an official config) is ``cluenet_tiny`` with the same stem and centers.
+
+Deviations: the official pools need even point grids (the centers come from
+``adaptive_avg_pool2d`` to ``H // 2``, the skip from a convolution to ``ceil(H / 2)``); here the
+centers are the skip's reduced points, so odd and masked grids work too.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_positive_int
+from ..batch import PointBatch
+from ..nn.cluenet import GFCStage, ImprovedClusterPool, SetDepthwiseConv, knn_slots
+from ..nn.proposal import resolve_proposal
+from ..nn.reducer import PointReducer
+from ..ops.scatter import scatter_mean
+from ..ops.segment import batch_to_ptr
+from ._inputs import PackedInput, pack_input
+from ._registry import register_model
+from .coc import IMAGE_BOUNDS, _per_stage, box_normalize
+
+__all__ = [
+    "CLUENet",
+    "cluenet_micro",
+    "cluenet_tiny",
+    "cluenet_small",
+    "cluenet_base",
+    "cluenet_micro_cifar",
+    "cluenet_tiny_cifar",
+]
+
+
+class CLUENet(nn.Module):
+    """CLUENet classifier on pixel sets and general point sets.
+
+    Args:
+        layers: blocks per stage.
+        embed_dims: channels per stage.
+        mlp_ratios: MLP expansion per stage (or one for all).
+        heads: GFC heads per stage (or one for all).
+        head_dims: channels per head per stage (or one for all).
+        centers: grid cells per axis per stage (or one for all; 7 = 7x7 centers); general point
+            sets get ``centers**2`` proposed centers.
+        num_classes: classifier outputs; 0 gives the pooled features from :meth:`forward`.
+        in_channels: point feature channels C (0 for bare point sets).
+        pos_dim: position dimension D appended at the stem (2 for images).
+        stem_kernel, stem_stride, stem_padding: the patch-embedding reducer (official 4, 4, 0).
+        down_kernel, down_stride, down_padding: the ICP skip reducers (official 3, 2, 1).
+        pool_norm: LayerNorm the output of every ICP (official only for CLUE-mini).
+        share_assignment: later blocks of a stage reuse the first block's hard assignment.
+        min_tau: lower clamp of the soft-aggregation temperature.
+        pos_embed: add the learnable depthwise positional term after the stem (official).
+        point_proposal: center proposal for general point sets (``"fps"``, ``"random"`` or
+            ``"grid"``).
+        point_proposal_k: points pooled into each fps / random center.
+        drop_rate: dropout in the MLPs and before the classifier.
+        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
+        layer_scale_init: LayerScale init; None (official with LayerNorm) disables it.
+        backend: point-op backend for FPS / kNN on general point sets.
+
+    Shapes:
+        forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
+        forward_features: -> PointBatch (x [M, embed_dims[-1]], pos [M, 2 or D], batch [M]).
+        forward_head: PointBatch -> [B, num_classes] (or [B, embed_dims[-1]] with
+        ``pre_logits``).
+    """
+
+    def __init__(
+        self,
+        layers: Sequence[int],
+        embed_dims: Sequence[int],
+        mlp_ratios=(8, 8, 4, 4),
+        heads=4,
+        head_dims=32,
+        centers=7,
+        num_classes: int = 1000,
+        in_channels: int = 3,
+        pos_dim: int = 2,
+        stem_kernel: int = 4,
+        stem_stride: int | None = None,
+        stem_padding: int = 0,
+        down_kernel: int = 3,
+        down_stride: int = 2,
+        down_padding: int = 1,
+        pool_norm: bool = False,
+        share_assignment: bool = True,
+        min_tau: float = 1e-4,
+        pos_embed: bool = True,
+        point_proposal: str = "fps",
+        point_proposal_k: int = 16,
+        drop_rate: float = 0.0,
+        drop_path_rate: float = 0.0,
+        layer_scale_init: float | None = None,
+        backend: str | None = None,
+    ):
+        super().__init__()
+        layers = [check_positive_int(v, "layers") for v in layers]
+        embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+        n = len(layers)
+        if n == 0 or len(embed_dims) != n:
+            raise ValueError(
+                f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
+                f"{len(layers)} and {len(embed_dims)}"
+            )
+        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
+        heads = _per_stage(heads, n, "heads")
+        head_dims = _per_stage(head_dims, n, "head_dims")
+        centers = [check_positive_int(c, "centers") for c in _per_stage(centers, n, "centers")]
+        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
+        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
+        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
+        if not 0.0 <= drop_path_rate < 1.0:
+            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+        self.embed_dims = list(embed_dims)
+        self.num_features = embed_dims[-1]
+        self.backend = backend
+
+        self.stem = PointReducer(self.in_channels + self.pos_dim, embed_dims[0], stem_kernel,
+                                 stem_stride, stem_padding, validate=False, backend=backend)
+        nn.init.normal_(self.stem.proj.weight, 0.0, (2.0 / (self.stem.slots * embed_dims[0]))
+                        ** 0.5)
+        nn.init.zeros_(self.stem.proj.bias)
+        self.stem_norm = nn.LayerNorm(embed_dims[0])
+        self.pos_embed = SetDepthwiseConv(embed_dims[0]) if pos_embed else None
+
+        total = sum(layers)
+        stages, pools, k = [], [], 0
+        for i in range(n):
+            rates = [drop_path_rate * (k + j) / (total - 1) if total > 1 else 0.0
+                     for j in range(layers[i])]
+            k += layers[i]
+            stages.append(GFCStage(
+                embed_dims[i], layers[i], share_assignment=share_assignment, drop_path=rates,
+                mlp_ratio=mlp_ratios[i], heads=heads[i], head_dim=head_dims[i],
+                centers=centers[i], bounds=IMAGE_BOUNDS, min_tau=min_tau, drop=drop_rate,
+                layer_scale_init=layer_scale_init, mixer_kwargs={"validate": False},
+            ))
+            if i + 1 < n:
+                pools.append(ImprovedClusterPool(
+                    embed_dims[i], embed_dims[i + 1], down_kernel, down_stride, down_padding,
+                    norm_out=pool_norm, backend=backend))
+        self.stages = nn.ModuleList(stages)
+        self.pools = nn.ModuleList(pools)
+        self.point_proposals = nn.ModuleList([
+            _point_proposal(point_proposal, c, pos_dim, point_proposal_k, backend)
+            for c in centers
+        ])
+
+        self.norm = nn.LayerNorm(self.num_features)
+        self.head_drop = nn.Dropout(drop_rate)
+        self.head = self._make_head(self.num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        if num_classes == 0:
+            return nn.Identity()
+        head = nn.Linear(self.num_features, num_classes)
+        nn.init.trunc_normal_(head.weight, std=0.02)
+        nn.init.zeros_(head.bias)
+        return head
+
+    def get_classifier(self) -> nn.Module:
+        """The final linear layer (``nn.Identity`` with 0 classes)."""
+        return self.head
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none)."""
+        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
+        device = self.norm.weight.device
+        self.head = self._make_head(self.num_classes).to(device)
+
+    # ------------------------------------------------------------------------------------------
+
+    def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
+        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
+        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
+
+    def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
+        """Embedding, stages and pools: features of the last stage's points.
+
+        Args:
+            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+            mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
+
+        Returns:
+            A :class:`~pointctx.PointBatch` of the B sets after the last stage (sets keep
+            their order; an empty input set stays empty).
+
+        Shapes:
+            return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
+        """
+        packed = self.pack(inputs, mask)
+        b = packed.batch_size
+        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        pixel = packed.is_pixel_set
+        pos = packed.plane if pixel else packed.pos
+        batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        red = self.stem(feats, pos, batch, b, coords, grid)
+        feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
+        feats = self.stem_norm(feats)
+        for i, stage in enumerate(self.stages):
+            if i > 0:
+                red = self.pools[i - 1](feats, pos, batch, b, coords, grid)
+                feats, pos, batch = red.x, red.pos, red.batch
+                coords, grid = red.coords, red.grid_size
+            if pixel:
+                cpos, centers, nbr = pos, None, None
+            else:
+                cpos = box_normalize(pos, batch, b)
+                centers = self.point_proposals[i](cpos, batch, b)
+                nbr = knn_slots(pos, batch, b, backend=self.backend)
+            if i == 0 and self.pos_embed is not None:
+                feats = feats + self.pos_embed(feats, batch, b, coords, grid, nbr)
+            feats = stage(feats, cpos, batch, b, centers=centers, coords=coords,
+                          grid_size=grid, neighbors=nbr)
+        return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
+
+    def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
+        """Per-point LayerNorm, mean over each set's points, dropout and the classifier.
+
+        Args:
+            features: the output of :meth:`forward_features`.
+            pre_logits: return the pooled features instead of the logits.
+
+        Shapes:
+            return: [B, num_classes], or [B, embed_dims[-1]] with ``pre_logits``.
+        """
+        b = features.num_sets
+        x = scatter_mean(self.norm(features.x), features.batch, b)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)
+
+    def forward(self, inputs, mask: Tensor | None = None) -> Tensor:
+        """Classify every set.
+
+        Shapes:
+            inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets; return:
+            [B, num_classes].
+        """
+        return self.forward_head(self.forward_features(inputs, mask))
+
+
+def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):
+    if not isinstance(name, str):
+        raise TypeError(f"`point_proposal` must be a name, got {type(name).__name__}")
+    key = name.lower()
+    if key == "grid":
+        return resolve_proposal("grid", cells=cells, bounds=IMAGE_BOUNDS)
+    if key == "fps":
+        return resolve_proposal("fps", num=cells * cells, k=k, backend=backend)
+    if key == "random":
+        return resolve_proposal("random", num=cells * cells, k=k)
+    raise ValueError(f"`point_proposal` must be one of ['fps', 'grid', 'random'], got {name!r}")
+
+
+# ----------------------------------------------------------------------------------------------
+# Registered configurations (official models/CLUENet.py)
+# ----------------------------------------------------------------------------------------------
+
+_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=7, min_tau=1e-4)
+_MICRO = dict(_COMMON, layers=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), heads=(1, 2, 5, 8),
+              head_dims=32, pool_norm=True)
+_TINY = dict(_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320), heads=(4, 4, 8, 8),
+             head_dims=24)
+_CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_classes=10)
+
+
+def _build(defaults: dict, kwargs: dict) -> CLUENet:
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    return CLUENet(**cfg)
+
+
+@register_model
+def cluenet_micro(**kwargs) -> CLUENet:
+    """CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes)."""
+    return _build(_MICRO, kwargs)
+
+
+@register_model
+def cluenet_tiny(**kwargs) -> CLUENet:
+    """CLUENet-Tiny (official ``CLUE_tiny``; 5.68 M parameters at 100 classes)."""
+    return _build(_TINY, kwargs)
+
+
+@register_model
+def cluenet_small(**kwargs) -> CLUENet:
+    """CLUENet-Small (official ``CLUE_small``; 15.05 M parameters at 100 classes)."""
+    return _build(dict(_COMMON, layers=(2, 2, 6, 2), embed_dims=(64, 128, 320, 512),
+                       heads=(4, 4, 8, 8), head_dims=32), kwargs)
+
+
+@register_model
+def cluenet_base(**kwargs) -> CLUENet:
+    """CLUENet-Base (official ``CLUE_base``; 30.20 M parameters at 100 classes)."""
+    return _build(dict(_COMMON, layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512),
+                       heads=(6, 6, 12, 12), head_dims=32), kwargs)
+
+
+@register_model
+def cluenet_micro_cifar(**kwargs) -> CLUENet:
+    """CLUENet-Micro for 32x32 images (official ``CLUE_mini_CIFAR``: 3x3 stride-1 stem, 4x4)."""
+    return _build(dict(_MICRO, **_CIFAR), kwargs)
+
+
+@register_model
+def cluenet_tiny_cifar(**kwargs) -> CLUENet:
+    """CLUENet-Tiny for 32x32 images (3x3 stride-1 stem, 4x4 centers; not an official config)."""
+    return _build(dict(_TINY, **_CIFAR), kwargs)
