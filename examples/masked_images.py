@@ -20,8 +20,11 @@ Outputs in ``--out`` (each written atomically):
 
 * ``results.json``: configuration, parameter counts, training time, the accuracy table (model x
   condition), the mean kept fraction of every condition, and per keep ratio the inference
-  throughput (images/s, batch ``--throughput-batch``) of the CoC and of the CNN: the CoC only
-  processes the kept pixels, so its throughput rises as pixels are removed; the CNN's does not;
+  throughput (images/s, batch ``--throughput-batch``) of the CoC and of the CNN under every
+  condition. The CoC only processes the kept pixels, but its 4x4 stride-4 stem makes one point
+  per non-empty 4x4 cell, so the later stages shrink only where whole cells are empty (the
+  ``mean_nonempty_4x4_cells`` of each condition is recorded): random pixel drops leave almost
+  every cell occupied, irregular shapes empty many. The CNN's cost never changes;
 * ``accuracy.png``: accuracy vs keep ratio (one line per model; the irregular shapes as markers
   at their mean kept fraction) and throughput vs keep ratio;
 * ``gallery.png``: masked test inputs under every condition with the clustering maps of every
@@ -244,6 +247,16 @@ def throughput(kind, model, images, masks_by_cond: dict, repeats: int, device) -
     return {c: round(len(x) / t, 1) for c, t in best.items()}
 
 
+def nonempty_cell_fraction(masks: torch.Tensor, cell: int) -> float:
+    """Mean share of ``cell`` x ``cell`` pixel cells with at least one kept pixel.
+
+    The CoC stem (a stride-``cell`` :class:`~pointctx.nn.PointReducer`) makes one point per
+    non-empty cell, so this is the share of the full-image work left for every later stage.
+    """
+    pooled = F.max_pool2d(masks[:, None].float(), cell, cell, ceil_mode=True)
+    return round(float(pooled.mean()), 4)
+
+
 # ---------------------------------------------------------------------------------- outputs
 def plot_results(path, results, keep_ratios):
     from matplotlib.figure import Figure
@@ -274,8 +287,12 @@ def plot_results(path, results, keep_ratios):
     for arch, style in (("coc", "-"), ("cnn", "--")):
         if arch in tp:
             vals = [tp[arch][f"keep{r:g}"] for r in keep_ratios]
-            ax2.plot(keep_ratios, vals, style, marker="o",
-                     label=f"{arch.upper()} ({results['params'][arch]:,} params)")
+            line = ax2.plot(keep_ratios, vals, style, marker="o",
+                            label=f"{arch.upper()} ({results['params'][arch]:,} params)")
+            for shape in SHAPES:
+                if shape in tp[arch]:
+                    ax2.scatter([conds[shape]["mean_kept_fraction"]], [tp[arch][shape]],
+                                marker=markers[shape], color=line[0].get_color(), s=36, zorder=3)
     ax2.set_xlabel("kept fraction of the pixels")
     ax2.set_ylabel("images / s (inference)")
     ax2.set_title(f"throughput, batch {results['config']['throughput_batch']}, "
@@ -439,7 +456,8 @@ def main(argv=None) -> int:
     cond_info = {}
     for c in conds:
         info = {"kind": "random_keep" if c.startswith("keep") else "shape",
-                "mean_kept_fraction": float(eval_masks[c].float().mean())}
+                "mean_kept_fraction": float(eval_masks[c].float().mean()),
+                "mean_nonempty_4x4_cells": nonempty_cell_fraction(eval_masks[c], 4)}
         if c.startswith("keep"):
             info["keep_ratio"] = float(c[4:])
         else:
@@ -492,7 +510,7 @@ def main(argv=None) -> int:
         name, (_, model) = next((n, v) for n, v in trained.items() if v[0] == kind)
         tb = min(args.throughput_batch, len(x_te))
         tp = throughput(kind, model, x_te[:tb],
-                        {f"keep{r:g}": eval_masks[f"keep{r:g}"][:tb] for r in args.keep_ratios},
+                        {c: eval_masks[c][:tb] for c in conds},
                         args.throughput_repeats, device)
         results["throughput"][kind] = tp
         log(f"throughput {kind} (images/s): " + ", ".join(f"{c} {v:g}" for c, v in tp.items()))
