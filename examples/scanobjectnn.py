@@ -81,9 +81,10 @@ RECIPES = {
     ),
     # The demo on the bundled sample (400 train / 100 test shapes, 10 classes), sized to finish
     # in a few minutes on a 2-core CPU: PointMLP-CoC-elite with k = 16 neighbours on 128 points,
-    # 12 epochs of batch 16 (measured: 286 s and 72 % test OA on a 2-core machine shared with
-    # other jobs, load ~8). One torch thread: on a small, busy CPU, OpenMP threads competing for
-    # cores made training steps >30x slower in our measurements (pass --threads to change it).
+    # 12 epochs of batch 16 (measured on a 2-core machine shared with other jobs: 286 s and 72 %
+    # test OA at load ~8; 133 s and 76 % (last) / 77 % (best) at load ~4; README). One torch
+    # thread: on a small, busy CPU, OpenMP threads competing for cores made training steps >30x
+    # slower in our measurements (pass --threads to change it).
     "sample": dict(
         model="pointmlp_coc_elite", model_kwargs={"k_neighbors": 16}, epochs=12, batch_size=16,
         eval_batch_size=50, lr=0.1, min_lr_ratio=0.01, weight_decay=1e-4, label_smoothing=0.2,
