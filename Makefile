@@ -3,6 +3,7 @@
 #                 install pointctx editable with its extras, run the test suite
 #   make demo   - the main job on the bundled real sample (see README)
 #   make lint   - ruff
+#   make rgbd-demo / masked-study / cifar-compare / bench-all - the other demos and benchmarks
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -10,7 +11,7 @@ PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-all lint demo bench clean system-deps
+.PHONY: setup test test-fast test-all lint demo rgbd-demo masked-study cifar-compare bench bench-all clean system-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -62,8 +63,27 @@ lint: setup
 demo: setup
 	$(PY) examples/scanobjectnn.py --sample
 
+# RGB-D: clustering maps of the bundled TUM frame (PNG + coloured PLY in runs/rgbd)
+rgbd-demo: setup
+	$(PY) examples/rgbd_demo.py --out runs/rgbd --threads 1
+
+# Images with missing pixels: CoC vs CNN on real MNIST, the few-minute version (runs/masked_quick)
+masked-study: setup
+	$(PY) examples/masked_images.py --quick --threads 1 --out runs/masked_quick
+
+# cluenet_micro_cifar vs coc_tiny_cifar on real CIFAR-10, same budget (README; ~40 CPU minutes)
+cifar-compare: setup
+	$(PY) examples/train_images.py --dataset cifar10 --models cluenet_micro_cifar,coc_tiny_cifar \
+		--train-size 5000 --val-size 2000 --epochs 4 --batch-size 64 --threads 1 --output runs/cifar_side
+
 bench: setup
 	$(PY) bench/ops.py
+
+bench-all: setup
+	$(PY) bench/ops.py
+	$(PY) bench/context_cluster.py
+	$(PY) bench/pointmlp.py
+	$(PY) bench/models.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache
