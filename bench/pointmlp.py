@@ -38,6 +38,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from pointctx import PointBatch, create_model
+from pointctx.ops import resolve_backend
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "pointmlp.json"
@@ -180,6 +181,8 @@ def main():
         "device": str(device),
         "torch": torch.__version__,
         "cpu": platform.processor() or platform.machine(),
+        "ops_backend": {op: resolve_backend(None, op, device) for op in ("fps", "knn", "grid")},
+        "load_avg_1_5_15_at_end": list(os.getloadavg()),
         "note": "shared CPU: timings are noisy; shares are of one profiled inference forward",
         "results": rows,
     }, args.out)
