@@ -65,7 +65,7 @@ from ..nn.proposal import resolve_proposal
 from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
-from ._inputs import PackedInput, pack_input
+from ._base import SetClassifier
 from ._registry import register_model
 from .coc import IMAGE_BOUNDS, _per_stage, box_normalize
 
@@ -80,7 +80,7 @@ __all__ = [
 ]
 
 
-class CLUENet(nn.Module):
+class CLUENet(SetClassifier):
     """CLUENet classifier on pixel sets and general point sets.
 
     Args:
@@ -200,29 +200,7 @@ class CLUENet(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(self.num_classes)
 
-    def _make_head(self, num_classes: int) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        head = nn.Linear(self.num_features, num_classes)
-        nn.init.trunc_normal_(head.weight, std=0.02)
-        nn.init.zeros_(head.bias)
-        return head
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` with 0 classes)."""
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none)."""
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        device = self.norm.weight.device
-        self.head = self._make_head(self.num_classes).to(device)
-
     # ------------------------------------------------------------------------------------------
-
-    def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
-        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
 
     def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
         """Embedding, stages and pools: features of the last stage's points.
@@ -278,15 +256,6 @@ class CLUENet(nn.Module):
         x = scatter_mean(self.norm(features.x), features.batch, b)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, inputs, mask: Tensor | None = None) -> Tensor:
-        """Classify every set.
-
-        Shapes:
-            inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets; return:
-            [B, num_classes].
-        """
-        return self.forward_head(self.forward_features(inputs, mask))
 
 
 def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):

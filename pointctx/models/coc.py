@@ -62,7 +62,7 @@ from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_max, scatter_mean
 from ..ops.segment import batch_to_ptr
-from ._inputs import PackedInput, pack_input
+from ._base import SetClassifier
 from ._registry import register_model
 
 __all__ = [
@@ -107,7 +107,7 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     return torch.where(ext > 0, (pos - lo) / safe - 0.5, torch.zeros_like(pos))
 
 
-class ContextClusterNet(nn.Module):
+class ContextClusterNet(SetClassifier):
     """Context Cluster classifier (CoC) on pixel sets and general point sets.
 
     Args:
@@ -225,29 +225,7 @@ class ContextClusterNet(nn.Module):
         self.head_drop = nn.Dropout(drop_rate)
         self.head = self._make_head(self.num_classes)
 
-    def _make_head(self, num_classes: int) -> nn.Module:
-        if num_classes == 0:
-            return nn.Identity()
-        head = nn.Linear(self.num_features, num_classes)
-        nn.init.trunc_normal_(head.weight, std=0.02)
-        nn.init.zeros_(head.bias)
-        return head
-
-    def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` with 0 classes)."""
-        return self.head
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none)."""
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        device = self.norm.weight.device
-        self.head = self._make_head(self.num_classes).to(device)
-
     # ------------------------------------------------------------------------------------------
-
-    def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
-        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
 
     def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
         """Stem, stages and reducers: features of the last stage's points.
@@ -293,15 +271,6 @@ class ContextClusterNet(nn.Module):
         x = scatter_mean(x, features.batch, b)
         x = self.head_drop(x)
         return x if pre_logits else self.head(x)
-
-    def forward(self, inputs, mask: Tensor | None = None) -> Tensor:
-        """Classify every set.
-
-        Shapes:
-            inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets; return:
-            [B, num_classes].
-        """
-        return self.forward_head(self.forward_features(inputs, mask))
 
 
 # ----------------------------------------------------------------------------------------------
