@@ -44,7 +44,6 @@ import resource
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -53,6 +52,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pointctx.nn.context_cluster import ContextCluster
+from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "context_cluster.json"
@@ -338,11 +338,7 @@ def main() -> None:
         "rows": rows,
         "targets": targets,
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=args.out.parent, prefix=".context_cluster.", suffix=".json")
-    with os.fdopen(fd, "w") as fh:
-        json.dump(result, fh, indent=2)
-    os.replace(tmp, args.out)
+    atomic_write_json(args.out, result)
     print(f"wrote {args.out}")
 
 

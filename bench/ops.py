@@ -35,11 +35,9 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -55,6 +53,7 @@ from pointctx.ops import (
     knn,
     knn_naive,
 )
+from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "ops.json"
@@ -300,18 +299,8 @@ print_row.first = True
 
 
 def write_json(data: dict, out: Path) -> None:
-    """Write ``data`` to ``out`` atomically (temporary file + ``os.replace``)."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=out.name, suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(data, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, out)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    """Write ``data`` to ``out`` atomically (:func:`pointctx.train.atomic_write_json`)."""
+    atomic_write_json(out, data)
 
 
 def main(argv=None):
