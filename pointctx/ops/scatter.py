@@ -156,13 +156,21 @@ def scatter_softmax(src: Tensor, index: Tensor, dim_size: int | None = None) -> 
 
 
 def scatter_sum_naive(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
-    """Per-segment loop version of :func:`scatter_sum`."""
+    """Per-segment loop version of :func:`scatter_sum` (the readable reference).
+
+    Shapes:
+        as :func:`scatter_sum`.
+    """
     out = [src[index == s].sum(0) for s in range(dim_size)]
     return torch.stack(out) if out else src.new_zeros((0,) + tuple(src.shape[1:]))
 
 
 def scatter_mean_naive(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
-    """Per-segment loop version of :func:`scatter_mean`."""
+    """Per-segment loop version of :func:`scatter_mean` (the readable reference).
+
+    Shapes:
+        as :func:`scatter_mean`.
+    """
     out = []
     for s in range(dim_size):
         rows = src[index == s]
@@ -171,7 +179,11 @@ def scatter_mean_naive(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
 
 
 def scatter_max_naive(src: Tensor, index: Tensor, dim_size: int) -> ScatterMax:
-    """Per-segment loop version of :func:`scatter_max`."""
+    """Per-segment loop version of :func:`scatter_max` (the readable reference).
+
+    Shapes:
+        as :func:`scatter_max`.
+    """
     vals, args = [], []
     for s in range(dim_size):
         rows = (index == s).nonzero().flatten()
@@ -189,7 +201,11 @@ def scatter_max_naive(src: Tensor, index: Tensor, dim_size: int) -> ScatterMax:
 
 
 def scatter_softmax_naive(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
-    """Per-segment loop version of :func:`scatter_softmax`."""
+    """Per-segment loop version of :func:`scatter_softmax` (the readable reference).
+
+    Shapes:
+        as :func:`scatter_softmax`.
+    """
     out = torch.empty_like(src)
     for s in range(dim_size):
         rows = index == s

@@ -16,6 +16,9 @@ def infer_batch_size(batch: Tensor, batch_size: int | None = None) -> int:
     """Return ``batch_size`` if given, else ``batch.max() + 1`` (0 for no points).
 
     Reading the max costs one host sync; pass ``batch_size`` to avoid it.
+
+    Shapes:
+        batch: [N] sorted set id per point; return: a Python int B.
     """
     if batch_size is not None:
         return int(batch_size)

@@ -77,6 +77,14 @@ def test_cnn_baseline_matches_the_coc_size(study):
     torch.testing.assert_close(y1, y2)
 
 
+def test_nonempty_cell_fraction(study):
+    masks = torch.zeros(2, 8, 8, dtype=torch.bool)
+    masks[0, 0, 0] = True  # one pixel: 1 of the 4 cells of image 0
+    masks[1, 4:, :] = True  # bottom half: 2 of 4 cells of image 1
+    assert study.nonempty_cell_fraction(masks, 4) == pytest.approx(3 / 8)
+    assert study.nonempty_cell_fraction(torch.ones(1, 6, 6, dtype=torch.bool), 4) == 1.0
+
+
 def test_bad_arguments(study):
     for argv in (["--keep-ratios", "1,0"], ["--keep-ratios", "a"], ["--train-masks", "some"],
                  ["--models", "vit"], ["--epochs", "0"]):
@@ -108,6 +116,8 @@ def test_tiny_run_writes_table_plot_and_gallery(study, tmp_path):
     assert res["conditions"]["keep1"]["mean_kept_fraction"] == 1.0
     assert abs(res["conditions"]["keep0.25"]["mean_kept_fraction"] - 0.25) < 0.01
     assert set(res["throughput"]) == {"coc", "cnn"}
+    for info in res["conditions"].values():
+        assert 0.0 < info["mean_nonempty_4x4_cells"] <= 1.0
     assert all(v > 0 for t in res["throughput"].values() for v in t.values())
     assert abs(res["params"]["cnn"] - res["params"]["coc"]) / res["params"]["coc"] < 0.1
     for name in ("accuracy.png", "gallery.png"):
