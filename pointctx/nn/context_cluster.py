@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .._checks import check_batch, check_choice, check_pos, check_positive_int, check_tensor
 from .._resolver import normalize_name
+from ..ops.grid import linear_index
 from ..ops.segment import infer_batch_size
 from .proposal import (
     CenterProposal,
@@ -38,7 +39,6 @@ from .proposal import (
     GridProposal,
     RandomProposal,
     _check_counts,
-    _linear,
     _per_axis,
     check_bounds,
     grid_cell_coords,
@@ -269,7 +269,7 @@ class ContextCluster(nn.Module):
             group, region = batch.long(), None
         else:
             coords = grid_cell_coords(pos, batch, regs, self.bounds, num_sets)
-            region = _linear(coords, regs)
+            region = linear_index(coords, regs)
             group = batch.long() * num_regions + region
             perm = torch.argsort(group, stable=True)
             local = prop(pos.index_select(0, perm), group.index_select(0, perm), num_groups)

@@ -27,6 +27,7 @@ import torch
 from torch import Tensor, nn
 
 from .._resolver import normalize_name, resolve
+from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, relabel
 from ..ops.scatter import scatter_mean
 from ..ops.segment import infer_batch_size
 
@@ -179,80 +180,6 @@ def check_bounds(bounds, name: str = "bounds"):
     return (lo_out, hi_out)
 
 
-def _box(pos: Tensor, batch: Tensor, num_sets: int, bounds) -> tuple[Tensor, Tensor]:
-    """Per-point lower corner and extent ([N, D] each, or [1, D] for a fixed box)."""
-    n, d = pos.shape
-    if bounds == "set":
-        idx = batch.view(-1, 1).expand(n, d)
-        lo = pos.new_full((num_sets, d), float("inf")).scatter_reduce(
-            0, idx, pos, reduce="amin", include_self=True
-        )
-        hi = pos.new_full((num_sets, d), float("-inf")).scatter_reduce(
-            0, idx, pos, reduce="amax", include_self=True
-        )
-        lo_p, hi_p = lo.index_select(0, batch), hi.index_select(0, batch)
-        return lo_p, hi_p - lo_p
-    lo, hi = bounds
-    lo_t = pos.new_tensor(_per_axis(lo, d, "bounds lo")).view(1, d)
-    hi_t = pos.new_tensor(_per_axis(hi, d, "bounds hi")).view(1, d)
-    return lo_t, hi_t - lo_t
-
-
-def grid_cell_coords(
-    pos: Tensor,
-    batch: Tensor,
-    counts: Sequence[int],
-    bounds="set",
-    batch_size: int | None = None,
-) -> Tensor:
-    """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
-
-    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
-    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
-    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
-    cells; an axis with zero extent puts every point in cell 0).
-
-    Shapes:
-        pos: [N, D]; batch: [N]; return: [N, D] int64.
-    """
-    n, d = pos.shape
-    num_sets = infer_batch_size(batch, batch_size) if bounds == "set" else 0
-    work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-    lo, ext = _box(work, batch, num_sets, bounds)
-    cnt = torch.tensor(list(counts), dtype=work.dtype, device=pos.device).view(1, d)
-    safe = torch.where(ext > 0, ext, torch.ones_like(ext))
-    u = torch.where(ext > 0, (work - lo) / safe, torch.zeros_like(work))
-    c = torch.floor(u * cnt)
-    top = torch.tensor([c_ - 1 for c_ in counts], dtype=torch.long, device=pos.device)
-    return c.long().clamp_(min=0).minimum(top.view(1, d))
-
-
-def _linear(coords: Tensor, counts: Sequence[int]) -> Tensor:
-    """Linear index of integer coordinates with axis 0 varying fastest (raster order for (x, y))."""
-    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    stride = 1
-    for axis, c in enumerate(counts):
-        lin = lin + coords[:, axis] * stride
-        stride *= int(c)
-    return lin
-
-
-def _compact(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
-    """Renumber the used values of ``key`` to 0..M-1 in increasing key order.
-
-    Returns the new id of every entry [N] and the used keys [M] (ascending). One host sync.
-    """
-    n = key.numel()
-    if key_space <= max(4 * n, 1 << 16):
-        used = torch.zeros(key_space, dtype=torch.bool, device=key.device)
-        used[key] = True
-        kept = used.nonzero().view(-1)
-        new_id = torch.cumsum(used, 0) - 1
-        return new_id.index_select(0, key), kept
-    kept, inverse = torch.unique(key, sorted=True, return_inverse=True)
-    return inverse, kept
-
-
 class GridProposal(CenterProposal):
     """Regular-grid centers: one center per non-empty cell, at the mean of the cell's points.
 
@@ -317,7 +244,7 @@ class GridProposal(CenterProposal):
                 local, region_lin = coords, None
             else:
                 reg_t = torch.tensor(cells, dtype=torch.long, device=pos.device).view(1, d)
-                region_lin = _linear(torch.div(coords, reg_t, rounding_mode="floor"), regs)
+                region_lin = linear_index(torch.div(coords, reg_t, rounding_mode="floor"), regs)
                 local = torch.remainder(coords, reg_t)
             per_group = math.prod(cells)
             num_regions = math.prod(regs)
@@ -334,8 +261,8 @@ class GridProposal(CenterProposal):
         group = batch.long() * num_regions
         if region_lin is not None:
             group = group + region_lin
-        key = group * per_group + _linear(local, cells)
-        assignment, kept = _compact(key, max(num_sets * num_regions * per_group, 1))
+        key = group * per_group + linear_index(local, cells)
+        assignment, kept = relabel(key, max(num_sets * num_regions * per_group, 1))
         m = kept.numel()
         center_pos = scatter_mean(pos, assignment, m)
         center_group = torch.div(kept, per_group, rounding_mode="floor")
@@ -346,16 +273,14 @@ class GridProposal(CenterProposal):
         n, d = pos.shape
         sizes = _per_axis(self.size, d, "size")
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        lo, ext = _box(work, batch, num_sets, self.bounds)
+        lo, ext = grid_box(work, batch, self.bounds, num_sets)
         size_t = work.new_tensor(sizes).view(1, d)
         if self.bounds == "set":
             top = torch.floor(ext / size_t).long()
             counts = [int(v) + 1 for v in (top.amax(0) if n else top.new_zeros(d)).tolist()]
         else:
             counts = [max(1, math.ceil(e / s - 1e-9)) for e, s in zip(ext.view(-1).tolist(), sizes)]
-        top_t = torch.tensor([c - 1 for c in counts], dtype=torch.long, device=pos.device)
-        coords = torch.floor((work - lo) / size_t).long().clamp_(min=0).minimum(top_t.view(1, d))
-        return coords, counts
+        return cell_coords(work, lo, size_t.view(-1), counts), counts
 
 
 # ----------------------------------------------------------------------------------------------

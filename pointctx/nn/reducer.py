@@ -44,6 +44,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from ..ops.grid import linear_index, unravel_index
 from ..ops.segment import infer_batch_size
 from .norm import SetGroupNorm
 
@@ -76,27 +77,13 @@ class Reduced(NamedTuple):
     assignment: Tensor | None
 
 
-def _linear_index(coords: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Row-major linear index (axis 0 slowest) of integer coordinates."""
-    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    for axis, size in enumerate(sizes):
-        lin = lin * int(size) + coords[:, axis]
-    return lin
+def _row_major(coords: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest).
 
-
-def _unravel(lin: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Inverse of :func:`_linear_index`."""
-    out = []
-    for size in reversed(sizes):
-        out.append(torch.remainder(lin, int(size)))
-        lin = torch.div(lin, int(size), rounding_mode="floor")
-    return torch.stack(out[::-1], 1)
-
-
-def _int_or_none(value, name: str, minimum: int):
-    if value is None:
-        return None
-    return check_positive_int(value, name, minimum=minimum)
+    That is :func:`~pointctx.ops.grid.linear_index` on the reversed axes (raster order, the
+    library's one axis order); the kernel slots use it too, matching a conv weight's layout.
+    """
+    return linear_index(coords.flip(1), tuple(sizes)[::-1])
 
 
 class PointReducer(nn.Module):
@@ -306,7 +293,7 @@ class PointReducer(nn.Module):
         out_sizes = tuple(-(-g // s) for g in sizes)
         per_set = math.prod(out_sizes)
         cell = torch.div(coords, s, rounding_mode="floor")
-        key = batch.long() * per_set + _linear_index(cell, out_sizes)
+        key = batch.long() * per_set + _row_major(cell, out_sizes)
         space = max(b * per_set, 1)
         used = torch.zeros(space, dtype=torch.bool, device=device)
         used[key] = True
@@ -316,7 +303,7 @@ class PointReducer(nn.Module):
         assignment = table.index_select(0, key)
         table = torch.where(used, table, torch.full_like(table, -1))
         anchor_batch = torch.div(kept, per_set, rounding_mode="floor")
-        new_coords = _unravel(torch.remainder(kept, per_set), out_sizes)
+        new_coords = unravel_index(kept, out_sizes[::-1]).flip(1)
 
         # Candidate (point, anchor) pairs: per axis the offsets d = coord + p - a*s in [0, k)
         # with d == (coord + p) mod s, i.e. d = r + j*s for j < ceil(k / s).
@@ -329,12 +316,12 @@ class PointReducer(nn.Module):
         a = torch.div(t, s, rounding_mode="floor")
         out_t = torch.tensor(out_sizes, device=device)
         valid = ((d < k) & (t >= 0) & (a < out_t)).all(2)
-        akey = batch.long().view(n, 1) * per_set + _linear_index(
+        akey = batch.long().view(n, 1) * per_set + _row_major(
             a.clamp(min=0).minimum(out_t - 1).reshape(-1, dim), out_sizes).view(n, -1)
         aid = table.index_select(0, akey.reshape(-1)).view(akey.shape)
         valid = valid & (aid >= 0)
         pt, jj = valid.nonzero().unbind(1)
-        slot = _linear_index(d[pt, jj], (k,) * dim)
+        slot = _row_major(d[pt, jj], (k,) * dim)
         index = torch.full((m * self.slots,), -1, dtype=torch.long, device=device)
         index[aid[pt, jj] * self.slots + slot] = pt
         index = index.view(m, self.slots)

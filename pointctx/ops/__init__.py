@@ -14,7 +14,21 @@ from ._backend import (
     use_backend,
 )
 from .fps import fps, fps_naive, sample_counts
-from .grid import GridCluster, GridPool, grid_cluster, grid_cluster_naive, grid_pool
+from .grid import (
+    GridCluster,
+    GridPool,
+    SetBounds,
+    cell_coords,
+    grid_box,
+    grid_cell_coords,
+    grid_cluster,
+    grid_cluster_naive,
+    grid_pool,
+    linear_index,
+    relabel,
+    set_bounds,
+    unravel_index,
+)
 from .knn import KNN, knn, knn_naive
 from .random import random_sample, random_sample_naive
 from .scatter import (
@@ -55,6 +69,14 @@ __all__ = [
     "grid_cluster",
     "grid_cluster_naive",
     "grid_pool",
+    "SetBounds",
+    "cell_coords",
+    "grid_box",
+    "grid_cell_coords",
+    "linear_index",
+    "relabel",
+    "set_bounds",
+    "unravel_index",
     "KNN",
     "knn",
     "knn_naive",
