@@ -41,9 +41,10 @@ class SetClassifier(nn.Module):
         device = self.norm.weight.device
         self.head = self._make_head(self.num_classes).to(device)
 
-    def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
+    def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
+        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
+                          append_pos=append_pos)
 
     def forward_features(self, inputs, mask: Tensor | None = None):  # pragma: no cover
         raise NotImplementedError

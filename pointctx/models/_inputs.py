@@ -15,12 +15,15 @@ and image-plane positions of pixel sets.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
 from torch import Tensor
 
+from .._checks import check_tensor
 from ..batch import PointBatch
+from ..ops.grid import lattice_sites
 
 __all__ = ["PackedInput", "pack_input", "plane_positions"]
 
@@ -72,11 +75,58 @@ def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> T
     return torch.stack([x, y], 1)
 
 
+_PLANES: OrderedDict = OrderedDict()
+_PLANES_MAX = 8
+
+
+def _full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
+    """Cached image-plane positions of every pixel of ``b`` full ``h x w`` images ([B*H*W, 2])."""
+    key = (b, h, w, torch.device(device), dtype)
+    hit = _PLANES.get(key)
+    if hit is None:
+        with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
+            hit = PointBatch.image_grid(h, w, device=device, dtype=dtype).repeat(b, 1)
+        _PLANES[key] = hit
+        if len(_PLANES) > _PLANES_MAX:
+            _PLANES.popitem(last=False)
+    else:
+        _PLANES.move_to_end(key)
+    return hit
+
+
+def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
+    """Full images (no mask): the same points as ``PointBatch.from_images``, built directly.
+
+    Positions, set ids and lattice coordinates depend on the shape only: they come from caches
+    (:func:`~pointctx.ops.lattice_sites`), so the reducers recognise the full lattice by
+    identity. Only the features are copied (pixel-major, once).
+    """
+    check_tensor(images, "images")
+    if not images.is_floating_point():
+        raise ValueError(
+            f"`images` must be a floating point tensor, got dtype {images.dtype} "
+            "(convert first, e.g. images.float() / 255)"
+        )
+    b, c, h, w = images.shape
+    coords, batch = lattice_sites(b, (h, w), images.device)
+    plane = _full_image_planes(b, h, w, images.device, images.dtype)
+    n = b * h * w
+    if append_pos:
+        x = images.new_empty(b, h, w, c + 2)
+        x[..., :c].copy_(images.permute(0, 2, 3, 1))
+        x[..., c:].copy_(plane.view(b, h, w, 2))
+        x = x.view(n, c + 2)
+    else:
+        x = images.permute(0, 2, 3, 1).reshape(n, c)
+    return PackedInput(x, plane, batch, b, coords, (h, w), plane)
+
+
 def pack_input(
     inputs,
     mask: Tensor | None = None,
     in_channels: int | None = None,
     pos_dim: int | None = None,
+    append_pos: bool = False,
 ) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
@@ -87,9 +137,13 @@ def pack_input(
         in_channels: expected feature channels C (checked when given; a ``PointBatch`` without
             ``x`` has C = 0).
         pos_dim: expected position dimension D (checked when given).
+        append_pos: append the positions to the features (``x`` gets ``C + D`` channels, the
+            model stems' input), in one copy.
 
     Returns:
-        :class:`PackedInput`.
+        :class:`PackedInput`. For image tensors without a mask, ``pos``, ``plane``, ``batch``
+        and ``coords`` are cached per shape and device and shared between calls: do not modify
+        them in place.
 
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
@@ -124,6 +178,13 @@ def pack_input(
                 f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
                 f"(like the images), got {got}"
             )
+        if mask is None:
+            if pos_dim is not None and pos_dim != 2:
+                raise ValueError(
+                    f"the points must have pos_dim = {pos_dim} coordinates, got D = 2 (build "
+                    "the model with pos_dim=2 for such inputs)"
+                )
+            return _pack_full_images(inputs, append_pos)
         pb = PointBatch.from_images(inputs, mask)
     else:
         raise TypeError(
@@ -152,4 +213,6 @@ def pack_input(
             [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1
         )
         plane = plane_positions(coords, grid, dtype=pb.pos.dtype)
+    if append_pos:
+        x = torch.cat([x, pb.pos.to(x.dtype)], 1)
     return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane)

@@ -55,7 +55,6 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
@@ -216,9 +215,9 @@ class CLUENet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size

@@ -242,9 +242,9 @@ class ContextClusterNet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size

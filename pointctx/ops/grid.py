@@ -11,7 +11,8 @@ The helpers every grid in pointctx uses (proposals, reducer, models):
 * :func:`set_bounds`: per-set bounding box;
 * :func:`grid_box` / :func:`grid_cell_coords` / :func:`cell_coords`: cell coordinates;
 * :func:`linear_index` / :func:`unravel_index`: the linear index in the order above;
-* :func:`relabel`: consecutive relabelling of used keys.
+* :func:`relabel`: consecutive relabelling of used keys;
+* :func:`lattice_sites`: every site of full lattices (cached per shape and device).
 
 A point at ``p`` of set ``b`` falls in the cell with integer coordinates
 ``floor((p - origin_b) / size)``, so a point exactly on a cell boundary goes to the upper cell.
@@ -27,6 +28,7 @@ on the other sets in the batch.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
@@ -49,6 +51,7 @@ __all__ = [
     "grid_cluster",
     "grid_cluster_naive",
     "grid_pool",
+    "lattice_sites",
     "linear_index",
     "relabel",
     "set_bounds",
@@ -261,6 +264,43 @@ def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
         return ids.index_select(0, key), occupied.nonzero().flatten()
     keys, ids = torch.unique(key, sorted=True, return_inverse=True)
     return ids, keys
+
+
+_SITES: OrderedDict = OrderedDict()
+_SITES_MAX = 16
+
+
+def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[Tensor, Tensor]:
+    """Every site of ``batch_size`` full lattices of ``sizes``: integer coordinates and set ids.
+
+    Sites come set by set, each set in row-major order of ``(row, col, ...)`` (raster order for
+    images: :func:`linear_index` of the reversed axes). The tensors are built once per
+    ``(batch_size, sizes, device)`` and cached (the last 16 shapes), so repeated calls return
+    the very same tensor objects: callers must not modify them in place. Layers use the
+    identity to recognise full lattices cheaply (:class:`~pointctx.nn.PointReducer`).
+
+    Returns:
+        ``(coords [N, L] int64, batch [N] int64)`` with ``N = batch_size * prod(sizes)``.
+
+    Shapes:
+        return: coords [N, L], batch [N].
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (int(batch_size), tuple(int(g) for g in sizes), device)
+    hit = _SITES.get(key)
+    if hit is not None:
+        _SITES.move_to_end(key)
+        return hit
+    b, sizes = key[0], key[1]
+    per_set = math.prod(sizes)
+    with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
+        lin = torch.arange(per_set, device=device)
+        coords = unravel_index(lin, sizes[::-1]).flip(1).repeat(b, 1)
+        batch = torch.arange(b, device=device).repeat_interleave(per_set)
+    _SITES[key] = (coords, batch)
+    if len(_SITES) > _SITES_MAX:
+        _SITES.popitem(last=False)
+    return coords, batch
 
 
 def _as_vector(value, name: str, d: int, like: Tensor) -> Tensor:
