@@ -82,6 +82,8 @@ __all__ = [
     "KNN",
     "knn",
     "knn_naive",
+    "knn_interpolate",
+    "knn_interpolate_naive",
     "random_sample",
     "random_sample_naive",
 ]
