@@ -30,6 +30,7 @@ from .grid import (
     set_bounds,
     unravel_index,
 )
+from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
 from .random import random_sample, random_sample_naive
 from .scatter import (
