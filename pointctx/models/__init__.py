@@ -4,10 +4,12 @@ from ._registry import create_model, is_model, list_models, model_entrypoint, re
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .pointmlp import PointMLP  # registers the pointmlp* models
-from .segmentation import SetSegmenter  # registers the *_seg models
+from .segmentation import SetSegmenter  # registers the coc / cluenet *_seg models
+from .unet import UNet  # registers the unet_*_seg CNN baselines
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
 __all__ += ["SetSegmenter"]
+__all__ += ["UNet"]

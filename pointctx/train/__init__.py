@@ -3,8 +3,8 @@
 * :mod:`~pointctx.train.trainer`: :class:`Trainer` (epochs, evaluation, checkpoints, exact resume,
   Ctrl-C, DDP, AMP) and :func:`make_loader`;
 * :mod:`~pointctx.train.checkpoint`: atomic file writes and RNG state capture;
-* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, tables, the
-  PointMLP label-smoothing loss;
+* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, segmentation
+  mIoU / per-class IoU, tables, the PointMLP label-smoothing loss;
 * :mod:`~pointctx.train.distributed`: ``torchrun`` set-up and resumable, sharded samplers;
 * :mod:`~pointctx.train.log`: console + file logging that keeps tqdm bars intact;
 * :mod:`~pointctx.train.cli`: ``argparse`` types for clean command-line errors;
@@ -32,6 +32,8 @@ from .log import setup_logger
 from .metrics import (
     ClassificationMetrics,
     ConfusionMatrix,
+    SegmentationConfusion,
+    SegmentationMetrics,
     format_class_table,
     smoothed_cross_entropy,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "setup_logger",
     "ClassificationMetrics",
     "ConfusionMatrix",
+    "SegmentationConfusion",
+    "SegmentationMetrics",
     "format_class_table",
     "smoothed_cross_entropy",
     "Trainer",
