@@ -121,3 +121,23 @@ def test_link_helpers_and_stage_batch_to():
     assert isinstance(moved, StageBatch) and moved.pos.dtype == torch.float64
     assert torch.equal(moved.link, link) and moved.stride == (4, 4)
     assert "links=3" in repr(s)
+
+
+@pytest.mark.parametrize("name", ["pointmlp_elite", "pointmlp_coc_elite"])
+def test_contract_pointmlp(name):
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=4).eval()
+    g = torch.Generator().manual_seed(3)
+    pb = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (300, 40, 128)])
+    with torch.no_grad():
+        stages = model.forward_stages(pb)
+        feats = model.forward_features(pb)
+    check_contract(model, stages, pb.batch, 3)
+    assert len(stages) == 5 and stages[0].num_points == pb.num_points
+    assert torch.equal(stages[0].link[0], stages[0].link[1])  # the embedding: itself
+    torch.testing.assert_close(stages[-1].x, feats.x)
+    torch.testing.assert_close(stages[-1].pos, feats.pos)
+    # the anchor is among its parents, at the same position
+    for prev, s in zip(stages[:-1], stages[1:]):
+        same = (prev.pos[s.link[1]] == s.pos[s.link[0]]).all(1)
+        assert torch.equal(torch.unique(s.link[0][same]), torch.arange(s.num_points))
