@@ -16,8 +16,10 @@ from .checkpoint import (
     atomic_write_text,
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
+    stale_temp_files,
 )
 from .distributed import (
     DistInfo,
@@ -37,7 +39,7 @@ from .metrics import (
     format_class_table,
     smoothed_cross_entropy,
 )
-from .trainer import Trainer, default_forward, make_loader, unwrap_model
+from .trainer import Trainer, default_forward, evaluate_model, make_loader, unwrap_model
 
 __all__ = [
     "atomic_write_json",
@@ -46,6 +48,8 @@ __all__ = [
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
+    "stale_temp_files",
+    "remove_stale_temp_files",
     "DistInfo",
     "ResumableBatchSampler",
     "ShardedEvalSampler",
@@ -62,6 +66,7 @@ __all__ = [
     "smoothed_cross_entropy",
     "Trainer",
     "default_forward",
+    "evaluate_model",
     "make_loader",
     "unwrap_model",
 ]

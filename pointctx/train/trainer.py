@@ -37,6 +37,7 @@ from .checkpoint import (
     atomic_write_json,
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
 )
@@ -57,7 +58,7 @@ from .metrics import (
     format_class_table,
 )
 
-__all__ = ["Trainer", "make_loader", "default_forward", "unwrap_model"]
+__all__ = ["Trainer", "make_loader", "default_forward", "unwrap_model", "evaluate_model"]
 
 CHECKPOINT_VERSION = 1
 
@@ -76,6 +77,36 @@ def default_forward(model: nn.Module, batch, device: torch.device):
         inputs = inputs.to(device, non_blocking=non_blocking)
     target = target.to(device, non_blocking=non_blocking)
     return model(inputs), target, int(target.shape[0])
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    forward: Callable = default_forward,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> ClassificationMetrics:
+    """OA / mAcc / per-class accuracy of ``model`` (in eval mode) over one pass of ``loader``.
+
+    Args:
+        model: a classifier (put in eval mode here).
+        loader: batches that ``forward`` understands (default ``(inputs, target)``).
+        num_classes: K.
+        device: where the batches go.
+        forward: ``forward(model, batch, device) -> (logits, target, batch_size)``.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+    """
+    device = torch.device(device)
+    model.eval()
+    confusion = ConfusionMatrix(num_classes, device)
+    for batch in tqdm(loader, disable=not progress, desc=desc, dynamic_ncols=True, leave=False):
+        logits, target, _ = forward(model, batch, device)
+        confusion.update(logits, target)
+    return confusion.compute()
 
 
 def make_loader(
@@ -408,13 +439,16 @@ class Trainer:
                 with self._autocast():
                     logits, target, n = self.forward(self.model, batch, self.device)
                     loss = self.loss_fn(logits.float(), target)
+                where = f"epoch {epoch + 1}, step {self.step_in_epoch + 1}"
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"training loss is {float(loss)} at epoch {epoch + 1}, step "
-                        f"{self.step_in_epoch + 1}; lower the learning rate or check the data"
+                        f"training stopped: the loss is {float(loss.detach())} at {where}, "
+                        f"before any update of this step ({self._saved_state()}); lower the "
+                        "learning rate or check the data"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scaler is not None:
+                    # fp16: the scaler skips steps with inf/NaN gradients and lowers its scale
                     self.scaler.scale(loss).backward()
                     if self.grad_clip:
                         self.scaler.unscale_(self.optimizer)
@@ -423,8 +457,7 @@ class Trainer:
                     self.scaler.update()
                 else:
                     loss.backward()
-                    if self.grad_clip:
-                        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                    self._check_grad_norm(float(loss.detach()), where)
                     self.optimizer.step()
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -446,6 +479,25 @@ class Trainer:
             bar.close()
             self.timing["train_s"] += time.perf_counter() - t0
         return completed, counters
+
+    def _check_grad_norm(self, loss: float, where: str) -> None:
+        """Clip (with ``grad_clip``) and stop on a non-finite gradient norm before the step."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.grad_clip:
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params])
+        if not bool(torch.isfinite(norm)):
+            raise FloatingPointError(
+                f"training stopped: the gradient norm is {float(norm)} at {where} (loss "
+                f"{loss:.4g}); the weights were not updated ({self._saved_state()}); lower the "
+                "learning rate, set a gradient clip, or check the data"
+            )
+
+    def _saved_state(self) -> str:
+        if self.last_path.is_file():
+            return f"{self.last_path} holds the last saved state"
+        return "no checkpoint was written yet"
 
     @torch.no_grad()
     def evaluate(self, desc: str | None = None) -> tuple[float, ClassificationMetrics, float]:
@@ -481,6 +533,9 @@ class Trainer:
         ``results["status"] == "interrupted"``.
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            for p in remove_stale_temp_files(self.output_dir):
+                self.log.info(f"removed {p.name}, left by an interrupted write")
         if self.epoch >= self.epochs:
             self.log.info(f"nothing to do: {self.epoch} of {self.epochs} epochs are done")
             self.status = "finished"

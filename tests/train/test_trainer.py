@@ -109,6 +109,62 @@ def test_trainer_requires_resumable_sampler(tmp_path):
                 num_classes=K, class_names="abc", epochs=1, output_dir=tmp_path, dist_info=info)
 
 
+def test_checkpoints_load_with_weights_only(tmp_path):
+    tr = _trainer(tmp_path, epochs=1, run_info={"config": {"x": 1}})
+    tr.fit()
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(tmp_path / name, weights_only=True)  # torch's safe loader
+        assert set(tr.model.state_dict()) == set(state["model"])
+    assert tr.load()["run_info"] == {"config": {"x": 1}}
+
+
+def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path):
+    (tmp_path / ".last.pt.k1lled.pt").write_bytes(b"partial")
+    _trainer(tmp_path, epochs=1).fit()
+    assert not list(tmp_path.glob(".last.pt.*"))
+
+
+class _Poison(nn.Module):
+    """Backward turns the gradient of its input into NaN from a given call on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.calls, self.after = 0, after
+
+    def forward(self, h):
+        self.calls += 1
+        if self.calls <= self.after:
+            return h
+        return _NanGrad.apply(h)
+
+
+class _NanGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+def test_nonfinite_gradient_norm_stops_before_the_step(tmp_path):
+    tr = _trainer(tmp_path, epochs=2)
+    tr.model.point.append(_Poison(after=2))
+    with pytest.raises(FloatingPointError, match=r"training stopped: the gradient norm is nan "
+                       r"at epoch 1, step 3 \(loss [0-9.]+\); the weights were not updated"):
+        tr.fit()
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_nonfinite_loss_stops(tmp_path):
+    tr = _trainer(tmp_path, epochs=1)
+    tr.loss_fn = lambda lg, t: lg.sum() * float("inf")
+    with pytest.raises(FloatingPointError, match=r"training stopped: the loss is -?inf at "
+                       r"epoch 1, step 1, before any update"):
+        tr.fit()
+
+
 class TinySegNet(nn.Module):
     """1x1 convolution per pixel: [B, 2, H, W] -> [B, K, H, W]."""
 
