@@ -4,6 +4,7 @@ from . import cluenet  # noqa: F401  (the index of the CLUENet layers, their old
 from .blocks import ContextClusterBlock, GFCBlock, GFCStage, MixerBlock
 from .context_cluster import Assignment, ContextCluster
 from .depthwise import DepthwiseMlp, SetDepthwiseConv, knn_slots
+from .fpn import SemanticFPNHead
 from .gfc import ClusterAssignment, GlobalFeatureClustering, HeadGate
 from .grouping import (
     GeometricAffine,
@@ -43,7 +44,7 @@ __all__ = [
     "resolve_proposal",
 ]
 __all__ += ["MixerBlock", "ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
-__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp"]
+__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp", "SemanticFPNHead"]
 __all__ += [
     "GeometricAffine",
     "GroupContextCluster",
