@@ -1,17 +1,17 @@
 """CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
 
 :class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
-layers of :mod:`pointctx.nn.cluenet`:
+layers of :mod:`pointctx.nn.cluenet` (an index of the modules that hold them):
 
 * positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
   input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official
   patch-embedding convolution) and a per-point ``LayerNorm``, then the learnable positional
   term ``x + dwconv(x)`` (the official PosCNN, a depthwise 3x3 convolution); on non-grid sets
   the depthwise convolution runs over the 9 nearest neighbours (point-wise alternative, see
-  :class:`~pointctx.nn.cluenet.SetDepthwiseConv`);
-* per stage a :class:`~pointctx.nn.cluenet.GFCStage` (Global Feature Clustering blocks, the
+  :class:`~pointctx.nn.depthwise.SetDepthwiseConv`);
+* per stage a :class:`~pointctx.nn.blocks.GFCStage` (Global Feature Clustering blocks, the
   first block's hard assignment shared by the others) and between stages an
-  :class:`~pointctx.nn.cluenet.ImprovedClusterPool` (4x fewer points);
+  :class:`~pointctx.nn.icp.ImprovedClusterPool` (4x fewer points);
 * head: per-point ``LayerNorm``, mean over each set's points, linear classifier.
 
 Inputs are handled exactly as in :mod:`pointctx.models.coc`: an image tensor ``[B, C, H, W]``
@@ -54,19 +54,25 @@ centers are the skip's reduced points, so odd and masked grids work too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
+import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
 from ..batch import PointBatch
-from ..nn.cluenet import GFCStage, ImprovedClusterPool, SetDepthwiseConv, knn_slots
+from ..nn.blocks import GFCStage
+from ..nn.depthwise import SetDepthwiseConv, knn_slots
+from ..nn.icp import ImprovedClusterPool
 from ..nn.proposal import build_proposal
 from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
+from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
-from .coc import IMAGE_BOUNDS, _per_stage, box_normalize
+from ._stages import StageBatch, link_from_slots, link_union
+from .coc import box_normalize
 
 __all__ = [
     "CLUENet",
@@ -143,23 +149,15 @@ class CLUENet(SetClassifier):
         backend: str | None = None,
     ):
         super().__init__()
-        layers = [check_positive_int(v, "layers") for v in layers]
-        embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+        layers, embed_dims = check_stages(layers, embed_dims)
         n = len(layers)
-        if n == 0 or len(embed_dims) != n:
-            raise ValueError(
-                f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-                f"{len(layers)} and {len(embed_dims)}"
-            )
-        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
-        heads = _per_stage(heads, n, "heads")
-        head_dims = _per_stage(head_dims, n, "head_dims")
-        centers = [check_positive_int(c, "centers") for c in _per_stage(centers, n, "centers")]
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+        mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
+        heads = per_stage(heads, n, "heads")
+        head_dims = per_stage(head_dims, n, "head_dims")
+        centers = [check_positive_int(c, "centers") for c in per_stage(centers, n, "centers")]
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
+        rates = drop_path_rates(layers, drop_path_rate)
         self.embed_dims = list(embed_dims)
         self.num_features = embed_dims[-1]
         self.backend = backend
@@ -172,14 +170,10 @@ class CLUENet(SetClassifier):
         self.stem_norm = nn.LayerNorm(embed_dims[0])
         self.pos_embed = SetDepthwiseConv(embed_dims[0]) if pos_embed else None
 
-        total = sum(layers)
-        stages, pools, k = [], [], 0
+        stages, pools = [], []
         for i in range(n):
-            rates = [drop_path_rate * (k + j) / (total - 1) if total > 1 else 0.0
-                     for j in range(layers[i])]
-            k += layers[i]
             stages.append(GFCStage(
-                embed_dims[i], layers[i], share_assignment=share_assignment, drop_path=rates,
+                embed_dims[i], layers[i], share_assignment=share_assignment, drop_path=rates[i],
                 mlp_ratio=mlp_ratios[i], heads=heads[i], head_dim=head_dims[i],
                 centers=centers[i], bounds=IMAGE_BOUNDS, min_tau=min_tau, drop=drop_rate,
                 layer_scale_init=layer_scale_init, mixer_kwargs={"validate": False},
@@ -215,6 +209,21 @@ class CLUENet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
+        return self._run(inputs, mask, collect=False)
+
+    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
+        Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
+        the points that joined its cluster (the two sources of its features).
+
+        Shapes:
+            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        """
+        return self._run(inputs, mask, collect=True)
+
+    def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
         feats = packed.x
@@ -224,9 +233,18 @@ class CLUENet(SetClassifier):
         red = self.stem(feats, pos, batch, b, coords, grid)
         feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
         feats = self.stem_norm(feats)
+        link, stride, out = link_from_slots(red.index), self.stem.stride, []
         for i, stage in enumerate(self.stages):
             if i > 0:
-                red = self.pools[i - 1](feats, pos, batch, b, coords, grid)
+                pool = self.pools[i - 1]
+                if collect:
+                    red, chosen = pool(feats, pos, batch, b, coords, grid, return_cluster=True)
+                    members = chosen >= 0
+                    link = link_union(link_from_slots(red.index), torch.stack(
+                        [chosen[members], members.nonzero().view(-1)]))
+                    stride *= pool.skip.stride
+                else:
+                    red = pool(feats, pos, batch, b, coords, grid)
                 feats, pos, batch = red.x, red.pos, red.batch
                 coords, grid = red.coords, red.grid_size
             if pixel:
@@ -239,6 +257,11 @@ class CLUENet(SetClassifier):
                 feats = feats + self.pos_embed(feats, batch, b, coords, grid, nbr)
             feats = stage(feats, cpos, batch, b, centers=centers, coords=coords,
                           grid_size=grid, neighbors=nbr)
+            if collect:
+                out.append(StageBatch(pos, feats, batch, b, link,
+                                      (stride, stride) if pixel else None))
+        if collect:
+            return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
@@ -281,10 +304,7 @@ _TINY = dict(_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320), heads=
 _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_classes=10)
 
 
-def _build(defaults: dict, kwargs: dict) -> CLUENet:
-    cfg = dict(defaults)
-    cfg.update(kwargs)
-    return CLUENet(**cfg)
+_build = partial(build, CLUENet)  # _build(defaults, kwargs)
 
 
 @register_model

@@ -51,11 +51,11 @@ Small-image variants (documented deviations, for 32x32 and 28x28 inputs):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_positive_int
 from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
@@ -64,7 +64,9 @@ from ..ops.grid import set_bounds
 from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
+from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
+from ._stages import StageBatch, link_from_slots
 
 __all__ = [
     "ContextClusterNet",
@@ -76,19 +78,7 @@ __all__ = [
     "coc_mnist",
 ]
 
-IMAGE_BOUNDS = (-0.5, 0.5)
-
-
-def _per_stage(value, num_stages: int, name: str) -> list:
-    """Broadcast a scalar (or None) to every stage, or check a per-stage list's length."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = list(value)
-        if len(vals) != num_stages:
-            raise ValueError(
-                f"`{name}` must have one entry per stage ({num_stages}), got {len(vals)}: {value!r}"
-            )
-        return vals
-    return [value] * num_stages
+_per_stage = per_stage  # the old private name (models/cluenet.py imported it from here)
 
 
 def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
@@ -172,24 +162,16 @@ class ContextClusterNet(SetClassifier):
         backend: str | None = None,
     ):
         super().__init__()
-        layers = [check_positive_int(v, "layers") for v in layers]
-        embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+        layers, embed_dims = check_stages(layers, embed_dims)
         n = len(layers)
-        if n == 0 or len(embed_dims) != n:
-            raise ValueError(
-                f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-                f"{len(layers)} and {len(embed_dims)}"
-            )
-        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
-        heads = _per_stage(heads, n, "heads")
-        head_dims = _per_stage(head_dims, n, "head_dims")
-        centers = _per_stage(centers, n, "centers")
-        regions = _per_stage(regions, n, "regions")
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+        mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
+        heads = per_stage(heads, n, "heads")
+        head_dims = per_stage(head_dims, n, "head_dims")
+        centers = per_stage(centers, n, "centers")
+        regions = per_stage(regions, n, "regions")
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
+        rates = drop_path_rates(layers, drop_path_rate)
         self.embed_dims = list(embed_dims)
         self.num_features = embed_dims[-1]
 
@@ -205,21 +187,18 @@ class ContextClusterNet(SetClassifier):
             in_dim = embed_dims[i]
         self.reducers = nn.ModuleList(reducers)
 
-        total = sum(layers)
-        stages, k = [], 0
-        for i in range(n):
-            blocks = []
-            for _ in range(layers[i]):
-                dpr = drop_path_rate * k / (total - 1) if total > 1 else 0.0
-                blocks.append(ContextClusterBlock(
+        self.stages = nn.ModuleList([
+            nn.ModuleList([
+                ContextClusterBlock(
                     embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
                     head_dim=head_dims[i], centers=centers[i], regions=regions[i],
                     normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False},
-                ))
-                k += 1
-            stages.append(nn.ModuleList(blocks))
-        self.stages = nn.ModuleList(stages)
+                )
+                for dpr in rates[i]
+            ])
+            for i in range(n)
+        ])
 
         self.norm = SetGroupNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
@@ -242,18 +221,40 @@ class ContextClusterNet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
+        return self._run(inputs, mask, collect=False)
+
+    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
+        is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
+        the anchor's kNN slots).
+
+        Shapes:
+            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        """
+        return self._run(inputs, mask, collect=True)
+
+    def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
         feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        out, stride = [], 1
         for reducer, blocks in zip(self.reducers, self.stages):
             red = reducer(feats, pos, batch, b, coords, grid)
             feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
             cpos = pos if pixel else box_normalize(pos, batch, b)
             for block in blocks:
                 feats = block(feats, cpos, batch, b)
+            if collect:
+                stride *= reducer.stride
+                out.append(StageBatch(pos, feats, batch, b, link_from_slots(red.index),
+                                      (stride, stride) if pixel else None))
+        if collect:
+            return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
@@ -280,10 +281,7 @@ class ContextClusterNet(SetClassifier):
 _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
 
 
-def _build(defaults: dict, kwargs: dict) -> ContextClusterNet:
-    cfg = dict(defaults)
-    cfg.update(kwargs)
-    return ContextClusterNet(**cfg)
+_build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
 
 
 @register_model

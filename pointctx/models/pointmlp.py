@@ -81,6 +81,7 @@ and ``"pointctx.mlp"`` (embedding, pre/pos-extraction MLPs and the head).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -98,7 +99,10 @@ from ..nn.grouping import (
     sample_and_group,
 )
 from ..ops.scatter import scatter_max
+from ._base import SetClassifier
+from ._helpers import build, check_io, per_stage
 from ._registry import register_model
+from ._stages import StageBatch, link_from_slots, link_union
 
 __all__ = [
     "PointMLP",
@@ -107,15 +111,6 @@ __all__ = [
     "pointmlp_coc",
     "pointmlp_coc_elite",
 ]
-
-
-def _per_stage(value, n: int, name: str) -> list:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = list(value)
-        if len(vals) != n:
-            raise ValueError(f"`{name}` must have one entry per stage ({n}), got {len(vals)}")
-        return vals
-    return [value] * n
 
 
 class LinearBNAct(nn.Module):
@@ -254,11 +249,17 @@ class PreExtraction(nn.Module):
         return x.amax(dim=1)
 
 
-class PointMLP(nn.Module):
+class PointMLP(SetClassifier):
     """PointMLP / PointMLP-CoC classifier on ragged point sets (see the module docstring).
 
+    The classifier contract is :class:`~pointctx.models._base.SetClassifier`'s (as the image
+    models): ``forward = forward_head(forward_features(.))``, ``get_classifier`` /
+    ``reset_classifier``; the classifier is the official three-layer MLP, kept under its
+    official name ``classifier``.
+
     Args:
-        num_classes: classifier outputs.
+        num_classes: classifier outputs (0: no classifier, :meth:`forward` returns the pooled
+            features).
         in_channels: per-point input features C besides the positions (0: positions only, as
             the official models).
         pos_dim: position dimension D (3 for point clouds; any D >= 1 works).
@@ -295,6 +296,8 @@ class PointMLP(nn.Module):
         forward_head: PointBatch -> [B, num_classes] (or [B, C_last] with ``pre_logits``).
     """
 
+    head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
+
     def __init__(
         self,
         num_classes: int = 40,
@@ -320,9 +323,8 @@ class PointMLP(nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         n = len(dim_expansion)
         if n == 0 or len(pre_blocks) != n or len(pos_blocks) != n:
@@ -332,8 +334,8 @@ class PointMLP(nn.Module):
                 f"{len(pos_blocks)}"
             )
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
-                            _per_stage(k_neighbors, n, "k_neighbors")]
-        self.ratios = _per_stage(ratio, n, "ratio")
+                            per_stage(k_neighbors, n, "k_neighbors")]
+        self.ratios = per_stage(ratio, n, "ratio")
         for r in self.ratios:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
                 raise ValueError(f"`ratio` entries must be floats in (0, 1], got {r!r}")
@@ -345,12 +347,14 @@ class PointMLP(nn.Module):
         self.backend = backend
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
+        self.drop_rate = float(drop_rate)
 
         self.embedding = LinearBNAct(self.pos_dim + self.in_channels, embed_dim, bias=bias)
         self.affines = nn.ModuleList()
         self.pre = nn.ModuleList()
         self.post = nn.ModuleList()
         last = embed_dim
+        dims = [embed_dim]
         add = self.pos_dim if self.use_xyz else 0
         for i in range(n):
             out = last * check_positive_int(dim_expansion[i], "dim_expansion")
@@ -365,17 +369,29 @@ class PointMLP(nn.Module):
                 for _ in range(check_positive_int(pos_blocks[i], "pos_blocks", 0))
             ]))
             last = out
+            dims.append(out)
         self.num_features = last
-        self.classifier = nn.Sequential(
-            nn.Linear(last, 512),
+        self.embed_dims = dims  # channels of every stage of forward_stages
+        self.classifier = self._make_head(self.num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        """The official classifier MLP (``nn.Identity`` for 0 classes).
+
+        ``Linear(C, 512) - BN - ReLU - Dropout - Linear(512, 256) - BN - ReLU - Dropout -
+        Linear(256, num_classes)``.
+        """
+        if num_classes == 0:
+            return nn.Identity()
+        return nn.Sequential(
+            nn.Linear(self.num_features, 512),
             nn.BatchNorm1d(512),
             nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
+            nn.Dropout(self.drop_rate),
             nn.Linear(512, 256),
             nn.BatchNorm1d(256),
             nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(256, self.num_classes),
+            nn.Dropout(self.drop_rate),
+            nn.Linear(256, num_classes),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -424,12 +440,32 @@ class PointMLP(nn.Module):
     def forward_features(self, points, lengths: Tensor | None = None,
                          features: Tensor | None = None) -> PointBatch:
         """Embedding and the four stages; returns the last stage's points and features."""
+        return self._run(points, lengths, features, collect=False)
+
+    def forward_stages(self, points, lengths: Tensor | None = None,
+                       features: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (contract: :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage 0 is the per-point embedding at the input points (linked each to itself); stage
+        ``i >= 1`` holds the FPS anchors of stage ``i``, linked to their kNN group (the anchor
+        included). ``embed_dims`` lists their channels.
+
+        Shapes:
+            return: 1 + len(dim_expansion) StageBatches: x [M_i, embed_dims[i]], pos [M_i, D].
+        """
+        return self._run(points, lengths, features, collect=True)
+
+    def _run(self, points, lengths, features, collect: bool):
         pb = self._as_batch(points, lengths, features)
         b = pb.num_sets
         pos, batch = pb.pos, pb.batch
         inp = pos if pb.x is None else torch.cat([pos, pb.x], 1)
         with record_function("pointctx.mlp"):
             x = self.embedding(inp)
+        out = []
+        if collect:
+            rows = torch.arange(pos.shape[0], device=pos.device)
+            out.append(StageBatch(pos, x, batch, b, torch.stack([rows, rows])))
         for i in range(len(self.pre)):
             g = sample_and_group(pos, batch, self.k_neighbors[i], self.ratios[i], b,
                                  self.fps_start, self.backend)
@@ -448,6 +484,12 @@ class PointMLP(nn.Module):
             with record_function("pointctx.mlp"):
                 x = self.post[i](x)
             pos, batch = pos.index_select(0, g.anchor), g.batch
+            if collect:
+                rows = torch.arange(g.anchor.numel(), device=pos.device)
+                link = link_union(link_from_slots(g.index), torch.stack([rows, g.anchor]))
+                out.append(StageBatch(pos, x, batch, b, link))
+        if collect:
+            return out
         return PointBatch(pos, x, batch=batch, batch_size=b, validate=False)
 
     def forward_head(self, feats: PointBatch, pre_logits: bool = False) -> Tensor:
@@ -458,11 +500,6 @@ class PointMLP(nn.Module):
         with record_function("pointctx.mlp"):
             return self.classifier(pooled)
 
-    def forward(self, points, lengths: Tensor | None = None,
-                features: Tensor | None = None) -> Tensor:
-        """Classify every set (see the class docstring for the inputs)."""
-        return self.forward_head(self.forward_features(points, lengths, features))
-
 
 _FULL = dict(embed_dim=64, res_expansion=1.0, dim_expansion=(2, 2, 2, 2),
              pre_blocks=(2, 2, 2, 2), pos_blocks=(2, 2, 2, 2), k_neighbors=24)
@@ -470,33 +507,28 @@ _ELITE = dict(embed_dim=32, res_expansion=0.25, dim_expansion=(2, 2, 2, 1),
               pre_blocks=(1, 1, 2, 1), pos_blocks=(1, 1, 2, 1), k_neighbors=24)
 
 
-def _build(cfg: dict, coc: bool, kwargs: dict) -> PointMLP:
-    args = dict(cfg)
-    if coc:
-        args["coc_mode"] = "group"
-    args.update(kwargs)
-    return PointMLP(**args)
+_build = partial(build, PointMLP)  # _build(defaults, kwargs)
 
 
 @register_model
 def pointmlp(**kwargs) -> PointMLP:
     """PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes."""
-    return _build(_FULL, False, kwargs)
+    return _build(_FULL, kwargs)
 
 
 @register_model
 def pointmlp_elite(**kwargs) -> PointMLP:
     """PointMLP-elite (official ``pointMLPElite``): 0.71 M parameters at 15 classes."""
-    return _build(_ELITE, False, kwargs)
+    return _build(_ELITE, kwargs)
 
 
 @register_model
 def pointmlp_coc(**kwargs) -> PointMLP:
     """PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes."""
-    return _build(_FULL, True, kwargs)
+    return _build(dict(_FULL, coc_mode="group"), kwargs)
 
 
 @register_model
 def pointmlp_coc_elite(**kwargs) -> PointMLP:
     """PointMLP-elite with in-group Context Clusters (no official model)."""
-    return _build(_ELITE, True, kwargs)
+    return _build(dict(_ELITE, coc_mode="group"), kwargs)

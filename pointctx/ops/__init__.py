@@ -30,6 +30,7 @@ from .grid import (
     set_bounds,
     unravel_index,
 )
+from .grid_knn import grid_knn
 from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
 from .random import random_sample, random_sample_naive
@@ -84,6 +85,7 @@ __all__ = [
     "knn",
     "knn_naive",
     "knn_interpolate",
+    "grid_knn",
     "knn_interpolate_naive",
     "random_sample",
     "random_sample_naive",

@@ -37,7 +37,7 @@ from torch import Tensor
 
 from .._checks import check_features, check_pos
 from ._backend import require_cluster, resolve_backend
-from .fps import _setup
+from ._common import _setup
 from .scatter import scatter_mean
 from .segment import infer_batch_size
 
