@@ -4,8 +4,10 @@ from ._registry import create_model, is_model, list_models, model_entrypoint, re
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .pointmlp import PointMLP  # registers the pointmlp* models
+from .pointmlp_seg import PointMLPSeg  # registers pointmlp_*partseg and pointmlp_*seg
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
+__all__ += ["PointMLPSeg"]
