@@ -29,6 +29,7 @@ from .pointclouds import (
     reference_train_transform,
     stratified_split,
 )
+from .scenes import Scene, ShapeScenes
 from .rgbd import (
     RGBD_PRESETS,
     FusedPoints,
@@ -81,3 +82,4 @@ __all__ += [
     "rgbd_frame",
     "rgbd_frames",
 ]
+__all__ += ["Scene", "ShapeScenes"]
