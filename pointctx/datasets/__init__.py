@@ -29,7 +29,6 @@ from .pointclouds import (
     reference_train_transform,
     stratified_split,
 )
-from .scenes import Scene, ShapeScenes
 from .rgbd import (
     RGBD_PRESETS,
     FusedPoints,
@@ -40,6 +39,14 @@ from .rgbd import (
     load_rgbd,
     rgbd_frame,
     rgbd_frames,
+)
+from .scenes import Scene, ShapeScenes
+from .shapenetpart import (
+    SHAPENETPART_CATEGORIES,
+    SHAPENETPART_PARTS,
+    PartSample,
+    ShapeNetPart,
+    category_part_mask,
 )
 
 __all__ = ["bundled_root", "data_root"]
@@ -83,3 +90,10 @@ __all__ += [
     "rgbd_frames",
 ]
 __all__ += ["Scene", "ShapeScenes"]
+__all__ += [
+    "SHAPENETPART_CATEGORIES",
+    "SHAPENETPART_PARTS",
+    "PartSample",
+    "ShapeNetPart",
+    "category_part_mask",
+]

@@ -200,7 +200,8 @@ class ShapeScenes(Dataset):
         remap = {c: i for i, c in enumerate(chosen)}
         self._labels = np.array([remap[int(c)] for c in labels[self.shape_rows]], dtype=np.int64)
         self._by_class = [np.flatnonzero(self._labels == i) for i in range(len(chosen))]
-        empty = [self.source_classes[chosen[i]] for i, m in enumerate(self._by_class) if len(m) == 0]
+        empty = [self.source_classes[chosen[i]] for i, m in enumerate(self._by_class)
+                 if len(m) == 0]
         if empty:
             raise ValueError(
                 f"no shape of class(es) {empty} in the {split!r} split of the source; drop them "

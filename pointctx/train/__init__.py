@@ -32,6 +32,8 @@ from .log import setup_logger
 from .metrics import (
     ClassificationMetrics,
     ConfusionMatrix,
+    PartIoU,
+    PartMetrics,
     format_class_table,
     smoothed_cross_entropy,
 )
@@ -54,6 +56,8 @@ __all__ = [
     "setup_logger",
     "ClassificationMetrics",
     "ConfusionMatrix",
+    "PartIoU",
+    "PartMetrics",
     "format_class_table",
     "smoothed_cross_entropy",
     "Trainer",
