@@ -16,6 +16,7 @@ __all__ = [
     "check_batch",
     "check_positive_int",
     "check_choice",
+    "check_point_inputs",
 ]
 
 
@@ -136,3 +137,49 @@ def check_choice(value, name: str, choices) -> str:
             f"`{name}` must be one of {sorted(choices)}, got {value!r}"
         )
     return value
+
+
+def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = True):
+    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer on packed point sets.
+
+    Shapes and dtypes are always checked; with ``validate`` also the values (``batch`` sorted,
+    >= 0 and < ``batch_size``; ``pos`` finite), which costs host syncs.
+
+    Args:
+        x: point features, expected [N, dim] floating point.
+        pos: positions [N, D].
+        batch: sorted integer set id per point [N].
+        batch_size: number of sets B or None.
+        dim: the expected feature channels C.
+        validate: also check the values.
+
+    Returns:
+        ``batch_size`` checked (an int >= 0) or None.
+    """
+    check_tensor(x, "x")
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"`x` must have shape [N, {dim}] (dim = {dim}), got {tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
+    n = x.shape[0]
+    check_pos(pos, "pos", allow_nonfinite=not validate)
+    if pos.shape[0] != n:
+        raise ValueError(
+            f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}"
+        )
+    if batch_size is not None:
+        batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
+    if validate:
+        check_batch(batch, n, batch_size, "batch")
+    else:
+        check_tensor(batch, "batch")
+        if batch.dim() != 1 or batch.numel() != n:
+            raise ValueError(f"`batch` must have shape [N] = [{n}], got shape {tuple(batch.shape)}")
+        if batch.is_floating_point() or batch.dtype == torch.bool:
+            raise ValueError(f"`batch` must be an integer tensor, got dtype {batch.dtype}")
+    for name, t in (("pos", pos), ("batch", batch)):
+        if t.device != x.device:
+            raise ValueError(
+                f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
+            )
+    return batch_size

@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from .._checks import check_positive_int
 from ..batch import PointBatch
 from ..nn.cluenet import GFCStage, ImprovedClusterPool, SetDepthwiseConv, knn_slots
-from ..nn.proposal import resolve_proposal
+from ..nn.proposal import build_proposal
 from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
@@ -263,11 +263,10 @@ def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):
         raise TypeError(f"`point_proposal` must be a name, got {type(name).__name__}")
     key = name.lower()
     if key == "grid":
-        return resolve_proposal("grid", cells=cells, bounds=IMAGE_BOUNDS)
-    if key == "fps":
-        return resolve_proposal("fps", num=cells * cells, k=k, backend=backend)
-    if key == "random":
-        return resolve_proposal("random", num=cells * cells, k=k)
+        return build_proposal("grid", cells, IMAGE_BOUNDS)
+    if key in ("fps", "random"):  # as many centers as the grid's cells x cells
+        extra = {"backend": backend} if key == "fps" else {}
+        return build_proposal(key, (cells, cells), proposal_kwargs={"k": k, **extra})
     raise ValueError(f"`point_proposal` must be one of ['fps', 'grid', 'random'], got {name!r}")
 
 

@@ -25,6 +25,7 @@ from .grouping import (
 )
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
+from .propagation import FeaturePropagation, SharedMlp
 from .proposal import (
     CenterProposal,
     Centers,
@@ -50,7 +51,7 @@ __all__ = [
     "resolve_proposal",
 ]
 __all__ += ["ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
-__all__ += ["PointReducer", "Reduced"]
+__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp"]
 __all__ += [
     "GeometricAffine",
     "GroupContextCluster",

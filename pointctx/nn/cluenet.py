@@ -55,20 +55,15 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_batch, check_pos, check_positive_int, check_tensor
-from .._resolver import normalize_name
+from .._checks import check_point_inputs, check_positive_int, check_tensor
 from ..ops.scatter import scatter_count, scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
 from .layers import DropPath, LayerScale
 from .proposal import (
-    CenterProposal,
     Centers,
-    FPSProposal,
-    GridProposal,
-    RandomProposal,
     _check_counts,
+    build_proposal,
     pool_centers,
-    resolve_proposal,
 )
 from .reducer import PointReducer, Reduced
 
@@ -309,30 +304,6 @@ def _check_x(x, dim: int, name: str = "x") -> None:
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {x.dtype}")
 
 
-def _check_points(x, pos, batch, batch_size, dim: int, validate: bool):
-    _check_x(x, dim)
-    n = x.shape[0]
-    check_pos(pos, "pos", allow_nonfinite=not validate)
-    if pos.shape[0] != n:
-        raise ValueError(
-            f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}"
-        )
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
-    if validate:
-        check_batch(batch, n, batch_size, "batch")
-    else:
-        check_tensor(batch, "batch")
-        if batch.dim() != 1 or batch.numel() != n:
-            raise ValueError(f"`batch` must have shape [N] = [{n}], got {tuple(batch.shape)}")
-    for name, t in (("pos", pos), ("batch", batch)):
-        if t.device != x.device:
-            raise ValueError(
-                f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
-            )
-    return infer_batch_size(batch, batch_size)
-
-
 # ----------------------------------------------------------------------------------------------
 # depthwise convolution on sets
 # ----------------------------------------------------------------------------------------------
@@ -496,22 +467,6 @@ class HeadGate(nn.Module):
         return torch.sigmoid(z)
 
 
-def _build_proposal(proposal, centers, bounds, proposal_kwargs):
-    kwargs = dict(proposal_kwargs or {})
-    count = centers if isinstance(centers, int) else math.prod(centers)
-    if isinstance(proposal, str):
-        key = normalize_name(proposal)
-        if key == "grid":
-            kwargs = {"cells": centers, "bounds": bounds, **kwargs}
-        elif key in ("fps", "random"):
-            kwargs = {"num": count, **kwargs}
-    elif isinstance(proposal, type) and issubclass(proposal, GridProposal):
-        kwargs = {"cells": centers, "bounds": bounds, **kwargs}
-    elif isinstance(proposal, type) and issubclass(proposal, (FPSProposal, RandomProposal)):
-        kwargs = {"num": count, **kwargs}
-    return resolve_proposal(proposal, **kwargs)
-
-
 class GlobalFeatureClustering(nn.Module):
     """Global Feature Clustering token mixer of CLUENet on packed ragged sets.
 
@@ -588,7 +543,7 @@ class GlobalFeatureClustering(nn.Module):
             self.beta = nn.Parameter(torch.zeros(1))
         else:
             self.q = self.alpha = self.beta = None
-        self.proposal = _build_proposal(proposal, self.centers, bounds, proposal_kwargs)
+        self.proposal = build_proposal(proposal, self.centers, bounds, proposal_kwargs)
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""
@@ -627,7 +582,8 @@ class GlobalFeatureClustering(nn.Module):
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
-        b = _check_points(x, pos, batch, batch_size, self.dim, self.validate)
+        b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
+                                                       self.validate))
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         if assignment is not None:
@@ -652,7 +608,7 @@ class GlobalFeatureClustering(nn.Module):
 
         k_all = self.k(x)
         v_all = self.v(x)
-        if type(self.proposal).pool is CenterProposal.pool:
+        if self.proposal.mean_pooling:
             px = pool_centers(x, centers)  # the mean commutes with the linear maps
             kc, vc = self.k(px), self.v(px)
             if centers.assignment is None and m:

@@ -21,34 +21,26 @@ points x candidates, never a dense [sets, centers, points, channels] tensor.
 
 from __future__ import annotations
 
-import math
 from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_batch, check_choice, check_pos, check_positive_int, check_tensor
-from .._resolver import normalize_name
+from .._checks import check_choice, check_point_inputs, check_positive_int
 from ..ops.segment import infer_batch_size
 from .proposal import (
-    CenterProposal,
     Centers,
-    FPSProposal,
-    GridProposal,
-    RandomProposal,
     _check_counts,
-    _linear,
     _per_axis,
+    build_proposal,
     check_bounds,
-    grid_cell_coords,
     pool_centers,
-    resolve_proposal,
+    sort_by_group,
 )
 
 __all__ = ["ContextCluster", "Assignment"]
 
-_BUILTIN = (GridProposal, FPSProposal, RandomProposal)
 # Elements of one gathered candidate block in the assignment step (bounds its scratch memory).
 _CHUNK_ELEMENTS = 1 << 20
 
@@ -73,10 +65,6 @@ class Assignment(NamedTuple):
     similarity: Tensor
 
 
-def _center_count(centers) -> int:
-    return centers if isinstance(centers, int) else math.prod(centers)
-
-
 def _counts_or_none(value, name: str):
     if value is None:
         return None
@@ -98,7 +86,8 @@ class ContextCluster(nn.Module):
         centers: for ``"grid"`` the number of cells per axis inside each region (or inside each
             set without regions), an int for every axis or one per axis; for ``"fps"`` /
             ``"random"`` the number of centers per region (or per set); a sequence is multiplied
-            out (``(2, 2)`` -> 4).
+            out (``(2, 2)`` -> 4). None (default): 2 per axis for the grid in any dimension D,
+            4 for fps / random (see :func:`~pointctx.nn.proposal.build_proposal`).
         regions: optional partition of every set into a grid of regions (count per axis, e.g.
             ``(8, 8)``) over ``bounds``; a point competes only for the centers of its region and
             centers are proposed per region. For the grid proposal this is the fine grid of
@@ -148,7 +137,7 @@ class ContextCluster(nn.Module):
         heads: int = 4,
         head_dim: int = 24,
         proposal="grid",
-        centers=(2, 2),
+        centers=None,
         regions=None,
         normalize: str = "sim",
         bounds=None,
@@ -167,7 +156,7 @@ class ContextCluster(nn.Module):
         self.normalize = check_choice(normalize, "normalize", ("sim", "count"))
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
-        self.centers = _check_counts(centers, "centers")
+        self.centers = None if centers is None else _check_counts(centers, "centers")
         self.regions = _counts_or_none(regions, "regions")
         self.validate = bool(validate)
         if chunk_points is not None and chunk_points != "auto":
@@ -181,18 +170,7 @@ class ContextCluster(nn.Module):
         self.alpha = nn.Parameter(torch.ones(1))
         self.beta = nn.Parameter(torch.zeros(1))
 
-        kwargs = dict(proposal_kwargs or {})
-        if isinstance(proposal, str):
-            key = normalize_name(proposal)
-            if key == "grid":
-                kwargs = {"cells": self.centers, "bounds": bounds, **kwargs}
-            elif key in ("fps", "random"):
-                kwargs = {"num": _center_count(self.centers), **kwargs}
-        elif isinstance(proposal, type) and issubclass(proposal, GridProposal):
-            kwargs = {"cells": self.centers, "bounds": bounds, **kwargs}
-        elif isinstance(proposal, type) and issubclass(proposal, (FPSProposal, RandomProposal)):
-            kwargs = {"num": _center_count(self.centers), **kwargs}
-        self.proposal = resolve_proposal(proposal, **kwargs)
+        self.proposal = build_proposal(proposal, centers, bounds, proposal_kwargs)
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""
@@ -205,41 +183,13 @@ class ContextCluster(nn.Module):
     # ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, x, pos, batch, batch_size):
-        check_tensor(x, "x")
-        if x.dim() != 2 or x.shape[1] != self.dim:
-            raise ValueError(
-                f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
-            )
-        if not x.is_floating_point():
-            raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
-        n = x.shape[0]
-        check_pos(pos, "pos", allow_nonfinite=not self.validate)
-        if pos.shape[0] != n:
-            raise ValueError(
-                f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}"
-            )
-        if batch_size is not None:
-            batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
-        if self.validate:
-            check_batch(batch, n, batch_size, "batch")
-        else:
-            check_tensor(batch, "batch")
-            if batch.dim() != 1 or batch.numel() != n:
-                raise ValueError(
-                    f"`batch` must have shape [N] = [{n}], got shape {tuple(batch.shape)}"
-                )
-            if batch.is_floating_point() or batch.dtype == torch.bool:
-                raise ValueError(f"`batch` must be an integer tensor, got dtype {batch.dtype}")
-        for name, t in (("pos", pos), ("batch", batch)):
-            if t.device != x.device:
-                raise ValueError(
-                    f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
-                )
+        batch_size = check_point_inputs(x, pos, batch, batch_size, self.dim, self.validate)
         d = pos.shape[1]
         if self.regions is not None:
             _per_axis(self.regions, d, "regions")
-        if isinstance(self.proposal, GridProposal) and self.proposal.cells is not None:
-            _per_axis(self.proposal.cells, d, "centers")
+        cells = getattr(self.proposal, "cells", None)
+        if cells is not None and self.centers is not None:
+            _per_axis(cells, d, "centers")
         if self.bounds != "set":
             for side in self.bounds:
                 _per_axis(side, d, "bounds")
@@ -248,40 +198,6 @@ class ContextCluster(nn.Module):
     # ------------------------------------------------------------------------------------------
     # centers and candidate pairs
     # ------------------------------------------------------------------------------------------
-
-    def _propose(self, pos: Tensor, batch: Tensor, num_sets: int):
-        """Return centers, group id per point, number of groups and region per point."""
-        d = pos.shape[1]
-        regs = None if self.regions is None else _per_axis(self.regions, d, "regions")
-        if regs is not None and math.prod(regs) == 1:
-            regs = None
-        num_regions = 1 if regs is None else math.prod(regs)
-        num_groups = num_sets * num_regions
-        prop = self.proposal
-        if isinstance(prop, GridProposal):
-            centers = prop(pos, batch, num_sets, regions=regs)
-            if regs is None:
-                return centers, batch.long(), num_groups, None
-            group = centers.batch.index_select(0, centers.assignment)
-            return centers, group, num_groups, group - batch.long() * num_regions
-        if regs is None:
-            centers = prop(pos, batch, num_sets)
-            group, region = batch.long(), None
-        else:
-            coords = grid_cell_coords(pos, batch, regs, self.bounds, num_sets)
-            region = _linear(coords, regs)
-            group = batch.long() * num_regions + region
-            perm = torch.argsort(group, stable=True)
-            local = prop(pos.index_select(0, perm), group.index_select(0, perm), num_groups)
-            assignment = None
-            if local.assignment is not None:
-                assignment = torch.empty_like(local.assignment)
-                assignment[perm] = local.assignment
-            centers = Centers(local.pos, local.batch, perm.index_select(0, local.member_point),
-                              local.member_center, assignment)
-        if not isinstance(prop, _BUILTIN):
-            centers = _sort_by_group(centers)
-        return centers, group, num_groups, region
 
     # ------------------------------------------------------------------------------------------
     # forward
@@ -294,6 +210,8 @@ class ContextCluster(nn.Module):
         batch: Tensor,
         batch_size: int | None = None,
         return_assignment: bool = False,
+        *,
+        spacing=None,
     ):
         """Mix point features through context clusters.
 
@@ -303,9 +221,13 @@ class ContextCluster(nn.Module):
             batch: sorted set id per point.
             batch_size: number of sets B if known (saves a host sync).
             return_assignment: also return the :class:`Assignment`.
+            spacing: lattice pitch of the points (pixel sets), passed to the proposal (the grid's
+                ``windows="adaptive"`` mode uses it; see
+                :class:`~pointctx.nn.proposal.GridProposal`).
 
         Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
+            x: [N, C]; pos: [N, D]; batch: [N]; spacing: a number, D numbers, [D] or [N, D];
+            return: [N, out_dim].
         """
         batch_size = self._check_inputs(x, pos, batch, batch_size)
         n = x.shape[0]
@@ -314,14 +236,15 @@ class ContextCluster(nn.Module):
         num_sets = infer_batch_size(batch, batch_size)
 
         f_lin, v_lin = self.f, self.v
-        centers, group, num_groups, region = self._propose(pos, batch, num_sets)
+        centers, group, num_groups, region = self.proposal.propose(
+            pos, batch, num_sets, regions=self.regions, bounds=self.bounds, spacing=spacing)
         m = centers.pos.shape[0]
         dev = x.device
 
         # Center features: the proposal's pooling of f(x) and v(x). For the (affine) mean pooling
         # pool(f(x)) = f(pool(x)), so pool the C input channels instead of 2 * inner.
         f_all = v_all = None
-        if type(self.proposal).pool is CenterProposal.pool:
+        if self.proposal.mean_pooling:
             px = pool_centers(x, centers)
             c_sim = F.linear(px, f_lin.weight, f_lin.bias)
             c_val = F.linear(px, v_lin.weight, v_lin.bias)
@@ -434,19 +357,8 @@ class ContextCluster(nn.Module):
         return out
 
 
-def _sort_by_group(centers: Centers) -> Centers:
-    """Reorder centers by group (stable) and renumber the membership pairs accordingly."""
-    order = torch.argsort(centers.batch, stable=True)
-    rank = torch.empty_like(order)
-    rank[order] = torch.arange(order.numel(), device=order.device)
-    assignment = None if centers.assignment is None else rank.index_select(0, centers.assignment)
-    return Centers(
-        centers.pos.index_select(0, order),
-        centers.batch.index_select(0, order),
-        centers.member_point,
-        rank.index_select(0, centers.member_center),
-        assignment,
-    )
+# kept for imports of the former private name
+_sort_by_group = sort_by_group
 
 
 def _assign_padded(f, f_inv, c_n, alpha, beta, start, k_pt, k_max: int, k_min: int) -> Tensor:

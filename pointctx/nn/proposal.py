@@ -26,18 +26,22 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from .._resolver import normalize_name, resolve
 from ..ops.scatter import scatter_mean
 from ..ops.segment import infer_batch_size
 
 __all__ = [
     "Centers",
+    "RegionCenters",
     "CenterProposal",
     "GridProposal",
     "FPSProposal",
     "RandomProposal",
     "grid_cell_coords",
     "pool_centers",
+    "sort_by_group",
+    "build_proposal",
     "register_proposal",
     "resolve_proposal",
     "list_proposals",
@@ -83,13 +87,47 @@ def pool_centers(feat: Tensor, centers: Centers) -> Tensor:
     return scatter_mean(src, centers.member_center, m)
 
 
+class RegionCenters(NamedTuple):
+    """Centers proposed per set or per region, with each point's candidate group.
+
+    Attributes:
+        centers: the :class:`Centers` (sorted by group; ``centers.batch`` is the group).
+        group: [N] int64 group of every point: its set, or ``set * num_regions + region``. A
+            point competes only for the centers of its group.
+        num_groups: number of groups (``num_sets * num_regions``).
+        region: [N] int64 region of every point inside its set (axis 0 varying fastest), or None
+            without regions.
+    """
+
+    centers: Centers
+    group: Tensor
+    num_groups: int
+    region: Tensor | None
+
+
 class CenterProposal(nn.Module):
     """Base class of center proposals.
 
-    Subclasses implement :meth:`forward` (positions -> :class:`Centers`, centers sorted by group).
-    :meth:`pool` averages point features over each center's members; override it for another
-    pooling.
+    Subclasses implement :meth:`forward` (positions -> :class:`Centers` of every set). The base
+    class adds the rest of the contract, so a user-registered proposal gets it for free:
+
+    * :meth:`propose` runs the proposal per set or, with ``regions``, per region of every set
+      (the region grid spans ``bounds``) and returns :class:`RegionCenters` sorted by group;
+    * :meth:`pool` averages point features over each center's members; override it for another
+      pooling. The class attribute ``mean_pooling`` declares that :meth:`pool` is that plain
+      mean, which lets layers pool their input before (affine) linear maps instead of after; a
+      subclass that overrides :meth:`pool` gets ``mean_pooling = False`` unless it sets it.
+    * ``sorted_by_group`` (class attribute, default False) declares that :meth:`forward` already
+      returns centers sorted by group; otherwise :meth:`propose` sorts them (stable).
     """
+
+    mean_pooling: bool = True
+    sorted_by_group: bool = False
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "pool" in cls.__dict__ and "mean_pooling" not in cls.__dict__:
+            cls.mean_pooling = False
 
     def forward(self, pos: Tensor, batch: Tensor, batch_size: int | None = None) -> Centers:
         """Propose centers for every set (or group) of a packed batch.
@@ -104,6 +142,55 @@ class CenterProposal(nn.Module):
         """
         raise NotImplementedError
 
+    def propose(
+        self,
+        pos: Tensor,
+        batch: Tensor,
+        batch_size: int | None = None,
+        regions=None,
+        bounds="set",
+        spacing=None,
+    ) -> RegionCenters:
+        """Propose centers per set, or per region of every set.
+
+        Args:
+            pos: point positions.
+            batch: sorted set id per point.
+            batch_size: number of sets B, if known (avoids a host sync).
+            regions: None, or a count per axis (an int for every axis): every set is split into
+                a grid of regions over ``bounds`` and the proposal runs on each region as its
+                own group.
+            bounds: the box of the region grid: ``"set"`` (each set's bounding box) or a fixed
+                ``(lo, hi)``.
+            spacing: the lattice pitch of pixel-like points (see :class:`GridProposal`); a
+                proposal that does not use it ignores it.
+
+        Shapes:
+            pos: [N, D]; batch: [N]; return: :class:`RegionCenters` (group [N], region [N]).
+        """
+        num_sets = infer_batch_size(batch, batch_size)
+        regs = _regions(regions, pos.shape[1])
+        if regs is None:
+            centers = self(pos, batch, num_sets)
+            group, region, num_groups = batch.long(), None, num_sets
+        else:
+            num_regions = math.prod(regs)
+            num_groups = num_sets * num_regions
+            coords = grid_cell_coords(pos, batch, regs, check_bounds(bounds), num_sets)
+            region = _linear(coords, regs)
+            group = batch.long() * num_regions + region
+            perm = torch.argsort(group, stable=True)
+            local = self(pos.index_select(0, perm), group.index_select(0, perm), num_groups)
+            assignment = None
+            if local.assignment is not None:
+                assignment = torch.empty_like(local.assignment)
+                assignment[perm] = local.assignment
+            centers = Centers(local.pos, local.batch, perm.index_select(0, local.member_point),
+                              local.member_center, assignment)
+        if not self.sorted_by_group:
+            centers = sort_by_group(centers)
+        return RegionCenters(centers, group, num_groups, region)
+
     def pool(self, feat: Tensor, centers: Centers) -> Tensor:
         """Pool point features into center features (mean over members; 0 without members).
 
@@ -111,6 +198,29 @@ class CenterProposal(nn.Module):
             feat: [N, C]; return: [M, C].
         """
         return pool_centers(feat, centers)
+
+
+def _regions(regions, dim: int):
+    """Regions per axis as a tuple, or None for no regions (or a single region)."""
+    if regions is None:
+        return None
+    regs = _per_axis(_check_counts(regions, "regions"), dim, "regions")
+    return None if math.prod(regs) == 1 else regs
+
+
+def sort_by_group(centers: Centers) -> Centers:
+    """Reorder centers by group (stable) and renumber the membership pairs accordingly."""
+    order = torch.argsort(centers.batch, stable=True)
+    rank = torch.empty_like(order)
+    rank[order] = torch.arange(order.numel(), device=order.device)
+    assignment = None if centers.assignment is None else rank.index_select(0, centers.assignment)
+    return Centers(
+        centers.pos.index_select(0, order),
+        centers.batch.index_select(0, order),
+        centers.member_point,
+        rank.index_select(0, centers.member_center),
+        assignment,
+    )
 
 
 # ----------------------------------------------------------------------------------------------
@@ -129,6 +239,27 @@ def _per_axis(value, dim: int, name: str) -> tuple:
     else:
         vals = (value,) * dim
     return vals
+
+
+def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
+    """The lattice pitch as a [1, D] or [N, D] tensor of ``like``'s dtype (checked > 0)."""
+    if isinstance(spacing, Tensor):
+        t = spacing.to(device=like.device, dtype=like.dtype)
+        if t.dim() == 0:
+            t = t.expand(d)
+        if t.shape not in ((d,), (n, d), (1, d)):
+            raise ValueError(f"`spacing` must be a number, {d} numbers, or a tensor [{d}] or "
+                             f"[N, {d}] = [{n}, {d}], got shape {tuple(spacing.shape)}")
+        t = t.reshape(-1, d)
+    else:
+        vals = _per_axis(spacing, d, "spacing")
+        try:
+            t = like.new_tensor([float(v) for v in vals]).view(1, d)
+        except (TypeError, ValueError):
+            raise TypeError(f"`spacing` must be numbers, got {spacing!r}") from None
+    if t.numel() and not bool((t > 0).all()):
+        raise ValueError("`spacing` must be > 0 on every axis")
+    return t
 
 
 def _check_counts(value, name: str) -> int | tuple[int, ...]:
@@ -253,8 +384,14 @@ def _compact(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
     return inverse, kept
 
 
+_WINDOWS = ("partition", "adaptive")
+# Overlaps below this fraction of a cell are rounding, not overlap (exact for lattices of fewer
+# than 1 / _WINDOW_EPS pixels per region and axis).
+_WINDOW_EPS = 1e-4
+
+
 class GridProposal(CenterProposal):
-    """Regular-grid centers: one center per non-empty cell, at the mean of the cell's points.
+    """Regular-grid centers: one center per non-empty cell (or window), at its points' mean.
 
     Args:
         cells: number of cells per axis (an int for every axis, or one int per axis). Default
@@ -264,26 +401,48 @@ class GridProposal(CenterProposal):
         bounds: the box the grid spans: None or ``"set"`` for each set's bounding box, or a fixed
             ``(lo, hi)`` (floats or per-axis sequences). For images given as pixel centers in
             ``[-0.5, 0.5]`` use ``(-0.5, 0.5)``: masked pixels then keep their cells.
+        windows: how points are pooled into centers (needs ``cells``):
+
+            * ``"partition"`` (default): every point is a member of the one cell that holds
+              its position; the members are a partition of the points.
+            * ``"adaptive"``: ``AdaptiveAvgPool`` windows. Given the lattice pitch ``spacing``
+              of the points (pixels), a point is a member of every cell of its region that its
+              footprint ``pos +- spacing / 2`` overlaps. On a region of ``L`` pixels split into
+              ``n`` cells, cell ``i`` then pools exactly the pixels
+              ``floor(i L / n) .. ceil((i + 1) L / n) - 1`` (the windows of
+              ``torch.nn.AdaptiveAvgPool2d``, which overlap when ``n`` does not divide ``L``,
+              e.g. pixels 0-3 and 3-6 of 7). On a masked image a window pools only the pixels
+              that exist. A point still competes for (and joins) one center of its group. Without
+              ``spacing`` (footprint 0) this is the partition.
 
     Cells are numbered with axis 0 varying fastest (raster order for ``(x, y)`` positions);
     centers come out sorted by (group, cell). ``forward`` also takes ``regions``: a count per
     axis; the grid then has ``regions * cells`` cells per axis and the centers are grouped by
-    region (each group holds the ``cells`` grid inside one region).
+    region (each group holds the ``cells`` grid inside one region; an adaptive window never
+    crosses its region).
 
     Shapes:
-        pos: [N, D]; batch: [N]; return: :class:`Centers` with ``assignment`` [N].
+        pos: [N, D]; batch: [N]; spacing: a number, D numbers, or a tensor [D] or [N, D];
+        return: :class:`Centers` with ``assignment`` [N] (partition), or None and P >= N
+        membership pairs (adaptive windows with ``spacing``).
     """
 
-    def __init__(self, cells=None, size=None, bounds=None):
+    sorted_by_group = True
+
+    def __init__(self, cells=None, size=None, bounds=None, windows: str = "partition"):
         super().__init__()
         if cells is not None and size is not None:
             raise ValueError(
                 "give either `cells` (count per axis) or `size` (edge length), not both"
             )
+        self.windows = check_choice(windows, "windows", _WINDOWS)
         if size is None:
             self.cells = _check_counts(2 if cells is None else cells, "cells")
             self.size = None
         else:
+            if self.windows != "partition":
+                raise ValueError(f"`windows={windows!r}` needs a count-based grid (`cells`), "
+                                 "not `size`")
             sizes = tuple(size) if isinstance(size, Sequence) else (size,)
             for s in sizes:
                 if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0:
@@ -296,7 +455,7 @@ class GridProposal(CenterProposal):
     def extra_repr(self) -> str:
         """Grid settings for ``repr``."""
         grid = f"cells={self.cells}" if self.size is None else f"size={self.size}"
-        return f"{grid}, bounds={self.bounds!r}"
+        return f"{grid}, bounds={self.bounds!r}, windows={self.windows!r}"
 
     def forward(
         self,
@@ -304,43 +463,103 @@ class GridProposal(CenterProposal):
         batch: Tensor,
         batch_size: int | None = None,
         regions=None,
+        spacing=None,
     ) -> Centers:
         """Propose grid centers (see the class docstring); ``regions`` groups them by region."""
-        n, d = pos.shape
         num_sets = infer_batch_size(batch, batch_size)
-        if self.size is None:
-            cells = _per_axis(self.cells, d, "cells")
-            regs = (1,) * d if regions is None else _per_axis(regions, d, "regions")
-            fine = [r * c for r, c in zip(regs, cells)]
-            coords = grid_cell_coords(pos, batch, fine, self.bounds, num_sets)
-            if regions is None:
-                local, region_lin = coords, None
-            else:
-                reg_t = torch.tensor(cells, dtype=torch.long, device=pos.device).view(1, d)
-                region_lin = _linear(torch.div(coords, reg_t, rounding_mode="floor"), regs)
-                local = torch.remainder(coords, reg_t)
-            per_group = math.prod(cells)
-            num_regions = math.prod(regs)
-        else:
-            if regions is not None:
+        regs = None if regions is None else _per_axis(regions, pos.shape[1], "regions")
+        return self._grid(pos, batch, num_sets, regs, spacing)[0]
+
+    def propose(self, pos, batch, batch_size=None, regions=None, bounds="set", spacing=None):
+        """Grid centers per set or per region (see :meth:`CenterProposal.propose`).
+
+        The regions are the coarse grid of the fine grid of ``regions * cells`` cells per axis
+        over this proposal's own ``bounds`` (the ``bounds`` argument is not used).
+        """
+        num_sets = infer_batch_size(batch, batch_size)
+        regs = _regions(regions, pos.shape[1])
+        centers, group = self._grid(pos, batch, num_sets, regs, spacing)
+        if regs is None:
+            return RegionCenters(centers, batch.long(), num_sets, None)
+        num_regions = math.prod(regs)
+        return RegionCenters(centers, group, num_sets * num_regions,
+                             group - batch.long() * num_regions)
+
+    def _grid(self, pos: Tensor, batch: Tensor, num_sets: int, regs, spacing):
+        """Centers and the group of every point."""
+        n, d = pos.shape
+        if self.size is not None:
+            if regs is not None:
                 raise ValueError(
                     "`regions` needs a count-based grid (`cells`), but this GridProposal uses "
                     "`size`"
                 )
             local, cells = self._size_coords(pos, batch, num_sets)
-            region_lin = None
-            per_group = math.prod(cells)
-            num_regions = 1
+            return self._partition(pos, batch.long(), local, cells, num_sets), batch.long()
+        cells = _per_axis(self.cells, d, "cells")
+        regs = (1,) * d if regs is None else regs
+        num_regions = math.prod(regs)
+        fine = [r * c for r, c in zip(regs, cells)]
+        if self.windows == "adaptive" and spacing is not None:
+            return self._adaptive(pos, batch, num_sets, regs, cells, fine, spacing)
+        coords = grid_cell_coords(pos, batch, fine, self.bounds, num_sets)
         group = batch.long() * num_regions
-        if region_lin is not None:
-            group = group + region_lin
+        local = coords
+        if num_regions > 1:
+            reg_t = torch.tensor(cells, dtype=torch.long, device=pos.device).view(1, d)
+            group = group + _linear(torch.div(coords, reg_t, rounding_mode="floor"), regs)
+            local = torch.remainder(coords, reg_t)
+        return self._partition(pos, group, local, cells, num_sets * num_regions), group
+
+    @staticmethod
+    def _partition(pos, group, local, cells, num_groups) -> Centers:
+        per_group = math.prod(cells)
         key = group * per_group + _linear(local, cells)
-        assignment, kept = _compact(key, max(num_sets * num_regions * per_group, 1))
+        assignment, kept = _compact(key, max(num_groups * per_group, 1))
         m = kept.numel()
         center_pos = scatter_mean(pos, assignment, m)
         center_group = torch.div(kept, per_group, rounding_mode="floor")
-        member_point = torch.arange(n, device=pos.device)
+        member_point = torch.arange(pos.shape[0], device=pos.device)
         return Centers(center_pos, center_group, member_point, assignment, assignment)
+
+    def _adaptive(self, pos, batch, num_sets, regs, cells, fine, spacing):
+        """Overlapping windows: every (point, cell of its region overlapped by its footprint)."""
+        n, d = pos.shape
+        dev = pos.device
+        work = pos.to(torch.promote_types(pos.dtype, torch.float32))
+        half = _spacing(spacing, n, d, work) * 0.5
+        lo, ext = _box(work, batch, num_sets if self.bounds == "set" else 0, self.bounds)
+        fine_t = work.new_tensor(fine).view(1, d)
+        scale = torch.where(ext > 0, fine_t / torch.where(ext > 0, ext, torch.ones_like(ext)),
+                            torch.zeros_like(ext))
+        top = torch.tensor([f - 1 for f in fine], dtype=torch.long, device=dev).view(1, d)
+        own = torch.floor((work - lo) * scale).long().clamp_(min=0).minimum(top)
+        cells_t = torch.tensor(cells, dtype=torch.long, device=dev).view(1, d)
+        region = torch.div(own, cells_t, rounding_mode="floor")
+        r_lo = region * cells_t
+        r_hi = r_lo + cells_t - 1
+        first = torch.floor((work - half - lo) * scale + _WINDOW_EPS).long()
+        last = torch.ceil((work + half - lo) * scale - _WINDOW_EPS).long() - 1
+        first = first.maximum(r_lo).minimum(own)  # the point's own cell is always a window
+        last = last.minimum(r_hi).maximum(own)
+        span = last - first + 1
+        spans = span.amax(0).tolist() if n else [1] * d
+        offsets = torch.cartesian_prod(*[torch.arange(s, device=dev) for s in spans])
+        offsets = offsets.view(-1, d)
+        cand = first.unsqueeze(1) + offsets.unsqueeze(0)  # [N, J, D]
+        valid = (cand <= last.unsqueeze(1)).all(2)
+        point, slot = valid.nonzero().unbind(1)
+        cell = cand[point, slot]
+        num_regions = math.prod(regs)
+        group = batch.long() * num_regions + _linear(region, regs)
+        per_group = math.prod(cells)
+        key = (group.index_select(0, point) * per_group
+               + _linear(cell - r_lo.index_select(0, point), cells))
+        member_center, kept = _compact(key, max(num_sets * num_regions * per_group, 1))
+        m = kept.numel()
+        center_pos = scatter_mean(pos.index_select(0, point), member_center, m)
+        center_group = torch.div(kept, per_group, rounding_mode="floor")
+        return Centers(center_pos, center_group, point, member_center, None), group
 
     def _size_coords(self, pos: Tensor, batch: Tensor, num_sets: int):
         n, d = pos.shape
@@ -365,6 +584,8 @@ class GridProposal(CenterProposal):
 
 class _SampledProposal(CenterProposal):
     """Centers at sampled points; members = the ``k`` nearest points of the same group."""
+
+    sorted_by_group = True
 
     def __init__(self, num=None, ratio=None, k: int = 16):
         super().__init__()
@@ -516,3 +737,42 @@ def resolve_proposal(name_or_module, **kwargs) -> CenterProposal:
             f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}"
         )
     return out
+
+
+# Default center count of the sampled proposals when ``centers`` is None (2 x 2, as before).
+_DEFAULT_SAMPLED = 4
+
+
+def build_proposal(proposal="grid", centers=None, bounds=None, proposal_kwargs=None,
+                   ) -> CenterProposal:
+    """Build the proposal of a clustering layer from its ``proposal`` / ``centers`` options.
+
+    Args:
+        proposal: a registered name (``"grid"``, ``"fps"``, ``"random"`` or one added with
+            :func:`register_proposal`), a :class:`CenterProposal` class or factory, or an
+            instance (returned as is; ``centers``, ``bounds`` and ``proposal_kwargs`` are then
+            not used).
+        centers: for the grid the cells per axis (an int for every axis, or one per axis;
+            None: 2 per axis in any dimension); for fps / random the number of centers per set
+            or region, a sequence being multiplied out (``(2, 2)`` -> 4; None: 4). Not passed to
+            other proposals.
+        bounds: the grid's box (None / ``"set"`` or ``(lo, hi)``); grid only.
+        proposal_kwargs: extra keyword arguments for the proposal (override the above); the only
+            ones a user-registered proposal receives.
+
+    Raises:
+        ValueError / TypeError: as :func:`resolve_proposal`, and for invalid ``centers``.
+    """
+    kwargs = dict(proposal_kwargs or {})
+    counts = None if centers is None else _check_counts(centers, "centers")
+    cls = proposal
+    if isinstance(proposal, str):
+        key = normalize_name(proposal)
+        cls = next((c for k, c in _PROPOSALS.items() if normalize_name(k) == key), None)
+    if isinstance(cls, type) and issubclass(cls, GridProposal):
+        kwargs = {"cells": counts, "bounds": bounds, **kwargs}
+    elif isinstance(cls, type) and issubclass(cls, _SampledProposal):
+        num = _DEFAULT_SAMPLED if counts is None else (
+            counts if isinstance(counts, int) else math.prod(counts))
+        kwargs = {"num": num, **kwargs}
+    return resolve_proposal(proposal, **kwargs)

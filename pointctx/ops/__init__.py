@@ -15,6 +15,7 @@ from ._backend import (
 )
 from .fps import fps, fps_naive, sample_counts
 from .grid import GridCluster, GridPool, grid_cluster, grid_cluster_naive, grid_pool
+from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
 from .random import random_sample, random_sample_naive
 from .scatter import (
@@ -58,6 +59,8 @@ __all__ = [
     "KNN",
     "knn",
     "knn_naive",
+    "knn_interpolate",
+    "knn_interpolate_naive",
     "random_sample",
     "random_sample_naive",
 ]

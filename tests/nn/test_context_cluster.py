@@ -499,3 +499,33 @@ def test_validate_false_same_result_and_still_checks_shapes():
         layer(x, pos, batch[:5])
     with pytest.raises(ValueError, match="`batch` must be an integer tensor"):
         layer(x, pos, batch.float())
+
+
+def test_default_centers_in_any_dimension():
+    torch.manual_seed(21)
+    x = torch.randn(40, 4)
+    pos3 = torch.rand(40, 3)
+    batch = torch.arange(2).repeat_interleave(20)
+    layer = ContextCluster(4, heads=2, head_dim=8)
+    out, asg = layer(x, pos3, batch, return_assignment=True)
+    assert out.shape == (40, 4) and torch.isfinite(out).all()
+    assert asg.centers.pos.shape[0] <= 2 * 8  # 2 per axis in 3-D: at most 8 cells per set
+    assert asg.centers.pos.shape[0] > 4
+    layer2 = ContextCluster(4, heads=2, head_dim=8, centers=(2, 2))
+    with pytest.raises(ValueError, match="`centers` has 2 entries but the positions have D = 3"):
+        layer2(x, pos3, batch)
+    assert ContextCluster(4, proposal="fps").proposal.num == 4
+
+
+def test_user_proposal_with_regions_in_the_layer():
+    torch.manual_seed(22)
+    pos = torch.rand(30, 2)
+    x = torch.randn(30, 6)
+    batch = torch.arange(2).repeat_interleave(15)
+    layer = make_layer(proposal=OneCenter(), regions=(2, 2), bounds=(0.0, 1.0))
+    out, asg = layer(x, pos, batch, return_assignment=True)
+    assert torch.isfinite(out).all()
+    # one center per non-empty region, and every point joins its region's center
+    group = batch * 4 + asg.region
+    assert asg.centers.batch.tolist() == sorted(set(group.tolist()))
+    assert torch.equal(asg.centers.batch[asg.center[:, 0]], group)

@@ -246,3 +246,174 @@ def test_resolve_and_register():
         mod._PROPOSALS.pop("whole_set", None)
     with pytest.raises(TypeError, match="`cls` must be"):
         register_proposal("x", 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# adaptive (AdaptiveAvgPool) windows, regions in the base contract, build_proposal
+# ----------------------------------------------------------------------------------------------
+
+
+def pixel_set(h, w, mask=None):
+    """Plane positions (x = col, y = row in [-0.5, 0.5]) of the kept pixels, row-major."""
+    rows, cols = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
+    keep = torch.ones(h, w, dtype=torch.bool) if mask is None else mask
+    r, c = rows[keep], cols[keep]
+    pos = torch.stack([(c + 0.5) / w - 0.5, (r + 0.5) / h - 0.5], 1)
+    return pos, keep
+
+
+def region_pool_reference(img, keep, regions, cells):
+    """Official proposal: split into regions, AdaptiveAvgPool2d(cells) per region (masked)."""
+    c, h, w = img.shape
+    rh, rw = h // regions, w // regions
+    out = []
+    for i in range(regions):
+        for j in range(regions):
+            sl = (slice(None), slice(i * rh, (i + 1) * rh), slice(j * rw, (j + 1) * rw))
+            m = keep[sl[1:]].to(img.dtype).unsqueeze(0)
+            num = torch.nn.functional.adaptive_avg_pool2d(img[sl] * m, cells)
+            den = torch.nn.functional.adaptive_avg_pool2d(m, cells)
+            ok = den[0] > 0
+            out.append((num / den.clamp_min(1e-30))[:, ok].T)  # row-major windows, col fastest
+    return torch.cat(out, 0)
+
+
+@pytest.mark.parametrize("h, w, regions, cells", [(14, 14, 2, 2), (10, 10, 2, 3), (14, 10, 2, 2),
+                                                  (7, 7, 1, 2), (8, 8, 2, 2)])
+def test_adaptive_windows_equal_adaptive_avg_pool(h, w, regions, cells):
+    torch.manual_seed(0)
+    img = torch.randn(5, h, w, dtype=torch.float64)
+    pos, keep = pixel_set(h, w)
+    batch = torch.zeros(pos.shape[0], dtype=torch.long)
+    prop = GridProposal(cells=cells, bounds=(-0.5, 0.5), windows="adaptive")
+    out = prop.propose(pos, batch, 1, regions=regions, spacing=(1 / w, 1 / h))
+    feat = img.permute(1, 2, 0)[keep]
+    pooled = pool_centers(feat, out.centers)
+    torch.testing.assert_close(pooled, region_pool_reference(img, keep, regions, cells))
+    assert out.centers.assignment is None
+    assert out.centers.batch.tolist() == sorted(out.centers.batch.tolist())
+    # every point's group holds its region's centers, and the point is a member of one of them
+    member_group = out.centers.batch[out.centers.member_center]
+    assert torch.equal(member_group, out.group[out.centers.member_point])
+    if h % (regions * cells) == 0 and w % (regions * cells) == 0:  # even split: a partition
+        part = GridProposal(cells=cells, bounds=(-0.5, 0.5)).propose(pos, batch, 1,
+                                                                     regions=regions)
+        torch.testing.assert_close(pooled, pool_centers(feat, part.centers))
+    else:
+        assert out.centers.member_point.numel() > pos.shape[0]
+
+
+def test_adaptive_windows_on_masked_image_pool_only_existing_pixels():
+    torch.manual_seed(1)
+    h = w = 14
+    img = torch.randn(3, h, w, dtype=torch.float64)
+    keep = torch.rand(h, w) > 0.4
+    keep[:7, :7] = False  # one region without any pixel
+    keep[7:, 7:] = False
+    keep[7, 7] = True  # a region with one pixel: one center
+    pos, keep = pixel_set(h, w, keep)
+    batch = torch.zeros(pos.shape[0], dtype=torch.long)
+    prop = GridProposal(cells=2, bounds=(-0.5, 0.5), windows="adaptive")
+    out = prop.propose(pos, batch, 1, regions=2, spacing=(1 / w, 1 / h))
+    feat = img.permute(1, 2, 0)[keep]
+    pooled = pool_centers(feat, out.centers)
+    torch.testing.assert_close(pooled, region_pool_reference(img, keep, 2, 2))
+    assert (out.centers.batch == 3).sum() == 1 and (out.centers.batch == 0).sum() == 0
+
+
+def test_adaptive_windows_without_spacing_is_the_partition():
+    pos, keep = pixel_set(7, 7)
+    batch = torch.zeros(49, dtype=torch.long)
+    a = GridProposal(cells=2, bounds=(-0.5, 0.5), windows="adaptive")(pos, batch)
+    b = GridProposal(cells=2, bounds=(-0.5, 0.5))(pos, batch)
+    for x, y in zip(a, b):
+        assert torch.equal(x, y)
+    with pytest.raises(ValueError, match="windows"):
+        GridProposal(windows="overlap")
+    with pytest.raises(ValueError, match="needs a count-based grid"):
+        GridProposal(size=0.5, windows="adaptive")
+    prop = GridProposal(cells=2, bounds=(-0.5, 0.5), windows="adaptive")
+    with pytest.raises(ValueError, match="`spacing` must be > 0"):
+        prop(pos, batch, spacing=(0.0, 0.1))
+    with pytest.raises(ValueError, match="`spacing` has 3 entries"):
+        prop(pos, batch, spacing=(0.1, 0.1, 0.1))
+    # per-point spacing tensor equals the per-axis numbers
+    c1 = prop(pos, batch, spacing=(1 / 7, 1 / 7))
+    c2 = prop(pos, batch, spacing=torch.full((49, 2), 1 / 7))
+    assert torch.equal(c1.member_center, c2.member_center)
+
+
+class FirstPoint(CenterProposal):
+    """User proposal: one center per group at its first point, pooling the whole group; it emits
+    the centers in reverse group order (the base class must sort them)."""
+
+    def forward(self, pos, batch, batch_size=None):
+        n = batch.numel()
+        first = torch.ones(n, dtype=torch.bool)
+        first[1:] = batch[1:] != batch[:-1]
+        idx = first.nonzero().flatten().flip(0)
+        center_of = torch.full((int(batch_size),), -1, dtype=torch.long)
+        center_of[batch[idx]] = torch.arange(idx.numel())
+        assignment = center_of[batch]
+        return Centers(pos[idx], batch[idx], torch.arange(n), assignment, assignment)
+
+
+def test_user_proposal_gets_regions_from_the_base_class():
+    pos = torch.tensor([[0.1, 0.1], [0.9, 0.1], [0.2, 0.2], [0.8, 0.9], [0.3, 0.3], [0.7, 0.6]])
+    batch = torch.tensor([0, 0, 0, 0, 1, 1])
+    out = FirstPoint().propose(pos, batch, 2, regions=(2, 2), bounds=(0.0, 1.0))
+    # regions (x fastest): set 0 -> 0, 1, 0, 3; set 1 -> 0, 3
+    assert out.region.tolist() == [0, 1, 0, 3, 0, 3]
+    assert out.group.tolist() == [0, 1, 0, 3, 4, 7]
+    assert out.num_groups == 8
+    c = out.centers
+    assert c.batch.tolist() == [0, 1, 3, 4, 7]  # sorted by group
+    assert c.pos.tolist() == [pos[i].tolist() for i in (0, 1, 3, 4, 5)]
+    # membership follows the points back to the caller's order
+    assert torch.equal(c.batch[c.assignment], out.group)
+    assert torch.equal(c.batch[c.member_center], out.group[c.member_point])
+    # without regions: per set
+    whole = FirstPoint().propose(pos, batch, 2)
+    assert whole.region is None and whole.centers.batch.tolist() == [0, 1]
+
+
+def test_mean_pooling_is_declared_by_attribute():
+    class Max(CenterProposal):
+        def pool(self, feat, centers):
+            return feat.new_zeros(centers.pos.shape[0], feat.shape[1])
+
+    class DeclaredMean(Max):
+        mean_pooling = True
+
+        def pool(self, feat, centers):
+            return pool_centers(feat, centers)
+
+    assert CenterProposal.mean_pooling and GridProposal.mean_pooling and FPSProposal.mean_pooling
+    assert not Max.mean_pooling
+    assert DeclaredMean.mean_pooling
+
+
+def test_build_proposal():
+    from pointctx.nn.proposal import build_proposal
+
+    g = build_proposal("grid", None, (-0.5, 0.5))
+    assert isinstance(g, GridProposal) and g.cells == 2 and g.bounds == (-0.5, 0.5)
+    assert build_proposal("Grid", (3, 2)).cells == (3, 2)
+    assert build_proposal(GridProposal, 4, proposal_kwargs={"windows": "adaptive"}).windows == \
+        "adaptive"
+    f = build_proposal("fps", (2, 3), proposal_kwargs={"k": 5})
+    assert isinstance(f, FPSProposal) and f.num == 6 and f.k == 5
+    assert build_proposal(RandomProposal, None).num == 4
+    inst = GridProposal(cells=3)
+    assert build_proposal(inst, 7) is inst
+    register_proposal("first_point_test", FirstPoint)
+    try:
+        assert isinstance(build_proposal("first_point_test", (2, 2)), FirstPoint)
+    finally:
+        from pointctx.nn import proposal as mod
+
+        mod._PROPOSALS.pop("first_point_test")
+    with pytest.raises(ValueError, match="choose one of"):
+        build_proposal("kmeans")
+    with pytest.raises(ValueError, match="`centers`"):
+        build_proposal("grid", 0)

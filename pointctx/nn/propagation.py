@@ -1,0 +1,213 @@
+"""Feature propagation: carry coarse features to finer positions of the same ragged sets.
+
+:class:`FeaturePropagation` is PointNet++'s feature-propagation layer (and the decoder layer of
+PointMLP's part-segmentation model) on packed ragged sets: interpolate the features of a coarse
+set onto query positions of the same set with :func:`pointctx.ops.knn_interpolate` (inverse
+squared distance over the ``k = 3`` nearest coarse points), concatenate an optional skip
+connection (features that the query points already carry), then apply a point-wise MLP
+(``Linear -> norm -> activation`` per layer; PointNet++'s 1x1 convolutions). The queries can be
+the next finer stage of a backbone, every pixel of an image, or positions that were never in the
+input.
+
+Empty sets are supported: a query whose set has no coarse point interpolates to 0 (so the MLP
+sees its skip features only), and sets without queries produce no rows.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from .._resolver import resolve
+from ..ops.interpolate import _check_eps, knn_interpolate
+from .norm import SetGroupNorm
+
+__all__ = ["FeaturePropagation", "SharedMlp", "NORMS", "ACTIVATIONS"]
+
+#: point-wise normalisations by name: ``"batch"`` normalises over all points of the batch
+#: (PointNet++, PointMLP), ``"group"`` over each set alone (:class:`SetGroupNorm`; a set's
+#: result then never depends on the rest of the batch), ``"none"``.
+NORMS = {"batch": nn.BatchNorm1d, "group": SetGroupNorm, "none": None}
+#: activations by name.
+ACTIVATIONS = {"relu": nn.ReLU, "gelu": nn.GELU, "silu": nn.SiLU, "none": nn.Identity}
+
+
+def _norm_factory(norm):
+    if isinstance(norm, str):
+        key = norm.lower()
+        if key not in NORMS:
+            raise ValueError(f"unknown norm {norm!r}; choose one of {sorted(NORMS)}")
+        return NORMS[key]
+    if norm is None:
+        return None
+    if isinstance(norm, type) and issubclass(norm, nn.Module):
+        return norm
+    raise TypeError(
+        f"`norm` must be a name (one of {sorted(NORMS)}), None or an nn.Module class, got "
+        f"{type(norm).__name__}"
+    )
+
+
+class SharedMlp(nn.Module):
+    """Shared point-wise MLP on packed sets (PointNet++'s 1x1 convs): ``Linear -> norm -> act``.
+
+    Args:
+        in_channels: input channels C.
+        channels: output channels of each layer (at least one layer).
+        norm: ``"batch"`` (``nn.BatchNorm1d`` over all points), ``"group"``
+            (:class:`~pointctx.nn.norm.SetGroupNorm`, per set), ``"none"``, or a module class
+            taking the channel count (called as ``norm(x)``, or ``norm(x, batch, B)`` when it is
+            a :class:`SetGroupNorm`).
+        act: activation name (``"relu"``, ``"gelu"``, ``"silu"``, ``"none"``) or module class.
+        last_act: apply norm and activation after the last layer too (PointNet++ does).
+
+    Linear layers carry a bias only where no norm follows them.
+
+    Shapes:
+        x: [N, C]; batch: [N] (needed for ``"group"``); return: [N, channels[-1]].
+    """
+
+    def __init__(self, in_channels: int, channels: Sequence[int], norm="batch", act="relu",
+                 last_act: bool = True):
+        super().__init__()
+        in_channels = check_positive_int(in_channels, "in_channels")
+        if isinstance(channels, int):
+            channels = [channels]
+        channels = [check_positive_int(c, "channels") for c in channels]
+        if not channels:
+            raise ValueError("`channels` must list at least one layer width, got []")
+        norm_cls = _norm_factory(norm)
+        self.lins = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        self.acts = nn.ModuleList()
+        c = in_channels
+        for i, out in enumerate(channels):
+            post = last_act or i < len(channels) - 1
+            use_norm = post and norm_cls is not None
+            self.lins.append(nn.Linear(c, out, bias=not use_norm))
+            self.norms.append(norm_cls(out) if use_norm else nn.Identity())
+            self.acts.append(resolve(act, ACTIVATIONS, "activation", base=nn.Module)
+                             if post else nn.Identity())
+            c = out
+        self.in_channels = in_channels
+        self.out_channels = c
+
+    def forward(self, x: Tensor, batch: Tensor | None = None,
+                batch_size: int | None = None) -> Tensor:
+        """Apply every layer to every row."""
+        for lin, norm, act in zip(self.lins, self.norms, self.acts):
+            x = lin(x)
+            if isinstance(norm, SetGroupNorm):
+                if batch is None:
+                    raise ValueError("`batch` is required with norm='group' (per-set norm)")
+                x = norm(x, batch, batch_size)
+            elif not isinstance(norm, nn.Identity) and x.shape[0]:
+                x = norm(x)  # no statistics from (and no running-stat update on) 0 rows
+            x = act(x)
+        return x
+
+
+class FeaturePropagation(nn.Module):
+    """Interpolate coarse features onto query positions, concatenate a skip, apply an MLP.
+
+    Args:
+        in_channels: channels of the coarse features.
+        mlp: output channels of each MLP layer (an int for one layer); an empty sequence
+            gives no MLP (the output is the interpolation, concatenated with the skip).
+        skip_channels: channels of the skip features given with the queries (0: no skip).
+        k: coarse neighbours per query (PointNet++ / PointMLP: 3).
+        norm: normalisation in the MLP (see :class:`SharedMlp`; default ``"batch"`` as
+            PointNet++ / PointMLP).
+        act: activation in the MLP (default ``"relu"``).
+        eps: added to the squared distances before inverting (see
+            :func:`~pointctx.ops.knn_interpolate`; PointNet++ / PointMLP use 1e-8).
+        backend: kNN backend (see :mod:`pointctx.ops`).
+
+    Attributes:
+        out_channels: channels of the output.
+        mlp: the :class:`SharedMlp` or ``None``.
+
+    Shapes:
+        x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];
+        skip: [Nq, skip_channels]; return: [Nq, out_channels].
+    """
+
+    def __init__(self, in_channels: int, mlp=(), skip_channels: int = 0, k: int = 3,
+                 norm="batch", act="relu", eps: float = 1e-16, backend: str | None = None):
+        super().__init__()
+        self.in_channels = check_positive_int(in_channels, "in_channels")
+        self.skip_channels = check_positive_int(skip_channels, "skip_channels", minimum=0)
+        self.k = check_positive_int(k, "k")
+        self.eps = _check_eps(eps)
+        self.backend = backend
+        cat = self.in_channels + self.skip_channels
+        mlp = [mlp] if isinstance(mlp, int) else list(mlp)
+        self.mlp = SharedMlp(cat, mlp, norm=norm, act=act) if mlp else None
+        self.out_channels = self.mlp.out_channels if self.mlp is not None else cat
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return f"{self.in_channels}, skip_channels={self.skip_channels}, k={self.k}"
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        pos_query: Tensor,
+        batch: Tensor | None = None,
+        batch_query: Tensor | None = None,
+        skip: Tensor | None = None,
+        batch_size: int | None = None,
+    ) -> Tensor:
+        """Propagate ``x`` from ``pos`` to ``pos_query`` (same sets) and apply the MLP.
+
+        Args:
+            x: coarse features.
+            pos: coarse positions.
+            pos_query: query positions.
+            batch: sorted set id of every coarse row (None: one set).
+            batch_query: sorted set id of every query row (None: one set).
+            skip: features of the queries, concatenated after the interpolated ones; required
+                iff ``skip_channels > 0``.
+            batch_size: number of sets B (saves a host sync).
+
+        Returns:
+            The query features.
+
+        Shapes:
+            x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; skip: [Nq, skip_channels];
+            return: [Nq, out_channels].
+        """
+        check_tensor(x, "x")
+        if x.dim() != 2 or x.shape[1] != self.in_channels:
+            raise ValueError(
+                f"`x` must have shape [N, {self.in_channels}] (in_channels), got "
+                f"{tuple(x.shape)}"
+            )
+        check_pos(pos_query, "pos_query")
+        if self.skip_channels:
+            if skip is None:
+                raise ValueError(
+                    f"`skip` is required: the layer was built with skip_channels = "
+                    f"{self.skip_channels}"
+                )
+            check_features(skip, pos_query.shape[0], "skip")
+            if skip.shape[1] != self.skip_channels:
+                raise ValueError(
+                    f"`skip` must have skip_channels = {self.skip_channels} columns, got "
+                    f"{skip.shape[1]}"
+                )
+        elif skip is not None:
+            raise ValueError("`skip` was given but the layer was built with skip_channels = 0")
+        out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,
+                              batch_size=batch_size, eps=self.eps, backend=self.backend)
+        if skip is not None:
+            out = torch.cat([out, skip.to(out.dtype)], 1)
+        if self.mlp is None:
+            return out
+        if batch_query is None:
+            batch_query = torch.zeros(out.shape[0], dtype=torch.long, device=out.device)
+        return self.mlp(out, batch_query, batch_size)

@@ -1,0 +1,161 @@
+"""k-nearest-neighbour inverse-distance interpolation between packed ragged point sets.
+
+Every query row of ``pos_query`` receives a weighted mean of the features of its ``k`` nearest
+source points *in the same set* (PointNet++'s feature propagation, PointMLP's decoder, PyG's
+``knn_interpolate``)::
+
+    w_j = 1 / (d2_j + eps),   out = sum_j w_j * x[nbr_j] / sum_j w_j
+
+with ``d2_j`` the squared Euclidean distance to neighbour ``j``. A set with fewer than ``k``
+source points uses all of them; a query whose set has no source point gets 0. A query that sits
+on a source point gets (up to ``eps``) that point's features.
+
+Memory and cost: the neighbours come from :func:`pointctx.ops.knn` (see its memory bound); the
+interpolation itself accumulates one neighbour column at a time, so beyond the ``[Nq, k]``
+neighbour indices and weights it holds only the ``[Nq, C]`` output (never an ``[Nq, k, C]``
+gather). Gradients flow to ``x`` only: the weights are a function of the positions and are
+treated as constants (as in PyG).
+
+:func:`knn_interpolate_naive` is the per-query Python-loop reference used by the tests.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from .knn import knn
+from .segment import infer_batch_size
+
+__all__ = ["knn_interpolate", "knn_interpolate_naive"]
+
+
+def _check_eps(eps) -> float:
+    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
+        raise TypeError(f"`eps` must be a number, got {type(eps).__name__}")
+    eps = float(eps)
+    if not eps > 0.0:
+        raise ValueError(f"`eps` must be > 0 (it keeps 1 / (d2 + eps) finite), got {eps}")
+    return eps
+
+
+def _check_x(x, n: int) -> Tensor:
+    check_tensor(x, "x")
+    check_features(x, n, "x")
+    if not x.is_floating_point():
+        raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
+    return x
+
+
+def _weight_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Weights in at least float32: 1 / (0 + 1e-16) overflows half precision."""
+    return torch.promote_types(dtype, torch.float32)
+
+
+def knn_interpolate(
+    x: Tensor,
+    pos: Tensor,
+    pos_query: Tensor,
+    batch: Tensor | None = None,
+    batch_query: Tensor | None = None,
+    k: int = 3,
+    *,
+    batch_size: int | None = None,
+    eps: float = 1e-16,
+    backend: str | None = None,
+) -> Tensor:
+    """Interpolate source features onto query positions of the same sets.
+
+    Inverse-squared-distance weights over the ``k`` nearest source points of the query's set
+    (see the module docs): PointNet++ and PointMLP's decoder use ``k = 3`` and ``eps = 1e-8``
+    (pass ``eps=1e-8`` to match them exactly); the default ``1e-16`` is PyG's.
+
+    Args:
+        x: source features.
+        pos: source positions.
+        pos_query: query positions (same number of coordinates D).
+        batch: sorted set id per source row; None means one set.
+        batch_query: sorted set id per query row; None means one set.
+        k: neighbours per query (>= 1). Sets with fewer source points use all of them.
+        batch_size: number of sets B (avoids a host sync; trailing empty sets allowed).
+        eps: added to the squared distances before inverting (> 0).
+        backend: kNN backend, ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global
+            default; see :mod:`pointctx.ops`).
+
+    Returns:
+        The interpolated features, in the dtype of ``x``; rows of queries whose set has no
+        source point are 0.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];
+        return: [Nq, C].
+
+    Raises:
+        ValueError: shapes, dtypes or devices disagree, or ``k``/``eps`` out of range.
+        TypeError: an argument is not a tensor / number.
+    """
+    pos = check_pos(pos, "pos")
+    x = _check_x(x, pos.shape[0])
+    k = check_positive_int(k, "k", minimum=1)
+    eps = _check_eps(eps)
+    if x.device != pos.device:
+        raise ValueError(f"`x` must be on the device of `pos` ({pos.device}), got {x.device}")
+    nbr = knn(pos, pos_query, k, batch, batch_query, batch_size=batch_size, backend=backend)
+    nq = nbr.index.shape[0]
+    out = x.new_zeros(nq, x.shape[1])
+    if nq == 0 or x.shape[0] == 0 or x.shape[1] == 0:
+        return out
+    wd = _weight_dtype(nbr.dist2.dtype)
+    w = (nbr.dist2.to(wd) + eps).reciprocal_()  # inf (missing neighbour) -> weight 0
+    total = w.sum(1, keepdim=True)
+    w = torch.where(total > 0, w / total.clamp(min=torch.finfo(wd).tiny), torch.zeros_like(w))
+    w = w.to(x.dtype)
+    idx = nbr.index.clamp(min=0)
+    for j in range(nbr.index.shape[1]):
+        out = out.addcmul(x.index_select(0, idx[:, j]), w[:, j : j + 1])
+    return out
+
+
+def knn_interpolate_naive(
+    x: Tensor,
+    pos: Tensor,
+    pos_query: Tensor,
+    batch: Tensor | None = None,
+    batch_query: Tensor | None = None,
+    k: int = 3,
+    *,
+    batch_size: int | None = None,
+    eps: float = 1e-16,
+) -> Tensor:
+    """Per-query Python loop version of :func:`knn_interpolate` (slow, obviously correct).
+
+    Each query sorts the distances to every source point of its set (stable sort: ties go to
+    the lower index), keeps the first ``k`` and averages their features with weights
+    ``1 / (d2 + eps)``.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; pos_query: [Nq, D]; return: [Nq, C].
+    """
+    pos = check_pos(pos, "pos")
+    pos_query = check_pos(pos_query, "pos_query")
+    x = _check_x(x, pos.shape[0])
+    k = check_positive_int(k, "k", minimum=1)
+    eps = _check_eps(eps)
+    n, nq = pos.shape[0], pos_query.shape[0]
+    batch = torch.zeros(n, dtype=torch.long) if batch is None else batch.long()
+    batch_query = torch.zeros(nq, dtype=torch.long) if batch_query is None else batch_query.long()
+    infer_batch_size(batch, batch_size)  # same signature as the fast path
+    wd = _weight_dtype(pos.dtype)
+    rows = []
+    for i in range(nq):
+        src = (batch == batch_query[i]).nonzero().view(-1)
+        if src.numel() == 0:
+            rows.append(x.new_zeros(x.shape[1]))
+            continue
+        d2 = ((pos[src] - pos_query[i]) ** 2).sum(1)
+        order = torch.argsort(d2, stable=True)[:k]
+        w = 1.0 / (d2[order].to(wd) + eps)
+        w = (w / w.sum()).to(x.dtype)
+        rows.append((x[src[order]] * w[:, None]).sum(0))
+    return torch.stack(rows) if rows else x.new_zeros(0, x.shape[1])
