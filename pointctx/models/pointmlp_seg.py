@@ -17,10 +17,13 @@ Network (:class:`PointMLPSeg`):
 * decoder (``decode_list``), from the coarsest stage back to the input points: each step
   interpolates the coarser features onto the finer stage's positions with
   :func:`pointctx.ops.knn_interpolate` (inverse squared distance over the 3 nearest coarse points
-  of the same set, as the official ``PointNetFeaturePropagation``), concatenates the finer
-  stage's encoder features (skip first, as the official code), then ``fuse`` (Linear-BN-ReLU)
-  and ``extraction`` (``de_blocks`` residual blocks); widths ``de_dims`` 512 / 256 / 128 / 128,
-  ``de_blocks`` 4 / 4 / 4 / 4;
+  of the same set, weights ``1 / (d2 + 1e-8)`` as the official ``PointNetFeaturePropagation``),
+  concatenates the finer stage's encoder features (skip first, as the official code), then
+  ``fuse`` (Linear-BN-ReLU, with the official bias) and ``extraction`` (``de_blocks`` residual
+  blocks); widths ``de_dims`` 512 / 256 / 128 / 128, ``de_blocks`` 4 / 4 / 4 / 4. (This is
+  :class:`pointctx.nn.FeaturePropagation`'s interpolation; the step is written on the op itself
+  to keep the official concatenation order, bias and residual blocks, hence the official
+  parameter count and a one-to-one weight layout.)
 * global context: every encoder level (embedding and the four stages) is mapped to ``gmp_dim``
   (64) by ``gmp_map_list`` and max-pooled over its set; the concatenation goes through
   ``gmp_map_end``;
@@ -101,6 +104,8 @@ __all__ = [
     "pointmlp_coc_elite_seg",
 ]
 
+#: PointMLP's decoder weights: 1 / (d2 + 1e-8)
+INTERP_EPS = 1e-8
 SHAPENETPART_NUM_PARTS = 50
 SHAPENETPART_NUM_CATEGORIES = 16
 
@@ -136,9 +141,10 @@ class PropagationStep(nn.Module):
     """
 
     def __init__(self, in_dim: int, out_dim: int, blocks: int, res_expansion: float,
-                 bias: bool, k: int = 3):
+                 bias: bool, k: int = 3, backend: str | None = None):
         super().__init__()
         self.k = check_positive_int(k, "k")
+        self.backend = backend
         self.fuse = LinearBNAct(in_dim, out_dim, bias=bias)
         self.extraction = ResidualStack(out_dim, blocks, res_expansion, bias)
 
@@ -148,7 +154,8 @@ class PropagationStep(nn.Module):
         """Propagate ``x_coarse`` to the fine points (see the class docstring)."""
         with record_function("pointctx.propagate"):
             up = knn_interpolate(x_coarse, pos_coarse, pos_fine, batch_coarse, batch_fine,
-                                 k=self.k, batch_size=batch_size)
+                                 k=self.k, batch_size=batch_size, eps=INTERP_EPS,
+                                 backend=self.backend)
         h = up if skip is None else torch.cat([skip, up], 1)
         with record_function("pointctx.mlp"):
             return self.extraction(self.fuse(h))
@@ -286,7 +293,7 @@ class PointMLPSeg(nn.Module):
         self.decode_list = nn.ModuleList([
             PropagationStep(dims[i] + self.en_dims[i + 1], dims[i + 1],
                             check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
-                            bias, interp_k)
+                            bias, interp_k, backend)
             for i in range(n)
         ])
         self.gmp_map_list = nn.ModuleList(
@@ -482,7 +489,8 @@ class PointMLPSeg(nn.Module):
             with record_function("pointctx.propagate"):
                 x = knn_interpolate(decoded.x, decoded.pos, query.pos, decoded.batch,
                                     query.batch, k=self.decode_list[-1].k,
-                                    batch_size=pb.num_sets)
+                                    batch_size=pb.num_sets, eps=INTERP_EPS,
+                                    backend=self.backend)
             decoded = PointBatch(query.pos, x, batch=query.batch, batch_size=pb.num_sets,
                                  validate=False)
             return self.forward_head(decoded, context)
