@@ -1,6 +1,14 @@
-"""Datasets and readers for point sets, pixel sets and RGB-D frames."""
+"""Datasets and readers for point sets, pixel sets, RGB-D frames and CamVid segmentation."""
 
 from ._root import bundled_root, data_root
+from .camvid import (
+    CAMVID_CLASSES,
+    CAMVID_MEAN,
+    CAMVID_PALETTE,
+    CAMVID_STD,
+    CAMVID_VOID,
+    CamVid,
+)
 from .images import (
     CIFAR10,
     CIFAR10_MEAN,
@@ -41,6 +49,14 @@ from .rgbd import (
     rgbd_frames,
 )
 from .scenes import Scene, ShapeScenes
+from .segmentation import (
+    PixelSubset,
+    RandomHorizontalFlip,
+    RandomScaleCrop,
+    Resize,
+    SegCompose,
+    check_seg_sample,
+)
 from .shapenetpart import (
     SHAPENETPART_CATEGORIES,
     SHAPENETPART_PARTS,
@@ -96,4 +112,18 @@ __all__ += [
     "PartSample",
     "ShapeNetPart",
     "category_part_mask",
+]
+__all__ += [
+    "CAMVID_CLASSES",
+    "CAMVID_MEAN",
+    "CAMVID_PALETTE",
+    "CAMVID_STD",
+    "CAMVID_VOID",
+    "CamVid",
+    "PixelSubset",
+    "RandomHorizontalFlip",
+    "RandomScaleCrop",
+    "Resize",
+    "SegCompose",
+    "check_seg_sample",
 ]

@@ -1,13 +1,17 @@
 """Registered models. Import a model module here so that its ``@register_model`` runs."""
 
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
+from ._runs import load_model
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .pointmlp import PointMLP  # registers the pointmlp* models
 from .pointmlp_seg import PointMLPSeg  # registers pointmlp_*partseg and pointmlp_*seg
+from .unet import UNet  # registers the unet_*_seg CNN baselines
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
+__all__ += ["load_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
 __all__ += ["PointMLPSeg"]
+__all__ += ["UNet"]

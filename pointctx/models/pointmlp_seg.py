@@ -89,8 +89,9 @@ from ..batch import PointBatch
 from ..nn.grouping import FPS_STARTS, GeometricAffine, gather_groups, sample_and_group
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
+from ._helpers import build, per_stage
 from ._registry import register_model
-from .pointmlp import LinearBNAct, PreExtraction, ResidualMLP, _per_stage
+from .pointmlp import LinearBNAct, PreExtraction, ResidualMLP
 
 __all__ = [
     "SHAPENETPART_NUM_CATEGORIES",
@@ -255,8 +256,8 @@ class PointMLPSeg(nn.Module):
                 f"{len(pre_blocks)}, {len(pos_blocks)}, {len(de_dims)}, {len(de_blocks)}"
             )
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
-                            _per_stage(k_neighbors, n, "k_neighbors")]
-        self.ratios = _per_stage(ratio, n, "ratio")
+                            per_stage(k_neighbors, n, "k_neighbors")]
+        self.ratios = per_stage(ratio, n, "ratio")
         for r in self.ratios:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
                 raise ValueError(f"`ratio` entries must be floats in (0, 1], got {r!r}")
@@ -517,12 +518,8 @@ _ELITE_SEG = dict(_PARTSEG, embed_dim=32, res_expansion=0.25, dim_expansion=(2, 
 
 
 def _build(cfg: dict, coc: bool, defaults: dict, kwargs: dict) -> PointMLPSeg:
-    args = dict(cfg)
-    args.update(defaults)
-    if coc:
-        args["coc_mode"] = "group"
-    args.update(kwargs)
-    return PointMLPSeg(**args)
+    return build(PointMLPSeg, dict(cfg, **defaults, **({"coc_mode": "group"} if coc else {})),
+                 kwargs)
 
 
 _PART = dict(num_classes=SHAPENETPART_NUM_PARTS, num_categories=SHAPENETPART_NUM_CATEGORIES,
