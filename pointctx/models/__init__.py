@@ -3,9 +3,11 @@
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
+from .official import convert_official, load_official, official_archs
 from .pointmlp import PointMLP  # registers the pointmlp* models
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
+__all__ += ["convert_official", "load_official", "official_archs"]

@@ -107,6 +107,8 @@ class ContextClusterBlock(nn.Module):
         batch: Tensor,
         batch_size: int | None = None,
         return_assignment: bool = False,
+        *,
+        spacing=None,
     ):
         """Run the two residual branches.
 
@@ -116,6 +118,8 @@ class ContextClusterBlock(nn.Module):
             batch: sorted set id per point.
             batch_size: number of sets B, if known (saves host syncs).
             return_assignment: also return the Context Cluster assignment.
+            spacing: lattice pitch of pixel-like points for the proposal (see
+                :class:`~pointctx.nn.context_cluster.ContextCluster`).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
@@ -125,7 +129,7 @@ class ContextClusterBlock(nn.Module):
                 f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
             )
         mixed = self.token_mixer(self.norm1(x, batch, batch_size), pos, batch, batch_size,
-                                 return_assignment=return_assignment)
+                                 return_assignment=return_assignment, spacing=spacing)
         assignment = None
         if return_assignment:
             mixed, assignment = mixed
