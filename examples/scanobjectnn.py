@@ -20,14 +20,23 @@ Examples::
     # 2 processes, data parallel (gloo on CPU, nccl on GPU)
     torchrun --nproc_per_node 2 examples/scanobjectnn.py --sample
 
-    # Ctrl-C saves a checkpoint of the exact step; continue the same run with
-    python examples/scanobjectnn.py --sample --resume
+    # Ctrl-C saves a checkpoint of the exact step; continue the same run (its stored
+    # configuration) with
+    python examples/scanobjectnn.py --resume runs/<run folder>
+
+    # metrics of a trained model on the evaluation split (JSON beside the checkpoint)
+    python examples/scanobjectnn.py --eval-only --checkpoint runs/<run folder>/best.pt
 
 Outputs (in ``--output``, default ``runs/<dataset>-<model>-<time>``): ``log.txt``, ``last.pt``
 (every epoch and on Ctrl-C), ``best.pt`` (best evaluation OA), ``results.json`` (config, versions,
 seed, per-epoch history, OA / mAcc / per-class accuracy of the last and best epochs, timings,
 throughput). Exit status: 0 when done (or stopped by ``--stop-after-*``), 130 after Ctrl-C
-(143 after SIGTERM), 2 for bad arguments.
+(143 after SIGTERM), 2 for bad arguments, 1 for missing or damaged files and for a run stopped by a
+non-finite loss or gradient.
+
+``--resume DIR`` continues the run in DIR with the configuration stored in its ``last.pt``: only
+the options given on the command line are taken from it, and those that change the experiment
+(``IDENTITY_KEYS``) are refused when they differ from the stored ones.
 """
 
 from __future__ import annotations
@@ -35,13 +44,10 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
 import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 import pointctx
@@ -56,11 +62,13 @@ from pointctx.datasets.pointclouds import SCANOBJECTNN_VARIANTS
 from pointctx.train import (
     Trainer,
     cleanup_distributed,
+    evaluate_model,
     init_distributed,
     load_checkpoint,
     make_loader,
     setup_logger,
     smoothed_cross_entropy,
+    stale_temp_files,
 )
 from pointctx.train import cli as T
 
@@ -97,7 +105,17 @@ IDENTITY_KEYS = (
     "min_lr_ratio", "weight_decay", "label_smoothing", "momentum", "grad_clip", "seed",
     "val_fraction", "epochs",
 )
+# run control: never taken from the stored configuration of a resumed or evaluated run
+RUN_CONTROL = (
+    "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
+    "device", "workers", "eval_batch_size", "eval_only", "checkpoint",
+)
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
+
+
+def point_cloud_models() -> list[str]:
+    """Registered classifiers that take point clouds (padded [B, N, 3] or a PointBatch)."""
+    return [m for m in pointctx.list_models(module="pointmlp") if not m.endswith("seg")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -163,7 +181,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="run folder (default runs/<dataset>-<model>-<time>)")
     g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR",
                    help="continue the run in DIR (or in --output, or the newest "
-                   "runs/<dataset>-<model>-* with a checkpoint)")
+                   "runs/<dataset>-<model>-* with a checkpoint) with its stored configuration; "
+                   "options given here override it, except those that change the experiment")
+    g.add_argument("--eval-only", action="store_true",
+                   help="evaluate --checkpoint on the evaluation split and write the metrics as "
+                   "JSON (eval_<split>.json beside the checkpoint, or in --output); no training")
+    g.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                   help="with --eval-only: a run folder, last.pt or best.pt")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     g.add_argument("--stop-after-epoch", type=T.positive_int, default=None,
                    help="stop (with a checkpoint) after this many epochs, as if interrupted")
@@ -175,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._explicit = T.explicit_options(parser, argv)
     if args.sample:
         if args.dataset not in (None, "sample"):
             parser.error(f"--sample runs the bundled sample; it conflicts with --dataset "
@@ -191,9 +217,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.model_kwargs = {**base, **user_kwargs}
     if args.epochs is None:
         args.epochs = 250 if args.model.startswith("pointmlp_coc") else 200
-    models = pointctx.list_models()
+    models = point_cloud_models()
     if args.model not in models:
+        if pointctx.models.is_model(args.model):
+            parser.error(f"argument --model: {args.model} does not take point clouds (an image "
+                         f"model: see examples/train_images.py); models for point clouds: "
+                         f"{models}")
         parser.error(f"argument --model: unknown model {args.model!r}; choose one of {models}")
+    if args.eval_only != (args.checkpoint is not None):
+        parser.error("argument --eval-only: give --eval-only and --checkpoint PATH together")
+    if args.eval_only and args.resume is not None:
+        parser.error("argument --eval-only: not allowed with --resume")
     if args.dataset == "sample" and args.data_root is not None:
         parser.error("--data-root does not apply to the bundled sample")
     return args
@@ -255,27 +289,8 @@ def _find_resume_dir(args) -> Path:
 
 
 def _config(args) -> dict:
-    cfg = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    return cfg
-
-
-def _versions(device: torch.device) -> dict:
-    from pointctx import ops
-
-    v = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pointctx": pointctx.__version__,
-        "platform": platform.platform(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        v["cuda"] = torch.version.cuda
-        v["gpu"] = torch.cuda.get_device_name(device)
-    if hasattr(ops, "cluster_available"):
-        v["torch_cluster"] = bool(ops.cluster_available())
-    return v
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if not k.startswith("_")}
 
 
 def _amp_dtype(args, device):
@@ -286,12 +301,6 @@ def _amp_dtype(args, device):
     if args.amp == "bf16" or torch.cuda.is_bf16_supported():
         return torch.bfloat16
     return torch.float16
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
 
 
 # --------------------------------------------------------------------------- main
@@ -306,6 +315,8 @@ def main(argv=None) -> int:
     except ValueError as err:
         return _usage_error(f"argument --device: {err}")
     try:
+        if args.eval_only:
+            return _evaluate(args, dist_info)
         return _run(args, dist_info, argv, t_start)
     except KeyboardInterrupt:  # outside the training loop (set-up, final report)
         print("interrupted outside training: nothing more to save", file=sys.stderr)
@@ -315,16 +326,11 @@ def main(argv=None) -> int:
 
 
 def _usage_error(msg: str) -> int:
-    build_parser().print_usage(sys.stderr)
-    print(f"scanobjectnn.py: error: {msg}", file=sys.stderr)
-    return 2
+    return T.usage_error(build_parser(), msg)
 
 
 def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     world = dist_info.world_size
-    if args.batch_size % world:
-        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
-                            f"{world} processes")
     # ---- run folder (rank 0 decides; every rank learns it)
     resume_dir = None
     if args.resume is not None:
@@ -333,8 +339,16 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         except FileNotFoundError as err:
             return _usage_error(str(err))
         if not (resume_dir / "last.pt").is_file():
-            return _usage_error(f"--resume: {resume_dir / 'last.pt'} does not exist")
+            return _usage_error(_no_checkpoint(resume_dir))
         out = resume_dir
+        try:
+            saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
+            T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
+        except ValueError as err:
+            return _usage_error(f"--resume: {err}")
+        pretty = T.config_mismatch(saved, _config(args), IDENTITY_KEYS)
+        if pretty:
+            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
     elif args.output is not None:
         out = args.output
         if (out / "last.pt").exists():
@@ -343,6 +357,9 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{args.dataset}-{args.model}-{stamp}"
+    if args.batch_size % world:
+        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
+                            f"{world} processes")
     if dist_info.distributed:
         import torch.distributed as dist
 
@@ -353,17 +370,8 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         out.mkdir(parents=True, exist_ok=True)
     log = setup_logger("pointctx.examples.scanobjectnn", out / "log.txt", dist_info.is_main)
     config = _config(args)
-    if resume_dir is not None:
-        saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
-        diff = {k: (saved.get(k), config.get(k)) for k in IDENTITY_KEYS if saved.get(k) !=
-                config.get(k)}
-        if diff:
-            pretty = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}" for k, (a, b) in
-                               diff.items())
-            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
-
     device = dist_info.device
-    _seed_everything(args.seed)
+    T.seed_everything(args.seed)
     log.info(f"pointctx {pointctx.__version__} | torch {torch.__version__} | device {device} | "
              f"processes {world} | run folder {out}")
     log.info("config: " + json.dumps(config, default=str))
@@ -387,8 +395,8 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
 
     # ---- model
     try:
-        model = pointctx.create_model(args.model, num_classes=len(class_names),
-                                      **args.model_kwargs)
+        create_kwargs = {"num_classes": len(class_names), **args.model_kwargs}
+        model = pointctx.create_model(args.model, **create_kwargs)
     except (TypeError, ValueError) as err:
         return _usage_error(f"argument --model-kwargs: {args.model} rejected "
                             f"{json.dumps(args.model_kwargs)}: {err}")
@@ -422,7 +430,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     run_info = {
         "config": config,
         "command": " ".join(["examples/scanobjectnn.py", *argv]),
-        "versions": _versions(device),
+        "versions": T.run_versions(device),
         "seed": args.seed,
         "world_size": world,
         "dataset": {
@@ -434,7 +442,10 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
             "classes": class_names,
             "num_points": args.num_points,
         },
-        "model": {"name": args.model, "kwargs": args.model_kwargs, "parameters": n_params},
+        "model": {"name": args.model, "kwargs": args.model_kwargs, "parameters": n_params,
+                  "create_kwargs": create_kwargs},
+        # what examples/predict.py does to a cloud before the model sees it
+        "inputs": {"kind": "points", "num_points": args.num_points, "normalize": "unit_sphere"},
     }
     trainer = Trainer(
         model, optimizer, train_loader, eval_loader, num_classes=k, class_names=class_names,
@@ -445,10 +456,18 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         grad_clip=args.grad_clip or None, session_start=t_start,
     )
     if resume_dir is not None:
-        trainer.load()
+        try:
+            trainer.load()
+        except (ValueError, KeyError) as err:
+            log.error(f"error: --resume: {err}")
+            return 1
         log.info(f"resumed from {out / 'last.pt'}: {trainer.epoch} epochs and "
                  f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
-    results = trainer.fit()
+    try:
+        results = trainer.fit()
+    except FloatingPointError as err:
+        log.error(f"error: {err}")
+        return 1
     if results["status"] == "interrupted":
         return EXIT_SIGNAL.get(trainer.stop_reason, 0)
     if dist_info.is_main and "last" in results:
@@ -461,6 +480,61 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
             f"{trainer.results_path}",
             flush=True,
         )
+    return 0
+
+
+def _no_checkpoint(folder: Path) -> str:
+    """Why ``folder`` cannot be resumed (it has no last.pt)."""
+    if not folder.is_dir():
+        return f"--resume: {folder / 'last.pt'} does not exist (no folder {folder})"
+    partial = stale_temp_files(folder)
+    if partial:
+        return (f"--resume: the run in {folder} was interrupted before its first checkpoint was "
+                f"complete ({partial[0].name} is a partial write); start it again without "
+                "--resume (the partial file is removed then)")
+    return (f"--resume: {folder / 'last.pt'} does not exist: the run stopped before its first "
+            "checkpoint; start it again without --resume")
+
+
+def _evaluate(args, dist_info) -> int:
+    """--eval-only: metrics of --checkpoint on the evaluation split, as JSON."""
+    try:
+        model = pointctx.load_model(args.checkpoint, map_location=dist_info.device)
+    except (FileNotFoundError, ValueError) as err:
+        return _usage_error(f"argument --checkpoint: {err}")
+    info = model.run_info
+    if info.get("inputs", {}).get("kind", "points") != "points":
+        return _usage_error(f"argument --checkpoint: {args.checkpoint} is not a point-cloud "
+                            "model (use the script that trained it)")
+    try:
+        T.continue_config(build_parser(), args, info.get("config", {}), args._explicit,
+                          RUN_CONTROL)
+    except ValueError as err:
+        return _usage_error(f"argument --checkpoint: {err}")
+    log = setup_logger("pointctx.examples.scanobjectnn.eval", None, dist_info.is_main)
+    try:
+        _, eval_ds, eval_name, class_names, desc = build_datasets(args, log)
+    except (FileNotFoundError, ValueError) as err:
+        log.error(f"error: {err}")
+        return 1
+    loader = make_loader(eval_ds, batch_size=args.eval_batch_size, train=False,
+                         dist_info=dist_info, seed=args.seed, workers=args.workers or 0)
+    t0 = time.perf_counter()
+    metrics = evaluate_model(model, loader, len(class_names), dist_info.device,
+                             progress=not args.no_progress, desc=eval_name)
+    seconds = time.perf_counter() - t0
+    ckpt = args.checkpoint if args.checkpoint.is_file() else None
+    folder = args.output or (args.checkpoint.parent if ckpt else args.checkpoint)
+    path = Path(folder) / f"eval_{eval_name}.json"
+    from pointctx.train import atomic_write_json
+
+    atomic_write_json(path, {
+        "checkpoint": str(args.checkpoint), "model": info["model"], "split": eval_name,
+        "data": desc, "num_points": args.num_points, "size": len(eval_ds), "seconds": seconds,
+        **metrics.as_dict(class_names),
+    })
+    print(f"{eval_name} OA {100 * metrics.oa:.2f} %  mAcc {100 * metrics.macc:.2f} %  "
+          f"({len(eval_ds)} clouds, {args.checkpoint})  |  {path}", flush=True)
     return 0
 
 

@@ -31,15 +31,23 @@ Examples::
     # MNIST on random 25 % pixel sets
     python examples/train_images.py --dataset mnist --masked 0.25 --quick
 
-    # Ctrl-C saves a checkpoint of the exact step; continue with
-    python examples/train_images.py ... --output runs/cifar_cmp --resume
+    # Ctrl-C saves a checkpoint of the exact step; continue (with the stored configuration)
+    python examples/train_images.py --resume runs/cifar_cmp
+
+    # metrics of a trained model on the validation split (JSON beside the checkpoint)
+    python examples/train_images.py --eval-only --checkpoint runs/cifar_cmp/coc_tiny_cifar
 
 Outputs (``--output``, default ``runs/train_images-<dataset>-<time>``): one folder per model with
 ``log.txt``, ``last.pt`` (every epoch, atomically, and on Ctrl-C), ``best.pt`` and
 ``results.json`` (config, versions, seed, per-epoch history with validation top-1, last / best,
 timings and throughput), and ``summary.json`` with the side-by-side table of all models. Exit
 status: 0 when done (or stopped by ``--stop-after-*``), 130 after Ctrl-C (143 after SIGTERM), 2
-for bad arguments, 1 for missing data.
+for bad arguments, 1 for missing data, damaged checkpoints and runs stopped by a non-finite loss
+or gradient.
+
+``--resume DIR`` continues with the configuration stored in the run's checkpoints: options given
+on the command line override it, except those that change the experiment (``IDENTITY_KEYS``),
+which are refused when they differ.
 """
 
 from __future__ import annotations
@@ -47,8 +55,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import platform
-import random
 import sys
 import time
 from pathlib import Path
@@ -56,7 +62,6 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import Dataset
 from tqdm.auto import tqdm
 
 import pointctx
@@ -67,6 +72,7 @@ from pointctx.datasets import (
     MNIST,
     MNIST_MEAN,
     MNIST_STD,
+    ImageDataset,
     data_root,
     stratified_subset,
 )
@@ -75,10 +81,12 @@ from pointctx.train import (
     Trainer,
     atomic_write_json,
     default_forward,
+    evaluate_model,
     load_checkpoint,
     make_loader,
     resolve_device,
     setup_logger,
+    stale_temp_files,
 )
 from pointctx.train import cli as T
 from pointctx.transforms import RandomKeep
@@ -103,6 +111,11 @@ IDENTITY_KEYS = (
     "dataset", "model", "model_kwargs", "epochs", "batch_size", "lr", "min_lr_ratio",
     "weight_decay", "warmup_epochs", "label_smoothing", "grad_clip", "crop_padding", "flip",
     "train_size", "val_size", "masked", "seed",
+)
+# run control: never taken from the stored configuration of a resumed or evaluated run
+RUN_CONTROL = (
+    "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
+    "device", "workers", "eval_batch_size", "eval_only", "checkpoint",
 )
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -183,8 +196,14 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", type=Path, default=None,
                    help="run folder (default runs/train_images-<dataset>-<time>)")
     g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR",
-                   help="continue the run in DIR (or in --output): finished models are kept, "
-                   "an interrupted one continues from its last.pt, the others start")
+                   help="continue the run in DIR (or in --output) with its stored configuration: "
+                   "finished models are kept, an interrupted one continues from its last.pt, the "
+                   "others start")
+    g.add_argument("--eval-only", action="store_true",
+                   help="evaluate --checkpoint on the validation split and write the metrics as "
+                   "JSON (eval_val.json beside the checkpoint, or in --output); no training")
+    g.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                   help="with --eval-only: a model's run folder, last.pt or best.pt")
     g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
     g.add_argument("--stop-after-epoch", type=T.positive_int, default=None,
                    help="stop each model (with a checkpoint) after this many epochs")
@@ -196,7 +215,11 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse ``argv``, fill the recipe defaults and check the values (usage errors exit 2)."""
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._explicit = T.explicit_options(parser, argv)
+    if args.eval_only != (args.checkpoint is not None):
+        parser.error("argument --eval-only: give --eval-only and --checkpoint PATH together")
     recipe = RECIPES[args.dataset]
     if args.quick:
         for key, value in QUICK.items():
@@ -225,14 +248,17 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------- data
-class ImageSet(Dataset):
-    """Images in memory (uint8) with the recipe's seeded augmentation and optional pixel masks.
+class ImageSet(ImageDataset):
+    """Decoded uint8 images in memory, with the recipe's seeded augmentation and pixel masks.
+
+    An :class:`pointctx.datasets.ImageDataset` (rows, labels, subsets and splits come from it).
 
     Item ``i`` is ``(image [C, H, W] float32 normalised, label)``, or ``((image, mask [H, W]
     bool), label)`` with a mask transform. Crop offsets and flips are drawn from
     ``numpy.random.default_rng((seed, epoch, row))`` and masks from the transform with
-    ``index=row``, so every item is a pure function of (seed, epoch, item): the trainer's exact
-    resume holds.
+    ``index=row`` (``row``: the image's row in the data file), so every item is a pure function
+    of (seed, epoch, item): the trainer's exact resume holds. The crop pads the [0, 1] image with
+    zeros before the normalisation, as timm's ``RandomCrop`` on PIL images.
 
     Args:
         images: uint8 images.
@@ -243,18 +269,30 @@ class ImageSet(Dataset):
         flip: random horizontal flips.
         mask: a :class:`pointctx.transforms.MaskTransform` or None.
         seed: seed of the augmentation.
+        classes: class names (default ``"0"``, ``"1"``, ...).
 
     Shapes:
         images: [S, C, H, W]; labels, rows: [S].
     """
 
     def __init__(self, images, labels, rows, mean, std, crop_padding=0, flip=False, mask=None,
-                 seed=0) -> None:
-        self.images, self.labels, self.rows = images, labels, rows
+                 seed=0, classes=None) -> None:
+        self.images = images
+        self.file_rows = np.asarray(rows, dtype=np.int64)
+        self._labels = np.asarray(labels, dtype=np.int64)
+        self._channels = int(images.shape[1])
+        self._default_norm = (tuple(mean), tuple(std))
+        self._source = "decoded images in memory"
+        self.classes = list(classes) if classes is not None else [
+            str(c) for c in range(int(self._labels.max(initial=0)) + 1)]
+        self._setup(None, None, seed, None, normalize=False)  # normalised after the crop
         self.mean = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
         self.std = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
         self.crop_padding, self.flip, self.mask, self.seed = crop_padding, flip, mask, seed
         self.epoch = 0
+
+    def _image(self, row: int) -> np.ndarray:
+        return self.images[row].permute(1, 2, 0).numpy()
 
     def set_epoch(self, epoch: int) -> None:
         """Draw the augmentation (and masks) of ``epoch``."""
@@ -262,12 +300,10 @@ class ImageSet(Dataset):
         if self.mask is not None:
             self.mask.set_epoch(self.epoch)
 
-    def __len__(self) -> int:
-        return len(self.labels)
-
     def __getitem__(self, i: int):
-        img = self.images[i].to(torch.float32) / 255.0
-        row = int(self.rows[i])
+        img = self.image(i)
+        item = int(self.rows[i])
+        row = int(self.file_rows[item])
         pad = self.crop_padding
         if pad or self.flip:
             rng = np.random.default_rng((self.seed, self.epoch, row))
@@ -278,7 +314,7 @@ class ImageSet(Dataset):
             if self.flip and rng.random() < 0.5:
                 img = img.flip(-1)
         img = (img - self.mean) / self.std
-        label = int(self.labels[i])
+        label = int(self._labels[item])
         if self.mask is None:
             return img, label
         return (img, self.mask(img, index=row)), label
@@ -339,8 +375,9 @@ def load_data(args, log):
         train_mask = RandomKeep(args.masked, seed=args.seed)
         val_mask = RandomKeep(args.masked, seed=args.seed + 1)
     train = ImageSet(images[:n], labels[:n], train_rows, mean, std, args.crop_padding,
-                     args.flip, train_mask, args.seed)
-    val = ImageSet(images[n:], labels[n:], val_rows, mean, std, mask=val_mask)
+                     args.flip, train_mask, args.seed, classes=ds.classes)
+    val = ImageSet(images[n:], labels[n:], val_rows, mean, std, mask=val_mask,
+                   classes=ds.classes)
     desc = (f"{args.dataset} ({path}): {len(train)} train / {len(val)} val images "
             f"{list(images.shape[1:])} (seeded stratified split, seed {args.seed})"
             + (f", random pixel sets keeping {args.masked:g} of the pixels" if args.masked else ""))
@@ -374,33 +411,8 @@ def lr_factor(epoch: int, epochs: int, warmup: int, min_ratio: float) -> float:
     return min_ratio + (1.0 - min_ratio) * 0.5 * (1.0 + math.cos(math.pi * t))
 
 
-def _versions(device: torch.device) -> dict:
-    v = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pointctx": pointctx.__version__,
-        "platform": platform.platform(),
-        "processor": platform.processor() or platform.machine(),
-        "device": str(device),
-        "threads": torch.get_num_threads(),
-    }
-    if device.type == "cuda":
-        v["cuda"] = torch.version.cuda
-        v["gpu"] = torch.cuda.get_device_name(device)
-    return v
-
-
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _usage_error(msg: str) -> int:
-    build_parser().print_usage(sys.stderr)
-    print(f"{PROG}: error: {msg}", file=sys.stderr)
-    return 2
+    return T.usage_error(build_parser(), msg)
 
 
 # --------------------------------------------------------------------------- one model
@@ -408,22 +420,22 @@ def train_one(name, args, data, out, dist_info, argv, log, resume: bool) -> dict
     """Train (or continue) one model in ``out``; returns its results dict plus ``params``."""
     train_ds, val_ds, classes, desc = data
     device = dist_info.device
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    config = _config(args)
     config["model"] = name
     if resume:
-        saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
-        diff = {k: (saved.get(k), config.get(k)) for k in IDENTITY_KEYS
-                if saved.get(k) != config.get(k)}
-        if diff:
-            pretty = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}"
-                               for k, (a, b) in diff.items())
+        try:
+            saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
+        except ValueError as err:
+            raise UsageError(f"--resume: {err}") from None
+        pretty = T.config_mismatch(saved, config, IDENTITY_KEYS)
+        if pretty:
             raise UsageError(f"--resume: the run in {out} used other settings: {pretty}")
     mlog = setup_logger(f"pointctx.examples.train_images.{name}", out / "log.txt")
-    _seed_everything(args.seed)
+    T.seed_everything(args.seed)
     in_ch = int(train_ds.images.shape[1])
+    create_kwargs = {"num_classes": len(classes), "in_channels": in_ch, **args.model_kwargs}
     try:
-        model = pointctx.create_model(name, num_classes=len(classes), in_channels=in_ch,
-                                      **args.model_kwargs)
+        model = pointctx.create_model(name, **create_kwargs)
     except (TypeError, ValueError) as err:
         raise UsageError(f"argument --model: {name}(num_classes={len(classes)}, in_channels="
                          f"{in_ch}, **{json.dumps(args.model_kwargs)}) failed: {err}") from err
@@ -449,12 +461,16 @@ def train_one(name, args, data, out, dist_info, argv, log, resume: bool) -> dict
     run_info = {
         "config": config,
         "command": " ".join([f"examples/{PROG}", *argv]),
-        "versions": _versions(device),
+        "versions": T.run_versions(device),
         "seed": args.seed,
         "dataset": {"name": args.dataset, "description": desc, "train_size": len(train_ds),
                     "val_size": len(val_ds), "classes": classes,
                     "image_size": list(train_ds.images.shape[1:])},
-        "model": {"name": name, "kwargs": args.model_kwargs, "parameters": n_params},
+        "model": {"name": name, "kwargs": args.model_kwargs, "parameters": n_params,
+                  "create_kwargs": create_kwargs},
+        # what examples/predict.py does to an image before the model sees it
+        "inputs": {"kind": "images", "image_size": list(train_ds.images.shape[1:]),
+                   "mean": list(STATS[args.dataset][0]), "std": list(STATS[args.dataset][1])},
         "recipe": {"optimizer": "AdamW", "lr": args.lr, "weight_decay": args.weight_decay,
                    "schedule": f"linear warm-up {args.warmup_epochs} epochs, cosine to "
                    f"lr*{args.min_lr_ratio:g}, per epoch", "label_smoothing": smoothing,
@@ -470,10 +486,13 @@ def train_one(name, args, data, out, dist_info, argv, log, resume: bool) -> dict
         forward=masked_forward if args.masked is not None else default_forward,
     )
     if resume:
-        trainer.load()
+        try:
+            trainer.load()
+        except (ValueError, KeyError) as err:
+            raise UsageError(f"--resume: {err}") from None
         mlog.info(f"resumed {name} from {out / 'last.pt'}: {trainer.epoch} epochs and "
                   f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
-    results = trainer.fit()
+    results = trainer.fit()  # FloatingPointError: a non-finite loss or gradient
     results["params"] = n_params
     results["stop_reason"] = trainer.stop_reason
     return results
@@ -533,6 +552,8 @@ def main(argv=None) -> int:
         return _usage_error(f"argument --device: {err}")
     dist_info = DistInfo(0, 1, 0, device, False)
     try:
+        if args.eval_only:
+            return _evaluate(args, dist_info)
         return _run(args, dist_info, argv, t_start)
     except KeyboardInterrupt:  # outside the training loop (data loading, between models)
         print("interrupted outside training: finished epochs are saved", file=sys.stderr)
@@ -545,7 +566,16 @@ def _run(args, dist_info, argv, t_start) -> int:
         out = Path(args.resume) if args.resume != "auto" else args.output
         if out is None:
             return _usage_error("--resume: give the run folder (--resume DIR or --output DIR)")
+        err = _continue_stored(args, out)
+        if err:
+            return _usage_error(err)
         if not any((out / m / "last.pt").is_file() for m in args.models):
+            partial = [p for m in args.models for p in stale_temp_files(out / m)]
+            if partial:
+                return _usage_error(
+                    f"--resume: the run in {out} was interrupted before its first checkpoint "
+                    f"was complete ({partial[0].parent.name}/{partial[0].name} is a partial "
+                    "write); start it again without --resume (the partial file is removed then)")
             return _usage_error(f"--resume: no {out}/<model>/last.pt of "
                                 f"{', '.join(args.models)} to continue")
     else:
@@ -569,9 +599,8 @@ def _run(args, dist_info, argv, t_start) -> int:
         log.warning(f"only {len(data[0])} training images < --batch-size {args.batch_size}: one "
                     "smaller batch per epoch")
     rows, status = [], 0
-    summary = {"config": {k: (str(v) if isinstance(v, Path) else v)
-                          for k, v in vars(args).items()},
-               "versions": _versions(dist_info.device), "dataset": data[3], "models": rows}
+    summary = {"config": _config(args), "versions": T.run_versions(dist_info.device),
+               "dataset": data[3], "models": rows}
     for name in args.models:
         mdir = out / name
         log.info(f"== {name} ==")
@@ -580,6 +609,9 @@ def _run(args, dist_info, argv, t_start) -> int:
                             resume and (mdir / "last.pt").is_file())
         except UsageError as err:
             return _usage_error(str(err))
+        except FloatingPointError as err:
+            log.error(f"error: {name}: {err}")
+            return 1
         rows.append(summarize(name, res))
         summary["wall_s"] = time.perf_counter() - t_start
         atomic_write_json(out / "summary.json", summary)
@@ -591,6 +623,64 @@ def _run(args, dist_info, argv, t_start) -> int:
     log.info("\n" + format_table(rows))
     log.info(f"summary: {out / 'summary.json'} ({time.perf_counter() - t_start:.0f} s)")
     return status
+
+
+def _config(args) -> dict:
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if not k.startswith("_")}
+
+
+def _continue_stored(args, out: Path) -> str | None:
+    """--resume: take the stored configuration for every option not typed; error text or None."""
+    stored = sorted(out.glob("*/last.pt")) if out.is_dir() else []
+    if not stored:
+        return None  # the caller explains what is missing
+    explicit = set(args._explicit) | ({"models"} if "model" in args._explicit else set())
+    try:
+        saved = load_checkpoint(stored[0]).get("run_info", {}).get("config", {})
+        T.continue_config(build_parser(), args, saved, explicit, (*RUN_CONTROL, "model"))
+    except ValueError as err:
+        return f"--resume: {err}"
+    return None
+
+
+def _evaluate(args, dist_info) -> int:
+    """--eval-only: metrics of --checkpoint on the validation split, as JSON."""
+    try:
+        model = pointctx.load_model(args.checkpoint, map_location=dist_info.device)
+    except (FileNotFoundError, ValueError) as err:
+        return _usage_error(f"argument --checkpoint: {err}")
+    info = model.run_info
+    if info.get("inputs", {}).get("kind", "images") != "images":
+        return _usage_error(f"argument --checkpoint: {args.checkpoint} is not an image model "
+                            "(use the script that trained it)")
+    try:
+        T.continue_config(build_parser(), args, info.get("config", {}), args._explicit,
+                          (*RUN_CONTROL, "model", "models"))
+    except ValueError as err:
+        return _usage_error(f"argument --checkpoint: {err}")
+    log = setup_logger("pointctx.examples.train_images.eval", None)
+    try:
+        _, val, classes, desc = load_data(args, log)
+    except (FileNotFoundError, ValueError) as err:
+        log.error(f"error: {err}")
+        return 1
+    loader = make_loader(val, batch_size=args.eval_batch_size, train=False, dist_info=dist_info,
+                         seed=args.seed, workers=args.workers)
+    forward = masked_forward if args.masked is not None else default_forward
+    t0 = time.perf_counter()
+    metrics = evaluate_model(model, loader, len(classes), dist_info.device, forward,
+                             progress=not args.no_progress, desc="val")
+    seconds = time.perf_counter() - t0
+    folder = args.output or (args.checkpoint.parent if args.checkpoint.is_file()
+                             else args.checkpoint)
+    path = Path(folder) / "eval_val.json"
+    atomic_write_json(path, {"checkpoint": str(args.checkpoint), "model": info["model"],
+                             "split": "val", "data": desc, "size": len(val), "seconds": seconds,
+                             **metrics.as_dict(classes)})
+    print(f"val top-1 {100 * metrics.oa:.2f} %  mAcc {100 * metrics.macc:.2f} %  ({len(val)} "
+          f"images, {args.checkpoint})  |  {path}", flush=True)
+    return 0
 
 
 if __name__ == "__main__":

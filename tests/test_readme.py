@@ -1,11 +1,20 @@
 """The README's quick-start code block runs as written."""
 
+import json
 import re
 from pathlib import Path
 
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+# the tiny PointMLP-CoC run of tests/examples/test_scanobjectnn.py (seconds on one core)
+TINY = [
+    "--sample", "--model", "pointmlp_coc_elite", "--model-kwargs", json.dumps(
+        {"embed_dim": 8, "res_expansion": 0.5, "dim_expansion": [2, 2], "pre_blocks": [1, 1],
+         "pos_blocks": [1, 1], "k_neighbors": 8}),
+    "--num-points", "64", "--train-fraction", "0.2", "--batch-size", "16", "--eval-batch-size",
+    "50", "--device", "cpu", "--no-progress", "--seed", "1", "--threads", "1",
+]
 
 
 def test_readme_quick_start_runs():
@@ -18,3 +27,29 @@ def test_readme_quick_start_runs():
     assert scope["out"].shape == scope["pb"].x.shape
     assert scope["logits"].shape == (2, 10)
     assert scope["nbr"].index.shape == (scope["idx"].numel(), 16)
+
+
+def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys):
+    """The "Use a trained model" block runs as written on a real (tiny) run in runs/demo."""
+    import importlib.util
+
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Use a trained model", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    root = README.parent
+    spec = importlib.util.spec_from_file_location("readme_scanobjectnn",
+                                                  root / "examples" / "scanobjectnn.py")
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    threads = torch.get_num_threads()
+    monkeypatch.chdir(tmp_path)
+    try:
+        assert script.main([*TINY, "--epochs", "1", "--output", "runs/demo"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    capsys.readouterr()
+    scope: dict = {}
+    exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    name, prob = capsys.readouterr().out.split()
+    assert name in scope["model"].class_names and 0 < float(prob) <= 1
+    assert scope["probs"].shape == (10,)

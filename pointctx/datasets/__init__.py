@@ -1,6 +1,14 @@
-"""Datasets and readers for point sets, pixel sets and RGB-D frames."""
+"""Datasets and readers for point sets, pixel sets, RGB-D frames and CamVid segmentation."""
 
 from ._root import bundled_root, data_root
+from .camvid import (
+    CAMVID_CLASSES,
+    CAMVID_MEAN,
+    CAMVID_PALETTE,
+    CAMVID_STD,
+    CAMVID_VOID,
+    CamVid,
+)
 from .images import (
     CIFAR10,
     CIFAR10_MEAN,
@@ -39,6 +47,14 @@ from .rgbd import (
     load_rgbd,
     rgbd_frame,
     rgbd_frames,
+)
+from .segmentation import (
+    PixelSubset,
+    RandomHorizontalFlip,
+    RandomScaleCrop,
+    Resize,
+    SegCompose,
+    check_seg_sample,
 )
 
 __all__ = ["bundled_root", "data_root"]
@@ -80,4 +96,18 @@ __all__ += [
     "load_rgbd",
     "rgbd_frame",
     "rgbd_frames",
+]
+__all__ += [
+    "CAMVID_CLASSES",
+    "CAMVID_MEAN",
+    "CAMVID_PALETTE",
+    "CAMVID_STD",
+    "CAMVID_VOID",
+    "CamVid",
+    "PixelSubset",
+    "RandomHorizontalFlip",
+    "RandomScaleCrop",
+    "Resize",
+    "SegCompose",
+    "check_seg_sample",
 ]

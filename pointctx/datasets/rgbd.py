@@ -35,6 +35,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from .._checks import check_choice
+from ..ops import grid_pool
 from ..rgbd import (
     PinholeIntrinsics,
     RGBDPoints,
@@ -427,12 +428,6 @@ def rgbd_frames(preset: str = "kinect", frames: Sequence[int] | None = None, roo
 def _grid_pool(xyz: Tensor, rgb: Tensor, voxel_size: float):
     if not (isinstance(voxel_size, (int, float)) and voxel_size > 0):
         raise ValueError(f"`voxel_size` must be a number > 0 (metres) or None, got {voxel_size!r}")
-    try:
-        from ..ops import grid_pool
-    except ImportError as err:  # pragma: no cover - grid_pool ships with pointctx.ops
-        raise ImportError(
-            "voxel downsampling needs pointctx.ops.grid_pool, missing from this install"
-        ) from err
     out = grid_pool(xyz, size=float(voxel_size), x=rgb)
     return out.pos, out.x
 

@@ -1,10 +1,21 @@
-"""Shared plumbing of the image/point-set classifiers (CoC, CLUENet).
+"""The classifier base of every registered set model (CoC, CLUENet, PointMLP).
 
-:class:`SetClassifier` holds what every such model does the same way: the linear head
-(timm's ``get_classifier`` / ``reset_classifier``), input packing through
-:func:`~pointctx.models._inputs.pack_input`, and ``forward = forward_head(forward_features(.))``.
-Subclasses set ``num_features``, ``num_classes``, ``in_channels``, ``pos_dim`` and a ``norm``
-module (whose weight tells the device), and implement ``forward_features`` / ``forward_head``.
+:class:`SetClassifier` is the one contract all backbones share, as timm's models do:
+
+* ``forward_features(inputs, ...) -> PointBatch``: the last stage's points and features (the
+  extra arguments are the model's input options: ``mask`` for image models, ``lengths`` /
+  ``features`` for PointMLP's padded tensors);
+* ``forward_head(features, pre_logits=False) -> [B, num_classes]`` (or the pooled features);
+* ``forward(inputs, ...) = forward_head(forward_features(inputs, ...))``;
+* ``get_classifier()`` / ``reset_classifier(num_classes)`` (0 classes: no classifier, the model
+  returns pooled features);
+* ``pack(inputs, mask)``: image tensors (+ mask) or a ``PointBatch`` checked and flattened by
+  :func:`~pointctx.models._inputs.pack_input`.
+
+Subclasses set ``num_features``, ``num_classes``, ``in_channels`` and ``pos_dim``, build their
+classifier with :meth:`SetClassifier._make_head` (a linear layer by default; override it for
+another head) into the attribute named by ``head_name``, and implement ``forward_features`` /
+``forward_head``.
 """
 
 from __future__ import annotations
@@ -22,8 +33,11 @@ class SetClassifier(nn.Module):
     num_classes: int
     in_channels: int
     pos_dim: int
+    # the attribute holding the classifier (its name is part of the state_dict keys)
+    head_name: str = "head"
 
     def _make_head(self, num_classes: int) -> nn.Module:
+        """A classifier from ``num_features`` to ``num_classes`` (``nn.Identity`` for 0)."""
         if num_classes == 0:
             return nn.Identity()
         head = nn.Linear(self.num_features, num_classes)
@@ -32,30 +46,32 @@ class SetClassifier(nn.Module):
         return head
 
     def get_classifier(self) -> nn.Module:
-        """The final linear layer (``nn.Identity`` with 0 classes)."""
-        return self.head
+        """The classifier (``nn.Identity`` with 0 classes)."""
+        return getattr(self, self.head_name)
 
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the classifier by a fresh one with ``num_classes`` outputs (0: none)."""
         self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        device = self.norm.weight.device
-        self.head = self._make_head(self.num_classes).to(device)
+        device = next(self.parameters()).device
+        setattr(self, self.head_name, self._make_head(self.num_classes).to(device))
 
     def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
         return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
 
-    def forward_features(self, inputs, mask: Tensor | None = None):  # pragma: no cover
+    def forward_features(self, inputs, *args, **kwargs):  # pragma: no cover
+        """The last stage's points and features, as a :class:`~pointctx.PointBatch`."""
         raise NotImplementedError
 
     def forward_head(self, features, pre_logits: bool = False) -> Tensor:  # pragma: no cover
+        """Pool every set of ``features`` and classify (``pre_logits``: the pooled features)."""
         raise NotImplementedError
 
-    def forward(self, inputs, mask: Tensor | None = None) -> Tensor:
-        """Classify every set.
+    def forward(self, inputs, *args, **kwargs) -> Tensor:
+        """Classify every set: ``forward_head(forward_features(inputs, *args, **kwargs))``.
 
         Shapes:
-            inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets; return:
-            [B, num_classes].
+            inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets (PointMLP also a
+            padded [B, Nmax, D]); return: [B, num_classes].
         """
-        return self.forward_head(self.forward_features(inputs, mask))
+        return self.forward_head(self.forward_features(inputs, *args, **kwargs))

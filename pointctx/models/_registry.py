@@ -54,6 +54,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs):
     if pretrained:
         raise ValueError(
             "`pretrained=True` is not supported: pointctx ships no weights and never downloads; "
-            "load a checkpoint with model.load_state_dict(torch.load(path))"
+            "load a model you trained with pointctx.load_model(path), path being its run "
+            "folder, last.pt or best.pt"
         )
     return model_entrypoint(name)(**kwargs)

@@ -54,6 +54,7 @@ centers are the skip's reduced points, so odd and masked grids work too.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -66,8 +67,9 @@ from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
+from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
-from .coc import IMAGE_BOUNDS, _per_stage, box_normalize
+from .coc import box_normalize
 
 __all__ = [
     "CLUENet",
@@ -144,23 +146,15 @@ class CLUENet(SetClassifier):
         backend: str | None = None,
     ):
         super().__init__()
-        layers = [check_positive_int(v, "layers") for v in layers]
-        embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+        layers, embed_dims = check_stages(layers, embed_dims)
         n = len(layers)
-        if n == 0 or len(embed_dims) != n:
-            raise ValueError(
-                f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-                f"{len(layers)} and {len(embed_dims)}"
-            )
-        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
-        heads = _per_stage(heads, n, "heads")
-        head_dims = _per_stage(head_dims, n, "head_dims")
-        centers = [check_positive_int(c, "centers") for c in _per_stage(centers, n, "centers")]
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+        mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
+        heads = per_stage(heads, n, "heads")
+        head_dims = per_stage(head_dims, n, "head_dims")
+        centers = [check_positive_int(c, "centers") for c in per_stage(centers, n, "centers")]
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
+        rates = drop_path_rates(layers, drop_path_rate)
         self.embed_dims = list(embed_dims)
         self.num_features = embed_dims[-1]
         self.backend = backend
@@ -173,14 +167,10 @@ class CLUENet(SetClassifier):
         self.stem_norm = nn.LayerNorm(embed_dims[0])
         self.pos_embed = SetDepthwiseConv(embed_dims[0]) if pos_embed else None
 
-        total = sum(layers)
-        stages, pools, k = [], [], 0
+        stages, pools = [], []
         for i in range(n):
-            rates = [drop_path_rate * (k + j) / (total - 1) if total > 1 else 0.0
-                     for j in range(layers[i])]
-            k += layers[i]
             stages.append(GFCStage(
-                embed_dims[i], layers[i], share_assignment=share_assignment, drop_path=rates,
+                embed_dims[i], layers[i], share_assignment=share_assignment, drop_path=rates[i],
                 mlp_ratio=mlp_ratios[i], heads=heads[i], head_dim=head_dims[i],
                 centers=centers[i], bounds=IMAGE_BOUNDS, min_tau=min_tau, drop=drop_rate,
                 layer_scale_init=layer_scale_init, mixer_kwargs={"validate": False},
@@ -282,10 +272,7 @@ _TINY = dict(_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320), heads=
 _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_classes=10)
 
 
-def _build(defaults: dict, kwargs: dict) -> CLUENet:
-    cfg = dict(defaults)
-    cfg.update(kwargs)
-    return CLUENet(**cfg)
+_build = partial(build, CLUENet)  # _build(defaults, kwargs)
 
 
 @register_model

@@ -51,11 +51,12 @@ Small-image variants (documented deviations, for 32x32 and 28x28 inputs):
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_positive_int
+from .._checks import check_choice
 from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
@@ -63,6 +64,7 @@ from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_max, scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
+from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
 
 __all__ = [
@@ -75,19 +77,7 @@ __all__ = [
     "coc_mnist",
 ]
 
-IMAGE_BOUNDS = (-0.5, 0.5)
-
-
-def _per_stage(value, num_stages: int, name: str) -> list:
-    """Broadcast a scalar (or None) to every stage, or check a per-stage list's length."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = list(value)
-        if len(vals) != num_stages:
-            raise ValueError(
-                f"`{name}` must have one entry per stage ({num_stages}), got {len(vals)}: {value!r}"
-            )
-        return vals
-    return [value] * num_stages
+_per_stage = per_stage  # the old private name (models/cluenet.py imported it from here)
 
 
 def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
@@ -198,24 +188,16 @@ class ContextClusterNet(SetClassifier):
     ):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
-        layers = [check_positive_int(v, "layers") for v in layers]
-        embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+        layers, embed_dims = check_stages(layers, embed_dims)
         n = len(layers)
-        if n == 0 or len(embed_dims) != n:
-            raise ValueError(
-                f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-                f"{len(layers)} and {len(embed_dims)}"
-            )
-        mlp_ratios = _per_stage(mlp_ratios, n, "mlp_ratios")
-        heads = _per_stage(heads, n, "heads")
-        head_dims = _per_stage(head_dims, n, "head_dims")
-        centers = _per_stage(centers, n, "centers")
-        regions = _per_stage(regions, n, "regions")
-        self.num_classes = check_positive_int(num_classes, "num_classes", minimum=0)
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
-        if not 0.0 <= drop_path_rate < 1.0:
-            raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+        mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
+        heads = per_stage(heads, n, "heads")
+        head_dims = per_stage(head_dims, n, "head_dims")
+        centers = per_stage(centers, n, "centers")
+        regions = per_stage(regions, n, "regions")
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
+        rates = drop_path_rates(layers, drop_path_rate)
         self.embed_dims = list(embed_dims)
         self.num_features = embed_dims[-1]
 
@@ -231,23 +213,19 @@ class ContextClusterNet(SetClassifier):
             in_dim = embed_dims[i]
         self.reducers = nn.ModuleList(reducers)
 
-        total = sum(layers)
-        stages, k = [], 0
-        for i in range(n):
-            blocks = []
-            for _ in range(layers[i]):
-                dpr = drop_path_rate * k / (total - 1) if total > 1 else 0.0
-                blocks.append(ContextClusterBlock(
+        self.stages = nn.ModuleList([
+            nn.ModuleList([
+                ContextClusterBlock(
                     embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
                     head_dim=head_dims[i], centers=centers[i], regions=regions[i],
                     normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
-                    layer_scale_init=layer_scale_init,
-                    cluster_kwargs={"validate": False,
+                    layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
                                     "proposal_kwargs": {"windows": self.windows}},
-                ))
-                k += 1
-            stages.append(nn.ModuleList(blocks))
-        self.stages = nn.ModuleList(stages)
+                )
+                for dpr in rates[i]
+            ])
+            for i in range(n)
+        ])
 
         self.norm = SetGroupNorm(self.num_features)
         self.head_drop = nn.Dropout(drop_rate)
@@ -316,10 +294,7 @@ class ContextClusterNet(SetClassifier):
 _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
 
 
-def _build(defaults: dict, kwargs: dict) -> ContextClusterNet:
-    cfg = dict(defaults)
-    cfg.update(kwargs)
-    return ContextClusterNet(**cfg)
+_build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
 
 
 @register_model

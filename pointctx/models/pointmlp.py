@@ -81,6 +81,7 @@ and ``"pointctx.mlp"`` (embedding, pre/pos-extraction MLPs and the head).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
 import torch
 import torch.nn.functional as F
@@ -98,6 +99,8 @@ from ..nn.grouping import (
     sample_and_group,
 )
 from ..ops.scatter import scatter_max
+from ._base import SetClassifier
+from ._helpers import build, check_io, per_stage
 from ._registry import register_model
 
 __all__ = [
@@ -107,15 +110,6 @@ __all__ = [
     "pointmlp_coc",
     "pointmlp_coc_elite",
 ]
-
-
-def _per_stage(value, n: int, name: str) -> list:
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = list(value)
-        if len(vals) != n:
-            raise ValueError(f"`{name}` must have one entry per stage ({n}), got {len(vals)}")
-        return vals
-    return [value] * n
 
 
 class LinearBNAct(nn.Module):
@@ -254,11 +248,17 @@ class PreExtraction(nn.Module):
         return x.amax(dim=1)
 
 
-class PointMLP(nn.Module):
+class PointMLP(SetClassifier):
     """PointMLP / PointMLP-CoC classifier on ragged point sets (see the module docstring).
 
+    The classifier contract is :class:`~pointctx.models._base.SetClassifier`'s (as the image
+    models): ``forward = forward_head(forward_features(.))``, ``get_classifier`` /
+    ``reset_classifier``; the classifier is the official three-layer MLP, kept under its
+    official name ``classifier``.
+
     Args:
-        num_classes: classifier outputs.
+        num_classes: classifier outputs (0: no classifier, :meth:`forward` returns the pooled
+            features).
         in_channels: per-point input features C besides the positions (0: positions only, as
             the official models).
         pos_dim: position dimension D (3 for point clouds; any D >= 1 works).
@@ -295,6 +295,8 @@ class PointMLP(nn.Module):
         forward_head: PointBatch -> [B, num_classes] (or [B, C_last] with ``pre_logits``).
     """
 
+    head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
+
     def __init__(
         self,
         num_classes: int = 40,
@@ -320,9 +322,8 @@ class PointMLP(nn.Module):
         backend: str | None = None,
     ):
         super().__init__()
-        self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         n = len(dim_expansion)
         if n == 0 or len(pre_blocks) != n or len(pos_blocks) != n:
@@ -332,8 +333,8 @@ class PointMLP(nn.Module):
                 f"{len(pos_blocks)}"
             )
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
-                            _per_stage(k_neighbors, n, "k_neighbors")]
-        self.ratios = _per_stage(ratio, n, "ratio")
+                            per_stage(k_neighbors, n, "k_neighbors")]
+        self.ratios = per_stage(ratio, n, "ratio")
         for r in self.ratios:
             if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
                 raise ValueError(f"`ratio` entries must be floats in (0, 1], got {r!r}")
@@ -345,6 +346,7 @@ class PointMLP(nn.Module):
         self.backend = backend
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
+        self.drop_rate = float(drop_rate)
 
         self.embedding = LinearBNAct(self.pos_dim + self.in_channels, embed_dim, bias=bias)
         self.affines = nn.ModuleList()
@@ -366,16 +368,26 @@ class PointMLP(nn.Module):
             ]))
             last = out
         self.num_features = last
-        self.classifier = nn.Sequential(
-            nn.Linear(last, 512),
+        self.classifier = self._make_head(self.num_classes)
+
+    def _make_head(self, num_classes: int) -> nn.Module:
+        """The official classifier MLP (``nn.Identity`` for 0 classes).
+
+        ``Linear(C, 512) - BN - ReLU - Dropout - Linear(512, 256) - BN - ReLU - Dropout -
+        Linear(256, num_classes)``.
+        """
+        if num_classes == 0:
+            return nn.Identity()
+        return nn.Sequential(
+            nn.Linear(self.num_features, 512),
             nn.BatchNorm1d(512),
             nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
+            nn.Dropout(self.drop_rate),
             nn.Linear(512, 256),
             nn.BatchNorm1d(256),
             nn.ReLU(inplace=True),
-            nn.Dropout(drop_rate),
-            nn.Linear(256, self.num_classes),
+            nn.Dropout(self.drop_rate),
+            nn.Linear(256, num_classes),
         )
 
     # ------------------------------------------------------------------------------------------
@@ -458,11 +470,6 @@ class PointMLP(nn.Module):
         with record_function("pointctx.mlp"):
             return self.classifier(pooled)
 
-    def forward(self, points, lengths: Tensor | None = None,
-                features: Tensor | None = None) -> Tensor:
-        """Classify every set (see the class docstring for the inputs)."""
-        return self.forward_head(self.forward_features(points, lengths, features))
-
 
 _FULL = dict(embed_dim=64, res_expansion=1.0, dim_expansion=(2, 2, 2, 2),
              pre_blocks=(2, 2, 2, 2), pos_blocks=(2, 2, 2, 2), k_neighbors=24)
@@ -470,33 +477,28 @@ _ELITE = dict(embed_dim=32, res_expansion=0.25, dim_expansion=(2, 2, 2, 1),
               pre_blocks=(1, 1, 2, 1), pos_blocks=(1, 1, 2, 1), k_neighbors=24)
 
 
-def _build(cfg: dict, coc: bool, kwargs: dict) -> PointMLP:
-    args = dict(cfg)
-    if coc:
-        args["coc_mode"] = "group"
-    args.update(kwargs)
-    return PointMLP(**args)
+_build = partial(build, PointMLP)  # _build(defaults, kwargs)
 
 
 @register_model
 def pointmlp(**kwargs) -> PointMLP:
     """PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes."""
-    return _build(_FULL, False, kwargs)
+    return _build(_FULL, kwargs)
 
 
 @register_model
 def pointmlp_elite(**kwargs) -> PointMLP:
     """PointMLP-elite (official ``pointMLPElite``): 0.71 M parameters at 15 classes."""
-    return _build(_ELITE, False, kwargs)
+    return _build(_ELITE, kwargs)
 
 
 @register_model
 def pointmlp_coc(**kwargs) -> PointMLP:
     """PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes."""
-    return _build(_FULL, True, kwargs)
+    return _build(dict(_FULL, coc_mode="group"), kwargs)
 
 
 @register_model
 def pointmlp_coc_elite(**kwargs) -> PointMLP:
     """PointMLP-elite with in-group Context Clusters (no official model)."""
-    return _build(_ELITE, True, kwargs)
+    return _build(dict(_ELITE, coc_mode="group"), kwargs)

@@ -1,6 +1,6 @@
 """pointctx.nn."""
 
-from .blocks import ContextClusterBlock
+from .blocks import ContextClusterBlock, MixerBlock
 from .cluenet import (
     ClusterAssignment,
     DepthwiseMlp,
@@ -50,7 +50,7 @@ __all__ = [
     "register_proposal",
     "resolve_proposal",
 ]
-__all__ += ["ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
+__all__ += ["MixerBlock", "ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
 __all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp"]
 __all__ += [
     "GeometricAffine",

@@ -58,7 +58,7 @@ from torch import Tensor, nn
 from .._checks import check_point_inputs, check_positive_int, check_tensor
 from ..ops.scatter import scatter_count, scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
-from .layers import DropPath, LayerScale
+from .blocks import MixerBlock, mlp_hidden
 from .proposal import (
     Centers,
     _check_counts,
@@ -655,13 +655,16 @@ class GlobalFeatureClustering(nn.Module):
         return (out, assignment) if return_assignment else out
 
 
-class GFCBlock(nn.Module):
+class GFCBlock(MixerBlock):
     """Pre-norm residual CLUENet block with the GFC mixer and the depthwise MLP.
 
     ::
 
         x = x + drop_path(ls1(gfc(LN(x))))
         x = x + drop_path(ls2(mlp(LN(x))))
+
+    A :class:`~pointctx.nn.blocks.MixerBlock` with per-point ``LayerNorm``, a
+    :class:`GlobalFeatureClustering` token mixer and a :class:`DepthwiseMlp`.
 
     Args:
         dim: channels C.
@@ -701,27 +704,14 @@ class GFCBlock(nn.Module):
         norm_eps: float = 1e-5,
         mixer_kwargs: dict | None = None,
     ):
-        super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not (
-                mlp_ratio > 0):
-            raise ValueError(f"`mlp_ratio` must be a number > 0, got {mlp_ratio!r}")
-        hidden = int(dim * mlp_ratio)
-        if hidden < 1:
-            raise ValueError(f"`mlp_ratio` = {mlp_ratio} gives no hidden channel for dim = {dim}")
-        self.norm1 = nn.LayerNorm(dim, eps=norm_eps)
-        self.token_mixer = GlobalFeatureClustering(
+        dim = check_positive_int(dim, "dim")
+        hidden = mlp_hidden(dim, mlp_ratio)
+        mixer = GlobalFeatureClustering(
             dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
             bounds=bounds, assign=assign, min_tau=min_tau, **(mixer_kwargs or {}))
-        self.norm2 = nn.LayerNorm(dim, eps=norm_eps)
-        self.mlp = DepthwiseMlp(dim, hidden, act_layer=act_layer, drop=drop, dwconv=dwconv)
-        if layer_scale_init is None:
-            self.layer_scale_1 = nn.Identity()
-            self.layer_scale_2 = nn.Identity()
-        else:
-            self.layer_scale_1 = LayerScale(dim, layer_scale_init)
-            self.layer_scale_2 = LayerScale(dim, layer_scale_init)
-        self.drop_path = DropPath(drop_path)
+        mlp = DepthwiseMlp(dim, hidden, act_layer=act_layer, drop=drop, dwconv=dwconv)
+        super().__init__(dim, mixer, mlp, set_norm=False, norm_eps=norm_eps,
+                         drop_path=drop_path, layer_scale_init=layer_scale_init)
 
     def forward(
         self,
@@ -746,12 +736,10 @@ class GFCBlock(nn.Module):
         _check_x(x, self.dim)
         if (self.mlp.dwconv is not None and coords is None and neighbors is None):
             neighbors = knn_slots(pos, batch, batch_size)
-        mixed, assignment = self.token_mixer(
-            self.norm1(x), pos, batch, batch_size, centers=centers, assignment=assignment,
-            return_assignment=True)
-        x = x + self.drop_path(self.layer_scale_1(mixed), batch, batch_size)
-        y = self.mlp(self.norm2(x), batch, batch_size, coords, grid_size, neighbors)
-        x = x + self.drop_path(self.layer_scale_2(y), batch, batch_size)
+        x, assignment = self.residual(
+            x, batch, batch_size, (pos, batch, batch_size),
+            {"centers": centers, "assignment": assignment, "return_assignment": True},
+            (batch, batch_size, coords, grid_size, neighbors))
         return (x, assignment) if return_assignment else x
 
 

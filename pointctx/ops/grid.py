@@ -20,7 +20,7 @@ from torch import Tensor
 
 from .._checks import check_features, check_pos
 from ._backend import require_cluster, resolve_backend
-from .fps import _setup
+from ._common import _setup
 from .scatter import scatter_mean
 
 __all__ = ["GridCluster", "GridPool", "grid_cluster", "grid_pool", "grid_cluster_naive"]

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from .._checks import check_pos, check_positive_int
 from ._backend import get_backend, require_cluster, resolve_backend
-from .fps import _pad, _setup, _sqdist
+from ._common import _pad, _setup, _sqdist
 
 __all__ = ["KNN", "knn", "knn_naive"]
 

@@ -12,7 +12,8 @@ import torch
 from torch import Tensor
 
 from .._checks import check_pos
-from .fps import _setup, sample_counts
+from ._common import _setup
+from .fps import sample_counts
 
 __all__ = ["random_sample", "random_sample_naive"]
 

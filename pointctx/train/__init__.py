@@ -3,8 +3,8 @@
 * :mod:`~pointctx.train.trainer`: :class:`Trainer` (epochs, evaluation, checkpoints, exact resume,
   Ctrl-C, DDP, AMP) and :func:`make_loader`;
 * :mod:`~pointctx.train.checkpoint`: atomic file writes and RNG state capture;
-* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, tables, the
-  PointMLP label-smoothing loss;
+* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, segmentation
+  mIoU / per-class IoU, tables, the PointMLP label-smoothing loss;
 * :mod:`~pointctx.train.distributed`: ``torchrun`` set-up and resumable, sharded samplers;
 * :mod:`~pointctx.train.log`: console + file logging that keeps tqdm bars intact;
 * :mod:`~pointctx.train.cli`: ``argparse`` types for clean command-line errors;
@@ -16,8 +16,10 @@ from .checkpoint import (
     atomic_write_text,
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
+    stale_temp_files,
 )
 from .distributed import (
     DistInfo,
@@ -32,10 +34,12 @@ from .log import setup_logger
 from .metrics import (
     ClassificationMetrics,
     ConfusionMatrix,
+    SegmentationConfusion,
+    SegmentationMetrics,
     format_class_table,
     smoothed_cross_entropy,
 )
-from .trainer import Trainer, default_forward, make_loader, unwrap_model
+from .trainer import Trainer, default_forward, evaluate_model, make_loader, unwrap_model
 
 __all__ = [
     "atomic_write_json",
@@ -44,6 +48,8 @@ __all__ = [
     "load_checkpoint",
     "restore_rng_state",
     "save_checkpoint",
+    "stale_temp_files",
+    "remove_stale_temp_files",
     "DistInfo",
     "ResumableBatchSampler",
     "ShardedEvalSampler",
@@ -54,10 +60,13 @@ __all__ = [
     "setup_logger",
     "ClassificationMetrics",
     "ConfusionMatrix",
+    "SegmentationConfusion",
+    "SegmentationMetrics",
     "format_class_table",
     "smoothed_cross_entropy",
     "Trainer",
     "default_forward",
+    "evaluate_model",
     "make_loader",
     "unwrap_model",
 ]

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +27,8 @@ __all__ = [
     "load_checkpoint",
     "capture_rng_state",
     "restore_rng_state",
+    "stale_temp_files",
+    "remove_stale_temp_files",
 ]
 
 
@@ -68,35 +71,95 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """``torch.save`` a state dict atomically; returns the path."""
+    """``torch.save`` a state dict atomically; returns the path.
+
+    Keep ``state`` to tensors, numbers, strings, ``None`` and lists / tuples / dicts of them, so
+    that the file loads with ``torch.load(path, weights_only=True)`` (torch's default, which runs
+    no pickled code): :func:`load_checkpoint` loads it that way.
+    """
     return _atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
+def _first_line(err: BaseException) -> str:
+    """The informative line of a (multi-line) torch.load error."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+    if found:
+        return (f"it holds a {found.group(1)} object, not only tensors, numbers and strings "
+                "(weights_only=True refuses to unpickle it)")
+    return text.splitlines()[0] if text else type(err).__name__
+
+
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`.
+    """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable checkpoint (names the file).
+        ValueError: the file is not a readable checkpoint (one line, naming the file): damaged,
+            truncated, not written by torch, or holding objects other than tensors and plain
+            containers (e.g. a checkpoint of pointctx < 0.2, whose RNG states were numpy arrays).
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     try:
-        # our checkpoints hold numpy RNG states and plain containers: not weights-only
-        state = torch.load(path, map_location=map_location, weights_only=False)
+        state = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as err:  # torch raises several types for damaged files
-        raise ValueError(f"{path}: cannot be loaded as a checkpoint ({err})") from None
+        raise ValueError(
+            f"{path}: cannot be loaded as a checkpoint (damaged, truncated or not a pointctx "
+            f"checkpoint): {type(err).__name__}: {_first_line(err)}"
+        ) from None
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")
     return state
 
 
+STALE_PATTERNS = (".last.pt.*.pt", ".best.pt.*.pt", ".results.json.*.json")
+
+
+def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Temporary files that an interrupted atomic write (``kill -9``) left in ``folder``.
+
+    Atomic writes go to ``.<name>.<random><suffix>`` beside the target; such a file only outlives
+    its write when the process died in the middle of it.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    return sorted(p for pat in STALE_PATTERNS for p in folder.glob(pat) if p.is_file())
+
+
+def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
+    """Delete :func:`stale_temp_files` of ``folder``; returns what was removed.
+
+    Call it only while no other process writes into ``folder`` (at the start of a run).
+    """
+    removed = []
+    for p in stale_temp_files(folder):
+        try:
+            p.unlink()
+            removed.append(p)
+        except FileNotFoundError:
+            pass
+    return removed
+
+
 def capture_rng_state() -> dict:
-    """The state of Python's, NumPy's (global) and torch's (CPU and every CUDA device) RNGs."""
+    """The state of Python's, NumPy's (global) and torch's (CPU and every CUDA device) RNGs.
+
+    Only tensors, numbers, strings and tuples / dicts, so that a checkpoint holding it loads
+    with ``weights_only=True``.
+    """
+    name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": np.random.get_state(),
+        "numpy": {
+            "bit_generator": str(name),
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached),
+        },
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():
@@ -107,7 +170,12 @@ def capture_rng_state() -> dict:
 def restore_rng_state(state: dict) -> None:
     """Restore states captured by :func:`capture_rng_state` (CUDA ones when a GPU exists)."""
     random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    npst = state["numpy"]
+    if isinstance(npst, dict):
+        keys = np.asarray(npst["keys"].cpu().numpy(), dtype=np.uint32)
+        npst = (npst["bit_generator"], keys, npst["pos"], npst["has_gauss"],
+                npst["cached_gaussian"])
+    np.random.set_state(npst)
     torch.set_rng_state(state["torch"].cpu())
     if "cuda" in state and torch.cuda.is_available():
         cuda_states = state["cuda"]

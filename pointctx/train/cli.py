@@ -1,7 +1,11 @@
-"""``argparse`` value types that turn bad command-line values into clean usage errors.
+"""Command-line helpers shared by the example scripts.
 
-Each raises :class:`argparse.ArgumentTypeError`, which ``argparse`` reports as
-``error: argument --x: <message>`` with exit status 2 instead of a traceback.
+* ``argparse`` value types that turn bad command-line values into clean usage errors: each raises
+  :class:`argparse.ArgumentTypeError`, which ``argparse`` reports as ``error: argument --x:
+  <message>`` with exit status 2 instead of a traceback;
+* :func:`usage_error`, :func:`seed_everything`, :func:`run_versions`;
+* resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
+  and :func:`continue_config` (every other value comes from the run being continued).
 """
 
 from __future__ import annotations
@@ -9,7 +13,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import platform
+import random
+import sys
+from collections.abc import Iterable, Sequence
 from pathlib import Path
+
+import numpy as np
+import torch
 
 __all__ = [
     "positive_int",
@@ -20,6 +31,12 @@ __all__ = [
     "open_ratio",
     "existing_dir",
     "json_object",
+    "usage_error",
+    "seed_everything",
+    "run_versions",
+    "explicit_options",
+    "continue_config",
+    "config_mismatch",
 ]
 
 
@@ -110,3 +127,96 @@ def json_object(text: str) -> dict:
             f"must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}"
         )
     return value
+
+
+# --------------------------------------------------------------------------- script helpers
+def usage_error(parser: argparse.ArgumentParser, msg: str) -> int:
+    """Print the usage and ``<prog>: error: msg`` to stderr, as argparse does; returns 2."""
+    parser.print_usage(sys.stderr)
+    print(f"{parser.prog}: error: {msg}", file=sys.stderr)
+    return 2
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, NumPy's (global) and torch's RNGs."""
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def run_versions(device: torch.device) -> dict:
+    """Software, platform and device of a run (for ``results.json``)."""
+    import pointctx
+    from pointctx import ops
+
+    v = {
+        "python": platform.python_version(),
+        "torch": str(torch.__version__),  # a TorchVersion: a plain str loads weights-only
+        "numpy": str(np.__version__),
+        "pointctx": str(pointctx.__version__),
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "device": str(device),
+        "threads": torch.get_num_threads(),
+        "torch_cluster": bool(ops.cluster_available()),
+    }
+    if device.type == "cuda":
+        v["cuda"] = str(torch.version.cuda)
+        v["gpu"] = torch.cuda.get_device_name(device)
+    return v
+
+
+def explicit_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """Destinations of the options given on the command line ``argv`` (not the defaults)."""
+    probe = argparse.ArgumentParser(add_help=False, allow_abbrev=parser.allow_abbrev)
+    for action in parser._actions:  # same options, no defaults, no type checks
+        if action.option_strings and not isinstance(action, argparse._HelpAction):
+            kw = {"dest": action.dest, "default": argparse.SUPPRESS}
+            if isinstance(action, (argparse._StoreTrueAction, argparse._StoreFalseAction,
+                                   argparse.BooleanOptionalAction)):
+                kw["action"] = "store_true" if not isinstance(
+                    action, argparse.BooleanOptionalAction) else argparse.BooleanOptionalAction
+            else:
+                kw["nargs"] = action.nargs
+            probe.add_argument(*action.option_strings, **kw)
+    known, _ = probe.parse_known_args(list(argv))
+    return set(vars(known))
+
+
+def continue_config(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    saved: dict,
+    explicit: Iterable[str],
+    keep: Iterable[str] = (),
+) -> list[str]:
+    """Take every value of the stored configuration ``saved`` that the user did not type.
+
+    Options in ``explicit`` (see :func:`explicit_options`) and in ``keep`` (run control such as
+    ``--output`` or ``--threads``) keep their command-line values; the others get the stored ones
+    (strings go through the option's ``type`` again, e.g. paths). Returns the names taken.
+    """
+    explicit, keep = set(explicit), set(keep)
+    types = {a.dest: a.type for a in parser._actions}
+    taken = []
+    for key, value in saved.items():
+        if key in explicit or key in keep or not hasattr(args, key):
+            continue
+        conv = types.get(key)
+        if isinstance(value, str) and conv not in (None, str):
+            try:
+                value = conv(value)
+            except (argparse.ArgumentTypeError, TypeError, ValueError) as err:
+                raise ValueError(f"the stored --{key.replace('_', '-')} {value!r} is no longer "
+                                 f"valid ({err}); give it on the command line") from None
+        setattr(args, key, value)
+        taken.append(key)
+    return taken
+
+
+def config_mismatch(saved: dict, config: dict, keys: Iterable[str]) -> str | None:
+    """``"--epochs was 2, now 12, ..."`` for the ``keys`` whose values differ, else ``None``."""
+    diff = [(k, saved.get(k), config.get(k)) for k in keys if saved.get(k) != config.get(k)]
+    if not diff:
+        return None
+    return ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}" for k, a, b in diff)

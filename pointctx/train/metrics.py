@@ -1,7 +1,12 @@
-"""Classification metrics from a confusion matrix: overall accuracy, mean class accuracy, per class.
+"""Metrics from a confusion matrix: classification (OA, mAcc) and semantic segmentation (mIoU).
 
 The confusion matrix is the one object to accumulate and reduce: summing it over batches and over
 processes (``all_reduce``) gives exactly the metrics of the whole split, however it was sharded.
+
+* :class:`ConfusionMatrix` -> :class:`ClassificationMetrics` (one label per sample);
+* :class:`SegmentationConfusion` -> :class:`SegmentationMetrics` (one label per pixel or point,
+  an ``ignore_index`` such as CamVid's void label 11 left out): per-class IoU, mean IoU, global
+  pixel accuracy and class-average accuracy, the figures the segmentation literature reports.
 """
 
 from __future__ import annotations
@@ -15,6 +20,8 @@ from torch import Tensor
 __all__ = [
     "ConfusionMatrix",
     "ClassificationMetrics",
+    "SegmentationConfusion",
+    "SegmentationMetrics",
     "format_class_table",
     "smoothed_cross_entropy",
 ]
@@ -61,7 +68,12 @@ class ConfusionMatrix:
     Args:
         num_classes: K >= 1.
         device: where the matrix lives (the predictions' device avoids host syncs).
+
+    Attributes:
+        metrics_class: the NamedTuple :meth:`compute` returns.
     """
+
+    metrics_class = ClassificationMetrics
 
     def __init__(self, num_classes: int, device=None) -> None:
         if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
@@ -87,12 +99,19 @@ class ConfusionMatrix:
                 f"`pred` and `target` must both have shape [B], got {tuple(pred.shape)} and "
                 f"{tuple(target.shape)}"
             )
+        self._add(pred, target)
+
+    def _add(self, pred: Tensor, target: Tensor) -> None:
+        """Count flat label pairs (both [P], target checked to lie in [0, K))."""
         k = self.num_classes
         target = target.to(self.matrix.device, torch.long)
         pred = pred.to(self.matrix.device, torch.long)
         if target.numel() and (int(target.min()) < 0 or int(target.max()) >= k):
             raise ValueError(f"`target` values must lie in [0, {k}), got range "
                              f"[{int(target.min())}, {int(target.max())}]")
+        if pred.numel() and (int(pred.min()) < 0 or int(pred.max()) >= k):
+            raise ValueError(f"`pred` labels must lie in [0, {k}), got range "
+                             f"[{int(pred.min())}, {int(pred.max())}]")
         self.matrix += torch.bincount(target * k + pred, minlength=k * k).view(k, k)
 
     def all_reduce(self) -> None:
@@ -135,21 +154,164 @@ class ConfusionMatrix:
         self.matrix.copy_(mat.to(self.matrix.device))
 
 
+class SegmentationMetrics(NamedTuple):
+    """Semantic-segmentation metrics of one evaluation (fractions in [0, 1]).
+
+    Computed from the confusion matrix ``M`` (rows: true class, columns: predicted) of all
+    labelled pixels (the ignore index left out), as the CamVid / Cityscapes literature and
+    mmsegmentation do.
+
+    Attributes:
+        miou: mean of ``iou`` over the classes where it is defined (``nan`` ones left out).
+        oa: global pixel accuracy, ``trace(M) / sum(M)``.
+        macc: class-average accuracy: mean of ``per_class`` over classes with support > 0.
+        iou: per-class intersection over union ``M_cc / (sum_j M_cj + sum_i M_ic - M_cc)``;
+            ``nan`` for a class that is neither present nor predicted.
+        per_class: per-class accuracy (recall) ``M_cc / sum_j M_cj`` (``nan`` without support).
+        support: labelled pixels of each class.
+        total: labelled pixels.
+
+    Shapes:
+        iou, per_class, support: [K] lists.
+    """
+
+    miou: float
+    oa: float
+    macc: float
+    iou: list[float]
+    per_class: list[float]
+    support: list[int]
+    total: int
+
+    def as_dict(self, class_names: Sequence[str] | None = None) -> dict:
+        """JSON-ready dict; per-class entries are keyed by name when ``class_names`` is given."""
+        k = len(self.iou)
+        names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+        return {
+            "miou": self.miou,
+            "oa": self.oa,
+            "macc": self.macc,
+            "total": self.total,
+            "per_class": {
+                n: {"iou": u, "acc": a, "support": s}
+                for n, u, a, s in zip(names, self.iou, self.per_class, self.support)
+            },
+        }
+
+
+class SegmentationConfusion(ConfusionMatrix):
+    """A [K, K] confusion matrix over labelled pixels (or points), with an ignore index.
+
+    Takes dense predictions (``[B, K, H, W]`` logits or ``[B, H, W]`` labels with ``[B, H, W]``
+    targets, any number of trailing spatial dims) or per-point ones (``[N, K]`` / ``[N]`` with
+    ``[N]``); pixels whose target equals ``ignore_index`` are not counted. Sum it over batches
+    and processes (:meth:`all_reduce`) and :meth:`compute` gives the metrics of the whole split.
+
+    Args:
+        num_classes: K >= 1 (the ignore index is not one of them, e.g. 11 for CamVid).
+        device: where the matrix lives.
+        ignore_index: target value to leave out (``None``: every target must lie in [0, K)).
+    """
+
+    metrics_class = SegmentationMetrics
+
+    def __init__(self, num_classes: int, device=None, ignore_index: int | None = None) -> None:
+        super().__init__(num_classes, device)
+        if ignore_index is not None and (
+            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
+        ):
+            raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}")
+        if ignore_index is not None and 0 <= ignore_index < num_classes:
+            raise ValueError(
+                f"`ignore_index` must not be a class id in [0, {num_classes}), got {ignore_index}"
+            )
+        self.ignore_index = ignore_index
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch of predictions and targets (ignored targets are skipped).
+
+        Shapes:
+            pred: [B, K, *S] logits or [B, *S] labels (``*S``: spatial dims, possibly none);
+            target: [B, *S] int.
+        """
+        if pred.dim() == target.dim() + 1:
+            if pred.shape[1] != self.num_classes:
+                raise ValueError(
+                    f"`pred` logits must have K = {self.num_classes} channels in dim 1, got "
+                    f"shape {tuple(pred.shape)}"
+                )
+            pred = pred.argmax(1)
+        if pred.shape != target.shape:
+            raise ValueError(
+                f"`pred` must be [B, K, *S] logits or [B, *S] labels matching `target` [B, *S], "
+                f"got {tuple(pred.shape)} and {tuple(target.shape)}"
+            )
+        if pred.is_floating_point() or target.is_floating_point():
+            raise ValueError(
+                f"labels must be integers, got `pred` {pred.dtype} and `target` {target.dtype}"
+            )
+        pred, target = pred.reshape(-1), target.reshape(-1)
+        if self.ignore_index is not None:
+            keep = target != self.ignore_index
+            pred, target = pred[keep], target[keep]
+        self._add(pred, target)
+
+    def compute(self) -> SegmentationMetrics:
+        """Metrics of the counts so far (``nan`` where undefined)."""
+        m = self.matrix.double().cpu()
+        support = m.sum(1)
+        predicted = m.sum(0)
+        tp = m.diag()
+        total = float(support.sum())
+        union = support + predicted - tp
+        iou = torch.where(union > 0, tp / union.clamp(min=1), float("nan"))
+        acc = torch.where(support > 0, tp / support.clamp(min=1), float("nan"))
+        has_iou, has = union > 0, support > 0
+        return SegmentationMetrics(
+            miou=float(iou[has_iou].mean()) if bool(has_iou.any()) else float("nan"),
+            oa=float(tp.sum() / total) if total > 0 else float("nan"),
+            macc=float(acc[has].mean()) if bool(has.any()) else float("nan"),
+            iou=[float(v) for v in iou],
+            per_class=[float(v) for v in acc],
+            support=[int(v) for v in support],
+            total=int(total),
+        )
+
+
+def _pct(v: float) -> str:
+    return "    n/a" if v != v else f"{100 * v:7.2f}"
+
+
 def format_class_table(
-    metrics: ClassificationMetrics, class_names: Sequence[str], title: str = ""
+    metrics: ClassificationMetrics | SegmentationMetrics,
+    class_names: Sequence[str],
+    title: str = "",
 ) -> str:
-    """A plain-text table of per-class accuracy (in %) and support, with OA and mAcc below."""
+    """A plain-text table of per-class accuracy (in %) and support, with OA and mAcc below.
+
+    :class:`SegmentationMetrics` add an IoU column and the mIoU line (OA is then the global
+    pixel accuracy, ``n`` counts pixels).
+    """
     names = list(class_names)
+    seg = isinstance(metrics, SegmentationMetrics)
     width = max([len("class")] + [len(n) for n in names])
+    rule = "-" * (width + (26 if seg else 17) + (4 if seg else 0))
+    n_w = 10 if seg else 6
     lines = [title] if title else []
-    lines.append(f"{'class':<{width}}  {'acc %':>7}  {'n':>6}")
-    lines.append("-" * (width + 17))
-    for n, a, s in zip(names, metrics.per_class, metrics.support):
-        acc = "    n/a" if a != a else f"{100 * a:7.2f}"
-        lines.append(f"{n:<{width}}  {acc}  {s:>6d}")
-    lines.append("-" * (width + 17))
-    lines.append(f"{'OA':<{width}}  {100 * metrics.oa:7.2f}  {metrics.total:>6d}")
-    lines.append(f"{'mAcc':<{width}}  {100 * metrics.macc:7.2f}")
+    head = f"{'class':<{width}}  " + (f"{'IoU %':>7}  " if seg else "") + f"{'acc %':>7}  "
+    lines.append(head + f"{'n':>{n_w}}")
+    lines.append(rule)
+    ious = metrics.iou if seg else [None] * len(names)
+    for n, u, a, s in zip(names, ious, metrics.per_class, metrics.support):
+        lines.append(f"{n:<{width}}  " + (f"{_pct(u)}  " if seg else "") + f"{_pct(a)}  "
+                     f"{s:>{n_w}d}")
+    lines.append(rule)
+    pad = " " * 9 if seg else ""
+    if seg:
+        lines.append(f"{'mIoU':<{width}}  {_pct(metrics.miou)}")
+    lines.append(f"{'OA':<{width}}  {pad}{_pct(metrics.oa)}  {metrics.total:>{n_w}d}")
+    lines.append(f"{'mAcc':<{width}}  {pad}{_pct(metrics.macc)}")
     return "\n".join(lines)
 
 

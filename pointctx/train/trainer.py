@@ -1,11 +1,11 @@
-"""A small classification trainer: epochs, evaluation, checkpoints, exact resume, Ctrl-C, DDP, AMP.
+"""A small trainer (classification, segmentation): epochs, evaluation, checkpoints, resume, DDP.
 
 :class:`Trainer` runs ``epochs`` of training with per-epoch evaluation. After every epoch it writes,
 each atomically, into ``output_dir``:
 
 * ``last.pt``: everything needed to continue (model, optimizer, scheduler, AMP scaler, epoch and
   step, per-rank RNG states, partial-epoch counters, history, best result);
-* ``best.pt``: the weights of the epoch with the best evaluation OA so far;
+* ``best.pt``: the weights of the epoch with the best evaluation OA (``best_metric``) so far;
 * ``results.json``: config, versions, per-epoch history, last and best metrics with per-class
   accuracy, timings and throughput (``status`` is ``running``, ``interrupted`` or ``finished``).
 
@@ -37,6 +37,7 @@ from .checkpoint import (
     atomic_write_json,
     capture_rng_state,
     load_checkpoint,
+    remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
 )
@@ -50,9 +51,14 @@ from .distributed import (
     barrier,
 )
 from .interrupt import GracefulInterrupt
-from .metrics import ClassificationMetrics, ConfusionMatrix, format_class_table
+from .metrics import (
+    ClassificationMetrics,
+    ConfusionMatrix,
+    SegmentationMetrics,
+    format_class_table,
+)
 
-__all__ = ["Trainer", "make_loader", "default_forward", "unwrap_model"]
+__all__ = ["Trainer", "make_loader", "default_forward", "unwrap_model", "evaluate_model"]
 
 CHECKPOINT_VERSION = 1
 
@@ -71,6 +77,36 @@ def default_forward(model: nn.Module, batch, device: torch.device):
         inputs = inputs.to(device, non_blocking=non_blocking)
     target = target.to(device, non_blocking=non_blocking)
     return model(inputs), target, int(target.shape[0])
+
+
+@torch.no_grad()
+def evaluate_model(
+    model: nn.Module,
+    loader,
+    num_classes: int,
+    device: torch.device | str = "cpu",
+    forward: Callable = default_forward,
+    progress: bool = False,
+    desc: str = "evaluate",
+) -> ClassificationMetrics:
+    """OA / mAcc / per-class accuracy of ``model`` (in eval mode) over one pass of ``loader``.
+
+    Args:
+        model: a classifier (put in eval mode here).
+        loader: batches that ``forward`` understands (default ``(inputs, target)``).
+        num_classes: K.
+        device: where the batches go.
+        forward: ``forward(model, batch, device) -> (logits, target, batch_size)``.
+        progress: show a tqdm bar.
+        desc: the bar's label.
+    """
+    device = torch.device(device)
+    model.eval()
+    confusion = ConfusionMatrix(num_classes, device)
+    for batch in tqdm(loader, disable=not progress, desc=desc, dynamic_ncols=True, leave=False):
+        logits, target, _ = forward(model, batch, device)
+        confusion.update(logits, target)
+    return confusion.compute()
 
 
 def make_loader(
@@ -128,10 +164,10 @@ def _ignore_sigint(worker_id: int) -> None:
 class _EpochCounters:
     """Loss sum, sample count and confusion matrix of one pass (one rank)."""
 
-    def __init__(self, num_classes: int, device) -> None:
+    def __init__(self, num_classes: int, device, confusion: Callable = ConfusionMatrix) -> None:
         self.loss_sum = 0.0
         self.count = 0
-        self.confusion = ConfusionMatrix(num_classes, device)
+        self.confusion = confusion(num_classes, device)
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, n: int):
         self.loss_sum += float(loss.detach()) * n
@@ -151,12 +187,12 @@ class _EpochCounters:
         self.count = int(state["count"])
         self.confusion.load_state_dict(state)
 
-    def reduce(self, device) -> tuple[float, ClassificationMetrics]:
-        """Sum over ranks; returns (mean loss, metrics)."""
+    def reduce(self, device) -> tuple[float, ClassificationMetrics, int]:
+        """Sum over ranks; returns (mean loss, metrics, number of samples)."""
         t = torch.tensor([self.loss_sum, float(self.count)], dtype=torch.float64, device=device)
         all_reduce_sum(t)
         self.confusion.all_reduce()
-        return float(t[0] / t[1].clamp(min=1)), self.confusion.compute()
+        return float(t[0] / t[1].clamp(min=1)), self.confusion.compute(), int(t[1])
 
 
 class Trainer:
@@ -186,6 +222,11 @@ class Trainer:
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
         session_start: ``time.perf_counter()`` at the start of this session (default: now), the
             origin of the ``wall_s`` timing.
+        confusion: ``confusion(num_classes, device)`` builds the metric accumulator, a
+            :class:`~pointctx.train.metrics.ConfusionMatrix` (default: classification) or e.g.
+            ``functools.partial(SegmentationConfusion, ignore_index=11)`` for per-pixel targets.
+        best_metric: field of the metrics that picks ``best.pt`` (higher is better): ``"oa"``
+            (default), ``"macc"``, or ``"miou"`` for segmentation.
     """
 
     def __init__(
@@ -212,6 +253,8 @@ class Trainer:
         stop_after_steps: int | None = None,
         grad_clip: float | None = None,
         session_start: float | None = None,
+        confusion: Callable = ConfusionMatrix,
+        best_metric: str = "oa",
     ) -> None:
         if not isinstance(train_loader.batch_sampler, ResumableBatchSampler):
             raise TypeError(
@@ -223,6 +266,18 @@ class Trainer:
                 f"`class_names` must have num_classes = {num_classes} entries, got "
                 f"{len(class_names)}"
             )
+        if not callable(confusion):
+            raise TypeError(f"`confusion` must be callable, got {type(confusion).__name__}")
+        self.confusion = confusion
+        self.metrics_class = getattr(confusion(num_classes, "cpu"), "metrics_class",
+                                     ClassificationMetrics)
+        if best_metric not in self.metrics_class._fields or best_metric in (
+            "per_class", "support", "total", "iou"
+        ):
+            choices = [f for f in self.metrics_class._fields
+                       if f not in ("per_class", "support", "total", "iou")]
+            raise ValueError(f"`best_metric` must be one of {choices}, got {best_metric!r}")
+        self.best_metric = best_metric
         self.model = model
         self.optimizer = optimizer
         self.train_loader = train_loader
@@ -369,7 +424,7 @@ class Trainer:
         sampler.set_epoch(epoch, start_batch=self.step_in_epoch)
         if hasattr(self.train_loader.dataset, "set_epoch"):
             self.train_loader.dataset.set_epoch(epoch)
-        counters = _EpochCounters(self.num_classes, self.device)
+        counters = _EpochCounters(self.num_classes, self.device, self.confusion)
         if self._partial is not None and self.step_in_epoch > 0:
             counters.load_state_dict(self._partial)
         self._partial = None
@@ -384,13 +439,16 @@ class Trainer:
                 with self._autocast():
                     logits, target, n = self.forward(self.model, batch, self.device)
                     loss = self.loss_fn(logits.float(), target)
+                where = f"epoch {epoch + 1}, step {self.step_in_epoch + 1}"
                 if not torch.isfinite(loss):
                     raise FloatingPointError(
-                        f"training loss is {float(loss)} at epoch {epoch + 1}, step "
-                        f"{self.step_in_epoch + 1}; lower the learning rate or check the data"
+                        f"training stopped: the loss is {float(loss.detach())} at {where}, "
+                        f"before any update of this step ({self._saved_state()}); lower the "
+                        "learning rate or check the data"
                     )
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scaler is not None:
+                    # fp16: the scaler skips steps with inf/NaN gradients and lowers its scale
                     self.scaler.scale(loss).backward()
                     if self.grad_clip:
                         self.scaler.unscale_(self.optimizer)
@@ -399,8 +457,7 @@ class Trainer:
                     self.scaler.update()
                 else:
                     loss.backward()
-                    if self.grad_clip:
-                        nn.utils.clip_grad_norm_(self.model.parameters(), self.grad_clip)
+                    self._check_grad_norm(float(loss.detach()), where)
                     self.optimizer.step()
                 self.step_in_epoch += 1
                 self.global_step += 1
@@ -423,6 +480,25 @@ class Trainer:
             self.timing["train_s"] += time.perf_counter() - t0
         return completed, counters
 
+    def _check_grad_norm(self, loss: float, where: str) -> None:
+        """Clip (with ``grad_clip``) and stop on a non-finite gradient norm before the step."""
+        params = [p for p in self.model.parameters() if p.grad is not None]
+        if self.grad_clip:
+            norm = nn.utils.clip_grad_norm_(params, self.grad_clip)
+        else:
+            norm = nn.utils.get_total_norm([p.grad for p in params])
+        if not bool(torch.isfinite(norm)):
+            raise FloatingPointError(
+                f"training stopped: the gradient norm is {float(norm)} at {where} (loss "
+                f"{loss:.4g}); the weights were not updated ({self._saved_state()}); lower the "
+                "learning rate, set a gradient clip, or check the data"
+            )
+
+    def _saved_state(self) -> str:
+        if self.last_path.is_file():
+            return f"{self.last_path} holds the last saved state"
+        return "no checkpoint was written yet"
+
     @torch.no_grad()
     def evaluate(self, desc: str | None = None) -> tuple[float, ClassificationMetrics, float]:
         """One pass over the evaluation loader; returns (mean loss, metrics, seconds)."""
@@ -431,7 +507,7 @@ class Trainer:
         if self.dist.distributed:  # ranks' BN statistics drift apart: use rank 0's everywhere
             for buf in model.buffers():
                 torch_dist.broadcast(buf, 0)
-        counters = _EpochCounters(self.num_classes, self.device)
+        counters = _EpochCounters(self.num_classes, self.device, self.confusion)
         t0 = time.perf_counter()
         bar = tqdm(
             self.eval_loader, disable=not self.progress, desc=desc or self.eval_name,
@@ -445,7 +521,7 @@ class Trainer:
             if self.progress:
                 run_loss, run_acc = counters.running()
                 bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{100 * run_acc:.1f}%")
-        loss, metrics = counters.reduce(self.device)
+        loss, metrics, self._eval_samples = counters.reduce(self.device)
         seconds = time.perf_counter() - t0
         return loss, metrics, seconds
 
@@ -457,6 +533,9 @@ class Trainer:
         ``results["status"] == "interrupted"``.
         """
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if self.dist.is_main:
+            for p in remove_stale_temp_files(self.output_dir):
+                self.log.info(f"removed {p.name}, left by an interrupted write")
         if self.epoch >= self.epochs:
             self.log.info(f"nothing to do: {self.epoch} of {self.epochs} epochs are done")
             self.status = "finished"
@@ -477,7 +556,7 @@ class Trainer:
                         "with --resume"
                     )
                     return self._write_results()
-                train_loss, train_m = counters.reduce(self.device)
+                train_loss, train_m, n_train = counters.reduce(self.device)
                 train_s = self.timing["train_s"] - t_train0
                 eval_loss, eval_m, eval_s = self.evaluate(f"epoch {epoch + 1} {self.eval_name}")
                 self.timing["eval_s"] += eval_s
@@ -485,26 +564,28 @@ class Trainer:
                     self.scheduler.step()
                 self.epoch = epoch + 1
                 self.step_in_epoch = 0
-                n_train = train_m.total
+                n_eval = self._eval_samples
+                train_entry = {"loss": train_loss, "oa": train_m.oa, "macc": train_m.macc}
+                if self.best_metric not in train_entry:
+                    train_entry[self.best_metric] = getattr(train_m, self.best_metric)
                 entry = {
                     "epoch": self.epoch,
                     "lr": lr,
-                    "train": {"loss": train_loss, "oa": train_m.oa, "macc": train_m.macc},
-                    self.eval_name: {
-                        "loss": eval_loss, "oa": eval_m.oa, "macc": eval_m.macc,
-                        "per_class": eval_m.per_class, "support": eval_m.support,
-                        "total": eval_m.total,
-                    },
+                    "train": train_entry,
+                    self.eval_name: {"loss": eval_loss, **eval_m._asdict(), "samples": n_eval},
                     "train_s": train_s,
                     "eval_s": eval_s,
                     "train_samples": n_train,
                     "train_samples_per_s": n_train / train_s if train_s > 0 else None,
-                    "eval_samples_per_s": eval_m.total / eval_s if eval_s > 0 else None,
+                    "eval_samples_per_s": n_eval / eval_s if eval_s > 0 else None,
                 }
                 self.history.append(entry)
-                improved = self.best is None or eval_m.oa > self.best["oa"]
+                key = self.best_metric
+                score = getattr(eval_m, key)
+                improved = self.best is None or score > self.best.get(key, float("-inf"))
                 if improved:
-                    self.best = {"epoch": self.epoch, "oa": eval_m.oa, "macc": eval_m.macc}
+                    self.best = {"epoch": self.epoch, "oa": eval_m.oa, "macc": eval_m.macc,
+                                 key: score}
                     if self.dist.is_main:
                         save_checkpoint(
                             self.best_path,
@@ -512,12 +593,15 @@ class Trainer:
                              "metrics": eval_m.as_dict(self.class_names),
                              "run_info": self.run_info},
                         )
+                miou = (f"mIoU {100 * eval_m.miou:.2f}  "
+                        if isinstance(eval_m, SegmentationMetrics) else "")
+                label = {"oa": "OA", "macc": "mAcc", "miou": "mIoU"}.get(key, key)
                 self.log.info(
                     f"epoch {self.epoch}/{self.epochs}  lr {lr:.5f}  "
                     f"train loss {train_loss:.4f} OA {100 * train_m.oa:.2f}  "
                     f"mAcc {100 * train_m.macc:.2f}  |  {self.eval_name} loss {eval_loss:.4f} "
-                    f"OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  best OA "
-                    f"{100 * self.best['oa']:.2f} (epoch {self.best['epoch']})  |  "
+                    f"{miou}OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  best "
+                    f"{label} {100 * self.best[key]:.2f} (epoch {self.best['epoch']})  |  "
                     f"{train_s:.1f}+{eval_s:.1f} s"
                 )
                 self.save()
@@ -540,12 +624,13 @@ class Trainer:
     # ------------------------------------------------------------------ results
     def _epoch_metrics(self, entry: dict) -> ClassificationMetrics:
         e = entry[self.eval_name]
-        return ClassificationMetrics(e["oa"], e["macc"], e["per_class"], e["support"], e["total"])
+        return self.metrics_class(**{f: e[f] for f in self.metrics_class._fields})
 
     def _write_results(self) -> dict:
         timing = self._timing_now()
         train_samples = sum(h["train_samples"] for h in self.history)
-        eval_samples = sum(h[self.eval_name]["total"] for h in self.history)
+        eval_samples = sum(h[self.eval_name].get("samples", h[self.eval_name]["total"])
+                           for h in self.history)
         eval_time = sum(h["eval_s"] for h in self.history)
         train_time = sum(h["train_s"] for h in self.history)
         timing["train_samples_per_s"] = train_samples / train_time if train_time > 0 else None

@@ -266,3 +266,81 @@ def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["eval_split"] == "test" and res["last"]["total"] == 8
     assert res["config"]["weight_decay"] == 2e-4  # ModelNet40 recipe
+
+
+def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_path, capsys):
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert script.main([*TINY, "--epochs", "2", "--output", str(full)]) == 0
+    assert script.main([*TINY, "--epochs", "2", "--output", str(part),
+                        "--stop-after-steps", "3"]) == 0
+    assert "continue with --resume" in (part / "log.txt").read_text()
+    torch.manual_seed(5)
+    # no --sample, --epochs, --model...: everything comes from part/last.pt
+    assert script.main(["--resume", str(part), "--no-progress"]) == 0
+    assert _same(_weights(full), _weights(part))
+    res = json.loads((part / "results.json").read_text())
+    assert res["epochs_done"] == 2 and res["config"]["model_kwargs"] == MODEL_KWARGS
+    capsys.readouterr()
+    # flags that change the experiment still refuse, with the same message as before
+    assert script.main(["--resume", str(part), "--epochs", "12"]) == 2
+    assert "--resume: the run in" in capsys.readouterr().err
+    assert script.main(["--resume", str(part), "--epochs", "12"]) == 2
+    assert "--epochs was 2, now 12" in capsys.readouterr().err
+
+
+def test_resume_of_a_run_killed_before_its_first_checkpoint(script, tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / ".last.pt.x7f3k2.pt").write_bytes(b"\x80\x02partial")  # kill -9 during the write
+    assert script.main([*TINY, "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"--resume: the run in .*run was interrupted before its first checkpoint "
+                     r"was complete \(\.last\.pt\.x7f3k2\.pt is a partial write\); start it "
+                     r"again without --resume", err), err
+    # starting again removes the stale file
+    assert script.main([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+    assert not list(run.glob(".last.pt.*")) and (run / "last.pt").is_file()
+
+
+def test_damaged_checkpoint_is_a_one_line_error(script, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert script.main([*TINY, "--epochs", "1", "--output", str(run),
+                        "--stop-after-steps", "1"]) == 0
+    data = (run / "last.pt").read_bytes()
+    (run / "last.pt").write_bytes(data[: len(data) // 2])  # truncated
+    capsys.readouterr()
+    assert script.main([*TINY, "--epochs", "1", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    line = [x for x in err.splitlines() if "error:" in x]
+    assert len(line) == 1 and "Traceback" not in err
+    assert re.search(r"last\.pt: cannot be loaded as a checkpoint \(damaged, truncated", line[0])
+
+
+def test_point_cloud_cli_refuses_image_models(script, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model", "coc_mnist"])
+    err = capsys.readouterr().err
+    assert re.search(r"argument --model: coc_mnist does not take point clouds .* models for "
+                     r"point clouds: \['pointmlp', 'pointmlp_coc', 'pointmlp_coc_elite', "
+                     r"'pointmlp_elite'", err), err
+
+
+def test_eval_only_and_load_model(script, tmp_path, capsys):
+    run = tmp_path / "run"
+    assert script.main([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+    res = json.loads((run / "results.json").read_text())
+    capsys.readouterr()
+    assert script.main(["--eval-only", "--checkpoint", str(run / "best.pt"), "--no-progress",
+                        "--device", "cpu"]) == 0
+    assert "test OA" in capsys.readouterr().out
+    ev = json.loads((run / "eval_test.json").read_text())
+    assert ev["split"] == "test" and ev["size"] == 100
+    assert ev["oa"] == pytest.approx(res["best"]["oa"]) and ev["per_class"] == \
+        res["best"]["per_class"]
+    model = pointctx.load_model(run)
+    assert not model.training and model.class_names == res["dataset"]["classes"]
+    with pytest.raises(SystemExit):
+        script.parse_args(["--eval-only"])
+    assert "give --eval-only and --checkpoint PATH together" in capsys.readouterr().err
+    assert script.main(["--eval-only", "--checkpoint", str(tmp_path / "nope.pt")]) == 2
+    assert "argument --checkpoint: `path`: " in capsys.readouterr().err

@@ -267,3 +267,41 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     res = json.loads((run / "coc_mnist" / "results.json").read_text())
     assert res["status"] == "interrupted"
     assert json.loads((run / "summary.json").read_text())["models"][0]["status"] == "interrupted"
+
+
+def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys):
+    _need("mnist_train.npz")
+    from PIL import Image
+
+    import pointctx
+
+    full, part = tmp_path / "full", tmp_path / "part"
+    assert script.main([*TINY, "--epochs", "2", "--output", str(full)]) == 0
+    assert script.main([*TINY, "--epochs", "2", "--output", str(part),
+                        "--stop-after-steps", "8"]) == 0
+    torch.manual_seed(7)
+    assert script.main(["--resume", str(part), "--no-progress", "--threads", "1"]) == 0
+    assert _same(_weights(full / "coc_mnist"), _weights(part / "coc_mnist"))
+    capsys.readouterr()
+    assert script.main(["--resume", str(part), "--epochs", "5"]) == 2
+    assert "--epochs was 2, now 5" in capsys.readouterr().err
+    # --eval-only reproduces the run's validation metrics of its best epoch
+    res = json.loads((part / "coc_mnist" / "results.json").read_text())
+    assert script.main(["--eval-only", "--checkpoint", str(part / "coc_mnist" / "best.pt"),
+                        "--no-progress"]) == 0
+    ev = json.loads((part / "coc_mnist" / "eval_val.json").read_text())
+    assert ev["size"] == 100 and ev["oa"] == pytest.approx(res["best"]["oa"])
+    # examples/predict.py on a PNG of a validation digit
+    spec = importlib.util.spec_from_file_location("predict_example", ROOT / "examples" /
+                                                  "predict.py")
+    predict = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(predict)
+    ds = pointctx.datasets.MNIST(indices=[59999])
+    png = tmp_path / "digit.png"
+    Image.fromarray((ds.image(0)[0].numpy() * 255).round().astype(np.uint8)).save(png)
+    assert predict.main([str(part / "coc_mnist"), str(png), "--top", "1"]) == 0
+    assert re.search(r"digit\.png: \d [0-9.]+ %", capsys.readouterr().out)
+    model = pointctx.load_model(part / "coc_mnist")
+    x = (ds.image(0) - 0.1307) / 0.3081
+    probs = predict.predict(model, [png])[0]
+    assert torch.allclose(probs, model(x[None]).softmax(-1)[0], atol=1e-5)

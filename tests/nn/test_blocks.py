@@ -3,7 +3,7 @@ import torch
 from torch import nn
 
 from pointctx import PointBatch
-from pointctx.nn import ContextClusterBlock, DropPath, LayerScale, Mlp
+from pointctx.nn import ContextClusterBlock, DropPath, LayerScale, Mlp, SetGroupNorm
 
 
 def _pixel_sets(b=2, c=8, h=8, w=8, keep=None, seed=0):
@@ -107,3 +107,21 @@ def test_bad_inputs():
     blk = _block()
     with pytest.raises(ValueError, match=r"`x` must have shape \[N, 8\]"):
         blk(torch.randn(4, 3), torch.randn(4, 2), torch.zeros(4, dtype=torch.long))
+
+
+def test_mixer_block_is_the_one_skeleton():
+    from pointctx.nn import GFCBlock
+    from pointctx.nn.blocks import MixerBlock
+
+    assert issubclass(ContextClusterBlock, MixerBlock) and issubclass(GFCBlock, MixerBlock)
+    torch.manual_seed(0)
+    mixer, mlp = nn.Linear(8, 8), Mlp(8, 16)
+    blk = MixerBlock(8, mixer, mlp, set_norm=False, layer_scale_init=0.5).eval()
+    x = torch.randn(6, 8)
+    batch = torch.tensor([0, 0, 0, 1, 1, 1])
+    out, extra = blk.residual(x, batch, 2)
+    y = x + 0.5 * mixer(blk.norm1(x))
+    y = y + 0.5 * mlp(blk.norm2(y))
+    torch.testing.assert_close(out, y)
+    assert extra is None and isinstance(blk.norm1, nn.LayerNorm)
+    assert isinstance(MixerBlock(8, mixer, mlp, set_norm=True).norm2, SetGroupNorm)

@@ -16,11 +16,34 @@ from pointctx.train.checkpoint import _atomic_write
 
 
 def test_save_and_load_roundtrip(tmp_path):
-    state = {"w": torch.arange(5.0), "epoch": 3, "np": np.random.get_state()}
+    state = {"w": torch.arange(5.0), "epoch": 3, "rng": capture_rng_state()}
     path = save_checkpoint(tmp_path / "sub" / "last.pt", state)
     assert path.is_file() and [p.name for p in path.parent.iterdir()] == ["last.pt"]
     back = load_checkpoint(path)
     assert torch.equal(back["w"], state["w"]) and back["epoch"] == 3
+    # plain tensors, numbers and strings only: torch's safe default loader reads it
+    assert torch.load(path, weights_only=True)["epoch"] == 3
+
+
+def test_checkpoints_with_pickled_objects_are_refused_in_one_line(tmp_path):
+    path = save_checkpoint(tmp_path / "old.pt", {"np": np.random.get_state()})
+    with pytest.raises(ValueError, match=r"old.pt: cannot be loaded as a checkpoint .*"
+                       r"UnpicklingError: it holds a numpy.*object, not only tensors") as info:
+        load_checkpoint(path)
+    assert "\n" not in str(info.value) and "\x1b" not in str(info.value)
+
+
+def test_stale_temp_files(tmp_path):
+    from pointctx.train import remove_stale_temp_files, stale_temp_files
+
+    (tmp_path / ".last.pt.abc123.pt").write_bytes(b"half")
+    (tmp_path / ".results.json.x1.json").write_text("{")
+    (tmp_path / "last.pt.bak").write_text("kept")
+    assert [p.name for p in stale_temp_files(tmp_path)] == [".last.pt.abc123.pt",
+                                                           ".results.json.x1.json"]
+    assert len(remove_stale_temp_files(tmp_path)) == 2
+    assert [p.name for p in tmp_path.iterdir()] == ["last.pt.bak"]
+    assert stale_temp_files(tmp_path / "missing") == []
 
 
 def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):

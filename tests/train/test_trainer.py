@@ -107,3 +107,114 @@ def test_trainer_requires_resumable_sampler(tmp_path):
     with pytest.raises(TypeError, match="ResumableBatchSampler"):
         Trainer(model, torch.optim.SGD(model.parameters(), lr=0.1), loader, loader,
                 num_classes=K, class_names="abc", epochs=1, output_dir=tmp_path, dist_info=info)
+
+
+def test_checkpoints_load_with_weights_only(tmp_path):
+    tr = _trainer(tmp_path, epochs=1, run_info={"config": {"x": 1}})
+    tr.fit()
+    for name in ("last.pt", "best.pt"):
+        state = torch.load(tmp_path / name, weights_only=True)  # torch's safe loader
+        assert set(tr.model.state_dict()) == set(state["model"])
+    assert tr.load()["run_info"] == {"config": {"x": 1}}
+
+
+def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path):
+    (tmp_path / ".last.pt.k1lled.pt").write_bytes(b"partial")
+    _trainer(tmp_path, epochs=1).fit()
+    assert not list(tmp_path.glob(".last.pt.*"))
+
+
+class _Poison(nn.Module):
+    """Backward turns the gradient of its input into NaN from a given call on."""
+
+    def __init__(self, after):
+        super().__init__()
+        self.calls, self.after = 0, after
+
+    def forward(self, h):
+        self.calls += 1
+        if self.calls <= self.after:
+            return h
+        return _NanGrad.apply(h)
+
+
+class _NanGrad(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x):
+        return x.clone()
+
+    @staticmethod
+    def backward(ctx, g):
+        return g * float("nan")
+
+
+def test_nonfinite_gradient_norm_stops_before_the_step(tmp_path):
+    tr = _trainer(tmp_path, epochs=2)
+    tr.model.point.append(_Poison(after=2))
+    with pytest.raises(FloatingPointError, match=r"training stopped: the gradient norm is nan "
+                       r"at epoch 1, step 3 \(loss [0-9.]+\); the weights were not updated"):
+        tr.fit()
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+
+
+def test_nonfinite_loss_stops(tmp_path):
+    tr = _trainer(tmp_path, epochs=1)
+    tr.loss_fn = lambda lg, t: lg.sum() * float("inf")
+    with pytest.raises(FloatingPointError, match=r"training stopped: the loss is -?inf at "
+                       r"epoch 1, step 1, before any update"):
+        tr.fit()
+
+
+class TinySegNet(nn.Module):
+    """1x1 convolution per pixel: [B, 2, H, W] -> [B, K, H, W]."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(2, 8, 1), nn.ReLU(), nn.Conv2d(8, K, 1))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+def _seg_data(n, seed):
+    g = torch.Generator().manual_seed(seed)
+    y = torch.randint(0, K + 1, (n, 6, 5), generator=g)  # K = void
+    x = torch.stack([y.float() + 0.3 * torch.randn(n, 6, 5, generator=g),
+                     torch.randn(n, 6, 5, generator=g)], 1)
+    return TensorDataset(x, y)
+
+
+def test_trainer_segmentation_mode_reports_miou(tmp_path):
+    from functools import partial
+
+    from pointctx.train import SegmentationConfusion
+
+    torch.manual_seed(0)
+    info = init_distributed("cpu")
+    model = TinySegNet()
+    opt = torch.optim.SGD(model.parameters(), lr=0.5)
+    train = make_loader(_seg_data(16, 1), batch_size=4, train=True, dist_info=info, seed=0)
+    test = make_loader(_seg_data(6, 2), batch_size=4, train=False, dist_info=info)
+    conf = partial(SegmentationConfusion, ignore_index=K)
+    tr = Trainer(model, opt, train, test, num_classes=K, class_names=["a", "b", "c"], epochs=2,
+                 output_dir=tmp_path, dist_info=info, progress=False, confusion=conf,
+                 best_metric="miou",
+                 loss_fn=lambda lg, t: nn.functional.cross_entropy(lg, t, ignore_index=K))
+    res = tr.fit()
+    assert res["status"] == "finished"
+    last = json.loads((tmp_path / "results.json").read_text())["last"]
+    assert set(last["per_class"]["a"]) == {"iou", "acc", "support"}
+    cm = conf(K)
+    model.eval()
+    with torch.no_grad():
+        for x, y in DataLoader(_seg_data(6, 2), batch_size=6):
+            cm.update(model(x), y)
+    m = cm.compute()
+    assert m.miou == pytest.approx(last["miou"]) and m.oa == pytest.approx(last["oa"])
+    assert m.total == last["total"] == int((_seg_data(6, 2).tensors[1] != K).sum())
+    assert res["history"][-1]["test"]["samples"] == 6
+    best = max(range(2), key=lambda e: (res["history"][e]["test"]["miou"], -e)) + 1
+    assert res["best"]["epoch"] == best and "miou" in res["best"]
+    with pytest.raises(ValueError, match=r"`best_metric` must be one of \['oa', 'macc'\]"):
+        Trainer(model, opt, train, test, num_classes=K, class_names="abc", epochs=1,
+                output_dir=tmp_path, dist_info=info, best_metric="miou")

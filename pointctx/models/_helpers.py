@@ -1,0 +1,102 @@
+"""Construction helpers shared by the registered models (CoC, CLUENet, PointMLP).
+
+One place for what every multi-stage model checks and computes the same way when it is built:
+
+* :func:`per_stage`: broadcast a scalar option to every stage, or check a per-stage list;
+* :func:`check_stages`: the ``layers`` / ``embed_dims`` pair (positive, one entry per stage);
+* :func:`check_io`: ``num_classes``, ``in_channels`` and ``pos_dim``;
+* :func:`drop_path_rates`: the stochastic-depth schedule (linear over all blocks, from 0 at the
+  first block to ``drop_path_rate`` at the last, as timm and the official CoC / CLUENet code);
+* :func:`build`: a registered configuration's defaults updated by the caller's keyword arguments.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from .._checks import check_positive_int
+
+__all__ = ["IMAGE_BOUNDS", "per_stage", "check_stages", "check_io", "drop_path_rates", "build"]
+
+# The fixed box of image-plane pixel positions (PackedInput.plane), for grid centers and regions.
+IMAGE_BOUNDS = (-0.5, 0.5)
+
+
+def per_stage(value, num_stages: int, name: str) -> list:
+    """Broadcast a scalar (or None) to every stage, or check a per-stage list's length.
+
+    Raises:
+        ValueError: a sequence whose length is not ``num_stages``.
+    """
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = list(value)
+        if len(vals) != num_stages:
+            raise ValueError(
+                f"`{name}` must have one entry per stage ({num_stages}), got {len(vals)}: {value!r}"
+            )
+        return vals
+    return [value] * num_stages
+
+
+def check_stages(layers: Sequence[int], embed_dims: Sequence[int]) -> tuple[list, list]:
+    """Check blocks per stage and channels per stage: positive ints, equal non-zero lengths.
+
+    Returns:
+        ``(layers, embed_dims)`` as lists of ints.
+    """
+    layers = [check_positive_int(v, "layers") for v in layers]
+    embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
+    if not layers or len(embed_dims) != len(layers):
+        raise ValueError(
+            f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
+            f"{len(layers)} and {len(embed_dims)}"
+        )
+    return layers, embed_dims
+
+
+def check_io(num_classes, in_channels, pos_dim, min_classes: int = 0) -> tuple[int, int, int]:
+    """Check the classifier outputs, feature channels and position dimension of a model.
+
+    Args:
+        num_classes: classifier outputs (0 allowed when ``min_classes`` is 0: no classifier).
+        in_channels: point feature channels C (0: positions only).
+        pos_dim: position dimension D (>= 1).
+        min_classes: the smallest allowed ``num_classes``.
+
+    Returns:
+        ``(num_classes, in_channels, pos_dim)`` as ints.
+    """
+    return (check_positive_int(num_classes, "num_classes", minimum=min_classes),
+            check_positive_int(in_channels, "in_channels", minimum=0),
+            check_positive_int(pos_dim, "pos_dim"))
+
+
+def drop_path_rates(layers: Sequence[int], drop_path_rate: float) -> list[list[float]]:
+    """Stochastic depth per block, rising linearly over all blocks from 0 to ``drop_path_rate``.
+
+    Block ``k`` of ``T`` (counted over all stages) gets ``drop_path_rate * k / (T - 1)`` (0 when
+    there is one block).
+
+    Returns:
+        One list of rates per stage, one rate per block.
+
+    Raises:
+        ValueError: ``drop_path_rate`` outside ``[0, 1)``.
+    """
+    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not (
+            0.0 <= drop_path_rate < 1.0):
+        raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+    total = sum(layers)
+    rates, k = [], 0
+    for depth in layers:
+        rates.append([drop_path_rate * (k + j) / (total - 1) if total > 1 else 0.0
+                      for j in range(depth)])
+        k += depth
+    return rates
+
+
+def build(cls, defaults: dict, kwargs: dict):
+    """Instantiate ``cls`` with a registered configuration, overridden by the caller's kwargs."""
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    return cls(**cfg)
