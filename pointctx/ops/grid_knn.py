@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_positive_int
-from .fps import _sqdist
+from ._common import _sqdist
 from .knn import KNN, _batches, _check_pair, _empty_result, knn
 
 __all__ = ["grid_knn"]
