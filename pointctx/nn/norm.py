@@ -100,7 +100,7 @@ class SetGroupNorm(nn.Module):
                 # every set has n = N / B points: one fused native GroupNorm on the packed rows,
                 # seen as a channels-last [B, C, n, 1] tensor (no copy)
                 n = xw.shape[0] // b
-                x4 = xw.view(b, n, 1, self.num_channels).permute(0, 3, 1, 2)
+                x4 = xw.reshape(b, n, 1, self.num_channels).permute(0, 3, 1, 2)
                 weight = None if self.weight is None else self.weight.to(work_dtype)
                 bias = None if self.bias is None else self.bias.to(work_dtype)
                 out = nn.functional.group_norm(x4, 1, weight, bias, self.eps)

@@ -17,6 +17,16 @@ C, k, k)`` (tested). Its position is the mean of the positions of the points in 
 cell (summed in slot order, so it does not depend on the order of the points), its lattice
 coordinates are ``a`` (so reductions chain: ``coords // s``, slot ``coords % s`` for ``k = s``).
 
+**Full lattices** (every site of every set present, in the raster order of
+:func:`~pointctx.ops.lattice_sites`, e.g. full images): the gather pattern depends on the shape
+only, so it is built once per ``(B, grid_size, kernel, stride, padding, device)`` and cached
+(the last 16), and the fused value is computed as the strided convolution itself
+(``conv2d`` on the packed rows viewed channels-last, no copy; the far border zero-padded for
+partial cells). Results equal the gather path up to float rounding, forward and backward
+(tested); masked or reordered inputs take the gather path with a fresh pattern. The output
+coordinates and set ids of a full lattice are the cached site tensors, so the next reducer
+recognises its input by identity.
+
 **Point mode** (general point sets: no lattice coordinates). Anchors are picked by farthest
 point sampling with ``ratio`` (default ``1 / s**2``: 4x4 cells keep 1/16 of the points, 2x2 cells
 1/4) and gather their ``k**L`` nearest points of the same set (``L = 2`` unless ``lattice_dim``
@@ -326,7 +336,7 @@ class PointReducer(nn.Module):
         """
         k, s, p = self.kernel_size, self.stride, self.padding
         dim, c = len(sizes), x.shape[1]
-        xv = x.view(b, *sizes, c).movedim(-1, 1)  # [B, C, *sizes], channels-last strides
+        xv = x.reshape(b, *sizes, c).movedim(-1, 1)  # [B, C, *sizes], channels-last strides
         extra = [max(0, (o - 1) * s + k - 2 * p - g) for g, o in zip(sizes, out_sizes)]
         if any(extra):
             pads = []
