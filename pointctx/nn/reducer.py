@@ -93,12 +93,6 @@ def _unravel(lin: Tensor, sizes: Sequence[int]) -> Tensor:
     return torch.stack(out[::-1], 1)
 
 
-def _int_or_none(value, name: str, minimum: int):
-    if value is None:
-        return None
-    return check_positive_int(value, name, minimum=minimum)
-
-
 class PointReducer(nn.Module):
     """Reduce point sets: anchors gather neighbours, concatenated and fused by one linear layer.
 
