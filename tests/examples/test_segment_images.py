@@ -1,6 +1,5 @@
 """End-to-end tests of examples/segment_images.py (tiny CamVid folders; the real file when slow)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,23 +18,9 @@ SCRIPT = ROOT / "examples" / "segment_images.py"
 UNET = json.dumps({"width": 4, "depth": 2})
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def script():
-    return _load("segment_images_example", SCRIPT)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+def script(load_example):
+    return load_example("segment_images")
 
 
 def _env():
