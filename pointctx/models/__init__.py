@@ -5,6 +5,7 @@ from ._runs import load_model
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .pointmlp import PointMLP  # registers the pointmlp* models
+from .segmentation import SetSegmenter  # registers the coc / cluenet *_seg models
 from .unet import UNet  # registers the unet_*_seg CNN baselines
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
@@ -12,4 +13,5 @@ __all__ += ["load_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
+__all__ += ["SetSegmenter"]
 __all__ += ["UNet"]

@@ -65,6 +65,7 @@ from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
 from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
+from ._stages import StageBatch, link_from_slots
 
 __all__ = [
     "ContextClusterNet",
@@ -220,18 +221,40 @@ class ContextClusterNet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
+        return self._run(inputs, mask, collect=False)
+
+    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
+        is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
+        the anchor's kNN slots).
+
+        Shapes:
+            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        """
+        return self._run(inputs, mask, collect=True)
+
+    def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask)
         b = packed.batch_size
         feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        out, stride = [], 1
         for reducer, blocks in zip(self.reducers, self.stages):
             red = reducer(feats, pos, batch, b, coords, grid)
             feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
             cpos = pos if pixel else box_normalize(pos, batch, b)
             for block in blocks:
                 feats = block(feats, cpos, batch, b)
+            if collect:
+                stride *= reducer.stride
+                out.append(StageBatch(pos, feats, batch, b, link_from_slots(red.index),
+                                      (stride, stride) if pixel else None))
+        if collect:
+            return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:

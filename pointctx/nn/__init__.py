@@ -15,6 +15,7 @@ from .cluenet import (
     soft_aggregate,
 )
 from .context_cluster import Assignment, ContextCluster
+from .fpn import SemanticFPNHead
 from .grouping import (
     GeometricAffine,
     GroupContextCluster,
@@ -51,7 +52,7 @@ __all__ = [
     "resolve_proposal",
 ]
 __all__ += ["MixerBlock", "ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
-__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp"]
+__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp", "SemanticFPNHead"]
 __all__ += [
     "GeometricAffine",
     "GroupContextCluster",
