@@ -87,9 +87,10 @@ from pointctx.transforms import RandomKeep
 
 FULL_SIZE = (360, 480)
 RECIPES = {
-    # ~100 s per epoch for coc_micro_seg on one thread of a shared 2-core CPU at load ~10 (README).
+    # ~150 s per epoch for coc_micro_seg on one thread of a shared 2-core CPU at load ~10: about
+    # 25 minutes (README).
     "cpu": dict(
-        model="coc_micro_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=14,
+        model="coc_micro_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=9,
         batch_size=8, eval_batch_size=8, lr=2e-3, min_lr_ratio=0.01, weight_decay=0.01,
         class_weights="median-freq", train_limit=None, val_limit=None, threads=1,
     ),
