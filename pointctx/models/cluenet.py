@@ -1,17 +1,17 @@
 """CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
 
 :class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
-layers of :mod:`pointctx.nn.cluenet`:
+layers of :mod:`pointctx.nn.cluenet` (an index of the modules that hold them):
 
 * positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
   input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official
   patch-embedding convolution) and a per-point ``LayerNorm``, then the learnable positional
   term ``x + dwconv(x)`` (the official PosCNN, a depthwise 3x3 convolution); on non-grid sets
   the depthwise convolution runs over the 9 nearest neighbours (point-wise alternative, see
-  :class:`~pointctx.nn.cluenet.SetDepthwiseConv`);
-* per stage a :class:`~pointctx.nn.cluenet.GFCStage` (Global Feature Clustering blocks, the
+  :class:`~pointctx.nn.depthwise.SetDepthwiseConv`);
+* per stage a :class:`~pointctx.nn.blocks.GFCStage` (Global Feature Clustering blocks, the
   first block's hard assignment shared by the others) and between stages an
-  :class:`~pointctx.nn.cluenet.ImprovedClusterPool` (4x fewer points);
+  :class:`~pointctx.nn.icp.ImprovedClusterPool` (4x fewer points);
 * head: per-point ``LayerNorm``, mean over each set's points, linear classifier.
 
 Inputs are handled exactly as in :mod:`pointctx.models.coc`: an image tensor ``[B, C, H, W]``
@@ -61,7 +61,9 @@ from torch import Tensor, nn
 
 from .._checks import check_positive_int
 from ..batch import PointBatch
-from ..nn.cluenet import GFCStage, ImprovedClusterPool, SetDepthwiseConv, knn_slots
+from ..nn.blocks import GFCStage
+from ..nn.depthwise import SetDepthwiseConv, knn_slots
+from ..nn.icp import ImprovedClusterPool
 from ..nn.proposal import build_proposal
 from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
