@@ -136,7 +136,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--size", type=seg._size, default=(90, 120),
                    help="input and scoring size HxW (default 90x120, a quarter of 360x480)")
     p.add_argument("--scale", type=seg._scale, default=(0.75, 1.5))
-    p.add_argument("--epochs", type=T.positive_int, default=6)
+    p.add_argument("--epochs", type=T.positive_int, default=4)
     p.add_argument("--batch-size", type=T.positive_int, default=8)
     p.add_argument("--lr", type=T.positive_float, default=2e-3)
     p.add_argument("--weight-decay", type=T.nonnegative_float, default=0.01)
