@@ -1,6 +1,16 @@
-"""Datasets and readers for point sets, pixel sets, RGB-D frames and CamVid segmentation."""
+"""Datasets and readers: point clouds, pixel sets, RGB-D frames and segmentation, one module each.
+
+:mod:`~pointctx.datasets.base` holds what they share (views, seeded subsets and splits,
+epochs), :mod:`~pointctx.datasets._read` the file readers; then one module per family:
+:mod:`~pointctx.datasets.points` (the point-cloud base), :mod:`~pointctx.datasets.scanobjectnn`,
+:mod:`~pointctx.datasets.modelnet40`, :mod:`~pointctx.datasets.images` (MNIST, CIFAR-10),
+:mod:`~pointctx.datasets.rgbd`, :mod:`~pointctx.datasets.camvid` and
+:mod:`~pointctx.datasets.segmentation` (its transforms). :mod:`~pointctx.datasets.pointclouds`
+is the index (and old import path) of the point-cloud datasets.
+"""
 
 from ._root import bundled_root, data_root
+from .base import DatasetSplit, RowDataset, select_rows
 from .camvid import (
     CAMVID_CLASSES,
     CAMVID_MEAN,
@@ -48,6 +58,7 @@ from .rgbd import (
     rgbd_frame,
     rgbd_frames,
 )
+from .scenes import Scene, ShapeScenes
 from .segmentation import (
     PixelSubset,
     RandomHorizontalFlip,
@@ -56,8 +67,15 @@ from .segmentation import (
     SegCompose,
     check_seg_sample,
 )
+from .shapenetpart import (
+    SHAPENETPART_CATEGORIES,
+    SHAPENETPART_PARTS,
+    PartSample,
+    ShapeNetPart,
+    category_part_mask,
+)
 
-__all__ = ["bundled_root", "data_root"]
+__all__ = ["bundled_root", "data_root", "DatasetSplit", "RowDataset", "select_rows"]
 __all__ += [
     "SCANOBJECTNN_CLASSES",
     "Compose",
@@ -96,6 +114,14 @@ __all__ += [
     "load_rgbd",
     "rgbd_frame",
     "rgbd_frames",
+]
+__all__ += ["Scene", "ShapeScenes"]
+__all__ += [
+    "SHAPENETPART_CATEGORIES",
+    "SHAPENETPART_PARTS",
+    "PartSample",
+    "ShapeNetPart",
+    "category_part_mask",
 ]
 __all__ += [
     "CAMVID_CLASSES",

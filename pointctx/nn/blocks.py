@@ -186,6 +186,8 @@ class ContextClusterBlock(MixerBlock):
         batch: Tensor,
         batch_size: int | None = None,
         return_assignment: bool = False,
+        *,
+        spacing=None,
     ):
         """Run the two residual branches.
 
@@ -195,6 +197,8 @@ class ContextClusterBlock(MixerBlock):
             batch: sorted set id per point.
             batch_size: number of sets B, if known (saves host syncs).
             return_assignment: also return the Context Cluster assignment.
+            spacing: lattice pitch of pixel-like points for the proposal (see
+                :class:`~pointctx.nn.context_cluster.ContextCluster`).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
@@ -204,7 +208,8 @@ class ContextClusterBlock(MixerBlock):
                 f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
             )
         x, assignment = self.residual(x, batch, batch_size, (pos, batch, batch_size),
-                                      {"return_assignment": return_assignment})
+                                      {"return_assignment": return_assignment,
+                                       "spacing": spacing})
         return (x, assignment) if return_assignment else x
 
 
