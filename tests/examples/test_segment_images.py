@@ -132,8 +132,8 @@ def test_stop_and_resume_equals_uninterrupted(script, tmp_path):
     assert script.main([*_tiny(root), "--output", str(run), "--keep-ratio", "0.5",
                         "--stop-after-steps", "3"]) == 0
     assert torch.load(run / "last.pt", weights_only=False)["global_step"] == 3
-    assert script.main([*_tiny(root), "--output", str(run), "--keep-ratio", "0.5",
-                        "--resume"]) == 0
+    # --resume DIR alone continues with the stored settings
+    assert script.main(["--resume", str(run), "--no-progress", "--threads", "1"]) == 0
     a, b = _weights(ref), _weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # resuming with other settings is refused
