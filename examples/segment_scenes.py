@@ -10,9 +10,10 @@ and must recognise every object from its neighbourhood.
 
 Each model of ``--models`` is trained with the same budget (scenes, epochs, batch, optimiser) in
 its own run folder ``<output>/<model>/`` (``log.txt``, ``last.pt``, ``best.pt``,
-``results.json``), then evaluated on the validation scenes: per-class IoU, mIoU, overall and mean
-class accuracy over points. ``<output>/summary.json`` and the printed table put the models side by
-side.
+``results.json``) and evaluated on the validation scenes after every epoch: per-class IoU, mIoU,
+overall and mean class accuracy over points. ``<output>/summary.json`` and the printed table put
+the models side by side (the last epoch's metrics; ``best.pt`` holds the epoch of the best val
+mIoU).
 
 Examples::
 
@@ -47,7 +48,7 @@ import pointctx
 from pointctx import PointBatch
 from pointctx.datasets import ShapeScenes, data_root
 from pointctx.train import (
-    ConfusionMatrix,
+    SegmentationConfusion,
     Trainer,
     atomic_write_json,
     cleanup_distributed,
@@ -55,7 +56,6 @@ from pointctx.train import (
     load_checkpoint,
     make_loader,
     setup_logger,
-    unwrap_model,
 )
 from pointctx.train import cli as T
 
@@ -172,38 +172,8 @@ def scene_forward(model, batch, device):
     return model(pb), target.to(device), pb.num_sets
 
 
-def iou_table(matrix: torch.Tensor, names) -> dict:
-    """Per-class IoU, mIoU (classes present in truth or prediction), OA and mAcc of a matrix."""
-    m = matrix.double()
-    tp = m.diag()
-    gt, pred = m.sum(1), m.sum(0)
-    union = gt + pred - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), float("nan"))
-    acc = torch.where(gt > 0, tp / gt.clamp(min=1), float("nan"))
-    present = union > 0
-    return {
-        "miou": float(iou[present].mean()),
-        "oa": float(tp.sum() / m.sum().clamp(min=1)),
-        "macc": float(acc[gt > 0].mean()),
-        "per_class_iou": {n: float(v) for n, v in zip(names, iou)},
-        "points": int(m.sum()),
-    }
-
-
-@torch.no_grad()
-def evaluate_iou(model, loader, num_classes, device) -> torch.Tensor:
-    """Point confusion matrix of ``model`` over ``loader`` (summed over processes)."""
-    model = unwrap_model(model).eval()
-    cm = ConfusionMatrix(num_classes, device)
-    for batch in loader:
-        logits, target, _ = scene_forward(model, batch, device)
-        cm.update(logits, target)
-    cm.all_reduce()
-    return cm.matrix.cpu()
-
-
 def _versions(device) -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
             "numpy": np.__version__, "pointctx": pointctx.__version__,
             "platform": platform.platform(), "device": str(device)}
 
@@ -325,23 +295,23 @@ def _run(args, dist_info, argv, t_start) -> int:
             scheduler=scheduler, forward=scene_forward, logger=log,
             progress=not args.no_progress, eval_name="val", run_info=run_info,
             stop_after_steps=args.stop_after_steps, session_start=time.perf_counter(),
+            confusion=SegmentationConfusion, best_metric="miou",
         )
         if args.resume and (run / "last.pt").exists():
             trainer.load()
         results = trainer.fit()
         if results["status"] == "interrupted":
             return EXIT_SIGNAL.get(trainer.stop_reason, 0)
-        t0 = time.perf_counter()
-        seg = iou_table(evaluate_iou(trainer.model, val_loader, len(names), device), names)
-        seg["eval_s"] = time.perf_counter() - t0
-        results["segmentation"] = seg
-        if dist_info.is_main:
-            atomic_write_json(run / "results.json", results)
-        summary["models"][name] = {"parameters": n_params, **seg,
-                                   "train_s": results["timing"]["train_s"],
-                                   "wall_s": results["timing"]["wall_s"]}
-        log.info(f"{name}: val mIoU {100 * seg['miou']:.2f} %  OA {100 * seg['oa']:.2f} %  "
-                 f"mAcc {100 * seg['macc']:.2f} %  (train {results['timing']['train_s']:.0f} s)")
+        last = results["last"]
+        summary["models"][name] = {
+            "parameters": n_params, "epoch": last["epoch"], "miou": last["miou"],
+            "oa": last["oa"], "macc": last["macc"],
+            "per_class_iou": {c: v["iou"] for c, v in last["per_class"].items()},
+            "train_s": results["timing"]["train_s"], "wall_s": results["timing"]["wall_s"],
+        }
+        log.info(f"{name}: val mIoU {100 * last['miou']:.2f} %  OA {100 * last['oa']:.2f} %  "
+                 f"mAcc {100 * last['macc']:.2f} % (last epoch)  (train "
+                 f"{results['timing']['train_s']:.0f} s)")
     summary["wall_s"] = time.perf_counter() - t_start
     if dist_info.is_main:
         atomic_write_json(out / "summary.json", summary)
