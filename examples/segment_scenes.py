@@ -288,6 +288,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         run_info = {"config": config, "versions": _versions(device), "seed": args.seed,
                     "world_size": world, "dataset": {"description": data_desc, "classes": names},
                     "model": {"name": name, "kwargs": args.model_kwargs,
+                              "create_kwargs": {"num_classes": len(names), **args.model_kwargs},
                               "parameters": n_params, "num_classes": len(names)}}
         trainer = Trainer(
             model, optimizer, train_loader, val_loader, num_classes=len(names),

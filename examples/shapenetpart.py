@@ -314,8 +314,11 @@ def _run(args, dist_info, argv, t_start) -> int:
         "world_size": world,
         "dataset": {"description": desc, "train_size": len(train), "eval_size": len(test),
                     "eval_split": eval_name, "num_points": args.num_points,
-                    "normals": bool(in_channels), "categories": list(SHAPENETPART_CATEGORIES)},
-        "model": {"name": args.model, "kwargs": {**args.model_kwargs, "in_channels": in_channels},
+                    "normals": bool(in_channels), "categories": list(SHAPENETPART_CATEGORIES),
+                    "classes": PART_NAMES},
+        "model": {"name": args.model, "kwargs": args.model_kwargs,
+                  "create_kwargs": {**args.model_kwargs, "num_classes": 50,
+                                    "in_channels": in_channels},
                   "parameters": n_params, "num_classes": 50},
     }
     trainer = Trainer(

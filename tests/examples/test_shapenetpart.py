@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import pointctx
 from pointctx.datasets import data_root
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,7 +57,9 @@ def test_smoke_run_then_resume_is_a_no_op(script, tmp_path, capsys):
         assert 0.0 <= last[key] <= 1.0
     assert set(last["per_category"]) == set(res["dataset"]["categories"])
     assert all(v["shapes"] == 1 for v in last["per_category"].values())
-    assert res["model"]["kwargs"]["in_channels"] == 0  # the sample has no normals
+    assert res["model"]["create_kwargs"]["in_channels"] == 0  # the sample has no normals
+    model = pointctx.load_model(out)
+    assert model.num_classes == 50 and model.class_names[0] == "Airplane:0"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "not an accuracy" in capsys.readouterr().out
     # resuming a finished run trains nothing more
