@@ -20,7 +20,7 @@ Examples::
     # the CPU run of README (two CPU-sized models, about 10 minutes each on 1 thread)
     python examples/segment_scenes.py --output runs/scenes
     # continue after Ctrl-C (finished models are not retrained)
-    python examples/segment_scenes.py --output runs/scenes --resume
+    python examples/segment_scenes.py --resume runs/scenes
     # the full-width models on a GPU
     python examples/segment_scenes.py --models pointmlp_coc_seg,pointmlp_seg --device cuda \
         --train-scenes 20000 --epochs 100 --batch-size 32 --classes all
@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1)")
     g.add_argument("--output", type=Path, default=None,
                    help="run folder (default runs/scenes-<time>)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the runs in --output (finished models are kept)")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                   help="continue the runs in DIR (or --output); finished models are kept")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
                    help="stop each model (with a checkpoint) after this many steps")
@@ -155,8 +155,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"{args.objects!r}")
     args.objects = [lo, hi]
     args.model_kwargs = dict(SMOKE_KWARGS if args.smoke else {}, **(args.model_kwargs or {}))
+    if isinstance(args.resume, str):
+        if args.output is not None and Path(args.resume) != args.output:
+            parser.error(f"--resume {args.resume} and --output {args.output} name different "
+                         "folders")
+        args.output = Path(args.resume)
+        args.resume = True
     if args.resume and args.output is None:
-        parser.error("--resume needs --output (the folder of the runs to continue)")
+        parser.error("--resume needs the folder of the runs: --resume DIR")
     return args
 
 

@@ -17,7 +17,7 @@ Examples::
     python examples/shapenetpart.py \
         --data-root /data/shapenetcore_partanno_segmentation_benchmark_v0_normal --device cuda
     torchrun --nproc_per_node 4 examples/shapenetpart.py --data-root /data/... --device cuda
-    python examples/shapenetpart.py --data-root /data/... --resume      # after Ctrl-C
+    python examples/shapenetpart.py --data-root /data/... --resume runs/RUN   # after Ctrl-C
     # the smoke run on the 16 bundled real shapes: the whole pipeline in about a minute; it
     # trains and evaluates on the same 16 shapes and is NOT an accuracy
     python examples/shapenetpart.py --smoke
@@ -110,7 +110,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto")
     g.add_argument("--threads", type=T.positive_int, default=None)
     g.add_argument("--output", type=Path, default=None)
-    g.add_argument("--resume", action="store_true", help="continue the run in --output")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                   help="continue the run in DIR (or --output)")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--stop-after-epoch", type=T.positive_int, default=None)
     g.add_argument("--stop-after-steps", type=T.positive_int, default=None)
@@ -133,8 +134,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"from {known}")
     if args.smoke and args.data_root is not None:
         parser.error("--smoke runs on the bundled 16-shape sample; drop --data-root")
+    if isinstance(args.resume, str):
+        if args.output is not None and Path(args.resume) != args.output:
+            parser.error(f"--resume {args.resume} and --output {args.output} name different "
+                         "folders")
+        args.output = Path(args.resume)
+        args.resume = True
     if args.resume and args.output is None:
-        parser.error("--resume needs --output (the run folder to continue)")
+        parser.error("--resume needs the run folder: --resume DIR")
     if args.min_lr > args.lr:
         parser.error(f"argument --min-lr: {args.min_lr} exceeds --lr {args.lr}")
     return args

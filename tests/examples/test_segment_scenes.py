@@ -65,7 +65,7 @@ def test_smoke_run_trains_both_models_side_by_side_and_resumes(script, tmp_path,
 def test_errors(script, capsys):
     for argv, msg in ((["--models", "pointmlp"], "unknown model 'pointmlp'"),
                       (["--objects", "5-2"], "--objects: expected MIN-MAX"),
-                      (["--resume"], "--resume needs --output")):
+                      (["--resume"], "--resume needs the folder")):
         with pytest.raises(SystemExit):
             script.parse_args(argv)
         assert msg in capsys.readouterr().err

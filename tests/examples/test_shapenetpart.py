@@ -73,7 +73,7 @@ def test_interrupted_run_resumes_to_the_same_weights(script, tmp_path):
     assert script.main([*two, "--output", str(a)]) == 0
     assert script.main([*two, "--output", str(b), "--stop-after-steps", "5"]) == 0
     assert json.loads((b / "results.json").read_text())["status"] == "interrupted"
-    assert script.main([*two, "--output", str(b), "--resume"]) == 0
+    assert script.main([*two, "--resume", str(b)]) == 0
     wa = torch.load(a / "last.pt", map_location="cpu", weights_only=False)["model"]
     wb = torch.load(b / "last.pt", map_location="cpu", weights_only=False)["model"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
@@ -85,7 +85,7 @@ def test_errors(script, tmp_path, capsys):
     assert "unknown part-segmentation model" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.parse_args(["--resume"])
-    assert "--resume needs --output" in capsys.readouterr().err
+    assert "--resume needs the run folder" in capsys.readouterr().err
     assert script.main(["--data-root", str(tmp_path), "--output", str(tmp_path / "r"),
                         "--no-progress"]) == 1
     assert script.main([*TINY, "--output", str(tmp_path / "r2"), "--batch-size", "64"]) == 2
