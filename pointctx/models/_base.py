@@ -20,6 +20,7 @@ another head) into the attribute named by ``head_name``, and implement ``forward
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
@@ -57,7 +58,14 @@ class SetClassifier(nn.Module):
 
     def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
+        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
+                          dtype=self.param_dtype)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters: inputs are cast to it."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()),
+                    torch.get_default_dtype())
 
     def forward_features(self, inputs, *args, **kwargs):  # pragma: no cover
         """The last stage's points and features, as a :class:`~pointctx.PointBatch`."""
