@@ -3,7 +3,8 @@
 #                 install pointctx editable with its extras, run the test suite
 #   make demo   - the main job on the bundled real sample (see README)
 #   make lint   - ruff
-#   make rgbd-demo / masked-study / cifar-compare / bench-all - the other demos and benchmarks
+#   make rgbd-demo / masked-study / cifar-compare / segment-demo / bench-all - the other demos
+#                 and benchmarks
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
@@ -11,7 +12,7 @@ PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-all lint demo rgbd-demo masked-study cifar-compare bench bench-all clean system-deps
+.PHONY: setup test test-fast test-all lint demo rgbd-demo masked-study cifar-compare segment-demo bench bench-all clean system-deps
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -75,6 +76,10 @@ masked-study: setup
 cifar-compare: setup
 	$(PY) examples/train_images.py --dataset cifar10 --models cluenet_micro_cifar,coc_tiny_cifar \
 		--train-size 5000 --val-size 2000 --epochs 4 --batch-size 64 --threads 1 --output runs/cifar_side
+
+# CamVid segmentation, the few-minute pipeline check: 48 train / 16 val images at 90x120 (runs/segment_demo_<time>)
+segment-demo: setup
+	$(PY) examples/segment_images.py --recipe quick --output runs/segment_demo_$$(date +%Y%m%d-%H%M%S)
 
 bench: setup
 	$(PY) bench/ops.py

@@ -17,6 +17,7 @@ __all__ = [
     "check_batch",
     "check_positive_int",
     "check_choice",
+    "check_channels",
     "check_point_inputs",
 ]
 
@@ -140,6 +141,17 @@ def check_choice(value, name: str, choices) -> str:
     return value
 
 
+def check_channels(x, dim: int, name: str = "x") -> Tensor:
+    """Check point features: a floating point tensor of shape [N, dim]; return it."""
+    check_tensor(x, name)
+    if x.dim() != 2 or x.shape[1] != dim:
+        raise ValueError(f"`{name}` must have shape [N, {dim}] (dim = {dim}), got "
+                         f"{tuple(x.shape)}")
+    if not x.is_floating_point():
+        raise ValueError(f"`{name}` must be a floating point tensor, got dtype {x.dtype}")
+    return x
+
+
 def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = True):
     """Check the ``(x, pos, batch, batch_size)`` inputs of a layer on packed point sets.
 
@@ -157,11 +169,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     Returns:
         ``batch_size`` checked (an int >= 0) or None.
     """
-    check_tensor(x, "x")
-    if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"`x` must have shape [N, {dim}] (dim = {dim}), got {tuple(x.shape)}")
-    if not x.is_floating_point():
-        raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
+    check_channels(x, dim)
     n = x.shape[0]
     check_pos(pos, "pos", allow_nonfinite=not validate)
     if pos.shape[0] != n:

@@ -5,7 +5,8 @@ A sample is a dict with ``"image"`` [C, H, W] float, ``"label"`` [H, W] int64 an
 pixel with a 1 in the CNN's mask channel); other keys pass through. Every transform here is
 called as ``t(sample, index=None) -> sample`` and moves image, label and mask together:
 
-* :class:`Resize`: a fixed size (bilinear image with antialiasing, nearest label and mask);
+* :class:`Resize`: a fixed size (bilinear image with antialiasing, nearest label and mask; or the
+  label left at full resolution, for scoring upsampled predictions);
 * :class:`RandomScaleCrop`: a random rescale then a random crop of a fixed size; where the
   rescaled image is smaller than the crop, it is padded with 0 (the mean, after normalisation),
   the ignore label and ``mask = False`` (the padding is not observed);
@@ -124,19 +125,26 @@ class Resize(ImageTransform):
 
     Args:
         size: ``(H, W)`` or one int for a square.
+        labels: resize the label too; ``False`` keeps it at its original resolution, to score
+            predictions upsampled to it (a final evaluation transform: later transforms need
+            aligned sizes).
     """
 
-    def __init__(self, size) -> None:
+    def __init__(self, size, labels: bool = True) -> None:
         super().__init__()
         self.size = _size(size)
+        self.labels = bool(labels)
 
     def __call__(self, sample: dict, index: int | None = None) -> dict:
         """Return the resized sample."""
         check_seg_sample(sample)
-        return _resize(sample, *self.size)
+        out = _resize(sample, *self.size)
+        if not self.labels:
+            out["label"] = sample["label"]
+        return out
 
     def _params(self):
-        return f"size={self.size}"
+        return f"size={self.size}, labels={self.labels}"
 
 
 class RandomScaleCrop(ImageTransform):

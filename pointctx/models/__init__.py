@@ -4,7 +4,9 @@ from ._registry import create_model, is_model, list_models, model_entrypoint, re
 from ._runs import load_model
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
+from .official import convert_official, load_official, official_archs
 from .pointmlp import PointMLP  # registers the pointmlp* models
+from .segmentation import SetSegmenter  # registers the coc / cluenet *_seg models
 from .unet import UNet  # registers the unet_*_seg CNN baselines
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
@@ -12,4 +14,6 @@ __all__ += ["load_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
+__all__ += ["convert_official", "load_official", "official_archs"]
+__all__ += ["SetSegmenter"]
 __all__ += ["UNet"]

@@ -28,7 +28,35 @@ from ._inputs import PackedInput, pack_input
 
 
 class SetClassifier(nn.Module):
-    """Base class: classifier head, input packing and ``forward`` for set classifiers."""
+    """Base class: classifier head, input packing and ``forward`` for set classifiers.
+
+    **Per-stage features contract** (dense prediction; the ragged counterpart of timm's
+    ``features_only``). Every backbone implements ``forward_stages(inputs, ...)`` taking the
+    inputs of its ``forward`` and returning a list with one
+    :class:`~pointctx.models._stages.StageBatch` (a :class:`~pointctx.PointBatch`) per stage,
+    finest first. Stage ``i`` carries:
+
+    * ``pos [M_i, D]``: its points' positions (pixel sets: the image-plane positions in
+      ``[-0.5, 0.5]`` that the model clusters on, x = column then y = row; general point sets:
+      the input frame), the same frame for every stage, so features of one stage can be
+      interpolated onto another's points or onto any query position;
+    * ``batch [M_i]`` / ``ptr``: the set of every point; all stages hold the same ``B`` sets in
+      the input's order (an empty input set stays empty in every stage);
+    * ``x [M_i, C_i]``: the stage's output features (``C_i = embed_dims[i]``);
+    * ``link [2, E_i]``: pairs ``(point of stage i, point of stage i - 1 it was pooled from)``,
+      sorted, without duplicates; every point has at least one parent, always in its own set;
+      the parents of stage 0 are the input points (rows of the packed input). What "pooled
+      from" means per backbone: CoC, the reducer's window (stem cell, then the 3x3 stride-2
+      window; on general point sets the anchor's kNN slots); CLUENet, the skip reducer's window
+      plus the points that joined the anchor's cluster in Improved Cluster Pooling; PointMLP,
+      the FPS anchor's kNN group (its stage 0 is the per-point embedding, linked to itself).
+    * ``stride``: for pixel sets the ``(row, col)`` pixels per lattice cell of the stage, else
+      None.
+
+    ``forward_stages(x)[-1]`` has the points and features of ``forward_features(x)``. The
+    segmentation models (:mod:`pointctx.models.segmentation`) are built on this contract, and
+    ``tests/models/test_stages.py`` checks it for every backbone.
+    """
 
     num_features: int
     num_classes: int

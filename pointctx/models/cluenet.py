@@ -1,17 +1,17 @@
 """CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
 
 :class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
-layers of :mod:`pointctx.nn.cluenet`:
+layers of :mod:`pointctx.nn.cluenet` (an index of the modules that hold them):
 
 * positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
   input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official
   patch-embedding convolution) and a per-point ``LayerNorm``, then the learnable positional
   term ``x + dwconv(x)`` (the official PosCNN, a depthwise 3x3 convolution); on non-grid sets
   the depthwise convolution runs over the 9 nearest neighbours (point-wise alternative, see
-  :class:`~pointctx.nn.cluenet.SetDepthwiseConv`);
-* per stage a :class:`~pointctx.nn.cluenet.GFCStage` (Global Feature Clustering blocks, the
+  :class:`~pointctx.nn.depthwise.SetDepthwiseConv`);
+* per stage a :class:`~pointctx.nn.blocks.GFCStage` (Global Feature Clustering blocks, the
   first block's hard assignment shared by the others) and between stages an
-  :class:`~pointctx.nn.cluenet.ImprovedClusterPool` (4x fewer points);
+  :class:`~pointctx.nn.icp.ImprovedClusterPool` (4x fewer points);
 * head: per-point ``LayerNorm``, mean over each set's points, linear classifier.
 
 Inputs are handled exactly as in :mod:`pointctx.models.coc`: an image tensor ``[B, C, H, W]``
@@ -61,7 +61,9 @@ from torch import Tensor, nn
 
 from .._checks import check_positive_int
 from ..batch import PointBatch
-from ..nn.cluenet import GFCStage, ImprovedClusterPool, SetDepthwiseConv, knn_slots
+from ..nn.blocks import GFCStage
+from ..nn.depthwise import SetDepthwiseConv, knn_slots
+from ..nn.icp import ImprovedClusterPool
 from ..nn.proposal import build_proposal
 from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
@@ -69,6 +71,7 @@ from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
 from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
+from ._stages import StageBatch, link_from_slots, link_union
 from .coc import box_normalize
 
 __all__ = [
@@ -206,6 +209,21 @@ class CLUENet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
+        return self._run(inputs, mask, collect=False)
+
+    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
+        Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
+        the points that joined its cluster (the two sources of its features).
+
+        Shapes:
+            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        """
+        return self._run(inputs, mask, collect=True)
+
+    def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask)
         b = packed.batch_size
         feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
@@ -215,9 +233,18 @@ class CLUENet(SetClassifier):
         red = self.stem(feats, pos, batch, b, coords, grid)
         feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
         feats = self.stem_norm(feats)
+        link, stride, out = link_from_slots(red.index), self.stem.stride, []
         for i, stage in enumerate(self.stages):
             if i > 0:
-                red = self.pools[i - 1](feats, pos, batch, b, coords, grid)
+                pool = self.pools[i - 1]
+                if collect:
+                    red, chosen = pool(feats, pos, batch, b, coords, grid, return_cluster=True)
+                    members = chosen >= 0
+                    link = link_union(link_from_slots(red.index), torch.stack(
+                        [chosen[members], members.nonzero().view(-1)]))
+                    stride *= pool.skip.stride
+                else:
+                    red = pool(feats, pos, batch, b, coords, grid)
                 feats, pos, batch = red.x, red.pos, red.batch
                 coords, grid = red.coords, red.grid_size
             if pixel:
@@ -230,6 +257,11 @@ class CLUENet(SetClassifier):
                 feats = feats + self.pos_embed(feats, batch, b, coords, grid, nbr)
             feats = stage(feats, cpos, batch, b, centers=centers, coords=coords,
                           grid_size=grid, neighbors=nbr)
+            if collect:
+                out.append(StageBatch(pos, feats, batch, b, link,
+                                      (stride, stride) if pixel else None))
+        if collect:
+            return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:

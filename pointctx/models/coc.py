@@ -56,6 +56,7 @@ from functools import partial
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_choice
 from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
@@ -65,6 +66,7 @@ from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
 from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
 from ._registry import register_model
+from ._stages import StageBatch, link_from_slots
 
 __all__ = [
     "ContextClusterNet",
@@ -96,6 +98,22 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     return torch.where(ext > 0, (pos - lo) / safe - 0.5, torch.zeros_like(pos))
 
 
+def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tuple]:
+    """Image-plane pixel-cell centers and the pitch of a lattice, for adaptive windows.
+
+    Pixel ``(row i, col j)`` of an ``H x W`` lattice maps to ``((j + 0.5) / W - 0.5,
+    (i + 0.5) / H - 0.5)``: the cells tile ``[-0.5, 0.5]^2`` with pitch ``(1 / W, 1 / H)``.
+
+    Shapes:
+        coords: [N, 2] int64 ``(row, col)``; return: ([N, 2] ``(x, y)``, ``(1 / W, 1 / H)``).
+    """
+    h, w = grid_size
+    dtype = dtype or torch.get_default_dtype()
+    x = (coords[:, 1].to(dtype) + 0.5) / w - 0.5
+    y = (coords[:, 0].to(dtype) + 0.5) / h - 0.5
+    return torch.stack([x, y], 1), (1.0 / w, 1.0 / h)
+
+
 class ContextClusterNet(SetClassifier):
     """Context Cluster classifier (CoC) on pixel sets and general point sets.
 
@@ -122,6 +140,14 @@ class ContextClusterNet(SetClassifier):
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
         backend: point-op backend for the reducers' FPS/kNN on general point sets.
+        windows: how a center pools the pixels of its region on pixel sets (see
+            :class:`~pointctx.nn.proposal.GridProposal`): ``"adaptive"`` (default, the official
+            ``AdaptiveAvgPool2d`` windows: on a region of 7x7 pixels the 2x2 centers pool pixel
+            rows/cols 0-3 and 3-6, overlapping; each point is then clustered at its lattice cell
+            center ``(j + 0.5) / L - 0.5`` with the pitch ``1 / L``) or ``"partition"`` (each
+            pixel pooled into the one cell holding its position, 3+4 on a 7-pixel region; the
+            earlier pointctx behaviour). Both agree when the cells divide the regions evenly
+            (e.g. 256x256 inputs). General point sets always use the partition.
 
     Inputs (:meth:`forward`): an image tensor ``[B, in_channels, H, W]`` with an optional bool
     ``mask [B, H, W]`` (``True`` keeps a pixel), or a :class:`~pointctx.PointBatch` with
@@ -159,8 +185,10 @@ class ContextClusterNet(SetClassifier):
         drop_path_rate: float = 0.0,
         layer_scale_init: float | None = 1e-5,
         backend: str | None = None,
+        windows: str = "adaptive",
     ):
         super().__init__()
+        self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
         layers, embed_dims = check_stages(layers, embed_dims)
         n = len(layers)
         mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
@@ -192,7 +220,8 @@ class ContextClusterNet(SetClassifier):
                     embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
                     head_dim=head_dims[i], centers=centers[i], regions=regions[i],
                     normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
-                    layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False},
+                    layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
+                                    "proposal_kwargs": {"windows": self.windows}},
                 )
                 for dpr in rates[i]
             ])
@@ -220,19 +249,49 @@ class ContextClusterNet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
+        return self._run(inputs, mask, collect=False)
+
+    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
+        is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
+        the anchor's kNN slots).
+
+        Shapes:
+            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        """
+        return self._run(inputs, mask, collect=True)
+
+    def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask)
         b = packed.batch_size
         feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        out, stride = [], 1
         for reducer, blocks in zip(self.reducers, self.stages):
             red = reducer(feats, pos, batch, b, coords, grid)
             feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
-            cpos = pos if pixel else box_normalize(pos, batch, b)
+            cpos, spacing = self._cluster_positions(pos, batch, b, coords, grid, pixel)
             for block in blocks:
-                feats = block(feats, cpos, batch, b)
+                feats = block(feats, cpos, batch, b, spacing=spacing)
+            if collect:
+                stride *= reducer.stride
+                out.append(StageBatch(pos, feats, batch, b, link_from_slots(red.index),
+                                      (stride, stride) if pixel else None))
+        if collect:
+            return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
+
+    def _cluster_positions(self, pos, batch, b, coords, grid, pixel):
+        """Positions (and lattice pitch) the stage's Context Clusters propose centers on."""
+        if not pixel:
+            return box_normalize(pos, batch, b), None
+        if self.windows == "partition":
+            return pos, None
+        return lattice_centers(coords, grid, pos.dtype)
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
         """Per-set GroupNorm, mean over each set's points, dropout and the classifier.

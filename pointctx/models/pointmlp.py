@@ -103,6 +103,7 @@ from ._base import SetClassifier
 from ._helpers import build, check_io, per_stage
 from ._inputs import check_model_points
 from ._registry import register_model
+from ._stages import StageBatch, link_from_slots, link_union
 
 __all__ = [
     "PointMLP",
@@ -354,6 +355,7 @@ class PointMLP(SetClassifier):
         self.pre = nn.ModuleList()
         self.post = nn.ModuleList()
         last = embed_dim
+        dims = [embed_dim]
         add = self.pos_dim if self.use_xyz else 0
         for i in range(n):
             out = last * check_positive_int(dim_expansion[i], "dim_expansion")
@@ -368,7 +370,9 @@ class PointMLP(SetClassifier):
                 for _ in range(check_positive_int(pos_blocks[i], "pos_blocks", 0))
             ]))
             last = out
+            dims.append(out)
         self.num_features = last
+        self.embed_dims = dims  # channels of every stage of forward_stages
         self.classifier = self._make_head(self.num_classes)
 
     def _make_head(self, num_classes: int) -> nn.Module:
@@ -437,12 +441,32 @@ class PointMLP(SetClassifier):
     def forward_features(self, points, lengths: Tensor | None = None,
                          features: Tensor | None = None) -> PointBatch:
         """Embedding and the four stages; returns the last stage's points and features."""
+        return self._run(points, lengths, features, collect=False)
+
+    def forward_stages(self, points, lengths: Tensor | None = None,
+                       features: Tensor | None = None) -> list[StageBatch]:
+        """Features of every stage (contract: :class:`~pointctx.models._base.SetClassifier`).
+
+        Stage 0 is the per-point embedding at the input points (linked each to itself); stage
+        ``i >= 1`` holds the FPS anchors of stage ``i``, linked to their kNN group (the anchor
+        included). ``embed_dims`` lists their channels.
+
+        Shapes:
+            return: 1 + len(dim_expansion) StageBatches: x [M_i, embed_dims[i]], pos [M_i, D].
+        """
+        return self._run(points, lengths, features, collect=True)
+
+    def _run(self, points, lengths, features, collect: bool):
         pb = self._as_batch(points, lengths, features)
         b = pb.num_sets
         pos, batch = pb.pos, pb.batch
         inp = pos if pb.x is None else torch.cat([pos, pb.x], 1)
         with record_function("pointctx.mlp"):
             x = self.embedding(inp)
+        out = []
+        if collect:
+            rows = torch.arange(pos.shape[0], device=pos.device)
+            out.append(StageBatch(pos, x, batch, b, torch.stack([rows, rows])))
         for i in range(len(self.pre)):
             g = sample_and_group(pos, batch, self.k_neighbors[i], self.ratios[i], b,
                                  self.fps_start, self.backend)
@@ -461,6 +485,12 @@ class PointMLP(SetClassifier):
             with record_function("pointctx.mlp"):
                 x = self.post[i](x)
             pos, batch = pos.index_select(0, g.anchor), g.batch
+            if collect:
+                rows = torch.arange(g.anchor.numel(), device=pos.device)
+                link = link_union(link_from_slots(g.index), torch.stack([rows, g.anchor]))
+                out.append(StageBatch(pos, x, batch, b, link))
+        if collect:
+            return out
         return PointBatch(pos, x, batch=batch, batch_size=b, validate=False)
 
     def forward_head(self, feats: PointBatch, pre_logits: bool = False) -> Tensor:

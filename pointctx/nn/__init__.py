@@ -1,20 +1,11 @@
 """pointctx.nn."""
 
-from .blocks import ContextClusterBlock, MixerBlock
-from .cluenet import (
-    ClusterAssignment,
-    DepthwiseMlp,
-    GFCBlock,
-    GFCStage,
-    GlobalFeatureClustering,
-    HeadGate,
-    ImprovedClusterPool,
-    SetDepthwiseConv,
-    knn_slots,
-    nearest_center,
-    soft_aggregate,
-)
+from . import cluenet  # noqa: F401  (the index of the CLUENet layers, their old import path)
+from .blocks import ContextClusterBlock, GFCBlock, GFCStage, MixerBlock
 from .context_cluster import Assignment, ContextCluster
+from .depthwise import DepthwiseMlp, SetDepthwiseConv, knn_slots
+from .fpn import SemanticFPNHead
+from .gfc import ClusterAssignment, GlobalFeatureClustering, HeadGate
 from .grouping import (
     GeometricAffine,
     GroupContextCluster,
@@ -23,6 +14,7 @@ from .grouping import (
     gather_groups,
     sample_and_group,
 )
+from .icp import ImprovedClusterPool
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
 from .propagation import FeaturePropagation, SharedMlp
@@ -37,6 +29,7 @@ from .proposal import (
     resolve_proposal,
 )
 from .reducer import PointReducer, Reduced
+from .soft_aggregation import nearest_center, soft_aggregate
 
 __all__ = [
     "Assignment",
@@ -51,7 +44,7 @@ __all__ = [
     "resolve_proposal",
 ]
 __all__ += ["MixerBlock", "ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
-__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp"]
+__all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp", "SemanticFPNHead"]
 __all__ += [
     "GeometricAffine",
     "GroupContextCluster",

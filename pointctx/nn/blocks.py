@@ -1,4 +1,4 @@
-"""The pre-norm residual block of set networks, and its Context Cluster configuration.
+"""The pre-norm residual block of set networks, and its Context Cluster and CLUENet configurations.
 
 :class:`MixerBlock` is the one block skeleton (as MetaFormer's): ::
 
@@ -9,20 +9,27 @@ with stochastic depth dropping whole sets. Blocks configure it with their norm, 
 MLP: :class:`ContextClusterBlock` (the official CoC block: per-set ``GroupNorm(1, C)``
 (:class:`~pointctx.nn.norm.SetGroupNorm`), a :class:`~pointctx.nn.context_cluster.ContextCluster`
 mixer and a point-wise :class:`~pointctx.nn.layers.Mlp`) and the CLUENet
-:class:`~pointctx.nn.cluenet.GFCBlock` (per-point ``LayerNorm``, Global Feature Clustering and the
-depthwise MLP).
+:class:`GFCBlock` (per-point ``LayerNorm``, Global Feature Clustering and the
+depthwise MLP), stacked by :class:`~pointctx.nn.blocks.GFCStage` (shared centers, neighbourhoods
+and assignments).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from torch import Tensor, nn
 
-from .._checks import check_positive_int
+from .._checks import check_channels, check_positive_int
+from ..ops.segment import infer_batch_size
 from .context_cluster import ContextCluster
+from .depthwise import DepthwiseMlp, knn_slots
+from .gfc import ClusterAssignment, GlobalFeatureClustering
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
+from .proposal import Centers
 
-__all__ = ["MixerBlock", "ContextClusterBlock"]
+__all__ = ["MixerBlock", "ContextClusterBlock", "GFCBlock", "GFCStage"]
 
 
 def mlp_hidden(dim: int, mlp_ratio) -> int:
@@ -179,6 +186,8 @@ class ContextClusterBlock(MixerBlock):
         batch: Tensor,
         batch_size: int | None = None,
         return_assignment: bool = False,
+        *,
+        spacing=None,
     ):
         """Run the two residual branches.
 
@@ -188,6 +197,8 @@ class ContextClusterBlock(MixerBlock):
             batch: sorted set id per point.
             batch_size: number of sets B, if known (saves host syncs).
             return_assignment: also return the Context Cluster assignment.
+            spacing: lattice pitch of pixel-like points for the proposal (see
+                :class:`~pointctx.nn.context_cluster.ContextCluster`).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
@@ -197,5 +208,155 @@ class ContextClusterBlock(MixerBlock):
                 f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
             )
         x, assignment = self.residual(x, batch, batch_size, (pos, batch, batch_size),
-                                      {"return_assignment": return_assignment})
+                                      {"return_assignment": return_assignment,
+                                       "spacing": spacing})
         return (x, assignment) if return_assignment else x
+
+
+class GFCBlock(MixerBlock):
+    """Pre-norm residual CLUENet block with the GFC mixer and the depthwise MLP.
+
+    ::
+
+        x = x + drop_path(ls1(gfc(LN(x))))
+        x = x + drop_path(ls2(mlp(LN(x))))
+
+    A :class:`~pointctx.nn.blocks.MixerBlock` with per-point ``LayerNorm``, a
+    :class:`GlobalFeatureClustering` token mixer and a :class:`DepthwiseMlp`.
+
+    Args:
+        dim: channels C.
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        heads, head_dim, proposal, centers, bounds, assign, min_tau: see
+            :class:`GlobalFeatureClustering`.
+        drop: dropout in the MLP.
+        drop_path: stochastic depth (whole sets, training only).
+        layer_scale_init: LayerScale init; None (official with LayerNorm) disables it.
+        dwconv: depthwise convolution in the MLP (official).
+        act_layer: MLP activation.
+        norm_eps: LayerNorm eps.
+        mixer_kwargs: extra keyword arguments for :class:`GlobalFeatureClustering`.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the assignment with
+        ``return_assignment=True``). The MLP convolution uses ``coords``/``grid_size`` (pixel
+        sets) or ``neighbors``; with neither, the 9 nearest neighbours of ``pos`` are used.
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        mlp_ratio: float = 4.0,
+        heads: int = 4,
+        head_dim: int = 24,
+        proposal="grid",
+        centers=7,
+        bounds=None,
+        assign: bool = True,
+        min_tau: float = 1e-4,
+        drop: float = 0.0,
+        drop_path: float = 0.0,
+        layer_scale_init: float | None = None,
+        dwconv: bool = True,
+        act_layer=nn.GELU,
+        norm_eps: float = 1e-5,
+        mixer_kwargs: dict | None = None,
+    ):
+        dim = check_positive_int(dim, "dim")
+        hidden = mlp_hidden(dim, mlp_ratio)
+        mixer = GlobalFeatureClustering(
+            dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
+            bounds=bounds, assign=assign, min_tau=min_tau, **(mixer_kwargs or {}))
+        mlp = DepthwiseMlp(dim, hidden, act_layer=act_layer, drop=drop, dwconv=dwconv)
+        super().__init__(dim, mixer, mlp, set_norm=False, norm_eps=norm_eps,
+                         drop_path=drop_path, layer_scale_init=layer_scale_init)
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        batch_size: int | None = None,
+        *,
+        centers: Centers | None = None,
+        assignment: ClusterAssignment | None = None,
+        coords: Tensor | None = None,
+        grid_size: Sequence[int] | None = None,
+        neighbors: Tensor | None = None,
+        return_assignment: bool = False,
+    ):
+        """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
+
+        Shapes:
+            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, 2]; neighbors: [N, 9];
+            return: [N, C].
+        """
+        check_channels(x, self.dim)
+        if (self.mlp.dwconv is not None and coords is None and neighbors is None):
+            neighbors = knn_slots(pos, batch, batch_size)
+        x, assignment = self.residual(
+            x, batch, batch_size, (pos, batch, batch_size),
+            {"centers": centers, "assignment": assignment, "return_assignment": True},
+            (batch, batch_size, coords, grid_size, neighbors))
+        return (x, assignment) if return_assignment else x
+
+
+class GFCStage(nn.Module):
+    """A stack of :class:`GFCBlock` sharing centers, neighbourhoods and (optionally) assignments.
+
+    The positions do not change within a stage, so the centers (the first block's proposal) and
+    the depthwise-convolution neighbourhood are computed once. With ``share_assignment`` (the
+    paper's default) only the first block computes the hard assignment; the others reuse it and
+    are built without ``q``, ``alpha``, ``beta``.
+
+    Args:
+        dim: channels C.
+        depth: number of blocks.
+        share_assignment: reuse the first block's assignment in the following blocks.
+        drop_path: one rate for all blocks or one per block.
+        **block_kwargs: keyword arguments of :class:`GFCBlock`.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
+    """
+
+    def __init__(self, dim: int, depth: int, share_assignment: bool = True, drop_path=0.0,
+                 **block_kwargs):
+        super().__init__()
+        depth = check_positive_int(depth, "depth")
+        self.share_assignment = bool(share_assignment)
+        rates = list(drop_path) if isinstance(drop_path, Sequence) else [drop_path] * depth
+        if len(rates) != depth:
+            raise ValueError(f"`drop_path` must have one rate per block ({depth}), got "
+                             f"{len(rates)}")
+        self.blocks = nn.ModuleList([
+            GFCBlock(dim, assign=(i == 0 or not self.share_assignment), drop_path=rates[i],
+                     **block_kwargs)
+            for i in range(depth)
+        ])
+
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
+                centers: Centers | None = None, coords: Tensor | None = None,
+                grid_size: Sequence[int] | None = None, neighbors: Tensor | None = None,
+                return_assignment: bool = False):
+        """Run the blocks (``centers`` default: the first block's proposal on ``pos``).
+
+        Shapes:
+            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the list of the blocks'
+            assignments with ``return_assignment=True``).
+        """
+        b = infer_batch_size(batch, batch_size)
+        if centers is None:
+            centers = self.blocks[0].token_mixer.proposal(pos, batch, b)
+        if self.blocks[0].mlp.dwconv is not None and coords is None and neighbors is None:
+            neighbors = knn_slots(pos, batch, b)
+        assignment = None
+        seen = []
+        for block in self.blocks:
+            x, res = block(x, pos, batch, b, centers=centers,
+                           assignment=assignment if self.share_assignment else None,
+                           coords=coords, grid_size=grid_size, neighbors=neighbors,
+                           return_assignment=True)
+            assignment = res if assignment is None else assignment
+            seen.append(res)
+        return (x, seen) if return_assignment else x

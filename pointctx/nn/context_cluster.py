@@ -65,6 +65,29 @@ class Assignment(NamedTuple):
     similarity: Tensor
 
 
+class _CenterFeatures(NamedTuple):
+    """Center features of one call, per head, in the compute dtype ``cdt``."""
+
+    c_n: Tensor  # [M, heads, d] unit similarity features
+    value: Tensor  # [M, heads, d] value centers
+    f_all: Tensor | None  # [N, inner] f(x) when the proposal's pooling needed it, else None
+    v_all: Tensor | None  # [N, inner] v(x), likewise
+    out_dtype: torch.dtype
+    cdt: torch.dtype
+
+
+class _Candidates(NamedTuple):
+    """Candidate centers of every point (``start[i] .. start[i] + k_pt[i] - 1``) and chunking."""
+
+    start: Tensor  # [N]
+    k_pt: Tensor  # [N]
+    k_max: int
+    k_min: int
+    layout: str  # "padded" or "ragged"
+    step: int  # points per chunk
+    chunk_pairs: list | None  # pairs per chunk (ragged layout)
+
+
 def _counts_or_none(value, name: str):
     if value is None:
         return None
@@ -196,11 +219,7 @@ class ContextCluster(nn.Module):
         return batch_size
 
     # ------------------------------------------------------------------------------------------
-    # centers and candidate pairs
-    # ------------------------------------------------------------------------------------------
-
-    # ------------------------------------------------------------------------------------------
-    # forward
+    # forward, as named steps
     # ------------------------------------------------------------------------------------------
 
     def forward(
@@ -214,6 +233,10 @@ class ContextCluster(nn.Module):
         spacing=None,
     ):
         """Mix point features through context clusters.
+
+        Steps: check the inputs; propose centers (and regions); pool the center features;
+        list each point's candidate centers; assign every point to its most similar candidate
+        and aggregate the clusters; dispatch the clusters back to their points.
 
         Args:
             x: point features.
@@ -230,19 +253,33 @@ class ContextCluster(nn.Module):
             return: [N, out_dim].
         """
         batch_size = self._check_inputs(x, pos, batch, batch_size)
-        n = x.shape[0]
-        heads, hd = self.heads, self.head_dim
-        inner = heads * hd
         num_sets = infer_batch_size(batch, batch_size)
-
-        f_lin, v_lin = self.f, self.v
         centers, group, num_groups, region = self.proposal.propose(
             pos, batch, num_sets, regions=self.regions, bounds=self.bounds, spacing=spacing)
-        m = centers.pos.shape[0]
-        dev = x.device
+        feats = self._center_features(x, centers)
+        n, m = x.shape[0], centers.pos.shape[0]
+        if n == 0 or m == 0:
+            chosen = torch.full((n, self.heads), -1, dtype=torch.long, device=x.device)
+            sim = feats.value.new_zeros(n, self.heads)
+            out = self.proj(feats.value.new_zeros(n, self.heads * self.head_dim)
+                            .to(feats.out_dtype))
+        else:
+            cand = self._candidates(centers, group, num_groups, n, x.device)
+            chosen, sim, flat, clusters = self._assign_and_aggregate(x, feats, cand, m)
+            out = self._dispatch(sim, flat, clusters, feats.out_dtype)
+            sim = sim[0] if len(sim) == 1 else torch.cat(sim, 0)
+            chosen = chosen[0] if len(chosen) == 1 else torch.cat(chosen, 0)
+        if return_assignment:
+            return out, Assignment(chosen, centers, region, sim)
+        return out
 
-        # Center features: the proposal's pooling of f(x) and v(x). For the (affine) mean pooling
-        # pool(f(x)) = f(pool(x)), so pool the C input channels instead of 2 * inner.
+    def _center_features(self, x: Tensor, centers: Centers) -> _CenterFeatures:
+        """The proposal's pooling of f(x) and v(x) per center, split into heads."""
+        f_lin, v_lin = self.f, self.v
+        m = centers.pos.shape[0]
+        heads, hd = self.heads, self.head_dim
+        # For the (affine) mean pooling pool(f(x)) = f(pool(x)), so pool the C input channels
+        # instead of 2 * inner.
         f_all = v_all = None
         if self.proposal.mean_pooling:
             px = pool_centers(x, centers)
@@ -264,17 +301,16 @@ class ContextCluster(nn.Module):
         # cos(f_i, c_m) = (f_i . c_m / |c_m|) / |f_i|: normalise the few centers, and scale the
         # point dot products by 1 / |f_i| ([N, heads]) instead of normalising [N, heads, d].
         c_n = c_sim / c_sim.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        alpha, beta = self.alpha.to(cdt), self.beta.to(cdt)
+        return _CenterFeatures(c_n, c_val, f_all, v_all, out_dtype, cdt)
 
-        if n == 0 or m == 0:
-            chosen = torch.full((n, heads), -1, dtype=torch.long, device=dev)
-            sim = c_val.new_zeros(n, heads)
-            out = self.proj(c_val.new_zeros(n, inner).to(out_dtype))
-            if return_assignment:
-                return out, Assignment(chosen, centers, region, sim)
-            return out
+    def _candidates(self, centers: Centers, group: Tensor, num_groups: int, n: int,
+                    dev) -> _Candidates:
+        """Each point's candidate centers, the pair layout and the points per chunk.
 
-        # Candidates of point i: centers start[i] .. start[i] + k_pt[i] - 1 (its group's centers).
+        The candidates of point i are centers ``start[i] .. start[i] + k_pt[i] - 1`` (its
+        group's: region or set).
+        """
+        inner = self.heads * self.head_dim
         cnt = torch.bincount(centers.batch, minlength=num_groups)[:num_groups]
         cptr = torch.cumsum(cnt, 0) - cnt
         k_pt = cnt.index_select(0, group)
@@ -292,16 +328,31 @@ class ContextCluster(nn.Module):
             ends = torch.arange(step, n + step, step, device=dev).clamp_(max=n) - 1
             ends = torch.cumsum(k_pt, 0).index_select(0, ends)
             chunk_pairs = torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
+        return _Candidates(start, k_pt, k_max, k_min, layout, step, chunk_pairs)
+
+    def _assign_and_aggregate(self, x: Tensor, feats: _CenterFeatures, cand: _Candidates,
+                              m: int):
+        """Per chunk of points: features, hard assignment, similarity, aggregation sums.
+
+        Returns:
+            ``(chosen, sim, flat, clusters)``: per chunk the chosen center ``[nc, heads]``, its
+            similarity ``[nc, heads]`` and row of ``clusters`` ``[nc * heads]``; ``clusters``
+            ``[M * heads + 1, head_dim]`` the aggregated clusters (last row: no center).
+        """
+        n = x.shape[0]
+        heads, hd = self.heads, self.head_dim
+        f_lin, v_lin = self.f, self.v
+        c_n, cdt, dev = feats.c_n, feats.cdt, x.device
+        alpha, beta = self.alpha.to(cdt), self.beta.to(cdt)
+        step, layout = cand.step, cand.layout
         head_ids = torch.arange(heads, device=dev)
         rows = m * heads + 1  # one spare row takes the points without a center
         c_n_flat = c_n.reshape(m * heads, hd)
-
-        # Pass 1 (per chunk): features, hard assignment, similarity, aggregation sums.
-        sims, flats = [], []
-        chosen_parts = []
-        num = F.pad(c_val.reshape(m * heads, hd), (0, 0, 0, 1))
+        sims, flats, chosen_parts = [], [], []
+        num = F.pad(feats.value.reshape(m * heads, hd), (0, 0, 0, 1))
         den = torch.ones(rows, dtype=cdt, device=dev)
         # torch.split (not slicing) so that autograd joins the chunk gradients with one cat
+        f_all, v_all = feats.f_all, feats.v_all
         x_parts = x.split(step) if f_all is None else None
         f_parts = None if f_all is None else f_all.split(step)
         v_parts = None if v_all is None else v_all.split(step)
@@ -320,15 +371,15 @@ class ContextCluster(nn.Module):
             # with autograd below
             with torch.no_grad():
                 args = (f_c.detach(), f_inv.detach(), c_n.detach(), alpha.detach(),
-                        beta.detach(), start[lo:hi], k_pt[lo:hi])
+                        beta.detach(), cand.start[lo:hi], cand.k_pt[lo:hi])
                 if layout == "padded":
-                    chosen = _assign_padded(*args, k_max, k_min)
+                    chosen = _assign_padded(*args, cand.k_max, cand.k_min)
                 else:
-                    chosen = _assign_ragged(*args, chunk_pairs[c])
+                    chosen = _assign_ragged(*args, cand.chunk_pairs[c])
             idx = chosen.clamp(min=0) * heads + head_ids  # [nc, heads] row of [M * heads]
             c_sel = c_n_flat.index_select(0, idx.view(-1)).view(nc, heads, hd)
             sim = torch.sigmoid(beta + alpha * ((f_c * c_sel).sum(-1) * f_inv))
-            if k_min == 0:  # points without a candidate: weight 0, routed to the spare row
+            if cand.k_min == 0:  # points without a candidate: weight 0, routed to the spare row
                 has = chosen >= 0
                 sim = sim * has.to(sim.dtype)
                 idx = torch.where(has, idx, torch.full_like(idx, m * heads))
@@ -341,20 +392,17 @@ class ContextCluster(nn.Module):
             sims.append(sim)
             flats.append(flat)
             chosen_parts.append(chosen)
-        g = num / den.unsqueeze(1)  # [M * heads + 1, head_dim]
+        return chosen_parts, sims, flats, num / den.unsqueeze(1)
 
-        # Pass 2 (per chunk): dispatch and projection.
+    def _dispatch(self, sims: list, flats: list, clusters: Tensor, out_dtype) -> Tensor:
+        """Per chunk: ``s_i * g_{m(i)}`` per head, heads concatenated and projected."""
+        heads, hd = self.heads, self.head_dim
         outs = []
         for sim, flat in zip(sims, flats):
             nc = sim.shape[0]
-            mixed = sim.unsqueeze(-1) * g.index_select(0, flat).view(nc, heads, hd)
-            outs.append(self.proj(mixed.reshape(nc, inner).to(out_dtype)))
-        out = outs[0] if len(outs) == 1 else torch.cat(outs, 0)
-        if return_assignment:
-            sim = sims[0] if len(sims) == 1 else torch.cat(sims, 0)
-            chosen = chosen_parts[0] if len(sims) == 1 else torch.cat(chosen_parts, 0)
-            return out, Assignment(chosen, centers, region, sim)
-        return out
+            mixed = sim.unsqueeze(-1) * clusters.index_select(0, flat).view(nc, heads, hd)
+            outs.append(self.proj(mixed.reshape(nc, heads * hd).to(out_dtype)))
+        return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
 # kept for imports of the former private name

@@ -1,10 +1,14 @@
 """Small building blocks on packed point features: ``Mlp``, ``DropPath``, ``LayerScale``.
 
 They act on ``x [N, C]`` (one row per point). ``DropPath`` needs the set id of each point so that
-stochastic depth drops whole sets (the ragged counterpart of dropping whole images).
+stochastic depth drops whole sets (the ragged counterpart of dropping whole images). Also the
+weight inits shared by the layers (:func:`conv_init`, :func:`linear_as_conv`,
+:func:`trunc_linear`).
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 from torch import Tensor, nn
@@ -13,6 +17,27 @@ from .._checks import check_positive_int, check_tensor
 from ..ops.segment import infer_batch_size
 
 __all__ = ["Mlp", "DropPath", "LayerScale"]
+
+
+def conv_init(weight: Tensor, fan_out: int) -> None:
+    """The official init of CLUENet's convolutions: normal(0, sqrt(2 / fan_out))."""
+    nn.init.normal_(weight, 0.0, math.sqrt(2.0 / fan_out))
+
+
+def linear_as_conv(in_dim: int, out_dim: int) -> nn.Linear:
+    """A point-wise linear layer standing for an official 1x1 convolution (and its init)."""
+    lin = nn.Linear(in_dim, out_dim)
+    conv_init(lin.weight, out_dim)
+    nn.init.zeros_(lin.bias)
+    return lin
+
+
+def trunc_linear(in_dim: int, out_dim: int) -> nn.Linear:
+    """A linear layer with truncated-normal weights (std 0.02) and zero bias (timm's init)."""
+    lin = nn.Linear(in_dim, out_dim)
+    nn.init.trunc_normal_(lin.weight, std=0.02)
+    nn.init.zeros_(lin.bias)
+    return lin
 
 
 def _check_rate(p, name: str) -> float:

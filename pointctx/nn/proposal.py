@@ -413,7 +413,10 @@ class GridProposal(CenterProposal):
               ``torch.nn.AdaptiveAvgPool2d``, which overlap when ``n`` does not divide ``L``,
               e.g. pixels 0-3 and 3-6 of 7). On a masked image a window pools only the pixels
               that exist. A point still competes for (and joins) one center of its group. Without
-              ``spacing`` (footprint 0) this is the partition.
+              ``spacing`` (footprint 0) this is the partition. The grid spans the footprints:
+              with ``bounds="set"`` each set's box is widened by half a pitch on every side;
+              a fixed box must be the union of the footprints (e.g. ``(-0.5, 0.5)`` with pixel
+              ``j`` of ``L`` at ``(j + 0.5) / L - 0.5`` and pitch ``1 / L``).
 
     Cells are numbered with axis 0 varying fastest (raster order for ``(x, y)`` positions);
     centers come out sorted by (group, cell). ``forward`` also takes ``regions``: a count per
@@ -528,7 +531,12 @@ class GridProposal(CenterProposal):
         dev = pos.device
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
         half = _spacing(spacing, n, d, work) * 0.5
-        lo, ext = _box(work, batch, num_sets if self.bounds == "set" else 0, self.bounds)
+        if self.bounds == "set":  # the box of the footprints, not of the positions
+            lo, _ = _box(work - half, batch, num_sets, "set")
+            lo_hi, ext_hi = _box(work + half, batch, num_sets, "set")
+            ext = lo_hi + ext_hi - lo
+        else:
+            lo, ext = _box(work, batch, 0, self.bounds)
         fine_t = work.new_tensor(fine).view(1, d)
         scale = torch.where(ext > 0, fine_t / torch.where(ext > 0, ext, torch.ones_like(ext)),
                             torch.zeros_like(ext))

@@ -15,6 +15,7 @@ from ._backend import (
 )
 from .fps import fps, fps_naive, sample_counts
 from .grid import GridCluster, GridPool, grid_cluster, grid_cluster_naive, grid_pool
+from .grid_knn import grid_knn
 from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
 from .random import random_sample, random_sample_naive
@@ -60,6 +61,7 @@ __all__ = [
     "knn",
     "knn_naive",
     "knn_interpolate",
+    "grid_knn",
     "knn_interpolate_naive",
     "random_sample",
     "random_sample_naive",

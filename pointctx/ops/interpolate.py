@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from .grid_knn import grid_knn
 from .knn import knn
 from .segment import infer_batch_size
 
@@ -64,6 +65,7 @@ def knn_interpolate(
     batch_size: int | None = None,
     eps: float = 1e-16,
     backend: str | None = None,
+    cell_size=None,
 ) -> Tensor:
     """Interpolate source features onto query positions of the same sets.
 
@@ -82,6 +84,9 @@ def knn_interpolate(
         eps: added to the squared distances before inverting (> 0).
         backend: kNN backend, ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global
             default; see :mod:`pointctx.ops`).
+        cell_size: search the neighbours with :func:`~pointctx.ops.grid_knn` on cells of this
+            side (one number or one per coordinate); the result is the same, only faster for
+            low-dimensional, evenly spread sources (e.g. the points of a pixel-set stage).
 
     Returns:
         The interpolated features, in the dtype of ``x``; rows of queries whose set has no
@@ -101,7 +106,11 @@ def knn_interpolate(
     eps = _check_eps(eps)
     if x.device != pos.device:
         raise ValueError(f"`x` must be on the device of `pos` ({pos.device}), got {x.device}")
-    nbr = knn(pos, pos_query, k, batch, batch_query, batch_size=batch_size, backend=backend)
+    if cell_size is None:
+        nbr = knn(pos, pos_query, k, batch, batch_query, batch_size=batch_size, backend=backend)
+    else:
+        nbr = grid_knn(pos, pos_query, k, batch, batch_query, cell_size=cell_size,
+                       batch_size=batch_size, backend=backend)
     nq = nbr.index.shape[0]
     out = x.new_zeros(nq, x.shape[1])
     if nq == 0 or x.shape[0] == 0 or x.shape[1] == 0:

@@ -213,3 +213,10 @@ def test_camvid_transform_in_a_loader(camvid_file):
     ds.set_epoch(1)
     assert tf.transforms[0].epoch == 1
     assert torch.tensor(CAMVID_MEAN).shape == torch.tensor(CAMVID_STD).shape == (3,)
+
+
+def test_resize_can_keep_full_resolution_labels():
+    s = _sample()
+    r = Resize((12, 16), labels=False)(s)
+    assert r["image"].shape == (3, 12, 16) and r["mask"].shape == (12, 16)
+    assert torch.equal(r["label"], s["label"])

@@ -290,6 +290,10 @@ def test_adaptive_windows_equal_adaptive_avg_pool(h, w, regions, cells):
     feat = img.permute(1, 2, 0)[keep]
     pooled = pool_centers(feat, out.centers)
     torch.testing.assert_close(pooled, region_pool_reference(img, keep, regions, cells))
+    # the per-set box, widened by half a pitch, is the same box on a full image
+    own_box = GridProposal(cells=cells, windows="adaptive").propose(
+        pos * 3 + 1, batch, 1, regions=regions, spacing=(3 / w, 3 / h))
+    torch.testing.assert_close(pool_centers(feat, own_box.centers), pooled)
     assert out.centers.assignment is None
     assert out.centers.batch.tolist() == sorted(out.centers.batch.tolist())
     # every point's group holds its region's centers, and the point is a member of one of them

@@ -8,6 +8,7 @@ from torch import nn
 from pointctx import PointBatch
 from pointctx.io import read_ply
 from pointctx.models import create_model
+from pointctx.models.coc import lattice_centers
 from pointctx.nn import ContextCluster
 from pointctx.ops import knn
 from pointctx.viz import (
@@ -63,11 +64,15 @@ def _manual_stage_clusters(model, images, mask):
             to_level = red.assignment[to_level]
             feats, pos, batch, coords, grid = (red.x, red.pos, red.batch, red.coords,
                                                red.grid_size)
+            # the model clusters pixel sets at their lattice cell centers with adaptive windows
+            cpos, spacing = pos, None
+            if model.windows == "adaptive":
+                cpos, spacing = lattice_centers(coords, grid, pos.dtype)
             for block in blocks:
-                _, a = block.token_mixer(block.norm1(feats, batch, b), pos, batch, b,
-                                         return_assignment=True)
+                _, a = block.token_mixer(block.norm1(feats, batch, b), cpos, batch, b,
+                                         return_assignment=True, spacing=spacing)
                 out.append(a.center[to_level])
-                feats = block(feats, pos, batch, b)
+                feats = block(feats, cpos, batch, b, spacing=spacing)
     return out
 
 

@@ -1,0 +1,116 @@
+"""Per-stage features of the set backbones (the ragged counterpart of timm's ``features_only``).
+
+:class:`StageBatch` is the :class:`~pointctx.PointBatch` of one backbone stage: its points'
+positions and set ids, their features, and the *link* from each of its points to the points of
+the previous stage that it was pooled from. See :class:`pointctx.models._base.SetClassifier`
+for the contract every backbone follows.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from ..batch import PointBatch
+
+__all__ = ["StageBatch", "link_from_slots", "link_union"]
+
+
+def link_from_slots(index: Tensor) -> Tensor:
+    """Turn a padded parent table into a link.
+
+    Args:
+        index: rows of the previous stage per point of this stage, ``-1`` for an empty slot
+            (a reducer's window, a kNN group).
+
+    Returns:
+        The link ``[2, E]``: ``link[0]`` the point of this stage, ``link[1]`` its parent;
+        sorted by child, then by parent; duplicates removed.
+
+    Shapes:
+        index: [M, S]; return: [2, E] int64.
+    """
+    m, s = index.shape
+    child = torch.arange(m, device=index.device).repeat_interleave(s)
+    parent = index.reshape(-1).long()
+    keep = parent >= 0
+    return _sorted_unique(child[keep], parent[keep])
+
+
+def link_union(*links: Tensor) -> Tensor:
+    """Union of links of the same stage (sorted by child, then parent; no duplicates).
+
+    Shapes:
+        links: [2, E_i] each; return: [2, E].
+    """
+    cat = torch.cat(links, 1)
+    return _sorted_unique(cat[0], cat[1])
+
+
+def _sorted_unique(child: Tensor, parent: Tensor) -> Tensor:
+    if child.numel() == 0:
+        return torch.zeros(2, 0, dtype=torch.long, device=child.device)
+    width = int(parent.max()) + 1
+    key = torch.unique(child * width + parent)  # sorted
+    return torch.stack([torch.div(key, width, rounding_mode="floor"), key % width])
+
+
+class StageBatch(PointBatch):
+    """The points of one backbone stage: a :class:`~pointctx.PointBatch` plus its link.
+
+    Args:
+        pos: positions of the stage's points (pixel sets: image-plane positions in
+            ``[-0.5, 0.5]``, x = column then y = row; general point sets: the input frame).
+        x: features of the stage's points.
+        batch: sorted set id per point (the B sets of the input, empty sets included).
+        batch_size: number of sets B.
+        link: ``[2, E]`` int64 pairs ``(point of this stage, point of the previous stage it was
+            pooled from)``, sorted by the first row then the second, each pair once. Every point
+            of the stage appears at least once, and only with parents of its own set. For the
+            first stage the "previous stage" is the input points (the rows of the packed input,
+            i.e. of ``PointBatch.from_images(images, mask)`` for image tensors).
+        stride: pixel sets only: ``(row, col)`` pixels per lattice cell of this stage (the
+            product of the strides so far); the point of lattice cell ``(r, c)`` lies in the
+            pixel box ``[r*s0, (r+1)*s0) x [c*s1, (c+1)*s1)``. None for general point sets.
+
+    Attributes:
+        link: [2, E] as above.
+        stride: as above.
+
+    Shapes:
+        pos: [M, D]; x: [M, C]; batch: [M]; link: [2, E].
+    """
+
+    def __init__(self, pos: Tensor, x: Tensor, batch: Tensor, batch_size: int, link: Tensor,
+                 stride: tuple[int, int] | None = None, ptr: Tensor | None = None):
+        super().__init__(pos, x, batch=batch, ptr=ptr, batch_size=batch_size, validate=False)
+        self.link = link
+        self.stride = None if stride is None else tuple(int(s) for s in stride)
+
+    def parents(self) -> tuple[Tensor, Tensor]:
+        """The link as CSR ``(ptr [M+1], parent [E])``.
+
+        Point ``m`` was pooled from ``parent[ptr[m]:ptr[m+1]]``.
+        """
+        counts = torch.bincount(self.link[0], minlength=self.num_points)
+        ptr = torch.zeros(self.num_points + 1, dtype=torch.long, device=self.link.device)
+        torch.cumsum(counts, 0, out=ptr[1:])
+        return ptr, self.link[1]
+
+    def _replace(self, **fields) -> PointBatch:
+        kw = dict(pos=self.pos, x=self.x, batch=self.batch, ptr=self.ptr, link=self.link)
+        kw.update(fields)
+        if kw.get("pixel") is not None:  # a stage never carries pixel info
+            return super()._replace(**fields)
+        return StageBatch(kw["pos"], kw["x"], kw["batch"], self.num_sets, kw["link"],
+                          self.stride, ptr=kw["ptr"])
+
+    def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False):
+        """Move to ``device`` / cast ``pos`` and ``x``; the link moves along."""
+        out = super().to(device, dtype, non_blocking)
+        out.link = self.link.to(device=device, non_blocking=non_blocking)
+        return out
+
+    def __repr__(self) -> str:
+        base = super().__repr__()[len("PointBatch("):-1]
+        return f"StageBatch({base}, links={self.link.shape[1]}, stride={self.stride})"

@@ -1,0 +1,241 @@
+"""Semantic segmentation of point sets: a backbone's stages + a Semantic-FPN head.
+
+:class:`SetSegmenter` runs a backbone's :meth:`forward_stages` (the per-stage features contract
+of :class:`~pointctx.models._base.SetClassifier`) and a
+:class:`~pointctx.nn.fpn.SemanticFPNHead`, and predicts at *query positions*. The input set is
+whatever points exist (every pixel, the kept pixels of a masked image, an irregular region, a
+point cloud); the queries are, by default, the input points, or every pixel of the image. So
+one model segments a full image, a masked image (predicting every pixel, the missing ones
+included) and an irregular region, with no filling convention. One calling convention:
+
+* ``model(images [B, C, H, W], mask=None)`` -> logits ``[B, K, H, W]`` for **every** pixel
+  (pixels outside ``mask`` are predicted from the kept ones);
+* ``model(point_batch)`` -> ``[N, K]`` at the batch's own points;
+* ``model(point_batch, query=query_batch)`` -> ``[Nq, K]`` at the points of another
+  :class:`~pointctx.PointBatch` holding the same ``B`` sets.
+
+Pixel sets are predicted in the image plane: a query that carries pixel info (``pixel`` /
+``image_size``, as from :meth:`PointBatch.from_images`) is placed at its pixel's image-plane
+position; its ``image_size`` must be the input's. Queries of a general point set are in the
+input's position frame (same ``D``).
+
+The backbone is built without its classifier: its final norm, pooling and linear head are
+dropped (the head normalises every stage itself).
+
+Registered models (``create_model(name, num_classes=11)``; parameter counts in the README):
+
+=================== ================================================ =============
+name                backbone                                         head channels
+=================== ================================================ =============
+coc_tiny_seg        ``coc_tiny``                                     128
+coc_small_seg       ``coc_small``                                    128
+cluenet_micro_seg   ``cluenet_micro``                                128
+coc_micro_seg       4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
+cluenet_nano_seg    4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
+=================== ================================================ =============
+
+The last two are CPU-sized (~0.2-0.3 M parameters) for CamVid on CPU at reduced resolution and
+for the sparse-pixel study. Factory keyword arguments starting with ``head_`` go to the head
+(``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``); the others
+go to the backbone (``in_channels``, ``drop_path_rate``, ...).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from ..batch import PointBatch
+from ..nn.fpn import SemanticFPNHead
+from ._inputs import plane_positions
+from ._registry import register_model
+
+__all__ = ["SetSegmenter", "coc_tiny_seg", "coc_small_seg", "cluenet_micro_seg",
+           "coc_micro_seg", "cluenet_nano_seg"]
+
+# modules of a classifier that a segmentation trunk does not use
+_CLASSIFIER_PARTS = ("norm", "head", "head_drop", "classifier")
+
+
+class SetSegmenter(nn.Module):
+    """Per-point / per-pixel classifier: backbone stages + Semantic-FPN head, queried anywhere.
+
+    Args:
+        backbone: a model with ``forward_stages`` and ``embed_dims`` (CoC, CLUENet); its
+            classifier parts (``norm``, ``head``, ``head_drop``, ``classifier``) are removed.
+        num_classes: classes K.
+        head_channels, head_k, head_mlp_layers, head_norm, head_drop: the
+            :class:`~pointctx.nn.fpn.SemanticFPNHead` settings (``channels``, ``k``,
+            ``mlp_layers``, ``norm``, ``drop``).
+
+    Attributes:
+        backbone: the trunk.
+        head: the :class:`~pointctx.nn.fpn.SemanticFPNHead`.
+        num_classes: K.
+
+    Shapes:
+        forward: images [B, C, H, W] (+ mask [B, H, W]) -> [B, K, H, W];
+        PointBatch (N points) -> [N, K]; PointBatch + query PointBatch (Nq points) -> [Nq, K].
+    """
+
+    def __init__(self, backbone: nn.Module, num_classes: int, head_channels: int = 128,
+                 head_k: int = 3, head_mlp_layers: int = 1, head_norm="group",
+                 head_drop: float = 0.1):
+        super().__init__()
+        if not hasattr(backbone, "forward_stages"):
+            raise TypeError(
+                f"`backbone` must provide forward_stages (the per-stage features contract), "
+                f"got {type(backbone).__name__}"
+            )
+        for name in _CLASSIFIER_PARTS:
+            if hasattr(backbone, name):
+                delattr(backbone, name)
+        self.backbone = backbone
+        self.in_channels = backbone.in_channels
+        self.pos_dim = backbone.pos_dim
+        self.head = SemanticFPNHead(
+            backbone.embed_dims, num_classes, channels=head_channels, k=head_k,
+            mlp_layers=head_mlp_layers, norm=head_norm, drop=head_drop,
+            backend=getattr(backbone, "backend", None))
+        self.num_classes = self.head.num_classes
+
+    # ------------------------------------------------------------------------------------------
+    @staticmethod
+    def _cell_sizes(stages, image_size) -> list | None:
+        """Image-plane size of every stage's lattice cell (x, y), for the lattice search."""
+        if image_size is None or any(s.stride is None for s in stages):
+            return None
+        h, w = image_size
+        out = []
+        for s in stages:
+            sy, sx = s.stride
+            out.append((sx / (w - 1) if w > 1 else 1.0, sy / (h - 1) if h > 1 else 1.0))
+        return out
+
+    @staticmethod
+    def _pixel_queries(pb: PointBatch, image_size, name: str) -> Tensor:
+        if pb.pixel is None or pb.image_size is None:
+            raise ValueError(
+                f"`{name}` must be a pixel set (built by PointBatch.from_images, with pixel / "
+                "image_size) because the input is a pixel set, whose stages live in the image "
+                "plane"
+            )
+        if tuple(pb.image_size) != tuple(image_size):
+            raise ValueError(
+                f"`{name}` must come from images of the input's size {tuple(image_size)}, got "
+                f"image_size {tuple(pb.image_size)}"
+            )
+        w = image_size[1]
+        coords = torch.stack([torch.div(pb.pixel, w, rounding_mode="floor"),
+                              torch.remainder(pb.pixel, w)], 1)
+        return plane_positions(coords, image_size, dtype=pb.pos.dtype)
+
+    def forward(self, inputs, mask: Tensor | None = None,
+                query: PointBatch | None = None) -> Tensor:
+        """Logits for every pixel (image input) or at the query points (PointBatch input).
+
+        Args:
+            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+            mask: bool ``[B, H, W]`` (image input only): the pixels the model sees.
+            query: a :class:`~pointctx.PointBatch` of the same B sets (PointBatch input
+                only); default: the input's own points.
+
+        Returns:
+            ``[B, K, H, W]`` for image input; ``[Nq, K]`` for a PointBatch.
+
+        Shapes:
+            see the class docstring.
+        """
+        if isinstance(inputs, Tensor):
+            if query is not None:
+                raise ValueError(
+                    "`query` is only for PointBatch inputs; image inputs are predicted at "
+                    "every pixel"
+                )
+            stages = self.backbone.forward_stages(inputs, mask)
+            b, _, h, w = inputs.shape
+            pos_q = PointBatch.image_grid(h, w, device=inputs.device, dtype=inputs.dtype)
+            pos_q = pos_q.repeat(b, 1)
+            batch_q = torch.arange(b, device=inputs.device).repeat_interleave(h * w)
+            logits = self.head(stages, pos_q, batch_q, self._cell_sizes(stages, (h, w)))
+            return logits.view(b, h, w, -1).permute(0, 3, 1, 2)
+        if not isinstance(inputs, PointBatch):
+            raise TypeError(
+                f"`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
+                f"{type(inputs).__name__}"
+            )
+        if query is not None and not isinstance(query, PointBatch):
+            raise TypeError(f"`query` must be a PointBatch, got {type(query).__name__}")
+        q = inputs if query is None else query
+        if q.num_sets != inputs.num_sets:
+            raise ValueError(
+                f"`query` must hold the input's B = {inputs.num_sets} sets, got {q.num_sets}"
+            )
+        stages = self.backbone.forward_stages(inputs, mask)
+        if inputs.pixel is not None and inputs.image_size is not None:
+            image_size = tuple(int(v) for v in inputs.image_size)
+            pos_q = self._pixel_queries(q, image_size, "query" if query is not None else
+                                        "inputs")
+        else:
+            image_size = None
+            if q.dim != inputs.dim:
+                raise ValueError(
+                    f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}"
+                )
+            pos_q = q.pos
+        return self.head(stages, pos_q, q.batch, self._cell_sizes(stages, image_size))
+
+
+# ----------------------------------------------------------------------------------------------
+# Registered configurations
+# ----------------------------------------------------------------------------------------------
+
+
+def _build(backbone_name: str, defaults: dict, kwargs: dict,
+           head_defaults: dict | None = None) -> SetSegmenter:
+    from ._registry import create_model
+
+    kwargs = dict(kwargs)
+    num_classes = kwargs.pop("num_classes", 11)
+    head = dict(head_defaults or {})
+    for key in [k for k in kwargs if k.startswith("head_")]:
+        head[key] = kwargs.pop(key)
+    cfg = dict(defaults)
+    cfg.update(kwargs)
+    cfg["num_classes"] = 0
+    return SetSegmenter(create_model(backbone_name, **cfg), num_classes, **head)
+
+
+@register_model
+def coc_tiny_seg(**kwargs) -> SetSegmenter:
+    """CoC-Tiny backbone + Semantic-FPN head (128 channels); 11 classes (CamVid) by default."""
+    return _build("coc_tiny", {}, kwargs)
+
+
+@register_model
+def coc_small_seg(**kwargs) -> SetSegmenter:
+    """CoC-Small backbone + Semantic-FPN head (128 channels)."""
+    return _build("coc_small", {}, kwargs)
+
+
+@register_model
+def cluenet_micro_seg(**kwargs) -> SetSegmenter:
+    """CLUENet-micro backbone + Semantic-FPN head (128 channels)."""
+    return _build("cluenet_micro", {}, kwargs)
+
+
+_MICRO = dict(layers=(1, 1, 1, 1), embed_dims=(16, 32, 64, 128), mlp_ratios=4,
+              heads=(1, 2, 2, 4), head_dims=16)
+
+
+@register_model
+def coc_micro_seg(**kwargs) -> SetSegmenter:
+    """CPU-sized CoC segmenter: 1 block per stage, 16-128 channels, 64-channel head."""
+    return _build("coc_tiny", dict(_MICRO, centers=2, regions=(8, 4, 2, 1)), kwargs,
+                  {"head_channels": 64})
+
+
+@register_model
+def cluenet_nano_seg(**kwargs) -> SetSegmenter:
+    """CPU-sized CLUENet segmenter: 1 block per stage, 16-128 channels, 64-channel head."""
+    return _build("cluenet_micro", dict(_MICRO, centers=7), kwargs, {"head_channels": 64})

@@ -1,0 +1,274 @@
+"""Global Feature Clustering (GFC), the token mixer of CLUENet, on packed ragged sets.
+
+With ``K = k(x)``, ``V = v(x)`` split into ``heads`` heads of ``head_dim`` channels:
+
+1. centers from a proposal on the positions (a grid of ``h x w`` cells per set, the paper's
+   ``AdaptiveAvgPool2d``; or fps / random centers for non-grid sets); pooled centers ``k_m``,
+   ``v_m`` are the mean of ``K`` / ``V`` over the center's members;
+2. soft global aggregation (:func:`~pointctx.nn.soft_aggregation.soft_aggregate`): every center
+   attends over *all* points of its set, ``soft_m = sum_i softmax_i(cos(k_m, K_i) / tau) V_i``
+   with ``tau = exp(t)``, ``t`` learnable and clamped below at ``log(min_tau)``;
+3. gated fusion ``g = sigmoid(MLP_h([soft_m, v_m]))`` per head (:class:`HeadGate`: a two-layer
+   MLP of its own per head, hidden ``head_dim // 2``), ``c_m = (1 - g) soft_m + g v_m``;
+4. hard dispatch: ``q_m = W_q concat_h(c_m)``, ``S_im = sigmoid(alpha cos(K_i, q_m) + beta)``
+   over the centers of ``i``'s set; every point keeps only its best center ``m(i)`` (ties: the
+   lowest center index) and receives ``S_{i m(i)} c_{m(i)}``; heads are concatenated and
+   projected. The :class:`ClusterAssignment` of the first block of a stage can be shared by the
+   following blocks (:class:`~pointctx.nn.blocks.GFCStage`); a layer built with
+   ``assign=False`` has no ``W_q``, ``alpha``, ``beta`` and needs that assignment.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .._checks import check_point_inputs, check_positive_int
+from ..ops.scatter import scatter_count
+from ..ops.segment import infer_batch_size
+from .layers import linear_as_conv, trunc_linear
+from .proposal import Centers, _check_counts, build_proposal, pool_centers
+from .soft_aggregation import nearest_center, soft_aggregate
+
+__all__ = ["ClusterAssignment", "HeadGate", "GlobalFeatureClustering"]
+
+
+class ClusterAssignment(NamedTuple):
+    """The hard assignment of one :class:`GlobalFeatureClustering` call.
+
+    Attributes:
+        center: [N, heads] int64 center (row of ``centers``) each point joined per head; -1 for
+            a point of a set without centers.
+        similarity: [N, heads] the weight ``S_{i m(i)}`` of each point (0 without a center);
+            differentiable, so blocks sharing it also train the layer that computed it.
+        centers: the :class:`~pointctx.nn.proposal.Centers` (M centers) the indices refer to.
+    """
+
+    center: Tensor
+    similarity: Tensor
+    centers: Centers
+
+
+
+class HeadGate(nn.Module):
+    """Per-head gate ``sigmoid(fc2_h(GELU(fc1_h([a, b]))))``, one small MLP per head.
+
+    Args:
+        head_dim: channels d of each of ``a`` and ``b``.
+        heads: number of heads H.
+        hidden: hidden width per head (default ``head_dim // 2``, as official).
+
+    Shapes:
+        a, b: [M, H, d]; return: [M, H, 1].
+    """
+
+    def __init__(self, head_dim: int, heads: int, hidden: int | None = None):
+        super().__init__()
+        d = check_positive_int(head_dim, "head_dim")
+        h = check_positive_int(heads, "heads")
+        hid = max(1, d // 2) if hidden is None else check_positive_int(hidden, "hidden")
+        self.w1 = nn.Parameter(torch.empty(h, hid, 2 * d))
+        self.b1 = nn.Parameter(torch.zeros(h, hid))
+        self.w2 = nn.Parameter(torch.empty(h, 1, hid))
+        self.b2 = nn.Parameter(torch.zeros(h, 1))
+        for w in (self.w1, self.w2):
+            nn.init.kaiming_uniform_(w, a=math.sqrt(5))
+
+    def forward(self, a: Tensor, b: Tensor) -> Tensor:
+        """Gate values in (0, 1) per center and head."""
+        z = torch.cat([a, b], -1)
+        z = F.gelu(torch.einsum("mhc,hoc->mho", z, self.w1.to(z.dtype)) + self.b1.to(z.dtype))
+        z = torch.einsum("mhc,hoc->mho", z, self.w2.to(z.dtype)) + self.b2.to(z.dtype)
+        return torch.sigmoid(z)
+
+
+class GlobalFeatureClustering(nn.Module):
+    """Global Feature Clustering token mixer of CLUENet on packed ragged sets.
+
+    See the module docstring for the math (pooled centers, soft global aggregation with the
+    clamped temperature, gated fusion, hard dispatch).
+
+    Args:
+        dim: input channels C.
+        out_dim: output channels (default ``dim``).
+        heads: heads H.
+        head_dim: channels per head d.
+        proposal: center proposal: ``"grid"`` (default, ``centers`` cells per axis over
+            ``bounds``), ``"fps"`` / ``"random"`` (``prod(centers)`` centers per set), another
+            registered name, a :class:`~pointctx.nn.proposal.CenterProposal` instance or class.
+        centers: cells per axis for the grid (official 7, i.e. 7x7), or a count per axis whose
+            product is the number of fps / random centers.
+        bounds: grid box: None (each set's bounding box) or ``(lo, hi)``; use ``(-0.5, 0.5)`` for
+            image-plane pixel positions.
+        assign: compute the hard assignment (owns ``q``, ``alpha``, ``beta``). False: the layer
+            reuses an earlier layer's :class:`ClusterAssignment` (official ``sim_share`` blocks,
+            which have no such parameters).
+        min_tau: lower clamp of the temperature ``tau = exp(t)`` (official 1e-4).
+        tau_init: initial temperature (official 2.13: ``t = log 2.13``).
+        proposal_kwargs: extra keyword arguments for a proposal built by name or class.
+        validate: check value-dependent input properties (host syncs).
+
+    Attributes:
+        k, v: ``nn.Linear(dim, H * d)`` (similarity and value spaces); q:
+        ``nn.Linear(H * d, H * d)`` or None; proj: ``nn.Linear(H * d, out_dim)``; gate:
+        :class:`HeadGate`; t: the log-temperature; alpha (init 1), beta (init 0) or None.
+
+    Shapes:
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim] (and the
+        :class:`ClusterAssignment` with ``return_assignment=True``).
+    """
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int | None = None,
+        heads: int = 4,
+        head_dim: int = 24,
+        proposal="grid",
+        centers=7,
+        bounds=None,
+        assign: bool = True,
+        min_tau: float = 1e-4,
+        tau_init: float = 2.13,
+        *,
+        proposal_kwargs: dict | None = None,
+        validate: bool = True,
+    ):
+        super().__init__()
+        self.dim = check_positive_int(dim, "dim")
+        self.out_dim = self.dim if out_dim is None else check_positive_int(out_dim, "out_dim")
+        self.heads = check_positive_int(heads, "heads")
+        self.head_dim = check_positive_int(head_dim, "head_dim")
+        for name, val in (("min_tau", min_tau), ("tau_init", tau_init)):
+            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
+                raise ValueError(f"`{name}` must be a number > 0, got {val!r}")
+        self.min_tau = float(min_tau)
+        self.centers = _check_counts(centers, "centers")
+        self.assign = bool(assign)
+        self.validate = bool(validate)
+        inner = self.heads * self.head_dim
+        self.k = linear_as_conv(self.dim, inner)
+        self.v = linear_as_conv(self.dim, inner)
+        self.proj = linear_as_conv(inner, self.out_dim)
+        self.gate = HeadGate(self.head_dim, self.heads)
+        self.t = nn.Parameter(torch.tensor(math.log(float(tau_init))))
+        if self.assign:
+            self.q = trunc_linear(inner, inner)
+            self.alpha = nn.Parameter(torch.ones(1))
+            self.beta = nn.Parameter(torch.zeros(1))
+        else:
+            self.q = self.alpha = self.beta = None
+        self.proposal = build_proposal(proposal, self.centers, bounds, proposal_kwargs)
+
+    def extra_repr(self) -> str:
+        """Layer settings for ``repr``."""
+        return (f"dim={self.dim}, out_dim={self.out_dim}, heads={self.heads}, "
+                f"head_dim={self.head_dim}, centers={self.centers}, assign={self.assign}, "
+                f"min_tau={self.min_tau:g}")
+
+    @property
+    def tau(self) -> Tensor:
+        """The temperature ``exp(max(t, log(min_tau)))`` (0-dim tensor)."""
+        return torch.clamp(self.t, min=math.log(self.min_tau)).exp()
+
+    def forward(
+        self,
+        x: Tensor,
+        pos: Tensor,
+        batch: Tensor,
+        batch_size: int | None = None,
+        centers: Centers | None = None,
+        assignment: ClusterAssignment | None = None,
+        return_assignment: bool = False,
+    ):
+        """Cluster globally and dispatch the fused centers back to the points.
+
+        Args:
+            x: point features.
+            pos: point positions (for the proposal only).
+            batch: sorted set id per point.
+            batch_size: number of sets B, if known.
+            centers: precomputed :class:`~pointctx.nn.proposal.Centers` (e.g. shared by the
+                blocks of a stage); default: this layer's proposal on ``pos``.
+            assignment: a :class:`ClusterAssignment` to reuse (its centers are used); required
+                when the layer was built with ``assign=False``.
+            return_assignment: also return the (computed or reused) assignment.
+
+        Shapes:
+            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
+        """
+        b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
+                                                       self.validate))
+        n = x.shape[0]
+        heads, hd = self.heads, self.head_dim
+        if assignment is not None:
+            if not isinstance(assignment, ClusterAssignment):
+                raise TypeError(f"`assignment` must be a ClusterAssignment, got "
+                                f"{type(assignment).__name__}")
+            if tuple(assignment.center.shape) != (n, heads):
+                raise ValueError(
+                    f"`assignment` must hold [N, heads] = [{n}, {heads}] centers, got "
+                    f"{tuple(assignment.center.shape)}"
+                )
+            centers = assignment.centers
+        elif not self.assign:
+            raise ValueError("this layer was built with assign=False (it reuses the assignment "
+                             "of an earlier layer); pass `assignment`")
+        if centers is None:
+            centers = self.proposal(pos, batch, b)
+        elif not isinstance(centers, Centers):
+            raise TypeError(f"`centers` must be a Centers tuple, got {type(centers).__name__}")
+        m = centers.pos.shape[0]
+        batch = batch.long()
+
+        k_all = self.k(x)
+        v_all = self.v(x)
+        if self.proposal.mean_pooling:
+            px = pool_centers(x, centers)  # the mean commutes with the linear maps
+            kc, vc = self.k(px), self.v(px)
+            if centers.assignment is None and m:
+                members = scatter_count(centers.member_center, m)
+                keep = (members > 0).to(kc.dtype).unsqueeze(1)
+                kc, vc = kc * keep, vc * keep
+        else:
+            kc, vc = self.proposal.pool(k_all, centers), self.proposal.pool(v_all, centers)
+        out_dtype = v_all.dtype
+        cdt = torch.promote_types(out_dtype, torch.float32)
+        kn = F.normalize(k_all.to(cdt).view(n, heads, hd), dim=-1)
+        kcn = F.normalize(kc.to(cdt).view(m, heads, hd), dim=-1)
+        vc = vc.to(cdt).view(m, heads, hd)
+        if n == 0 or m == 0:
+            chosen = torch.full((n, heads), -1, dtype=torch.long, device=x.device)
+            sim = x.new_zeros(n, heads, dtype=cdt)
+            out = self.proj(x.new_zeros(n, heads * hd, dtype=out_dtype))
+            res = ClusterAssignment(chosen, sim, centers)
+            return (out, res) if return_assignment else out
+
+        soft = soft_aggregate(kcn / self.tau.to(cdt), centers.batch, kn,
+                              v_all.view(n, heads, hd), batch, b).to(cdt)
+        g = self.gate(soft, vc)
+        fused = (1 - g) * soft + g * vc  # [M, H, d]
+
+        if assignment is None:
+            qc = self.q(fused.reshape(m, heads * hd).to(out_dtype)).to(cdt).view(m, heads, hd)
+            qn = F.normalize(qc, dim=-1)
+            alpha, beta = self.alpha.to(cdt), self.beta.to(cdt)
+            chosen = nearest_center(kn.detach(), batch, qn.detach(), centers.batch, b,
+                                    alpha.detach(), beta.detach())
+            has = chosen >= 0
+            sel = chosen.clamp(min=0)
+            q_sel = qn.reshape(m * heads, hd).index_select(
+                0, (sel * heads + torch.arange(heads, device=x.device)).view(-1)
+            ).view(n, heads, hd)
+            sim = torch.sigmoid(beta + alpha * (kn * q_sel).sum(-1)) * has.to(cdt)
+            assignment = ClusterAssignment(chosen, sim, centers)
+        chosen, sim = assignment.center, assignment.similarity
+        sel = chosen.clamp(min=0) * heads + torch.arange(heads, device=x.device)
+        c_sel = fused.reshape(m * heads, hd).index_select(0, sel.view(-1)).view(n, heads, hd)
+        mixed = sim.to(cdt).unsqueeze(-1) * c_sel
+        out = self.proj(mixed.reshape(n, heads * hd).to(out_dtype))
+        return (out, assignment) if return_assignment else out

@@ -1,0 +1,213 @@
+"""Exact k nearest neighbours on packed ragged sets, accelerated by a uniform grid of cells.
+
+:func:`grid_knn` returns exactly what :func:`pointctx.ops.knn` returns (same indices, same
+squared distances, nearest first, ties by the lower index, ``-1`` / ``inf`` padding) but searches
+only the cells near each query. It pays off for low-dimensional points spread over a lattice or
+a roughly uniform density, such as the stages of a pixel-set backbone (one point per lattice
+cell) queried at every pixel of the image: the brute force then costs ``N`` distances per query,
+the grid ``(2r + 1)**D`` cells.
+
+Method: positions are binned into cells of side ``cell_size`` (per axis) from a common origin;
+the sources are sorted by (set, cell). Each query gathers the sources of the ``(2r + 1)**D``
+cells around its own (window radius ``r``) and keeps the ``k`` nearest by (distance, index).
+The result is provably the global one when the ``k``-th distance is smaller than the distance
+from the query to the window's border (no point outside the window can be as near), or when
+the window holds every source point of the query's set. Queries that fail the test are searched
+again with a 4x wider window, and the rest by :func:`pointctx.ops.knn` (brute force or
+torch-cluster). The answer never depends on ``cell_size``; only the speed does.
+
+Memory: queries are processed in blocks of at most ``chunk_size`` candidate entries
+(``[queries, candidates]``); a cell holding many points (a dense cluster much smaller than
+``cell_size``) makes the candidate lists long, so pick ``cell_size`` near the spacing of the
+source points.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from .._checks import check_positive_int
+from .fps import _sqdist
+from .knn import KNN, _batches, _check_pair, _empty_result, knn
+
+__all__ = ["grid_knn"]
+
+_CHUNK = 2**20
+
+
+def _cell_size(cell_size, dim: int, like: Tensor) -> Tensor:
+    if isinstance(cell_size, Tensor):
+        cs = cell_size.to(device=like.device, dtype=like.dtype).reshape(-1)
+    elif isinstance(cell_size, (int, float)) and not isinstance(cell_size, bool):
+        cs = torch.full((1,), float(cell_size), device=like.device, dtype=like.dtype)
+    else:
+        try:
+            vals = [float(v) for v in cell_size]
+        except TypeError:
+            raise TypeError(
+                f"`cell_size` must be a number or one number per coordinate, got "
+                f"{type(cell_size).__name__}"
+            ) from None
+        cs = torch.tensor(vals, device=like.device, dtype=like.dtype)
+    if cs.numel() == 1:
+        cs = cs.expand(dim)
+    if cs.numel() != dim:
+        raise ValueError(
+            f"`cell_size` must have one entry per coordinate (D = {dim}), got {cs.numel()}"
+        )
+    if not bool((cs > 0).all()) or not bool(torch.isfinite(cs).all()):
+        raise ValueError(f"`cell_size` entries must be finite and > 0, got {cs.tolist()}")
+    return cs.contiguous()
+
+
+def _ravel(cells: Tensor, dims: list[int]) -> Tensor:
+    key = torch.zeros(cells.shape[:-1], dtype=torch.long, device=cells.device)
+    for a, g in enumerate(dims):
+        key = key * g + cells[..., a]
+    return key
+
+
+def grid_knn(
+    x_pos: Tensor,
+    y_pos: Tensor,
+    k: int,
+    batch_x: Tensor | None = None,
+    batch_y: Tensor | None = None,
+    *,
+    cell_size,
+    radius: int = 2,
+    batch_size: int | None = None,
+    backend: str | None = None,
+    chunk_size: int | None = None,
+) -> KNN:
+    """The ``k`` nearest points of ``x_pos`` (same set) for every row of ``y_pos``, via cells.
+
+    Same result as :func:`pointctx.ops.knn` (see the module docs for the method).
+
+    Args:
+        x_pos: the points searched.
+        y_pos: the query points.
+        k: neighbours per query (>= 1).
+        batch_x: sorted set index per ``x_pos`` row; None means one set.
+        batch_y: sorted set index per ``y_pos`` row; None means one set.
+        cell_size: side of the grid cells, one number or one per coordinate (> 0).
+        radius: first window radius in cells (>= 1); ``2`` is exact on a one-point-per-cell
+            lattice for ``k <= 8``.
+        batch_size: number of sets B (avoids a host sync).
+        backend: kNN backend for the queries the windows cannot settle.
+        chunk_size: most candidate entries held at once (default ``2**20``).
+
+    Returns:
+        :class:`~pointctx.ops.KNN` ``(index, dist2)`` as :func:`~pointctx.ops.knn`.
+
+    Shapes:
+        x_pos: [N, D]; y_pos: [M, D]; return: index, dist2 [M, k].
+    """
+    x_pos, y_pos = _check_pair(x_pos, y_pos)
+    k = check_positive_int(k, "k", minimum=1)
+    radius = check_positive_int(radius, "radius", minimum=1)
+    chunk = _CHUNK if chunk_size is None else check_positive_int(chunk_size, "chunk_size")
+    bx, by, b, sx, px, sy, py = _batches(x_pos, y_pos, batch_x, batch_y, batch_size)
+    dim = x_pos.shape[1]
+    cs = _cell_size(cell_size, dim, x_pos)
+    m, n = y_pos.shape[0], x_pos.shape[0]
+    out = _empty_result(m, k, x_pos)
+    if m == 0 or n == 0:
+        return out
+    origin = torch.minimum(x_pos.amin(0), y_pos.amin(0))
+    cx = torch.floor((x_pos - origin) / cs).long()
+    cy = torch.floor((y_pos - origin) / cs).long()
+    dims = (torch.maximum(cx.amax(0), cy.amax(0)) + 1).tolist()
+    if math.prod(dims) * max(b, 1) >= 2**62:
+        raise ValueError(
+            f"`cell_size` {cs.tolist()} is too small for the extent of the points (grid of "
+            f"{dims} cells per set); use larger cells"
+        )
+    per_set = math.prod(dims)
+    xkey = bx * per_set + _ravel(cx, dims)
+    order = torch.argsort(xkey, stable=True)
+    keys = xkey[order]
+    cells = b * per_set
+    if cells <= max(4 * (n + m), 2**16):  # dense (start, count) table per cell
+        count = torch.bincount(keys, minlength=cells)
+        table = (torch.cumsum(count, 0) - count, count)
+    else:  # binary search in the sorted keys
+        table = None
+    cmax = int(torch.unique_consecutive(keys, return_counts=True)[1].max())
+    tol = 64 * torch.finfo(x_pos.dtype).eps * (x_pos.abs().amax() + cs.amax())
+    ybase = by * per_set + _ravel(cy, dims)
+
+    todo = torch.arange(m, device=y_pos.device)
+    for r in (radius, 4 * radius):
+        if todo.numel() == 0:
+            break
+        grids = torch.meshgrid(*[torch.arange(-r, r + 1, device=x_pos.device)] * dim,
+                               indexing="ij")
+        offsets = torch.stack([g.reshape(-1) for g in grids], 1)  # [O, D]
+        done = []
+        step = max(1, chunk // (offsets.shape[0] * cmax))
+        for q0 in range(0, todo.numel(), step):
+            q = todo[q0:q0 + step]
+            ok, idx, d2 = _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims,
+                                  offsets, order, keys, table, cmax, r, k, tol)
+            out.index[q[ok]] = idx[ok]
+            out.dist2[q[ok]] = d2[ok]
+            done.append(q[~ok])
+        todo = torch.cat(done) if done else todo[:0]
+    if todo.numel():
+        rest = knn(x_pos, y_pos[todo], k, bx, by[todo], batch_size=b, backend=backend)
+        out.index[todo] = rest.index
+        out.dist2[todo] = rest.dist2
+    return out
+
+
+def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order, keys,
+            table, cmax, r, k, tol):
+    """Search the window of radius ``r`` around the queries ``q``; return (ok, index, dist2)."""
+    dev = x_pos.device
+    nq = q.numel()
+    cq = cy[q]
+    inside = None
+    for a, g in enumerate(dims):  # [Q, O] window cells inside the grid
+        c = cq[:, a : a + 1] + offsets[:, a]
+        ins = (c >= 0) & (c < g)
+        inside = ins if inside is None else inside & ins
+    key = ybase[q].unsqueeze(1) + _ravel(offsets, dims)  # cells outside: masked below
+    key = torch.where(inside, key, 0)
+    if table is not None:
+        start, count = table[0][key], table[1][key]
+    else:
+        start = torch.searchsorted(keys, key)
+        count = torch.searchsorted(keys, key, right=True) - start
+    count = torch.where(inside, count, 0)
+    total = count.sum(1)  # [Q]
+    # candidate j of window cell o: sorted row start[o] + j, valid for j < count[o]
+    j = torch.arange(cmax, device=dev)
+    valid = (j < count.unsqueeze(2)).view(nq, -1)  # [Q, O * cmax]
+    srow = (start.unsqueeze(2) + j).view(nq, -1)
+    n = x_pos.shape[0]
+    cand = torch.where(valid, order[torch.where(valid, srow, 0)], n)  # n: padding sentinel
+    xp = torch.cat([x_pos, x_pos.new_zeros(1, x_pos.shape[1])], 0)
+    yq = y_pos[q]
+    d = _sqdist(yq.unsqueeze(1), xp[cand]).masked_fill_(~valid, float("inf"))
+    # order by (distance, index): stable sorts, least significant key first
+    s1 = torch.argsort(cand, dim=1)
+    cand, d = cand.gather(1, s1), d.gather(1, s1)
+    kk = min(k, cand.shape[1])
+    s2 = torch.argsort(d, dim=1, stable=True)[:, :kk]
+    cand, d = cand.gather(1, s2), d.gather(1, s2)
+    idx = torch.full((nq, k), -1, dtype=torch.long, device=dev)
+    d2 = torch.full((nq, k), float("inf"), dtype=x_pos.dtype, device=dev)
+    idx[:, :kk] = torch.where(torch.isfinite(d), cand, -1)
+    d2[:, :kk] = d
+    # exact when the window holds the whole set, or the k-th distance is below the squared
+    # distance from the query to the window's border
+    whole = total == sx[by[q]]
+    lo = origin + (cq - r).to(yq.dtype) * cs
+    hi = origin + (cq + r + 1).to(yq.dtype) * cs
+    gap = torch.minimum(yq - lo, hi - yq).amin(1) - tol
+    ok = whole | ((gap > 0) & (d2[:, k - 1] < gap * gap))
+    return ok, idx, d2
