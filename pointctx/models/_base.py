@@ -84,10 +84,15 @@ class SetClassifier(nn.Module):
         device = next(self.parameters()).device
         setattr(self, self.head_name, self._make_head(self.num_classes).to(device))
 
+    #: A classifier refuses empty sets (an image whose mask keeps no pixel, a point set without
+    #: points): it would return made-up logits for them. A dense / per-point model using this
+    #: network as its backbone sets it to True (its empty sets then produce no points).
+    allow_empty_sets: bool = False
+
     def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
         return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
-                          dtype=self.param_dtype)
+                          dtype=self.param_dtype, allow_empty=self.allow_empty_sets)
 
     @property
     def param_dtype(self) -> torch.dtype:

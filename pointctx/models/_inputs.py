@@ -74,15 +74,16 @@ def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> T
 
 
 def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
-                       from_images: bool = False) -> PointBatch:
+                       from_images: bool = False, allow_empty: bool = False) -> PointBatch:
     """The input policy every model applies to its point sets (images are pixel sets).
 
     * ``pos`` and ``x`` are cast to ``dtype`` (the model's parameter dtype) when they have
       another floating dtype: float64 or float16 inputs (e.g. the float16 shared npz) work
       with a float32 model, and a ``.half()`` model takes float32 inputs;
     * every set needs at least one point: an empty set (a point set without points, an image
-      whose ``mask`` keeps no pixel) raises a ``ValueError`` naming it, since a set without
-      points has no features to classify;
+      whose ``mask`` keeps no pixel) raises a ``ValueError`` naming it, since a classifier has
+      nothing to classify there (``allow_empty=True``: dense / per-point models, whose empty
+      sets simply produce no points);
     * NaN / Inf features raise a ``ValueError`` naming the set (image) and point (pixel)
       (:func:`pointctx._checks.check_finite_features`); positions are checked by
       :class:`~pointctx.PointBatch` itself.
@@ -94,7 +95,7 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
                                                         and pb.x.is_floating_point())):
         pb = pb.to(dtype=dtype)
     sizes = pb.sizes
-    if pb.num_sets == 0 or bool((sizes == 0).any()):
+    if not allow_empty and (pb.num_sets == 0 or bool((sizes == 0).any())):
         empty = (sizes == 0).nonzero().flatten().tolist()
         if from_images:
             raise ValueError(
@@ -118,6 +119,7 @@ def pack_input(
     in_channels: int | None = None,
     pos_dim: int | None = None,
     dtype: torch.dtype | None = None,
+    allow_empty: bool = False,
 ) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
@@ -129,6 +131,7 @@ def pack_input(
             ``x`` has C = 0).
         pos_dim: expected position dimension D (checked when given).
         dtype: the model's floating dtype: inputs of another floating dtype are cast to it.
+        allow_empty: accept empty sets (see :func:`check_model_points`).
 
     Returns:
         :class:`PackedInput` (after :func:`check_model_points`: cast, no empty set, finite
@@ -180,7 +183,8 @@ def pack_input(
             f"{type(inputs).__name__}"
         )
 
-    pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor))
+    pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
+                            allow_empty=allow_empty)
     x = pb.x
     if x is None:
         x = pb.pos.new_zeros(pb.num_points, 0)
