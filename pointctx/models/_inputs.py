@@ -23,7 +23,8 @@ from torch import Tensor
 from .._checks import check_finite_features
 from ..batch import PointBatch
 
-__all__ = ["PackedInput", "pack_input", "plane_positions", "check_model_points"]
+__all__ = ["PackedInput", "pack_input", "plane_positions", "check_model_points",
+           "check_nonempty_sets"]
 
 
 class PackedInput(NamedTuple):
@@ -73,6 +74,26 @@ def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> T
     return torch.stack([x, y], 1)
 
 
+def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
+    """Raise a ``ValueError`` naming the empty sets (images whose mask keeps no pixel).
+
+    Shapes:
+        sizes: [B] points per set.
+    """
+    if sizes.numel() and not bool((sizes == 0).any()):
+        return
+    empty = (sizes == 0).nonzero().flatten().tolist()
+    if from_images:
+        raise ValueError(
+            f"`mask` keeps no pixel of image(s) {empty} (of B = {sizes.numel()}): every image "
+            "needs at least one kept pixel; leave such images out of the batch"
+        )
+    raise ValueError(
+        f"every set needs at least one point; got B = {sizes.numel()} sets with empty sets "
+        f"{empty}"
+    )
+
+
 def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
                        from_images: bool = False, allow_empty: bool = False) -> PointBatch:
     """The input policy every model applies to its point sets (images are pixel sets).
@@ -82,8 +103,8 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
       with a float32 model, and a ``.half()`` model takes float32 inputs;
     * every set needs at least one point: an empty set (a point set without points, an image
       whose ``mask`` keeps no pixel) raises a ``ValueError`` naming it, since a classifier has
-      nothing to classify there (``allow_empty=True``: dense / per-point models, whose empty
-      sets simply produce no points);
+      nothing to classify there (``allow_empty=True``: only a batch without any point is
+      refused; empty sets then have empty features);
     * NaN / Inf features raise a ``ValueError`` naming the set (image) and point (pixel)
       (:func:`pointctx._checks.check_finite_features`); positions are checked by
       :class:`~pointctx.PointBatch` itself.
@@ -94,18 +115,8 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
     if dtype is not None and (pb.pos.dtype != dtype or (pb.x is not None and pb.x.dtype != dtype
                                                         and pb.x.is_floating_point())):
         pb = pb.to(dtype=dtype)
-    sizes = pb.sizes
-    if not allow_empty and (pb.num_sets == 0 or bool((sizes == 0).any())):
-        empty = (sizes == 0).nonzero().flatten().tolist()
-        if from_images:
-            raise ValueError(
-                f"`mask` keeps no pixel of image(s) {empty} (of B = {pb.num_sets}): every image "
-                "needs at least one kept pixel; leave such images out of the batch"
-            )
-        raise ValueError(
-            f"every set needs at least one point; got B = {pb.num_sets} sets with empty sets "
-            f"{empty}"
-        )
+    if pb.num_points == 0 or not allow_empty:
+        check_nonempty_sets(pb.sizes, from_images)
     if pb.x is not None:
         check_finite_features(pb.x, pb.batch, "images" if from_images else "x",
                               pb.pixel if from_images else None,

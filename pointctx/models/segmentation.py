@@ -91,7 +91,6 @@ class SetSegmenter(nn.Module):
             if hasattr(backbone, name):
                 delattr(backbone, name)
         self.backbone = backbone
-        backbone.allow_empty_sets = True  # dense output: an empty image gives no points
         self.in_channels = backbone.in_channels
         self.pos_dim = backbone.pos_dim
         self.head = SemanticFPNHead(
