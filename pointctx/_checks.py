@@ -6,6 +6,9 @@ what was given. None of them uses ``assert`` (which ``python -O`` strips).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -16,6 +19,8 @@ __all__ = [
     "check_finite_features",
     "check_batch",
     "check_positive_int",
+    "check_int",
+    "check_number",
     "check_choice",
     "check_channels",
     "check_range",
@@ -123,6 +128,8 @@ def check_batch(
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     """Return ``int(value)`` or raise if it is not an integer >= ``minimum``."""
+    if isinstance(value, np.integer):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
             value = int(value)
@@ -164,6 +171,77 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
             "" if hi is None else f" <= {hi:g}")
         raise ValueError(f"`{name}` must satisfy {need}, got {pair}")
     return pair
+
+
+def _bounds(minimum, maximum, min_open: bool = False, max_open: bool = False) -> str:
+    if minimum is not None and maximum is not None:
+        return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}"
+                f"{')' if max_open else ']'}")
+    if minimum is not None:
+        return f"{'>' if min_open else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"{'<' if max_open else '<='} {maximum:g}"
+    return ""
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
+              type_error: type[Exception] = TypeError) -> int:
+    """Return ``int(value)`` for an int (numpy ints too; not bool) in ``[minimum, maximum]``.
+
+    Args:
+        value: the value to check.
+        name: argument name used in error messages.
+        minimum: inclusive lower bound (None: none).
+        maximum: inclusive upper bound (None: none).
+        type_error: exception class for a value that is not an int (``TypeError``; a few
+            arguments document ``ValueError``).
+
+    Raises:
+        ``type_error`` for a non-int, ``ValueError`` out of bounds; the message reads
+        "`name` must be an int >= minimum, got value".
+    """
+    bounds = _bounds(minimum, maximum)
+    need = f"`{name}` must be an int" + (f" {bounds}" if bounds else "")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise type_error(f"{need}, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{need}, got {value!r}")
+    return value
+
+
+def check_number(value, name: str, minimum: float | None = None, maximum: float | None = None,
+                 *, min_open: bool = False, max_open: bool = False,
+                 type_error: type[Exception] = TypeError) -> float:
+    """Return ``float(value)`` for a finite real number (not bool) within the bounds.
+
+    Args:
+        value: the value to check.
+        name: argument name used in error messages.
+        minimum: lower bound (None: none).
+        maximum: upper bound (None: none).
+        min_open: exclude ``minimum`` itself.
+        max_open: exclude ``maximum`` itself.
+        type_error: exception class for a value that is not a number (``TypeError``; a few
+            arguments document ``ValueError``).
+
+    Raises:
+        ``type_error`` for a non-number, ``ValueError`` for NaN / Inf or out of bounds; the
+        message reads "`name` must be a number in [minimum, maximum), got value".
+    """
+    bounds = _bounds(minimum, maximum, min_open, max_open)
+    need = f"`{name}` must be a number" + (f" {bounds}" if bounds else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise type_error(f"{need}, got {value!r}")
+    v = float(value)
+    ok = math.isfinite(v)
+    if minimum is not None:
+        ok = ok and (v > minimum if min_open else v >= minimum)
+    if maximum is not None:
+        ok = ok and (v < maximum if max_open else v <= maximum)
+    if not ok:
+        raise ValueError(f"{need}, got {value!r}")
+    return v
 
 
 def check_choice(value, name: str, choices) -> str:

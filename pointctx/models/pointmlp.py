@@ -88,7 +88,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from .._checks import check_choice, check_positive_int, check_tensor
+from .._checks import check_choice, check_number, check_positive_int, check_tensor
 from ..batch import PointBatch
 from ..nn.context_cluster import ContextCluster
 from ..nn.grouping import (
@@ -338,8 +338,7 @@ class PointMLP(SetClassifier):
                             per_stage(k_neighbors, n, "k_neighbors")]
         self.ratios = per_stage(ratio, n, "ratio")
         for r in self.ratios:
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
-                raise ValueError(f"`ratio` entries must be floats in (0, 1], got {r!r}")
+            check_number(r, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         if coc_mode is not None:
             coc_mode = check_choice(coc_mode, "coc_mode", ("group", "set"))
         self.coc_mode = coc_mode

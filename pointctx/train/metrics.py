@@ -17,6 +17,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = [
     "ConfusionMatrix",
     "ClassificationMetrics",
@@ -78,8 +80,7 @@ class ConfusionMatrix:
     metrics_class = ClassificationMetrics
 
     def __init__(self, num_classes: int, device=None) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}")
+        check_int(num_classes, "num_classes", 1, type_error=ValueError)
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
 
