@@ -16,6 +16,7 @@ __all__ = [
     "check_tensor",
     "check_pos",
     "check_features",
+    "check_finite_features",
     "check_batch",
     "check_positive_int",
     "check_int",
@@ -267,7 +268,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     """Check the ``(x, pos, batch, batch_size)`` inputs of a layer on packed point sets.
 
     Shapes and dtypes are always checked; with ``validate`` also the values (``batch`` sorted,
-    >= 0 and < ``batch_size``; ``pos`` finite), which costs host syncs.
+    >= 0 and < ``batch_size``; ``pos`` and ``x`` finite), which costs host syncs.
 
     Args:
         x: point features, expected [N, dim] floating point.
@@ -302,4 +303,53 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
             raise ValueError(
                 f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
             )
+    if validate:
+        check_finite_features(x, batch)
     return batch_size
+
+
+def check_finite_features(
+    x: Tensor,
+    batch: Tensor | None = None,
+    name: str = "x",
+    pixel: Tensor | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> Tensor:
+    """Raise a ``ValueError`` naming the set and point of the first NaN / Inf in ``x``.
+
+    The models and layers call it on their features: one NaN in one point would otherwise spread
+    through the set's max-pool or cluster means into the logits and, in training, into the
+    weights. The common (finite) case costs one fused ``isfinite().all()`` and one host sync;
+    the position of the culprit is only searched when there is one.
+
+    Args:
+        x: features [N, C].
+        batch: sorted set index per row (None: one set).
+        name: argument name used in the message.
+        pixel: flat pixel index per row (``row * W + col``), for pixel sets: the message then
+            names the image and the pixel.
+        image_size: ``(H, W)`` of the pixel sets.
+
+    Returns:
+        ``x`` unchanged.
+    """
+    if x.numel() == 0 or bool(torch.isfinite(x).all()):
+        return x
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1))
+    row = int(bad.any(1).nonzero()[0, 0])
+    col = int(bad[row].nonzero()[0, 0])
+    value = float(x.reshape(x.shape[0], -1)[row, col])
+    s = 0 if batch is None else int(batch[row])
+    if pixel is not None and image_size is not None:
+        w = int(image_size[1])
+        p = int(pixel[row])
+        where = f"image {s}, pixel (row {p // w}, col {p % w}), channel {col}"
+    else:
+        first = 0 if batch is None else int(torch.searchsorted(batch.contiguous(),
+                                                                batch[row:row + 1]))
+        where = f"set {s}, point {row - first} (row {row} of `{name}`), channel {col}"
+    raise ValueError(
+        f"`{name}` has a non-finite value ({value}) at {where}: models and layers reject NaN / "
+        "Inf features, which would spread to the other points and, in training, to the weights; "
+        "clean the input or drop the point"
+    )

@@ -101,6 +101,7 @@ from ..nn.grouping import (
 from ..ops.scatter import scatter_max
 from ._base import SetClassifier
 from ._helpers import build, check_io, per_stage
+from ._inputs import check_model_points
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_union
 
@@ -427,12 +428,12 @@ class PointMLP(SetClassifier):
                 f"{c}" + (" (x is None)" if pb.x is None else "")
                 + (" (build the model with in_channels=C to use them)" if c else "")
             )
-        sizes = pb.sizes
-        if pb.num_sets == 0 or bool((sizes == 0).any()):
-            bad = (sizes == 0).nonzero().flatten().tolist()
+        pb = check_model_points(pb, self.param_dtype)  # casts; no empty set, finite x
+        if self.training and pb.num_sets < 2 and isinstance(self.classifier, nn.Sequential):
             raise ValueError(
-                f"every set needs at least one point; got B = {pb.num_sets} sets with empty "
-                f"sets {bad}"
+                f"a batch of {pb.num_sets} set in train mode: the classifier's BatchNorm needs "
+                "at least 2 sets per batch to compute its statistics; train on batches of >= 2 "
+                "sets (drop_last=True in the DataLoader), or call model.eval() for inference"
             )
         return pb
 
