@@ -181,8 +181,8 @@ def test_make_segment_demo_on_real_camvid(tmp_path):
 
 
 # --------------------------------------------------------------------------- the sparse study
-def test_sparse_study_tables_and_resume(tmp_path):
-    study = _load("segment_sparse_example", ROOT / "examples" / "segment_sparse.py")
+def test_sparse_study_tables_and_resume(tmp_path, load_example):
+    study = load_example("segment_sparse")
     root = _camvid(tmp_path / "camvid", counts=(("train", 8), ("val", 4)))
     out = tmp_path / "study"
     argv = ["--data-root", str(root), "--coc-model", "unet_cpu_seg", "--coc-kwargs", UNET,
