@@ -21,11 +21,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_tensor
+from .._checks import check_finite_features
 from ..batch import PointBatch
 from ..ops.grid import lattice_sites
 
-__all__ = ["PackedInput", "pack_input", "plane_positions"]
+__all__ = ["PackedInput", "pack_input", "plane_positions", "check_model_points",
+           "check_nonempty_sets"]
 
 
 class PackedInput(NamedTuple):
@@ -75,6 +76,56 @@ def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> T
     return torch.stack([x, y], 1)
 
 
+def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
+    """Raise a ``ValueError`` naming the empty sets (images whose mask keeps no pixel).
+
+    Shapes:
+        sizes: [B] points per set.
+    """
+    if sizes.numel() and not bool((sizes == 0).any()):
+        return
+    empty = (sizes == 0).nonzero().flatten().tolist()
+    if from_images:
+        raise ValueError(
+            f"`mask` keeps no pixel of image(s) {empty} (of B = {sizes.numel()}): every image "
+            "needs at least one kept pixel; leave such images out of the batch"
+        )
+    raise ValueError(
+        f"every set needs at least one point; got B = {sizes.numel()} sets with empty sets "
+        f"{empty}"
+    )
+
+
+def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
+                       from_images: bool = False, allow_empty: bool = False) -> PointBatch:
+    """The input policy every model applies to its point sets (images are pixel sets).
+
+    * ``pos`` and ``x`` are cast to ``dtype`` (the model's parameter dtype) when they have
+      another floating dtype: float64 or float16 inputs (e.g. the float16 shared npz) work
+      with a float32 model, and a ``.half()`` model takes float32 inputs;
+    * every set needs at least one point: an empty set (a point set without points, an image
+      whose ``mask`` keeps no pixel) raises a ``ValueError`` naming it, since a classifier has
+      nothing to classify there (``allow_empty=True``: only a batch without any point is
+      refused; empty sets then have empty features);
+    * NaN / Inf features raise a ``ValueError`` naming the set (image) and point (pixel)
+      (:func:`pointctx._checks.check_finite_features`); positions are checked by
+      :class:`~pointctx.PointBatch` itself.
+
+    Returns:
+        ``pb``, cast if needed.
+    """
+    if dtype is not None and (pb.pos.dtype != dtype or (pb.x is not None and pb.x.dtype != dtype
+                                                        and pb.x.is_floating_point())):
+        pb = pb.to(dtype=dtype)
+    if pb.num_points == 0 or not allow_empty:
+        check_nonempty_sets(pb.sizes, from_images)
+    if pb.x is not None:
+        check_finite_features(pb.x, pb.batch, "images" if from_images else "x",
+                              pb.pixel if from_images else None,
+                              pb.image_size if from_images else None)
+    return pb
+
+
 _PLANES: OrderedDict = OrderedDict()
 _PLANES_MAX = 8
 
@@ -95,18 +146,12 @@ def _full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
 
 
 def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
-    """Full images (no mask): the same points as ``PointBatch.from_images``, built directly.
+    """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly.
 
     Positions, set ids and lattice coordinates depend on the shape only: they come from caches
     (:func:`~pointctx.ops.lattice_sites`), so the reducers recognise the full lattice by
     identity. Only the features are copied (pixel-major, once).
     """
-    check_tensor(images, "images")
-    if not images.is_floating_point():
-        raise ValueError(
-            f"`images` must be a floating point tensor, got dtype {images.dtype} "
-            "(convert first, e.g. images.float() / 255)"
-        )
     b, c, h, w = images.shape
     coords, batch = lattice_sites(b, (h, w), images.device)
     plane = _full_image_planes(b, h, w, images.device, images.dtype)
@@ -126,6 +171,8 @@ def pack_input(
     mask: Tensor | None = None,
     in_channels: int | None = None,
     pos_dim: int | None = None,
+    dtype: torch.dtype | None = None,
+    allow_empty: bool = False,
     append_pos: bool = False,
 ) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
@@ -137,12 +184,15 @@ def pack_input(
         in_channels: expected feature channels C (checked when given; a ``PointBatch`` without
             ``x`` has C = 0).
         pos_dim: expected position dimension D (checked when given).
+        dtype: the model's floating dtype: inputs of another floating dtype are cast to it.
+        allow_empty: accept empty sets (see :func:`check_model_points`).
         append_pos: append the positions to the features (``x`` gets ``C + D`` channels, the
             model stems' input), in one copy.
 
     Returns:
-        :class:`PackedInput`. For image tensors without a mask, ``pos``, ``plane``, ``batch``
-        and ``coords`` are cached per shape and device and shared between calls: do not modify
+        :class:`PackedInput` (after :func:`check_model_points`: cast, no empty set, finite
+        features). For image tensors without a mask, ``pos``, ``plane``, ``batch`` and
+        ``coords`` are cached per shape and device and shared between calls: do not modify
         them in place.
 
     Shapes:
@@ -151,7 +201,8 @@ def pack_input(
     Raises:
         TypeError: ``inputs`` is neither a tensor nor a ``PointBatch``.
         ValueError: wrong image rank or dtype, channel count or position dimension mismatch,
-            a mask with a ``PointBatch``, or a mask of the wrong shape / dtype.
+            a mask with a ``PointBatch``, or a mask of the wrong shape / dtype; an empty set
+            (an image with an all-False mask); a NaN / Inf feature (pixel).
     """
     if isinstance(inputs, PointBatch):
         if mask is not None:
@@ -178,13 +229,14 @@ def pack_input(
                 f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
                 f"(like the images), got {got}"
             )
-        if mask is None:
-            if pos_dim is not None and pos_dim != 2:
-                raise ValueError(
-                    f"the points must have pos_dim = {pos_dim} coordinates, got D = 2 (build "
-                    "the model with pos_dim=2 for such inputs)"
-                )
-            return _pack_full_images(inputs, append_pos)
+        if not inputs.is_floating_point():
+            raise ValueError(f"image input must be floating point (e.g. float32 in [0, 1], "
+                             f"normalised), got dtype {inputs.dtype}")
+        if dtype is not None and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)
+        if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
+                and bool(torch.isfinite(inputs).all())):
+            return _pack_full_images(inputs, append_pos)  # same points, no per-point work
         pb = PointBatch.from_images(inputs, mask)
     else:
         raise TypeError(
@@ -192,6 +244,8 @@ def pack_input(
             f"{type(inputs).__name__}"
         )
 
+    pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
+                            allow_empty=allow_empty)
     x = pb.x
     if x is None:
         x = pb.pos.new_zeros(pb.num_points, 0)
