@@ -29,7 +29,10 @@ What is changed in the official code, at run time only (the files are not modifi
 Cases (1000 classes for the image models, 15 for the point models, as in the official fixtures):
 
 * ``coc_tiny``: images ``[B, 3, 224, 224]`` (default B = 16); the official model takes the
-  tensor, pointctx the same tensor (packing included in its time).
+  tensor, pointctx the same tensor (packing included in its time). pointctx's default
+  ``windows="adaptive"`` reproduces the official overlapping ``AdaptiveAvgPool2d`` center
+  windows exactly; ``coc_tiny_partition`` is pointctx with ``windows="partition"`` (centers
+  partition each region, the cheaper documented deviation).
 * ``pointmlp_elite``, ``pointmlp``, ``pointmlp_coc``: B clouds of 1024 points (default B = 32);
   the official models take ``[B, 3, N]``, pointctx a ``PointBatch`` built once.
 
@@ -64,7 +67,7 @@ from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "peers.json"
-CASES = ["coc_tiny", "pointmlp_elite", "pointmlp", "pointmlp_coc"]
+CASES = ["coc_tiny", "coc_tiny_partition", "pointmlp_elite", "pointmlp", "pointmlp_coc"]
 HOWTO = """bench/peers.py needs your own checkouts of the official code (nothing is fetched):
     git clone https://github.com/ma-xu/Context-Cluster
     git clone https://github.com/ma-xu/pointMLP-pytorch
@@ -192,11 +195,12 @@ def build_case(case, args):
     """(official model, official input, pointctx model, pointctx input, labels)."""
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    if case == "coc_tiny":
+    if case.startswith("coc_tiny"):
         off = _load(args.coc_repo / "models" / "context_cluster.py", "peer_context_cluster")
         images = torch.randn(args.batch_images, 3, 224, 224, generator=g)
         labels = torch.randint(0, 1000, (args.batch_images,), generator=g)
-        return off.coc_tiny(), images, create_model("coc_tiny"), images, labels
+        kw = {"windows": "partition"} if case == "coc_tiny_partition" else {}
+        return off.coc_tiny(), images, create_model("coc_tiny", **kw), images, labels
     pos = torch.rand(args.batch_points, 1024, 3, generator=g) * 2 - 1
     labels = torch.randint(0, 15, (args.batch_points,), generator=g)
     pb = PointBatch.from_padded(pos)
@@ -227,8 +231,8 @@ def main():
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = p.parse_args()
 
-    need = {"coc_tiny": "coc_repo", "pointmlp_coc": "coc_repo", "pointmlp": "pointmlp_repo",
-            "pointmlp_elite": "pointmlp_repo"}
+    need = {"coc_tiny": "coc_repo", "coc_tiny_partition": "coc_repo", "pointmlp_coc": "coc_repo",
+            "pointmlp": "pointmlp_repo", "pointmlp_elite": "pointmlp_repo"}
     missing = sorted({need[c] for c in args.cases if getattr(args, need[c]) is None
                       or not getattr(args, need[c]).is_dir()})
     try:
