@@ -30,8 +30,8 @@ naive: identical outputs).
 Uneven set sizes (``knn-uneven``, kNN only): one set of 20,000 uniform points beside 64 sets of
 10 (``--quick``: 5,000 beside 16), k = 16, queries = the FPS centres (ratio 0.25). The native
 batch is compared with the sum of the native times of every set run alone (target: within 2x;
-the sets are bucketed by size, see ``pointctx.ops.knn``) and, once, with the former single
-padded pass (every set padded to the largest), plus torch-cluster.
+the sets are bucketed by size, see ``pointctx.ops.knn``), with torch-cluster, and with
+``--former-padded`` once with the former single padded pass (every set padded to the largest).
 
 Usage::
 
@@ -290,7 +290,7 @@ def uneven_knn(args, device, repeats, have_cluster) -> dict:
         row["cluster_s"] = statistics.median(
             [timed(lambda: knn(pos, cpos, K, batch, cbatch, batch_size=b, backend="cluster"),
                    device)[0] for _ in range(repeats)])
-    if not args.quick:
+    if getattr(args, "former_padded", False):
         sx = torch.tensor(sizes, device=device)
         sy = torch.tensor([cptr[i + 1] - cptr[i] for i in range(b)], device=device)
         px = torch.tensor(ptr, device=device)
@@ -378,6 +378,8 @@ def main(argv=None):
     p.add_argument("--naive-budget", type=float, default=30.0,
                    help="seconds allowed for one full-batch naive run before extrapolating")
     p.add_argument("--no-naive", action="store_true", help="skip the naive references")
+    p.add_argument("--former-padded", action="store_true",
+                   help="knn-uneven: also time the former single padded pass (~2 min)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     args = p.parse_args(argv)
     data = run(args)
