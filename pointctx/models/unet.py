@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..batch import PointBatch
 from ._registry import register_model
 
@@ -64,8 +65,7 @@ class UNet(nn.Module):
         super().__init__()
         for name, v, lo in (("num_classes", num_classes, 1), ("in_channels", in_channels, 1),
                             ("width", width, 1), ("depth", depth, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
+            check_int(v, name, lo, type_error=ValueError)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.mask_channel = bool(mask_channel)
