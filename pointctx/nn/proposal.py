@@ -6,15 +6,19 @@ define how a center feature is pooled from point features (the mean of its membe
 
 * :class:`GridProposal` (``"grid"``): a regular grid of cells per axis (or of a given cell edge
   length) over each set's bounding box or over a fixed box; one center per non-empty cell, at the
-  mean of its points; the members of a center are the points of its cell (a partition). On a full
-  image grid with the fixed box ``(-0.5, 0.5)`` this is the paper's ``AdaptiveAvgPool2d`` proposal
-  whenever the cells divide the image evenly.
+  mean of its points. ``windows="partition"`` (default): the members of a center are the points
+  of its cell. ``windows="adaptive"``: given the points' lattice pitch, the overlapping windows
+  of ``AdaptiveAvgPool2d`` (the paper's proposal, exact also when the cells do not divide the
+  regions, e.g. 7x7-pixel regions at 224x224).
 * :class:`FPSProposal` (``"fps"``) and :class:`RandomProposal` (``"random"``): centers at points
   picked by farthest point sampling or uniformly at random; the members of a center are its ``k``
   nearest points of the same set (the point-cloud variant of the paper).
 
 Users add their own with :func:`register_proposal` (a :class:`CenterProposal` subclass) and pick
-any of them by name with :func:`resolve_proposal`.
+any of them by name with :func:`resolve_proposal`; layers build theirs with :func:`build_proposal`.
+The base class runs any proposal per region (:meth:`CenterProposal.propose`).
+
+One concept (center proposals and their registry), hence one module above 500 lines.
 """
 
 from __future__ import annotations
