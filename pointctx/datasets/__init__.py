@@ -48,6 +48,7 @@ from .rgbd import (
     rgbd_frame,
     rgbd_frames,
 )
+from .scenes import Scene, ShapeScenes
 from .segmentation import (
     PixelSubset,
     RandomHorizontalFlip,
@@ -55,6 +56,13 @@ from .segmentation import (
     Resize,
     SegCompose,
     check_seg_sample,
+)
+from .shapenetpart import (
+    SHAPENETPART_CATEGORIES,
+    SHAPENETPART_PARTS,
+    PartSample,
+    ShapeNetPart,
+    category_part_mask,
 )
 
 __all__ = ["bundled_root", "data_root"]
@@ -96,6 +104,14 @@ __all__ += [
     "load_rgbd",
     "rgbd_frame",
     "rgbd_frames",
+]
+__all__ += ["Scene", "ShapeScenes"]
+__all__ += [
+    "SHAPENETPART_CATEGORIES",
+    "SHAPENETPART_PARTS",
+    "PartSample",
+    "ShapeNetPart",
+    "category_part_mask",
 ]
 __all__ += [
     "CAMVID_CLASSES",

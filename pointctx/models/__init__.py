@@ -6,6 +6,7 @@ from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .official import convert_official, load_official, official_archs
 from .pointmlp import PointMLP  # registers the pointmlp* models
+from .pointmlp_seg import PointMLPSeg  # registers pointmlp_*partseg and pointmlp_*seg
 from .segmentation import SetSegmenter  # registers the coc / cluenet *_seg models
 from .unet import UNet  # registers the unet_*_seg CNN baselines
 
@@ -14,6 +15,7 @@ __all__ += ["load_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
+__all__ += ["PointMLPSeg"]
 __all__ += ["convert_official", "load_official", "official_archs"]
 __all__ += ["SetSegmenter"]
 __all__ += ["UNet"]

@@ -34,6 +34,8 @@ from .log import setup_logger
 from .metrics import (
     ClassificationMetrics,
     ConfusionMatrix,
+    PartIoU,
+    PartMetrics,
     SegmentationConfusion,
     SegmentationMetrics,
     format_class_table,
@@ -60,6 +62,8 @@ __all__ = [
     "setup_logger",
     "ClassificationMetrics",
     "ConfusionMatrix",
+    "PartIoU",
+    "PartMetrics",
     "SegmentationConfusion",
     "SegmentationMetrics",
     "format_class_table",

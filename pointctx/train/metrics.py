@@ -20,6 +20,8 @@ from torch import Tensor
 __all__ = [
     "ConfusionMatrix",
     "ClassificationMetrics",
+    "PartIoU",
+    "PartMetrics",
     "SegmentationConfusion",
     "SegmentationMetrics",
     "format_class_table",
@@ -338,3 +340,206 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.
         )
     eps = smoothing * k / (k - 1) if k > 1 else 0.0
     return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
+
+
+# --------------------------------------------------------------------------- part segmentation
+class PartMetrics(NamedTuple):
+    """Part-segmentation metrics as PointMLP / PointNet report them (fractions in [0, 1]).
+
+    Attributes:
+        instance_miou: mean over shapes of each shape's mean part IoU ("Inst. mIoU").
+        class_miou: mean over the categories that have shapes of their mean shape IoU
+            ("Cls. mIoU").
+        per_category: mean shape IoU of each category (``nan`` without shapes).
+        shapes: number of shapes of each category.
+        accuracy: point accuracy over all shapes.
+
+    Shapes:
+        per_category, shapes: [C] lists.
+    """
+
+    instance_miou: float
+    class_miou: float
+    per_category: list[float]
+    shapes: list[int]
+    accuracy: float
+
+    def as_dict(self, category_names: Sequence[str] | None = None) -> dict:
+        """JSON-ready dict; per-category entries keyed by name when names are given."""
+        names = (list(category_names) if category_names is not None
+                 else [str(i) for i in range(len(self.per_category))])
+        return {
+            "instance_miou": self.instance_miou,
+            "class_miou": self.class_miou,
+            "accuracy": self.accuracy,
+            "per_category": {n: {"miou": v, "shapes": s}
+                             for n, v, s in zip(names, self.per_category, self.shapes)},
+        }
+
+
+class PartIoU:
+    """Accumulates per-shape part IoUs: instance mIoU and class mIoU (ShapeNetPart protocol).
+
+    For a shape of category ``c`` with parts ``P_c``, the IoU of part ``p`` is
+    ``|pred = p and truth = p| / |pred = p or truth = p|``, and **1 when the part is absent from
+    both** prediction and truth; the shape's IoU is the mean over ``P_c`` (``mode="category"``,
+    the PointNet / PointNet++ / PointMLP evaluation protocol). ``mode="present"`` instead
+    averages over the parts present in the shape's truth, among all parts (the
+    ``compute_overall_iou`` of PointMLP's part-segmentation training logs). Instance mIoU is the
+    mean over all shapes, class mIoU the mean over categories (with at least one shape) of their
+    shapes' mean; PointMLP divides by 16 always, which is the same once every category has shapes.
+
+    Predictions given as logits ``[N, P]`` are restricted to the shape's category parts before the
+    argmax when ``restrict=True`` (default, the standard protocol); label predictions are used as
+    given.
+
+    Args:
+        category_parts: global part ids of each category (default: ShapeNetPart's 16 x 50).
+        mode: ``"category"`` or ``"present"``.
+        restrict: arg-max of logits over the category's parts only.
+        device: where the sums live.
+    """
+
+    def __init__(self, category_parts=None, mode: str = "category", restrict: bool = True,
+                 device=None) -> None:
+        if category_parts is None:
+            from ..datasets.shapenetpart import SHAPENETPART_PARTS
+
+            category_parts = SHAPENETPART_PARTS
+        parts = [list(map(int, p)) for p in category_parts]
+        if not parts or any(len(p) == 0 for p in parts) or min(min(p) for p in parts) < 0:
+            raise ValueError("`category_parts` must be non-empty lists of part ids >= 0 per "
+                             "category")
+        if mode not in ("category", "present"):
+            raise ValueError(f"`mode` must be 'category' or 'present', got {mode!r}")
+        self.num_categories = len(parts)
+        self.num_parts = max(max(p) for p in parts) + 1
+        self.mode, self.restrict = mode, bool(restrict)
+        mask = torch.zeros(self.num_categories, self.num_parts, dtype=torch.bool, device=device)
+        for c, p in enumerate(parts):
+            mask[c, p] = True
+        self.category_mask = mask
+        self.iou_sum = torch.zeros(self.num_categories, dtype=torch.float64, device=device)
+        self.count = torch.zeros(self.num_categories, dtype=torch.long, device=device)
+        self.correct = torch.zeros((), dtype=torch.long, device=device)
+        self.points = torch.zeros((), dtype=torch.long, device=device)
+
+    def reset(self) -> None:
+        """Zero the sums."""
+        for t in (self.iou_sum, self.count, self.correct, self.points):
+            t.zero_()
+
+    @torch.no_grad()
+    def shape_ious(self, pred: Tensor, target: Tensor, category: Tensor,
+                   batch: Tensor | None = None) -> Tensor:
+        """IoU of every shape of a batch (no accumulation).
+
+        Args:
+            pred: part ids, or logits (see ``restrict``).
+            target: true part ids.
+            category: category id of each shape.
+            batch: sorted shape index of each point (None: one shape).
+
+        Shapes:
+            pred: [N] or [N, P]; target: [N]; category: [B]; batch: [N]; return: [B] float64.
+        """
+        pred, target, category, batch = self._check(pred, target, category, batch)
+        return self._ious(pred, target, category, batch)
+
+    def _check(self, pred, target, category, batch):
+        dev = self.iou_sum.device
+        target = torch.as_tensor(target, device=dev).long().reshape(-1)
+        category = torch.as_tensor(category, device=dev).long().reshape(-1)
+        n, b = target.numel(), category.numel()
+        if batch is None:
+            if b != 1:
+                raise ValueError(f"`batch` is required for {b} shapes (one category each)")
+            batch = torch.zeros(n, dtype=torch.long, device=dev)
+        batch = torch.as_tensor(batch, device=dev).long().reshape(-1)
+        if batch.numel() != n:
+            raise ValueError(f"`batch` must have one entry per point ({n}), got {batch.numel()}")
+        if n and (int(batch.min()) < 0 or int(batch.max()) >= b):
+            raise ValueError(f"`batch` values must lie in [0, {b}) (one per category entry), "
+                             f"got range [{int(batch.min())}, {int(batch.max())}]")
+        if b and (int(category.min()) < 0 or int(category.max()) >= self.num_categories):
+            raise ValueError(f"`category` values must lie in [0, {self.num_categories}), got "
+                             f"range [{int(category.min())}, {int(category.max())}]")
+        if n and (int(target.min()) < 0 or int(target.max()) >= self.num_parts):
+            raise ValueError(f"`target` values must lie in [0, {self.num_parts}), got range "
+                             f"[{int(target.min())}, {int(target.max())}]")
+        pred = torch.as_tensor(pred, device=dev)
+        if pred.dim() == 2:
+            if pred.shape != (n, self.num_parts):
+                raise ValueError(f"logits `pred` must have shape [N, {self.num_parts}] = "
+                                 f"[{n}, {self.num_parts}], got {tuple(pred.shape)}")
+            logits = pred.float()
+            if self.restrict:
+                allowed = self.category_mask[category.index_select(0, batch)]
+                logits = logits.masked_fill(~allowed, float("-inf"))
+            pred = logits.argmax(1)
+        elif pred.shape != target.shape:
+            raise ValueError(f"`pred` must have shape [N] = [{n}] (part ids) or [N, P] "
+                             f"(logits), got {tuple(pred.shape)}")
+        return pred.long(), target, category, batch
+
+    def _ious(self, pred, target, category, batch) -> Tensor:
+        b, p = category.numel(), self.num_parts
+        size = b * p
+        inter = torch.bincount(batch[pred == target] * p + target[pred == target],
+                               minlength=size).view(b, p)
+        valid_pred = (pred >= 0) & (pred < p)
+        n_pred = torch.bincount(batch[valid_pred] * p + pred[valid_pred],
+                                minlength=size).view(b, p)
+        n_true = torch.bincount(batch * p + target, minlength=size).view(b, p)
+        union = n_pred + n_true - inter
+        iou = torch.where(union > 0, inter.double() / union.clamp(min=1), 1.0)
+        mask = self.category_mask[category] if self.mode == "category" else n_true > 0
+        m = mask.double()
+        return (iou * m).sum(1) / m.sum(1).clamp(min=1)
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor, category: Tensor,
+               batch: Tensor | None = None) -> Tensor:
+        """Add a batch of shapes; returns their IoUs (see :meth:`shape_ious` for the shapes)."""
+        pred, target, category, batch = self._check(pred, target, category, batch)
+        ious = self._ious(pred, target, category, batch)
+        self.iou_sum.index_add_(0, category, ious)
+        self.count += torch.bincount(category, minlength=self.num_categories)
+        self.correct += (pred == target).sum()
+        self.points += target.numel()
+        return ious
+
+    def all_reduce(self) -> None:
+        """Sum over all processes of the default group (no-op when not distributed)."""
+        import torch.distributed as dist
+
+        if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+            for t in (self.iou_sum, self.count, self.correct, self.points):
+                dist.all_reduce(t, op=dist.ReduceOp.SUM)
+
+    def compute(self) -> PartMetrics:
+        """Metrics of the shapes so far (``nan`` where there are none)."""
+        s, c = self.iou_sum.double().cpu(), self.count.cpu()
+        per = torch.where(c > 0, s / c.clamp(min=1), float("nan"))
+        total = int(c.sum())
+        seen = c > 0
+        return PartMetrics(
+            instance_miou=float(s.sum() / total) if total else float("nan"),
+            class_miou=float(per[seen].mean()) if bool(seen.any()) else float("nan"),
+            per_category=[float(v) for v in per],
+            shapes=[int(v) for v in c],
+            accuracy=float(self.correct) / int(self.points) if int(self.points) else float("nan"),
+        )
+
+    def state_dict(self) -> dict:
+        """The sums, for checkpoints."""
+        return {k: getattr(self, k).cpu().clone()
+                for k in ("iou_sum", "count", "correct", "points")}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore sums saved by :meth:`state_dict`."""
+        if tuple(state["count"].shape) != (self.num_categories,):
+            raise ValueError(f"saved part sums have {tuple(state['count'].shape)} categories, "
+                             f"expected {self.num_categories}")
+        for k in ("iou_sum", "count", "correct", "points"):
+            getattr(self, k).copy_(state[k].to(getattr(self, k).device))

@@ -1,0 +1,335 @@
+"""Scenes composed of real ModelNet40 shapes: a per-point semantic-segmentation task.
+
+No real labelled 3-D scene data is available to this project, so :class:`ShapeScenes` builds a
+scene-segmentation task out of real shapes: several ModelNet40 shapes are scaled, turned about
+the vertical axis, set down on a floor plane at random places and merged into one point cloud in
+which every point carries its shape's class (and, optionally, floor points a class of their own).
+The scenes are *composed* from real shapes, not captured: there is no clutter, occlusion or
+sensor noise, and object sizes are not realistic (every source shape is normalised to radius 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NamedTuple
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from .pointclouds import ModelNet40, stratified_split
+
+__all__ = ["Scene", "ShapeScenes"]
+
+_SPLITS = ("train", "val", "all")
+
+
+class Scene(NamedTuple):
+    """One composed scene (see :meth:`ShapeScenes.scene`).
+
+    Attributes:
+        points: [n, 3] float32 positions (z up, floor at z = 0).
+        labels: [n] int64 class per point (``len(classes)`` = floor).
+        instances: [n] int64 object index per point (0..objects-1; -1 = floor).
+        shapes: [objects] int64 rows of the source shapes placed, in placement order.
+    """
+
+    points: np.ndarray
+    labels: np.ndarray
+    instances: np.ndarray
+    shapes: np.ndarray
+
+
+def _range(value, name: str, low: float, integer: bool = False) -> tuple:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = (value, value)
+    try:
+        a, b = value
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` must be a number or a (min, max) pair, got {value!r}") from None
+    cast = int if integer else float
+    if (integer and not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+                            for v in (a, b))):
+        raise ValueError(f"`{name}` must hold integers, got {value!r}")
+    if not (low <= cast(a) <= cast(b)):
+        raise ValueError(f"`{name}` must satisfy {low} <= min <= max, got {value!r}")
+    return cast(a), cast(b)
+
+
+class ShapeScenes(Dataset):
+    """Scenes of 4-8 real ModelNet40 shapes on a floor, labelled per point with the shape class.
+
+    Args:
+        source: a ModelNet40 ``.npz`` file (``points [S, P, 3]``, ``labels [S]``, ``classes``;
+            the shared ``modelnet40_train_1024.npz`` or any file of that format) or a
+            :class:`~pointctx.datasets.ModelNet40` dataset (its items are used as it returns them,
+            with its ``num_points``, ``sampling`` and ``transform``).
+        seed: seed of the scene composition (scene ``i`` depends only on ``seed`` and ``i``).
+        num_scenes: number of scenes (items) of the dataset.
+        split: which shapes may appear: ``"train"`` or ``"val"`` (the two parts of a seeded
+            stratified split of the source, :func:`~pointctx.datasets.stratified_split` with
+            ``val_fraction`` and ``split_seed``), or ``"all"`` (every shape of the source, e.g.
+            a separate test file). Train and val scenes never share a shape.
+        val_fraction: share of every class held out for ``"val"``.
+        split_seed: seed of the shape split (keep it equal for the train and val datasets).
+        classes: the classes that may appear, as names or source class ids (None: all). Scene
+            labels index this list, in its order; shapes of other classes are never used.
+        objects: (min, max) objects per scene, inclusive (default 4-8).
+        scale: (min, max) uniform scale factor of each shape (shapes are normalised to radius 1).
+        yaw: turn each shape by a uniform random angle about the vertical (z) axis.
+        avoid_overlap: keep the objects' footprint discs apart (see below).
+        spacing: floor area per object, in units of the largest footprint diameter (see below).
+        floor: add floor points labelled ``len(classes)`` (class name ``"floor"``).
+        floor_points: floor points per scene.
+        points_per_object: points kept per object (None: all the source gives; else a random
+            subset of that many, with replacement only if the shape has fewer).
+        num_points: points per returned scene (None: all; else a random subset of that many,
+            with replacement only if the scene has fewer).
+        balance: ``"class"`` (default: each object's class uniform over ``classes``, then a
+            uniform shape of that class) or ``"shape"`` (a uniform shape of the pool).
+
+    The composition of scene ``i``, exactly (``rng = numpy.random.default_rng([seed, i])``,
+    draws in this order):
+
+    1. ``n = rng.integers(objects[0], objects[1] + 1)`` objects.
+    2. For each object, in order: its shape (``balance="class"``: a class
+       ``rng.integers(len(classes))``, then ``rng.integers(count)`` among that class's shapes
+       of the split, in source order; ``"shape"``: ``rng.integers(pool size)``), its points
+       (``points_per_object``: ``rng.choice``), a yaw ``rng.uniform(0, 2 pi)`` (when ``yaw``)
+       and a scale ``rng.uniform(*scale)``. The shape is rotated about z through its centroid,
+       scaled, and lifted so that its lowest point lies on the floor ``z = 0``. Its footprint
+       radius ``r`` is the largest horizontal distance of its points from its centroid.
+    3. The floor is the square ``[0, L]^2`` with ``L = spacing * 2 * r_max * sqrt(n)``.
+       Objects are placed in order: a horizontal centroid ``rng.uniform(r, L - r)`` per axis;
+       with ``avoid_overlap`` a candidate whose footprint disc intersects one already placed is
+       redrawn, and after 50 failed draws ``L`` grows by 10 % (the placed objects stay), so
+       placement always ends.
+    4. With ``floor``: ``floor_points`` points ``rng.uniform(0, L)`` per axis at ``z = 0``.
+    5. Points are concatenated (objects in order, then the floor) and moved so that the floor
+       square is centred at the origin; with ``num_points`` a subset is drawn with
+       ``rng.choice`` (without replacement when the scene has enough points).
+
+    A scene therefore depends only on ``seed``, ``i``, the arguments and the source; it does not
+    depend on the order in which items are read or on worker processes.
+
+    Attributes:
+        classes: class names, ``classes[label]`` (``"floor"`` last when ``floor``).
+        num_classes: ``len(classes)``.
+        shape_rows: source rows of the shapes this split may use.
+
+    Shapes:
+        item: ``(points [n, 3] float32 tensor, labels [n] int64 tensor)``.
+    """
+
+    def __init__(
+        self,
+        source,
+        seed: int = 0,
+        num_scenes: int = 1000,
+        split: str = "train",
+        val_fraction: float = 0.2,
+        split_seed: int = 0,
+        classes: Sequence | None = None,
+        objects=(4, 8),
+        scale=(0.75, 1.25),
+        yaw: bool = True,
+        avoid_overlap: bool = True,
+        spacing: float = 1.0,
+        floor: bool = True,
+        floor_points: int = 1024,
+        points_per_object: int | None = None,
+        num_points: int | None = None,
+        balance: str = "class",
+    ) -> None:
+        for name, v, lo in (("seed", seed, 0), ("num_scenes", num_scenes, 1),
+                            ("split_seed", split_seed, 0), ("floor_points", floor_points, 0)):
+            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
+                raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
+        for name, v in (("points_per_object", points_per_object), ("num_points", num_points)):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
+                                  or v < 1):
+                raise ValueError(f"`{name}` must be None or an int >= 1, got {v!r}")
+        if split not in _SPLITS:
+            raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
+        if balance not in ("class", "shape"):
+            raise ValueError(f"`balance` must be 'class' or 'shape', got {balance!r}")
+        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or spacing <= 0:
+            raise ValueError(f"`spacing` must be a number > 0, got {spacing!r}")
+        self.seed, self.num_scenes = int(seed), int(num_scenes)
+        self.split = split
+        self.objects = _range(objects, "objects", 1, integer=True)
+        self.scale = _range(scale, "scale", 1e-6)
+        self.yaw, self.avoid_overlap = bool(yaw), bool(avoid_overlap)
+        self.spacing = float(spacing)
+        self.floor, self.floor_points = bool(floor), int(floor_points)
+        self.points_per_object = points_per_object
+        self.num_points = num_points
+        self.balance = balance
+
+        labels, source_classes, self._shape = self._open(source)
+        self.source_classes = list(source_classes)
+        if classes is None:
+            chosen = list(range(len(source_classes)))
+        else:
+            chosen = []
+            for c in classes:
+                if isinstance(c, str):
+                    if c not in self.source_classes:
+                        raise ValueError(
+                            f"unknown class {c!r} in `classes`; choose from {self.source_classes}"
+                        )
+                    chosen.append(self.source_classes.index(c))
+                elif isinstance(c, (int, np.integer)) and 0 <= c < len(source_classes):
+                    chosen.append(int(c))
+                else:
+                    raise ValueError(
+                        f"`classes` entries must be class names or ids in [0, "
+                        f"{len(source_classes) - 1}], got {c!r}"
+                    )
+            if not chosen or len(set(chosen)) != len(chosen):
+                raise ValueError(f"`classes` must be non-empty without repeats, got {classes!r}")
+        if split == "all":
+            rows = np.arange(len(labels), dtype=np.int64)
+        else:
+            parts = stratified_split(labels, val_fraction, split_seed)
+            rows = parts.train if split == "train" else parts.val
+        keep = np.isin(labels[rows], chosen)
+        self.shape_rows = rows[keep]
+        remap = {c: i for i, c in enumerate(chosen)}
+        self._labels = np.array([remap[int(c)] for c in labels[self.shape_rows]], dtype=np.int64)
+        self._by_class = [np.flatnonzero(self._labels == i) for i in range(len(chosen))]
+        empty = [self.source_classes[chosen[i]] for i, m in enumerate(self._by_class)
+                 if len(m) == 0]
+        if empty:
+            raise ValueError(
+                f"no shape of class(es) {empty} in the {split!r} split of the source; drop them "
+                "from `classes` or use more shapes"
+            )
+        self.classes = [self.source_classes[c] for c in chosen] + (["floor"] if self.floor else [])
+
+    # ---- source
+    @staticmethod
+    def _open(source):
+        if isinstance(source, ModelNet40):
+            ds = source
+            labels = np.asarray(ds.labels, dtype=np.int64)
+
+            def shape(row):
+                return np.asarray(ds[int(row)][0], dtype=np.float32)[:, :3]
+
+            return labels, list(ds.classes), shape
+        if isinstance(source, (str, Path)):
+            path = Path(source).expanduser()
+            if not path.is_file():
+                raise FileNotFoundError(
+                    f"ShapeScenes source {path} does not exist; pass a ModelNet40 npz (points "
+                    "[S, P, 3], labels [S], classes) such as the shared modelnet40_train_1024.npz"
+                    " or a ModelNet40 dataset"
+                )
+            with np.load(path, allow_pickle=False) as z:
+                missing = [k for k in ("points", "labels", "classes") if k not in z.files]
+                if missing:
+                    raise ValueError(f"{path} lacks the array(s) {missing}; it has {z.files}")
+                points, labels, classes = z["points"], z["labels"], z["classes"]
+            if points.ndim != 3 or points.shape[2] < 3 or len(points) != len(labels):
+                raise ValueError(
+                    f"{path}: `points` must be [S, P, 3] with one label per shape, got points "
+                    f"{points.shape} and labels {labels.shape}"
+                )
+            labels = labels.astype(np.int64).reshape(-1)
+
+            def shape(row):
+                return points[int(row), :, :3].astype(np.float32)
+
+            return labels, [str(c) for c in classes], shape
+        raise TypeError(
+            f"`source` must be a path to a ModelNet40 npz or a ModelNet40 dataset, got "
+            f"{type(source).__name__}"
+        )
+
+    # ---- dataset protocol
+    @property
+    def num_classes(self) -> int:
+        """Number of per-point classes (the floor included)."""
+        return len(self.classes)
+
+    def __len__(self) -> int:
+        return self.num_scenes
+
+    def __getitem__(self, idx: int):
+        s = self.scene(idx)
+        return torch.from_numpy(s.points), torch.from_numpy(s.labels)
+
+    def __repr__(self) -> str:
+        return (f"ShapeScenes(split={self.split!r}, scenes={self.num_scenes}, seed={self.seed}, "
+                f"shapes={len(self.shape_rows)}, classes={self.num_classes})")
+
+    def scene(self, idx: int) -> Scene:
+        """Compose scene ``idx`` (see the class docstring for the exact procedure)."""
+        if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
+            raise TypeError(f"scene index must be an int, got {type(idx).__name__}")
+        if not -self.num_scenes <= idx < self.num_scenes:
+            raise IndexError(f"scene index {idx} out of range for {self.num_scenes} scenes")
+        idx = int(idx) % self.num_scenes
+        rng = np.random.default_rng([self.seed, idx])
+        n = int(rng.integers(self.objects[0], self.objects[1] + 1))
+        clouds, labels, rows, radii = [], [], [], []
+        for _ in range(n):
+            if self.balance == "class":
+                c = int(rng.integers(len(self._by_class)))
+                members = self._by_class[c]
+                local = int(members[int(rng.integers(len(members)))])
+            else:
+                local = int(rng.integers(len(self.shape_rows)))
+            row = int(self.shape_rows[local])
+            pts = self._shape(row)
+            if self.points_per_object is not None:
+                m = self.points_per_object
+                pts = pts[rng.choice(len(pts), m, replace=len(pts) < m)]
+            pts = pts - pts.mean(0, keepdims=True)
+            if self.yaw:
+                a = rng.uniform(0.0, 2.0 * math.pi)
+                ca, sa = math.cos(a), math.sin(a)
+                rot = np.array([[ca, -sa, 0.0], [sa, ca, 0.0], [0.0, 0.0, 1.0]], np.float32)
+                pts = pts @ rot.T
+            pts = pts * np.float32(rng.uniform(*self.scale))
+            pts[:, 2] -= pts[:, 2].min()
+            clouds.append(pts)
+            labels.append(int(self._labels[local]))
+            rows.append(row)
+            radii.append(float(np.sqrt(np.square(pts[:, :2]).sum(1)).max()))
+        side = self.spacing * 2.0 * max(radii) * math.sqrt(n)
+        centers: list[np.ndarray] = []
+        for r in radii:
+            fails = 0
+            while True:
+                lo, hi = r, max(side - r, r)
+                c = rng.uniform(lo, hi, size=2)
+                if not self.avoid_overlap or all(
+                        np.hypot(*(c - q)) >= r + rq for q, rq in zip(centers, radii)):
+                    break
+                fails += 1
+                if fails == 50:
+                    side *= 1.1
+                    fails = 0
+            centers.append(c)
+        for pts, c in zip(clouds, centers):
+            pts[:, :2] += c.astype(np.float32)
+        inst = [np.full(len(p), i, np.int64) for i, p in enumerate(clouds)]
+        lab = [np.full(len(p), lb, np.int64) for p, lb in zip(clouds, labels)]
+        if self.floor and self.floor_points:
+            fl = np.zeros((self.floor_points, 3), np.float32)
+            fl[:, :2] = rng.uniform(0.0, side, size=(self.floor_points, 2))
+            clouds.append(fl)
+            inst.append(np.full(self.floor_points, -1, np.int64))
+            lab.append(np.full(self.floor_points, len(self._by_class), np.int64))
+        points = np.concatenate(clouds)
+        points[:, :2] -= np.float32(side / 2.0)
+        labels_a, inst_a = np.concatenate(lab), np.concatenate(inst)
+        if self.num_points is not None:
+            sel = rng.choice(len(points), self.num_points, replace=len(points) < self.num_points)
+            points, labels_a, inst_a = points[sel], labels_a[sel], inst_a[sel]
+        return Scene(np.ascontiguousarray(points, np.float32), labels_a, inst_a,
+                     np.asarray(rows, np.int64))

@@ -1,0 +1,214 @@
+import pytest
+import torch
+
+from pointctx import PointBatch, create_model, list_models
+from pointctx.models.pointmlp_seg import PointMLPSeg
+
+PART = ["pointmlp_partseg", "pointmlp_coc_partseg"]
+SCENE = ["pointmlp_seg", "pointmlp_coc_seg", "pointmlp_elite_seg", "pointmlp_coc_elite_seg"]
+MODELS = PART + SCENE
+# small widths so that the per-model tests stay fast; the structure is the registered one
+SMALL = dict(embed_dim=8, de_dims=(16, 16, 8, 8), de_blocks=(1, 1, 1, 1), gmp_dim=8,
+             cls_dim=8, head_hidden=16, k_neighbors=8)
+
+
+def _randomize_bn(model, seed=1):
+    """Non-trivial running stats / affines so eval-mode BatchNorm is not the identity."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for mod in model.modules():
+            if isinstance(mod, torch.nn.BatchNorm1d):
+                n = mod.num_features
+                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
+                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
+                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
+
+
+def _model(name, seed=0, small=True, **kw):
+    torch.manual_seed(seed)
+    args = dict(SMALL) if small else {}
+    args.update(kw)
+    m = create_model(name, **args)
+    _randomize_bn(m)
+    return m
+
+
+def _inputs(name, sizes, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    pos = [torch.randn(n, 3, generator=g) for n in sizes]
+    if name in PART:
+        x = [torch.nn.functional.normalize(torch.randn(n, 3, generator=g), dim=1) for n in sizes]
+        cat = torch.randint(0, 16, (len(sizes),), generator=g)
+        return PointBatch.from_list(pos, x), cat
+    return PointBatch.from_list(pos), None
+
+
+def _nparams(m):
+    return sum(p.numel() for p in m.parameters())
+
+
+def test_registered():
+    assert set(MODELS) <= set(list_models())
+    assert set(list_models(module="pointmlp_seg")) == set(MODELS)
+    assert isinstance(create_model("pointmlp_partseg"), PointMLPSeg)
+
+
+def test_partseg_parameter_count_matches_official():
+    # official part_segmentation/model/pointMLP.py, pointMLP(50): 16,755,594 parameters
+    n = _nparams(create_model("pointmlp_partseg", num_classes=50))
+    assert abs(n / 16_755_594 - 1) < 0.01, n
+    assert n == 16_755_594
+
+
+def test_coc_adds_one_group_context_cluster_per_pre_block():
+    base = create_model("pointmlp_partseg")
+    coc = create_model("pointmlp_coc_partseg")
+    extra = 0
+    for c in (128, 256, 512, 1024):  # stage widths, two pre-extraction blocks each
+        hd = max(c // 4, 32)
+        extra += 2 * (2 * (c * hd + hd) + hd * c + c + 2)
+    assert _nparams(coc) - _nparams(base) == extra
+
+
+def test_official_state_dict_layout():
+    keys = set(create_model("pointmlp_partseg").state_dict())
+    for k in ("embedding.linear.weight", "local_grouper_list.0.affine.alpha",
+              "pre_blocks_list.3.transfer.linear.weight",
+              "pre_blocks_list.0.blocks.1.net2.norm.running_var",
+              "pos_blocks_list.2.operation.1.net1.linear.bias",
+              "decode_list.0.fuse.linear.weight",
+              "decode_list.3.extraction.operation.3.net2.norm.weight",
+              "gmp_map_list.4.linear.weight", "gmp_map_end.linear.weight",
+              "cls_map.0.linear.weight", "cls_map.1.norm.bias", "classifier.0.weight",
+              "classifier.1.running_mean", "classifier.3.weight"):
+        assert k in keys, k
+    m = create_model("pointmlp_partseg")
+    assert m.decode_list[0].fuse.linear.in_features == 1024 + 512
+    assert m.decode_list[3].fuse.linear.in_features == 128 + 64
+    assert m.classifier[0].in_features == 64 + 64 + 128
+    assert m.embedding.linear.in_features == 6
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_forward_backward_every_parameter_gets_a_gradient(name):
+    model = _model(name)
+    pb, cat = _inputs(name, [160, 90, 7])
+    out = model(pb, cat)
+    assert out.shape == (pb.num_points, model.num_classes)
+    assert torch.isfinite(out).all()
+    out.square().sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None]
+    assert not missing
+    assert all(torch.isfinite(p.grad).all() for p in model.parameters())
+    assert all(float(p.grad.abs().sum()) > 0 for n, p in model.named_parameters()
+               if "norm" not in n), "a parameter got an all-zero gradient"
+
+
+@pytest.mark.parametrize("name", ["pointmlp_partseg", "pointmlp_coc_seg"])
+def test_registered_widths_forward(name):
+    model = _model(name, small=False).eval()
+    pb, cat = _inputs(name, [300, 64])
+    with torch.no_grad():
+        out = model(pb, cat)
+    assert out.shape == (364, model.num_classes) and torch.isfinite(out).all()
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_per_point_output_is_permutation_equivariant(name):
+    model = _model(name, fps_start="canonical").eval()
+    pb, cat = _inputs(name, [200, 61], seed=3)
+    perm = torch.cat([torch.randperm(200), 200 + torch.randperm(61)])
+    shuffled = PointBatch(pb.pos[perm], None if pb.x is None else pb.x[perm], ptr=pb.ptr)
+    with torch.no_grad():
+        out = model(pb, cat)
+        out_p = model(shuffled, cat)
+    torch.testing.assert_close(out_p, out[perm], rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_same_alone_as_in_a_batch(name):
+    model = _model(name).eval()
+    sizes = [150, 70, 20, 3]
+    pb, cat = _inputs(name, sizes, seed=1)
+    with torch.no_grad():
+        full = model(pb, cat)
+        for i, chunk in enumerate(full.split(sizes)):
+            alone = model(pb.select([i]), None if cat is None else cat[i:i + 1])
+            torch.testing.assert_close(alone, chunk, rtol=1e-4, atol=1e-5)
+
+
+def test_padded_input_with_lengths_equals_point_batch():
+    model = _model("pointmlp_partseg").eval()
+    pb, cat = _inputs("pointmlp_partseg", [120, 50])
+    pad = pb.to_padded()
+    xpad = PointBatch(pb.x, None, ptr=pb.ptr).to_padded().pos
+    with torch.no_grad():
+        ref = model(pb, cat)
+        out = model(pad.pos, cat, lengths=pad.lengths, features=xpad)
+    assert out.shape == (2, 120, 50)
+    torch.testing.assert_close(out[0], ref[:120])
+    torch.testing.assert_close(out[1, :50], ref[120:])
+    assert float(out[1, 50:].abs().sum()) == 0
+
+
+def test_category_ids_and_one_hot_agree_and_matter():
+    model = _model("pointmlp_coc_partseg").eval()
+    pb, _ = _inputs("pointmlp_coc_partseg", [80, 40])
+    ids = torch.tensor([2, 11])
+    with torch.no_grad():
+        a = model(pb, ids)
+        b = model(pb, torch.nn.functional.one_hot(ids, 16).float())
+        c = model(pb, torch.tensor([3, 11]))
+    torch.testing.assert_close(a, b)
+    assert not torch.allclose(a[:80], c[:80])
+    torch.testing.assert_close(a[80:], c[80:])
+
+
+def test_query_at_the_input_points_equals_plain_output_and_other_positions_work():
+    model = _model("pointmlp_elite_seg").eval()
+    pb, _ = _inputs("pointmlp_elite_seg", [100, 60])
+    with torch.no_grad():
+        plain = model(pb)
+        queried = model(pb, query=PointBatch(pb.pos, None, ptr=pb.ptr))
+        q = PointBatch.from_list([torch.randn(7, 3), torch.randn(3, 3)])
+        other = model(pb, query=q)
+    torch.testing.assert_close(queried, plain, rtol=1e-4, atol=1e-5)
+    assert other.shape == (10, model.num_classes)
+
+
+def test_xyz_only_part_model():
+    model = _model("pointmlp_partseg", in_channels=0).eval()
+    pb = PointBatch.from_list([torch.randn(64, 3)])
+    with torch.no_grad():
+        assert model(pb, torch.tensor([0])).shape == (64, 50)
+    assert model.embedding.linear.in_features == 3
+
+
+def test_errors():
+    part = _model("pointmlp_partseg")
+    scene = _model("pointmlp_seg")
+    pb, cat = _inputs("pointmlp_partseg", [30, 20])
+    with pytest.raises(ValueError, match="`category` is required"):
+        part(pb)
+    with pytest.raises(ValueError, match=r"ids must lie in \[0, 15\]"):
+        part(pb, torch.tensor([0, 16]))
+    with pytest.raises(ValueError, match="must have B = 2 entries"):
+        part(pb, torch.tensor([0]))
+    with pytest.raises(ValueError, match=r"\[B, num_categories\]"):
+        part(pb, torch.zeros(2, 5))
+    with pytest.raises(ValueError, match="in_channels = 3 feature channels, got 0"):
+        part(PointBatch.from_list([torch.randn(5, 3)]), torch.tensor([0]))
+    with pytest.raises(ValueError, match="no category input"):
+        scene(PointBatch.from_list([torch.randn(5, 3)]), torch.tensor([0]))
+    with pytest.raises(TypeError, match="PointBatch or a padded tensor"):
+        scene([1, 2, 3])
+    with pytest.raises(ValueError, match="empty sets"):
+        scene(PointBatch.from_list([torch.randn(5, 3), torch.zeros(0, 3)]))
+    with pytest.raises(ValueError, match="same sets"):
+        scene(PointBatch.from_list([torch.randn(5, 3), torch.randn(4, 3)]),
+              query=PointBatch.from_list([torch.randn(5, 3)]))
+    with pytest.raises(ValueError, match="at least 2 sets"):
+        scene(PointBatch.from_list([torch.randn(5, 3)]))
+    with pytest.raises(ValueError, match="one entry per stage"):
+        create_model("pointmlp_seg", de_dims=(8, 8))
