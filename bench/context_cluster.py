@@ -275,6 +275,7 @@ def main() -> None:
         memory_child(args)
         return
 
+    load_start = [round(v, 2) for v in os.getloadavg()]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cfg = {"batch": 4 if args.quick else 32, "size": 56, "dim": 64, "heads": 4, "head_dim": 24,
@@ -379,7 +380,8 @@ def main() -> None:
                           "it (CPU); cuda.max_memory_allocated minus allocated (CUDA)"),
         "rows": rows,
         "exact_vs_dense_rel_diff": exact_rel,
-        "load_before": os.getloadavg(),
+        "load_avg_1_5_15_at_start": load_start,
+        "load_avg_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
         "targets": targets,
     }
     atomic_write_json(args.out, result)
