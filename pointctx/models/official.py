@@ -16,6 +16,8 @@ pointctx arch      official code (repository @ commit: file: constructor)       
 ``pointmlp_elite`` same files: ``pointMLPElite``                                            outputs
 ``pointmlp_coc``   ma-xu/Context-Cluster@be9a03b: ``pointcloud/models/contextcluster.py``:  outputs
                    ``pointMLP_CoC``
+``pointmlp_        ma-xu/pointMLP-pytorch@1ab7f04: ``part_segmentation/model/pointMLP.py``:  outputs
+partseg``          ``pointMLP(num_classes=50)``
 ``cluenet_micro``  52KunKun/CLUENet@4f7e731: ``models/CLUENet.py``: ``CLUE_mini``            outputs
 ``cluenet_micro_   same file: ``CLUE_mini_CIFAR``                                           outputs
 cifar``
@@ -25,8 +27,9 @@ cifar``
 ================== ====================================================================== ========
 
 "outputs": a test rebuilds the official state_dict of that constructor (the fixtures of
-``shared/fixtures/official``), converts it and compares the logits with the official code's
-(eval mode, and train mode in float64 for the point models). "layout": the key layout follows
+``shared/fixtures/official``; part segmentation: ``tests/models/data``), converts it and compares
+the outputs with the official code's (eval mode, and train mode in float64 for the point
+classifiers). "layout": the key layout follows
 the same official classes and is checked key by key and shape by shape against the pointctx
 model (no official outputs to compare with).
 
