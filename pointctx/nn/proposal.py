@@ -545,48 +545,71 @@ class GridProposal(CenterProposal):
         return Centers(center_pos, center_group, member_point, assignment, assignment)
 
     def _adaptive(self, pos, batch, num_sets, regs, cells, fine, spacing):
-        """Overlapping windows: every (point, cell of its region overlapped by its footprint)."""
+        """Overlapping windows: every (point, cell of its region overlapped by its footprint).
+
+        Runs axis by axis on contiguous columns, with Python scalars where the box and the
+        pitch are fixed (the image case), which avoids slow broadcasts over a size-D last axis.
+        """
         n, d = pos.shape
         dev = pos.device
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        half = _spacing(spacing, n, d, work) * 0.5
+        half = _spacing(spacing, n, d, work) * 0.5  # [1, D] or [N, D]
+        per_point = half.shape[0] != 1 or self.bounds == "set"
         if self.bounds == "set":  # the box of the footprints, not of the positions
             lo, _ = _box(work - half, batch, num_sets, "set")
             lo_hi, ext_hi = _box(work + half, batch, num_sets, "set")
             ext = lo_hi + ext_hi - lo
         else:
             lo, ext = _box(work, batch, 0, self.bounds)
-        fine_t = work.new_tensor(fine).view(1, d)
-        scale = torch.where(ext > 0, fine_t / torch.where(ext > 0, ext, torch.ones_like(ext)),
-                            torch.zeros_like(ext))
-        u = (work - lo) * scale  # position in fine-cell units
-        reach = half * scale
-        top = torch.tensor([f - 1 for f in fine], dtype=torch.long, device=dev).view(1, d)
-        own = torch.floor(u).long().clamp_(min=0).minimum(top)
-        cells_t = torch.tensor(cells, dtype=torch.long, device=dev).view(1, d)
-        region = torch.div(own, cells_t, rounding_mode="floor")
-        r_lo = region * cells_t
-        # first / last window per axis: the cells the footprint overlaps by more than the
-        # rounding margin, kept inside the point's region and always holding its own cell
-        first = torch.floor(u - reach + _WINDOW_EPS).long().maximum(r_lo).minimum(own)
-        last = (torch.ceil(u + reach - _WINDOW_EPS).long() - 1).minimum(r_lo + cells_t - 1)
-        extra = last.maximum(own) - first  # further windows per axis (0: one window)
+        if not per_point:  # [1, D] each: per-axis Python numbers
+            lo, ext, half = lo.view(-1).tolist(), ext.view(-1).tolist(), half.view(-1).tolist()
         num_regions = math.prod(regs)
-        group = batch.long() * num_regions + _linear(region, regs)
         per_group = math.prod(cells)
+        key0 = batch.long() * num_regions
+        extras, most = [], []
+        local, region_lin, stride, r_stride = None, None, 1, 1
+        for axis in range(d):
+            u_a = work[:, axis].contiguous()
+            if per_point:
+                e = ext[:, axis]
+                scale = torch.where(e > 0, fine[axis] / torch.where(e > 0, e, torch.ones_like(e)),
+                                    torch.zeros_like(e))
+                u_a = (u_a - lo[:, axis]) * scale
+                reach = half[:, axis] * scale
+            else:
+                scale = fine[axis] / ext[axis]
+                u_a = (u_a - lo[axis]) * scale
+                reach = half[axis] * scale
+            own = torch.floor(u_a).long().clamp_(0, fine[axis] - 1)
+            region = torch.div(own, cells[axis], rounding_mode="floor")
+            r_lo = region * cells[axis]
+            # first / last window: the cells the footprint overlaps by more than the rounding
+            # margin, inside the point's region and always holding its own cell
+            first = torch.floor(u_a - reach + _WINDOW_EPS).long().maximum(r_lo).minimum(own)
+            last = (torch.ceil(u_a + reach - _WINDOW_EPS).long() - 1).minimum(
+                r_lo + (cells[axis] - 1)).maximum(own)
+            extra = last - first  # further windows along this axis (0: one window)
+            extras.append(extra)
+            most.append(int(extra.max()) if n else 0)
+            term = (first - r_lo) * stride
+            local = term if local is None else local + term
+            term = region * r_stride
+            region_lin = term if region_lin is None else region_lin + term
+            stride *= cells[axis]
+            r_stride *= regs[axis]
+        group = key0 + region_lin
+        key0 = group * per_group + local
         strides = [math.prod(cells[:axis]) for axis in range(d)]  # axis 0 fastest
-        key0 = group * per_group + _linear(first - r_lo, cells)
         # pairs: first every point with its first window (so member_center[:N] is the
         # assignment), then per offset combination the points whose windows reach that far
         points, keys = [torch.arange(n, device=dev)], [key0]
-        most = extra.amax(0).tolist() if n else [0] * d
         for offset in itertools.product(*[range(e + 1) for e in most]):
             if not any(offset):
                 continue
             ok = None
             for axis, o in enumerate(offset):
                 if o:
-                    hit = extra[:, axis] >= o
+                    hit = extras[axis] >= o
                     ok = hit if ok is None else ok & hit
             idx = ok.nonzero().view(-1)
             points.append(idx)
