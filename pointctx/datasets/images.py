@@ -20,19 +20,17 @@ stratified validation split (:func:`pointctx.datasets.stratified_split`).
 
 from __future__ import annotations
 
-import copy
 import io
 from pathlib import Path
-from typing import NamedTuple
 
 import numpy as np
 import torch
 from torch import Tensor
-from torch.utils.data import Dataset
 
 from ..transforms import ImageTransform
+from ._read import read_npz
 from ._root import data_root
-from .pointclouds import stratified_split
+from .base import DatasetSplit, RowDataset, check_transform, select_rows, stratified_subset
 
 __all__ = [
     "ImageDataset",
@@ -52,52 +50,9 @@ MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 
 
-class ImageSplit(NamedTuple):
-    """A train / validation pair of image datasets (see :meth:`ImageDataset.split`)."""
-
-    train: ImageDataset
-    val: ImageDataset
-
-
-def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
-    """Seeded class-balanced subset: ``count`` row indices, classes in proportion to their size.
-
-    Each class's rows are shuffled (seeded); the ``k``-th row of a class of size ``n_c`` gets the
-    key ``(k + 0.5) / n_c`` and the ``count`` smallest keys win (ties broken by class), so every
-    class gets ``count * n_c / S`` rows up to rounding, and a smaller ``count`` gives a subset of
-    a larger one (same seed).
-
-    Args:
-        labels: integer label per row.
-        count: rows to pick, 1..S.
-        seed: seed of the shuffles.
-
-    Returns:
-        The picked row indices, sorted ascending (int64).
-
-    Shapes:
-        labels: [S]; return: [count].
-    """
-    labels = np.asarray(labels)
-    if labels.ndim != 1 or labels.dtype.kind not in "iu":
-        raise ValueError(
-            f"`labels` must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
-        )
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not (
-        1 <= count <= len(labels)
-    ):
-        raise ValueError(f"`count` must be an int in [1, {len(labels)}], got {count!r}")
-    rng = np.random.default_rng(seed)
-    rows, keys, cls = [], [], []
-    for c in np.unique(labels):
-        members = np.flatnonzero(labels == c)
-        n = len(members)
-        rows.append(members[rng.permutation(n)])
-        keys.append((np.arange(n) + 0.5) / n)
-        cls.append(np.full(n, c))
-    rows, keys, cls = np.concatenate(rows), np.concatenate(keys), np.concatenate(cls)
-    order = np.lexsort((cls, keys))[:count]
-    return np.sort(rows[order]).astype(np.int64)
+#: The train / validation pair of :meth:`ImageDataset.split` (the shared
+#: :class:`~pointctx.datasets.base.DatasetSplit`).
+ImageSplit = DatasetSplit
 
 
 def _resolve_path(path, filename: str) -> Path:
@@ -130,7 +85,7 @@ def _norm_stats(normalize, default_mean, default_std, channels: int):
     return mean.reshape(-1, 1, 1), std.reshape(-1, 1, 1)
 
 
-class ImageDataset(Dataset):
+class ImageDataset(RowDataset):
     """Base of the image datasets: row selection, normalisation, transforms and splits.
 
     Subclasses set ``classes``, ``_labels`` (all rows of the file), ``_channels`` and implement
@@ -149,58 +104,13 @@ class ImageDataset(Dataset):
     _default_norm: tuple
 
     def _setup(self, indices, limit, seed, transform, normalize) -> None:
-        if transform is not None and not callable(transform):
-            raise TypeError(f"`transform` must be callable or None, got {type(transform).__name__}")
-        self.transform = transform
+        self.transform = check_transform(transform)
         self._norm = _norm_stats(normalize, *self._default_norm, self._channels)
-        rows = np.arange(len(self._labels), dtype=np.int64)
-        if indices is not None:
-            idx = np.asarray(indices).reshape(-1)
-            if idx.dtype == np.bool_:
-                if idx.size != len(rows):
-                    raise ValueError(
-                        f"bool `indices` must have {len(rows)} entries (one per row), got "
-                        f"{idx.size}"
-                    )
-                idx = np.flatnonzero(idx)
-            if idx.size and idx.dtype.kind not in "iu":
-                raise ValueError(f"`indices` must be integers, got dtype {idx.dtype}")
-            idx = idx.astype(np.int64)
-            if idx.size and (idx.min() < 0 or idx.max() >= len(rows)):
-                raise ValueError(
-                    f"`indices` must lie in [0, {len(rows)}), got range [{idx.min()}, {idx.max()}]"
-                )
-            rows = idx
-        if limit is not None:
-            if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-                raise ValueError(f"`limit` must be an int >= 1 or None, got {limit!r}")
-            if limit < len(rows):
-                rows = rows[stratified_subset(self._labels[rows], int(limit), seed)]
-        self._rows = rows
-
-    @property
-    def rows(self) -> np.ndarray:
-        """File rows of the items of this view, int64 [len(self)]."""
-        return self._rows
-
-    @property
-    def labels(self) -> np.ndarray:
-        """Labels of the items of this view, int64 [len(self)]."""
-        return self._labels[self._rows].astype(np.int64)
-
-    @property
-    def num_classes(self) -> int:
-        """Number of classes."""
-        return len(self.classes)
-
-    def __len__(self) -> int:
-        return len(self._rows)
+        self._rows = select_rows(len(self._labels), indices, limit, seed, self._labels)
 
     def image(self, idx: int) -> Tensor:
         """Untransformed image of item ``idx``: float32 [C, H, W] in [0, 1] (or normalised)."""
-        if not -len(self) <= idx < len(self):
-            raise IndexError(f"index {idx} is out of range for a dataset of {len(self)} items")
-        arr = self._image(int(self._rows[idx]))
+        arr = self._image(self._row(idx))
         t = torch.from_numpy(np.require(arr, requirements=["C", "W"]))
         t = t[None] if t.dim() == 2 else t.permute(2, 0, 1)
         t = t.to(torch.float32) / 255.0
@@ -223,27 +133,6 @@ class ImageDataset(Dataset):
             return {**out, "y": label}
         return out, label
 
-    def subset(self, indices, transform="keep") -> ImageDataset:
-        """A view of some items (indices of this view) sharing the loaded data.
-
-        Args:
-            indices: item indices (integer array-like).
-            transform: the view's transform (``"keep"``: this one; ``None``: none).
-        """
-        idx = np.asarray(indices, dtype=np.int64).reshape(-1)
-        if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise ValueError(
-                f"`indices` must lie in [-{len(self)}, {len(self)}), got range "
-                f"[{idx.min()}, {idx.max()}]"
-            )
-        view = copy.copy(self)
-        view._rows = self._rows[idx]
-        if not (isinstance(transform, str) and transform == "keep"):
-            if transform is not None and not callable(transform):
-                raise TypeError(f"`transform` must be callable or None, got {type(transform)}")
-            view.transform = transform
-        return view
-
     def split(self, val_fraction: float = 0.1, seed: int = 0, val_transform="keep") -> ImageSplit:
         """Seeded stratified train / validation split of this view.
 
@@ -256,8 +145,7 @@ class ImageDataset(Dataset):
         Returns:
             :class:`ImageSplit` ``(train, val)``, disjoint views covering this one.
         """
-        parts = stratified_split(self.labels, val_fraction, seed)
-        return ImageSplit(self.subset(parts.train), self.subset(parts.val, val_transform))
+        return self._split(val_fraction, seed, transform=val_transform)
 
     def __repr__(self) -> str:
         return (
@@ -291,12 +179,12 @@ class MNIST(ImageDataset):
     def __init__(self, path=None, indices=None, limit: int | None = None, seed: int = 0,
                  transform=None, normalize=False) -> None:
         p = _resolve_path(path, "mnist_train.npz")
-        with np.load(p, allow_pickle=False) as z:
-            for k in ("images", "labels"):
-                if k not in z.files:
-                    raise ValueError(f"{p} must hold arrays 'images' and 'labels', got {z.files}")
-            images, labels = z["images"], z["labels"]
-            classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
+        z = read_npz(p)
+        for k in ("images", "labels"):
+            if k not in z:
+                raise ValueError(f"{p} must hold arrays 'images' and 'labels', got {list(z)}")
+        images, labels = z["images"], z["labels"]
+        classes = [str(c) for c in z["classes"]] if "classes" in z else None
         if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
             raise ValueError(
                 f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
@@ -339,14 +227,14 @@ class CIFAR10(ImageDataset):
     def __init__(self, path=None, indices=None, limit: int | None = None, seed: int = 0,
                  transform=None, normalize=False, cache: bool = False) -> None:
         p = _resolve_path(path, "cifar10_train_jpeg.npz")
-        with np.load(p, allow_pickle=False) as z:
-            for k in ("jpeg", "offsets", "labels"):
-                if k not in z.files:
-                    raise ValueError(
-                        f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {z.files}"
-                    )
-            jpeg, offsets, labels = z["jpeg"], z["offsets"].astype(np.int64), z["labels"]
-            classes = [str(c) for c in z["classes"]] if "classes" in z.files else None
+        z = read_npz(p)
+        for k in ("jpeg", "offsets", "labels"):
+            if k not in z:
+                raise ValueError(
+                    f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {list(z)}"
+                )
+        jpeg, offsets, labels = z["jpeg"], z["offsets"].astype(np.int64), z["labels"]
+        classes = [str(c) for c in z["classes"]] if "classes" in z else None
         if offsets.shape != (len(labels) + 1,) or offsets[0] != 0 or offsets[-1] != len(jpeg):
             raise ValueError(
                 f"{p}: 'offsets' must have S + 1 = {len(labels) + 1} entries from 0 to "

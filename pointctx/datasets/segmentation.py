@@ -29,7 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from ..transforms import ImageTransform, _check_range
+from .._checks import check_range
+from ..transforms import ImageTransform
 
 __all__ = [
     "SegCompose",
@@ -166,7 +167,7 @@ class RandomScaleCrop(ImageTransform):
                  seed=None, generator=None) -> None:
         super().__init__(seed, generator)
         self.size = _size(size)
-        self.scale = _check_range(scale, "scale", 0.0)
+        self.scale = check_range(scale, "scale", 0.0)
         self.base_size = None if base_size is None else _size(base_size, "base_size")
         if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
             raise TypeError(f"`ignore_index` must be an int, got {type(ignore_index).__name__}")

@@ -101,16 +101,18 @@ class SetSegmenter(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
-    def _cell_sizes(stages, image_size) -> list | None:
-        """Image-plane size of every stage's lattice cell (x, y), for the lattice search."""
+    def _grids(stages, image_size) -> list | None:
+        """Per stage, its lattice cells in the image plane: ``(cell_size, origin)`` (x, y).
+
+        Cell borders lie half a pixel before the cell's first pixel, so every stage point (a
+        mean of the pixel positions of its cell) is well inside its cell: one point per cell.
+        """
         if image_size is None or any(s.stride is None for s in stages):
             return None
         h, w = image_size
-        out = []
-        for s in stages:
-            sy, sx = s.stride
-            out.append((sx / (w - 1) if w > 1 else 1.0, sy / (h - 1) if h > 1 else 1.0))
-        return out
+        px, py = (1.0 / (w - 1) if w > 1 else 1.0), (1.0 / (h - 1) if h > 1 else 1.0)
+        origin = (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
+        return [((s.stride[1] * px, s.stride[0] * py), origin) for s in stages]
 
     @staticmethod
     def _pixel_queries(pb: PointBatch, image_size, name: str) -> Tensor:
@@ -157,7 +159,7 @@ class SetSegmenter(nn.Module):
             pos_q = PointBatch.image_grid(h, w, device=inputs.device, dtype=inputs.dtype)
             pos_q = pos_q.repeat(b, 1)
             batch_q = torch.arange(b, device=inputs.device).repeat_interleave(h * w)
-            logits = self.head(stages, pos_q, batch_q, self._cell_sizes(stages, (h, w)))
+            logits = self.head(stages, pos_q, batch_q, self._grids(stages, (h, w)))
             return logits.view(b, h, w, -1).permute(0, 3, 1, 2)
         if not isinstance(inputs, PointBatch):
             raise TypeError(
@@ -183,7 +185,7 @@ class SetSegmenter(nn.Module):
                     f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}"
                 )
             pos_q = q.pos
-        return self.head(stages, pos_q, q.batch, self._cell_sizes(stages, image_size))
+        return self.head(stages, pos_q, q.batch, self._grids(stages, image_size))
 
 
 # ----------------------------------------------------------------------------------------------

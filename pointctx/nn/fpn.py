@@ -85,23 +85,23 @@ class SemanticFPNHead(nn.Module):
             nn.init.trunc_normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
-    def _interp(self, x, src: PointBatch, pos_q, batch_q, b, cell_size):
-        kw = {} if cell_size is None else {"cell_size": cell_size}
+    def _interp(self, x, src: PointBatch, pos_q, batch_q, b, grid):
+        kw = {} if grid is None else {"cell_size": grid[0], "cell_origin": grid[1]}
         return knn_interpolate(x, src.pos, pos_q, src.batch, batch_q, self.k, batch_size=b,
                                eps=self.eps, backend=self.backend, **kw)
 
     def forward(self, stages: Sequence[PointBatch], pos_query: Tensor | None = None,
                 batch_query: Tensor | None = None,
-                cell_sizes: Sequence | None = None) -> Tensor:
+                grids: Sequence | None = None) -> Tensor:
         """Logits at the query positions (default: at the finest stage's points).
 
         Args:
             stages: one PointBatch per stage, finest first, all with the same B sets.
             pos_query: query positions in the frame of the stages' ``pos``.
             batch_query: sorted set id per query (None: one set).
-            cell_sizes: optional per-stage lattice cell size (one number per coordinate) that
-                every point of the stage lies in, for the lattice-accelerated neighbour search
-                of :func:`~pointctx.ops.knn_interpolate` (the result is the same).
+            grids: optional per-stage ``(cell_size, origin)`` of a lattice whose cells hold at
+                most one point of the stage each, for the grid-accelerated neighbour search of
+                :func:`~pointctx.ops.knn_interpolate` (the result is the same, only faster).
 
         Shapes:
             pos_query: [Nq, D]; batch_query: [Nq]; return: [Nq, K] ([M_0, K] without queries).
@@ -111,7 +111,7 @@ class SemanticFPNHead(nn.Module):
                 f"`stages` must hold {len(self.in_channels)} stages (in_channels), got "
                 f"{len(stages)}"
             )
-        cells = list(cell_sizes) if cell_sizes is not None else [None] * len(stages)
+        cells = list(grids) if grids is not None else [None] * len(stages)
         fine = stages[0]
         b = fine.num_sets
         acc = None

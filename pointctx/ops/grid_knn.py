@@ -1,7 +1,9 @@
 """Exact k nearest neighbours on packed ragged sets, accelerated by a uniform grid of cells.
 
 :func:`grid_knn` returns exactly what :func:`pointctx.ops.knn` returns (same indices, same
-squared distances, nearest first, ties by the lower index, ``-1`` / ``inf`` padding) but searches
+squared distances, nearest first, ties by the lower index, ``-1`` / ``inf`` padding; the
+queries left to the fallback follow its ``backend``, and torch-cluster's may pick another of
+several equidistant points) but searches
 only the cells near each query. It pays off for low-dimensional points spread over a lattice or
 a roughly uniform density, such as the stages of a pixel-set backbone (one point per lattice
 cell) queried at every pixel of the image: the brute force then costs ``N`` distances per query,
@@ -13,8 +15,9 @@ cells around its own (window radius ``r``) and keeps the ``k`` nearest by (dista
 The result is provably the global one when the ``k``-th distance is smaller than the distance
 from the query to the window's border (no point outside the window can be as near), or when
 the window holds every source point of the query's set. Queries that fail the test are searched
-again with a 4x wider window, and the rest by :func:`pointctx.ops.knn` (brute force or
-torch-cluster). The answer never depends on ``cell_size``; only the speed does.
+again with a 4x wider window if the first one held any candidate, and the rest (queries far
+from every source, e.g. in a large hole of a masked image) by :func:`pointctx.ops.knn` (brute
+force or torch-cluster's kd-tree). The answer never depends on ``cell_size``; only the speed does.
 
 Memory: queries are processed in blocks of at most ``chunk_size`` candidate entries
 (``[queries, candidates]``); a cell holding many points (a dense cluster much smaller than
@@ -30,7 +33,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_positive_int
-from .fps import _sqdist
+from ._common import _sqdist
 from .knn import KNN, _batches, _check_pair, _empty_result, knn
 
 __all__ = ["grid_knn"]
@@ -38,7 +41,8 @@ __all__ = ["grid_knn"]
 _CHUNK = 2**20
 
 
-def _cell_size(cell_size, dim: int, like: Tensor) -> Tensor:
+def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
+               positive: bool = True) -> Tensor:
     if isinstance(cell_size, Tensor):
         cs = cell_size.to(device=like.device, dtype=like.dtype).reshape(-1)
     elif isinstance(cell_size, (int, float)) and not isinstance(cell_size, bool):
@@ -48,7 +52,7 @@ def _cell_size(cell_size, dim: int, like: Tensor) -> Tensor:
             vals = [float(v) for v in cell_size]
         except TypeError:
             raise TypeError(
-                f"`cell_size` must be a number or one number per coordinate, got "
+                f"`{name}` must be a number or one number per coordinate, got "
                 f"{type(cell_size).__name__}"
             ) from None
         cs = torch.tensor(vals, device=like.device, dtype=like.dtype)
@@ -56,10 +60,13 @@ def _cell_size(cell_size, dim: int, like: Tensor) -> Tensor:
         cs = cs.expand(dim)
     if cs.numel() != dim:
         raise ValueError(
-            f"`cell_size` must have one entry per coordinate (D = {dim}), got {cs.numel()}"
+            f"`{name}` must have one entry per coordinate (D = {dim}), got {cs.numel()}"
         )
-    if not bool((cs > 0).all()) or not bool(torch.isfinite(cs).all()):
-        raise ValueError(f"`cell_size` entries must be finite and > 0, got {cs.tolist()}")
+    if (positive and not bool((cs > 0).all())) or not bool(torch.isfinite(cs).all()):
+        raise ValueError(
+            f"`{name}` entries must be finite" + (" and > 0" if positive else "")
+            + f", got {cs.tolist()}"
+        )
     return cs.contiguous()
 
 
@@ -78,6 +85,7 @@ def grid_knn(
     batch_y: Tensor | None = None,
     *,
     cell_size,
+    origin=None,
     radius: int = 2,
     batch_size: int | None = None,
     backend: str | None = None,
@@ -94,6 +102,9 @@ def grid_knn(
         batch_x: sorted set index per ``x_pos`` row; None means one set.
         batch_y: sorted set index per ``y_pos`` row; None means one set.
         cell_size: side of the grid cells, one number or one per coordinate (> 0).
+        origin: a corner of the grid (one number or one per coordinate); default the
+            smallest coordinates of all points. Place cell borders away from where points
+            cluster (e.g. between pixel centres) so that cells hold one point each.
         radius: first window radius in cells (>= 1); ``2`` is exact on a one-point-per-cell
             lattice for ``k <= 8``.
         batch_size: number of sets B (avoids a host sync).
@@ -117,7 +128,16 @@ def grid_knn(
     out = _empty_result(m, k, x_pos)
     if m == 0 or n == 0:
         return out
-    origin = torch.minimum(x_pos.amin(0), y_pos.amin(0))
+    lowest = torch.minimum(x_pos.amin(0), y_pos.amin(0))
+    if origin is None:
+        origin = lowest
+    else:
+        origin = _cell_size(origin, dim, x_pos, "origin", positive=False)
+        if bool((origin > lowest).any()):
+            raise ValueError(
+                f"`origin` must not exceed the smallest coordinates of the points "
+                f"{lowest.tolist()}, got {origin.tolist()}"
+            )
     cx = torch.floor((x_pos - origin) / cs).long()
     cy = torch.floor((y_pos - origin) / cs).long()
     dims = (torch.maximum(cx.amax(0), cy.amax(0)) + 1).tolist()
@@ -131,16 +151,21 @@ def grid_knn(
     order = torch.argsort(xkey, stable=True)
     keys = xkey[order]
     cells = b * per_set
-    if cells <= max(4 * (n + m), 2**16):  # dense (start, count) table per cell
-        count = torch.bincount(keys, minlength=cells)
-        table = (torch.cumsum(count, 0) - count, count)
+    cmax = int(torch.unique_consecutive(keys, return_counts=True)[1].max())
+    if cells <= max(4 * (n + m), 2**16):  # dense table per cell
+        if cmax == 1:  # the row of the cell's only point, -1 for an empty cell
+            table = torch.full((cells,), -1, dtype=torch.long, device=x_pos.device)
+            table[keys] = order
+        else:  # (start, count) of the cell's points in the sorted order
+            count = torch.bincount(keys, minlength=cells)
+            table = (torch.cumsum(count, 0) - count, count)
     else:  # binary search in the sorted keys
         table = None
-    cmax = int(torch.unique_consecutive(keys, return_counts=True)[1].max())
     tol = 64 * torch.finfo(x_pos.dtype).eps * (x_pos.abs().amax() + cs.amax())
     ybase = by * per_set + _ravel(cy, dims)
 
     todo = torch.arange(m, device=y_pos.device)
+    far = []  # queries without any candidate in the first window: straight to the fallback
     for r in (radius, 4 * radius):
         if todo.numel() == 0:
             break
@@ -151,12 +176,17 @@ def grid_knn(
         step = max(1, chunk // (offsets.shape[0] * cmax))
         for q0 in range(0, todo.numel(), step):
             q = todo[q0:q0 + step]
-            ok, idx, d2 = _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims,
-                                  offsets, order, keys, table, cmax, r, k, tol)
+            ok, idx, d2, total = _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims,
+                                         offsets, order, keys, table, cmax, r, k, tol)
             out.index[q[ok]] = idx[ok]
             out.dist2[q[ok]] = d2[ok]
-            done.append(q[~ok])
+            if r == radius:
+                far.append(q[~ok & (total == 0)])
+                done.append(q[~ok & (total > 0)])
+            else:
+                done.append(q[~ok])
         todo = torch.cat(done) if done else todo[:0]
+    todo = torch.cat([todo, *far]).sort().values
     if todo.numel():
         rest = knn(x_pos, y_pos[todo], k, bx, by[todo], batch_size=b, backend=backend)
         out.index[todo] = rest.index
@@ -177,28 +207,41 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
         inside = ins if inside is None else inside & ins
     key = ybase[q].unsqueeze(1) + _ravel(offsets, dims)  # cells outside: masked below
     key = torch.where(inside, key, 0)
-    if table is not None:
-        start, count = table[0][key], table[1][key]
-    else:
-        start = torch.searchsorted(keys, key)
-        count = torch.searchsorted(keys, key, right=True) - start
-    count = torch.where(inside, count, 0)
-    total = count.sum(1)  # [Q]
-    # candidate j of window cell o: sorted row start[o] + j, valid for j < count[o]
-    j = torch.arange(cmax, device=dev)
-    valid = (j < count.unsqueeze(2)).view(nq, -1)  # [Q, O * cmax]
-    srow = (start.unsqueeze(2) + j).view(nq, -1)
     n = x_pos.shape[0]
-    cand = torch.where(valid, order[torch.where(valid, srow, 0)], n)  # n: padding sentinel
+    if isinstance(table, Tensor):  # one point per cell: direct lookup
+        cand = torch.where(inside, table.index_select(0, key.view(-1)).view(key.shape), -1)
+        valid = cand >= 0
+        total = valid.sum(1)
+        cand = torch.where(valid, cand, n)
+    else:
+        if table is not None:
+            start, count = table[0][key], table[1][key]
+        else:
+            start = torch.searchsorted(keys, key)
+            count = torch.searchsorted(keys, key, right=True) - start
+        count = torch.where(inside, count, 0)
+        total = count.sum(1)  # [Q]
+        # candidate j of window cell o: sorted row start[o] + j, valid for j < count[o]
+        j = torch.arange(cmax, device=dev)
+        valid = (j < count.unsqueeze(2)).view(nq, -1)  # [Q, O * cmax]
+        srow = (start.unsqueeze(2) + j).view(nq, -1)
+        cand = torch.where(valid, order[torch.where(valid, srow, 0)], n)  # n: padding
     xp = torch.cat([x_pos, x_pos.new_zeros(1, x_pos.shape[1])], 0)
     yq = y_pos[q]
-    d = _sqdist(yq.unsqueeze(1), xp[cand]).masked_fill_(~valid, float("inf"))
-    # order by (distance, index): stable sorts, least significant key first
-    s1 = torch.argsort(cand, dim=1)
-    cand, d = cand.gather(1, s1), d.gather(1, s1)
+    near = xp.index_select(0, cand.view(-1)).view(nq, -1, x_pos.shape[1])
+    d = _sqdist(yq.unsqueeze(1), near).masked_fill_(~valid, float("inf"))
     kk = min(k, cand.shape[1])
-    s2 = torch.argsort(d, dim=1, stable=True)[:, :kk]
-    cand, d = cand.gather(1, s2), d.gather(1, s2)
+    if d.dtype == torch.float32 and n < 2**31:
+        # (distance, index) packed in one int64: non-negative float32 bits order like values
+        packed = (d.view(torch.int32).long() << 32) | cand
+        sel = torch.topk(packed, kk, dim=1, largest=False, sorted=True).values
+        cand = sel & 0xFFFFFFFF
+        d = (sel >> 32).int().view(torch.float32)
+    else:  # order by (distance, index): stable sorts, least significant key first
+        s1 = torch.argsort(cand, dim=1)
+        cand, d = cand.gather(1, s1), d.gather(1, s1)
+        s2 = torch.argsort(d, dim=1, stable=True)[:, :kk]
+        cand, d = cand.gather(1, s2), d.gather(1, s2)
     idx = torch.full((nq, k), -1, dtype=torch.long, device=dev)
     d2 = torch.full((nq, k), float("inf"), dtype=x_pos.dtype, device=dev)
     idx[:, :kk] = torch.where(torch.isfinite(d), cand, -1)
@@ -210,4 +253,4 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
     hi = origin + (cq + r + 1).to(yq.dtype) * cs
     gap = torch.minimum(yq - lo, hi - yq).amin(1) - tol
     ok = whole | ((gap > 0) & (d2[:, k - 1] < gap * gap))
-    return ok, idx, d2
+    return ok, idx, d2, total

@@ -66,6 +66,7 @@ def knn_interpolate(
     eps: float = 1e-16,
     backend: str | None = None,
     cell_size=None,
+    cell_origin=None,
 ) -> Tensor:
     """Interpolate source features onto query positions of the same sets.
 
@@ -87,6 +88,7 @@ def knn_interpolate(
         cell_size: search the neighbours with :func:`~pointctx.ops.grid_knn` on cells of this
             side (one number or one per coordinate); the result is the same, only faster for
             low-dimensional, evenly spread sources (e.g. the points of a pixel-set stage).
+        cell_origin: a corner of that grid (see :func:`~pointctx.ops.grid_knn`).
 
     Returns:
         The interpolated features, in the dtype of ``x``; rows of queries whose set has no
@@ -110,7 +112,7 @@ def knn_interpolate(
         nbr = knn(pos, pos_query, k, batch, batch_query, batch_size=batch_size, backend=backend)
     else:
         nbr = grid_knn(pos, pos_query, k, batch, batch_query, cell_size=cell_size,
-                       batch_size=batch_size, backend=backend)
+                       origin=cell_origin, batch_size=batch_size, backend=backend)
     nq = nbr.index.shape[0]
     out = x.new_zeros(nq, x.shape[1])
     if nq == 0 or x.shape[0] == 0 or x.shape[1] == 0:

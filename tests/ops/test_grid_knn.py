@@ -17,10 +17,14 @@ def test_matches_naive_for_any_cell_size(dim, duplicates, k, cell):
     y, by, _ = make_ragged(sizes=QUERY_SIZES, dim=dim, seed=dim + 50)
     if duplicates:  # queries exactly on source points
         y[0], y[40] = x[0], x[12 + 3]
-    res = grid_knn(x, y, k, bx, by, cell_size=cell, batch_size=b)
+    # the fallback runs knn(backend="native"), exact like the naive reference on ties too
+    res = grid_knn(x, y, k, bx, by, cell_size=cell, batch_size=b, backend="native")
     ref = knn_naive(x, y, k, bx, by, batch_size=b)
     assert torch.equal(res.index, ref.index)
     assert torch.equal(res.dist2, ref.dist2)
+    if not duplicates:  # any backend agrees without ties
+        res = grid_knn(x, y, k, bx, by, cell_size=cell, batch_size=b)
+        assert torch.equal(res.index, ref.index)
 
 
 def test_pixel_lattice_ties_and_per_axis_cells():
@@ -46,7 +50,7 @@ def test_sparse_and_clustered_sources_fall_back_exactly():
     x = torch.cat([torch.rand(50, 2, generator=g) * 0.05, torch.rand(3, 2, generator=g) + 5])
     y = torch.rand(200, 2, generator=g) * 6
     for cell in (0.001, 0.05, 1.0):
-        res = grid_knn(x, y, 4, cell_size=cell, chunk_size=64)
+        res = grid_knn(x, y, 4, cell_size=cell, chunk_size=64, backend="native")
         ref = knn_naive(x, y, 4)
         assert torch.equal(res.index, ref.index) and torch.equal(res.dist2, ref.dist2)
 
@@ -80,3 +84,17 @@ def test_errors_name_the_argument():
         grid_knn(x, y, 2, cell_size=0.1, radius=0)
     with pytest.raises(ValueError, match="too small for the extent"):
         grid_knn(x * 1e6, y, 2, cell_size=1e-9)
+
+
+def test_origin_moves_the_cells_not_the_result():
+    x, bx, b = make_ragged(dim=2, seed=7)
+    y, by, _ = make_ragged(sizes=QUERY_SIZES, dim=2, seed=8)
+    ref = knn_naive(x, y, 3, bx, by, batch_size=b)
+    for origin in (None, -0.013, (-1.0, -0.25)):
+        res = grid_knn(x, y, 3, bx, by, cell_size=0.1, origin=origin, batch_size=b,
+                       backend="native")
+        assert torch.equal(res.index, ref.index) and torch.equal(res.dist2, ref.dist2)
+    with pytest.raises(ValueError, match="`origin` must not exceed the smallest coordinates"):
+        grid_knn(x, y, 3, bx, by, cell_size=0.1, origin=0.5, batch_size=b)
+    with pytest.raises(ValueError, match="`origin` entries must be finite, got"):
+        grid_knn(x, y, 3, bx, by, cell_size=0.1, origin=float("nan"), batch_size=b)

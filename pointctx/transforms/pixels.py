@@ -42,8 +42,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .batch import PointBatch
-from .data import collate
+from .._checks import check_range
+from ..batch import PointBatch
+from ..data import collate
 
 __all__ = [
     "ImageTransform",
@@ -93,20 +94,6 @@ def _check_fraction(value, name: str, lo_open: bool, hi_open: bool) -> float:
         lo, hi = "(" if lo_open else "[", ")" if hi_open else "]"
         raise ValueError(f"`{name}` must lie in {lo}0, 1{hi}, got {value}")
     return v
-
-
-def _check_range(value, name: str, lo: float, hi: float | None = None) -> tuple[float, float]:
-    """A number or a (min, max) pair, each > lo (and <= hi)."""
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
-        pair = (float(value), float(value))
-    elif isinstance(value, Sequence) and len(value) == 2:
-        pair = (float(value[0]), float(value[1]))
-    else:
-        raise ValueError(f"`{name}` must be a number or a (min, max) pair, got {value!r}")
-    if not (lo < pair[0] <= pair[1]) or (hi is not None and pair[1] > hi):
-        bound = f"({lo}, {hi}]" if hi is not None else f"> {lo}"
-        raise ValueError(f"`{name}` must satisfy min <= max within {bound}, got {value!r}")
-    return pair
 
 
 class ImageTransform:
@@ -270,8 +257,8 @@ class BlockMask(MaskTransform):
     ) -> None:
         super().__init__(seed, generator)
         self.fraction = _check_fraction(fraction, "fraction", lo_open=False, hi_open=True)
-        self.block_area = _check_range(block_area, "block_area", 0.0, 1.0)
-        self.aspect = _check_range(aspect, "aspect", 0.0)
+        self.block_area = check_range(block_area, "block_area", 0.0, 1.0)
+        self.aspect = check_range(aspect, "aspect", 0.0)
         if keep not in _KEEP:
             raise ValueError(f"`keep` must be one of {list(_KEEP)}, got {keep!r}")
         self.keep = keep
@@ -336,7 +323,7 @@ class DiscMask(MaskTransform):
     def __init__(self, radius=(0.4, 0.8), center="random", keep: str = "inside", seed=None,
                  generator=None) -> None:
         super().__init__(seed, generator)
-        self.radius = _check_range(radius, "radius", 0.0)
+        self.radius = check_range(radius, "radius", 0.0)
         if isinstance(center, str):
             if center != "random":
                 raise ValueError(f"`center` must be 'random' or (row, col), got {center!r}")
@@ -432,7 +419,7 @@ class PolygonMask(MaskTransform):
         if not 3 <= nv[0] <= nv[1]:
             raise ValueError(f"`num_vertices` must be >= 3 with min <= max, got {num_vertices!r}")
         self.num_vertices = nv
-        self.radius = _check_range(radius, "radius", 0.0)
+        self.radius = check_range(radius, "radius", 0.0)
         self.irregularity = _check_fraction(irregularity, "irregularity", False, False)
         self._disc = DiscMask(radius=1.0, center=center)  # reuses the centre checks
         self.center = self._disc.center
