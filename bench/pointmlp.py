@@ -12,6 +12,11 @@ For each of ``pointmlp``, ``pointmlp_elite``, ``pointmlp_coc`` and ``pointmlp_co
   residual MLPs, head); ``other`` is the rest of the forward (max pooling, input packing,
   profiler overhead). The ranges do not nest, so the shares add up to 1.
 
+* the cost of the NaN / Inf policy: models check their features ``x`` with one fused
+  ``isfinite().all()`` per forward (:func:`pointctx._checks.check_finite_features`); its time on
+  ``x [N, 3]`` (the features of a model with ``in_channels=3``; positions are checked by
+  ``PointBatch`` as before) is reported as a share of one inference forward (target: < 2 %).
+
 Every case gets one untimed warm-up call; the profiled forward is a separate call. Timings use
 ``torch.set_num_threads(--threads)`` (default 1: the benchmark box is shared by other jobs and one
 thread gives the steadiest numbers); on a shared CPU they are noisy, compare them only within a
@@ -36,6 +41,7 @@ import torch.nn.functional as F
 from torch.profiler import ProfilerActivity, profile, record_function
 
 from pointctx import PointBatch, create_model
+from pointctx._checks import check_finite_features
 from pointctx.ops import resolve_backend
 from pointctx.train import atomic_write_json
 
@@ -98,6 +104,8 @@ def run_model(name, pb, labels, args, device):
     infer()  # warm-up
     prof = profile_shares(model, pb, device)
     infer_s = timed(infer, device, args.repeats)
+    feats = torch.randn(pb.num_points, 3, device=device)
+    check_s = timed(lambda: check_finite_features(feats, pb.batch), device, 20)
 
     model.train()
     opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
@@ -122,6 +130,8 @@ def run_model(name, pb, labels, args, device):
         "infer_samples_per_s": b / infer_s,
         "train_samples_per_s": b / train_s,
         "profiled_forward_s": prof["total"],
+        "finite_check_s": check_s,
+        "finite_check_share": check_s / infer_s,
         "share": shares,
     }
 
@@ -148,7 +158,7 @@ def main():
     labels = torch.randint(0, 15, (args.batch,), generator=g).to(device)
 
     head = (f"{'model':<20} {'params M':>8} {'infer/s':>9} {'train/s':>9} "
-            + " ".join(f"{k:>6}" for k in LABELS + ["other"]))
+            + " ".join(f"{k:>6}" for k in LABELS + ["other"]) + f" {'isfinite':>8}")
     print(f"B={args.batch}, N={args.points}, threads={args.threads}, device={device}, "
           f"repeats={args.repeats} (shares: % of one inference forward)")
     print(head)
@@ -158,8 +168,8 @@ def main():
         rows.append(r)
         print(f"{r['model']:<20} {r['params_m']:>8.2f} {r['infer_samples_per_s']:>9.2f} "
               f"{r['train_samples_per_s']:>9.2f} "
-              + " ".join(f"{100 * r['share'][k]:>5.1f}%" for k in LABELS + ["other"]),
-              flush=True)
+              + " ".join(f"{100 * r['share'][k]:>5.1f}%" for k in LABELS + ["other"])
+              + f" {100 * r['finite_check_share']:>7.3f}%", flush=True)
     write_json({
         "benchmark": "pointmlp",
         "batch": args.batch,

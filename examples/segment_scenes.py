@@ -10,16 +10,17 @@ and must recognise every object from its neighbourhood.
 
 Each model of ``--models`` is trained with the same budget (scenes, epochs, batch, optimiser) in
 its own run folder ``<output>/<model>/`` (``log.txt``, ``last.pt``, ``best.pt``,
-``results.json``), then evaluated on the validation scenes: per-class IoU, mIoU, overall and mean
-class accuracy over points. ``<output>/summary.json`` and the printed table put the models side by
-side.
+``results.json``) and evaluated on the validation scenes after every epoch: per-class IoU, mIoU,
+overall and mean class accuracy over points. ``<output>/summary.json`` and the printed table put
+the models side by side (the last epoch's metrics; ``best.pt`` holds the epoch of the best val
+mIoU).
 
 Examples::
 
     # the CPU run of README (two CPU-sized models, about 10 minutes each on 1 thread)
     python examples/segment_scenes.py --output runs/scenes
     # continue after Ctrl-C (finished models are not retrained)
-    python examples/segment_scenes.py --output runs/scenes --resume
+    python examples/segment_scenes.py --resume runs/scenes
     # the full-width models on a GPU
     python examples/segment_scenes.py --models pointmlp_coc_seg,pointmlp_seg --device cuda \
         --train-scenes 20000 --epochs 100 --batch-size 32 --classes all
@@ -47,7 +48,7 @@ import pointctx
 from pointctx import PointBatch
 from pointctx.datasets import ShapeScenes, data_root
 from pointctx.train import (
-    ConfusionMatrix,
+    SegmentationConfusion,
     Trainer,
     atomic_write_json,
     cleanup_distributed,
@@ -55,7 +56,6 @@ from pointctx.train import (
     load_checkpoint,
     make_loader,
     setup_logger,
-    unwrap_model,
 )
 from pointctx.train import cli as T
 
@@ -122,8 +122,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="torch CPU threads (default 1)")
     g.add_argument("--output", type=Path, default=None,
                    help="run folder (default runs/scenes-<time>)")
-    g.add_argument("--resume", action="store_true",
-                   help="continue the runs in --output (finished models are kept)")
+    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
+                   help="continue the runs in DIR (or --output); finished models are kept")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
                    help="stop each model (with a checkpoint) after this many steps")
@@ -155,8 +155,14 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"{args.objects!r}")
     args.objects = [lo, hi]
     args.model_kwargs = dict(SMOKE_KWARGS if args.smoke else {}, **(args.model_kwargs or {}))
+    if isinstance(args.resume, str):
+        if args.output is not None and Path(args.resume) != args.output:
+            parser.error(f"--resume {args.resume} and --output {args.output} name different "
+                         "folders")
+        args.output = Path(args.resume)
+        args.resume = True
     if args.resume and args.output is None:
-        parser.error("--resume needs --output (the folder of the runs to continue)")
+        parser.error("--resume needs the folder of the runs: --resume DIR")
     return args
 
 
@@ -172,38 +178,8 @@ def scene_forward(model, batch, device):
     return model(pb), target.to(device), pb.num_sets
 
 
-def iou_table(matrix: torch.Tensor, names) -> dict:
-    """Per-class IoU, mIoU (classes present in truth or prediction), OA and mAcc of a matrix."""
-    m = matrix.double()
-    tp = m.diag()
-    gt, pred = m.sum(1), m.sum(0)
-    union = gt + pred - tp
-    iou = torch.where(union > 0, tp / union.clamp(min=1), float("nan"))
-    acc = torch.where(gt > 0, tp / gt.clamp(min=1), float("nan"))
-    present = union > 0
-    return {
-        "miou": float(iou[present].mean()),
-        "oa": float(tp.sum() / m.sum().clamp(min=1)),
-        "macc": float(acc[gt > 0].mean()),
-        "per_class_iou": {n: float(v) for n, v in zip(names, iou)},
-        "points": int(m.sum()),
-    }
-
-
-@torch.no_grad()
-def evaluate_iou(model, loader, num_classes, device) -> torch.Tensor:
-    """Point confusion matrix of ``model`` over ``loader`` (summed over processes)."""
-    model = unwrap_model(model).eval()
-    cm = ConfusionMatrix(num_classes, device)
-    for batch in loader:
-        logits, target, _ = scene_forward(model, batch, device)
-        cm.update(logits, target)
-    cm.all_reduce()
-    return cm.matrix.cpu()
-
-
 def _versions(device) -> dict:
-    return {"python": platform.python_version(), "torch": torch.__version__,
+    return {"python": platform.python_version(), "torch": str(torch.__version__),
             "numpy": np.__version__, "pointctx": pointctx.__version__,
             "platform": platform.platform(), "device": str(device)}
 
@@ -318,6 +294,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         run_info = {"config": config, "versions": _versions(device), "seed": args.seed,
                     "world_size": world, "dataset": {"description": data_desc, "classes": names},
                     "model": {"name": name, "kwargs": args.model_kwargs,
+                              "create_kwargs": {"num_classes": len(names), **args.model_kwargs},
                               "parameters": n_params, "num_classes": len(names)}}
         trainer = Trainer(
             model, optimizer, train_loader, val_loader, num_classes=len(names),
@@ -325,23 +302,23 @@ def _run(args, dist_info, argv, t_start) -> int:
             scheduler=scheduler, forward=scene_forward, logger=log,
             progress=not args.no_progress, eval_name="val", run_info=run_info,
             stop_after_steps=args.stop_after_steps, session_start=time.perf_counter(),
+            confusion=SegmentationConfusion, best_metric="miou",
         )
         if args.resume and (run / "last.pt").exists():
             trainer.load()
         results = trainer.fit()
         if results["status"] == "interrupted":
             return EXIT_SIGNAL.get(trainer.stop_reason, 0)
-        t0 = time.perf_counter()
-        seg = iou_table(evaluate_iou(trainer.model, val_loader, len(names), device), names)
-        seg["eval_s"] = time.perf_counter() - t0
-        results["segmentation"] = seg
-        if dist_info.is_main:
-            atomic_write_json(run / "results.json", results)
-        summary["models"][name] = {"parameters": n_params, **seg,
-                                   "train_s": results["timing"]["train_s"],
-                                   "wall_s": results["timing"]["wall_s"]}
-        log.info(f"{name}: val mIoU {100 * seg['miou']:.2f} %  OA {100 * seg['oa']:.2f} %  "
-                 f"mAcc {100 * seg['macc']:.2f} %  (train {results['timing']['train_s']:.0f} s)")
+        last = results["last"]
+        summary["models"][name] = {
+            "parameters": n_params, "epoch": last["epoch"], "miou": last["miou"],
+            "oa": last["oa"], "macc": last["macc"],
+            "per_class_iou": {c: v["iou"] for c, v in last["per_class"].items()},
+            "train_s": results["timing"]["train_s"], "wall_s": results["timing"]["wall_s"],
+        }
+        log.info(f"{name}: val mIoU {100 * last['miou']:.2f} %  OA {100 * last['oa']:.2f} %  "
+                 f"mAcc {100 * last['macc']:.2f} % (last epoch)  (train "
+                 f"{results['timing']['train_s']:.0f} s)")
     summary["wall_s"] = time.perf_counter() - t_start
     if dist_info.is_main:
         atomic_write_json(out / "summary.json", summary)

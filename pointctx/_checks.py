@@ -6,6 +6,9 @@ what was given. None of them uses ``assert`` (which ``python -O`` strips).
 
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -13,8 +16,11 @@ __all__ = [
     "check_tensor",
     "check_pos",
     "check_features",
+    "check_finite_features",
     "check_batch",
     "check_positive_int",
+    "check_int",
+    "check_number",
     "check_choice",
     "check_channels",
     "check_range",
@@ -122,6 +128,8 @@ def check_batch(
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     """Return ``int(value)`` or raise if it is not an integer >= ``minimum``."""
+    if isinstance(value, np.integer):
+        value = int(value)
     if isinstance(value, bool) or not isinstance(value, int):
         if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
             value = int(value)
@@ -165,6 +173,77 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
     return pair
 
 
+def _bounds(minimum, maximum, min_open: bool = False, max_open: bool = False) -> str:
+    if minimum is not None and maximum is not None:
+        return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}"
+                f"{')' if max_open else ']'}")
+    if minimum is not None:
+        return f"{'>' if min_open else '>='} {minimum:g}"
+    if maximum is not None:
+        return f"{'<' if max_open else '<='} {maximum:g}"
+    return ""
+
+
+def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
+              type_error: type[Exception] = TypeError) -> int:
+    """Return ``int(value)`` for an int (numpy ints too; not bool) in ``[minimum, maximum]``.
+
+    Args:
+        value: the value to check.
+        name: argument name used in error messages.
+        minimum: inclusive lower bound (None: none).
+        maximum: inclusive upper bound (None: none).
+        type_error: exception class for a value that is not an int (``TypeError``; a few
+            arguments document ``ValueError``).
+
+    Raises:
+        ``type_error`` for a non-int, ``ValueError`` out of bounds; the message reads
+        "`name` must be an int >= minimum, got value".
+    """
+    bounds = _bounds(minimum, maximum)
+    need = f"`{name}` must be an int" + (f" {bounds}" if bounds else "")
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+        raise type_error(f"{need}, got {value!r}")
+    value = int(value)
+    if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
+        raise ValueError(f"{need}, got {value!r}")
+    return value
+
+
+def check_number(value, name: str, minimum: float | None = None, maximum: float | None = None,
+                 *, min_open: bool = False, max_open: bool = False,
+                 type_error: type[Exception] = TypeError) -> float:
+    """Return ``float(value)`` for a finite real number (not bool) within the bounds.
+
+    Args:
+        value: the value to check.
+        name: argument name used in error messages.
+        minimum: lower bound (None: none).
+        maximum: upper bound (None: none).
+        min_open: exclude ``minimum`` itself.
+        max_open: exclude ``maximum`` itself.
+        type_error: exception class for a value that is not a number (``TypeError``; a few
+            arguments document ``ValueError``).
+
+    Raises:
+        ``type_error`` for a non-number, ``ValueError`` for NaN / Inf or out of bounds; the
+        message reads "`name` must be a number in [minimum, maximum), got value".
+    """
+    bounds = _bounds(minimum, maximum, min_open, max_open)
+    need = f"`{name}` must be a number" + (f" {bounds}" if bounds else "")
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+        raise type_error(f"{need}, got {value!r}")
+    v = float(value)
+    ok = math.isfinite(v)
+    if minimum is not None:
+        ok = ok and (v > minimum if min_open else v >= minimum)
+    if maximum is not None:
+        ok = ok and (v < maximum if max_open else v <= maximum)
+    if not ok:
+        raise ValueError(f"{need}, got {value!r}")
+    return v
+
+
 def check_choice(value, name: str, choices) -> str:
     """Raise a ``ValueError`` listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
@@ -189,7 +268,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     """Check the ``(x, pos, batch, batch_size)`` inputs of a layer on packed point sets.
 
     Shapes and dtypes are always checked; with ``validate`` also the values (``batch`` sorted,
-    >= 0 and < ``batch_size``; ``pos`` finite), which costs host syncs.
+    >= 0 and < ``batch_size``; ``pos`` and ``x`` finite), which costs host syncs.
 
     Args:
         x: point features, expected [N, dim] floating point.
@@ -224,4 +303,53 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
             raise ValueError(
                 f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
             )
+    if validate:
+        check_finite_features(x, batch)
     return batch_size
+
+
+def check_finite_features(
+    x: Tensor,
+    batch: Tensor | None = None,
+    name: str = "x",
+    pixel: Tensor | None = None,
+    image_size: tuple[int, int] | None = None,
+) -> Tensor:
+    """Raise a ``ValueError`` naming the set and point of the first NaN / Inf in ``x``.
+
+    The models and layers call it on their features: one NaN in one point would otherwise spread
+    through the set's max-pool or cluster means into the logits and, in training, into the
+    weights. The common (finite) case costs one fused ``isfinite().all()`` and one host sync;
+    the position of the culprit is only searched when there is one.
+
+    Args:
+        x: features [N, C].
+        batch: sorted set index per row (None: one set).
+        name: argument name used in the message.
+        pixel: flat pixel index per row (``row * W + col``), for pixel sets: the message then
+            names the image and the pixel.
+        image_size: ``(H, W)`` of the pixel sets.
+
+    Returns:
+        ``x`` unchanged.
+    """
+    if x.numel() == 0 or bool(torch.isfinite(x).all()):
+        return x
+    bad = ~torch.isfinite(x.reshape(x.shape[0], -1))
+    row = int(bad.any(1).nonzero()[0, 0])
+    col = int(bad[row].nonzero()[0, 0])
+    value = float(x.reshape(x.shape[0], -1)[row, col])
+    s = 0 if batch is None else int(batch[row])
+    if pixel is not None and image_size is not None:
+        w = int(image_size[1])
+        p = int(pixel[row])
+        where = f"image {s}, pixel (row {p // w}, col {p % w}), channel {col}"
+    else:
+        first = 0 if batch is None else int(torch.searchsorted(batch.contiguous(),
+                                                                batch[row:row + 1]))
+        where = f"set {s}, point {row - first} (row {row} of `{name}`), channel {col}"
+    raise ValueError(
+        f"`{name}` has a non-finite value ({value}) at {where}: models and layers reject NaN / "
+        "Inf features, which would spread to the other points and, in training, to the weights; "
+        "clean the input or drop the point"
+    )

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_features, check_pos, check_tensor
+from ._checks import check_batch, check_features, check_int, check_pos, check_tensor
 from .ops.segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch
 
 __all__ = ["PointBatch", "Padded"]
@@ -165,10 +165,7 @@ class PointBatch:
                         f"`x` must be on device {pos.device} (like `pos`), got {x.device}"
                     )
             if batch_size is not None:
-                if isinstance(batch_size, bool) or not isinstance(batch_size, int):
-                    raise TypeError(
-                        f"`batch_size` must be an int, got {type(batch_size).__name__}"
-                    )
+                check_int(batch_size, "batch_size")
                 if batch_size < 0:
                     raise ValueError(f"`batch_size` must be >= 0, got {batch_size}")
             if batch is not None:
@@ -544,8 +541,7 @@ class PointBatch:
         if max_points is None:
             nmax = largest
         else:
-            if isinstance(max_points, bool) or not isinstance(max_points, int):
-                raise TypeError(f"`max_points` must be an int, got {type(max_points).__name__}")
+            check_int(max_points, "max_points")
             if max_points < largest:
                 raise ValueError(
                     f"`max_points` must be >= the largest set size {largest}, got {max_points}"

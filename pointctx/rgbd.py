@@ -35,6 +35,7 @@ __all__ = [
     "depth_to_metres",
     "valid_depth_mask",
     "rgbd_to_points",
+    "MAX_METRIC_DEPTH",
     "pose_matrix",
     "transform_points",
 ]
@@ -311,7 +312,21 @@ def _check_color(color, h: int, w: int) -> Tensor:
             f"`color` must be uint8 (0..255) or floating point (0..1), got dtype "
             f"{str(c.dtype).replace('torch.', '')}"
         )
+    if c.is_floating_point() and c.numel():
+        finite = c[torch.isfinite(c)]
+        lo, hi = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 0.0)
+        if lo < 0.0 or hi > 1.0:
+            raise ValueError(
+                f"`color` is floating point with values in [{lo:g}, {hi:g}]: floating point "
+                "colour must lie in [0, 1] (uint8 colour is divided by 255); pass color / 255 "
+                "or the uint8 image"
+            )
     return c
+
+
+#: Largest floating point depth (metres) accepted without an explicit ``depth_scale``: a larger
+#: value means millimetres or another unit (structured-light and ToF sensors reach ~10 m).
+MAX_METRIC_DEPTH = 100.0
 
 
 def rgbd_to_points(
@@ -337,8 +352,9 @@ def rgbd_to_points(
         intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`
             (see :func:`as_intrinsics`). If it carries an image size, it must match ``depth``.
         depth_scale: raw depth units per metre (1000: millimetres; 5000: TUM). Default
-            (``None``): 1000 for uint16 depth, 1 for floating point depth (taken as metres). An
-            explicit value divides floating point depth too.
+            (``None``): 1000 for uint16 depth, 1 for floating point depth (taken as metres; a
+            value beyond :data:`MAX_METRIC_DEPTH` = 100 m is refused as a unit mistake). An
+            explicit value divides floating point depth too (and skips that check).
         depth_trunc: largest kept depth in metres; ``None`` keeps all.
         dtype: floating dtype of ``xyz`` and ``rgb`` (the maths runs in float64).
 
@@ -351,7 +367,9 @@ def rgbd_to_points(
         xyz: [N, 3]; rgb: [N, 3]; pixel: [N] with N = number of valid-depth pixels.
 
     Raises:
-        ValueError: wrong shapes or dtypes (e.g. uint8/int32 depth), colour and depth of
+        ValueError: floating point colour outside [0, 1], floating point depth beyond
+            100 m without ``depth_scale`` (millimetres?), wrong shapes or dtypes (e.g.
+            uint8/int32 depth), colour and depth of
             different sizes, missing or malformed intrinsics, intrinsics for another image size,
             a bad ``depth_scale``/``depth_trunc``, or no pixel with a valid depth.
         TypeError: inputs that are neither numpy arrays nor tensors.
@@ -365,6 +383,16 @@ def rgbd_to_points(
             f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but the frame is {w}x{h}"
         )
     z = depth_to_metres(d, depth_scale)
+    if depth_scale is None and d.is_floating_point():
+        finite = z[torch.isfinite(z)]
+        far = float(finite.max()) if finite.numel() else 0.0
+        if far > MAX_METRIC_DEPTH:
+            raise ValueError(
+                f"floating point `depth` is taken as metres, but it reaches {far:g} m (more than "
+                f"{MAX_METRIC_DEPTH:g} m, beyond any RGB-D sensor): for depth in millimetres "
+                "pass depth_scale=1000 (or the raw uint16 image); for far metric depth pass "
+                "depth_scale=1.0 explicitly"
+            )
     valid = _valid(z, depth_trunc).reshape(-1)
     pixel = valid.nonzero().squeeze(1)
     if pixel.numel() == 0:

@@ -28,3 +28,26 @@ def test_check_point_inputs():
         check_point_inputs(x, None, batch, None, 3)
     with pytest.raises(ValueError, match="NaN or Inf"):
         check_point_inputs(x, pos.clone().fill_(float("nan")), batch, None, 3)
+
+
+def test_check_int_and_check_number():
+    import numpy as np
+
+    from pointctx._checks import check_int, check_number
+
+    assert check_int(np.int64(3), "k", 1) == 3 and isinstance(check_int(np.int64(3), "k"), int)
+    with pytest.raises(TypeError, match=r"`k` must be an int >= 1, got 2.5"):
+        check_int(2.5, "k", 1)
+    with pytest.raises(ValueError, match=r"`k` must be an int >= 1, got True"):
+        check_int(True, "k", 1, type_error=ValueError)
+    with pytest.raises(ValueError, match=r"`count` must be an int in \[1, 4\], got 5"):
+        check_int(5, "count", 1, 4)
+    assert check_number(1, "p", 0.0, 1.0) == 1.0
+    with pytest.raises(ValueError, match=r"`p` must be a number in \[0, 1\), got 1"):
+        check_number(1, "p", 0.0, 1.0, max_open=True)
+    with pytest.raises(ValueError, match=r"`tau` must be a number > 0, got 0"):
+        check_number(0, "tau", 0.0, min_open=True)
+    with pytest.raises(ValueError, match=r"`eps` must be a number >= 0, got nan"):
+        check_number(float("nan"), "eps", 0.0)
+    with pytest.raises(TypeError, match=r"`eps` must be a number, got '1'"):
+        check_number("1", "eps")

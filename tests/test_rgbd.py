@@ -248,3 +248,22 @@ def test_pose_errors():
         pose_matrix(np.ones((4, 4)))
     with pytest.raises(ValueError, match=r"\[N, 3\]"):
         transform_points(torch.zeros(3, 2), np.eye(4))
+
+
+def test_float_depth_in_millimetres_and_colour_in_0_255_are_refused():
+    from pointctx import rgbd_to_points
+
+    depth_mm = np.full((4, 5), 1500.0, dtype=np.float32)
+    depth_mm[0, 0] = 46655.0
+    rgb = np.full((4, 5, 3), 0.5, dtype=np.float32)
+    k = (2.0, 2.0, 2.0, 1.5)
+    with pytest.raises(ValueError, match=r"floating point `depth` is taken as metres, but it "
+                       r"reaches 46655 m .* pass depth_scale=1000"):
+        rgbd_to_points(rgb, depth_mm, k)
+    out = rgbd_to_points(rgb, depth_mm, k, depth_scale=1000.0)  # millimetres, said so
+    assert float(out.xyz[:, 2].max()) == pytest.approx(46.655)
+    with pytest.raises(ValueError, match=r"`color` is floating point with values in "
+                       r"\[254, 254\]: floating point colour must lie in \[0, 1\]"):
+        rgbd_to_points(np.full((4, 5, 3), 254.0, dtype=np.float32), depth_mm / 1000, k)
+    ok = rgbd_to_points(rgb, depth_mm / 1000, k)
+    assert torch.allclose(ok.rgb, torch.full_like(ok.rgb, 0.5))

@@ -22,6 +22,8 @@ from typing import NamedTuple
 import numpy as np
 from torch.utils.data import Dataset
 
+from .._checks import check_int
+
 __all__ = [
     "RowDataset",
     "DatasetSplit",
@@ -114,10 +116,7 @@ def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
         labels: [S]; return: [count].
     """
     labels = _check_labels_1d(labels)
-    if isinstance(count, bool) or not isinstance(count, (int, np.integer)) or not (
-        1 <= count <= len(labels)
-    ):
-        raise ValueError(f"`count` must be an int in [1, {len(labels)}], got {count!r}")
+    check_int(count, "count", 1, len(labels), type_error=ValueError)
     rng = np.random.default_rng(seed)
     rows, keys, cls = [], [], []
     for c in np.unique(labels):
@@ -164,8 +163,7 @@ def select_rows(num_rows: int, indices=None, limit: int | None = None, seed: int
             )
         rows = idx
     if limit is not None:
-        if isinstance(limit, bool) or not isinstance(limit, (int, np.integer)) or limit < 1:
-            raise ValueError(f"`limit` must be an int >= 1 or None, got {limit!r}")
+        check_int(limit, "limit", 1, type_error=ValueError)
         if limit < len(rows):
             if labels is None:
                 rows = rows[:limit]
@@ -227,9 +225,7 @@ class RowDataset(Dataset):
 
     def set_epoch(self, epoch: int) -> None:
         """Select the epoch whose random draws the items use."""
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = check_int(epoch, "epoch", 0, type_error=ValueError)
 
     def subset(self, indices, transform="keep"):
         """A view of some items (indices of this view) sharing the loaded data.

@@ -278,9 +278,12 @@ class CamVid(RowDataset):
 def _norm(normalize):
     if normalize is False or normalize is None:
         return None
-    mean, std = (CAMVID_MEAN, CAMVID_STD) if normalize is True else normalize
-    mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
-    std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    try:
+        mean, std = (CAMVID_MEAN, CAMVID_STD) if normalize is True else normalize
+        mean = torch.as_tensor(mean, dtype=torch.float32).reshape(-1, 1, 1)
+        std = torch.as_tensor(std, dtype=torch.float32).reshape(-1, 1, 1)
+    except (TypeError, ValueError, RuntimeError):
+        mean = std = torch.zeros(0)
     if mean.numel() not in (1, 3) or std.numel() not in (1, 3) or bool((std <= 0).any()):
         raise ValueError(
             f"`normalize` must be True, False or (mean, std) with 1 or 3 values each and std > 0, "

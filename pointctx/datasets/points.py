@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int, check_positive_int
 from ..transforms.points import PointCloudTransform
 from .base import DatasetSplit, RowDataset, check_transform
 from .sampling import farthest_point_sample
@@ -64,12 +65,8 @@ class PointCloudDataset(RowDataset):
         if sampling not in SAMPLINGS:
             raise ValueError(f"`sampling` must be one of {list(SAMPLINGS)}, got {sampling!r}")
         if num_points is not None:
-            if isinstance(num_points, bool) or not isinstance(num_points, (int, np.integer)):
-                raise TypeError(f"`num_points` must be an int or None, got {type(num_points)}")
-            if num_points < 1:
-                raise ValueError(f"`num_points` must be >= 1, got {num_points}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+            check_positive_int(num_points, "num_points")
+        check_int(seed, "seed", 0, type_error=ValueError)
         self.num_points = None if num_points is None else int(num_points)
         self.sampling = sampling
         self.transform = check_transform(transform)

@@ -6,6 +6,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = ["farthest_point_sample"]
 
 
@@ -38,8 +40,7 @@ def farthest_point_sample(points, num_samples: int, start: int = 0):
             f"`points` must have shape [P, C] or [B, P, C] with C >= 3, got {tuple(x.shape)}"
         )
     b, p = x.shape[:2]
-    if isinstance(num_samples, bool) or not isinstance(num_samples, (int, np.integer)):
-        raise TypeError(f"`num_samples` must be an int, got {type(num_samples).__name__}")
+    check_int(num_samples, "num_samples")
     if not 1 <= num_samples <= p:
         raise ValueError(f"`num_samples` must lie in [1, P = {p}], got {num_samples}")
     if not 0 <= start < p:

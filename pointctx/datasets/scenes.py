@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_int
 from .pointclouds import ModelNet40, stratified_split
 
 __all__ = ["Scene", "ShapeScenes"]
@@ -145,12 +146,10 @@ class ShapeScenes(Dataset):
     ) -> None:
         for name, v, lo in (("seed", seed, 0), ("num_scenes", num_scenes, 1),
                             ("split_seed", split_seed, 0), ("floor_points", floor_points, 0)):
-            if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lo:
-                raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
+            check_int(v, name, lo, type_error=ValueError)
         for name, v in (("points_per_object", points_per_object), ("num_points", num_points)):
-            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, np.integer))
-                                  or v < 1):
-                raise ValueError(f"`{name}` must be None or an int >= 1, got {v!r}")
+            if v is not None:
+                check_int(v, name, 1, type_error=ValueError)
         if split not in _SPLITS:
             raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
         if balance not in ("class", "shape"):

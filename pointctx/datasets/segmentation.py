@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_range
+from .._checks import check_int, check_number, check_range
 from ..transforms import ImageTransform
 
 __all__ = [
@@ -169,9 +169,7 @@ class RandomScaleCrop(ImageTransform):
         self.size = _size(size)
         self.scale = check_range(scale, "scale", 0.0)
         self.base_size = None if base_size is None else _size(base_size, "base_size")
-        if isinstance(ignore_index, bool) or not isinstance(ignore_index, int):
-            raise TypeError(f"`ignore_index` must be an int, got {type(ignore_index).__name__}")
-        self.ignore_index = ignore_index
+        self.ignore_index = check_int(ignore_index, "ignore_index")
 
     def __call__(self, sample: dict, index: int | None = None) -> dict:
         """Return the rescaled, cropped sample (``size``)."""
@@ -209,9 +207,7 @@ class RandomHorizontalFlip(ImageTransform):
 
     def __init__(self, p: float = 0.5, seed=None, generator=None) -> None:
         super().__init__(seed, generator)
-        if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p <= 1.0:
-            raise ValueError(f"`p` must be a number in [0, 1], got {p!r}")
-        self.p = float(p)
+        self.p = check_number(p, "p", 0.0, 1.0, type_error=ValueError)
 
     def __call__(self, sample: dict, index: int | None = None) -> dict:
         """Return the sample, flipped or not."""

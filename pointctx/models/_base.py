@@ -20,10 +20,11 @@ another head) into the attribute named by ``head_name``, and implement ``forward
 
 from __future__ import annotations
 
+import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from ._inputs import PackedInput, pack_input
+from ._inputs import PackedInput, check_nonempty_sets, pack_input
 
 
 class SetClassifier(nn.Module):
@@ -83,9 +84,22 @@ class SetClassifier(nn.Module):
         device = next(self.parameters()).device
         setattr(self, self.head_name, self._make_head(self.num_classes).to(device))
 
+    #: :meth:`forward` refuses empty sets (an image whose mask keeps no pixel, a point set
+    #: without points): it would return made-up logits for them. The features
+    #: (:meth:`forward_features`, ``forward_stages``) of an empty set are simply empty; a dense /
+    #: per-point model on this backbone sets it to True.
+    allow_empty_sets: bool = False
+
     def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim)
+        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
+                          dtype=self.param_dtype, allow_empty=True)
+
+    @property
+    def param_dtype(self) -> torch.dtype:
+        """Floating dtype of the parameters: inputs are cast to it."""
+        return next((p.dtype for p in self.parameters() if p.is_floating_point()),
+                    torch.get_default_dtype())
 
     def forward_features(self, inputs, *args, **kwargs):  # pragma: no cover
         """The last stage's points and features, as a :class:`~pointctx.PointBatch`."""
@@ -102,4 +116,7 @@ class SetClassifier(nn.Module):
             inputs: [B, C, H, W] (mask [B, H, W]) or a PointBatch of B sets (PointMLP also a
             padded [B, Nmax, D]); return: [B, num_classes].
         """
-        return self.forward_head(self.forward_features(inputs, *args, **kwargs))
+        feats = self.forward_features(inputs, *args, **kwargs)
+        if not self.allow_empty_sets:
+            check_nonempty_sets(feats.sizes, isinstance(inputs, Tensor) and inputs.dim() == 4)
+        return self.forward_head(feats)

@@ -20,9 +20,11 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_finite_features
 from ..batch import PointBatch
 
-__all__ = ["PackedInput", "pack_input", "plane_positions"]
+__all__ = ["PackedInput", "pack_input", "plane_positions", "check_model_points",
+           "check_nonempty_sets"]
 
 
 class PackedInput(NamedTuple):
@@ -72,11 +74,63 @@ def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> T
     return torch.stack([x, y], 1)
 
 
+def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
+    """Raise a ``ValueError`` naming the empty sets (images whose mask keeps no pixel).
+
+    Shapes:
+        sizes: [B] points per set.
+    """
+    if sizes.numel() and not bool((sizes == 0).any()):
+        return
+    empty = (sizes == 0).nonzero().flatten().tolist()
+    if from_images:
+        raise ValueError(
+            f"`mask` keeps no pixel of image(s) {empty} (of B = {sizes.numel()}): every image "
+            "needs at least one kept pixel; leave such images out of the batch"
+        )
+    raise ValueError(
+        f"every set needs at least one point; got B = {sizes.numel()} sets with empty sets "
+        f"{empty}"
+    )
+
+
+def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
+                       from_images: bool = False, allow_empty: bool = False) -> PointBatch:
+    """The input policy every model applies to its point sets (images are pixel sets).
+
+    * ``pos`` and ``x`` are cast to ``dtype`` (the model's parameter dtype) when they have
+      another floating dtype: float64 or float16 inputs (e.g. the float16 shared npz) work
+      with a float32 model, and a ``.half()`` model takes float32 inputs;
+    * every set needs at least one point: an empty set (a point set without points, an image
+      whose ``mask`` keeps no pixel) raises a ``ValueError`` naming it, since a classifier has
+      nothing to classify there (``allow_empty=True``: only a batch without any point is
+      refused; empty sets then have empty features);
+    * NaN / Inf features raise a ``ValueError`` naming the set (image) and point (pixel)
+      (:func:`pointctx._checks.check_finite_features`); positions are checked by
+      :class:`~pointctx.PointBatch` itself.
+
+    Returns:
+        ``pb``, cast if needed.
+    """
+    if dtype is not None and (pb.pos.dtype != dtype or (pb.x is not None and pb.x.dtype != dtype
+                                                        and pb.x.is_floating_point())):
+        pb = pb.to(dtype=dtype)
+    if pb.num_points == 0 or not allow_empty:
+        check_nonempty_sets(pb.sizes, from_images)
+    if pb.x is not None:
+        check_finite_features(pb.x, pb.batch, "images" if from_images else "x",
+                              pb.pixel if from_images else None,
+                              pb.image_size if from_images else None)
+    return pb
+
+
 def pack_input(
     inputs,
     mask: Tensor | None = None,
     in_channels: int | None = None,
     pos_dim: int | None = None,
+    dtype: torch.dtype | None = None,
+    allow_empty: bool = False,
 ) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
@@ -87,9 +141,12 @@ def pack_input(
         in_channels: expected feature channels C (checked when given; a ``PointBatch`` without
             ``x`` has C = 0).
         pos_dim: expected position dimension D (checked when given).
+        dtype: the model's floating dtype: inputs of another floating dtype are cast to it.
+        allow_empty: accept empty sets (see :func:`check_model_points`).
 
     Returns:
-        :class:`PackedInput`.
+        :class:`PackedInput` (after :func:`check_model_points`: cast, no empty set, finite
+        features).
 
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
@@ -97,7 +154,8 @@ def pack_input(
     Raises:
         TypeError: ``inputs`` is neither a tensor nor a ``PointBatch``.
         ValueError: wrong image rank or dtype, channel count or position dimension mismatch,
-            a mask with a ``PointBatch``, or a mask of the wrong shape / dtype.
+            a mask with a ``PointBatch``, or a mask of the wrong shape / dtype; an empty set
+            (an image with an all-False mask); a NaN / Inf feature (pixel).
     """
     if isinstance(inputs, PointBatch):
         if mask is not None:
@@ -124,6 +182,11 @@ def pack_input(
                 f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
                 f"(like the images), got {got}"
             )
+        if not inputs.is_floating_point():
+            raise ValueError(f"image input must be floating point (e.g. float32 in [0, 1], "
+                             f"normalised), got dtype {inputs.dtype}")
+        if dtype is not None and inputs.dtype != dtype:
+            inputs = inputs.to(dtype)
         pb = PointBatch.from_images(inputs, mask)
     else:
         raise TypeError(
@@ -131,6 +194,8 @@ def pack_input(
             f"{type(inputs).__name__}"
         )
 
+    pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
+                            allow_empty=allow_empty)
     x = pb.x
     if x is None:
         x = pb.pos.new_zeros(pb.num_points, 0)

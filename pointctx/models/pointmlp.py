@@ -88,7 +88,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from .._checks import check_choice, check_positive_int, check_tensor
+from .._checks import check_choice, check_number, check_positive_int, check_tensor
 from ..batch import PointBatch
 from ..nn.context_cluster import ContextCluster
 from ..nn.grouping import (
@@ -101,6 +101,7 @@ from ..nn.grouping import (
 from ..ops.scatter import scatter_max
 from ._base import SetClassifier
 from ._helpers import build, check_io, per_stage
+from ._inputs import check_model_points
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_union
 
@@ -337,8 +338,7 @@ class PointMLP(SetClassifier):
                             per_stage(k_neighbors, n, "k_neighbors")]
         self.ratios = per_stage(ratio, n, "ratio")
         for r in self.ratios:
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
-                raise ValueError(f"`ratio` entries must be floats in (0, 1], got {r!r}")
+            check_number(r, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         if coc_mode is not None:
             coc_mode = check_choice(coc_mode, "coc_mode", ("group", "set"))
         self.coc_mode = coc_mode
@@ -428,12 +428,12 @@ class PointMLP(SetClassifier):
                 f"{c}" + (" (x is None)" if pb.x is None else "")
                 + (" (build the model with in_channels=C to use them)" if c else "")
             )
-        sizes = pb.sizes
-        if pb.num_sets == 0 or bool((sizes == 0).any()):
-            bad = (sizes == 0).nonzero().flatten().tolist()
+        pb = check_model_points(pb, self.param_dtype)  # casts; no empty set, finite x
+        if self.training and pb.num_sets < 2 and isinstance(self.classifier, nn.Sequential):
             raise ValueError(
-                f"every set needs at least one point; got B = {pb.num_sets} sets with empty "
-                f"sets {bad}"
+                f"a batch of {pb.num_sets} set in train mode: the classifier's BatchNorm needs "
+                "at least 2 sets per batch to compute its statistics; train on batches of >= 2 "
+                "sets (drop_last=True in the DataLoader), or call model.eval() for inference"
             )
         return pb
 

@@ -68,12 +68,14 @@ Order: with ``fps_start="canonical"`` the per-point output is permutation-equiva
 point's logits do not depend on the input order, up to exact distance ties and summation
 order); the default ``"first"`` starts FPS at each set's first point as the official CUDA FPS.
 
-State-dict layout: the top-level module names follow the official file (``embedding``,
-``local_grouper_list`` holding the affine ``alpha``/``beta`` of each stage,
-``pre_blocks_list``, ``pos_blocks_list``, ``decode_list.i.fuse`` / ``.extraction``,
-``gmp_map_list``, ``gmp_map_end``, ``cls_map``, ``classifier``); inner layers are ``linear`` /
-``norm`` where the official code has ``net.0`` / ``net.1`` Conv1d/BatchNorm pairs, and the
-residual blocks of an extraction are ``operation.j`` as officially.
+State-dict layout: the encoder is :class:`~pointctx.models.PointMLP` without its classifier
+(``backbone.embedding``, ``backbone.affines.i`` = the official ``local_grouper_list.i`` affine,
+``backbone.pre.i`` = ``pre_blocks_list.i``, ``backbone.post.i`` = ``pos_blocks_list.i``), so the
+encoder is exactly the classification backbone and its :meth:`forward_stages`; the decoder and
+heads keep the official top-level names (``decode_list.i.fuse`` / ``.extraction.operation.j``,
+``gmp_map_list``, ``gmp_map_end``, ``cls_map``, ``classifier`` with the official indices 0, 1,
+3). Inner layers are ``linear`` / ``norm`` where the official code has ``net.0`` / ``net.1``
+Conv1d / BatchNorm pairs.
 """
 
 from __future__ import annotations
@@ -84,14 +86,14 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from .._checks import check_choice, check_positive_int, check_tensor
+from .._checks import check_positive_int
 from ..batch import PointBatch
-from ..nn.grouping import FPS_STARTS, GeometricAffine, gather_groups, sample_and_group
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
-from ._helpers import build, per_stage
+from ._helpers import build
 from ._registry import register_model
-from .pointmlp import LinearBNAct, PreExtraction, ResidualMLP
+from ._stages import StageBatch
+from .pointmlp import LinearBNAct, PointMLP, ResidualMLP
 
 __all__ = [
     "SHAPENETPART_NUM_CATEGORIES",
@@ -160,14 +162,6 @@ class PropagationStep(nn.Module):
         h = up if skip is None else torch.cat([skip, up], 1)
         with record_function("pointctx.mlp"):
             return self.extraction(self.fuse(h))
-
-
-class _Grouper(nn.Module):
-    """Holds one stage's geometric affine (the official ``LocalGrouper`` parameters)."""
-
-    def __init__(self, channels: int, normalize: str):
-        super().__init__()
-        self.affine = GeometricAffine(channels, normalize)
 
 
 class PointMLPSeg(nn.Module):
@@ -245,50 +239,28 @@ class PointMLPSeg(nn.Module):
         super().__init__()
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.num_categories = check_positive_int(num_categories, "num_categories", minimum=0)
-        self.in_channels = check_positive_int(in_channels, "in_channels", minimum=0)
-        self.pos_dim = check_positive_int(pos_dim, "pos_dim")
-        embed_dim = check_positive_int(embed_dim, "embed_dim")
         n = len(dim_expansion)
-        if n == 0 or any(len(v) != n for v in (pre_blocks, pos_blocks, de_dims, de_blocks)):
+        if any(len(v) != n for v in (de_dims, de_blocks)):
             raise ValueError(
-                "`dim_expansion`, `pre_blocks`, `pos_blocks`, `de_dims` and `de_blocks` must be "
-                f"non-empty with one entry per stage, got lengths {len(dim_expansion)}, "
-                f"{len(pre_blocks)}, {len(pos_blocks)}, {len(de_dims)}, {len(de_blocks)}"
+                "`de_dims` and `de_blocks` must have one entry per encoder stage "
+                f"({n}), got lengths {len(de_dims)}, {len(de_blocks)}"
             )
-        self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
-                            per_stage(k_neighbors, n, "k_neighbors")]
-        self.ratios = per_stage(ratio, n, "ratio")
-        for r in self.ratios:
-            if isinstance(r, bool) or not isinstance(r, (int, float)) or not 0 < r <= 1:
-                raise ValueError(f"`ratio` entries must be floats in (0, 1], got {r!r}")
-        if coc_mode is not None:
-            coc_mode = check_choice(coc_mode, "coc_mode", ("group",))
-        self.coc_mode = coc_mode
-        self.fps_start = check_choice(fps_start, "fps_start", FPS_STARTS)
-        self.use_xyz = bool(use_xyz)
-        self.backend = backend
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
         gmp_dim = check_positive_int(gmp_dim, "gmp_dim")
-
-        self.embedding = LinearBNAct(self.pos_dim + self.in_channels, embed_dim, bias=bias)
-        self.local_grouper_list = nn.ModuleList()
-        self.pre_blocks_list = nn.ModuleList()
-        self.pos_blocks_list = nn.ModuleList()
-        last = embed_dim
-        en_dims = [last]
-        add = self.pos_dim if self.use_xyz else 0
-        for i in range(n):
-            out = last * check_positive_int(dim_expansion[i], "dim_expansion")
-            self.local_grouper_list.append(_Grouper(last + add, normalize))
-            self.pre_blocks_list.append(PreExtraction(
-                2 * last + add, out, check_positive_int(pre_blocks[i], "pre_blocks", 0),
-                res_expansion, bias, coc_mode, coc_heads, coc_head_dim, None, None,
-            ))
-            self.pos_blocks_list.append(ResidualStack(
-                out, check_positive_int(pos_blocks[i], "pos_blocks", 0), res_expansion, bias))
-            last = out
-            en_dims.append(last)
+        if coc_mode not in (None, "group"):
+            raise ValueError(f"`coc_mode` must be None or 'group', got {coc_mode!r}")
+        # the encoder: PointMLP's backbone without its classifier (forward_stages)
+        self.backbone = PointMLP(
+            num_classes=0, in_channels=in_channels, pos_dim=pos_dim, embed_dim=embed_dim,
+            res_expansion=res_expansion, dim_expansion=dim_expansion, pre_blocks=pre_blocks,
+            pos_blocks=pos_blocks, k_neighbors=k_neighbors, ratio=ratio, bias=bias,
+            use_xyz=use_xyz, normalize=normalize, coc_mode=coc_mode, coc_heads=coc_heads,
+            coc_head_dim=coc_head_dim, fps_start=fps_start, backend=backend,
+        )
+        self.in_channels, self.pos_dim = self.backbone.in_channels, self.backbone.pos_dim
+        self.coc_mode, self.backend = coc_mode, backend
+        en_dims = list(self.backbone.embed_dims)
         self.en_dims = en_dims[::-1]  # coarse to fine, as the official attribute
         dims = [self.en_dims[0]] + [check_positive_int(d, "de_dims") for d in de_dims]
         self.decode_list = nn.ModuleList([
@@ -322,48 +294,8 @@ class PointMLPSeg(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> tuple[PointBatch, bool]:
-        padded = False
-        if isinstance(points, PointBatch):
-            if lengths is not None or features is not None:
-                raise ValueError(
-                    "`lengths` and `features` are only for padded tensor inputs; a PointBatch "
-                    "carries its sizes and features (x)"
-                )
-            pb = points
-        elif isinstance(points, Tensor):
-            if points.dim() != 3 or points.shape[-1] != self.pos_dim:
-                raise ValueError(
-                    f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], got "
-                    f"{tuple(points.shape)}"
-                )
-            if features is not None:
-                check_tensor(features, "features")
-            pb = PointBatch.from_padded(points, features, lengths=lengths)
-            padded = True
-        else:
-            raise TypeError(
-                "`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
-                f"{type(points).__name__}"
-            )
-        if pb.dim != self.pos_dim:
-            raise ValueError(
-                f"the points must have pos_dim = {self.pos_dim} coordinates, got D = {pb.dim}"
-            )
-        c = 0 if pb.x is None else pb.x.shape[1]
-        if c != self.in_channels:
-            raise ValueError(
-                f"the points must have in_channels = {self.in_channels} feature channels, got "
-                f"{c}" + (" (x is None: pass normals, or build the model with in_channels=0)"
-                          if pb.x is None else "")
-            )
-        sizes = pb.sizes
-        if pb.num_sets == 0 or bool((sizes == 0).any()):
-            bad = (sizes == 0).nonzero().flatten().tolist()
-            raise ValueError(
-                f"every set needs at least one point; got B = {pb.num_sets} sets with empty "
-                f"sets {bad}"
-            )
-        return pb, padded
+        pb = self.backbone._as_batch(points, lengths, features)
+        return pb, not isinstance(points, PointBatch)
 
     def _category(self, category, b: int, ref: Tensor) -> Tensor | None:
         if not self.num_categories:
@@ -395,35 +327,17 @@ class PointMLPSeg(nn.Module):
             f"dtype {category.dtype}"
         )
 
-    def forward_stages(self, pb: PointBatch) -> list[PointBatch]:
-        """Embedding and encoder: one PointBatch per level (input points first, then stages).
+    def forward_stages(self, points, lengths: Tensor | None = None,
+                       features: Tensor | None = None) -> list[StageBatch]:
+        """The encoder's per-stage features: input points first, then the stages.
+
+        The backbone's :meth:`pointctx.models.PointMLP.forward_stages` (the per-stage contract
+        of :class:`~pointctx.models._base.SetClassifier`).
 
         Shapes:
-            pb: N points of B sets; return: [level 0: x [N, embed], stage i: x [M_i, C_i]].
+            return: 1 + stages StageBatches: x [M_i, C_i], pos [M_i, D].
         """
-        b = pb.num_sets
-        pos, batch = pb.pos, pb.batch
-        inp = pos if pb.x is None else torch.cat([pos, pb.x], 1)
-        with record_function("pointctx.mlp"):
-            x = self.embedding(inp)
-        levels = [PointBatch(pos, x, batch=batch, batch_size=b, validate=False)]
-        for i in range(len(self.pre_blocks_list)):
-            g = sample_and_group(pos, batch, self.k_neighbors[i], self.ratios[i], b,
-                                 self.fps_start, self.backend)
-            grouped, anchor = gather_groups(x, g)
-            affine = self.local_grouper_list[i].affine
-            if self.use_xyz:
-                gp, ap = gather_groups(pos, g)
-                h = affine(torch.cat([grouped, gp], -1), torch.cat([anchor, ap], -1),
-                           g.mask, g.batch, b)
-            else:
-                h = affine(grouped, anchor, g.mask, g.batch, b)
-            x = self.pre_blocks_list[i](h, g.mask, None, g.batch, b, anchor=anchor)
-            with record_function("pointctx.mlp"):
-                x = self.pos_blocks_list[i](x)
-            pos, batch = pos.index_select(0, g.anchor), g.batch
-            levels.append(PointBatch(pos, x, batch=batch, batch_size=b, validate=False))
-        return levels
+        return self.backbone.forward_stages(points, lengths, features)
 
     def forward_features(self, points, category=None, lengths: Tensor | None = None,
                          features: Tensor | None = None) -> tuple[PointBatch, Tensor]:
@@ -444,7 +358,7 @@ class PointMLPSeg(nn.Module):
                 f"training mode needs at least 2 sets per batch (BatchNorm over the per-set "
                 f"context rows), got B = {b}; call model.eval() to predict one set"
             )
-        levels = self.forward_stages(pb)[::-1]  # coarse to fine
+        levels = self.backbone.forward_stages(pb)[::-1]  # coarse to fine
         x = levels[0].x
         for i, step in enumerate(self.decode_list):
             coarse, fine = levels[i], levels[i + 1]

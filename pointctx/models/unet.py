@@ -21,7 +21,7 @@ It follows the segmentation calling convention of :mod:`pointctx.models`:
   with the same sets and image size.
 
 Registered: ``unet_seg`` (width 16, 4 levels), ``unet_small_seg`` (width 24), and
-``unet_cpu_seg`` (width 12, the CPU-sized baseline), all with ``in_channels=3`` and
+``unet_cpu_seg`` (width 13, the CPU-sized baseline), all with ``in_channels=3`` and
 ``num_classes=11`` by default (CamVid).
 """
 
@@ -31,6 +31,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .._checks import check_int
 from ..batch import PointBatch
 from ._registry import register_model
 
@@ -64,8 +65,7 @@ class UNet(nn.Module):
         super().__init__()
         for name, v, lo in (("num_classes", num_classes, 1), ("in_channels", in_channels, 1),
                             ("width", width, 1), ("depth", depth, 1)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < lo:
-                raise ValueError(f"`{name}` must be an int >= {lo}, got {v!r}")
+            check_int(v, name, lo, type_error=ValueError)
         self.num_classes = num_classes
         self.in_channels = in_channels
         self.mask_channel = bool(mask_channel)
@@ -174,5 +174,5 @@ def unet_small_seg(**kwargs) -> UNet:
 
 @register_model
 def unet_cpu_seg(**kwargs) -> UNet:
-    """U-Net baseline, width 12, 4 levels (0.275 M parameters): the CPU-sized baseline."""
-    return _unet(12, kwargs)
+    """U-Net baseline, width 13, 4 levels (0.323 M parameters, ``coc_micro_seg`` +- 3 %)."""
+    return _unet(13, kwargs)

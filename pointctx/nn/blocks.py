@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .._checks import check_channels, check_positive_int
+from .._checks import check_channels, check_number, check_positive_int
 from ..ops.segment import infer_batch_size
 from .context_cluster import ContextCluster
 from .depthwise import DepthwiseMlp, knn_slots
@@ -34,9 +34,7 @@ __all__ = ["MixerBlock", "ContextClusterBlock", "GFCBlock", "GFCStage"]
 
 def mlp_hidden(dim: int, mlp_ratio) -> int:
     """The MLP hidden width ``int(dim * mlp_ratio)``, checked (a number > 0 giving >= 1)."""
-    if isinstance(mlp_ratio, bool) or not isinstance(mlp_ratio, (int, float)) or not (
-            mlp_ratio > 0):
-        raise ValueError(f"`mlp_ratio` must be a number > 0, got {mlp_ratio!r}")
+    check_number(mlp_ratio, "mlp_ratio", 0.0, min_open=True, type_error=ValueError)
     hidden = int(dim * mlp_ratio)
     if hidden < 1:
         raise ValueError(f"`mlp_ratio` = {mlp_ratio} gives no hidden channel for dim = {dim}")

@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 from torch import Tensor, nn
 
-from .._checks import check_positive_int
+from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
 from ..ops.interpolate import knn_interpolate
 from .norm import SetGroupNorm
@@ -71,8 +71,7 @@ class SemanticFPNHead(nn.Module):
         self.channels = check_positive_int(channels, "channels")
         self.k = check_positive_int(k, "k")
         mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
-        if isinstance(drop, bool) or not isinstance(drop, (int, float)) or not 0 <= drop < 1:
-            raise ValueError(f"`drop` must be a number in [0, 1), got {drop!r}")
+        check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
         self.eps = float(eps)
         self.backend = backend
         self.stage_norms = nn.ModuleList(

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_point_inputs, check_positive_int
+from .._checks import check_number, check_point_inputs, check_positive_int
 from ..ops.scatter import scatter_count
 from ..ops.segment import infer_batch_size
 from .layers import linear_as_conv, trunc_linear
@@ -143,10 +143,8 @@ class GlobalFeatureClustering(nn.Module):
         self.out_dim = self.dim if out_dim is None else check_positive_int(out_dim, "out_dim")
         self.heads = check_positive_int(heads, "heads")
         self.head_dim = check_positive_int(head_dim, "head_dim")
-        for name, val in (("min_tau", min_tau), ("tau_init", tau_init)):
-            if isinstance(val, bool) or not isinstance(val, (int, float)) or not val > 0:
-                raise ValueError(f"`{name}` must be a number > 0, got {val!r}")
-        self.min_tau = float(min_tau)
+        self.min_tau = check_number(min_tau, "min_tau", 0.0, min_open=True, type_error=ValueError)
+        check_number(tau_init, "tau_init", 0.0, min_open=True, type_error=ValueError)
         self.centers = _check_counts(centers, "centers")
         self.assign = bool(assign)
         self.validate = bool(validate)

@@ -13,7 +13,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_positive_int, check_tensor
+from .._checks import check_number, check_positive_int, check_tensor
 from ..ops.segment import infer_batch_size
 
 __all__ = ["Mlp", "DropPath", "LayerScale"]
@@ -41,9 +41,7 @@ def trunc_linear(in_dim: int, out_dim: int) -> nn.Linear:
 
 
 def _check_rate(p, name: str) -> float:
-    if isinstance(p, bool) or not isinstance(p, (int, float)) or not 0.0 <= p < 1.0:
-        raise ValueError(f"`{name}` must be a number in [0, 1), got {p!r}")
-    return float(p)
+    return check_number(p, name, 0.0, 1.0, max_open=True, type_error=ValueError)
 
 
 class Mlp(nn.Module):
@@ -144,9 +142,8 @@ class LayerScale(nn.Module):
     def __init__(self, dim: int, init_value: float = 1e-5):
         super().__init__()
         dim = check_positive_int(dim, "dim")
-        if isinstance(init_value, bool) or not isinstance(init_value, (int, float)):
-            raise TypeError(f"`init_value` must be a number, got {type(init_value).__name__}")
-        self.gamma = nn.Parameter(torch.full((dim,), float(init_value)))
+        init_value = check_number(init_value, "init_value")
+        self.gamma = nn.Parameter(torch.full((dim,), init_value))
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""

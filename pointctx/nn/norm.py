@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_positive_int, check_tensor
+from .._checks import check_number, check_positive_int, check_tensor
 from ..ops.scatter import scatter_count, scatter_sum
 from ..ops.segment import infer_batch_size
 
@@ -40,9 +40,7 @@ class SetGroupNorm(nn.Module):
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.num_channels = check_positive_int(num_channels, "num_channels")
-        if isinstance(eps, bool) or not isinstance(eps, (int, float)) or not eps >= 0:
-            raise ValueError(f"`eps` must be a number >= 0, got {eps!r}")
-        self.eps = float(eps)
+        self.eps = check_number(eps, "eps", 0.0, type_error=ValueError)
         self.affine = bool(affine)
         if self.affine:
             self.weight = nn.Parameter(torch.ones(self.num_channels))

@@ -31,7 +31,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice
+from .._checks import check_choice, check_int
 from .._resolver import normalize_name, resolve
 from ..ops.scatter import scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
@@ -659,8 +659,7 @@ class _SampledProposal(CenterProposal):
             raise ValueError(f"`num` must be an int >= 1, got {num!r}")
         if ratio is not None and not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
             raise ValueError(f"`ratio` must be a number in (0, 1], got {ratio!r}")
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise ValueError(f"`k` must be an int >= 1, got {k!r}")
+        check_int(k, "k", 1, type_error=ValueError)
         self.num, self.ratio, self.k = num, ratio, k
 
     def extra_repr(self) -> str:

@@ -43,7 +43,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from .._checks import check_features, check_number, check_pos, check_positive_int, check_tensor
 from ..ops.segment import infer_batch_size
 from .norm import SetGroupNorm
 
@@ -91,12 +91,6 @@ def _unravel(lin: Tensor, sizes: Sequence[int]) -> Tensor:
         out.append(torch.remainder(lin, int(size)))
         lin = torch.div(lin, int(size), rounding_mode="floor")
     return torch.stack(out[::-1], 1)
-
-
-def _int_or_none(value, name: str, minimum: int):
-    if value is None:
-        return None
-    return check_positive_int(value, name, minimum=minimum)
 
 
 class PointReducer(nn.Module):
@@ -161,9 +155,7 @@ class PointReducer(nn.Module):
         self.lattice_dim = check_positive_int(lattice_dim, "lattice_dim")
         if ratio is None:
             ratio = 1.0 / self.stride ** self.lattice_dim
-        if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0 < ratio <= 1:
-            raise ValueError(f"`ratio` must be a number in (0, 1], got {ratio!r}")
-        self.ratio = float(ratio)
+        self.ratio = check_number(ratio, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         self.slots = self.kernel_size ** self.lattice_dim
         self.validate = bool(validate)
         self.backend = backend

@@ -29,6 +29,7 @@ __all__ = [
     "restore_rng_state",
     "stale_temp_files",
     "remove_stale_temp_files",
+    "plain",
 ]
 
 
@@ -68,6 +69,36 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
     """Write ``obj`` as JSON atomically (numpy/torch scalars and arrays, paths are converted)."""
     text = json.dumps(obj, indent=indent, default=_json_default, allow_nan=True)
     return atomic_write_text(path, text + "\n")
+
+
+def plain(obj: Any) -> Any:
+    """``obj`` with only tensors, numbers, strings, ``None``, lists, tuples and dicts inside.
+
+    String subclasses (``torch.__version__`` is a ``TorchVersion``), paths, NumPy scalars and
+    arrays, dtypes and devices become plain values, so that a checkpoint holding ``obj`` loads
+    with ``torch.load(weights_only=True)``. Other objects raise ``TypeError``.
+    """
+    if obj is None or type(obj) in (bool, int, float) or isinstance(obj, torch.Tensor):
+        return obj
+    if isinstance(obj, str):
+        return str(obj)
+    if isinstance(obj, (Path, torch.dtype, torch.device)):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    if isinstance(obj, dict):
+        return {plain(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(plain(v) for v in obj) if type(obj) in (list, tuple) else [
+            plain(v) for v in obj]
+    if isinstance(obj, (int, float)):  # bool / int / float subclasses
+        return float(obj) if isinstance(obj, float) else int(obj)
+    raise TypeError(
+        f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, strings "
+        "and lists / dicts of them"
+    )
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

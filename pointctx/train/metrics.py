@@ -17,11 +17,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from .._checks import check_int
+
 __all__ = [
     "ConfusionMatrix",
     "ClassificationMetrics",
     "PartIoU",
     "PartMetrics",
+    "PartSegConfusion",
+    "PartSegMetrics",
     "SegmentationConfusion",
     "SegmentationMetrics",
     "format_class_table",
@@ -78,8 +82,7 @@ class ConfusionMatrix:
     metrics_class = ClassificationMetrics
 
     def __init__(self, num_classes: int, device=None) -> None:
-        if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-            raise ValueError(f"`num_classes` must be an int >= 1, got {num_classes!r}")
+        check_int(num_classes, "num_classes", 1, type_error=ValueError)
         self.num_classes = num_classes
         self.matrix = torch.zeros(num_classes, num_classes, dtype=torch.long, device=device)
 
@@ -543,3 +546,110 @@ class PartIoU:
                              f"expected {self.num_categories}")
         for k in ("iou_sum", "count", "correct", "points"):
             getattr(self, k).copy_(state[k].to(getattr(self, k).device))
+
+
+class PartSegMetrics(NamedTuple):
+    """Part-segmentation metrics of one evaluation: :class:`PartMetrics` + point-level ones.
+
+    Attributes:
+        instance_miou, class_miou, per_category, shapes: as :class:`PartMetrics` (category-
+            restricted predictions, absent parts = 1).
+        miou, oa, macc, iou, per_class, support, total: as :class:`SegmentationMetrics`, over
+            all points and parts with the unrestricted arg-max (``oa`` is PointMLP's "acc").
+
+    Shapes:
+        per_category, shapes: [C] lists; iou, per_class, support: [P] lists.
+    """
+
+    instance_miou: float
+    class_miou: float
+    miou: float
+    oa: float
+    macc: float
+    iou: list[float]
+    per_class: list[float]
+    support: list[int]
+    total: int
+    per_category: list[float]
+    shapes: list[int]
+
+    def as_dict(self, class_names: Sequence[str] | None = None,
+                category_names: Sequence[str] | None = None) -> dict:
+        """JSON-ready dict (per-part entries keyed by ``class_names``, categories by name)."""
+        seg = SegmentationMetrics(self.miou, self.oa, self.macc, self.iou, self.per_class,
+                                  self.support, self.total).as_dict(class_names)
+        if category_names is None:
+            from ..datasets.shapenetpart import SHAPENETPART_CATEGORIES
+
+            if len(self.per_category) == len(SHAPENETPART_CATEGORIES):
+                category_names = SHAPENETPART_CATEGORIES
+        part = PartMetrics(self.instance_miou, self.class_miou, self.per_category, self.shapes,
+                           self.oa).as_dict(category_names)
+        return {**part, **{k: v for k, v in seg.items() if k != "per_class"},
+                "per_part": seg["per_class"]}
+
+
+class PartSegConfusion(SegmentationConfusion):
+    """Trainer accumulator for part segmentation: a point confusion matrix plus :class:`PartIoU`.
+
+    Pass it as ``Trainer(confusion=PartSegConfusion, best_metric="instance_miou")``; the
+    training ``forward`` returns per-point logits ``[N, P]`` and a target ``[N, 3]`` of
+    ``(part id, category id of the point's shape, shape index in the batch)`` (shape indices
+    sorted, ``0..B-1``); the loss then reads ``target[:, 0]``.
+
+    Args:
+        num_classes: parts P (50).
+        device: where the counts live.
+        category_parts: part ids per category (default ShapeNetPart's).
+    """
+
+    metrics_class = PartSegMetrics
+
+    def __init__(self, num_classes: int, device=None, category_parts=None) -> None:
+        super().__init__(num_classes, device)
+        self.parts = PartIoU(category_parts, device=device)
+        if self.parts.num_parts > num_classes:
+            raise ValueError(f"`category_parts` use part ids up to {self.parts.num_parts - 1}, "
+                             f"more than num_classes = {num_classes}")
+
+    @torch.no_grad()
+    def update(self, pred: Tensor, target: Tensor) -> None:
+        """Add a batch (see the class docstring).
+
+        Shapes:
+            pred: [N, P] logits; target: [N, 3] int64 (part, category, shape index).
+        """
+        if target.dim() != 2 or target.shape[1] != 3:
+            raise ValueError(f"`target` must be [N, 3] (part, category, shape index), got "
+                             f"shape {tuple(target.shape)}")
+        part, cat, shape = target.long().unbind(1)
+        super().update(pred, part)
+        first = torch.ones_like(shape, dtype=torch.bool)
+        first[1:] = shape[1:] != shape[:-1]
+        self.parts.update(pred, part, cat[first], shape)
+
+    def reset(self) -> None:
+        """Zero all counts."""
+        super().reset()
+        self.parts.reset()
+
+    def all_reduce(self) -> None:
+        """Sum over all processes (no-op when not distributed)."""
+        super().all_reduce()
+        self.parts.all_reduce()
+
+    def compute(self) -> PartSegMetrics:
+        """Metrics of the counts so far."""
+        s, p = super().compute(), self.parts.compute()
+        return PartSegMetrics(p.instance_miou, p.class_miou, s.miou, s.oa, s.macc, s.iou,
+                              s.per_class, s.support, s.total, p.per_category, p.shapes)
+
+    def state_dict(self) -> dict:
+        """Counts for checkpoints."""
+        return {**super().state_dict(),
+                **{f"part_{k}": v for k, v in self.parts.state_dict().items()}}
+
+    def load_state_dict(self, state: dict) -> None:
+        """Restore :meth:`state_dict`."""
+        super().load_state_dict(state)
+        self.parts.load_state_dict({k[5:]: v for k, v in state.items() if k.startswith("part_")})

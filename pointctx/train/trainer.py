@@ -37,6 +37,7 @@ from .checkpoint import (
     atomic_write_json,
     capture_rng_state,
     load_checkpoint,
+    plain,
     remove_stale_temp_files,
     restore_rng_state,
     save_checkpoint,
@@ -298,7 +299,7 @@ class Trainer:
         self.log = logger or logging.getLogger("pointctx.train")
         self.progress = progress and dist_info.is_main
         self.eval_name = eval_name
-        self.run_info = dict(run_info or {})
+        self.run_info = plain(dict(run_info or {}))  # weights-only loadable checkpoints
         self.stop_after_epoch = stop_after_epoch
         self.stop_after_steps = stop_after_steps
         self.grad_clip = grad_clip

@@ -42,7 +42,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_range
+from .._checks import check_int, check_range
 from ..batch import PointBatch
 from ..data import collate
 
@@ -108,10 +108,8 @@ class ImageTransform:
     def __init__(self, seed: int | None = None, generator: torch.Generator | None = None) -> None:
         if seed is not None and generator is not None:
             raise ValueError("give `seed` or `generator`, not both")
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0
-        ):
-            raise ValueError(f"`seed` must be an int >= 0 or None, got {seed!r}")
+        if seed is not None:
+            check_int(seed, "seed", 0, type_error=ValueError)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
                 f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
@@ -127,9 +125,7 @@ class ImageTransform:
         Call it on the transform before iterating a DataLoader for that epoch (workers copy the
         transform when the iterator starts, unless ``persistent_workers=True``).
         """
-        if isinstance(epoch, bool) or not isinstance(epoch, (int, np.integer)) or epoch < 0:
-            raise ValueError(f"`epoch` must be an int >= 0, got {epoch!r}")
-        self.epoch = int(epoch)
+        self.epoch = check_int(epoch, "epoch", 0, type_error=ValueError)
 
     def _generator(self, index) -> torch.Generator | None:
         if self.generator is not None:
@@ -140,9 +136,8 @@ class ImageTransform:
             if self._stream is None:
                 self._stream = torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch))
             return self._stream
-        if isinstance(index, bool) or not isinstance(index, (int, np.integer)) or index < 0:
-            raise ValueError(f"`index` must be an int >= 0 or None, got {index!r}")
-        return torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, int(index), 1))
+        index = check_int(index, "index", 0, type_error=ValueError)
+        return torch.Generator().manual_seed(_mix_seed(self.seed, self.epoch, index, 1))
 
     def _params(self) -> str:
         return ""
@@ -203,10 +198,8 @@ class RandomKeep(MaskTransform):
             raise ValueError("give exactly one of `ratio` and `count`")
         if ratio is not None:
             ratio = _check_fraction(ratio, "ratio", lo_open=True, hi_open=False)
-        if count is not None and (
-            isinstance(count, bool) or not isinstance(count, (int, np.integer)) or count < 1
-        ):
-            raise ValueError(f"`count` must be an int >= 1, got {count!r}")
+        if count is not None:
+            check_int(count, "count", 1, type_error=ValueError)
         self.ratio = ratio
         self.count = None if count is None else int(count)
 
@@ -262,9 +255,7 @@ class BlockMask(MaskTransform):
         if keep not in _KEEP:
             raise ValueError(f"`keep` must be one of {list(_KEEP)}, got {keep!r}")
         self.keep = keep
-        if isinstance(max_blocks, bool) or not isinstance(max_blocks, int) or max_blocks < 1:
-            raise ValueError(f"`max_blocks` must be an int >= 1, got {max_blocks!r}")
-        self.max_blocks = max_blocks
+        self.max_blocks = check_int(max_blocks, "max_blocks", 1, type_error=ValueError)
 
     def num_covered(self, h: int, w: int) -> int:
         """Number of pixels the blocks cover in an ``H x W`` image."""
@@ -464,8 +455,7 @@ class ValidDepth(MaskTransform):
     def __init__(self, depth_channel: int = -1, depth_scale: float = 1.0,
                  depth_trunc: float | None = None, seed=None, generator=None) -> None:
         super().__init__(seed, generator)
-        if isinstance(depth_channel, bool) or not isinstance(depth_channel, int):
-            raise TypeError(f"`depth_channel` must be an int, got {type(depth_channel).__name__}")
+        check_int(depth_channel, "depth_channel")
         if not (math.isfinite(float(depth_scale)) and depth_scale > 0):
             raise ValueError(f"`depth_scale` must be > 0, got {depth_scale}")
         if depth_trunc is not None and not depth_trunc > 0:

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .._checks import check_int
 from .._files import atomic_output
 from .trace import ClusterLayer, ClusterTrace, local_labels
 
@@ -68,9 +69,7 @@ def label_colors(n: int) -> np.ndarray:
     Shapes:
         return: [n, 3] uint8.
     """
-    if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 0:
-        raise ValueError(f"`n` must be an int >= 0, got {n!r}")
-    n = int(n)
+    n = check_int(n, "n", 0, type_error=ValueError)
     if n > 256 ** 3 - 2:
         raise ValueError(f"`n` must be at most {256 ** 3 - 2} (distinct 8-bit colours), got {n}")
     idx = np.arange(n, dtype=np.float64)
@@ -117,8 +116,7 @@ def _resolve_layer(trace: ClusterTrace, layer) -> ClusterLayer:
 
 
 def _check_head(layer: ClusterLayer, head: int) -> int:
-    if isinstance(head, bool) or not isinstance(head, (int, np.integer)):
-        raise TypeError(f"`head` must be an int, got {type(head).__name__}")
+    check_int(head, "head")
     if not 0 <= head < layer.heads:
         raise ValueError(f"`head` must be in [0, {layer.heads}) for layer {layer.name!r}, "
                          f"got {head}")

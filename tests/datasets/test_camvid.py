@@ -112,6 +112,9 @@ def test_camvid_missing_files_are_named(tmp_path):
         CamVid(tmp_path / "nowhere.npz")
     with pytest.raises(ValueError, match=r"`split` must be one of \['train', 'val', 'test'\]"):
         CamVid(tmp_path, "trainval")
+    for bad in (5, ((0.5,) * 2, (0.0,) * 3), "x"):
+        with pytest.raises(ValueError, match="`normalize` must be True, False or"):
+            CamVid(tmp_path, "train", normalize=bad)
 
 
 def test_camvid_bad_labels_and_list_lines(tmp_path):

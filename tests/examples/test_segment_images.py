@@ -1,6 +1,5 @@
 """End-to-end tests of examples/segment_images.py (tiny CamVid folders; the real file when slow)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,23 +18,9 @@ SCRIPT = ROOT / "examples" / "segment_images.py"
 UNET = json.dumps({"width": 4, "depth": 2})
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def script():
-    return _load("segment_images_example", SCRIPT)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+def script(load_example):
+    return load_example("segment_images")
 
 
 def _env():
@@ -132,8 +117,8 @@ def test_stop_and_resume_equals_uninterrupted(script, tmp_path):
     assert script.main([*_tiny(root), "--output", str(run), "--keep-ratio", "0.5",
                         "--stop-after-steps", "3"]) == 0
     assert torch.load(run / "last.pt", weights_only=False)["global_step"] == 3
-    assert script.main([*_tiny(root), "--output", str(run), "--keep-ratio", "0.5",
-                        "--resume"]) == 0
+    # --resume DIR alone continues with the stored settings
+    assert script.main(["--resume", str(run), "--no-progress", "--threads", "1"]) == 0
     a, b = _weights(ref), _weights(run)
     assert all(torch.equal(a[k], b[k]) for k in a)
     # resuming with other settings is refused
@@ -193,3 +178,40 @@ def test_make_segment_demo_on_real_camvid(tmp_path):
     res = json.loads((out / "results.json").read_text())
     assert res["dataset"]["train_size"] == 48 and res["dataset"]["eval_size"] == 16
     assert res["last"]["miou"] > 0.05 and len(list((out / "predictions").glob("*.png"))) == 4
+
+
+# --------------------------------------------------------------------------- the sparse study
+def test_sparse_study_tables_and_resume(tmp_path, load_example):
+    study = load_example("segment_sparse")
+    root = _camvid(tmp_path / "camvid", counts=(("train", 8), ("val", 4)))
+    out = tmp_path / "study"
+    argv = ["--data-root", str(root), "--coc-model", "unet_cpu_seg", "--coc-kwargs", UNET,
+            "--cnn-kwargs", json.dumps({"width": 3, "depth": 2}), "--size", "16x24",
+            "--epochs", "2", "--batch-size", "4", "--conditions", "keep1,keep0.25,blocks",
+            "--out", str(out), "--no-progress", "--repeats", "1", "--throughput-batch", "2"]
+    assert study.main(argv) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["conditions"] == ["keep1", "keep0.25", "blocks"]
+    t = res["table"]
+    assert t["keep1"]["kept_fraction"] == 1.0 and t["keep1"]["coc"]["missing_miou"] is None
+    assert t["keep0.25"]["kept_fraction"] == pytest.approx(0.25, abs=0.01)
+    assert t["blocks"]["kept_fraction"] == pytest.approx(0.5, abs=0.01)
+    labels = np.stack([np.asarray(Image.open(p).resize((24, 16), Image.NEAREST))
+                       for p in sorted((root / "valannot").iterdir())])
+    labelled = int((labels != 11).sum())
+    for c in ("keep0.25", "blocks"):
+        for k in ("coc", "cnn"):
+            r = t[c][k]
+            assert 0 <= r["miou"] <= 1 and 0 <= r["missing_miou"] <= 1
+            assert 0 < r["missing_pixels"] < labelled
+            assert t[c]["throughput"][k] > 0
+    assert res["models"]["coc"]["parameters"] != res["models"]["cnn"]["parameters"]
+    assert (out / "accuracy.png").is_file()
+    # a rerun reuses the finished trainings (same weights, same table)
+    mtime = (out / "coc" / "last.pt").stat().st_mtime_ns
+    assert study.main(argv) == 0
+    again = json.loads((out / "results.json").read_text())
+    assert again["table"]["blocks"]["coc"] == t["blocks"]["coc"]
+    assert (out / "coc" / "last.pt").stat().st_mtime_ns == mtime
+    with pytest.raises(SystemExit):
+        study.parse_args(["--conditions", "keep1,nothing"])

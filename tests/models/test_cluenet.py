@@ -183,14 +183,22 @@ def test_plain_3d_point_sets(proposal):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_empty_set_gives_head_bias():
+def test_empty_sets_are_rejected_for_images_and_points():
+    """Images and point sets alike: a set without points has nothing to classify."""
     model = _model("cluenet_micro_cifar").eval()
-    mask = torch.ones(2, 32, 32, dtype=torch.bool)
+    mask = torch.ones(3, 32, 32, dtype=torch.bool)
     mask[1] = False
-    with torch.no_grad():
-        out = model(_images(2, 3, 32), mask)
-    torch.testing.assert_close(out[1], model.head.bias)
-    assert torch.isfinite(out).all()
+    with pytest.raises(ValueError, match=r"`mask` keeps no pixel of image\(s\) \[1\] \(of B = 3\)"):
+        model(_images(3, 3, 32), mask)
+    mask[:] = False  # every mask all-False: the same error, not a reshape failure deep inside
+    with pytest.raises(ValueError, match=r"keeps no pixel of image\(s\) \[0, 1, 2\]"):
+        model(_images(3, 3, 32), mask)
+    pb = PointBatch.from_images(_images(2, 3, 32))
+    empty = PointBatch(pb.pos, pb.x, batch=pb.batch, batch_size=3, pixel=pb.pixel,
+                       image_size=pb.image_size)
+    with pytest.raises(ValueError, match=r"every set needs at least one point; got B = 3 sets "
+                       r"with empty sets \[2\]"):
+        model(empty)
 
 
 def test_share_assignment_option_and_drop_path():

@@ -73,10 +73,10 @@ def test_coc_adds_one_group_context_cluster_per_pre_block():
 
 def test_official_state_dict_layout():
     keys = set(create_model("pointmlp_partseg").state_dict())
-    for k in ("embedding.linear.weight", "local_grouper_list.0.affine.alpha",
-              "pre_blocks_list.3.transfer.linear.weight",
-              "pre_blocks_list.0.blocks.1.net2.norm.running_var",
-              "pos_blocks_list.2.operation.1.net1.linear.bias",
+    for k in ("backbone.embedding.linear.weight", "backbone.affines.0.alpha",
+              "backbone.pre.3.transfer.linear.weight",
+              "backbone.pre.0.blocks.1.net2.norm.running_var",
+              "backbone.post.2.1.net1.linear.bias",
               "decode_list.0.fuse.linear.weight",
               "decode_list.3.extraction.operation.3.net2.norm.weight",
               "gmp_map_list.4.linear.weight", "gmp_map_end.linear.weight",
@@ -87,7 +87,8 @@ def test_official_state_dict_layout():
     assert m.decode_list[0].fuse.linear.in_features == 1024 + 512
     assert m.decode_list[3].fuse.linear.in_features == 128 + 64
     assert m.classifier[0].in_features == 64 + 64 + 128
-    assert m.embedding.linear.in_features == 6
+    assert m.backbone.embedding.linear.in_features == 6
+    assert isinstance(m.backbone.classifier, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -182,7 +183,7 @@ def test_xyz_only_part_model():
     pb = PointBatch.from_list([torch.randn(64, 3)])
     with torch.no_grad():
         assert model(pb, torch.tensor([0])).shape == (64, 50)
-    assert model.embedding.linear.in_features == 3
+    assert model.backbone.embedding.linear.in_features == 3
 
 
 def test_errors():
@@ -210,5 +211,17 @@ def test_errors():
               query=PointBatch.from_list([torch.randn(5, 3)]))
     with pytest.raises(ValueError, match="at least 2 sets"):
         scene(PointBatch.from_list([torch.randn(5, 3)]))
-    with pytest.raises(ValueError, match="one entry per stage"):
+    with pytest.raises(ValueError, match="one entry per encoder stage"):
         create_model("pointmlp_seg", de_dims=(8, 8))
+    with pytest.raises(ValueError, match="`coc_mode` must be None or 'group'"):
+        create_model("pointmlp_seg", coc_mode="set")
+
+
+def test_forward_stages_follow_the_backbone_contract():
+    model = _model("pointmlp_elite_seg").eval()
+    pb, _ = _inputs("pointmlp_elite_seg", [130, 33])
+    with torch.no_grad():
+        stages = model.forward_stages(pb)
+    assert [s.x.shape[1] for s in stages] == list(model.backbone.embed_dims)
+    assert [s.num_points for s in stages] == [163, 33 + 9, 9 + 3, 3 + 1, 1 + 1]  # ceil(n / 4)
+    assert all(hasattr(s, "link") for s in stages)

@@ -88,3 +88,21 @@ def test_rng_state_roundtrip():
     restore_rng_state(state)
     second = (random.random(), np.random.rand(), torch.rand(3))
     assert first[0] == second[0] and first[1] == second[1] and torch.equal(first[2], second[2])
+
+
+def test_plain_turns_run_info_into_weights_only_values(tmp_path):
+    from pathlib import Path
+
+    from pointctx.train.checkpoint import plain
+
+    info = {"torch": torch.__version__, "root": Path("/data"), "n": np.int64(3),
+            "lr": np.float32(0.5), "shape": (3, np.int32(4)), "dtype": torch.float32,
+            "arr": np.arange(2)}
+    out = plain(info)
+    assert out == {"torch": str(torch.__version__), "root": "/data", "n": 3, "lr": 0.5,
+                   "shape": (3, 4), "dtype": "torch.float32", "arr": [0, 1]}
+    assert type(out["torch"]) is str
+    save_checkpoint(tmp_path / "c.pt", {"run_info": out})
+    assert torch.load(tmp_path / "c.pt", weights_only=True)["run_info"]["n"] == 3
+    with pytest.raises(TypeError, match="cannot store a object in a checkpoint"):
+        plain({"x": object()})

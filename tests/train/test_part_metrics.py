@@ -117,3 +117,25 @@ def test_errors():
         m.update(torch.zeros(1, 10), torch.tensor([0]), torch.tensor([0]))
     with pytest.raises(ValueError, match="`mode` must be"):
         PartIoU(mode="x")
+
+
+def test_trainer_accumulator_combines_point_and_part_metrics():
+    from pointctx.train import PartSegConfusion, SegmentationConfusion
+
+    acc = PartSegConfusion(50)
+    ref_parts, ref_points = PartIoU(), SegmentationConfusion(50)
+    for seed in range(2):
+        cats, target, _, logits, batch, _ = _random_batch(seed, b=5)
+        acc.update(logits, torch.stack([target, cats[batch], batch], 1))
+        ref_parts.update(logits, target, cats, batch)
+        ref_points.update(logits, target)
+    m, p, s = acc.compute(), ref_parts.compute(), ref_points.compute()
+    assert m.instance_miou == p.instance_miou and m.class_miou == p.class_miou
+    assert m.oa == s.oa and m.miou == s.miou and m.total == s.total
+    d = m.as_dict()
+    assert set(d["per_category"]) >= {"Airplane", "Table"} and "per_part" in d
+    other = PartSegConfusion(50)
+    other.load_state_dict(acc.state_dict())
+    np.testing.assert_equal(tuple(other.compute()), tuple(m))
+    with pytest.raises(ValueError, match=r"`target` must be \[N, 3\]"):
+        acc.update(logits, target)

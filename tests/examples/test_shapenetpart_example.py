@@ -1,0 +1,92 @@
+"""End-to-end tests of examples/shapenetpart.py: the smoke run on the 16 bundled real shapes."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+import pointctx
+from pointctx.datasets import data_root
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "examples" / "shapenetpart.py"
+TINY = ["--smoke", "--num-points", "128", "--epochs", "1", "--no-progress", "--device", "cpu",
+        "--model-kwargs", json.dumps({"embed_dim": 8, "de_dims": [16, 16, 8, 8],
+                                      "gmp_dim": 8, "cls_dim": 8, "head_hidden": 16})]
+
+
+def _load(name, path):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="module")
+def script():
+    if not (data_root(must_exist=False) / "shapenetpart_sample").is_dir():
+        pytest.skip("shared shapenetpart_sample/ is absent")
+    return _load("shapenetpart_example", SCRIPT)
+
+
+@pytest.fixture(autouse=True)
+def _restore_threads():
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def test_recipe_defaults_are_the_official_ones(script):
+    args = script.parse_args([])
+    assert (args.model, args.epochs, args.batch_size, args.lr, args.step, args.gamma,
+            args.min_lr, args.num_points) == ("pointmlp_partseg", 350, 32, 0.003, 40, 0.5,
+                                              0.9e-5, 2048)
+    assert args.model_kwargs == {}
+
+
+def test_smoke_run_then_resume_is_a_no_op(script, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert script.main([*TINY, "--output", str(out)]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "finished" and res["eval_split"] == "smoke"
+    assert "SMOKE RUN" in res["dataset"]["description"]
+    last = res["last"]
+    for key in ("instance_miou", "class_miou", "oa", "miou"):
+        assert 0.0 <= last[key] <= 1.0
+    assert set(last["per_category"]) == set(res["dataset"]["categories"])
+    assert all(v["shapes"] == 1 for v in last["per_category"].values())
+    assert res["model"]["create_kwargs"]["in_channels"] == 0  # the sample has no normals
+    model = pointctx.load_model(out)
+    assert model.num_classes == 50 and model.class_names[0] == "Airplane:0"
+    assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
+    assert "not an accuracy" in capsys.readouterr().out
+    # resuming a finished run trains nothing more
+    assert script.main([*TINY, "--output", str(out), "--resume"]) == 0
+    assert json.loads((out / "results.json").read_text())["epochs_done"] == 1
+
+
+def test_interrupted_run_resumes_to_the_same_weights(script, tmp_path):
+    a, b = tmp_path / "a", tmp_path / "b"
+    two = [*TINY, "--epochs", "2", "--batch-size", "4", "--threads", "1"]
+    assert script.main([*two, "--output", str(a)]) == 0
+    assert script.main([*two, "--output", str(b), "--stop-after-steps", "5"]) == 0
+    assert json.loads((b / "results.json").read_text())["status"] == "interrupted"
+    assert script.main([*two, "--resume", str(b)]) == 0
+    wa = torch.load(a / "last.pt", map_location="cpu", weights_only=False)["model"]
+    wb = torch.load(b / "last.pt", map_location="cpu", weights_only=False)["model"]
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_errors(script, tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        script.parse_args(["--model", "pointmlp"])
+    assert "unknown part-segmentation model" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        script.parse_args(["--resume"])
+    assert "--resume needs the run folder" in capsys.readouterr().err
+    assert script.main(["--data-root", str(tmp_path), "--output", str(tmp_path / "r"),
+                        "--no-progress"]) == 1
+    assert script.main([*TINY, "--output", str(tmp_path / "r2"), "--batch-size", "64"]) == 2
+    assert "exceeds the 16 training shapes" in capsys.readouterr().err

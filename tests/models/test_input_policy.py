@@ -1,0 +1,110 @@
+"""The input policy shared by every model (pointctx.models._inputs.check_model_points) and the
+finite-feature check of the layers: non-finite features, empty sets, dtypes, one-set batches."""
+
+import pytest
+import torch
+
+import pointctx
+from pointctx import PointBatch, create_model
+from pointctx.nn import ContextCluster
+from pointctx.nn.cluenet import GlobalFeatureClustering
+
+SMALL = dict(embed_dim=8, res_expansion=0.5, dim_expansion=[2, 2], pre_blocks=[1, 1],
+             pos_blocks=[1, 1], k_neighbors=4)
+
+
+def _clouds(sizes=(20, 30, 25), c=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return PointBatch.from_list([torch.randn(n, 3, generator=g) for n in sizes],
+                                [torch.randn(n, c, generator=g) for n in sizes])
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf")])
+def test_point_model_rejects_nonfinite_features_naming_set_and_point(bad):
+    model = create_model("pointmlp_coc_elite", num_classes=5, in_channels=2, **SMALL).eval()
+    pb = _clouds()
+    pb.x[20 + 7, 1] = bad  # set 1, point 7
+    with pytest.raises(ValueError, match=rf"`x` has a non-finite value \({bad}\) at set 1, point "
+                       r"7 \(row 27 of `x`\), channel 1: models and layers reject NaN"):
+        model(pb)
+    model.train()  # and no step ever sees it
+    with pytest.raises(ValueError, match="set 1, point 7"):
+        model(pb)
+
+
+@pytest.mark.parametrize("name, ch, size", [("coc_mnist", 1, 28), ("cluenet_micro_cifar", 3, 32)])
+def test_image_models_reject_a_nan_pixel(name, ch, size):
+    model = create_model(name, num_classes=4, in_channels=ch).eval()
+    images = torch.rand(2, ch, size, size)
+    images[1, ch - 1, 5, 9] = float("nan")
+    with pytest.raises(ValueError, match=rf"`images` has a non-finite value \(nan\) at image 1, "
+                       rf"pixel \(row 5, col 9\), channel {ch - 1}"):
+        model(images)
+    mask = torch.ones(2, size, size, dtype=torch.bool)
+    mask[1, 5, 9] = False  # a masked-out NaN pixel is not part of the set: fine
+    assert torch.isfinite(model(images, mask)).all()
+
+
+def test_layers_reject_nonfinite_features():
+    pb = _clouds(c=8)
+    x = pb.x.clone()
+    x[45, 3] = float("-inf")  # set 1 holds rows 20..49
+    cc = ContextCluster(8, heads=2, head_dim=4, proposal="fps", centers=3)
+    with pytest.raises(ValueError, match=r"at set 1, point 25 \(row 45 of `x`\), channel 3"):
+        cc(x, pb.pos, pb.batch)
+    gfc = GlobalFeatureClustering(8, heads=2, head_dim=4, centers=3, proposal="fps")
+    with pytest.raises(ValueError, match=r"`x` has a non-finite value \(-inf\) at set 1, point 25"):
+        gfc(x, pb.pos, pb.batch)
+    assert cc(pb.x, pb.pos, pb.batch).shape == (75, 8)  # finite: unchanged behaviour
+
+
+def test_point_models_reject_empty_sets():
+    model = create_model("pointmlp_elite", num_classes=5, **SMALL).eval()
+    pos = torch.randn(30, 3)
+    pb = PointBatch(pos, batch=torch.zeros(30, dtype=torch.long), batch_size=2)
+    with pytest.raises(ValueError, match=r"every set needs at least one point; got B = 2 sets "
+                       r"with empty sets \[1\]"):
+        model(pb)
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16])
+def test_other_float_dtypes_are_cast_to_the_model_dtype(dtype):
+    torch.manual_seed(0)
+    point = create_model("pointmlp_coc_elite", num_classes=5, **SMALL).eval()
+    clouds = torch.randn(2, 40, 3).to(dtype)
+    ref = point(clouds.float())
+    out = point(clouds)
+    assert out.dtype == torch.float32 and torch.allclose(out, ref)
+    image = create_model("coc_mnist", num_classes=4, in_channels=1).eval()
+    images = torch.rand(2, 1, 28, 28).to(dtype)
+    torch.testing.assert_close(image(images), image(images.float()))
+    # a PointBatch built in float16 has float16 pixel positions: close, not equal
+    torch.testing.assert_close(image(PointBatch.from_images(images)), image(images.float()),
+                               atol=1e-3, rtol=1e-2)
+
+
+def test_integer_images_are_refused():
+    model = create_model("coc_mnist", num_classes=4, in_channels=1)
+    with pytest.raises(ValueError, match=r"image input must be floating point .* got dtype "
+                       r"torch.uint8"):
+        model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
+
+
+def test_one_set_batch_in_train_mode_is_a_clear_error():
+    model = create_model("pointmlp_elite", num_classes=5, **SMALL).train()
+    with pytest.raises(ValueError, match=r"a batch of 1 set in train mode: the classifier's "
+                       r"BatchNorm needs at least 2 sets per batch"):
+        model(torch.randn(1, 1, 3))
+    model.eval()
+    assert model(torch.randn(1, 1, 3)).shape == (1, 5)  # inference on one point is fine
+
+
+def test_nan_features_used_to_poison_training():
+    """The failure of the issue: one NaN feature, a finite loss, NaN weights after the step."""
+    model = create_model("pointmlp_elite", num_classes=5, in_channels=2, **SMALL).train()
+    pb = _clouds()
+    pb.x[3, 0] = float("nan")
+    with pytest.raises(ValueError, match="non-finite"):
+        model(pb)
+    assert all(torch.isfinite(p).all() for p in model.parameters())
+    assert pointctx.list_models()  # the registry is untouched
