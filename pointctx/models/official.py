@@ -167,20 +167,30 @@ def _conv1d(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1) if t.dim() >= 3 else t
 
 
+_ENC = "backbone."  # pointmlp_partseg's encoder is the PointMLP backbone
 _PARTSEG_RULES: list[_Rule] = [
-    (r"local_grouper_list\.(\d+)\.affine_(alpha|beta)", r"local_grouper_list.\1.affine.\2", _vec),
+    (r"embedding\.net\.0\.(weight|bias)", _ENC + r"embedding.linear.\1", _conv1d),
+    (r"embedding\.net\.1\.(.+)", _ENC + r"embedding.norm.\1", None),
+    (r"local_grouper_list\.(\d+)\.affine_(alpha|beta)", _ENC + r"affines.\1.\2", _vec),
+    (r"pre_blocks_list\.(\d+)\.transfer\.net\.0\.(weight|bias)",
+     _ENC + r"pre.\1.transfer.linear.\2", _conv1d),
+    (r"pre_blocks_list\.(\d+)\.transfer\.net\.1\.(.+)", _ENC + r"pre.\1.transfer.norm.\2", None),
     (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.0\.(weight|bias)",
-     r"pre_blocks_list.\1.blocks.\2.\3.linear.\4", _conv1d),
+     _ENC + r"pre.\1.blocks.\2.\3.linear.\4", _conv1d),
     (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
-     r"pre_blocks_list.\1.blocks.\2.\3.norm.\4", None),
-    (r"(pos_blocks_list\.\d+\.operation\.\d+|decode_list\.\d+\.extraction\.operation\.\d+)"
-     r"\.(net[12])\.0\.(weight|bias)", r"\1.\2.linear.\3", _conv1d),
-    (r"(pos_blocks_list\.\d+\.operation\.\d+|decode_list\.\d+\.extraction\.operation\.\d+)"
-     r"\.(net[12])\.1\.(.+)", r"\1.\2.norm.\3", None),
-    (r"(embedding|pre_blocks_list\.\d+\.transfer|decode_list\.\d+\.fuse|cls_map\.\d+"
-     r"|gmp_map_list\.\d+|gmp_map_end)\.net\.0\.(weight|bias)", r"\1.linear.\2", _conv1d),
-    (r"(embedding|pre_blocks_list\.\d+\.transfer|decode_list\.\d+\.fuse|cls_map\.\d+"
-     r"|gmp_map_list\.\d+|gmp_map_end)\.net\.1\.(.+)", r"\1.norm.\2", None),
+     _ENC + r"pre.\1.blocks.\2.\3.norm.\4", None),
+    (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.0\.(weight|bias)",
+     _ENC + r"post.\1.\2.\3.linear.\4", _conv1d),
+    (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
+     _ENC + r"post.\1.\2.\3.norm.\4", None),
+    (r"(decode_list\.\d+\.extraction\.operation\.\d+)\.(net[12])\.0\.(weight|bias)",
+     r"\1.\2.linear.\3", _conv1d),
+    (r"(decode_list\.\d+\.extraction\.operation\.\d+)\.(net[12])\.1\.(.+)", r"\1.\2.norm.\3",
+     None),
+    (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.0\."
+     r"(weight|bias)", r"\1.linear.\2", _conv1d),
+    (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.1\.(.+)",
+     r"\1.norm.\2", None),
     (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d),
 ]
 

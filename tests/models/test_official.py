@@ -287,7 +287,7 @@ def test_partseg_matches_official(dtype):
     fx = torch.load(PARTSEG, weights_only=True)
     sd = fill_module().fill_state_dict(fx["manifest"], fx["seed"])
     model = load_official("pointmlp_partseg", sd).to(dtype)
-    assert model.fps_start == "first" and model.num_classes == 50
+    assert model.backbone.fps_start == "first" and model.num_classes == 50
     xyz, normal = fx["xyz"].transpose(1, 2), fx["normal"].transpose(1, 2)  # [B, N, 3]
     with torch.no_grad():
         out = model(xyz.to(dtype), fx["cls_label"].to(dtype), features=normal.to(dtype))
