@@ -126,7 +126,8 @@ class ContextClusterBlock(MixerBlock):
         regions: region partition per axis, or None (a point competes for all centers of its
             set).
         proposal: center proposal of the Context Cluster layer (default ``"grid"``).
-        normalize: aggregation denominator, ``"sim"`` or ``"count"``.
+        denominator: aggregation denominator, ``"sim"`` or ``"count"`` (formerly ``normalize``,
+            still accepted).
         bounds: grid and region box: None (each set's bounding box) or ``(lo, hi)``; use
             ``(-0.5, 0.5)`` for image pixel positions.
         drop: dropout in the MLP.
@@ -158,7 +159,7 @@ class ContextClusterBlock(MixerBlock):
         centers=2,
         regions=None,
         proposal="grid",
-        normalize: str = "sim",
+        denominator: str = "sim",
         bounds=None,
         drop: float = 0.0,
         drop_path: float = 0.0,
@@ -166,12 +167,14 @@ class ContextClusterBlock(MixerBlock):
         act_layer=nn.GELU,
         norm_eps: float = 1e-5,
         cluster_kwargs: dict | None = None,
+        normalize: str | None = None,
     ):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = ContextCluster(
             dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
-            regions=regions, normalize=normalize, bounds=bounds, **(cluster_kwargs or {}),
+            regions=regions, denominator=denominator, bounds=bounds, **(cluster_kwargs or {}),
+            **({} if normalize is None else {"normalize": normalize}),
         )
         mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
