@@ -89,6 +89,7 @@ bench-all: setup
 	$(PY) bench/context_cluster.py
 	$(PY) bench/pointmlp.py
 	$(PY) bench/models.py
+	$(PY) bench/segmentation.py
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -28,10 +28,16 @@ images/s = B / median of ``--iters`` forwards; peak memory as ``bench/models.py`
 (``VmHWM`` after one forward minus ``VmRSS`` before, glibc mmap threshold 128 KiB).
 Threads: ``--threads`` (default 1).
 
+Point clouds: ``--points`` runs the point-cloud rows instead (``bench/segmentation_points.py``:
+``pointmlp_partseg`` / ``pointmlp_coc_partseg`` at B = 16 x 2,048 points, inference and
+training step, time shares of FPS, kNN, grouping and feature propagation, optionally the
+official part-seg model for comparison); its options are that script's.
+
 Usage::
 
     python bench/segmentation.py [--quick] [--batch 2] [--threads 1] [--size 360x480]
         [--cases coc_tiny_seg,unet_cpu_seg] [--out bench/results/segmentation.json]
+    python bench/segmentation.py --points [--quick] [--official /path/to/pointMLP-pytorch]
 """
 
 from __future__ import annotations
@@ -228,6 +234,11 @@ def format_table(rows, batch, threads, size) -> str:
 
 def main(argv=None) -> int:
     """Run the benchmark (or, with ``--child``, one case); returns the exit status."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if "--points" in argv:  # the point-cloud rows: bench/segmentation_points.py
+        from segmentation_points import main as points_main
+
+        return points_main([a for a in argv if a != "--points"])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="1 timed forward per case (default 3)")
     p.add_argument("--batch", type=T.positive_int, default=2)

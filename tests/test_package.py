@@ -62,3 +62,22 @@ def test_image_models_on_3d_point_clouds_take_pos_dim_as_readme_says():
         model = pointctx.create_model(name, in_channels=3, pos_dim=3, num_classes=4).eval()
         with torch.no_grad():
             assert model(pb).shape == (2, 4)
+
+
+def test_renamed_names_keep_their_old_spelling():
+    from pointctx.datasets import modelnet40_sample
+    from pointctx.nn import Assignment, ClusterAssignment, GlobalFeatureClustering
+
+    # one assignment tuple for both mixers (field order center, centers, region, similarity)
+    assert ClusterAssignment is Assignment
+    torch.manual_seed(0)
+    gfc = GlobalFeatureClustering(8, heads=2, head_dim=4, centers=2, bounds=(-0.5, 0.5))
+    x, pos = torch.randn(10, 8), torch.rand(10, 2) - 0.5
+    _, res = gfc(x, pos, torch.zeros(10, dtype=torch.long), return_assignment=True)
+    assert isinstance(res, Assignment) and res.region is None
+    assert res.center.shape == res.similarity.shape == (10, 2)
+    # datasets: num_points is what was asked for, points_per_item what an item holds
+    ds = modelnet40_sample("test", num_points=None)
+    assert ds.num_points is None and ds.points_per_item == 1024
+    with pytest.warns(DeprecationWarning, match="use `points_per_item`"):
+        assert ds.n_points == 1024

@@ -29,18 +29,13 @@ def test_readme_quick_start_runs():
     assert scope["nbr"].index.shape == (scope["idx"].numel(), 16)
 
 
-def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys):
+def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys, load_example):
     """The "Use a trained model" block runs as written on a real (tiny) run in runs/demo."""
-    import importlib.util
 
     text = README.read_text(encoding="utf-8")
     section = text.split("## Use a trained model", 1)[1]
     block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
-    root = README.parent
-    spec = importlib.util.spec_from_file_location("readme_scanobjectnn",
-                                                  root / "examples" / "scanobjectnn.py")
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
+    script = load_example("scanobjectnn")
     threads = torch.get_num_threads()
     monkeypatch.chdir(tmp_path)
     try:
@@ -53,3 +48,15 @@ def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys):
     name, prob = capsys.readouterr().out.split()
     assert name in scope["model"].class_names and 0 < float(prob) <= 1
     assert scope["probs"].shape == (10,)
+
+
+def test_readme_dense_prediction_block_runs():
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Dense prediction", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    scope: dict = {}
+    with torch.no_grad():
+        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["dense"].shape == (2, 11, 60, 80)
+    assert scope["at_points"].shape == (int(scope["mask"].sum()), 11)
+    assert scope["at_query"].shape == (2 * 60 * 80, 11)

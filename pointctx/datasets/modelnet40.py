@@ -216,9 +216,9 @@ class NormalResampledLayout:
             )
         if not np.isfinite(arr).all():
             raise ValueError(f"{path}: has NaN/Inf values")
-        if hasattr(ds, "_points_per_cloud") and arr.shape[0] < ds.n_points:
+        if hasattr(ds, "_points_per_cloud") and arr.shape[0] < ds.points_per_item:
             raise ValueError(
-                f"{path}: has {arr.shape[0]} points, fewer than num_points = {ds.n_points}"
+                f"{path}: has {arr.shape[0]} points, fewer than num_points = {ds.points_per_item}"
             )
         return arr if ds.use_normals else arr[:, :3]
 

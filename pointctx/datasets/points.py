@@ -15,9 +15,12 @@ non-persistent workers, which copy the dataset when an epoch's iterator starts).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .._checks import check_int, check_positive_int
 from ..transforms.points import PointCloudTransform
@@ -98,23 +101,39 @@ class PointCloudDataset(RowDataset):
         return [self._names[r] for r in self._rows]
 
     @property
-    def n_points(self) -> int:
-        """Points per returned cloud."""
+    def points_per_item(self) -> int:
+        """Points per returned cloud (``num_points``, or all stored when it is None)."""
         return self._points_per_cloud if self.num_points is None else self.num_points
+
+    @property
+    def n_points(self) -> int:
+        """Deprecated name of :attr:`points_per_item` (``num_points`` is the requested count)."""
+        warnings.warn("`n_points` is deprecated; use `points_per_item`", DeprecationWarning,
+                      stacklevel=2)
+        return self.points_per_item
 
     def _cloud(self, row: int) -> np.ndarray:
         return self._array[row]
 
     def _precompute_fps(self, chunk: int = 256) -> None:
-        n = self.n_points
+        """FPS of every cloud once (cached), with a progress bar: it takes minutes on big data.
+
+        The bar (tqdm, on stderr) shows on a terminal; set ``TQDM_DISABLE=1`` to hide it.
+        """
+        n = self.points_per_item
         arr = self._array
-        for lo in range(0, len(arr), chunk):
-            idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32), n)
-            for j, row in enumerate(range(lo, min(lo + chunk, len(arr)))):
-                self._fps[row] = idx[j].astype(np.int32)
+        bar = tqdm(total=len(arr), desc=f"FPS to {n} points, {type(self).__name__}",
+                   unit="cloud", disable=None, leave=False, dynamic_ncols=True)
+        with bar:
+            for lo in range(0, len(arr), chunk):
+                idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32),
+                                            n)
+                for j, row in enumerate(range(lo, min(lo + chunk, len(arr)))):
+                    self._fps[row] = idx[j].astype(np.int32)
+                bar.update(min(chunk, len(arr) - lo))
 
     def _select(self, row: int, cloud: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-        n = self.n_points
+        n = self.points_per_item
         if self.num_points is None or n == cloud.shape[0] and self.sampling == "first":
             return cloud
         if self.sampling == "first":
@@ -179,5 +198,6 @@ class PointCloudDataset(RowDataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
-            f"num_points={self.n_points}, sampling={self.sampling!r}, source={self.source!r})"
+            f"num_points={self.points_per_item}, sampling={self.sampling!r}, "
+            f"source={self.source!r})"
         )

@@ -20,7 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from .._checks import check_int
-from .pointclouds import ModelNet40, stratified_split
+from .base import stratified_split
+from .modelnet40 import ModelNet40
 
 __all__ = ["Scene", "ShapeScenes"]
 

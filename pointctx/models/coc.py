@@ -64,7 +64,17 @@ from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_max, scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
-from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
+from ._helpers import (
+    IMAGE_BOUNDS,
+    MEDIUM_STAGES,
+    SMALL_STAGES,
+    TINY_STAGES,
+    build,
+    check_io,
+    check_stages,
+    drop_path_rates,
+    per_stage,
+)
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots
 
@@ -323,37 +333,31 @@ _build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
 @register_model
 def coc_tiny(**kwargs) -> ContextClusterNet:
     """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""
-    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
-                       heads=(4, 4, 8, 8), head_dims=24), kwargs)
+    return _build(dict(_COC_COMMON, **TINY_STAGES), kwargs)
 
 
 @register_model
 def coc_tiny_plain(**kwargs) -> ContextClusterNet:
     """CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set), as ``coc_tiny_plain``."""
-    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
-                       heads=(4, 4, 8, 8), head_dims=24, centers=(4, 4, 2, 2), regions=None),
-                  kwargs)
+    return _build(dict(_COC_COMMON, **TINY_STAGES, centers=(4, 4, 2, 2), regions=None), kwargs)
 
 
 @register_model
 def coc_small(**kwargs) -> ContextClusterNet:
     """CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``."""
-    return _build(dict(_COC_COMMON, layers=(2, 2, 6, 2), embed_dims=(64, 128, 320, 512),
-                       heads=(4, 4, 8, 8), head_dims=32), kwargs)
+    return _build(dict(_COC_COMMON, **SMALL_STAGES), kwargs)
 
 
 @register_model
 def coc_medium(**kwargs) -> ContextClusterNet:
     """CoC-Medium (29.29 M parameters at 1000 classes), as the official ``coc_medium``."""
-    return _build(dict(_COC_COMMON, layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512),
-                       heads=(6, 6, 12, 12), head_dims=32), kwargs)
+    return _build(dict(_COC_COMMON, **MEDIUM_STAGES), kwargs)
 
 
 @register_model
 def coc_tiny_cifar(**kwargs) -> ContextClusterNet:
     """CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, 1x1, 1x1."""
-    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
-                       heads=(4, 4, 8, 8), head_dims=24, stem_kernel=2, regions=(4, 2, 1, 1),
+    return _build(dict(_COC_COMMON, **TINY_STAGES, stem_kernel=2, regions=(4, 2, 1, 1),
                        num_classes=10), kwargs)
 
 

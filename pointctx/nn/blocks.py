@@ -22,9 +22,9 @@ from torch import Tensor, nn
 
 from .._checks import check_channels, check_number, check_positive_int
 from ..ops.segment import infer_batch_size
-from .context_cluster import ContextCluster
+from .context_cluster import Assignment, ContextCluster
 from .depthwise import DepthwiseMlp, knn_slots
-from .gfc import ClusterAssignment, GlobalFeatureClustering
+from .gfc import GlobalFeatureClustering
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
 from .proposal import Centers
@@ -277,7 +277,7 @@ class GFCBlock(MixerBlock):
         batch_size: int | None = None,
         *,
         centers: Centers | None = None,
-        assignment: ClusterAssignment | None = None,
+        assignment: Assignment | None = None,
         coords: Tensor | None = None,
         grid_size: Sequence[int] | None = None,
         neighbors: Tensor | None = None,

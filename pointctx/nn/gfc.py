@@ -13,15 +13,14 @@ With ``K = k(x)``, ``V = v(x)`` split into ``heads`` heads of ``head_dim`` chann
 4. hard dispatch: ``q_m = W_q concat_h(c_m)``, ``S_im = sigmoid(alpha cos(K_i, q_m) + beta)``
    over the centers of ``i``'s set; every point keeps only its best center ``m(i)`` (ties: the
    lowest center index) and receives ``S_{i m(i)} c_{m(i)}``; heads are concatenated and
-   projected. The :class:`ClusterAssignment` of the first block of a stage can be shared by the
-   following blocks (:class:`~pointctx.nn.blocks.GFCStage`); a layer built with
-   ``assign=False`` has no ``W_q``, ``alpha``, ``beta`` and needs that assignment.
+   projected. The :class:`~pointctx.nn.context_cluster.Assignment` of the first block of a
+   stage can be shared by the following blocks (:class:`~pointctx.nn.blocks.GFCStage`); a layer
+   built with ``assign=False`` has no ``W_q``, ``alpha``, ``beta`` and needs that assignment.
 """
 
 from __future__ import annotations
 
 import math
-from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -30,6 +29,7 @@ from torch import Tensor, nn
 from .._checks import check_number, check_point_inputs, check_positive_int
 from ..ops.scatter import scatter_count
 from ..ops.segment import infer_batch_size
+from .context_cluster import Assignment
 from .layers import linear_as_conv, trunc_linear
 from .proposal import Centers, _check_counts, build_proposal, pool_centers
 from .soft_aggregation import nearest_center, soft_aggregate
@@ -37,22 +37,11 @@ from .soft_aggregation import nearest_center, soft_aggregate
 __all__ = ["ClusterAssignment", "HeadGate", "GlobalFeatureClustering"]
 
 
-class ClusterAssignment(NamedTuple):
-    """The hard assignment of one :class:`GlobalFeatureClustering` call.
-
-    Attributes:
-        center: [N, heads] int64 center (row of ``centers``) each point joined per head; -1 for
-            a point of a set without centers.
-        similarity: [N, heads] the weight ``S_{i m(i)}`` of each point (0 without a center);
-            differentiable, so blocks sharing it also train the layer that computed it.
-        centers: the :class:`~pointctx.nn.proposal.Centers` (M centers) the indices refer to.
-    """
-
-    center: Tensor
-    similarity: Tensor
-    centers: Centers
-
-
+# One assignment tuple for both token mixers: GFC's hard assignment is a
+# :class:`~pointctx.nn.context_cluster.Assignment` with ``region=None`` (``ClusterAssignment`` is
+# its former name, kept as an alias). ``similarity`` is differentiable, so blocks sharing it also
+# train the layer that computed it.
+ClusterAssignment = Assignment
 
 class HeadGate(nn.Module):
     """Per-head gate ``sigmoid(fc2_h(GELU(fc1_h([a, b]))))``, one small MLP per head.
@@ -105,8 +94,8 @@ class GlobalFeatureClustering(nn.Module):
         bounds: grid box: None (each set's bounding box) or ``(lo, hi)``; use ``(-0.5, 0.5)`` for
             image-plane pixel positions.
         assign: compute the hard assignment (owns ``q``, ``alpha``, ``beta``). False: the layer
-            reuses an earlier layer's :class:`ClusterAssignment` (official ``sim_share`` blocks,
-            which have no such parameters).
+            reuses an earlier layer's :class:`~pointctx.nn.context_cluster.Assignment`
+            (official ``sim_share`` blocks, which have no such parameters).
         min_tau: lower clamp of the temperature ``tau = exp(t)`` (official 1e-4).
         tau_init: initial temperature (official 2.13: ``t = log 2.13``).
         proposal_kwargs: extra keyword arguments for a proposal built by name or class.
@@ -119,7 +108,7 @@ class GlobalFeatureClustering(nn.Module):
 
     Shapes:
         x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim] (and the
-        :class:`ClusterAssignment` with ``return_assignment=True``).
+        :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
     """
 
     def __init__(
@@ -180,7 +169,7 @@ class GlobalFeatureClustering(nn.Module):
         batch: Tensor,
         batch_size: int | None = None,
         centers: Centers | None = None,
-        assignment: ClusterAssignment | None = None,
+        assignment: Assignment | None = None,
         return_assignment: bool = False,
     ):
         """Cluster globally and dispatch the fused centers back to the points.
@@ -192,8 +181,8 @@ class GlobalFeatureClustering(nn.Module):
             batch_size: number of sets B, if known.
             centers: precomputed :class:`~pointctx.nn.proposal.Centers` (e.g. shared by the
                 blocks of a stage); default: this layer's proposal on ``pos``.
-            assignment: a :class:`ClusterAssignment` to reuse (its centers are used); required
-                when the layer was built with ``assign=False``.
+            assignment: an :class:`~pointctx.nn.context_cluster.Assignment` to reuse (its
+                centers are used); required when the layer was built with ``assign=False``.
             return_assignment: also return the (computed or reused) assignment.
 
         Shapes:
@@ -204,8 +193,8 @@ class GlobalFeatureClustering(nn.Module):
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         if assignment is not None:
-            if not isinstance(assignment, ClusterAssignment):
-                raise TypeError(f"`assignment` must be a ClusterAssignment, got "
+            if not isinstance(assignment, Assignment):
+                raise TypeError(f"`assignment` must be an Assignment, got "
                                 f"{type(assignment).__name__}")
             if tuple(assignment.center.shape) != (n, heads):
                 raise ValueError(
@@ -243,7 +232,7 @@ class GlobalFeatureClustering(nn.Module):
             chosen = torch.full((n, heads), -1, dtype=torch.long, device=x.device)
             sim = x.new_zeros(n, heads, dtype=cdt)
             out = self.proj(x.new_zeros(n, heads * hd, dtype=out_dtype))
-            res = ClusterAssignment(chosen, sim, centers)
+            res = Assignment(chosen, centers, None, sim)
             return (out, res) if return_assignment else out
 
         soft = soft_aggregate(kcn / self.tau.to(cdt), centers.batch, kn,
@@ -263,7 +252,7 @@ class GlobalFeatureClustering(nn.Module):
                 0, (sel * heads + torch.arange(heads, device=x.device)).view(-1)
             ).view(n, heads, hd)
             sim = torch.sigmoid(beta + alpha * (kn * q_sel).sum(-1)) * has.to(cdt)
-            assignment = ClusterAssignment(chosen, sim, centers)
+            assignment = Assignment(chosen, centers, None, sim)
         chosen, sim = assignment.center, assignment.similarity
         sel = chosen.clamp(min=0) * heads + torch.arange(heads, device=x.device)
         c_sel = fused.reshape(m * heads, hd).index_select(0, sel.view(-1)).view(n, heads, hd)

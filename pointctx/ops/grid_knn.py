@@ -200,18 +200,20 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
     dev = x_pos.device
     nq = q.numel()
     cq = cy[q]
+    # queries of the same cell share their candidate list: build it once per cell
+    ucell, inv = torch.unique(ybase[q], return_inverse=True)
+    cu = torch.empty(ucell.numel(), cq.shape[1], dtype=cq.dtype, device=dev)
+    cu[inv] = cq
     inside = None
-    for a, g in enumerate(dims):  # [Q, O] window cells inside the grid
-        c = cq[:, a : a + 1] + offsets[:, a]
+    for a, g in enumerate(dims):  # [U, O] window cells inside the grid
+        c = cu[:, a : a + 1] + offsets[:, a]
         ins = (c >= 0) & (c < g)
         inside = ins if inside is None else inside & ins
-    key = ybase[q].unsqueeze(1) + _ravel(offsets, dims)  # cells outside: masked below
-    key = torch.where(inside, key, 0)
+    key = torch.where(inside, ucell.unsqueeze(1) + _ravel(offsets, dims), 0)
     n = x_pos.shape[0]
     if isinstance(table, Tensor):  # one point per cell: direct lookup
         cand = torch.where(inside, table.index_select(0, key.view(-1)).view(key.shape), -1)
         valid = cand >= 0
-        total = valid.sum(1)
         cand = torch.where(valid, cand, n)
     else:
         if table is not None:
@@ -220,12 +222,14 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
             start = torch.searchsorted(keys, key)
             count = torch.searchsorted(keys, key, right=True) - start
         count = torch.where(inside, count, 0)
-        total = count.sum(1)  # [Q]
         # candidate j of window cell o: sorted row start[o] + j, valid for j < count[o]
         j = torch.arange(cmax, device=dev)
-        valid = (j < count.unsqueeze(2)).view(nq, -1)  # [Q, O * cmax]
-        srow = (start.unsqueeze(2) + j).view(nq, -1)
+        valid = (j < count.unsqueeze(2)).view(ucell.numel(), -1)  # [U, O * cmax]
+        srow = (start.unsqueeze(2) + j).view(ucell.numel(), -1)
         cand = torch.where(valid, order[torch.where(valid, srow, 0)], n)  # n: padding
+    total = valid.sum(1).index_select(0, inv)  # [Q]
+    cand = cand.index_select(0, inv)
+    valid = cand < n
     xp = torch.cat([x_pos, x_pos.new_zeros(1, x_pos.shape[1])], 0)
     yq = y_pos[q]
     near = xp.index_select(0, cand.view(-1)).view(nq, -1, x_pos.shape[1])
@@ -233,7 +237,7 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
     kk = min(k, cand.shape[1])
     if d.dtype == torch.float32 and n < 2**31:
         # (distance, index) packed in one int64: non-negative float32 bits order like values
-        packed = (d.view(torch.int32).long() << 32) | cand
+        packed = d.view(torch.int32).long().bitwise_left_shift_(32).bitwise_or_(cand)
         sel = torch.topk(packed, kk, dim=1, largest=False, sorted=True).values
         cand = sel & 0xFFFFFFFF
         d = (sel >> 32).int().view(torch.float32)

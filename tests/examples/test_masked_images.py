@@ -1,6 +1,5 @@
 """examples/masked_images.py: mask helpers, the CNN baseline, and tiny end-to-end runs on MNIST."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -19,11 +18,8 @@ SCRIPT = ROOT / "examples" / "masked_images.py"
 
 
 @pytest.fixture(scope="module")
-def study():
-    spec = importlib.util.spec_from_file_location("masked_images_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def study(load_example):
+    return load_example("masked_images")
 
 
 def _need_mnist():

@@ -1,6 +1,5 @@
 """examples/predict.py and pointctx.load_model on runs of the example scripts (tiny, real data)."""
 
-import importlib.util
 import json
 import re
 from pathlib import Path
@@ -23,33 +22,20 @@ TINY = [
 ]
 
 
-def _load(name):
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_example", path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")
-def point_run(tmp_path_factory):
+def point_run(tmp_path_factory, load_example):
     """One epoch of a narrow PointMLP-CoC on the bundled real ModelNet40 sample."""
     out = tmp_path_factory.mktemp("runs") / "demo"
-    assert _load("scanobjectnn").main([*TINY, "--epochs", "1", "--output", str(out)]) == 0
+    assert load_example("scanobjectnn").main([*TINY, "--epochs", "1", "--output", str(out)]) == 0
     torch.set_num_threads(1)
     return out
 
 
 @pytest.fixture(scope="module")
-def predict():
-    return _load("predict")
+def predict(load_example):
+    return load_example("predict")
 
 
 def _sample_clouds():

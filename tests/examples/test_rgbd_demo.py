@@ -1,6 +1,5 @@
 """examples/rgbd_demo.py on the bundled RGB-D frame (tiny settings, CPU)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -23,11 +22,8 @@ SMALL = json.dumps({"layers": [1, 1, 1, 1], "embed_dims": [8, 16, 16, 16],
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("rgbd_demo_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def demo(load_example):
+    return load_example("rgbd_demo")
 
 
 @pytest.fixture(scope="module")

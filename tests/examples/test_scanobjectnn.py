@@ -1,6 +1,5 @@
 """End-to-end tests of examples/scanobjectnn.py on the bundled real sample (CPU, tiny settings)."""
 
-import importlib.util
 import json
 import logging
 import os
@@ -33,16 +32,9 @@ TINY = [
 ]
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def script():
-    return _load("scanobjectnn_example", SCRIPT)
+def script(load_example):
+    return load_example("scanobjectnn")
 
 
 def _weights(run):
@@ -51,14 +43,6 @@ def _weights(run):
 
 def _same(a, b):
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The script's --threads sets torch's global thread count: restore it after each test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
 
 
 def _env():
@@ -237,7 +221,7 @@ def _write_scanobjectnn(root):
             f.create_dataset("label", data=label.astype(np.int64))
 
 
-def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path):
+def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path, load_example):
     _write_scanobjectnn(tmp_path / "h5")
     common = ["--model", MODEL, "--model-kwargs", json.dumps(MODEL_KWARGS), "--num-points", "64",
               "--batch-size", "10", "--epochs", "1", "--device", "cpu", "--no-progress",
@@ -260,7 +244,7 @@ def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path):
         with h5py.File(folder / f"ply_data_{name}.h5", "w") as f:
             f.create_dataset("data", data=rng.normal(size=(n, 2048, 3)).astype(np.float32))
             f.create_dataset("label", data=(np.arange(n) % 40).astype(np.uint8)[:, None])
-    wrapper = _load("modelnet40_example", ROOT / "examples" / "modelnet40.py")
+    wrapper = load_example("modelnet40")
     out = tmp_path / "mn_run"
     assert wrapper.main(["--data-root", str(tmp_path / "mn"), *common, "--output", str(out)]) == 0
     res = json.loads((out / "results.json").read_text())

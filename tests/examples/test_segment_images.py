@@ -1,6 +1,5 @@
 """End-to-end tests of examples/segment_images.py (tiny CamVid folders; the real file when slow)."""
 
-import importlib.util
 import json
 import os
 import subprocess
@@ -19,23 +18,9 @@ SCRIPT = ROOT / "examples" / "segment_images.py"
 UNET = json.dumps({"width": 4, "depth": 2})
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def script():
-    return _load("segment_images_example", SCRIPT)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+def script(load_example):
+    return load_example("segment_images")
 
 
 def _env():
@@ -196,8 +181,8 @@ def test_make_segment_demo_on_real_camvid(tmp_path):
 
 
 # --------------------------------------------------------------------------- the sparse study
-def test_sparse_study_tables_and_resume(tmp_path):
-    study = _load("segment_sparse_example", ROOT / "examples" / "segment_sparse.py")
+def test_sparse_study_tables_and_resume(tmp_path, load_example):
+    study = load_example("segment_sparse")
     root = _camvid(tmp_path / "camvid", counts=(("train", 8), ("val", 4)))
     out = tmp_path / "study"
     argv = ["--data-root", str(root), "--coc-model", "unet_cpu_seg", "--coc-kwargs", UNET,

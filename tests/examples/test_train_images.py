@@ -1,6 +1,5 @@
 """examples/train_images.py: recipe pieces and tiny end-to-end runs on the real MNIST / CIFAR-10."""
 
-import importlib.util
 import json
 import os
 import re
@@ -25,19 +24,8 @@ TINY = ["--dataset", "mnist", "--model", "coc_mnist", "--train-size", "200", "--
 
 
 @pytest.fixture(scope="module")
-def script():
-    spec = importlib.util.spec_from_file_location("train_images_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    """The script's --threads sets torch's global thread count: restore it after each test."""
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+def script(load_example):
+    return load_example("train_images")
 
 
 def _need(name):
@@ -269,7 +257,7 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     assert json.loads((run / "summary.json").read_text())["models"][0]["status"] == "interrupted"
 
 
-def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys):
+def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys, load_example):
     _need("mnist_train.npz")
     from PIL import Image
 
@@ -292,10 +280,7 @@ def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys):
     ev = json.loads((part / "coc_mnist" / "eval_val.json").read_text())
     assert ev["size"] == 100 and ev["oa"] == pytest.approx(res["best"]["oa"])
     # examples/predict.py on a PNG of a validation digit
-    spec = importlib.util.spec_from_file_location("predict_example", ROOT / "examples" /
-                                                  "predict.py")
-    predict = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(predict)
+    predict = load_example("predict")
     ds = pointctx.datasets.MNIST(indices=[59999])
     png = tmp_path / "digit.png"
     Image.fromarray((ds.image(0)[0].numpy() * 255).round().astype(np.uint8)).save(png)
