@@ -265,7 +265,7 @@ class CLUENet(SetClassifier):
                 nbr = knn_slots(pos, batch, b, backend=self.backend)
             if i == 0 and self.pos_embed is not None:
                 feats = feats + self.pos_embed(feats, batch, b, coords, grid, nbr)
-            feats = stage(feats, cpos, batch, b, centers=centers, coords=coords,
+            feats = stage(feats, cpos, batch, b, proposed=centers, coords=coords,
                           grid_size=grid, neighbors=nbr)
             if collect:
                 out.append(StageBatch(pos, feats, batch, b, link,

@@ -145,7 +145,8 @@ class ContextClusterNet(SetClassifier):
         down_stride: their stride (2: 4x fewer points per stage).
         down_padding: their padding (official 1).
         reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
-        normalize: Context Cluster aggregation denominator (``"sim"`` or ``"count"``).
+        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``;
+            formerly ``normalize``, still accepted).
         drop_rate: dropout in the MLPs and before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
@@ -190,12 +191,13 @@ class ContextClusterNet(SetClassifier):
         down_stride: int = 2,
         down_padding: int = 1,
         reducer_norm: bool = False,
-        normalize: str = "sim",
+        denominator: str = "sim",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_scale_init: float | None = 1e-5,
         backend: str | None = None,
         windows: str = "adaptive",
+        normalize: str | None = None,
     ):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
@@ -229,7 +231,8 @@ class ContextClusterNet(SetClassifier):
                 ContextClusterBlock(
                     embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
                     head_dim=head_dims[i], centers=centers[i], regions=regions[i],
-                    normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
+                    denominator=denominator, normalize=normalize, bounds=IMAGE_BOUNDS,
+                    drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
                                     "proposal_kwargs": {"windows": self.windows}},
                 )
