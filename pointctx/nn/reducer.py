@@ -54,7 +54,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_features, check_number, check_pos, check_positive_int, check_tensor
+from .._checks import (
+    check_features,
+    check_finite_features,
+    check_number,
+    check_pos,
+    check_positive_int,
+    check_tensor,
+)
 from ..ops.grid import lattice_sites, linear_index, unravel_index
 from ..ops.segment import infer_batch_size
 from .norm import SetGroupNorm
@@ -234,6 +241,8 @@ class PointReducer(nn.Module):
         check_tensor(batch, "batch")
         if batch.dim() != 1 or batch.numel() != n:
             raise ValueError(f"`batch` must have shape [N] = [{n}], got {tuple(batch.shape)}")
+        if self.validate:
+            check_finite_features(x, batch)
         if (coords is None) != (grid_size is None):
             raise ValueError("`coords` and `grid_size` must be given together (lattice mode) or "
                              "both left None (point mode)")
