@@ -234,9 +234,9 @@ class CLUENet(SetClassifier):
         return self._run(inputs, mask, collect=True)
 
     def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
@@ -265,7 +265,7 @@ class CLUENet(SetClassifier):
                 nbr = knn_slots(pos, batch, b, backend=self.backend)
             if i == 0 and self.pos_embed is not None:
                 feats = feats + self.pos_embed(feats, batch, b, coords, grid, nbr)
-            feats = stage(feats, cpos, batch, b, centers=centers, coords=coords,
+            feats = stage(feats, cpos, batch, b, proposed=centers, coords=coords,
                           grid_size=grid, neighbors=nbr)
             if collect:
                 out.append(StageBatch(pos, feats, batch, b, link,

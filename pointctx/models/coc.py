@@ -61,7 +61,8 @@ from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
-from ..ops.scatter import scatter_max, scatter_mean
+from ..ops.grid import set_bounds
+from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
 from ._helpers import (
@@ -100,10 +101,9 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D].
     """
-    hi = scatter_max(pos, batch, batch_size).values
-    lo = -scatter_max(-pos, batch, batch_size).values
-    ext = (hi - lo).index_select(0, batch)
-    lo = lo.index_select(0, batch)
+    box = set_bounds(pos, batch, batch_size)
+    ext = (box.hi - box.lo).index_select(0, batch)
+    lo = box.lo.index_select(0, batch)
     safe = torch.where(ext > 0, ext, torch.ones_like(ext))
     return torch.where(ext > 0, (pos - lo) / safe - 0.5, torch.zeros_like(pos))
 
@@ -145,7 +145,8 @@ class ContextClusterNet(SetClassifier):
         down_stride: their stride (2: 4x fewer points per stage).
         down_padding: their padding (official 1).
         reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
-        normalize: Context Cluster aggregation denominator (``"sim"`` or ``"count"``).
+        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``;
+            formerly ``normalize``, still accepted).
         drop_rate: dropout in the MLPs and before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
@@ -190,12 +191,13 @@ class ContextClusterNet(SetClassifier):
         down_stride: int = 2,
         down_padding: int = 1,
         reducer_norm: bool = False,
-        normalize: str = "sim",
+        denominator: str = "sim",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_scale_init: float | None = 1e-5,
         backend: str | None = None,
         windows: str = "adaptive",
+        normalize: str | None = None,
     ):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
@@ -229,7 +231,8 @@ class ContextClusterNet(SetClassifier):
                 ContextClusterBlock(
                     embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
                     head_dim=head_dims[i], centers=centers[i], regions=regions[i],
-                    normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
+                    denominator=denominator, normalize=normalize, bounds=IMAGE_BOUNDS,
+                    drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
                                     "proposal_kwargs": {"windows": self.windows}},
                 )
@@ -274,9 +277,9 @@ class ContextClusterNet(SetClassifier):
         return self._run(inputs, mask, collect=True)
 
     def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
