@@ -12,8 +12,13 @@ of 56 x 56 points, C = 64 channels, 4 heads of head_dim 24, regions 8 x 8 (7 x 7
 * ``ragged``: :class:`pointctx.nn.ContextCluster` with the grid proposal over the fixed box
   ``(-0.5, 0.5)`` on the kept pixels only (100%, 75%, 50%, 25% of the pixels kept, chosen at random
   per image). At 56 / 8 = 7 pixels per region the paper's ``AdaptiveAvgPool2d(2)`` uses two
-  overlapping 4-pixel bins; the grid proposal uses a 4 / 3 pixel partition instead: the same
-  equations, the same number of centers and candidates, so the same cost.
+  overlapping 4-pixel bins; the grid proposal's default ``windows="partition"`` uses a 4 / 3
+  pixel partition instead.
+* ``exact``: the same layer (same weights) with ``windows="adaptive"``: the official overlapping
+  ``AdaptiveAvgPool2d`` windows (pixels at their lattice cell centers, pitch ``1 / 56``); the
+  middle row / column of a region feeds two centers. Its cost over ``ragged`` (partition) is
+  printed per case as ``exact / partition``, measured interleaved in the same process; on the
+  full images the run also checks that ``exact`` equals the dense official formulation.
 
 Reported per case: the median wall time of ``forward`` (under ``torch.no_grad``) and of
 ``forward + backward`` (training mode, gradient of ``out.sum()``), and the peak memory of one
@@ -108,7 +113,10 @@ class DenseCluster(nn.Module):
 
 
 def make_case(cfg, keep: float, seed: int = 0):
-    """Inputs for one case: the dense image (zero-filled) and the ragged kept points."""
+    """Inputs for one case: the dense image (zero-filled), the ragged kept points, their cells.
+
+    The last item holds the kept pixels' lattice cell centers (for the exact windows).
+    """
     g = torch.Generator().manual_seed(seed)
     b, s, c = cfg["batch"], cfg["size"], cfg["dim"]
     img = torch.randn(b, c, s, s, generator=g)
@@ -124,7 +132,9 @@ def make_case(cfg, keep: float, seed: int = 0):
     x = img.permute(0, 2, 3, 1).reshape(b, s * s, c)[mask].contiguous()
     pos = pix.unsqueeze(0).expand(b, -1, -1)[mask].contiguous()
     batch = torch.arange(b).unsqueeze(1).expand(b, s * s)[mask].contiguous()
-    return img, x, pos, batch
+    cell = torch.stack([(j + 0.5) / s - 0.5, (i + 0.5) / s - 0.5], -1).reshape(-1, 2)
+    cell = cell.unsqueeze(0).expand(b, -1, -1)[mask].contiguous()
+    return img, x, pos, batch, cell
 
 
 def build(cfg, device):
@@ -134,12 +144,23 @@ def build(cfg, device):
         centers=(cfg["centers"],) * 2, regions=(cfg["regions"],) * 2, bounds=(-0.5, 0.5),
     ).to(device)
     dense = DenseCluster(layer, cfg["regions"], cfg["centers"]).to(device)
+    exact = ContextCluster(
+        cfg["dim"], heads=cfg["heads"], head_dim=cfg["head_dim"], proposal="grid",
+        centers=(cfg["centers"],) * 2, regions=(cfg["regions"],) * 2, bounds=(-0.5, 0.5),
+        proposal_kwargs={"windows": "adaptive"},
+    ).to(device)
+    exact.load_state_dict(layer.state_dict())
+    layer.exact = exact  # the runner reaches it through the layer (same weights)
     return layer, dense
 
 
 def runner(impl: str, mode: str, layer, dense, inputs, cfg):
-    img, x, pos, batch = inputs
+    img, x, pos, batch, cell = inputs
     b = cfg["batch"]
+    if impl == "exact":  # adaptive windows: lattice cell centers and their pitch
+        layer, pos, kw = layer.exact, cell, {"spacing": 1.0 / cfg["size"]}
+    else:
+        kw = {}
     if impl == "dense":
         if mode == "fwd":
             def run():
@@ -155,13 +176,13 @@ def runner(impl: str, mode: str, layer, dense, inputs, cfg):
         if mode == "fwd":
             def run():
                 with torch.no_grad():
-                    return layer(x, pos, batch, batch_size=b)
+                    return layer(x, pos, batch, batch_size=b, **kw)
         else:
             xr = x.clone().requires_grad_(True)
 
             def run():
                 layer.zero_grad(set_to_none=True)
-                layer(xr, pos, batch, batch_size=b).sum().backward()
+                layer(xr, pos, batch, batch_size=b, **kw).sum().backward()
     return run
 
 
@@ -206,7 +227,7 @@ def memory_child(args) -> None:
     layer, dense = build(cfg, device)
     inputs = [t.to(device) for t in make_case(cfg, args.keep)]
     if args.impl == "dense":  # the dense baseline uses only the image
-        inputs = [inputs[0], None, None, None]
+        inputs = [inputs[0], None, None, None, None]
     else:
         inputs = [None] + inputs[1:]
     run = runner(args.impl, args.mode, layer, dense, inputs, cfg)
@@ -254,6 +275,7 @@ def main() -> None:
         memory_child(args)
         return
 
+    load_start = [round(v, 2) for v in os.getloadavg()]
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cfg = {"batch": 4 if args.quick else 32, "size": 56, "dim": 64, "heads": 4, "head_dim": 24,
@@ -265,7 +287,8 @@ def main() -> None:
 
     # interleaved timing: every repeat runs the dense baseline once and every ragged case once
     times = {(impl, mode, keep): [] for mode in ("fwd", "fwdbwd")
-             for impl, keep in [("dense", 1.0)] + [("ragged", k) for k in keeps]}
+             for impl, keep in [("dense", 1.0)] + [(i, k) for k in keeps
+                                                   for i in ("ragged", "exact")]}
     runs = {key: runner(key[0], key[1], layer, dense, cases[key[2]], cfg) for key in times}
     for run in runs.values():  # warm-up
         run()
@@ -278,6 +301,11 @@ def main() -> None:
             sync(device)
             times[key].append(time.perf_counter() - t0)
     med = {key: statistics.median(v) * 1e3 for key, v in times.items()}
+    with torch.no_grad():  # the exact windows are the official layer
+        img, x, _, batch, cell = cases[1.0]
+        ref = dense(img).permute(0, 2, 3, 1).reshape(x.shape[0], -1)
+        got = layer.exact(x, cell, batch, batch_size=cfg["batch"], spacing=1.0 / cfg["size"])
+        exact_rel = float((got - ref).abs().max() / ref.abs().max())
 
     mem = {}
     if not args.no_memory:
@@ -292,9 +320,12 @@ def main() -> None:
             row[f"dense_{mode}_ms"] = round(d, 2)
             row[f"ragged_{mode}_ms"] = round(r, 2)
             row[f"speedup_{mode}"] = round(d / r, 2)
+            row[f"exact_{mode}_ms"] = round(med[("exact", mode, keep)], 2)
+            row[f"exact_over_partition_{mode}"] = round(med[("exact", mode, keep)] / r, 3)
             if mem:
                 row[f"dense_{mode}_peak_mib"] = round(mem[("dense", mode, 1.0)], 1)
                 row[f"ragged_{mode}_peak_mib"] = round(mem[("ragged", mode, keep)], 1)
+                row[f"exact_{mode}_peak_mib"] = round(mem[("exact", mode, keep)], 1)
         rows.append(row)
 
     head = (f"{'kept':>5} {'points':>7} | {'fwd dense':>9} {'ragged':>8} {'x':>5} | "
@@ -316,12 +347,24 @@ def main() -> None:
               f"{r['ragged_fwd_ms']:>8.1f} {r['speedup_fwd']:>5.2f} | {r['dense_fwdbwd_ms']:>9.1f} "
               f"{r['ragged_fwdbwd_ms']:>8.1f} {r['speedup_fwdbwd']:>5.2f} | {memtxt}")
 
+    print("exact (adaptive) windows vs partition, same layer weights, interleaved:")
+    print(f"{'kept':>5} | {'fwd part.':>9} {'exact':>8} {'ratio':>6} | {'f+b part.':>9} "
+          f"{'exact':>8} {'ratio':>6}")
+    for r in rows:
+        print(f"{r['keep']:>5.2f} | {r['ragged_fwd_ms']:>9.1f} {r['exact_fwd_ms']:>8.1f} "
+              f"{r['exact_over_partition_fwd']:>6.3f} | {r['ragged_fwdbwd_ms']:>9.1f} "
+              f"{r['exact_fwdbwd_ms']:>8.1f} {r['exact_over_partition_fwdbwd']:>6.3f}")
+    print(f"exact vs dense official formulation (full images): max |diff| / max |out| = "
+          f"{exact_rel:.1e}")
     full, half = rows[0], rows[2]
     targets = {
         "full_not_slower_fwd": full["speedup_fwd"] >= 1.0,
         "full_not_slower_fwdbwd": full["speedup_fwdbwd"] >= 1.0,
         "half_kept_1.8x_fwd": half["speedup_fwd"] >= 1.8,
         "half_kept_1.8x_fwdbwd": half["speedup_fwdbwd"] >= 1.8,
+        "exact_within_10pct_full_fwd": full["exact_over_partition_fwd"] <= 1.10,
+        "exact_within_10pct_full_fwdbwd": full["exact_over_partition_fwdbwd"] <= 1.10,
+        "exact_equals_dense": exact_rel <= 1e-4,
     }
     print("targets:", ", ".join(f"{k}={'yes' if v else 'NO'}" for k, v in targets.items()))
     result = {
@@ -336,6 +379,9 @@ def main() -> None:
                           "(high-water mark reset via /proc/self/clear_refs) minus VmRSS before "
                           "it (CPU); cuda.max_memory_allocated minus allocated (CUDA)"),
         "rows": rows,
+        "exact_vs_dense_rel_diff": exact_rel,
+        "load_avg_1_5_15_at_start": load_start,
+        "load_avg_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
         "targets": targets,
     }
     atomic_write_json(args.out, result)

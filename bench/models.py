@@ -30,10 +30,18 @@ starting with one warm-up forward (not measured: lazy initialisation, allocator 
 measured in the same run. Threads: ``torch.set_num_threads(--threads)`` (default 1: the machine is
 shared and one thread gives the steadiest numbers).
 
+``--windows`` runs instead the cost check of the CoC models' exact proposal at 224 x 224
+(:class:`~pointctx.nn.proposal.GridProposal` ``windows="adaptive"``, the default, against
+``windows="partition"``): for each ``--windows-models`` model (default ``coc_tiny``), both modes
+with the same weights in ONE process, their forwards interleaved (``--iters`` rounds, default 5,
+after one warm-up each) on full 224 x 224 images; it prints the median times, their ratio and the
+logits' relative difference, and writes ``bench/results/models_windows.json``.
+
 Usage::
 
     python bench/models.py [--quick] [--batch 64] [--threads 1] [--sizes 32,224] [--resume]
         [--out bench/results/models.json]
+    python bench/models.py --windows [--batch 16] [--iters 5] [--windows-models coc_tiny]
 """
 
 from __future__ import annotations
@@ -165,6 +173,55 @@ def measure(model: str, size: int, iters: int, args, what: str) -> dict:
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
+# --------------------------------------------------------------------------- exact windows
+def windows_check(args) -> dict:
+    """Exact (adaptive) vs partition windows of CoC models at 224: same process, interleaved."""
+    torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    iters = args.iters or 5
+    x = torch.randn(args.batch, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    x = x.to(device)
+    rows = []
+    load = [round(v, 2) for v in os.getloadavg()]
+    for name in [v.strip() for v in args.windows_models.split(",") if v.strip()]:
+        torch.manual_seed(0)
+        exact = pointctx.create_model(name, windows="adaptive").to(device).eval()
+        part = pointctx.create_model(name, windows="partition").to(device).eval()
+        part.load_state_dict(exact.state_dict())
+        times = {"adaptive": [], "partition": []}
+        with torch.no_grad():
+            outs = {"adaptive": exact(x), "partition": part(x)}  # warm-up
+            for _ in range(iters):
+                for mode, model in (("adaptive", exact), ("partition", part)):
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    t0 = time.perf_counter()
+                    model(x)
+                    if device.type == "cuda":
+                        torch.cuda.synchronize()
+                    times[mode].append(time.perf_counter() - t0)
+        med = {k: statistics.median(v) for k, v in times.items()}
+        diff = (outs["adaptive"] - outs["partition"]).abs().max() / outs["partition"].abs().max()
+        rows.append({"model": name, "input": "224x224", "batch": args.batch, "iters": iters,
+                     "adaptive_s": [round(t, 4) for t in times["adaptive"]],
+                     "partition_s": [round(t, 4) for t in times["partition"]],
+                     "adaptive_median_s": round(med["adaptive"], 4),
+                     "partition_median_s": round(med["partition"], 4),
+                     "ratio_adaptive_over_partition": round(med["adaptive"] / med["partition"], 3),
+                     "logits_rel_diff": float(diff)})
+        r = rows[-1]
+        print(f"{name} 224x224 B={args.batch}: adaptive {r['adaptive_median_s']:.3f} s, "
+              f"partition {r['partition_median_s']:.3f} s, ratio "
+              f"{r['ratio_adaptive_over_partition']:.3f} (logits differ by "
+              f"{r['logits_rel_diff']:.1e} relative)")
+    return {"benchmark": "models_windows", "device": args.device, "threads": args.threads,
+            "torch": torch.__version__, "platform": platform.platform(),
+            "load_avg_1_5_15_at_start": load,
+            "load_avg_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()],
+            "timing": "one process, both modes interleaved per round after one warm-up each; "
+            "median of the rounds", "rows": rows}
+
+
 # --------------------------------------------------------------------------- parent
 def _cpu_name() -> str:
     try:
@@ -273,6 +330,10 @@ def main(argv=None) -> int:
                    help="keep the measured rows of --out taken under the same conditions (batch, "
                    "threads, device, torch, iterations) and measure only the others")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--windows", action="store_true",
+                   help="only the exact-vs-partition windows check of the CoC models at 224")
+    p.add_argument("--windows-models", default="coc_tiny",
+                   help="models of the --windows check (default coc_tiny)")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--model", help=argparse.SUPPRESS)
     p.add_argument("--size", type=int, help=argparse.SUPPRESS)
@@ -283,6 +344,11 @@ def main(argv=None) -> int:
         return 0
     if args.device == "cuda" and not torch.cuda.is_available():
         p.error("argument --device: cuda is not available")
+    if args.windows:
+        out = args.out if args.out != DEFAULT_OUT else ROOT / "results" / "models_windows.json"
+        atomic_write_json(out, windows_check(args))
+        print(f"wrote {out}")
+        return 0
     families = [v.strip() for v in args.models.split(",") if v.strip()]
     if not families:
         p.error("argument --models: give at least one model family")

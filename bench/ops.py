@@ -27,6 +27,12 @@ shared; every implementation gets the same). Each row also says whether the outp
 (torch-cluster: same picked positions for FPS, same distances for kNN, same cells for grid;
 naive: identical outputs).
 
+Uneven set sizes (``knn-uneven``, kNN only): one set of 20,000 uniform points beside 64 sets of
+10 (``--quick``: 5,000 beside 16), k = 16, queries = the FPS centres (ratio 0.25). The native
+batch is compared with the sum of the native times of every set run alone (target: within 2x;
+the sets are bucketed by size, see ``pointctx.ops.knn``), with torch-cluster, and with
+``--former-padded`` once with the former single padded pass (every set padded to the largest).
+
 Usage::
 
     python bench/ops.py [--quick] [--device cpu|cuda] [--out bench/results/ops.json]
@@ -35,6 +41,7 @@ Usage::
 from __future__ import annotations
 
 import argparse
+import importlib
 import os
 import platform
 import statistics
@@ -222,8 +229,10 @@ def run(args) -> dict:
                 row["naive_agrees"] = agree(op, w, ref, out, True)
             results.append(row)
             print_row(row, have_cluster, not args.no_naive)
+    uneven = uneven_knn(args, device, repeats, have_cluster)
     return dict(
         benchmark="pointctx point ops: native vs torch-cluster vs naive",
+        uneven_knn=uneven,
         device=str(device),
         device_name=(torch.cuda.get_device_name(device) if device.type == "cuda"
                      else platform.processor() or platform.machine()),
@@ -240,6 +249,63 @@ def run(args) -> dict:
         time=time.strftime("%Y-%m-%d %H:%M:%S"),
         results=results,
     )
+
+
+def uneven_knn(args, device, repeats, have_cluster) -> dict:
+    """The knn-uneven row: one big set beside many tiny ones, batched vs each set alone."""
+    knn_mod = importlib.import_module("pointctx.ops.knn")
+    gen = torch.Generator().manual_seed(1)
+    big, small, tiny = (5000, 16, 10) if args.quick else (20000, 64, 10)
+    sizes = [big] + [tiny] * small
+    pos = (torch.rand(sum(sizes), 3, generator=gen) * 2 - 1).to(device)
+    batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
+    b = len(sizes)
+    centres = fps(pos, batch, ratio=0.25, batch_size=b, backend="native")
+    cpos, cbatch = pos[centres], batch[centres]
+    ptr = [0]
+    for n in sizes:
+        ptr.append(ptr[-1] + n)
+    cptr = torch.searchsorted(cbatch, torch.arange(b + 1, device=device)).tolist()
+
+    def batched():
+        return knn(pos, cpos, K, batch, cbatch, batch_size=b, backend="native")
+
+    def alone():
+        return [knn(pos[ptr[i]:ptr[i + 1]], cpos[cptr[i]:cptr[i + 1]], K, backend="native")
+                for i in range(b)]
+
+    out_b, out_a = timed(batched, device)[1], timed(alone, device)[1]  # warm-up
+    idx = torch.cat([r.index + torch.where(r.index >= 0, ptr[i], 0) for i, r in enumerate(out_a)])
+    agrees = torch.equal(idx, out_b.index) and torch.equal(
+        torch.cat([r.dist2 for r in out_a]), out_b.dist2)
+    tb, ta = [], []
+    for _ in range(repeats):
+        tb.append(timed(batched, device)[0])
+        ta.append(timed(alone, device)[0])
+    row = dict(workload="knn-uneven", sets=b, sizes=f"1 x {big} + {small} x {tiny}", k=K,
+               queries=int(centres.numel()), native_s=statistics.median(tb),
+               alone_sum_s=statistics.median(ta), agrees_with_alone=agrees, repeats=repeats)
+    row["native_vs_alone"] = row["native_s"] / row["alone_sum_s"]
+    if have_cluster:
+        row["cluster_s"] = statistics.median(
+            [timed(lambda: knn(pos, cpos, K, batch, cbatch, batch_size=b, backend="cluster"),
+                   device)[0] for _ in range(repeats)])
+    if getattr(args, "former_padded", False):
+        sx = torch.tensor(sizes, device=device)
+        sy = torch.tensor([cptr[i + 1] - cptr[i] for i in range(b)], device=device)
+        px = torch.tensor(ptr, device=device)
+        py = torch.tensor(cptr, device=device)
+        chunk = knn_mod._DEFAULT_CHUNK.get(device.type, 2**22)
+        row["single_padded_pass_s"] = timed(lambda: knn_mod._knn_padded(
+            pos, cpos, K, batch, cbatch, b, sx, px, sy, py, chunk), device)[0]
+    print(f"\nknn-uneven ({row['sizes']} points, {row['queries']} queries, k={K}): native "
+          f"{row['native_s'] * 1e3:.1f} ms, sets alone (sum) {row['alone_sum_s'] * 1e3:.1f} ms,"
+          f" ratio {row['native_vs_alone']:.2f}"
+          + (f", torch-cluster {row['cluster_s'] * 1e3:.1f} ms" if have_cluster else "")
+          + (f", former single padded pass {row['single_padded_pass_s'] * 1e3:.0f} ms"
+             if "single_padded_pass_s" in row else "")
+          + f"; agrees: {agrees}", flush=True)
+    return row
 
 
 def _native_subset(op, w, centres, sets):
@@ -312,6 +378,8 @@ def main(argv=None):
     p.add_argument("--naive-budget", type=float, default=30.0,
                    help="seconds allowed for one full-batch naive run before extrapolating")
     p.add_argument("--no-naive", action="store_true", help="skip the naive references")
+    p.add_argument("--former-padded", action="store_true",
+                   help="knn-uneven: also time the former single padded pass (~2 min)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     args = p.parse_args(argv)
     data = run(args)

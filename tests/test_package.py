@@ -81,3 +81,33 @@ def test_renamed_names_keep_their_old_spelling():
     assert ds.num_points is None and ds.points_per_item == 1024
     with pytest.warns(DeprecationWarning, match="use `points_per_item`"):
         assert ds.n_points == 1024
+
+
+def test_context_cluster_denominator_and_its_old_name():
+    from pointctx.nn import ContextCluster
+
+    x, pos = torch.randn(12, 4), torch.rand(12, 2) - 0.5
+    batch = torch.zeros(12, dtype=torch.long)
+    torch.manual_seed(0)
+    new = ContextCluster(4, heads=1, head_dim=4, denominator="count")
+    torch.manual_seed(0)
+    with pytest.warns(DeprecationWarning, match="use denominator="):
+        old = ContextCluster(4, heads=1, head_dim=4, normalize="count")
+    assert new.denominator == old.denominator == old.normalize == "count"
+    torch.testing.assert_close(new(x, pos, batch), old(x, pos, batch))
+    with pytest.raises(ValueError, match="`denominator` must be one of"):
+        ContextCluster(4, denominator="mean")
+
+
+def test_gfc_takes_the_proposed_centers_as_proposed():
+    from pointctx.nn import GFCStage
+
+    torch.manual_seed(0)
+    stage = GFCStage(8, 2, heads=2, head_dim=4, centers=2, bounds=(-0.5, 0.5), mlp_ratio=2)
+    x, pos = torch.randn(20, 8), torch.rand(20, 2) - 0.5
+    batch = torch.zeros(20, dtype=torch.long)
+    proposed = stage.blocks[0].token_mixer.proposal(pos, batch, 1)  # centers=2: a count
+    out = stage(x, pos, batch, proposed=proposed)
+    torch.testing.assert_close(out, stage(x, pos, batch))
+    with pytest.warns(DeprecationWarning, match="pass the proposal's output as `proposed=`"):
+        torch.testing.assert_close(stage(x, pos, batch, centers=proposed), out)

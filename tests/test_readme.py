@@ -48,3 +48,15 @@ def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys, load_exa
     name, prob = capsys.readouterr().out.split()
     assert name in scope["model"].class_names and 0 < float(prob) <= 1
     assert scope["probs"].shape == (10,)
+
+
+def test_readme_dense_prediction_block_runs():
+    text = README.read_text(encoding="utf-8")
+    section = text.split("## Dense prediction", 1)[1]
+    block = re.findall(r"```python\n(.*?)```", section, flags=re.S)[0]
+    scope: dict = {}
+    with torch.no_grad():
+        exec(compile(block, "README.md", "exec"), scope)  # noqa: S102 - our own README
+    assert scope["dense"].shape == (2, 11, 60, 80)
+    assert scope["at_points"].shape == (int(scope["mask"].sum()), 11)
+    assert scope["at_query"].shape == (2 * 60 * 80, 11)

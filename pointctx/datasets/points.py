@@ -20,6 +20,7 @@ import warnings
 import numpy as np
 import torch
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .._checks import check_int, check_positive_int
 from ..transforms.points import PointCloudTransform
@@ -115,12 +116,21 @@ class PointCloudDataset(RowDataset):
         return self._array[row]
 
     def _precompute_fps(self, chunk: int = 256) -> None:
+        """FPS of every cloud once (cached), with a progress bar: it takes minutes on big data.
+
+        The bar (tqdm, on stderr) shows on a terminal; set ``TQDM_DISABLE=1`` to hide it.
+        """
         n = self.points_per_item
         arr = self._array
-        for lo in range(0, len(arr), chunk):
-            idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32), n)
-            for j, row in enumerate(range(lo, min(lo + chunk, len(arr)))):
-                self._fps[row] = idx[j].astype(np.int32)
+        bar = tqdm(total=len(arr), desc=f"FPS to {n} points, {type(self).__name__}",
+                   unit="cloud", disable=None, leave=False, dynamic_ncols=True)
+        with bar:
+            for lo in range(0, len(arr), chunk):
+                idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32),
+                                            n)
+                for j, row in enumerate(range(lo, min(lo + chunk, len(arr)))):
+                    self._fps[row] = idx[j].astype(np.int32)
+                bar.update(min(chunk, len(arr) - lo))
 
     def _select(self, row: int, cloud: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         n = self.points_per_item

@@ -2,6 +2,7 @@
 
 from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
 from ._runs import load_model
+from ._stages import StageBatch  # per-stage features (forward_stages)
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .official import convert_official, load_official, official_archs
@@ -17,5 +18,5 @@ __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]
 __all__ += ["PointMLPSeg"]
 __all__ += ["convert_official", "load_official", "official_archs"]
-__all__ += ["SetSegmenter"]
+__all__ += ["SetSegmenter", "StageBatch"]
 __all__ += ["UNet"]

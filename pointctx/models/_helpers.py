@@ -17,9 +17,19 @@ from collections.abc import Sequence
 from .._checks import check_positive_int
 
 __all__ = ["IMAGE_BOUNDS", "per_stage", "check_stages", "check_io", "drop_path_rates", "build"]
+__all__ += ["TINY_STAGES", "SMALL_STAGES", "MEDIUM_STAGES"]
 
 # The fixed box of image-plane pixel positions (PackedInput.plane), for grid centers and regions.
 IMAGE_BOUNDS = (-0.5, 0.5)
+
+# The stage geometries of the four-stage image models: CoC's Tiny / Small / Medium (Table 6 of
+# the paper), which CLUENet's Tiny / Small / Base reuse.
+TINY_STAGES = dict(layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320), heads=(4, 4, 8, 8),
+                   head_dims=24)
+SMALL_STAGES = dict(layers=(2, 2, 6, 2), embed_dims=(64, 128, 320, 512), heads=(4, 4, 8, 8),
+                    head_dims=32)
+MEDIUM_STAGES = dict(layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512), heads=(6, 6, 12, 12),
+                     head_dims=32)
 
 
 def per_stage(value, num_stages: int, name: str) -> list:

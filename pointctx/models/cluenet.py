@@ -69,7 +69,17 @@ from ..nn.reducer import PointReducer
 from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
-from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
+from ._helpers import (
+    IMAGE_BOUNDS,
+    MEDIUM_STAGES,
+    SMALL_STAGES,
+    TINY_STAGES,
+    build,
+    check_io,
+    check_stages,
+    drop_path_rates,
+    per_stage,
+)
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_union
 from .coc import box_normalize
@@ -224,9 +234,9 @@ class CLUENet(SetClassifier):
         return self._run(inputs, mask, collect=True)
 
     def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
@@ -255,7 +265,7 @@ class CLUENet(SetClassifier):
                 nbr = knn_slots(pos, batch, b, backend=self.backend)
             if i == 0 and self.pos_embed is not None:
                 feats = feats + self.pos_embed(feats, batch, b, coords, grid, nbr)
-            feats = stage(feats, cpos, batch, b, centers=centers, coords=coords,
+            feats = stage(feats, cpos, batch, b, proposed=centers, coords=coords,
                           grid_size=grid, neighbors=nbr)
             if collect:
                 out.append(StageBatch(pos, feats, batch, b, link,
@@ -299,8 +309,7 @@ def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):
 _COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=7, min_tau=1e-4)
 _MICRO = dict(_COMMON, layers=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), heads=(1, 2, 5, 8),
               head_dims=32, pool_norm=True)
-_TINY = dict(_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320), heads=(4, 4, 8, 8),
-             head_dims=24)
+_TINY = dict(_COMMON, **TINY_STAGES)
 _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_classes=10)
 
 
@@ -322,15 +331,13 @@ def cluenet_tiny(**kwargs) -> CLUENet:
 @register_model
 def cluenet_small(**kwargs) -> CLUENet:
     """CLUENet-Small (official ``CLUE_small``; 15.05 M parameters at 100 classes)."""
-    return _build(dict(_COMMON, layers=(2, 2, 6, 2), embed_dims=(64, 128, 320, 512),
-                       heads=(4, 4, 8, 8), head_dims=32), kwargs)
+    return _build(dict(_COMMON, **SMALL_STAGES), kwargs)
 
 
 @register_model
 def cluenet_base(**kwargs) -> CLUENet:
     """CLUENet-Base (official ``CLUE_base``; 30.20 M parameters at 100 classes)."""
-    return _build(dict(_COMMON, layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512),
-                       heads=(6, 6, 12, 12), head_dims=32), kwargs)
+    return _build(dict(_COMMON, **MEDIUM_STAGES), kwargs)
 
 
 @register_model

@@ -61,10 +61,21 @@ from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
-from ..ops.scatter import scatter_max, scatter_mean
+from ..ops.grid import set_bounds
+from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
-from ._helpers import IMAGE_BOUNDS, build, check_io, check_stages, drop_path_rates, per_stage
+from ._helpers import (
+    IMAGE_BOUNDS,
+    MEDIUM_STAGES,
+    SMALL_STAGES,
+    TINY_STAGES,
+    build,
+    check_io,
+    check_stages,
+    drop_path_rates,
+    per_stage,
+)
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots
 
@@ -90,10 +101,9 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D].
     """
-    hi = scatter_max(pos, batch, batch_size).values
-    lo = -scatter_max(-pos, batch, batch_size).values
-    ext = (hi - lo).index_select(0, batch)
-    lo = lo.index_select(0, batch)
+    box = set_bounds(pos, batch, batch_size)
+    ext = (box.hi - box.lo).index_select(0, batch)
+    lo = box.lo.index_select(0, batch)
     safe = torch.where(ext > 0, ext, torch.ones_like(ext))
     return torch.where(ext > 0, (pos - lo) / safe - 0.5, torch.zeros_like(pos))
 
@@ -135,7 +145,8 @@ class ContextClusterNet(SetClassifier):
         down_stride: their stride (2: 4x fewer points per stage).
         down_padding: their padding (official 1).
         reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
-        normalize: Context Cluster aggregation denominator (``"sim"`` or ``"count"``).
+        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``;
+            formerly ``normalize``, still accepted).
         drop_rate: dropout in the MLPs and before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
@@ -180,12 +191,13 @@ class ContextClusterNet(SetClassifier):
         down_stride: int = 2,
         down_padding: int = 1,
         reducer_norm: bool = False,
-        normalize: str = "sim",
+        denominator: str = "sim",
         drop_rate: float = 0.0,
         drop_path_rate: float = 0.0,
         layer_scale_init: float | None = 1e-5,
         backend: str | None = None,
         windows: str = "adaptive",
+        normalize: str | None = None,
     ):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
@@ -219,7 +231,8 @@ class ContextClusterNet(SetClassifier):
                 ContextClusterBlock(
                     embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
                     head_dim=head_dims[i], centers=centers[i], regions=regions[i],
-                    normalize=normalize, bounds=IMAGE_BOUNDS, drop=drop_rate, drop_path=dpr,
+                    denominator=denominator, normalize=normalize, bounds=IMAGE_BOUNDS,
+                    drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
                                     "proposal_kwargs": {"windows": self.windows}},
                 )
@@ -264,9 +277,9 @@ class ContextClusterNet(SetClassifier):
         return self._run(inputs, mask, collect=True)
 
     def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size
@@ -323,37 +336,31 @@ _build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
 @register_model
 def coc_tiny(**kwargs) -> ContextClusterNet:
     """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""
-    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
-                       heads=(4, 4, 8, 8), head_dims=24), kwargs)
+    return _build(dict(_COC_COMMON, **TINY_STAGES), kwargs)
 
 
 @register_model
 def coc_tiny_plain(**kwargs) -> ContextClusterNet:
     """CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set), as ``coc_tiny_plain``."""
-    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
-                       heads=(4, 4, 8, 8), head_dims=24, centers=(4, 4, 2, 2), regions=None),
-                  kwargs)
+    return _build(dict(_COC_COMMON, **TINY_STAGES, centers=(4, 4, 2, 2), regions=None), kwargs)
 
 
 @register_model
 def coc_small(**kwargs) -> ContextClusterNet:
     """CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``."""
-    return _build(dict(_COC_COMMON, layers=(2, 2, 6, 2), embed_dims=(64, 128, 320, 512),
-                       heads=(4, 4, 8, 8), head_dims=32), kwargs)
+    return _build(dict(_COC_COMMON, **SMALL_STAGES), kwargs)
 
 
 @register_model
 def coc_medium(**kwargs) -> ContextClusterNet:
     """CoC-Medium (29.29 M parameters at 1000 classes), as the official ``coc_medium``."""
-    return _build(dict(_COC_COMMON, layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512),
-                       heads=(6, 6, 12, 12), head_dims=32), kwargs)
+    return _build(dict(_COC_COMMON, **MEDIUM_STAGES), kwargs)
 
 
 @register_model
 def coc_tiny_cifar(**kwargs) -> ContextClusterNet:
     """CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, 1x1, 1x1."""
-    return _build(dict(_COC_COMMON, layers=(3, 4, 5, 2), embed_dims=(32, 64, 196, 320),
-                       heads=(4, 4, 8, 8), head_dims=24, stem_kernel=2, regions=(4, 2, 1, 1),
+    return _build(dict(_COC_COMMON, **TINY_STAGES, stem_kernel=2, regions=(4, 2, 1, 1),
                        num_classes=10), kwargs)
 
 

@@ -16,6 +16,8 @@ pointctx arch      official code (repository @ commit: file: constructor)       
 ``pointmlp_elite`` same files: ``pointMLPElite``                                            outputs
 ``pointmlp_coc``   ma-xu/Context-Cluster@be9a03b: ``pointcloud/models/contextcluster.py``:  outputs
                    ``pointMLP_CoC``
+``pointmlp_        ma-xu/pointMLP-pytorch@1ab7f04: ``part_segmentation/model/pointMLP.py``:  outputs
+partseg``          ``pointMLP(num_classes=50)``
 ``cluenet_micro``  52KunKun/CLUENet@4f7e731: ``models/CLUENet.py``: ``CLUE_mini``            outputs
 ``cluenet_micro_   same file: ``CLUE_mini_CIFAR``                                           outputs
 cifar``
@@ -25,8 +27,9 @@ cifar``
 ================== ====================================================================== ========
 
 "outputs": a test rebuilds the official state_dict of that constructor (the fixtures of
-``shared/fixtures/official``), converts it and compares the logits with the official code's
-(eval mode, and train mode in float64 for the point models). "layout": the key layout follows
+``shared/fixtures/official``; part segmentation: ``tests/models/data``), converts it and compares
+the outputs with the official code's (eval mode, and train mode in float64 for the point
+classifiers). "layout": the key layout follows
 the same official classes and is checked key by key and shape by shape against the pointctx
 model (no official outputs to compare with).
 
@@ -159,6 +162,51 @@ def _pointmlp_rules(coc: bool) -> list[_Rule]:
     return rules
 
 
+def _conv1d(t: Tensor) -> Tensor:
+    """Conv1d weight [O, I, 1] -> linear weight [O, I]; anything else unchanged."""
+    return t.reshape(t.shape[0], -1) if t.dim() >= 3 else t
+
+
+_ENC = "backbone."  # pointmlp_partseg's encoder is the PointMLP backbone
+_PARTSEG_RULES: list[_Rule] = [
+    (r"embedding\.net\.0\.(weight|bias)", _ENC + r"embedding.linear.\1", _conv1d),
+    (r"embedding\.net\.1\.(.+)", _ENC + r"embedding.norm.\1", None),
+    (r"local_grouper_list\.(\d+)\.affine_(alpha|beta)", _ENC + r"affines.\1.\2", _vec),
+    (r"pre_blocks_list\.(\d+)\.transfer\.net\.0\.(weight|bias)",
+     _ENC + r"pre.\1.transfer.linear.\2", _conv1d),
+    (r"pre_blocks_list\.(\d+)\.transfer\.net\.1\.(.+)", _ENC + r"pre.\1.transfer.norm.\2", None),
+    (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.0\.(weight|bias)",
+     _ENC + r"pre.\1.blocks.\2.\3.linear.\4", _conv1d),
+    (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
+     _ENC + r"pre.\1.blocks.\2.\3.norm.\4", None),
+    (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.0\.(weight|bias)",
+     _ENC + r"post.\1.\2.\3.linear.\4", _conv1d),
+    (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
+     _ENC + r"post.\1.\2.\3.norm.\4", None),
+    (r"(decode_list\.\d+\.extraction\.operation\.\d+)\.(net[12])\.0\.(weight|bias)",
+     r"\1.\2.linear.\3", _conv1d),
+    (r"(decode_list\.\d+\.extraction\.operation\.\d+)\.(net[12])\.1\.(.+)", r"\1.\2.norm.\3",
+     None),
+    (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.0\."
+     r"(weight|bias)", r"\1.linear.\2", _conv1d),
+    (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.1\.(.+)",
+     r"\1.norm.\2", None),
+    (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d),
+]
+
+
+def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:
+    last = max((k for k in sd if re.fullmatch(r"classifier\.\d+\.weight", k)),
+               key=lambda k: int(k.split(".")[1]), default=None)
+    if last is None or "cls_map.0.net.0.weight" not in sd:
+        raise KeyError("the official part-segmentation state_dict needs `classifier.*.weight` "
+                       "and `cls_map.0.net.0.weight`")
+    return {"num_classes": int(sd[last].shape[0]),
+            "num_categories": int(sd["cls_map.0.net.0.weight"].shape[1]),
+            "in_channels": int(sd["embedding.net.0.weight"].shape[1]) - 3,
+            "fps_start": "first"}
+
+
 class _Sub:
     """A match whose group ``index`` reads ``value`` (to reuse a naming function)."""
 
@@ -238,6 +286,7 @@ _ARCHS: dict[str, tuple[list[_Rule], Callable[[Mapping[str, Tensor]], dict], str
     "pointmlp": (_pointmlp_rules(False), _pointmlp_kwargs, "embedding.net.0.weight"),
     "pointmlp_elite": (_pointmlp_rules(False), _pointmlp_kwargs, "embedding.net.0.weight"),
     "pointmlp_coc": (_pointmlp_rules(True), _pointmlp_kwargs, "embedding.net.0.weight"),
+    "pointmlp_partseg": (_PARTSEG_RULES, _partseg_kwargs, "decode_list.0.fuse.net.0.weight"),
     "cluenet_micro": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
     "cluenet_micro_cifar": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
     "cluenet_tiny": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),

@@ -1,5 +1,8 @@
 """PointMLP and PointMLP-CoC classifiers on ragged point clouds.
 
+(One concept in one module, over 500 lines: the model, its stage blocks and its registered
+configurations; the shared grouping layers live in :mod:`pointctx.nn.grouping`.)
+
 PointMLP (Ma et al., "Rethinking Network Design and Local Geometry in Point Cloud: A Simple
 Residual MLP Framework", ICLR 2022) and its Context Cluster variant PointMLP-CoC (Ma et al.,
 "Image as Set of Points", ICLR 2023), rebuilt on packed ragged batches: every set keeps its own

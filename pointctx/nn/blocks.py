@@ -24,7 +24,7 @@ from .._checks import check_channels, check_number, check_positive_int
 from ..ops.segment import infer_batch_size
 from .context_cluster import Assignment, ContextCluster
 from .depthwise import DepthwiseMlp, knn_slots
-from .gfc import GlobalFeatureClustering
+from .gfc import GlobalFeatureClustering, take_proposed
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
 from .proposal import Centers
@@ -126,7 +126,8 @@ class ContextClusterBlock(MixerBlock):
         regions: region partition per axis, or None (a point competes for all centers of its
             set).
         proposal: center proposal of the Context Cluster layer (default ``"grid"``).
-        normalize: aggregation denominator, ``"sim"`` or ``"count"``.
+        denominator: aggregation denominator, ``"sim"`` or ``"count"`` (formerly ``normalize``,
+            still accepted).
         bounds: grid and region box: None (each set's bounding box) or ``(lo, hi)``; use
             ``(-0.5, 0.5)`` for image pixel positions.
         drop: dropout in the MLP.
@@ -158,7 +159,7 @@ class ContextClusterBlock(MixerBlock):
         centers=2,
         regions=None,
         proposal="grid",
-        normalize: str = "sim",
+        denominator: str = "sim",
         bounds=None,
         drop: float = 0.0,
         drop_path: float = 0.0,
@@ -166,12 +167,14 @@ class ContextClusterBlock(MixerBlock):
         act_layer=nn.GELU,
         norm_eps: float = 1e-5,
         cluster_kwargs: dict | None = None,
+        normalize: str | None = None,
     ):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = ContextCluster(
             dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
-            regions=regions, normalize=normalize, bounds=bounds, **(cluster_kwargs or {}),
+            regions=regions, denominator=denominator, bounds=bounds, **(cluster_kwargs or {}),
+            **({} if normalize is None else {"normalize": normalize}),
         )
         mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
@@ -276,12 +279,13 @@ class GFCBlock(MixerBlock):
         batch: Tensor,
         batch_size: int | None = None,
         *,
-        centers: Centers | None = None,
+        proposed: Centers | None = None,
         assignment: Assignment | None = None,
         coords: Tensor | None = None,
         grid_size: Sequence[int] | None = None,
         neighbors: Tensor | None = None,
         return_assignment: bool = False,
+        centers: Centers | None = None,
     ):
         """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
 
@@ -294,7 +298,8 @@ class GFCBlock(MixerBlock):
             neighbors = knn_slots(pos, batch, batch_size)
         x, assignment = self.residual(
             x, batch, batch_size, (pos, batch, batch_size),
-            {"centers": centers, "assignment": assignment, "return_assignment": True},
+            {"proposed": proposed, "assignment": assignment, "return_assignment": True,
+             **({} if centers is None else {"centers": centers})},
             (batch, batch_size, coords, grid_size, neighbors))
         return (x, assignment) if return_assignment else x
 
@@ -334,24 +339,25 @@ class GFCStage(nn.Module):
         ])
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
-                centers: Centers | None = None, coords: Tensor | None = None,
+                proposed: Centers | None = None, coords: Tensor | None = None,
                 grid_size: Sequence[int] | None = None, neighbors: Tensor | None = None,
-                return_assignment: bool = False):
-        """Run the blocks (``centers`` default: the first block's proposal on ``pos``).
+                return_assignment: bool = False, centers: Centers | None = None):
+        """Run the blocks (``proposed`` default: the first block's proposal on ``pos``).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the list of the blocks'
             assignments with ``return_assignment=True``).
         """
         b = infer_batch_size(batch, batch_size)
-        if centers is None:
-            centers = self.blocks[0].token_mixer.proposal(pos, batch, b)
+        proposed, _ = take_proposed(proposed, centers)
+        if proposed is None:
+            proposed = self.blocks[0].token_mixer.proposal(pos, batch, b)
         if self.blocks[0].mlp.dwconv is not None and coords is None and neighbors is None:
             neighbors = knn_slots(pos, batch, b)
         assignment = None
         seen = []
         for block in self.blocks:
-            x, res = block(x, pos, batch, b, centers=centers,
+            x, res = block(x, pos, batch, b, proposed=proposed,
                            assignment=assignment if self.share_assignment else None,
                            coords=coords, grid_size=grid_size, neighbors=neighbors,
                            return_assignment=True)

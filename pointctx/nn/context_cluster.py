@@ -11,8 +11,8 @@ For every head ``h`` (channels ``h * head_dim`` to ``(h + 1) * head_dim`` of ``f
 3. ``i`` joins its most similar center ``m(i)`` (ties: the lowest center index) with weight
    ``s_i = s_{i m(i)}``;
 4. aggregate ``g_m = (vc_m + sum_{i in m} s_i v_i) / (1 + sum_{i in m} s_i)``
-   (``normalize="sim"``, the official code after its 2023-05-31 fix) or with ``1 + |m|`` in the
-   denominator (``normalize="count"``, the earlier form, also used by FEC);
+   (``denominator="sim"``, the official code after its 2023-05-31 fix) or with ``1 + |m|`` in the
+   denominator (``denominator="count"``, the earlier form, also used by FEC);
 5. dispatch ``out_i = s_i * g_{m(i)}``; heads are concatenated and projected by ``proj``.
 
 Everything runs on (point, candidate center) pairs with gathers and scatters: memory is linear in
@@ -21,6 +21,7 @@ points x candidates, never a dense [sets, centers, points, channels] tensor.
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import torch
@@ -116,8 +117,10 @@ class ContextCluster(nn.Module):
             centers are proposed per region. For the grid proposal this is the fine grid of
             ``regions * centers`` cells per axis (over the grid proposal's own ``bounds``)
             grouped into regions. None: a point competes for every center of its set.
-        normalize: ``"sim"`` (denominator ``1 + sum s_i``, the official code after its
+        denominator: of the aggregation: ``"sim"`` (``1 + sum s_i``, the official code after its
             2023-05-31 fix) or ``"count"`` (``1 + member count``, the earlier code and FEC).
+            Formerly ``normalize`` (still accepted, deprecated: the datasets' ``normalize`` is
+            their mean / std).
         bounds: box of the grid and of the regions: None / ``"set"`` for each set's bounding box
             or a fixed ``(lo, hi)``; for images with pixel centers in ``[-0.5, 0.5]`` use
             ``(-0.5, 0.5)`` so masked pixels keep their cells.
@@ -162,9 +165,10 @@ class ContextCluster(nn.Module):
         proposal="grid",
         centers=None,
         regions=None,
-        normalize: str = "sim",
+        denominator: str = "sim",
         bounds=None,
         *,
+        normalize: str | None = None,
         proposal_kwargs: dict | None = None,
         pair_layout: str = "auto",
         validate: bool = True,
@@ -176,7 +180,12 @@ class ContextCluster(nn.Module):
         self.dim, self.out_dim = dim, out_dim
         self.heads = check_positive_int(heads, "heads")
         self.head_dim = check_positive_int(head_dim, "head_dim")
-        self.normalize = check_choice(normalize, "normalize", ("sim", "count"))
+        if normalize is not None:
+            warnings.warn("ContextCluster(normalize=...) is deprecated; use denominator=...",
+                          DeprecationWarning, stacklevel=2)
+            self.denominator = check_choice(normalize, "normalize", ("sim", "count"))
+        else:
+            self.denominator = check_choice(denominator, "denominator", ("sim", "count"))
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
         self.centers = None if centers is None else _check_counts(centers, "centers")
@@ -195,11 +204,16 @@ class ContextCluster(nn.Module):
 
         self.proposal = build_proposal(proposal, centers, bounds, proposal_kwargs)
 
+    @property
+    def normalize(self) -> str:
+        """The former name of :attr:`denominator`."""
+        return self.denominator
+
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""
         return (f"dim={self.dim}, out_dim={self.out_dim}, heads={self.heads}, "
                 f"head_dim={self.head_dim}, centers={self.centers}, regions={self.regions}, "
-                f"normalize={self.normalize!r}, bounds={self.bounds!r}")
+                f"denominator={self.denominator!r}, bounds={self.bounds!r}")
 
     # ------------------------------------------------------------------------------------------
     # input checks
@@ -384,7 +398,7 @@ class ContextCluster(nn.Module):
                 sim = sim * has.to(sim.dtype)
                 idx = torch.where(has, idx, torch.full_like(idx, m * heads))
             flat = idx.view(-1)
-            if self.normalize == "sim":
+            if self.denominator == "sim":
                 den = den.index_add(0, flat, sim.reshape(-1))
             else:
                 den = den + torch.bincount(flat, minlength=rows)[:rows].to(cdt)

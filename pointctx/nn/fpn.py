@@ -32,7 +32,7 @@ from torch import Tensor, nn
 
 from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
-from ..ops.interpolate import knn_interpolate
+from ..ops.interpolate import _check_eps, knn_interpolate
 from .norm import SetGroupNorm
 from .propagation import SharedMlp
 
@@ -72,7 +72,7 @@ class SemanticFPNHead(nn.Module):
         self.k = check_positive_int(k, "k")
         mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
         check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
-        self.eps = float(eps)
+        self.eps = _check_eps(eps)
         self.backend = backend
         self.stage_norms = nn.ModuleList(
             [SetGroupNorm(c) if stage_norm else nn.Identity() for c in in_channels])

@@ -21,6 +21,7 @@ With ``K = k(x)``, ``V = v(x)`` split into ``heads`` heads of ``head_dim`` chann
 from __future__ import annotations
 
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -42,6 +43,19 @@ __all__ = ["ClusterAssignment", "HeadGate", "GlobalFeatureClustering"]
 # its former name, kept as an alias). ``similarity`` is differentiable, so blocks sharing it also
 # train the layer that computed it.
 ClusterAssignment = Assignment
+
+def take_proposed(proposed, centers):
+    """``proposed`` (the proposal's output), or ``centers``, its former name, with a warning.
+
+    ``centers`` also names the count of centers in every constructor, hence the new name.
+    """
+    if centers is None:
+        return proposed, "proposed"
+    warnings.warn("the `centers=` keyword of forward is deprecated (it names the count in the "
+                  "constructors); pass the proposal's output as `proposed=`",
+                  DeprecationWarning, stacklevel=3)
+    return (centers if proposed is None else proposed), "centers"
+
 
 class HeadGate(nn.Module):
     """Per-head gate ``sigmoid(fc2_h(GELU(fc1_h([a, b]))))``, one small MLP per head.
@@ -168,9 +182,11 @@ class GlobalFeatureClustering(nn.Module):
         pos: Tensor,
         batch: Tensor,
         batch_size: int | None = None,
-        centers: Centers | None = None,
+        proposed: Centers | None = None,
         assignment: Assignment | None = None,
         return_assignment: bool = False,
+        *,
+        centers: Centers | None = None,
     ):
         """Cluster globally and dispatch the fused centers back to the points.
 
@@ -179,17 +195,20 @@ class GlobalFeatureClustering(nn.Module):
             pos: point positions (for the proposal only).
             batch: sorted set id per point.
             batch_size: number of sets B, if known.
-            centers: precomputed :class:`~pointctx.nn.proposal.Centers` (e.g. shared by the
+            proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (e.g. shared by the
                 blocks of a stage); default: this layer's proposal on ``pos``.
             assignment: an :class:`~pointctx.nn.context_cluster.Assignment` to reuse (its
                 centers are used); required when the layer was built with ``assign=False``.
             return_assignment: also return the (computed or reused) assignment.
+            centers: the former name of ``proposed`` (deprecated: ``centers`` is the count of
+                centers in the constructors).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
                                                        self.validate))
+        proposed, name = take_proposed(proposed, centers)
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         if assignment is not None:
@@ -201,14 +220,15 @@ class GlobalFeatureClustering(nn.Module):
                     f"`assignment` must hold [N, heads] = [{n}, {heads}] centers, got "
                     f"{tuple(assignment.center.shape)}"
                 )
-            centers = assignment.centers
+            proposed = assignment.centers
         elif not self.assign:
             raise ValueError("this layer was built with assign=False (it reuses the assignment "
                              "of an earlier layer); pass `assignment`")
-        if centers is None:
-            centers = self.proposal(pos, batch, b)
-        elif not isinstance(centers, Centers):
-            raise TypeError(f"`centers` must be a Centers tuple, got {type(centers).__name__}")
+        if proposed is None:
+            proposed = self.proposal(pos, batch, b)
+        elif not isinstance(proposed, Centers):
+            raise TypeError(f"`{name}` must be a Centers tuple, got {type(proposed).__name__}")
+        centers = proposed
         m = centers.pos.shape[0]
         batch = batch.long()
 

@@ -6,19 +6,24 @@ define how a center feature is pooled from point features (the mean of its membe
 
 * :class:`GridProposal` (``"grid"``): a regular grid of cells per axis (or of a given cell edge
   length) over each set's bounding box or over a fixed box; one center per non-empty cell, at the
-  mean of its points; the members of a center are the points of its cell (a partition). On a full
-  image grid with the fixed box ``(-0.5, 0.5)`` this is the paper's ``AdaptiveAvgPool2d`` proposal
-  whenever the cells divide the image evenly.
+  mean of its points. ``windows="partition"`` (default): the members of a center are the points
+  of its cell. ``windows="adaptive"``: given the points' lattice pitch, the overlapping windows
+  of ``AdaptiveAvgPool2d`` (the paper's proposal, exact also when the cells do not divide the
+  regions, e.g. 7x7-pixel regions at 224x224).
 * :class:`FPSProposal` (``"fps"``) and :class:`RandomProposal` (``"random"``): centers at points
   picked by farthest point sampling or uniformly at random; the members of a center are its ``k``
   nearest points of the same set (the point-cloud variant of the paper).
 
 Users add their own with :func:`register_proposal` (a :class:`CenterProposal` subclass) and pick
-any of them by name with :func:`resolve_proposal`.
+any of them by name with :func:`resolve_proposal`; layers build theirs with :func:`build_proposal`.
+The base class runs any proposal per region (:meth:`CenterProposal.propose`).
+
+One concept (center proposals and their registry), hence one module above 500 lines.
 """
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import NamedTuple
@@ -28,7 +33,8 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_int
 from .._resolver import normalize_name, resolve
-from ..ops.scatter import scatter_mean
+from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, relabel
+from ..ops.scatter import scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
 
 __all__ = [
@@ -59,8 +65,10 @@ class Centers(NamedTuple):
             pair.
         member_center: [P] int64 center of each membership pair. A center's pooled feature is the
             mean over its members; a center with no members pools to 0.
-        assignment: [N] int64 center of every point when the membership is a partition of the
-            points (each point in exactly one center, as for the grid), else None.
+        assignment: [N] int64 primary center of every point, or None (fps / random). When given,
+            the first N membership pairs are the pairs ``(i, assignment[i])`` of all points (in
+            any order); with exactly N pairs the membership is a partition of the points (the
+            grid's default), more pairs add further memberships (the grid's adaptive windows).
     """
 
     pos: Tensor
@@ -82,9 +90,21 @@ def pool_centers(feat: Tensor, centers: Centers) -> Tensor:
     """
     m = centers.pos.shape[0]
     if centers.assignment is not None:
-        return scatter_mean(feat, centers.assignment, m)
+        if centers.member_point.numel() == centers.assignment.numel():  # a partition
+            return scatter_mean(feat, centers.assignment, m)
+        return _pool_pairs(feat, centers.assignment, centers.member_point,
+                           centers.member_center, m)
     src = feat.index_select(0, centers.member_point)
     return scatter_mean(src, centers.member_center, m)
+
+
+def _pool_pairs(feat, assignment, member_point, member_center, m):
+    """Mean over the pairs whose first N are (i, assignment[i]): sum those without a gather."""
+    n = assignment.numel()
+    total = scatter_sum(feat, assignment, m)
+    total = total.index_add(0, member_center[n:], feat.index_select(0, member_point[n:]))
+    count = torch.bincount(member_center, minlength=m)[:m].clamp_(min=1).to(total.dtype)
+    return total / count.view((-1,) + (1,) * (feat.dim() - 1))
 
 
 class RegionCenters(NamedTuple):
@@ -177,7 +197,7 @@ class CenterProposal(nn.Module):
             num_regions = math.prod(regs)
             num_groups = num_sets * num_regions
             coords = grid_cell_coords(pos, batch, regs, check_bounds(bounds), num_sets)
-            region = _linear(coords, regs)
+            region = linear_index(coords, regs)
             group = batch.long() * num_regions + region
             perm = torch.argsort(group, stable=True)
             local = self(pos.index_select(0, perm), group.index_select(0, perm), num_groups)
@@ -310,80 +330,6 @@ def check_bounds(bounds, name: str = "bounds"):
     return (lo_out, hi_out)
 
 
-def _box(pos: Tensor, batch: Tensor, num_sets: int, bounds) -> tuple[Tensor, Tensor]:
-    """Per-point lower corner and extent ([N, D] each, or [1, D] for a fixed box)."""
-    n, d = pos.shape
-    if bounds == "set":
-        idx = batch.view(-1, 1).expand(n, d)
-        lo = pos.new_full((num_sets, d), float("inf")).scatter_reduce(
-            0, idx, pos, reduce="amin", include_self=True
-        )
-        hi = pos.new_full((num_sets, d), float("-inf")).scatter_reduce(
-            0, idx, pos, reduce="amax", include_self=True
-        )
-        lo_p, hi_p = lo.index_select(0, batch), hi.index_select(0, batch)
-        return lo_p, hi_p - lo_p
-    lo, hi = bounds
-    lo_t = pos.new_tensor(_per_axis(lo, d, "bounds lo")).view(1, d)
-    hi_t = pos.new_tensor(_per_axis(hi, d, "bounds hi")).view(1, d)
-    return lo_t, hi_t - lo_t
-
-
-def grid_cell_coords(
-    pos: Tensor,
-    batch: Tensor,
-    counts: Sequence[int],
-    bounds="set",
-    batch_size: int | None = None,
-) -> Tensor:
-    """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
-
-    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
-    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
-    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
-    cells; an axis with zero extent puts every point in cell 0).
-
-    Shapes:
-        pos: [N, D]; batch: [N]; return: [N, D] int64.
-    """
-    n, d = pos.shape
-    num_sets = infer_batch_size(batch, batch_size) if bounds == "set" else 0
-    work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-    lo, ext = _box(work, batch, num_sets, bounds)
-    cnt = torch.tensor(list(counts), dtype=work.dtype, device=pos.device).view(1, d)
-    safe = torch.where(ext > 0, ext, torch.ones_like(ext))
-    u = torch.where(ext > 0, (work - lo) / safe, torch.zeros_like(work))
-    c = torch.floor(u * cnt)
-    top = torch.tensor([c_ - 1 for c_ in counts], dtype=torch.long, device=pos.device)
-    return c.long().clamp_(min=0).minimum(top.view(1, d))
-
-
-def _linear(coords: Tensor, counts: Sequence[int]) -> Tensor:
-    """Linear index of integer coordinates with axis 0 varying fastest (raster order for (x, y))."""
-    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    stride = 1
-    for axis, c in enumerate(counts):
-        lin = lin + coords[:, axis] * stride
-        stride *= int(c)
-    return lin
-
-
-def _compact(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
-    """Renumber the used values of ``key`` to 0..M-1 in increasing key order.
-
-    Returns the new id of every entry [N] and the used keys [M] (ascending). One host sync.
-    """
-    n = key.numel()
-    if key_space <= max(4 * n, 1 << 16):
-        used = torch.zeros(key_space, dtype=torch.bool, device=key.device)
-        used[key] = True
-        kept = used.nonzero().view(-1)
-        new_id = torch.cumsum(used, 0) - 1
-        return new_id.index_select(0, key), kept
-    kept, inverse = torch.unique(key, sorted=True, return_inverse=True)
-    return inverse, kept
-
-
 _WINDOWS = ("partition", "adaptive")
 # Overlaps below this fraction of a cell are rounding, not overlap (exact for lattices of fewer
 # than 1 / _WINDOW_EPS pixels per region and axis).
@@ -426,8 +372,8 @@ class GridProposal(CenterProposal):
 
     Shapes:
         pos: [N, D]; batch: [N]; spacing: a number, D numbers, or a tensor [D] or [N, D];
-        return: :class:`Centers` with ``assignment`` [N] (partition), or None and P >= N
-        membership pairs (adaptive windows with ``spacing``).
+        return: :class:`Centers` with ``assignment`` [N] (the cell of each point; with adaptive
+        windows its first window) and P >= N membership pairs (P = N for the partition).
     """
 
     sorted_by_group = True
@@ -510,15 +456,15 @@ class GridProposal(CenterProposal):
         local = coords
         if num_regions > 1:
             reg_t = torch.tensor(cells, dtype=torch.long, device=pos.device).view(1, d)
-            group = group + _linear(torch.div(coords, reg_t, rounding_mode="floor"), regs)
+            group = group + linear_index(torch.div(coords, reg_t, rounding_mode="floor"), regs)
             local = torch.remainder(coords, reg_t)
         return self._partition(pos, group, local, cells, num_sets * num_regions), group
 
     @staticmethod
     def _partition(pos, group, local, cells, num_groups) -> Centers:
         per_group = math.prod(cells)
-        key = group * per_group + _linear(local, cells)
-        assignment, kept = _compact(key, max(num_groups * per_group, 1))
+        key = group * per_group + linear_index(local, cells)
+        assignment, kept = relabel(key, max(num_groups * per_group, 1))
         m = kept.numel()
         center_pos = scatter_mean(pos, assignment, m)
         center_group = torch.div(kept, per_group, rounding_mode="floor")
@@ -526,63 +472,95 @@ class GridProposal(CenterProposal):
         return Centers(center_pos, center_group, member_point, assignment, assignment)
 
     def _adaptive(self, pos, batch, num_sets, regs, cells, fine, spacing):
-        """Overlapping windows: every (point, cell of its region overlapped by its footprint)."""
+        """Overlapping windows: every (point, cell of its region overlapped by its footprint).
+
+        Runs axis by axis on contiguous columns, with Python scalars where the box and the
+        pitch are fixed (the image case), which avoids slow broadcasts over a size-D last axis.
+        """
         n, d = pos.shape
         dev = pos.device
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        half = _spacing(spacing, n, d, work) * 0.5
+        half = _spacing(spacing, n, d, work) * 0.5  # [1, D] or [N, D]
+        per_point = half.shape[0] != 1 or self.bounds == "set"
         if self.bounds == "set":  # the box of the footprints, not of the positions
-            lo, _ = _box(work - half, batch, num_sets, "set")
-            lo_hi, ext_hi = _box(work + half, batch, num_sets, "set")
+            lo, _ = grid_box(work - half, batch, "set", num_sets)
+            lo_hi, ext_hi = grid_box(work + half, batch, "set", num_sets)
             ext = lo_hi + ext_hi - lo
         else:
-            lo, ext = _box(work, batch, 0, self.bounds)
-        fine_t = work.new_tensor(fine).view(1, d)
-        scale = torch.where(ext > 0, fine_t / torch.where(ext > 0, ext, torch.ones_like(ext)),
-                            torch.zeros_like(ext))
-        top = torch.tensor([f - 1 for f in fine], dtype=torch.long, device=dev).view(1, d)
-        own = torch.floor((work - lo) * scale).long().clamp_(min=0).minimum(top)
-        cells_t = torch.tensor(cells, dtype=torch.long, device=dev).view(1, d)
-        region = torch.div(own, cells_t, rounding_mode="floor")
-        r_lo = region * cells_t
-        r_hi = r_lo + cells_t - 1
-        first = torch.floor((work - half - lo) * scale + _WINDOW_EPS).long()
-        last = torch.ceil((work + half - lo) * scale - _WINDOW_EPS).long() - 1
-        first = first.maximum(r_lo).minimum(own)  # the point's own cell is always a window
-        last = last.minimum(r_hi).maximum(own)
-        span = last - first + 1
-        spans = span.amax(0).tolist() if n else [1] * d
-        offsets = torch.cartesian_prod(*[torch.arange(s, device=dev) for s in spans])
-        offsets = offsets.view(-1, d)
-        cand = first.unsqueeze(1) + offsets.unsqueeze(0)  # [N, J, D]
-        valid = (cand <= last.unsqueeze(1)).all(2)
-        point, slot = valid.nonzero().unbind(1)
-        cell = cand[point, slot]
+            lo, ext = grid_box(work, batch, self.bounds, 0)
+        if not per_point:  # [1, D] each: per-axis Python numbers
+            lo, ext, half = lo.view(-1).tolist(), ext.view(-1).tolist(), half.view(-1).tolist()
         num_regions = math.prod(regs)
-        group = batch.long() * num_regions + _linear(region, regs)
         per_group = math.prod(cells)
-        key = (group.index_select(0, point) * per_group
-               + _linear(cell - r_lo.index_select(0, point), cells))
-        member_center, kept = _compact(key, max(num_sets * num_regions * per_group, 1))
+        key0 = batch.long() * num_regions
+        extras, most = [], []
+        local, region_lin, stride, r_stride = None, None, 1, 1
+        for axis in range(d):
+            u_a = work[:, axis].contiguous()
+            if per_point:
+                e = ext[:, axis]
+                scale = torch.where(e > 0, fine[axis] / torch.where(e > 0, e, torch.ones_like(e)),
+                                    torch.zeros_like(e))
+                u_a = (u_a - lo[:, axis]) * scale
+                reach = half[:, axis] * scale
+            else:
+                scale = fine[axis] / ext[axis]
+                u_a = (u_a - lo[axis]) * scale
+                reach = half[axis] * scale
+            own = torch.floor(u_a).long().clamp_(0, fine[axis] - 1)
+            region = torch.div(own, cells[axis], rounding_mode="floor")
+            r_lo = region * cells[axis]
+            # first / last window: the cells the footprint overlaps by more than the rounding
+            # margin, inside the point's region and always holding its own cell
+            first = torch.floor(u_a - reach + _WINDOW_EPS).long().maximum(r_lo).minimum(own)
+            last = (torch.ceil(u_a + reach - _WINDOW_EPS).long() - 1).minimum(
+                r_lo + (cells[axis] - 1)).maximum(own)
+            extra = last - first  # further windows along this axis (0: one window)
+            extras.append(extra)
+            most.append(int(extra.max()) if n else 0)
+            term = (first - r_lo) * stride
+            local = term if local is None else local + term
+            term = region * r_stride
+            region_lin = term if region_lin is None else region_lin + term
+            stride *= cells[axis]
+            r_stride *= regs[axis]
+        group = key0 + region_lin
+        key0 = group * per_group + local
+        strides = [math.prod(cells[:axis]) for axis in range(d)]  # axis 0 fastest
+        # pairs: first every point with its first window (so member_center[:N] is the
+        # assignment), then per offset combination the points whose windows reach that far
+        points, keys = [torch.arange(n, device=dev)], [key0]
+        for offset in itertools.product(*[range(e + 1) for e in most]):
+            if not any(offset):
+                continue
+            ok = None
+            for axis, o in enumerate(offset):
+                if o:
+                    hit = extras[axis] >= o
+                    ok = hit if ok is None else ok & hit
+            idx = ok.nonzero().view(-1)
+            points.append(idx)
+            keys.append(key0.index_select(0, idx) + sum(o * st for o, st in zip(offset, strides)))
+        point = torch.cat(points) if len(points) > 1 else points[0]
+        key = torch.cat(keys) if len(keys) > 1 else keys[0]
+        member_center, kept = relabel(key, max(num_sets * num_regions * per_group, 1))
         m = kept.numel()
-        center_pos = scatter_mean(pos.index_select(0, point), member_center, m)
+        center_pos = _pool_pairs(pos, member_center[:n], point, member_center, m)
         center_group = torch.div(kept, per_group, rounding_mode="floor")
-        return Centers(center_pos, center_group, point, member_center, None), group
+        return Centers(center_pos, center_group, point, member_center, member_center[:n]), group
 
     def _size_coords(self, pos: Tensor, batch: Tensor, num_sets: int):
         n, d = pos.shape
         sizes = _per_axis(self.size, d, "size")
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        lo, ext = _box(work, batch, num_sets, self.bounds)
+        lo, ext = grid_box(work, batch, self.bounds, num_sets)
         size_t = work.new_tensor(sizes).view(1, d)
         if self.bounds == "set":
             top = torch.floor(ext / size_t).long()
             counts = [int(v) + 1 for v in (top.amax(0) if n else top.new_zeros(d)).tolist()]
         else:
             counts = [max(1, math.ceil(e / s - 1e-9)) for e, s in zip(ext.view(-1).tolist(), sizes)]
-        top_t = torch.tensor([c - 1 for c in counts], dtype=torch.long, device=pos.device)
-        coords = torch.floor((work - lo) / size_t).long().clamp_(min=0).minimum(top_t.view(1, d))
-        return coords, counts
+        return cell_coords(work, lo, size_t.view(-1), counts), counts
 
 
 # ----------------------------------------------------------------------------------------------

@@ -1,5 +1,8 @@
 """Image -> pixel-set transforms: masks that pick which pixels of an image become points.
 
+(One concept in one module, over 500 lines: the mask transforms share the seeding scheme and
+the pixel-centre geometry below, and :class:`PixelSet` / :func:`pixel_collate` consume them.)
+
 "Image as set of points" treats every pixel as a point ``(position, colour)``; a set model can
 equally take any *subset* of the pixels. The transforms here build such subsets:
 

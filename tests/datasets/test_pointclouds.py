@@ -487,3 +487,31 @@ def test_modelnet40_nothing_found(tmp_path):
         assert part in msg
     with pytest.raises(ValueError, match="`layout` must be one of"):
         ModelNet40(tmp_path, layout="off")
+
+
+def test_dataset_fps_preprocessing_reports_progress(scan_root, monkeypatch):
+    """FPS over a whole dataset takes minutes on real data: it runs under a progress bar."""
+    import pointctx.datasets.points as points_module
+
+    bars = []
+
+    class Bar:
+        def __init__(self, **kwargs):
+            self.kwargs, self.n = kwargs, 0
+            bars.append(self)
+
+        def update(self, n):
+            self.n += n
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+    monkeypatch.setattr(points_module, "tqdm", Bar)
+    root, data = scan_root
+    ds = ScanObjectNN(root, num_points=16, sampling="fps")
+    assert len(bars) == 1 and bars[0].kwargs["total"] == len(data) == bars[0].n
+    assert "FPS to 16 points, ScanObjectNN" in bars[0].kwargs["desc"]
+    assert len(ds._fps) == len(data)

@@ -70,6 +70,20 @@ def test_predict_point_files_of_every_format(predict, point_run, tmp_path, capsy
     assert head[:2] == ["file", "prediction"] and head[2:] == model.class_names
 
 
+def test_predict_pcd_file(predict, point_run, tmp_path, capsys):
+    pytest.importorskip("open3d")
+    from pointctx.io import write_point_cloud
+
+    (a, _), _ = _sample_clouds()
+    write_point_cloud(tmp_path / "a.pcd", torch.from_numpy(a[:, :3]))
+    np.save(tmp_path / "a.npy", a[:, :3])
+    out = tmp_path / "p.json"
+    assert predict.main([str(point_run), str(tmp_path / "a.pcd"), str(tmp_path / "a.npy"),
+                         "--output", str(out)]) == 0
+    probs = torch.tensor([p["probabilities"] for p in json.loads(out.read_text())["predictions"]])
+    assert torch.allclose(probs[0], probs[1], atol=1e-5)
+
+
 def test_predict_errors(predict, point_run, tmp_path, capsys):
     bad = tmp_path / "bad.npy"
     np.save(bad, np.array([[0.0, np.nan, 1.0]], dtype=np.float32))

@@ -290,3 +290,24 @@ def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys, l
     x = (ds.image(0) - 0.1307) / 0.3081
     probs = predict.predict(model, [png])[0]
     assert torch.allclose(probs, model(x[None]).softmax(-1)[0], atol=1e-5)
+
+
+def test_resume_guards_for_partial_and_damaged_checkpoints(script, tmp_path, capsys):
+    _need("mnist_train.npz")
+    run = tmp_path / "run"
+    (run / "coc_mnist").mkdir(parents=True)
+    (run / "coc_mnist" / ".last.pt.a1b2.pt").write_bytes(b"partial")  # killed mid-write
+    assert script.main([*TINY, "--epochs", "1", "--resume", str(run)]) == 2
+    assert re.search(r"--resume: the run in .*run was interrupted before its first checkpoint "
+                     r"was complete \(coc_mnist/\.last\.pt\.a1b2\.pt is a partial write\)",
+                     capsys.readouterr().err)
+    assert script.main([*TINY, "--epochs", "1", "--output", str(run),
+                        "--stop-after-steps", "1"]) == 0
+    assert not list((run / "coc_mnist").glob(".last.pt.*"))
+    last = run / "coc_mnist" / "last.pt"
+    last.write_bytes(last.read_bytes()[:1000])  # truncated
+    capsys.readouterr()
+    assert script.main([*TINY, "--epochs", "1", "--resume", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len([x for x in err.splitlines() if "error:" in x]) == 1
+    assert "last.pt: cannot be loaded as a checkpoint (damaged, truncated" in err

@@ -272,3 +272,29 @@ def _official_layout(fam, model):
 def test_official_archs_are_registered_models():
     for arch in official_archs():
         assert arch in pointctx.list_models()
+
+
+# ----------------------------------------------------------------------------------------------
+# part segmentation: outputs of the official part_segmentation/model/pointMLP.py, written by
+# tests/models/data/make_official_pointmlp_partseg.py (its docstring says how)
+# ----------------------------------------------------------------------------------------------
+
+PARTSEG = Path(__file__).resolve().parent / "data" / "official_pointmlp_partseg.pt"
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_partseg_matches_official(dtype):
+    fx = torch.load(PARTSEG, weights_only=True)
+    sd = fill_module().fill_state_dict(fx["manifest"], fx["seed"])
+    model = load_official("pointmlp_partseg", sd).to(dtype)
+    assert model.backbone.fps_start == "first" and model.num_classes == 50
+    xyz, normal = fx["xyz"].transpose(1, 2), fx["normal"].transpose(1, 2)  # [B, N, 3]
+    with torch.no_grad():
+        out = model(xyz.to(dtype), fx["cls_label"].to(dtype), features=normal.to(dtype))
+    got = torch.log_softmax(out, -1)[:, fx["kept_points"]]  # the official output
+    ref = fx["log_probs_eval" if dtype == torch.float32 else "log_probs_eval_float64"]
+    tol = 1e-4 if dtype == torch.float32 else 1e-10
+    torch.testing.assert_close(got, ref, rtol=tol, atol=tol * float(ref.abs().max()))
+    # the converted state_dict is the official layout, key by key
+    conv = convert_official("pointmlp_partseg", sd)
+    assert len(conv) == len(sd) == len(model.state_dict())

@@ -145,3 +145,23 @@ def test_errors_name_the_argument():
         layer(x, pos, q, batch, bq, skip=s[:2])
     with pytest.raises(ValueError, match="`skip` was given but the layer"):
         FeaturePropagation(6, 8)(x, pos, q, batch, bq, skip=s)
+
+
+def test_semantic_fpn_head_checks_its_arguments():
+    from pointctx import PointBatch
+    from pointctx.nn import SemanticFPNHead
+
+    with pytest.raises(ValueError, match="`in_channels` must list at least one stage"):
+        SemanticFPNHead([], 3)
+    with pytest.raises(ValueError, match="`drop` must be a number in"):
+        SemanticFPNHead([4], 3, drop=1.0)
+    with pytest.raises(ValueError, match="`eps` must be > 0"):
+        SemanticFPNHead([4], 3, eps=0.0)
+    head = SemanticFPNHead([4, 8], 3, channels=8)
+    a = PointBatch(torch.rand(6, 2), torch.rand(6, 4), batch=torch.tensor([0, 0, 0, 1, 1, 1]))
+    b = PointBatch(torch.rand(2, 2), torch.rand(2, 8), batch=torch.tensor([0, 1]))
+    with pytest.raises(ValueError, match="`stages` must hold 2 stages"):
+        head([a])
+    with pytest.raises(ValueError, match="every stage must hold the same B = 2 sets"):
+        head([a, PointBatch(torch.rand(2, 2), torch.rand(2, 8), batch_size=1)])
+    assert head([a, b]).shape == (6, 3)

@@ -294,7 +294,10 @@ def test_adaptive_windows_equal_adaptive_avg_pool(h, w, regions, cells):
     own_box = GridProposal(cells=cells, windows="adaptive").propose(
         pos * 3 + 1, batch, 1, regions=regions, spacing=(3 / w, 3 / h))
     torch.testing.assert_close(pool_centers(feat, own_box.centers), pooled)
-    assert out.centers.assignment is None
+    c = out.centers  # the first N pairs are every point with its first window
+    n = pos.shape[0]
+    assert torch.equal(c.member_point[:n], torch.arange(n))
+    assert torch.equal(c.member_center[:n], c.assignment)
     assert out.centers.batch.tolist() == sorted(out.centers.batch.tolist())
     # every point's group holds its region's centers, and the point is a member of one of them
     member_group = out.centers.batch[out.centers.member_center]

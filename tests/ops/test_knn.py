@@ -188,3 +188,50 @@ def test_cuda_matches_cpu():
     gpu = knn(x.cuda(), y.cuda(), 5, bx.cuda(), by.cuda(), batch_size=b, backend="native")
     assert torch.equal(cpu.index, gpu.index.cpu())
     assert torch.allclose(cpu.dist2, gpu.dist2.cpu())
+
+
+def _uneven(seed=40, dim=3):
+    g = torch.Generator().manual_seed(seed)
+    sizes = [1500] + [10] * 40 + [0, 3]
+    x = torch.rand(sum(sizes), dim, generator=g)
+    bx = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes))
+    return x, bx, len(sizes)
+
+
+@pytest.mark.parametrize("dim", [3, 20])
+def test_uneven_set_sizes_are_bucketed_and_exact(monkeypatch, dim):
+    x, bx, b = _uneven(dim=dim)
+    calls = []
+    padded = knn_module._knn_padded
+
+    def spy(x_pos, y_pos, k, bx_, by_, b_, sx, px, sy, py, chunk):
+        calls.append((b_, int(sx.max()), int(sy.max()), int((sx * sy).sum())))
+        return padded(x_pos, y_pos, k, bx_, by_, b_, sx, px, sy, py, chunk)
+
+    monkeypatch.setattr(knn_module, "_knn_padded", spy)
+    res = knn(x, x, 8, bx, bx, batch_size=b, backend="native")
+    assert len(calls) >= 2  # the 1500-point set and the small sets are searched apart
+    for nb, nmax, mmax, work in calls:  # no bucket pays more than 4x its own work
+        assert nb * nmax * mmax <= 4 * work
+    ref = knn_naive(x, x, 8, bx, bx, batch_size=b)
+    if dim <= 16:
+        assert torch.equal(res.index, ref.index) and torch.equal(res.dist2, ref.dist2)
+    else:  # matmul expansion: same neighbours up to rounding of near-equal distances
+        assert torch.allclose(res.dist2, ref.dist2, atol=1e-5)
+    small = knn(x[:1500], x[:1500], 8, backend="native")  # the big set alone
+    assert torch.equal(res.index[:1500], small.index)
+
+
+def test_cluster_path_in_query_chunks_matches_one_call():
+    pytest.importorskip("torch_cluster")
+    x, bx, b = _uneven(seed=41)
+    whole = knn(x, x, 5, bx, bx, batch_size=b, backend="cluster")
+    chunked = knn(x, x, 5, bx, bx, batch_size=b, backend="cluster", chunk_size=37)  # 7 queries
+    assert torch.equal(whole.index, chunked.index) and torch.equal(whole.dist2, chunked.dist2)
+
+
+def test_impossible_result_sizes_are_refused_at_once():
+    x = torch.rand(10, 3)
+    with pytest.raises(ValueError, match=r"knn: the result \[M, k\] = \[10, 1000000000000\] "
+                       r"needs 109\.1 TB .* more than the .* of memory of cpu; lower `k`"):
+        knn(x, x, 10**12)

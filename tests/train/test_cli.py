@@ -56,3 +56,30 @@ def test_parser_reports_usage_error(capsys):
         p.parse_args(["--n", "-3"])
     assert info.value.code == 2
     assert "argument --n: must be a positive integer (>= 1), got -3" in capsys.readouterr().err
+
+
+def test_explicit_options_and_continue_config(tmp_path):
+    import argparse
+
+    from pointctx.train import cli as T
+
+    p = argparse.ArgumentParser(prog="x.py")
+    p.add_argument("--epochs", type=T.positive_int, default=10)
+    p.add_argument("--data-root", type=T.existing_dir, default=None)
+    p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
+    p.add_argument("--quick", action="store_true")
+    p.add_argument("--resume", nargs="?", const="auto", default=None)
+    argv = ["--epo", "3", "--no-flip", "--resume", "r"]
+    args = p.parse_args(argv)
+    explicit = T.explicit_options(p, argv)
+    assert explicit == {"epochs", "flip", "resume"}
+    saved = {"epochs": 5, "data_root": str(tmp_path), "flip": True, "quick": True,
+             "resume": None, "gone": 1}
+    taken = T.continue_config(p, args, saved, explicit, keep=("resume",))
+    assert sorted(taken) == ["data_root", "quick"]
+    assert args.epochs == 3 and args.flip is False and args.quick is True
+    assert args.data_root == tmp_path and args.resume == "r"  # strings go through the type
+    assert T.config_mismatch(saved, vars(args), ["epochs", "quick"]) == "--epochs was 5, now 3"
+    saved["data_root"] = str(tmp_path / "moved")
+    with pytest.raises(ValueError, match=r"the stored --data-root .*moved' is no longer valid"):
+        T.continue_config(p, p.parse_args([]), saved, set())
