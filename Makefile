@@ -5,14 +5,16 @@
 #   make lint   - ruff
 #   make rgbd-demo / masked-study / cifar-compare / segment-demo / bench-all - the other demos
 #                 and benchmarks
+#   make gpu-check - bench/gpu_check.sh on a CUDA machine (no .venv needed; never installs torch)
 PYTHON ?= python3
+PYTHON_GPU ?=
 VENV   := .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
 
-.PHONY: setup test test-fast test-all lint demo rgbd-demo masked-study cifar-compare segment-demo bench bench-all clean system-deps
+.PHONY: setup test test-fast test-all lint demo rgbd-demo masked-study cifar-compare segment-demo bench bench-all clean system-deps gpu-check
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -90,6 +92,11 @@ bench-all: setup
 	$(PY) bench/pointmlp.py
 	$(PY) bench/models.py
 	$(PY) bench/segmentation.py
+
+# CUDA tests, a short sample run, ops / PointMLP / coc_tiny benches on CUDA, one JSON
+# (runs/gpu_check/gpu_check.json). Uses $(PYTHON_GPU) or .venv or python3 with a CUDA torch.
+gpu-check:
+	PYTHON="$(PYTHON_GPU)" bash bench/gpu_check.sh
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -9,6 +9,7 @@ and ``pointctx.rgbd`` are reachable after ``import pointctx`` alone.
 import importlib
 
 from . import nn, ops
+from ._compile import compile  # noqa: A004 - pointctx.compile, like torch.compile
 from .batch import PointBatch
 from .data import collate
 from .models import create_model, list_models, load_model, load_official
@@ -17,7 +18,7 @@ from .rgbd import rgbd_to_points
 __version__ = "0.1.0"  # the one version source (pyproject.toml reads it)
 
 __all__ = ["PointBatch", "collate", "ops", "create_model", "list_models", "__version__"]
-__all__ += ["rgbd_to_points", "load_model", "load_official"]
+__all__ += ["rgbd_to_points", "load_model", "load_official", "compile"]
 __all__ += ["nn", "models", "datasets", "transforms", "viz", "train", "io"]
 
 # subpackages imported on first attribute access (heavy or optional dependencies)

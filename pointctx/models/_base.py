@@ -90,10 +90,10 @@ class SetClassifier(nn.Module):
     #: per-point model on this backbone sets it to True.
     allow_empty_sets: bool = False
 
-    def pack(self, inputs, mask: Tensor | None = None) -> PackedInput:
+    def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
         return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
-                          dtype=self.param_dtype, allow_empty=True)
+                          dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
 
     @property
     def param_dtype(self) -> torch.dtype:

@@ -15,6 +15,7 @@ and image-plane positions of pixel sets.
 
 from __future__ import annotations
 
+from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -22,6 +23,7 @@ from torch import Tensor
 
 from .._checks import check_finite_features
 from ..batch import PointBatch
+from ..ops.grid import lattice_sites
 
 __all__ = ["PackedInput", "pack_input", "plane_positions", "check_model_points",
            "check_nonempty_sets"]
@@ -124,6 +126,46 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
     return pb
 
 
+_PLANES: OrderedDict = OrderedDict()
+_PLANES_MAX = 8
+
+
+def _full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
+    """Cached image-plane positions of every pixel of ``b`` full ``h x w`` images ([B*H*W, 2])."""
+    key = (b, h, w, torch.device(device), dtype)
+    hit = _PLANES.get(key)
+    if hit is None:
+        with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
+            hit = PointBatch.image_grid(h, w, device=device, dtype=dtype).repeat(b, 1)
+        _PLANES[key] = hit
+        if len(_PLANES) > _PLANES_MAX:
+            _PLANES.popitem(last=False)
+    else:
+        _PLANES.move_to_end(key)
+    return hit
+
+
+def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
+    """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly.
+
+    Positions, set ids and lattice coordinates depend on the shape only: they come from caches
+    (:func:`~pointctx.ops.lattice_sites`), so the reducers recognise the full lattice by
+    identity. Only the features are copied (pixel-major, once).
+    """
+    b, c, h, w = images.shape
+    coords, batch = lattice_sites(b, (h, w), images.device)
+    plane = _full_image_planes(b, h, w, images.device, images.dtype)
+    n = b * h * w
+    if append_pos:
+        x = images.new_empty(b, h, w, c + 2)
+        x[..., :c].copy_(images.permute(0, 2, 3, 1))
+        x[..., c:].copy_(plane.view(b, h, w, 2))
+        x = x.view(n, c + 2)
+    else:
+        x = images.permute(0, 2, 3, 1).reshape(n, c)
+    return PackedInput(x, plane, batch, b, coords, (h, w), plane)
+
+
 def pack_input(
     inputs,
     mask: Tensor | None = None,
@@ -131,6 +173,7 @@ def pack_input(
     pos_dim: int | None = None,
     dtype: torch.dtype | None = None,
     allow_empty: bool = False,
+    append_pos: bool = False,
 ) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
@@ -143,10 +186,14 @@ def pack_input(
         pos_dim: expected position dimension D (checked when given).
         dtype: the model's floating dtype: inputs of another floating dtype are cast to it.
         allow_empty: accept empty sets (see :func:`check_model_points`).
+        append_pos: append the positions to the features (``x`` gets ``C + D`` channels, the
+            model stems' input), in one copy.
 
     Returns:
         :class:`PackedInput` (after :func:`check_model_points`: cast, no empty set, finite
-        features).
+        features). For image tensors without a mask, ``pos``, ``plane``, ``batch`` and
+        ``coords`` are cached per shape and device and shared between calls: do not modify
+        them in place.
 
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
@@ -187,6 +234,9 @@ def pack_input(
                              f"normalised), got dtype {inputs.dtype}")
         if dtype is not None and inputs.dtype != dtype:
             inputs = inputs.to(dtype)
+        if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
+                and bool(torch.isfinite(inputs).all())):
+            return _pack_full_images(inputs, append_pos)  # same points, no per-point work
         pb = PointBatch.from_images(inputs, mask)
     else:
         raise TypeError(
@@ -217,4 +267,6 @@ def pack_input(
             [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1
         )
         plane = plane_positions(coords, grid, dtype=pb.pos.dtype)
+    if append_pos:
+        x = torch.cat([x, pb.pos.to(x.dtype)], 1)
     return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane)

@@ -234,9 +234,9 @@ class CLUENet(SetClassifier):
         return self._run(inputs, mask, collect=True)
 
     def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size

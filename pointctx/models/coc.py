@@ -61,7 +61,8 @@ from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
-from ..ops.scatter import scatter_max, scatter_mean
+from ..ops.grid import set_bounds
+from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
 from ._base import SetClassifier
 from ._helpers import (
@@ -100,10 +101,9 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D].
     """
-    hi = scatter_max(pos, batch, batch_size).values
-    lo = -scatter_max(-pos, batch, batch_size).values
-    ext = (hi - lo).index_select(0, batch)
-    lo = lo.index_select(0, batch)
+    box = set_bounds(pos, batch, batch_size)
+    ext = (box.hi - box.lo).index_select(0, batch)
+    lo = box.lo.index_select(0, batch)
     safe = torch.where(ext > 0, ext, torch.ones_like(ext))
     return torch.where(ext > 0, (pos - lo) / safe - 0.5, torch.zeros_like(pos))
 
@@ -277,9 +277,9 @@ class ContextClusterNet(SetClassifier):
         return self._run(inputs, mask, collect=True)
 
     def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask)
+        packed = self.pack(inputs, mask, append_pos=True)
         b = packed.batch_size
-        feats = torch.cat([packed.x, packed.pos.to(packed.x.dtype)], 1)
+        feats = packed.x
         pixel = packed.is_pixel_set
         pos = packed.plane if pixel else packed.pos
         batch, coords, grid = packed.batch, packed.coords, packed.grid_size

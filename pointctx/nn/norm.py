@@ -17,6 +17,17 @@ from ..ops.segment import infer_batch_size
 __all__ = ["SetGroupNorm"]
 
 
+def _equal_sets(batch: Tensor, b: int) -> bool:
+    """Whether the sorted ``batch`` holds ``b`` non-empty sets of equal size (one host sync)."""
+    n = batch.numel()
+    if b == 0 or n == 0 or n % b:
+        return False
+    rows = batch.view(b, n // b)
+    ids = torch.arange(b, device=batch.device)
+    # sorted ids: every row starts and ends with its own set id <=> all rows are that id
+    return bool(((rows[:, 0] == ids) & (rows[:, -1] == ids)).all())
+
+
 class SetGroupNorm(nn.Module):
     """Group normalisation with one group per set: ``nn.GroupNorm(1, C)`` on ragged sets.
 
@@ -25,8 +36,11 @@ class SetGroupNorm(nn.Module):
     scaled and shifted per channel (``weight``, ``bias``) when ``affine``. On a full image grid
     (one set per image, every pixel a point) this equals ``nn.GroupNorm(1, C)`` on ``[B, C, H, W]``.
 
-    Statistics are computed in float32 (float64 for float64 inputs) with two passes (mean, then
-    the mean squared deviation), also under autocast. Empty sets are allowed (they have no rows).
+    Statistics are computed in float32 (float64 for float64 inputs), also under autocast. When
+    all sets have the same number of points (full images) this is one native
+    ``F.group_norm`` call on the packed rows viewed channels-last (no copy); otherwise two
+    segment passes (mean, then the mean squared deviation). Both give the same values and
+    gradients up to float rounding (tested). Empty sets are allowed (they have no rows).
 
     Args:
         num_channels: channels C.
@@ -80,6 +94,15 @@ class SetGroupNorm(nn.Module):
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):
             xw = x.to(work_dtype)
+            if _equal_sets(batch, b):
+                # every set has n = N / B points: one fused native GroupNorm on the packed rows,
+                # seen as a channels-last [B, C, n, 1] tensor (no copy)
+                n = xw.shape[0] // b
+                x4 = xw.reshape(b, n, 1, self.num_channels).permute(0, 3, 1, 2)
+                weight = None if self.weight is None else self.weight.to(work_dtype)
+                bias = None if self.bias is None else self.bias.to(work_dtype)
+                out = nn.functional.group_norm(x4, 1, weight, bias, self.eps)
+                return out.permute(0, 2, 3, 1).reshape(xw.shape).to(x.dtype)
             c = xw.shape[1]
             count = (scatter_count(batch, b).to(work_dtype) * c).clamp_(min=1)
             mean = scatter_sum(xw.sum(1), batch, b) / count  # [B]

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_int
 from .._resolver import normalize_name, resolve
+from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, relabel
 from ..ops.scatter import scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
 
@@ -196,7 +197,7 @@ class CenterProposal(nn.Module):
             num_regions = math.prod(regs)
             num_groups = num_sets * num_regions
             coords = grid_cell_coords(pos, batch, regs, check_bounds(bounds), num_sets)
-            region = _linear(coords, regs)
+            region = linear_index(coords, regs)
             group = batch.long() * num_regions + region
             perm = torch.argsort(group, stable=True)
             local = self(pos.index_select(0, perm), group.index_select(0, perm), num_groups)
@@ -329,80 +330,6 @@ def check_bounds(bounds, name: str = "bounds"):
     return (lo_out, hi_out)
 
 
-def _box(pos: Tensor, batch: Tensor, num_sets: int, bounds) -> tuple[Tensor, Tensor]:
-    """Per-point lower corner and extent ([N, D] each, or [1, D] for a fixed box)."""
-    n, d = pos.shape
-    if bounds == "set":
-        idx = batch.view(-1, 1).expand(n, d)
-        lo = pos.new_full((num_sets, d), float("inf")).scatter_reduce(
-            0, idx, pos, reduce="amin", include_self=True
-        )
-        hi = pos.new_full((num_sets, d), float("-inf")).scatter_reduce(
-            0, idx, pos, reduce="amax", include_self=True
-        )
-        lo_p, hi_p = lo.index_select(0, batch), hi.index_select(0, batch)
-        return lo_p, hi_p - lo_p
-    lo, hi = bounds
-    lo_t = pos.new_tensor(_per_axis(lo, d, "bounds lo")).view(1, d)
-    hi_t = pos.new_tensor(_per_axis(hi, d, "bounds hi")).view(1, d)
-    return lo_t, hi_t - lo_t
-
-
-def grid_cell_coords(
-    pos: Tensor,
-    batch: Tensor,
-    counts: Sequence[int],
-    bounds="set",
-    batch_size: int | None = None,
-) -> Tensor:
-    """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
-
-    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
-    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
-    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
-    cells; an axis with zero extent puts every point in cell 0).
-
-    Shapes:
-        pos: [N, D]; batch: [N]; return: [N, D] int64.
-    """
-    n, d = pos.shape
-    num_sets = infer_batch_size(batch, batch_size) if bounds == "set" else 0
-    work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-    lo, ext = _box(work, batch, num_sets, bounds)
-    cnt = torch.tensor(list(counts), dtype=work.dtype, device=pos.device).view(1, d)
-    safe = torch.where(ext > 0, ext, torch.ones_like(ext))
-    u = torch.where(ext > 0, (work - lo) / safe, torch.zeros_like(work))
-    c = torch.floor(u * cnt)
-    top = torch.tensor([c_ - 1 for c_ in counts], dtype=torch.long, device=pos.device)
-    return c.long().clamp_(min=0).minimum(top.view(1, d))
-
-
-def _linear(coords: Tensor, counts: Sequence[int]) -> Tensor:
-    """Linear index of integer coordinates with axis 0 varying fastest (raster order for (x, y))."""
-    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    stride = 1
-    for axis, c in enumerate(counts):
-        lin = lin + coords[:, axis] * stride
-        stride *= int(c)
-    return lin
-
-
-def _compact(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
-    """Renumber the used values of ``key`` to 0..M-1 in increasing key order.
-
-    Returns the new id of every entry [N] and the used keys [M] (ascending). One host sync.
-    """
-    n = key.numel()
-    if key_space <= max(4 * n, 1 << 16):
-        used = torch.zeros(key_space, dtype=torch.bool, device=key.device)
-        used[key] = True
-        kept = used.nonzero().view(-1)
-        new_id = torch.cumsum(used, 0) - 1
-        return new_id.index_select(0, key), kept
-    kept, inverse = torch.unique(key, sorted=True, return_inverse=True)
-    return inverse, kept
-
-
 _WINDOWS = ("partition", "adaptive")
 # Overlaps below this fraction of a cell are rounding, not overlap (exact for lattices of fewer
 # than 1 / _WINDOW_EPS pixels per region and axis).
@@ -529,15 +456,15 @@ class GridProposal(CenterProposal):
         local = coords
         if num_regions > 1:
             reg_t = torch.tensor(cells, dtype=torch.long, device=pos.device).view(1, d)
-            group = group + _linear(torch.div(coords, reg_t, rounding_mode="floor"), regs)
+            group = group + linear_index(torch.div(coords, reg_t, rounding_mode="floor"), regs)
             local = torch.remainder(coords, reg_t)
         return self._partition(pos, group, local, cells, num_sets * num_regions), group
 
     @staticmethod
     def _partition(pos, group, local, cells, num_groups) -> Centers:
         per_group = math.prod(cells)
-        key = group * per_group + _linear(local, cells)
-        assignment, kept = _compact(key, max(num_groups * per_group, 1))
+        key = group * per_group + linear_index(local, cells)
+        assignment, kept = relabel(key, max(num_groups * per_group, 1))
         m = kept.numel()
         center_pos = scatter_mean(pos, assignment, m)
         center_group = torch.div(kept, per_group, rounding_mode="floor")
@@ -556,11 +483,11 @@ class GridProposal(CenterProposal):
         half = _spacing(spacing, n, d, work) * 0.5  # [1, D] or [N, D]
         per_point = half.shape[0] != 1 or self.bounds == "set"
         if self.bounds == "set":  # the box of the footprints, not of the positions
-            lo, _ = _box(work - half, batch, num_sets, "set")
-            lo_hi, ext_hi = _box(work + half, batch, num_sets, "set")
+            lo, _ = grid_box(work - half, batch, "set", num_sets)
+            lo_hi, ext_hi = grid_box(work + half, batch, "set", num_sets)
             ext = lo_hi + ext_hi - lo
         else:
-            lo, ext = _box(work, batch, 0, self.bounds)
+            lo, ext = grid_box(work, batch, self.bounds, 0)
         if not per_point:  # [1, D] each: per-axis Python numbers
             lo, ext, half = lo.view(-1).tolist(), ext.view(-1).tolist(), half.view(-1).tolist()
         num_regions = math.prod(regs)
@@ -616,7 +543,7 @@ class GridProposal(CenterProposal):
             keys.append(key0.index_select(0, idx) + sum(o * st for o, st in zip(offset, strides)))
         point = torch.cat(points) if len(points) > 1 else points[0]
         key = torch.cat(keys) if len(keys) > 1 else keys[0]
-        member_center, kept = _compact(key, max(num_sets * num_regions * per_group, 1))
+        member_center, kept = relabel(key, max(num_sets * num_regions * per_group, 1))
         m = kept.numel()
         center_pos = _pool_pairs(pos, member_center[:n], point, member_center, m)
         center_group = torch.div(kept, per_group, rounding_mode="floor")
@@ -626,16 +553,14 @@ class GridProposal(CenterProposal):
         n, d = pos.shape
         sizes = _per_axis(self.size, d, "size")
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
-        lo, ext = _box(work, batch, num_sets, self.bounds)
+        lo, ext = grid_box(work, batch, self.bounds, num_sets)
         size_t = work.new_tensor(sizes).view(1, d)
         if self.bounds == "set":
             top = torch.floor(ext / size_t).long()
             counts = [int(v) + 1 for v in (top.amax(0) if n else top.new_zeros(d)).tolist()]
         else:
             counts = [max(1, math.ceil(e / s - 1e-9)) for e, s in zip(ext.view(-1).tolist(), sizes)]
-        top_t = torch.tensor([c - 1 for c in counts], dtype=torch.long, device=pos.device)
-        coords = torch.floor((work - lo) / size_t).long().clamp_(min=0).minimum(top_t.view(1, d))
-        return coords, counts
+        return cell_coords(work, lo, size_t.view(-1), counts), counts
 
 
 # ----------------------------------------------------------------------------------------------

@@ -17,6 +17,16 @@ C, k, k)`` (tested). Its position is the mean of the positions of the points in 
 cell (summed in slot order, so it does not depend on the order of the points), its lattice
 coordinates are ``a`` (so reductions chain: ``coords // s``, slot ``coords % s`` for ``k = s``).
 
+**Full lattices** (every site of every set present, in the raster order of
+:func:`~pointctx.ops.lattice_sites`, e.g. full images): the gather pattern depends on the shape
+only, so it is built once per ``(B, grid_size, kernel, stride, padding, device)`` and cached
+(the last 16), and the fused value is computed as the strided convolution itself
+(``conv2d`` on the packed rows viewed channels-last, no copy; the far border zero-padded for
+partial cells). Results equal the gather path up to float rounding, forward and backward
+(tested); masked or reordered inputs take the gather path with a fresh pattern. The output
+coordinates and set ids of a full lattice are the cached site tensors, so the next reducer
+recognises its input by identity.
+
 **Point mode** (general point sets: no lattice coordinates). Anchors are picked by farthest
 point sampling with ``ratio`` (default ``1 / s**2``: 4x4 cells keep 1/16 of the points, 2x2 cells
 1/4) and gather their ``k**L`` nearest points of the same set (``L = 2`` unless ``lattice_dim``
@@ -37,13 +47,22 @@ anchor has at least one present slot (its own cell is non-empty), so the factor 
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_features, check_number, check_pos, check_positive_int, check_tensor
+from .._checks import (
+    check_features,
+    check_finite_features,
+    check_number,
+    check_pos,
+    check_positive_int,
+    check_tensor,
+)
+from ..ops.grid import lattice_sites, linear_index, unravel_index
 from ..ops.segment import infer_batch_size
 from .norm import SetGroupNorm
 
@@ -76,21 +95,52 @@ class Reduced(NamedTuple):
     assignment: Tensor | None
 
 
-def _linear_index(coords: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Row-major linear index (axis 0 slowest) of integer coordinates."""
-    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
-    for axis, size in enumerate(sizes):
-        lin = lin * int(size) + coords[:, axis]
-    return lin
+def _row_major(coords: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest).
+
+    That is :func:`~pointctx.ops.grid.linear_index` on the reversed axes (raster order, the
+    library's one axis order); the kernel slots use it too, matching a conv weight's layout.
+    """
+    return linear_index(coords.flip(1), tuple(sizes)[::-1])
 
 
-def _unravel(lin: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Inverse of :func:`_linear_index`."""
-    out = []
-    for size in reversed(sizes):
-        out.append(torch.remainder(lin, int(size)))
-        lin = torch.div(lin, int(size), rounding_mode="floor")
-    return torch.stack(out[::-1], 1)
+class _Plan(NamedTuple):
+    """Gather pattern of a lattice reduction (depends on coordinates only, not on features)."""
+
+    index: Tensor  # [M, S] input point per slot, -1 when missing / outside the lattice
+    own: Tensor  # [M, s**L] points of the anchor's own cell, N (the pad row) when missing
+    own_count: Tensor  # [M, 1] points in the own cell (>= 1)
+    batch: Tensor  # [M] set of each anchor
+    coords: Tensor  # [M, L] anchor lattice coordinates
+    grid_size: tuple  # output lattice size
+    assignment: Tensor  # [N] anchor whose own cell holds each point
+    expected: Tensor  # [M] float32 slots inside the lattice
+    memo: dict  # cached full-lattice plans: the last anchor positions (see _anchor_positions)
+
+
+def _anchor_positions(pos: Tensor, plan: _Plan, memo: bool = True) -> Tensor | None:
+    """Mean position of each anchor's own cell, summed in slot order (not point order).
+
+    With ``memo`` (cached full-lattice plans) the result for the very same, unmodified,
+    gradient-free ``pos`` tensor (e.g. the cached image-plane positions) is reused.
+    """
+    plain = memo and not pos.requires_grad and not pos.is_inference()
+    if plain:
+        hit = plan.memo.get("pos")
+        if (hit is not None and hit[0] is pos and hit[1] == pos._version
+                and hit[2]._version == hit[3]):
+            return hit[2]
+    m, d = plan.own.shape[0], pos.shape[1]
+    pos_pad = torch.cat([pos, pos.new_zeros(1, d)], 0)
+    own_pos = pos_pad.index_select(0, plan.own.reshape(-1)).view(m, -1, d)
+    out = own_pos.sum(1) / plan.own_count.to(pos.dtype)
+    if plain and not out.is_inference():
+        plan.memo["pos"] = (pos, pos._version, out, out._version)
+    return out
+
+
+_PLANS: OrderedDict = OrderedDict()  # full-lattice plans, keyed on shape, kernel and device
+_PLANS_MAX = 16
 
 
 class PointReducer(nn.Module):
@@ -191,6 +241,8 @@ class PointReducer(nn.Module):
         check_tensor(batch, "batch")
         if batch.dim() != 1 or batch.numel() != n:
             raise ValueError(f"`batch` must have shape [N] = [{n}], got {tuple(batch.shape)}")
+        if self.validate:
+            check_finite_features(x, batch)
         if (coords is None) != (grid_size is None):
             raise ValueError("`coords` and `grid_size` must be given together (lattice mode) or "
                              "both left None (point mode)")
@@ -250,10 +302,25 @@ class PointReducer(nn.Module):
         if sizes is None:
             index, anchor_pos, anchor_batch = self._point_neighbours(pos, batch, b)
             expected = torch.full((index.shape[0],), float(self.slots), device=x.device)
-            new_coords = new_size = assignment = None
+            out = self._fuse(x, index, expected)
+            red = Reduced(out, anchor_pos, anchor_batch, None, None, index, None)
         else:
-            (index, anchor_pos, anchor_batch, new_coords, new_size, assignment,
-             expected) = self._lattice_neighbours(pos, batch, b, coords.long(), sizes)
+            plan, dense = self._lattice_plan(batch, b, coords, sizes)
+            if dense:
+                out = self._dense_conv(x, b, sizes, plan.grid_size)
+            else:
+                out = self._fuse(x, plan.index, plan.expected)
+            anchor_pos = _anchor_positions(pos, plan) if dense else None
+            if anchor_pos is None:
+                anchor_pos = _anchor_positions(pos, plan, memo=False)
+            red = Reduced(out, anchor_pos, plan.batch, plan.coords, plan.grid_size, plan.index,
+                          plan.assignment)
+        if isinstance(self.norm, SetGroupNorm):
+            red = red._replace(x=self.norm(red.x, red.batch, b))
+        return red
+
+    def _fuse(self, x: Tensor, index: Tensor, expected: Tensor) -> Tensor:
+        """Gather the slots, fuse them with ``proj`` and rescale for missing slots."""
         m, s = index.shape
         c = x.shape[1]
         present = (index >= 0).sum(1)
@@ -266,9 +333,30 @@ class PointReducer(nn.Module):
         out = out * scale.unsqueeze(1)
         if self.proj.bias is not None:
             out = out + self.proj.bias
-        if isinstance(self.norm, SetGroupNorm):
-            out = self.norm(out, anchor_batch, b)
-        return Reduced(out, anchor_pos, anchor_batch, new_coords, new_size, index, assignment)
+        return out
+
+    def _dense_conv(self, x: Tensor, b: int, sizes, out_sizes) -> Tensor:
+        """Full lattices in raster order: the reduction is exactly a strided convolution.
+
+        Every in-lattice slot is present (scale 1), out-of-lattice slots are the zero padding;
+        the far border gets extra zero padding when the partial cells need it.
+        """
+        k, s, p = self.kernel_size, self.stride, self.padding
+        dim, c = len(sizes), x.shape[1]
+        xv = x.reshape(b, *sizes, c).movedim(-1, 1)  # [B, C, *sizes], channels-last strides
+        extra = [max(0, (o - 1) * s + k - 2 * p - g) for g, o in zip(sizes, out_sizes)]
+        if any(extra):
+            pads = []
+            for e in reversed(extra):
+                pads += [0, e]
+            xv = nn.functional.pad(xv, pads)
+        weight = self.proj.weight.view(self.out_dim, c, *(k,) * dim)
+        conv = (nn.functional.conv1d, nn.functional.conv2d, nn.functional.conv3d)[dim - 1]
+        out = conv(xv, weight, self.proj.bias, stride=s, padding=p)
+        for axis, o in enumerate(out_sizes):
+            if out.shape[2 + axis] != o:
+                out = out.narrow(2 + axis, 0, o)
+        return out.movedim(1, -1).reshape(-1, self.out_dim)
 
     # ------------------------------------------------------------------------------------------
 
@@ -291,14 +379,46 @@ class PointReducer(nn.Module):
             index = torch.cat([index, pad], 1)
         return index, anchor_pos, anchor_batch
 
-    def _lattice_neighbours(self, pos, batch, b, coords, sizes):
+    def _lattice_plan(self, batch: Tensor, b: int, coords: Tensor, sizes: tuple):
+        """The gather pattern of a lattice reduction: ``(plan, dense)``.
+
+        Full lattices in raster order (every site present, as
+        :func:`~pointctx.ops.lattice_sites` lays them out, e.g. full images) get a plan built
+        once per shape and cached (``dense`` True: the caller may use the convolution); any
+        other input (masked pixels, another point order) gets a fresh plan.
+        """
+        coords = coords.long()
+        batch = batch.long()
+        n = coords.shape[0]
+        if n and self.lattice_dim <= 3 and n == b * math.prod(sizes):
+            full_coords, full_batch = lattice_sites(b, sizes, coords.device)
+            if ((coords is full_coords or torch.equal(coords, full_coords))
+                    and (batch is full_batch or torch.equal(batch, full_batch))):
+                key = (b, sizes, self.kernel_size, self.stride, self.padding, coords.device)
+                plan = _PLANS.get(key)
+                if plan is None:
+                    with torch.inference_mode(False), torch.no_grad():  # usable in training too
+                        plan = self._build_plan(full_batch, b, full_coords, sizes)
+                    out_coords, out_batch = lattice_sites(b, plan.grid_size, coords.device)
+                    # every anchor of a full lattice exists: share the cached site tensors, so
+                    # the next reducer recognises its input by identity
+                    plan = plan._replace(coords=out_coords, batch=out_batch)
+                    _PLANS[key] = plan
+                    if len(_PLANS) > _PLANS_MAX:
+                        _PLANS.popitem(last=False)
+                else:
+                    _PLANS.move_to_end(key)
+                return plan, True
+        return self._build_plan(batch, b, coords, sizes), False
+
+    def _build_plan(self, batch, b, coords, sizes) -> _Plan:
         device = coords.device
         n, dim = coords.shape
         k, s, p = self.kernel_size, self.stride, self.padding
         out_sizes = tuple(-(-g // s) for g in sizes)
         per_set = math.prod(out_sizes)
         cell = torch.div(coords, s, rounding_mode="floor")
-        key = batch.long() * per_set + _linear_index(cell, out_sizes)
+        key = batch * per_set + _row_major(cell, out_sizes)
         space = max(b * per_set, 1)
         used = torch.zeros(space, dtype=torch.bool, device=device)
         used[key] = True
@@ -308,7 +428,7 @@ class PointReducer(nn.Module):
         assignment = table.index_select(0, key)
         table = torch.where(used, table, torch.full_like(table, -1))
         anchor_batch = torch.div(kept, per_set, rounding_mode="floor")
-        new_coords = _unravel(torch.remainder(kept, per_set), out_sizes)
+        new_coords = unravel_index(kept, out_sizes[::-1]).flip(1)
 
         # Candidate (point, anchor) pairs: per axis the offsets d = coord + p - a*s in [0, k)
         # with d == (coord + p) mod s, i.e. d = r + j*s for j < ceil(k / s).
@@ -321,27 +441,24 @@ class PointReducer(nn.Module):
         a = torch.div(t, s, rounding_mode="floor")
         out_t = torch.tensor(out_sizes, device=device)
         valid = ((d < k) & (t >= 0) & (a < out_t)).all(2)
-        akey = batch.long().view(n, 1) * per_set + _linear_index(
+        akey = batch.view(n, 1) * per_set + _row_major(
             a.clamp(min=0).minimum(out_t - 1).reshape(-1, dim), out_sizes).view(n, -1)
         aid = table.index_select(0, akey.reshape(-1)).view(akey.shape)
         valid = valid & (aid >= 0)
         pt, jj = valid.nonzero().unbind(1)
-        slot = _linear_index(d[pt, jj], (k,) * dim)
+        slot = _row_major(d[pt, jj], (k,) * dim)
         index = torch.full((m * self.slots,), -1, dtype=torch.long, device=device)
         index[aid[pt, jj] * self.slots + slot] = pt
         index = index.view(m, self.slots)
 
-        # anchor position: mean over its own cell, summed in slot order (not point order), so
-        # the result does not depend on the order of the points
-        own = index.index_select(1, self._own_slots)  # [M, s**L]
-        pos_pad = torch.cat([pos, pos.new_zeros(1, pos.shape[1])], 0)
-        own_pos = pos_pad.index_select(0, torch.where(own >= 0, own, n).reshape(-1))
-        own_pos = own_pos.view(m, -1, pos.shape[1]).sum(1)
-        anchor_pos = own_pos / (own >= 0).sum(1, keepdim=True).clamp(min=1).to(pos.dtype)
+        own = index.index_select(1, self._own_slots.to(device))  # [M, s**L]
+        own_count = (own >= 0).sum(1, keepdim=True).clamp(min=1)
+        own = torch.where(own >= 0, own, n)  # row n: the zero pad row
 
         # slots inside the lattice per anchor (the rest is the convolution's zero padding)
         lo = new_coords * s - p  # [M, L]
         size_t = torch.tensor(sizes, device=device)
         inside = ((lo + k).minimum(size_t) - lo.clamp(min=0)).clamp(min=0)
-        expected = inside.prod(1).to(pos.dtype if pos.is_floating_point() else torch.float32)
-        return index, anchor_pos, anchor_batch, new_coords, out_sizes, assignment, expected
+        expected = inside.prod(1).to(torch.float32)
+        return _Plan(index, own, own_count, anchor_batch, new_coords, out_sizes, assignment,
+                     expected, {})

@@ -14,7 +14,22 @@ from ._backend import (
     use_backend,
 )
 from .fps import fps, fps_naive, sample_counts
-from .grid import GridCluster, GridPool, grid_cluster, grid_cluster_naive, grid_pool
+from .grid import (
+    GridCluster,
+    GridPool,
+    SetBounds,
+    cell_coords,
+    grid_box,
+    grid_cell_coords,
+    grid_cluster,
+    grid_cluster_naive,
+    grid_pool,
+    lattice_sites,
+    linear_index,
+    relabel,
+    set_bounds,
+    unravel_index,
+)
 from .grid_knn import grid_knn
 from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
@@ -57,6 +72,15 @@ __all__ = [
     "grid_cluster",
     "grid_cluster_naive",
     "grid_pool",
+    "SetBounds",
+    "cell_coords",
+    "grid_box",
+    "grid_cell_coords",
+    "lattice_sites",
+    "linear_index",
+    "relabel",
+    "set_bounds",
+    "unravel_index",
     "KNN",
     "knn",
     "knn_naive",

@@ -1,4 +1,18 @@
-"""Voxel-grid clustering and pooling of packed ragged point sets.
+"""Voxel-grid clustering and pooling of packed ragged point sets, and the grid helpers.
+
+**Axis order (one for the whole library).** A linear cell index varies **axis 0 fastest**: the
+last coordinate is the most significant (:func:`linear_index`, :func:`unravel_index`). For
+positions ``(x, y[, z])`` this is raster order (row by row for image pixels), as torch-cluster's
+voxel ids. Lattice coordinates stored as ``(row, col)`` (the reducer's) are passed reversed,
+``(col, row)``, so that they get the same raster order.
+
+The helpers every grid in pointctx uses (proposals, reducer, models):
+
+* :func:`set_bounds`: per-set bounding box;
+* :func:`grid_box` / :func:`grid_cell_coords` / :func:`cell_coords`: cell coordinates;
+* :func:`linear_index` / :func:`unravel_index`: the linear index in the order above;
+* :func:`relabel`: consecutive relabelling of used keys;
+* :func:`lattice_sites`: every site of full lattices (cached per shape and device).
 
 A point at ``p`` of set ``b`` falls in the cell with integer coordinates
 ``floor((p - origin_b) / size)``, so a point exactly on a cell boundary goes to the upper cell.
@@ -13,6 +27,9 @@ on the other sets in the batch.
 
 from __future__ import annotations
 
+import math
+from collections import OrderedDict
+from collections.abc import Sequence
 from typing import NamedTuple
 
 import torch
@@ -22,8 +39,24 @@ from .._checks import check_features, check_pos
 from ._backend import require_cluster, resolve_backend
 from ._common import _setup
 from .scatter import scatter_mean
+from .segment import infer_batch_size
 
-__all__ = ["GridCluster", "GridPool", "grid_cluster", "grid_pool", "grid_cluster_naive"]
+__all__ = [
+    "GridCluster",
+    "GridPool",
+    "SetBounds",
+    "cell_coords",
+    "grid_box",
+    "grid_cell_coords",
+    "grid_cluster",
+    "grid_cluster_naive",
+    "grid_pool",
+    "lattice_sites",
+    "linear_index",
+    "relabel",
+    "set_bounds",
+    "unravel_index",
+]
 
 _INT63 = 2**62
 
@@ -59,6 +92,217 @@ class GridPool(NamedTuple):
     cluster: Tensor
 
 
+class SetBounds(NamedTuple):
+    """Result of :func:`set_bounds`.
+
+    Attributes:
+        lo: [B, D] per-set minimum of the positions (0 for an empty set).
+        hi: [B, D] per-set maximum of the positions (0 for an empty set).
+    """
+
+    lo: Tensor
+    hi: Tensor
+
+
+def set_bounds(pos: Tensor, batch: Tensor, batch_size: int) -> SetBounds:
+    """Per-set bounding box (minimum and maximum of every coordinate).
+
+    Args:
+        pos: point positions.
+        batch: sorted set id per point.
+        batch_size: number of sets B (empty sets get a zero box).
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: lo [B, D], hi [B, D].
+    """
+    n, d = pos.shape
+    idx = batch.view(-1, 1).expand(n, d)
+    lo = pos.new_full((batch_size, d), float("inf"))
+    hi = pos.new_full((batch_size, d), float("-inf"))
+    if n:
+        lo = lo.scatter_reduce(0, idx, pos, reduce="amin", include_self=True)
+        hi = hi.scatter_reduce(0, idx, pos, reduce="amax", include_self=True)
+    empty = torch.isinf(lo) & (lo > 0)
+    return SetBounds(lo.masked_fill(empty, 0.0), hi.masked_fill(empty, 0.0))
+
+
+def _broadcast_axes(value, d: int, name: str) -> tuple:
+    """An int/float for every axis, or a sequence of ``d`` entries."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        if len(value) != d:
+            raise ValueError(
+                f"`{name}` has {len(value)} entries but the positions have D = {d} coordinates"
+            )
+        return tuple(value)
+    return (value,) * d
+
+
+def grid_box(pos: Tensor, batch: Tensor, bounds="set", batch_size: int | None = None):
+    """Lower corner and extent of the box a grid spans, per point.
+
+    Args:
+        pos: point positions.
+        batch: sorted set id per point.
+        bounds: ``"set"`` (each set's bounding box, :func:`set_bounds`) or a fixed ``(lo, hi)``
+            pair (floats or per-axis sequences).
+        batch_size: number of sets B, if known (avoids a host sync).
+
+    Returns:
+        ``(lo, ext)``: [N, D] each for ``"set"``, [1, D] each for a fixed box.
+
+    Shapes:
+        pos: [N, D]; batch: [N].
+    """
+    d = pos.shape[1]
+    if isinstance(bounds, str):
+        if bounds != "set":
+            raise ValueError(f"`bounds` must be 'set' or a (lo, hi) pair, got {bounds!r}")
+        box = set_bounds(pos, batch, infer_batch_size(batch, batch_size))
+        lo = box.lo.index_select(0, batch)
+        return lo, box.hi.index_select(0, batch) - lo
+    lo, hi = bounds
+    lo_t = pos.new_tensor(_broadcast_axes(lo, d, "bounds lo")).view(1, d)
+    hi_t = pos.new_tensor(_broadcast_axes(hi, d, "bounds hi")).view(1, d)
+    return lo_t, hi_t - lo_t
+
+
+def cell_coords(pos: Tensor, origin: Tensor, size: Tensor, counts=None) -> Tensor:
+    """Integer cell coordinates ``floor((pos - origin) / size)`` (clamped to ``[0, counts)``).
+
+    Args:
+        pos: point positions.
+        origin: grid origin per point ([N, D]) or for all ([1, D] / [D]).
+        size: cell edge length per axis.
+        counts: optional cells per axis; coordinates are then clamped to ``[0, counts_d - 1]``.
+
+    Shapes:
+        pos: [N, D]; origin: [N, D] or [D]; size: [D]; return: [N, D] int64.
+    """
+    cell = torch.floor((pos - origin) / size).long()
+    if counts is not None:
+        top = torch.tensor([int(c) - 1 for c in counts], dtype=torch.long, device=pos.device)
+        cell = cell.clamp_(min=0).minimum(top.view(1, -1))
+    return cell
+
+
+def grid_cell_coords(
+    pos: Tensor,
+    batch: Tensor,
+    counts: Sequence[int],
+    bounds="set",
+    batch_size: int | None = None,
+) -> Tensor:
+    """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
+
+    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
+    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
+    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
+    cells; an axis with zero extent puts every point in cell 0).
+
+    Shapes:
+        pos: [N, D]; batch: [N]; return: [N, D] int64.
+    """
+    d = pos.shape[1]
+    work = pos.to(torch.promote_types(pos.dtype, torch.float32))
+    lo, ext = grid_box(work, batch, bounds, batch_size)
+    cnt = torch.tensor(list(counts), dtype=work.dtype, device=pos.device).view(1, d)
+    safe = torch.where(ext > 0, ext, torch.ones_like(ext))
+    u = torch.where(ext > 0, (work - lo) / safe, torch.zeros_like(work))
+    c = torch.floor(u * cnt)
+    top = torch.tensor([c_ - 1 for c_ in counts], dtype=torch.long, device=pos.device)
+    return c.long().clamp_(min=0).minimum(top.view(1, d))
+
+
+def linear_index(coords: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Linear index of integer coordinates, **axis 0 varying fastest** (last axis slowest).
+
+    ``index = c_0 + s_0 * (c_1 + s_1 * (c_2 + ...))``: raster order for ``(x, y)`` positions.
+    For ``(row, col)`` coordinates pass ``coords.flip(1)`` and ``sizes[::-1]``.
+
+    Shapes:
+        coords: [N, D] int64 with ``0 <= c_d < sizes[d]``; return: [N] int64.
+    """
+    lin = torch.zeros(coords.shape[0], dtype=torch.long, device=coords.device)
+    for axis in reversed(range(len(sizes))):
+        lin = lin * int(sizes[axis]) + coords[:, axis]
+    return lin
+
+
+def unravel_index(lin: Tensor, sizes: Sequence[int]) -> Tensor:
+    """Inverse of :func:`linear_index` (axis 0 fastest); the part above ``prod(sizes)`` is dropped.
+
+    Shapes:
+        lin: [K] int64; return: [K, D] int64.
+    """
+    coords = []
+    for size in sizes:
+        coords.append(torch.remainder(lin, int(size)))
+        lin = torch.div(lin, int(size), rounding_mode="floor")
+    return torch.stack(coords, 1)
+
+
+def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
+    """Consecutive relabelling: the used values of ``key`` become ``0..K-1`` in increasing order.
+
+    When the key space is not much larger than the number of keys an occupancy table replaces
+    the sort of ``torch.unique``. One host sync.
+
+    Args:
+        key: int64 keys in ``[0, key_space)``.
+        key_space: upper bound of the keys.
+
+    Returns:
+        ``(ids [N], used [K])``: the new id of every entry and the used keys, ascending.
+
+    Shapes:
+        key: [N]; return: [N], [K].
+    """
+    if key_space <= max(4 * key.numel(), 2**16):
+        occupied = torch.zeros(key_space, dtype=torch.bool, device=key.device)
+        occupied.index_fill_(0, key, True)
+        ids = torch.cumsum(occupied, 0) - 1
+        return ids.index_select(0, key), occupied.nonzero().flatten()
+    keys, ids = torch.unique(key, sorted=True, return_inverse=True)
+    return ids, keys
+
+
+_SITES: OrderedDict = OrderedDict()
+_SITES_MAX = 16
+
+
+def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[Tensor, Tensor]:
+    """Every site of ``batch_size`` full lattices of ``sizes``: integer coordinates and set ids.
+
+    Sites come set by set, each set in row-major order of ``(row, col, ...)`` (raster order for
+    images: :func:`linear_index` of the reversed axes). The tensors are built once per
+    ``(batch_size, sizes, device)`` and cached (the last 16 shapes), so repeated calls return
+    the very same tensor objects: callers must not modify them in place. Layers use the
+    identity to recognise full lattices cheaply (:class:`~pointctx.nn.PointReducer`).
+
+    Returns:
+        ``(coords [N, L] int64, batch [N] int64)`` with ``N = batch_size * prod(sizes)``.
+
+    Shapes:
+        return: coords [N, L], batch [N].
+    """
+    device = torch.device("cpu") if device is None else torch.device(device)
+    key = (int(batch_size), tuple(int(g) for g in sizes), device)
+    hit = _SITES.get(key)
+    if hit is not None:
+        _SITES.move_to_end(key)
+        return hit
+    b, sizes = key[0], key[1]
+    per_set = math.prod(sizes)
+    with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
+        lin = torch.arange(per_set, device=device)
+        coords = unravel_index(lin, sizes[::-1]).flip(1).repeat(b, 1)
+        batch = torch.arange(b, device=device).repeat_interleave(per_set)
+    _SITES[key] = (coords, batch)
+    if len(_SITES) > _SITES_MAX:
+        _SITES.popitem(last=False)
+    return coords, batch
+
+
 def _as_vector(value, name: str, d: int, like: Tensor) -> Tensor:
     """A float, a sequence of D numbers or a tensor [D] (or scalar) as a [D] tensor."""
     if isinstance(value, bool):
@@ -86,12 +330,7 @@ def _prepare(pos, batch, size, origin, batch_size):
     if bool((size_t <= 0).any()):
         raise ValueError(f"`size` must be > 0 in every dimension, got {size_t.tolist()}")
     if origin is None:
-        org = pos.new_full((b, d), float("inf"))
-        if pos.shape[0]:
-            org = org.scatter_reduce(
-                0, batch.unsqueeze(1).expand_as(pos), pos, reduce="amin", include_self=True
-            )
-        org = torch.where(torch.isfinite(org), org, torch.zeros_like(org))  # empty sets
+        org = set_bounds(pos, batch, b).lo  # empty sets: 0
     elif isinstance(origin, Tensor) and origin.dim() == 2:
         if origin.shape != (b, d):
             raise ValueError(
@@ -143,33 +382,15 @@ def grid_cluster(
     return _grid_native(shifted, batch, b, size_t)
 
 
-def _number_cells(key: Tensor, total: int):
-    """Consecutive ids for int64 cell keys in ``[0, total)``, in key order.
-
-    Returns ``(cluster [N], keys [K])``. When the key space is not much larger than the number
-    of points an occupancy table replaces the sort of ``torch.unique``.
-    """
-    if total <= max(4 * key.numel(), 2**16):
-        occupied = torch.zeros(total, dtype=torch.bool, device=key.device)
-        occupied.index_fill_(0, key, True)
-        ids = torch.cumsum(occupied, 0) - 1
-        return ids.index_select(0, key), occupied.nonzero().flatten()
-    keys, cluster = torch.unique(key, sorted=True, return_inverse=True)
-    return cluster, keys
-
-
 def _decode(keys: Tensor, ext, offset):
-    """Invert ``key = ((batch * e[D-1] + c[D-1]) * e[D-2] + ...) * e[0] + c[0]``."""
-    coords = []
-    rest = keys
-    for k in range(len(ext)):
-        coords.append(rest % ext[k] + offset[k])
-        rest = rest // ext[k]
-    return torch.stack(coords, 1), rest
+    """Cell coordinates and set of the keys ``batch * prod(ext) + linear_index(c - offset)``."""
+    per_set = math.prod(int(e) for e in ext)
+    coords = unravel_index(keys, ext) + torch.tensor(offset, device=keys.device).view(1, -1)
+    return coords, torch.div(keys, per_set, rounding_mode="floor")
 
 
 def _grid_native(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> GridCluster:
-    cell = torch.floor(shifted / size_t).long()  # [N, D]
+    cell = cell_coords(shifted, 0.0, size_t)  # [N, D]
     lo = cell.amin(0)
     ext = (cell.amax(0) - lo + 1).tolist()
     total = b
@@ -177,11 +398,9 @@ def _grid_native(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> Grid
         total *= e
     if total < _INT63:
         # one int64 key per point: set, then coordinates with the last one most significant
-        key = batch.clone()
-        for k in reversed(range(cell.shape[1])):
-            key.mul_(ext[k]).add_(cell[:, k] - lo[k])
-        cluster, keys = _number_cells(key, total)
-        coords, cell_batch = _decode(keys, ext, lo)
+        key = batch * (total // b) + linear_index(cell - lo, ext)
+        cluster, keys = relabel(key, total)
+        coords, cell_batch = _decode(keys, ext, lo.tolist())
         return GridCluster(cluster, cell_batch, coords)
     # coordinates too spread out for one int64 key: lexicographic unique on rows
     rows = torch.cat([batch.unsqueeze(1), cell.flip(1)], 1)
@@ -214,7 +433,7 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
             f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets overflows "
             "int64; use backend='native'"
         )
-    cluster, keys = _number_cells(batch * per_set + voxel, per_set * b)
+    cluster, keys = relabel(batch * per_set + voxel, per_set * b)
     coords, cell_batch = _decode(keys, nv, base.tolist())
     return GridCluster(cluster, cell_batch, coords)
 

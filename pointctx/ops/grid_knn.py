@@ -15,9 +15,13 @@ cells around its own (window radius ``r``) and keeps the ``k`` nearest by (dista
 The result is provably the global one when the ``k``-th distance is smaller than the distance
 from the query to the window's border (no point outside the window can be as near), or when
 the window holds every source point of the query's set. Queries that fail the test are searched
-again with a 4x wider window if the first one held any candidate, and the rest (queries far
-from every source, e.g. in a large hole of a masked image) by :func:`pointctx.ops.knn` (brute
-force or torch-cluster's kd-tree). The answer never depends on ``cell_size``; only the speed does.
+again with a 4x wider window if the first one held any candidate. The rest (queries far from
+every source, e.g. in a large hole of a masked image) go to torch-cluster's kd-tree through
+:func:`pointctx.ops.knn` when that is the kNN backend, else to an exact bound per query cell:
+with ``c`` the cell's centre and ``h`` its half-diagonal, every point that can be among the
+``k`` nearest of a query of the cell lies within ``d_k(c) + 2h`` of ``c``, so only those points
+of the set are compared (3x faster than the brute force on a 360x480 image with a 25 % region
+of source points). The answer never depends on ``cell_size``; only the speed does.
 
 Memory: queries are processed in blocks of at most ``chunk_size`` candidate entries
 (``[queries, candidates]``); a cell holding many points (a dense cluster much smaller than
@@ -33,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_positive_int
+from ._backend import resolve_backend
 from ._common import _sqdist
 from .knn import KNN, _batches, _check_pair, _empty_result, knn
 
@@ -187,10 +192,13 @@ def grid_knn(
                 done.append(q[~ok])
         todo = torch.cat(done) if done else todo[:0]
     todo = torch.cat([todo, *far]).sort().values
-    if todo.numel():
+    if todo.numel() and resolve_backend(backend, "knn", x_pos.device) == "cluster":
         rest = knn(x_pos, y_pos[todo], k, bx, by[todo], batch_size=b, backend=backend)
         out.index[todo] = rest.index
         out.dist2[todo] = rest.dist2
+    elif todo.numel():  # native: brute force restricted by a bound per query cell
+        _cell_bound(todo, out, x_pos, y_pos, bx, by, px, cy, ybase, cs, origin, k, b,
+                    backend, tol, chunk)
     return out
 
 
@@ -234,6 +242,23 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
     yq = y_pos[q]
     near = xp.index_select(0, cand.view(-1)).view(nq, -1, x_pos.shape[1])
     d = _sqdist(yq.unsqueeze(1), near).masked_fill_(~valid, float("inf"))
+    idx, d2 = _select_k(cand, d, k, n)
+    # exact when the window holds the whole set, or the k-th distance is below the squared
+    # distance from the query to the window's border
+    whole = total == sx[by[q]]
+    lo = origin + (cq - r).to(yq.dtype) * cs
+    hi = origin + (cq + r + 1).to(yq.dtype) * cs
+    gap = torch.minimum(yq - lo, hi - yq).amin(1) - tol
+    ok = whole | ((gap > 0) & (d2[:, k - 1] < gap * gap))
+    return ok, idx, d2, total
+
+
+def _select_k(cand: Tensor, d: Tensor, k: int, n: int):
+    """The ``k`` smallest ``(distance, index)`` pairs of each row (``-1`` / ``inf`` padding).
+
+    ``cand`` holds source rows (``n`` for padding, with ``d = inf``).
+    """
+    nq = cand.shape[0]
     kk = min(k, cand.shape[1])
     if d.dtype == torch.float32 and n < 2**31:
         # (distance, index) packed in one int64: non-negative float32 bits order like values
@@ -246,15 +271,60 @@ def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order
         cand, d = cand.gather(1, s1), d.gather(1, s1)
         s2 = torch.argsort(d, dim=1, stable=True)[:, :kk]
         cand, d = cand.gather(1, s2), d.gather(1, s2)
-    idx = torch.full((nq, k), -1, dtype=torch.long, device=dev)
-    d2 = torch.full((nq, k), float("inf"), dtype=x_pos.dtype, device=dev)
+    idx = torch.full((nq, k), -1, dtype=torch.long, device=cand.device)
+    d2 = torch.full((nq, k), float("inf"), dtype=d.dtype, device=cand.device)
     idx[:, :kk] = torch.where(torch.isfinite(d), cand, -1)
     d2[:, :kk] = d
-    # exact when the window holds the whole set, or the k-th distance is below the squared
-    # distance from the query to the window's border
-    whole = total == sx[by[q]]
-    lo = origin + (cq - r).to(yq.dtype) * cs
-    hi = origin + (cq + r + 1).to(yq.dtype) * cs
-    gap = torch.minimum(yq - lo, hi - yq).amin(1) - tol
-    ok = whole | ((gap > 0) & (d2[:, k - 1] < gap * gap))
-    return ok, idx, d2, total
+    return idx, d2
+
+
+def _cell_bound(todo, out, x_pos, y_pos, bx, by, px, cy, ybase, cs, origin, k, b, backend,
+                tol, chunk):
+    """Exact kNN of queries far from every source, one candidate list per query cell.
+
+    For a query ``q`` in a cell with centre ``c`` and half-diagonal ``h``: the ``k`` points
+    nearest to ``c`` lie within ``d_k(c) + h`` of ``q``, so ``d_k(q) <= d_k(c) + h`` and every
+    point that can be among ``q``'s ``k`` nearest (ties included) lies within
+    ``R = d_k(c) + 2h`` of ``c``. The points of the set within ``R`` of the centre are the
+    candidates of every query of the cell.
+    """
+    n = x_pos.shape[0]
+    ucell, inv = torch.unique(ybase[todo], return_inverse=True)
+    nu = ucell.numel()
+    cu = torch.empty(nu, cy.shape[1], dtype=cy.dtype, device=cy.device)
+    cu[inv] = cy[todo]
+    bu = torch.empty(nu, dtype=torch.long, device=by.device)
+    bu[inv] = by[todo]
+    centre = origin + (cu.to(x_pos.dtype) + 0.5) * cs
+    dk = knn(x_pos, centre, k, bx, bu, batch_size=b, backend=backend).dist2[:, k - 1]
+    reach = dk.sqrt() + torch.linalg.vector_norm(cs) + 2 * tol  # inf: the set has < k points
+    order = torch.argsort(inv, stable=True)  # queries grouped by cell
+    qstart = torch.searchsorted(inv[order], torch.arange(nu + 1, device=inv.device))
+    xp = torch.cat([x_pos, x_pos.new_zeros(1, x_pos.shape[1])], 0)
+    for s in torch.unique(bu).tolist():  # sets, one at a time
+        lo, hi = int(px[s]), int(px[s + 1])
+        cells = (bu == s).nonzero().view(-1)  # contiguous: cells are sorted by set
+        xs = x_pos[lo:hi]
+        step = max(1, chunk // max(hi - lo, 1))
+        for c0 in range(0, cells.numel(), step):
+            cc = cells[c0:c0 + step]
+            d = _sqdist(centre[cc].unsqueeze(1), xs.unsqueeze(0))  # [C, Ns]
+            within = d <= reach[cc].unsqueeze(1).square()
+            count = within.sum(1)
+            width = max(int(count.max()), 1)
+            # rows of the candidates in index order, padded with n
+            row, col = within.nonzero().unbind(1)  # row-major: columns ascending per row
+            rank = torch.arange(row.numel(), device=row.device) - (torch.cumsum(count, 0)
+                                                                   - count)[row]
+            cand = torch.full((cc.numel(), width), n, dtype=torch.long, device=row.device)
+            cand[row, rank] = col + lo
+            # the queries of these cells: contiguous in `order`
+            at = order[int(qstart[int(cc[0])]):int(qstart[int(cc[-1]) + 1])]
+            q, local = todo[at], inv[at] - cc[0]
+            qstep = max(1, chunk // width)
+            for q0 in range(0, q.numel(), qstep):
+                qq = q[q0:q0 + qstep]
+                cq = cand.index_select(0, local[q0:q0 + qstep])
+                near = xp.index_select(0, cq.view(-1)).view(cq.shape[0], width, -1)
+                dq = _sqdist(y_pos[qq].unsqueeze(1), near).masked_fill_(cq == n, float("inf"))
+                out.index[qq], out.dist2[qq] = _select_k(cq, dq, k, n)

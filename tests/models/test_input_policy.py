@@ -108,3 +108,15 @@ def test_nan_features_used_to_poison_training():
         model(pb)
     assert all(torch.isfinite(p).all() for p in model.parameters())
     assert pointctx.list_models()  # the registry is untouched
+
+
+def test_point_reducer_rejects_nonfinite_features():
+    from pointctx.nn import PointReducer
+
+    pb = _clouds(c=4)
+    x = pb.x.clone()
+    x[52, 2] = float("nan")  # set 2 starts at row 50
+    red = PointReducer(4, 8, kernel_size=4, stride=2, validate=True)
+    with pytest.raises(ValueError, match=r"`x` has a non-finite value \(nan\) at set 2, point 2 "
+                       r"\(row 52 of `x`\), channel 2"):
+        red(x, pb.pos, pb.batch)

@@ -86,3 +86,39 @@ def test_bad_inputs():
         SetGroupNorm(4, eps=-1.0)
     with pytest.raises(ValueError, match="`num_channels` must be >= 1"):
         SetGroupNorm(0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("affine", [True, False])
+def test_fused_equal_sets_path_matches_segment_path(dtype, affine, monkeypatch):
+    from pointctx.nn import norm as norm_mod
+
+    g = torch.Generator().manual_seed(3)
+    x = (torch.randn(4 * 9, 6, generator=g, dtype=dtype) * 2 + 1).requires_grad_(True)
+    batch = torch.arange(4).repeat_interleave(9)
+    layer = SetGroupNorm(6, affine=affine).to(dtype)
+    if affine:
+        with torch.no_grad():
+            layer.weight.copy_(torch.linspace(0.5, 2.0, 6))
+            layer.bias.copy_(torch.linspace(-1.0, 1.0, 6))
+    assert norm_mod._equal_sets(batch, 4)
+    fused = layer(x, batch, 4)
+    params = [x] + ([layer.weight, layer.bias] if affine else [])
+    g_fused = torch.autograd.grad((fused * fused.detach().cos()).sum(), params)
+    monkeypatch.setattr(norm_mod, "_equal_sets", lambda *a: False)
+    seg = layer(x, batch, 4)
+    g_seg = torch.autograd.grad((seg * seg.detach().cos()).sum(), params)
+    tol = dict(rtol=1e-5, atol=1e-5) if dtype == torch.float32 else dict(rtol=1e-10, atol=1e-10)
+    torch.testing.assert_close(fused, seg, **tol)
+    for a, b in zip(g_fused, g_seg):
+        torch.testing.assert_close(a, b, **tol)
+
+
+def test_equal_sets_detection():
+    from pointctx.nn.norm import _equal_sets
+
+    assert _equal_sets(torch.tensor([0, 0, 1, 1]), 2)
+    assert not _equal_sets(torch.tensor([0, 0, 0, 1]), 2)
+    assert not _equal_sets(torch.tensor([0, 0, 1, 1]), 4)  # two empty sets
+    assert not _equal_sets(torch.tensor([0, 1, 1, 1]), 2)
+    assert not _equal_sets(torch.zeros(0, dtype=torch.long), 0)

@@ -247,3 +247,76 @@ def test_bad_inputs():
         PointReducer(2, 3, kernel_size=2, stride=2, padding=1)
     with pytest.raises(ValueError, match=r"`ratio` must be a number in \(0, 1\]"):
         PointReducer(2, 3, ratio=1.5)
+
+
+# ----------------------------------------------------------------------------------------------
+# Full lattices: cached plan + convolution fast path, identical to the gather path
+# ----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "kernel,stride,padding,h,w",
+    [(4, 4, 0, 8, 12), (3, 2, 1, 7, 9), (2, 2, 0, 7, 7), (4, 2, 2, 6, 8), (4, 4, 0, 30, 30)],
+)
+def test_dense_path_equals_gather_path(kernel, stride, padding, h, w, monkeypatch):
+    torch.manual_seed(5)
+    images = torch.randn(3, 2, h, w, requires_grad=True)
+    pb, coords = _pixels(images)
+    red = PointReducer(2, 4, kernel, stride, padding)
+    fused = []
+    monkeypatch.setattr(red, "_fuse", lambda *a: fused.append(1) or PointReducer._fuse(red, *a))
+    dense = _reduce(red, pb, coords, (h, w))
+    assert not fused  # the full grid took the convolution
+    # the same points in another order: the gather path, same anchors in the same order
+    perm = torch.randperm(pb.num_points)
+    perm = perm[torch.argsort(pb.batch[perm], stable=True)]
+    gathered = red(pb.x[perm], pb.pos[perm], pb.batch[perm], 3, coords[perm], (h, w))
+    assert fused
+    torch.testing.assert_close(dense.x, gathered.x, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(dense.pos, gathered.pos)
+    for a, b in [(dense.batch, gathered.batch), (dense.coords, gathered.coords)]:
+        assert torch.equal(a, b)
+    assert torch.equal(perm[gathered.index.clamp(min=0)] * (gathered.index >= 0)
+                       - (gathered.index < 0).long(), dense.index)
+    assert torch.equal(gathered.assignment, dense.assignment[perm])
+    # gradients agree too
+    g1, = torch.autograd.grad(dense.x.square().sum(), images)
+    g2, = torch.autograd.grad(gathered.x.square().sum(), images)
+    torch.testing.assert_close(g1, g2, rtol=1e-5, atol=1e-5)
+
+
+def test_full_lattice_plan_is_cached_and_chains_by_identity():
+    from pointctx.nn import reducer as reducer_mod
+    from pointctx.ops import lattice_sites
+
+    images = torch.randn(2, 3, 16, 16)
+    pb, coords = _pixels(images)
+    stem, down = PointReducer(3, 8, 4), PointReducer(8, 6, 3, 2, 1)
+    r1 = _reduce(stem, pb, coords, (16, 16))
+    site_coords, site_batch = lattice_sites(2, (4, 4))
+    assert r1.coords is site_coords and r1.batch is site_batch  # shared cached tensors
+    calls = []
+    build = PointReducer._build_plan
+    reducer_mod._PLANS.clear()
+    try:
+        PointReducer._build_plan = lambda self, *a: calls.append(1) or build(self, *a)
+        for _ in range(3):
+            r1 = _reduce(stem, pb, coords, (16, 16))
+            down(r1.x, r1.pos, r1.batch, 2, r1.coords, r1.grid_size)
+    finally:
+        PointReducer._build_plan = build
+    assert len(calls) == 2  # once per (shape, reducer), not once per call
+
+
+def test_masked_image_unaffected_by_cache():
+    # a masked batch with as many points as a full one of another batch size is not "full"
+    torch.manual_seed(6)
+    images = torch.randn(2, 1, 4, 4)
+    mask = torch.ones(2, 4, 4, dtype=torch.bool)
+    mask[0, 0, 0] = False
+    pb, coords = _pixels(images, mask)
+    red = PointReducer(1, 2, 2)
+    out = _reduce(red, pb, coords, (4, 4))
+    full = _reduce(red, *_pixels(images), (4, 4))
+    torch.testing.assert_close(out.x[1:4], full.x[1:4])
+    assert not torch.allclose(out.x[0], full.x[0])

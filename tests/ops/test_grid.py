@@ -1,3 +1,5 @@
+import math
+
 import pytest
 import torch
 from ops_data import SIZES, make_ragged
@@ -192,3 +194,70 @@ def test_cuda_matches_cpu():
     cpu = grid_cluster(pos, batch, size=0.2, batch_size=b, backend="native")
     gpu = grid_cluster(pos.cuda(), batch.cuda(), size=0.2, batch_size=b, backend="native")
     assert _same(cpu, [t.cpu() for t in gpu])
+
+
+# ----------------------------------------------------------------------------------------------
+# The shared grid helpers (one axis order: axis 0 fastest)
+# ----------------------------------------------------------------------------------------------
+
+
+def test_linear_index_axis_order_is_axis0_fastest():
+    from pointctx.ops import linear_index, unravel_index
+
+    sizes = (3, 4, 5)
+    coords = torch.cartesian_prod(*[torch.arange(s) for s in sizes])  # last axis fastest
+    lin = linear_index(coords, sizes)
+    # axis 0 varies fastest, the last axis is the most significant
+    want = coords[:, 0] + 3 * (coords[:, 1] + 4 * coords[:, 2])
+    assert torch.equal(lin, want)
+    assert torch.equal(linear_index(torch.tensor([[1, 0, 0]]), sizes), torch.tensor([1]))
+    assert torch.equal(linear_index(torch.tensor([[0, 0, 1]]), sizes), torch.tensor([12]))
+    assert torch.equal(unravel_index(lin, sizes), coords)
+    # raster order for (x, y) pixel positions: row by row
+    xy = torch.tensor([[0, 0], [1, 0], [0, 1], [1, 1]])
+    assert linear_index(xy, (2, 2)).tolist() == [0, 1, 2, 3]
+
+
+def test_grid_cluster_numbering_follows_linear_index():
+    from pointctx.ops import linear_index
+
+    pos, batch, b = make_ragged(dim=3, seed=4)
+    gc = grid_cluster(pos, batch, size=0.25, batch_size=b, backend="native")
+    ext = (gc.coords.amax(0) + 1).tolist()
+    key = gc.batch * math.prod(ext) + linear_index(gc.coords, ext)
+    assert torch.equal(key, torch.sort(key).values)  # cells come out in linear-index order
+
+
+def test_set_bounds_per_set_and_empty():
+    from pointctx.ops import set_bounds
+
+    pos = torch.tensor([[0.0, 1.0], [2.0, -1.0], [5.0, 5.0]])
+    batch = torch.tensor([0, 0, 2])
+    box = set_bounds(pos, batch, 3)
+    assert box.lo.tolist() == [[0.0, -1.0], [0.0, 0.0], [5.0, 5.0]]
+    assert box.hi.tolist() == [[2.0, 1.0], [0.0, 0.0], [5.0, 5.0]]
+
+
+def test_cell_coords_and_grid_cell_coords():
+    from pointctx.ops import cell_coords, grid_box, grid_cell_coords
+
+    pos = torch.tensor([[0.0, 0.0], [0.49, 0.99], [1.0, 1.0], [0.5, 0.25]])
+    batch = torch.zeros(4, dtype=torch.long)
+    assert cell_coords(pos, torch.zeros(2), torch.tensor([0.5, 0.5])).tolist() == [
+        [0, 0], [0, 1], [2, 2], [1, 0]]
+    assert cell_coords(pos, torch.zeros(2), torch.tensor([0.5, 0.5]), counts=(2, 2)).tolist() == [
+        [0, 0], [0, 1], [1, 1], [1, 0]]
+    assert grid_cell_coords(pos, batch, (2, 4)).tolist() == [[0, 0], [0, 3], [1, 3], [1, 1]]
+    lo, ext = grid_box(pos, batch, ((-1.0, 0.0), (1.0, 2.0)))
+    assert lo.tolist() == [[-1.0, 0.0]] and ext.tolist() == [[2.0, 2.0]]
+    with pytest.raises(ValueError, match="bounds"):
+        grid_box(pos, batch, "box")
+
+
+def test_relabel_consecutive_both_paths():
+    from pointctx.ops import relabel
+
+    key = torch.tensor([7, 3, 7, 9, 3])
+    for space in (10, 2**40):  # occupancy table / unique
+        ids, used = relabel(key, space)
+        assert ids.tolist() == [1, 0, 1, 2, 0] and used.tolist() == [3, 7, 9]

@@ -98,3 +98,15 @@ def test_origin_moves_the_cells_not_the_result():
         grid_knn(x, y, 3, bx, by, cell_size=0.1, origin=0.5, batch_size=b)
     with pytest.raises(ValueError, match="`origin` entries must be finite, got"):
         grid_knn(x, y, 3, bx, by, cell_size=0.1, origin=float("nan"), batch_size=b)
+
+
+@pytest.mark.parametrize("duplicates", [False, True])
+def test_float64_positions(duplicates):
+    # float64 takes the two-sort selection instead of the packed float32 key
+    x, bx, b = make_ragged(dim=2, seed=11, duplicates=duplicates, dtype=torch.float64)
+    y, by, _ = make_ragged(sizes=QUERY_SIZES, dim=2, seed=12, dtype=torch.float64)
+    y[3] = x[2]
+    for k in (1, 3, 9):
+        res = grid_knn(x, y, k, bx, by, cell_size=0.15, batch_size=b, backend="native")
+        ref = knn_naive(x, y, k, bx, by, batch_size=b)
+        assert torch.equal(res.index, ref.index) and torch.equal(res.dist2, ref.dist2)

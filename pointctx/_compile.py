@@ -1,0 +1,61 @@
+"""Opt-in ``torch.compile`` for pointctx models: :func:`pointctx.compile`.
+
+Ragged batches change their point count N (and the number of centers, anchors and membership
+pairs) from batch to batch. Compiling with static shapes would recompile on every new N, so
+:func:`compile` compiles with dynamic shapes from the first call (``dynamic=True``): one graph
+per code path serves every batch. The data-dependent steps (host syncs such as set sizes, the
+grid relabelling, ``nonzero``) are graph breaks: they run eagerly between compiled regions, so
+the results equal eager ones up to float rounding (tested). Whether it pays off depends on the
+model and the machine: see the README's torch.compile table (on a small CPU it often does not).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch._dynamo
+from torch import nn
+
+__all__ = ["compile"]
+
+
+def compile(  # noqa: A001 - mirrors torch.compile
+    model: nn.Module,
+    *,
+    dynamic: bool = True,
+    backend: str = "inductor",
+    mode: str | None = None,
+    cache_size_limit: int | None = 64,
+    **kwargs,
+) -> nn.Module:
+    """Compile a pointctx model (CoC, CLUENet, PointMLP, ...) with ``torch.compile``.
+
+    Args:
+        model: the module to compile (left unchanged; the compiled wrapper shares its
+            parameters, so training and ``state_dict`` work on either).
+        dynamic: compile with symbolic sizes from the first call (default True), so that ragged
+            batches of new sizes reuse the compiled code instead of recompiling.
+        backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` compiles faster and
+            checks the graph capture without code generation).
+        mode: ``torch.compile`` mode (e.g. ``"max-autotune"``), None for the default.
+        cache_size_limit: raise dynamo's per-function recompile limit to at least this (the
+            many small graphs between host syncs each count); None leaves it.
+        **kwargs: passed to ``torch.compile``.
+
+    Returns:
+        The compiled module (``torch._dynamo.OptimizedModule``); ``_orig_mod`` is ``model``.
+
+    Raises:
+        TypeError: ``model`` is not an ``nn.Module``.
+        RuntimeError: ``torch.compile`` is not available in this torch build.
+    """
+    if not isinstance(model, nn.Module):
+        raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
+    if not hasattr(torch, "compile"):
+        raise RuntimeError(f"torch.compile needs torch >= 2.0, got {torch.__version__}")
+    if cache_size_limit is not None:
+        cfg = torch._dynamo.config
+        cfg.cache_size_limit = max(cfg.cache_size_limit, int(cache_size_limit))
+        if hasattr(cfg, "accumulated_cache_size_limit"):
+            cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit,
+                                                   4 * int(cache_size_limit))
+    return torch.compile(model, dynamic=dynamic, backend=backend, mode=mode, **kwargs)
