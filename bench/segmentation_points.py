@@ -20,10 +20,13 @@ Its CUDA-only ``pointnet2_ops`` FPS is replaced by the pure-torch ``farthest_poi
 the same file (random start, one Python step per sample), ``einops`` by a stub when missing;
 its padded tensors are ``[B, 3, N]`` xyz, normals and the one-hot category. Its shares are only
 ``fps`` and ``knn`` (its ``farthest_point_sample`` / ``knn_point`` wrapped in profiler ranges).
-Without ``--official`` no comparison is made.
+The official model keeps fixed anchor counts (512 / 128 / 32 / 8, for 2,048 points), so the
+comparison is only like for like at ``--points 2048`` (not with ``--quick``). Without
+``--official`` no comparison is made.
 
-Timings: ``torch.set_num_threads(--threads)`` (default 1), one untimed warm-up per case, median
-of ``--repeats``; on a shared CPU compare them only within a run. Results go to
+Timings: ``torch.set_num_threads(--threads)`` (default 1), one untimed warm-up per case, then
+``--repeats`` rounds that time every case in turn (round-robin, so a change of load on the
+shared CPU hits all cases alike), median per case; compare them only within a run. Results go to
 ``bench/results/segmentation_points.json`` (written atomically), with the load average.
 
 Usage::
@@ -38,6 +41,7 @@ import argparse
 import importlib.util
 import os
 import platform
+import statistics
 import sys
 import types
 from pathlib import Path
@@ -84,39 +88,43 @@ def profile_shares(fn) -> dict:
     return totals
 
 
-def run_ours(name: str, batch, repeats: int) -> dict:
+class Case:
+    """One model on the batch: ``infer()``, ``step()`` (a training step) and ``shares()``."""
+
+    def __init__(self, name, model, infer, step, shares):
+        self.name, self.model = name, model
+        self.params = sum(p.numel() for p in model.parameters())
+        self.infer, self.step, self.shares = infer, step, shares
+
+
+def ours_case(name: str, batch) -> Case:
     pos, nrm, cat, parts = batch
-    b = pos.shape[0]
     pb = PointBatch.from_padded(pos, nrm)
     target = parts.reshape(-1)
     torch.manual_seed(0)
     model = pointctx.create_model(name)
-    n_params = sum(p.numel() for p in model.parameters())
-    model.eval()
+    opt = torch.optim.Adam(model.parameters(), lr=0.003)
 
     def infer():
+        model.eval()
         with torch.no_grad():
             model(pb, cat)
 
-    infer()
-    prof = profile_shares(infer)
-    infer_s = timed(infer, torch.device("cpu"), repeats)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=0.003)
-
     def step():
+        model.train()
         opt.zero_grad(set_to_none=True)
         F.cross_entropy(model(pb, cat), target).backward()
         opt.step()
 
-    step()
-    train_s = timed(step, torch.device("cpu"), repeats)
-    total = prof["total"] or 1.0
-    shares = {k: prof[k] / total for k in LABELS}
-    shares["other"] = max(0.0, 1.0 - sum(shares.values()))
-    return {"model": name, "params": n_params, "infer_s": infer_s, "train_s": train_s,
-            "infer_samples_per_s": b / infer_s, "train_samples_per_s": b / train_s,
-            "profiled_forward_s": prof["total"], "share": shares}
+    def shares():
+        model.eval()
+        prof = profile_shares(lambda: model(pb, cat))
+        total = prof["total"] or 1.0
+        out = {k: prof[k] / total for k in LABELS}
+        out["other"] = max(0.0, 1.0 - sum(out.values()))
+        return out, prof["total"]
+
+    return Case(name, model, infer, step, shares)
 
 
 def load_official(path: Path):
@@ -151,44 +159,61 @@ def load_official(path: Path):
     return mod
 
 
-def run_official(mod, batch, repeats: int) -> dict:
+def official_case(mod, batch) -> Case:
     pos, nrm, cat, parts = batch
-    b = pos.shape[0]
     torch.manual_seed(0)
     model = mod.pointMLP(50)
-    n_params = sum(p.numel() for p in model.parameters())
     xyz, normals = pos.transpose(1, 2).contiguous(), nrm.transpose(1, 2).contiguous()
     onehot = F.one_hot(cat, 16).float()
     target = parts.reshape(-1)
-    model.eval()
+    opt = torch.optim.Adam(model.parameters(), lr=0.003)
 
     def infer():
+        model.eval()
         with torch.no_grad():
             model(xyz, normals, onehot)
 
-    infer()
-    with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
-        with record_function("bench.forward"):
-            model(xyz, normals, onehot)
-    secs = {k: sum(ev.cpu_time_total for ev in prof.events() if ev.name == k) * 1e-6
-            for k in ("official.fps", "official.knn", "bench.forward")}
-    total = secs["bench.forward"]
-    infer_s = timed(infer, torch.device("cpu"), repeats)
-    model.train()
-    opt = torch.optim.Adam(model.parameters(), lr=0.003)
-
     def step():
+        model.train()
         opt.zero_grad(set_to_none=True)
         F.nll_loss(model(xyz, normals, onehot).reshape(-1, 50), target).backward()
         opt.step()
 
-    step()
-    train_s = timed(step, torch.device("cpu"), repeats)
-    return {"model": "official pointMLP (part seg, pure-torch FPS)", "params": n_params,
-            "infer_s": infer_s, "train_s": train_s, "infer_samples_per_s": b / infer_s,
-            "train_samples_per_s": b / train_s, "profiled_forward_s": total,
-            "share": {"fps": secs["official.fps"] / total if total else None,
-                      "knn": secs["official.knn"] / total if total else None}}
+    def shares():
+        model.eval()
+        with torch.no_grad(), profile(activities=[ProfilerActivity.CPU]) as prof:
+            with record_function("bench.forward"):
+                model(xyz, normals, onehot)
+        secs = {k: sum(ev.cpu_time_total for ev in prof.events() if ev.name == k) * 1e-6
+                for k in ("official.fps", "official.knn", "bench.forward")}
+        total = secs["bench.forward"] or 1.0
+        return {"fps": secs["official.fps"] / total, "knn": secs["official.knn"] / total}, total
+
+    return Case("official pointMLP (part seg, pure-torch FPS)", model, infer, step, shares)
+
+
+def measure(cases, b: int, repeats: int) -> list[dict]:
+    """Warm up every case, then time them round-robin (so load drift hits all alike)."""
+    for c in cases:
+        c.infer()
+        c.step()
+    t_inf = {c.name: [] for c in cases}
+    t_step = {c.name: [] for c in cases}
+    for _ in range(repeats):
+        for c in cases:
+            t_inf[c.name].append(timed(c.infer, torch.device("cpu"), 1))
+        for c in cases:
+            t_step[c.name].append(timed(c.step, torch.device("cpu"), 1))
+    rows = []
+    for c in cases:
+        share, prof_total = c.shares()
+        inf, st = statistics.median(t_inf[c.name]), statistics.median(t_step[c.name])
+        rows.append({"model": c.name, "params": c.params, "infer_s": inf, "train_s": st,
+                     "infer_samples_per_s": b / inf, "train_samples_per_s": b / st,
+                     "infer_runs_s": t_inf[c.name], "train_runs_s": t_step[c.name],
+                     "profiled_forward_s": prof_total, "share": share})
+        print(f"{c.name}: done", flush=True)
+    return rows
 
 
 def format_table(rows, args) -> str:
@@ -228,12 +253,10 @@ def main(argv=None) -> int:
             p.error(str(err))
     load_before = os.getloadavg()
     batch = make_batch(args.batch, args.points)
-    rows = []
-    for name in [m for m in args.models.split(",") if m]:
-        rows.append(run_ours(name, batch, args.repeats))
-        print(f"{name}: done", flush=True)
+    cases = [ours_case(name, batch) for name in args.models.split(",") if name]
     if official is not None:
-        rows.append(run_official(official, batch, args.repeats))
+        cases.append(official_case(official, batch))
+    rows = measure(cases, args.batch, args.repeats)
     table = format_table(rows, args)
     print(table)
     atomic_write_json(args.out, {

@@ -76,6 +76,9 @@ SMOKE_KWARGS = dict(embed_dim=8, de_dims=(16, 16, 8, 8), gmp_dim=8, head_hidden=
 IDENTITY_KEYS = ("source", "classes", "train_scenes", "val_scenes", "num_points", "objects",
                  "floor", "epochs", "batch_size", "lr", "weight_decay", "seed", "model_kwargs",
                  "val_fraction")
+# run control: never taken from the stored configuration of a resumed run
+RUN_CONTROL = ("resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps",
+               "threads", "device", "workers", "eval_batch_size", "amp")
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
@@ -123,7 +126,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--output", type=Path, default=None,
                    help="run folder (default runs/scenes-<time>)")
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                   help="continue the runs in DIR (or --output); finished models are kept")
+                   help="continue the runs in DIR (or --output) with their stored configuration; "
+                   "finished models are kept")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
                    help="stop each model (with a checkpoint) after this many steps")
@@ -132,7 +136,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args._explicit = T.explicit_options(parser, argv)
     base = SMOKE if args.smoke else DEFAULTS
     for k, v in base.items():
         if getattr(args, k) is None:
@@ -227,7 +233,17 @@ def _run(args, dist_info, argv, t_start) -> int:
         out.mkdir(parents=True, exist_ok=True)
     log = setup_logger("pointctx.examples.segment_scenes", out / "log.txt", dist_info.is_main)
     device = dist_info.device
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
+    saved = None
+    if args.resume:  # the stored configuration, except what was typed or controls the run
+        stored = sorted(out.glob("*/last.pt"))
+        if stored:
+            try:
+                saved = load_checkpoint(stored[0]).get("run_info", {}).get("config", {})
+                T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
+            except ValueError as err:
+                return _usage_error(f"--resume: {err}")
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if not k.startswith("_")}
     log.info("config: " + json.dumps(config, default=str))
 
     source = args.source
@@ -261,10 +277,9 @@ def _run(args, dist_info, argv, t_start) -> int:
             run.mkdir(parents=True, exist_ok=True)
         if args.resume and (run / "last.pt").exists():
             saved = load_checkpoint(run / "last.pt").get("run_info", {}).get("config", {})
-            diff = [k for k in IDENTITY_KEYS if saved.get(k) != config.get(k)]
-            if diff:
-                return _usage_error(f"--resume: the run in {run} used other settings for "
-                                    f"{', '.join('--' + k.replace('_', '-') for k in diff)}")
+            pretty = T.config_mismatch(saved, config, IDENTITY_KEYS)
+            if pretty:
+                return _usage_error(f"--resume: the run in {run} used other settings: {pretty}")
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)

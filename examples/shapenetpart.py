@@ -65,6 +65,9 @@ SMOKE_KWARGS = dict(embed_dim=16, de_dims=(64, 32, 32, 32), de_blocks=(1, 1, 1, 
                     pre_blocks=(1, 1, 1, 1), pos_blocks=(1, 1, 1, 1), k_neighbors=16)
 IDENTITY_KEYS = ("data_root", "model", "model_kwargs", "epochs", "batch_size", "lr", "step",
                  "gamma", "min_lr", "num_points", "seed", "no_normals", "smoke")
+# run control: never taken from the stored configuration of a resumed run
+RUN_CONTROL = ("resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps",
+               "threads", "device", "workers", "eval_batch_size", "amp")
 EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 PART_NAMES = [f"{c}:{i}" for c, n in zip(SHAPENETPART_CATEGORIES,
                                           (4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3))
@@ -111,7 +114,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--threads", type=T.positive_int, default=None)
     g.add_argument("--output", type=Path, default=None)
     g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                   help="continue the run in DIR (or --output)")
+                   help="continue the run in DIR (or --output) with its stored configuration "
+                   "(options typed again must match it, run control excepted)")
     g.add_argument("--no-progress", action="store_true")
     g.add_argument("--stop-after-epoch", type=T.positive_int, default=None)
     g.add_argument("--stop-after-steps", type=T.positive_int, default=None)
@@ -120,7 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
+    args._explicit = T.explicit_options(parser, argv)
     base = SMOKE if args.smoke else RECIPE
     for k, v in base.items():
         if getattr(args, k) is None:
@@ -238,13 +244,19 @@ def _run(args, dist_info, argv, t_start) -> int:
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     log = setup_logger("pointctx.examples.shapenetpart", out / "log.txt", dist_info.is_main)
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()}
-    if args.resume:
-        saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
-        diff = [k for k in IDENTITY_KEYS if saved.get(k) != config.get(k)]
-        if diff:
-            return _usage_error(f"--resume: the run in {out} used other settings for "
-                                f"{', '.join('--' + k.replace('_', '-') for k in diff)}")
+    saved = None
+    if args.resume:  # the stored configuration, except what was typed or controls the run
+        try:
+            saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
+            T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
+        except ValueError as err:
+            return _usage_error(f"--resume: {err}")
+    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+              if not k.startswith("_")}
+    if saved is not None:
+        pretty = T.config_mismatch(saved, config, IDENTITY_KEYS)
+        if pretty:
+            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
     random.seed(args.seed)
     np.random.seed(args.seed)
     torch.manual_seed(args.seed)

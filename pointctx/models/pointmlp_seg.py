@@ -50,7 +50,11 @@ encoder's pre-extraction, as the official PointMLP-CoC classifier (ma-xu/Context
 model, so ``pointmlp_coc_partseg`` has no official parameter count.
 
 Scene models (``pointmlp_seg``, ``pointmlp_coc_seg``, and the smaller ``*_elite_seg``) are the same
-network without the category branch: they see only the points.
+network without the category branch: they see only the points (xyz; ``in_channels`` adds point
+features). Their default ``num_classes`` is 13 (S3DIS-sized); pass your own. The ``*_elite_seg``
+configuration is CPU-sized (embed 32, ``res_expansion`` 0.25, widths x 2, 2, 2, 1, blocks
+1, 1, 2, 1, k = 16, one residual block per decoder step, decoder widths 128 / 128 / 64 / 64,
+context 32, head 64), in the spirit of the official ``pointMLPElite`` classifier.
 
 Inputs and outputs (:meth:`PointMLPSeg.forward`):
 

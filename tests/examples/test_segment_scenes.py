@@ -56,7 +56,7 @@ def test_smoke_run_trains_both_models_side_by_side_and_resumes(script, tmp_path,
     assert "| `pointmlp_elite_seg` |" in capsys.readouterr().out
     # the same folder again: refused without --resume; with it, nothing is retrained
     assert script.main(["--smoke", "--output", str(out), "--no-progress"]) == 2
-    assert script.main(["--smoke", "--output", str(out), "--no-progress", "--resume"]) == 0
+    assert script.main(["--resume", str(out), "--no-progress"]) == 0  # stored configuration
     again = json.loads((out / "summary.json").read_text())["models"]
     for name, r in summary["models"].items():
         assert again[name]["miou"] == r["miou"] and again[name]["epoch"] == r["epoch"] == 1

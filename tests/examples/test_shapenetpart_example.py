@@ -62,9 +62,12 @@ def test_smoke_run_then_resume_is_a_no_op(script, tmp_path, capsys):
     assert model.num_classes == 50 and model.class_names[0] == "Airplane:0"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "not an accuracy" in capsys.readouterr().out
-    # resuming a finished run trains nothing more
-    assert script.main([*TINY, "--output", str(out), "--resume"]) == 0
+    # resuming a finished run trains nothing more; the stored configuration needs no retyping
+    assert script.main(["--resume", str(out), "--no-progress"]) == 0
     assert json.loads((out / "results.json").read_text())["epochs_done"] == 1
+    # ... but a typed option that changes the experiment is refused
+    assert script.main(["--resume", str(out), "--lr", "0.1"]) == 2
+    assert "--lr was 0.003, now 0.1" in capsys.readouterr().err
 
 
 def test_interrupted_run_resumes_to_the_same_weights(script, tmp_path):
@@ -73,7 +76,7 @@ def test_interrupted_run_resumes_to_the_same_weights(script, tmp_path):
     assert script.main([*two, "--output", str(a)]) == 0
     assert script.main([*two, "--output", str(b), "--stop-after-steps", "5"]) == 0
     assert json.loads((b / "results.json").read_text())["status"] == "interrupted"
-    assert script.main([*two, "--resume", str(b)]) == 0
+    assert script.main(["--resume", str(b), "--no-progress"]) == 0
     wa = torch.load(a / "last.pt", map_location="cpu", weights_only=False)["model"]
     wb = torch.load(b / "last.pt", map_location="cpu", weights_only=False)["model"]
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
