@@ -1,5 +1,8 @@
 """``PointBatch``: a ragged batch of point sets and its converters.
 
+(One concept in one module, over 500 lines: ``PointBatch`` and its conversions from and to
+lists, padded tensors, images and PyG, which share its invariants and checks.)
+
 A batch of ``B`` point sets with ``N`` points in total is stored flat (PyG convention):
 
 * ``pos [N, D]`` float positions (any ``D >= 1``),

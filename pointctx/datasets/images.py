@@ -103,6 +103,11 @@ class ImageDataset(RowDataset):
     classes: list[str]
     _default_norm: tuple
 
+    def _set_source(self, path, labels, classes) -> None:
+        self._source = path
+        self._labels = labels.astype(np.int64)
+        self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
+
     def _setup(self, indices, limit, seed, transform, normalize) -> None:
         self.transform = check_transform(transform)
         self._norm = _norm_stats(normalize, *self._default_norm, self._channels)
@@ -190,9 +195,7 @@ class MNIST(ImageDataset):
                 f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
                 f"{images.dtype} {list(images.shape)} and {len(labels)} labels"
             )
-        self._source = p
-        self._labels = labels.astype(np.int64)
-        self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
+        self._set_source(p, labels, classes)
         self._setup(indices, limit, seed, transform, normalize)
         # keep only the rows in use; map file rows to positions in the kept array
         self._kept = np.unique(self._rows)
@@ -240,9 +243,7 @@ class CIFAR10(ImageDataset):
                 f"{p}: 'offsets' must have S + 1 = {len(labels) + 1} entries from 0 to "
                 f"len(jpeg) = {len(jpeg)}, got {offsets.shape[0]} entries ending at {offsets[-1]}"
             )
-        self._source = p
-        self._labels = labels.astype(np.int64)
-        self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
+        self._set_source(p, labels, classes)
         self._jpeg, self._offsets = jpeg, offsets
         self._cache: dict[int, np.ndarray] | None = None
         self._setup(indices, limit, seed, transform, normalize)

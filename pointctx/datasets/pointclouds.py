@@ -43,6 +43,7 @@ from .scanobjectnn import (
     ScanObjectNN,
 )
 
+# the re-exported names, listed statically (linters and `import *` need the literal list)
 __all__ = [
     "SCANOBJECTNN_CLASSES",
     "SCANOBJECTNN_URL",

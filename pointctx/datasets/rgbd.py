@@ -1,5 +1,8 @@
 """RGB-D frames from image files, named presets of the shared data, and point-set datasets.
 
+(One dataset family in one module, over 500 lines: RGB-D frame readers, the presets of the
+shared frames and the datasets built on them.)
+
 A frame is a colour image (PNG/JPG, 8-bit RGB) plus a depth image (16-bit PNG or PGM) plus
 pinhole intrinsics and, for sequences, a camera-to-world pose. :func:`load_rgbd` reads one;
 :func:`rgbd_frame` / :func:`rgbd_frames` read the named frames of ``<data_root>/rgbd`` (see its

@@ -57,6 +57,15 @@ class PackedInput(NamedTuple):
         """Whether the points lie on a pixel lattice."""
         return self.coords is not None
 
+    def stem_view(self) -> tuple:
+        """``(x, pos, batch, coords, grid_size)`` as the stages read them.
+
+        ``pos`` is the image-plane position for pixel sets (clusters are proposed on the image
+        plane) and the given position otherwise.
+        """
+        pos = self.plane if self.is_pixel_set else self.pos
+        return self.x, pos, self.batch, self.coords, self.grid_size
+
 
 def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> Tensor:
     """Image-plane positions of lattice coordinates, as :meth:`PointBatch.image_grid`.

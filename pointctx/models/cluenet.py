@@ -235,11 +235,8 @@ class CLUENet(SetClassifier):
 
     def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask, append_pos=True)
-        b = packed.batch_size
-        feats = packed.x
-        pixel = packed.is_pixel_set
-        pos = packed.plane if pixel else packed.pos
-        batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        b, pixel = packed.batch_size, packed.is_pixel_set
+        feats, pos, batch, coords, grid = packed.stem_view()
         red = self.stem(feats, pos, batch, b, coords, grid)
         feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
         feats = self.stem_norm(feats)

@@ -278,11 +278,8 @@ class ContextClusterNet(SetClassifier):
 
     def _run(self, inputs, mask, collect: bool):
         packed = self.pack(inputs, mask, append_pos=True)
-        b = packed.batch_size
-        feats = packed.x
-        pixel = packed.is_pixel_set
-        pos = packed.plane if pixel else packed.pos
-        batch, coords, grid = packed.batch, packed.coords, packed.grid_size
+        b, pixel = packed.batch_size, packed.is_pixel_set
+        feats, pos, batch, coords, grid = packed.stem_view()
         out, stride = [], 1
         for reducer, blocks in zip(self.reducers, self.stages):
             red = reducer(feats, pos, batch, b, coords, grid)

@@ -215,6 +215,7 @@ class PointMLPSeg(nn.Module):
         with ``query`` (Nq points) -> [Nq, num_classes].
     """
 
+    # the encoder's arguments are PointMLP's (the same encoder), then the decoder's
     def __init__(
         self,
         num_classes: int = SHAPENETPART_NUM_PARTS,

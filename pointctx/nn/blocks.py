@@ -180,6 +180,7 @@ class ContextClusterBlock(MixerBlock):
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
                          layer_scale_init=layer_scale_init)
 
+    # a block takes its mixer's arguments (ContextCluster.forward): the same call for both
     def forward(
         self,
         x: Tensor,
@@ -244,6 +245,7 @@ class GFCBlock(MixerBlock):
         sets) or ``neighbors``; with neither, the 9 nearest neighbours of ``pos`` are used.
     """
 
+    # the block arguments of ContextClusterBlock (one convention), with GFC's mixer options
     def __init__(
         self,
         dim: int,
@@ -272,6 +274,7 @@ class GFCBlock(MixerBlock):
         super().__init__(dim, mixer, mlp, set_norm=False, norm_eps=norm_eps,
                          drop_path=drop_path, layer_scale_init=layer_scale_init)
 
+    # GFCBlock's arguments: its mixer's (GlobalFeatureClustering.forward) plus the MLP's lattice
     def forward(
         self,
         x: Tensor,

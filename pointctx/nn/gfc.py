@@ -125,6 +125,7 @@ class GlobalFeatureClustering(nn.Module):
         :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
     """
 
+    # the constructor convention of ContextCluster, the other token mixer (dim, heads, ...)
     def __init__(
         self,
         dim: int,
@@ -176,6 +177,7 @@ class GlobalFeatureClustering(nn.Module):
         """The temperature ``exp(max(t, log(min_tau)))`` (0-dim tensor)."""
         return torch.clamp(self.t, min=math.log(self.min_tau)).exp()
 
+    # (x, pos, batch, batch_size, ...): the call convention of every layer on packed sets
     def forward(
         self,
         x: Tensor,

@@ -1,5 +1,8 @@
 """Center proposals for Context Clusters: where the cluster centers of a point set come from.
 
+(One concept in one module, over 500 lines: the proposal contract, its three implementations
+and the registry, which share the per-set and per-region geometry.)
+
 A proposal looks at positions only and returns :class:`Centers`: the center positions, the group
 (set, or region of a set) each center belongs to, and the (point, center) membership pairs that
 define how a center feature is pooled from point features (the mean of its members). Built in:

@@ -273,6 +273,7 @@ class PointReducer(nn.Module):
                 )
         return sizes
 
+    # (x, pos, batch, batch_size, coords, grid_size): the convention of the layers on sets
     def forward(
         self,
         x: Tensor,

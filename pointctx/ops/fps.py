@@ -205,6 +205,7 @@ def _fps_cluster(pos, batch, sizes, ptr, counts, start, random_start) -> Tensor:
     return src_index[out]
 
 
+# the same signature as fps: the tests call the op and its naive reference alike
 def fps_naive(
     pos: Tensor,
     batch: Tensor | None = None,

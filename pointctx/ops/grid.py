@@ -1,5 +1,8 @@
 """Voxel-grid clustering and pooling of packed ragged point sets, and the grid helpers.
 
+(One concept in one module, about 500 lines: voxel grids, the grid helpers every grid user
+calls and the ops built on them.)
+
 **Axis order (one for the whole library).** A linear cell index varies **axis 0 fastest**: the
 last coordinate is the most significant (:func:`linear_index`, :func:`unravel_index`). For
 positions ``(x, y[, z])`` this is raster order (row by row for image pixels), as torch-cluster's

@@ -128,6 +128,7 @@ def knn_interpolate(
     return out
 
 
+# the same signature as knn_interpolate: the tests call the op and its naive reference alike
 def knn_interpolate_naive(
     x: Tensor,
     pos: Tensor,

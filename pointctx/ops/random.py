@@ -62,6 +62,7 @@ def random_sample(
     return perm[rank < counts[batch]]
 
 
+# the same signature as random_sample: the tests call the op and its naive reference alike
 def random_sample_naive(
     pos: Tensor,
     batch: Tensor | None = None,

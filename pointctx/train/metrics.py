@@ -1,5 +1,8 @@
 """Metrics from a confusion matrix: classification (OA, mAcc) and semantic segmentation (mIoU).
 
+(One concept in one module, over 500 lines: metrics accumulated as confusion matrices, for
+classification, segmentation and part segmentation, sharing one DDP reduction.)
+
 The confusion matrix is the one object to accumulate and reduce: summing it over batches and over
 processes (``all_reduce``) gives exactly the metrics of the whole split, however it was sharded.
 

@@ -1,5 +1,8 @@
 """A small trainer (classification, segmentation): epochs, evaluation, checkpoints, resume, DDP.
 
+(One concept in one module, over 500 lines: the ``Trainer`` loop, whose resume, evaluation,
+checkpoint and DDP steps depend on each other's state.)
+
 :class:`Trainer` runs ``epochs`` of training with per-epoch evaluation. After every epoch it writes,
 each atomically, into ``output_dir``:
 

@@ -38,6 +38,7 @@ from .points import (
     reference_train_transform,
 )
 
+# the re-exported names, listed statically (linters and `import *` need the literal list)
 __all__ = [
     "ImageTransform",
     "MaskTransform",

@@ -1,5 +1,8 @@
 """Clustering maps: colour every input pixel / point by the cluster it ends up in.
 
+(One concept in one module, over 500 lines: drawing cluster maps, images, point clouds and
+PLY files from one trace.)
+
 Colours come from :func:`label_colors`: distinct colours for the labels ``0 .. n-1`` (successive
 labels far apart in hue), never equal to :data:`MISSING_COLOR` (black, used for pixels that hold
 no point) or :data:`INPUT_MISSING_COLOR` (used in input panels for dropped pixels). Labels are
