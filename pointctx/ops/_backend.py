@@ -79,6 +79,23 @@ def cluster_available() -> bool:
     return _cluster_module() is not None
 
 
+def opaque(fn):
+    """``fn`` behind ``torch.compiler.disable``, for torch-cluster's functions.
+
+    Their C++ kernels have no fake-tensor (meta) implementations, so ``torch.compile`` must not
+    trace into them: under compilation each call runs eagerly (a graph break); eagerly nothing
+    changes.
+    """
+    return _opaque(fn)
+
+
+@functools.lru_cache(maxsize=16)
+def _opaque(fn):
+    import torch
+
+    return torch.compiler.disable(fn)
+
+
 def require_cluster():
     """Return the ``torch_cluster`` module or raise an ``ImportError`` with install advice."""
     mod = _cluster_module()

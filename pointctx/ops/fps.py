@@ -27,7 +27,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_pos, check_positive_int, check_tensor
-from ._backend import require_cluster, resolve_backend
+from ._backend import opaque, require_cluster, resolve_backend
 from ._common import _pad, _setup, _sqdist
 
 __all__ = ["fps", "fps_naive", "sample_counts"]
@@ -201,7 +201,7 @@ def _fps_cluster(pos, batch, sizes, ptr, counts, start, random_start) -> Tensor:
     torch.cumsum(deg, 0, out=sub_ptr[1:])
     # per-set ratio whose ceil(ratio * n) is exactly the wanted count
     r = (counts[sel].double() - 0.5) / deg.double()
-    out = tc.fps(pos[src_index].contiguous(), ratio=r, random_start=False, ptr=sub_ptr)
+    out = opaque(tc.fps)(pos[src_index].contiguous(), ratio=r, random_start=False, ptr=sub_ptr)
     return src_index[out]
 
 

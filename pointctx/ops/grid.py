@@ -39,7 +39,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_features, check_pos
-from ._backend import require_cluster, resolve_backend
+from ._backend import opaque, require_cluster, resolve_backend
 from ._common import _setup
 from .scatter import scatter_mean
 from .segment import infer_batch_size
@@ -426,7 +426,8 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
     base = base.long()
     start = torch.zeros_like(size_t)
     end = shifted.amax(0)
-    voxel = tc.grid_cluster(shifted, size_t, start, end)  # first coordinate least significant
+    # first coordinate least significant
+    voxel = opaque(tc.grid_cluster)(shifted, size_t, start, end)
     nv = (((end - start) / size_t).long() + 1).tolist()  # as torch-cluster computes it
     per_set = 1
     for e in nv:

@@ -51,7 +51,7 @@ import torch
 from torch import Tensor
 
 from .._checks import check_pos, check_positive_int
-from ._backend import get_backend, require_cluster, resolve_backend
+from ._backend import get_backend, opaque, require_cluster, resolve_backend
 from ._common import _pad, _setup, _sqdist
 
 __all__ = ["KNN", "knn", "knn_naive"]
@@ -342,7 +342,7 @@ def _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk) -> KNN:
     for lo in range(0, m, step):
         hi = min(m, lo + step)
         yq = y_pos[lo:hi]
-        row, col = tc.knn(x_pos, yq, k, bx, by[lo:hi], batch_size=b)
+        row, col = opaque(tc.knn)(x_pos, yq, k, bx, by[lo:hi], batch_size=b)
         d = _sqdist(yq[row], x_pos[col])
         # order each query's neighbours by (distance, index): stable sorts, least significant
         # first
