@@ -86,11 +86,6 @@ def opaque(fn):
     trace into them: under compilation each call runs eagerly (a graph break); eagerly nothing
     changes.
     """
-    return _opaque(fn)
-
-
-@functools.lru_cache(maxsize=16)
-def _opaque(fn):
     import torch
 
     return torch.compiler.disable(fn)
