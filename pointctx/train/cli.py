@@ -57,6 +57,8 @@ def _float(text: str) -> float:
     return value
 
 
+# The argparse types below repeat one shape on purpose: one small, named type per range, so that
+# each option's usage error says which range it expects.
 def positive_int(text: str) -> int:
     """An integer >= 1."""
     value = _int(text)

@@ -191,6 +191,7 @@ class SegmentationMetrics(NamedTuple):
     support: list[int]
     total: int
 
+    # Same layout as ClassificationMetrics.as_dict on purpose (one results.json schema), plus IoU.
     def as_dict(self, class_names: Sequence[str] | None = None) -> dict:
         """JSON-ready dict; per-class entries are keyed by name when ``class_names`` is given."""
         k = len(self.iou)
