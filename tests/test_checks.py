@@ -51,3 +51,22 @@ def test_check_int_and_check_number():
         check_number(float("nan"), "eps", 0.0)
     with pytest.raises(TypeError, match=r"`eps` must be a number, got '1'"):
         check_number("1", "eps")
+
+
+def test_all_finite_is_exact_including_sum_overflow():
+    import torch
+
+    from pointctx._checks import all_finite
+
+    assert all_finite(torch.empty(0, 3))
+    assert all_finite(torch.randn(100, 4))
+    big = torch.full((10, 3), 3e38)  # finite values whose float32 sum overflows
+    assert not torch.isfinite(big.sum()) and all_finite(big)
+    assert all_finite(torch.full((4,), 6e4, dtype=torch.float16))  # fp16 sum overflows too
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        x = torch.randn(50, 3)
+        x[17, 2] = bad
+        assert not all_finite(x)
+    both = torch.randn(8, 2)
+    both[0, 0], both[1, 1] = float("inf"), -float("inf")  # inf - inf = nan: still caught
+    assert not all_finite(both)

@@ -21,7 +21,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import check_finite_features
+from .._checks import all_finite, check_finite_features
 from ..batch import PointBatch
 from ..ops.grid import lattice_sites
 
@@ -244,7 +244,7 @@ def pack_input(
         if dtype is not None and inputs.dtype != dtype:
             inputs = inputs.to(dtype)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
-                and bool(torch.isfinite(inputs).all())):
+                and all_finite(inputs)):
             return _pack_full_images(inputs, append_pos)  # same points, no per-point work
         pb = PointBatch.from_images(inputs, mask)
     else:
