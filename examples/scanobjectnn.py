@@ -61,9 +61,7 @@ from pointctx.datasets import (
 from pointctx.datasets.pointclouds import SCANOBJECTNN_VARIANTS
 from pointctx.train import (
     Trainer,
-    cleanup_distributed,
     evaluate_model,
-    init_distributed,
     load_checkpoint,
     make_loader,
     setup_logger,
@@ -288,41 +286,10 @@ def _find_resume_dir(args) -> Path:
     return runs[-1]
 
 
-def _config(args) -> dict:
-    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-            if not k.startswith("_")}
-
-
-def _amp_dtype(args, device):
-    if device.type != "cuda" or args.amp == "off":
-        return None
-    if args.amp == "fp16":
-        return torch.float16
-    if args.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    t_start = time.perf_counter()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        dist_info = init_distributed(args.device)
-    except ValueError as err:
-        return _usage_error(f"argument --device: {err}")
-    try:
-        if args.eval_only:
-            return _evaluate(args, dist_info)
-        return _run(args, dist_info, argv, t_start)
-    except KeyboardInterrupt:  # outside the training loop (set-up, final report)
-        print("interrupted outside training: nothing more to save", file=sys.stderr)
-        return 130
-    finally:
-        cleanup_distributed()
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return T.run_command(argv, parse_args, _run, _usage_error, evaluate=_evaluate)
 
 
 def _usage_error(msg: str) -> int:
@@ -346,7 +313,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
             T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
         except ValueError as err:
             return _usage_error(f"--resume: {err}")
-        pretty = T.config_mismatch(saved, _config(args), IDENTITY_KEYS)
+        pretty = T.config_mismatch(saved, T.args_config(args), IDENTITY_KEYS)
         if pretty:
             return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
     elif args.output is not None:
@@ -360,16 +327,11 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     if args.batch_size % world:
         return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
                             f"{world} processes")
-    if dist_info.distributed:
-        import torch.distributed as dist
-
-        box = [str(out)]
-        dist.broadcast_object_list(box, src=0)
-        out = Path(box[0])
+    out = T.share_run_folder(out, dist_info)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     log = setup_logger("pointctx.examples.scanobjectnn", out / "log.txt", dist_info.is_main)
-    config = _config(args)
+    config = T.args_config(args)
     device = dist_info.device
     T.seed_everything(args.seed)
     log.info(f"pointctx {pointctx.__version__} | torch {torch.__version__} | device {device} | "
@@ -450,7 +412,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     trainer = Trainer(
         model, optimizer, train_loader, eval_loader, num_classes=k, class_names=class_names,
         epochs=args.epochs, output_dir=out, dist_info=dist_info, loss_fn=loss_fn,
-        scheduler=scheduler, amp_dtype=_amp_dtype(args, device), logger=log,
+        scheduler=scheduler, amp_dtype=T.amp_dtype(args.amp, device), logger=log,
         progress=not args.no_progress, eval_name=eval_name, run_info=run_info,
         stop_after_epoch=args.stop_after_epoch, stop_after_steps=args.stop_after_steps,
         grad_clip=args.grad_clip or None, session_start=t_start,

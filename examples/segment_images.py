@@ -73,8 +73,6 @@ from pointctx.datasets import (
 from pointctx.train import (
     SegmentationConfusion,
     Trainer,
-    cleanup_distributed,
-    init_distributed,
     load_checkpoint,
     make_loader,
     setup_logger,
@@ -359,38 +357,14 @@ def _config(args) -> dict:
     return cfg
 
 
-def _amp_dtype(args, device):
-    if device.type != "cuda" or args.amp == "off":
-        return None
-    if args.amp == "fp16":
-        return torch.float16
-    if args.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
 def _usage_error(msg: str) -> int:
     return T.usage_error(build_parser(), msg)
 
 
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
-    t_start = time.perf_counter()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        dist_info = init_distributed(args.device)
-    except ValueError as err:
-        return _usage_error(f"argument --device: {err}")
-    try:
-        return _run(args, dist_info, argv, t_start)
-    except KeyboardInterrupt:  # outside the training loop (set-up, final report)
-        print("interrupted outside training: nothing more to save", file=sys.stderr)
-        return 130
-    finally:
-        cleanup_distributed()
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return T.run_command(argv, parse_args, _run, _usage_error)
 
 
 def _run(args, dist_info, argv: list[str], t_start: float) -> int:
@@ -422,12 +396,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
                                 "--resume to continue it or choose another folder")
     else:
         out = Path("runs") / f"camvid-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    if dist_info.distributed:
-        import torch.distributed as dist
-
-        box = [str(out)]
-        dist.broadcast_object_list(box, src=0)
-        out = Path(box[0])
+    out = T.share_run_folder(out, dist_info)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
     log = setup_logger("pointctx.examples.segment_images", out / "log.txt", dist_info.is_main)
@@ -515,7 +484,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         },
         "model": {"name": args.model, "kwargs": args.model_kwargs, "parameters": n_params},
     }
-    amp = _amp_dtype(args, device)
+    amp = T.amp_dtype(args.amp, device)
     trainer = Trainer(
         model, optimizer, train_loader, eval_loader, num_classes=k,
         class_names=list(CAMVID_CLASSES), epochs=args.epochs, output_dir=out,

@@ -51,8 +51,6 @@ from pointctx.train import (
     SegmentationConfusion,
     Trainer,
     atomic_write_json,
-    cleanup_distributed,
-    init_distributed,
     load_checkpoint,
     make_loader,
     setup_logger,
@@ -197,21 +195,8 @@ def _usage_error(msg: str) -> int:
 
 
 def main(argv=None) -> int:
-    t_start = time.perf_counter()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    try:
-        dist_info = init_distributed(args.device)
-    except ValueError as err:
-        return _usage_error(f"argument --device: {err}")
-    try:
-        return _run(args, dist_info, argv, t_start)
-    except KeyboardInterrupt:
-        print("interrupted outside training: nothing more to save", file=sys.stderr)
-        return 130
-    finally:
-        cleanup_distributed()
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return T.run_command(argv, parse_args, _run, _usage_error)
 
 
 def _run(args, dist_info, argv, t_start) -> int:
@@ -220,12 +205,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
                             f"{world} processes")
     out = args.output or Path("runs") / f"scenes-{time.strftime('%Y%m%d-%H%M%S')}"
-    if dist_info.distributed:
-        import torch.distributed as dist
-
-        box = [str(out)]
-        dist.broadcast_object_list(box, src=0)
-        out = Path(box[0])
+    out = T.share_run_folder(out, dist_info)
     if not args.resume and any((out / m / "last.pt").exists() for m in args.models):
         return _usage_error(f"argument --output: {out} already holds runs; pass --resume to "
                             "continue them or choose another folder")
@@ -242,8 +222,7 @@ def _run(args, dist_info, argv, t_start) -> int:
                 T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
             except ValueError as err:
                 return _usage_error(f"--resume: {err}")
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if not k.startswith("_")}
+    config = T.args_config(args)
     log.info("config: " + json.dumps(config, default=str))
 
     source = args.source

@@ -47,8 +47,6 @@ from pointctx.datasets import SHAPENETPART_CATEGORIES, ShapeNetPart
 from pointctx.train import (
     PartSegConfusion,
     Trainer,
-    cleanup_distributed,
-    init_distributed,
     load_checkpoint,
     make_loader,
     setup_logger,
@@ -194,33 +192,9 @@ def _usage_error(msg: str) -> int:
     return 2
 
 
-def _amp_dtype(args, device):
-    if device.type != "cuda" or args.amp == "off":
-        return None
-    if args.amp == "fp16":
-        return torch.float16
-    if args.amp == "bf16" or torch.cuda.is_bf16_supported():
-        return torch.bfloat16
-    return torch.float16
-
-
 def main(argv=None) -> int:
-    t_start = time.perf_counter()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parse_args(argv)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    try:
-        dist_info = init_distributed(args.device)
-    except ValueError as err:
-        return _usage_error(f"argument --device: {err}")
-    try:
-        return _run(args, dist_info, argv, t_start)
-    except KeyboardInterrupt:
-        print("interrupted outside training: nothing more to save", file=sys.stderr)
-        return 130
-    finally:
-        cleanup_distributed()
+    """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    return T.run_command(argv, parse_args, _run, _usage_error)
 
 
 def _run(args, dist_info, argv, t_start) -> int:
@@ -230,12 +204,7 @@ def _run(args, dist_info, argv, t_start) -> int:
                             f"{world} processes")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.output or Path("runs") / f"shapenetpart-{args.model}-{stamp}"
-    if dist_info.distributed:
-        import torch.distributed as dist
-
-        box = [str(out)]
-        dist.broadcast_object_list(box, src=0)
-        out = Path(box[0])
+    out = T.share_run_folder(out, dist_info)
     if args.resume and not (out / "last.pt").is_file():
         return _usage_error(f"--resume: {out / 'last.pt'} does not exist")
     if not args.resume and (out / "last.pt").exists():
@@ -251,8 +220,7 @@ def _run(args, dist_info, argv, t_start) -> int:
             T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
         except ValueError as err:
             return _usage_error(f"--resume: {err}")
-    config = {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
-              if not k.startswith("_")}
+    config = T.args_config(args)
     if saved is not None:
         pretty = T.config_mismatch(saved, config, IDENTITY_KEYS)
         if pretty:
@@ -343,7 +311,7 @@ def _run(args, dist_info, argv, t_start) -> int:
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, num_classes=50, class_names=PART_NAMES,
         epochs=args.epochs, output_dir=out, dist_info=dist_info, loss_fn=part_loss,
-        scheduler=scheduler, amp_dtype=_amp_dtype(args, device), forward=part_forward,
+        scheduler=scheduler, amp_dtype=T.amp_dtype(args.amp, device), forward=part_forward,
         logger=log, progress=not args.no_progress, eval_name=eval_name, run_info=run_info,
         stop_after_epoch=args.stop_after_epoch, stop_after_steps=args.stop_after_steps,
         session_start=t_start, confusion=PartSegConfusion, best_metric="instance_miou",

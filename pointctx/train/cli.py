@@ -3,7 +3,10 @@
 * ``argparse`` value types that turn bad command-line values into clean usage errors: each raises
   :class:`argparse.ArgumentTypeError`, which ``argparse`` reports as ``error: argument --x:
   <message>`` with exit status 2 instead of a traceback;
-* :func:`usage_error`, :func:`seed_everything`, :func:`run_versions`;
+* :func:`usage_error`, :func:`seed_everything`, :func:`run_versions`, :func:`args_config`,
+  :func:`amp_dtype`;
+* :func:`run_command`: the ``main`` of a training script (threads, DDP set-up, Ctrl-C outside
+  training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
   and :func:`continue_config` (every other value comes from the run being continued).
 """
@@ -16,7 +19,8 @@ import math
 import platform
 import random
 import sys
-from collections.abc import Iterable, Sequence
+import time
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +38,10 @@ __all__ = [
     "usage_error",
     "seed_everything",
     "run_versions",
+    "args_config",
+    "amp_dtype",
+    "run_command",
+    "share_run_folder",
     "explicit_options",
     "continue_config",
     "config_mismatch",
@@ -222,3 +230,75 @@ def config_mismatch(saved: dict, config: dict, keys: Iterable[str]) -> str | Non
     if not diff:
         return None
     return ", ".join(f"--{k.replace('_', '-')} was {a!r}, now {b!r}" for k, a, b in diff)
+
+
+def args_config(args: argparse.Namespace) -> dict:
+    """The parsed options as a JSON-ready dict (what a run stores as its ``config``).
+
+    Private (``_``-prefixed) entries are dropped and paths become strings.
+    """
+    return {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()
+            if not k.startswith("_")}
+
+
+def amp_dtype(amp: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype of an ``--amp`` choice (``off``, ``auto``, ``bf16``, ``fp16``).
+
+    Mixed precision is used on CUDA only (``None`` elsewhere and for ``off``); ``auto`` picks
+    bfloat16 where the GPU supports it, else float16.
+    """
+    if device.type != "cuda" or amp == "off":
+        return None
+    if amp == "fp16":
+        return torch.float16
+    if amp == "bf16" or torch.cuda.is_bf16_supported():
+        return torch.bfloat16
+    return torch.float16
+
+
+def share_run_folder(out: Path, dist_info) -> Path:
+    """Rank 0's run folder ``out``, broadcast to every rank (unchanged without DDP)."""
+    if not dist_info.distributed:
+        return out
+    import torch.distributed as dist
+
+    box = [str(out)]
+    dist.broadcast_object_list(box, src=0)
+    return Path(box[0])
+
+
+def run_command(
+    argv: Sequence[str] | None,
+    parse_args: Callable[[list[str]], argparse.Namespace],
+    run: Callable[..., int],
+    usage_error: Callable[[str], int],
+    evaluate: Callable[..., int] | None = None,
+) -> int:
+    """The ``main`` of a training script; returns its exit status.
+
+    Parses ``argv`` (default ``sys.argv[1:]``), sets ``--threads`` (when given), sets up the
+    processes of a ``torchrun`` launch (an unusable ``--device`` is a usage error), then calls
+    ``evaluate(args, dist_info)`` when ``--eval-only`` is set, else
+    ``run(args, dist_info, argv, t_start)``. Ctrl-C outside the training loop (which saves its
+    own checkpoint) exits with status 130; the process group is always cleaned up.
+    """
+    from .distributed import cleanup_distributed, init_distributed
+
+    t_start = time.perf_counter()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    if getattr(args, "threads", None):
+        torch.set_num_threads(args.threads)
+    try:
+        dist_info = init_distributed(args.device)
+    except ValueError as err:
+        return usage_error(f"argument --device: {err}")
+    try:
+        if evaluate is not None and getattr(args, "eval_only", False):
+            return evaluate(args, dist_info)
+        return run(args, dist_info, argv, t_start)
+    except KeyboardInterrupt:  # outside the training loop (set-up, final report)
+        print("interrupted outside training: nothing more to save", file=sys.stderr)
+        return 130
+    finally:
+        cleanup_distributed()

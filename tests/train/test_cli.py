@@ -83,3 +83,61 @@ def test_explicit_options_and_continue_config(tmp_path):
     saved["data_root"] = str(tmp_path / "moved")
     with pytest.raises(ValueError, match=r"the stored --data-root .*moved' is no longer valid"):
         T.continue_config(p, p.parse_args([]), saved, set())
+
+
+def test_amp_dtype_and_args_config():
+    import argparse
+    from pathlib import Path
+
+    import torch
+
+    from pointctx.train import cli as T
+
+    cpu = torch.device("cpu")
+    assert all(T.amp_dtype(a, cpu) is None for a in ("off", "auto", "bf16", "fp16"))
+    cuda = torch.device("cuda")
+    assert T.amp_dtype("off", cuda) is None and T.amp_dtype("fp16", cuda) is torch.float16
+    assert T.amp_dtype("bf16", cuda) is torch.bfloat16
+    ns = argparse.Namespace(a=1, out=Path("x/y"), _explicit={"a"})
+    assert T.args_config(ns) == {"a": 1, "out": "x/y"}
+
+
+def test_run_command_dispatch_errors_and_interrupt(capsys):
+    import argparse
+    from pathlib import Path
+
+    from pointctx.train import cli as T
+
+    def parse(argv):
+        p = argparse.ArgumentParser()
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--threads", type=int, default=0)
+        p.add_argument("--eval-only", action="store_true")
+        p.add_argument("--interrupt", action="store_true")
+        return p.parse_args(argv)
+
+    calls = []
+
+    def run(args, dist_info, argv, t_start):
+        if args.interrupt:
+            raise KeyboardInterrupt
+        assert T.share_run_folder(Path("r"), dist_info) == Path("r")  # no DDP: unchanged
+        calls.append(("run", argv, dist_info.world_size))
+        return 0
+
+    def evaluate(args, dist_info):
+        calls.append(("eval",))
+        return 3
+
+    def usage(msg):
+        calls.append(("usage", msg))
+        return 2
+
+    assert T.run_command([], parse, run, usage, evaluate) == 0
+    assert T.run_command(["--eval-only"], parse, run, usage, evaluate) == 3
+    assert T.run_command(["--eval-only"], parse, run, usage) == 0  # no evaluator: train
+    assert T.run_command(["--device", "nonsense"], parse, run, usage) == 2
+    assert T.run_command(["--interrupt"], parse, run, usage) == 130
+    assert calls[0] == ("run", [], 1) and calls[1] == ("eval",)
+    assert calls[3][0] == "usage" and calls[3][1].startswith("argument --device:")
+    assert "interrupted outside training" in capsys.readouterr().err
