@@ -271,20 +271,6 @@ def build_datasets(args, log):
 
 
 # --------------------------------------------------------------------------- run folder
-def _find_resume_dir(args) -> Path:
-    if args.resume not in (None, "auto"):
-        return Path(args.resume)
-    if args.output is not None:
-        return args.output
-    runs = sorted(Path("runs").glob(f"{args.dataset}-{args.model}-*"))
-    runs = [r for r in runs if (r / "last.pt").is_file()]
-    if not runs:
-        raise FileNotFoundError(
-            f"--resume: no runs/{args.dataset}-{args.model}-*/last.pt to continue; give the run "
-            "folder (--resume DIR)"
-        )
-    return runs[-1]
-
 
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
@@ -302,7 +288,8 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     resume_dir = None
     if args.resume is not None:
         try:
-            resume_dir = _find_resume_dir(args)
+            resume_dir = T.find_resume_dir(args.resume, args.output,
+                                            f"{args.dataset}-{args.model}")
         except FileNotFoundError as err:
             return _usage_error(str(err))
         if not (resume_dir / "last.pt").is_file():

@@ -329,20 +329,6 @@ def save_predictions(model, dataset: CamVid, count: int, out_dir: Path, device,
 
 
 # --------------------------------------------------------------------------- run folder
-def _find_resume_dir(args) -> Path:
-    if args.resume not in (None, "auto"):
-        return Path(args.resume)
-    if args.output is not None:
-        return args.output
-    runs = sorted(Path("runs").glob(f"camvid-{args.model}-*"))
-    runs = [r for r in runs if (r / "last.pt").is_file()]
-    if not runs:
-        raise FileNotFoundError(
-            f"--resume: no runs/camvid-{args.model}-*/last.pt to continue; give the run folder "
-            "(--resume DIR)"
-        )
-    return runs[-1]
-
 
 def _config(args) -> dict:
     cfg = {}
@@ -375,7 +361,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     resume_dir = None
     if args.resume is not None:
         try:
-            resume_dir = _find_resume_dir(args)
+            resume_dir = T.find_resume_dir(args.resume, args.output, f"camvid-{args.model}")
         except FileNotFoundError as err:
             return _usage_error(str(err))
         if not (resume_dir / "last.pt").is_file():

@@ -35,7 +35,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import sys
 import time
@@ -182,16 +181,9 @@ def scene_forward(model, batch, device):
     return model(pb), target.to(device), pb.num_sets
 
 
-def _versions(device) -> dict:
-    return {"python": platform.python_version(), "torch": str(torch.__version__),
-            "numpy": np.__version__, "pointctx": pointctx.__version__,
-            "platform": platform.platform(), "device": str(device)}
-
 
 def _usage_error(msg: str) -> int:
-    build_parser().print_usage(sys.stderr)
-    print(f"segment_scenes.py: error: {msg}", file=sys.stderr)
-    return 2
+    return T.usage_error(build_parser(), msg)
 
 
 def main(argv=None) -> int:
@@ -285,7 +277,7 @@ def _run(args, dist_info, argv, t_start) -> int:
                                       weight_decay=args.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=args.epochs, eta_min=args.lr / 100)
-        run_info = {"config": config, "versions": _versions(device), "seed": args.seed,
+        run_info = {"config": config, "versions": T.run_versions(device), "seed": args.seed,
                     "world_size": world, "dataset": {"description": data_desc, "classes": names},
                     "model": {"name": name, "kwargs": args.model_kwargs,
                               "create_kwargs": {"num_classes": len(names), **args.model_kwargs},

@@ -32,7 +32,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import random
 import sys
 import time
@@ -187,9 +186,7 @@ def official_init(model: torch.nn.Module) -> None:
 
 
 def _usage_error(msg: str) -> int:
-    build_parser().print_usage(sys.stderr)
-    print(f"shapenetpart.py: error: {msg}", file=sys.stderr)
-    return 2
+    return T.usage_error(build_parser(), msg)
 
 
 def main(argv=None) -> int:
@@ -294,9 +291,7 @@ def _run(args, dist_info, argv, t_start) -> int:
     run_info = {
         "config": config,
         "command": " ".join(["examples/shapenetpart.py", *argv]),
-        "versions": {"python": platform.python_version(), "torch": str(torch.__version__),
-                     "pointctx": pointctx.__version__, "platform": platform.platform(),
-                     "device": str(device)},
+        "versions": T.run_versions(device),
         "seed": args.seed,
         "world_size": world,
         "dataset": {"description": desc, "train_size": len(train), "eval_size": len(test),

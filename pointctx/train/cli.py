@@ -42,6 +42,7 @@ __all__ = [
     "amp_dtype",
     "run_command",
     "share_run_folder",
+    "find_resume_dir",
     "explicit_options",
     "continue_config",
     "config_mismatch",
@@ -302,3 +303,24 @@ def run_command(
         return 130
     finally:
         cleanup_distributed()
+
+
+def find_resume_dir(resume: str | Path | None, output: Path | None, prefix: str) -> Path:
+    """The run folder that ``--resume`` continues.
+
+    ``--resume DIR`` names it; ``--resume`` alone (``"auto"``) takes ``--output`` when given, else
+    the newest ``runs/<prefix>-*`` folder holding a ``last.pt``.
+
+    Raises:
+        FileNotFoundError: no such run exists (the message says to give ``--resume DIR``).
+    """
+    if resume not in (None, "auto"):
+        return Path(resume)
+    if output is not None:
+        return Path(output)
+    runs = [r for r in sorted(Path("runs").glob(f"{prefix}-*")) if (r / "last.pt").is_file()]
+    if not runs:
+        raise FileNotFoundError(
+            f"--resume: no runs/{prefix}-*/last.pt to continue; give the run folder (--resume DIR)"
+        )
+    return runs[-1]

@@ -141,3 +141,20 @@ def test_run_command_dispatch_errors_and_interrupt(capsys):
     assert calls[0] == ("run", [], 1) and calls[1] == ("eval",)
     assert calls[3][0] == "usage" and calls[3][1].startswith("argument --device:")
     assert "interrupted outside training" in capsys.readouterr().err
+
+
+def test_find_resume_dir(tmp_path, monkeypatch):
+    from pathlib import Path
+
+    from pointctx.train import cli as T
+
+    monkeypatch.chdir(tmp_path)
+    assert T.find_resume_dir("some/dir", None, "x") == Path("some/dir")
+    assert T.find_resume_dir("auto", Path("out"), "x") == Path("out")
+    with pytest.raises(FileNotFoundError, match=r"no runs/camvid-m-\*/last.pt to continue"):
+        T.find_resume_dir("auto", None, "camvid-m")
+    for name in ("camvid-m-1", "camvid-m-2", "camvid-m-3"):
+        (tmp_path / "runs" / name).mkdir(parents=True)
+    for name in ("camvid-m-1", "camvid-m-2"):  # the newest folder holding a last.pt wins
+        (tmp_path / "runs" / name / "last.pt").write_bytes(b"x")
+    assert T.find_resume_dir(None, None, "camvid-m") == Path("runs/camvid-m-2")
