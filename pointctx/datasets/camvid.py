@@ -101,6 +101,12 @@ class CamVid(RowDataset):
         source: the npz file or the folder read.
         layout: ``"npz"`` or ``"folders"``.
 
+    Shapes:
+        An item (before ``transform``): ``image`` [3, H, W] float (normalised as asked),
+        ``label`` [H, W] int64 in 0..11 (11 = void, ignored by the metrics), ``mask`` [H, W]
+        bool (all True: every pixel exists; the mask transforms clear pixels), ``index`` the row
+        in the split. H x W is 360 x 480 for the official data.
+
     Raises:
         FileNotFoundError: the data folder, npz, list file, image or label folder, or a listed
             file is missing; the message names it.
