@@ -24,7 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
-from ._inputs import PackedInput, check_nonempty_sets, pack_input
+from ._inputs import PackedInput, check_nonempty_sets, pack_input, pool_pixels
 
 
 class SetClassifier(nn.Module):
@@ -90,10 +90,16 @@ class SetClassifier(nn.Module):
     #: per-point model on this backbone sets it to True.
     allow_empty_sets: bool = False
 
-    def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False) -> PackedInput:
-        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
-                          dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
+    def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False,
+             input_pool: int = 1) -> PackedInput:
+        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`).
+
+        ``input_pool > 1`` pools the pixels of every ``f x f`` block of a pixel set into one
+        point (:func:`pointctx.models._inputs.pool_pixels`, a documented deviation).
+        """
+        packed = pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
+                            dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
+        return pool_pixels(packed, input_pool)
 
     @property
     def param_dtype(self) -> torch.dtype:

@@ -81,7 +81,7 @@ from ._helpers import (
     per_stage,
 )
 from ._registry import register_model
-from ._stages import StageBatch, link_from_slots, link_union
+from ._stages import StageBatch, link_from_slots, link_through, link_union
 from .coc import box_normalize
 
 __all__ = [
@@ -205,12 +205,16 @@ class CLUENet(SetClassifier):
 
     # ------------------------------------------------------------------------------------------
 
-    def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
+    def forward_features(self, inputs, mask: Tensor | None = None,
+                         input_pool: int = 1) -> PointBatch:
         """Embedding, stages and pools: features of the last stage's points.
 
         Args:
             inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
             mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
+            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
+                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
+                documented deviation, 1 = off, the paper's model).
 
         Returns:
             A :class:`~pointctx.PointBatch` of the B sets after the last stage (sets keep
@@ -219,28 +223,32 @@ class CLUENet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
-        return self._run(inputs, mask, collect=False)
+        return self._run(inputs, mask, collect=False, input_pool=input_pool)
 
-    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+    def forward_stages(self, inputs, mask: Tensor | None = None,
+                       input_pool: int = 1) -> list[StageBatch]:
         """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
 
         Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
         Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
-        the points that joined its cluster (the two sources of its features).
+        the points that joined its cluster (the two sources of its features). With
+        ``input_pool`` (see :meth:`forward_features`) the stem reduces the pooled sites; stage 0
+        is still linked to the input pixels (those of its sites) and its stride counts pixels.
 
         Shapes:
             return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
         """
-        return self._run(inputs, mask, collect=True)
+        return self._run(inputs, mask, collect=True, input_pool=input_pool)
 
-    def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask, append_pos=True)
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+        packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
         red = self.stem(feats, pos, batch, b, coords, grid)
         feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
         feats = self.stem_norm(feats)
-        link, stride, out = link_from_slots(red.index), self.stem.stride, []
+        link = link_through(link_from_slots(red.index), packed.site) if collect else None
+        stride, out = packed.input_pool * self.stem.stride, []
         for i, stage in enumerate(self.stages):
             if i > 0:
                 pool = self.pools[i - 1]

@@ -77,7 +77,7 @@ from ._helpers import (
     per_stage,
 )
 from ._registry import register_model
-from ._stages import StageBatch, link_from_slots
+from ._stages import StageBatch, link_from_slots, link_through
 
 __all__ = [
     "ContextClusterNet",
@@ -247,12 +247,16 @@ class ContextClusterNet(SetClassifier):
 
     # ------------------------------------------------------------------------------------------
 
-    def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
+    def forward_features(self, inputs, mask: Tensor | None = None,
+                         input_pool: int = 1) -> PointBatch:
         """Stem, stages and reducers: features of the last stage's points.
 
         Args:
             inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
             mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
+            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
+                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
+                documented deviation, 1 = off, the paper's model).
 
         Returns:
             A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
@@ -262,26 +266,29 @@ class ContextClusterNet(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
-        return self._run(inputs, mask, collect=False)
+        return self._run(inputs, mask, collect=False, input_pool=input_pool)
 
-    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+    def forward_stages(self, inputs, mask: Tensor | None = None,
+                       input_pool: int = 1) -> list[StageBatch]:
         """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
 
         Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
         is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
-        the anchor's kNN slots).
+        the anchor's kNN slots). With ``input_pool`` (see :meth:`forward_features`) the stem
+        reduces the pooled sites; stage 0 is still linked to the input pixels (those of its
+        sites) and its stride counts pixels (``f * 4``).
 
         Shapes:
             return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
         """
-        return self._run(inputs, mask, collect=True)
+        return self._run(inputs, mask, collect=True, input_pool=input_pool)
 
-    def _run(self, inputs, mask, collect: bool):
-        packed = self.pack(inputs, mask, append_pos=True)
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+        packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
-        out, stride = [], 1
-        for reducer, blocks in zip(self.reducers, self.stages):
+        out, stride = [], packed.input_pool
+        for i, (reducer, blocks) in enumerate(zip(self.reducers, self.stages)):
             red = reducer(feats, pos, batch, b, coords, grid)
             feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
             cpos, spacing = self._cluster_positions(pos, batch, b, coords, grid, pixel)
@@ -289,7 +296,10 @@ class ContextClusterNet(SetClassifier):
                 feats = block(feats, cpos, batch, b, spacing=spacing)
             if collect:
                 stride *= reducer.stride
-                out.append(StageBatch(pos, feats, batch, b, link_from_slots(red.index),
+                link = link_from_slots(red.index)
+                if i == 0:
+                    link = link_through(link, packed.site)
+                out.append(StageBatch(pos, feats, batch, b, link,
                                       (stride, stride) if pixel else None))
         if collect:
             return out
