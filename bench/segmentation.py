@@ -6,9 +6,12 @@ to ``INPUTS``. The default cases, at 360 x 480 (CamVid), batch B (default 2):
 
 * ``coc_tiny_seg`` and the CPU-sized ``coc_micro_seg`` (point-set models) with
 
-  - keep patterns ``full`` (every pixel), ``random25`` (25 % of the pixels, uniformly at
-    random) and ``region25`` (a centred rectangle of 25 % of the image: an irregular input
-    region);
+  - keep patterns ``full`` (every pixel), ``random25`` / ``random10`` (25 % / 10 % of the
+    pixels, uniformly at random) and ``region25`` (a centred rectangle of 25 % of the image:
+    an irregular input region);
+  - ``input_pool`` (the option of the segmentation models, off = 1 by default): 1 for every
+    pattern, and also ``f = input_pool_for_keep(keep)`` for the random patterns (2 at 25 %,
+    3 at 10 %: the kept pixels of every f x f block averaged into one point before the stem);
   - output ``dense``: ``model(images, mask)`` -> logits for *every* pixel ``[B, K, H, W]``
     (the missing ones predicted from the kept ones), and ``points``: ``model(point_batch)`` ->
     logits at the kept pixels only;
@@ -16,12 +19,13 @@ to ``INPUTS``. The default cases, at 360 x 480 (CamVid), batch B (default 2):
 * the CNN baselines ``unet_cpu_seg`` and ``unet_seg`` (missing pixels zero-filled + a mask
   channel; always every pixel).
 
-``vs full`` is a row's throughput over the same model and output at ``full``, measured in the
-same run. For the point-set models the time is split into the backbone (``forward_stages``),
-the Semantic-FPN head at the finest stage (laterals, propagation of every stage to the finest
-one, MLP, classifier) and the final interpolation of the logits to the queries (every pixel or
-the kept ones); each part is a median of its own timed runs (``total`` is measured separately,
-so the parts need not add up exactly).
+``vs full`` is a row's throughput over the same model and output at ``full`` (without input
+pooling), measured in the same run. For the point-set models the time is split into the
+backbone (``forward_stages``, input pooling included), the Semantic-FPN head at the finest
+stage (laterals, propagation of every stage to the finest one, MLP, classifier) and the final
+interpolation of the logits to the queries (every pixel or the kept ones); each part is a
+median of its own timed runs (``total`` is measured separately, so the parts need not add up
+exactly). ``stage_points`` in the JSON: the points of every stage (summed over the batch).
 
 Every row runs in two fresh subprocesses (timing, then memory), each after one warm-up forward:
 images/s = B / median of ``--iters`` forwards; peak memory as ``bench/models.py`` measures it
@@ -66,16 +70,23 @@ from models import MEMORY_METHOD, _cpu_name, _cpu_peak_bytes  # noqa: E402  (ben
 DEFAULT_OUT = ROOT / "results" / "segmentation.json"
 POINT_MODELS = ("coc_tiny_seg", "coc_micro_seg")
 CNN_MODELS = ("unet_cpu_seg", "unet_seg")
-KEEPS = ("full", "random25", "region25")
+KEEPS = ("full", "random25", "random10", "region25")
+#: keep ratio of the random patterns (their input_pool rows use input_pool_for_keep of it)
+RANDOM_KEEP = {"random25": 0.25, "random10": 0.10}
 
 
 def _cases() -> list[dict]:
-    """The default rows: (model, input kind, keep pattern, output mode)."""
+    """The default rows: (model, input kind, keep pattern, output mode, input pooling)."""
     cases = []
     for model in POINT_MODELS:
         for output in ("dense", "points"):
             for keep in KEEPS:
-                cases.append({"model": model, "input": "image", "keep": keep, "output": output})
+                pools = [1]
+                if keep in RANDOM_KEEP:
+                    pools.append(pointctx.models.input_pool_for_keep(RANDOM_KEEP[keep]))
+                for pool in pools:
+                    cases.append({"model": model, "input": "image", "keep": keep,
+                                  "output": output, "input_pool": pool})
     for model in CNN_MODELS:
         for keep in KEEPS:
             cases.append({"model": model, "input": "image", "keep": keep, "output": "dense"})
@@ -89,9 +100,9 @@ CASES = _cases()
 def _mask(keep: str, b: int, h: int, w: int) -> torch.Tensor | None:
     if keep == "full":
         return None
-    if keep == "random25":
+    if keep in RANDOM_KEEP:
         g = torch.Generator().manual_seed(2)
-        return torch.rand(b, h, w, generator=g) < 0.25
+        return torch.rand(b, h, w, generator=g) < RANDOM_KEEP[keep]
     if keep == "region25":  # a centred rectangle of half the height and half the width
         m = torch.zeros(b, h, w, dtype=torch.bool)
         m[:, h // 4: h // 4 + h // 2, w // 4: w // 4 + w // 2] = True
@@ -132,10 +143,10 @@ def _median_s(fn, iters: int) -> float:
 
 def _split(model, inputs, mask, iters: int, image_size) -> dict:
     """Median seconds of the backbone and of backbone + head at the finest stage."""
-    backbone = _median_s(lambda: model.backbone.forward_stages(inputs, mask), iters)
+    backbone = _median_s(lambda: model._stages(inputs, mask, None), iters)  # + input pooling
 
     def fpn():
-        stages = model.backbone.forward_stages(inputs, mask)
+        stages = model._stages(inputs, mask, None)
         model.head(stages, grids=model._grids(stages, image_size))
 
     return {"backbone_s": round(backbone, 4), "backbone_fpn_s": round(_median_s(fpn, iters), 4)}
@@ -146,7 +157,9 @@ def child(args) -> dict:
     torch.set_num_threads(args.threads)
     case = json.loads(args.case)
     torch.manual_seed(0)
-    model = pointctx.create_model(case["model"]).eval()
+    pool = int(case.get("input_pool", 1))
+    model = pointctx.create_model(case["model"], **({"input_pool": pool} if pool > 1 else {}))
+    model = model.eval()
     params = sum(p.numel() for p in model.parameters())
     call, kept, (inputs, mask) = INPUTS[case["input"]](case, args, model)
     with torch.no_grad():
@@ -163,6 +176,8 @@ def child(args) -> dict:
                "images_per_s": round(args.batch / med, 3)}
         if hasattr(model, "backbone"):
             res.update(_split(model, inputs, mask, args.iters, args.size))
+            stages = model._stages(inputs, mask, None)
+            res["stage_points"] = [s.num_points for s in stages]
     return res
 
 
@@ -200,9 +215,10 @@ def _size(text: str) -> tuple[int, int]:
 
 
 def add_ratios(rows: list[dict]) -> None:
-    """``vs_full``: throughput over the same model and output at keep ``full``."""
+    """``vs_full``: throughput over the same model and output at keep ``full``, no pooling."""
     for r in rows:
         base = next((b for b in rows if b["status"] == "ok" and b["keep"] == "full"
+                     and b.get("input_pool", 1) == 1
                      and b["model"] == r["model"] and b["output"] == r["output"]
                      and b["input"] == r["input"]), None)
         if r["status"] == "ok" and base is not None:
@@ -211,12 +227,13 @@ def add_ratios(rows: list[dict]) -> None:
 
 def format_table(rows, batch, threads, size) -> str:
     """The printed table."""
-    head = (f"{'model':<15} {'keep':<9} {'output':<7} {'params':>10} {'img/s':>7} "
+    head = (f"{'model':<15} {'keep':<9} {'output':<7} {'pool':>4} {'params':>10} {'img/s':>7} "
             f"{'vs full':>7} {'peak MiB':>9} {'backbone':>9} {'FPN':>6} {'upsample':>9}")
     lines = [f"inference, {size[0]}x{size[1]}, batch {batch}, cpu, {threads} thread(s); "
              "time split in % of the total", head, "-" * len(head)]
     for r in rows:
-        name = f"{r['model']:<15} {r['keep']:<9} {r['output']:<7}"
+        pool = r.get("input_pool", 1) if "input_pool" in r else "-"
+        name = f"{r['model']:<15} {r['keep']:<9} {r['output']:<7} {pool:>4}"
         if r["status"] != "ok":
             lines.append(f"{name} {r['status']}: {r.get('error', '')}")
             continue
@@ -292,7 +309,7 @@ def main(argv=None) -> int:
     t_start = time.perf_counter()
     todo = [r for r in rows if r["status"] == "pending"]
     for r in tqdm(todo, desc="segmentation", disable=args.no_progress, dynamic_ncols=True):
-        case = {k: r[k] for k in ("model", "input", "keep", "output")}
+        case = {k: r[k] for k in ("model", "input", "keep", "output", "input_pool") if k in r}
         t0 = time.perf_counter()
         got = measure(case, args, "time")
         if "error" not in got:
@@ -302,7 +319,8 @@ def main(argv=None) -> int:
         r["load_avg_1"] = round(os.getloadavg()[0], 2)
         r.update(status="error", error=got["error"]) if "error" in got else r.update(
             status="ok", **got)
-        tqdm.write(f"{case['model']} {case['keep']} {case['output']}: "
+        tqdm.write(f"{case['model']} {case['keep']} {case['output']} "
+                   f"f={case.get('input_pool', 1)}: "
                    + (f"{r['images_per_s']:.2f} img/s, peak {r['peak_mib']:.1f} MiB"
                       if r["status"] == "ok" else r["error"]) + f" ({r['row_wall_s']} s)")
         result["wall_s"] = round(time.perf_counter() - t_start, 1)
