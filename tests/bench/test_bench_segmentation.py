@@ -38,7 +38,7 @@ def test_cases_have_input_pool_rows(bench):
               if c.get("input_pool", 1) > 1}
     assert {("coc_tiny_seg", "random25", "dense"), ("coc_micro_seg", "random10", "points")
             } <= pooled
-    assert {c["input_pool"] for c in bench.CASES if c["keep"] == "random25"} == {1, 2}
+    assert {c.get("input_pool", 1) for c in bench.CASES if c["keep"] == "random25"} == {1, 2}
 
 
 def test_table_and_ratios(bench):
