@@ -32,6 +32,11 @@ images/s = B / median of ``--iters`` forwards; peak memory as ``bench/models.py`
 (``VmHWM`` after one forward minus ``VmRSS`` before, glibc mmap threshold 128 KiB).
 Threads: ``--threads`` (default 1).
 
+``--round-robin`` measures the throughput ratios more robustly on a shared machine: per point
+model and output, one subprocess times every keep pattern / ``input_pool`` variant of one model
+in turn (``--iters`` rounds, default 7; median per variant), so that a change of load hits every
+variant alike; it writes ``bench/results/segmentation_input_pool.json`` (no memory, no split).
+
 Point clouds: ``--points`` runs the point-cloud rows instead (``bench/segmentation_points.py``:
 ``pointmlp_partseg`` / ``pointmlp_coc_partseg`` at B = 16 x 2,048 points, inference and
 training step, time shares of FPS, kNN, grouping and feature propagation, optionally the
@@ -41,6 +46,7 @@ Usage::
 
     python bench/segmentation.py [--quick] [--batch 2] [--threads 1] [--size 360x480]
         [--cases coc_tiny_seg,unet_cpu_seg] [--out bench/results/segmentation.json]
+    python bench/segmentation.py --round-robin [--iters 7] [--cases coc_micro_seg]
     python bench/segmentation.py --points [--quick] [--official /path/to/pointMLP-pytorch]
 """
 
@@ -68,6 +74,7 @@ sys.path.insert(0, str(ROOT))
 from models import MEMORY_METHOD, _cpu_name, _cpu_peak_bytes  # noqa: E402  (bench/models.py)
 
 DEFAULT_OUT = ROOT / "results" / "segmentation.json"
+ROUND_ROBIN_OUT = ROOT / "results" / "segmentation_input_pool.json"
 POINT_MODELS = ("coc_tiny_seg", "coc_micro_seg")
 CNN_MODELS = ("unet_cpu_seg", "unet_seg")
 KEEPS = ("full", "random25", "random10", "region25")
@@ -121,10 +128,12 @@ def _image_input(case: dict, args, model):
     x = torch.randn(args.batch, c, h, w, generator=torch.Generator().manual_seed(1))
     mask = _mask(case["keep"], args.batch, h, w)
     kept = args.batch * h * w if mask is None else int(mask.sum())
+    pool = int(case.get("input_pool", 1))
+    kw = {"input_pool": pool} if pool > 1 else {}
     if case["output"] == "dense":
-        return (lambda: model(x, mask)), kept, (x, mask)
+        return (lambda: model(x, mask, **kw)), kept, (x, mask)
     pb = PointBatch.from_images(x, mask)
-    return (lambda: model(pb)), kept, (pb, None)
+    return (lambda: model(pb, **kw)), kept, (pb, None)
 
 
 #: input builders by kind; point-cloud rows add their own
@@ -179,6 +188,87 @@ def child(args) -> dict:
             stages = model._stages(inputs, mask, None)
             res["stage_points"] = [s.num_points for s in stages]
     return res
+
+
+def child_round_robin(args) -> dict:
+    """Time every variant of one model and output in turn (``--what round-robin``)."""
+    torch.set_num_threads(args.threads)
+    spec = json.loads(args.case)  # {"model", "output", "variants": [[keep, input_pool], ...]}
+    torch.manual_seed(0)
+    model = pointctx.create_model(spec["model"]).eval()
+    calls, rows = [], []
+    for keep, pool in spec["variants"]:
+        case = {"model": spec["model"], "input": "image", "keep": keep,
+                "output": spec["output"], "input_pool": pool}
+        call, kept, _ = _image_input(case, args, model)
+        calls.append(call)
+        rows.append({"keep": keep, "input_pool": pool, "pixels_in": kept})
+    times = [[] for _ in calls]
+    with torch.no_grad():
+        for call in calls:  # warm-up
+            call()
+        for _ in range(args.iters):
+            for i, call in enumerate(calls):
+                t0 = time.perf_counter()
+                call()
+                times[i].append(time.perf_counter() - t0)
+    for r, t in zip(rows, times):
+        med = statistics.median(t)
+        r.update(median_batch_s=round(med, 4), images_per_s=round(args.batch / med, 3),
+                 times_s=[round(v, 4) for v in t])
+    base = next(r for r in rows if r["keep"] == "full" and r["input_pool"] == 1)
+    for r in rows:
+        r["vs_full"] = round(r["images_per_s"] / base["images_per_s"], 3)
+    return {"model": spec["model"], "output": spec["output"], "rows": rows}
+
+
+def round_robin_variants() -> list[list]:
+    """``[keep, input_pool]`` of the round-robin runs: every pattern at 1, random ones also f."""
+    out = []
+    for keep in KEEPS:
+        out.append([keep, 1])
+        if keep in RANDOM_KEEP:
+            out.append([keep, pointctx.models.input_pool_for_keep(RANDOM_KEEP[keep])])
+    return out
+
+
+def run_round_robin(args, models) -> int:
+    """The ``--round-robin`` mode: one subprocess per model and output; table and JSON."""
+    out = args.out if args.out != DEFAULT_OUT else ROUND_ROBIN_OUT
+    result = {"benchmark": "segmentation_input_pool",
+              "conditions": {"size": list(args.size), "batch": args.batch,
+                             "threads": args.threads, "rounds": args.iters, "device": "cpu",
+                             "cpu": _cpu_name(), "torch": torch.__version__,
+                             "pointctx": pointctx.__version__,
+                             "timing": "one subprocess per model and output: one warm-up call "
+                             "per variant, then --iters rounds over all variants; median",
+                             "load_avg_1_5_15_at_start": [round(v, 2) for v in
+                                                          os.getloadavg()]},
+              "runs": []}
+    for model in models:
+        for output in ("dense", "points"):
+            spec = {"model": model, "output": output, "variants": round_robin_variants()}
+            t0 = time.perf_counter()
+            got = measure(spec, args, "round-robin")
+            got.update(wall_s=round(time.perf_counter() - t0, 1),
+                       load_avg_1=round(os.getloadavg()[0], 2))
+            result["runs"].append(got)
+            atomic_write_json(out, result)
+    result["conditions"]["load_avg_1_5_15_at_end"] = [round(v, 2) for v in os.getloadavg()]
+    atomic_write_json(out, result)
+    lines = [f"round robin, {args.size[0]}x{args.size[1]}, batch {args.batch}, "
+             f"{args.threads} thread(s), median of {args.iters} rounds",
+             f"{'model':<15} {'output':<7} {'keep':<9} {'pool':>4} {'img/s':>7} {'vs full':>7}"]
+    for run in result["runs"]:
+        if "error" in run:
+            lines.append(f"{run.get('model', '?'):<15} error: {run['error']}")
+            continue
+        for r in run["rows"]:
+            lines.append(f"{run['model']:<15} {run['output']:<7} {r['keep']:<9} "
+                         f"{r['input_pool']:>4} {r['images_per_s']:>7.2f} {r['vs_full']:>7.2f}")
+    print("\n".join(lines))
+    print(f"wrote {out}")
+    return 0
 
 
 def measure(case: dict, args, what: str) -> dict:
@@ -269,14 +359,24 @@ def main(argv=None) -> int:
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     p.add_argument("--case", help=argparse.SUPPRESS)
-    p.add_argument("--what", choices=("time", "memory"), help=argparse.SUPPRESS)
+    p.add_argument("--what", choices=("time", "memory", "round-robin"), help=argparse.SUPPRESS)
+    p.add_argument("--round-robin", action="store_true",
+                   help="robust throughput ratios: all keep / input_pool variants of a point "
+                   "model timed in turn in one process")
     args = p.parse_args(argv)
     if args.iters is None:
-        args.iters = 1 if args.quick else 3
+        args.iters = (2 if args.quick else 7) if args.round_robin else (1 if args.quick else 3)
     if args.child:
-        print(json.dumps(child(args)))
+        run = child_round_robin if args.what == "round-robin" else child
+        print(json.dumps(run(args)))
         return 0
     wanted = {v.strip() for v in args.cases.split(",") if v.strip()}
+    if args.round_robin:
+        unknown = wanted - set(POINT_MODELS)
+        if unknown:
+            p.error(f"argument --cases: --round-robin runs the point models only, got "
+                    f"{sorted(unknown)}; choose from {list(POINT_MODELS)}")
+        return run_round_robin(args, [m for m in POINT_MODELS if not wanted or m in wanted])
     known = set(pointctx.list_models())
     unknown = wanted - {c["model"] for c in CASES}
     if unknown:

@@ -53,3 +53,23 @@ def test_table_and_ratios(bench):
     text = bench.format_table(rows, 1, 1, (24, 32))
     assert "2.50" in text and "24x32" in text
     assert {c["model"] for c in bench.CASES} >= {"coc_tiny_seg", "unet_cpu_seg"}
+
+
+def test_round_robin_child(bench):
+    variants = bench.round_robin_variants()
+    assert ["random25", 2] in variants and ["random10", 3] in variants and ["full", 1] in variants
+    args = argparse.Namespace(
+        case='{"model": "coc_micro_seg", "output": "points", "variants": '
+             '[["full", 1], ["random25", 1], ["random25", 2]]}',
+        iters=2, batch=1, threads=1, size=(48, 64))
+    run = bench.child_round_robin(args)
+    assert [(r["keep"], r["input_pool"]) for r in run["rows"]] == [
+        ("full", 1), ("random25", 1), ("random25", 2)]
+    assert run["rows"][0]["vs_full"] == 1.0 and all(len(r["times_s"]) == 2 for r in run["rows"])
+    assert run["rows"][0]["pixels_in"] == 3072 > run["rows"][1]["pixels_in"]
+
+
+def test_round_robin_rejects_other_models(bench, capsys):
+    with pytest.raises(SystemExit):
+        bench.main(["--round-robin", "--cases", "unet_cpu_seg"])
+    assert "--round-robin runs the point models only" in capsys.readouterr().err
