@@ -47,13 +47,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -66,42 +63,15 @@ from pointctx.train import atomic_write_json
 from pointctx.train import cli as T
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from _common import MEMORY_METHOD, cpu_name, cpu_peak_bytes, run_child  # noqa: E402  (bench/)
+
 DEFAULT_OUT = ROOT / "results" / "models.json"
 FAMILIES = ("coc_tiny", "cluenet_micro", "cluenet_tiny")
 BASELINE = "coc_tiny"
-MEMORY_METHOD = (
-    "fresh subprocess per row (separate from the timing one), after one warm-up forward: VmHWM "
-    "after one forward (high-water mark reset via /proc/self/clear_refs) minus VmRSS before it, "
-    "glibc mmap threshold 128 KiB (CPU); cuda.max_memory_allocated minus allocated before the "
-    "forward (CUDA)"
-)
 
 
 # --------------------------------------------------------------------------- child process
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _cpu_peak_bytes(run) -> tuple[int, str]:
-    """Peak extra resident memory of ``run()`` and how it was measured."""
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        before = _status_kib("VmRSS")
-        run()
-        return (_status_kib("VmHWM") - before) * 1024, "VmHWM"
-    except OSError:
-        before = _status_kib("VmRSS")
-        run()
-        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-        return (peak - before) * 1024, "ru_maxrss"
-
-
 def child(args) -> dict:
     """Measure one (model, size) row in this process: ``--what memory`` or ``--what time``."""
     torch.set_num_threads(args.threads)
@@ -134,7 +104,7 @@ def child(args) -> dict:
             run()
             peak, how = torch.cuda.max_memory_allocated() - before, "cuda"
         else:
-            peak, how = _cpu_peak_bytes(run)
+            peak, how = cpu_peak_bytes(run)
         return {**info, "peak_mib": round(max(0, peak) / 2**20, 1), "memory_from": how}
     times = []
     for _ in range(args.iters):
@@ -147,30 +117,11 @@ def child(args) -> dict:
 
 
 def measure(model: str, size: int, iters: int, args, what: str) -> dict:
-    """Run :func:`child` for one row in a fresh subprocess; returns its dict or an error.
-
-    The memory child runs with a fixed glibc mmap threshold (freed tensors leave the resident
-    set); the timing child with the default allocator settings (the fixed threshold makes every
-    large allocation a fresh ``mmap`` and would slow the forwards down).
-    """
+    """Run :func:`child` for one row in a fresh subprocess (``_common.run_child``)."""
     cmd = [sys.executable, __file__, "--child", "--what", what, "--model", model, "--size",
            str(size), "--iters", str(iters), "--batch", str(args.batch), "--threads",
            str(args.threads), "--device", args.device]
-    env = dict(os.environ)
-    if what == "memory":
-        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    root = str(ROOT.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") \
-        else root
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                             timeout=args.row_timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"{what} run timed out after {args.row_timeout} s"}
-    if res.returncode != 0:
-        lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
-        return {"error": lines[-1] if lines else f"exit status {res.returncode}"}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_child(cmd, what, args.row_timeout)
 
 
 # --------------------------------------------------------------------------- exact windows
@@ -223,17 +174,6 @@ def windows_check(args) -> dict:
 
 
 # --------------------------------------------------------------------------- parent
-def _cpu_name() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def plan_rows(families, sizes, known) -> list[dict]:
     """Which registered model runs each (family, size) row, with a note when it is not exact."""
     rows = []
@@ -360,7 +300,7 @@ def main(argv=None) -> int:
             "batch": args.batch,
             "threads": args.threads,
             "device": args.device,
-            "cpu": _cpu_name(),
+            "cpu": cpu_name(),
             "cpu_count": os.cpu_count(),
             "torch": torch.__version__,
             "pointctx": pointctx.__version__,

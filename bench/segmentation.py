@@ -56,7 +56,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -71,7 +70,7 @@ from pointctx.train import cli as T
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from models import MEMORY_METHOD, _cpu_name, _cpu_peak_bytes  # noqa: E402  (bench/models.py)
+from _common import MEMORY_METHOD, cpu_name, cpu_peak_bytes, run_child  # noqa: E402  (bench/)
 
 DEFAULT_OUT = ROOT / "results" / "segmentation.json"
 ROUND_ROBIN_OUT = ROOT / "results" / "segmentation_input_pool.json"
@@ -178,7 +177,7 @@ def child(args) -> dict:
         info = {"params": params, "pixels_in": kept, "outputs": out.numel() // k,
                 "warmup_s": round(time.perf_counter() - t0, 3)}
         if args.what == "memory":
-            peak, how = _cpu_peak_bytes(call)
+            peak, how = cpu_peak_bytes(call)
             return {**info, "peak_mib": round(max(0, peak) / 2**20, 1), "memory_from": how}
         med = _median_s(call, args.iters)
         res = {**info, "median_batch_s": round(med, 4),
@@ -238,7 +237,7 @@ def run_round_robin(args, models) -> int:
     result = {"benchmark": "segmentation_input_pool",
               "conditions": {"size": list(args.size), "batch": args.batch,
                              "threads": args.threads, "rounds": args.iters, "device": "cpu",
-                             "cpu": _cpu_name(), "torch": torch.__version__,
+                             "cpu": cpu_name(), "torch": torch.__version__,
                              "pointctx": pointctx.__version__,
                              "timing": "one subprocess per model and output: one warm-up call "
                              "per variant, then --iters rounds over all variants; median",
@@ -276,21 +275,7 @@ def measure(case: dict, args, what: str) -> dict:
     cmd = [sys.executable, __file__, "--child", "--what", what, "--case", json.dumps(case),
            "--iters", str(args.iters), "--batch", str(args.batch), "--threads",
            str(args.threads), "--size", f"{args.size[0]}x{args.size[1]}"]
-    env = dict(os.environ)
-    if what == "memory":
-        env.update(MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    root = str(ROOT.parent)
-    env["PYTHONPATH"] = os.pathsep.join([root, env["PYTHONPATH"]]) if env.get("PYTHONPATH") \
-        else root
-    try:
-        res = subprocess.run(cmd, capture_output=True, text=True, env=env,
-                             timeout=args.row_timeout)
-    except subprocess.TimeoutExpired:
-        return {"error": f"{what} run timed out after {args.row_timeout} s"}
-    if res.returncode != 0:
-        lines = [ln for ln in (res.stderr or res.stdout).strip().splitlines() if ln.strip()]
-        return {"error": lines[-1] if lines else f"exit status {res.returncode}"}
-    return json.loads(res.stdout.strip().splitlines()[-1])
+    return run_child(cmd, what, args.row_timeout)
 
 
 # --------------------------------------------------------------------------- parent
@@ -394,7 +379,7 @@ def main(argv=None) -> int:
         "benchmark": "segmentation",
         "conditions": {
             "size": list(args.size), "batch": args.batch, "threads": args.threads,
-            "iters": args.iters, "device": "cpu", "cpu": _cpu_name(),
+            "iters": args.iters, "device": "cpu", "cpu": cpu_name(),
             "cpu_count": os.cpu_count(), "torch": torch.__version__,
             "pointctx": pointctx.__version__,
             "ops_backend_knn": pointctx.ops.resolve_backend(None, "knn", torch.device("cpu")),

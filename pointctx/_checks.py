@@ -19,6 +19,8 @@ __all__ = [
     "check_finite_features",
     "check_batch",
     "check_positive_int",
+    "is_int",
+    "is_number",
     "check_int",
     "check_number",
     "check_choice",
@@ -26,7 +28,6 @@ __all__ = [
     "check_range",
     "check_point_inputs",
 ]
-
 
 
 def all_finite(t: Tensor) -> bool:
@@ -41,6 +42,7 @@ def all_finite(t: Tensor) -> bool:
     if t.numel() == 0 or bool(torch.isfinite(t.sum())):
         return True
     return bool(torch.isfinite(t).all())
+
 
 def check_tensor(value, name: str) -> Tensor:
     """Raise ``TypeError`` unless ``value`` is a tensor; return it."""
@@ -142,13 +144,11 @@ def check_batch(
 
 def check_positive_int(value, name: str, minimum: int = 1) -> int:
     """Return ``int(value)`` or raise if it is not an integer >= ``minimum``."""
-    if isinstance(value, np.integer):
+    if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
         value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        if isinstance(value, Tensor) and value.numel() == 1 and not value.is_floating_point():
-            value = int(value)
-        else:
-            raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+    if not is_int(value):
+        raise TypeError(f"`{name}` must be an int, got {type(value).__name__}")
+    value = int(value)
     if value < minimum:
         raise ValueError(f"`{name}` must be >= {minimum}, got {value}")
     return value
@@ -167,7 +167,7 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
     Returns:
         ``(low, high)`` as floats.
     """
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         pair = (float(value), float(value))
     else:
         try:
@@ -198,8 +198,30 @@ def _bounds(minimum, maximum, min_open: bool = False, max_open: bool = False) ->
     return ""
 
 
+def is_int(value) -> bool:
+    """Whether ``value`` is an int (a Python or numpy integer; not a bool)."""
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
+def is_number(value) -> bool:
+    """Whether ``value`` is a real number (a Python or numpy int or float; not a bool)."""
+    return (isinstance(value, (int, float, np.integer, np.floating))
+            and not isinstance(value, bool))
+
+
+def _need(name: str, what: str, bounds: str, optional: bool) -> str:
+    what = f"None or {what}" if optional else what
+    return f"`{name}` must be {what}" + (f" {bounds}" if bounds else "")
+
+
+def _out_of_range(name: str, need: str, bounds: str, must: str | None, value) -> ValueError:
+    text = need if must is None else f"`{name}` must " + must.format(bounds=bounds)
+    return ValueError(f"{text}, got {value!r}")
+
+
 def check_int(value, name: str, minimum: int | None = None, maximum: int | None = None, *,
-              type_error: type[Exception] = TypeError) -> int:
+              type_error: type[Exception] = TypeError, optional: bool = False,
+              must: str | None = None) -> int | None:
     """Return ``int(value)`` for an int (numpy ints too; not bool) in ``[minimum, maximum]``.
 
     Args:
@@ -209,24 +231,30 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
         maximum: inclusive upper bound (None: none).
         type_error: exception class for a value that is not an int (``TypeError``; a few
             arguments document ``ValueError``).
+        optional: also accept None (returned as is); the messages then say "None or an int".
+        must: the wording of the out-of-bounds message after "`name` must ", where
+            ``{bounds}`` stands for the bounds (e.g. ``"lie {bounds}"``); None: the default.
 
     Raises:
         ``type_error`` for a non-int, ``ValueError`` out of bounds; the message reads
         "`name` must be an int >= minimum, got value".
     """
+    if optional and value is None:
+        return None
     bounds = _bounds(minimum, maximum)
-    need = f"`{name}` must be an int" + (f" {bounds}" if bounds else "")
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
+    need = _need(name, "an int", bounds, optional)
+    if not is_int(value):
         raise type_error(f"{need}, got {value!r}")
     value = int(value)
     if (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        raise ValueError(f"{need}, got {value!r}")
+        raise _out_of_range(name, need, bounds, must, value)
     return value
 
 
 def check_number(value, name: str, minimum: float | None = None, maximum: float | None = None,
                  *, min_open: bool = False, max_open: bool = False,
-                 type_error: type[Exception] = TypeError) -> float:
+                 type_error: type[Exception] = TypeError, optional: bool = False,
+                 must: str | None = None) -> float | None:
     """Return ``float(value)`` for a finite real number (not bool) within the bounds.
 
     Args:
@@ -238,14 +266,20 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
         max_open: exclude ``maximum`` itself.
         type_error: exception class for a value that is not a number (``TypeError``; a few
             arguments document ``ValueError``).
+        optional: also accept None (returned as is); the messages then say "None or a number".
+        must: the wording of the NaN / Inf / out-of-bounds message after "`name` must ", where
+            ``{bounds}`` stands for the bounds (e.g. ``"lie {bounds}"`` gives "`p` must lie in
+            [0, 1), got 1.0"); None: the default.
 
     Raises:
         ``type_error`` for a non-number, ``ValueError`` for NaN / Inf or out of bounds; the
         message reads "`name` must be a number in [minimum, maximum), got value".
     """
+    if optional and value is None:
+        return None
     bounds = _bounds(minimum, maximum, min_open, max_open)
-    need = f"`{name}` must be a number" + (f" {bounds}" if bounds else "")
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
+    need = _need(name, "a number", bounds, optional)
+    if not is_number(value):
         raise type_error(f"{need}, got {value!r}")
     v = float(value)
     ok = math.isfinite(v)
@@ -254,7 +288,7 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
     if maximum is not None:
         ok = ok and (v < maximum if max_open else v <= maximum)
     if not ok:
-        raise ValueError(f"{need}, got {value!r}")
+        raise _out_of_range(name, need, bounds, must, value)
     return v
 
 

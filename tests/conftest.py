@@ -1,6 +1,8 @@
 """Fixtures shared by the test files (instead of copies in each).
 
 * ``repo_root``: the checkout's root folder.
+* ``load_module``: ``load_module(path, name)`` imports the Python file ``path`` as a fresh module
+  called ``name`` (scripts of bench/, the official fixtures' ``fill.py``).
 * ``load_example``: ``load_example("scanobjectnn")`` imports ``examples/scanobjectnn.py`` as a
   module (the examples are scripts, not a package).
 * ``restore_threads``: restores torch's global thread count after a test (the example CLIs'
@@ -18,18 +20,27 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _load_example(name: str):
-    path = ROOT / "examples" / f"{name}.py"
-    spec = importlib.util.spec_from_file_location(f"{name}_example", path)
+def _load_module(path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _load_example(name: str):
+    return _load_module(ROOT / "examples" / f"{name}.py", f"{name}_example")
 
 
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     """The checkout's root folder."""
     return ROOT
+
+
+@pytest.fixture(scope="session")
+def load_module():
+    """A function that imports a Python file as a fresh module: ``load_module(path, name)``."""
+    return _load_module
 
 
 @pytest.fixture(scope="session")

@@ -1,6 +1,5 @@
 """bench/peers.py: skips with instructions without the official checkouts; its FPS stand-in."""
 
-import importlib.util
 import subprocess
 import sys
 from pathlib import Path
@@ -13,13 +12,6 @@ ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "bench" / "peers.py"
 
 
-def _module():
-    spec = importlib.util.spec_from_file_location("bench_peers", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def test_skips_with_instructions_without_checkouts(tmp_path):
     res = subprocess.run([sys.executable, str(SCRIPT), "--coc-repo", str(tmp_path / "nope"),
                           "--out", str(tmp_path / "peers.json")], capture_output=True, text=True,
@@ -30,8 +22,8 @@ def test_skips_with_instructions_without_checkouts(tmp_path):
     assert not (tmp_path / "peers.json").exists()  # nothing measured, nothing written
 
 
-def test_fps_stand_in_matches_pointctx_fps_from_point_0():
-    mod = _module()
+def test_fps_stand_in_matches_pointctx_fps_from_point_0(load_module):
+    mod = load_module(SCRIPT, "bench_peers")
     g = torch.Generator().manual_seed(0)
     xyz = torch.rand(3, 200, 3, generator=g)
     idx = mod.furthest_point_sample(xyz, 50)

@@ -53,6 +53,30 @@ def test_check_int_and_check_number():
         check_number("1", "eps")
 
 
+def test_check_int_and_check_number_options():
+    import numpy as np
+
+    from pointctx._checks import check_int, check_number, is_int, is_number
+
+    assert [is_int(v) for v in (3, np.int32(3), True, 3.0, "3", None)] == [
+        True, True, False, False, False, False]
+    assert [is_number(v) for v in (3, 2.5, np.float32(2.5), np.int64(1), False, "1", None)] == [
+        True, True, True, True, False, False, False]
+    assert check_int(None, "n", 1, optional=True) is None
+    assert check_number(None, "p", optional=True) is None
+    with pytest.raises(ValueError, match=r"`n` must be None or an int >= 1, got 0"):
+        check_int(0, "n", 1, optional=True)
+    with pytest.raises(TypeError, match=r"`p` must be None or a number, got 'a'"):
+        check_number("a", "p", optional=True)
+    # `must` words the out-of-bounds message; {bounds} stands for the bounds
+    with pytest.raises(ValueError, match=r"^`p` must lie in \[0, 1\), got 1.0$"):
+        check_number(1.0, "p", 0.0, 1.0, max_open=True, must="lie {bounds}")
+    with pytest.raises(ValueError, match=r"^`n` must be in \[2, 3\], got 5$"):
+        check_int(5, "n", 2, 3, must="be {bounds}")
+    with pytest.raises(TypeError, match=r"^`p` must be a number in \[0, 1\), got 'a'$"):
+        check_number("a", "p", 0.0, 1.0, max_open=True, must="lie {bounds}")
+
+
 def test_all_finite_is_exact_including_sum_overflow():
     import torch
 

@@ -22,6 +22,7 @@ where the data comes from; unreadable, truncated, corrupt or wrongly shaped file
 ``ValueError`` naming the file and the problem.
 """
 
+# re-exported so that the old import path (pointctx.datasets.pointclouds) keeps working
 from ..transforms.points import (
     Compose,
     NormalizeUnitSphere,

@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .._checks import check_choice
+from .._checks import check_choice, check_number, is_int
 from ..ops import grid_pool
 from ..rgbd import (
     PinholeIntrinsics,
@@ -388,9 +388,7 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         color, depth, pose, name = spec["color"], spec["depth"], None, preset
     else:
         frame = frames[0] if frame is None else frame
-        if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or (
-            frame not in frames
-        ):
+        if not is_int(frame) or frame not in frames:
             raise ValueError(f"`frame` of preset {preset!r} must be one of {list(frames)}, "
                              f"got {frame!r}")
         frame = int(frame)
@@ -429,8 +427,8 @@ def rgbd_frames(preset: str = "kinect", frames: Sequence[int] | None = None, roo
 
 # --------------------------------------------------------------------------- points
 def _grid_pool(xyz: Tensor, rgb: Tensor, voxel_size: float):
-    if not (isinstance(voxel_size, (int, float)) and voxel_size > 0):
-        raise ValueError(f"`voxel_size` must be a number > 0 (metres) or None, got {voxel_size!r}")
+    check_number(voxel_size, "voxel_size", 0.0, min_open=True, type_error=ValueError,
+                 must="be a number {bounds} (metres) or None")
     out = grid_pool(xyz, size=float(voxel_size), x=rgb)
     return out.pos, out.x
 

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from .._checks import check_int
+from .._checks import check_int, check_number, is_int, is_number
 from .base import stratified_split
 from .modelnet40 import ModelNet40
 
@@ -45,15 +45,14 @@ class Scene(NamedTuple):
 
 
 def _range(value, name: str, low: float, integer: bool = False) -> tuple:
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if is_number(value):
         value = (value, value)
     try:
         a, b = value
     except (TypeError, ValueError):
         raise ValueError(f"`{name}` must be a number or a (min, max) pair, got {value!r}") from None
     cast = int if integer else float
-    if (integer and not all(isinstance(v, (int, np.integer)) and not isinstance(v, bool)
-                            for v in (a, b))):
+    if integer and not (is_int(a) and is_int(b)):
         raise ValueError(f"`{name}` must hold integers, got {value!r}")
     if not (low <= cast(a) <= cast(b)):
         raise ValueError(f"`{name}` must satisfy {low} <= min <= max, got {value!r}")
@@ -155,8 +154,7 @@ class ShapeScenes(Dataset):
             raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
         if balance not in ("class", "shape"):
             raise ValueError(f"`balance` must be 'class' or 'shape', got {balance!r}")
-        if isinstance(spacing, bool) or not isinstance(spacing, (int, float)) or spacing <= 0:
-            raise ValueError(f"`spacing` must be a number > 0, got {spacing!r}")
+        check_number(spacing, "spacing", 0.0, min_open=True, type_error=ValueError)
         self.seed, self.num_scenes = int(seed), int(num_scenes)
         self.split = split
         self.objects = _range(objects, "objects", 1, integer=True)
@@ -181,7 +179,7 @@ class ShapeScenes(Dataset):
                             f"unknown class {c!r} in `classes`; choose from {self.source_classes}"
                         )
                     chosen.append(self.source_classes.index(c))
-                elif isinstance(c, (int, np.integer)) and 0 <= c < len(source_classes):
+                elif is_int(c) and 0 <= c < len(source_classes):
                     chosen.append(int(c))
                 else:
                     raise ValueError(
@@ -268,7 +266,7 @@ class ShapeScenes(Dataset):
 
     def scene(self, idx: int) -> Scene:
         """Compose scene ``idx`` (see the class docstring for the exact procedure)."""
-        if isinstance(idx, bool) or not isinstance(idx, (int, np.integer)):
+        if not is_int(idx):
             raise TypeError(f"scene index must be an int, got {type(idx).__name__}")
         if not -self.num_scenes <= idx < self.num_scenes:
             raise IndexError(f"scene index {idx} out of range for {self.num_scenes} scenes")

@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_int, check_number, check_range
+from .._checks import check_int, check_number, check_range, is_int
 from ..transforms import ImageTransform
 
 __all__ = [
@@ -69,11 +69,10 @@ def check_seg_sample(sample) -> tuple[int, int]:
 
 
 def _size(size, name: str = "size") -> tuple[int, int]:
-    if isinstance(size, int) and not isinstance(size, bool):
+    if is_int(size):
         size = (size, size)
-    if not (isinstance(size, (tuple, list)) and len(size) == 2 and all(
-        isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in size
-    )):
+    if not (isinstance(size, (tuple, list)) and len(size) == 2
+            and all(is_int(v) and v >= 1 for v in size)):
         raise ValueError(f"`{name}` must be (H, W) with ints >= 1 (or one int), got {size!r}")
     return int(size[0]), int(size[1])
 

@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .._checks import check_int, is_int
 from ._root import data_root
 
 __all__ = [
@@ -127,11 +128,8 @@ class ShapeNetPart(Dataset):
             raise ValueError(f"`split` must be one of {list(SPLITS)}, got {split!r}")
         if sampling not in ("random", "first"):
             raise ValueError(f"`sampling` must be 'random' or 'first', got {sampling!r}")
-        if num_points is not None and (isinstance(num_points, bool) or not isinstance(
-                num_points, (int, np.integer)) or num_points < 1):
-            raise ValueError(f"`num_points` must be None or an int >= 1, got {num_points!r}")
-        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-            raise ValueError(f"`seed` must be an int >= 0, got {seed!r}")
+        check_int(num_points, "num_points", 1, type_error=ValueError, optional=True)
+        check_int(seed, "seed", 0, type_error=ValueError)
         self.split, self.num_points, self.sampling = split, num_points, sampling
         self.seed, self.epoch = int(seed), 0
         self.root, self.layout = self._find_root(root)
@@ -209,7 +207,7 @@ class ShapeNetPart(Dataset):
                 else:
                     raise ValueError(f"unknown ShapeNetPart category {c!r}; choose from "
                                      f"{list(SHAPENETPART_CATEGORIES)}")
-            elif isinstance(c, (int, np.integer)) and 0 <= c < len(_TABLE):
+            elif is_int(c) and 0 <= c < len(_TABLE):
                 out.append(int(c))
             else:
                 raise ValueError(f"`categories` entries must be names or ids 0..15, got {c!r}")

@@ -15,7 +15,8 @@
 Subclasses set ``num_features``, ``num_classes``, ``in_channels`` and ``pos_dim``, build their
 classifier with :meth:`SetClassifier._make_head` (a linear layer by default; override it for
 another head) into the attribute named by ``head_name``, and implement ``forward_features`` /
-``forward_head``.
+``forward_head``. :class:`StagedClassifier` implements both, and ``forward_stages``, for the
+image models whose stages run in one loop (CoC, CLUENet).
 """
 
 from __future__ import annotations
@@ -24,7 +25,11 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_positive_int
+from ..batch import PointBatch
+from ..ops.scatter import scatter_mean
+from ._helpers import check_io
 from ._inputs import PackedInput, check_nonempty_sets, pack_input, pool_pixels
+from ._stages import StageBatch
 
 
 class SetClassifier(nn.Module):
@@ -126,3 +131,82 @@ class SetClassifier(nn.Module):
         if not self.allow_empty_sets:
             check_nonempty_sets(feats.sizes, isinstance(inputs, Tensor) and inputs.dim() == 4)
         return self.forward_head(feats)
+
+
+class StagedClassifier(SetClassifier):
+    """A :class:`SetClassifier` whose stages run in one loop, ``_run`` (CoC, CLUENet).
+
+    Subclasses implement ``_run(inputs, mask, collect, input_pool)`` (the last stage's
+    :class:`~pointctx.PointBatch`, or with ``collect`` one
+    :class:`~pointctx.models._stages.StageBatch` per stage) and ``_norm_features(x, batch, b)``
+    (the norm before the head's mean pooling), and own ``head_drop`` and ``head``. ``_run``
+    packs with :meth:`SetClassifier.pack` (which applies ``input_pool``), starts the stride count
+    at ``packed.input_pool`` and links stage 0 to the input points
+    (:func:`~pointctx.models._stages.link_through`).
+    """
+
+    def _init_io(self, num_classes, in_channels, pos_dim, embed_dims) -> None:
+        """Check and set the model's inputs and outputs and its stage widths.
+
+        Sets ``num_classes``, ``in_channels``, ``pos_dim`` (checked), ``embed_dims`` and
+        ``num_features`` (the last stage's channels).
+        """
+        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
+                                                                    pos_dim)
+        self.embed_dims = list(embed_dims)
+        self.num_features = self.embed_dims[-1]
+
+    def forward_features(self, inputs, mask: Tensor | None = None,
+                         input_pool: int = 1) -> PointBatch:
+        """Stem, stages and reducers / pools: features of the last stage's points.
+
+        Args:
+            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+            mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
+            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
+                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
+                documented deviation, 1 = off, the paper's model).
+
+        Returns:
+            A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
+            features, ``pos`` = image-plane positions for pixel sets, positions in the input
+            frame for general point sets). Sets keep their order; an empty input set stays empty.
+
+        Shapes:
+            return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
+        """
+        return self._run(inputs, mask, collect=False, input_pool=input_pool)
+
+    def forward_stages(self, inputs, mask: Tensor | None = None,
+                       input_pool: int = 1) -> list[StageBatch]:
+        """Features of every stage (the contract of :class:`SetClassifier`).
+
+        What a stage's link means for each backbone is said there and in its ``_run``. With
+        ``input_pool`` (see :meth:`forward_features`) the stem reduces the pooled sites; stage 0
+        is still linked to the input pixels (those of its sites) and its stride counts pixels.
+
+        Shapes:
+            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        """
+        return self._run(inputs, mask, collect=True, input_pool=input_pool)
+
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):  # pragma: no cover
+        raise NotImplementedError
+
+    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:  # pragma: no cover
+        raise NotImplementedError
+
+    def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
+        """The norm (``_norm_features``), mean over each set's points, dropout and the classifier.
+
+        Args:
+            features: the output of :meth:`forward_features`.
+            pre_logits: return the pooled features instead of the logits.
+
+        Shapes:
+            return: [B, num_classes], or [B, embed_dims[-1]] with ``pre_logits``.
+        """
+        b = features.num_sets
+        x = scatter_mean(self._norm_features(features.x, features.batch, b), features.batch, b)
+        x = self.head_drop(x)
+        return x if pre_logits else self.head(x)

@@ -4,6 +4,7 @@ One place for what every multi-stage model checks and computes the same way when
 
 * :func:`per_stage`: broadcast a scalar option to every stage, or check a per-stage list;
 * :func:`check_stages`: the ``layers`` / ``embed_dims`` pair (positive, one entry per stage);
+* :func:`stage_options`: :func:`check_stages`, then :func:`per_stage` on every named option;
 * :func:`check_io`: ``num_classes``, ``in_channels`` and ``pos_dim``;
 * :func:`drop_path_rates`: the stochastic-depth schedule (linear over all blocks, from 0 at the
   first block to ``drop_path_rate`` at the last, as timm and the official CoC / CLUENet code);
@@ -14,9 +15,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .._checks import check_positive_int
+from .._checks import check_number, check_positive_int
 
-__all__ = ["IMAGE_BOUNDS", "per_stage", "check_stages", "check_io", "drop_path_rates", "build"]
+__all__ = ["IMAGE_BOUNDS", "per_stage", "check_stages", "stage_options", "check_io",
+           "drop_path_rates", "build"]
 __all__ += ["TINY_STAGES", "SMALL_STAGES", "MEDIUM_STAGES"]
 
 # The fixed box of image-plane pixel positions (PackedInput.plane), for grid centers and regions.
@@ -64,6 +66,17 @@ def check_stages(layers: Sequence[int], embed_dims: Sequence[int]) -> tuple[list
     return layers, embed_dims
 
 
+def stage_options(layers: Sequence[int], embed_dims: Sequence[int], **options
+                  ) -> tuple[list, list, dict]:
+    """:func:`check_stages`, then :func:`per_stage` on every keyword option (in their order).
+
+    Returns:
+        ``(layers, embed_dims, {name: one value per stage})``.
+    """
+    layers, embed_dims = check_stages(layers, embed_dims)
+    return layers, embed_dims, {k: per_stage(v, len(layers), k) for k, v in options.items()}
+
+
 def check_io(num_classes, in_channels, pos_dim, min_classes: int = 0) -> tuple[int, int, int]:
     """Check the classifier outputs, feature channels and position dimension of a model.
 
@@ -93,9 +106,8 @@ def drop_path_rates(layers: Sequence[int], drop_path_rate: float) -> list[list[f
     Raises:
         ValueError: ``drop_path_rate`` outside ``[0, 1)``.
     """
-    if isinstance(drop_path_rate, bool) or not isinstance(drop_path_rate, (int, float)) or not (
-            0.0 <= drop_path_rate < 1.0):
-        raise ValueError(f"`drop_path_rate` must be in [0, 1), got {drop_path_rate!r}")
+    check_number(drop_path_rate, "drop_path_rate", 0.0, 1.0, max_open=True,
+                 type_error=ValueError, must="be {bounds}")
     total = sum(layers)
     rates, k = [], 0
     for depth in layers:

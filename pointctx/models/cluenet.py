@@ -66,19 +66,16 @@ from ..nn.depthwise import SetDepthwiseConv, knn_slots
 from ..nn.icp import ImprovedClusterPool
 from ..nn.proposal import build_proposal
 from ..nn.reducer import PointReducer
-from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
-from ._base import SetClassifier
+from ._base import StagedClassifier
 from ._helpers import (
     IMAGE_BOUNDS,
     MEDIUM_STAGES,
     SMALL_STAGES,
     TINY_STAGES,
     build,
-    check_io,
-    check_stages,
     drop_path_rates,
-    per_stage,
+    stage_options,
 )
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_through, link_union
@@ -95,7 +92,7 @@ __all__ = [
 ]
 
 
-class CLUENet(SetClassifier):
+class CLUENet(StagedClassifier):
     """CLUENet classifier on pixel sets and general point sets.
 
     Args:
@@ -159,17 +156,12 @@ class CLUENet(SetClassifier):
         backend: str | None = None,
     ):
         super().__init__()
-        layers, embed_dims = check_stages(layers, embed_dims)
+        layers, embed_dims, opt = stage_options(layers, embed_dims, mlp_ratios=mlp_ratios,
+                                                heads=heads, head_dims=head_dims, centers=centers)
         n = len(layers)
-        mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
-        heads = per_stage(heads, n, "heads")
-        head_dims = per_stage(head_dims, n, "head_dims")
-        centers = [check_positive_int(c, "centers") for c in per_stage(centers, n, "centers")]
-        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
-                                                                    pos_dim)
+        centers = [check_positive_int(c, "centers") for c in opt["centers"]]
+        self._init_io(num_classes, in_channels, pos_dim, embed_dims)
         rates = drop_path_rates(layers, drop_path_rate)
-        self.embed_dims = list(embed_dims)
-        self.num_features = embed_dims[-1]
         self.backend = backend
 
         self.stem = PointReducer(self.in_channels + self.pos_dim, embed_dims[0], stem_kernel,
@@ -184,7 +176,8 @@ class CLUENet(SetClassifier):
         for i in range(n):
             stages.append(GFCStage(
                 embed_dims[i], layers[i], share_assignment=share_assignment, drop_path=rates[i],
-                mlp_ratio=mlp_ratios[i], heads=heads[i], head_dim=head_dims[i],
+                mlp_ratio=opt["mlp_ratios"][i], heads=opt["heads"][i],
+                head_dim=opt["head_dims"][i],
                 centers=centers[i], bounds=IMAGE_BOUNDS, min_tau=min_tau, drop=drop_rate,
                 layer_scale_init=layer_scale_init, mixer_kwargs={"validate": False},
             ))
@@ -205,42 +198,15 @@ class CLUENet(SetClassifier):
 
     # ------------------------------------------------------------------------------------------
 
-    def forward_features(self, inputs, mask: Tensor | None = None,
-                         input_pool: int = 1) -> PointBatch:
-        """Embedding, stages and pools: features of the last stage's points.
-
-        Args:
-            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
-            mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
-            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
-                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
-                documented deviation, 1 = off, the paper's model).
-
-        Returns:
-            A :class:`~pointctx.PointBatch` of the B sets after the last stage (sets keep
-            their order; an empty input set stays empty).
-
-        Shapes:
-            return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
-        """
-        return self._run(inputs, mask, collect=False, input_pool=input_pool)
-
-    def forward_stages(self, inputs, mask: Tensor | None = None,
-                       input_pool: int = 1) -> list[StageBatch]:
-        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+        """Run the stages; with ``collect`` return every stage, else the last stage's points.
 
         Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
         Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
         the points that joined its cluster (the two sources of its features). With
-        ``input_pool`` (see :meth:`forward_features`) the stem reduces the pooled sites; stage 0
-        is still linked to the input pixels (those of its sites) and its stride counts pixels.
-
-        Shapes:
-            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        ``input_pool`` the stem reduces the pooled sites; stage 0 is still linked to the input
+        pixels (those of its sites) and its stride counts pixels.
         """
-        return self._run(inputs, mask, collect=True, input_pool=input_pool)
-
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
@@ -279,20 +245,9 @@ class CLUENet(SetClassifier):
             return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)
 
-    def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
-        """Per-point LayerNorm, mean over each set's points, dropout and the classifier.
-
-        Args:
-            features: the output of :meth:`forward_features`.
-            pre_logits: return the pooled features instead of the logits.
-
-        Shapes:
-            return: [B, num_classes], or [B, embed_dims[-1]] with ``pre_logits``.
-        """
-        b = features.num_sets
-        x = scatter_mean(self.norm(features.x), features.batch, b)
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:
+        """The head's norm: per-point LayerNorm."""
+        return self.norm(x)
 
 
 def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):
@@ -321,6 +276,7 @@ _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_class
 _build = partial(build, CLUENet)  # _build(defaults, kwargs)
 
 
+# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
 @register_model
 def cluenet_micro(**kwargs) -> CLUENet:
     """CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes)."""

@@ -62,19 +62,17 @@ from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
 from ..ops.grid import set_bounds
-from ..ops.scatter import scatter_mean
 from ..ops.segment import batch_to_ptr
-from ._base import SetClassifier
+from ._base import StagedClassifier
 from ._helpers import (
     IMAGE_BOUNDS,
     MEDIUM_STAGES,
     SMALL_STAGES,
     TINY_STAGES,
     build,
-    check_io,
-    check_stages,
     drop_path_rates,
     per_stage,
+    stage_options,
 )
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_through
@@ -124,7 +122,7 @@ def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tupl
     return torch.stack([x, y], 1), (1.0 / w, 1.0 / h)
 
 
-class ContextClusterNet(SetClassifier):
+class ContextClusterNet(StagedClassifier):
     """Context Cluster classifier (CoC) on pixel sets and general point sets.
 
     Args:
@@ -201,18 +199,12 @@ class ContextClusterNet(SetClassifier):
     ):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
-        layers, embed_dims = check_stages(layers, embed_dims)
+        layers, embed_dims, opt = stage_options(
+            layers, embed_dims, mlp_ratios=mlp_ratios, heads=heads, head_dims=head_dims,
+            centers=centers, regions=regions)
         n = len(layers)
-        mlp_ratios = per_stage(mlp_ratios, n, "mlp_ratios")
-        heads = per_stage(heads, n, "heads")
-        head_dims = per_stage(head_dims, n, "head_dims")
-        centers = per_stage(centers, n, "centers")
-        regions = per_stage(regions, n, "regions")
-        self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
-                                                                    pos_dim)
+        self._init_io(num_classes, in_channels, pos_dim, embed_dims)
         rates = drop_path_rates(layers, drop_path_rate)
-        self.embed_dims = list(embed_dims)
-        self.num_features = embed_dims[-1]
 
         reducers = []
         in_dim = self.in_channels + self.pos_dim
@@ -229,8 +221,9 @@ class ContextClusterNet(SetClassifier):
         self.stages = nn.ModuleList([
             nn.ModuleList([
                 ContextClusterBlock(
-                    embed_dims[i], mlp_ratio=mlp_ratios[i], heads=heads[i],
-                    head_dim=head_dims[i], centers=centers[i], regions=regions[i],
+                    embed_dims[i], mlp_ratio=opt["mlp_ratios"][i], heads=opt["heads"][i],
+                    head_dim=opt["head_dims"][i], centers=opt["centers"][i],
+                    regions=opt["regions"][i],
                     denominator=denominator, normalize=normalize, bounds=IMAGE_BOUNDS,
                     drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
@@ -247,43 +240,15 @@ class ContextClusterNet(SetClassifier):
 
     # ------------------------------------------------------------------------------------------
 
-    def forward_features(self, inputs, mask: Tensor | None = None,
-                         input_pool: int = 1) -> PointBatch:
-        """Stem, stages and reducers: features of the last stage's points.
-
-        Args:
-            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
-            mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
-            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
-                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
-                documented deviation, 1 = off, the paper's model).
-
-        Returns:
-            A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
-            features, ``pos`` = image-plane positions for pixel sets, positions in the input
-            frame for general point sets). Sets keep their order; an empty input set stays empty.
-
-        Shapes:
-            return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
-        """
-        return self._run(inputs, mask, collect=False, input_pool=input_pool)
-
-    def forward_stages(self, inputs, mask: Tensor | None = None,
-                       input_pool: int = 1) -> list[StageBatch]:
-        """Features of every stage (the contract of :class:`~pointctx.models._base.SetClassifier`).
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+        """Run the stages; with ``collect`` return every stage, else the last stage's points.
 
         Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
         is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
-        the anchor's kNN slots). With ``input_pool`` (see :meth:`forward_features`) the stem
-        reduces the pooled sites; stage 0 is still linked to the input pixels (those of its
-        sites) and its stride counts pixels (``f * 4``).
-
-        Shapes:
-            return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
+        the anchor's kNN slots). With ``input_pool`` the stem reduces the pooled sites; stage 0
+        is still linked to the input pixels (those of its sites) and its stride counts pixels
+        (``f * 4``).
         """
-        return self._run(inputs, mask, collect=True, input_pool=input_pool)
-
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
@@ -313,21 +278,9 @@ class ContextClusterNet(SetClassifier):
             return pos, None
         return lattice_centers(coords, grid, pos.dtype)
 
-    def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:
-        """Per-set GroupNorm, mean over each set's points, dropout and the classifier.
-
-        Args:
-            features: the output of :meth:`forward_features`.
-            pre_logits: return the pooled features instead of the logits.
-
-        Shapes:
-            return: [B, num_classes], or [B, embed_dims[-1]] with ``pre_logits``.
-        """
-        b = features.num_sets
-        x = self.norm(features.x, features.batch, b)
-        x = scatter_mean(x, features.batch, b)
-        x = self.head_drop(x)
-        return x if pre_logits else self.head(x)
+    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:
+        """The head's norm: per-set GroupNorm."""
+        return self.norm(x, batch, b)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -340,6 +293,7 @@ _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
 _build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
 
 
+# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
 @register_model
 def coc_tiny(**kwargs) -> ContextClusterNet:
     """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""

@@ -281,8 +281,9 @@ class ContextCluster(nn.Module):
             cand = self._candidates(centers, group, num_groups, n, x.device)
             chosen, sim, flat, clusters = self._assign_and_aggregate(x, feats, cand, m)
             out = self._dispatch(sim, flat, clusters, feats.out_dtype)
-            sim = sim[0] if len(sim) == 1 else torch.cat(sim, 0)
-            chosen = chosen[0] if len(chosen) == 1 else torch.cat(chosen, 0)
+            if return_assignment:  # the per-chunk pieces are joined only when asked for
+                sim = sim[0] if len(sim) == 1 else torch.cat(sim, 0)
+                chosen = chosen[0] if len(chosen) == 1 else torch.cat(chosen, 0)
         if return_assignment:
             return out, Assignment(chosen, centers, region, sim)
         return out

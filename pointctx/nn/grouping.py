@@ -280,6 +280,7 @@ class GroupContextCluster(nn.Module):
         self.head_dim = (max(dim // 4, 32) if head_dim is None
                          else check_positive_int(head_dim, "head_dim"))
         inner = self.heads * self.head_dim
+        # the layers of ContextCluster under the official PointMLP-CoC names (state_dict keys)
         self.fc1 = nn.Linear(dim, inner)
         self.fc_v = nn.Linear(dim, inner)
         self.fc2 = nn.Linear(inner, dim)

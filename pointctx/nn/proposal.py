@@ -34,7 +34,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int
+from .._checks import check_choice, check_int, check_number, is_int, is_number
 from .._resolver import normalize_name, resolve
 from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, relabel
 from ..ops.scatter import scatter_mean, scatter_sum
@@ -291,13 +291,12 @@ def _check_counts(value, name: str) -> int | tuple[int, ...]:
         vals = tuple(value)
         if not vals:
             raise ValueError(f"`{name}` must not be empty")
-        for v in vals:
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
-        return vals
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        if not all(is_int(v) and v >= 1 for v in vals):
+            raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
+        return tuple(int(v) for v in vals)
+    if not (is_int(value) and value >= 1):
         raise ValueError(f"`{name}` must be an int >= 1 or a sequence of them, got {value!r}")
-    return value
+    return int(value)
 
 
 def check_bounds(bounds, name: str = "bounds"):
@@ -396,10 +395,9 @@ class GridProposal(CenterProposal):
                 raise ValueError(f"`windows={windows!r}` needs a count-based grid (`cells`), "
                                  "not `size`")
             sizes = tuple(size) if isinstance(size, Sequence) else (size,)
-            for s in sizes:
-                if isinstance(s, bool) or not isinstance(s, (int, float)) or not s > 0:
-                    raise ValueError(f"`size` must be a positive number or a sequence of them, "
-                                     f"got {size!r}")
+            if not all(is_number(s) and s > 0 for s in sizes):
+                raise ValueError(f"`size` must be a positive number or a sequence of them, "
+                                 f"got {size!r}")
             self.size = tuple(float(s) for s in size) if isinstance(size, Sequence) else float(size)
             self.cells = None
         self.bounds = check_bounds(bounds)
@@ -583,10 +581,10 @@ class _SampledProposal(CenterProposal):
                 f"{type(self).__name__} needs exactly one of `num` (centers per set) or `ratio`, "
                 f"got num={num!r}, ratio={ratio!r}"
             )
-        if num is not None and (isinstance(num, bool) or not isinstance(num, int) or num < 1):
-            raise ValueError(f"`num` must be an int >= 1, got {num!r}")
-        if ratio is not None and not (isinstance(ratio, (int, float)) and 0 < ratio <= 1):
-            raise ValueError(f"`ratio` must be a number in (0, 1], got {ratio!r}")
+        if num is not None:
+            check_int(num, "num", 1, type_error=ValueError)
+        else:
+            check_number(ratio, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         check_int(k, "k", 1, type_error=ValueError)
         self.num, self.ratio, self.k = num, ratio, k
 

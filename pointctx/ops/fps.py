@@ -26,7 +26,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import check_pos, check_positive_int, check_tensor
+from .._checks import check_number, check_pos, check_positive_int, check_tensor, is_number
 from ._backend import opaque, require_cluster, resolve_backend
 from ._common import _pad, _setup, _sqdist
 
@@ -39,15 +39,11 @@ _RATIO_RTOL = 1e-9
 
 
 def _check_ratio(ratio) -> float:
-    if isinstance(ratio, bool) or not isinstance(ratio, (int, float)):
-        if isinstance(ratio, Tensor) and ratio.numel() == 1 and ratio.is_floating_point():
-            ratio = float(ratio)
-        else:
-            raise TypeError(f"`ratio` must be a float in (0, 1], got {type(ratio).__name__}")
-    ratio = float(ratio)
-    if not (0.0 < ratio <= 1.0):
-        raise ValueError(f"`ratio` must be in (0, 1], got {ratio}")
-    return ratio
+    if isinstance(ratio, Tensor) and ratio.numel() == 1 and ratio.is_floating_point():
+        ratio = float(ratio)
+    if not is_number(ratio):
+        raise TypeError(f"`ratio` must be a float in (0, 1], got {type(ratio).__name__}")
+    return check_number(ratio, "ratio", 0.0, 1.0, min_open=True, must="be {bounds}")
 
 
 def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor:

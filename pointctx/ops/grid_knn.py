@@ -36,7 +36,7 @@ import math
 import torch
 from torch import Tensor
 
-from .._checks import check_positive_int
+from .._checks import check_positive_int, is_number
 from ._backend import resolve_backend
 from ._common import _sqdist
 from .knn import KNN, _batches, _check_pair, _empty_result, knn
@@ -50,7 +50,7 @@ def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
                positive: bool = True) -> Tensor:
     if isinstance(cell_size, Tensor):
         cs = cell_size.to(device=like.device, dtype=like.dtype).reshape(-1)
-    elif isinstance(cell_size, (int, float)) and not isinstance(cell_size, bool):
+    elif is_number(cell_size):
         cs = torch.full((1,), float(cell_size), device=like.device, dtype=like.dtype)
     else:
         try:

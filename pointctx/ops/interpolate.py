@@ -24,7 +24,13 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import check_features, check_pos, check_positive_int, check_tensor
+from .._checks import (
+    check_features,
+    check_number,
+    check_pos,
+    check_positive_int,
+    check_tensor,
+)
 from .grid_knn import grid_knn
 from .knn import knn
 from .segment import infer_batch_size
@@ -33,12 +39,8 @@ __all__ = ["knn_interpolate", "knn_interpolate_naive"]
 
 
 def _check_eps(eps) -> float:
-    if isinstance(eps, bool) or not isinstance(eps, (int, float)):
-        raise TypeError(f"`eps` must be a number, got {type(eps).__name__}")
-    eps = float(eps)
-    if not eps > 0.0:
-        raise ValueError(f"`eps` must be > 0 (it keeps 1 / (d2 + eps) finite), got {eps}")
-    return eps
+    return check_number(eps, "eps", 0.0, min_open=True,
+                        must="be {bounds} (it keeps 1 / (d2 + eps) finite)")
 
 
 def _check_x(x, n: int) -> Tensor:

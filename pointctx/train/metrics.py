@@ -226,10 +226,7 @@ class SegmentationConfusion(ConfusionMatrix):
 
     def __init__(self, num_classes: int, device=None, ignore_index: int | None = None) -> None:
         super().__init__(num_classes, device)
-        if ignore_index is not None and (
-            isinstance(ignore_index, bool) or not isinstance(ignore_index, int)
-        ):
-            raise TypeError(f"`ignore_index` must be an int or None, got {ignore_index!r}")
+        check_int(ignore_index, "ignore_index", optional=True)
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise ValueError(
                 f"`ignore_index` must not be a class id in [0, {num_classes}), got {ignore_index}"

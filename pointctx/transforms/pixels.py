@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_range
+from .._checks import check_int, check_number, check_range, is_int
 from ..batch import PointBatch
 from ..data import collate
 
@@ -85,18 +85,6 @@ def _mix_seed(*parts: int) -> int:
     """A 63-bit seed that depends on all parts (numpy SeedSequence hashing)."""
     state = np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint32)
     return (int(state[0]) << 31) ^ int(state[1])
-
-
-def _check_fraction(value, name: str, lo_open: bool, hi_open: bool) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise TypeError(f"`{name}` must be a number, got {type(value).__name__}")
-    v = float(value)
-    ok_lo = v > 0.0 if lo_open else v >= 0.0
-    ok_hi = v < 1.0 if hi_open else v <= 1.0
-    if not (ok_lo and ok_hi and math.isfinite(v)):
-        lo, hi = "(" if lo_open else "[", ")" if hi_open else "]"
-        raise ValueError(f"`{name}` must lie in {lo}0, 1{hi}, got {value}")
-    return v
 
 
 class ImageTransform:
@@ -200,7 +188,7 @@ class RandomKeep(MaskTransform):
         if (ratio is None) == (count is None):
             raise ValueError("give exactly one of `ratio` and `count`")
         if ratio is not None:
-            ratio = _check_fraction(ratio, "ratio", lo_open=True, hi_open=False)
+            ratio = check_number(ratio, "ratio", 0.0, 1.0, min_open=True, must="lie {bounds}")
         if count is not None:
             check_int(count, "count", 1, type_error=ValueError)
         self.ratio = ratio
@@ -252,7 +240,8 @@ class BlockMask(MaskTransform):
         generator=None,
     ) -> None:
         super().__init__(seed, generator)
-        self.fraction = _check_fraction(fraction, "fraction", lo_open=False, hi_open=True)
+        self.fraction = check_number(fraction, "fraction", 0.0, 1.0, max_open=True,
+                                     must="lie {bounds}")
         self.block_area = check_range(block_area, "block_area", 0.0, 1.0)
         self.aspect = check_range(aspect, "aspect", 0.0)
         if keep not in _KEEP:
@@ -404,7 +393,7 @@ class PolygonMask(MaskTransform):
         generator=None,
     ) -> None:
         super().__init__(seed, generator)
-        if isinstance(num_vertices, (int, np.integer)) and not isinstance(num_vertices, bool):
+        if is_int(num_vertices):
             nv = (int(num_vertices), int(num_vertices))
         elif isinstance(num_vertices, Sequence) and len(num_vertices) == 2:
             nv = (int(num_vertices[0]), int(num_vertices[1]))
@@ -414,7 +403,8 @@ class PolygonMask(MaskTransform):
             raise ValueError(f"`num_vertices` must be >= 3 with min <= max, got {num_vertices!r}")
         self.num_vertices = nv
         self.radius = check_range(radius, "radius", 0.0)
-        self.irregularity = _check_fraction(irregularity, "irregularity", False, False)
+        self.irregularity = check_number(irregularity, "irregularity", 0.0, 1.0,
+                                         must="lie {bounds}")
         self._disc = DiscMask(radius=1.0, center=center)  # reuses the centre checks
         self.center = self._disc.center
         if keep not in _KEEP:

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int
+from .._checks import check_int, is_int
 from .._files import atomic_output
 from .trace import ClusterLayer, ClusterTrace, local_labels
 
@@ -263,7 +263,7 @@ def _pick_layers(trace: ClusterTrace, layers) -> list[ClusterLayer]:
 def _pick_heads(layer: ClusterLayer, heads) -> list[int]:
     if heads is None or (isinstance(heads, str) and heads == "all"):
         return list(range(layer.heads))
-    if isinstance(heads, (int, np.integer)) and not isinstance(heads, bool):
+    if is_int(heads):
         heads = [heads]
     return [_check_head(layer, h) for h in heads if 0 <= h < layer.heads] or [0]
 

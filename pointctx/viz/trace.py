@@ -25,6 +25,7 @@ from typing import Any, NamedTuple
 import torch
 from torch import Tensor, nn
 
+from .._checks import is_int
 from ..batch import PointBatch
 from ..nn.context_cluster import Assignment, ContextCluster
 from ..nn.reducer import PointReducer
@@ -112,9 +113,9 @@ class ClusterTrace(NamedTuple):
 
     def layer(self, key) -> ClusterLayer:
         """A layer by position in :attr:`layers` (int) or by module name (str)."""
-        if isinstance(key, bool) or not isinstance(key, (int, str)):
+        if not (is_int(key) or isinstance(key, str)):
             raise TypeError(f"`key` must be an int or a module name, got {type(key).__name__}")
-        if isinstance(key, int):
+        if is_int(key):
             if not -len(self.layers) <= key < len(self.layers):
                 raise IndexError(
                     f"layer index {key} is out of range for a trace of {len(self.layers)} layers"

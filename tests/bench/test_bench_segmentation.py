@@ -1,7 +1,6 @@
 """bench/segmentation.py runs its cases end to end (tiny images, in process)."""
 
 import argparse
-import importlib.util
 from pathlib import Path
 
 import pytest
@@ -10,11 +9,8 @@ BENCH = Path(__file__).resolve().parents[2] / "bench" / "segmentation.py"
 
 
 @pytest.fixture(scope="module")
-def bench():
-    spec = importlib.util.spec_from_file_location("bench_segmentation", BENCH)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
+def bench(load_module):
+    return load_module(BENCH, "bench_segmentation")
 
 
 @pytest.mark.parametrize("output", ["dense", "points"])

@@ -1,6 +1,5 @@
 """examples/evaluate_official.py on a checkpoint file written in the official wrapper format."""
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -18,25 +17,18 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-def official_elite_40_classes():
+def official_elite_40_classes(load_module):
     """An official pointMLPElite(num_classes=40) state_dict (ModelNet40), rebuilt by fill.py."""
-    fill = _load("official_fill", FIXTURES / "fill.py")
+    fill = load_module(FIXTURES / "fill.py", "official_fill")
     fx = torch.load(FIXTURES / "pointmlp_elite.pt", weights_only=True)
     manifest = [[k, [40 if (k.startswith("classifier.8.") and i == 0) else s
                      for i, s in enumerate(shape)], dt] for k, shape, dt in fx["manifest"]]
     return fill.fill_state_dict(manifest, fx["seed"])
 
 
-def test_evaluates_an_official_checkpoint_file(tmp_path):
-    script = _load("evaluate_official_example", ROOT / "examples" / "evaluate_official.py")
-    sd = official_elite_40_classes()
+def test_evaluates_an_official_checkpoint_file(tmp_path, load_example, load_module):
+    script = load_example("evaluate_official")
+    sd = official_elite_40_classes(load_module)
     ckpt = tmp_path / "best_checkpoint.pth"
     # pointMLP-pytorch's save_model: {"net": DataParallel state_dict, "epoch", "acc", ...}
     torch.save({"net": {f"module.{k}": v for k, v in sd.items()}, "epoch": 299, "acc": 85.0,
@@ -60,8 +52,8 @@ def test_evaluates_an_official_checkpoint_file(tmp_path):
     assert res["mean_class_accuracy"] == pytest.approx(sum(per_class) / len(per_class))
 
 
-def test_unusable_checkpoint_exits_2(tmp_path, capsys):
-    script = _load("evaluate_official_example", ROOT / "examples" / "evaluate_official.py")
+def test_unusable_checkpoint_exits_2(tmp_path, capsys, load_example):
+    script = load_example("evaluate_official")
     bad = tmp_path / "ckpt.pth"
     torch.save({"epoch": 3}, bad)
     assert script.main(["--arch", "pointmlp", "--checkpoint", str(bad), "--sample"]) == 2

@@ -1,8 +1,6 @@
 """examples/rgbd_segment.py on the bundled RGB-D frame with a small scene model (CPU)."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,25 +14,13 @@ from pointctx.viz import label_colors
 
 pytest.importorskip("matplotlib")
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "rgbd_segment.py"
 SMALL = {"embed_dim": 8, "de_dims": [16, 16, 8, 8], "gmp_dim": 8, "head_hidden": 16}
 NAMES = ["chair", "lamp", "sofa", "floor"]
 
 
 @pytest.fixture(scope="module")
-def demo():
-    spec = importlib.util.spec_from_file_location("rgbd_segment_example", SCRIPT)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+def demo(load_example):
+    return load_example("rgbd_segment")
 
 
 def _checkpoint(path, name="pointmlp_elite_seg", **extra):

@@ -37,14 +37,6 @@ def script(load_example):
     return load_example("scanobjectnn")
 
 
-def _weights(run):
-    return torch.load(Path(run) / "last.pt", map_location="cpu", weights_only=False)["model"]
-
-
-def _same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 def _env():
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT), env.get("PYTHONPATH", "")])
@@ -116,7 +108,7 @@ def test_sample_run_reports_metrics(script, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_interrupted_and_resumed_run_is_exact(script, tmp_path):
+def test_interrupted_and_resumed_run_is_exact(script, tmp_path, same_weights, last_weights):
     full, part = tmp_path / "full", tmp_path / "part"
     assert script.main([*TINY, "--epochs", "2", "--output", str(full)]) == 0
     # 80 shapes / batch 16 = 5 steps per epoch: stop in the middle of epoch 2
@@ -127,7 +119,7 @@ def test_interrupted_and_resumed_run_is_exact(script, tmp_path):
     assert json.loads((part / "results.json").read_text())["status"] == "interrupted"
     torch.manual_seed(999)  # the resumed run must not depend on the RNG state it starts with
     assert script.main([*TINY, "--epochs", "2", "--output", str(part), "--resume"]) == 0
-    assert _same(_weights(full), _weights(part))
+    assert same_weights(last_weights(full), last_weights(part))
     a = json.loads((full / "results.json").read_text())
     b = json.loads((part / "results.json").read_text())
     assert a["last"] == b["last"] and a["best"] == b["best"]
@@ -147,7 +139,8 @@ def test_output_and_resume_guards(script, tmp_path, capsys):
     assert "last.pt does not exist" in capsys.readouterr().err
 
 
-def test_ctrl_c_saves_and_resume_matches_uninterrupted(script, tmp_path):
+def test_ctrl_c_saves_and_resume_matches_uninterrupted(script, tmp_path, same_weights,
+                                                       last_weights):
     args = [*TINY, "--epochs", "4"]
     ref = tmp_path / "ref"
     assert script.main([*args, "--output", str(ref)]) == 0
@@ -173,7 +166,7 @@ def test_ctrl_c_saves_and_resume_matches_uninterrupted(script, tmp_path):
     state = torch.load(run / "last.pt", weights_only=False)
     assert state["epoch"] < 4
     assert script.main([*args, "--output", str(run), "--resume"]) == 0
-    assert _same(_weights(ref), _weights(run))
+    assert same_weights(last_weights(ref), last_weights(run))
 
 
 def test_torchrun_two_processes_cpu(tmp_path):
@@ -252,7 +245,8 @@ def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path, load_example
     assert res["config"]["weight_decay"] == 2e-4  # ModelNet40 recipe
 
 
-def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_path, capsys):
+def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_path, capsys,
+                                                                  same_weights, last_weights):
     full, part = tmp_path / "full", tmp_path / "part"
     assert script.main([*TINY, "--epochs", "2", "--output", str(full)]) == 0
     assert script.main([*TINY, "--epochs", "2", "--output", str(part),
@@ -261,7 +255,7 @@ def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_pa
     torch.manual_seed(5)
     # no --sample, --epochs, --model...: everything comes from part/last.pt
     assert script.main(["--resume", str(part), "--no-progress"]) == 0
-    assert _same(_weights(full), _weights(part))
+    assert same_weights(last_weights(full), last_weights(part))
     res = json.loads((part / "results.json").read_text())
     assert res["epochs_done"] == 2 and res["config"]["model_kwargs"] == MODEL_KWARGS
     capsys.readouterr()

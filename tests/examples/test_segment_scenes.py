@@ -1,37 +1,17 @@
 """End-to-end test of examples/segment_scenes.py: its smoke run on real ModelNet40 shapes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
-import torch
 
 from pointctx.datasets import data_root
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "segment_scenes.py"
-
-
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
 
 @pytest.fixture(scope="module")
-def script():
+def script(load_example):
     if not (data_root(must_exist=False) / "modelnet40_train_1024.npz").is_file():
         pytest.skip("shared modelnet40_train_1024.npz is absent")
-    return _load("segment_scenes_example", SCRIPT)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+    return load_example("segment_scenes")
 
 
 def test_defaults_are_the_readme_run(script):

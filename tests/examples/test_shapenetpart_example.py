@@ -1,8 +1,6 @@
 """End-to-end tests of examples/shapenetpart.py: the smoke run on the 16 bundled real shapes."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import pytest
 import torch
@@ -10,32 +8,16 @@ import torch
 import pointctx
 from pointctx.datasets import data_root
 
-ROOT = Path(__file__).resolve().parents[2]
-SCRIPT = ROOT / "examples" / "shapenetpart.py"
 TINY = ["--smoke", "--num-points", "128", "--epochs", "1", "--no-progress", "--device", "cpu",
         "--model-kwargs", json.dumps({"embed_dim": 8, "de_dims": [16, 16, 8, 8],
                                       "gmp_dim": 8, "cls_dim": 8, "head_hidden": 16})]
 
 
-def _load(name, path):
-    spec = importlib.util.spec_from_file_location(name, path)
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 @pytest.fixture(scope="module")
-def script():
+def script(load_example):
     if not (data_root(must_exist=False) / "shapenetpart_sample").is_dir():
         pytest.skip("shared shapenetpart_sample/ is absent")
-    return _load("shapenetpart_example", SCRIPT)
-
-
-@pytest.fixture(autouse=True)
-def _restore_threads():
-    before = torch.get_num_threads()
-    yield
-    torch.set_num_threads(before)
+    return load_example("shapenetpart")
 
 
 def test_recipe_defaults_are_the_official_ones(script):

@@ -37,14 +37,6 @@ def _need(name):
         pytest.skip(f"{path} not available")
 
 
-def _weights(run):
-    return torch.load(Path(run) / "last.pt", map_location="cpu", weights_only=False)["model"]
-
-
-def _same(a, b):
-    return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
-
-
 @pytest.mark.parametrize(
     "argv, match",
     [
@@ -171,7 +163,7 @@ def test_real_mnist_run_writes_results(script, tmp_path, capsys):
     assert not [p for p in (out / "coc_mnist").iterdir() if p.name.endswith(".tmp")]
 
 
-def test_interrupted_and_resumed_run_is_exact(script, tmp_path):
+def test_interrupted_and_resumed_run_is_exact(script, tmp_path, same_weights, last_weights):
     _need("mnist_train.npz")
     full, part = tmp_path / "full", tmp_path / "part"
     args = [*TINY, "--epochs", "2"]
@@ -182,7 +174,7 @@ def test_interrupted_and_resumed_run_is_exact(script, tmp_path):
     assert (state["epoch"], state["step_in_epoch"]) == (1, 2)
     torch.manual_seed(999)  # the resumed run must not depend on the RNG state it starts with
     assert script.main([*args, "--output", str(part), "--resume"]) == 0
-    assert _same(_weights(full / "coc_mnist"), _weights(part / "coc_mnist"))
+    assert same_weights(last_weights(full / "coc_mnist"), last_weights(part / "coc_mnist"))
     a = json.loads((full / "coc_mnist" / "results.json").read_text())
     b = json.loads((part / "coc_mnist" / "results.json").read_text())
     assert a["last"] == b["last"] and a["best"] == b["best"]
@@ -257,7 +249,8 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
     assert json.loads((run / "summary.json").read_text())["models"][0]["status"] == "interrupted"
 
 
-def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys, load_example):
+def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys, load_example,
+                                                     same_weights, last_weights):
     _need("mnist_train.npz")
     from PIL import Image
 
@@ -269,7 +262,7 @@ def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys, l
                         "--stop-after-steps", "8"]) == 0
     torch.manual_seed(7)
     assert script.main(["--resume", str(part), "--no-progress", "--threads", "1"]) == 0
-    assert _same(_weights(full / "coc_mnist"), _weights(part / "coc_mnist"))
+    assert same_weights(last_weights(full / "coc_mnist"), last_weights(part / "coc_mnist"))
     capsys.readouterr()
     assert script.main(["--resume", str(part), "--epochs", "5"]) == 2
     assert "--epochs was 2, now 5" in capsys.readouterr().err

@@ -16,22 +16,6 @@ def _size(name):
     return 32 if name.endswith("_cifar") else 64
 
 
-def _model(name, seed=0, **kw):
-    torch.manual_seed(seed)
-    kw.setdefault("num_classes", 5)
-    kw.setdefault("in_channels", 3)
-    return create_model(name, **kw)
-
-
-def _images(b, c, hw, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, c, hw, hw, generator=g)
-
-
-def _nparams(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_registered():
     assert {"cluenet_micro", "cluenet_tiny", "cluenet_small", "cluenet_base",
             "cluenet_micro_cifar", "cluenet_tiny_cifar"} <= set(CLUENET_MODELS)
@@ -39,27 +23,27 @@ def test_registered():
 
 
 @pytest.mark.parametrize("name", sorted(OFFICIAL))
-def test_parameter_counts_match_official(name):
-    n = _nparams(create_model(name, num_classes=100, in_channels=3))
+def test_parameter_counts_match_official(name, num_params):
+    n = num_params(create_model(name, num_classes=100, in_channels=3))
     assert abs(n / OFFICIAL[name] - 1) < 0.02, n
     assert round(n / 1e6, 2) == round(OFFICIAL[name] / 1e6, 2)
 
 
-def test_cifar_variants_differ_only_in_the_stem():
+def test_cifar_variants_differ_only_in_the_stem(num_params):
     for name, base in (("cluenet_micro_cifar", "cluenet_micro"),
                        ("cluenet_tiny_cifar", "cluenet_tiny")):
         a = create_model(name, num_classes=100)
         b = create_model(base, num_classes=100)
         dim = a.embed_dims[0]
         # 3x3 stem instead of 4x4 on the 5 input channels
-        assert _nparams(b) - _nparams(a) == dim * 5 * (16 - 9)
+        assert num_params(b) - num_params(a) == dim * 5 * (16 - 9)
 
 
 @pytest.mark.parametrize("name", CLUENET_MODELS)
-def test_forward_backward_every_parameter(name):
-    model = _model(name)
+def test_forward_backward_every_parameter(name, image_model, random_images):
+    model = image_model(name)
     hw = _size(name)
-    images = _images(2, 3, hw)
+    images = random_images(2, 3, hw)
     mask = torch.rand(2, hw, hw, generator=torch.Generator().manual_seed(1)) < 0.8
     out = model(images, mask)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
@@ -70,9 +54,9 @@ def test_forward_backward_every_parameter(name):
 
 
 @pytest.mark.parametrize("name", CLUENET_MODELS)
-def test_permutation_invariance_of_pixel_sets(name):
-    model = _model(name).eval()
-    images = _images(2, 3, 32, seed=2)
+def test_permutation_invariance_of_pixel_sets(name, random_images, image_model):
+    model = image_model(name).eval()
+    images = random_images(2, 3, 32, seed=2)
     mask = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(3)) < 0.7
     pb = PointBatch.from_images(images, mask)
     g = torch.Generator().manual_seed(4)
@@ -87,9 +71,9 @@ def test_permutation_invariance_of_pixel_sets(name):
 
 
 @pytest.mark.parametrize("name", CLUENET_MODELS)
-def test_same_alone_as_in_a_batch(name):
-    model = _model(name).eval()
-    images = _images(3, 3, 32, seed=5)
+def test_same_alone_as_in_a_batch(name, random_images, image_model):
+    model = image_model(name).eval()
+    images = random_images(3, 3, 32, seed=5)
     mask = torch.rand(3, 32, 32, generator=torch.Generator().manual_seed(6)) < 0.6
     mask[0] = True
     with torch.no_grad():
@@ -101,10 +85,10 @@ def test_same_alone_as_in_a_batch(name):
 
 @pytest.mark.parametrize("keep", [None, 0.5])
 @pytest.mark.parametrize("name", CLUENET_MODELS)
-def test_full_images_and_half_masked_pixel_sets(name, keep):
-    model = _model(name)
+def test_full_images_and_half_masked_pixel_sets(name, keep, image_model, random_images):
+    model = image_model(name)
     hw = _size(name)
-    images = _images(2, 3, hw, seed=7)
+    images = random_images(2, 3, hw, seed=7)
     mask = None
     if keep is not None:
         mask = torch.rand(2, hw, hw, generator=torch.Generator().manual_seed(8)) < keep
@@ -117,9 +101,9 @@ def test_full_images_and_half_masked_pixel_sets(name, keep):
         torch.testing.assert_close(model(other, mask), out)
 
 
-def test_features_and_head():
-    model = _model("cluenet_micro").eval()
-    images = _images(2, 3, 64)
+def test_features_and_head(random_images, image_model):
+    model = image_model("cluenet_micro").eval()
+    images = random_images(2, 3, 64)
     with torch.no_grad():
         feats = model.forward_features(images)
         assert isinstance(feats, PointBatch)
@@ -135,20 +119,20 @@ def test_features_and_head():
     assert model(images).shape == (2, 7)
 
 
-def test_cifar_stem_keeps_32x32_points():
-    model = _model("cluenet_micro_cifar").eval()
+def test_cifar_stem_keeps_32x32_points(image_model, random_images):
+    model = image_model("cluenet_micro_cifar").eval()
     seen = []
     for stage in model.stages:
         stage.register_forward_hook(lambda m, a, out: seen.append(out.shape[0]))
     with torch.no_grad():
-        model(_images(1, 3, 32))
+        model(random_images(1, 3, 32))
     assert seen == [32 * 32, 16 * 16, 8 * 8, 4 * 4]
     assert model.stages[0].blocks[0].token_mixer.centers == 4
 
 
-def test_stem_is_the_official_patch_embedding():
-    model = _model("cluenet_micro").eval()
-    images = _images(2, 3, 16)
+def test_stem_is_the_official_patch_embedding(random_images, image_model):
+    model = image_model("cluenet_micro").eval()
+    images = random_images(2, 3, 16)
     seen = {}
     model.stem.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
     with torch.no_grad():
@@ -162,8 +146,8 @@ def test_stem_is_the_official_patch_embedding():
 
 
 @pytest.mark.parametrize("proposal", ["fps", "grid"])
-def test_plain_3d_point_sets(proposal):
-    model = _model("cluenet_micro", in_channels=3, pos_dim=3, point_proposal=proposal).eval()
+def test_plain_3d_point_sets(proposal, image_model):
+    model = image_model("cluenet_micro", in_channels=3, pos_dim=3, point_proposal=proposal).eval()
     g = torch.Generator().manual_seed(11)
     sizes = [300, 170, 5]
     pos = [torch.randn(n, 3, generator=g) for n in sizes]
@@ -183,17 +167,17 @@ def test_plain_3d_point_sets(proposal):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_empty_sets_are_rejected_for_images_and_points():
+def test_empty_sets_are_rejected_for_images_and_points(random_images, image_model):
     """Images and point sets alike: a set without points has nothing to classify."""
-    model = _model("cluenet_micro_cifar").eval()
+    model = image_model("cluenet_micro_cifar").eval()
     mask = torch.ones(3, 32, 32, dtype=torch.bool)
     mask[1] = False
     with pytest.raises(ValueError, match=r"`mask` keeps no pixel of image\(s\) \[1\] \(of B = 3\)"):
-        model(_images(3, 3, 32), mask)
+        model(random_images(3, 3, 32), mask)
     mask[:] = False  # every mask all-False: the same error, not a reshape failure deep inside
     with pytest.raises(ValueError, match=r"keeps no pixel of image\(s\) \[0, 1, 2\]"):
-        model(_images(3, 3, 32), mask)
-    pb = PointBatch.from_images(_images(2, 3, 32))
+        model(random_images(3, 3, 32), mask)
+    pb = PointBatch.from_images(random_images(2, 3, 32))
     empty = PointBatch(pb.pos, pb.x, batch=pb.batch, batch_size=3, pixel=pb.pixel,
                        image_size=pb.image_size)
     with pytest.raises(ValueError, match=r"every set needs at least one point; got B = 3 sets "
@@ -201,18 +185,18 @@ def test_empty_sets_are_rejected_for_images_and_points():
         model(empty)
 
 
-def test_share_assignment_option_and_drop_path():
-    shared = _model("cluenet_micro")
-    unshared = _model("cluenet_micro", share_assignment=False)
+def test_share_assignment_option_and_drop_path(image_model):
+    shared = image_model("cluenet_micro")
+    unshared = image_model("cluenet_micro", share_assignment=False)
     assert shared.stages[0].blocks[1].token_mixer.q is None
     assert unshared.stages[0].blocks[1].token_mixer.q is not None
-    model = _model("cluenet_micro", drop_path_rate=0.1)
+    model = image_model("cluenet_micro", drop_path_rate=0.1)
     assert model.stages[-1].blocks[-1].drop_path.p == pytest.approx(0.1)
     assert model.stages[0].blocks[0].drop_path.p == 0.0
 
 
-def test_bad_inputs():
-    model = _model("cluenet_micro_cifar")
+def test_bad_inputs(image_model):
+    model = image_model("cluenet_micro_cifar")
     with pytest.raises(ValueError, match=r"image input must have shape \[B, C, H, W\]"):
         model(torch.randn(3, 32, 32))
     with pytest.raises(ValueError, match="in_channels = 3 channels, got 1"):

@@ -18,22 +18,6 @@ def _size(name):
     return SIZES.get(name, 64)
 
 
-def _model(name, seed=0, **kw):
-    torch.manual_seed(seed)
-    kw.setdefault("num_classes", 5)
-    kw.setdefault("in_channels", 3)
-    return create_model(name, **kw)
-
-
-def _images(b, c, hw, seed=0):
-    g = torch.Generator().manual_seed(seed)
-    return torch.randn(b, c, hw, hw, generator=g)
-
-
-def _nparams(model):
-    return sum(p.numel() for p in model.parameters())
-
-
 def test_registered():
     assert {"coc_tiny", "coc_tiny_plain", "coc_small", "coc_medium", "coc_tiny_cifar",
             "coc_mnist"} <= set(COC_MODELS)
@@ -43,18 +27,18 @@ def test_registered():
 @pytest.mark.parametrize(
     "name,official", [("coc_tiny", 5.57e6), ("coc_small", 14.66e6), ("coc_medium", 29.29e6),
                       ("coc_tiny_plain", 5.57e6)])
-def test_parameter_counts_match_official(name, official):
-    n = _nparams(create_model(name, num_classes=1000, in_channels=3))
+def test_parameter_counts_match_official(name, official, num_params):
+    n = num_params(create_model(name, num_classes=1000, in_channels=3))
     assert abs(n / official - 1) < 0.02, n
     # they match to the printed precision (the reducers are the official 3x3 stride-2 ones)
     assert round(n / 1e6, 2) == round(official / 1e6, 2)
 
 
 @pytest.mark.parametrize("name", COC_MODELS)
-def test_forward_backward_every_parameter(name):
-    model = _model(name)
+def test_forward_backward_every_parameter(name, image_model, random_images):
+    model = image_model(name)
     hw = _size(name)
-    images = _images(2, 3, hw)
+    images = random_images(2, 3, hw)
     mask = torch.rand(2, hw, hw, generator=torch.Generator().manual_seed(1)) < 0.8
     out = model(images, mask)
     assert out.shape == (2, 5)
@@ -66,10 +50,10 @@ def test_forward_backward_every_parameter(name):
 
 
 @pytest.mark.parametrize("name", COC_MODELS)
-def test_permutation_invariance_of_pixel_sets(name):
-    model = _model(name).eval()
+def test_permutation_invariance_of_pixel_sets(name, random_images, image_model):
+    model = image_model(name).eval()
     hw = _size(name)
-    images = _images(2, 3, hw, seed=2)
+    images = random_images(2, 3, hw, seed=2)
     mask = torch.rand(2, hw, hw, generator=torch.Generator().manual_seed(3)) < 0.7
     pb = PointBatch.from_images(images, mask)
     g = torch.Generator().manual_seed(4)
@@ -84,10 +68,10 @@ def test_permutation_invariance_of_pixel_sets(name):
 
 
 @pytest.mark.parametrize("name", COC_MODELS)
-def test_same_alone_as_in_a_batch(name):
-    model = _model(name).eval()
+def test_same_alone_as_in_a_batch(name, random_images, image_model):
+    model = image_model(name).eval()
     hw = _size(name)
-    images = _images(3, 3, hw, seed=5)
+    images = random_images(3, 3, hw, seed=5)
     mask = torch.rand(3, hw, hw, generator=torch.Generator().manual_seed(6)) < 0.6
     mask[0] = True
     with torch.no_grad():
@@ -97,9 +81,9 @@ def test_same_alone_as_in_a_batch(name):
             torch.testing.assert_close(both[i:i + 1], alone, rtol=1e-4, atol=1e-4)
 
 
-def test_stem_is_conv_on_image_plus_two_position_channels():
-    model = _model("coc_tiny").eval()
-    images = _images(2, 3, 16)
+def test_stem_is_conv_on_image_plus_two_position_channels(random_images, image_model):
+    model = image_model("coc_tiny").eval()
+    images = random_images(2, 3, 16)
     seen = {}
     model.reducers[0].register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
     with torch.no_grad():
@@ -113,9 +97,9 @@ def test_stem_is_conv_on_image_plus_two_position_channels():
     assert seen["out"].grid_size == (4, 4)
 
 
-def test_features_and_head():
-    model = _model("coc_tiny").eval()
-    images = _images(2, 3, 64)
+def test_features_and_head(random_images, image_model):
+    model = image_model("coc_tiny").eval()
+    images = random_images(2, 3, 64)
     with torch.no_grad():
         feats = model.forward_features(images)
         assert isinstance(feats, PointBatch)
@@ -144,10 +128,10 @@ def _block_mask(b, hw):
 
 
 @pytest.mark.parametrize("kind", ["full", "random_subset", "block_masked", "disc"])
-def test_image_input_kinds(kind):
-    model = _model("coc_tiny")
+def test_image_input_kinds(kind, image_model, random_images):
+    model = image_model("coc_tiny")
     hw = 32
-    images = _images(2, 3, hw, seed=7)
+    images = random_images(2, 3, hw, seed=7)
     masks = {
         "full": None,
         "random_subset": torch.rand(2, hw, hw, generator=torch.Generator().manual_seed(8)) < 0.5,
@@ -164,9 +148,9 @@ def test_image_input_kinds(kind):
         torch.testing.assert_close(model(other, masks[kind]), out)
 
 
-def test_rgbd_four_channel_images():
-    model = _model("coc_tiny_cifar", in_channels=4)
-    rgbd = _images(2, 4, 32, seed=9)
+def test_rgbd_four_channel_images(image_model, random_images):
+    model = image_model("coc_tiny_cifar", in_channels=4)
+    rgbd = random_images(2, 4, 32, seed=9)
     valid = torch.rand(2, 32, 32, generator=torch.Generator().manual_seed(10)) < 0.9
     out = model(rgbd, valid)
     assert out.shape == (2, 5) and torch.isfinite(out).all()
@@ -180,10 +164,10 @@ def _rgbd_pixel_set(seed, h=24, w=32):
     return rgbd_to_points(color, depth, (30.0, 30.0, w / 2, h / 2)), (h, w)
 
 
-def test_rgbd_xyz_pixel_sets():
+def test_rgbd_xyz_pixel_sets(image_model):
     # xyz positions (D = 3) with pixel info: the xyz join the features at the stem, clustering
     # runs on the image plane
-    model = _model("coc_tiny_cifar", pos_dim=3)
+    model = image_model("coc_tiny_cifar", pos_dim=3)
     (a, size), (b, _) = _rgbd_pixel_set(0), _rgbd_pixel_set(1)
     pb = PointBatch(torch.cat([a.xyz, b.xyz]), torch.cat([a.rgb, b.rgb]),
                     ptr=torch.tensor([0, len(a.xyz), len(a.xyz) + len(b.xyz)]),
@@ -199,8 +183,8 @@ def test_rgbd_xyz_pixel_sets():
 
 
 @pytest.mark.parametrize("channels", [0, 3])
-def test_plain_3d_point_sets(channels):
-    model = _model("coc_tiny", in_channels=channels, pos_dim=3).eval()
+def test_plain_3d_point_sets(channels, image_model):
+    model = image_model("coc_tiny", in_channels=channels, pos_dim=3).eval()
     g = torch.Generator().manual_seed(11)
     sizes = [300, 170, 5]
     pos = [torch.randn(n, 3, generator=g) for n in sizes]
@@ -228,28 +212,28 @@ def test_plain_3d_point_sets(channels):
     assert all(p.grad is not None for p in model.parameters())
 
 
-def test_small_image_configs_handle_28_and_32():
-    mnist = _model("coc_mnist", in_channels=1)
-    feats = mnist.forward_features(_images(2, 1, 28))
+def test_small_image_configs_handle_28_and_32(image_model, random_images):
+    mnist = image_model("coc_mnist", in_channels=1)
+    feats = mnist.forward_features(random_images(2, 1, 28))
     assert feats.sizes.tolist() == [4, 4]  # 28 -> 7 -> 4 -> 2 per axis
-    assert mnist(_images(2, 1, 28)).shape == (2, 5)
-    cifar = _model("coc_tiny_cifar")
-    assert cifar.forward_features(_images(2, 3, 32)).sizes.tolist() == [4, 4]  # 16, 8, 4, 2
+    assert mnist(random_images(2, 1, 28)).shape == (2, 5)
+    cifar = image_model("coc_tiny_cifar")
+    assert cifar.forward_features(random_images(2, 3, 32)).sizes.tolist() == [4, 4]  # 16, 8, 4, 2
     # partial cells: a 30x30 image through the 28-px config still works
-    assert torch.isfinite(mnist(_images(1, 1, 30))).all()
+    assert torch.isfinite(mnist(random_images(1, 1, 30))).all()
 
 
-def test_empty_sets_are_rejected_for_images_and_points():
+def test_empty_sets_are_rejected_for_images_and_points(random_images, image_model):
     """Images and point sets alike: a set without points has nothing to classify."""
-    model = _model("coc_mnist", in_channels=1).eval()
+    model = image_model("coc_mnist", in_channels=1).eval()
     mask = torch.ones(3, 28, 28, dtype=torch.bool)
     mask[1] = False
     with pytest.raises(ValueError, match=r"`mask` keeps no pixel of image\(s\) \[1\] \(of B = 3\)"):
-        model(_images(3, 1, 28), mask)
+        model(random_images(3, 1, 28), mask)
     mask[:] = False  # every mask all-False: the same error, not a reshape failure deep inside
     with pytest.raises(ValueError, match=r"keeps no pixel of image\(s\) \[0, 1, 2\]"):
-        model(_images(3, 1, 28), mask)
-    pb = PointBatch.from_images(_images(2, 1, 28))
+        model(random_images(3, 1, 28), mask)
+    pb = PointBatch.from_images(random_images(2, 1, 28))
     empty = PointBatch(pb.pos, pb.x, batch=pb.batch, batch_size=3, pixel=pb.pixel,
                        image_size=pb.image_size)
     with pytest.raises(ValueError, match=r"every set needs at least one point; got B = 3 sets "
@@ -257,19 +241,19 @@ def test_empty_sets_are_rejected_for_images_and_points():
         model(empty)
 
 
-def test_drop_path_and_dropout_train_mode():
-    model = _model("coc_mnist", in_channels=1, drop_path_rate=0.5, drop_rate=0.2)
+def test_drop_path_and_dropout_train_mode(image_model, random_images):
+    model = image_model("coc_mnist", in_channels=1, drop_path_rate=0.5, drop_rate=0.2)
     assert model.stages[-1][-1].drop_path.p == pytest.approx(0.5)
     assert model.stages[0][0].drop_path.p == 0.0
-    images = _images(2, 1, 28)
+    images = random_images(2, 1, 28)
     model.eval()
     with torch.no_grad():
         a, b = model(images), model(images)
     torch.testing.assert_close(a, b)
 
 
-def test_bad_inputs():
-    model = _model("coc_mnist", in_channels=1)
+def test_bad_inputs(image_model):
+    model = image_model("coc_mnist", in_channels=1)
     with pytest.raises(ValueError, match=r"image input must have shape \[B, C, H, W\]"):
         model(torch.randn(1, 28, 28))
     with pytest.raises(ValueError, match=r"`mask` must have shape \[B, H, W\] = \[2, 28, 28\]"):

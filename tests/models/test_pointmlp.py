@@ -11,25 +11,16 @@ MODELS = ["pointmlp", "pointmlp_elite", "pointmlp_coc", "pointmlp_coc_elite"]
 SMALL = ["pointmlp_elite", "pointmlp_coc_elite"]
 
 
-def _model(name, seed=0, **kw):
-    torch.manual_seed(seed)
-    kw.setdefault("num_classes", 5)
-    m = create_model(name, **kw)
-    _randomize_bn(m)
-    return m
-
-
-def _randomize_bn(model, seed=1):
-    """Non-trivial running stats / affines so eval-mode BatchNorm is not the identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
+@pytest.fixture
+def make_model(randomize_bn):
+    """``make_model(name, seed=0, **kw)``: a seeded model (5 classes) with random BN stats."""
+    def make(name, seed=0, **kw):
+        torch.manual_seed(seed)
+        kw.setdefault("num_classes", 5)
+        m = create_model(name, **kw)
+        randomize_bn(m)
+        return m
+    return make
 
 
 def _clouds(sizes, seed=0, dtype=torch.float32):
@@ -45,10 +36,6 @@ def _padded(clouds):
     return pos, torch.tensor([c.shape[0] for c in clouds])
 
 
-def _nparams(m):
-    return sum(p.numel() for p in m.parameters())
-
-
 def test_registered():
     assert set(MODELS) <= set(list_models("pointmlp*"))
     assert set(list_models(module="pointmlp")) == set(MODELS)
@@ -59,25 +46,25 @@ def test_registered():
     "name,official",
     [("pointmlp", 13.23e6), ("pointmlp_elite", 0.71e6), ("pointmlp_coc", 15.33e6)],
 )
-def test_parameter_counts_match_official(name, official):
-    n = _nparams(create_model(name, num_classes=15))
+def test_parameter_counts_match_official(name, official, num_params):
+    n = num_params(create_model(name, num_classes=15))
     assert abs(n / official - 1) < 0.02, n
     assert round(n / 1e6, 2) == round(official / 1e6, 2)
 
 
-def test_coc_adds_one_context_cluster_per_pre_block():
+def test_coc_adds_one_context_cluster_per_pre_block(num_params):
     base = create_model("pointmlp", num_classes=15)
     coc = create_model("pointmlp_coc", num_classes=15)
     extra = 0
     for c in (128, 256, 512, 1024):  # stage widths, two pre-extraction blocks each
         hd = max(c // 4, 32)
         extra += 2 * (2 * (c * hd + hd) + hd * c + c + 2)
-    assert _nparams(coc) - _nparams(base) == extra
+    assert num_params(coc) - num_params(base) == extra
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_forward_backward_every_parameter_gets_a_gradient(name):
-    model = _model(name)
+def test_forward_backward_every_parameter_gets_a_gradient(name, make_model):
+    model = make_model(name)
     pos = torch.randn(2, 128, 3, generator=torch.Generator().manual_seed(0))
     out = model(pos)
     assert out.shape == (2, 5)
@@ -90,8 +77,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_ragged_backward_with_small_sets(name):
-    model = _model(name)
+def test_ragged_backward_with_small_sets(name, make_model):
+    model = make_model(name)
     pb = PointBatch.from_list(_clouds([128, 40, 9, 1]))
     out = model(pb)
     out.sum().backward()
@@ -100,8 +87,8 @@ def test_ragged_backward_with_small_sets(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_same_alone_as_in_a_ragged_batch(name):
-    model = _model(name).eval()
+def test_same_alone_as_in_a_ragged_batch(name, make_model):
+    model = make_model(name).eval()
     clouds = _clouds([128, 70, 20, 5], seed=1)
     with torch.no_grad():
         full = model(PointBatch.from_list(clouds))
@@ -117,8 +104,8 @@ def test_same_alone_as_in_a_ragged_batch(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_padded_input_equals_point_batch(name):
-    model = _model(name).eval()
+def test_padded_input_equals_point_batch(name, make_model):
+    model = make_model(name).eval()
     clouds = _clouds([100, 37, 64], seed=2)
     pos, lengths = _padded(clouds)
     pos[1, 37:] = float("nan")  # padding is never read
@@ -129,9 +116,9 @@ def test_padded_input_equals_point_batch(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_permutation_invariance_canonical_start(name):
+def test_permutation_invariance_canonical_start(name, make_model):
     """fps_start="canonical": any reordering of each set's points gives the same logits."""
-    model = _model(name, fps_start="canonical").eval()
+    model = make_model(name, fps_start="canonical").eval()
     clouds = _clouds([128, 50, 11], seed=3)
     g = torch.Generator().manual_seed(4)
     shuffled = [c[torch.randperm(c.shape[0], generator=g)] for c in clouds]
@@ -142,10 +129,10 @@ def test_permutation_invariance_canonical_start(name):
 
 
 @pytest.mark.parametrize("name", SMALL)
-def test_permutation_invariance_first_start_keeps_first_point(name):
+def test_permutation_invariance_first_start_keeps_first_point(name, make_model):
     """fps_start="first" (official): invariant to reorderings that keep each set's first point,
     but a different first point changes the FPS anchors and hence, in general, the logits."""
-    model = _model(name).eval()
+    model = make_model(name).eval()
     clouds = _clouds([128, 50], seed=5)
     g = torch.Generator().manual_seed(6)
     keep_first = [torch.cat([c[:1], c[1:][torch.randperm(c.shape[0] - 1, generator=g)]])
@@ -215,8 +202,8 @@ def _dense_reference(model, pos):
     [("pointmlp_elite", {}), ("pointmlp_coc_elite", {}),
      ("pointmlp_elite", {"use_xyz": True, "normalize": "center"})],
 )
-def test_matches_dense_official_algorithm(name, kw, train):
-    model = _model(name, k_neighbors=4, drop_rate=0.0, **kw).double()
+def test_matches_dense_official_algorithm(name, kw, train, make_model):
+    model = make_model(name, k_neighbors=4, drop_rate=0.0, **kw).double()
     model.train(train)
     pos = torch.randn(3, 64, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(7))
     out = model(pos)
@@ -232,8 +219,8 @@ def test_matches_dense_official_algorithm(name, kw, train):
 # fps centers: in sets of a handful of rows two centers can pool the very same kNN members, so
 # the hard assignment is an exact tie decided by rounding (see the module docs); keep sets larger
 @pytest.mark.parametrize("proposal,sizes", [("grid", [96, 30, 6]), ("fps", [128, 96, 80])])
-def test_set_context_cluster_mode(proposal, sizes):
-    model = _model("pointmlp_coc_elite", coc_mode="set", coc_proposal=proposal, coc_centers=2)
+def test_set_context_cluster_mode(proposal, sizes, make_model):
+    model = make_model("pointmlp_coc_elite", coc_mode="set", coc_proposal=proposal, coc_centers=2)
     clouds = _clouds(sizes, seed=8)
     out = model(PointBatch.from_list(clouds))
     out.sum().backward()
@@ -244,7 +231,7 @@ def test_set_context_cluster_mode(proposal, sizes):
         for i, c in enumerate(clouds):
             torch.testing.assert_close(model(c.unsqueeze(0))[0], full[i], rtol=1e-4, atol=1e-5)
     # it differs from the in-group clustering with the same weights
-    group = _model("pointmlp_coc_elite", coc_mode="group").eval()
+    group = make_model("pointmlp_coc_elite", coc_mode="group").eval()
     group.load_state_dict(
         {k.replace(".cc.f.", ".fc1.").replace(".cc.v.", ".fc_v.").replace(".cc.proj.", ".fc2.")
          .replace(".cc.alpha", ".alpha").replace(".cc.beta", ".beta"): v
@@ -254,8 +241,8 @@ def test_set_context_cluster_mode(proposal, sizes):
         assert not torch.allclose(group(PointBatch.from_list(clouds)), full)
 
 
-def test_input_features_padded_and_point_batch():
-    model = _model("pointmlp_elite", in_channels=2).eval()
+def test_input_features_padded_and_point_batch(make_model):
+    model = make_model("pointmlp_elite", in_channels=2).eval()
     clouds = _clouds([50, 30], seed=9)
     feats = [torch.randn(c.shape[0], 2) for c in clouds]
     pos, lengths = _padded(clouds)
@@ -268,14 +255,14 @@ def test_input_features_padded_and_point_batch():
     assert model.embedding.linear.in_features == 5
 
 
-def test_other_position_dims():
-    model = _model("pointmlp_elite", pos_dim=2)
+def test_other_position_dims(make_model):
+    model = make_model("pointmlp_elite", pos_dim=2)
     out = model(torch.randn(2, 40, 2))
     assert out.shape == (2, 5)
 
 
-def test_forward_features_and_head():
-    model = _model("pointmlp_elite").eval()
+def test_forward_features_and_head(make_model):
+    model = make_model("pointmlp_elite").eval()
     pb = PointBatch.from_list(_clouds([128, 33]))
     with torch.no_grad():
         feats = model.forward_features(pb)
@@ -287,8 +274,8 @@ def test_forward_features_and_head():
         torch.testing.assert_close(model.forward_head(feats), model(pb))
 
 
-def test_input_errors():
-    model = _model("pointmlp_elite")
+def test_input_errors(make_model):
+    model = make_model("pointmlp_elite")
     with pytest.raises(ValueError, match="at least one point"):
         model(torch.randn(2, 10, 3), torch.tensor([10, 0]))
     with pytest.raises(ValueError, match="pos_dim=3"):

@@ -12,26 +12,17 @@ SMALL = dict(embed_dim=8, de_dims=(16, 16, 8, 8), de_blocks=(1, 1, 1, 1), gmp_di
              cls_dim=8, head_hidden=16, k_neighbors=8)
 
 
-def _randomize_bn(model, seed=1):
-    """Non-trivial running stats / affines so eval-mode BatchNorm is not the identity."""
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for mod in model.modules():
-            if isinstance(mod, torch.nn.BatchNorm1d):
-                n = mod.num_features
-                mod.running_mean.copy_(torch.randn(n, generator=g) * 0.1)
-                mod.running_var.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.weight.copy_(torch.rand(n, generator=g) + 0.5)
-                mod.bias.copy_(torch.randn(n, generator=g) * 0.1)
-
-
-def _model(name, seed=0, small=True, **kw):
-    torch.manual_seed(seed)
-    args = dict(SMALL) if small else {}
-    args.update(kw)
-    m = create_model(name, **args)
-    _randomize_bn(m)
-    return m
+@pytest.fixture
+def make_model(randomize_bn):
+    """``make_model(name, seed=0, small=True, **kw)``: a seeded model with random BN stats."""
+    def make(name, seed=0, small=True, **kw):
+        torch.manual_seed(seed)
+        args = dict(SMALL) if small else {}
+        args.update(kw)
+        m = create_model(name, **args)
+        randomize_bn(m)
+        return m
+    return make
 
 
 def _inputs(name, sizes, seed=0):
@@ -44,31 +35,27 @@ def _inputs(name, sizes, seed=0):
     return PointBatch.from_list(pos), None
 
 
-def _nparams(m):
-    return sum(p.numel() for p in m.parameters())
-
-
 def test_registered():
     assert set(MODELS) <= set(list_models())
     assert set(list_models(module="pointmlp_seg")) == set(MODELS)
     assert isinstance(create_model("pointmlp_partseg"), PointMLPSeg)
 
 
-def test_partseg_parameter_count_matches_official():
+def test_partseg_parameter_count_matches_official(num_params):
     # official part_segmentation/model/pointMLP.py, pointMLP(50): 16,755,594 parameters
-    n = _nparams(create_model("pointmlp_partseg", num_classes=50))
+    n = num_params(create_model("pointmlp_partseg", num_classes=50))
     assert abs(n / 16_755_594 - 1) < 0.01, n
     assert n == 16_755_594
 
 
-def test_coc_adds_one_group_context_cluster_per_pre_block():
+def test_coc_adds_one_group_context_cluster_per_pre_block(num_params):
     base = create_model("pointmlp_partseg")
     coc = create_model("pointmlp_coc_partseg")
     extra = 0
     for c in (128, 256, 512, 1024):  # stage widths, two pre-extraction blocks each
         hd = max(c // 4, 32)
         extra += 2 * (2 * (c * hd + hd) + hd * c + c + 2)
-    assert _nparams(coc) - _nparams(base) == extra
+    assert num_params(coc) - num_params(base) == extra
 
 
 def test_official_state_dict_layout():
@@ -92,8 +79,8 @@ def test_official_state_dict_layout():
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_forward_backward_every_parameter_gets_a_gradient(name):
-    model = _model(name)
+def test_forward_backward_every_parameter_gets_a_gradient(name, make_model):
+    model = make_model(name)
     pb, cat = _inputs(name, [160, 90, 7])
     out = model(pb, cat)
     assert out.shape == (pb.num_points, model.num_classes)
@@ -107,8 +94,8 @@ def test_forward_backward_every_parameter_gets_a_gradient(name):
 
 
 @pytest.mark.parametrize("name", ["pointmlp_partseg", "pointmlp_coc_seg"])
-def test_registered_widths_forward(name):
-    model = _model(name, small=False).eval()
+def test_registered_widths_forward(name, make_model):
+    model = make_model(name, small=False).eval()
     pb, cat = _inputs(name, [300, 64])
     with torch.no_grad():
         out = model(pb, cat)
@@ -116,8 +103,8 @@ def test_registered_widths_forward(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_per_point_output_is_permutation_equivariant(name):
-    model = _model(name, fps_start="canonical").eval()
+def test_per_point_output_is_permutation_equivariant(name, make_model):
+    model = make_model(name, fps_start="canonical").eval()
     pb, cat = _inputs(name, [200, 61], seed=3)
     perm = torch.cat([torch.randperm(200), 200 + torch.randperm(61)])
     shuffled = PointBatch(pb.pos[perm], None if pb.x is None else pb.x[perm], ptr=pb.ptr)
@@ -128,8 +115,8 @@ def test_per_point_output_is_permutation_equivariant(name):
 
 
 @pytest.mark.parametrize("name", MODELS)
-def test_same_alone_as_in_a_batch(name):
-    model = _model(name).eval()
+def test_same_alone_as_in_a_batch(name, make_model):
+    model = make_model(name).eval()
     sizes = [150, 70, 20, 3]
     pb, cat = _inputs(name, sizes, seed=1)
     with torch.no_grad():
@@ -139,8 +126,8 @@ def test_same_alone_as_in_a_batch(name):
             torch.testing.assert_close(alone, chunk, rtol=1e-4, atol=1e-5)
 
 
-def test_padded_input_with_lengths_equals_point_batch():
-    model = _model("pointmlp_partseg").eval()
+def test_padded_input_with_lengths_equals_point_batch(make_model):
+    model = make_model("pointmlp_partseg").eval()
     pb, cat = _inputs("pointmlp_partseg", [120, 50])
     pad = pb.to_padded()
     xpad = PointBatch(pb.x, None, ptr=pb.ptr).to_padded().pos
@@ -153,8 +140,8 @@ def test_padded_input_with_lengths_equals_point_batch():
     assert float(out[1, 50:].abs().sum()) == 0
 
 
-def test_category_ids_and_one_hot_agree_and_matter():
-    model = _model("pointmlp_coc_partseg").eval()
+def test_category_ids_and_one_hot_agree_and_matter(make_model):
+    model = make_model("pointmlp_coc_partseg").eval()
     pb, _ = _inputs("pointmlp_coc_partseg", [80, 40])
     ids = torch.tensor([2, 11])
     with torch.no_grad():
@@ -166,8 +153,8 @@ def test_category_ids_and_one_hot_agree_and_matter():
     torch.testing.assert_close(a[80:], c[80:])
 
 
-def test_query_at_the_input_points_equals_plain_output_and_other_positions_work():
-    model = _model("pointmlp_elite_seg").eval()
+def test_query_at_the_input_points_equals_plain_output_and_other_positions_work(make_model):
+    model = make_model("pointmlp_elite_seg").eval()
     pb, _ = _inputs("pointmlp_elite_seg", [100, 60])
     with torch.no_grad():
         plain = model(pb)
@@ -178,17 +165,17 @@ def test_query_at_the_input_points_equals_plain_output_and_other_positions_work(
     assert other.shape == (10, model.num_classes)
 
 
-def test_xyz_only_part_model():
-    model = _model("pointmlp_partseg", in_channels=0).eval()
+def test_xyz_only_part_model(make_model):
+    model = make_model("pointmlp_partseg", in_channels=0).eval()
     pb = PointBatch.from_list([torch.randn(64, 3)])
     with torch.no_grad():
         assert model(pb, torch.tensor([0])).shape == (64, 50)
     assert model.backbone.embedding.linear.in_features == 3
 
 
-def test_errors():
-    part = _model("pointmlp_partseg")
-    scene = _model("pointmlp_seg")
+def test_errors(make_model):
+    part = make_model("pointmlp_partseg")
+    scene = make_model("pointmlp_seg")
     pb, cat = _inputs("pointmlp_partseg", [30, 20])
     with pytest.raises(ValueError, match="`category` is required"):
         part(pb)
@@ -217,8 +204,8 @@ def test_errors():
         create_model("pointmlp_seg", coc_mode="set")
 
 
-def test_forward_stages_follow_the_backbone_contract():
-    model = _model("pointmlp_elite_seg").eval()
+def test_forward_stages_follow_the_backbone_contract(make_model):
+    model = make_model("pointmlp_elite_seg").eval()
     pb, _ = _inputs("pointmlp_elite_seg", [130, 33])
     with torch.no_grad():
         stages = model.forward_stages(pb)
