@@ -274,3 +274,19 @@ def test_input_pool_bad_values_are_rejected():
         assert seg(images).shape == (2, 3, 40, 56)
     with pytest.raises(ValueError, match="`input_pool` must be 1 for a NoPool backbone"):
         seg(images, input_pool=2)
+
+
+@pytest.mark.parametrize("name", ["coc_micro_seg", "cluenet_nano_seg"])
+def test_input_pool_empty_and_one_pixel_images(name):
+    model = _model(name, input_pool=2).eval()
+    images, mask = _images(b=3, seed=32), _mask(b=3, keep=0.3, seed=33)
+    mask[1] = False  # an image without any kept pixel
+    mask[2] = False
+    mask[2, 5, 7] = True  # one kept pixel
+    with torch.no_grad():
+        out = model(images, mask)
+        alone = model(images[:1], mask[:1])
+    assert out.shape == (3, K, 40, 56) and bool(torch.isfinite(out).all())
+    assert bool((out[1] == 0).all())
+    assert bool((out[2] == out[2, :, 5:6, 7:8]).all())
+    torch.testing.assert_close(out[0], alone[0], rtol=1e-5, atol=1e-5)
