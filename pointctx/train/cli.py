@@ -8,7 +8,9 @@
 * :func:`run_command`: the ``main`` of a training script (threads, DDP set-up, Ctrl-C outside
   training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
-  and :func:`continue_config` (every other value comes from the run being continued).
+  and :func:`continue_config` (every other value comes from the run being continued);
+* ``--eval-only``: :func:`load_eval_model` (the checkpoint's model, its run's configuration
+  filled in) and :func:`eval_output_path` (where the metrics JSON goes).
 """
 
 from __future__ import annotations
@@ -43,6 +45,8 @@ __all__ = [
     "run_command",
     "share_run_folder",
     "find_resume_dir",
+    "load_eval_model",
+    "eval_output_path",
     "explicit_options",
     "continue_config",
     "config_mismatch",
@@ -324,3 +328,45 @@ def find_resume_dir(resume: str | Path | None, output: Path | None, prefix: str)
             f"--resume: no runs/{prefix}-*/last.pt to continue; give the run folder (--resume DIR)"
         )
     return runs[-1]
+
+
+def load_eval_model(parser: argparse.ArgumentParser, args: argparse.Namespace, device,
+                    kind: str, describe: str, keep: Iterable[str]):
+    """``--eval-only``: load ``args.checkpoint`` and fill ``args`` from the run's configuration.
+
+    Args:
+        parser: the script's parser (for :func:`continue_config`).
+        args: the parsed options (``checkpoint``, ``_explicit``); the options the user did not
+            give take the trained run's values.
+        device: where the model is loaded.
+        kind: the input kind the script trains (``run_info["inputs"]["kind"]``, e.g.
+            ``"points"``, ``"images"``).
+        describe: what the checkpoint must be, for the message (e.g. ``"an image model"``).
+        keep: options that keep this invocation's value (see :func:`continue_config`).
+
+    Returns:
+        ``(model, None)``, or ``(None, message)`` for a usage error: the checkpoint does not load,
+        holds a model trained on other inputs, or its configuration conflicts with the options.
+    """
+    from ..models import load_model
+
+    try:
+        model = load_model(args.checkpoint, map_location=device)
+    except (FileNotFoundError, ValueError) as err:
+        return None, f"argument --checkpoint: {err}"
+    info = model.run_info
+    if info.get("inputs", {}).get("kind", kind) != kind:
+        return None, (f"argument --checkpoint: {args.checkpoint} is not {describe} (use the "
+                      "script that trained it)")
+    try:
+        continue_config(parser, args, info.get("config", {}), args._explicit, keep)
+    except ValueError as err:
+        return None, f"argument --checkpoint: {err}"
+    return model, None
+
+
+def eval_output_path(args: argparse.Namespace, split: str) -> Path:
+    """``eval_<split>.json`` in ``--output``, else beside ``--checkpoint`` (in a run folder)."""
+    folder = args.output or (args.checkpoint.parent if args.checkpoint.is_file()
+                             else args.checkpoint)
+    return Path(folder) / f"eval_{split}.json"
