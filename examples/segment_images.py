@@ -21,7 +21,11 @@ Recipes:
 
 ``--keep-ratio r`` trains on random pixel subsets (a share ``r`` of the pixels observed, fresh
 per image and epoch; set models get only those pixels, CNNs get them zero-filled with a mask
-channel) while evaluation always sees full images.
+channel) while evaluation always sees full images. ``--input-pool f`` (point-set segmenters
+only; a documented deviation, off by default) averages the kept pixels of every ``f x f`` block
+into one point before the backbone, in training and evaluation (the model's ``input_pool``; see
+:mod:`pointctx.models.segmentation`); ``--input-pool auto`` picks
+``f = floor(sqrt(1 / keep-ratio))`` (2 at 25 %, 3 at 10 %).
 
 Examples::
 
@@ -70,6 +74,7 @@ from pointctx.datasets import (
     Resize,
     SegCompose,
 )
+from pointctx.models import input_pool_for_keep
 from pointctx.train import (
     SegmentationConfusion,
     Trainer,
@@ -107,7 +112,7 @@ RECIPES = {
 IDENTITY_KEYS = (
     "recipe", "model", "model_kwargs", "size", "scale", "batch_size", "lr", "min_lr_ratio",
     "weight_decay", "class_weights", "keep_ratio", "seed", "epochs", "train_limit", "val_limit",
-    "eval_split",
+    "eval_split", "input_pool",
 )
 # options that may change when a run is continued (the others come from its checkpoint)
 RUN_CONTROL = (
@@ -137,6 +142,16 @@ def _scale(text: str) -> tuple[float, float]:
     if len(parts) != 2 or not 0 < parts[0] <= parts[1]:
         raise argparse.ArgumentTypeError(f"must be MIN,MAX with 0 < MIN <= MAX, got {text!r}")
     return parts[0], parts[1]
+
+
+def _input_pool(text: str):
+    if text == "auto":
+        return text
+    try:
+        return T.positive_int(text)
+    except argparse.ArgumentTypeError:
+        raise argparse.ArgumentTypeError(
+            f"expected an int >= 1 or 'auto', got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -177,6 +192,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "recipe: coc_micro_seg, gpu: coc_tiny_seg)")
     g.add_argument("--model-kwargs", type=T.json_object, default=None,
                    help="JSON object of model arguments, merged over the recipe's")
+    g.add_argument("--input-pool", type=_input_pool, default=None, metavar="F|auto",
+                   help="point-set segmenters: average the kept pixels of every FxF block into "
+                   "one point before the backbone (default 1: off); auto: from --keep-ratio "
+                   "(2 at 0.25, 3 at 0.1)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--epochs", type=T.positive_int, default=None)
     g.add_argument("--batch-size", type=T.positive_int, default=None,
@@ -228,6 +247,20 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.model not in models:
         seg = pointctx.list_models("*_seg")
         parser.error(f"argument --model: unknown model {args.model!r}; choose one of {seg}")
+    if args.input_pool is not None:
+        pooling = pointctx.list_models("*_seg", module="segmentation")
+        if args.model not in pooling:
+            parser.error(f"argument --input-pool: {args.model} does not pool input pixels; "
+                         f"only the point-set segmenters do: {pooling}")
+        if args.input_pool == "auto":
+            if args.keep_ratio is None:
+                parser.error("argument --input-pool: auto picks F from --keep-ratio; give "
+                             "--keep-ratio or an int F")
+            args.input_pool = input_pool_for_keep(args.keep_ratio)
+        if args.model_kwargs.get("input_pool", args.input_pool) != args.input_pool:
+            parser.error(f"argument --input-pool: {args.input_pool} contradicts --model-kwargs "
+                         f"input_pool {args.model_kwargs['input_pool']!r}")
+        args.model_kwargs = {**args.model_kwargs, "input_pool": args.input_pool}
     return args
 
 

@@ -60,3 +60,4 @@ def test_readme_dense_prediction_block_runs():
     assert scope["dense"].shape == (2, 11, 60, 80)
     assert scope["at_points"].shape == (int(scope["mask"].sum()), 11)
     assert scope["at_query"].shape == (2 * 60 * 80, 11)
+    assert scope["pooled"].shape == scope["at_points"].shape

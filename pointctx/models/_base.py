@@ -28,7 +28,7 @@ from .._checks import check_positive_int
 from ..batch import PointBatch
 from ..ops.scatter import scatter_mean
 from ._helpers import check_io
-from ._inputs import PackedInput, check_nonempty_sets, pack_input
+from ._inputs import PackedInput, check_nonempty_sets, pack_input, pool_pixels
 from ._stages import StageBatch
 
 
@@ -95,10 +95,16 @@ class SetClassifier(nn.Module):
     #: per-point model on this backbone sets it to True.
     allow_empty_sets: bool = False
 
-    def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False) -> PackedInput:
-        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        return pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
-                          dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
+    def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False,
+             input_pool: int = 1) -> PackedInput:
+        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`).
+
+        ``input_pool > 1`` pools the pixels of every ``f x f`` block of a pixel set into one
+        point (:func:`pointctx.models._inputs.pool_pixels`, a documented deviation).
+        """
+        packed = pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
+                            dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
+        return pool_pixels(packed, input_pool)
 
     @property
     def param_dtype(self) -> torch.dtype:
@@ -130,10 +136,13 @@ class SetClassifier(nn.Module):
 class StagedClassifier(SetClassifier):
     """A :class:`SetClassifier` whose stages run in one loop, ``_run`` (CoC, CLUENet).
 
-    Subclasses implement ``_run(inputs, mask, collect)`` (the last stage's
+    Subclasses implement ``_run(inputs, mask, collect, input_pool)`` (the last stage's
     :class:`~pointctx.PointBatch`, or with ``collect`` one
     :class:`~pointctx.models._stages.StageBatch` per stage) and ``_norm_features(x, batch, b)``
-    (the norm before the head's mean pooling), and own ``head_drop`` and ``head``.
+    (the norm before the head's mean pooling), and own ``head_drop`` and ``head``. ``_run``
+    packs with :meth:`SetClassifier.pack` (which applies ``input_pool``), starts the stride count
+    at ``packed.input_pool`` and links stage 0 to the input points
+    (:func:`~pointctx.models._stages.link_through`).
     """
 
     def _init_io(self, num_classes, in_channels, pos_dim, embed_dims) -> None:
@@ -147,12 +156,16 @@ class StagedClassifier(SetClassifier):
         self.embed_dims = list(embed_dims)
         self.num_features = self.embed_dims[-1]
 
-    def forward_features(self, inputs, mask: Tensor | None = None) -> PointBatch:
+    def forward_features(self, inputs, mask: Tensor | None = None,
+                         input_pool: int = 1) -> PointBatch:
         """Stem, stages and reducers / pools: features of the last stage's points.
 
         Args:
             inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
             mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
+            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
+                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
+                documented deviation, 1 = off, the paper's model).
 
         Returns:
             A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
@@ -162,19 +175,22 @@ class StagedClassifier(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
-        return self._run(inputs, mask, collect=False)
+        return self._run(inputs, mask, collect=False, input_pool=input_pool)
 
-    def forward_stages(self, inputs, mask: Tensor | None = None) -> list[StageBatch]:
+    def forward_stages(self, inputs, mask: Tensor | None = None,
+                       input_pool: int = 1) -> list[StageBatch]:
         """Features of every stage (the contract of :class:`SetClassifier`).
 
-        What a stage's link means for each backbone is said there and in its ``_run``.
+        What a stage's link means for each backbone is said there and in its ``_run``. With
+        ``input_pool`` (see :meth:`forward_features`) the stem reduces the pooled sites; stage 0
+        is still linked to the input pixels (those of its sites) and its stride counts pixels.
 
         Shapes:
             return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
         """
-        return self._run(inputs, mask, collect=True)
+        return self._run(inputs, mask, collect=True, input_pool=input_pool)
 
-    def _run(self, inputs, mask, collect: bool):  # pragma: no cover
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):  # pragma: no cover
         raise NotImplementedError
 
     def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:  # pragma: no cover

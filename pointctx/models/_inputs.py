@@ -21,11 +21,12 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import all_finite, check_finite_features
+from .._checks import all_finite, check_finite_features, check_positive_int
 from ..batch import PointBatch
-from ..ops.grid import lattice_sites
+from ..ops.grid import lattice_sites, linear_index, relabel, unravel_index
+from ..ops.scatter import scatter_mean
 
-__all__ = ["PackedInput", "pack_input", "plane_positions", "check_model_points",
+__all__ = ["PackedInput", "pack_input", "pool_pixels", "plane_positions", "check_model_points",
            "check_nonempty_sets"]
 
 
@@ -42,6 +43,9 @@ class PackedInput(NamedTuple):
         grid_size: ``(H, W)`` for pixel sets, else None.
         plane: [N, 2] image-plane positions in ``[-0.5, 0.5]`` (x = column, y = row) for pixel
             sets, else None.
+        input_pool: pixels per lattice site per axis (1; ``f`` after :func:`pool_pixels`).
+        site: [N0] int64 row of every point of the unpooled input (after :func:`pool_pixels`),
+            else None.
     """
 
     x: Tensor
@@ -51,6 +55,8 @@ class PackedInput(NamedTuple):
     coords: Tensor | None
     grid_size: tuple[int, int] | None
     plane: Tensor | None
+    input_pool: int = 1
+    site: Tensor | None = None
 
     @property
     def is_pixel_set(self) -> bool:
@@ -65,6 +71,49 @@ class PackedInput(NamedTuple):
         """
         pos = self.plane if self.is_pixel_set else self.pos
         return self.x, pos, self.batch, self.coords, self.grid_size
+
+
+def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
+    """Input pooling of a pixel set: the kept pixels of every ``f x f`` block become one point.
+
+    A documented deviation from the paper (off by default; the ``input_pool`` option of the
+    segmentation models, :class:`~pointctx.models.SetSegmenter`). Pixel ``(row r, col c)``
+    goes to the site ``(r // f, c // f)`` of a lattice of ``ceil(H / f) x ceil(W / f)``; a
+    site that holds at least one kept pixel of a set becomes one point of that set, with the
+    mean of its pixels' features (``x``, the appended positions included), positions ``pos``
+    and image-plane positions ``plane`` (real image positions, so stage points and queries stay
+    in the same frame). Sites are ordered by set, then in raster order, as
+    :func:`~pointctx.ops.lattice_sites` (full images stay full lattices, which the reducers
+    recognise). Each set is pooled on its own: a set gives the same points alone as in a batch.
+
+    Args:
+        packed: the output of :func:`pack_input`.
+        factor: ``f``, pixels per site per axis; 1 returns ``packed`` itself. General point
+            sets (no lattice) are returned unchanged.
+
+    Returns:
+        :class:`PackedInput` of the sites with ``input_pool = f`` and ``site`` (the site of
+        every input point).
+
+    Shapes:
+        packed: N0 points; return: N sites (x [N, C], pos [N, D], coords [N, 2]), site [N0].
+    """
+    f = check_positive_int(factor, "input_pool")
+    if f == 1 or not packed.is_pixel_set:
+        return packed
+    h, w = packed.grid_size
+    sizes = (-(-h // f), -(-w // f))  # (rows, cols) of the site lattice
+    per_set = sizes[0] * sizes[1]
+    cell = torch.div(packed.coords, f, rounding_mode="floor")
+    key = packed.batch * per_set + linear_index(cell.flip(1), sizes[::-1])
+    site, used = relabel(key, max(packed.batch_size * per_set, 1))
+    k = used.numel()
+    coords = unravel_index(used, sizes[::-1]).flip(1)
+    batch = torch.div(used, per_set, rounding_mode="floor")
+    pos = scatter_mean(packed.pos, site, k)
+    plane = pos if packed.plane is packed.pos else scatter_mean(packed.plane, site, k)
+    return PackedInput(scatter_mean(packed.x, site, k), pos, batch, packed.batch_size, coords,
+                       sizes, plane, f, site)
 
 
 def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor
 
 from ..batch import PointBatch
 
-__all__ = ["StageBatch", "link_from_slots", "link_union"]
+__all__ = ["StageBatch", "link_from_slots", "link_through", "link_union"]
 
 
 def link_from_slots(index: Tensor) -> Tensor:
@@ -45,6 +45,38 @@ def link_union(*links: Tensor) -> Tensor:
     """
     cat = torch.cat(links, 1)
     return _sorted_unique(cat[0], cat[1])
+
+
+def link_through(link: Tensor, site: Tensor | None) -> Tensor:
+    """Re-express a link to pooled input sites as a link to the input points they pooled.
+
+    Args:
+        link: ``[2, E]`` pairs ``(point, site)``, e.g. the stem's link after
+            :func:`~pointctx.models._inputs.pool_pixels`.
+        site: ``[N0]`` site of every input point; None returns ``link`` itself.
+
+    Returns:
+        ``[2, E']`` pairs ``(point, input point)``: every input point of every linked site;
+        sorted by point, then input point; no duplicates.
+
+    Shapes:
+        link: [2, E]; site: [N0]; return: [2, E'].
+    """
+    if site is None:
+        return link
+    k = int(site.max()) + 1 if site.numel() else 0
+    order = torch.argsort(site, stable=True)  # input points grouped by site
+    counts = torch.bincount(site, minlength=k)
+    start = torch.cumsum(counts, 0) - counts
+    child, parent = link
+    reps = counts.index_select(0, parent)
+    total = int(reps.sum())
+    first = torch.cumsum(reps, 0) - reps
+    rank = torch.arange(total, device=link.device) - first.repeat_interleave(reps,
+                                                                             output_size=total)
+    rows = order.index_select(0, start.index_select(0, parent).repeat_interleave(
+        reps, output_size=total) + rank)
+    return _sorted_unique(child.repeat_interleave(reps, output_size=total), rows)
 
 
 def _sorted_unique(child: Tensor, parent: Tensor) -> Tensor:

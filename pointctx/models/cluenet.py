@@ -78,7 +78,7 @@ from ._helpers import (
     stage_options,
 )
 from ._registry import register_model
-from ._stages import StageBatch, link_from_slots, link_union
+from ._stages import StageBatch, link_from_slots, link_through, link_union
 from .coc import box_normalize
 
 __all__ = [
@@ -198,20 +198,23 @@ class CLUENet(StagedClassifier):
 
     # ------------------------------------------------------------------------------------------
 
-    def _run(self, inputs, mask, collect: bool):
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         """Run the stages; with ``collect`` return every stage, else the last stage's points.
 
         Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
         Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
-        the points that joined its cluster (the two sources of its features).
+        the points that joined its cluster (the two sources of its features). With
+        ``input_pool`` the stem reduces the pooled sites; stage 0 is still linked to the input
+        pixels (those of its sites) and its stride counts pixels.
         """
-        packed = self.pack(inputs, mask, append_pos=True)
+        packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
         red = self.stem(feats, pos, batch, b, coords, grid)
         feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
         feats = self.stem_norm(feats)
-        link, stride, out = link_from_slots(red.index), self.stem.stride, []
+        link = link_through(link_from_slots(red.index), packed.site) if collect else None
+        stride, out = packed.input_pool * self.stem.stride, []
         for i, stage in enumerate(self.stages):
             if i > 0:
                 pool = self.pools[i - 1]

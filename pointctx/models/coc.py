@@ -75,7 +75,7 @@ from ._helpers import (
     stage_options,
 )
 from ._registry import register_model
-from ._stages import StageBatch, link_from_slots
+from ._stages import StageBatch, link_from_slots, link_through
 
 __all__ = [
     "ContextClusterNet",
@@ -240,18 +240,20 @@ class ContextClusterNet(StagedClassifier):
 
     # ------------------------------------------------------------------------------------------
 
-    def _run(self, inputs, mask, collect: bool):
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         """Run the stages; with ``collect`` return every stage, else the last stage's points.
 
         Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
         is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
-        the anchor's kNN slots).
+        the anchor's kNN slots). With ``input_pool`` the stem reduces the pooled sites; stage 0
+        is still linked to the input pixels (those of its sites) and its stride counts pixels
+        (``f * 4``).
         """
-        packed = self.pack(inputs, mask, append_pos=True)
+        packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
-        out, stride = [], 1
-        for reducer, blocks in zip(self.reducers, self.stages):
+        out, stride = [], packed.input_pool
+        for i, (reducer, blocks) in enumerate(zip(self.reducers, self.stages)):
             red = reducer(feats, pos, batch, b, coords, grid)
             feats, pos, batch, coords, grid = red.x, red.pos, red.batch, red.coords, red.grid_size
             cpos, spacing = self._cluster_positions(pos, batch, b, coords, grid, pixel)
@@ -259,7 +261,10 @@ class ContextClusterNet(StagedClassifier):
                 feats = block(feats, cpos, batch, b, spacing=spacing)
             if collect:
                 stride *= reducer.stride
-                out.append(StageBatch(pos, feats, batch, b, link_from_slots(red.index),
+                link = link_from_slots(red.index)
+                if i == 0:
+                    link = link_through(link, packed.site)
+                out.append(StageBatch(pos, feats, batch, b, link,
                                       (stride, stride) if pixel else None))
         if collect:
             return out

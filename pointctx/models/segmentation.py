@@ -36,22 +36,45 @@ cluenet_nano_seg    4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 
 The last two are CPU-sized (~0.2-0.3 M parameters) for CamVid on CPU at reduced resolution and
 for the sparse-pixel study. Factory keyword arguments starting with ``head_`` go to the head
-(``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``); the others
-go to the backbone (``in_channels``, ``drop_path_rate``, ...).
+(``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``),
+``input_pool`` to the :class:`SetSegmenter`; the others go to the backbone (``in_channels``,
+``drop_path_rate``, ...).
+
+**Input pooling** (``input_pool = f``, a documented deviation from the paper, off by default:
+``f = 1`` is the paper's model, bit for bit). The stride-4 stem makes one point per non-empty
+4x4 pixel cell, so the backbone's cost follows the *occupied cells*, not the kept pixels: 25 %
+of the pixels uniformly at random leave 99 % of the cells occupied (``1 - 0.75**16``) and every
+stage has as many points as on the full image. With ``f > 1`` the kept pixels of every
+``f x f`` block are first averaged into one point (features, positions; real image positions
+are kept, :func:`~pointctx.models._inputs.pool_pixels`), and the unchanged backbone runs on
+that ``ceil(H / f) x ceil(W / f)`` lattice: its stem cells cover ``4f x 4f`` pixels, so every
+stage has about ``1 / f**2`` of the points. At 25 % random pixels, ``f = 2`` leaves 68 % of the
+2x2 blocks occupied (``1 - 0.75**4``) and the stem a quarter of the points.
+:func:`input_pool_for_keep` picks ``f = floor(sqrt(1 / keep))`` (2 at 25 %, 3 at 10 %, 1 at 50 %
+and above). The predictions are still made at the query pixels (the head interpolates by
+position), so every calling convention is unchanged. ``f`` is fixed per call (the model's
+``input_pool``, or ``forward(..., input_pool=f)``), never picked from the data, and every set is
+pooled on its own: a set gives the same output alone as in a batch. The price is resolution: a
+model with ``f = 2`` sees the image at half resolution (its stage 0 has stride 8). Pixel sets
+only: general point sets (no lattice) are not pooled.
 """
 
 from __future__ import annotations
 
+import inspect
+import math
+
 import torch
 from torch import Tensor, nn
 
+from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
 from ._inputs import plane_positions
 from ._registry import register_model
 
-__all__ = ["SetSegmenter", "coc_tiny_seg", "coc_small_seg", "cluenet_micro_seg",
-           "coc_micro_seg", "cluenet_nano_seg"]
+__all__ = ["SetSegmenter", "input_pool_for_keep", "coc_tiny_seg", "coc_small_seg",
+           "cluenet_micro_seg", "coc_micro_seg", "cluenet_nano_seg"]
 
 # modules of a classifier that a segmentation trunk does not use
 _CLASSIFIER_PARTS = ("norm", "head", "head_drop", "classifier")
@@ -67,11 +90,15 @@ class SetSegmenter(nn.Module):
         head_channels, head_k, head_mlp_layers, head_norm, head_drop: the
             :class:`~pointctx.nn.fpn.SemanticFPNHead` settings (``channels``, ``k``,
             ``mlp_layers``, ``norm``, ``drop``).
+        input_pool: ``f``: average the kept pixels of every ``f x f`` block into one point
+            before the backbone (see the module docstring; a documented deviation, 1 = off).
+            Needs a backbone whose ``forward_stages`` takes ``input_pool`` (CoC, CLUENet).
 
     Attributes:
         backbone: the trunk.
         head: the :class:`~pointctx.nn.fpn.SemanticFPNHead`.
         num_classes: K.
+        input_pool: the default ``f`` of :meth:`forward` (may be changed).
 
     Shapes:
         forward: images [B, C, H, W] (+ mask [B, H, W]) -> [B, K, H, W];
@@ -80,13 +107,15 @@ class SetSegmenter(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, head_channels: int = 128,
                  head_k: int = 3, head_mlp_layers: int = 1, head_norm="group",
-                 head_drop: float = 0.1):
+                 head_drop: float = 0.1, input_pool: int = 1):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
                 f"`backbone` must provide forward_stages (the per-stage features contract), "
                 f"got {type(backbone).__name__}"
             )
+        self._pools = "input_pool" in inspect.signature(backbone.forward_stages).parameters
+        self.input_pool = self._check_pool(input_pool, type(backbone).__name__)
         for name in _CLASSIFIER_PARTS:
             if hasattr(backbone, name):
                 delattr(backbone, name)
@@ -98,6 +127,22 @@ class SetSegmenter(nn.Module):
             mlp_layers=head_mlp_layers, norm=head_norm, drop=head_drop,
             backend=getattr(backbone, "backend", None))
         self.num_classes = self.head.num_classes
+
+    def _check_pool(self, input_pool, backbone: str | None = None) -> int:
+        f = check_positive_int(input_pool, "input_pool")
+        if f > 1 and not self._pools:
+            name = backbone or type(self.backbone).__name__
+            raise ValueError(
+                f"`input_pool` must be 1 for a {name} backbone (its forward_stages does not "
+                f"pool pixels), got {f}"
+            )
+        return f
+
+    def _stages(self, inputs, mask, input_pool):
+        f = self._check_pool(self.input_pool if input_pool is None else input_pool)
+        if f == 1:
+            return self.backbone.forward_stages(inputs, mask)
+        return self.backbone.forward_stages(inputs, mask, input_pool=f)
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
@@ -133,7 +178,7 @@ class SetSegmenter(nn.Module):
         return plane_positions(coords, image_size, dtype=pb.pos.dtype)
 
     def forward(self, inputs, mask: Tensor | None = None,
-                query: PointBatch | None = None) -> Tensor:
+                query: PointBatch | None = None, input_pool: int | None = None) -> Tensor:
         """Logits for every pixel (image input) or at the query points (PointBatch input).
 
         Args:
@@ -141,6 +186,8 @@ class SetSegmenter(nn.Module):
             mask: bool ``[B, H, W]`` (image input only): the pixels the model sees.
             query: a :class:`~pointctx.PointBatch` of the same B sets (PointBatch input
                 only); default: the input's own points.
+            input_pool: ``f`` for this call (default: the model's :attr:`input_pool`); see
+                the module docstring.
 
         Returns:
             ``[B, K, H, W]`` for image input; ``[Nq, K]`` for a PointBatch.
@@ -154,7 +201,7 @@ class SetSegmenter(nn.Module):
                     "`query` is only for PointBatch inputs; image inputs are predicted at "
                     "every pixel"
                 )
-            stages = self.backbone.forward_stages(inputs, mask)
+            stages = self._stages(inputs, mask, input_pool)
             b, _, h, w = inputs.shape
             pos_q = PointBatch.image_grid(h, w, device=inputs.device, dtype=inputs.dtype)
             pos_q = pos_q.repeat(b, 1)
@@ -173,7 +220,7 @@ class SetSegmenter(nn.Module):
             raise ValueError(
                 f"`query` must hold the input's B = {inputs.num_sets} sets, got {q.num_sets}"
             )
-        stages = self.backbone.forward_stages(inputs, mask)
+        stages = self._stages(inputs, mask, input_pool)
         if inputs.pixel is not None and inputs.image_size is not None:
             image_size = tuple(int(v) for v in inputs.image_size)
             pos_q = self._pixel_queries(q, image_size, "query" if query is not None else
@@ -188,6 +235,24 @@ class SetSegmenter(nn.Module):
         return self.head(stages, pos_q, q.batch, self._grids(stages, image_size))
 
 
+def input_pool_for_keep(keep: float) -> int:
+    """The input pooling ``f = max(1, floor(sqrt(1 / keep)))`` for a keep ratio of random pixels.
+
+    The largest ``f`` with at least one kept pixel per ``f x f`` block on average
+    (``f**2 * keep <= 1``): 1 above 1/4, 2 for ``1/9 < keep <= 1/4``, 3 down to 1/16, ...
+    (50 % -> 1, 25 % -> 2, 10 % -> 3, 5 % -> 4). For scripts that know their keep ratio; the
+    model never picks ``f`` from the data.
+
+    Args:
+        keep: fraction of the pixels kept, in ``(0, 1]``.
+
+    Returns:
+        ``f`` (int >= 1).
+    """
+    keep = check_number(keep, "keep", 0.0, 1.0, min_open=True, type_error=ValueError)
+    return max(1, math.floor(math.sqrt(1.0 / keep) + 1e-9))
+
+
 # ----------------------------------------------------------------------------------------------
 # Registered configurations
 # ----------------------------------------------------------------------------------------------
@@ -200,7 +265,7 @@ def _build(backbone_name: str, defaults: dict, kwargs: dict,
     kwargs = dict(kwargs)
     num_classes = kwargs.pop("num_classes", 11)
     head = dict(head_defaults or {})
-    for key in [k for k in kwargs if k.startswith("head_")]:
+    for key in [k for k in kwargs if k.startswith("head_") or k == "input_pool"]:
         head[key] = kwargs.pop(key)
     cfg = dict(defaults)
     cfg.update(kwargs)

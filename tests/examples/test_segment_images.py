@@ -125,6 +125,42 @@ def test_stop_and_resume_equals_uninterrupted(script, tmp_path):
     assert script.main([*_tiny(root), "--output", str(run), "--lr", "0.1", "--resume"]) == 2
 
 
+@pytest.mark.parametrize(
+    "argv, match",
+    [
+        (["--input-pool", "0"], "argument --input-pool: expected an int >= 1 or 'auto', got '0'"),
+        (["--input-pool", "two"], "argument --input-pool: expected an int >= 1 or 'auto'"),
+        (["--input-pool", "2", "--model", "unet_cpu_seg"],
+         "argument --input-pool: unet_cpu_seg does not pool input pixels"),
+        (["--input-pool", "auto"], "argument --input-pool: auto picks F from --keep-ratio"),
+        (["--input-pool", "2", "--model-kwargs", '{"input_pool": 3}'],
+         "argument --input-pool: 2 contradicts --model-kwargs input_pool 3"),
+    ],
+)
+def test_input_pool_argument_errors(script, capsys, argv, match):
+    with pytest.raises(SystemExit) as exc:
+        script.parse_args(["--model", "coc_micro_seg", *argv])
+    assert exc.value.code == 2
+    assert match in capsys.readouterr().err
+
+
+def test_input_pool_reaches_the_model(script, tmp_path):
+    args = script.parse_args(["--model", "coc_micro_seg", "--keep-ratio", "0.1",
+                              "--input-pool", "auto"])
+    assert args.input_pool == 3 and args.model_kwargs == {"input_pool": 3}
+    assert script.parse_args(["--model", "coc_micro_seg"]).model_kwargs == {}
+    root = _camvid(tmp_path / "camvid", h=32, w=48)
+    out = tmp_path / "run"
+    argv = [a for a in _tiny(root) if a not in (UNET, "--model-kwargs")]
+    argv[argv.index("unet_cpu_seg")] = "coc_micro_seg"
+    assert script.main([*argv, "--size", "32x48", "--epochs", "1",
+                        "--output", str(out), "--keep-ratio", "0.25", "--input-pool",
+                        "auto"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["status"] == "finished" and res["model"]["kwargs"] == {"input_pool": 2}
+    assert res["config"]["input_pool"] == 2
+
+
 def test_missing_data_names_the_file(script, tmp_path):
     root = _camvid(tmp_path / "camvid", counts=(("train", 8), ("val", 3)))
     (root / "valannot" / "img001.png").unlink()

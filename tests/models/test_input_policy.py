@@ -120,3 +120,40 @@ def test_point_reducer_rejects_nonfinite_features():
     with pytest.raises(ValueError, match=r"`x` has a non-finite value \(nan\) at set 2, point 2 "
                        r"\(row 52 of `x`\), channel 2"):
         red(x, pb.pos, pb.batch)
+
+
+def test_pool_pixels_against_a_per_site_loop():
+    from pointctx.models._inputs import pack_input, pool_pixels
+    from pointctx.ops import lattice_sites
+
+    g = torch.Generator().manual_seed(3)
+    images = torch.randn(3, 2, 7, 10, generator=g)
+    mask = torch.rand(3, 7, 10, generator=g) < 0.3
+    mask[1] = False  # an empty set
+    packed = pack_input(images, mask, append_pos=True, allow_empty=True)
+    assert pool_pixels(packed, 1) is packed
+    pooled = pool_pixels(packed, 3)
+    assert pooled.grid_size == (3, 4) and pooled.input_pool == 3 and pooled.batch_size == 3
+    rows = []  # the reference: per set, per site in raster order, the mean of its pixels
+    for b in range(3):
+        for r in range(3):
+            for c in range(4):
+                sel = (packed.batch == b) & (packed.coords[:, 0] // 3 == r) & (
+                    packed.coords[:, 1] // 3 == c)
+                if sel.any():
+                    rows.append((b, r, c, packed.x[sel].mean(0), packed.plane[sel].mean(0)))
+                    assert bool((pooled.site[sel] == len(rows) - 1).all())
+    assert pooled.batch.tolist() == [t[0] for t in rows]
+    assert pooled.coords.tolist() == [[t[1], t[2]] for t in rows]
+    torch.testing.assert_close(pooled.x, torch.stack([t[3] for t in rows]))
+    torch.testing.assert_close(pooled.plane, torch.stack([t[4] for t in rows]))
+    torch.testing.assert_close(pooled.pos, pooled.plane)
+    # a full image stays a full lattice (the reducers' dense path recognises it)
+    full = pool_pixels(pack_input(images), 2)
+    coords, batch = lattice_sites(3, (4, 5))
+    assert torch.equal(full.coords, coords) and torch.equal(full.batch, batch)
+    # general point sets have no lattice: unchanged
+    cloud = pack_input(_clouds())
+    assert pool_pixels(cloud, 2) is cloud
+    with pytest.raises(ValueError, match="`input_pool` must be >= 1, got 0"):
+        pool_pixels(packed, 0)

@@ -138,3 +138,139 @@ def test_errors_name_the_argument():
         model([1, 2])
     with pytest.raises(TypeError, match="must provide forward_stages"):
         SetSegmenter(torch.nn.Linear(2, 2), 3)
+
+
+# ----------------------------------------------------------------------------------------------
+# input_pool: the kept pixels of every f x f block averaged into one point before the backbone
+# ----------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", ["coc_micro_seg", "cluenet_nano_seg"])
+def test_input_pool_1_is_the_default_model_bit_for_bit(name):
+    images, mask = _images(seed=20), _mask(keep=0.25, seed=21)
+    pb = PointBatch.from_images(images, mask)
+    default = _model(name).eval()
+    pooled_1 = _model(name, input_pool=1).eval()
+    assert default.input_pool == 1
+    with torch.no_grad():
+        ref = default(images, mask)
+        assert torch.equal(pooled_1(images, mask), ref)
+        assert torch.equal(default(images, mask, input_pool=1), ref)
+        assert torch.equal(default(pb, input_pool=1), default(pb))
+
+
+@pytest.mark.parametrize("name", SEG_MODELS)
+def test_input_pool_2_in_every_calling_convention(name):
+    model = _model(name, input_pool=2).eval()
+    images, mask = _images(seed=22), _mask(keep=0.25, seed=23)
+    pb = PointBatch.from_images(images, mask)
+    with torch.no_grad():
+        dense = model(images, mask)  # [B, K, H, W]
+        points = model(pb)  # [N, K]
+        everywhere = model(pb, query=PointBatch.from_images(images))  # [B*H*W, K]
+        full = model(images)
+    assert dense.shape == (2, K, 40, 56) and full.shape == (2, K, 40, 56)
+    assert points.shape == (pb.num_points, K) and everywhere.shape == (2 * 40 * 56, K)
+    torch.testing.assert_close(points, dense.permute(0, 2, 3, 1)[mask], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(everywhere, dense.permute(0, 2, 3, 1).reshape(-1, K),
+                               rtol=1e-5, atol=1e-5)
+    with torch.no_grad():  # the option changes the model's input, so its output
+        assert not torch.allclose(dense, model(images, mask, input_pool=1))
+
+
+def test_input_pool_shrinks_the_stages_on_random_pixels():
+    model = _model("coc_micro_seg").eval()
+    h, w = 96, 128
+    images, mask = _images(h=h, w=w, seed=24), _mask(h=h, w=w, keep=0.25, seed=25)
+    with torch.no_grad():
+        plain = model.backbone.forward_stages(images, mask)
+        pooled = model.backbone.forward_stages(images, mask, input_pool=2)
+
+    def occupied(cell):  # non-empty cell x cell pixel blocks of the mask, all images
+        return int(torch.nn.functional.max_pool2d(mask[:, None].float(), cell).sum())
+
+    # 25 % random pixels leave nearly every 4x4 stem cell occupied: as many points as the
+    # full image; with input_pool=2 the stem cells are 8x8 pixels, a quarter of them
+    assert plain[0].num_points == occupied(4) >= 0.97 * 2 * (h // 4) * (w // 4)
+    assert pooled[0].num_points == occupied(8) == 2 * (h // 8) * (w // 8)
+    assert [s.stride for s in pooled] == [(8, 8), (16, 16), (32, 32), (64, 64)]
+    # every later stage too: the pooled model's stage i has the points of the plain stage i + 1
+    assert [s.num_points for s in pooled[:-1]] == [s.num_points for s in plain[1:]]
+
+
+@pytest.mark.parametrize("name", SEG_MODELS)
+def test_input_pool_forward_backward_every_parameter(name):
+    model = _model(name, input_pool=2)  # twice the size: the stages of a 40 x 56 image
+    out = model(_images(h=80, w=112, seed=26), _mask(h=80, w=112, keep=0.25, seed=27))
+    assert out.shape == (2, K, 80, 112) and bool(torch.isfinite(out).all())
+    (out * torch.randn_like(out)).sum().backward()
+    bad = [n for n, p in model.named_parameters()
+           if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()]
+    assert bad == []
+
+
+@pytest.mark.parametrize("name", ["coc_micro_seg", "cluenet_nano_seg"])
+def test_input_pool_alone_equals_in_a_batch_and_permutation(name):
+    model = _model(name, input_pool=3).eval()
+    images, mask = _images(b=3, seed=28), _mask(b=3, keep=0.2, seed=29)
+    pb = PointBatch.from_images(images, mask)
+    g = torch.Generator().manual_seed(30)
+    perm = torch.cat([lo + torch.randperm(hi - lo, generator=g)
+                      for lo, hi in zip(pb.ptr[:-1].tolist(), pb.ptr[1:].tolist())])
+    shuffled = PointBatch(pb.pos[perm], pb.x[perm], batch=pb.batch, pixel=pb.pixel[perm],
+                          image_size=pb.image_size)
+    with torch.no_grad():
+        batch = model(images, mask)
+        alone = model(images[1:2], mask[1:2])
+        torch.testing.assert_close(model(shuffled), model(pb)[perm], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(alone[0], batch[1], rtol=1e-5, atol=1e-5)
+
+
+def test_input_pool_leaves_general_point_sets_alone():
+    model = _model("coc_micro_seg", in_channels=0, pos_dim=3, input_pool=2).eval()
+    g = torch.Generator().manual_seed(31)
+    pb = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (300, 120)])
+    with torch.no_grad():
+        assert torch.equal(model(pb), model(pb, input_pool=1))
+
+
+def test_input_pool_for_keep():
+    from pointctx.models import input_pool_for_keep
+
+    assert [input_pool_for_keep(k) for k in (1, 0.5, 0.26, 0.25, 0.2, 0.1, 0.05)] == [
+        1, 1, 1, 2, 2, 3, 4]
+    for bad in (0, -0.5, 1.5, float("nan")):
+        with pytest.raises(ValueError, match=r"`keep` must be a number in \(0, 1\]"):
+            input_pool_for_keep(bad)
+
+
+def test_input_pool_bad_values_are_rejected():
+    with pytest.raises(ValueError, match="`input_pool` must be >= 1, got 0"):
+        _model("coc_micro_seg", input_pool=0)
+    with pytest.raises(TypeError, match="`input_pool` must be an int, got float"):
+        _model("coc_micro_seg", input_pool=2.0)
+    model = _model("coc_micro_seg").eval()
+    images = _images()
+    with pytest.raises(ValueError, match="`input_pool` must be >= 1, got -1"):
+        model(images, input_pool=-1)
+    model.input_pool = 0
+    with pytest.raises(ValueError, match="`input_pool` must be >= 1, got 0"):
+        model(images)
+
+    class NoPool(torch.nn.Module):  # a backbone whose forward_stages cannot pool
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+            self.embed_dims, self.in_channels = inner.embed_dims, inner.in_channels
+            self.pos_dim = inner.pos_dim
+
+        def forward_stages(self, inputs, mask=None):
+            return self.inner.forward_stages(inputs, mask)
+
+    backbone = NoPool(create_model("coc_tiny", num_classes=0, layers=(1, 1, 1, 1)))
+    with pytest.raises(ValueError, match="`input_pool` must be 1 for a NoPool backbone"):
+        SetSegmenter(backbone, 3, input_pool=2)
+    seg = SetSegmenter(backbone, 3).eval()
+    with torch.no_grad():
+        assert seg(images).shape == (2, 3, 40, 56)
+    with pytest.raises(ValueError, match="`input_pool` must be 1 for a NoPool backbone"):
+        seg(images, input_pool=2)

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from pointctx import PointBatch, create_model
-from pointctx.models._stages import StageBatch, link_from_slots, link_union
+from pointctx.models._stages import StageBatch, link_from_slots, link_through, link_union
 
 IMAGE_BACKBONES = ["coc_tiny", "coc_mnist", "cluenet_micro"]
 
@@ -39,7 +39,8 @@ def _pixel_rc(pos, h, w):
 
 
 @pytest.mark.parametrize("name", IMAGE_BACKBONES)
-def test_contract_on_masked_images(name):
+@pytest.mark.parametrize("pool", [1, 2])
+def test_contract_on_masked_images(name, pool):
     c = 1 if name == "coc_mnist" else 3
     torch.manual_seed(0)
     model = create_model(name, num_classes=4, in_channels=c).eval()
@@ -47,9 +48,10 @@ def test_contract_on_masked_images(name):
     mask = torch.rand(3, 40, 56, generator=torch.Generator().manual_seed(1)) < 0.6
     mask[1] = False  # an empty set in the middle
     pb = PointBatch.from_images(images, mask)
-    with torch.no_grad():
-        stages = model.forward_stages(images, mask)
-        feats = model.forward_features(images, mask)
+    with torch.no_grad():  # input_pool: stage 0 is still linked to the input pixels
+        stages = model.forward_stages(images, mask, input_pool=pool)
+        feats = model.forward_features(images, mask, input_pool=pool)
+    assert stages[0].stride[0] == pool * model.forward_stages(images[:1])[0].stride[0]
     check_contract(model, stages, pb.batch, 3)
     torch.testing.assert_close(stages[-1].x, feats.x)
     torch.testing.assert_close(stages[-1].pos, feats.pos)
@@ -116,6 +118,10 @@ def test_link_helpers_and_stage_batch_to():
     assert link.tolist() == [[0, 0, 1], [0, 2, 1]]
     both = link_union(link, torch.tensor([[1, 0], [3, 2]]))
     assert both.tolist() == [[0, 0, 1, 1], [0, 2, 1, 3]]
+    # through pooled sites: site 0 = inputs {1, 4}, site 1 = {0}, site 2 = {2, 3}
+    site = torch.tensor([1, 0, 2, 2, 0])
+    assert link_through(link, site).tolist() == [[0, 0, 0, 0, 1], [1, 2, 3, 4, 0]]
+    assert link_through(link, None) is link
     s = StageBatch(torch.rand(2, 2), torch.rand(2, 3), torch.tensor([0, 1]), 2, link, (4, 4))
     moved = s.to(dtype=torch.float64)
     assert isinstance(moved, StageBatch) and moved.pos.dtype == torch.float64
