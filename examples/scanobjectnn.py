@@ -311,9 +311,9 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{args.dataset}-{args.model}-{stamp}"
-    if args.batch_size % world:
-        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
-                            f"{world} processes")
+    err = T.batch_split_error(args.batch_size, world)
+    if err:
+        return _usage_error(err)
     out = T.share_run_folder(out, dist_info)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)

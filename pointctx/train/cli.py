@@ -9,6 +9,8 @@
   training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
   and :func:`continue_config` (every other value comes from the run being continued);
+* :func:`resume_into_output` (``--resume DIR`` names the ``--output`` folder) and
+  :func:`batch_split_error` (a global batch that the processes cannot share);
 * ``--eval-only``: :func:`load_eval_model` (the checkpoint's model, its run's configuration
   filled in) and :func:`eval_output_path` (where the metrics JSON goes).
 """
@@ -45,6 +47,8 @@ __all__ = [
     "run_command",
     "share_run_folder",
     "find_resume_dir",
+    "resume_into_output",
+    "batch_split_error",
     "load_eval_model",
     "eval_output_path",
     "explicit_options",
@@ -328,6 +332,32 @@ def find_resume_dir(resume: str | Path | None, output: Path | None, prefix: str)
             f"--resume: no runs/{prefix}-*/last.pt to continue; give the run folder (--resume DIR)"
         )
     return runs[-1]
+
+
+def resume_into_output(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       what: str = "the run folder") -> None:
+    """``--resume DIR`` (``nargs="?"``, ``const=True``) as the run folder ``args.output``.
+
+    ``--resume DIR`` sets ``args.output = DIR`` and ``args.resume = True``; a different
+    ``--output`` or ``--resume`` without a folder is a usage error (``parser.error``, exit 2)
+    saying that ``what`` is needed.
+    """
+    if isinstance(args.resume, str):
+        if args.output is not None and Path(args.resume) != args.output:
+            parser.error(f"--resume {args.resume} and --output {args.output} name different "
+                         "folders")
+        args.output = Path(args.resume)
+        args.resume = True
+    if args.resume and args.output is None:
+        parser.error(f"--resume needs {what}: --resume DIR")
+
+
+def batch_split_error(batch_size: int, world_size: int) -> str | None:
+    """The usage error of a global ``--batch-size`` the ``world_size`` processes cannot share."""
+    if batch_size % world_size:
+        return (f"argument --batch-size: {batch_size} is not divisible by the {world_size} "
+                "processes")
+    return None
 
 
 def load_eval_model(parser: argparse.ArgumentParser, args: argparse.Namespace, device,

@@ -206,3 +206,31 @@ def test_load_eval_model_and_eval_output_path(tmp_path):
     got, err = T.load_eval_model(parser, args, "cpu", "images", "an image model", ())
     assert got is None and err.startswith("argument --checkpoint: `path`:")
     assert "does not exist" in err
+
+
+def test_resume_into_output_and_batch_split_error(capsys):
+    from pathlib import Path
+
+    from pointctx.train import cli as T
+
+    parser = argparse.ArgumentParser(prog="x")
+    parser.add_argument("--resume", nargs="?", const=True, default=None)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(["--resume", "runs/a"])
+    T.resume_into_output(parser, args)
+    assert (args.output, args.resume) == (Path("runs/a"), True)
+    args = parser.parse_args(["--resume", "runs/a", "--output", "runs/a"])
+    T.resume_into_output(parser, args)
+    assert (args.output, args.resume) == (Path("runs/a"), True)
+    args = parser.parse_args([])
+    T.resume_into_output(parser, args)
+    assert (args.output, args.resume) == (None, None)
+    for argv, msg in ((["--resume", "runs/a", "--output", "runs/b"],
+                       "--resume runs/a and --output runs/b name different folders"),
+                      (["--resume"], "--resume needs the folder of the runs: --resume DIR")):
+        with pytest.raises(SystemExit) as exc:
+            T.resume_into_output(parser, parser.parse_args(argv), "the folder of the runs")
+        assert exc.value.code == 2 and msg in capsys.readouterr().err
+    assert T.batch_split_error(8, 2) is None
+    assert T.batch_split_error(9, 2) == ("argument --batch-size: 9 is not divisible by the 2 "
+                                         "processes")
