@@ -281,6 +281,7 @@ class Trainer:
             choices = [f for f in self.metrics_class._fields
                        if f not in ("per_class", "support", "total", "iou")]
             raise ValueError(f"`best_metric` must be one of {choices}, got {best_metric!r}")
+        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
         self.best_metric = best_metric
         self.model = model
         self.optimizer = optimizer
