@@ -4,7 +4,8 @@
   checkout on ``PYTHONPATH`` and, for ``what="memory"``, a fixed glibc mmap threshold; return the
   JSON dict its last stdout line holds, or ``{"error": ...}``;
 * :func:`cpu_peak_bytes`: the peak extra resident memory of one call (:data:`MEMORY_METHOD`);
-* :func:`cpu_name`: the CPU model, for the JSON header.
+* :func:`cpu_name`: the CPU model, for the JSON header;
+* :func:`alternate`: median times of callables run in turn in one process (side-by-side ratios).
 
 The bench scripts are run as files (``python bench/models.py``), so they import this module by
 its file name, with ``bench/`` on ``sys.path``.
@@ -17,10 +18,12 @@ import json
 import os
 import platform
 import resource
+import statistics
 import subprocess
+import time
 from pathlib import Path
 
-__all__ = ["MEMORY_METHOD", "run_child", "cpu_peak_bytes", "cpu_name"]
+__all__ = ["MEMORY_METHOD", "run_child", "cpu_peak_bytes", "cpu_name", "alternate"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -94,3 +97,16 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def alternate(fns: dict, repeats: int) -> dict:
+    """Median seconds of each callable, calls alternating; one untimed warm-up each."""
+    for fn in fns.values():
+        fn()
+    times = {k: [] for k in fns}
+    for _ in range(repeats):
+        for k, fn in fns.items():
+            t0 = time.perf_counter()
+            fn()
+            times[k].append(time.perf_counter() - t0)
+    return {k: statistics.median(v) for k, v in times.items()}

@@ -41,13 +41,10 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import os
 import platform
-import resource
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -58,6 +55,9 @@ from torch import nn
 
 from pointctx.nn.context_cluster import ContextCluster
 from pointctx.train import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import cpu_peak_bytes, run_child  # noqa: E402  (bench/)
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "context_cluster.json"
@@ -191,34 +191,6 @@ def sync(device):
         torch.cuda.synchronize()
 
 
-def _status_kib(field: str) -> int:
-    with open("/proc/self/status") as fh:
-        for line in fh:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise RuntimeError(f"{field} not in /proc/self/status")
-
-
-def _cpu_peak(run) -> int:
-    """Peak extra resident memory (bytes) of ``run()``.
-
-    Resets the kernel's resident high-water mark (``echo 5 > /proc/self/clear_refs``), runs, and
-    returns ``VmHWM`` after minus ``VmRSS`` before. Where the reset is not allowed, falls back to
-    ``ru_maxrss`` (which then also counts earlier peaks of the process).
-    """
-    gc.collect()
-    try:
-        with open("/proc/self/clear_refs", "w") as fh:
-            fh.write("5")
-        before = _status_kib("VmRSS")
-        run()
-        return (_status_kib("VmHWM") - before) * 1024
-    except OSError:
-        before = _status_kib("VmRSS")
-        run()
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before * 1024
-
-
 def memory_child(args) -> None:
     """Subprocess entry: peak extra memory of one call of one case; prints JSON."""
     cfg = json.loads(args.cfg)
@@ -241,19 +213,19 @@ def memory_child(args) -> None:
         peak = torch.cuda.max_memory_allocated() - before
     else:
         run()  # warm-up: one-time allocations (thread pools, lazy init) are not counted
-        peak = _cpu_peak(run)
+        peak, _ = cpu_peak_bytes(run)
     print(json.dumps({"peak_bytes": max(0, int(peak))}))
 
 
 def measure_memory(impl, mode, keep, cfg, device, threads) -> float:
     cmd = [sys.executable, __file__, "--child", "--impl", impl, "--mode", mode, "--keep",
            str(keep), "--cfg", json.dumps(cfg), "--device", str(device), "--threads", str(threads)]
-    # A fixed mmap threshold makes glibc map every large block afresh and unmap it on free, so
-    # resident memory follows live tensors (the default dynamic threshold keeps freed blocks
-    # resident and would hide the second call's peak).
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="131072", MALLOC_TRIM_THRESHOLD_="131072")
-    res = subprocess.run(cmd, capture_output=True, text=True, check=True, env=env)
-    return json.loads(res.stdout.strip().splitlines()[-1])["peak_bytes"] / 2**20
+    # run_child fixes the glibc mmap threshold for memory children, so resident memory follows
+    # live tensors (the default dynamic threshold keeps freed blocks resident)
+    res = run_child(cmd, "memory", timeout=3600)
+    if "error" in res:
+        raise RuntimeError(f"memory child failed ({impl}, {mode}, keep {keep}): {res['error']}")
+    return res["peak_bytes"] / 2**20
 
 
 def main() -> None:

@@ -54,7 +54,6 @@ import os
 import platform
 import statistics
 import sys
-import time
 import types
 from pathlib import Path
 
@@ -66,6 +65,9 @@ from pointctx import PointBatch, create_model
 from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from _common import alternate  # noqa: E402  (bench/)
+
 DEFAULT_OUT = ROOT / "results" / "peers.json"
 CASES = ["coc_tiny", "coc_tiny_partition", "pointmlp_elite", "pointmlp", "pointmlp_coc"]
 HOWTO = """bench/peers.py needs your own checkouts of the official code (nothing is fetched):
@@ -178,19 +180,6 @@ def _steps(model, inputs, labels):
     return infer, train
 
 
-def _alternate(fns: dict, repeats: int) -> dict:
-    """Median seconds of each callable, calls alternating; one untimed warm-up each."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: statistics.median(v) for k, v in times.items()}
-
-
 def build_case(case, args):
     """(official model, official input, pointctx model, pointctx input, labels)."""
     g = torch.Generator().manual_seed(0)
@@ -253,7 +242,7 @@ def main():
         for mode in args.modes:
             fo = dict(zip(["infer", "train"], _steps(official, off_in, labels)))[mode]
             fp = dict(zip(["infer", "train"], _steps(ours, our_in, labels)))[mode]
-            med = _alternate({"official": fo, "pointctx": fp}, args.repeats)
+            med = alternate({"official": fo, "pointctx": fp}, args.repeats)
             ratio = med["official"] / med["pointctx"]
             rows.append({"case": case, "mode": mode, "official_s": med["official"],
                          "pointctx_s": med["pointctx"], "official_over_pointctx": ratio})

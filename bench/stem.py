@@ -23,8 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import statistics
-import time
+import sys
 from pathlib import Path
 
 import torch
@@ -36,20 +35,15 @@ from pointctx.nn import SetGroupNorm
 from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT))
+from _common import alternate  # noqa: E402  (bench/)
+
 DEFAULT_OUT = ROOT / "results" / "stem.json"
 
 
-def alternate(fns: dict, repeats: int) -> dict:
+def alternate_ms(fns: dict, repeats: int) -> dict:
     """Median ms of each callable, calls alternating, after one warm-up each."""
-    for fn in fns.values():
-        fn()
-    times = {k: [] for k in fns}
-    for _ in range(repeats):
-        for k, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            times[k].append(time.perf_counter() - t0)
-    return {k: 1e3 * statistics.median(v) for k, v in times.items()}
+    return {k: 1e3 * s for k, s in alternate(fns, repeats).items()}
 
 
 def main():
@@ -96,8 +90,8 @@ def main():
             for conv in convs:
                 x = conv(x)
 
-        row("reducers", "infer", alternate({"pointctx": ours, "dense": dense}, args.repeats))
-        row("pack", "infer", alternate({
+        row("reducers", "infer", alternate_ms({"pointctx": ours, "dense": dense}, args.repeats))
+        row("pack", "infer", alternate_ms({
             "pointctx": lambda: pack_input(images, append_pos=True),
             "dense": lambda: torch.cat([images, planes], 1)}, args.repeats))
 
@@ -109,11 +103,11 @@ def main():
         xi = torch.randn(b, c, side, side, requires_grad=True)
         ours_norm, ref = SetGroupNorm(c), nn.GroupNorm(1, c)
         with torch.no_grad():
-            row(f"norm {c}", "infer", alternate({
+            row(f"norm {c}", "infer", alternate_ms({
                 "pointctx": lambda: ours_norm(x, batch, b),  # noqa: B023
                 "dense": lambda: ref(xi)}, args.repeats))  # noqa: B023
         gx, gi = torch.randn(b * n, c), torch.randn(b, c, side, side)
-        row(f"norm {c}", "train", alternate({
+        row(f"norm {c}", "train", alternate_ms({
             "pointctx": lambda: ours_norm(x, batch, b).backward(gx),  # noqa: B023
             "dense": lambda: ref(xi).backward(gi)}, args.repeats))  # noqa: B023
         side = -(-side // 2)

@@ -311,9 +311,9 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     else:
         stamp = time.strftime("%Y%m%d-%H%M%S")
         out = Path("runs") / f"{args.dataset}-{args.model}-{stamp}"
-    if args.batch_size % world:
-        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
-                            f"{world} processes")
+    err = T.batch_split_error(args.batch_size, world)
+    if err:
+        return _usage_error(err)
     out = T.share_run_folder(out, dist_info)
     if dist_info.is_main:
         out.mkdir(parents=True, exist_ok=True)
@@ -447,19 +447,11 @@ def _no_checkpoint(folder: Path) -> str:
 
 def _evaluate(args, dist_info) -> int:
     """--eval-only: metrics of --checkpoint on the evaluation split, as JSON."""
-    try:
-        model = pointctx.load_model(args.checkpoint, map_location=dist_info.device)
-    except (FileNotFoundError, ValueError) as err:
-        return _usage_error(f"argument --checkpoint: {err}")
+    model, err = T.load_eval_model(build_parser(), args, dist_info.device, "points",
+                                   "a point-cloud model", RUN_CONTROL)
+    if model is None:
+        return _usage_error(err)
     info = model.run_info
-    if info.get("inputs", {}).get("kind", "points") != "points":
-        return _usage_error(f"argument --checkpoint: {args.checkpoint} is not a point-cloud "
-                            "model (use the script that trained it)")
-    try:
-        T.continue_config(build_parser(), args, info.get("config", {}), args._explicit,
-                          RUN_CONTROL)
-    except ValueError as err:
-        return _usage_error(f"argument --checkpoint: {err}")
     log = setup_logger("pointctx.examples.scanobjectnn.eval", None, dist_info.is_main)
     try:
         _, eval_ds, eval_name, class_names, desc = build_datasets(args, log)
@@ -472,9 +464,7 @@ def _evaluate(args, dist_info) -> int:
     metrics = evaluate_model(model, loader, len(class_names), dist_info.device,
                              progress=not args.no_progress, desc=eval_name)
     seconds = time.perf_counter() - t0
-    ckpt = args.checkpoint if args.checkpoint.is_file() else None
-    folder = args.output or (args.checkpoint.parent if ckpt else args.checkpoint)
-    path = Path(folder) / f"eval_{eval_name}.json"
+    path = T.eval_output_path(args, eval_name)
     from pointctx.train import atomic_write_json
 
     atomic_write_json(path, {

@@ -158,14 +158,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"{args.objects!r}")
     args.objects = [lo, hi]
     args.model_kwargs = dict(SMOKE_KWARGS if args.smoke else {}, **(args.model_kwargs or {}))
-    if isinstance(args.resume, str):
-        if args.output is not None and Path(args.resume) != args.output:
-            parser.error(f"--resume {args.resume} and --output {args.output} name different "
-                         "folders")
-        args.output = Path(args.resume)
-        args.resume = True
-    if args.resume and args.output is None:
-        parser.error("--resume needs the folder of the runs: --resume DIR")
+    T.resume_into_output(parser, args, "the folder of the runs")
     return args
 
 
@@ -193,9 +186,9 @@ def main(argv=None) -> int:
 
 def _run(args, dist_info, argv, t_start) -> int:
     world = dist_info.world_size
-    if args.batch_size % world:
-        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
-                            f"{world} processes")
+    err = T.batch_split_error(args.batch_size, world)
+    if err:
+        return _usage_error(err)
     out = args.output or Path("runs") / f"scenes-{time.strftime('%Y%m%d-%H%M%S')}"
     out = T.share_run_folder(out, dist_info)
     if not args.resume and any((out / m / "last.pt").exists() for m in args.models):

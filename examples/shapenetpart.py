@@ -137,14 +137,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                      f"from {known}")
     if args.smoke and args.data_root is not None:
         parser.error("--smoke runs on the bundled 16-shape sample; drop --data-root")
-    if isinstance(args.resume, str):
-        if args.output is not None and Path(args.resume) != args.output:
-            parser.error(f"--resume {args.resume} and --output {args.output} name different "
-                         "folders")
-        args.output = Path(args.resume)
-        args.resume = True
-    if args.resume and args.output is None:
-        parser.error("--resume needs the run folder: --resume DIR")
+    T.resume_into_output(parser, args, "the run folder")
     if args.min_lr > args.lr:
         parser.error(f"argument --min-lr: {args.min_lr} exceeds --lr {args.lr}")
     return args
@@ -196,9 +189,9 @@ def main(argv=None) -> int:
 
 def _run(args, dist_info, argv, t_start) -> int:
     world = dist_info.world_size
-    if args.batch_size % world:
-        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
-                            f"{world} processes")
+    err = T.batch_split_error(args.batch_size, world)
+    if err:
+        return _usage_error(err)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.output or Path("runs") / f"shapenetpart-{args.model}-{stamp}"
     out = T.share_run_folder(out, dist_info)

@@ -646,19 +646,11 @@ def _continue_stored(args, out: Path) -> str | None:
 
 def _evaluate(args, dist_info) -> int:
     """--eval-only: metrics of --checkpoint on the validation split, as JSON."""
-    try:
-        model = pointctx.load_model(args.checkpoint, map_location=dist_info.device)
-    except (FileNotFoundError, ValueError) as err:
-        return _usage_error(f"argument --checkpoint: {err}")
+    model, err = T.load_eval_model(build_parser(), args, dist_info.device, "images",
+                                   "an image model", (*RUN_CONTROL, "model", "models"))
+    if model is None:
+        return _usage_error(err)
     info = model.run_info
-    if info.get("inputs", {}).get("kind", "images") != "images":
-        return _usage_error(f"argument --checkpoint: {args.checkpoint} is not an image model "
-                            "(use the script that trained it)")
-    try:
-        T.continue_config(build_parser(), args, info.get("config", {}), args._explicit,
-                          (*RUN_CONTROL, "model", "models"))
-    except ValueError as err:
-        return _usage_error(f"argument --checkpoint: {err}")
     log = setup_logger("pointctx.examples.train_images.eval", None)
     try:
         _, val, classes, desc = load_data(args, log)
@@ -672,9 +664,7 @@ def _evaluate(args, dist_info) -> int:
     metrics = evaluate_model(model, loader, len(classes), dist_info.device, forward,
                              progress=not args.no_progress, desc="val")
     seconds = time.perf_counter() - t0
-    folder = args.output or (args.checkpoint.parent if args.checkpoint.is_file()
-                             else args.checkpoint)
-    path = Path(folder) / "eval_val.json"
+    path = T.eval_output_path(args, "val")
     atomic_write_json(path, {"checkpoint": str(args.checkpoint), "model": info["model"],
                              "split": "val", "data": desc, "size": len(val), "seconds": seconds,
                              **metrics.as_dict(classes)})

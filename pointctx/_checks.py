@@ -24,6 +24,7 @@ __all__ = [
     "check_int",
     "check_number",
     "check_choice",
+    "check_callable",
     "check_channels",
     "check_range",
     "check_point_inputs",
@@ -298,6 +299,14 @@ def check_choice(value, name: str, choices) -> str:
         raise ValueError(
             f"`{name}` must be one of {sorted(choices)}, got {value!r}"
         )
+    return value
+
+
+def check_callable(value, name: str, optional: bool = False):
+    """Raise ``TypeError`` unless ``value`` is callable (or None with ``optional``); return it."""
+    if not (callable(value) or (optional and value is None)):
+        what = "callable or None" if optional else "callable"
+        raise TypeError(f"`{name}` must be {what}, got {type(value).__name__}")
     return value
 
 

@@ -94,3 +94,14 @@ def test_all_finite_is_exact_including_sum_overflow():
     both = torch.randn(8, 2)
     both[0, 0], both[1, 1] = float("inf"), -float("inf")  # inf - inf = nan: still caught
     assert not all_finite(both)
+
+
+def test_check_callable():
+    from pointctx._checks import check_callable
+
+    assert check_callable(len, "f") is len
+    assert check_callable(None, "f", optional=True) is None
+    with pytest.raises(TypeError, match=r"^`f` must be callable, got NoneType$"):
+        check_callable(None, "f")
+    with pytest.raises(TypeError, match=r"^`parts\[2\]` must be callable or None, got int$"):
+        check_callable(3, "parts[2]", optional=True)

@@ -22,7 +22,7 @@ from typing import NamedTuple
 import numpy as np
 from torch.utils.data import Dataset
 
-from .._checks import check_int
+from .._checks import check_callable, check_int
 
 __all__ = [
     "RowDataset",
@@ -174,9 +174,7 @@ def select_rows(num_rows: int, indices=None, limit: int | None = None, seed: int
 
 def check_transform(transform):
     """Raise ``TypeError`` unless ``transform`` is callable or None; return it."""
-    if transform is not None and not callable(transform):
-        raise TypeError(f"`transform` must be callable or None, got {type(transform).__name__}")
-    return transform
+    return check_callable(transform, "transform", optional=True)
 
 
 class RowDataset(Dataset):

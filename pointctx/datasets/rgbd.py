@@ -37,7 +37,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from .._checks import check_choice, check_number, is_int
+from .._checks import check_callable, check_choice, check_number, is_int
 from ..ops import grid_pool
 from ..rgbd import (
     PinholeIntrinsics,
@@ -560,8 +560,7 @@ class RGBDDataset(Dataset):
             for i, fr in enumerate(self.frames):
                 if not isinstance(fr, RGBDFrame):
                     raise TypeError(f"`preset[{i}]` must be an RGBDFrame, got {type(fr).__name__}")
-        if transform is not None and not callable(transform):
-            raise TypeError(f"`transform` must be callable or None, got {type(transform).__name__}")
+        check_callable(transform, "transform", optional=True)
         self.depth_trunc = depth_trunc
         self.voxel_size = voxel_size
         self.world = world

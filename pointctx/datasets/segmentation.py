@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import check_int, check_number, check_range, is_int
+from .._checks import check_callable, check_int, check_number, check_range, is_int
 from ..transforms import ImageTransform
 
 __all__ = [
@@ -99,8 +99,7 @@ class SegCompose(ImageTransform):
     def __init__(self, *transforms) -> None:
         super().__init__()
         for i, t in enumerate(transforms):
-            if not callable(t):
-                raise TypeError(f"`transforms[{i}]` must be callable, got {type(t).__name__}")
+            check_callable(t, f"transforms[{i}]")
         self.transforms = transforms
 
     def set_epoch(self, epoch: int) -> None:

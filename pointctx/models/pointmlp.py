@@ -302,6 +302,7 @@ class PointMLP(SetClassifier):
 
     head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
 
+    # the official pointMLP arguments; PointMLPSeg's encoder takes the same ones
     def __init__(
         self,
         num_classes: int = 40,

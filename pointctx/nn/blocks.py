@@ -150,6 +150,7 @@ class ContextClusterBlock(MixerBlock):
         :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
     """
 
+    # the block arguments (dim, mlp_ratio, heads, head_dim, ...) that GFCBlock shares
     def __init__(
         self,
         dim: int,

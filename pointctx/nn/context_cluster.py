@@ -156,6 +156,7 @@ class ContextCluster(nn.Module):
         return: [N, out_dim], or ``(out, Assignment)`` with ``return_assignment=True``.
     """
 
+    # the token-mixer constructor convention (dim, out_dim, heads, head_dim, proposal, centers, ...)
     def __init__(
         self,
         dim: int,
@@ -236,6 +237,7 @@ class ContextCluster(nn.Module):
     # forward, as named steps
     # ------------------------------------------------------------------------------------------
 
+    # (x, pos, batch, batch_size, ...): the call convention of every layer on packed sets
     def forward(
         self,
         x: Tensor,

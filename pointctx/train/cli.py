@@ -8,7 +8,11 @@
 * :func:`run_command`: the ``main`` of a training script (threads, DDP set-up, Ctrl-C outside
   training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
-  and :func:`continue_config` (every other value comes from the run being continued).
+  and :func:`continue_config` (every other value comes from the run being continued);
+* :func:`resume_into_output` (``--resume DIR`` names the ``--output`` folder) and
+  :func:`batch_split_error` (a global batch that the processes cannot share);
+* ``--eval-only``: :func:`load_eval_model` (the checkpoint's model, its run's configuration
+  filled in) and :func:`eval_output_path` (where the metrics JSON goes).
 """
 
 from __future__ import annotations
@@ -43,6 +47,10 @@ __all__ = [
     "run_command",
     "share_run_folder",
     "find_resume_dir",
+    "resume_into_output",
+    "batch_split_error",
+    "load_eval_model",
+    "eval_output_path",
     "explicit_options",
     "continue_config",
     "config_mismatch",
@@ -324,3 +332,71 @@ def find_resume_dir(resume: str | Path | None, output: Path | None, prefix: str)
             f"--resume: no runs/{prefix}-*/last.pt to continue; give the run folder (--resume DIR)"
         )
     return runs[-1]
+
+
+def resume_into_output(parser: argparse.ArgumentParser, args: argparse.Namespace,
+                       what: str = "the run folder") -> None:
+    """``--resume DIR`` (``nargs="?"``, ``const=True``) as the run folder ``args.output``.
+
+    ``--resume DIR`` sets ``args.output = DIR`` and ``args.resume = True``; a different
+    ``--output`` or ``--resume`` without a folder is a usage error (``parser.error``, exit 2)
+    saying that ``what`` is needed.
+    """
+    if isinstance(args.resume, str):
+        if args.output is not None and Path(args.resume) != args.output:
+            parser.error(f"--resume {args.resume} and --output {args.output} name different "
+                         "folders")
+        args.output = Path(args.resume)
+        args.resume = True
+    if args.resume and args.output is None:
+        parser.error(f"--resume needs {what}: --resume DIR")
+
+
+def batch_split_error(batch_size: int, world_size: int) -> str | None:
+    """The usage error of a global ``--batch-size`` the ``world_size`` processes cannot share."""
+    if batch_size % world_size:
+        return (f"argument --batch-size: {batch_size} is not divisible by the {world_size} "
+                "processes")
+    return None
+
+
+def load_eval_model(parser: argparse.ArgumentParser, args: argparse.Namespace, device,
+                    kind: str, describe: str, keep: Iterable[str]):
+    """``--eval-only``: load ``args.checkpoint`` and fill ``args`` from the run's configuration.
+
+    Args:
+        parser: the script's parser (for :func:`continue_config`).
+        args: the parsed options (``checkpoint``, ``_explicit``); the options the user did not
+            give take the trained run's values.
+        device: where the model is loaded.
+        kind: the input kind the script trains (``run_info["inputs"]["kind"]``, e.g.
+            ``"points"``, ``"images"``).
+        describe: what the checkpoint must be, for the message (e.g. ``"an image model"``).
+        keep: options that keep this invocation's value (see :func:`continue_config`).
+
+    Returns:
+        ``(model, None)``, or ``(None, message)`` for a usage error: the checkpoint does not load,
+        holds a model trained on other inputs, or its configuration conflicts with the options.
+    """
+    from ..models import load_model
+
+    try:
+        model = load_model(args.checkpoint, map_location=device)
+    except (FileNotFoundError, ValueError) as err:
+        return None, f"argument --checkpoint: {err}"
+    info = model.run_info
+    if info.get("inputs", {}).get("kind", kind) != kind:
+        return None, (f"argument --checkpoint: {args.checkpoint} is not {describe} (use the "
+                      "script that trained it)")
+    try:
+        continue_config(parser, args, info.get("config", {}), args._explicit, keep)
+    except ValueError as err:
+        return None, f"argument --checkpoint: {err}"
+    return model, None
+
+
+def eval_output_path(args: argparse.Namespace, split: str) -> Path:
+    """``eval_<split>.json`` in ``--output``, else beside ``--checkpoint`` (in a run folder)."""
+    folder = args.output or (args.checkpoint.parent if args.checkpoint.is_file()
+                             else args.checkpoint)
+    return Path(folder) / f"eval_{split}.json"

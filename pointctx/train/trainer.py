@@ -36,6 +36,7 @@ from torch import nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from .._checks import check_callable
 from .checkpoint import (
     atomic_write_json,
     capture_rng_state,
@@ -270,8 +271,7 @@ class Trainer:
                 f"`class_names` must have num_classes = {num_classes} entries, got "
                 f"{len(class_names)}"
             )
-        if not callable(confusion):
-            raise TypeError(f"`confusion` must be callable, got {type(confusion).__name__}")
+        check_callable(confusion, "confusion")
         self.confusion = confusion
         self.metrics_class = getattr(confusion(num_classes, "cpu"), "metrics_class",
                                      ClassificationMetrics)
@@ -281,6 +281,7 @@ class Trainer:
             choices = [f for f in self.metrics_class._fields
                        if f not in ("per_class", "support", "total", "iou")]
             raise ValueError(f"`best_metric` must be one of {choices}, got {best_metric!r}")
+        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
         self.best_metric = best_metric
         self.model = model
         self.optimizer = optimizer

@@ -45,7 +45,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int, check_number, check_range, is_int
+from .._checks import check_callable, check_int, check_number, check_range, is_int
 from ..batch import PointBatch
 from ..data import collate
 
@@ -490,8 +490,7 @@ class IntersectMasks(MaskTransform):
         if not parts:
             raise ValueError("`IntersectMasks` needs at least one mask transform")
         for i, p in enumerate(parts):
-            if not callable(p):
-                raise TypeError(f"`parts[{i}]` must be callable, got {type(p).__name__}")
+            check_callable(p, f"parts[{i}]")
         self.parts = parts
 
     def set_epoch(self, epoch: int) -> None:

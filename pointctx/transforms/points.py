@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from torch import Tensor
 
-from .._checks import check_range
+from .._checks import check_callable, check_range
 
 __all__ = [
     "PointCloudTransform",
@@ -76,8 +76,7 @@ class Compose(PointCloudTransform):
     def __init__(self, transforms: Sequence[Callable]) -> None:
         self.transforms = list(transforms)
         for i, t in enumerate(self.transforms):
-            if not callable(t):
-                raise TypeError(f"`transforms[{i}]` must be callable, got {type(t).__name__}")
+            check_callable(t, f"transforms[{i}]")
 
     def apply(self, points, rng):  # noqa: D102
         for t in self.transforms:

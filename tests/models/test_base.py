@@ -83,3 +83,25 @@ def test_drop_path_schedule_and_per_stage():
     assert per_stage(3, 2, "heads") == [3, 3]
     with pytest.raises(ValueError, match=r"`heads` must have one entry per stage \(2\), got 3"):
         per_stage((1, 2, 3), 2, "heads")
+
+
+# the empty-set check of SetClassifier.forward, on an image model of each family
+@pytest.mark.parametrize("name, kwargs, c, hw", [("coc_mnist", {"in_channels": 1}, 1, 28),
+                                                 ("cluenet_micro_cifar", {}, 3, 32)])
+def test_empty_sets_are_rejected_for_images_and_points(name, kwargs, c, hw, random_images,
+                                                       image_model):
+    """Images and point sets alike: a set without points has nothing to classify."""
+    model = image_model(name, **kwargs).eval()
+    mask = torch.ones(3, hw, hw, dtype=torch.bool)
+    mask[1] = False
+    with pytest.raises(ValueError, match=r"`mask` keeps no pixel of image\(s\) \[1\] \(of B = 3\)"):
+        model(random_images(3, c, hw), mask)
+    mask[:] = False  # every mask all-False: the same error, not a reshape failure deep inside
+    with pytest.raises(ValueError, match=r"keeps no pixel of image\(s\) \[0, 1, 2\]"):
+        model(random_images(3, c, hw), mask)
+    pb = PointBatch.from_images(random_images(2, c, hw))
+    empty = PointBatch(pb.pos, pb.x, batch=pb.batch, batch_size=3, pixel=pb.pixel,
+                       image_size=pb.image_size)
+    with pytest.raises(ValueError, match=r"every set needs at least one point; got B = 3 sets "
+                       r"with empty sets \[2\]"):
+        model(empty)

@@ -35,7 +35,7 @@ def test_parameter_counts_match_official(name, official, num_params):
 
 
 @pytest.mark.parametrize("name", COC_MODELS)
-def test_forward_backward_every_parameter(name, image_model, random_images):
+def test_forward_backward_every_parameter(name, image_model, random_images, bad_grads):
     model = image_model(name)
     hw = _size(name)
     images = random_images(2, 3, hw)
@@ -44,23 +44,18 @@ def test_forward_backward_every_parameter(name, image_model, random_images):
     assert out.shape == (2, 5)
     assert torch.isfinite(out).all()
     (out * torch.randn(2, 5)).sum().backward()
-    bad = [n for n, p in model.named_parameters()
-           if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()]
-    assert bad == []
+    assert bad_grads(model) == []
 
 
 @pytest.mark.parametrize("name", COC_MODELS)
-def test_permutation_invariance_of_pixel_sets(name, random_images, image_model):
+def test_permutation_invariance_of_pixel_sets(name, random_images, image_model,
+                                              shuffle_pixel_sets):
     model = image_model(name).eval()
     hw = _size(name)
     images = random_images(2, 3, hw, seed=2)
     mask = torch.rand(2, hw, hw, generator=torch.Generator().manual_seed(3)) < 0.7
     pb = PointBatch.from_images(images, mask)
-    g = torch.Generator().manual_seed(4)
-    perm = torch.cat([lo + torch.randperm(hi - lo, generator=g)
-                      for lo, hi in zip(pb.ptr[:-1].tolist(), pb.ptr[1:].tolist())])
-    shuffled = PointBatch(pb.pos[perm], pb.x[perm], batch=pb.batch, pixel=pb.pixel[perm],
-                          image_size=pb.image_size)
+    shuffled = shuffle_pixel_sets(pb, seed=4)
     with torch.no_grad():
         ref = model(images, mask)
         torch.testing.assert_close(model(pb), ref)
@@ -221,24 +216,6 @@ def test_small_image_configs_handle_28_and_32(image_model, random_images):
     assert cifar.forward_features(random_images(2, 3, 32)).sizes.tolist() == [4, 4]  # 16, 8, 4, 2
     # partial cells: a 30x30 image through the 28-px config still works
     assert torch.isfinite(mnist(random_images(1, 1, 30))).all()
-
-
-def test_empty_sets_are_rejected_for_images_and_points(random_images, image_model):
-    """Images and point sets alike: a set without points has nothing to classify."""
-    model = image_model("coc_mnist", in_channels=1).eval()
-    mask = torch.ones(3, 28, 28, dtype=torch.bool)
-    mask[1] = False
-    with pytest.raises(ValueError, match=r"`mask` keeps no pixel of image\(s\) \[1\] \(of B = 3\)"):
-        model(random_images(3, 1, 28), mask)
-    mask[:] = False  # every mask all-False: the same error, not a reshape failure deep inside
-    with pytest.raises(ValueError, match=r"keeps no pixel of image\(s\) \[0, 1, 2\]"):
-        model(random_images(3, 1, 28), mask)
-    pb = PointBatch.from_images(random_images(2, 1, 28))
-    empty = PointBatch(pb.pos, pb.x, batch=pb.batch, batch_size=3, pixel=pb.pixel,
-                       image_size=pb.image_size)
-    with pytest.raises(ValueError, match=r"every set needs at least one point; got B = 3 sets "
-                       r"with empty sets \[2\]"):
-        model(empty)
 
 
 def test_drop_path_and_dropout_train_mode(image_model, random_images):

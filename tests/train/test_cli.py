@@ -158,3 +158,79 @@ def test_find_resume_dir(tmp_path, monkeypatch):
     for name in ("camvid-m-1", "camvid-m-2"):  # the newest folder holding a last.pt wins
         (tmp_path / "runs" / name / "last.pt").write_bytes(b"x")
     assert T.find_resume_dir(None, None, "camvid-m") == Path("runs/camvid-m-2")
+
+
+def test_load_eval_model_and_eval_output_path(tmp_path):
+    from pathlib import Path
+
+    import torch
+
+    from pointctx import create_model
+    from pointctx.train import cli as T
+
+    torch.manual_seed(0)
+    model = create_model("coc_mnist", num_classes=3)
+    run = tmp_path / "run"
+    run.mkdir()
+    info = {"model": {"name": "coc_mnist", "create_kwargs": {"num_classes": 3}},
+            "inputs": {"kind": "images"}, "config": {"lr": 0.5, "seed": 1}}
+    torch.save({"model": model.state_dict(), "run_info": info}, run / "best.pt")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--checkpoint", type=Path)
+    parser.add_argument("--output", type=Path, default=None)
+
+    def parse(argv):
+        args = parser.parse_args(argv)
+        args._explicit = T.explicit_options(parser, argv)
+        return args
+
+    args = parse(["--checkpoint", str(run / "best.pt")])
+    got, err = T.load_eval_model(parser, args, "cpu", "images", "an image model", ("seed",))
+    assert err is None and got.run_info["model"]["name"] == "coc_mnist"
+    for a, b in zip(got.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    assert (args.lr, args.seed) == (0.5, 0)  # the run's lr; `keep` keeps this seed
+    assert T.eval_output_path(args, "val") == run / "eval_val.json"
+    args.checkpoint = run  # a run folder: the file goes into it
+    assert T.eval_output_path(args, "test") == run / "eval_test.json"
+    args.output = tmp_path / "out"
+    assert T.eval_output_path(args, "val") == tmp_path / "out" / "eval_val.json"
+
+    args = parse(["--checkpoint", str(run)])
+    got, err = T.load_eval_model(parser, args, "cpu", "points", "a point-cloud model", ())
+    assert got is None and err == (f"argument --checkpoint: {run} is not a point-cloud model "
+                                   "(use the script that trained it)")
+    args = parse(["--checkpoint", str(tmp_path / "nope.pt")])
+    got, err = T.load_eval_model(parser, args, "cpu", "images", "an image model", ())
+    assert got is None and err.startswith("argument --checkpoint: `path`:")
+    assert "does not exist" in err
+
+
+def test_resume_into_output_and_batch_split_error(capsys):
+    from pathlib import Path
+
+    from pointctx.train import cli as T
+
+    parser = argparse.ArgumentParser(prog="x")
+    parser.add_argument("--resume", nargs="?", const=True, default=None)
+    parser.add_argument("--output", type=Path, default=None)
+    args = parser.parse_args(["--resume", "runs/a"])
+    T.resume_into_output(parser, args)
+    assert (args.output, args.resume) == (Path("runs/a"), True)
+    args = parser.parse_args(["--resume", "runs/a", "--output", "runs/a"])
+    T.resume_into_output(parser, args)
+    assert (args.output, args.resume) == (Path("runs/a"), True)
+    args = parser.parse_args([])
+    T.resume_into_output(parser, args)
+    assert (args.output, args.resume) == (None, None)
+    for argv, msg in ((["--resume", "runs/a", "--output", "runs/b"],
+                       "--resume runs/a and --output runs/b name different folders"),
+                      (["--resume"], "--resume needs the folder of the runs: --resume DIR")):
+        with pytest.raises(SystemExit) as exc:
+            T.resume_into_output(parser, parser.parse_args(argv), "the folder of the runs")
+        assert exc.value.code == 2 and msg in capsys.readouterr().err
+    assert T.batch_split_error(8, 2) is None
+    assert T.batch_split_error(9, 2) == ("argument --batch-size: 9 is not divisible by the 2 "
+                                         "processes")
