@@ -23,6 +23,21 @@ def _mask(b=2, h=40, w=56, keep=0.6, seed=1):
     return torch.rand(b, h, w, generator=torch.Generator().manual_seed(seed)) < keep
 
 
+def _shuffled(pb, seed):
+    """``(pb with the points of every set permuted, the permutation)``."""
+    g = torch.Generator().manual_seed(seed)
+    perm = torch.cat([lo + torch.randperm(hi - lo, generator=g)
+                      for lo, hi in zip(pb.ptr[:-1].tolist(), pb.ptr[1:].tolist())])
+    return PointBatch(pb.pos[perm], pb.x[perm], batch=pb.batch, pixel=pb.pixel[perm],
+                      image_size=pb.image_size), perm
+
+
+def _params_without_gradient(model):
+    """Parameters whose gradient is missing, non-finite or all zero."""
+    return [n for n, p in model.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()]
+
+
 def test_registered_with_the_required_names():
     assert {"coc_tiny_seg", "coc_small_seg", "cluenet_micro_seg", "coc_micro_seg",
             "cluenet_nano_seg"} <= set(SEG_MODELS)
@@ -38,9 +53,7 @@ def test_forward_backward_every_parameter(name):
     assert out.shape == (2, K, 40, 56)
     assert bool(torch.isfinite(out).all())
     (out * torch.randn_like(out)).sum().backward()
-    bad = [n for n, p in model.named_parameters()
-           if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()]
-    assert bad == []
+    assert _params_without_gradient(model) == []
 
 
 @pytest.mark.parametrize("name", SEG_MODELS)
@@ -63,11 +76,7 @@ def test_permutation_equivariance_of_pixel_sets(name):
     model = _model(name).eval()
     images, mask = _images(seed=4), _mask(seed=5)
     pb = PointBatch.from_images(images, mask)
-    g = torch.Generator().manual_seed(6)
-    perm = torch.cat([lo + torch.randperm(hi - lo, generator=g)
-                      for lo, hi in zip(pb.ptr[:-1].tolist(), pb.ptr[1:].tolist())])
-    shuffled = PointBatch(pb.pos[perm], pb.x[perm], batch=pb.batch, pixel=pb.pixel[perm],
-                          image_size=pb.image_size)
+    shuffled, perm = _shuffled(pb, 6)
     with torch.no_grad():
         torch.testing.assert_close(model(shuffled), model(pb)[perm], rtol=1e-5, atol=1e-5)
 
@@ -93,8 +102,10 @@ def test_masked_pixels_are_predicted_from_the_kept_ones():
     assert not torch.allclose(full, model(images, mask))
 
 
-def test_empty_and_tiny_sets():
-    model = _model("coc_micro_seg").eval()
+@pytest.mark.parametrize("name, pool", [("coc_micro_seg", 1), ("coc_micro_seg", 2),
+                                        ("cluenet_nano_seg", 2)])
+def test_empty_and_tiny_sets(name, pool):
+    model = _model(name, input_pool=pool).eval()
     images = _images(b=3, seed=11)
     mask = _mask(b=3, seed=12)
     mask[1] = False  # an image without any kept pixel
@@ -203,9 +214,7 @@ def test_input_pool_forward_backward_every_parameter(name):
     out = model(_images(h=80, w=112, seed=26), _mask(h=80, w=112, keep=0.25, seed=27))
     assert out.shape == (2, K, 80, 112) and bool(torch.isfinite(out).all())
     (out * torch.randn_like(out)).sum().backward()
-    bad = [n for n, p in model.named_parameters()
-           if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()]
-    assert bad == []
+    assert _params_without_gradient(model) == []
 
 
 @pytest.mark.parametrize("name", ["coc_micro_seg", "cluenet_nano_seg"])
@@ -213,11 +222,7 @@ def test_input_pool_alone_equals_in_a_batch_and_permutation(name):
     model = _model(name, input_pool=3).eval()
     images, mask = _images(b=3, seed=28), _mask(b=3, keep=0.2, seed=29)
     pb = PointBatch.from_images(images, mask)
-    g = torch.Generator().manual_seed(30)
-    perm = torch.cat([lo + torch.randperm(hi - lo, generator=g)
-                      for lo, hi in zip(pb.ptr[:-1].tolist(), pb.ptr[1:].tolist())])
-    shuffled = PointBatch(pb.pos[perm], pb.x[perm], batch=pb.batch, pixel=pb.pixel[perm],
-                          image_size=pb.image_size)
+    shuffled, perm = _shuffled(pb, 30)
     with torch.no_grad():
         batch = model(images, mask)
         alone = model(images[1:2], mask[1:2])
@@ -274,19 +279,3 @@ def test_input_pool_bad_values_are_rejected():
         assert seg(images).shape == (2, 3, 40, 56)
     with pytest.raises(ValueError, match="`input_pool` must be 1 for a NoPool backbone"):
         seg(images, input_pool=2)
-
-
-@pytest.mark.parametrize("name", ["coc_micro_seg", "cluenet_nano_seg"])
-def test_input_pool_empty_and_one_pixel_images(name):
-    model = _model(name, input_pool=2).eval()
-    images, mask = _images(b=3, seed=32), _mask(b=3, keep=0.3, seed=33)
-    mask[1] = False  # an image without any kept pixel
-    mask[2] = False
-    mask[2, 5, 7] = True  # one kept pixel
-    with torch.no_grad():
-        out = model(images, mask)
-        alone = model(images[:1], mask[:1])
-    assert out.shape == (3, K, 40, 56) and bool(torch.isfinite(out).all())
-    assert bool((out[1] == 0).all())
-    assert bool((out[2] == out[2, :, 5:6, 7:8]).all())
-    torch.testing.assert_close(out[0], alone[0], rtol=1e-5, atol=1e-5)
