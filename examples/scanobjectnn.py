@@ -155,51 +155,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "over the recipe's (sample: {\"k_neighbors\": 16}) when --model is the "
                    "recipe's model")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=T.positive_int, default=None)
-    g.add_argument("--batch-size", type=T.positive_int, default=None,
-                   help="global batch size (split over processes)")
-    g.add_argument("--eval-batch-size", type=T.positive_int, default=None)
-    g.add_argument("--lr", type=T.positive_float, default=None, help="SGD learning rate")
-    g.add_argument("--min-lr-ratio", type=T.ratio, default=None,
-                   help="cosine schedule ends at lr * this (recipe 0.01)")
+    T.add_budget_options(g, optimizer="SGD", items="clouds", min_lr_ratio=True)
     g.add_argument("--momentum", type=T.nonnegative_float, default=0.9)
     g.add_argument("--weight-decay", type=T.nonnegative_float, default=None)
     g.add_argument("--label-smoothing", type=T.nonnegative_float, default=None,
                    help="PointMLP-style smoothing: 1-e on the true class, e/(K-1) on the others")
     g.add_argument("--grad-clip", type=T.nonnegative_float, default=None,
                    help="clip the gradient norm (0: off)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=T.nonnegative_int, default=0)
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
-                   help="mixed precision on CUDA (auto: bf16 if supported, else fp16; off on CPU)")
-    g.add_argument("--threads", type=T.positive_int, default=None,
-                   help="torch CPU threads per process (default: torch's choice; sample: 1)")
-    g.add_argument("--output", type=Path, default=None,
-                   help="run folder (default runs/<dataset>-<model>-<time>)")
-    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR",
-                   help="continue the run in DIR (or in --output, or the newest "
-                   "runs/<dataset>-<model>-* with a checkpoint) with its stored configuration; "
-                   "options given here override it, except those that change the experiment")
-    g.add_argument("--eval-only", action="store_true",
-                   help="evaluate --checkpoint on the evaluation split and write the metrics as "
-                   "JSON (eval_<split>.json beside the checkpoint, or in --output); no training")
-    g.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
-                   help="with --eval-only: a run folder, last.pt or best.pt")
-    g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    g.add_argument("--stop-after-epoch", type=T.positive_int, default=None,
-                   help="stop (with a checkpoint) after this many epochs, as if interrupted")
-    g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
-                   help="stop (with a checkpoint) after this many optimizer steps, as if "
-                   "interrupted")
+    T.add_run_options(p, run_name="<dataset>-<model>", eval_split="<split>",
+                      threads_default="torch's choice; sample: 1")
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args._explicit = T.explicit_options(parser, argv)
+    args = T.parse_explicit(parser, argv)
     if args.sample:
         if args.dataset not in (None, "sample"):
             parser.error(f"--sample runs the bundled sample; it conflicts with --dataset "
@@ -343,20 +313,13 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
                               dist_info=dist_info, seed=args.seed, workers=workers)
 
     # ---- model
-    try:
-        create_kwargs = {"num_classes": len(class_names), **args.model_kwargs}
-        model = pointctx.create_model(args.model, **create_kwargs)
-    except (TypeError, ValueError) as err:
-        return _usage_error(f"argument --model-kwargs: {args.model} rejected "
-                            f"{json.dumps(args.model_kwargs)}: {err}")
+    create_kwargs = {"num_classes": len(class_names), **args.model_kwargs}
+    model, err = T.build_model(args.model, args.model_kwargs, {"num_classes": len(class_names)},
+                               override=True)
+    if err:
+        return _usage_error(err)
     n_params = sum(p.numel() for p in model.parameters())
-    model.to(device)
-    if dist_info.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None
-        )
+    model = T.place_model(model, dist_info)
     # different dropout streams per process; identical weights come from the seed above
     torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
     if device.type == "cuda":

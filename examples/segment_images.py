@@ -197,44 +197,21 @@ def build_parser() -> argparse.ArgumentParser:
                    "one point before the backbone (default 1: off); auto: from --keep-ratio "
                    "(2 at 0.25, 3 at 0.1)")
     g = p.add_argument_group("optimisation")
-    g.add_argument("--epochs", type=T.positive_int, default=None)
-    g.add_argument("--batch-size", type=T.positive_int, default=None,
-                   help="global batch size (split over processes)")
-    g.add_argument("--eval-batch-size", type=T.positive_int, default=None)
-    g.add_argument("--lr", type=T.positive_float, default=None, help="AdamW learning rate")
-    g.add_argument("--min-lr-ratio", type=T.ratio, default=None,
-                   help="cosine schedule ends at lr * this (recipe 0.01)")
+    T.add_budget_options(g, optimizer="AdamW", items="images", min_lr_ratio=True)
     g.add_argument("--weight-decay", type=T.nonnegative_float, default=None)
     g.add_argument("--class-weights", choices=("none", "median-freq"), default=None,
                    help="cross-entropy class weights: median-frequency balancing from the "
                    "training labels (SegNet's, recipe) or none")
     g.add_argument("--grad-clip", type=T.nonnegative_float, default=0.0,
                    help="clip the gradient norm (0: off)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=T.nonnegative_int, default=0)
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
-                   help="mixed precision on CUDA (auto: bf16 if supported, else fp16; off on CPU)")
-    g.add_argument("--threads", type=T.positive_int, default=None,
-                   help="torch CPU threads per process (cpu/quick recipes: 1)")
-    g.add_argument("--output", type=Path, default=None,
-                   help="run folder (default runs/camvid-<model>-<time>)")
-    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR",
-                   help="continue the run in DIR (or in --output, or the newest "
-                   "runs/camvid-<model>-* with a checkpoint)")
-    g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    g.add_argument("--stop-after-epoch", type=T.positive_int, default=None,
-                   help="stop (with a checkpoint) after this many epochs, as if interrupted")
-    g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
-                   help="stop (with a checkpoint) after this many optimizer steps")
+    T.add_run_options(p, run_name="camvid-<model>",
+                      threads_default="torch's choice; cpu and quick recipes: 1")
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args._explicit = T.explicit_options(parser, argv)
+    args = T.parse_explicit(parser, argv)
     recipe = RECIPES[args.recipe]
     user_kwargs = args.model_kwargs or {}
     for key, value in recipe.items():
@@ -383,14 +360,11 @@ def _usage_error(msg: str) -> int:
 # --------------------------------------------------------------------------- main
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    return T.run_command(argv, parse_args, _run, _usage_error)
+    return T.run_command(argv, parse_args, _run, _usage_error, check_batch_split=True)
 
 
 def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     world = dist_info.world_size
-    if args.batch_size % world:
-        return _usage_error(f"argument --batch-size: {args.batch_size} is not divisible by the "
-                            f"{world} processes")
     resume_dir = None
     if args.resume is not None:
         try:
@@ -450,20 +424,11 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
                               dist_info=dist_info, seed=args.seed, workers=workers)
 
     k = len(CAMVID_CLASSES)
-    try:
-        model = pointctx.create_model(args.model, num_classes=k, **args.model_kwargs)
-    except (TypeError, ValueError) as err:
-        return _usage_error(f"argument --model-kwargs: {args.model} rejected "
-                            f"{json.dumps(args.model_kwargs)}: {err}")
+    model, err = T.build_model(args.model, args.model_kwargs, {"num_classes": k})
+    if err:
+        return _usage_error(err)
     n_params = sum(p.numel() for p in model.parameters())
-    model.to(device)
-    if dist_info.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None,
-            find_unused_parameters=False,
-        )
+    model = T.place_model(model, dist_info)
     torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True

@@ -107,35 +107,18 @@ def build_parser() -> argparse.ArgumentParser:
                    "pointmlp_coc_elite_seg,pointmlp_elite_seg)")
     g.add_argument("--model-kwargs", type=T.json_object, default=None,
                    help="JSON object of extra model arguments, for every model")
-    g.add_argument("--epochs", type=T.positive_int, default=None)
-    g.add_argument("--batch-size", type=T.positive_int, default=None,
-                   help="global batch of scenes (split over processes)")
-    g.add_argument("--eval-batch-size", type=T.positive_int, default=None)
-    g.add_argument("--lr", type=T.positive_float, default=None, help="AdamW learning rate")
+    T.add_budget_options(g, optimizer="AdamW", items="scenes")
     g.add_argument("--weight-decay", type=T.nonnegative_float, default=None)
-    g = p.add_argument_group("run")
+    g = T.add_run_options(p, run_name="scenes", amp=False, resume_const=True, newest=False,
+                          models=True, stop_after_epoch=False, threads_default="1")
     g.add_argument("--smoke", action="store_true",
                    help="a seconds-long smoke run of the pipeline (tiny models): not an accuracy")
-    g.add_argument("--seed", type=T.nonnegative_int, default=0)
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--threads", type=T.positive_int, default=None,
-                   help="torch CPU threads (default 1)")
-    g.add_argument("--output", type=Path, default=None,
-                   help="run folder (default runs/scenes-<time>)")
-    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                   help="continue the runs in DIR (or --output) with their stored configuration; "
-                   "finished models are kept")
-    g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
-                   help="stop each model (with a checkpoint) after this many steps")
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args._explicit = T.explicit_options(parser, argv)
+    args = T.parse_explicit(parser, argv)
     base = SMOKE if args.smoke else DEFAULTS
     for k, v in base.items():
         if getattr(args, k) is None:
@@ -181,14 +164,11 @@ def _usage_error(msg: str) -> int:
 
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    return T.run_command(argv, parse_args, _run, _usage_error)
+    return T.run_command(argv, parse_args, _run, _usage_error, check_batch_split=True)
 
 
 def _run(args, dist_info, argv, t_start) -> int:
     world = dist_info.world_size
-    err = T.batch_split_error(args.batch_size, world)
-    if err:
-        return _usage_error(err)
     out = args.output or Path("runs") / f"scenes-{time.strftime('%Y%m%d-%H%M%S')}"
     out = T.share_run_folder(out, dist_info)
     if not args.resume and any((out / m / "last.pt").exists() for m in args.models):
@@ -247,18 +227,11 @@ def _run(args, dist_info, argv, t_start) -> int:
         random.seed(args.seed)
         np.random.seed(args.seed)
         torch.manual_seed(args.seed)
-        try:
-            model = pointctx.create_model(name, num_classes=len(names), **args.model_kwargs)
-        except (TypeError, ValueError) as err:
-            return _usage_error(f"argument --model-kwargs: {name} rejected "
-                                f"{json.dumps(args.model_kwargs)}: {err}")
+        model, err = T.build_model(name, args.model_kwargs, {"num_classes": len(names)})
+        if err:
+            return _usage_error(err)
         n_params = sum(p.numel() for p in model.parameters())
-        model.to(device)
-        if dist_info.distributed:
-            from torch.nn.parallel import DistributedDataParallel
-
-            model = DistributedDataParallel(
-                model, device_ids=[device.index] if device.type == "cuda" else None)
+        model = T.place_model(model, dist_info)
         torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
         log.info(f"== {name}: {n_params / 1e6:.3f} M parameters")
         train_loader = make_loader(train_ds, batch_size=per_rank, train=True,

@@ -91,39 +91,23 @@ def build_parser() -> argparse.ArgumentParser:
                    "(pointmlp_partseg, pointmlp_coc_partseg)")
     g.add_argument("--model-kwargs", type=T.json_object, default=None,
                    help="JSON object of extra model arguments")
-    g.add_argument("--epochs", type=T.positive_int, default=None)
-    g.add_argument("--batch-size", type=T.positive_int, default=None,
-                   help="global batch (split over processes)")
-    g.add_argument("--eval-batch-size", type=T.positive_int, default=None)
-    g.add_argument("--lr", type=T.positive_float, default=None, help="Adam learning rate")
+    T.add_budget_options(g, optimizer="Adam", items="shapes")
     g.add_argument("--step", type=T.positive_int, default=None,
                    help="halve the learning rate every STEP epochs (recipe 40)")
     g.add_argument("--gamma", type=T.open_ratio, default=None)
     g.add_argument("--min-lr", type=T.positive_float, default=None,
                    help="floor of the learning rate (recipe 0.9e-5)")
-    g = p.add_argument_group("run")
+    g = T.add_run_options(p, run_name="shapenetpart-<model>", resume_const=True, newest=False,
+                          threads_default="torch's choice; smoke: 1")
     g.add_argument("--smoke", action="store_true",
                    help="smoke run on the 16 bundled real shapes (trains and evaluates on the "
                    "same shapes: a pipeline check, not an accuracy)")
-    g.add_argument("--seed", type=T.nonnegative_int, default=0)
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto")
-    g.add_argument("--threads", type=T.positive_int, default=None)
-    g.add_argument("--output", type=Path, default=None)
-    g.add_argument("--resume", nargs="?", const=True, default=None, metavar="DIR",
-                   help="continue the run in DIR (or --output) with its stored configuration "
-                   "(options typed again must match it, run control excepted)")
-    g.add_argument("--no-progress", action="store_true")
-    g.add_argument("--stop-after-epoch", type=T.positive_int, default=None)
-    g.add_argument("--stop-after-steps", type=T.positive_int, default=None)
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     parser = build_parser()
-    argv = sys.argv[1:] if argv is None else list(argv)
-    args = parser.parse_args(argv)
-    args._explicit = T.explicit_options(parser, argv)
+    args = T.parse_explicit(parser, argv)
     base = SMOKE if args.smoke else RECIPE
     for k, v in base.items():
         if getattr(args, k) is None:
@@ -184,14 +168,11 @@ def _usage_error(msg: str) -> int:
 
 def main(argv=None) -> int:
     """Run the command line ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    return T.run_command(argv, parse_args, _run, _usage_error)
+    return T.run_command(argv, parse_args, _run, _usage_error, check_batch_split=True)
 
 
 def _run(args, dist_info, argv, t_start) -> int:
     world = dist_info.world_size
-    err = T.batch_split_error(args.batch_size, world)
-    if err:
-        return _usage_error(err)
     stamp = time.strftime("%Y%m%d-%H%M%S")
     out = args.output or Path("runs") / f"shapenetpart-{args.model}-{stamp}"
     out = T.share_run_folder(out, dist_info)
@@ -259,20 +240,13 @@ def _run(args, dist_info, argv, t_start) -> int:
                               collate_fn=collate_parts)
 
     # ---- model
-    try:
-        model = pointctx.create_model(args.model, num_classes=50, in_channels=in_channels,
-                                      **args.model_kwargs)
-    except (TypeError, ValueError) as err:
-        return _usage_error(f"argument --model-kwargs: {args.model} rejected "
-                            f"{json.dumps(args.model_kwargs)}: {err}")
+    model, err = T.build_model(args.model, args.model_kwargs,
+                               {"num_classes": 50, "in_channels": in_channels})
+    if err:
+        return _usage_error(err)
     official_init(model)
     n_params = sum(p.numel() for p in model.parameters())
-    model.to(device)
-    if dist_info.distributed:
-        from torch.nn.parallel import DistributedDataParallel
-
-        model = DistributedDataParallel(
-            model, device_ids=[device.index] if device.type == "cuda" else None)
+    model = T.place_model(model, dist_info)
     torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
     log.info(f"model: {args.model} {args.model_kwargs or ''} ({n_params / 1e6:.3f} M "
              "parameters)")

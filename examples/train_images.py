@@ -188,36 +188,15 @@ def build_parser() -> argparse.ArgumentParser:
                    help="label smoothing in [0, 1) (recipe 0.1)")
     g.add_argument("--grad-clip", type=T.nonnegative_float, default=0.0,
                    help="clip the gradient norm (0: off)")
-    g = p.add_argument_group("run")
-    g.add_argument("--seed", type=T.nonnegative_int, default=0)
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto")
-    g.add_argument("--threads", type=T.positive_int, default=None,
-                   help="torch CPU threads (default: torch's choice)")
-    g.add_argument("--output", type=Path, default=None,
-                   help="run folder (default runs/train_images-<dataset>-<time>)")
-    g.add_argument("--resume", nargs="?", const="auto", default=None, metavar="DIR",
-                   help="continue the run in DIR (or in --output) with its stored configuration: "
-                   "finished models are kept, an interrupted one continues from its last.pt, the "
-                   "others start")
-    g.add_argument("--eval-only", action="store_true",
-                   help="evaluate --checkpoint on the validation split and write the metrics as "
-                   "JSON (eval_val.json beside the checkpoint, or in --output); no training")
-    g.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
-                   help="with --eval-only: a model's run folder, last.pt or best.pt")
-    g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
-    g.add_argument("--stop-after-epoch", type=T.positive_int, default=None,
-                   help="stop each model (with a checkpoint) after this many epochs")
-    g.add_argument("--stop-after-steps", type=T.positive_int, default=None,
-                   help="stop each model (with a checkpoint) after this many optimizer steps")
+    T.add_run_options(p, run_name="train_images-<dataset>", amp=False, eval_split="val",
+                      newest=False, models=True)
     return p
 
 
 def parse_args(argv=None) -> argparse.Namespace:
     """Parse ``argv``, fill the recipe defaults and check the values (usage errors exit 2)."""
     parser = build_parser()
-    argv = list(sys.argv[1:] if argv is None else argv)
-    args = parser.parse_args(argv)
-    args._explicit = T.explicit_options(parser, argv)
+    args = T.parse_explicit(parser, argv)
     if args.eval_only != (args.checkpoint is not None):
         parser.error("argument --eval-only: give --eval-only and --checkpoint PATH together")
     recipe = RECIPES[args.dataset]

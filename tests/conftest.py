@@ -7,12 +7,17 @@
   module (the examples are scripts, not a package).
 * ``restore_threads``: restores torch's global thread count after a test (the example CLIs'
   ``--threads`` sets it); autouse for every test under ``tests/examples``.
+* ``tiny_point_run``: the tiny PointMLP-CoC run of ``examples/scanobjectnn.py`` on the bundled
+  sample (``.argv``, ``.model``, ``.model_kwargs``), shared by the example, predict and README
+  tests.
 """
 
 from __future__ import annotations
 
 import importlib.util
+import json
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
@@ -55,3 +60,30 @@ def restore_threads():
     before = torch.get_num_threads()
     yield
     torch.set_num_threads(before)
+
+
+class TinyPointRun(NamedTuple):
+    """A seconds-long ``examples/scanobjectnn.py`` run (add ``--epochs`` and ``--output``)."""
+
+    argv: tuple[str, ...]
+    model: str
+    model_kwargs: dict
+
+
+# a narrow two-stage model on 64 points keeps each run to seconds on one CPU core; one thread
+# also makes runs compared bit for bit use the same reduction order
+_TINY_MODEL = "pointmlp_coc_elite"
+_TINY_KWARGS = {"embed_dim": 8, "res_expansion": 0.5, "dim_expansion": [2, 2],
+                "pre_blocks": [1, 1], "pos_blocks": [1, 1], "k_neighbors": 8}
+
+
+@pytest.fixture(scope="session")
+def tiny_point_run() -> TinyPointRun:
+    """The tiny PointMLP-CoC run of ``examples/scanobjectnn.py`` on the bundled real sample."""
+    argv = (
+        "--sample", "--model", _TINY_MODEL, "--model-kwargs", json.dumps(_TINY_KWARGS),
+        "--num-points", "64", "--train-fraction", "0.2", "--batch-size", "16",
+        "--eval-batch-size", "50", "--device", "cpu", "--no-progress", "--seed", "1",
+        "--threads", "1",
+    )
+    return TinyPointRun(argv, _TINY_MODEL, json.loads(json.dumps(_TINY_KWARGS)))

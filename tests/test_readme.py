@@ -1,20 +1,11 @@
 """The README's quick-start code block runs as written."""
 
-import json
 import re
 from pathlib import Path
 
 import torch
 
 README = Path(__file__).resolve().parents[1] / "README.md"
-# the tiny PointMLP-CoC run of tests/examples/test_scanobjectnn.py (seconds on one core)
-TINY = [
-    "--sample", "--model", "pointmlp_coc_elite", "--model-kwargs", json.dumps(
-        {"embed_dim": 8, "res_expansion": 0.5, "dim_expansion": [2, 2], "pre_blocks": [1, 1],
-         "pos_blocks": [1, 1], "k_neighbors": 8}),
-    "--num-points", "64", "--train-fraction", "0.2", "--batch-size", "16", "--eval-batch-size",
-    "50", "--device", "cpu", "--no-progress", "--seed", "1", "--threads", "1",
-]
 
 
 def test_readme_quick_start_runs():
@@ -29,7 +20,8 @@ def test_readme_quick_start_runs():
     assert scope["nbr"].index.shape == (scope["idx"].numel(), 16)
 
 
-def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys, load_example):
+def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys, load_example,
+                                         tiny_point_run):
     """The "Use a trained model" block runs as written on a real (tiny) run in runs/demo."""
 
     text = README.read_text(encoding="utf-8")
@@ -39,7 +31,7 @@ def test_readme_use_a_trained_model_runs(tmp_path, monkeypatch, capsys, load_exa
     threads = torch.get_num_threads()
     monkeypatch.chdir(tmp_path)
     try:
-        assert script.main([*TINY, "--epochs", "1", "--output", "runs/demo"]) == 0
+        assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", "runs/demo"]) == 0
     finally:
         torch.set_num_threads(threads)
     capsys.readouterr()

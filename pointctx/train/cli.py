@@ -1,10 +1,20 @@
 """Command-line helpers shared by the example scripts.
 
+(One concept in one module, over 500 lines: the example scripts' common command line, from the
+option types and groups to ``main``, resuming and ``--eval-only``.)
+
 * ``argparse`` value types that turn bad command-line values into clean usage errors: each raises
   :class:`argparse.ArgumentTypeError`, which ``argparse`` reports as ``error: argument --x:
   <message>`` with exit status 2 instead of a traceback;
+* :func:`add_run_options`: the ``run`` option group of a training script (``--seed``,
+  ``--device``, ``--amp``, ``--threads``, ``--output``, ``--resume``, ``--eval-only`` /
+  ``--checkpoint``, ``--no-progress``, ``--stop-after-epoch``, ``--stop-after-steps``) and
+  :func:`add_budget_options` (``--epochs``, ``--batch-size``, ``--eval-batch-size``, ``--lr``) and
+  :func:`parse_explicit` (parse, remembering which options were typed);
 * :func:`usage_error`, :func:`seed_everything`, :func:`run_versions`, :func:`args_config`,
   :func:`amp_dtype`;
+* :func:`build_model` (``--model-kwargs`` a model rejects as a usage error) and
+  :func:`place_model` (to the device, in ``DistributedDataParallel`` under ``torchrun``);
 * :func:`run_command`: the ``main`` of a training script (threads, DDP set-up, Ctrl-C outside
   training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
@@ -39,11 +49,16 @@ __all__ = [
     "open_ratio",
     "existing_dir",
     "json_object",
+    "add_run_options",
+    "add_budget_options",
+    "parse_explicit",
     "usage_error",
     "seed_everything",
     "run_versions",
     "args_config",
     "amp_dtype",
+    "build_model",
+    "place_model",
     "run_command",
     "share_run_folder",
     "find_resume_dir",
@@ -146,6 +161,126 @@ def json_object(text: str) -> dict:
             f"must be a JSON object like '{{\"key\": 1}}', got {type(value).__name__}"
         )
     return value
+
+
+# --------------------------------------------------------------------------- the run options
+def add_run_options(
+    parser: argparse.ArgumentParser,
+    *,
+    run_name: str,
+    amp: bool = True,
+    eval_split: str | None = None,
+    resume_const: str | bool = "auto",
+    newest: bool = True,
+    models: bool = False,
+    stop_after_epoch: bool = True,
+    threads_default: str = "torch's choice",
+):
+    """Add the ``run`` option group of a training script and return the group.
+
+    The options, in this order: ``--seed`` (int >= 0, default 0), ``--device`` (auto, cpu or
+    cuda), ``--amp`` (auto, off, fp16 or bf16; default auto), ``--threads`` (int >= 1, default
+    None), ``--output`` (a path, default None), ``--resume [DIR]``, ``--eval-only`` with
+    ``--checkpoint PATH``, ``--no-progress``, ``--stop-after-epoch`` and ``--stop-after-steps``
+    (ints >= 1, default None). The caller may add script-specific run options to the group.
+
+    Args:
+        parser: the script's parser.
+        run_name: the default run folder is ``runs/<run_name>-<time>`` (e.g.
+            ``"camvid-<model>"``); said in the help of ``--output`` and ``--resume``.
+        amp: add ``--amp`` (mixed precision on CUDA, see :func:`amp_dtype`).
+        eval_split: add ``--eval-only`` and ``--checkpoint``; the metrics go to
+            ``eval_<eval_split>.json`` (e.g. ``"val"``, or ``"<split>"`` when it varies).
+        resume_const: the value of ``--resume`` given without a folder: ``"auto"`` (the script
+            finds the run, e.g. with :func:`find_resume_dir`) or ``True`` (for
+            :func:`resume_into_output`).
+        newest: the help says that ``--resume`` alone continues the newest
+            ``runs/<run_name>-*`` holding a checkpoint (only with ``resume_const="auto"``).
+        models: the script trains several models in one run folder (help: "each model").
+        stop_after_epoch: add ``--stop-after-epoch``.
+        threads_default: what the help of ``--threads`` gives as its default.
+
+    Raises:
+        ValueError: ``newest`` without ``resume_const="auto"``.
+    """
+    if newest and resume_const != "auto":
+        raise ValueError(f"add_run_options: newest=True needs resume_const='auto', got "
+                         f"{resume_const!r}")
+    run, folder = ("the runs", "a model's run folder") if models else ("the run", "a run folder")
+    stop = "stop each model (with a checkpoint)" if models else "stop (with a checkpoint)"
+    g = parser.add_argument_group("run")
+    g.add_argument("--seed", type=nonnegative_int, default=0, help="random seed (default 0)")
+    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="auto (default): cuda when available, else cpu")
+    if amp:
+        g.add_argument("--amp", choices=("auto", "off", "fp16", "bf16"), default="auto",
+                       help="mixed precision on CUDA (auto: bf16 if supported, else fp16; off on "
+                       "CPU)")
+    g.add_argument("--threads", type=positive_int, default=None,
+                   help=f"torch CPU threads per process (default: {threads_default})")
+    g.add_argument("--output", type=Path, default=None,
+                   help=f"run folder (default runs/{run_name}-<time>)")
+    where = f"--output, or the newest runs/{run_name}-* with a checkpoint" if newest else "--output"
+    kept = "; finished models are kept, an interrupted one continues" if models else ""
+    g.add_argument("--resume", nargs="?", const=resume_const, default=None, metavar="DIR",
+                   help=f"continue {run} in DIR (or in {where}) with the stored configuration; "
+                   "options typed here override it, except those that define the experiment "
+                   f"(they must match){kept}")
+    if eval_split is not None:
+        g.add_argument("--eval-only", action="store_true",
+                       help="evaluate --checkpoint on the evaluation split and write the metrics "
+                       f"as JSON (eval_{eval_split}.json beside the checkpoint, or in --output); "
+                       "no training")
+        g.add_argument("--checkpoint", type=Path, default=None, metavar="PATH",
+                       help=f"with --eval-only: {folder}, last.pt or best.pt")
+    g.add_argument("--no-progress", action="store_true", help="no tqdm progress bars")
+    if stop_after_epoch:
+        g.add_argument("--stop-after-epoch", type=positive_int, default=None,
+                       help=f"{stop} after this many epochs, as if interrupted")
+    g.add_argument("--stop-after-steps", type=positive_int, default=None,
+                   help=f"{stop} after this many optimizer steps, as if interrupted")
+    return g
+
+
+def add_budget_options(group, *, optimizer: str, items: str, min_lr_ratio: bool = False):
+    """Add ``--epochs``, ``--batch-size``, ``--eval-batch-size``, ``--lr`` [, ``--min-lr-ratio``].
+
+    Every option defaults to None (the script's recipe fills it); the counts are ints >= 1, the
+    learning rate a number > 0 and the ratio a number in (0, 1].
+
+    Args:
+        group: a parser or argument group (e.g. the script's ``"optimisation"`` group).
+        optimizer: named in the help of ``--lr`` (e.g. ``"AdamW"``).
+        items: what a batch holds, for the help (e.g. ``"images"``).
+        min_lr_ratio: add ``--min-lr-ratio`` (the cosine schedule ends at ``lr *`` it).
+
+    Returns:
+        ``group``.
+    """
+    group.add_argument("--epochs", type=positive_int, default=None, help="training epochs")
+    group.add_argument("--batch-size", type=positive_int, default=None,
+                       help=f"global batch of {items} (split over processes)")
+    group.add_argument("--eval-batch-size", type=positive_int, default=None,
+                       help=f"evaluation batch of {items} per process")
+    group.add_argument("--lr", type=positive_float, default=None,
+                       help=f"{optimizer} learning rate")
+    if min_lr_ratio:
+        group.add_argument("--min-lr-ratio", type=ratio, default=None,
+                           help="cosine schedule ends at lr * this (recipe 0.01)")
+    return group
+
+
+def parse_explicit(parser: argparse.ArgumentParser,
+                   argv: Sequence[str] | None = None) -> argparse.Namespace:
+    """Parse ``argv`` (default ``sys.argv[1:]``); ``args._explicit`` holds the options typed.
+
+    ``args._explicit`` is :func:`explicit_options` of ``argv``: what a resumed run or
+    ``--eval-only`` keeps from this command line rather than from the stored configuration.
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args._explicit = explicit_options(parser, argv)
+    return args
 
 
 # --------------------------------------------------------------------------- script helpers
@@ -276,20 +411,60 @@ def share_run_folder(out: Path, dist_info) -> Path:
     return Path(box[0])
 
 
+def build_model(name: str, model_kwargs: dict, fixed: dict, *, override: bool = False):
+    """Create the model ``name`` from the script's ``fixed`` arguments and ``--model-kwargs``.
+
+    Args:
+        name: registered model name.
+        model_kwargs: the ``--model-kwargs`` object.
+        fixed: the arguments the script sets (e.g. ``num_classes``).
+        override: a key of ``model_kwargs`` replaces the one of ``fixed``; without it, a key given
+            in both is rejected (a usage error, like any other argument the model refuses).
+
+    Returns:
+        ``(model, None)``, or ``(None, message)`` when the model rejects the arguments (a
+        ``TypeError`` or ``ValueError``; the message names the model and the JSON given).
+    """
+    from ..models import create_model
+
+    try:
+        if override:
+            return create_model(name, **{**fixed, **model_kwargs}), None
+        return create_model(name, **fixed, **model_kwargs), None
+    except (TypeError, ValueError) as err:
+        return None, (f"argument --model-kwargs: {name} rejected {json.dumps(model_kwargs)}: "
+                      f"{err}")
+
+
+def place_model(model: torch.nn.Module, dist_info) -> torch.nn.Module:
+    """``model`` on ``dist_info.device``, wrapped in ``DistributedDataParallel`` under DDP."""
+    model.to(dist_info.device)
+    if not dist_info.distributed:
+        return model
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = dist_info.device
+    return DistributedDataParallel(
+        model, device_ids=[device.index] if device.type == "cuda" else None)
+
+
 def run_command(
     argv: Sequence[str] | None,
     parse_args: Callable[[list[str]], argparse.Namespace],
     run: Callable[..., int],
     usage_error: Callable[[str], int],
     evaluate: Callable[..., int] | None = None,
+    check_batch_split: bool = False,
 ) -> int:
     """The ``main`` of a training script; returns its exit status.
 
     Parses ``argv`` (default ``sys.argv[1:]``), sets ``--threads`` (when given), sets up the
     processes of a ``torchrun`` launch (an unusable ``--device`` is a usage error), then calls
     ``evaluate(args, dist_info)`` when ``--eval-only`` is set, else
-    ``run(args, dist_info, argv, t_start)``. Ctrl-C outside the training loop (which saves its
-    own checkpoint) exits with status 130; the process group is always cleaned up.
+    ``run(args, dist_info, argv, t_start)``; with ``check_batch_split``, a ``--batch-size`` the
+    processes cannot share is a usage error before ``run`` (:func:`batch_split_error`). Ctrl-C
+    outside the training loop (which saves its own checkpoint) exits with status 130; the process
+    group is always cleaned up.
     """
     from .distributed import cleanup_distributed, init_distributed
 
@@ -305,6 +480,9 @@ def run_command(
     try:
         if evaluate is not None and getattr(args, "eval_only", False):
             return evaluate(args, dist_info)
+        err = check_batch_split and batch_split_error(args.batch_size, dist_info.world_size)
+        if err:
+            return usage_error(err)
         return run(args, dist_info, argv, t_start)
     except KeyboardInterrupt:  # outside the training loop (set-up, final report)
         print("interrupted outside training: nothing more to save", file=sys.stderr)

@@ -12,23 +12,14 @@ import pointctx
 from pointctx.io import write_ply
 
 ROOT = Path(__file__).resolve().parents[2]
-# the tiny PointMLP-CoC run of tests/examples/test_scanobjectnn.py (seconds on one core)
-TINY = [
-    "--sample", "--model", "pointmlp_coc_elite", "--model-kwargs", json.dumps(
-        {"embed_dim": 8, "res_expansion": 0.5, "dim_expansion": [2, 2], "pre_blocks": [1, 1],
-         "pos_blocks": [1, 1], "k_neighbors": 8}),
-    "--num-points", "64", "--train-fraction", "0.2", "--batch-size", "16", "--eval-batch-size",
-    "50", "--device", "cpu", "--no-progress", "--seed", "1", "--threads", "1",
-]
-
-
 
 
 @pytest.fixture(scope="module")
-def point_run(tmp_path_factory, load_example):
+def point_run(tmp_path_factory, load_example, tiny_point_run):
     """One epoch of a narrow PointMLP-CoC on the bundled real ModelNet40 sample."""
     out = tmp_path_factory.mktemp("runs") / "demo"
-    assert load_example("scanobjectnn").main([*TINY, "--epochs", "1", "--output", str(out)]) == 0
+    argv = [*tiny_point_run.argv, "--epochs", "1", "--output", str(out)]
+    assert load_example("scanobjectnn").main(argv) == 0
     torch.set_num_threads(1)
     return out
 

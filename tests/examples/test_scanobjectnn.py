@@ -20,16 +20,6 @@ from pointctx.datasets import data_root
 
 ROOT = Path(__file__).resolve().parents[2]
 SCRIPT = ROOT / "examples" / "scanobjectnn.py"
-MODEL = "pointmlp_coc_elite"
-# a narrow two-stage model on 64 points keeps each run to seconds on one CPU core; one thread
-# also makes runs compared bit for bit use the same reduction order
-MODEL_KWARGS = {"embed_dim": 8, "res_expansion": 0.5, "dim_expansion": [2, 2],
-                "pre_blocks": [1, 1], "pos_blocks": [1, 1], "k_neighbors": 8}
-TINY = [
-    "--sample", "--model", MODEL, "--model-kwargs", json.dumps(MODEL_KWARGS), "--num-points", "64",
-    "--train-fraction", "0.2", "--batch-size", "16", "--eval-batch-size", "50", "--device", "cpu",
-    "--no-progress", "--seed", "1", "--threads", "1",
-]
 
 
 @pytest.fixture(scope="module")
@@ -43,8 +33,8 @@ def _env():
     return env
 
 
-def test_model_is_registered():
-    assert MODEL in pointctx.list_models()
+def test_model_is_registered(tiny_point_run):
+    assert tiny_point_run.model in pointctx.list_models()
 
 
 @pytest.mark.parametrize(
@@ -68,9 +58,10 @@ def test_bad_arguments_are_usage_errors(script, capsys, argv, match):
     assert re.search(match, err), err
 
 
-def test_recipe_defaults_and_model_kwargs_merge(script):
+def test_recipe_defaults_and_model_kwargs_merge(script, tiny_point_run):
     args = script.parse_args(["--sample"])
-    assert (args.model, args.num_points, args.epochs, args.threads) == (MODEL, 128, 12, 1)
+    assert (args.model, args.num_points, args.epochs, args.threads) == (
+        tiny_point_run.model, 128, 12, 1)
     assert args.model_kwargs == {"k_neighbors": 16}
     args = script.parse_args(["--sample", "--model-kwargs", '{"embed_dim": 16}'])
     assert args.model_kwargs == {"k_neighbors": 16, "embed_dim": 16}
@@ -83,14 +74,15 @@ def test_recipe_defaults_and_model_kwargs_merge(script):
     assert script.parse_args(["--model", "pointmlp"]).epochs == 200
 
 
-def test_sample_run_reports_metrics(script, tmp_path, capsys):
+def test_sample_run_reports_metrics(script, tmp_path, capsys, tiny_point_run):
     out = tmp_path / "run"
-    assert script.main([*TINY, "--epochs", "2", "--output", str(out)]) == 0
+    assert script.main([*tiny_point_run.argv, "--epochs", "2", "--output", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "test OA" in printed and "mAcc" in printed
     res = json.loads((out / "results.json").read_text())
     assert res["status"] == "finished" and res["epochs_done"] == 2
-    assert res["config"]["model"] == MODEL and res["seed"] == 1 and res["world_size"] == 1
+    assert res["config"]["model"] == tiny_point_run.model
+    assert res["seed"] == 1 and res["world_size"] == 1
     assert {"python", "torch", "pointctx", "numpy"} <= set(res["versions"])
     assert res["dataset"]["train_size"] == 80 and res["dataset"]["eval_size"] == 100
     for which in ("last", "best"):
@@ -108,40 +100,43 @@ def test_sample_run_reports_metrics(script, tmp_path, capsys):
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
-def test_interrupted_and_resumed_run_is_exact(script, tmp_path, same_weights, last_weights):
+def test_interrupted_and_resumed_run_is_exact(script, tmp_path, same_weights, last_weights,
+                                              tiny_point_run):
     full, part = tmp_path / "full", tmp_path / "part"
-    assert script.main([*TINY, "--epochs", "2", "--output", str(full)]) == 0
+    assert script.main([*tiny_point_run.argv, "--epochs", "2", "--output", str(full)]) == 0
     # 80 shapes / batch 16 = 5 steps per epoch: stop in the middle of epoch 2
-    assert script.main([*TINY, "--epochs", "2", "--output", str(part),
+    assert script.main([*tiny_point_run.argv, "--epochs", "2", "--output", str(part),
                         "--stop-after-steps", "7"]) == 0
     state = torch.load(part / "last.pt", weights_only=False)
     assert (state["epoch"], state["step_in_epoch"]) == (1, 2)
     assert json.loads((part / "results.json").read_text())["status"] == "interrupted"
     torch.manual_seed(999)  # the resumed run must not depend on the RNG state it starts with
-    assert script.main([*TINY, "--epochs", "2", "--output", str(part), "--resume"]) == 0
+    assert script.main([*tiny_point_run.argv, "--epochs", "2", "--output", str(part),
+                        "--resume"]) == 0
     assert same_weights(last_weights(full), last_weights(part))
     a = json.loads((full / "results.json").read_text())
     b = json.loads((part / "results.json").read_text())
     assert a["last"] == b["last"] and a["best"] == b["best"]
 
 
-def test_output_and_resume_guards(script, tmp_path, capsys):
+def test_output_and_resume_guards(script, tmp_path, capsys, tiny_point_run):
     out = tmp_path / "run"
-    assert script.main([*TINY, "--epochs", "1", "--output", str(out),
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", str(out),
                         "--stop-after-steps", "1"]) == 0
     capsys.readouterr()
-    assert script.main([*TINY, "--epochs", "1", "--output", str(out)]) == 2
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", str(out)]) == 2
     assert "already holds a run" in capsys.readouterr().err
-    assert script.main([*TINY, "--epochs", "1", "--output", str(out), "--resume",
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", str(out), "--resume",
                         "--lr", "0.5"]) == 2
     assert "--lr was 0.1, now 0.5" in capsys.readouterr().err
-    assert script.main([*TINY, "--epochs", "1", "--resume", str(tmp_path / "none")]) == 2
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--resume",
+                        str(tmp_path / "none")]) == 2
     assert "last.pt does not exist" in capsys.readouterr().err
 
 
 def test_ctrl_c_saves_and_resume_matches_uninterrupted(script, tmp_path, same_weights,
-                                                       last_weights):
-    args = [*TINY, "--epochs", "4"]
+                                                       last_weights, tiny_point_run):
+    args = [*tiny_point_run.argv, "--epochs", "4"]
     ref = tmp_path / "ref"
     assert script.main([*args, "--output", str(ref)]) == 0
     run = tmp_path / "run"
@@ -169,10 +164,10 @@ def test_ctrl_c_saves_and_resume_matches_uninterrupted(script, tmp_path, same_we
     assert same_weights(last_weights(ref), last_weights(run))
 
 
-def test_torchrun_two_processes_cpu(tmp_path):
+def test_torchrun_two_processes_cpu(tmp_path, tiny_point_run):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-           str(SCRIPT), *TINY, "--epochs", "1", "--output", str(out)]
+           str(SCRIPT), *tiny_point_run.argv, "--epochs", "1", "--output", str(out)]
     proc = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     res = json.loads((out / "results.json").read_text())
@@ -185,7 +180,7 @@ def test_torchrun_two_processes_cpu(tmp_path):
     assert (proc.stdout + proc.stderr).count("test OA") == 1  # only rank 0 reports
 
 
-def test_modelnet40_shared_npz_holds_out_validation(script):
+def test_modelnet40_shared_npz_holds_out_validation(script, tiny_point_run):
     try:
         root = data_root()
     except FileNotFoundError:
@@ -193,7 +188,7 @@ def test_modelnet40_shared_npz_holds_out_validation(script):
     if not (root / "modelnet40_train_1024.npz").is_file():
         pytest.skip("shared modelnet40_train_1024.npz is absent")
     args = script.parse_args(["--dataset", "modelnet40", "--data-root", str(root),
-                              "--num-points", "32", "--model", MODEL])
+                              "--num-points", "32", "--model", tiny_point_run.model])
     assert (args.lr, args.weight_decay, args.epochs, args.grad_clip) == (0.1, 2e-4, 300, 1.0)
     train, val, name, classes, desc = script.build_datasets(args, logging.getLogger("t"))
     assert name == "val" and len(classes) == 40 and "held out" in desc
@@ -214,9 +209,10 @@ def _write_scanobjectnn(root):
             f.create_dataset("label", data=label.astype(np.int64))
 
 
-def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path, load_example):
+def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path, load_example, tiny_point_run):
     _write_scanobjectnn(tmp_path / "h5")
-    common = ["--model", MODEL, "--model-kwargs", json.dumps(MODEL_KWARGS), "--num-points", "64",
+    common = ["--model", tiny_point_run.model, "--model-kwargs",
+              json.dumps(tiny_point_run.model_kwargs), "--num-points", "64",
               "--batch-size", "10", "--epochs", "1", "--device", "cpu", "--no-progress",
               "--threads", "1"]
     out = tmp_path / "scan"
@@ -246,10 +242,11 @@ def test_scanobjectnn_and_modelnet40_entry_points(script, tmp_path, load_example
 
 
 def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_path, capsys,
-                                                                  same_weights, last_weights):
+                                                                  same_weights, last_weights,
+                                                                  tiny_point_run):
     full, part = tmp_path / "full", tmp_path / "part"
-    assert script.main([*TINY, "--epochs", "2", "--output", str(full)]) == 0
-    assert script.main([*TINY, "--epochs", "2", "--output", str(part),
+    assert script.main([*tiny_point_run.argv, "--epochs", "2", "--output", str(full)]) == 0
+    assert script.main([*tiny_point_run.argv, "--epochs", "2", "--output", str(part),
                         "--stop-after-steps", "3"]) == 0
     assert "continue with --resume" in (part / "log.txt").read_text()
     torch.manual_seed(5)
@@ -257,7 +254,7 @@ def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_pa
     assert script.main(["--resume", str(part), "--no-progress"]) == 0
     assert same_weights(last_weights(full), last_weights(part))
     res = json.loads((part / "results.json").read_text())
-    assert res["epochs_done"] == 2 and res["config"]["model_kwargs"] == MODEL_KWARGS
+    assert res["epochs_done"] == 2 and res["config"]["model_kwargs"] == tiny_point_run.model_kwargs
     capsys.readouterr()
     # flags that change the experiment still refuse, with the same message as before
     assert script.main(["--resume", str(part), "--epochs", "12"]) == 2
@@ -266,28 +263,29 @@ def test_resume_dir_alone_continues_with_the_stored_configuration(script, tmp_pa
     assert "--epochs was 2, now 12" in capsys.readouterr().err
 
 
-def test_resume_of_a_run_killed_before_its_first_checkpoint(script, tmp_path, capsys):
+def test_resume_of_a_run_killed_before_its_first_checkpoint(script, tmp_path, capsys,
+                                                            tiny_point_run):
     run = tmp_path / "run"
     run.mkdir()
     (run / ".last.pt.x7f3k2.pt").write_bytes(b"\x80\x02partial")  # kill -9 during the write
-    assert script.main([*TINY, "--resume", str(run)]) == 2
+    assert script.main([*tiny_point_run.argv, "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert re.search(r"--resume: the run in .*run was interrupted before its first checkpoint "
                      r"was complete \(\.last\.pt\.x7f3k2\.pt is a partial write\); start it "
                      r"again without --resume", err), err
     # starting again removes the stale file
-    assert script.main([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", str(run)]) == 0
     assert not list(run.glob(".last.pt.*")) and (run / "last.pt").is_file()
 
 
-def test_damaged_checkpoint_is_a_one_line_error(script, tmp_path, capsys):
+def test_damaged_checkpoint_is_a_one_line_error(script, tmp_path, capsys, tiny_point_run):
     run = tmp_path / "run"
-    assert script.main([*TINY, "--epochs", "1", "--output", str(run),
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", str(run),
                         "--stop-after-steps", "1"]) == 0
     data = (run / "last.pt").read_bytes()
     (run / "last.pt").write_bytes(data[: len(data) // 2])  # truncated
     capsys.readouterr()
-    assert script.main([*TINY, "--epochs", "1", "--resume", str(run)]) == 2
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     line = [x for x in err.splitlines() if "error:" in x]
     assert len(line) == 1 and "Traceback" not in err
@@ -303,9 +301,9 @@ def test_point_cloud_cli_refuses_image_models(script, capsys):
                      r"'pointmlp_elite'", err), err
 
 
-def test_eval_only_and_load_model(script, tmp_path, capsys):
+def test_eval_only_and_load_model(script, tmp_path, capsys, tiny_point_run):
     run = tmp_path / "run"
-    assert script.main([*TINY, "--epochs", "1", "--output", str(run)]) == 0
+    assert script.main([*tiny_point_run.argv, "--epochs", "1", "--output", str(run)]) == 0
     res = json.loads((run / "results.json").read_text())
     capsys.readouterr()
     assert script.main(["--eval-only", "--checkpoint", str(run / "best.pt"), "--no-progress",

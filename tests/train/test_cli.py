@@ -1,6 +1,9 @@
 import argparse
+import re
+from pathlib import Path
 
 import pytest
+import torch
 
 from pointctx.train import cli
 
@@ -234,3 +237,137 @@ def test_resume_into_output_and_batch_split_error(capsys):
     assert T.batch_split_error(8, 2) is None
     assert T.batch_split_error(9, 2) == ("argument --batch-size: 9 is not divisible by the 2 "
                                          "processes")
+
+
+RUN_FLAGS = ["--seed", "--device", "--amp", "--threads", "--output", "--resume", "--eval-only",
+             "--checkpoint", "--no-progress", "--stop-after-epoch", "--stop-after-steps"]
+
+
+def _run_parser(**kw):
+    parser = argparse.ArgumentParser(prog="x")
+    group = cli.add_run_options(parser, **kw)
+    return parser, group
+
+
+def test_add_run_options_flags_defaults_and_help():
+    parser, group = _run_parser(run_name="camvid-<model>", eval_split="val")
+    assert group.title == "run"
+    assert [a.option_strings[0] for a in group._group_actions] == RUN_FLAGS
+    args = parser.parse_args([])
+    assert vars(args) == {"seed": 0, "device": "auto", "amp": "auto", "threads": None,
+                          "output": None, "resume": None, "eval_only": False,
+                          "checkpoint": None, "no_progress": False, "stop_after_epoch": None,
+                          "stop_after_steps": None}
+    args = parser.parse_args(["--seed", "3", "--device", "cpu", "--amp", "bf16", "--threads", "2",
+                              "--output", "r", "--eval-only", "--checkpoint", "r/last.pt",
+                              "--no-progress", "--stop-after-epoch", "1", "--stop-after-steps",
+                              "5"])
+    assert (args.seed, args.device, args.amp, args.threads, args.output, args.eval_only,
+            args.checkpoint, args.no_progress, args.stop_after_epoch, args.stop_after_steps) == (
+        3, "cpu", "bf16", 2, Path("r"), True, Path("r/last.pt"), True, 1, 5)
+    assert parser.parse_args(["--resume"]).resume == "auto"  # the script finds the run
+    assert parser.parse_args(["--resume", "runs/a"]).resume == "runs/a"
+    text = " ".join(parser.format_help().split())
+    assert "run folder (default runs/camvid-<model>-<time>)" in text
+    assert "or the newest runs/camvid-<model>-* with a checkpoint" in text
+    assert "eval_val.json" in text
+
+
+def test_add_run_options_variants():
+    parser, group = _run_parser(run_name="scenes", amp=False, resume_const=True, newest=False,
+                                models=True, stop_after_epoch=False, threads_default="1")
+    group.add_argument("--smoke", action="store_true")  # script-specific run options join it
+    flags = [a.option_strings[0] for a in group._group_actions]
+    assert flags == [f for f in RUN_FLAGS if f not in ("--amp", "--eval-only", "--checkpoint",
+                                                       "--stop-after-epoch")] + ["--smoke"]
+    assert parser.parse_args(["--resume"]).resume is True  # for resume_into_output
+    text = " ".join(parser.format_help().split())
+    assert "runs/scenes-<time>" in text and "newest" not in text
+    assert "finished models are kept" in text and "stop each model" in text
+    assert "(default: 1)" in text
+    with pytest.raises(ValueError, match="newest=True needs resume_const='auto', got True"):
+        _run_parser(run_name="x", resume_const=True)
+
+
+@pytest.mark.parametrize("argv, match", [
+    (["--seed", "-1"], "argument --seed: must be an integer >= 0, got -1"),
+    (["--device", "tpu"], "argument --device: invalid choice: 'tpu'"),
+    (["--amp", "fp8"], "argument --amp: invalid choice: 'fp8'"),
+    (["--threads", "0"], r"argument --threads: must be a positive integer \(>= 1\), got 0"),
+    (["--stop-after-epoch", "0"], "argument --stop-after-epoch: must be a positive integer"),
+    (["--stop-after-steps", "x"], "argument --stop-after-steps: expected an integer, got 'x'"),
+])
+def test_add_run_options_bad_values_are_usage_errors(argv, match, capsys):
+    parser, _ = _run_parser(run_name="x")
+    with pytest.raises(SystemExit) as exc:
+        parser.parse_args(argv)
+    assert exc.value.code == 2
+    assert re.search(match, capsys.readouterr().err)
+
+
+def test_add_budget_options_and_parse_explicit(capsys):
+    parser = argparse.ArgumentParser(prog="x")
+    group = parser.add_argument_group("optimisation")
+    assert cli.add_budget_options(group, optimizer="AdamW", items="images",
+                                  min_lr_ratio=True) is group
+    args = cli.parse_explicit(parser, ["--lr", "0.1", "--epochs", "2"])
+    assert (args.epochs, args.batch_size, args.eval_batch_size, args.lr, args.min_lr_ratio) == (
+        2, None, None, 0.1, None)
+    assert args._explicit == {"lr", "epochs"}
+    text = " ".join(parser.format_help().split())
+    assert "AdamW learning rate" in text and "global batch of images" in text
+    for argv, match in ((["--min-lr-ratio", "2"], r"ratio in \(0, 1\]"),
+                        (["--batch-size", "0"], "argument --batch-size: must be a positive")):
+        with pytest.raises(SystemExit):
+            parser.parse_args(argv)
+        assert re.search(match, capsys.readouterr().err)
+    bare = argparse.ArgumentParser()
+    cli.add_budget_options(bare, optimizer="SGD", items="clouds")
+    assert not hasattr(bare.parse_args([]), "min_lr_ratio")
+
+
+def test_build_model_and_place_model():
+    from pointctx.train import DistInfo
+
+    fixed = {"num_classes": 5, "in_channels": 3}
+    model, err = cli.build_model("coc_mnist", {}, fixed)
+    assert err is None and model.num_classes == 5
+    model, err = cli.build_model("coc_mnist", {"nonsense": 1}, fixed)
+    assert model is None
+    assert err.startswith('argument --model-kwargs: coc_mnist rejected {"nonsense": 1}: ')
+    model, err = cli.build_model("coc_mnist", {"num_classes": 7}, fixed)  # given twice
+    assert model is None and "num_classes" in err
+    model, err = cli.build_model("coc_mnist", {"num_classes": 7}, fixed, override=True)
+    assert err is None and model.num_classes == 7
+    info = DistInfo(0, 1, 0, torch.device("cpu"), False)
+    assert cli.place_model(model, info) is model  # no DDP: the model itself, on the device
+    assert next(model.parameters()).device == torch.device("cpu")
+
+
+def test_run_command_check_batch_split(monkeypatch):
+    from pointctx.train import DistInfo, distributed
+
+    def parse(argv):
+        p = argparse.ArgumentParser()
+        p.add_argument("--device", default="cpu")
+        p.add_argument("--batch-size", type=int, default=8)
+        return p.parse_args(argv)
+
+    calls = []
+
+    def run(*args):
+        calls.append("run")
+        return 0
+
+    def usage(msg):
+        calls.append(msg)
+        return 2
+
+    assert cli.run_command(["--batch-size", "9"], parse, run, usage, check_batch_split=True) == 0
+    three = DistInfo(0, 3, 0, torch.device("cpu"), False)  # as if launched on 3 processes
+    monkeypatch.setattr(distributed, "init_distributed", lambda device: three)
+    assert cli.run_command(["--batch-size", "9"], parse, run, usage, check_batch_split=True) == 0
+    assert cli.run_command(["--batch-size", "8"], parse, run, usage, check_batch_split=True) == 2
+    assert cli.run_command(["--batch-size", "8"], parse, run, usage) == 0  # not asked: no check
+    assert calls == ["run", "run",
+                     "argument --batch-size: 8 is not divisible by the 3 processes", "run"]
