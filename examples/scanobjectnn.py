@@ -62,7 +62,6 @@ from pointctx.datasets.pointclouds import SCANOBJECTNN_VARIANTS
 from pointctx.train import (
     Trainer,
     evaluate_model,
-    load_checkpoint,
     make_loader,
     setup_logger,
     smoothed_cross_entropy,
@@ -108,7 +107,6 @@ RUN_CONTROL = (
     "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
     "device", "workers", "eval_batch_size", "eval_only", "checkpoint",
 )
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def point_cloud_models() -> list[str]:
@@ -255,44 +253,17 @@ def _usage_error(msg: str) -> int:
 def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     world = dist_info.world_size
     # ---- run folder (rank 0 decides; every rank learns it)
-    resume_dir = None
-    if args.resume is not None:
-        try:
-            resume_dir = T.find_resume_dir(args.resume, args.output,
-                                            f"{args.dataset}-{args.model}")
-        except FileNotFoundError as err:
-            return _usage_error(str(err))
-        if not (resume_dir / "last.pt").is_file():
-            return _usage_error(_no_checkpoint(resume_dir))
-        out = resume_dir
-        try:
-            saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
-            T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
-        except ValueError as err:
-            return _usage_error(f"--resume: {err}")
-        pretty = T.config_mismatch(saved, T.args_config(args), IDENTITY_KEYS)
-        if pretty:
-            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
-    elif args.output is not None:
-        out = args.output
-        if (out / "last.pt").exists():
-            return _usage_error(f"argument --output: {out} already holds a run (last.pt); pass "
-                                "--resume to continue it or choose another folder")
-    else:
-        stamp = time.strftime("%Y%m%d-%H%M%S")
-        out = Path("runs") / f"{args.dataset}-{args.model}-{stamp}"
+    out, err = T.choose_run_folder(build_parser(), args, f"{args.dataset}-{args.model}",
+                                   RUN_CONTROL, IDENTITY_KEYS, missing=_no_checkpoint)
+    if err:
+        return _usage_error(err)
     err = T.batch_split_error(args.batch_size, world)
     if err:
         return _usage_error(err)
-    out = T.share_run_folder(out, dist_info)
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    log = setup_logger("pointctx.examples.scanobjectnn", out / "log.txt", dist_info.is_main)
+    out, log = T.open_run_log(out, dist_info, "pointctx.examples.scanobjectnn")
     config = T.args_config(args)
     device = dist_info.device
     T.seed_everything(args.seed)
-    log.info(f"pointctx {pointctx.__version__} | torch {torch.__version__} | device {device} | "
-             f"processes {world} | run folder {out}")
     log.info("config: " + json.dumps(config, default=str))
 
     # ---- data
@@ -319,9 +290,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     if err:
         return _usage_error(err)
     n_params = sum(p.numel() for p in model.parameters())
-    model = T.place_model(model, dist_info)
-    # different dropout streams per process; identical weights come from the seed above
-    torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
+    model = T.place_model(model, dist_info, seed=args.seed)  # then reseeds per rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     log.info(f"model: {args.model} {args.model_kwargs or ''} ({n_params / 1e6:.3f} M parameters)")
@@ -367,7 +336,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         stop_after_epoch=args.stop_after_epoch, stop_after_steps=args.stop_after_steps,
         grad_clip=args.grad_clip or None, session_start=t_start,
     )
-    if resume_dir is not None:
+    if args.resume is not None:
         try:
             trainer.load()
         except (ValueError, KeyError) as err:
@@ -381,7 +350,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         log.error(f"error: {err}")
         return 1
     if results["status"] == "interrupted":
-        return EXIT_SIGNAL.get(trainer.stop_reason, 0)
+        return T.exit_status(trainer.stop_reason)
     if dist_info.is_main and "last" in results:
         last, best = results["last"], results["best"]
         t = results["timing"]

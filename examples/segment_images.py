@@ -54,7 +54,6 @@ import argparse
 import json
 import os
 import sys
-import time
 from functools import partial
 from pathlib import Path
 
@@ -78,9 +77,7 @@ from pointctx.models import input_pool_for_keep
 from pointctx.train import (
     SegmentationConfusion,
     Trainer,
-    load_checkpoint,
     make_loader,
-    setup_logger,
     unwrap_model,
 )
 from pointctx.train import cli as T
@@ -119,7 +116,6 @@ RUN_CONTROL = (
     "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
     "device", "workers", "eval_batch_size", "num_predictions", "amp",
 )
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -365,39 +361,14 @@ def main(argv=None) -> int:
 
 def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     world = dist_info.world_size
-    resume_dir = None
-    if args.resume is not None:
-        try:
-            resume_dir = T.find_resume_dir(args.resume, args.output, f"camvid-{args.model}")
-        except FileNotFoundError as err:
-            return _usage_error(str(err))
-        if not (resume_dir / "last.pt").is_file():
-            return _usage_error(f"--resume: {resume_dir / 'last.pt'} does not exist")
-        out = resume_dir
-        try:
-            saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
-            T.continue_config(build_parser(), args, saved, args._explicit, RUN_CONTROL)
-        except ValueError as err:
-            return _usage_error(f"--resume: {err}")
-        pretty = T.config_mismatch(saved, _config(args), IDENTITY_KEYS)
-        if pretty:
-            return _usage_error(f"--resume: the run in {out} used other settings: {pretty}")
-    elif args.output is not None:
-        out = args.output
-        if (out / "last.pt").exists():
-            return _usage_error(f"argument --output: {out} already holds a run (last.pt); pass "
-                                "--resume to continue it or choose another folder")
-    else:
-        out = Path("runs") / f"camvid-{args.model}-{time.strftime('%Y%m%d-%H%M%S')}"
-    out = T.share_run_folder(out, dist_info)
-    if dist_info.is_main:
-        out.mkdir(parents=True, exist_ok=True)
-    log = setup_logger("pointctx.examples.segment_images", out / "log.txt", dist_info.is_main)
+    out, err = T.choose_run_folder(build_parser(), args, f"camvid-{args.model}", RUN_CONTROL,
+                                   IDENTITY_KEYS, config=_config)
+    if err:
+        return _usage_error(err)
+    out, log = T.open_run_log(out, dist_info, "pointctx.examples.segment_images")
     config = _config(args)
     device = dist_info.device
     T.seed_everything(args.seed)
-    log.info(f"pointctx {pointctx.__version__} | torch {torch.__version__} | device {device} | "
-             f"processes {world} | run folder {out}")
     log.info("config: " + json.dumps(config, default=str))
 
     try:
@@ -428,8 +399,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     if err:
         return _usage_error(err)
     n_params = sum(p.numel() for p in model.parameters())
-    model = T.place_model(model, dist_info)
-    torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
+    model = T.place_model(model, dist_info, seed=args.seed)  # then reseeds per rank
     if device.type == "cuda":
         torch.backends.cudnn.benchmark = True
     log.info(f"model: {args.model} {args.model_kwargs or ''} ({n_params / 1e6:.3f} M parameters)")
@@ -479,13 +449,13 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         session_start=t_start,
         confusion=partial(SegmentationConfusion, ignore_index=CAMVID_VOID), best_metric="miou",
     )
-    if resume_dir is not None:
+    if args.resume is not None:
         trainer.load()
         log.info(f"resumed from {out / 'last.pt'}: {trainer.epoch} epochs and "
                  f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
     results = trainer.fit()
     if results["status"] == "interrupted":
-        return EXIT_SIGNAL.get(trainer.stop_reason, 0)
+        return T.exit_status(trainer.stop_reason)
     if dist_info.is_main and "last" in results:
         pngs = save_predictions(trainer.model, eval_ds, args.num_predictions,
                                 out / "predictions", device, amp)

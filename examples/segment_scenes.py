@@ -76,7 +76,6 @@ IDENTITY_KEYS = ("source", "classes", "train_scenes", "val_scenes", "num_points"
 # run control: never taken from the stored configuration of a resumed run
 RUN_CONTROL = ("resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps",
                "threads", "device", "workers", "eval_batch_size", "amp")
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -231,8 +230,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         if err:
             return _usage_error(err)
         n_params = sum(p.numel() for p in model.parameters())
-        model = T.place_model(model, dist_info)
-        torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
+        model = T.place_model(model, dist_info, seed=args.seed)  # then reseeds per rank
         log.info(f"== {name}: {n_params / 1e6:.3f} M parameters")
         train_loader = make_loader(train_ds, batch_size=per_rank, train=True,
                                    dist_info=dist_info, seed=args.seed,
@@ -260,7 +258,7 @@ def _run(args, dist_info, argv, t_start) -> int:
             trainer.load()
         results = trainer.fit()
         if results["status"] == "interrupted":
-            return EXIT_SIGNAL.get(trainer.stop_reason, 0)
+            return T.exit_status(trainer.stop_reason)
         last = results["last"]
         summary["models"][name] = {
             "parameters": n_params, "epoch": last["epoch"], "miou": last["miou"],

@@ -65,7 +65,6 @@ IDENTITY_KEYS = ("data_root", "model", "model_kwargs", "epochs", "batch_size", "
 # run control: never taken from the stored configuration of a resumed run
 RUN_CONTROL = ("resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps",
                "threads", "device", "workers", "eval_batch_size", "amp")
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 PART_NAMES = [f"{c}:{i}" for c, n in zip(SHAPENETPART_CATEGORIES,
                                           (4, 2, 2, 4, 4, 3, 3, 2, 4, 2, 6, 2, 3, 3, 3, 3))
               for i in range(n)]
@@ -246,8 +245,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         return _usage_error(err)
     official_init(model)
     n_params = sum(p.numel() for p in model.parameters())
-    model = T.place_model(model, dist_info)
-    torch.manual_seed(args.seed * 1000 + dist_info.rank + 1)
+    model = T.place_model(model, dist_info, seed=args.seed)  # then reseeds per rank
     log.info(f"model: {args.model} {args.model_kwargs or ''} ({n_params / 1e6:.3f} M "
              "parameters)")
     optimizer = torch.optim.Adam(model.parameters(), lr=args.lr, betas=(0.9, 0.999), eps=1e-8,
@@ -284,7 +282,7 @@ def _run(args, dist_info, argv, t_start) -> int:
                  f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
     results = trainer.fit()
     if results["status"] == "interrupted":
-        return EXIT_SIGNAL.get(trainer.stop_reason, 0)
+        return T.exit_status(trainer.stop_reason)
     if dist_info.is_main and "last" in results:
         last, best = results["last"], results["best"]
         note = "  (SMOKE RUN: not an accuracy)" if args.smoke else ""

@@ -117,7 +117,6 @@ RUN_CONTROL = (
     "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
     "device", "workers", "eval_batch_size", "eval_only", "checkpoint",
 )
-EXIT_SIGNAL = {"SIGINT": 130, "SIGTERM": 143}
 
 
 class UsageError(Exception):
@@ -595,7 +594,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         summary["wall_s"] = time.perf_counter() - t_start
         atomic_write_json(out / "summary.json", summary)
         if res["status"] == "interrupted":
-            status = EXIT_SIGNAL.get(res["stop_reason"], 0)
+            status = T.exit_status(res["stop_reason"])
             log.info(f"{name} stopped ({res['stop_reason']}); continue with --output {out} "
                      "--resume")
             break

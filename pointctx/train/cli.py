@@ -15,12 +15,15 @@ option types and groups to ``main``, resuming and ``--eval-only``.)
   :func:`amp_dtype`;
 * :func:`build_model` (``--model-kwargs`` a model rejects as a usage error) and
   :func:`place_model` (to the device, in ``DistributedDataParallel`` under ``torchrun``);
+  :func:`exit_status` (of a run stopped by a signal);
 * :func:`run_command`: the ``main`` of a training script (threads, DDP set-up, Ctrl-C outside
   training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
   and :func:`continue_config` (every other value comes from the run being continued);
 * :func:`resume_into_output` (``--resume DIR`` names the ``--output`` folder) and
   :func:`batch_split_error` (a global batch that the processes cannot share);
+* the run folder of a one-model script: :func:`choose_run_folder` (``--resume``, ``--output`` or
+  a new time-stamped folder) and :func:`open_run_log` (created on rank 0, shared, logged);
 * ``--eval-only``: :func:`load_eval_model` (the checkpoint's model, its run's configuration
   filled in) and :func:`eval_output_path` (where the metrics JSON goes).
 """
@@ -59,9 +62,12 @@ __all__ = [
     "amp_dtype",
     "build_model",
     "place_model",
+    "exit_status",
     "run_command",
     "share_run_folder",
     "find_resume_dir",
+    "choose_run_folder",
+    "open_run_log",
     "resume_into_output",
     "batch_split_error",
     "load_eval_model",
@@ -436,16 +442,31 @@ def build_model(name: str, model_kwargs: dict, fixed: dict, *, override: bool = 
                       f"{err}")
 
 
-def place_model(model: torch.nn.Module, dist_info) -> torch.nn.Module:
-    """``model`` on ``dist_info.device``, wrapped in ``DistributedDataParallel`` under DDP."""
-    model.to(dist_info.device)
-    if not dist_info.distributed:
-        return model
-    from torch.nn.parallel import DistributedDataParallel
+def place_model(model: torch.nn.Module, dist_info, seed: int | None = None) -> torch.nn.Module:
+    """``model`` on ``dist_info.device``, wrapped in ``DistributedDataParallel`` under DDP.
 
-    device = dist_info.device
-    return DistributedDataParallel(
-        model, device_ids=[device.index] if device.type == "cuda" else None)
+    With ``seed``, torch's RNG is then reseeded with ``seed * 1000 + rank + 1``: a different
+    dropout / drop-path stream per process (identical weights came from ``seed`` before).
+    """
+    model.to(dist_info.device)
+    if dist_info.distributed:
+        from torch.nn.parallel import DistributedDataParallel
+
+        device = dist_info.device
+        model = DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None)
+    if seed is not None:
+        torch.manual_seed(seed * 1000 + dist_info.rank + 1)
+    return model
+
+
+def exit_status(stop_reason: str | None) -> int:
+    """The exit status of a run the trainer stopped (``Trainer.stop_reason``).
+
+    130 after SIGINT (Ctrl-C) and 143 after SIGTERM, as a shell reports a process killed by the
+    signal; 0 for a planned stop (``--stop-after-epoch`` / ``--stop-after-steps``).
+    """
+    return {"SIGINT": 130, "SIGTERM": 143}.get(stop_reason, 0)
 
 
 def run_command(
@@ -528,6 +549,86 @@ def resume_into_output(parser: argparse.ArgumentParser, args: argparse.Namespace
         args.resume = True
     if args.resume and args.output is None:
         parser.error(f"--resume needs {what}: --resume DIR")
+
+
+def choose_run_folder(
+    parser: argparse.ArgumentParser,
+    args: argparse.Namespace,
+    prefix: str,
+    run_control: Iterable[str],
+    identity_keys: Iterable[str],
+    *,
+    config: Callable[[argparse.Namespace], dict] = args_config,
+    missing: Callable[[Path], str] | None = None,
+) -> tuple[Path | None, str | None]:
+    """The run folder of a one-model training script, or the usage error that stops the run.
+
+    * ``--resume [DIR]`` (``const="auto"``): the run :func:`find_resume_dir` names (``DIR``,
+      ``--output`` or the newest ``runs/<prefix>-*``). Its ``last.pt`` must exist; its stored
+      configuration fills every option not typed (:func:`continue_config`, ``run_control``
+      excepted) and must agree with ``config(args)`` on ``identity_keys``
+      (:func:`config_mismatch`).
+    * ``--output DIR``: ``DIR``, unless it already holds a run (``last.pt``).
+    * neither: ``runs/<prefix>-<time>``.
+
+    Args:
+        parser: the script's parser.
+        args: the parsed options (with ``_explicit``); a resumed run fills them.
+        prefix: the run folders' name before the time stamp (e.g. ``"camvid-<model>"``).
+        run_control: options a resumed run takes from this command line.
+        identity_keys: options that must match the stored run.
+        config: the configuration a run stores (default :func:`args_config`).
+        missing: the message for a resumed folder without ``last.pt`` (default: it does not
+            exist).
+
+    Returns:
+        ``(folder, None)`` or ``(None, message)``; nothing is created.
+    """
+    from .checkpoint import load_checkpoint
+
+    if args.resume is None:
+        out = args.output
+        if out is None:
+            return Path("runs") / f"{prefix}-{time.strftime('%Y%m%d-%H%M%S')}", None
+        if (out / "last.pt").exists():
+            return None, (f"argument --output: {out} already holds a run (last.pt); pass "
+                          "--resume to continue it or choose another folder")
+        return out, None
+    try:
+        out = find_resume_dir(args.resume, args.output, prefix)
+    except FileNotFoundError as err:
+        return None, str(err)
+    if not (out / "last.pt").is_file():
+        return None, (missing(out) if missing is not None
+                      else f"--resume: {out / 'last.pt'} does not exist")
+    try:
+        saved = load_checkpoint(out / "last.pt").get("run_info", {}).get("config", {})
+        continue_config(parser, args, saved, args._explicit, run_control)
+    except ValueError as err:
+        return None, f"--resume: {err}"
+    pretty = config_mismatch(saved, config(args), identity_keys)
+    if pretty:
+        return None, f"--resume: the run in {out} used other settings: {pretty}"
+    return out, None
+
+
+def open_run_log(out: Path, dist_info, name: str):
+    """Rank 0's run folder ``out`` on every rank, created, with its logger (``log.txt``).
+
+    Logs the versions, the device, the number of processes and the folder. Returns ``(out,
+    logger)``.
+    """
+    import pointctx
+
+    from .log import setup_logger
+
+    out = share_run_folder(out, dist_info)
+    if dist_info.is_main:
+        out.mkdir(parents=True, exist_ok=True)
+    log = setup_logger(name, out / "log.txt", dist_info.is_main)
+    log.info(f"pointctx {pointctx.__version__} | torch {torch.__version__} | device "
+             f"{dist_info.device} | processes {dist_info.world_size} | run folder {out}")
+    return out, log
 
 
 def batch_split_error(batch_size: int, world_size: int) -> str | None:

@@ -342,6 +342,59 @@ def test_build_model_and_place_model():
     info = DistInfo(0, 1, 0, torch.device("cpu"), False)
     assert cli.place_model(model, info) is model  # no DDP: the model itself, on the device
     assert next(model.parameters()).device == torch.device("cpu")
+    rank2 = DistInfo(2, 1, 0, torch.device("cpu"), False)
+    cli.place_model(model, rank2, seed=3)  # reseeds: 3 * 1000 + rank + 1
+    got = torch.rand(4)
+    torch.manual_seed(3003)
+    assert torch.equal(got, torch.rand(4))
+
+
+def test_exit_status():
+    assert [cli.exit_status(r) for r in ("SIGINT", "SIGTERM", "--stop-after-steps", None)] == [
+        130, 143, 0, 0]
+
+
+def test_choose_run_folder_and_open_run_log(tmp_path, monkeypatch, capsys):
+    from pointctx.train import DistInfo, save_checkpoint
+
+    monkeypatch.chdir(tmp_path)
+    parser = argparse.ArgumentParser(prog="x")
+    parser.add_argument("--lr", type=float, default=0.1)
+    parser.add_argument("--workers", type=int, default=0)
+    cli.add_run_options(parser, run_name="demo")
+
+    def choose(argv, **kw):
+        args = cli.parse_explicit(parser, argv)
+        return args, cli.choose_run_folder(parser, args, "demo", ("workers",), ("lr",), **kw)
+
+    args, (out, err) = choose([])  # a new time-stamped folder, not created
+    assert err is None and out.parent == Path("runs") and out.name.startswith("demo-")
+    assert not out.exists()
+    args, (out, err) = choose(["--output", "r1", "--lr", "0.5"])
+    assert (out, err) == (Path("r1"), None)
+    info = DistInfo(0, 1, 0, torch.device("cpu"), False)
+    out, log = cli.open_run_log(out, info, "pointctx.test_cli")
+    log.info("config: ...")
+    for h in list(log.handlers):  # close log.txt
+        log.removeHandler(h)
+        h.close()
+    text = (out / "log.txt").read_text()
+    assert "| processes 1 | run folder r1" in text and "config: ..." in text
+    capsys.readouterr()
+    save_checkpoint(out / "last.pt", {"run_info": {"config": cli.args_config(args)}})
+    _, (got, err) = choose(["--output", "r1"])
+    assert got is None and err.startswith("argument --output: r1 already holds a run")
+    args, (got, err) = choose(["--resume", "r1", "--workers", "2"])  # stored lr, typed workers
+    assert (got, err, args.lr, args.workers) == (Path("r1"), None, 0.5, 2)
+    args, (got, err) = choose(["--resume"])  # alone: the newest runs/demo-* (there is none)
+    assert got is None and "no runs/demo-*/last.pt" in err
+    _, (got, err) = choose(["--resume", "r1", "--lr", "0.2"])
+    assert got is None
+    assert err == "--resume: the run in r1 used other settings: --lr was 0.5, now 0.2"
+    _, (got, err) = choose(["--resume", "r2"])
+    assert got is None and err == f"--resume: {Path('r2') / 'last.pt'} does not exist"
+    _, (got, err) = choose(["--resume", "r2"], missing=lambda d: f"no run in {d}")
+    assert err == "no run in r2"
 
 
 def test_run_command_check_batch_split(monkeypatch):
