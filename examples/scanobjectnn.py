@@ -338,12 +338,10 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
     )
     if args.resume is not None:
         try:
-            trainer.load()
+            T.resume_trainer(trainer, log)
         except (ValueError, KeyError) as err:
             log.error(f"error: --resume: {err}")
             return 1
-        log.info(f"resumed from {out / 'last.pt'}: {trainer.epoch} epochs and "
-                 f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
     try:
         results = trainer.fit()
     except FloatingPointError as err:

@@ -450,9 +450,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         confusion=partial(SegmentationConfusion, ignore_index=CAMVID_VOID), best_metric="miou",
     )
     if args.resume is not None:
-        trainer.load()
-        log.info(f"resumed from {out / 'last.pt'}: {trainer.epoch} epochs and "
-                 f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
+        T.resume_trainer(trainer, log)
     results = trainer.fit()
     if results["status"] == "interrupted":
         return T.exit_status(trainer.stop_reason)

@@ -277,9 +277,7 @@ def _run(args, dist_info, argv, t_start) -> int:
         session_start=t_start, confusion=PartSegConfusion, best_metric="instance_miou",
     )
     if args.resume:
-        trainer.load()
-        log.info(f"resumed from {out / 'last.pt'}: {trainer.epoch} epochs and "
-                 f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
+        T.resume_trainer(trainer, log)
     results = trainer.fit()
     if results["status"] == "interrupted":
         return T.exit_status(trainer.stop_reason)

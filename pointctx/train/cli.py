@@ -15,7 +15,8 @@ option types and groups to ``main``, resuming and ``--eval-only``.)
   :func:`amp_dtype`;
 * :func:`build_model` (``--model-kwargs`` a model rejects as a usage error) and
   :func:`place_model` (to the device, in ``DistributedDataParallel`` under ``torchrun``);
-  :func:`exit_status` (of a run stopped by a signal);
+  :func:`resume_trainer` (load ``last.pt``, logged) and :func:`exit_status` (of a run stopped by
+  a signal);
 * :func:`run_command`: the ``main`` of a training script (threads, DDP set-up, Ctrl-C outside
   training, clean-up) and :func:`share_run_folder` (rank 0's run folder on every rank);
 * resuming with the stored configuration: :func:`explicit_options` (which options the user typed)
@@ -62,6 +63,7 @@ __all__ = [
     "amp_dtype",
     "build_model",
     "place_model",
+    "resume_trainer",
     "exit_status",
     "run_command",
     "share_run_folder",
@@ -458,6 +460,18 @@ def place_model(model: torch.nn.Module, dist_info, seed: int | None = None) -> t
     if seed is not None:
         torch.manual_seed(seed * 1000 + dist_info.rank + 1)
     return model
+
+
+def resume_trainer(trainer, log) -> dict:
+    """``trainer.load()`` of its ``last.pt``, logged with the epochs and steps already done.
+
+    Returns:
+        The checkpoint dict (see ``Trainer.load``; its errors propagate).
+    """
+    state = trainer.load()
+    log.info(f"resumed from {trainer.last_path}: {trainer.epoch} epochs and "
+             f"{trainer.step_in_epoch} steps of epoch {trainer.epoch + 1} done")
+    return state
 
 
 def exit_status(stop_reason: str | None) -> int:

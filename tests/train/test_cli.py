@@ -424,3 +424,19 @@ def test_run_command_check_batch_split(monkeypatch):
     assert cli.run_command(["--batch-size", "8"], parse, run, usage) == 0  # not asked: no check
     assert calls == ["run", "run",
                      "argument --batch-size: 8 is not divisible by the 3 processes", "run"]
+
+
+def test_resume_trainer_loads_and_logs(caplog):
+    import logging
+
+    class Loaded:  # the part of a Trainer that resume_trainer uses
+        last_path, epoch, step_in_epoch = Path("r/last.pt"), 2, 3
+
+        def load(self):
+            return {"run_info": {}}
+
+    log = logging.getLogger("pointctx.test_cli.resume")
+    with caplog.at_level(logging.INFO, logger=log.name):
+        assert cli.resume_trainer(Loaded(), log) == {"run_info": {}}
+    assert caplog.messages == [f"resumed from {Path('r/last.pt')}: 2 epochs and 3 steps of "
+                               "epoch 3 done"]
