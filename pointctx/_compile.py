@@ -2,11 +2,16 @@
 
 Ragged batches change their point count N (and the number of centers, anchors and membership
 pairs) from batch to batch. Compiling with static shapes would recompile on every new N, so
-:func:`compile` compiles with dynamic shapes from the first call (``dynamic=True``): one graph
-per code path serves every batch. The data-dependent steps (host syncs such as set sizes, the
-grid relabelling, ``nonzero``) are graph breaks: they run eagerly between compiled regions, so
-the results equal eager ones up to float rounding (tested). Whether it pays off depends on the
-model and the machine: see the README's torch.compile table (on a small CPU it often does not).
+:func:`compile` uses PyTorch's automatic dynamic shapes (``dynamic=None``): the first call
+compiles for its sizes, the first call with other sizes recompiles once with the sizes that
+changed made symbolic, and later batches reuse that code. ``dynamic=True`` (every dimension
+symbolic from the first call, channel and coordinate dimensions included) is available but not
+the default: with torch 2.13's inductor it fails to compile PointMLP's backward (an error in the
+symbolic-shape simplifier, ``Exponent must be non-negative``). The data-dependent steps (host
+syncs such as set sizes, the grid relabelling, ``nonzero``) are graph breaks: they run eagerly
+between compiled regions, so the results equal eager ones up to float rounding (tested). Whether
+it pays off depends on the model and the machine: see the README's torch.compile table (on a
+small CPU it often does not).
 """
 
 from __future__ import annotations
@@ -21,7 +26,7 @@ __all__ = ["compile"]
 def compile(  # noqa: A001 - mirrors torch.compile
     model: nn.Module,
     *,
-    dynamic: bool = True,
+    dynamic: bool | None = None,
     backend: str = "inductor",
     mode: str | None = None,
     cache_size_limit: int | None = 64,
@@ -32,8 +37,10 @@ def compile(  # noqa: A001 - mirrors torch.compile
     Args:
         model: the module to compile (left unchanged; the compiled wrapper shares its
             parameters, so training and ``state_dict`` work on either).
-        dynamic: compile with symbolic sizes from the first call (default True), so that ragged
-            batches of new sizes reuse the compiled code instead of recompiling.
+        dynamic: ``None`` (default): automatic dynamic shapes, one recompile at the first new
+            size, after which the sizes that changed are symbolic and ragged batches of any size
+            reuse the code; ``True``: every dimension symbolic from the first call (see the
+            module docstring for why it is not the default); ``False``: static shapes.
         backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` compiles faster and
             checks the graph capture without code generation).
         mode: ``torch.compile`` mode (e.g. ``"max-autotune"``), None for the default.

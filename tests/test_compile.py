@@ -21,12 +21,12 @@ def test_compile_wraps_and_shares_parameters():
     assert torch._dynamo.config.cache_size_limit >= 64
 
 
-def _agree(model, batches, backend):
+def _agree(model, batches, backend, rtol=1e-4, atol=1e-5):
     model.eval()
     compiled = pointctx.compile(model, backend=backend)
     with torch.no_grad():
         for args in batches:
-            torch.testing.assert_close(compiled(*args), model(*args), rtol=1e-4, atol=1e-5)
+            torch.testing.assert_close(compiled(*args), model(*args), rtol=rtol, atol=atol)
     # training: same loss and gradients
     model.train()
     for p in model.parameters():
@@ -39,21 +39,40 @@ def _agree(model, batches, backend):
     loss = compiled(*batches[0]).square().mean()
     loss.backward()
     grads = [p.grad for p in model.parameters() if p.grad is not None]
-    torch.testing.assert_close(loss, eager_loss, rtol=1e-4, atol=1e-6)
+    assert len(grads) == len(eager_grads)
+    torch.testing.assert_close(loss, eager_loss, rtol=rtol, atol=atol)
     for a, b in zip(grads, eager_grads):
-        torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-5)
+        torch.testing.assert_close(a, b, rtol=rtol, atol=atol)
+
+
+def _inputs(name):
+    """Three batches of different sizes (the second recompiles once, the third reuses it)."""
+    g = torch.Generator().manual_seed(0)
+    f64 = torch.float64
+    if name == "coc_mnist":
+        return [(torch.randn(b, 1, 28, 28, generator=g, dtype=f64),) for b in (2, 3, 4)]
+    if name == "pointmlp_elite":
+        return [(PointBatch.from_padded(torch.randn(2, n, 3, generator=g, dtype=f64)),)
+                for n in (96, 128, 80)]
+    return [(torch.randn(b, 3, 32, 32, generator=g, dtype=f64),) for b in (2, 3, 4)]
+
+
+_INDUCTOR_BUG = pytest.mark.xfail(
+    strict=True,
+    reason="torch 2.13 inductor fails to lower CLUENet's training graph with symbolic sizes "
+           "(InductorError: cannot determine truth value of Relational); eval mode compiles",
+)
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
-def test_compiled_matches_eager_coc_pointmlp_cluenet(backend):
+@pytest.mark.parametrize("name", ["coc_mnist", "pointmlp_elite", "cluenet_micro_cifar"])
+def test_compiled_matches_eager(name, backend, request):
+    # float64: inductor reorders float sums, and BatchNorm over two tiny clouds amplifies float32
+    # rounding to ~1e-3 in PointMLP's gradients; in float64 the agreement is checked tightly
+    if name == "cluenet_micro_cifar" and backend == "inductor":
+        request.applymarker(_INDUCTOR_BUG)
     torch.manual_seed(0)
-    g = torch.Generator().manual_seed(0)
-    images = [(torch.randn(2, 1, 28, 28, generator=g),),
-              (torch.randn(3, 1, 28, 28, generator=g),)]  # a new batch size: no recompiling
-    _agree(pointctx.create_model("coc_mnist"), images, backend)
-    clouds = [(PointBatch.from_padded(torch.randn(2, n, 3, generator=g)),) for n in (96, 128)]
-    _agree(pointctx.create_model("pointmlp_elite", num_classes=5, k_neighbors=8,
-                                  drop_rate=0.0), clouds, backend)
-    small = [(torch.randn(2, 3, 32, 32, generator=g),), (torch.randn(3, 3, 32, 32, generator=g),)]
-    _agree(pointctx.create_model("cluenet_micro_cifar"), small, backend)
+    kwargs = dict(num_classes=5, k_neighbors=8, drop_rate=0.0) if name == "pointmlp_elite" else {}
+    model = pointctx.create_model(name, **kwargs).double()
+    _agree(model, _inputs(name), backend, rtol=1e-6, atol=1e-8)

@@ -336,6 +336,10 @@ class PointReducer(nn.Module):
             out = out + self.proj.bias
         return out
 
+    # Eager under torch.compile (a graph break around one convolution): torch 2.13's inductor
+    # generates code that references an undefined size symbol for this view + conv2d when the
+    # lattice sizes are symbolic (NameError at run time, CLUENet at 32x32, dynamic shapes).
+    @torch.compiler.disable
     def _dense_conv(self, x: Tensor, b: int, sizes, out_sizes) -> Tensor:
         """Full lattices in raster order: the reduction is exactly a strided convolution.
 
