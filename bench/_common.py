@@ -5,6 +5,7 @@
   JSON dict its last stdout line holds, or ``{"error": ...}``;
 * :func:`cpu_peak_bytes`: the peak extra resident memory of one call (:data:`MEMORY_METHOD`);
 * :func:`cpu_name`: the CPU model, for the JSON header;
+* :func:`conditions`: the torch version, CPU and load average every result JSON records;
 * :func:`alternate`: median times of callables run in turn in one process (side-by-side ratios).
 
 The bench scripts are run as files (``python bench/models.py``), so they import this module by
@@ -23,7 +24,8 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["MEMORY_METHOD", "run_child", "cpu_peak_bytes", "cpu_name", "alternate"]
+__all__ = ["MEMORY_METHOD", "run_child", "cpu_peak_bytes", "cpu_name", "conditions",
+           "alternate"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -97,6 +99,14 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def conditions() -> dict:
+    """What every result JSON records: torch version, CPU model, 1/5/15-minute load at the end."""
+    import torch
+
+    return {"torch": torch.__version__, "cpu": cpu_name(),
+            "load_avg_1_5_15_at_end": [round(v, 2) for v in os.getloadavg()]}
 
 
 def alternate(fns: dict, repeats: int) -> dict:

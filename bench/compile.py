@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -32,6 +32,9 @@ import torch.nn.functional as F
 import pointctx
 from pointctx import PointBatch, create_model
 from pointctx.train import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import conditions  # noqa: E402  (bench/)
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "compile.json"
@@ -132,9 +135,7 @@ def main():
             torch._dynamo.reset()
     atomic_write_json(args.out, {
         "benchmark": "compile", "backend": args.backend, "threads": args.threads,
-        "repeats": args.repeats, "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "load_avg_1_5_15_at_end": list(os.getloadavg()), "results": rows,
+        "repeats": args.repeats, **conditions(), "results": rows,
     })
     print(f"wrote {args.out}")
 

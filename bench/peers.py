@@ -51,7 +51,6 @@ import argparse
 import importlib.util
 import math
 import os
-import platform
 import statistics
 import sys
 import types
@@ -66,7 +65,7 @@ from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from _common import alternate  # noqa: E402  (bench/)
+from _common import alternate, conditions  # noqa: E402  (bench/)
 
 DEFAULT_OUT = ROOT / "results" / "peers.json"
 CASES = ["coc_tiny", "coc_tiny_partition", "pointmlp_elite", "pointmlp", "pointmlp_coc"]
@@ -254,10 +253,8 @@ def main():
         "repeats": args.repeats,
         "batch_images": args.batch_images,
         "batch_points": args.batch_points,
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        **conditions(),
         "official_changes": changes,
-        "load_avg_1_5_15_at_end": list(os.getloadavg()),
         "results": rows,
         "geomean_official_over_pointctx": math.exp(
             statistics.fmean(math.log(r["official_over_pointctx"]) for r in rows)),

@@ -30,9 +30,8 @@ Usage::
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -44,6 +43,9 @@ from pointctx import PointBatch, create_model
 from pointctx._checks import check_finite_features
 from pointctx.ops import resolve_backend
 from pointctx.train import atomic_write_json
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import conditions  # noqa: E402  (bench/)
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "pointmlp.json"
@@ -178,10 +180,8 @@ def main():
         "repeats": args.repeats,
         "quick": args.quick,
         "device": str(device),
-        "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
+        **conditions(),
         "ops_backend": {op: resolve_backend(None, op, device) for op in ("fps", "knn", "grid")},
-        "load_avg_1_5_15_at_end": list(os.getloadavg()),
         "note": "shared CPU: timings are noisy; shares are of one profiled inference forward",
         "results": rows,
     }, args.out)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 from pathlib import Path
 
@@ -36,7 +35,7 @@ from pointctx.train import atomic_write_json
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from _common import alternate  # noqa: E402  (bench/)
+from _common import alternate, conditions  # noqa: E402  (bench/)
 
 DEFAULT_OUT = ROOT / "results" / "stem.json"
 
@@ -113,9 +112,7 @@ def main():
         side = -(-side // 2)
     atomic_write_json(args.out, {
         "benchmark": "stem", "batch": b, "size": s, "threads": args.threads,
-        "repeats": args.repeats, "torch": torch.__version__,
-        "cpu": platform.processor() or platform.machine(),
-        "load_avg_1_5_15_at_end": list(os.getloadavg()), "results": rows,
+        "repeats": args.repeats, **conditions(), "results": rows,
     })
     print(f"wrote {args.out}")
 
