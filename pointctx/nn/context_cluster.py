@@ -30,6 +30,7 @@ from torch import Tensor, nn
 
 from .._checks import check_choice, check_point_inputs, check_positive_int
 from ..ops.segment import infer_batch_size
+from .layers import check_chunk_points, chunk_rows
 from .proposal import (
     Centers,
     _check_counts,
@@ -192,9 +193,7 @@ class ContextCluster(nn.Module):
         self.centers = None if centers is None else _check_counts(centers, "centers")
         self.regions = _counts_or_none(regions, "regions")
         self.validate = bool(validate)
-        if chunk_points is not None and chunk_points != "auto":
-            chunk_points = check_positive_int(chunk_points, "chunk_points")
-        self.chunk_points = chunk_points
+        self.chunk_points = check_chunk_points(chunk_points)
 
         inner = self.heads * self.head_dim
         self.f = nn.Linear(dim, inner)
@@ -336,9 +335,7 @@ class ContextCluster(nn.Module):
         layout = self.pair_layout
         if layout == "auto":
             layout = "padded" if n * k_max <= 1.25 * n_pairs else "ragged"
-        step = self.chunk_points
-        if step == "auto":
-            step = max(1024, _CHUNK_ELEMENTS // inner) if dev.type == "cpu" else None
+        step = chunk_rows(self.chunk_points, inner, dev)
         step = n if step is None else step
         chunk_pairs = None
         if layout == "ragged":  # pairs per chunk, in one host sync

@@ -3,7 +3,8 @@
 They act on ``x [N, C]`` (one row per point). ``DropPath`` needs the set id of each point so that
 stochastic depth drops whole sets (the ragged counterpart of dropping whole images). Also the
 weight inits shared by the layers (:func:`conv_init`, :func:`linear_as_conv`,
-:func:`trunc_linear`).
+:func:`trunc_linear`) and the point chunking of point-wise work on CPU
+(:func:`check_chunk_points`, :func:`chunk_rows`, used by ``Mlp`` and ``ContextCluster``).
 """
 
 from __future__ import annotations
@@ -16,7 +17,40 @@ from torch import Tensor, nn
 from .._checks import check_number, check_positive_int, check_tensor
 from ..ops.segment import infer_batch_size
 
-__all__ = ["Mlp", "DropPath", "LayerScale"]
+__all__ = ["Mlp", "DropPath", "LayerScale", "check_chunk_points", "chunk_rows"]
+
+# Values (rows x widest channel count) of one chunk of point-wise work on CPU. Chunks of this
+# size stay in the cache and below the C allocator's mmap threshold: a 50,176 x 256 MLP hidden
+# layer (coc_tiny's first stage at 224, B = 16) runs 3x faster forward and 2x faster forward +
+# backward in 4,096-row chunks than in one piece, mostly because every fresh 51 MB tensor costs
+# page faults on first touch.
+CPU_CHUNK_ELEMENTS = 1 << 20
+
+
+def check_chunk_points(value, name: str = "chunk_points"):
+    """Check a ``chunk_points`` option: a positive int, ``"auto"`` or None."""
+    if value is None or (isinstance(value, str) and value == "auto"):
+        return value
+    if isinstance(value, str):
+        raise ValueError(f"`{name}` must be a positive int, 'auto' or None, got {value!r}")
+    return check_positive_int(value, name)
+
+
+def chunk_rows(chunk_points, width: int, device: torch.device) -> int | None:
+    """Rows per chunk for point-wise work of ``width`` channels, or None for one piece.
+
+    ``chunk_points``: an int (that many rows), None (no chunking) or ``"auto"``: about
+    :data:`CPU_CHUNK_ELEMENTS` values (at least 1,024 rows) on CPU, no chunking on other
+    devices (their kernels want large launches) and none while ``torch.compile`` traces (the
+    compiler fuses the point-wise work itself).
+    """
+    if chunk_points is None:
+        return None
+    if chunk_points == "auto":
+        if device.type != "cpu" or torch.compiler.is_compiling():
+            return None
+        return max(1024, CPU_CHUNK_ELEMENTS // max(1, width))
+    return chunk_points
 
 
 def conv_init(weight: Tensor, fan_out: int) -> None:
@@ -56,13 +90,20 @@ class Mlp(nn.Module):
         out_features: output channels (default ``in_features``).
         act_layer: activation module class (default ``nn.GELU``).
         drop: dropout probability after the activation and after ``fc2``.
+        chunk_points: run ``[N, C]`` inputs in chunks of this many rows (see
+            :func:`chunk_rows`): ``"auto"`` (default) chunks of about 2^20 hidden values on CPU
+            and one piece elsewhere, an int, or None (one piece). The rows are independent, so
+            the output is the same up to float rounding of the matrix products (the weight
+            gradients sum the chunks in turn); with dropout the random masks are drawn per
+            chunk.
 
     Shapes:
         x: [N, C] (or any [..., C]); return: [N, out_features].
     """
 
     def __init__(self, in_features: int, hidden_features: int | None = None,
-                 out_features: int | None = None, act_layer=nn.GELU, drop: float = 0.0):
+                 out_features: int | None = None, act_layer=nn.GELU, drop: float = 0.0,
+                 chunk_points: int | str | None = "auto"):
         super().__init__()
         in_features = check_positive_int(in_features, "in_features")
         hidden = in_features if hidden_features is None else check_positive_int(
@@ -73,13 +114,20 @@ class Mlp(nn.Module):
         self.act = act_layer()
         self.fc2 = nn.Linear(hidden, out)
         self.drop = nn.Dropout(_check_rate(drop, "drop"))
+        self.chunk_points = check_chunk_points(chunk_points)
         for lin in (self.fc1, self.fc2):
             nn.init.trunc_normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the MLP to every row."""
+    def _rows(self, x: Tensor) -> Tensor:
         return self.drop(self.fc2(self.drop(self.act(self.fc1(x)))))
+
+    def forward(self, x: Tensor) -> Tensor:
+        """Apply the MLP to every row (in chunks of rows, see ``chunk_points``)."""
+        step = chunk_rows(self.chunk_points, max(self.fc1.out_features, x.shape[-1]), x.device)
+        if step is None or x.dim() != 2 or x.shape[0] <= step:
+            return self._rows(x)
+        return torch.cat([self._rows(part) for part in x.split(step)], 0)
 
 
 class DropPath(nn.Module):

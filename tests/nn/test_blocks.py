@@ -99,6 +99,44 @@ def test_mlp_and_layer_scale():
     torch.testing.assert_close(ls(torch.ones(2, 6)), torch.full((2, 6), 1e-5))
 
 
+@pytest.mark.parametrize("n", [0, 1, 7, 64, 65])
+def test_mlp_chunks_give_the_same_output_and_gradients(n):
+    torch.manual_seed(0)
+    whole = Mlp(4, 16, 6, chunk_points=None).double()
+    chunked = Mlp(4, 16, 6, chunk_points=8).double()
+    chunked.load_state_dict(whole.state_dict())
+    x = torch.randn(n, 4, dtype=torch.float64, requires_grad=True)
+    x2 = x.detach().clone().requires_grad_(True)
+    out, out2 = whole(x), chunked(x2)
+    torch.testing.assert_close(out2, out)
+    w = torch.randn_like(out)
+    (out * w).sum().backward()
+    (out2 * w).sum().backward()
+    torch.testing.assert_close(x2.grad, x.grad)
+    for (name, p), p2 in zip(whole.named_parameters(), chunked.parameters()):
+        torch.testing.assert_close(p2.grad, p.grad, msg=name)
+
+
+def test_chunk_rows_resolution():
+    from pointctx.nn.layers import CPU_CHUNK_ELEMENTS, check_chunk_points, chunk_rows
+
+    cpu = torch.device("cpu")
+    assert chunk_rows("auto", 256, cpu) == CPU_CHUNK_ELEMENTS // 256 == 4096
+    assert chunk_rows("auto", 1 << 16, cpu) == 1024  # at least 1,024 rows
+    assert chunk_rows("auto", 256, torch.device("meta")) is None  # one piece off the CPU
+    assert chunk_rows(None, 256, cpu) is None and chunk_rows(100, 256, cpu) == 100
+    # the default MLP chunks a large CPU input (it calls fc1 once per chunk)
+    mlp = Mlp(4, 1 << 10)
+    calls = []
+    mlp.fc1.register_forward_hook(lambda *a: calls.append(1))
+    mlp(torch.randn(2500, 4))
+    assert len(calls) == 3  # 1,024-row chunks
+    with pytest.raises(ValueError, match="`chunk_points` must be a positive int, 'auto' or None"):
+        check_chunk_points("fast")
+    with pytest.raises(ValueError, match="`chunk_points` must be"):
+        Mlp(4, chunk_points=0)
+
+
 def test_bad_inputs():
     with pytest.raises(ValueError, match="`mlp_ratio` must be a number > 0"):
         ContextClusterBlock(8, mlp_ratio=0)
