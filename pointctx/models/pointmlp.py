@@ -102,6 +102,7 @@ from ..nn.grouping import (
     sample_and_group,
 )
 from ..ops.scatter import scatter_max
+from ..ops.slot_max import slot_max
 from ._base import SetClassifier
 from ._helpers import build, check_io, per_stage
 from ._inputs import check_model_points
@@ -150,7 +151,9 @@ class LinearBNAct(nn.Module):
                 f"{broadcast.shape[-1]}"
             )
         part = F.linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
-        y = F.linear(x, w[:, :cx]) + part
+        # in place: the linear map's backward does not need its output (one full-size tensor
+        # fewer)
+        y = F.linear(x, w[:, :cx]).add_(part)
         y = self.norm(y.view(m * k, -1))
         return self.act(y).view(m, k, -1)
 
@@ -176,7 +179,8 @@ class ResidualMLP(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual MLP on every row."""
-        return self.act(self.net2(self.net1(x)) + x)
+        # in place: net2 ends in BatchNorm, whose backward needs its input, not its output
+        return self.act(self.net2(self.net1(x)).add_(x))
 
 
 class _SetContextCluster(nn.Module):
@@ -250,7 +254,7 @@ class PreExtraction(nn.Module):
             with record_function("pointctx.mlp"):
                 x = block(x)
         # filled slots equal slot 0 (row-wise layers), so a plain max ignores them
-        return x.amax(dim=1)
+        return slot_max(x, 1)
 
 
 class PointMLP(SetClassifier):

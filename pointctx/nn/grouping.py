@@ -31,6 +31,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 from torch.profiler import record_function
 
 from .._checks import check_choice, check_positive_int
@@ -38,6 +39,7 @@ from ..ops.fps import fps
 from ..ops.knn import knn
 from ..ops.scatter import scatter_max, scatter_mean, scatter_sum
 from ..ops.segment import batch_to_ptr
+from .layers import chunk_rows
 
 __all__ = [
     "Groups",
@@ -189,6 +191,11 @@ class GeometricAffine(nn.Module):
     whole batch would make a sample's output depend on the other samples, which this module never
     does. Filled (masked) neighbour slots are left out of ``sigma_b`` and the center mean.
 
+    The normalisation runs as one autograd function with a hand-written backward (fewer
+    full-size ``[M, k, C]`` temporaries: about 2x faster forward + backward than plain autograd
+    ops on a PointMLP stage); :func:`geometric_affine_naive` is the plain-autograd reference the
+    tests compare it with. It is differentiable once.
+
     Args:
         channels: feature channels C.
         mode: ``"anchor"`` or ``"center"``.
@@ -233,24 +240,131 @@ class GeometricAffine(nn.Module):
             else:
                 w = mask.unsqueeze(-1).to(grouped.dtype)
                 ref = (grouped * w).sum(1) / w.sum(1).clamp(min=1)
-            diff = grouped - ref.unsqueeze(1)
-            valid = k if mask is None else mask.sum(1)
-            count = scatter_sum(
-                torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
-                batch, batch_size,
-            )
-            mean = scatter_sum(_masked_sum_groups(diff, mask), batch, batch_size)
-            mean = mean / count.clamp(min=1)
-            dev = diff - mean.index_select(0, batch).view(m, 1, 1)
-            var = scatter_sum(_masked_sum_groups(dev.square(), mask), batch, batch_size)
-            var = var / (count - 1).clamp(min=1)
-            # sqrt has an infinite derivative at 0: keep zero-variance sets out of it
-            positive = var > 0
-            std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
-            scale = (std + self.eps).reciprocal().index_select(0, batch).view(m, 1, 1)
-            # alpha * diff / (std + eps) + beta with one [M, 1, C] coefficient: a single
-            # full-size product (and a single full-size tensor kept for backward)
-            return torch.addcmul(self.beta, diff, scale * self.alpha)
+            return _GeometricAffine.apply(grouped, ref, self.alpha, self.beta, mask, batch,
+                                          batch_size, self.eps)
+
+
+def geometric_affine_naive(grouped: Tensor, ref: Tensor, alpha: Tensor, beta: Tensor,
+                           mask: Tensor | None, batch: Tensor, batch_size: int,
+                           eps: float) -> Tensor:
+    """Reference of :class:`GeometricAffine` after the reference ``ref``: plain autograd ops.
+
+    Shapes:
+        grouped: [M, k, C]; ref: [M, C]; alpha, beta: [C]; mask: [M, k] or None; batch: [M];
+        return: [M, k, C].
+    """
+    m, k, c = grouped.shape
+    diff = grouped - ref.unsqueeze(1)
+    valid = k if mask is None else mask.sum(1)
+    count = scatter_sum(
+        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
+        batch, batch_size,
+    )
+    mean = scatter_sum(_masked_sum_groups(diff, mask), batch, batch_size)
+    mean = mean / count.clamp(min=1)
+    dev = diff - mean.index_select(0, batch).view(m, 1, 1)
+    var = scatter_sum(_masked_sum_groups(dev.square(), mask), batch, batch_size)
+    var = var / (count - 1).clamp(min=1)
+    # sqrt has an infinite derivative at 0: keep zero-variance sets out of it
+    positive = var > 0
+    std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
+    scale = (std + eps).reciprocal().index_select(0, batch).view(m, 1, 1)
+    return torch.addcmul(beta, diff, scale * alpha)
+
+
+def _slot_sums(t: Tensor, mask: Tensor | None) -> Tensor:
+    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M].
+
+    Channels first, then the slots weighted by the mask: no full-size temporary.
+    """
+    per_slot = t.sum(2)
+    if mask is not None:
+        per_slot = per_slot * mask.to(t.dtype)
+    return per_slot.sum(1)
+
+
+def _by_chunks(fn, a: Tensor, b: Tensor, mask: Tensor | None) -> Tensor:
+    """``fn(a, b, mask)`` for a reduction over dims 1+, run over cache-sized chunks of rows.
+
+    Shapes:
+        a: [M, k, C]; b: broadcastable to a; mask: [M, k] or None; return: fn's rows joined.
+    """
+    m = a.shape[0]
+    step = chunk_rows("auto", a[0].numel(), a.device)
+    if step is None or m <= step:
+        return fn(a, b, mask)
+    masks = [None] * -(-m // step) if mask is None else mask.split(step)
+    return torch.cat([fn(pa, pb, pm) for pa, pb, pm in zip(a.split(step), b.split(step), masks)])
+
+
+class _GeometricAffine(torch.autograd.Function):
+    """:func:`geometric_affine_naive` with a hand-written backward and fewer full-size tensors.
+
+    Forward keeps ``diff = grouped - ref`` (needed for the gradients of ``alpha`` and of the
+    standard deviation) and the per-set statistics. With ``s_b = 1 / (std_b + eps)``,
+    ``out = alpha * s_b * diff + beta`` and ``var_b = sum_valid (diff - mean_b)^2 / (n_b - 1)``:
+
+    * ``d beta = sum g``, ``d alpha = sum_rows s_b * sum_k g * diff``;
+    * ``d s_b = sum_{rows of b, c} alpha_c * sum_k g * diff``, ``d std_b = -s_b^2 d s_b``,
+      ``d var_b = d std_b / (2 std_b)`` (0 for a zero-variance set, as the reference);
+    * ``d diff = g * alpha * s_b + 2 d var_b / (n_b - 1) * (diff - mean_b)`` on the valid slots
+      (the mean's own term is ``-2 d var_b / (n_b - 1) * sum_valid (diff - mean_b) = 0``);
+    * ``d grouped = d diff``, ``d ref = -sum_k d diff``.
+    """
+
+    @staticmethod
+    def forward(ctx, grouped, ref, alpha, beta, mask, batch, batch_size, eps):
+        m, k, c = grouped.shape
+        diff = grouped - ref.unsqueeze(1)
+        valid = k if mask is None else mask.sum(1)
+        count = scatter_sum(
+            torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
+            batch, batch_size,
+        )
+        mean = scatter_sum(_slot_sums(diff, mask), batch, batch_size) / count.clamp(min=1)
+        mean_m = mean.index_select(0, batch).view(m, 1, 1)
+        # squared deviations summed per group in cache-sized chunks (no full-size temporary)
+        sq = _by_chunks(lambda d, mu, mk: _slot_sums((d - mu).square_(), mk), diff, mean_m,
+                        mask)
+        var = scatter_sum(sq, batch, batch_size) / (count - 1).clamp(min=1)
+        positive = var > 0
+        std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
+        inv = (std + eps).reciprocal()
+        inv_m = inv.index_select(0, batch)
+        out = torch.addcmul(beta, diff, inv_m.view(m, 1, 1) * alpha)
+        ctx.save_for_backward(diff, alpha, mask, batch, mean, std, inv, count, positive)
+        ctx.batch_size = batch_size
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        diff, alpha, mask, batch, mean, std, inv, count, positive = ctx.saved_tensors
+        need_grouped, need_ref, need_alpha, need_beta = ctx.needs_input_grad[:4]
+        m = diff.shape[0]
+        inv_m = inv.index_select(0, batch)
+        d_beta = g.sum((0, 1)) if need_beta else None
+        d_alpha = d_grouped = d_ref = None
+        if need_alpha or need_grouped or need_ref:
+            gd = _by_chunks(lambda a, b, _: (a * b).sum(1), g, diff, None)  # [M, C]
+            if need_alpha:
+                d_alpha = (gd * inv_m.unsqueeze(1)).sum(0)
+        if need_grouped or need_ref:
+            d_inv = scatter_sum((gd * alpha).sum(1), batch, ctx.batch_size)  # [B]
+            d_std = -d_inv * inv * inv
+            d_var = torch.where(positive, d_std / (2 * torch.where(positive, std, 1.0)), 0.0)
+            r = 2 * d_var / (count - 1).clamp(min=1)  # [B]
+            r_m = r.index_select(0, batch).view(m, 1, 1)
+            d_diff = g * (inv_m.view(m, 1, 1) * alpha)
+            shift = r_m * mean.index_select(0, batch).view(m, 1, 1)
+            if mask is None:
+                d_diff.addcmul_(diff, r_m).sub_(shift)
+            else:
+                w = mask.unsqueeze(-1).to(diff.dtype)
+                d_diff.addcmul_(diff, r_m * w).sub_(shift * w)
+            d_grouped = d_diff if need_grouped else None
+            d_ref = d_diff.sum(1).neg_() if need_ref else None
+        return d_grouped, d_ref, d_alpha, d_beta, None, None, None, None
 
 
 class GroupContextCluster(nn.Module):

@@ -44,6 +44,7 @@ from .scatter import (
     scatter_sum,
 )
 from .segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch, set_sizes
+from .slot_max import slot_max
 
 __all__ = [
     "cluster_available",
@@ -59,6 +60,7 @@ __all__ = [
     "scatter_mean",
     "scatter_softmax",
     "scatter_sum",
+    "slot_max",
     "batch_to_ptr",
     "infer_batch_size",
     "local_index",

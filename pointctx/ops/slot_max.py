@@ -1,0 +1,71 @@
+"""Max over the slots of grouped features (PointMLP's neighbour pooling), with a cheap backward.
+
+``slot_max(x, dim)`` equals ``x.amax(dim)`` in value and gradient (the gradient of a max is split
+evenly among the slots tied for it, bit for bit as autograd's ``amax``), but its backward builds
+far fewer full-size temporaries. Autograd's ``amax`` backward turns the ``x == max`` mask into an
+int64 tensor to count the ties and into a float tensor to multiply by: on a PointMLP stage
+(``[4096, 24, 256]`` float32) that backward takes about 30x its forward. Here the ties are
+counted in uint8 (int16 past 255 slots) over the bool mask, and the gradient is one ``where``.
+
+The naive reference is ``x.amax(dim)`` itself (:func:`slot_max_naive`).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+from torch.autograd.function import once_differentiable
+
+from .._checks import check_int
+
+__all__ = ["slot_max", "slot_max_naive"]
+
+
+class _SlotMax(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+        out = x.amax(dim)
+        ctx.dim = dim
+        ctx.save_for_backward(x, out)
+        return out
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad: Tensor):
+        x, out = ctx.saved_tensors
+        dim = ctx.dim
+        hit = x == out.unsqueeze(dim)
+        count_dtype = torch.uint8 if x.shape[dim] <= 255 else torch.int32
+        ties = hit.view(torch.uint8).sum(dim, dtype=count_dtype)
+        return torch.where(hit, (grad / ties).unsqueeze(dim), 0.0).to(grad.dtype), None
+
+
+def slot_max(x: Tensor, dim: int = 1) -> Tensor:
+    """Max over dimension ``dim`` (e.g. the ``k`` neighbour slots of ``[M, k, C]`` groups).
+
+    Same value and gradient as ``x.amax(dim)`` (ties share the gradient evenly); the backward is
+    not differentiable again (use ``amax`` for double backward). NaN inputs: the max is NaN and,
+    as NaN never equals itself, no gradient reaches that slot's group.
+
+    Args:
+        x: a floating tensor with at least one slot along ``dim``.
+        dim: the dimension to reduce.
+
+    Shapes:
+        x: [M, k, C] (any shape); return: x's shape without ``dim`` ([M, C]).
+    """
+    if not isinstance(x, Tensor) or not x.is_floating_point():
+        raise TypeError(f"`x` must be a floating-point tensor, got "
+                        f"{type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
+    dim = check_int(dim, "dim", -x.dim(), x.dim() - 1) % x.dim()
+    if x.shape[dim] == 0:
+        raise ValueError(f"`x` must have at least one slot along dim {dim}, got shape "
+                         f"{tuple(x.shape)}")
+    if not (torch.is_grad_enabled() and x.requires_grad):
+        return x.amax(dim)
+    return _SlotMax.apply(x, dim)
+
+
+def slot_max_naive(x: Tensor, dim: int = 1) -> Tensor:
+    """Reference: autograd's ``amax`` (the same values and gradients, a costlier backward)."""
+    return x.amax(dim)
