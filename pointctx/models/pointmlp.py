@@ -132,16 +132,21 @@ class LinearBNAct(nn.Module):
         self.norm = nn.BatchNorm1d(out_dim)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
-    def forward(self, x: Tensor, broadcast: Tensor | None = None) -> Tensor:
+    def forward(self, x: Tensor, broadcast: Tensor | None = None,
+                residual: Tensor | None = None) -> Tensor:
         """Apply the layer row by row.
 
         ``broadcast [M, C_b]`` (with ``x [M, k, C_x]``, ``C_x + C_b = in_dim``) stands for the
         last ``C_b`` input channels, equal for the ``k`` rows of a group: the result is that of
         ``cat([x, broadcast.unsqueeze(1).expand(-1, k, -1)], -1)`` without the concatenation.
+        ``residual`` (x's rows, ``out_dim`` channels) is added after the norm and before the
+        activation, in place: BatchNorm's backward does not need its output.
         """
         if broadcast is None:
             shape = x.shape
             y = self.norm(self.linear(x.reshape(-1, shape[-1])))
+            if residual is not None:
+                y = y.add_(residual.reshape(y.shape))
             return self.act(y).view(*shape[:-1], y.shape[-1])
         m, k, cx = x.shape
         w, bias = self.linear.weight, self.linear.bias
@@ -174,13 +179,11 @@ class ResidualMLP(nn.Module):
                 "; it must be >= 1"
             )
         self.net1 = LinearBNAct(dim, inner, bias=bias)
-        self.net2 = LinearBNAct(inner, dim, bias=bias, act=False)
-        self.act = nn.ReLU(inplace=True)
+        self.net2 = LinearBNAct(inner, dim, bias=bias)  # relu(BN(W2 h) + x): residual inside
 
     def forward(self, x: Tensor) -> Tensor:
         """Residual MLP on every row."""
-        # in place: net2 ends in BatchNorm, whose backward needs its input, not its output
-        return self.act(self.net2(self.net1(x)).add_(x))
+        return self.net2(self.net1(x), residual=x)
 
 
 class _SetContextCluster(nn.Module):
