@@ -133,21 +133,22 @@ class LinearBNAct(nn.Module):
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: Tensor, broadcast: Tensor | None = None,
-                residual: Tensor | None = None) -> Tensor:
+                residual: Tensor | None = None, act: bool = True) -> Tensor:
         """Apply the layer row by row.
 
         ``broadcast [M, C_b]`` (with ``x [M, k, C_x]``, ``C_x + C_b = in_dim``) stands for the
         last ``C_b`` input channels, equal for the ``k`` rows of a group: the result is that of
         ``cat([x, broadcast.unsqueeze(1).expand(-1, k, -1)], -1)`` without the concatenation.
         ``residual`` (x's rows, ``out_dim`` channels) is added after the norm and before the
-        activation, in place: BatchNorm's backward does not need its output.
+        activation, in place: BatchNorm's backward does not need its output. ``act=False``
+        leaves the activation out (the caller applies it).
         """
         if broadcast is None:
             shape = x.shape
             y = self.norm(self.linear(x.reshape(-1, shape[-1])))
             if residual is not None:
                 y = y.add_(residual.reshape(y.shape))
-            return self.act(y).view(*shape[:-1], y.shape[-1])
+            return (self.act(y) if act else y).view(*shape[:-1], y.shape[-1])
         m, k, cx = x.shape
         w, bias = self.linear.weight, self.linear.bias
         if cx + broadcast.shape[-1] != w.shape[1]:
@@ -181,9 +182,9 @@ class ResidualMLP(nn.Module):
         self.net1 = LinearBNAct(dim, inner, bias=bias)
         self.net2 = LinearBNAct(inner, dim, bias=bias)  # relu(BN(W2 h) + x): residual inside
 
-    def forward(self, x: Tensor) -> Tensor:
-        """Residual MLP on every row."""
-        return self.net2(self.net1(x), residual=x)
+    def forward(self, x: Tensor, act: bool = True) -> Tensor:
+        """Residual MLP on every row (``act=False``: without the final ReLU)."""
+        return self.net2(self.net1(x), residual=x, act=act)
 
 
 class _SetContextCluster(nn.Module):
@@ -255,9 +256,11 @@ class PreExtraction(nn.Module):
             elif self.coc_mode == "set":
                 x = self.coc[i](x, mask, pos, batch, batch_size)
             with record_function("pointctx.mlp"):
-                x = block(x)
+                # the last block's ReLU after the max: relu(max(z)) = max(relu(z)), with the same
+                # gradient, and no full-size ReLU (forward and backward) before the pooling
+                x = block(x, act=i < len(self.blocks) - 1)
         # filled slots equal slot 0 (row-wise layers), so a plain max ignores them
-        return slot_max(x, 1)
+        return torch.relu(slot_max(x, 1))
 
 
 class PointMLP(SetClassifier):

@@ -170,6 +170,18 @@ def _take(t, idx):
     return t[b, idx]
 
 
+def _pre_reference(pre, x):
+    """The official pre-extraction: transfer, (CoC,) relu(BN(W2 relu(BN(W1 x))) + x), max."""
+    x = pre.transfer(x)
+    for j, block in enumerate(pre.blocks):
+        if pre.coc_mode == "group":
+            x = pre.coc[j](x, None)
+        shape = x.shape
+        h = block.net1(x).reshape(-1, block.net1.linear.out_features)
+        x = torch.relu(block.net2.norm(block.net2.linear(h)).view(shape) + x)
+    return x.amax(1)
+
+
 def _dense_reference(model, pos):
     b, n, _ = pos.shape
     x = model.embedding(pos)
@@ -190,7 +202,7 @@ def _dense_reference(model, pos):
         std = (grouped - mean).reshape(b, -1).std(-1).view(b, 1, 1, 1)
         h = aff.alpha * (grouped - mean) / (std + 1e-5) + aff.beta
         h = torch.cat([h, new_x.unsqueeze(2).expand(-1, -1, k, -1)], -1)
-        x = model.pre[i](h.reshape(b * s, k, -1), None).view(b, s, -1)
+        x = _pre_reference(model.pre[i], h.reshape(b * s, k, -1)).view(b, s, -1)
         x = model.post[i](x)
         xyz, n = new_xyz, s
     return model.classifier(x.amax(1))
@@ -209,6 +221,13 @@ def test_matches_dense_official_algorithm(name, kw, train, make_model):
     out = model(pos)
     ref = _dense_reference(model, pos)
     torch.testing.assert_close(out, ref)
+    # and the same gradients (fused affine, slot max, residual and ReLU placement)
+    w = torch.randn(out.shape, dtype=out.dtype, generator=torch.Generator().manual_seed(8))
+    params = [p for p in model.parameters() if p.requires_grad]
+    got = torch.autograd.grad((out * w).sum(), params)
+    want = torch.autograd.grad((ref * w).sum(), params)
+    for (name_, _), a, b_ in zip(model.named_parameters(), got, want):
+        torch.testing.assert_close(a, b_, msg=name_)
 
 
 # --------------------------------------------------------------------------------------------
