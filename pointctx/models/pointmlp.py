@@ -145,10 +145,12 @@ class LinearBNAct(nn.Module):
         """
         if broadcast is None:
             shape = x.shape
-            y = self.norm(self.linear(x.reshape(-1, shape[-1])))
+            flat = x.dim() != 2  # 2-D rows go through without reshape views
+            y = self.norm(self.linear(x.reshape(-1, shape[-1]) if flat else x))
             if residual is not None:
-                y = y.add_(residual.reshape(y.shape))
-            return (self.act(y) if act else y).view(*shape[:-1], y.shape[-1])
+                y = y.add_(residual.reshape(y.shape) if flat else residual)
+            y = self.act(y) if act else y
+            return y.view(*shape[:-1], y.shape[-1]) if flat else y
         m, k, cx = x.shape
         w, bias = self.linear.weight, self.linear.bias
         if cx + broadcast.shape[-1] != w.shape[1]:
@@ -250,6 +252,13 @@ class PreExtraction(nn.Module):
                 x = self.transfer(x)
             else:
                 x = self.transfer(x, anchor)
+        m, k = x.shape[:2]
+        # Without Context Cluster layers the blocks run on the [M * k, C] rows: no reshape views
+        # inside them, so autograd sums each block's two input gradients (residual and MLP) in
+        # place instead of into a new full-size tensor.
+        rows = self.coc_mode is None
+        if rows:
+            x = x.reshape(m * k, -1)
         for i, block in enumerate(self.blocks):
             if self.coc_mode == "group":
                 x = self.coc[i](x, mask)
@@ -259,6 +268,8 @@ class PreExtraction(nn.Module):
                 # the last block's ReLU after the max: relu(max(z)) = max(relu(z)), with the same
                 # gradient, and no full-size ReLU (forward and backward) before the pooling
                 x = block(x, act=i < len(self.blocks) - 1)
+        if rows:
+            x = x.view(m, k, -1)
         # filled slots equal slot 0 (row-wise layers), so a plain max ignores them
         return torch.relu(slot_max(x, 1))
 
