@@ -5,7 +5,8 @@ evenly among the slots tied for it, bit for bit as autograd's ``amax``), but its
 far fewer full-size temporaries. Autograd's ``amax`` backward turns the ``x == max`` mask into an
 int64 tensor to count the ties and into a float tensor to multiply by: on a PointMLP stage
 (``[4096, 24, 256]`` float32) that backward takes about 30x its forward. Here the ties are
-counted in uint8 (int16 past 255 slots) over the bool mask, and the gradient is one ``where``.
+counted in uint8 (int32 past 255 slots) over the bool mask, and the gradient is the mask cast
+to float times the shared gradient, in place.
 
 The naive reference is ``x.amax(dim)`` itself (:func:`slot_max_naive`).
 """
@@ -23,9 +24,9 @@ __all__ = ["slot_max", "slot_max_naive"]
 
 class _SlotMax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int) -> Tensor:
+    def forward(ctx, x: Tensor, dim: int, overwrite: bool) -> Tensor:
         out = x.amax(dim)
-        ctx.dim = dim
+        ctx.dim, ctx.overwrite = dim, overwrite
         ctx.save_for_backward(x, out)
         return out
 
@@ -37,10 +38,15 @@ class _SlotMax(torch.autograd.Function):
         hit = x == out.unsqueeze(dim)
         count_dtype = torch.uint8 if x.shape[dim] <= 255 else torch.int32
         ties = hit.view(torch.uint8).sum(dim, dtype=count_dtype)
-        return torch.where(hit, (grad / ties).unsqueeze(dim), 0.0).to(grad.dtype), None
+        share = (grad / ties).unsqueeze(dim).to(x.dtype)
+        # x's memory takes the gradient when x is no longer needed (no fresh full-size tensor);
+        # the mask cast then an in-place broadcast multiply is about 3x faster on CPU than
+        # where(hit, share, 0) or hit * share (whose bool-float promotion is a slow path)
+        res = x if ctx.overwrite else torch.empty_like(x)
+        return res.copy_(hit).mul_(share), None, None
 
 
-def slot_max(x: Tensor, dim: int = 1) -> Tensor:
+def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False) -> Tensor:
     """Max over dimension ``dim`` (e.g. the ``k`` neighbour slots of ``[M, k, C]`` groups).
 
     Same value and gradient as ``x.amax(dim)`` (ties share the gradient evenly); the backward is
@@ -50,6 +56,11 @@ def slot_max(x: Tensor, dim: int = 1) -> Tensor:
     Args:
         x: a floating tensor with at least one slot along ``dim``.
         dim: the dimension to reduce.
+        overwrite_input: let the backward write x's gradient into x's own memory (saves one
+            full-size tensor). Only when no other backward needs x (for example x is not the
+            output of a ReLU, whose backward keeps it): autograd then raises its "modified by an
+            inplace operation" error rather than computing a wrong gradient. Ignored under
+            ``torch.compile``.
 
     Shapes:
         x: [M, k, C] (any shape); return: x's shape without ``dim`` ([M, C]).
@@ -63,7 +74,7 @@ def slot_max(x: Tensor, dim: int = 1) -> Tensor:
                          f"{tuple(x.shape)}")
     if not (torch.is_grad_enabled() and x.requires_grad):
         return x.amax(dim)
-    return _SlotMax.apply(x, dim)
+    return _SlotMax.apply(x, dim, bool(overwrite_input) and not torch.compiler.is_compiling())
 
 
 def slot_max_naive(x: Tensor, dim: int = 1) -> Tensor:

@@ -46,3 +46,19 @@ def test_bad_inputs():
         slot_max(torch.ones(2, 3, 4), 3)
     with pytest.raises(ValueError, match="`x` must have at least one slot along dim 1"):
         slot_max(torch.ones(2, 0, 4))
+
+
+def test_overwrite_input_same_gradient_and_loud_misuse():
+    g = torch.Generator().manual_seed(1)
+    a = torch.relu(torch.randn(5, 6, 3, generator=g)).round()
+    w = torch.randn(5, 3, generator=g)
+    ref = a.clone().requires_grad_(True)
+    (slot_max_naive(ref * 2, 1) * w).sum().backward()
+    got = a.clone().requires_grad_(True)
+    (slot_max(got * 2, 1, overwrite_input=True) * w).sum().backward()  # x = got * 2: unsaved
+    assert torch.equal(got.grad, ref.grad)
+    # a ReLU keeps its output for its backward: reusing it is refused loudly, never wrong
+    bad = a.clone().requires_grad_(True)
+    out = slot_max(torch.relu(bad - 0.5), 1, overwrite_input=True)
+    with pytest.raises(RuntimeError, match="modified by an inplace operation"):
+        (out * w).sum().backward()
