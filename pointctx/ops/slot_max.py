@@ -24,9 +24,10 @@ __all__ = ["slot_max", "slot_max_naive"]
 
 class _SlotMax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int, overwrite: bool) -> Tensor:
-        out = x.amax(dim)
-        ctx.dim, ctx.overwrite = dim, overwrite
+    def forward(ctx, x: Tensor, dim: int, overwrite: bool, shape) -> Tensor:
+        # shape: x's grouped shape when x comes as rows (see slot_max's `slots`), else None
+        out = (x if shape is None else x.view(shape)).amax(dim)
+        ctx.dim, ctx.overwrite, ctx.shape = dim, overwrite, shape
         ctx.save_for_backward(x, out)
         return out
 
@@ -34,19 +35,22 @@ class _SlotMax(torch.autograd.Function):
     @once_differentiable
     def backward(ctx, grad: Tensor):
         x, out = ctx.saved_tensors
-        dim = ctx.dim
-        hit = x == out.unsqueeze(dim)
-        count_dtype = torch.uint8 if x.shape[dim] <= 255 else torch.int32
+        dim, shape = ctx.dim, ctx.shape
+        xs = x if shape is None else x.view(shape)
+        hit = xs == out.unsqueeze(dim)
+        count_dtype = torch.uint8 if xs.shape[dim] <= 255 else torch.int32
         ties = hit.view(torch.uint8).sum(dim, dtype=count_dtype)
         share = (grad / ties).unsqueeze(dim).to(x.dtype)
         # x's memory takes the gradient when x is no longer needed (no fresh full-size tensor);
         # the mask cast then an in-place broadcast multiply is about 3x faster on CPU than
         # where(hit, share, 0) or hit * share (whose bool-float promotion is a slow path)
         res = x if ctx.overwrite else torch.empty_like(x)
-        return res.copy_(hit).mul_(share), None, None
+        (res if shape is None else res.view(shape)).copy_(hit).mul_(share)
+        return res, None, None, None
 
 
-def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False) -> Tensor:
+def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False,
+             slots: int | None = None) -> Tensor:
     """Max over dimension ``dim`` (e.g. the ``k`` neighbour slots of ``[M, k, C]`` groups).
 
     Same value and gradient as ``x.amax(dim)`` (ties share the gradient evenly); the backward is
@@ -61,20 +65,37 @@ def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False) -> Tensor:
             output of a ReLU, whose backward keeps it): autograd then raises its "modified by an
             inplace operation" error rather than computing a wrong gradient. Ignored under
             ``torch.compile``.
+        slots: x holds rows ``[M * slots, C...]``, groups of ``slots`` consecutive rows: the max
+            is over each group (``dim`` must be 1, the slot dim of ``[M, slots, C...]``). Same
+            as ``slot_max(x.view(M, slots, ...))``, but x's gradient comes back in x's own
+            shape rather than through a view, which lets autograd add it to x's other
+            gradients in place.
 
     Shapes:
-        x: [M, k, C] (any shape); return: x's shape without ``dim`` ([M, C]).
+        x: [M, k, C] (any shape), or [M * slots, C] with ``slots``; return: x's shape without
+        ``dim`` ([M, C]).
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"`x` must be a floating-point tensor, got "
                         f"{type(x).__name__ if not isinstance(x, Tensor) else x.dtype}")
-    dim = check_int(dim, "dim", -x.dim(), x.dim() - 1) % x.dim()
-    if x.shape[dim] == 0:
+    shape = None
+    if slots is not None:
+        slots = check_int(slots, "slots", 1)
+        if x.dim() < 1 or x.shape[0] % slots:
+            raise ValueError(f"`x` must have a multiple of `slots` = {slots} rows, got shape "
+                             f"{tuple(x.shape)}")
+        if dim != 1:
+            raise ValueError(f"`dim` must be 1 with `slots`, got {dim!r}")
+        shape = (x.shape[0] // slots, slots) + tuple(x.shape[1:])
+    view = x if shape is None else x.view(shape)
+    dim = check_int(dim, "dim", -view.dim(), view.dim() - 1) % view.dim()
+    if view.shape[dim] == 0:
         raise ValueError(f"`x` must have at least one slot along dim {dim}, got shape "
-                         f"{tuple(x.shape)}")
+                         f"{tuple(view.shape)}")
     if not (torch.is_grad_enabled() and x.requires_grad):
-        return x.amax(dim)
-    return _SlotMax.apply(x, dim, bool(overwrite_input) and not torch.compiler.is_compiling())
+        return view.amax(dim)
+    return _SlotMax.apply(x, dim, bool(overwrite_input) and not torch.compiler.is_compiling(),
+                          shape)
 
 
 def slot_max_naive(x: Tensor, dim: int = 1) -> Tensor:

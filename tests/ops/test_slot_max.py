@@ -62,3 +62,21 @@ def test_overwrite_input_same_gradient_and_loud_misuse():
     out = slot_max(torch.relu(bad - 0.5), 1, overwrite_input=True)
     with pytest.raises(RuntimeError, match="modified by an inplace operation"):
         (out * w).sum().backward()
+
+
+def test_rows_with_slots_equal_the_grouped_call():
+    g = torch.Generator().manual_seed(2)
+    x = torch.relu(torch.randn(4, 3, 5, generator=g)).round()
+    w = torch.randn(4, 5, generator=g)
+    ref, ref_grad = _grads(slot_max_naive, x, 1, w)
+    rows = x.reshape(12, 5).clone().requires_grad_(True)
+    out = slot_max(rows, 1, slots=3)
+    (out * w).sum().backward()
+    assert torch.equal(out, ref) and rows.grad.shape == (12, 5)
+    assert torch.equal(rows.grad.view(4, 3, 5), ref_grad)
+    with torch.no_grad():
+        assert torch.equal(slot_max(rows, slots=3), ref)
+    with pytest.raises(ValueError, match="must have a multiple of `slots` = 5 rows"):
+        slot_max(rows, slots=5)
+    with pytest.raises(ValueError, match="`dim` must be 1 with `slots`"):
+        slot_max(rows, 2, slots=3)
