@@ -27,6 +27,7 @@ from typing import NamedTuple
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+from torch.autograd.function import once_differentiable
 
 from .._checks import check_choice, check_point_inputs, check_positive_int
 from ..ops.segment import infer_batch_size
@@ -380,19 +381,19 @@ class ContextCluster(nn.Module):
             nc = hi - lo
             f_c = f_c.to(cdt).view(nc, heads, hd)
             v_c = v_c.to(cdt).view(nc, heads, hd)
-            f_inv = 1.0 / f_c.norm(dim=-1).clamp_min(1e-12)  # [nc, heads]
             # argmax without autograd (piecewise constant); the chosen similarity is recomputed
-            # with autograd below
+            # with its gradient below
             with torch.no_grad():
-                args = (f_c.detach(), f_inv.detach(), c_n.detach(), alpha.detach(),
+                f_norm = f_c.norm(dim=-1)  # [nc, heads]
+                f_inv = 1.0 / f_norm.clamp_min(1e-12)
+                args = (f_c.detach(), f_inv, c_n.detach(), alpha.detach(),
                         beta.detach(), cand.start[lo:hi], cand.k_pt[lo:hi])
                 if layout == "padded":
                     chosen = _assign_padded(*args, cand.k_max, cand.k_min)
                 else:
                     chosen = _assign_ragged(*args, cand.chunk_pairs[c])
             idx = chosen.clamp(min=0) * heads + head_ids  # [nc, heads] row of [M * heads]
-            c_sel = c_n_flat.index_select(0, idx.view(-1)).view(nc, heads, hd)
-            sim = torch.sigmoid(beta + alpha * ((f_c * c_sel).sum(-1) * f_inv))
+            sim = _CHOSEN_SIMILARITY(f_c, c_n_flat, idx.view(-1), f_inv, f_norm, alpha, beta)
             if cand.k_min == 0:  # points without a candidate: weight 0, routed to the spare row
                 has = chosen >= 0
                 sim = sim * has.to(sim.dtype)
@@ -421,6 +422,62 @@ class ContextCluster(nn.Module):
 
 # kept for imports of the former private name
 _sort_by_group = sort_by_group
+
+
+def chosen_similarity_naive(f, c_flat, idx, f_inv, f_norm, alpha, beta) -> Tensor:
+    """Reference of :class:`_ChosenSimilarity` with plain autograd ops (``f_inv`` recomputed).
+
+    Shapes:
+        f: [N, H, d]; c_flat: [M * H, d] unit center features; idx: [N * H] row of ``c_flat``
+        chosen per point and head; f_inv, f_norm: [N, H] (unused here); alpha, beta: [1];
+        return: [N, H].
+    """
+    c_sel = c_flat.index_select(0, idx).view_as(f)
+    inv = 1.0 / f.norm(dim=-1).clamp_min(1e-12)
+    return torch.sigmoid(beta + alpha * ((f * c_sel).sum(-1) * inv))
+
+
+class _ChosenSimilarity(torch.autograd.Function):
+    """``s = sigmoid(beta + alpha * cos(f_i, c_idx))`` with a hand-written backward.
+
+    With ``t = s (1 - s) alpha g / |f|`` (``g`` the incoming gradient) and ``cos`` as computed:
+    ``d f = t c - t cos f / |f|`` (the second term only where ``|f| >= 1e-12``, as the clamp's),
+    ``d c_idx += t f``, ``d alpha = sum s (1 - s) g cos``, ``d beta = sum s (1 - s) g``: two
+    full-size passes for ``d f`` and one for ``d c`` instead of autograd's products, norm
+    backward and gradient sum. ``f_inv = 1 / max(|f|, 1e-12)`` and ``f_norm = |f|`` come in
+    precomputed (no gradient of their own).
+    """
+
+    @staticmethod
+    def forward(ctx, f, c_flat, idx, f_inv, f_norm, alpha, beta):
+        c_sel = c_flat.index_select(0, idx).view_as(f)
+        cos = (f * c_sel).sum(-1) * f_inv
+        sim = torch.sigmoid(beta + alpha * cos)
+        ctx.save_for_backward(f, c_flat, idx, f_inv, f_norm, cos, sim, alpha)
+        return sim
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, g):
+        f, c_flat, idx, f_inv, f_norm, cos, sim, alpha = ctx.saved_tensors
+        need_f, need_c, _, _, _, need_alpha, need_beta = ctx.needs_input_grad
+        gz = g * sim * (1 - sim)  # [N, H]
+        d_alpha = (gz * cos).sum().reshape(alpha.shape) if need_alpha else None
+        d_beta = gz.sum().reshape(alpha.shape) if need_beta else None
+        t = gz * alpha * f_inv
+        d_f = d_c = None
+        if need_f:
+            d_f = c_flat.index_select(0, idx).view_as(f) * t.unsqueeze(-1)
+            shrink = torch.where(f_norm >= 1e-12, t * cos * f_inv, 0.0)
+            d_f = d_f.addcmul_(f, shrink.unsqueeze(-1), value=-1.0)
+        if need_c:
+            d_c = torch.zeros_like(c_flat).index_add_(
+                0, idx, (f * t.unsqueeze(-1)).view(-1, f.shape[-1]))
+        return d_f, d_c, None, None, None, d_alpha, d_beta
+
+
+# the chosen-similarity step of ContextCluster (tests swap in the autograd reference)
+_CHOSEN_SIMILARITY = _ChosenSimilarity.apply
 
 
 def _assign_padded(f, f_inv, c_n, alpha, beta, start, k_pt, k_max: int, k_min: int) -> Tensor:

@@ -529,3 +529,48 @@ def test_user_proposal_with_regions_in_the_layer():
     group = batch * 4 + asg.region
     assert asg.centers.batch.tolist() == sorted(set(group.tolist()))
     assert torch.equal(asg.centers.batch[asg.center[:, 0]], group)
+
+
+def test_chosen_similarity_backward_matches_autograd_reference(monkeypatch):
+    import pointctx.nn.context_cluster as ccm
+
+    g = torch.Generator().manual_seed(5)
+    n, h, d, m = 7, 2, 3, 4
+    f = torch.randn(n, h, d, generator=g, dtype=torch.float64)
+    f[2, 1] = 0.0  # a zero feature
+    f[3, 0] *= 1e-14  # |f| below the clamp (1e-12): the norm's own gradient is cut
+    c = torch.randn(m * h, d, generator=g, dtype=torch.float64)
+    c = c / c.norm(dim=-1, keepdim=True)
+    idx = torch.randint(0, m * h, (n * h,), generator=g)
+    alpha = torch.tensor([1.3], dtype=torch.float64)
+    beta = torch.tensor([-0.2], dtype=torch.float64)
+    w = torch.randn(n, h, generator=g, dtype=torch.float64)
+
+    def run(fn):
+        ins = [t.clone().requires_grad_(True) for t in (f, c, alpha, beta)]
+        norm = ins[0].detach().norm(dim=-1)
+        out = fn(ins[0], ins[1], idx, 1.0 / norm.clamp_min(1e-12), norm, ins[2], ins[3])
+        (out * w).sum().backward()
+        return [out] + [t.grad for t in ins]
+
+    for got, want in zip(run(ccm._ChosenSimilarity.apply), run(ccm.chosen_similarity_naive)):
+        torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-14)
+
+    # and the whole layer, forward and every gradient, with the reference swapped in
+    torch.manual_seed(11)
+    pos, batch = image_points(2, 4, 4, dtype=torch.float64)
+    layer = make_layer(regions=(2, 2), centers=(1, 2), bounds=BOX, heads=2, head_dim=3,
+                       dim=4).double()
+    x = torch.randn(32, 4, dtype=torch.float64)
+
+    def layer_grads():
+        xi = x.clone().requires_grad_(True)
+        layer.zero_grad()
+        out = layer(xi, pos, batch)
+        (out * torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view_as(out)).sum().backward()
+        return [out, xi.grad] + [p.grad.clone() for p in layer.parameters()]
+
+    fast = layer_grads()
+    monkeypatch.setattr(ccm, "_CHOSEN_SIMILARITY", ccm.chosen_similarity_naive)
+    for got, want in zip(fast, layer_grads()):
+        torch.testing.assert_close(got, want, rtol=1e-10, atol=1e-12)
