@@ -77,6 +77,22 @@ def test_forward_backward_every_parameter_gets_a_gradient(name, make_model):
 
 
 @pytest.mark.parametrize("name", SMALL)
+def test_two_backward_passes_with_retain_graph(name, make_model):
+    # the custom backward functions (slot max, geometric affine) keep their inputs intact
+    model = make_model(name, drop_rate=0.0).double()
+    pos = torch.randn(2, 64, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
+    out = model(pos)
+    out[:, 0].sum().backward(retain_graph=True)
+    out[:, 1].sum().backward()
+    twice = [p.grad.clone() for p in model.parameters()]
+    model.zero_grad()
+    out = model(pos)
+    (out[:, 0] + out[:, 1]).sum().backward()
+    for a, b in zip(twice, (p.grad for p in model.parameters())):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("name", SMALL)
 def test_ragged_backward_with_small_sets(name, make_model):
     model = make_model(name)
     pb = PointBatch.from_list(_clouds([128, 40, 9, 1]))
