@@ -312,3 +312,22 @@ def test_geometric_affine_gradcheck():
         return torch.nn.functional.gelu(_GeometricAffine.apply(gr, an, al, be, mask, gb, 2, 1e-5))
 
     assert torch.autograd.gradcheck(fn, (grouped, anchor, aff.alpha, aff.beta))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_geometric_affine_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(6)
+    grouped = torch.randn(6, 4, 3, generator=g, dtype=torch.float64)
+    anchor = torch.randn(6, 3, generator=g, dtype=torch.float64)
+    gb = torch.tensor([0, 0, 1, 1, 1, 2])
+    aff = GeometricAffine(3).double()
+    res = []
+    for dev in ("cpu", "cuda"):
+        aff = aff.to(dev)
+        aff.zero_grad()
+        gr = grouped.to(dev).requires_grad_(True)
+        out = aff(gr, anchor.to(dev), None, gb.to(dev), 3)
+        out.square().sum().backward()
+        res.append([t.cpu() for t in (out, gr.grad, aff.alpha.grad, aff.beta.grad)])
+    for a, b in zip(*res):
+        torch.testing.assert_close(a, b)

@@ -80,3 +80,13 @@ def test_rows_with_slots_equal_the_grouped_call():
         slot_max(rows, slots=5)
     with pytest.raises(ValueError, match="`dim` must be 1 with `slots`"):
         slot_max(rows, 2, slots=3)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_matches_cpu():
+    g = torch.Generator().manual_seed(3)
+    x = torch.relu(torch.randn(64, 8, 16, generator=g)).round()
+    w = torch.randn(64, 16, generator=g)
+    out, grad = _grads(slot_max, x, 1, w)
+    out_c, grad_c = _grads(slot_max, x.cuda(), 1, w.cuda())
+    assert torch.equal(out_c.cpu(), out) and torch.equal(grad_c.cpu(), grad)
