@@ -253,13 +253,9 @@ def geometric_affine_naive(grouped: Tensor, ref: Tensor, alpha: Tensor, beta: Te
         grouped: [M, k, C]; ref: [M, C]; alpha, beta: [C]; mask: [M, k] or None; batch: [M];
         return: [M, k, C].
     """
-    m, k, c = grouped.shape
+    m = grouped.shape[0]
     diff = grouped - ref.unsqueeze(1)
-    valid = k if mask is None else mask.sum(1)
-    count = scatter_sum(
-        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
-        batch, batch_size,
-    )
+    count = _set_counts(grouped, mask, batch, batch_size)
     mean = scatter_sum(_masked_sum_groups(diff, mask), batch, batch_size)
     mean = mean / count.clamp(min=1)
     dev = diff - mean.index_select(0, batch).view(m, 1, 1)
@@ -270,6 +266,16 @@ def geometric_affine_naive(grouped: Tensor, ref: Tensor, alpha: Tensor, beta: Te
     std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
     scale = (std + eps).reciprocal().index_select(0, batch).view(m, 1, 1)
     return torch.addcmul(beta, diff, scale * alpha)
+
+
+def _set_counts(grouped: Tensor, mask: Tensor | None, batch: Tensor, batch_size: int) -> Tensor:
+    """Number of valid entries (slots x channels) of each set, in ``grouped``'s dtype -> [B]."""
+    m, k, c = grouped.shape
+    valid = k if mask is None else mask.sum(1)
+    return scatter_sum(
+        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
+        batch, batch_size,
+    )
 
 
 def _slot_sums(t: Tensor, mask: Tensor | None) -> Tensor:
@@ -314,13 +320,9 @@ class _GeometricAffine(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, grouped, ref, alpha, beta, mask, batch, batch_size, eps):
-        m, k, c = grouped.shape
+        m = grouped.shape[0]
         diff = grouped - ref.unsqueeze(1)
-        valid = k if mask is None else mask.sum(1)
-        count = scatter_sum(
-            torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
-            batch, batch_size,
-        )
+        count = _set_counts(grouped, mask, batch, batch_size)
         mean = scatter_sum(_slot_sums(diff, mask), batch, batch_size) / count.clamp(min=1)
         mean_m = mean.index_select(0, batch).view(m, 1, 1)
         # squared deviations summed per group in cache-sized chunks (no full-size temporary)
