@@ -268,8 +268,7 @@ class PreExtraction(nn.Module):
                 # the last block's ReLU after the max: relu(max(z)) = max(relu(z)), with the same
                 # gradient, and no full-size ReLU (forward and backward) before the pooling
                 x = block(x, act=i < len(self.blocks) - 1)
-        # filled slots equal slot 0 (row-wise layers), so a plain max ignores them. Not
-        # overwrite_input: no measurable gain here, and it would break backward(retain_graph=True)
+        # filled slots equal slot 0 (row-wise layers), so a plain max ignores them
         return torch.relu(slot_max(x, 1, slots=k if rows else None))
 
 

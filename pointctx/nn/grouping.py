@@ -169,7 +169,11 @@ def gather_groups(x: Tensor, groups: Groups) -> tuple[Tensor, Tensor]:
 
 
 def _masked_sum_groups(t: Tensor, mask: Tensor | None) -> Tensor:
-    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M]."""
+    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M].
+
+    The reference's plain form (a full-size masked product); the fast path uses
+    :func:`_slot_sums`, which reduces the channels first.
+    """
     if mask is None:
         return t.sum((1, 2))
     return (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
@@ -232,7 +236,6 @@ class GeometricAffine(nn.Module):
                 f"`grouped` must have shape [M, k, {self.channels}], got {tuple(grouped.shape)}"
             )
         with record_function("pointctx.group"):
-            m, k, c = grouped.shape
             if self.mode == "anchor":
                 ref = anchor
             elif mask is None:

@@ -24,10 +24,10 @@ __all__ = ["slot_max", "slot_max_naive"]
 
 class _SlotMax(torch.autograd.Function):
     @staticmethod
-    def forward(ctx, x: Tensor, dim: int, overwrite: bool, shape) -> Tensor:
+    def forward(ctx, x: Tensor, dim: int, shape) -> Tensor:
         # shape: x's grouped shape when x comes as rows (see slot_max's `slots`), else None
         out = (x if shape is None else x.view(shape)).amax(dim)
-        ctx.dim, ctx.overwrite, ctx.shape = dim, overwrite, shape
+        ctx.dim, ctx.shape = dim, shape
         ctx.save_for_backward(x, out)
         return out
 
@@ -41,16 +41,14 @@ class _SlotMax(torch.autograd.Function):
         count_dtype = torch.uint8 if xs.shape[dim] <= 255 else torch.int32
         ties = hit.view(torch.uint8).sum(dim, dtype=count_dtype)
         share = (grad / ties).unsqueeze(dim).to(x.dtype)
-        # x's memory takes the gradient when x is no longer needed (no fresh full-size tensor);
         # the mask cast then an in-place broadcast multiply is about 3x faster on CPU than
         # where(hit, share, 0) or hit * share (whose bool-float promotion is a slow path)
-        res = x if ctx.overwrite else torch.empty_like(x)
+        res = torch.empty_like(x)
         (res if shape is None else res.view(shape)).copy_(hit).mul_(share)
-        return res, None, None, None
+        return res, None, None
 
 
-def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False,
-             slots: int | None = None) -> Tensor:
+def slot_max(x: Tensor, dim: int = 1, slots: int | None = None) -> Tensor:
     """Max over dimension ``dim`` (e.g. the ``k`` neighbour slots of ``[M, k, C]`` groups).
 
     Same value and gradient as ``x.amax(dim)`` (ties share the gradient evenly); the backward is
@@ -60,11 +58,6 @@ def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False,
     Args:
         x: a floating tensor with at least one slot along ``dim``.
         dim: the dimension to reduce.
-        overwrite_input: let the backward write x's gradient into x's own memory (saves one
-            full-size tensor). Only when no other backward needs x (for example x is not the
-            output of a ReLU, whose backward keeps it): autograd then raises its "modified by an
-            inplace operation" error rather than computing a wrong gradient. Ignored under
-            ``torch.compile``.
         slots: x holds rows ``[M * slots, C...]``, groups of ``slots`` consecutive rows: the max
             is over each group (``dim`` must be 1, the slot dim of ``[M, slots, C...]``). Same
             as ``slot_max(x.view(M, slots, ...))``, but x's gradient comes back in x's own
@@ -94,8 +87,7 @@ def slot_max(x: Tensor, dim: int = 1, overwrite_input: bool = False,
                          f"{tuple(view.shape)}")
     if not (torch.is_grad_enabled() and x.requires_grad):
         return view.amax(dim)
-    return _SlotMax.apply(x, dim, bool(overwrite_input) and not torch.compiler.is_compiling(),
-                          shape)
+    return _SlotMax.apply(x, dim, shape)
 
 
 def slot_max_naive(x: Tensor, dim: int = 1) -> Tensor:
