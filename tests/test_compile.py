@@ -57,21 +57,12 @@ def _inputs(name):
     return [(torch.randn(b, 3, 32, 32, generator=g, dtype=f64),) for b in (2, 3, 4)]
 
 
-_INDUCTOR_BUG = pytest.mark.xfail(
-    strict=True,
-    reason="torch 2.13 inductor fails to lower CLUENet's training graph with symbolic sizes "
-           "(InductorError: cannot determine truth value of Relational); eval mode compiles",
-)
-
-
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["aot_eager", "inductor"])
 @pytest.mark.parametrize("name", ["coc_mnist", "pointmlp_elite", "cluenet_micro_cifar"])
-def test_compiled_matches_eager(name, backend, request):
+def test_compiled_matches_eager(name, backend):
     # float64: inductor reorders float sums, and BatchNorm over two tiny clouds amplifies float32
     # rounding to ~1e-3 in PointMLP's gradients; in float64 the agreement is checked tightly
-    if name == "cluenet_micro_cifar" and backend == "inductor":
-        request.applymarker(_INDUCTOR_BUG)
     torch.manual_seed(0)
     kwargs = dict(num_classes=5, k_neighbors=8, drop_rate=0.0) if name == "pointmlp_elite" else {}
     model = pointctx.create_model(name, **kwargs).double()

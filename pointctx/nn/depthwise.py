@@ -22,7 +22,7 @@ from .._checks import check_channels, check_positive_int
 from ..ops.segment import infer_batch_size
 from .layers import conv_init, trunc_linear
 
-__all__ = ["SetDepthwiseConv", "DepthwiseMlp", "knn_slots"]
+__all__ = ["SetDepthwiseConv", "DepthwiseMlp", "knn_slots", "shifted_depthwise"]
 
 
 def knn_slots(pos: Tensor, batch: Tensor, batch_size: int | None = None, k: int = 9,
@@ -44,6 +44,31 @@ def knn_slots(pos: Tensor, batch: Tensor, batch_size: int | None = None, k: int 
     if index.shape[1] < k:
         index = torch.cat([index, index.new_full((index.shape[0], k - index.shape[1]), -1)], 1)
     return index
+
+
+def shifted_depthwise(img: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
+    """Zero-padded depthwise convolution of channels-last images as a sum of shifted products.
+
+    ``F.conv2d(img.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=C)`` (permuted
+    back), written with slices and products only: the form :class:`SetDepthwiseConv` takes under
+    ``torch.compile``, where the compiler fuses the ``k * k`` products into one loop (and where
+    torch 2.13's inductor fails to lower the channels-last convolution with symbolic image
+    sizes: ``cannot determine truth value of Relational``). Equal to the convolution up to
+    float rounding.
+
+    Shapes:
+        img: [B, H, W, C]; weight: [C, 1, k, k] (odd k); bias: [C]; return: [B, H, W, C].
+    """
+    k = weight.shape[-1]
+    p = k // 2
+    _, h, w, _ = img.shape
+    padded = F.pad(img, (0, 0, p, p, p, p))
+    taps = weight.reshape(weight.shape[0], k * k).t()  # [k * k, C], row dy * k + dx
+    out = bias
+    for dy in range(k):
+        for dx in range(k):
+            out = out + padded[:, dy:dy + h, dx:dx + w, :] * taps[dy * k + dx]
+    return out
 
 
 class SetDepthwiseConv(nn.Module):
@@ -114,11 +139,14 @@ class SetDepthwiseConv(nn.Module):
             h, w = (int(v) for v in grid_size)
             b = infer_batch_size(batch, batch_size)
             row = (batch.long() * h + coords[:, 0].long()) * w + coords[:, 1].long()
-            img = x.new_zeros(b * h * w, c).index_copy(0, row, x)
-            img = img.view(b, h, w, c).permute(0, 3, 1, 2)
-            out = F.conv2d(img, self.weight.to(img.dtype), self.bias.to(img.dtype),
-                           padding=k // 2, groups=c)
-            return out.permute(0, 2, 3, 1).reshape(b * h * w, c).index_select(0, row)
+            img = x.new_zeros(b * h * w, c).index_copy(0, row, x).view(b, h, w, c)
+            weight, bias = self.weight.to(img.dtype), self.bias.to(img.dtype)
+            if torch.compiler.is_compiling():
+                out = shifted_depthwise(img, weight, bias)
+            else:
+                out = F.conv2d(img.permute(0, 3, 1, 2), weight, bias, padding=k // 2,
+                               groups=c).permute(0, 2, 3, 1)
+            return out.reshape(b * h * w, c).index_select(0, row)
         if neighbors is None:
             raise ValueError("give `coords` and `grid_size` (pixel sets) or `neighbors` (point "
                              "sets, e.g. from knn_slots)")

@@ -5,6 +5,7 @@ import torch
 import torch.nn.functional as F
 
 import pointctx.nn.cluenet as cl
+import pointctx.nn.depthwise as dw
 from pointctx import PointBatch
 from pointctx.nn import (
     ClusterAssignment,
@@ -17,6 +18,7 @@ from pointctx.nn import (
     nearest_center,
     soft_aggregate,
 )
+from pointctx.nn.depthwise import shifted_depthwise
 from pointctx.nn.proposal import pool_centers
 
 BOUNDS = (-0.5, 0.5)
@@ -341,6 +343,47 @@ def test_depthwise_conv_is_conv2d_on_images_and_zero_fill_on_masks():
     ref = F.conv2d(img * mask.unsqueeze(1), conv.weight, conv.bias, padding=1, groups=6)
     ref = ref.permute(0, 2, 3, 1)[mask]
     torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("k", [1, 3, 5])
+def test_shifted_depthwise_is_the_zero_padded_conv2d(k):
+    g = torch.Generator().manual_seed(k)
+    f64 = torch.float64
+    img = torch.randn(2, 4, 6, 5, generator=g, dtype=f64, requires_grad=True)
+    weight = torch.randn(5, 1, k, k, generator=g, dtype=f64, requires_grad=True)
+    bias = torch.randn(5, generator=g, dtype=f64, requires_grad=True)
+    out = shifted_depthwise(img, weight, bias)
+    ref = F.conv2d(img.permute(0, 3, 1, 2), weight, bias, padding=k // 2,
+                   groups=5).permute(0, 2, 3, 1)
+    torch.testing.assert_close(out, ref)
+    gy = torch.randn(out.shape, generator=g, dtype=f64)
+    for a, b in zip(torch.autograd.grad(out, (img, weight, bias), gy),
+                    torch.autograd.grad(ref, (img, weight, bias), gy)):
+        torch.testing.assert_close(a, b)
+
+
+def test_depthwise_conv_takes_the_shifted_form_under_compile(monkeypatch):
+    # the form torch.compile traces (inductor cannot lower the channels-last conv with symbolic
+    # sizes); here it is switched on without compiling, and must give the eager result
+    torch.manual_seed(0)
+    conv = SetDepthwiseConv(6).double()
+    torch.nn.init.normal_(conv.bias)
+    img = torch.randn(2, 6, 7, 9, dtype=torch.float64)
+    mask = torch.rand(2, 7, 9, generator=torch.Generator().manual_seed(1)) < 0.6
+    pb = PointBatch.from_images(img, mask)
+    coords = torch.stack([pb.pixel // 9, pb.pixel % 9], 1)
+    eager = conv(pb.x, pb.batch, 2, coords, (7, 9))
+    calls = []
+
+    def shifted(*args):
+        calls.append(1)
+        return shifted_depthwise(*args)
+
+    monkeypatch.setattr(torch.compiler, "is_compiling", lambda: True)
+    monkeypatch.setattr(dw, "shifted_depthwise", shifted)
+    traced = conv(pb.x, pb.batch, 2, coords, (7, 9))
+    assert calls == [1]
+    torch.testing.assert_close(traced, eager)
 
 
 def test_depthwise_conv_on_knn_neighbourhoods():
