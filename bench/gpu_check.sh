@@ -4,7 +4,7 @@
 #   bench/gpu_check.sh [--dry-run] [--out DIR] [--steps tests,train,ops,pointmlp,coc]
 #
 # Steps (each with its own time limit; a failing step is recorded and the next one runs):
-#   1. tests      the CUDA-only tests (pytest -k cuda: ops vs CPU, autocast, batch round trip)
+#   1. tests      the CUDA-only tests (pytest -k cuda: ops vs CPU, whole models vs CPU, autocast, batch round trip)
 #   2. train      examples/scanobjectnn.py --sample --device cuda --amp auto, 2 epochs
 #   3. ops        bench/ops.py --device cuda --quick (native vs torch-cluster when installed)
 #   4. pointmlp   bench/pointmlp.py --device cuda --quick (PointMLP family throughput)
