@@ -59,7 +59,15 @@ def shifted_depthwise(img: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     Shapes:
         img: [B, H, W, C]; weight: [C, 1, k, k] (odd k); bias: [C]; return: [B, H, W, C].
     """
+    if img.dim() != 4:
+        raise ValueError(f"`img` must have shape [B, H, W, C], got {tuple(img.shape)}")
+    c = img.shape[-1]
     k = weight.shape[-1]
+    if weight.shape != (c, 1, k, k) or k % 2 == 0:
+        raise ValueError(f"`weight` must have shape [C, 1, k, k] = [{c}, 1, k, k] with odd k, got "
+                         f"{tuple(weight.shape)}")
+    if bias.shape != (c,):
+        raise ValueError(f"`bias` must have shape [C] = [{c}], got {tuple(bias.shape)}")
     p = k // 2
     _, h, w, _ = img.shape
     padded = F.pad(img, (0, 0, p, p, p, p))

@@ -362,6 +362,18 @@ def test_shifted_depthwise_is_the_zero_padded_conv2d(k):
         torch.testing.assert_close(a, b)
 
 
+def test_shifted_depthwise_bad_shapes():
+    img = torch.zeros(1, 4, 4, 3)
+    with pytest.raises(ValueError, match=r"`img` must have shape \[B, H, W, C\]"):
+        shifted_depthwise(img[0], torch.zeros(3, 1, 3, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match="odd k, got \\(3, 1, 2, 2\\)"):
+        shifted_depthwise(img, torch.zeros(3, 1, 2, 2), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"\[C, 1, k, k\] = \[3, 1, k, k\].*\(4, 1, 3, 3\)"):
+        shifted_depthwise(img, torch.zeros(4, 1, 3, 3), torch.zeros(3))
+    with pytest.raises(ValueError, match=r"`bias` must have shape \[C\] = \[3\]"):
+        shifted_depthwise(img, torch.zeros(3, 1, 3, 3), torch.zeros(4))
+
+
 def test_depthwise_conv_takes_the_shifted_form_under_compile(monkeypatch):
     # the form torch.compile traces (inductor cannot lower the channels-last conv with symbolic
     # sizes); here it is switched on without compiling, and must give the eager result
