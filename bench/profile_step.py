@@ -36,7 +36,7 @@ from _common import conditions  # noqa: E402  (bench/)
 CATEGORIES = [
     ("matrix products", ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm",
                          "aten::mkldnn_convolution", "aten::convolution_backward",
-                         "aten::_convolution", "aten::linear")),
+                         "aten::_convolution", "aten::linear", "mkldnn::_linear_pointwise")),
     ("BatchNorm / GroupNorm / LayerNorm", ("batch_norm", "group_norm", "layer_norm")),
     ("activations (fwd + bwd)", ("aten::gelu", "aten::relu", "aten::threshold",
                                  "aten::clamp_min", "aten::sigmoid", "gelu_backward",

@@ -26,6 +26,7 @@ from torch import Tensor, nn
 
 from .._checks import check_positive_int
 from ..batch import PointBatch
+from ..nn.layers import Linear
 from ..ops.scatter import scatter_mean
 from ._helpers import check_io
 from ._inputs import PackedInput, check_nonempty_sets, pack_input, pool_pixels
@@ -74,7 +75,7 @@ class SetClassifier(nn.Module):
         """A classifier from ``num_features`` to ``num_classes`` (``nn.Identity`` for 0)."""
         if num_classes == 0:
             return nn.Identity()
-        head = nn.Linear(self.num_features, num_classes)
+        head = Linear(self.num_features, num_classes)
         nn.init.trunc_normal_(head.weight, std=0.02)
         nn.init.zeros_(head.bias)
         return head

@@ -87,7 +87,6 @@ from collections.abc import Sequence
 from functools import partial
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.profiler import record_function
 
@@ -101,6 +100,8 @@ from ..nn.grouping import (
     gather_groups,
     sample_and_group,
 )
+from ..nn.layers import Linear
+from ..ops.linear import linear
 from ..ops.scatter import scatter_max
 from ..ops.slot_max import slot_max
 from ._base import SetClassifier
@@ -128,7 +129,7 @@ class LinearBNAct(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, bias: bool = False, act: bool = True):
         super().__init__()
-        self.linear = nn.Linear(in_dim, out_dim, bias=bias)
+        self.linear = Linear(in_dim, out_dim, bias=bias)
         self.norm = nn.BatchNorm1d(out_dim)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
@@ -158,10 +159,10 @@ class LinearBNAct(nn.Module):
                 f"`x` and `broadcast` must have {w.shape[1]} channels together, got {cx} + "
                 f"{broadcast.shape[-1]}"
             )
-        part = F.linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
+        part = linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
         # in place: the linear map's backward does not need its output (one full-size tensor
         # fewer)
-        y = F.linear(x, w[:, :cx]).add_(part)
+        y = linear(x, w[:, :cx]).add_(part)
         y = self.norm(y.view(m * k, -1))
         return self.act(y).view(m, k, -1)
 
@@ -406,15 +407,15 @@ class PointMLP(SetClassifier):
         if num_classes == 0:
             return nn.Identity()
         return nn.Sequential(
-            nn.Linear(self.num_features, 512),
+            Linear(self.num_features, 512),
             nn.BatchNorm1d(512),
             nn.ReLU(inplace=True),
             nn.Dropout(self.drop_rate),
-            nn.Linear(512, 256),
+            Linear(512, 256),
             nn.BatchNorm1d(256),
             nn.ReLU(inplace=True),
             nn.Dropout(self.drop_rate),
-            nn.Linear(256, num_classes),
+            Linear(256, num_classes),
         )
 
     # ------------------------------------------------------------------------------------------

@@ -97,6 +97,7 @@ from torch.profiler import record_function
 
 from .._checks import check_positive_int
 from ..batch import PointBatch
+from ..nn.layers import Linear
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
 from ._helpers import build
@@ -296,10 +297,10 @@ class PointMLPSeg(nn.Module):
         self.head_act = bool(head_act)
         # official indices: 0 Conv1d, 1 BatchNorm1d, 2 Dropout, 3 Conv1d
         self.classifier = nn.Sequential(
-            nn.Linear(gmp_dim + cls_dim + dims[-1], hidden, bias=bias),
+            Linear(gmp_dim + cls_dim + dims[-1], hidden, bias=bias),
             nn.BatchNorm1d(hidden),
             nn.Dropout(drop_rate),
-            nn.Linear(hidden, self.num_classes, bias=bias),
+            Linear(hidden, self.num_classes, bias=bias),
         )
 
     # ------------------------------------------------------------------------------------------

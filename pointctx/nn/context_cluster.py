@@ -30,8 +30,9 @@ from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
 from .._checks import check_choice, check_point_inputs, check_positive_int
+from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
-from .layers import check_chunk_points, chunk_rows
+from .layers import Linear, check_chunk_points, chunk_rows
 from .proposal import (
     Centers,
     _check_counts,
@@ -197,9 +198,9 @@ class ContextCluster(nn.Module):
         self.chunk_points = check_chunk_points(chunk_points)
 
         inner = self.heads * self.head_dim
-        self.f = nn.Linear(dim, inner)
-        self.v = nn.Linear(dim, inner)
-        self.proj = nn.Linear(inner, out_dim)
+        self.f = Linear(dim, inner)
+        self.v = Linear(dim, inner)
+        self.proj = Linear(inner, out_dim)
         self.alpha = nn.Parameter(torch.ones(1))
         self.beta = nn.Parameter(torch.zeros(1))
 
@@ -300,15 +301,15 @@ class ContextCluster(nn.Module):
         f_all = v_all = None
         if self.proposal.mean_pooling:
             px = pool_centers(x, centers)
-            c_sim = F.linear(px, f_lin.weight, f_lin.bias)
-            c_val = F.linear(px, v_lin.weight, v_lin.bias)
+            c_sim = linear(px, f_lin.weight, f_lin.bias)
+            c_val = linear(px, v_lin.weight, v_lin.bias)
             if centers.assignment is None:
                 members = torch.bincount(centers.member_center, minlength=m)[:m]
                 keep = (members > 0).to(c_sim.dtype).unsqueeze(1)
                 c_sim, c_val = c_sim * keep, c_val * keep
         else:
-            f_all = F.linear(x, f_lin.weight, f_lin.bias)
-            v_all = F.linear(x, v_lin.weight, v_lin.bias)
+            f_all = linear(x, f_lin.weight, f_lin.bias)
+            v_all = linear(x, v_lin.weight, v_lin.bias)
             c_sim = self.proposal.pool(f_all, centers)
             c_val = self.proposal.pool(v_all, centers)
         out_dtype = c_sim.dtype
@@ -374,8 +375,8 @@ class ContextCluster(nn.Module):
         for c, lo in enumerate(range(0, n, step)):
             hi = min(n, lo + step)
             if f_all is None:
-                f_c = F.linear(x_parts[c], f_lin.weight, f_lin.bias)
-                v_c = F.linear(x_parts[c], v_lin.weight, v_lin.bias)
+                f_c = linear(x_parts[c], f_lin.weight, f_lin.bias)
+                v_c = linear(x_parts[c], v_lin.weight, v_lin.bias)
             else:
                 f_c, v_c = f_parts[c], v_parts[c]
             nc = hi - lo

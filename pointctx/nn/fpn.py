@@ -33,6 +33,7 @@ from torch import Tensor, nn
 from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
 from ..ops.interpolate import _check_eps, knn_interpolate
+from .layers import Linear
 from .norm import SetGroupNorm
 from .propagation import SharedMlp
 
@@ -76,10 +77,10 @@ class SemanticFPNHead(nn.Module):
         self.backend = backend
         self.stage_norms = nn.ModuleList(
             [SetGroupNorm(c) if stage_norm else nn.Identity() for c in in_channels])
-        self.laterals = nn.ModuleList([nn.Linear(c, self.channels) for c in in_channels])
+        self.laterals = nn.ModuleList([Linear(c, self.channels) for c in in_channels])
         self.fuse = SharedMlp(self.channels, [self.channels] * mlp_layers, norm=norm)
         self.drop = nn.Dropout(float(drop))
-        self.classifier = nn.Linear(self.channels, self.num_classes)
+        self.classifier = Linear(self.channels, self.num_classes)
         for lin in [*self.laterals, self.classifier]:
             nn.init.trunc_normal_(lin.weight, std=0.02)
             nn.init.zeros_(lin.bias)

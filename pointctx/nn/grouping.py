@@ -39,7 +39,7 @@ from ..ops.fps import fps
 from ..ops.knn import knn
 from ..ops.scatter import scatter_max, scatter_mean, scatter_sum
 from ..ops.segment import batch_to_ptr
-from .layers import chunk_rows
+from .layers import Linear, chunk_rows
 
 __all__ = [
     "Groups",
@@ -400,9 +400,9 @@ class GroupContextCluster(nn.Module):
                          else check_positive_int(head_dim, "head_dim"))
         inner = self.heads * self.head_dim
         # the layers of ContextCluster under the official PointMLP-CoC names (state_dict keys)
-        self.fc1 = nn.Linear(dim, inner)
-        self.fc_v = nn.Linear(dim, inner)
-        self.fc2 = nn.Linear(inner, dim)
+        self.fc1 = Linear(dim, inner)
+        self.fc_v = Linear(dim, inner)
+        self.fc2 = Linear(inner, dim)
         self.alpha = nn.Parameter(torch.ones(1))
         self.beta = nn.Parameter(torch.zeros(1))
 

@@ -1,4 +1,4 @@
-"""Small building blocks on packed point features: ``Mlp``, ``DropPath``, ``LayerScale``.
+"""Small building blocks on point features: ``Linear``, ``Mlp``, ``DropPath``, ``LayerScale``.
 
 They act on ``x [N, C]`` (one row per point). ``DropPath`` needs the set id of each point so that
 stochastic depth drops whole sets (the ragged counterpart of dropping whole images). Also the
@@ -15,9 +15,10 @@ import torch
 from torch import Tensor, nn
 
 from .._checks import check_number, check_positive_int, check_tensor
+from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 
-__all__ = ["Mlp", "DropPath", "LayerScale", "check_chunk_points", "chunk_rows"]
+__all__ = ["Linear", "Mlp", "DropPath", "LayerScale", "check_chunk_points", "chunk_rows"]
 
 # Values (rows x widest channel count) of one chunk of point-wise work on CPU. Chunks of this
 # size stay in the cache and below the C allocator's mmap threshold: a 50,176 x 256 MLP hidden
@@ -53,22 +54,38 @@ def chunk_rows(chunk_points, width: int, device: torch.device) -> int | None:
     return chunk_points
 
 
+class Linear(nn.Linear):
+    """``nn.Linear`` whose product runs on :func:`pointctx.ops.linear.linear`.
+
+    Same parameters, state-dict keys, init and results (up to float32 summation order) as
+    ``nn.Linear``; on CPUs where MKL lacks its fast kernels the float32 product goes to oneDNN
+    (the ``"auto"`` linear backend; ``pointctx.ops.set_linear_backend("aten")`` turns it off).
+
+    Shapes:
+        x: [N, C] (or any [..., C]); return: [N, out_features].
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        """``x @ weight.T + bias`` (see :func:`pointctx.ops.linear.linear`)."""
+        return linear(x, self.weight, self.bias)
+
+
 def conv_init(weight: Tensor, fan_out: int) -> None:
     """The official init of CLUENet's convolutions: normal(0, sqrt(2 / fan_out))."""
     nn.init.normal_(weight, 0.0, math.sqrt(2.0 / fan_out))
 
 
-def linear_as_conv(in_dim: int, out_dim: int) -> nn.Linear:
+def linear_as_conv(in_dim: int, out_dim: int) -> Linear:
     """A point-wise linear layer standing for an official 1x1 convolution (and its init)."""
-    lin = nn.Linear(in_dim, out_dim)
+    lin = Linear(in_dim, out_dim)
     conv_init(lin.weight, out_dim)
     nn.init.zeros_(lin.bias)
     return lin
 
 
-def trunc_linear(in_dim: int, out_dim: int) -> nn.Linear:
+def trunc_linear(in_dim: int, out_dim: int) -> Linear:
     """A linear layer with truncated-normal weights (std 0.02) and zero bias (timm's init)."""
-    lin = nn.Linear(in_dim, out_dim)
+    lin = Linear(in_dim, out_dim)
     nn.init.trunc_normal_(lin.weight, std=0.02)
     nn.init.zeros_(lin.bias)
     return lin
@@ -110,9 +127,9 @@ class Mlp(nn.Module):
             hidden_features, "hidden_features")
         out = in_features if out_features is None else check_positive_int(
             out_features, "out_features")
-        self.fc1 = nn.Linear(in_features, hidden)
+        self.fc1 = Linear(in_features, hidden)
         self.act = act_layer()
-        self.fc2 = nn.Linear(hidden, out)
+        self.fc2 = Linear(hidden, out)
         self.drop = nn.Dropout(_check_rate(drop, "drop"))
         self.chunk_points = check_chunk_points(chunk_points)
         for lin in (self.fc1, self.fc2):

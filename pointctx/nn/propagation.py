@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from .._checks import check_features, check_pos, check_positive_int, check_tensor
 from .._resolver import resolve
 from ..ops.interpolate import _check_eps, knn_interpolate
+from .layers import Linear
 from .norm import SetGroupNorm
 
 __all__ = ["FeaturePropagation", "SharedMlp", "NORMS", "ACTIVATIONS"]
@@ -87,7 +88,7 @@ class SharedMlp(nn.Module):
         for i, out in enumerate(channels):
             post = last_act or i < len(channels) - 1
             use_norm = post and norm_cls is not None
-            self.lins.append(nn.Linear(c, out, bias=not use_norm))
+            self.lins.append(Linear(c, out, bias=not use_norm))
             self.norms.append(norm_cls(out) if use_norm else nn.Identity())
             self.acts.append(resolve(act, ACTIVATIONS, "activation", base=nn.Module)
                              if post else nn.Identity())

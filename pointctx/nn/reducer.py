@@ -63,7 +63,9 @@ from .._checks import (
     check_tensor,
 )
 from ..ops.grid import lattice_sites, linear_index, unravel_index
+from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
+from .layers import Linear
 from .norm import SetGroupNorm
 
 __all__ = ["PointReducer", "Reduced"]
@@ -209,7 +211,7 @@ class PointReducer(nn.Module):
         self.slots = self.kernel_size ** self.lattice_dim
         self.validate = bool(validate)
         self.backend = backend
-        self.proj = nn.Linear(self.in_dim * self.slots, self.out_dim, bias=bias)
+        self.proj = Linear(self.in_dim * self.slots, self.out_dim, bias=bias)
         self.norm = SetGroupNorm(self.out_dim) if norm else nn.Identity()
         # kernel offsets [S, L], row-major (axis 0 slowest), like a conv weight's spatial dims
         grids = torch.meshgrid(*[torch.arange(self.kernel_size)] * self.lattice_dim,
@@ -329,7 +331,7 @@ class PointReducer(nn.Module):
         safe = torch.where(index >= 0, index, torch.full_like(index, x.shape[0]))
         gathered = x_pad.index_select(0, safe.reshape(-1)).view(m, s, c)
         flat = gathered.transpose(1, 2).reshape(m, c * s)
-        out = nn.functional.linear(flat, self.proj.weight)
+        out = linear(flat, self.proj.weight)
         scale = expected.to(out.dtype) / present.clamp(min=1).to(out.dtype)
         out = out * scale.unsqueeze(1)
         if self.proj.bias is not None:

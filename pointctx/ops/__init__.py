@@ -3,6 +3,9 @@
 Conventions: ``pos [N, D]``, sorted ``batch [N]`` (set id per point), ``ptr [B+1]`` with a
 leading 0. Every op takes an optional ``batch_size`` to avoid a host sync and a ``backend``
 (``"auto"``, ``"native"``, ``"cluster"``; see :mod:`pointctx.ops._backend`).
+
+Also the dense linear layer of every model, :func:`linear`, with its own choice of CPU
+matrix-product library (``"auto"``, ``"aten"``, ``"onednn"``; see :mod:`pointctx.ops.linear`).
 """
 
 from ._backend import (
@@ -33,6 +36,14 @@ from .grid import (
 from .grid_knn import grid_knn
 from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
+from .linear import (
+    get_linear_backend,
+    linear,
+    linear_reference,
+    onednn_linear_available,
+    set_linear_backend,
+    use_linear_backend,
+)
 from .random import random_sample, random_sample_naive
 from .scatter import (
     ScatterMax,
@@ -53,6 +64,12 @@ __all__ = [
     "resolve_backend",
     "set_backend",
     "use_backend",
+    "get_linear_backend",
+    "linear",
+    "linear_reference",
+    "onednn_linear_available",
+    "set_linear_backend",
+    "use_linear_backend",
     "ScatterMax",
     "scatter_argmax",
     "scatter_count",

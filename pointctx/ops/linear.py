@@ -1,0 +1,275 @@
+"""Dense linear layer ``x @ W.T + b`` with a choice of CPU matrix-product library.
+
+Every point-wise layer of the models (the MLPs, the Context Cluster's ``f`` / ``v`` / ``proj``,
+the reducers, the PointMLP blocks) is one dense product over all points. On CPU, ``F.linear``
+hands float32 products to MKL, and MKL runs its AVX-512 kernels only on Intel processors: on AMD
+processors it takes its AVX2 path. oneDNN, which the PyTorch CPU wheels also contain, picks its
+kernels by instruction set. Measured on this project's machine (AMD EPYC, Zen 5, 1 thread,
+``bench/linear.py``): oneDNN runs the large products of coc_tiny and PointMLP at 150-195 GFLOP/s
+against MKL's 75-90, the same float32 arithmetic (fp32 accumulation, results equal up to
+summation order).
+
+Backends (``backend=`` per call, :func:`set_linear_backend` globally, :func:`use_linear_backend`
+for a block, or the ``POINTCTX_LINEAR_BACKEND`` environment variable at import):
+
+- ``"aten"``: ``torch.nn.functional.linear`` (MKL or whatever the PyTorch build uses). This is
+  also the readable reference, :func:`linear_reference` (``x @ W.T + b``).
+- ``"onednn"``: ``torch.ops.mkldnn._linear_pointwise`` for float32 products on CPU, forward and
+  all three backward products (input, weight, bias gradients), differentiable to any order.
+  Other dtypes and devices, empty inputs, ``torch.compile`` tracing (inductor chooses its own
+  kernels), CPU autocast and a float32 matmul precision other than ``"highest"`` fall back to
+  ``"aten"``. Raises ``RuntimeError`` when set globally on a PyTorch built without oneDNN.
+- ``"auto"`` (default): ``"onednn"`` for products of at least :data:`ONEDNN_MIN_MACS`
+  multiply-adds when PyTorch has oneDNN enabled, the machine is x86-64 and the CPU is not an
+  Intel one (where MKL has its own AVX-512 kernels and we have not measured a gain); else
+  ``"aten"``. Small products stay on aten because a oneDNN call costs about 11 us more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import os
+import platform
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+__all__ = [
+    "LINEAR_BACKENDS",
+    "ONEDNN_MIN_MACS",
+    "get_linear_backend",
+    "linear",
+    "linear_reference",
+    "onednn_linear_available",
+    "set_linear_backend",
+    "use_linear_backend",
+]
+
+LINEAR_BACKENDS = ("auto", "aten", "onednn")
+ENV_VAR = "POINTCTX_LINEAR_BACKEND"
+
+# rows * in * out at which "auto" switches to oneDNN. Break-even measured at about 2^20 on the
+# project's machine (256 x 64 x 64: 24 us aten, 21 us oneDNN); 2^21 leaves room for the
+# autograd.Function's own Python cost in training.
+ONEDNN_MIN_MACS = 1 << 21
+
+
+def _check_name(name, arg: str = "backend") -> str:
+    if not isinstance(name, str) or name not in LINEAR_BACKENDS:
+        raise ValueError(f"`{arg}` must be one of {list(LINEAR_BACKENDS)}, got {name!r}")
+    return name
+
+
+def _initial_backend() -> str:
+    value = os.environ.get(ENV_VAR, "auto").strip().lower() or "auto"
+    return _check_name(value, ENV_VAR)
+
+
+_state = {"backend": _initial_backend()}
+
+
+@functools.cache
+def onednn_linear_available() -> bool:
+    """Whether this PyTorch build has oneDNN's linear op (``mkldnn._linear_pointwise``)."""
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        torch.ops.mkldnn._linear_pointwise.default  # noqa: B018  (resolving it is the check)
+    except (AttributeError, RuntimeError):
+        return False
+    return True
+
+
+@functools.cache
+def _cpu_vendor() -> str:
+    """``"intel"``, ``"amd"`` or ``"unknown"`` (from /proc/cpuinfo, else platform.processor())."""
+    text = ""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("vendor_id"):
+                    text = line
+                    break
+    except OSError:
+        pass
+    text = text or platform.processor() or ""
+    if "GenuineIntel" in text or "Intel" in text:
+        return "intel"
+    if "AuthenticAMD" in text or "AMD" in text:
+        return "amd"
+    return "unknown"
+
+
+@functools.cache
+def _auto_prefers_onednn() -> bool:
+    machine = platform.machine().lower()
+    return (onednn_linear_available() and machine in ("x86_64", "amd64")
+            and _cpu_vendor() == "amd")
+
+
+def set_linear_backend(name: str) -> None:
+    """Set the global linear backend: ``"auto"``, ``"aten"`` or ``"onednn"``.
+
+    Raises:
+        ValueError: unknown name (the message lists the choices).
+        RuntimeError: ``"onednn"`` on a PyTorch build without oneDNN.
+    """
+    _check_name(name)
+    if name == "onednn" and not onednn_linear_available():
+        raise RuntimeError(
+            "linear backend 'onednn' needs a PyTorch build with oneDNN (MKLDNN); this one has "
+            "none (torch.backends.mkldnn.is_available() is False). Use 'aten' or 'auto'.")
+    _state["backend"] = name
+
+
+def get_linear_backend() -> str:
+    """Return the global linear backend name."""
+    return _state["backend"]
+
+
+@contextlib.contextmanager
+def use_linear_backend(name: str):
+    """Context manager that sets the global linear backend inside a ``with`` block."""
+    old = _state["backend"]
+    set_linear_backend(name)
+    try:
+        yield
+    finally:
+        _state["backend"] = old
+
+
+def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """The reference: ``x @ weight.T + bias`` (same shapes as :func:`linear`)."""
+    y = x @ weight.t()
+    return y if bias is None else y + bias
+
+
+def _lp(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
+    """OneDNN ``a @ w.T (+ b)`` for 2-D float32 CPU tensors (no autograd)."""
+    return torch.ops.mkldnn._linear_pointwise(a, w, b, "none", [], "")
+
+
+def _rows(x: Tensor) -> Tensor:
+    """``x`` as a contiguous ``[rows, C]`` matrix (a view when it already is one)."""
+    return x.reshape(-1, x.shape[-1]).contiguous()
+
+
+def _fresh(y: Tensor) -> Tensor:
+    """``y`` as a tensor of its own (same storage, no view relation to another tensor).
+
+    A custom Function's output that is a view may not be modified in place, and an in-place op
+    on a view of the output makes autograd copy the whole base; both are avoided this way.
+    """
+    if y._base is None:
+        return y
+    return y.new_empty(0).set_(y.untyped_storage(), y.storage_offset(), y.shape, y.stride())
+
+
+def _weight_grad(x2: Tensor, grad: Tensor) -> Tensor:
+    """``grad.T @ x2`` ([C_out, C]) summed over chunks of rows, with oneDNN.
+
+    oneDNN copies its first operand when it is transposed, so the operand with fewer columns
+    goes first (the product is then computed transposed), and the rows are taken in chunks of
+    about 2^17 values of that operand so that the copy stays in cache. On the weight
+    gradients of coc_tiny and PointMLP this runs at 90-170 GFLOP/s against 45-95 for
+    ``torch.mm`` (one thread, ``bench/linear.py``).
+    """
+    narrow = min(x2.shape[1], grad.shape[1])
+    step = min(16384, max(2048, (1 << 17) // max(1, narrow)))
+    parts = []
+    for xs, gs in zip(x2.split(step), grad.split(step)):
+        if xs.shape[1] < gs.shape[1]:
+            parts.append(_OneDNNLinear.apply(xs.t(), gs.t(), None).t())
+        else:
+            parts.append(_OneDNNLinear.apply(gs.t(), xs.t(), None))
+    gw = parts[0] if len(parts) == 1 else torch.stack(parts).sum(0)
+    return gw.contiguous()
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """``x2 @ w.T + b`` with oneDNN forward and backward.
+
+    The backward is built from this same Function, so it is differentiable again (double
+    backward works).
+    """
+
+    @staticmethod
+    def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None):
+        # x: [..., C] with C == w.shape[1]; the output is a fresh [..., C_out] tensor, not a
+        # view of an internal one, so that in-place ops on it stay cheap for autograd
+        # save the input itself (not its [rows, C] form), so that double backward sees how the
+        # weight gradient depends on x
+        ctx.save_for_backward(x, w)
+        ctx.has_bias = b is not None
+        return _fresh(_lp(_rows(x), w, b).view(*x.shape[:-1], w.shape[0]))
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        x, w = ctx.saved_tensors
+        x2, grad = _rows(x), _rows(grad)
+        gx = gw = gb = None
+        if ctx.needs_input_grad[0]:
+            gx = _OneDNNLinear.apply(grad, w.t().contiguous(), None).view(x.shape)
+        if ctx.needs_input_grad[1]:
+            gw = _weight_grad(x2, grad)
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            gb = grad.sum(0)
+        return gx, gw, gb
+
+
+def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
+    if backend == "aten":
+        return False
+    if not onednn_linear_available() or not torch.backends.mkldnn.enabled:
+        return False
+    if (x.dtype != torch.float32 or weight.dtype != torch.float32 or x.device.type != "cpu"
+            or weight.device.type != "cpu" or weight.dim() != 2 or x.dim() < 1
+            or x.layout != torch.strided or weight.layout != torch.strided):
+        return False
+    if bias is not None and (bias.dtype != torch.float32 or bias.device.type != "cpu"
+                             or bias.dim() != 1):
+        return False
+    if x.numel() == 0 or weight.numel() == 0:
+        return False
+    if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+        return False
+    if torch.get_float32_matmul_precision() != "highest":
+        return False
+    if backend == "onednn":
+        return True
+    rows = x.numel() // x.shape[-1]
+    return _auto_prefers_onednn() and rows * weight.shape[0] * weight.shape[1] >= ONEDNN_MIN_MACS
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
+           backend: str | None = None) -> Tensor:
+    """``x @ weight.T + bias`` on the chosen matrix-product library (see the module docstring).
+
+    A drop-in for ``torch.nn.functional.linear``: same arguments, shapes, dtypes and autograd
+    (including double backward); the ``"onednn"`` path differs from ``"aten"`` only by float32
+    rounding (summation order).
+
+    Args:
+        x: input rows.
+        weight: ``[out, in]``.
+        bias: ``[out]`` or None.
+        backend: ``"auto"``, ``"aten"``, ``"onednn"`` or None (the global default).
+
+    Shapes:
+        x: [N, C] or [..., C]; weight: [C_out, C]; bias: [C_out]; return: [..., C_out].
+    """
+    name = _state["backend"] if backend is None else _check_name(backend)
+    if not _use_onednn(name, x, weight, bias):
+        return F.linear(x, weight, bias)
+    if x.shape[-1] != weight.shape[1]:
+        return F.linear(x, weight, bias)  # let aten raise its usual shape error
+    # oneDNN falls to a reference kernel (measured 100x slower) on a weight with other strides
+    # than row-major or its transpose, such as a column slice: copy it (weights are small).
+    weight = weight.contiguous()
+    if torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad
+                                    or (bias is not None and bias.requires_grad)):
+        return _OneDNNLinear.apply(x, weight, bias)
+    y = _lp(_rows(x), weight, bias)
+    return y.view(*x.shape[:-1], weight.shape[0])
