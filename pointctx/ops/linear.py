@@ -5,9 +5,10 @@ the reducers, the PointMLP blocks) is one dense product over all points. On CPU,
 hands float32 products to MKL, and MKL runs its AVX-512 kernels only on Intel processors: on AMD
 processors it takes its AVX2 path. oneDNN, which the PyTorch CPU wheels also contain, picks its
 kernels by instruction set. Measured on this project's machine (AMD EPYC, Zen 5, 1 thread,
-``bench/linear.py``): oneDNN runs the large products of coc_tiny and PointMLP at 150-195 GFLOP/s
-against MKL's 75-90, the same float32 arithmetic (fp32 accumulation, results equal up to
-summation order).
+``bench/linear.py``, forward + backward of every product shape of the models): coc_tiny's
+products at 90-187 GFLOP/s against MKL's 66-96 (1.65x over all of them), PointMLP's 1.39x
+(its largest, memory-bound products gain least), with the same float32 arithmetic (float32
+accumulation; results equal up to summation order).
 
 Backends (``backend=`` per call, :func:`set_linear_backend` globally, :func:`use_linear_backend`
 for a block, or the ``POINTCTX_LINEAR_BACKEND`` environment variable at import):
@@ -19,10 +20,11 @@ for a block, or the ``POINTCTX_LINEAR_BACKEND`` environment variable at import):
   Other dtypes and devices, empty inputs, ``torch.compile`` tracing (inductor chooses its own
   kernels), CPU autocast and a float32 matmul precision other than ``"highest"`` fall back to
   ``"aten"``. Raises ``RuntimeError`` when set globally on a PyTorch built without oneDNN.
-- ``"auto"`` (default): ``"onednn"`` for products of at least :data:`ONEDNN_MIN_MACS`
-  multiply-adds when PyTorch has oneDNN enabled, the machine is x86-64 and the CPU is not an
-  Intel one (where MKL has its own AVX-512 kernels and we have not measured a gain); else
-  ``"aten"``. Small products stay on aten because a oneDNN call costs about 11 us more.
+- ``"auto"`` (default): ``"onednn"`` for products of at least :data:`ONEDNN_MIN_ROWS` rows
+  and :data:`ONEDNN_MIN_MACS` multiply-adds when PyTorch has oneDNN enabled, the machine is
+  x86-64 and the CPU is an AMD one; else ``"aten"``. On Intel CPUs MKL has its own AVX-512
+  kernels and no gain was measured, so "auto" leaves them on aten. Small products stay on aten
+  because a oneDNN call costs about 11 us more and training adds a Python autograd.Function.
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from torch import Tensor
 __all__ = [
     "LINEAR_BACKENDS",
     "ONEDNN_MIN_MACS",
+    "ONEDNN_MIN_ROWS",
     "get_linear_backend",
     "linear",
     "linear_reference",
@@ -54,6 +57,9 @@ ENV_VAR = "POINTCTX_LINEAR_BACKEND"
 # project's machine (256 x 64 x 64: 24 us aten, 21 us oneDNN); 2^21 leaves room for the
 # autograd.Function's own Python cost in training.
 ONEDNN_MIN_MACS = 1 << 21
+# rows below which "auto" stays on aten whatever the size: forward + backward with 16-64 rows
+# measured 0.59-0.84x with oneDNN (bench/linear.py: the classifier heads), 256 rows 1.31-1.34x.
+ONEDNN_MIN_ROWS = 128
 
 
 def _check_name(name, arg: str = "backend") -> str:
@@ -172,9 +178,10 @@ def _weight_grad(x2: Tensor, grad: Tensor) -> Tensor:
 
     oneDNN copies its first operand when it is transposed, so the operand with fewer columns
     goes first (the product is then computed transposed), and the rows are taken in chunks of
-    about 2^17 values of that operand so that the copy stays in cache. On the weight
-    gradients of coc_tiny and PointMLP this runs at 90-170 GFLOP/s against 45-95 for
-    ``torch.mm`` (one thread, ``bench/linear.py``).
+    about 2^17 values of that operand so that the copy stays in cache. In a one-thread
+    microbenchmark of the weight gradients at coc_tiny's and PointMLP's shapes this ran at
+    92-169 GFLOP/s against 76-96 for ``torch.mm``, except the 393,216 x 16 x 64 products
+    (41-56 against 45-47), and the chunks beat one piece by up to 2x on 50,000+ rows.
     """
     narrow = min(x2.shape[1], grad.shape[1])
     step = min(16384, max(2048, (1 << 17) // max(1, narrow)))
@@ -240,7 +247,8 @@ def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) ->
     if backend == "onednn":
         return True
     rows = x.numel() // x.shape[-1]
-    return _auto_prefers_onednn() and rows * weight.shape[0] * weight.shape[1] >= ONEDNN_MIN_MACS
+    return (_auto_prefers_onednn() and rows >= ONEDNN_MIN_ROWS
+            and rows * weight.shape[0] * weight.shape[1] >= ONEDNN_MIN_MACS)
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,

@@ -177,10 +177,13 @@ def test_fallbacks_to_aten(count_onednn):
 @needs_onednn
 def test_auto_uses_onednn_only_for_large_products_where_preferred(monkeypatch, count_onednn):
     small = (torch.randn(8, 8), torch.randn(8, 8))
+    few_rows = (torch.randn(32, 512), torch.randn(256, 512))  # like a classifier head
     large = (torch.randn(4096, 32), torch.randn(32, 32))  # 4M multiply-adds
     assert 4096 * 32 * 32 >= L.ONEDNN_MIN_MACS > 8 * 8 * 8
+    assert 32 * 512 * 256 >= L.ONEDNN_MIN_MACS and 32 < L.ONEDNN_MIN_ROWS <= 4096
     monkeypatch.setattr(L, "_auto_prefers_onednn", lambda: True)
     linear(*small)
+    linear(*few_rows)
     assert count_onednn == []
     linear(*large)
     assert len(count_onednn) == 1
