@@ -91,6 +91,7 @@ bench-all: setup
 	$(PY) bench/context_cluster.py
 	$(PY) bench/pointmlp.py
 	$(PY) bench/models.py
+	$(PY) bench/linear.py
 	$(PY) bench/segmentation.py
 
 # CUDA tests, a short sample run, ops / PointMLP / coc_tiny benches on CUDA, one JSON

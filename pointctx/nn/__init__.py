@@ -15,7 +15,7 @@ from .grouping import (
     sample_and_group,
 )
 from .icp import ImprovedClusterPool
-from .layers import DropPath, LayerScale, Mlp
+from .layers import DropPath, LayerScale, Linear, Mlp
 from .norm import SetGroupNorm
 from .propagation import FeaturePropagation, SharedMlp
 from .proposal import (
@@ -43,7 +43,8 @@ __all__ = [
     "register_proposal",
     "resolve_proposal",
 ]
-__all__ += ["MixerBlock", "ContextClusterBlock", "DropPath", "LayerScale", "Mlp", "SetGroupNorm"]
+__all__ += ["MixerBlock", "ContextClusterBlock", "DropPath", "LayerScale", "Linear", "Mlp",
+            "SetGroupNorm"]
 __all__ += ["PointReducer", "Reduced", "FeaturePropagation", "SharedMlp", "SemanticFPNHead"]
 __all__ += [
     "GeometricAffine",
