@@ -227,7 +227,8 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    if backend == "aten":
+    # first, so that torch.compile traces nothing else of this function
+    if backend == "aten" or torch.compiler.is_compiling():
         return False
     if not onednn_linear_available() or not torch.backends.mkldnn.enabled:
         return False
@@ -240,7 +241,7 @@ def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) ->
         return False
     if x.numel() == 0 or weight.numel() == 0:
         return False
-    if torch.compiler.is_compiling() or torch.is_autocast_enabled("cpu"):
+    if torch.is_autocast_enabled("cpu"):
         return False
     if torch.get_float32_matmul_precision() != "highest":
         return False

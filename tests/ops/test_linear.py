@@ -249,3 +249,14 @@ def test_linear_module_is_an_nn_linear():
     x = torch.randn(3000, 24)
     with use_linear_backend("onednn" if onednn_linear_available() else "aten"):
         torch.testing.assert_close(lin(x), ref(x), rtol=1e-5, atol=1e-5)
+
+
+def test_compiles_without_graph_breaks_and_takes_aten_inside():
+    """Under torch.compile the op is plain F.linear (inductor picks its own kernels); the
+    backend check comes first, so dynamo traces it in one graph."""
+    g = torch.Generator().manual_seed(2)
+    x, w, b = (torch.randn(512, 64, generator=g), torch.randn(48, 64, generator=g),
+               torch.randn(48, generator=g))
+    fn = torch.compile(lambda x, w, b: linear(x, w, b, backend="onednn"), backend="aot_eager",
+                       fullgraph=True)
+    torch.testing.assert_close(fn(x, w, b), F.linear(x, w, b))
