@@ -260,3 +260,15 @@ def test_compiles_without_graph_breaks_and_takes_aten_inside():
     fn = torch.compile(lambda x, w, b: linear(x, w, b, backend="onednn"), backend="aot_eager",
                        fullgraph=True)
     torch.testing.assert_close(fn(x, w, b), F.linear(x, w, b))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_takes_aten_whatever_the_backend(count_onednn):
+    g = torch.Generator().manual_seed(3)
+    x, w, b = (torch.randn(4096, 64, generator=g), torch.randn(48, 64, generator=g),
+               torch.randn(48, generator=g))
+    for backend in L.LINEAR_BACKENDS:
+        y = linear(x.cuda(), w.cuda(), b.cuda(), backend=backend)
+        assert y.is_cuda
+        torch.testing.assert_close(y.cpu(), F.linear(x, w, b), rtol=1e-4, atol=1e-4)
+    assert count_onednn == []
