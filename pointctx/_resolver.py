@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping
 
 
@@ -41,3 +42,36 @@ def resolve(query, registry: Mapping[str, Callable], kind: str, base: type | Non
         f"`{kind}` must be a name (one of {sorted(registry)}) or a module/callable, "
         f"got {type(query).__name__}"
     )
+
+
+class GlobalChoice:
+    """A process-wide named setting (a backend): a checked setter, a getter and a ``with`` form.
+
+    ``state["value"]`` holds the current name. ``check(name)`` validates a name before it is set
+    and raises (``ValueError`` for an unknown name, or whatever the choice needs: an
+    ``ImportError`` for a missing package).
+    """
+
+    def __init__(self, default: str, check: Callable[[str], object]):
+        self.check = check
+        check(default)
+        self.state = {"value": default}
+
+    def set(self, name: str) -> None:
+        """Check ``name`` and make it the current value."""
+        self.check(name)
+        self.state["value"] = name
+
+    def get(self) -> str:
+        """The current value."""
+        return self.state["value"]
+
+    @contextlib.contextmanager
+    def use(self, name: str):
+        """Set ``name`` inside a ``with`` block; the old value comes back on exit (errors too)."""
+        old = self.state["value"]
+        self.set(name)
+        try:
+            yield
+        finally:
+            self.state["value"] = old

@@ -9,13 +9,12 @@ is missing. Choose per call (``backend=`` argument of each op), globally with
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import importlib
 
-BACKENDS = ("auto", "native", "cluster")
+from .._resolver import GlobalChoice
 
-_state = {"backend": "auto"}
+BACKENDS = ("auto", "native", "cluster")
 
 # Ops for which torch-cluster is the faster choice in "auto" mode, per device type.
 # CPU, from bench/ops.py (bench/results/ops.json; 1 thread, B = 32 sets of 1024 / 2048 3-D points
@@ -39,31 +38,28 @@ _INSTALL_HINT = (
 
 def set_backend(name: str) -> None:
     """Set the global default backend: ``"auto"``, ``"native"`` or ``"cluster"``."""
-    _check_name(name)
-    if name == "cluster":
-        require_cluster()
-    _state["backend"] = name
+    _choice.set(name)
 
 
 def get_backend() -> str:
     """Return the global default backend name."""
-    return _state["backend"]
+    return _choice.get()
 
 
-@contextlib.contextmanager
 def use_backend(name: str):
     """Context manager that sets the global backend inside a ``with`` block."""
-    old = _state["backend"]
-    set_backend(name)
-    try:
-        yield
-    finally:
-        _state["backend"] = old
+    return _choice.use(name)
 
 
 def _check_name(name) -> None:
     if name not in BACKENDS:
         raise ValueError(f"`backend` must be one of {list(BACKENDS)}, got {name!r}")
+
+
+def _check_settable(name) -> None:
+    _check_name(name)
+    if name == "cluster":
+        require_cluster()
 
 
 @functools.cache
@@ -118,3 +114,7 @@ def resolve_backend(backend: str | None, op: str, device) -> str:
     if op in _AUTO_PREFERS_CLUSTER.get(device_type, ()) and cluster_available():
         return "cluster"
     return "native"
+
+
+_choice = GlobalChoice("auto", _check_settable)
+_state = _choice.state  # {"value": current name}

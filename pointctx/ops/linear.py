@@ -29,7 +29,6 @@ for a block, or the ``POINTCTX_LINEAR_BACKEND`` environment variable at import):
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import os
 import platform
@@ -37,6 +36,8 @@ import platform
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from .._resolver import GlobalChoice
 
 __all__ = [
     "LINEAR_BACKENDS",
@@ -73,7 +74,6 @@ def _initial_backend() -> str:
     return _check_name(value, ENV_VAR)
 
 
-_state = {"backend": _initial_backend()}
 
 
 @functools.cache
@@ -115,6 +115,18 @@ def _auto_prefers_onednn() -> bool:
             and _cpu_vendor() == "amd")
 
 
+def _check_settable(name) -> None:
+    _check_name(name)
+    if name == "onednn" and not onednn_linear_available():
+        raise RuntimeError(
+            "linear backend 'onednn' needs a PyTorch build with oneDNN (MKLDNN); this one has "
+            "none (torch.backends.mkldnn.is_available() is False). Use 'aten' or 'auto'.")
+
+
+_choice = GlobalChoice(_initial_backend(), _check_name)
+_state = _choice.state  # {"value": current name}
+
+
 def set_linear_backend(name: str) -> None:
     """Set the global linear backend: ``"auto"``, ``"aten"`` or ``"onednn"``.
 
@@ -122,28 +134,19 @@ def set_linear_backend(name: str) -> None:
         ValueError: unknown name (the message lists the choices).
         RuntimeError: ``"onednn"`` on a PyTorch build without oneDNN.
     """
-    _check_name(name)
-    if name == "onednn" and not onednn_linear_available():
-        raise RuntimeError(
-            "linear backend 'onednn' needs a PyTorch build with oneDNN (MKLDNN); this one has "
-            "none (torch.backends.mkldnn.is_available() is False). Use 'aten' or 'auto'.")
-    _state["backend"] = name
+    _check_settable(name)
+    _choice.set(name)
 
 
 def get_linear_backend() -> str:
     """Return the global linear backend name."""
-    return _state["backend"]
+    return _choice.get()
 
 
-@contextlib.contextmanager
 def use_linear_backend(name: str):
     """Context manager that sets the global linear backend inside a ``with`` block."""
-    old = _state["backend"]
-    set_linear_backend(name)
-    try:
-        yield
-    finally:
-        _state["backend"] = old
+    _check_settable(name)
+    return _choice.use(name)
 
 
 def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
@@ -269,7 +272,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
     Shapes:
         x: [N, C] or [..., C]; weight: [C_out, C]; bias: [C_out]; return: [..., C_out].
     """
-    name = _state["backend"] if backend is None else _check_name(backend)
+    name = _state["value"] if backend is None else _check_name(backend)
     if not _use_onednn(name, x, weight, bias):
         return F.linear(x, weight, bias)
     if x.shape[-1] != weight.shape[1]:

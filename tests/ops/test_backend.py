@@ -18,7 +18,7 @@ UNKNOWN = r"`backend` must be one of \['auto', 'native', 'cluster'\], got 'fast'
 def _restore_backend():
     old = get_backend()
     yield
-    _backend._state["backend"] = old
+    _backend._state["value"] = old
 
 
 @pytest.fixture
@@ -34,7 +34,7 @@ def fake_cluster(monkeypatch):
 
 
 def test_default_is_auto():
-    assert _backend._state["backend"] in _backend.BACKENDS
+    assert _backend._state["value"] in _backend.BACKENDS
     assert get_backend() == "auto"
 
 

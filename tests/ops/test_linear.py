@@ -30,7 +30,7 @@ UNKNOWN = r"`backend` must be one of \['auto', 'aten', 'onednn'\], got 'mkl'"
 def _restore_backend():
     old = get_linear_backend()
     yield
-    L._state["backend"] = old
+    L._state["value"] = old
 
 
 @pytest.fixture
