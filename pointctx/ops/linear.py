@@ -74,8 +74,6 @@ def _initial_backend() -> str:
     return _check_name(value, ENV_VAR)
 
 
-
-
 @functools.cache
 def onednn_linear_available() -> bool:
     """Whether this PyTorch build has oneDNN's linear op (``mkldnn._linear_pointwise``)."""
@@ -123,7 +121,7 @@ def _check_settable(name) -> None:
             "none (torch.backends.mkldnn.is_available() is False). Use 'aten' or 'auto'.")
 
 
-_choice = GlobalChoice(_initial_backend(), _check_name)
+_choice = GlobalChoice(_initial_backend(), _check_settable)
 _state = _choice.state  # {"value": current name}
 
 
@@ -134,7 +132,6 @@ def set_linear_backend(name: str) -> None:
         ValueError: unknown name (the message lists the choices).
         RuntimeError: ``"onednn"`` on a PyTorch build without oneDNN.
     """
-    _check_settable(name)
     _choice.set(name)
 
 
@@ -145,7 +142,6 @@ def get_linear_backend() -> str:
 
 def use_linear_backend(name: str):
     """Context manager that sets the global linear backend inside a ``with`` block."""
-    _check_settable(name)
     return _choice.use(name)
 
 
@@ -156,7 +152,7 @@ def linear_reference(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> T
 
 
 def _lp(a: Tensor, w: Tensor, b: Tensor | None = None) -> Tensor:
-    """OneDNN ``a @ w.T (+ b)`` for 2-D float32 CPU tensors (no autograd)."""
+    """The product ``a @ w.T (+ b)`` on oneDNN, for 2-D float32 CPU tensors (no autograd)."""
     return torch.ops.mkldnn._linear_pointwise(a, w, b, "none", [], "")
 
 
@@ -207,10 +203,9 @@ class _OneDNNLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None):
-        # x: [..., C] with C == w.shape[1]; the output is a fresh [..., C_out] tensor, not a
-        # view of an internal one, so that in-place ops on it stay cheap for autograd
-        # save the input itself (not its [rows, C] form), so that double backward sees how the
-        # weight gradient depends on x
+        # x: [..., C] with C == w.shape[1]. Save the input itself (not its [rows, C] form), so
+        # that double backward sees how the weight gradient depends on x; return a fresh
+        # [..., C_out] tensor, not a view of an internal one, so in-place ops on it stay cheap.
         ctx.save_for_backward(x, w)
         ctx.has_bias = b is not None
         return _fresh(_lp(_rows(x), w, b).view(*x.shape[:-1], w.shape[0]))
@@ -230,8 +225,11 @@ class _OneDNNLinear(torch.autograd.Function):
 
 
 def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) -> bool:
-    # first, so that torch.compile traces nothing else of this function
+    # first, so that torch.compile traces nothing else of this function, and "auto" where it
+    # never picks oneDNN (e.g. Intel CPUs) pays for no further checks
     if backend == "aten" or torch.compiler.is_compiling():
+        return False
+    if backend == "auto" and not _auto_prefers_onednn():
         return False
     if not onednn_linear_available() or not torch.backends.mkldnn.enabled:
         return False
@@ -251,8 +249,7 @@ def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) ->
     if backend == "onednn":
         return True
     rows = x.numel() // x.shape[-1]
-    return (_auto_prefers_onednn() and rows >= ONEDNN_MIN_ROWS
-            and rows * weight.shape[0] * weight.shape[1] >= ONEDNN_MIN_MACS)
+    return rows >= ONEDNN_MIN_ROWS and rows * weight.shape[0] * weight.shape[1] >= ONEDNN_MIN_MACS
 
 
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
