@@ -1,6 +1,7 @@
 # pointctx set-up and common jobs. Everything lives in .venv at the repo root.
-#   make test   - create .venv, install torch==2.13.0 (CPU wheel), build torch-cluster,
-#                 install pointctx editable with its extras, run the test suite
+#   make test   - create .venv, install torch==2.13.0 (CPU wheel), install pointctx editable
+#                 with its extras, run the test suite
+#   make accel  - optional: build torch-cluster into .venv (~9 min on 2 cores the first time)
 #   make demo   - the main job on the bundled real sample (see README)
 #   make lint   - ruff
 #   make rgbd-demo / masked-study / cifar-compare / segment-demo / bench-all - the other demos
@@ -13,8 +14,10 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 TORCH_VERSION ?= 2.13.0
 PYTEST_ARGS ?=
+# the checkout's default data folder; the package itself reads only root= or $POINTCTX_DATA
+export POINTCTX_DATA ?= $(abspath ../shared/data)
 
-.PHONY: setup test test-fast test-all lint demo rgbd-demo masked-study cifar-compare segment-demo bench bench-all clean system-deps gpu-check
+.PHONY: setup accel test test-fast test-all lint demo rgbd-demo masked-study cifar-compare segment-demo bench bench-all clean system-deps gpu-check
 
 $(VENV)/bin/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +28,7 @@ $(VENV)/.torch: | $(VENV)/bin/python
 	$(PIP) install -q "torch==$(TORCH_VERSION)"
 	@touch $@
 
-# torch-cluster's setup imports torch: build it against the installed torch (cached wheel after once).
-$(VENV)/.cluster: $(VENV)/.torch
-	@echo "[setup] torch-cluster (builds from source the first time: ~10 min on 2 cores)"
-	$(PIP) install -q --no-build-isolation "torch-cluster>=1.6"
-	@touch $@
-
-$(VENV)/.pointctx: $(VENV)/.cluster pyproject.toml
+$(VENV)/.pointctx: $(VENV)/.torch pyproject.toml
 	@$(MAKE) --no-print-directory system-deps
 	$(PIP) install -q --no-build-isolation -e ".[dev,pyg,open3d,images]" "torch==$(TORCH_VERSION)"
 	@$(PY) -c "import torch; assert torch.__version__.startswith('$(TORCH_VERSION)'), torch.__version__"
@@ -50,6 +47,11 @@ system-deps:
 	fi
 
 setup: $(VENV)/.pointctx
+
+# Optional accelerator. torch-cluster's setup imports torch, so it is built against the installed
+# torch without build isolation (from source: ~9 min on 2 cores the first time, then pip's cache).
+accel: setup
+	$(PIP) install -q --no-build-isolation "torch-cluster>=1.6"
 
 test: setup
 	$(PY) -m pytest -q $(PYTEST_ARGS)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +24,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+# the checkout's default data folder (the package reads only root= or $POINTCTX_DATA)
+os.environ.setdefault("POINTCTX_DATA", str(ROOT.parent / "shared" / "data"))
 
 
 def _load_module(path, name: str):

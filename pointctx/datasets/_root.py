@@ -1,4 +1,4 @@
-"""Where the real data lives: ``$POINTCTX_DATA`` or ``<repo>/../shared/data``."""
+"""Where the real data lives: an explicit ``root`` or the folder named by ``$POINTCTX_DATA``."""
 
 from __future__ import annotations
 
@@ -6,26 +6,32 @@ import os
 from pathlib import Path
 
 ENV_VAR = "POINTCTX_DATA"
-_REPO = Path(__file__).resolve().parents[2]
-BUNDLED = _REPO / "datasets"
 
 
-def data_root(must_exist: bool = True) -> Path:
-    """Return the data folder: ``$POINTCTX_DATA`` if set, else ``<repo>/../shared/data``.
+def data_root(root=None, must_exist: bool = True) -> Path:
+    """Return the data folder: ``root`` when given, else ``$POINTCTX_DATA``.
 
     Args:
-        must_exist: raise ``FileNotFoundError`` (naming the variable) when the folder is missing.
+        root: an explicit folder (str or path), or None to read ``$POINTCTX_DATA``.
+        must_exist: also raise when the folder does not exist.
+
+    Raises:
+        FileNotFoundError: neither ``root`` nor ``$POINTCTX_DATA`` is given, or (``must_exist``)
+            the folder is missing; the message names both ways to give one.
     """
-    env = os.environ.get(ENV_VAR)
-    root = Path(env).expanduser() if env else _REPO.parent / "shared" / "data"
+    how = f"pass root=... or set the environment variable {ENV_VAR}"
+    if root is None:
+        env = os.environ.get(ENV_VAR)
+        if not env:
+            raise FileNotFoundError(f"no data folder given: {how} (the folder holding "
+                                    "mnist_train.npz, modelnet40_train_1024.npz, rgbd/, ...)")
+        root = env
+    root = Path(root).expanduser()
     if must_exist and not root.is_dir():
-        raise FileNotFoundError(
-            f"data folder {root} does not exist; set the environment variable {ENV_VAR} to the "
-            "folder holding mnist_train.npz, modelnet40_train_1024.npz, rgbd/, ..."
-        )
+        raise FileNotFoundError(f"data folder {root} does not exist: {how} to an existing folder")
     return root
 
 
 def bundled_root() -> Path:
-    """Return the repository's ``datasets/`` folder holding the small bundled samples."""
-    return BUNDLED
+    """Return the checkout's ``datasets/`` folder holding the small bundled samples."""
+    return Path(__file__).resolve().parents[2] / "datasets"

@@ -113,7 +113,9 @@ class ScanObjectNN(PointCloudDataset):
         folder, suffix = SCANOBJECTNN_VARIANTS[variant]
         prefix = "training" if split == "train" else "test"
         rel = Path(folder) / f"{prefix}_objectdataset{suffix}.h5"
-        base = Path(root).expanduser() if root is not None else data_root(False) / "scanobjectnn"
+        if root is None:
+            root = data_root(must_exist=False) / "scanobjectnn"
+        base = Path(root).expanduser()
         return [base / rel, base / "h5_files" / rel]
 
     @classmethod
