@@ -47,6 +47,7 @@ import time
 from functools import partial
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -71,7 +72,6 @@ from pointctx.train import (
     make_loader,
     setup_logger,
 )
-from pointctx.train import cli as T
 from pointctx.transforms import BlockMask, MaskTransform, PolygonMask, RandomKeep
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))

@@ -37,6 +37,7 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 
@@ -50,7 +51,6 @@ from pointctx.train import (
     make_loader,
     setup_logger,
 )
-from pointctx.train import cli as T
 
 # part_segmentation/main.py defaults
 RECIPE = dict(model="pointmlp_partseg", epochs=350, batch_size=32, eval_batch_size=32,
@@ -114,10 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     kwargs = dict(SMOKE_KWARGS) if args.smoke else {}
     kwargs.update(args.model_kwargs or {})
     args.model_kwargs = kwargs
-    known = pointctx.list_models("*partseg")
-    if args.model not in known:
-        parser.error(f"argument --model: unknown part-segmentation model {args.model!r}; choose "
-                     f"from {known}")
+    err = T.wrong_task(args.model, "part segmentation")
+    if err:
+        parser.error(err)
     if args.smoke and args.data_root is not None:
         parser.error("--smoke runs on the bundled 16-shape sample; drop --data-root")
     T.resume_into_output(parser, args, "the run folder")
@@ -254,6 +253,7 @@ def _run(args, dist_info, argv, t_start) -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: max(args.gamma ** (e // args.step), floor))
     run_info = {
+        "task": "part segmentation",
         "config": config,
         "command": " ".join(["examples/shapenetpart.py", *argv]),
         "versions": T.run_versions(device),
@@ -267,6 +267,8 @@ def _run(args, dist_info, argv, t_start) -> int:
                   "create_kwargs": {**args.model_kwargs, "num_classes": 50,
                                     "in_channels": in_channels},
                   "parameters": n_params, "num_classes": 50},
+        "inputs": {"kind": "points", "normalize": None, "features": "normals" if in_channels
+                   else None},
     }
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, num_classes=50, class_names=PART_NAMES,

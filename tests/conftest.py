@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -23,6 +24,8 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT / "examples") not in sys.path:  # the examples import `_cli` from their folder
+    sys.path.insert(0, str(ROOT / "examples"))
 
 
 def _load_module(path, name: str):

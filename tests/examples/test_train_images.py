@@ -303,4 +303,4 @@ def test_resume_guards_for_partial_and_damaged_checkpoints(script, tmp_path, cap
     assert script.main([*TINY, "--epochs", "1", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len([x for x in err.splitlines() if "error:" in x]) == 1
-    assert "last.pt: cannot be loaded as a checkpoint (damaged, truncated" in err
+    assert "last.pt is damaged or not a checkpoint (truncated" in err
