@@ -166,6 +166,10 @@ def usage_error(parser, msg: str) -> int:
     return 2
 
 
+def _a(noun: str) -> str:
+    return f"{'an' if noun[0] in 'aeiou' else 'a'} {noun}"
+
+
 def wrong_task(name: str, task: str, what: str = "argument --model",
                got: str | None = None) -> str | None:
     """The one-line usage error for a model ``name`` that is unknown or not a ``task`` model.
@@ -178,7 +182,7 @@ def wrong_task(name: str, task: str, what: str = "argument --model",
     fits = pointctx.list_models(task=task)
     if known and got == task:
         return None
-    got = (f"{name} is a {got} model, not a {task} model" if known
+    got = (f"{name} is {_a(got)} model, not {_a(task)} model" if known
            else f"unknown model {name!r}")
     return f"{what}: {got}; choose one of {', '.join(fits)}"
 

@@ -12,8 +12,9 @@ The model comes from a run of the example scripts: give its run folder, ``last.p
 * point segmenters (``segment_scenes.py``, ``shapenetpart.py``: give ``--category``): per-point
   labels ``<stem>.npy`` and a coloured ``<stem>.ply`` (vertex field ``label``) in ``--output``.
 
-Point files (``.ply``, ``.pcd``, ``.npy``, ``.txt`` / ``.xyz`` / ``.csv``): x, y, z, then the
-model's feature columns; ``.pcd`` needs open3d. Images: ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``.
+Point files (``.ply``, ``.pcd``, ``.npy``, ``.txt`` / ``.xyz`` / ``.csv`` / ``.pts``): x, y, z,
+then the model's feature columns; ``.pcd`` needs open3d. A part segmenter labels each point with
+a part of the given category. Images: ``.png``, ``.jpg``, ``.jpeg``, ``.bmp``.
 
 Examples::
 
@@ -44,7 +45,7 @@ from pointctx.io import read_point_cloud, write_ply
 from pointctx.train import atomic_write_json, atomic_write_text
 
 PROG = "predict.py"
-POINT_SUFFIXES = (".ply", ".pcd", ".npy", ".txt", ".xyz", ".csv")
+POINT_SUFFIXES = (".ply", ".pcd", ".npy", ".txt", ".xyz", ".csv", ".pts")
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
 
 
@@ -137,6 +138,11 @@ def predict(model, path: Path, category: int | None = None, device="cpu") -> tor
         kw = {} if category is None else {"category": torch.tensor([category], device=device)}
         out = model(pb, **kw)
         out = out[0] if model.task.endswith("classification") else out
+        parts = model.run_info.get("dataset", {}).get("category_parts")
+        if category is not None and parts:  # only the category's parts
+            other = torch.ones(out.shape[-1], dtype=torch.bool)
+            other[parts[category]] = False
+            out = out.masked_fill(other.to(out.device), float("-inf"))
     out = out.float().cpu()
     return out.softmax(-1) if model.task.endswith("classification") else out
 

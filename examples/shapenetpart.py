@@ -43,7 +43,7 @@ import torch
 
 import pointctx
 from pointctx import PointBatch
-from pointctx.datasets import SHAPENETPART_CATEGORIES, ShapeNetPart
+from pointctx.datasets import SHAPENETPART_CATEGORIES, SHAPENETPART_PARTS, ShapeNetPart
 from pointctx.train import (
     PartSegConfusion,
     Trainer,
@@ -262,7 +262,8 @@ def _run(args, dist_info, argv, t_start) -> int:
         "dataset": {"description": desc, "train_size": len(train), "eval_size": len(test),
                     "eval_split": eval_name, "num_points": args.num_points,
                     "normals": bool(in_channels), "categories": list(SHAPENETPART_CATEGORIES),
-                    "classes": PART_NAMES},
+                    "classes": PART_NAMES,
+                    "category_parts": [list(p) for p in SHAPENETPART_PARTS]},
         "model": {"name": args.model, "kwargs": args.model_kwargs,
                   "create_kwargs": {**args.model_kwargs, "num_classes": 50,
                                     "in_channels": in_channels},

@@ -67,7 +67,9 @@ def test_interrupted_run_resumes_to_the_same_weights(script, tmp_path):
 def test_errors(script, tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--model", "pointmlp"])
-    assert "unknown part-segmentation model" in capsys.readouterr().err
+    assert ("argument --model: pointmlp is a point classification model, not a part "
+            "segmentation model; choose one of pointmlp_coc_partseg, pointmlp_partseg"
+            ) in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.parse_args(["--resume"])
     assert "--resume needs the run folder" in capsys.readouterr().err
