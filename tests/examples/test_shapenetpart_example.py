@@ -41,7 +41,7 @@ def test_smoke_run_then_resume_is_a_no_op(script, tmp_path, capsys):
     assert all(v["shapes"] == 1 for v in last["per_category"].values())
     assert res["model"]["create_kwargs"]["in_channels"] == 0  # the sample has no normals
     model = pointctx.load_model(out)
-    assert model.num_classes == 50 and model.class_names[0] == "Airplane:0"
+    assert model.model.num_classes == 50 and model.class_names[0] == "Airplane:0"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "not an accuracy" in capsys.readouterr().out
     # resuming a finished run trains nothing more; the stored configuration needs no retyping
