@@ -87,9 +87,10 @@ def _float(t: Tensor) -> Tensor:
 class TrainedModel(nn.Module):
     """A trained network with its run's input preprocessing: it takes raw inputs.
 
-    Image runs: ``images [B, C, H, W]`` of any size, uint8 (0..255) or float in [0, 1], are
-    resized to the trained size and normalised with the stored mean and std; classifiers return
-    ``[B, K]``, segmenters ``[B, K, H, W]`` at the input's own size.
+    Image runs: ``images [B, C, H, W]`` of any size, uint8 (0..255) or float in [0, 1] (and an
+    optional ``mask [B, H, W]``), are resized to the trained size and normalised with the stored
+    mean and std; classifiers return ``[B, K]``, segmenters ``[B, K, H, W]`` at the input's own
+    size.
 
     Point runs: the inputs of the network (a :class:`~pointctx.PointBatch`, or padded points
     with ``lengths=`` / ``features=``; part segmenters ``category=``, segmenters ``query=``).
@@ -115,7 +116,7 @@ class TrainedModel(nn.Module):
             raise ValueError(f"run_info['task'] must be one of {list(TASKS)}, got {task!r}")
         self.task = task
         self.inputs = dict(run_info.get("inputs") or {})
-        self.inputs.setdefault("kind", task.split()[0] + "s")
+        self.inputs.setdefault("kind", "images" if task.startswith("image") else "points")
         self.class_names = [str(c) for c in run_info.get("dataset", {}).get("classes", [])] or [
             str(k) for k in range(getattr(model, "num_classes", 0))]
 
@@ -124,7 +125,7 @@ class TrainedModel(nn.Module):
             return self._images(inputs, **kwargs)
         return self._points(inputs, **kwargs)
 
-    def _images(self, images, **kwargs) -> Tensor:
+    def _images(self, images, mask: Tensor | None = None, **kwargs) -> Tensor:
         if not isinstance(images, Tensor) or images.dim() != 4:
             got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
             raise ValueError(f"`images` must be a tensor [B, C, H, W] (uint8 or float in [0, 1]), "
@@ -135,10 +136,12 @@ class TrainedModel(nn.Module):
         if stored and tuple(stored[1:]) != size:
             x = F.interpolate(x, size=tuple(stored[1:]), mode="bilinear", align_corners=False,
                               antialias=True)
+            if isinstance(mask, Tensor):  # nearest, as the datasets resize masks
+                mask = F.interpolate(mask[:, None].float(), size=tuple(stored[1:]))[:, 0] > 0.5
         if "mean" in self.inputs:
             mean = torch.tensor(self.inputs["mean"], device=x.device).view(-1, 1, 1)
             x = (x - mean) / torch.tensor(self.inputs["std"], device=x.device).view(-1, 1, 1)
-        out = self.model(x, **kwargs)
+        out = self.model(x, **kwargs) if mask is None else self.model(x, mask=mask, **kwargs)
         if out.dim() == 4 and tuple(out.shape[-2:]) != size:
             out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
         return out

@@ -195,7 +195,7 @@ class SetSegmenter(nn.Module):
         Shapes:
             see the class docstring.
         """
-        dtype = self.backbone.param_dtype
+        dtype = next(self.parameters()).dtype
         inputs, query = cast_input(inputs, dtype), cast_input(query, dtype)
         if isinstance(inputs, Tensor):
             if query is not None:

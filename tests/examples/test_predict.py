@@ -192,6 +192,8 @@ def test_image_segmenter_predicts_a_label_map_per_image(predict, camvid_run, tmp
         assert logits.shape == (1, 11, 360, 480)
         np.testing.assert_array_equal(logits.argmax(1)[0].numpy(), np.load(out / "full.npy"))
         torch.testing.assert_close(model(image.double() / 255), logits)
+        mask = torch.rand(1, 360, 480) > 0.5  # resized with the image
+        assert model(image, mask=mask).shape == (1, 11, 360, 480)
 
 
 def test_examples_refuse_models_of_another_task(predict, camvid_run, point_run, load_example,
