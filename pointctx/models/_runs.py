@@ -61,7 +61,7 @@ def build_kwargs(run_info: dict) -> dict:
 
 
 def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | None:
-    """``"3 missing keys (a, b, c); 1 unexpected key (d)"`` between two state dicts, else None.
+    """``"missing keys (3): a, b, c; unexpected keys (1): d"`` of two state dicts, else None.
 
     At most ``limit`` names per kind; keys of another shape are listed the same way.
     """
@@ -70,12 +70,11 @@ def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | Non
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
               if k in given and tuple(getattr(given[k], "shape", ())) != tuple(v.shape)]
     parts = []
-    for what, items in (("missing", missing), ("unexpected", unexpected),
-                        ("of another shape (checkpoint vs model)", shapes)):
+    for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                        ("keys of another shape (checkpoint vs model)", shapes)):
         if items:
             more = f", ... {len(items) - limit} more" if len(items) > limit else ""
-            parts.append(f"{len(items)} {what} key{'s' if len(items) > 1 else ''} "
-                         f"({', '.join(items[:limit])}{more})")
+            parts.append(f"{what} ({len(items)}): {', '.join(items[:limit])}{more}")
     return "; ".join(parts) or None
 
 

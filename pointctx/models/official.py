@@ -367,8 +367,8 @@ def _rename(rules: list[_Rule], sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
             unknown.append(key)
     if unknown:
         more = f", ... {len(unknown) - 4} more" if len(unknown) > 4 else ""
-        raise ValueError(f"{len(unknown)} unknown keys for this architecture "
-                         f"({', '.join(unknown[:4])}{more})")
+        raise ValueError(f"unknown keys for this architecture ({len(unknown)}): "
+                         f"{', '.join(unknown[:4])}{more}")
     return out
 
 
