@@ -448,20 +448,21 @@ def batch_split_error(batch_size: int, world_size: int) -> str | None:
     return None
 
 
-def load_eval_model(parser, args, device, kind: str, describe: str, keep: Iterable[str]):
+def load_eval_model(parser, args, device, task: str, keep: Iterable[str]):
     """``--eval-only``: ``(model, None)`` or ``(None, usage message)``.
 
     Loads ``args.checkpoint`` (:func:`pointctx.load_model`; its ``.model`` takes inputs as the
-    dataset gives them), checks its input ``kind`` and fills the options the user did not
-    give (``keep`` excepted) from the run's configuration.
+    dataset gives them), refuses a run of another ``task`` (:func:`wrong_task`) and fills the
+    options the user did not give (``keep`` excepted) from the run's configuration.
     """
     try:
         model = pointctx.load_model(args.checkpoint, map_location=device)
     except (FileNotFoundError, ValueError) as err:
         return None, f"argument --checkpoint: {err}"
-    if model.inputs.get("kind", kind) != kind:
-        return None, (f"argument --checkpoint: {args.checkpoint} is not {describe} (use the "
-                      "script that trained it)")
+    err = wrong_task(model.run_info["model"]["name"], task,
+                     f"argument --checkpoint: {args.checkpoint}", model.task)
+    if err:
+        return None, err
     try:
         continue_config(parser, args, model.run_info.get("config", {}), args._explicit, keep)
     except ValueError as err:

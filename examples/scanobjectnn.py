@@ -368,8 +368,8 @@ def _no_checkpoint(folder: Path) -> str:
 
 def _evaluate(args, dist_info) -> int:
     """--eval-only: metrics of --checkpoint on the evaluation split, as JSON."""
-    model, err = T.load_eval_model(build_parser(), args, dist_info.device, "points",
-                                   "a point-cloud model", RUN_CONTROL)
+    model, err = T.load_eval_model(build_parser(), args, dist_info.device,
+                                   "point classification", RUN_CONTROL)
     if model is None:
         return _usage_error(err)
     info = model.run_info

@@ -625,8 +625,8 @@ def _continue_stored(args, out: Path) -> str | None:
 
 def _evaluate(args, dist_info) -> int:
     """--eval-only: metrics of --checkpoint on the validation split, as JSON."""
-    model, err = T.load_eval_model(build_parser(), args, dist_info.device, "images",
-                                   "an image model", (*RUN_CONTROL, "model", "models"))
+    model, err = T.load_eval_model(build_parser(), args, dist_info.device,
+                                   "image classification", (*RUN_CONTROL, "model", "models"))
     if model is None:
         return _usage_error(err)
     info = model.run_info

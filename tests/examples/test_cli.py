@@ -186,7 +186,7 @@ def test_load_eval_model_and_eval_output_path(tmp_path):
         return args
 
     args = parse(["--checkpoint", str(run / "best.pt")])
-    got, err = cli.load_eval_model(parser, args, "cpu", "images", "an image model", ("seed",))
+    got, err = cli.load_eval_model(parser, args, "cpu", "image classification", ("seed",))
     assert err is None and got.run_info["model"]["name"] == "coc_mnist"
     for a, b in zip(got.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
@@ -198,11 +198,13 @@ def test_load_eval_model_and_eval_output_path(tmp_path):
     assert cli.eval_output_path(args, "val") == tmp_path / "out" / "eval_val.json"
 
     args = parse(["--checkpoint", str(run)])
-    got, err = cli.load_eval_model(parser, args, "cpu", "points", "a point-cloud model", ())
-    assert got is None and err == (f"argument --checkpoint: {run} is not a point-cloud model "
-                                   "(use the script that trained it)")
+    got, err = cli.load_eval_model(parser, args, "cpu", "point classification", ())
+    assert got is None and err == (
+        f"argument --checkpoint: {run}: coc_mnist is an image classification model, not a point "
+        "classification model; choose one of pointmlp, pointmlp_coc, pointmlp_coc_elite, "
+        "pointmlp_elite")
     args = parse(["--checkpoint", str(tmp_path / "nope.pt")])
-    got, err = cli.load_eval_model(parser, args, "cpu", "images", "an image model", ())
+    got, err = cli.load_eval_model(parser, args, "cpu", "image classification", ())
     assert got is None and err.startswith("argument --checkpoint: `path`:")
     assert "does not exist" in err
 
