@@ -19,6 +19,7 @@ from .._files import load_torch_file
 from ..batch import PointBatch
 from ..ops import fps
 from ..ops.scatter import scatter_max, scatter_mean
+from ._inputs import as_float
 from ._registry import TASKS, create_model, is_model, list_models, model_task
 
 __all__ = ["load_model", "TrainedModel", "build_kwargs", "key_mismatch"]
@@ -78,11 +79,6 @@ def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | Non
     return "; ".join(parts) or None
 
 
-def _float(t: Tensor) -> Tensor:
-    """uint8 images to [0, 1]; any other dtype to float32."""
-    return t.float() / 255 if t.dtype == torch.uint8 else t.float()
-
-
 class TrainedModel(nn.Module):
     """A trained network with its run's input preprocessing: it takes raw inputs.
 
@@ -130,7 +126,7 @@ class TrainedModel(nn.Module):
             raise ValueError(f"`images` must be a tensor [B, C, H, W] (uint8 or float in [0, 1]), "
                              f"got {got}")
         size = tuple(images.shape[-2:])
-        x = _float(images)
+        x = as_float(images, torch.float32, image=True)
         stored = self.inputs.get("image_size")
         if stored and tuple(stored[1:]) != size:
             x = F.interpolate(x, size=tuple(stored[1:]), mode="bilinear", align_corners=False,
@@ -153,8 +149,8 @@ class TrainedModel(nn.Module):
                      if v is not None}
             return self.model(points, **extra, **kwargs)
         if isinstance(points, Tensor):
-            pb = PointBatch.from_padded(_float(points), None if features is None
-                                        else _float(features), lengths=lengths)
+            pb = PointBatch.from_padded(points.float(), None if features is None
+                                        else features.float(), lengths=lengths)
         elif isinstance(points, PointBatch):
             pb = points.to(dtype=torch.float32)
         else:

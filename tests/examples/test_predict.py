@@ -104,6 +104,8 @@ def test_load_model_rebuilds_the_trained_model(point_run):
     with torch.no_grad():
         ref = best(cloud[None])
         torch.testing.assert_close(best((cloud * 7 + 3)[None].double()), ref)
+        grid = (cloud * 50 + 100).round()  # integer coordinates are cast, not rescaled
+        torch.testing.assert_close(best(grid.to(torch.uint8)[None]), best(grid[None]))
         assert best.model(cloud[None]).shape == ref.shape == (1, 10)
 
 
