@@ -6,7 +6,8 @@
 * :func:`cpu_peak_bytes`: the peak extra resident memory of one call (:data:`MEMORY_METHOD`);
 * :func:`cpu_name`: the CPU model, for the JSON header;
 * :func:`conditions`: the torch version, CPU and load average every result JSON records;
-* :func:`alternate`: median times of callables run in turn in one process (side-by-side ratios).
+* :func:`alternate`: median times of callables run in turn in one process (side-by-side ratios);
+* :func:`positive_int`: the ``argparse`` type of the counts.
 
 The bench scripts are run as files (``python bench/models.py``), so they import this module by
 its file name, with ``bench/`` on ``sys.path``.
@@ -14,6 +15,7 @@ its file name, with ``bench/`` on ``sys.path``.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import json
 import os
@@ -25,7 +27,7 @@ import time
 from pathlib import Path
 
 __all__ = ["MEMORY_METHOD", "run_child", "cpu_peak_bytes", "cpu_name", "conditions",
-           "alternate"]
+           "alternate", "positive_int"]
 
 ROOT = Path(__file__).resolve().parent
 
@@ -120,3 +122,14 @@ def alternate(fns: dict, repeats: int) -> dict:
             fn()
             times[k].append(time.perf_counter() - t0)
     return {k: statistics.median(v) for k, v in times.items()}
+
+
+def positive_int(text: str) -> int:
+    """An ``argparse`` type: an integer >= 1."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer (>= 1), got {value}")
+    return value

@@ -60,11 +60,16 @@ from tqdm.auto import tqdm
 
 import pointctx
 from pointctx.train import atomic_write_json
-from pointctx.train import cli as T
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from _common import MEMORY_METHOD, cpu_name, cpu_peak_bytes, run_child  # noqa: E402  (bench/)
+from _common import (  # noqa: E402  (bench/)
+    MEMORY_METHOD,
+    cpu_name,
+    cpu_peak_bytes,
+    positive_int,
+    run_child,
+)
 
 DEFAULT_OUT = ROOT / "results" / "models.json"
 FAMILIES = ("coc_tiny", "cluenet_micro", "cluenet_tiny")
@@ -255,15 +260,15 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="3 timed batches at 32x32 and 1 at 224x224 (default 10 and 3)")
-    p.add_argument("--batch", type=T.positive_int, default=64)
-    p.add_argument("--threads", type=T.positive_int, default=1)
+    p.add_argument("--batch", type=positive_int, default=64)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     p.add_argument("--sizes", type=_sizes, default=[32, 224], help="input sizes (default 32,224)")
     p.add_argument("--models", default=",".join(FAMILIES),
                    help=f"comma-separated families (default {','.join(FAMILIES)})")
-    p.add_argument("--iters", type=T.positive_int, default=None,
+    p.add_argument("--iters", type=positive_int, default=None,
                    help="timed batches per row (overrides the per-size defaults)")
-    p.add_argument("--row-timeout", type=T.positive_int, default=3600,
+    p.add_argument("--row-timeout", type=positive_int, default=3600,
                    help="seconds before a row's subprocess is abandoned")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--resume", action="store_true",

@@ -66,11 +66,16 @@ from tqdm.auto import tqdm
 import pointctx
 from pointctx import PointBatch
 from pointctx.train import atomic_write_json
-from pointctx.train import cli as T
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
-from _common import MEMORY_METHOD, cpu_name, cpu_peak_bytes, run_child  # noqa: E402  (bench/)
+from _common import (  # noqa: E402  (bench/)
+    MEMORY_METHOD,
+    cpu_name,
+    cpu_peak_bytes,
+    positive_int,
+    run_child,
+)
 
 DEFAULT_OUT = ROOT / "results" / "segmentation.json"
 ROUND_ROBIN_OUT = ROOT / "results" / "segmentation_input_pool.json"
@@ -333,13 +338,13 @@ def main(argv=None) -> int:
         return points_main([a for a in argv if a != "--points"])
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="1 timed forward per case (default 3)")
-    p.add_argument("--batch", type=T.positive_int, default=2)
-    p.add_argument("--threads", type=T.positive_int, default=1)
+    p.add_argument("--batch", type=positive_int, default=2)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--size", type=_size, default=(360, 480), help="HxW (default 360x480)")
     p.add_argument("--cases", default="",
                    help="comma-separated model names: run only their cases (default all)")
-    p.add_argument("--iters", type=T.positive_int, default=None)
-    p.add_argument("--row-timeout", type=T.positive_int, default=1800)
+    p.add_argument("--iters", type=positive_int, default=None)
+    p.add_argument("--row-timeout", type=positive_int, default=1800)
     p.add_argument("--out", type=Path, default=DEFAULT_OUT)
     p.add_argument("--no-progress", action="store_true")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

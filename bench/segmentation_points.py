@@ -53,10 +53,10 @@ from torch.profiler import ProfilerActivity, profile, record_function
 import pointctx
 from pointctx import PointBatch
 from pointctx.train import atomic_write_json
-from pointctx.train import cli as T
 
 ROOT = Path(__file__).resolve().parent
 sys.path.insert(0, str(ROOT))
+from _common import positive_int  # noqa: E402  (bench/)
 from pointmlp import timed  # noqa: E402  (bench/pointmlp.py)
 
 DEFAULT_OUT = ROOT / "results" / "segmentation_points.json"
@@ -233,10 +233,10 @@ def format_table(rows, args) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--quick", action="store_true", help="B = 2 x 512 points, 1 repeat")
-    p.add_argument("--batch", type=T.positive_int, default=16)
-    p.add_argument("--points", type=T.positive_int, default=2048)
-    p.add_argument("--repeats", type=T.positive_int, default=3)
-    p.add_argument("--threads", type=T.positive_int, default=1)
+    p.add_argument("--batch", type=positive_int, default=16)
+    p.add_argument("--points", type=positive_int, default=2048)
+    p.add_argument("--repeats", type=positive_int, default=3)
+    p.add_argument("--threads", type=positive_int, default=1)
     p.add_argument("--models", default=",".join(MODELS))
     p.add_argument("--official", type=Path, default=None,
                    help="root of a ma-xu/pointMLP-pytorch checkout (optional comparison)")

@@ -59,6 +59,7 @@ from pointctx.datasets import bundled_root, rgbd_frame
 from pointctx.datasets.rgbd import RGBD_PRESETS, frame_to_points, load_rgbd
 from pointctx.models import create_model
 from pointctx.ops import knn
+from pointctx.train import load_checkpoint
 from pointctx.viz import (
     ClusterTrace,
     point_labels,
@@ -157,7 +158,7 @@ def build_model(args, device):
     kwargs = {"in_channels": 3, "pos_dim": 3, "num_classes": 0, **args.model_kwargs}
     state = None
     if args.checkpoint:
-        ckpt = torch.load(args.checkpoint, map_location="cpu", weights_only=False)
+        ckpt = load_checkpoint(args.checkpoint)
         state = ckpt.get("model", ckpt) if isinstance(ckpt, dict) else ckpt
         if not isinstance(state, dict):
             raise ValueError(f"{args.checkpoint} holds no state dict")

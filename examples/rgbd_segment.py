@@ -40,6 +40,7 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 
@@ -49,7 +50,6 @@ from pointctx.datasets import bundled_root, rgbd_frame
 from pointctx.datasets.rgbd import frame_to_points
 from pointctx.io import write_ply
 from pointctx.train import atomic_write_json
-from pointctx.train import cli as T
 from pointctx.viz import label_colors
 
 log = logging.getLogger("pointctx.examples.rgbd_segment")
@@ -113,10 +113,14 @@ def load(args):
     """(model in eval mode, class names, description of the weights)."""
     if args.checkpoint is not None:
         model = pointctx.load_model(args.checkpoint)
+        err = T.wrong_task(model.run_info["model"]["name"], "point segmentation",
+                           f"argument --checkpoint: {args.checkpoint}", model.task)
+        if err:
+            raise ValueError(err)
         return model, list(model.class_names), f"trained weights from {args.checkpoint}"
-    if args.model not in pointctx.list_models("*seg") or args.model.endswith("partseg"):
-        raise ValueError(f"--model {args.model!r} is not a registered scene-segmentation model; "
-                         f"choose from {pointctx.list_models('pointmlp*_seg')}")
+    err = T.wrong_task(args.model, "point segmentation")
+    if err:
+        raise ValueError(err)
     torch.manual_seed(args.seed)
     model = pointctx.create_model(args.model, num_classes=args.num_classes).eval()
     log.warning("no --checkpoint: random weights, the labels mean nothing (the path only)")
@@ -213,9 +217,9 @@ def main(argv=None) -> int:
         parser.print_usage(sys.stderr)
         print(f"rgbd_segment.py: error: {err}", file=sys.stderr)
         return 2
-    if getattr(model, "num_categories", 0) or getattr(model, "in_channels", 0):
-        print(f"rgbd_segment.py: error: {type(model).__name__} needs a category or point "
-              "features; use a scene model (pointmlp*_seg, xyz only)", file=sys.stderr)
+    if getattr(getattr(model, "model", model), "in_channels", 0):
+        print("rgbd_segment.py: error: the model needs point features; use a scene model "
+              "(xyz only)", file=sys.stderr)
         return 2
     args.out.mkdir(parents=True, exist_ok=True)
     for spec in args.frames:

@@ -48,9 +48,9 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import torch
 
-import pointctx
 from pointctx.datasets import (
     SCANOBJECTNN_CLASSES,
     ModelNet40,
@@ -67,7 +67,6 @@ from pointctx.train import (
     smoothed_cross_entropy,
     stale_temp_files,
 )
-from pointctx.train import cli as T
 
 DATASETS = ("scanobjectnn", "modelnet40", "sample")
 
@@ -107,11 +106,6 @@ RUN_CONTROL = (
     "resume", "output", "no_progress", "stop_after_epoch", "stop_after_steps", "threads",
     "device", "workers", "eval_batch_size", "eval_only", "checkpoint",
 )
-
-
-def point_cloud_models() -> list[str]:
-    """Registered classifiers that take point clouds (padded [B, N, 3] or a PointBatch)."""
-    return [m for m in pointctx.list_models(module="pointmlp") if not m.endswith("seg")]
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,13 +177,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.model_kwargs = {**base, **user_kwargs}
     if args.epochs is None:
         args.epochs = 250 if args.model.startswith("pointmlp_coc") else 200
-    models = point_cloud_models()
-    if args.model not in models:
-        if pointctx.models.is_model(args.model):
-            parser.error(f"argument --model: {args.model} does not take point clouds (an image "
-                         f"model: see examples/train_images.py); models for point clouds: "
-                         f"{models}")
-        parser.error(f"argument --model: unknown model {args.model!r}; choose one of {models}")
+    err = T.wrong_task(args.model, "point classification")
+    if err:
+        parser.error(err)
     if args.eval_only != (args.checkpoint is not None):
         parser.error("argument --eval-only: give --eval-only and --checkpoint PATH together")
     if args.eval_only and args.resume is not None:
@@ -309,6 +299,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         return smoothed_cross_entropy(logits, target, smoothing)
 
     run_info = {
+        "task": "point classification",
         "config": config,
         "command": " ".join(["examples/scanobjectnn.py", *argv]),
         "versions": T.run_versions(device),
@@ -377,8 +368,8 @@ def _no_checkpoint(folder: Path) -> str:
 
 def _evaluate(args, dist_info) -> int:
     """--eval-only: metrics of --checkpoint on the evaluation split, as JSON."""
-    model, err = T.load_eval_model(build_parser(), args, dist_info.device, "points",
-                                   "a point-cloud model", RUN_CONTROL)
+    model, err = T.load_eval_model(build_parser(), args, dist_info.device,
+                                   "point classification", RUN_CONTROL)
     if model is None:
         return _usage_error(err)
     info = model.run_info
@@ -391,7 +382,7 @@ def _evaluate(args, dist_info) -> int:
     loader = make_loader(eval_ds, batch_size=args.eval_batch_size, train=False,
                          dist_info=dist_info, seed=args.seed, workers=args.workers or 0)
     t0 = time.perf_counter()
-    metrics = evaluate_model(model, loader, len(class_names), dist_info.device,
+    metrics = evaluate_model(model.model, loader, len(class_names), dist_info.device,
                              progress=not args.no_progress, desc=eval_name)
     seconds = time.perf_counter() - t0
     path = T.eval_output_path(args, eval_name)

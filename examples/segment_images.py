@@ -57,6 +57,7 @@ import sys
 from functools import partial
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -64,7 +65,9 @@ import torch.nn.functional as F
 import pointctx
 from pointctx.datasets import (
     CAMVID_CLASSES,
+    CAMVID_MEAN,
     CAMVID_PALETTE,
+    CAMVID_STD,
     CAMVID_VOID,
     CamVid,
     PixelSubset,
@@ -80,7 +83,6 @@ from pointctx.train import (
     make_loader,
     unwrap_model,
 )
-from pointctx.train import cli as T
 from pointctx.transforms import RandomKeep
 
 FULL_SIZE = (360, 480)
@@ -216,10 +218,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     base = recipe["model_kwargs"] if args.model == recipe["model"] else {}
     args.model_kwargs = {**base, **user_kwargs}
     args.size, args.scale = tuple(args.size), tuple(args.scale)
-    models = pointctx.list_models()
-    if args.model not in models:
-        seg = pointctx.list_models("*_seg")
-        parser.error(f"argument --model: unknown model {args.model!r}; choose one of {seg}")
+    err = T.wrong_task(args.model, "image segmentation")
+    if err:
+        parser.error(err)
     if args.input_pool is not None:
         pooling = pointctx.list_models("*_seg", module="segmentation")
         if args.model not in pooling:
@@ -420,6 +421,7 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
         return F.cross_entropy(logits.float(), target, weight=w, ignore_index=CAMVID_VOID)
 
     run_info = {
+        "task": "image segmentation",
         "config": config,
         "command": " ".join(["examples/segment_images.py", *argv]),
         "versions": T.run_versions(device),
@@ -435,8 +437,13 @@ def _run(args, dist_info, argv: list[str], t_start: float) -> int:
             "ignore_index": CAMVID_VOID,
             "input_size": list(args.size),
             "class_weights": None if weights is None else weights.tolist(),
+            "palette": [list(c) for c in CAMVID_PALETTE[:k]],
         },
-        "model": {"name": args.model, "kwargs": args.model_kwargs, "parameters": n_params},
+        "model": {"name": args.model, "kwargs": args.model_kwargs, "parameters": n_params,
+                  "create_kwargs": {"num_classes": k, **args.model_kwargs}},
+        # what pointctx.load_model does to a raw image before the model sees it
+        "inputs": {"kind": "images", "image_size": [3, *args.size],
+                   "mean": list(CAMVID_MEAN), "std": list(CAMVID_STD)},
     }
     amp = T.amp_dtype(args.amp, device)
     trainer = Trainer(

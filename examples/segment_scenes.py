@@ -40,10 +40,10 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 
-import pointctx
 from pointctx import PointBatch
 from pointctx.datasets import ShapeScenes, data_root
 from pointctx.train import (
@@ -54,7 +54,6 @@ from pointctx.train import (
     make_loader,
     setup_logger,
 )
-from pointctx.train import cli as T
 
 # the ten classes of the bundled ModelNet40 sample (datasets/README.md)
 SAMPLE_CLASSES = ("airplane", "bed", "bottle", "car", "chair", "guitar", "lamp", "monitor",
@@ -123,10 +122,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         if getattr(args, k) is None:
             setattr(args, k, v)
     args.models = [m.strip() for m in args.models.split(",") if m.strip()]
-    known = pointctx.list_models("*seg")
     for m in args.models:
-        if m not in known:
-            parser.error(f"argument --models: unknown model {m!r}; choose from {known}")
+        err = T.wrong_task(m, "point segmentation", "argument --models")
+        if err:
+            parser.error(err)
     if len(set(args.models)) != len(args.models):
         parser.error("argument --models: a model is listed twice")
     args.classes = None if args.classes == "all" else [
@@ -241,8 +240,10 @@ def _run(args, dist_info, argv, t_start) -> int:
                                       weight_decay=args.weight_decay)
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
             optimizer, T_max=args.epochs, eta_min=args.lr / 100)
-        run_info = {"config": config, "versions": T.run_versions(device), "seed": args.seed,
-                    "world_size": world, "dataset": {"description": data_desc, "classes": names},
+        run_info = {"task": "point segmentation", "config": config,
+                    "versions": T.run_versions(device), "seed": args.seed, "world_size": world,
+                    "dataset": {"description": data_desc, "classes": names},
+                    "inputs": {"kind": "points", "normalize": None},
                     "model": {"name": name, "kwargs": args.model_kwargs,
                               "create_kwargs": {"num_classes": len(names), **args.model_kwargs},
                               "parameters": n_params, "num_classes": len(names)}}

@@ -47,7 +47,9 @@ import time
 from functools import partial
 from pathlib import Path
 
+import _cli as T
 import numpy as np
+import segment_images as seg
 import torch
 import torch.nn.functional as F
 from tqdm import tqdm
@@ -55,6 +57,9 @@ from tqdm import tqdm
 import pointctx
 from pointctx.datasets import (
     CAMVID_CLASSES,
+    CAMVID_MEAN,
+    CAMVID_PALETTE,
+    CAMVID_STD,
     CAMVID_VOID,
     CamVid,
     PixelSubset,
@@ -71,11 +76,7 @@ from pointctx.train import (
     make_loader,
     setup_logger,
 )
-from pointctx.train import cli as T
 from pointctx.transforms import BlockMask, MaskTransform, PolygonMask, RandomKeep
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-import segment_images as seg  # noqa: E402  (the sibling example: forward, weights, recipes)
 
 CONDITIONS = ("keep1", "keep0.5", "keep0.25", "keep0.1", "blocks", "polygon")
 TITLES = {"blocks": "rectangles hide 50 %", "polygon": "random polygon kept"}
@@ -225,7 +226,14 @@ def train(kind: str, name: str, kwargs: dict, args, log) -> tuple[torch.nn.Modul
         num_classes=len(CAMVID_CLASSES), class_names=list(CAMVID_CLASSES), epochs=args.epochs,
         output_dir=out, dist_info=info, loss_fn=loss_fn, scheduler=sched,
         forward=seg.seg_forward, logger=log, progress=not args.no_progress, eval_name="val",
-        run_info={"config": {"model": name, "kwargs": kwargs, "study": _identity(args)}},
+        run_info={"task": "image segmentation",
+                  "config": {"model": name, "kwargs": kwargs, "study": _identity(args)},
+                  "model": {"name": name, "create_kwargs": {
+                      "num_classes": len(CAMVID_CLASSES), **kwargs}},
+                  "dataset": {"name": "camvid", "classes": list(CAMVID_CLASSES),
+                              "palette": [list(c) for c in CAMVID_PALETTE[:11]]},
+                  "inputs": {"kind": "images", "image_size": [3, h, w],
+                             "mean": list(CAMVID_MEAN), "std": list(CAMVID_STD)}},
         confusion=partial(SegmentationConfusion, ignore_index=CAMVID_VOID), best_metric="miou",
     )
     if (out / "last.pt").is_file():

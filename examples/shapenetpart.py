@@ -37,12 +37,13 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 
 import pointctx
 from pointctx import PointBatch
-from pointctx.datasets import SHAPENETPART_CATEGORIES, ShapeNetPart
+from pointctx.datasets import SHAPENETPART_CATEGORIES, SHAPENETPART_PARTS, ShapeNetPart
 from pointctx.train import (
     PartSegConfusion,
     Trainer,
@@ -50,7 +51,6 @@ from pointctx.train import (
     make_loader,
     setup_logger,
 )
-from pointctx.train import cli as T
 
 # part_segmentation/main.py defaults
 RECIPE = dict(model="pointmlp_partseg", epochs=350, batch_size=32, eval_batch_size=32,
@@ -114,10 +114,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     kwargs = dict(SMOKE_KWARGS) if args.smoke else {}
     kwargs.update(args.model_kwargs or {})
     args.model_kwargs = kwargs
-    known = pointctx.list_models("*partseg")
-    if args.model not in known:
-        parser.error(f"argument --model: unknown part-segmentation model {args.model!r}; choose "
-                     f"from {known}")
+    err = T.wrong_task(args.model, "part segmentation")
+    if err:
+        parser.error(err)
     if args.smoke and args.data_root is not None:
         parser.error("--smoke runs on the bundled 16-shape sample; drop --data-root")
     T.resume_into_output(parser, args, "the run folder")
@@ -254,6 +253,7 @@ def _run(args, dist_info, argv, t_start) -> int:
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda e: max(args.gamma ** (e // args.step), floor))
     run_info = {
+        "task": "part segmentation",
         "config": config,
         "command": " ".join(["examples/shapenetpart.py", *argv]),
         "versions": T.run_versions(device),
@@ -262,11 +262,14 @@ def _run(args, dist_info, argv, t_start) -> int:
         "dataset": {"description": desc, "train_size": len(train), "eval_size": len(test),
                     "eval_split": eval_name, "num_points": args.num_points,
                     "normals": bool(in_channels), "categories": list(SHAPENETPART_CATEGORIES),
-                    "classes": PART_NAMES},
+                    "classes": PART_NAMES,
+                    "category_parts": [list(p) for p in SHAPENETPART_PARTS]},
         "model": {"name": args.model, "kwargs": args.model_kwargs,
                   "create_kwargs": {**args.model_kwargs, "num_classes": 50,
                                     "in_channels": in_channels},
                   "parameters": n_params, "num_classes": 50},
+        "inputs": {"kind": "points", "normalize": None, "features": "normals" if in_channels
+                   else None},
     }
     trainer = Trainer(
         model, optimizer, train_loader, test_loader, num_classes=50, class_names=PART_NAMES,

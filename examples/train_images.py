@@ -59,6 +59,7 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 from torch import nn
@@ -88,7 +89,6 @@ from pointctx.train import (
     setup_logger,
     stale_temp_files,
 )
-from pointctx.train import cli as T
 from pointctx.transforms import RandomKeep
 
 PROG = "train_images.py"
@@ -216,10 +216,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         parser.error("argument --models: give --model or --models, not both")
     args.models = args.models or [args.model or recipe["model"]]
     args.model = None
-    known = pointctx.list_models()
     for name in args.models:
-        if name not in known:
-            parser.error(f"argument --model: unknown model {name!r}; choose one of {known}")
+        err = T.wrong_task(name, "image classification")
+        if err:
+            parser.error(err)
     if args.label_smoothing >= 1:
         parser.error(f"argument --label-smoothing: must lie in [0, 1), got {args.label_smoothing}")
     return args
@@ -437,6 +437,7 @@ def train_one(name, args, data, out, dist_info, argv, log, resume: bool) -> dict
     val_loader = make_loader(val_ds, batch_size=args.eval_batch_size, train=False,
                              dist_info=dist_info, seed=args.seed, workers=args.workers)
     run_info = {
+        "task": "image classification",
         "config": config,
         "command": " ".join([f"examples/{PROG}", *argv]),
         "versions": T.run_versions(device),
@@ -624,8 +625,8 @@ def _continue_stored(args, out: Path) -> str | None:
 
 def _evaluate(args, dist_info) -> int:
     """--eval-only: metrics of --checkpoint on the validation split, as JSON."""
-    model, err = T.load_eval_model(build_parser(), args, dist_info.device, "images",
-                                   "an image model", (*RUN_CONTROL, "model", "models"))
+    model, err = T.load_eval_model(build_parser(), args, dist_info.device,
+                                   "image classification", (*RUN_CONTROL, "model", "models"))
     if model is None:
         return _usage_error(err)
     info = model.run_info
@@ -639,7 +640,7 @@ def _evaluate(args, dist_info) -> int:
                          seed=args.seed, workers=args.workers)
     forward = masked_forward if args.masked is not None else default_forward
     t0 = time.perf_counter()
-    metrics = evaluate_model(model, loader, len(classes), dist_info.device, forward,
+    metrics = evaluate_model(model.model, loader, len(classes), dist_info.device, forward,
                              progress=not args.no_progress, desc="val")
     seconds = time.perf_counter() - t0
     path = T.eval_output_path(args, "val")

@@ -1,4 +1,4 @@
-"""Atomic file output shared by checkpoints, JSON results and figures.
+"""Atomic file output shared by checkpoints, JSON results and figures; checkpoint reading.
 
 A file is written to a temporary name in the target's folder, flushed, given the permissions a
 plain ``open`` would give it (``tempfile.mkstemp`` creates files readable by the owner only), and
@@ -9,11 +9,14 @@ half-written file.
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
-__all__ = ["atomic_output"]
+import torch
+
+__all__ = ["atomic_output", "load_torch_file"]
 
 
 def _default_mode() -> int:
@@ -52,3 +55,30 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
             pass
         raise
     return path
+
+
+def load_torch_file(path: str | os.PathLike, map_location="cpu", weights_only: bool = True):
+    """``torch.load(path)`` with one-line errors that name the file.
+
+    Raises:
+        FileNotFoundError: ``path`` is not a file.
+        ValueError: the file is damaged (truncated, not written by ``torch.save``) or, with
+            ``weights_only``, pickles objects other than tensors and plain containers.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=weights_only)
+    except Exception as err:  # torch raises several types for damaged files
+        text = re.sub(r"\x1b\[[0-9;]*m", "", str(err))
+        found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        if found:
+            raise ValueError(f"{path} is not a weights-only checkpoint: it pickles a "
+                             f"{found.group(1)} object, not only tensors, numbers and "
+                             "strings") from None
+        first = (text.strip().splitlines() or [""])[0].split(". ")[0][:160]
+        detail = "" if "weights_only" in first or not first else f": {first}"
+        raise ValueError(f"{path} is damaged or not a checkpoint (truncated, or not written by "
+                         f"torch.save); torch.load failed with {type(err).__name__}"
+                         f"{detail}") from None

@@ -17,6 +17,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -26,6 +27,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 # the checkout's default data folder (the package reads only root= or $POINTCTX_DATA)
 os.environ.setdefault("POINTCTX_DATA", str(ROOT.parent / "shared" / "data"))
+if str(ROOT / "examples") not in sys.path:  # the examples import `_cli` from their folder
+    sys.path.insert(0, str(ROOT / "examples"))
 
 
 def _load_module(path, name: str):

@@ -1,7 +1,15 @@
 """Registered models. Import a model module here so that its ``@register_model`` runs."""
 
-from ._registry import create_model, is_model, list_models, model_entrypoint, register_model
-from ._runs import load_model
+from ._registry import (
+    TASKS,
+    create_model,
+    is_model,
+    list_models,
+    model_entrypoint,
+    model_task,
+    register_model,
+)
+from ._runs import TrainedModel, load_model
 from ._stages import StageBatch  # per-stage features (forward_stages)
 from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
@@ -12,7 +20,7 @@ from .segmentation import SetSegmenter, input_pool_for_keep  # registers the *_s
 from .unet import UNet  # registers the unet_*_seg CNN baselines
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
-__all__ += ["load_model"]
+__all__ += ["TASKS", "model_task", "TrainedModel", "load_model"]
 __all__ += ["ContextClusterNet"]
 __all__ += ["PointMLP"]
 __all__ += ["CLUENet"]

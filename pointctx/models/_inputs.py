@@ -2,8 +2,8 @@
 
 Models in :mod:`pointctx.models` accept either
 
-* an image tensor ``[B, C, H, W]`` (floating point) with an optional bool ``mask [B, H, W]``
-  (``True`` = keep the pixel): every kept pixel becomes a point
+* an image tensor ``[B, C, H, W]`` (float, or uint8 scaled to [0, 1]) with an optional bool
+  ``mask [B, H, W]`` (``True`` = keep the pixel): every kept pixel becomes a point
   (:meth:`pointctx.PointBatch.from_images`), or
 * a :class:`pointctx.PointBatch`: with pixel info (``pixel`` / ``image_size``, e.g. from
   :meth:`~pointctx.PointBatch.from_images` or RGB-D back-projection) it is a *pixel set*;
@@ -27,7 +27,29 @@ from ..ops.grid import lattice_sites, linear_index, relabel, unravel_index
 from ..ops.scatter import scatter_mean
 
 __all__ = ["PackedInput", "pack_input", "pool_pixels", "plane_positions", "check_model_points",
-           "check_nonempty_sets"]
+           "check_nonempty_sets", "as_float", "cast_input"]
+
+
+def as_float(t: Tensor, dtype: torch.dtype | None = None, image: bool = False) -> Tensor:
+    """The dtype policy of every model input tensor.
+
+    uint8 images are scaled to [0, 1] (``/ 255``, as torchvision's ``convert_image_dtype``);
+    other tensors (float16, float64, integer points) are cast to ``dtype``, the model's
+    parameter dtype (default: torch's default dtype for non-float tensors).
+    """
+    if not t.is_floating_point():
+        scaled = t.to(dtype or torch.get_default_dtype())
+        return scaled / 255 if image and t.dtype == torch.uint8 else scaled
+    return t if dtype is None or t.dtype == dtype else t.to(dtype)
+
+
+def cast_input(inputs, dtype: torch.dtype | None):
+    """Images (:func:`as_float`) or a :class:`~pointctx.PointBatch` in the model's ``dtype``."""
+    if isinstance(inputs, Tensor):
+        return as_float(inputs, dtype, image=True)
+    if isinstance(inputs, PointBatch) and dtype is not None and inputs.pos.dtype != dtype:
+        return inputs.to(dtype=dtype)
+    return inputs
 
 
 class PackedInput(NamedTuple):
@@ -236,13 +258,14 @@ def pack_input(
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
     Args:
-        inputs: floating point images or a :class:`pointctx.PointBatch`.
+        inputs: images (uint8 or floating point, see :func:`as_float`) or a
+            :class:`pointctx.PointBatch`.
         mask: optional bool pixel mask for image inputs (``True`` keeps the pixel); not allowed
             with a ``PointBatch`` (mask the images before building it).
         in_channels: expected feature channels C (checked when given; a ``PointBatch`` without
             ``x`` has C = 0).
         pos_dim: expected position dimension D (checked when given).
-        dtype: the model's floating dtype: inputs of another floating dtype are cast to it.
+        dtype: the model's floating dtype: inputs of another dtype are cast to it.
         allow_empty: accept empty sets (see :func:`check_model_points`).
         append_pos: append the positions to the features (``x`` gets ``C + D`` channels, the
             model stems' input), in one copy.
@@ -258,7 +281,7 @@ def pack_input(
 
     Raises:
         TypeError: ``inputs`` is neither a tensor nor a ``PointBatch``.
-        ValueError: wrong image rank or dtype, channel count or position dimension mismatch,
+        ValueError: wrong image rank, channel count or position dimension mismatch,
             a mask with a ``PointBatch``, or a mask of the wrong shape / dtype; an empty set
             (an image with an all-False mask); a NaN / Inf feature (pixel).
     """
@@ -287,11 +310,7 @@ def pack_input(
                 f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
                 f"(like the images), got {got}"
             )
-        if not inputs.is_floating_point():
-            raise ValueError(f"image input must be floating point (e.g. float32 in [0, 1], "
-                             f"normalised), got dtype {inputs.dtype}")
-        if dtype is not None and inputs.dtype != dtype:
-            inputs = inputs.to(dtype)
+        inputs = as_float(inputs, dtype, image=True)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
                 and all_finite(inputs)):
             return _pack_full_images(inputs, append_pos)  # same points, no per-point work

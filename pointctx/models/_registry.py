@@ -8,7 +8,11 @@ from collections.abc import Callable
 _MODELS: dict[str, Callable] = {}
 _MODEL_MODULE: dict[str, str] = {}
 
-__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint"]
+__all__ = ["register_model", "create_model", "list_models", "is_model", "model_entrypoint",
+           "model_task", "TASKS"]
+
+TASKS = ("image classification", "point classification", "image segmentation",
+         "point segmentation", "part segmentation")
 
 
 def register_model(fn: Callable) -> Callable:
@@ -21,14 +25,32 @@ def register_model(fn: Callable) -> Callable:
     return fn
 
 
-def list_models(pattern: str | None = None, module: str | None = None) -> list[str]:
-    """Sorted names of registered models, optionally filtered by a glob ``pattern``/``module``."""
+def list_models(pattern: str | None = None, module: str | None = None,
+                task: str | None = None) -> list[str]:
+    """Sorted names of registered models, filtered by a glob ``pattern``, ``module``, ``task``."""
     names = sorted(_MODELS)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
     if module:
         names = [n for n in names if _MODEL_MODULE[n] == module]
+    if task:
+        if task not in TASKS:
+            raise ValueError(f"`task` must be one of {list(TASKS)}, got {task!r}")
+        names = [n for n in names if model_task(n) == task]
     return names
+
+
+def model_task(name: str) -> str:
+    """The task of a registered model, one of :data:`TASKS`.
+
+    ``*_partseg``: part segmentation; other ``*_seg``: segmentation; PointMLP models take
+    points, the others (CoC, CLUENet, U-Net) are trained on images.
+    """
+    model_entrypoint(name)
+    kind = "point" if _MODEL_MODULE[name].startswith("pointmlp") else "image"
+    if name.endswith("_partseg"):
+        return "part segmentation"
+    return f"{kind} segmentation" if name.endswith("_seg") else f"{kind} classification"
 
 
 def is_model(name: str) -> bool:

@@ -1,23 +1,28 @@
-"""Load a trained model from a training run: :func:`load_model`.
+"""Trained runs: :func:`load_model` and :class:`TrainedModel` (the network and its inputs).
 
-The :class:`pointctx.train.Trainer` writes ``last.pt`` and ``best.pt`` into a run folder. Both are
-dicts of plain tensors, numbers and strings (they load with ``torch.load(weights_only=True)``)
-holding ``"model"`` (the state dict) and ``"run_info"`` (what the example scripts record: the
-model's registered name and the keyword arguments it was built with, the dataset's class names
-and input conventions). :func:`load_model` rebuilds the model from these and loads the weights.
+A run folder of the example scripts holds ``last.pt`` / ``best.pt``: the weights (``"model"``) and
+``"run_info"`` (the task, the model's name and arguments, the class names and the input
+preprocessing). They load with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
-from torch import nn
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-from ._registry import create_model, is_model, list_models
+from .._files import load_torch_file
+from ..batch import PointBatch
+from ..ops import fps
+from ..ops.scatter import scatter_max, scatter_mean
+from ._inputs import as_float
+from ._registry import TASKS, create_model, is_model, list_models, model_task
 
-__all__ = ["load_model", "build_kwargs"]
+__all__ = ["load_model", "TrainedModel", "build_kwargs", "key_mismatch"]
 
 _CHECKPOINTS = ("best.pt", "last.pt")
 
@@ -41,10 +46,10 @@ def _resolve(path: Path) -> Path:
 
 
 def build_kwargs(run_info: dict) -> dict:
-    """The ``create_model`` keyword arguments a run's model was built with.
+    """The ``create_model`` keyword arguments of a run's model (``create_kwargs``).
 
-    ``run_info["model"]["create_kwargs"]`` when recorded; older runs are rebuilt from
-    ``num_classes = len(classes)``, the model kwargs and, for images, ``in_channels``.
+    Runs without ``create_kwargs`` are rebuilt from the class names, the model kwargs and, for
+    images, the channels.
     """
     info = run_info["model"]
     if isinstance(info.get("create_kwargs"), dict):
@@ -56,53 +61,153 @@ def build_kwargs(run_info: dict) -> dict:
     return kwargs
 
 
-def load_model(path: str | os.PathLike, map_location=None) -> nn.Module:
-    """A trained model, ready for inference, from a run folder or a checkpoint.
+def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | None:
+    """``"missing keys (3): a, b, c; unexpected keys (1): d"`` of two state dicts, else None.
+
+    At most ``limit`` names per kind; keys of another shape are listed the same way.
+    """
+    missing = [k for k in expected if k not in given]
+    unexpected = [k for k in given if k not in expected]
+    shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
+              if k in given and tuple(getattr(given[k], "shape", ())) != tuple(v.shape)]
+    parts = []
+    for what, items in (("missing keys", missing), ("unexpected keys", unexpected),
+                        ("keys of another shape (checkpoint vs model)", shapes)):
+        if items:
+            more = f", ... {len(items) - limit} more" if len(items) > limit else ""
+            parts.append(f"{what} ({len(items)}): {', '.join(items[:limit])}{more}")
+    return "; ".join(parts) or None
+
+
+class TrainedModel(nn.Module):
+    """A trained network with its run's input preprocessing: it takes raw inputs.
+
+    Image runs: ``images [B, C, H, W]`` of any size, uint8 (0..255) or float in [0, 1] (and an
+    optional ``mask [B, H, W]``), are resized to the trained size and normalised with the stored
+    mean and std; classifiers return ``[B, K]``, segmenters ``[B, K, H, W]`` at the input's own
+    size.
+
+    Point runs: the inputs of the network (a :class:`~pointctx.PointBatch`, or padded points
+    with ``lengths=`` / ``features=``; part segmenters ``category=``, segmenters ``query=``).
+    Runs stored with ``normalize="unit_sphere"`` (the classifiers) get every set centred and
+    scaled into the unit sphere, and classifiers cut sets larger than the trained
+    ``num_points`` by farthest point sampling. Segmenters label every given point.
+
+    Attributes:
+        model: the registered network (takes inputs as the training data loader gave them).
+        task: one of :data:`pointctx.models.TASKS`.
+        inputs: the stored preprocessing (``kind``, ``image_size``, ``mean``, ``std``,
+            ``num_points``, ``normalize``).
+        class_names: ``class_names[k]`` names logit ``k``.
+        run_info: the run's record.
+    """
+
+    def __init__(self, model: nn.Module, run_info: dict):
+        super().__init__()
+        self.model = model
+        self.run_info = run_info
+        task = run_info.get("task") or model_task(run_info["model"]["name"])
+        if task not in TASKS:
+            raise ValueError(f"run_info['task'] must be one of {list(TASKS)}, got {task!r}")
+        self.task = task
+        self.inputs = dict(run_info.get("inputs") or {})
+        self.inputs.setdefault("kind", "images" if task.startswith("image") else "points")
+        self.class_names = [str(c) for c in run_info.get("dataset", {}).get("classes", [])] or [
+            str(k) for k in range(getattr(model, "num_classes", 0))]
+
+    def forward(self, inputs, **kwargs) -> Tensor:
+        if self.inputs["kind"] == "images":
+            return self._images(inputs, **kwargs)
+        return self._points(inputs, **kwargs)
+
+    def _images(self, images, mask: Tensor | None = None, **kwargs) -> Tensor:
+        if not isinstance(images, Tensor) or images.dim() != 4:
+            got = tuple(images.shape) if isinstance(images, Tensor) else type(images).__name__
+            raise ValueError(f"`images` must be a tensor [B, C, H, W] (uint8 or float in [0, 1]), "
+                             f"got {got}")
+        size = tuple(images.shape[-2:])
+        x = as_float(images, torch.float32, image=True)
+        stored = self.inputs.get("image_size")
+        if stored and tuple(stored[1:]) != size:
+            x = F.interpolate(x, size=tuple(stored[1:]), mode="bilinear", align_corners=False,
+                              antialias=True)
+            if isinstance(mask, Tensor):  # nearest, as the datasets resize masks
+                mask = F.interpolate(mask[:, None].float(), size=tuple(stored[1:]))[:, 0] > 0.5
+        if "mean" in self.inputs:
+            mean = torch.tensor(self.inputs["mean"], device=x.device).view(-1, 1, 1)
+            x = (x - mean) / torch.tensor(self.inputs["std"], device=x.device).view(-1, 1, 1)
+        out = self.model(x, **kwargs) if mask is None else self.model(x, mask=mask, **kwargs)
+        if out.dim() == 4 and tuple(out.shape[-2:]) != size:
+            out = F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+        return out
+
+    def _points(self, points, lengths=None, features=None, **kwargs) -> Tensor:
+        unit = self.inputs.get("normalize") == "unit_sphere"
+        num = self.inputs.get("num_points") if self.task.endswith("classification") else None
+        if not unit and num is None:
+            extra = {k: v for k, v in (("lengths", lengths), ("features", features))
+                     if v is not None}
+            return self.model(points, **extra, **kwargs)
+        if isinstance(points, Tensor):
+            pb = PointBatch.from_padded(points.float(), None if features is None
+                                        else features.float(), lengths=lengths)
+        elif isinstance(points, PointBatch):
+            pb = points.to(dtype=torch.float32)
+        else:
+            raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, N, D], got "
+                            f"{type(points).__name__}")
+        pos, b = pb.pos, pb.num_sets
+        if unit:
+            pos = pos - scatter_mean(pos, pb.batch, b)[pb.batch]
+            radius = scatter_max(pos.norm(dim=1), pb.batch, b).values
+            pos = pos / torch.where(radius > 0, radius, torch.ones_like(radius))[pb.batch, None]
+        pb = pb._replace(pos=pos)
+        if num is not None and int(pb.sizes.max()) > num:
+            keep = fps(pos, pb.batch, num=num, batch_size=b)
+            pb = PointBatch(pos[keep], None if pb.x is None else pb.x[keep],
+                            batch=pb.batch[keep], batch_size=b)
+        return self.model(pb, **kwargs)
+
+
+def load_model(path: str | os.PathLike, map_location=None) -> TrainedModel:
+    """A trained model, ready for inference on raw inputs, from a run folder or a checkpoint.
 
     Args:
-        path: a run folder (its ``best.pt``, else ``last.pt``: ``best.pt`` holds the epoch with
-            the best evaluation accuracy), or a ``last.pt`` / ``best.pt`` file written by
-            :class:`pointctx.train.Trainer` (the example scripts).
-        map_location: device of the returned model (``"cuda"``, ``torch.device``...); ``None``:
-            the CPU.
+        path: a run folder (its ``best.pt``, else ``last.pt``) or a ``last.pt`` / ``best.pt``
+            file of :class:`pointctx.train.Trainer` (the example scripts).
+        map_location: device of the returned model; ``None``: the CPU.
 
     Returns:
-        The registered model, rebuilt with the arguments of the run, with the trained weights, in
-        eval mode. ``model.class_names`` lists its classes (``class_names[k]`` is logit ``k``)
-        and ``model.run_info`` holds the run's record (config, dataset, normalisation).
+        :class:`TrainedModel` in eval mode: ``model(raw inputs)``; ``.model`` is the network,
+        ``.task``, ``.class_names``, ``.inputs`` and ``.run_info`` describe the run.
 
     Raises:
         FileNotFoundError: ``path`` does not exist or the folder holds no checkpoint.
-        ValueError: the file is not a pointctx checkpoint (names the file and what it lacks), or
-            its weights do not fit the model it names.
+        ValueError: the file is damaged or not a pointctx checkpoint, or its weights do not fit
+            the model it names (a few missing / unexpected keys named).
     """
-    from ..train.checkpoint import load_checkpoint
-
     file = _resolve(Path(path))
-    state = load_checkpoint(file, map_location="cpu")
-    info = state.get("run_info")
-    weights = state.get("model")
+    state = load_torch_file(file)
+    info = state.get("run_info") if isinstance(state, dict) else None
+    weights = state.get("model") if isinstance(state, dict) else None
     if (not isinstance(info, dict) or not isinstance(weights, dict)
             or not isinstance(info.get("model"), dict) or "name" not in info["model"]):
+        keys = sorted(map(str, state))[:10] if isinstance(state, dict) else type(state).__name__
         raise ValueError(
             f"{file} is not a pointctx checkpoint: expected a dict with 'model' (the weights) and "
             "'run_info' (the model's name and arguments), as pointctx.train.Trainer writes in "
-            f"last.pt / best.pt; got keys {sorted(map(str, state))[:10]}"
+            f"last.pt / best.pt; got {keys}"
         )
     name = info["model"]["name"]
     if not is_model(name):
         raise ValueError(f"{file}: model {name!r} is not registered; known: {list_models()}")
     kwargs = build_kwargs(info)
     model = create_model(name, **kwargs)
-    try:
-        model.load_state_dict(weights)
-    except RuntimeError as err:
-        first = str(err).strip().splitlines()[0]
-        raise ValueError(f"{file}: the weights do not fit {name}(**{kwargs}): {first}") from None
-    model.class_names = [str(c) for c in info.get("dataset", {}).get("classes", [])] or [
-        str(k) for k in range(getattr(model, "num_classes", 0))
-    ]
-    model.run_info = info
+    wrong = key_mismatch(model.state_dict(), weights)
+    if wrong:
+        raise ValueError(f"{file}: the weights do not fit {name}: {wrong}")
+    model.load_state_dict(weights)
+    trained = TrainedModel(model, info)
     if map_location is not None:
-        model.to(torch.device(map_location) if isinstance(map_location, str) else map_location)
-    return model.eval()
+        trained.to(torch.device(map_location) if isinstance(map_location, str) else map_location)
+    return trained.eval()

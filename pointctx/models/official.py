@@ -65,7 +65,9 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import Tensor, nn
 
+from .._files import load_torch_file
 from ._registry import create_model
+from ._runs import key_mismatch
 
 __all__ = ["convert_official", "load_official", "official_archs", "unwrap_checkpoint"]
 
@@ -199,7 +201,7 @@ def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:
     last = max((k for k in sd if re.fullmatch(r"classifier\.\d+\.weight", k)),
                key=lambda k: int(k.split(".")[1]), default=None)
     if last is None or "cls_map.0.net.0.weight" not in sd:
-        raise KeyError("the official part-segmentation state_dict needs `classifier.*.weight` "
+        raise ValueError("the official part-segmentation state_dict needs `classifier.*.weight` "
                        "and `cls_map.0.net.0.weight`")
     return {"num_classes": int(sd[last].shape[0]),
             "num_categories": int(sd["cls_map.0.net.0.weight"].shape[1]),
@@ -274,7 +276,7 @@ def _pointmlp_kwargs(sd: Mapping[str, Tensor]) -> dict:
     last = max((k for k in sd if re.fullmatch(r"classifier\.\d+\.weight", k)),
                key=lambda k: int(k.split(".")[1]), default=None)
     if last is None:
-        raise KeyError("the official PointMLP state_dict has no `classifier.*.weight`")
+        raise ValueError("the official PointMLP state_dict has no `classifier.*.weight`")
     return {"num_classes": int(sd[last].shape[0]), "fps_start": "first"}
 
 
@@ -321,23 +323,15 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
             holds it under ``"model"``, ``"net"`` (PointMLP) or ``"state_dict"`` (timm / CoC;
             the non-EMA weights), possibly nested. A ``module.`` prefix on every key
             (``DataParallel``) is removed.
-        weights_only: passed to ``torch.load`` for a path. Some official checkpoints also pickle
-            their training arguments; loading those needs ``weights_only=False``, which runs
-            pickled code: only for files you trust.
+        weights_only: passed to ``torch.load`` for a path (``False`` runs pickled code: only
+            for files you trust).
 
     Raises:
-        TypeError: ``obj`` is not a path or a mapping; ValueError: no tensors found.
+        FileNotFoundError: no such file. TypeError: ``obj`` is not a path or a mapping.
+        ValueError: a damaged file, or no tensors found.
     """
     if isinstance(obj, (str, os.PathLike)):
-        try:
-            obj = torch.load(obj, map_location="cpu", weights_only=weights_only)
-        except Exception as err:  # the unpickler raises several types
-            if weights_only and "weights_only" in str(err):
-                raise ValueError(
-                    f"{os.fspath(obj)!r} pickles objects other than tensors; if you trust the "
-                    "file, pass weights_only=False"
-                ) from err
-            raise
+        obj = load_torch_file(obj, weights_only=weights_only)
     if not isinstance(obj, Mapping):
         raise TypeError(f"expected a checkpoint path or a state_dict mapping, got "
                         f"{type(obj).__name__}")
@@ -372,33 +366,24 @@ def _rename(rules: list[_Rule], sd: Mapping[str, Tensor]) -> dict[str, Tensor]:
         else:
             unknown.append(key)
     if unknown:
-        raise KeyError(f"unknown keys for this architecture ({len(unknown)}): {unknown}")
+        more = f", ... {len(unknown) - 4} more" if len(unknown) > 4 else ""
+        raise ValueError(f"unknown keys for this architecture ({len(unknown)}): "
+                         f"{', '.join(unknown[:4])}{more}")
     return out
 
 
 def _model_kwargs(arch: str, sd: Mapping[str, Tensor], model_kwargs: dict) -> dict:
     _, infer, probe = _spec(arch)
     if probe not in sd:
-        raise KeyError(f"this is not an official {arch!r} state_dict: it has no {probe!r} "
-                       f"(first keys: {list(sd)[:5]})")
+        raise ValueError(f"this is not an official {arch!r} state_dict: it has no {probe!r} "
+                         f"(first keys: {', '.join(list(sd)[:4])})")
     return {**infer(sd), **model_kwargs}
 
 
 def _check_keys(arch: str, converted: Mapping[str, Tensor], model: nn.Module) -> None:
-    expected = model.state_dict()
-    missing = [k for k in expected if k not in converted]
-    unexpected = [k for k in converted if k not in expected]
-    shapes = [f"{k}: {tuple(converted[k].shape)} vs {tuple(v.shape)}" for k, v in
-              expected.items() if k in converted and converted[k].shape != v.shape]
-    if missing or unexpected or shapes:
-        parts = []
-        if missing:
-            parts.append(f"missing keys ({len(missing)}): {missing}")
-        if unexpected:
-            parts.append(f"unexpected keys ({len(unexpected)}): {unexpected}")
-        if shapes:
-            parts.append(f"shape mismatches (checkpoint vs model) ({len(shapes)}): {shapes}")
-        raise KeyError(f"the state_dict does not fit pointctx {arch!r}: " + "; ".join(parts))
+    wrong = key_mismatch(model.state_dict(), converted)
+    if wrong:
+        raise ValueError(f"the state_dict does not fit pointctx {arch!r}: {wrong}")
 
 
 def convert_official(arch: str, state_dict, **model_kwargs) -> dict[str, Tensor]:
@@ -415,8 +400,8 @@ def convert_official(arch: str, state_dict, **model_kwargs) -> dict[str, Tensor]
         A state_dict that ``create_model(arch, ...)`` loads with ``strict=True``.
 
     Raises:
-        ValueError: unknown ``arch``. KeyError: keys the converter does not know, or keys
-        missing / unexpected / of another shape for the pointctx model (each listed).
+        ValueError: unknown ``arch``, keys the converter does not know, or keys missing /
+        unexpected / of another shape for the pointctx model (a few named).
     """
     rules, _, _ = _spec(arch)
     sd = unwrap_checkpoint(state_dict)

@@ -106,7 +106,7 @@ from ..ops.scatter import scatter_max
 from ..ops.slot_max import slot_max
 from ._base import SetClassifier
 from ._helpers import build, check_io, per_stage
-from ._inputs import check_model_points
+from ._inputs import as_float, check_model_points
 from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_union
 
@@ -434,8 +434,9 @@ class PointMLP(SetClassifier):
                     f"{tuple(points.shape)}"
                 )
             if features is not None:
-                check_tensor(features, "features")
-            pb = PointBatch.from_padded(points, features, lengths=lengths)
+                features = as_float(check_tensor(features, "features"), self.param_dtype)
+            pb = PointBatch.from_padded(as_float(points, self.param_dtype), features,
+                                        lengths=lengths)
         else:
             raise TypeError(
                 f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "

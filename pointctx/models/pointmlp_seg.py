@@ -423,8 +423,7 @@ class PointMLPSeg(nn.Module):
         logits = self.forward_head(decoded, context)
         if padded:
             b, nmax = points.shape[:2]
-            mask = PointBatch.from_padded(points[..., :1], lengths=lengths).sizes
-            valid = torch.arange(nmax, device=logits.device) < mask[:, None]
+            valid = torch.arange(nmax, device=logits.device) < pb.sizes[:, None]
             out = logits.new_zeros(b, nmax, self.num_classes)
             out[valid] = logits
             return out

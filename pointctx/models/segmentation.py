@@ -70,7 +70,7 @@ from torch import Tensor, nn
 from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
-from ._inputs import plane_positions
+from ._inputs import cast_input, plane_positions
 from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "coc_tiny_seg", "coc_small_seg",
@@ -195,6 +195,8 @@ class SetSegmenter(nn.Module):
         Shapes:
             see the class docstring.
         """
+        dtype = next(self.parameters()).dtype
+        inputs, query = cast_input(inputs, dtype), cast_input(query, dtype)
         if isinstance(inputs, Tensor):
             if query is not None:
                 raise ValueError(

@@ -33,6 +33,7 @@ from torch import Tensor, nn
 
 from .._checks import check_int
 from ..batch import PointBatch
+from ._inputs import as_float
 from ._registry import register_model
 
 __all__ = ["UNet"]
@@ -87,12 +88,13 @@ class UNet(nn.Module):
         Shapes:
             images: [B, C, H, W]; mask: [B, H, W] bool or None; return: [B, K, H, W].
         """
-        if not isinstance(images, Tensor) or images.dim() != 4 or not images.is_floating_point():
+        if not isinstance(images, Tensor) or images.dim() != 4:
             raise ValueError(
-                f"`images` must be a float tensor [B, C, H, W], got "
+                f"`images` must be a tensor [B, C, H, W], got "
                 f"{getattr(images, 'dtype', type(images).__name__)} "
                 f"{list(getattr(images, 'shape', []))}"
             )
+        images = as_float(images, next(self.parameters()).dtype, image=True)
         b, c, h, w = images.shape
         if c != self.in_channels:
             raise ValueError(f"`images` must have C = {self.in_channels} channels, got {c}")

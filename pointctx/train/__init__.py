@@ -7,7 +7,6 @@
   mIoU / per-class IoU, tables, the PointMLP label-smoothing loss;
 * :mod:`~pointctx.train.distributed`: ``torchrun`` set-up and resumable, sharded samplers;
 * :mod:`~pointctx.train.log`: console + file logging that keeps tqdm bars intact;
-* :mod:`~pointctx.train.cli`: ``argparse`` types for clean command-line errors;
 * :mod:`~pointctx.train.interrupt`: SIGINT/SIGTERM to a stop flag.
 """
 

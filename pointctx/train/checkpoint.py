@@ -10,14 +10,13 @@ from __future__ import annotations
 import json
 import os
 import random
-import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from .._files import atomic_output
+from .._files import atomic_output, load_torch_file
 
 __all__ = [
     "atomic_write_bytes",
@@ -111,35 +110,14 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     return _atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
-def _first_line(err: BaseException) -> str:
-    """The informative line of a (multi-line) torch.load error."""
-    text = re.sub(r"\x1b\[[0-9;]*m", "", str(err)).strip()
-    found = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-    if found:
-        return (f"it holds a {found.group(1)} object, not only tensors, numbers and strings "
-                "(weights_only=True refuses to unpickle it)")
-    return text.splitlines()[0] if text else type(err).__name__
-
-
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``.
 
     Raises:
         FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable checkpoint (one line, naming the file): damaged,
-            truncated, not written by torch, or holding objects other than tensors and plain
-            containers (e.g. a checkpoint of pointctx < 0.2, whose RNG states were numpy arrays).
+        ValueError: the file is damaged, not a checkpoint or not a dict (one line, naming it).
     """
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"checkpoint {path} does not exist")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as err:  # torch raises several types for damaged files
-        raise ValueError(
-            f"{path}: cannot be loaded as a checkpoint (damaged, truncated or not a pointctx "
-            f"checkpoint): {type(err).__name__}: {_first_line(err)}"
-        ) from None
+    state = load_torch_file(path, map_location)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")
     return state

@@ -69,9 +69,23 @@ def test_random_weights_and_errors(demo, tmp_path, capsys):
                       "--out", str(tmp_path / "r")]) == 0
     assert "random weights" in json.loads(
         (tmp_path / "r" / "bundled_segment.json").read_text())["weights"]
+    capsys.readouterr()
     assert demo.main(["--model", "pointmlp_partseg", "--out", str(tmp_path)]) == 2
-    assert "not a registered scene-segmentation model" in capsys.readouterr().err
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert err == ["rgbd_segment.py: error: argument --model: pointmlp_partseg is a part "
+                   "segmentation model, not a point segmentation model; choose one of "
+                   + ", ".join(pointctx.list_models(task="point segmentation"))]
     part = _checkpoint(tmp_path / "part.pt", "pointmlp_partseg", cls_dim=8)
     assert demo.main(["--checkpoint", str(part), "--out", str(tmp_path)]) == 2
-    assert "needs a category" in capsys.readouterr().err
+    assert "part.pt: pointmlp_partseg is a part segmentation model, not a point segmentation " \
+        "model; choose one of pointmlp" in capsys.readouterr().err
+    torch.manual_seed(0)  # a classifier run
+    clf = pointctx.create_model("pointmlp_elite", num_classes=4, embed_dim=8)
+    torch.save({"model": clf.state_dict(), "run_info": {
+        "task": "point classification", "dataset": {"classes": NAMES},
+        "model": {"name": "pointmlp_elite", "create_kwargs": {"num_classes": 4, "embed_dim": 8}}}},
+        tmp_path / "clf.pt")
+    assert demo.main(["--checkpoint", str(tmp_path / "clf.pt"), "--out", str(tmp_path)]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if "error" in line]
+    assert len(err) == 1 and "clf.pt: pointmlp_elite is a point classification model" in err[0]
     assert demo.main(["--checkpoint", str(tmp_path / "missing"), "--out", str(tmp_path)]) == 2

@@ -249,5 +249,10 @@ def test_sparse_study_tables_and_resume(tmp_path, load_example):
     again = json.loads((out / "results.json").read_text())
     assert again["table"]["blocks"]["coc"] == t["blocks"]["coc"]
     assert (out / "coc" / "last.pt").stat().st_mtime_ns == mtime
+    import pointctx  # each run folder is usable: the loaded model takes raw uint8 images
+
+    cnn = pointctx.load_model(out / "cnn")
+    assert cnn.task == "image segmentation" and cnn.class_names[0] == "sky"
+    assert cnn(torch.randint(0, 256, (1, 3, 30, 40), dtype=torch.uint8)).shape == (1, 11, 30, 40)
     with pytest.raises(SystemExit):
         study.parse_args(["--conditions", "keep1,nothing"])

@@ -43,7 +43,9 @@ def test_smoke_run_trains_both_models_side_by_side_and_resumes(script, tmp_path,
 
 
 def test_errors(script, capsys):
-    for argv, msg in ((["--models", "pointmlp"], "unknown model 'pointmlp'"),
+    for argv, msg in ((["--models", "pointmlp"], "pointmlp is a point classification model, not a "
+                       "point segmentation model; choose one of pointmlp_coc_elite_seg"),
+                      (["--models", "nope"], "argument --models: unknown model 'nope'"),
                       (["--objects", "5-2"], "--objects: expected MIN-MAX"),
                       (["--resume"], "--resume needs the folder")):
         with pytest.raises(SystemExit):

@@ -41,7 +41,7 @@ def test_smoke_run_then_resume_is_a_no_op(script, tmp_path, capsys):
     assert all(v["shapes"] == 1 for v in last["per_category"].values())
     assert res["model"]["create_kwargs"]["in_channels"] == 0  # the sample has no normals
     model = pointctx.load_model(out)
-    assert model.num_classes == 50 and model.class_names[0] == "Airplane:0"
+    assert model.model.num_classes == 50 and model.class_names[0] == "Airplane:0"
     assert (out / "best.pt").is_file() and (out / "last.pt").is_file()
     assert "not an accuracy" in capsys.readouterr().out
     # resuming a finished run trains nothing more; the stored configuration needs no retyping
@@ -67,7 +67,9 @@ def test_interrupted_run_resumes_to_the_same_weights(script, tmp_path):
 def test_errors(script, tmp_path, capsys):
     with pytest.raises(SystemExit):
         script.parse_args(["--model", "pointmlp"])
-    assert "unknown part-segmentation model" in capsys.readouterr().err
+    assert ("argument --model: pointmlp is a point classification model, not a part "
+            "segmentation model; choose one of pointmlp_coc_partseg, pointmlp_partseg"
+            ) in capsys.readouterr().err
     with pytest.raises(SystemExit):
         script.parse_args(["--resume"])
     assert "--resume needs the run folder" in capsys.readouterr().err

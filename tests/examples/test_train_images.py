@@ -280,9 +280,13 @@ def test_resume_alone_eval_only_and_predict_an_image(script, tmp_path, capsys, l
     assert predict.main([str(part / "coc_mnist"), str(png), "--top", "1"]) == 0
     assert re.search(r"digit\.png: \d [0-9.]+ %", capsys.readouterr().out)
     model = pointctx.load_model(part / "coc_mnist")
+    assert model.task == "image classification"
     x = (ds.image(0) - 0.1307) / 0.3081
-    probs = predict.predict(model, [png])[0]
-    assert torch.allclose(probs, model(x[None]).softmax(-1)[0], atol=1e-5)
+    probs = predict.predict(model, png)
+    with torch.no_grad():
+        assert torch.allclose(probs, model.model(x[None]).softmax(-1)[0], atol=1e-5)
+        raw = (ds.image(0) * 255).round().to(torch.uint8)  # the loaded model normalises
+        assert torch.allclose(probs, model(raw[None]).softmax(-1)[0], atol=1e-5)
 
 
 def test_resume_guards_for_partial_and_damaged_checkpoints(script, tmp_path, capsys):
@@ -303,4 +307,4 @@ def test_resume_guards_for_partial_and_damaged_checkpoints(script, tmp_path, cap
     assert script.main([*TINY, "--epochs", "1", "--resume", str(run)]) == 2
     err = capsys.readouterr().err
     assert "Traceback" not in err and len([x for x in err.splitlines() if "error:" in x]) == 1
-    assert "last.pt: cannot be loaded as a checkpoint (damaged, truncated" in err
+    assert "last.pt is damaged or not a checkpoint (truncated" in err

@@ -83,13 +83,6 @@ def test_other_float_dtypes_are_cast_to_the_model_dtype(dtype):
                                atol=1e-3, rtol=1e-2)
 
 
-def test_integer_images_are_refused():
-    model = create_model("coc_mnist", num_classes=4, in_channels=1)
-    with pytest.raises(ValueError, match=r"image input must be floating point .* got dtype "
-                       r"torch.uint8"):
-        model(torch.zeros(1, 1, 28, 28, dtype=torch.uint8))
-
-
 def test_one_set_batch_in_train_mode_is_a_clear_error():
     model = create_model("pointmlp_elite", num_classes=5, **SMALL).train()
     with pytest.raises(ValueError, match=r"a batch of 1 set in train mode: the classifier's "

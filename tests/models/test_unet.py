@@ -54,7 +54,7 @@ def test_point_batch_and_query_match_dense():
 
 def test_bad_inputs():
     model = UNet(num_classes=3, width=4, depth=2)
-    with pytest.raises(ValueError, match=r"`images` must be a float tensor \[B, C, H, W\]"):
+    with pytest.raises(ValueError, match=r"`images` must be a tensor \[B, C, H, W\]"):
         model(torch.zeros(3, 8, 8))
     with pytest.raises(ValueError, match="must have C = 3 channels, got 1"):
         model(torch.zeros(1, 1, 8, 8))

@@ -116,6 +116,11 @@ def test_checkpoints_load_with_weights_only(tmp_path):
         state = torch.load(tmp_path / name, weights_only=True)  # torch's safe loader
         assert set(tr.model.state_dict()) == set(state["model"])
     assert tr.load()["run_info"] == {"config": {"x": 1}}
+    data = (tmp_path / "last.pt").read_bytes()
+    (tmp_path / "last.pt").write_bytes(data[: len(data) // 2])  # truncated: resume says so
+    with pytest.raises(ValueError, match=r"last\.pt is damaged or not a checkpoint") as err:
+        tr.load()
+    assert "weights_only=False" not in str(err.value)
 
 
 def test_stale_temp_files_are_removed_when_a_run_starts(tmp_path):

@@ -1,11 +1,12 @@
+"""examples/_cli.py: the example scripts' command-line helpers."""
+
 import argparse
 import re
 from pathlib import Path
 
+import _cli as cli
 import pytest
 import torch
-
-from pointctx.train import cli
 
 
 @pytest.mark.parametrize(
@@ -64,28 +65,27 @@ def test_parser_reports_usage_error(capsys):
 def test_explicit_options_and_continue_config(tmp_path):
     import argparse
 
-    from pointctx.train import cli as T
 
     p = argparse.ArgumentParser(prog="x.py")
-    p.add_argument("--epochs", type=T.positive_int, default=10)
-    p.add_argument("--data-root", type=T.existing_dir, default=None)
+    p.add_argument("--epochs", type=cli.positive_int, default=10)
+    p.add_argument("--data-root", type=cli.existing_dir, default=None)
     p.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None)
     p.add_argument("--quick", action="store_true")
     p.add_argument("--resume", nargs="?", const="auto", default=None)
     argv = ["--epo", "3", "--no-flip", "--resume", "r"]
     args = p.parse_args(argv)
-    explicit = T.explicit_options(p, argv)
+    explicit = cli.explicit_options(p, argv)
     assert explicit == {"epochs", "flip", "resume"}
     saved = {"epochs": 5, "data_root": str(tmp_path), "flip": True, "quick": True,
              "resume": None, "gone": 1}
-    taken = T.continue_config(p, args, saved, explicit, keep=("resume",))
+    taken = cli.continue_config(p, args, saved, explicit, keep=("resume",))
     assert sorted(taken) == ["data_root", "quick"]
     assert args.epochs == 3 and args.flip is False and args.quick is True
     assert args.data_root == tmp_path and args.resume == "r"  # strings go through the type
-    assert T.config_mismatch(saved, vars(args), ["epochs", "quick"]) == "--epochs was 5, now 3"
+    assert cli.config_mismatch(saved, vars(args), ["epochs", "quick"]) == "--epochs was 5, now 3"
     saved["data_root"] = str(tmp_path / "moved")
     with pytest.raises(ValueError, match=r"the stored --data-root .*moved' is no longer valid"):
-        T.continue_config(p, p.parse_args([]), saved, set())
+        cli.continue_config(p, p.parse_args([]), saved, set())
 
 
 def test_amp_dtype_and_args_config():
@@ -94,22 +94,20 @@ def test_amp_dtype_and_args_config():
 
     import torch
 
-    from pointctx.train import cli as T
 
     cpu = torch.device("cpu")
-    assert all(T.amp_dtype(a, cpu) is None for a in ("off", "auto", "bf16", "fp16"))
+    assert all(cli.amp_dtype(a, cpu) is None for a in ("off", "auto", "bf16", "fp16"))
     cuda = torch.device("cuda")
-    assert T.amp_dtype("off", cuda) is None and T.amp_dtype("fp16", cuda) is torch.float16
-    assert T.amp_dtype("bf16", cuda) is torch.bfloat16
+    assert cli.amp_dtype("off", cuda) is None and cli.amp_dtype("fp16", cuda) is torch.float16
+    assert cli.amp_dtype("bf16", cuda) is torch.bfloat16
     ns = argparse.Namespace(a=1, out=Path("x/y"), _explicit={"a"})
-    assert T.args_config(ns) == {"a": 1, "out": "x/y"}
+    assert cli.args_config(ns) == {"a": 1, "out": "x/y"}
 
 
 def test_run_command_dispatch_errors_and_interrupt(capsys):
     import argparse
     from pathlib import Path
 
-    from pointctx.train import cli as T
 
     def parse(argv):
         p = argparse.ArgumentParser()
@@ -124,7 +122,7 @@ def test_run_command_dispatch_errors_and_interrupt(capsys):
     def run(args, dist_info, argv, t_start):
         if args.interrupt:
             raise KeyboardInterrupt
-        assert T.share_run_folder(Path("r"), dist_info) == Path("r")  # no DDP: unchanged
+        assert cli.share_run_folder(Path("r"), dist_info) == Path("r")  # no DDP: unchanged
         calls.append(("run", argv, dist_info.world_size))
         return 0
 
@@ -136,11 +134,11 @@ def test_run_command_dispatch_errors_and_interrupt(capsys):
         calls.append(("usage", msg))
         return 2
 
-    assert T.run_command([], parse, run, usage, evaluate) == 0
-    assert T.run_command(["--eval-only"], parse, run, usage, evaluate) == 3
-    assert T.run_command(["--eval-only"], parse, run, usage) == 0  # no evaluator: train
-    assert T.run_command(["--device", "nonsense"], parse, run, usage) == 2
-    assert T.run_command(["--interrupt"], parse, run, usage) == 130
+    assert cli.run_command([], parse, run, usage, evaluate) == 0
+    assert cli.run_command(["--eval-only"], parse, run, usage, evaluate) == 3
+    assert cli.run_command(["--eval-only"], parse, run, usage) == 0  # no evaluator: train
+    assert cli.run_command(["--device", "nonsense"], parse, run, usage) == 2
+    assert cli.run_command(["--interrupt"], parse, run, usage) == 130
     assert calls[0] == ("run", [], 1) and calls[1] == ("eval",)
     assert calls[3][0] == "usage" and calls[3][1].startswith("argument --device:")
     assert "interrupted outside training" in capsys.readouterr().err
@@ -149,18 +147,17 @@ def test_run_command_dispatch_errors_and_interrupt(capsys):
 def test_find_resume_dir(tmp_path, monkeypatch):
     from pathlib import Path
 
-    from pointctx.train import cli as T
 
     monkeypatch.chdir(tmp_path)
-    assert T.find_resume_dir("some/dir", None, "x") == Path("some/dir")
-    assert T.find_resume_dir("auto", Path("out"), "x") == Path("out")
+    assert cli.find_resume_dir("some/dir", None, "x") == Path("some/dir")
+    assert cli.find_resume_dir("auto", Path("out"), "x") == Path("out")
     with pytest.raises(FileNotFoundError, match=r"no runs/camvid-m-\*/last.pt to continue"):
-        T.find_resume_dir("auto", None, "camvid-m")
+        cli.find_resume_dir("auto", None, "camvid-m")
     for name in ("camvid-m-1", "camvid-m-2", "camvid-m-3"):
         (tmp_path / "runs" / name).mkdir(parents=True)
     for name in ("camvid-m-1", "camvid-m-2"):  # the newest folder holding a last.pt wins
         (tmp_path / "runs" / name / "last.pt").write_bytes(b"x")
-    assert T.find_resume_dir(None, None, "camvid-m") == Path("runs/camvid-m-2")
+    assert cli.find_resume_dir(None, None, "camvid-m") == Path("runs/camvid-m-2")
 
 
 def test_load_eval_model_and_eval_output_path(tmp_path):
@@ -169,7 +166,6 @@ def test_load_eval_model_and_eval_output_path(tmp_path):
     import torch
 
     from pointctx import create_model
-    from pointctx.train import cli as T
 
     torch.manual_seed(0)
     model = create_model("coc_mnist", num_classes=3)
@@ -186,27 +182,29 @@ def test_load_eval_model_and_eval_output_path(tmp_path):
 
     def parse(argv):
         args = parser.parse_args(argv)
-        args._explicit = T.explicit_options(parser, argv)
+        args._explicit = cli.explicit_options(parser, argv)
         return args
 
     args = parse(["--checkpoint", str(run / "best.pt")])
-    got, err = T.load_eval_model(parser, args, "cpu", "images", "an image model", ("seed",))
+    got, err = cli.load_eval_model(parser, args, "cpu", "image classification", ("seed",))
     assert err is None and got.run_info["model"]["name"] == "coc_mnist"
     for a, b in zip(got.state_dict().values(), model.state_dict().values()):
         assert torch.equal(a, b)
     assert (args.lr, args.seed) == (0.5, 0)  # the run's lr; `keep` keeps this seed
-    assert T.eval_output_path(args, "val") == run / "eval_val.json"
+    assert cli.eval_output_path(args, "val") == run / "eval_val.json"
     args.checkpoint = run  # a run folder: the file goes into it
-    assert T.eval_output_path(args, "test") == run / "eval_test.json"
+    assert cli.eval_output_path(args, "test") == run / "eval_test.json"
     args.output = tmp_path / "out"
-    assert T.eval_output_path(args, "val") == tmp_path / "out" / "eval_val.json"
+    assert cli.eval_output_path(args, "val") == tmp_path / "out" / "eval_val.json"
 
     args = parse(["--checkpoint", str(run)])
-    got, err = T.load_eval_model(parser, args, "cpu", "points", "a point-cloud model", ())
-    assert got is None and err == (f"argument --checkpoint: {run} is not a point-cloud model "
-                                   "(use the script that trained it)")
+    got, err = cli.load_eval_model(parser, args, "cpu", "point classification", ())
+    assert got is None and err == (
+        f"argument --checkpoint: {run}: coc_mnist is an image classification model, not a point "
+        "classification model; choose one of pointmlp, pointmlp_coc, pointmlp_coc_elite, "
+        "pointmlp_elite")
     args = parse(["--checkpoint", str(tmp_path / "nope.pt")])
-    got, err = T.load_eval_model(parser, args, "cpu", "images", "an image model", ())
+    got, err = cli.load_eval_model(parser, args, "cpu", "image classification", ())
     assert got is None and err.startswith("argument --checkpoint: `path`:")
     assert "does not exist" in err
 
@@ -214,28 +212,27 @@ def test_load_eval_model_and_eval_output_path(tmp_path):
 def test_resume_into_output_and_batch_split_error(capsys):
     from pathlib import Path
 
-    from pointctx.train import cli as T
 
     parser = argparse.ArgumentParser(prog="x")
     parser.add_argument("--resume", nargs="?", const=True, default=None)
     parser.add_argument("--output", type=Path, default=None)
     args = parser.parse_args(["--resume", "runs/a"])
-    T.resume_into_output(parser, args)
+    cli.resume_into_output(parser, args)
     assert (args.output, args.resume) == (Path("runs/a"), True)
     args = parser.parse_args(["--resume", "runs/a", "--output", "runs/a"])
-    T.resume_into_output(parser, args)
+    cli.resume_into_output(parser, args)
     assert (args.output, args.resume) == (Path("runs/a"), True)
     args = parser.parse_args([])
-    T.resume_into_output(parser, args)
+    cli.resume_into_output(parser, args)
     assert (args.output, args.resume) == (None, None)
     for argv, msg in ((["--resume", "runs/a", "--output", "runs/b"],
                        "--resume runs/a and --output runs/b name different folders"),
                       (["--resume"], "--resume needs the folder of the runs: --resume DIR")):
         with pytest.raises(SystemExit) as exc:
-            T.resume_into_output(parser, parser.parse_args(argv), "the folder of the runs")
+            cli.resume_into_output(parser, parser.parse_args(argv), "the folder of the runs")
         assert exc.value.code == 2 and msg in capsys.readouterr().err
-    assert T.batch_split_error(8, 2) is None
-    assert T.batch_split_error(9, 2) == ("argument --batch-size: 9 is not divisible by the 2 "
+    assert cli.batch_split_error(8, 2) is None
+    assert cli.batch_split_error(9, 2) == ("argument --batch-size: 9 is not divisible by the 2 "
                                          "processes")
 
 
