@@ -17,7 +17,6 @@ small CPU it often does not).
 from __future__ import annotations
 
 import torch
-import torch._dynamo
 from torch import nn
 
 __all__ = ["compile"]
@@ -60,7 +59,9 @@ def compile(  # noqa: A001 - mirrors torch.compile
     if not hasattr(torch, "compile"):
         raise RuntimeError(f"torch.compile needs torch >= 2.0, got {torch.__version__}")
     if cache_size_limit is not None:
-        cfg = torch._dynamo.config
+        from torch import _dynamo  # here, not at import: it takes about a second to load
+
+        cfg = _dynamo.config
         cfg.cache_size_limit = max(cfg.cache_size_limit, int(cache_size_limit))
         if hasattr(cfg, "accumulated_cache_size_limit"):
             cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit,
