@@ -9,7 +9,7 @@ and ``pointctx.rgbd`` are reachable after ``import pointctx`` alone.
 import importlib
 
 from . import nn, ops
-from ._compile import compile  # noqa: A004 - pointctx.compile, like torch.compile
+from ._compile import compile
 from .batch import PointBatch
 from .data import collate
 from .models import create_model, list_models, load_model, load_official

@@ -1,29 +1,19 @@
 """Opt-in ``torch.compile`` for pointctx models: :func:`pointctx.compile`.
 
-Ragged batches change their point count N (and the number of centers, anchors and membership
-pairs) from batch to batch. Compiling with static shapes would recompile on every new N, so
-:func:`compile` uses PyTorch's automatic dynamic shapes (``dynamic=None``): the first call
-compiles for its sizes, the first call with other sizes recompiles once with the sizes that
-changed made symbolic, and later batches reuse that code. ``dynamic=True`` (every dimension
-symbolic from the first call, channel and coordinate dimensions included) is available but not
-the default: with torch 2.13's inductor it fails to compile PointMLP's backward (an error in the
-symbolic-shape simplifier, ``Exponent must be non-negative``). The data-dependent steps (host
-syncs such as set sizes, the grid relabelling, ``nonzero``) are graph breaks: they run eagerly
-between compiled regions, so the results equal eager ones up to float rounding (tested). Whether
-it pays off depends on the model and the machine: see the README's torch.compile table (on a
-small CPU it often does not).
+Automatic dynamic shapes (``dynamic=None``), so ragged batches of new sizes recompile once, not
+every time; host syncs are graph breaks. Measurements and why not ``dynamic=True``:
+docs/benchmarks.md (torch.compile).
 """
 
 from __future__ import annotations
 
 import torch
-import torch._dynamo
 from torch import nn
 
 __all__ = ["compile"]
 
 
-def compile(  # noqa: A001 - mirrors torch.compile
+def compile(
     model: nn.Module,
     *,
     dynamic: bool | None = None,
@@ -39,8 +29,8 @@ def compile(  # noqa: A001 - mirrors torch.compile
             parameters, so training and ``state_dict`` work on either).
         dynamic: ``None`` (default): automatic dynamic shapes, one recompile at the first new
             size, after which the sizes that changed are symbolic and ragged batches of any size
-            reuse the code; ``True``: every dimension symbolic from the first call (see the
-            module docstring for why it is not the default); ``False``: static shapes.
+            reuse the code; ``True``: every dimension symbolic from the first call (torch 2.13's
+            inductor fails on PointMLP's backward that way); ``False``: static shapes.
         backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` compiles faster and
             checks the graph capture without code generation).
         mode: ``torch.compile`` mode (e.g. ``"max-autotune"``), None for the default.
@@ -60,7 +50,9 @@ def compile(  # noqa: A001 - mirrors torch.compile
     if not hasattr(torch, "compile"):
         raise RuntimeError(f"torch.compile needs torch >= 2.0, got {torch.__version__}")
     if cache_size_limit is not None:
-        cfg = torch._dynamo.config
+        from torch import _dynamo  # here, not at import: it takes about a second to load
+
+        cfg = _dynamo.config
         cfg.cache_size_limit = max(cfg.cache_size_limit, int(cache_size_limit))
         if hasattr(cfg, "accumulated_cache_size_limit"):
             cfg.accumulated_cache_size_limit = max(cfg.accumulated_cache_size_limit,

@@ -32,6 +32,15 @@ def test_subpackages_reachable_after_import_pointctx_alone():
     assert out[2] == "['pointctx.datasets', 'pointctx.viz']"
 
 
+def test_import_loads_no_compiler():
+    # torch._dynamo (loaded by torch.compiler.disable and torch.compile) takes about a second
+    code = ("import sys, pointctx\n"
+            "print([m for m in ('torch._dynamo', 'sympy') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
+                         check=True).stdout
+    assert out.strip() == "[]"
+
+
 def test_unknown_attribute_and_dir():
     with pytest.raises(AttributeError, match="module 'pointctx' has no attribute 'nope'"):
         pointctx.nope  # noqa: B018

@@ -46,6 +46,7 @@ anchor has at least one present slot (its own cell is non-empty), so the factor 
 
 from __future__ import annotations
 
+import functools
 import math
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -69,6 +70,20 @@ from .layers import Linear
 from .norm import SetGroupNorm
 
 __all__ = ["PointReducer", "Reduced"]
+
+
+def _eager_under_compile(fn):
+    """``torch.compiler.disable(fn)``, applied at the first call: it imports torch._dynamo."""
+    disabled = None
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        nonlocal disabled
+        if disabled is None:
+            disabled = torch.compiler.disable(fn)
+        return disabled(*args, **kwargs)
+
+    return call
 
 
 class Reduced(NamedTuple):
@@ -341,7 +356,7 @@ class PointReducer(nn.Module):
     # Eager under torch.compile (a graph break around one convolution): torch 2.13's inductor
     # generates code that references an undefined size symbol for this view + conv2d when the
     # lattice sizes are symbolic (NameError at run time, CLUENet at 32x32, dynamic shapes).
-    @torch.compiler.disable
+    @_eager_under_compile
     def _dense_conv(self, x: Tensor, b: int, sizes, out_sizes) -> Tensor:
         """Full lattices in raster order: the reduction is exactly a strided convolution.
 
