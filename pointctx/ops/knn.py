@@ -53,6 +53,7 @@ from torch import Tensor
 from .._checks import check_pos, check_positive_int
 from ._backend import get_backend, opaque, require_cluster, resolve_backend
 from ._common import _pad, _setup, _sqdist
+from .segment import batch_to_ptr, set_sizes
 
 __all__ = ["KNN", "knn", "knn_naive"]
 
@@ -61,7 +62,9 @@ _DEFAULT_CHUNK = {"cpu": 2**18, "cuda": 2**24}
 # torch-cluster path: (query, neighbour) pairs handled at once
 _CLUSTER_CHUNK = 2**22
 _EXACT_MAX_DIM = 16
-_CUDA_CLUSTER_MAX_K = 100  # torch-cluster's CUDA kernel keeps at most 100 neighbours
+_CUDA_CLUSTER_MAX_K = 100
+_CELL_DTYPES = (torch.float32, torch.float64)
+_CELL_GAIN = 0.0  # torch-cluster's CUDA kernel keeps at most 100 neighbours
 
 
 class KNN(NamedTuple):
@@ -158,6 +161,26 @@ def knn(
     if which == "cluster":
         return _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk_size or _CLUSTER_CHUNK)
     chunk = chunk_size or _DEFAULT_CHUNK.get(x_pos.device.type, 2**22)
+    if _use_cells(x_pos, k, sx, sy):
+        from .grid_knn import _auto_grid_knn  # grid_knn imports this module
+
+        return _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk)
+    return _knn_native(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk)
+
+
+def _use_cells(x_pos, k, sx, sy) -> bool:
+    """Whether the cell search beats the brute force (CPU, D <= 3, large sets)."""
+    dim = x_pos.shape[1]
+    if x_pos.device.type != "cpu" or dim > 3 or x_pos.dtype not in _CELL_DTYPES:
+        return False
+    work = int((sx * sy).sum())
+    return work > _CELL_GAIN * (int(sy.sum()) * 3**dim * k + int(sx.sum()))
+
+
+def _brute_force(x_pos, y_pos, k, bx, by, b, chunk) -> KNN:
+    """The native brute force for sets given by sorted set vectors."""
+    sx, sy = set_sizes(bx, b), set_sizes(by, b)
+    px, py = batch_to_ptr(bx, b), batch_to_ptr(by, b)
     return _knn_native(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk)
 
 
