@@ -44,9 +44,11 @@ from .knn import KNN, _batches, _brute_force, _check_pair, _empty_result, knn
 __all__ = ["grid_knn"]
 
 _CHUNK = 2**20
-# auto cells: mean source points per cell, as a fraction of k, per dimension D (window radius
-# 1: the ball of radius one cell side around a query then holds ~2k points on average)
-_PER_CELL = {1: 1.0, 2: 0.5, 3: 0.5}
+# auto cells: mean source points per cell, as a fraction of k, per dimension D, and the window
+# half-widths in cell sides (first and second try): a window then reaches ~1.3x the distance of
+# the k-th neighbour at a uniform density
+_PER_CELL = {1: 0.33, 2: 0.134, 3: 0.065}
+_REACH = (2.0, 4.0)
 
 
 def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
@@ -154,7 +156,8 @@ def grid_knn(
             f"{dims.amax(0).tolist()} cells per set); use larger cells"
         )
     cells = _Cells.build(x_pos, bx, cs.expand(b, dim), origin.expand(b, dim), dims)
-    return _search(cells, x_pos, y_pos, k, by, b, sx, (radius, 4 * radius), backend, chunk)
+    reach = (radius + 0.5, 4 * radius + 0.5)
+    return _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk)
 
 
 def _set_bounds(pos: Tensor, batch: Tensor, b: int):
@@ -174,7 +177,7 @@ def _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk) -> KNN:
     dim = x_pos.shape[1]
     lo, hi = _set_bounds(x_pos, bx, b)
     ext, _ = (hi - lo).sort(1, descending=True)
-    rho = max(1.0, _PER_CELL[dim] * k)
+    rho = max(0.5, _PER_CELL[dim] * k)
     per = torch.log(rho / sx.clamp(min=1).to(x_pos.dtype)).unsqueeze(1)
     d = torch.arange(1, dim + 1, device=x_pos.device)
     side = torch.exp((torch.log(ext).cumsum(1) + per) / d)  # the cell side binning d axes
@@ -184,13 +187,16 @@ def _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk) -> KNN:
     cs = torch.where(cs > 0, cs, 1.0).expand(b, dim)
     dims = torch.floor((hi - lo) / cs).long().clamp_(min=0) + 1
     cells = _Cells.build(x_pos, bx, cs, lo, dims)
-    return _search(cells, x_pos, y_pos, k, by, b, sx, (1, 2), "native", chunk)
+    return _search(cells, x_pos, y_pos, k, by, b, sx, _REACH, "native", chunk)
 
 
 class _Cells(NamedTuple):
-    """Source points binned per set: cell sides, origins and grid sizes ``[B, D]``, first
-    cell number of each set ``[B]``, cell numbers of the sources in sorted order and the
-    permutation that sorts them."""
+    """Source points binned per set.
+
+    Cell sides, origins and grid sizes ``[B, D]``, first cell number of each set ``[B]``, the
+    sources' cell numbers in sorted order, the permutation that sorts them and (unless there
+    are too many cells) the first sorted row of every cell.
+    """
 
     cs: Tensor
     origin: Tensor
@@ -227,48 +233,46 @@ class _Cells(NamedTuple):
         return self.base.index_select(0, batch) + _ravel(cells, self.dims.index_select(0, batch))
 
 
-def _search(cells, x_pos, y_pos, k, by, b, sx, radii, backend, chunk) -> KNN:
-    """Windows of the given radii, then the fallback (see the module docs)."""
+def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
+    """Windows reaching ``reach`` cell sides around each query, then the fallback."""
     m, n, dim = y_pos.shape[0], x_pos.shape[0], x_pos.shape[1]
     out = _empty_result(m, k, x_pos)
     if m == 0 or n == 0:
         return out
     cy = cells.bin(y_pos, by)
-    ykey = cells.key(cy, by)
     scale = torch.maximum(x_pos.abs().amax(), y_pos.abs().amax()) + cells.cs.amax()
     tol = 64 * torch.finfo(x_pos.dtype).eps * scale
     # coordinate-major sources with a padding column n at infinity
     xc = torch.cat([x_pos, x_pos.new_full((1, dim), float("inf"))]).t().contiguous()
     todo = torch.arange(m, device=y_pos.device)
     far = []  # queries without any candidate in the first window: straight to the fallback
-    for r in radii:
-        if todo.numel() == 0:
-            break
-        ucell, inv = torch.unique(ykey[todo], return_inverse=True)
-        cu = torch.empty(ucell.numel(), dim, dtype=cy.dtype, device=cy.device)
-        cu[inv] = cy[todo]
-        bu = torch.empty(ucell.numel(), dtype=by.dtype, device=by.device)
-        bu[inv] = by[todo]
-        start, length = _ranges(cells, cu, bu, r)  # [U, R]
-        # queries by decreasing candidate count: each block is padded to its first one
-        total = length.sum(1)[inv]
-        by_total = torch.argsort(total, descending=True)
-        todo, inv, total = todo[by_total], inv[by_total], total[by_total].tolist()
+    for r in reach:
         done = []
-        q0 = 0
-        while q0 < todo.numel():
-            q1 = q0 + max(1, chunk // max(1, total[q0]))
-            q, u = todo[q0:q1], inv[q0:q1]
-            ok, idx, d2 = _window(q, start[u], length[u], cells, xc, y_pos, cy, by, sx, r, k, tol)
-            out.index[q[ok]] = idx[ok]
-            out.dist2[q[ok]] = d2[ok]
-            if r == radii[0]:
-                far.append(q[~ok & (length[u].sum(1) == 0)])
-                done.append(q[~ok & (length[u].sum(1) > 0)])
-            else:
-                done.append(q[~ok])
-            q0 = q1
-        todo = torch.cat(done)
+        for t0 in range(0, todo.numel(), max(1, chunk // 64)):  # blocks of queries
+            t = todo[t0:t0 + max(1, chunk // 64)]
+            bq, yq = by[t], y_pos[t]
+            h = r * cells.cs.index_select(0, bq)
+            lo, hi = cells.bin(yq - h, bq), cells.bin(yq + h, bq)  # window corners [T, D]
+            start, length = _ranges(cells, lo, hi, bq)  # [T, R]
+            # queries by decreasing candidate count: each sub-block is padded to its first one
+            total, by_total = torch.sort(length.sum(1), descending=True)
+            t, start, length, lo, hi = (v[by_total] for v in (t, start, length, lo, hi))
+            counts = total.tolist()
+            q0 = 0
+            while q0 < t.numel():
+                s = slice(q0, q0 + max(1, chunk // max(1, counts[q0])))
+                q = t[s]
+                ok, idx, d2 = _window(q, start[s], length[s], lo[s], hi[s], cells, xc, y_pos,
+                                      by, sx, k, tol)
+                out.index[q[ok]] = idx[ok]
+                out.dist2[q[ok]] = d2[ok]
+                if r == reach[0]:
+                    far.append(q[~ok & (total[s] == 0)])
+                    done.append(q[~ok & (total[s] > 0)])
+                else:
+                    done.append(q[~ok])
+                q0 = s.stop
+        todo = torch.cat(done) if done else todo
     todo = torch.cat([todo, *far]).sort().values
     if todo.numel() and resolve_backend(backend, "knn", x_pos.device) == "cluster":
         bx = torch.repeat_interleave(torch.arange(b, device=x_pos.device), sx, output_size=n)
@@ -276,27 +280,31 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, radii, backend, chunk) -> KNN:
         out.index[todo] = rest.index
         out.dist2[todo] = rest.dist2
     elif todo.numel():  # native: brute force restricted by a bound per query cell
-        _cell_bound(todo, out, cells, x_pos, y_pos, cy, ykey, by, b, sx, k, tol, chunk)
+        _cell_bound(todo, out, cells, x_pos, y_pos, cy, cells.key(cy, by), by, b, sx, k, tol,
+                    chunk)
     return out
 
 
-def _ranges(cells, cu, bu, r):
-    """Sorted-source ranges ``(start, length) [U, R]`` of the windows of radius ``r`` around
-    the cells ``cu`` of sets ``bu``: one range per row of cells along the last axis."""
-    dim = cu.shape[1]
-    dims = cells.dims[bu]  # [U, D]
-    span = torch.arange(-r, r + 1, device=cu.device)
+def _ranges(cells, lo, hi, bq):
+    """Sorted-source ranges ``(start, length) [T, R]`` of the windows of cells ``lo..hi``.
+
+    ``lo``, ``hi``: inclusive corner cells ``[T, D]`` in sets ``bq``; one range per row of
+    cells along the last axis.
+    """
+    dim = lo.shape[1]
+    dims = cells.dims.index_select(0, bq)  # [T, D]
     if dim > 1:
+        span = torch.arange(int((hi - lo)[:, :-1].amax()) + 1, device=lo.device)
         grids = torch.meshgrid(*[span] * (dim - 1), indexing="ij")
         offsets = torch.stack([g.reshape(-1) for g in grids], 1)  # [R, D - 1]
     else:
-        offsets = cu.new_zeros(1, 0)
-    head = cu[:, None, :-1] + offsets  # [U, R, D - 1]
-    inside = ((head >= 0) & (head < dims[:, None, :-1])).all(-1)
+        offsets = lo.new_zeros(1, 0)
+    head = lo[:, None, :-1] + offsets  # [T, R, D - 1]
+    inside = (head <= hi[:, None, :-1]).all(-1)
     head = torch.where(inside.unsqueeze(-1), head, 0)
-    row = cells.base[bu, None] + _ravel(head, dims[:, None, :-1]) * dims[:, None, -1]
-    first = row + (cu[:, -1:] - r).clamp(min=0)
-    last = row + torch.minimum(cu[:, -1:] + r, dims[:, -1:] - 1)
+    row = cells.base.index_select(0, bq).unsqueeze(1) \
+        + _ravel(head, dims[:, None, :-1]) * dims[:, None, -1]
+    first, last = row + lo[:, -1:], row + hi[:, -1:]
     if cells.table is not None:
         start = cells.table.index_select(0, first.view(-1)).view(first.shape)
         length = cells.table.index_select(0, last.view(-1) + 1).view(first.shape) - start
@@ -306,8 +314,8 @@ def _ranges(cells, cu, bu, r):
     return start, length.masked_fill_(~inside, 0)
 
 
-def _window(q, start, length, cells, xc, y_pos, cy, by, sx, r, k, tol):
-    """Search the windows (ranges ``start``, ``length`` per query) of the queries ``q``."""
+def _window(q, start, length, lo, hi, cells, xc, y_pos, by, sx, k, tol):
+    """Search the windows (ranges ``start``, ``length``; cells ``lo``..``hi``) of queries ``q``."""
     nq, n, dim = q.numel(), xc.shape[1] - 1, xc.shape[0]
     total = length.sum(1)
     width, pairs = int(total.max()), int(total.sum())
@@ -328,11 +336,11 @@ def _window(q, start, length, cells, xc, y_pos, cy, by, sx, r, k, tol):
     idx, d2 = _select_k(cand, d, k, n)
     # exact when the window holds the whole set, or the k-th distance is below the squared
     # distance from the query to the window's border (sides at the grid's border: infinite)
-    bq, cq = by[q], cy[q]
-    cs, origin, dims = cells.cs[bq], cells.origin[bq], cells.dims[bq]
-    below = torch.where(cq - r <= 0, float("inf"), yq - (origin + (cq - r).to(yq.dtype) * cs))
-    above = torch.where(cq + r + 1 >= dims, float("inf"),
-                        origin + (cq + r + 1).to(yq.dtype) * cs - yq)
+    bq = by[q]
+    cs, origin = cells.cs.index_select(0, bq), cells.origin.index_select(0, bq)
+    below = torch.where(lo <= 0, float("inf"), yq - (origin + lo.to(yq.dtype) * cs))
+    above = torch.where(hi + 1 >= cells.dims.index_select(0, bq), float("inf"),
+                        origin + (hi + 1).to(yq.dtype) * cs - yq)
     gap = torch.minimum(below, above).amin(1) - tol
     ok = (total == sx[bq]) | ((gap > 0) & (d2[:, k - 1] < gap * gap))
     return ok, idx, d2

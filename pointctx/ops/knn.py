@@ -62,9 +62,11 @@ _DEFAULT_CHUNK = {"cpu": 2**18, "cuda": 2**24}
 # torch-cluster path: (query, neighbour) pairs handled at once
 _CLUSTER_CHUNK = 2**22
 _EXACT_MAX_DIM = 16
-_CUDA_CLUSTER_MAX_K = 100
+_CUDA_CLUSTER_MAX_K = 100  # torch-cluster's CUDA kernel keeps at most 100 neighbours
 _CELL_DTYPES = (torch.float32, torch.float64)
-_CELL_GAIN = 0.0  # torch-cluster's CUDA kernel keeps at most 100 neighbours
+# the cell search for D <= 3 when the brute force would compare each query with more points
+# than this on average (CPU crossover measured with bench/ops.py-like sets, k = 4..32)
+_CELL_MIN = {1: 64, 2: 128, 3: 512}
 
 
 class KNN(NamedTuple):
@@ -161,20 +163,19 @@ def knn(
     if which == "cluster":
         return _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk_size or _CLUSTER_CHUNK)
     chunk = chunk_size or _DEFAULT_CHUNK.get(x_pos.device.type, 2**22)
-    if _use_cells(x_pos, k, sx, sy):
+    if _use_cells(x_pos, sx, sy):
         from .grid_knn import _auto_grid_knn  # grid_knn imports this module
 
         return _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk)
     return _knn_native(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk)
 
 
-def _use_cells(x_pos, k, sx, sy) -> bool:
+def _use_cells(x_pos, sx, sy) -> bool:
     """Whether the cell search beats the brute force (CPU, D <= 3, large sets)."""
     dim = x_pos.shape[1]
-    if x_pos.device.type != "cpu" or dim > 3 or x_pos.dtype not in _CELL_DTYPES:
+    if x_pos.device.type != "cpu" or dim not in _CELL_MIN or x_pos.dtype not in _CELL_DTYPES:
         return False
-    work = int((sx * sy).sum())
-    return work > _CELL_GAIN * (int(sy.sum()) * 3**dim * k + int(sx.sum()))
+    return int((sx * sy).sum()) > _CELL_MIN[dim] * int(sy.sum())
 
 
 def _brute_force(x_pos, y_pos, k, bx, by, b, chunk) -> KNN:
