@@ -8,19 +8,19 @@ several equidistant points) but searches only the cells near each query. The nat
 chosen per set (:func:`_auto_grid_knn`).
 
 Method: positions are binned into cells of side ``cell_size`` (per set and axis) from an origin;
-the sources are sorted by (set, cell). Each query gathers the sources of the ``(2r + 1)**D``
-cells around its own (window radius ``r``; the cells along the last axis are contiguous in the
-sorted order, so a window is ``(2r + 1)**(D - 1)`` row ranges) and keeps the ``k`` nearest by
-(distance, index). The result is provably the global one when the ``k``-th distance is smaller
-than the distance from the query to the window's border (a side at the border of the set's grid
-counts as infinitely far), or when the window holds every source point of the query's set.
-Queries that fail the test are searched again with a wider window if the first one held any
-candidate. The rest (queries far from every source, e.g. in a large hole of a masked image) go
-to torch-cluster's kd-tree through :func:`pointctx.ops.knn` when that is the kNN backend, else to
-an exact bound per query cell: with ``c`` the cell's centre and ``h`` its half-diagonal, every
-point that can be among the ``k`` nearest of a query of the cell lies within ``d_k(c) + 2h`` of
-``c``, so only those points of the set are compared. The answer never depends on the cells;
-only the speed does.
+the sources are sorted by (set, cell). Each query gathers the sources of the cells that meet the
+box of half-width ``(r + 1/2)`` cell sides around it (``r``: the window radius; the cells along
+the last axis are contiguous in the sorted order, so a window is one row range per cell of the
+other axes) and keeps the ``k`` nearest by (distance, index). The result is provably the global
+one when the ``k``-th distance is smaller than the distance from the query to the window's
+border (a side at the border of the set's grid counts as infinitely far), or when the window
+holds every source point of the query's set. Queries that fail the test are searched again with
+a 4x wider window if the first one held any candidate. The rest (e.g. queries in a large hole
+of a masked image) go to torch-cluster's kd-tree through :func:`pointctx.ops.knn` when that is
+the kNN backend, else to an exact bound per query cell: with ``c`` the cell's centre and ``h``
+the largest distance from ``c`` to a query of the cell, every point that can be among the ``k``
+nearest of such a query lies within ``d_k(c) + 2h`` of ``c``, so only those points of the set
+are compared. The answer never depends on the cells; only the speed does.
 
 Memory: the sorted cell keys (``O(N)``) and blocks of at most ``chunk_size`` candidate entries
 (``[queries, candidates]``); a cell holding many points (a dense cluster much smaller than
@@ -116,7 +116,7 @@ def grid_knn(
         origin: a corner of the grid (one number or one per coordinate); default the
             smallest coordinates of all points. Place cell borders away from where points
             cluster (e.g. between pixel centres) so that cells hold one point each.
-        radius: first window radius in cells (>= 1); ``2`` is exact on a one-point-per-cell
+        radius: first window radius in cells (>= 1); ``2`` settles a one-point-per-cell
             lattice for ``k <= 8``.
         batch_size: number of sets B (avoids a host sync).
         backend: kNN backend for the queries the windows cannot settle.
@@ -223,11 +223,18 @@ class _Cells(NamedTuple):
         return cells._replace(keys=keys.long() if table is None else keys, order=order,
                               table=table)
 
-    def bin(self, pos, batch):
-        """Cell coordinates ``[N, D]`` of ``pos``, clamped to the set's grid."""
-        c = torch.floor((pos - self.origin.index_select(0, batch))
-                        / self.cs.index_select(0, batch)).long()
-        return torch.minimum(c.clamp_(min=0), self.dims.index_select(0, batch) - 1)
+    def bin(self, pos, batch, reach=None):
+        """Cell coordinates ``[N, D]`` of ``pos``, clamped to the set's grid.
+
+        With ``reach``: the two corner cells of the boxes of half-width ``reach`` cell sides
+        around ``pos``.
+        """
+        u = (pos - self.origin.index_select(0, batch)) / self.cs.index_select(0, batch)
+        top = self.dims.index_select(0, batch) - 1
+        if reach is None:
+            return torch.minimum(torch.floor(u).long().clamp_(min=0), top)
+        return tuple(torch.minimum(torch.floor(u + a).long().clamp_(min=0), top)
+                     for a in (-reach, reach))
 
     def key(self, cells, batch):
         return self.base.index_select(0, batch) + _ravel(cells, self.dims.index_select(0, batch))
@@ -250,20 +257,30 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
         done = []
         for t0 in range(0, todo.numel(), max(1, chunk // 64)):  # blocks of queries
             t = todo[t0:t0 + max(1, chunk // 64)]
-            bq, yq = by[t], y_pos[t]
-            h = r * cells.cs.index_select(0, bq)
-            lo, hi = cells.bin(yq - h, bq), cells.bin(yq + h, bq)  # window corners [T, D]
-            start, length = _ranges(cells, lo, hi, bq)  # [T, R]
-            # queries by decreasing candidate count: each sub-block is padded to its first one
-            total, by_total = torch.sort(length.sum(1), descending=True)
-            t, start, length, lo, hi = (v[by_total] for v in (t, start, length, lo, hi))
+            bq = by[t]
+            lo, hi = cells.bin(y_pos[t], bq, r)  # window corners [T, D]
+            # queries with the same window share its candidate list
+            span = hi - lo
+            wide = int(span.max()) + 1
+            wkey = cells.key(lo, bq)
+            if int(cells.base[-1] + cells.dims[-1].prod()) * wide**dim < 2**62:
+                wkey = wkey * wide**dim + _ravel(span, torch.full_like(span, wide))
+            wins, inv = torch.unique(wkey, return_inverse=True)
+            first = inv.new_empty(wins.numel()).scatter_(0, inv, torch.arange(t.numel()))
+            start, length = _ranges(cells, lo[first], hi[first], bq[first])  # [U, R]
+            # queries by decreasing candidate count (each sub-block is padded to its first
+            # one), those of a window together
+            total = length.sum(1)[inv]
+            order = torch.argsort((total.max() - total) * wins.numel() + inv)
+            t, inv, lo, hi, total = (v[order] for v in (t, inv, lo, hi, total))
             counts = total.tolist()
             q0 = 0
             while q0 < t.numel():
                 s = slice(q0, q0 + max(1, chunk // max(1, counts[q0])))
                 q = t[s]
-                ok, idx, d2 = _window(q, start[s], length[s], lo[s], hi[s], cells, xc, y_pos,
-                                      by, sx, k, tol)
+                u, uinv = torch.unique_consecutive(inv[s], return_inverse=True)
+                ok, idx, d2 = _window(q, start[u], length[u], uinv, lo[s], hi[s], cells, xc,
+                                      y_pos, by, sx, k, tol)
                 out.index[q[ok]] = idx[ok]
                 out.dist2[q[ok]] = d2[ok]
                 if r == reach[0]:
@@ -314,22 +331,28 @@ def _ranges(cells, lo, hi, bq):
     return start, length.masked_fill_(~inside, 0)
 
 
-def _window(q, start, length, lo, hi, cells, xc, y_pos, by, sx, k, tol):
-    """Search the windows (ranges ``start``, ``length``; cells ``lo``..``hi``) of queries ``q``."""
-    nq, n, dim = q.numel(), xc.shape[1] - 1, xc.shape[0]
+def _window(q, start, length, uinv, lo, hi, cells, xc, y_pos, by, sx, k, tol):
+    """Search the windows of the queries ``q``.
+
+    Query ``i`` searches window ``uinv[i]`` (row ranges ``start``, ``length``); its window
+    spans the cells ``lo[i]..hi[i]``.
+    """
+    nq, nu, n, dim = q.numel(), start.shape[0], xc.shape[1] - 1, xc.shape[0]
     total = length.sum(1)
     width, pairs = int(total.max()), int(total.sum())
-    # candidate lists, concatenated per query and padded with n (an infinitely far column)
+    # candidate lists, concatenated per window and padded with n (an infinitely far column)
     step = torch.arange(pairs, device=q.device)
     lens = length.view(-1)
     rows = torch.repeat_interleave(start.view(-1) - (torch.cumsum(lens, 0) - lens), lens,
                                    output_size=pairs) + step
-    slot = torch.repeat_interleave(torch.arange(nq, device=q.device) * width
+    slot = torch.repeat_interleave(torch.arange(nu, device=q.device) * width
                                    - (torch.cumsum(total, 0) - total), total,
                                    output_size=pairs) + step
-    cand = torch.full((nq * width,), n, dtype=torch.long, device=q.device)
+    cand = torch.full((nu * width,), n, dtype=torch.long, device=q.device)
     cand.index_copy_(0, slot, cells.order.index_select(0, rows))
-    cand = cand.view(nq, width)
+    cand = cand.view(nu, width)
+    if nu < nq:
+        cand, total = cand.index_select(0, uinv), total.index_select(0, uinv)
     yq = y_pos[q]
     near = xc.index_select(1, cand.view(-1)).view(dim, nq, -1)
     d = _sqdist(yq.t().unsqueeze(2), near, dim=0)

@@ -4,20 +4,20 @@ For every query row of ``y_pos`` the ``k`` nearest rows of ``x_pos`` *in the sam
 first, ties broken by the lower index. Where a set has fewer than ``k`` points of ``x_pos`` the
 missing slots hold index ``-1`` and distance ``inf``.
 
-Native path (brute force, ``sum_b Nx_b * Ny_b`` distances): the sets are padded per set to
-``[B, Nmax, D]`` and ``[B, Mmax, D]``. When padding every set to the largest one would cost more
-than twice the real work (strongly uneven sizes, e.g. one 20,000-point set beside 64 sets of 10),
-the sets are first grouped into buckets of similar sizes (the same power of two of ``Nx_b`` and of
-``Ny_b``) and each bucket is padded and searched on its own, so no set pays for more than 4x its
-own work. Squared distances are computed for blocks of sets and query slots ``[b, q, Nmax]``
-holding at most ``max(chunk_size, Nmax)`` entries (default ``chunk_size``: ``2**18`` on CPU,
-small enough to stay in cache; ``2**24`` on CUDA; ``2**22`` elsewhere), each followed by a top-k
-in the same block; no dense ``[M, N]`` matrix is ever built. For ``D <= 16`` distances are exact
-coordinate differences summed in coordinate order (bit-identical to :func:`knn_naive`); for
-larger ``D`` they use the ``|y|^2 + |x|^2 - 2 y.x`` expansion (batched matmul, clamped at 0),
-which can reorder neighbours whose distances agree to within rounding. Brute force grows as the
-square of the set size: for sets of more than ~10^4 points on CPU use torch-cluster's kd-tree
-(``backend="cluster"``, the ``auto`` choice when it is installed; see ``bench/ops.py``).
+Native path, low dimensions (``D <= 3``, float32/float64, CPU, when the brute force would
+compare each query with more than 512 (3-D), 128 (2-D) or 64 (1-D) points on average): an exact
+cell search (:mod:`pointctx.ops.grid_knn`, cells sized per set from its bounding box and size;
+``docs/knn.md``). Otherwise a brute force (``sum_b Nx_b * Ny_b`` distances): the sets are padded
+per set to ``[B, Nmax, D]`` and ``[B, Mmax, D]``; when padding every set to the largest one would
+cost more than twice the real work, the sets are first grouped into buckets of similar sizes
+(the same power of two of ``Nx_b`` and of ``Ny_b``), so no set pays for more than 4x its own
+work. Squared distances are computed for blocks of sets and query slots ``[b, q, Nmax]`` holding
+at most ``max(chunk_size, Nmax)`` entries (default ``chunk_size``: ``2**18`` on CPU, small
+enough to stay in cache; ``2**24`` on CUDA; ``2**22`` elsewhere), each followed by a top-k in
+the same block. For ``D <= 16`` distances are exact coordinate differences summed in coordinate
+order (bit-identical to :func:`knn_naive`, on both paths); for larger ``D`` they use the
+``|y|^2 + |x|^2 - 2 y.x`` expansion (batched matmul, clamped at 0), which can reorder neighbours
+whose distances agree to within rounding.
 
 torch-cluster path: the queries go to ``torch_cluster.knn`` in chunks of
 ``max(1, chunk_size // k)`` rows (default ``chunk_size`` ``2**22``), each ordered and written into
@@ -29,14 +29,19 @@ in a set of 250,000 points).
 **Memory bound.** Besides the result ``[M, k]`` (int64 index + distances: ``M * k * 12`` bytes in
 float32), the scratch memory is at most about
 
-* native: ``3 * max(chunk_size, Nmax)`` distance values (two distance buffers and a comparison
-  mask of one block) + the padded copies of the positions of one bucket (``(B Nmax + B Mmax) D``
-  values) + its padded result ``[B, Mmax, k]`` (at most 4x the bucket's share of the output);
+* native brute force: ``3 * max(chunk_size, Nmax)`` distance values (two distance buffers and a
+  comparison mask of one block) + the padded copies of the positions of one bucket
+  (``(B Nmax + B Mmax) D`` values) + its padded result ``[B, Mmax, k]`` (at most 4x the bucket's
+  share of the output);
+* native cell search: the cell numbers and sort order of the points (``O(N)`` integers) + a
+  few blocks of at most ``chunk_size`` candidates (plus one query's window) + the windows'
+  row ranges of ``chunk_size / 64`` queries;
 * torch-cluster: about 120 bytes per (query, neighbour) pair of one chunk (the pair lists,
   gathered positions, distances, sort permutations): about 0.5 GB at the default ``2**22``,
   whatever ``M``.
 
-Measured (``k = 64``, one set queried with itself, peak resident memory beyond the inputs):
+Measured (torch-cluster, ``k = 64``, one set queried with itself, peak resident memory beyond
+the inputs):
 10^6 points, 1,313 MiB for the 732 MiB result (1.8x); 250,000 points, 651 MiB for the 183 MiB
 result (3.6x) with the default chunks, against 1,278 MiB (7.0x) in one call. A result that
 cannot fit in this machine's memory (e.g. ``k = 10^6`` on 10^6 queries: 12 TB) is refused at
