@@ -9,7 +9,7 @@ chosen per set (:func:`_auto_grid_knn`).
 
 Method: positions are binned into cells of side ``cell_size`` (per set and axis) from an origin;
 the sources are sorted by (set, cell). Each query gathers the sources of the cells that meet the
-box of half-width ``(r + 1/2)`` cell sides around it (``r``: the window radius; the cells along
+box of half-width ``r`` cell sides around it (``r``: the window radius; the cells along
 the last axis are contiguous in the sorted order, so a window is one row range per cell of the
 other axes) and keeps the ``k`` nearest by (distance, index). The result is provably the global
 one when the ``k``-th distance is smaller than the distance from the query to the window's
@@ -43,7 +43,7 @@ from .knn import KNN, _batches, _brute_force, _check_pair, _empty_result, knn
 
 __all__ = ["grid_knn"]
 
-_CHUNK = 2**20
+_CHUNK = 2**18
 # auto cells: mean source points per cell, as a fraction of k, per dimension D, and the window
 # half-widths in cell sides (first and second try): a window then reaches ~1.3x the distance of
 # the k-th neighbour at a uniform density
@@ -120,7 +120,7 @@ def grid_knn(
             lattice for ``k <= 8``.
         batch_size: number of sets B (avoids a host sync).
         backend: kNN backend for the queries the windows cannot settle.
-        chunk_size: most candidate entries held at once (default ``2**20``).
+        chunk_size: most candidate entries held at once (default ``2**18``).
 
     Returns:
         :class:`~pointctx.ops.KNN` ``(index, dist2)`` as :func:`~pointctx.ops.knn`.
@@ -156,7 +156,7 @@ def grid_knn(
             f"{dims.amax(0).tolist()} cells per set); use larger cells"
         )
     cells = _Cells.build(x_pos, bx, cs.expand(b, dim), origin.expand(b, dim), dims)
-    reach = (radius + 0.5, 4 * radius + 0.5)
+    reach = (radius, 4 * radius)
     return _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk)
 
 
@@ -255,8 +255,8 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
     far = []  # queries without any candidate in the first window: straight to the fallback
     for r in reach:
         done = []
-        for t0 in range(0, todo.numel(), max(1, chunk // 64)):  # blocks of queries
-            t = todo[t0:t0 + max(1, chunk // 64)]
+        for t0 in range(0, todo.numel(), max(1, chunk // 16)):  # blocks of queries
+            t = todo[t0:t0 + max(1, chunk // 16)]
             bq = by[t]
             lo, hi = cells.bin(y_pos[t], bq, r)  # window corners [T, D]
             # queries with the same window share its candidate list
