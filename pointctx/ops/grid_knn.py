@@ -252,6 +252,7 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
     # coordinate-major sources with a padding column n at infinity
     xc = torch.cat([x_pos, x_pos.new_full((1, dim), float("inf"))]).t().contiguous()
     todo = torch.arange(m, device=y_pos.device)
+    ncells = int(cells.base[-1] + cells.dims[-1].prod())
     far = []  # queries without any candidate in the first window: straight to the fallback
     for r in reach:
         done = []
@@ -263,10 +264,10 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
             span = hi - lo
             wide = int(span.max()) + 1
             wkey = cells.key(lo, bq)
-            if int(cells.base[-1] + cells.dims[-1].prod()) * wide**dim < 2**62:
+            if ncells * wide**dim < 2**62:
                 wkey = wkey * wide**dim + _ravel(span, torch.full_like(span, wide))
             wins, inv = torch.unique(wkey, return_inverse=True)
-            first = inv.new_empty(wins.numel()).scatter_(0, inv, torch.arange(t.numel()))
+            first = torch.empty_like(wins).scatter_(0, inv, torch.arange(len(t), device=t.device))
             start, length = _ranges(cells, lo[first], hi[first], bq[first])  # [U, R]
             # queries by decreasing candidate count (each sub-block is padded to its first
             # one), those of a window together
