@@ -18,8 +18,8 @@ BACKENDS = ("auto", "native", "cluster")
 
 # Ops for which torch-cluster is the faster choice in "auto" mode, per device type.
 # CPU: none. bench/ops.py (bench/results/ops.json; 1 thread, B = 32, CPU clock, k = 16): the
-# native kNN (a cell search for D <= 3) takes 1.08x torch-cluster's time on ModelNet40 1024-point
-# clouds, 0.79x on 2048 uniform points, 0.52x on 224 x 224 pixel sets and 0.79x on uneven sizes
+# native kNN (a cell search for D <= 3) takes 1.10x torch-cluster's time on ModelNet40 1024-point
+# clouds, 0.81x on 2048 uniform points, 0.37x on 224 x 224 pixel sets and 0.81x on uneven sizes
 # (20,000 + 64 x 10 points); the native FPS is 3-5x faster and grid clustering a near tie.
 # CUDA (not measured by us yet): torch-cluster runs all FPS iterations in one kernel and kNN /
 # grid in one kernel each, against one or more kernel launches per FPS iteration natively.
