@@ -35,7 +35,7 @@ float32), the scratch memory is at most about
   share of the output);
 * native cell search: the cell numbers and sort order of the points (``O(N)`` integers) + a
   few blocks of at most ``chunk_size`` candidates (plus one query's window) + the windows'
-  row ranges of ``chunk_size / 64`` queries;
+  row ranges of ``chunk_size / 16`` queries;
 * torch-cluster: about 120 bytes per (query, neighbour) pair of one chunk (the pair lists,
   gathered positions, distances, sort permutations): about 0.5 GB at the default ``2**22``,
   whatever ``M``.
