@@ -8,6 +8,8 @@ Workloads (all in one run, B sets each):
 * ``uniform-2048``: B = 32 sets of 2048 uniform random points in [-1, 1]^3 (the ModelNet40 file
   only holds 1024 points per shape).
 * ``pixels-224``: B = 32 images of 224 x 224 pixel centres (2-D), coordinates scaled to [0, 1].
+* ``knn-uneven`` (kNN only): one set of 20,000 uniform points in [-1, 1]^3 beside 64 sets of 10
+  (``--quick``: 5,000 beside 16).
 
 Ops: ``fps`` (ratio 0.25 on the 3-D sets, num = 512 per image on the pixel sets), ``knn``
 (k = 16, queries = the FPS centres of the same set) and ``grid`` (``grid_cluster``, voxel size
@@ -17,20 +19,19 @@ Ops: ``fps`` (ratio 0.25 on the 3-D sets, num = 512 per image on the pixel sets)
 ``grid_cluster_naive``).
 
 Timing: median of ``--repeats`` runs (3 at most when one run takes over 5 s) after one warm-up
-run; native and cluster runs are
-interleaved so that load changes hit both alike. The naive reference is timed on the full batch
-when one set predicts the full batch to take under ``--naive-budget`` seconds (30 s; one run, or
-the median of the repeats when it is fast); otherwise it runs on the first sets only and the
-full-batch time is extrapolated linearly in the number of sets, marked ``extrapolated`` with the
-number of sets timed. ``torch.set_num_threads(--threads)`` (default 1: the benchmark box is
-shared; every implementation gets the same). Each row also says whether the outputs agree
-(torch-cluster: same picked positions for FPS, same distances for kNN, same cells for grid;
-naive: identical outputs).
+run; native and cluster runs are interleaved so that load changes hit both alike (``--clock
+cpu``: the CPU time of the process instead of the wall time, steadier when other processes
+share the cores). The naive reference is timed on the full batch when one set predicts the full
+batch to take under ``--naive-budget`` seconds (30 s; one run, or the median of the repeats
+when it is fast); otherwise it runs on the first sets only and the full-batch time is
+extrapolated linearly in the number of sets, marked ``extrapolated`` with the number of sets
+timed. ``torch.set_num_threads(--threads)`` (default 1: the benchmark box is shared; every
+implementation gets the same). Each row also says whether the outputs agree (torch-cluster:
+same picked positions for FPS, same distances for kNN, same cells for grid; naive: identical
+outputs).
 
-Uneven set sizes (``knn-uneven``, kNN only): one set of 20,000 uniform points beside 64 sets of
-10 (``--quick``: 5,000 beside 16), k = 16, queries = the FPS centres (ratio 0.25). The native
-batch is compared with the sum of the native times of every set run alone (target: within 2x;
-the sets are bucketed by size, see ``pointctx.ops.knn``), with torch-cluster, and with
+Batched against alone (``uneven_knn`` in the JSON): the native kNN of the ``knn-uneven`` batch
+against the sum of the native times of every set run alone (target: within 2x), and with
 ``--former-padded`` once with the former single padded pass (every set padded to the largest).
 
 Usage::
@@ -66,6 +67,7 @@ ROOT = Path(__file__).resolve().parent
 DEFAULT_OUT = ROOT / "results" / "ops.json"
 K = 16
 VOXEL = 0.05
+UNEVEN, UNEVEN_QUICK = (20000, 64, 10), (5000, 16, 10)  # one big set + many tiny ones
 
 
 # ---------------------------------------------------------------------------------- workloads
@@ -105,15 +107,23 @@ def make_workloads(quick: bool, device: torch.device):
     img = torch.stack([xx, yy], -1).reshape(-1, 2).float() / (side - 1)
     out.append(dict(name=f"pixels-{side}", pos=img.repeat(b, 1), b=b, n=side * side,
                     source=f"{side}x{side} pixel grid", fps=dict(num=512)))
+    big, small, tiny = UNEVEN_QUICK if quick else UNEVEN
+    sizes = [big] + [tiny] * small
+    gen = torch.Generator().manual_seed(1)  # the data of uneven_knn
+    out.append(dict(name="knn-uneven", pos=torch.rand(sum(sizes), 3, generator=gen) * 2 - 1,
+                    b=len(sizes), n=f"{big} + {small} x {tiny}", sizes=sizes, ops=("knn",),
+                    source="uniform random", fps=dict(ratio=0.25)))
     for w in out:
         w["pos"] = w["pos"].to(device)
-        w["batch"] = torch.arange(w["b"], device=device).repeat_interleave(w["n"])
+        sizes = torch.tensor(w.get("sizes", [w["n"]] * w["b"]))
+        w["ptr"] = torch.cat([sizes.new_zeros(1), sizes.cumsum(0)]).tolist()
+        w["batch"] = torch.repeat_interleave(torch.arange(w["b"]), sizes).to(device)
     return out
 
 
 def _subset(w, sets: int):
-    """The first ``sets`` sets of a workload (all sets have ``n`` points)."""
-    m = sets * w["n"]
+    """The first ``sets`` sets of a workload."""
+    m = w["ptr"][sets]
     return w["pos"][:m], w["batch"][:m]
 
 
@@ -170,18 +180,26 @@ def _sync(device):
         torch.cuda.synchronize(device)
 
 
+CLOCKS = {"wall": time.perf_counter, "cpu": time.process_time}
+_clock = [time.perf_counter]
+
+
 def timed(fn, device):
     _sync(device)
-    t0 = time.perf_counter()
+    t0 = _clock[0]()
     out = fn()
     _sync(device)
-    return time.perf_counter() - t0, out
+    return _clock[0]() - t0, out
 
 
-def time_naive(naive, b: int, repeats: int, budget: float, device):
-    """Time the naive reference, on the full batch when it fits the budget."""
+def time_naive(naive, b: int, repeats: int, budget: float, device, even: bool = True):
+    """Time the naive reference, on the full batch when it fits the budget.
+
+    The time of the first set predicts the batch's when all sets have the same size; in an
+    uneven batch the first set is the largest and dominates.
+    """
     t1, _ = timed(lambda: naive(1), device)
-    predicted = t1 * b
+    predicted = t1 * b if even else t1
     if predicted <= budget:
         runs = repeats if predicted < 2.0 else 1
         times, out = [], None
@@ -206,6 +224,8 @@ def run(args) -> dict:
         centres = fps(w["pos"], w["batch"], batch_size=w["b"], backend="native", **w["fps"])
         calls = make_calls(w, centres)
         for op, (fast, naive) in calls.items():
+            if op not in w.get("ops", calls):
+                continue
             impls = ["native"] + (["cluster"] if have_cluster else [])
             warm = {be: timed(fast[be], device) for be in impls}  # warm-up
             outs = {be: warm[be][1] for be in impls}
@@ -222,14 +242,15 @@ def run(args) -> dict:
                 row["cluster_vs_native"] = row["cluster_s"] / row["native_s"]
                 row["cluster_agrees"] = agree(op, w, outs["native"], outs["cluster"], False)
             if not args.no_naive:
-                info, out, sets = time_naive(naive, w["b"], repeats, args.naive_budget, device)
+                info, out, sets = time_naive(naive, w["b"], repeats, args.naive_budget, device,
+                                             even="sizes" not in w)
                 row["naive"] = info
                 row["naive_vs_native"] = info["seconds"] / row["native_s"]
                 ref = outs["native"] if sets == w["b"] else _native_subset(op, w, centres, sets)
                 row["naive_agrees"] = agree(op, w, ref, out, True)
             results.append(row)
             print_row(row, have_cluster, not args.no_naive)
-    uneven = uneven_knn(args, device, repeats, have_cluster)
+    uneven = uneven_knn(args, device, repeats)
     return dict(
         benchmark="pointctx point ops: native vs torch-cluster vs naive",
         uneven_knn=uneven,
@@ -239,6 +260,7 @@ def run(args) -> dict:
         torch=torch.__version__,
         torch_cluster=_cluster_version(),
         threads=args.threads,
+        clock=args.clock,
         cpu_count=os.cpu_count(),
         load_avg_1min_start_end=[load_start, _loadavg()],
         quick=args.quick,
@@ -251,11 +273,11 @@ def run(args) -> dict:
     )
 
 
-def uneven_knn(args, device, repeats, have_cluster) -> dict:
+def uneven_knn(args, device, repeats) -> dict:
     """The knn-uneven row: one big set beside many tiny ones, batched vs each set alone."""
     knn_mod = importlib.import_module("pointctx.ops.knn")
     gen = torch.Generator().manual_seed(1)
-    big, small, tiny = (5000, 16, 10) if args.quick else (20000, 64, 10)
+    big, small, tiny = UNEVEN_QUICK if args.quick else UNEVEN
     sizes = [big] + [tiny] * small
     pos = (torch.rand(sum(sizes), 3, generator=gen) * 2 - 1).to(device)
     batch = torch.repeat_interleave(torch.arange(len(sizes)), torch.tensor(sizes)).to(device)
@@ -286,10 +308,6 @@ def uneven_knn(args, device, repeats, have_cluster) -> dict:
                queries=int(centres.numel()), native_s=statistics.median(tb),
                alone_sum_s=statistics.median(ta), agrees_with_alone=agrees, repeats=repeats)
     row["native_vs_alone"] = row["native_s"] / row["alone_sum_s"]
-    if have_cluster:
-        row["cluster_s"] = statistics.median(
-            [timed(lambda: knn(pos, cpos, K, batch, cbatch, batch_size=b, backend="cluster"),
-                   device)[0] for _ in range(repeats)])
     if getattr(args, "former_padded", False):
         sx = torch.tensor(sizes, device=device)
         sy = torch.tensor([cptr[i + 1] - cptr[i] for i in range(b)], device=device)
@@ -301,7 +319,6 @@ def uneven_knn(args, device, repeats, have_cluster) -> dict:
     print(f"\nknn-uneven ({row['sizes']} points, {row['queries']} queries, k={K}): native "
           f"{row['native_s'] * 1e3:.1f} ms, sets alone (sum) {row['alone_sum_s'] * 1e3:.1f} ms,"
           f" ratio {row['native_vs_alone']:.2f}"
-          + (f", torch-cluster {row['cluster_s'] * 1e3:.1f} ms" if have_cluster else "")
           + (f", former single padded pass {row['single_padded_pass_s'] * 1e3:.0f} ms"
              if "single_padded_pass_s" in row else "")
           + f"; agrees: {agrees}", flush=True)
@@ -374,6 +391,8 @@ def main(argv=None):
     p.add_argument("--quick", action="store_true", help="8 sets, 64x64 images, 2 repeats")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    p.add_argument("--clock", choices=sorted(CLOCKS), default="wall",
+                   help="wall time, or CPU time of this process (steadier on a loaded machine)")
     p.add_argument("--repeats", type=int, default=None, help="timed runs per case (default 5)")
     p.add_argument("--naive-budget", type=float, default=30.0,
                    help="seconds allowed for one full-batch naive run before extrapolating")
@@ -382,12 +401,13 @@ def main(argv=None):
                    help="knn-uneven: also time the former single padded pass (~2 min)")
     p.add_argument("--out", type=Path, default=DEFAULT_OUT, help="JSON output path")
     args = p.parse_args(argv)
+    _clock[0] = CLOCKS[args.clock]
     data = run(args)
     write_json(data, args.out)
     print(f"\nagree: c = torch-cluster agrees with native, n = naive agrees exactly; "
-          f"threads={args.threads}, device={data['device']}, torch {data['torch']}, "
-          f"torch-cluster {data['torch_cluster']}, 1-min load average start/end "
-          f"{data['load_avg_1min_start_end']}\nwrote {args.out}")
+          f"threads={args.threads}, clock={args.clock}, device={data['device']}, "
+          f"torch {data['torch']}, torch-cluster {data['torch_cluster']}, 1-min load average "
+          f"start/end {data['load_avg_1min_start_end']}\nwrote {args.out}")
 
 
 if __name__ == "__main__":

@@ -17,15 +17,14 @@ from .._resolver import GlobalChoice
 BACKENDS = ("auto", "native", "cluster")
 
 # Ops for which torch-cluster is the faster choice in "auto" mode, per device type.
-# CPU, from bench/ops.py (bench/results/ops.json; 1 thread, B = 32 sets of 1024 / 2048 3-D points
-# and of 224 x 224 pixels, three runs): torch-cluster's kd-tree kNN beats the native brute force
-# (0.6-0.84x the time on 1-2K-point sets, 0.07x on 50K-point sets), the native FPS is 3.3-5x
-# faster than torch-cluster's, and grid clustering is a near tie (0.8-1.6x; both share the cell
-# numbering step), so only knn goes to torch-cluster on CPU.
+# CPU: none. bench/ops.py (bench/results/ops.json; 1 thread, B = 32, CPU clock, k = 16): the
+# native kNN (a cell search for D <= 3) takes 1.10x torch-cluster's time on ModelNet40 1024-point
+# clouds, 0.81x on 2048 uniform points, 0.37x on 224 x 224 pixel sets and 0.81x on uneven sizes
+# (20,000 + 64 x 10 points); the native FPS is 3-5x faster and grid clustering a near tie.
 # CUDA (not measured by us yet): torch-cluster runs all FPS iterations in one kernel and kNN /
 # grid in one kernel each, against one or more kernel launches per FPS iteration natively.
 _AUTO_PREFERS_CLUSTER = {
-    "cpu": {"knn"},
+    "cpu": set(),
     "cuda": {"fps", "knn", "grid"},
 }
 

@@ -3,27 +3,26 @@
 :func:`grid_knn` returns exactly what :func:`pointctx.ops.knn` returns (same indices, same
 squared distances, nearest first, ties by the lower index, ``-1`` / ``inf`` padding; the
 queries left to the fallback follow its ``backend``, and torch-cluster's may pick another of
-several equidistant points) but searches
-only the cells near each query. It pays off for low-dimensional points spread over a lattice or
-a roughly uniform density, such as the stages of a pixel-set backbone (one point per lattice
-cell) queried at every pixel of the image: the brute force then costs ``N`` distances per query,
-the grid ``(2r + 1)**D`` cells.
+several equidistant points) but searches only the cells near each query. The native
+:func:`~pointctx.ops.knn` uses the same search for large low-dimensional sets, with a cell size
+chosen per set (:func:`_auto_grid_knn`).
 
-Method: positions are binned into cells of side ``cell_size`` (per axis) from a common origin;
-the sources are sorted by (set, cell). Each query gathers the sources of the ``(2r + 1)**D``
-cells around its own (window radius ``r``) and keeps the ``k`` nearest by (distance, index).
-The result is provably the global one when the ``k``-th distance is smaller than the distance
-from the query to the window's border (no point outside the window can be as near), or when
-the window holds every source point of the query's set. Queries that fail the test are searched
-again with a 4x wider window if the first one held any candidate. The rest (queries far from
-every source, e.g. in a large hole of a masked image) go to torch-cluster's kd-tree through
-:func:`pointctx.ops.knn` when that is the kNN backend, else to an exact bound per query cell:
-with ``c`` the cell's centre and ``h`` its half-diagonal, every point that can be among the
-``k`` nearest of a query of the cell lies within ``d_k(c) + 2h`` of ``c``, so only those points
-of the set are compared (3x faster than the brute force on a 360x480 image with a 25 % region
-of source points). The answer never depends on ``cell_size``; only the speed does.
+Method: positions are binned into cells of side ``cell_size`` (per set and axis) from an origin;
+the sources are sorted by (set, cell). Each query gathers the sources of the cells that meet the
+box of half-width ``r`` cell sides around it (``r``: the window radius; the cells along
+the last axis are contiguous in the sorted order, so a window is one row range per cell of the
+other axes) and keeps the ``k`` nearest by (distance, index). The result is provably the global
+one when the ``k``-th distance is smaller than the distance from the query to the window's
+border (a side at the border of the set's grid counts as infinitely far), or when the window
+holds every source point of the query's set. Queries that fail the test are searched again with
+a 4x wider window if the first one held any candidate. The rest (e.g. queries in a large hole
+of a masked image) go to torch-cluster's kd-tree through :func:`pointctx.ops.knn` when that is
+the kNN backend, else to an exact bound per query cell: with ``c`` the cell's centre and ``h``
+the largest distance from ``c`` to a query of the cell, every point that can be among the ``k``
+nearest of such a query lies within ``d_k(c) + 2h`` of ``c``, so only those points of the set
+are compared. The answer never depends on the cells; only the speed does.
 
-Memory: queries are processed in blocks of at most ``chunk_size`` candidate entries
+Memory: the sorted cell keys (``O(N)``) and blocks of at most ``chunk_size`` candidate entries
 (``[queries, candidates]``); a cell holding many points (a dense cluster much smaller than
 ``cell_size``) makes the candidate lists long, so pick ``cell_size`` near the spacing of the
 source points.
@@ -32,6 +31,7 @@ source points.
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 from torch import Tensor
@@ -39,11 +39,16 @@ from torch import Tensor
 from .._checks import check_positive_int, is_number
 from ._backend import resolve_backend
 from ._common import _sqdist
-from .knn import KNN, _batches, _check_pair, _empty_result, knn
+from .knn import KNN, _batches, _brute_force, _check_pair, _empty_result, knn
 
 __all__ = ["grid_knn"]
 
-_CHUNK = 2**20
+_CHUNK = 2**18
+# auto cells: mean source points per cell, as a fraction of k, per dimension D, and the window
+# half-widths in cell sides (first and second try): a window then reaches ~1.3x the distance of
+# the k-th neighbour at a uniform density
+_PER_CELL = {1: 0.33, 2: 0.134, 3: 0.065}
+_REACH = (2.0, 4.0)
 
 
 def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
@@ -75,10 +80,11 @@ def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
     return cs.contiguous()
 
 
-def _ravel(cells: Tensor, dims: list[int]) -> Tensor:
+def _ravel(cells: Tensor, dims: Tensor) -> Tensor:
+    """Row-major cell number of ``cells [..., D]`` in grids of ``dims [..., D]`` cells."""
     key = torch.zeros(cells.shape[:-1], dtype=torch.long, device=cells.device)
-    for a, g in enumerate(dims):
-        key = key * g + cells[..., a]
+    for a in range(cells.shape[-1]):
+        key = key * dims[..., a] + cells[..., a]
     return key
 
 
@@ -110,11 +116,11 @@ def grid_knn(
         origin: a corner of the grid (one number or one per coordinate); default the
             smallest coordinates of all points. Place cell borders away from where points
             cluster (e.g. between pixel centres) so that cells hold one point each.
-        radius: first window radius in cells (>= 1); ``2`` is exact on a one-point-per-cell
+        radius: first window radius in cells (>= 1); ``2`` settles a one-point-per-cell
             lattice for ``k <= 8``.
         batch_size: number of sets B (avoids a host sync).
         backend: kNN backend for the queries the windows cannot settle.
-        chunk_size: most candidate entries held at once (default ``2**20``).
+        chunk_size: most candidate entries held at once (default ``2**18``).
 
     Returns:
         :class:`~pointctx.ops.KNN` ``(index, dist2)`` as :func:`~pointctx.ops.knn`.
@@ -130,9 +136,8 @@ def grid_knn(
     dim = x_pos.shape[1]
     cs = _cell_size(cell_size, dim, x_pos)
     m, n = y_pos.shape[0], x_pos.shape[0]
-    out = _empty_result(m, k, x_pos)
     if m == 0 or n == 0:
-        return out
+        return _empty_result(m, k, x_pos)
     lowest = torch.minimum(x_pos.amin(0), y_pos.amin(0))
     if origin is None:
         origin = lowest
@@ -143,114 +148,226 @@ def grid_knn(
                 f"`origin` must not exceed the smallest coordinates of the points "
                 f"{lowest.tolist()}, got {origin.tolist()}"
             )
-    cx = torch.floor((x_pos - origin) / cs).long()
-    cy = torch.floor((y_pos - origin) / cs).long()
-    dims = (torch.maximum(cx.amax(0), cy.amax(0)) + 1).tolist()
-    if math.prod(dims) * max(b, 1) >= 2**62:
+    hi = _set_bounds(x_pos, bx, b)[1]
+    dims = torch.floor((hi - origin) / cs).long().clamp_(min=0) + 1  # [B, D]
+    if math.prod(int(g) for g in dims.amax(0)) * max(b, 1) >= 2**62:
         raise ValueError(
             f"`cell_size` {cs.tolist()} is too small for the extent of the points (grid of "
-            f"{dims} cells per set); use larger cells"
+            f"{dims.amax(0).tolist()} cells per set); use larger cells"
         )
-    per_set = math.prod(dims)
-    xkey = bx * per_set + _ravel(cx, dims)
-    order = torch.argsort(xkey, stable=True)
-    keys = xkey[order]
-    cells = b * per_set
-    cmax = int(torch.unique_consecutive(keys, return_counts=True)[1].max())
-    if cells <= max(4 * (n + m), 2**16):  # dense table per cell
-        if cmax == 1:  # the row of the cell's only point, -1 for an empty cell
-            table = torch.full((cells,), -1, dtype=torch.long, device=x_pos.device)
-            table[keys] = order
-        else:  # (start, count) of the cell's points in the sorted order
-            count = torch.bincount(keys, minlength=cells)
-            table = (torch.cumsum(count, 0) - count, count)
-    else:  # binary search in the sorted keys
-        table = None
-    tol = 64 * torch.finfo(x_pos.dtype).eps * (x_pos.abs().amax() + cs.amax())
-    ybase = by * per_set + _ravel(cy, dims)
+    cells = _Cells.build(x_pos, bx, cs.expand(b, dim), origin.expand(b, dim), dims)
+    reach = (radius, 4 * radius)
+    return _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk)
 
+
+def _set_bounds(pos: Tensor, batch: Tensor, b: int):
+    """Smallest and largest coordinates of every set, ``[B, D]`` each (0 for empty sets)."""
+    idx = batch.unsqueeze(1).expand_as(pos)
+    lo = pos.new_zeros(b, pos.shape[1]).scatter_reduce_(0, idx, pos, "amin", include_self=False)
+    hi = pos.new_zeros(b, pos.shape[1]).scatter_reduce_(0, idx, pos, "amax", include_self=False)
+    return lo, hi
+
+
+def _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk) -> KNN:
+    """Native exact kNN on cells sized per set from its bounding box and size (see ``knn``).
+
+    The cell side makes the set's cells hold about ``_PER_CELL[D] * k`` points on average; axes
+    narrower than a cell are ignored (a flat set is binned in 2-D).
+    """
+    dim = x_pos.shape[1]
+    lo, hi = _set_bounds(x_pos, bx, b)
+    ext, _ = (hi - lo).sort(1, descending=True)
+    rho = max(0.5, _PER_CELL[dim] * k)
+    per = torch.log(rho / sx.clamp(min=1).to(x_pos.dtype)).unsqueeze(1)
+    d = torch.arange(1, dim + 1, device=x_pos.device)
+    side = torch.exp((torch.log(ext).cumsum(1) + per) / d)  # the cell side binning d axes
+    fits = (ext > 0) & (ext >= side)
+    best = torch.where(fits, d, 0).amax(1, keepdim=True)  # most axes at least one cell wide
+    cs = torch.where(best > 0, side.gather(1, (best - 1).clamp(min=0)), ext[:, :1])
+    cs = torch.where(cs > 0, cs, 1.0).expand(b, dim)
+    dims = torch.floor((hi - lo) / cs).long().clamp_(min=0) + 1
+    cells = _Cells.build(x_pos, bx, cs, lo, dims)
+    return _search(cells, x_pos, y_pos, k, by, b, sx, _REACH, "native", chunk)
+
+
+class _Cells(NamedTuple):
+    """Source points binned per set.
+
+    Cell sides, origins and grid sizes ``[B, D]``, first cell number of each set ``[B]``, the
+    sources' cell numbers in sorted order, the permutation that sorts them and (unless there
+    are too many cells) the first sorted row of every cell.
+    """
+
+    cs: Tensor
+    origin: Tensor
+    dims: Tensor
+    base: Tensor
+    keys: Tensor
+    order: Tensor
+    table: Tensor | None
+
+    @staticmethod
+    def build(x_pos, bx, cs, origin, dims):
+        count = dims.prod(1)
+        base = torch.cumsum(count, 0) - count
+        cells = _Cells(cs.contiguous(), origin.contiguous(), dims, base, bx, bx, None)
+        total = int(count.sum())
+        xkey = cells.key(cells.bin(x_pos, bx), bx)
+        if total < 2**31:
+            xkey = xkey.int()  # a faster sort
+        keys, order = torch.sort(xkey, stable=True)
+        table = None
+        if total <= 4 * x_pos.shape[0] + 2**16:  # first sorted row of every cell
+            table = torch.zeros(total + 1, dtype=torch.long, device=keys.device)
+            torch.cumsum(torch.bincount(keys, minlength=total), 0, out=table[1:])
+        return cells._replace(keys=keys.long() if table is None else keys, order=order,
+                              table=table)
+
+    def bin(self, pos, batch, reach=None):
+        """Cell coordinates ``[N, D]`` of ``pos``, clamped to the set's grid.
+
+        With ``reach``: the two corner cells of the boxes of half-width ``reach`` cell sides
+        around ``pos``.
+        """
+        u = (pos - self.origin.index_select(0, batch)) / self.cs.index_select(0, batch)
+        top = self.dims.index_select(0, batch) - 1
+        if reach is None:
+            return torch.minimum(torch.floor(u).long().clamp_(min=0), top)
+        return tuple(torch.minimum(torch.floor(u + a).long().clamp_(min=0), top)
+                     for a in (-reach, reach))
+
+    def key(self, cells, batch):
+        return self.base.index_select(0, batch) + _ravel(cells, self.dims.index_select(0, batch))
+
+
+def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
+    """Windows reaching ``reach`` cell sides around each query, then the fallback."""
+    m, n, dim = y_pos.shape[0], x_pos.shape[0], x_pos.shape[1]
+    out = _empty_result(m, k, x_pos)
+    if m == 0 or n == 0:
+        return out
+    cy = cells.bin(y_pos, by)
+    scale = torch.maximum(x_pos.abs().amax(), y_pos.abs().amax()) + cells.cs.amax()
+    tol = 64 * torch.finfo(x_pos.dtype).eps * scale
+    # coordinate-major sources with a padding column n at infinity
+    xc = torch.cat([x_pos, x_pos.new_full((1, dim), float("inf"))]).t().contiguous()
     todo = torch.arange(m, device=y_pos.device)
+    ncells = int(cells.base[-1] + cells.dims[-1].prod())
     far = []  # queries without any candidate in the first window: straight to the fallback
-    for r in (radius, 4 * radius):
-        if todo.numel() == 0:
-            break
-        grids = torch.meshgrid(*[torch.arange(-r, r + 1, device=x_pos.device)] * dim,
-                               indexing="ij")
-        offsets = torch.stack([g.reshape(-1) for g in grids], 1)  # [O, D]
+    for r in reach:
         done = []
-        step = max(1, chunk // (offsets.shape[0] * cmax))
-        for q0 in range(0, todo.numel(), step):
-            q = todo[q0:q0 + step]
-            ok, idx, d2, total = _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims,
-                                         offsets, order, keys, table, cmax, r, k, tol)
-            out.index[q[ok]] = idx[ok]
-            out.dist2[q[ok]] = d2[ok]
-            if r == radius:
-                far.append(q[~ok & (total == 0)])
-                done.append(q[~ok & (total > 0)])
-            else:
-                done.append(q[~ok])
-        todo = torch.cat(done) if done else todo[:0]
+        for t0 in range(0, todo.numel(), max(1, chunk // 16)):  # blocks of queries
+            t = todo[t0:t0 + max(1, chunk // 16)]
+            bq = by[t]
+            lo, hi = cells.bin(y_pos[t], bq, r)  # window corners [T, D]
+            # queries with the same window share its candidate list
+            span = hi - lo
+            wide = int(span.max()) + 1
+            wkey = cells.key(lo, bq)
+            if ncells * wide**dim < 2**62:
+                wkey = wkey * wide**dim + _ravel(span, torch.full_like(span, wide))
+            wins, inv = torch.unique(wkey, return_inverse=True)
+            first = torch.empty_like(wins).scatter_(0, inv, torch.arange(len(t), device=t.device))
+            start, length = _ranges(cells, lo[first], hi[first], bq[first])  # [U, R]
+            # queries by decreasing candidate count (each sub-block is padded to its first
+            # one), those of a window together
+            total = length.sum(1)[inv]
+            order = torch.argsort((total.max() - total) * wins.numel() + inv)
+            t, inv, lo, hi, total = (v[order] for v in (t, inv, lo, hi, total))
+            counts = total.tolist()
+            q0 = 0
+            while q0 < t.numel():
+                s = slice(q0, q0 + max(1, chunk // max(1, counts[q0])))
+                q = t[s]
+                u, uinv = torch.unique_consecutive(inv[s], return_inverse=True)
+                ok, idx, d2 = _window(q, start[u], length[u], uinv, lo[s], hi[s], cells, xc,
+                                      y_pos, by, sx, k, tol)
+                out.index[q[ok]] = idx[ok]
+                out.dist2[q[ok]] = d2[ok]
+                if r == reach[0]:
+                    far.append(q[~ok & (total[s] == 0)])
+                    done.append(q[~ok & (total[s] > 0)])
+                else:
+                    done.append(q[~ok])
+                q0 = s.stop
+        todo = torch.cat(done) if done else todo
     todo = torch.cat([todo, *far]).sort().values
     if todo.numel() and resolve_backend(backend, "knn", x_pos.device) == "cluster":
+        bx = torch.repeat_interleave(torch.arange(b, device=x_pos.device), sx, output_size=n)
         rest = knn(x_pos, y_pos[todo], k, bx, by[todo], batch_size=b, backend=backend)
         out.index[todo] = rest.index
         out.dist2[todo] = rest.dist2
     elif todo.numel():  # native: brute force restricted by a bound per query cell
-        _cell_bound(todo, out, x_pos, y_pos, bx, by, px, cy, ybase, cs, origin, k, b,
-                    backend, tol, chunk)
+        _cell_bound(todo, out, cells, x_pos, y_pos, cy, cells.key(cy, by), by, b, sx, k, tol,
+                    chunk)
     return out
 
 
-def _window(q, x_pos, y_pos, by, sx, cy, ybase, cs, origin, dims, offsets, order, keys,
-            table, cmax, r, k, tol):
-    """Search the window of radius ``r`` around the queries ``q``; return (ok, index, dist2)."""
-    dev = x_pos.device
-    nq = q.numel()
-    cq = cy[q]
-    # queries of the same cell share their candidate list: build it once per cell
-    ucell, inv = torch.unique(ybase[q], return_inverse=True)
-    cu = torch.empty(ucell.numel(), cq.shape[1], dtype=cq.dtype, device=dev)
-    cu[inv] = cq
-    inside = None
-    for a, g in enumerate(dims):  # [U, O] window cells inside the grid
-        c = cu[:, a : a + 1] + offsets[:, a]
-        ins = (c >= 0) & (c < g)
-        inside = ins if inside is None else inside & ins
-    key = torch.where(inside, ucell.unsqueeze(1) + _ravel(offsets, dims), 0)
-    n = x_pos.shape[0]
-    if isinstance(table, Tensor):  # one point per cell: direct lookup
-        cand = torch.where(inside, table.index_select(0, key.view(-1)).view(key.shape), -1)
-        valid = cand >= 0
-        cand = torch.where(valid, cand, n)
+def _ranges(cells, lo, hi, bq):
+    """Sorted-source ranges ``(start, length) [T, R]`` of the windows of cells ``lo..hi``.
+
+    ``lo``, ``hi``: inclusive corner cells ``[T, D]`` in sets ``bq``; one range per row of
+    cells along the last axis.
+    """
+    dim = lo.shape[1]
+    dims = cells.dims.index_select(0, bq)  # [T, D]
+    if dim > 1:
+        span = torch.arange(int((hi - lo)[:, :-1].amax()) + 1, device=lo.device)
+        grids = torch.meshgrid(*[span] * (dim - 1), indexing="ij")
+        offsets = torch.stack([g.reshape(-1) for g in grids], 1)  # [R, D - 1]
     else:
-        if table is not None:
-            start, count = table[0][key], table[1][key]
-        else:
-            start = torch.searchsorted(keys, key)
-            count = torch.searchsorted(keys, key, right=True) - start
-        count = torch.where(inside, count, 0)
-        # candidate j of window cell o: sorted row start[o] + j, valid for j < count[o]
-        j = torch.arange(cmax, device=dev)
-        valid = (j < count.unsqueeze(2)).view(ucell.numel(), -1)  # [U, O * cmax]
-        srow = (start.unsqueeze(2) + j).view(ucell.numel(), -1)
-        cand = torch.where(valid, order[torch.where(valid, srow, 0)], n)  # n: padding
-    total = valid.sum(1).index_select(0, inv)  # [Q]
-    cand = cand.index_select(0, inv)
-    valid = cand < n
-    xp = torch.cat([x_pos, x_pos.new_zeros(1, x_pos.shape[1])], 0)
+        offsets = lo.new_zeros(1, 0)
+    head = lo[:, None, :-1] + offsets  # [T, R, D - 1]
+    inside = (head <= hi[:, None, :-1]).all(-1)
+    head = torch.where(inside.unsqueeze(-1), head, 0)
+    row = cells.base.index_select(0, bq).unsqueeze(1) \
+        + _ravel(head, dims[:, None, :-1]) * dims[:, None, -1]
+    first, last = row + lo[:, -1:], row + hi[:, -1:]
+    if cells.table is not None:
+        start = cells.table.index_select(0, first.view(-1)).view(first.shape)
+        length = cells.table.index_select(0, last.view(-1) + 1).view(first.shape) - start
+    else:
+        start = torch.searchsorted(cells.keys, first)
+        length = torch.searchsorted(cells.keys, last, right=True) - start
+    return start, length.masked_fill_(~inside, 0)
+
+
+def _window(q, start, length, uinv, lo, hi, cells, xc, y_pos, by, sx, k, tol):
+    """Search the windows of the queries ``q``.
+
+    Query ``i`` searches window ``uinv[i]`` (row ranges ``start``, ``length``); its window
+    spans the cells ``lo[i]..hi[i]``.
+    """
+    nq, nu, n, dim = q.numel(), start.shape[0], xc.shape[1] - 1, xc.shape[0]
+    total = length.sum(1)
+    width, pairs = int(total.max()), int(total.sum())
+    # candidate lists, concatenated per window and padded with n (an infinitely far column)
+    step = torch.arange(pairs, device=q.device)
+    lens = length.view(-1)
+    rows = torch.repeat_interleave(start.view(-1) - (torch.cumsum(lens, 0) - lens), lens,
+                                   output_size=pairs) + step
+    slot = torch.repeat_interleave(torch.arange(nu, device=q.device) * width
+                                   - (torch.cumsum(total, 0) - total), total,
+                                   output_size=pairs) + step
+    cand = torch.full((nu * width,), n, dtype=torch.long, device=q.device)
+    cand.index_copy_(0, slot, cells.order.index_select(0, rows))
+    cand = cand.view(nu, width)
+    if nu < nq:
+        cand, total = cand.index_select(0, uinv), total.index_select(0, uinv)
     yq = y_pos[q]
-    near = xp.index_select(0, cand.view(-1)).view(nq, -1, x_pos.shape[1])
-    d = _sqdist(yq.unsqueeze(1), near).masked_fill_(~valid, float("inf"))
+    near = xc.index_select(1, cand.view(-1)).view(dim, nq, -1)
+    d = _sqdist(yq.t().unsqueeze(2), near, dim=0)
     idx, d2 = _select_k(cand, d, k, n)
     # exact when the window holds the whole set, or the k-th distance is below the squared
-    # distance from the query to the window's border
-    whole = total == sx[by[q]]
-    lo = origin + (cq - r).to(yq.dtype) * cs
-    hi = origin + (cq + r + 1).to(yq.dtype) * cs
-    gap = torch.minimum(yq - lo, hi - yq).amin(1) - tol
-    ok = whole | ((gap > 0) & (d2[:, k - 1] < gap * gap))
-    return ok, idx, d2, total
+    # distance from the query to the window's border (sides at the grid's border: infinite)
+    bq = by[q]
+    cs, origin = cells.cs.index_select(0, bq), cells.origin.index_select(0, bq)
+    below = torch.where(lo <= 0, float("inf"), yq - (origin + lo.to(yq.dtype) * cs))
+    above = torch.where(hi + 1 >= cells.dims.index_select(0, bq), float("inf"),
+                        origin + (hi + 1).to(yq.dtype) * cs - yq)
+    gap = torch.minimum(below, above).amin(1) - tol
+    ok = (total == sx[bq]) | ((gap > 0) & (d2[:, k - 1] < gap * gap))
+    return ok, idx, d2
 
 
 def _select_k(cand: Tensor, d: Tensor, k: int, n: int):
@@ -278,36 +395,39 @@ def _select_k(cand: Tensor, d: Tensor, k: int, n: int):
     return idx, d2
 
 
-def _cell_bound(todo, out, x_pos, y_pos, bx, by, px, cy, ybase, cs, origin, k, b, backend,
-                tol, chunk):
+def _cell_bound(todo, out, cells, x_pos, y_pos, cy, ykey, by, b, sx, k, tol, chunk):
     """Exact kNN of queries far from every source, one candidate list per query cell.
 
-    For a query ``q`` in a cell with centre ``c`` and half-diagonal ``h``: the ``k`` points
-    nearest to ``c`` lie within ``d_k(c) + h`` of ``q``, so ``d_k(q) <= d_k(c) + h`` and every
-    point that can be among ``q``'s ``k`` nearest (ties included) lies within
+    With ``c`` the cell's centre and ``h`` the largest distance from ``c`` to a query of the
+    cell: the ``k`` points nearest to ``c`` lie within ``d_k(c) + h`` of each query, so every
+    point that can be among a query's ``k`` nearest (ties included) lies within
     ``R = d_k(c) + 2h`` of ``c``. The points of the set within ``R`` of the centre are the
     candidates of every query of the cell.
     """
     n = x_pos.shape[0]
-    ucell, inv = torch.unique(ybase[todo], return_inverse=True)
+    ucell, inv = torch.unique(ykey[todo], return_inverse=True)
     nu = ucell.numel()
     cu = torch.empty(nu, cy.shape[1], dtype=cy.dtype, device=cy.device)
     cu[inv] = cy[todo]
     bu = torch.empty(nu, dtype=torch.long, device=by.device)
-    bu[inv] = by[todo]
-    centre = origin + (cu.to(x_pos.dtype) + 0.5) * cs
-    dk = knn(x_pos, centre, k, bx, bu, batch_size=b, backend=backend).dist2[:, k - 1]
-    reach = dk.sqrt() + torch.linalg.vector_norm(cs) + 2 * tol  # inf: the set has < k points
+    bu[inv] = by[todo]  # sorted: cell numbers grow with the set
+    centre = cells.origin[bu] + (cu.to(x_pos.dtype) + 0.5) * cells.cs[bu]
+    h = torch.linalg.vector_norm(y_pos[todo] - centre[inv], dim=1)
+    h = h.new_zeros(nu).scatter_reduce_(0, inv, h, "amax")
+    px = torch.cat([sx.new_zeros(1), torch.cumsum(sx, 0)])
+    bx = torch.repeat_interleave(torch.arange(b, device=sx.device), sx, output_size=n)
+    dk = _brute_force(x_pos, centre, k, bx, bu, b, chunk).dist2[:, k - 1]
+    reach = dk.sqrt() + 2 * h + 2 * tol  # inf: the set has < k points
     order = torch.argsort(inv, stable=True)  # queries grouped by cell
     qstart = torch.searchsorted(inv[order], torch.arange(nu + 1, device=inv.device))
     xp = torch.cat([x_pos, x_pos.new_zeros(1, x_pos.shape[1])], 0)
     for s in torch.unique(bu).tolist():  # sets, one at a time
         lo, hi = int(px[s]), int(px[s + 1])
-        cells = (bu == s).nonzero().view(-1)  # contiguous: cells are sorted by set
+        ucs = (bu == s).nonzero().view(-1)  # contiguous: cells are sorted by set
         xs = x_pos[lo:hi]
         step = max(1, chunk // max(hi - lo, 1))
-        for c0 in range(0, cells.numel(), step):
-            cc = cells[c0:c0 + step]
+        for c0 in range(0, ucs.numel(), step):
+            cc = ucs[c0:c0 + step]
             d = _sqdist(centre[cc].unsqueeze(1), xs.unsqueeze(0))  # [C, Ns]
             within = d <= reach[cc].unsqueeze(1).square()
             count = within.sum(1)

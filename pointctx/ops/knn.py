@@ -4,20 +4,20 @@ For every query row of ``y_pos`` the ``k`` nearest rows of ``x_pos`` *in the sam
 first, ties broken by the lower index. Where a set has fewer than ``k`` points of ``x_pos`` the
 missing slots hold index ``-1`` and distance ``inf``.
 
-Native path (brute force, ``sum_b Nx_b * Ny_b`` distances): the sets are padded per set to
-``[B, Nmax, D]`` and ``[B, Mmax, D]``. When padding every set to the largest one would cost more
-than twice the real work (strongly uneven sizes, e.g. one 20,000-point set beside 64 sets of 10),
-the sets are first grouped into buckets of similar sizes (the same power of two of ``Nx_b`` and of
-``Ny_b``) and each bucket is padded and searched on its own, so no set pays for more than 4x its
-own work. Squared distances are computed for blocks of sets and query slots ``[b, q, Nmax]``
-holding at most ``max(chunk_size, Nmax)`` entries (default ``chunk_size``: ``2**18`` on CPU,
-small enough to stay in cache; ``2**24`` on CUDA; ``2**22`` elsewhere), each followed by a top-k
-in the same block; no dense ``[M, N]`` matrix is ever built. For ``D <= 16`` distances are exact
-coordinate differences summed in coordinate order (bit-identical to :func:`knn_naive`); for
-larger ``D`` they use the ``|y|^2 + |x|^2 - 2 y.x`` expansion (batched matmul, clamped at 0),
-which can reorder neighbours whose distances agree to within rounding. Brute force grows as the
-square of the set size: for sets of more than ~10^4 points on CPU use torch-cluster's kd-tree
-(``backend="cluster"``, the ``auto`` choice when it is installed; see ``bench/ops.py``).
+Native path, low dimensions (``D <= 3``, float32/float64, CPU, when the brute force would
+compare each query with more than 512 (3-D), 128 (2-D) or 64 (1-D) points on average): an exact
+cell search (:mod:`pointctx.ops.grid_knn`, cells sized per set from its bounding box and size;
+``docs/knn.md``). Otherwise a brute force (``sum_b Nx_b * Ny_b`` distances): the sets are padded
+per set to ``[B, Nmax, D]`` and ``[B, Mmax, D]``; when padding every set to the largest one would
+cost more than twice the real work, the sets are first grouped into buckets of similar sizes
+(the same power of two of ``Nx_b`` and of ``Ny_b``), so no set pays for more than 4x its own
+work. Squared distances are computed for blocks of sets and query slots ``[b, q, Nmax]`` holding
+at most ``max(chunk_size, Nmax)`` entries (default ``chunk_size``: ``2**18`` on CPU, small
+enough to stay in cache; ``2**24`` on CUDA; ``2**22`` elsewhere), each followed by a top-k in
+the same block. For ``D <= 16`` distances are exact coordinate differences summed in coordinate
+order (bit-identical to :func:`knn_naive`, on both paths); for larger ``D`` they use the
+``|y|^2 + |x|^2 - 2 y.x`` expansion (batched matmul, clamped at 0), which can reorder neighbours
+whose distances agree to within rounding.
 
 torch-cluster path: the queries go to ``torch_cluster.knn`` in chunks of
 ``max(1, chunk_size // k)`` rows (default ``chunk_size`` ``2**22``), each ordered and written into
@@ -29,14 +29,19 @@ in a set of 250,000 points).
 **Memory bound.** Besides the result ``[M, k]`` (int64 index + distances: ``M * k * 12`` bytes in
 float32), the scratch memory is at most about
 
-* native: ``3 * max(chunk_size, Nmax)`` distance values (two distance buffers and a comparison
-  mask of one block) + the padded copies of the positions of one bucket (``(B Nmax + B Mmax) D``
-  values) + its padded result ``[B, Mmax, k]`` (at most 4x the bucket's share of the output);
+* native brute force: ``3 * max(chunk_size, Nmax)`` distance values (two distance buffers and a
+  comparison mask of one block) + the padded copies of the positions of one bucket
+  (``(B Nmax + B Mmax) D`` values) + its padded result ``[B, Mmax, k]`` (at most 4x the bucket's
+  share of the output);
+* native cell search: the cell numbers and sort order of the points (``O(N)`` integers) + a
+  few blocks of at most ``chunk_size`` candidates (plus one query's window) + the windows'
+  row ranges of ``chunk_size / 16`` queries;
 * torch-cluster: about 120 bytes per (query, neighbour) pair of one chunk (the pair lists,
   gathered positions, distances, sort permutations): about 0.5 GB at the default ``2**22``,
   whatever ``M``.
 
-Measured (``k = 64``, one set queried with itself, peak resident memory beyond the inputs):
+Measured (torch-cluster, ``k = 64``, one set queried with itself, peak resident memory beyond
+the inputs):
 10^6 points, 1,313 MiB for the 732 MiB result (1.8x); 250,000 points, 651 MiB for the 183 MiB
 result (3.6x) with the default chunks, against 1,278 MiB (7.0x) in one call. A result that
 cannot fit in this machine's memory (e.g. ``k = 10^6`` on 10^6 queries: 12 TB) is refused at
@@ -53,6 +58,7 @@ from torch import Tensor
 from .._checks import check_pos, check_positive_int
 from ._backend import get_backend, opaque, require_cluster, resolve_backend
 from ._common import _pad, _setup, _sqdist
+from .segment import batch_to_ptr, set_sizes
 
 __all__ = ["KNN", "knn", "knn_naive"]
 
@@ -62,6 +68,10 @@ _DEFAULT_CHUNK = {"cpu": 2**18, "cuda": 2**24}
 _CLUSTER_CHUNK = 2**22
 _EXACT_MAX_DIM = 16
 _CUDA_CLUSTER_MAX_K = 100  # torch-cluster's CUDA kernel keeps at most 100 neighbours
+_CELL_DTYPES = (torch.float32, torch.float64)
+# the cell search for D <= 3 when the brute force would compare each query with more points
+# than this on average (CPU crossover measured with bench/ops.py-like sets, k = 4..32)
+_CELL_MIN = {1: 64, 2: 128, 3: 512}
 
 
 class KNN(NamedTuple):
@@ -158,6 +168,25 @@ def knn(
     if which == "cluster":
         return _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk_size or _CLUSTER_CHUNK)
     chunk = chunk_size or _DEFAULT_CHUNK.get(x_pos.device.type, 2**22)
+    if _use_cells(x_pos, sx, sy):
+        from .grid_knn import _auto_grid_knn  # grid_knn imports this module
+
+        return _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk)
+    return _knn_native(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk)
+
+
+def _use_cells(x_pos, sx, sy) -> bool:
+    """Whether the cell search beats the brute force (CPU, D <= 3, large sets)."""
+    dim = x_pos.shape[1]
+    if x_pos.device.type != "cpu" or dim not in _CELL_MIN or x_pos.dtype not in _CELL_DTYPES:
+        return False
+    return int((sx * sy).sum()) > _CELL_MIN[dim] * int(sy.sum())
+
+
+def _brute_force(x_pos, y_pos, k, bx, by, b, chunk) -> KNN:
+    """The native brute force for sets given by sorted set vectors."""
+    sx, sy = set_sizes(bx, b), set_sizes(by, b)
+    px, py = batch_to_ptr(bx, b), batch_to_ptr(by, b)
     return _knn_native(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk)
 
 

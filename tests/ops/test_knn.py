@@ -209,6 +209,7 @@ def test_uneven_set_sizes_are_bucketed_and_exact(monkeypatch, dim):
         return padded(x_pos, y_pos, k, bx_, by_, b_, sx, px, sy, py, chunk)
 
     monkeypatch.setattr(knn_module, "_knn_padded", spy)
+    monkeypatch.setattr(knn_module, "_use_cells", lambda *args: False)  # the brute force
     res = knn(x, x, 8, bx, bx, batch_size=b, backend="native")
     assert len(calls) >= 2  # the 1500-point set and the small sets are searched apart
     for nb, nmax, mmax, work in calls:  # no bucket pays more than 4x its own work
