@@ -51,14 +51,8 @@ from pathlib import Path
 import torch
 
 import pointctx
-from pointctx.datasets import (
-    SCANOBJECTNN_CLASSES,
-    ModelNet40,
-    ScanObjectNN,
-    modelnet40_sample,
-    reference_train_transform,
-)
-from pointctx.datasets.pointclouds import SCANOBJECTNN_VARIANTS
+from pointctx.datasets import SCANOBJECTNN_CLASSES, ModelNet40, ScanObjectNN, modelnet40_sample
+from pointctx.datasets.scanobjectnn import SCANOBJECTNN_VARIANTS
 from pointctx.train import (
     Trainer,
     evaluate_model,
@@ -68,6 +62,7 @@ from pointctx.train import (
     stale_temp_files,
 )
 from pointctx.train import cli as T
+from pointctx.transforms import reference_train_transform
 
 DATASETS = ("scanobjectnn", "modelnet40", "sample")
 

@@ -5,12 +5,11 @@ epochs), :mod:`~pointctx.datasets._read` the file readers; then one module per f
 :mod:`~pointctx.datasets.points` (the point-cloud base), :mod:`~pointctx.datasets.scanobjectnn`,
 :mod:`~pointctx.datasets.modelnet40`, :mod:`~pointctx.datasets.images` (MNIST, CIFAR-10),
 :mod:`~pointctx.datasets.rgbd`, :mod:`~pointctx.datasets.camvid` and
-:mod:`~pointctx.datasets.segmentation` (its transforms). :mod:`~pointctx.datasets.pointclouds`
-is the index (and old import path) of the point-cloud datasets.
+:mod:`~pointctx.datasets.segmentation` (its transforms).
 """
 
 from ._root import bundled_root, data_root
-from .base import DatasetSplit, RowDataset, select_rows
+from .base import DatasetSplit, RowDataset, select_rows, stratified_split
 from .camvid import (
     CAMVID_CLASSES,
     CAMVID_MEAN,
@@ -30,23 +29,8 @@ from .images import (
     ImageSplit,
     stratified_subset,
 )
-from .pointclouds import (
-    SCANOBJECTNN_CLASSES,
-    Compose,
-    ModelNet40,
-    NormalizeUnitSphere,
-    PointCloudDataset,
-    PointCloudTransform,
-    RandomJitter,
-    RandomRotation,
-    RandomScaleShift,
-    ScanObjectNN,
-    ShufflePoints,
-    farthest_point_sample,
-    modelnet40_sample,
-    reference_train_transform,
-    stratified_split,
-)
+from .modelnet40 import ModelNet40, modelnet40_sample
+from .points import PointCloudDataset
 from .rgbd import (
     RGBD_PRESETS,
     FusedPoints,
@@ -58,6 +42,8 @@ from .rgbd import (
     rgbd_frame,
     rgbd_frames,
 )
+from .sampling import farthest_point_sample
+from .scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN
 from .scenes import Scene, ShapeScenes
 from .segmentation import (
     PixelSubset,
@@ -78,19 +64,11 @@ from .shapenetpart import (
 __all__ = ["bundled_root", "data_root", "DatasetSplit", "RowDataset", "select_rows"]
 __all__ += [
     "SCANOBJECTNN_CLASSES",
-    "Compose",
     "ModelNet40",
-    "NormalizeUnitSphere",
     "PointCloudDataset",
-    "PointCloudTransform",
-    "RandomJitter",
-    "RandomRotation",
-    "RandomScaleShift",
     "ScanObjectNN",
-    "ShufflePoints",
     "farthest_point_sample",
     "modelnet40_sample",
-    "reference_train_transform",
     "stratified_split",
 ]
 __all__ += [

@@ -15,8 +15,6 @@ non-persistent workers, which copy the dataset when an epoch's iterator starts).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import torch
 from torch import Tensor
@@ -104,13 +102,6 @@ class PointCloudDataset(RowDataset):
     def points_per_item(self) -> int:
         """Points per returned cloud (``num_points``, or all stored when it is None)."""
         return self._points_per_cloud if self.num_points is None else self.num_points
-
-    @property
-    def n_points(self) -> int:
-        """Deprecated name of :attr:`points_per_item` (``num_points`` is the requested count)."""
-        warnings.warn("`n_points` is deprecated; use `points_per_item`", DeprecationWarning,
-                      stacklevel=2)
-        return self.points_per_item
 
     def _cloud(self, row: int) -> np.ndarray:
         return self._array[row]

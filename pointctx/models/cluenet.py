@@ -1,7 +1,7 @@
 """CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
 
 :class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
-layers of :mod:`pointctx.nn.cluenet` (an index of the modules that hold them):
+CLUENet layers of :mod:`pointctx.nn`:
 
 * positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
   input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official

@@ -143,8 +143,7 @@ class ContextClusterNet(StagedClassifier):
         down_stride: their stride (2: 4x fewer points per stage).
         down_padding: their padding (official 1).
         reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
-        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``;
-            formerly ``normalize``, still accepted).
+        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``).
         drop_rate: dropout in the MLPs and before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
@@ -195,7 +194,6 @@ class ContextClusterNet(StagedClassifier):
         layer_scale_init: float | None = 1e-5,
         backend: str | None = None,
         windows: str = "adaptive",
-        normalize: str | None = None,
     ):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
@@ -224,7 +222,7 @@ class ContextClusterNet(StagedClassifier):
                     embed_dims[i], mlp_ratio=opt["mlp_ratios"][i], heads=opt["heads"][i],
                     head_dim=opt["head_dims"][i], centers=opt["centers"][i],
                     regions=opt["regions"][i],
-                    denominator=denominator, normalize=normalize, bounds=IMAGE_BOUNDS,
+                    denominator=denominator, bounds=IMAGE_BOUNDS,
                     drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
                                     "proposal_kwargs": {"windows": self.windows}},

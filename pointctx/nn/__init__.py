@@ -1,11 +1,10 @@
 """pointctx.nn."""
 
-from . import cluenet  # noqa: F401  (the index of the CLUENet layers, their old import path)
 from .blocks import ContextClusterBlock, GFCBlock, GFCStage, MixerBlock
 from .context_cluster import Assignment, ContextCluster
 from .depthwise import DepthwiseMlp, SetDepthwiseConv, knn_slots
 from .fpn import SemanticFPNHead
-from .gfc import ClusterAssignment, GlobalFeatureClustering, HeadGate
+from .gfc import GlobalFeatureClustering, HeadGate
 from .grouping import (
     GeometricAffine,
     GroupContextCluster,
@@ -55,7 +54,6 @@ __all__ += [
     "sample_and_group",
 ]
 __all__ += [
-    "ClusterAssignment",
     "DepthwiseMlp",
     "GFCBlock",
     "GFCStage",

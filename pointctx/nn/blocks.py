@@ -24,7 +24,7 @@ from .._checks import check_channels, check_number, check_positive_int
 from ..ops.segment import infer_batch_size
 from .context_cluster import Assignment, ContextCluster
 from .depthwise import DepthwiseMlp, knn_slots
-from .gfc import GlobalFeatureClustering, take_proposed
+from .gfc import GlobalFeatureClustering
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
 from .proposal import Centers
@@ -126,8 +126,7 @@ class ContextClusterBlock(MixerBlock):
         regions: region partition per axis, or None (a point competes for all centers of its
             set).
         proposal: center proposal of the Context Cluster layer (default ``"grid"``).
-        denominator: aggregation denominator, ``"sim"`` or ``"count"`` (formerly ``normalize``,
-            still accepted).
+        denominator: aggregation denominator, ``"sim"`` or ``"count"``.
         bounds: grid and region box: None (each set's bounding box) or ``(lo, hi)``; use
             ``(-0.5, 0.5)`` for image pixel positions.
         drop: dropout in the MLP.
@@ -168,14 +167,12 @@ class ContextClusterBlock(MixerBlock):
         act_layer=nn.GELU,
         norm_eps: float = 1e-5,
         cluster_kwargs: dict | None = None,
-        normalize: str | None = None,
     ):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = ContextCluster(
             dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
             regions=regions, denominator=denominator, bounds=bounds, **(cluster_kwargs or {}),
-            **({} if normalize is None else {"normalize": normalize}),
         )
         mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
@@ -289,7 +286,6 @@ class GFCBlock(MixerBlock):
         grid_size: Sequence[int] | None = None,
         neighbors: Tensor | None = None,
         return_assignment: bool = False,
-        centers: Centers | None = None,
     ):
         """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
 
@@ -302,8 +298,7 @@ class GFCBlock(MixerBlock):
             neighbors = knn_slots(pos, batch, batch_size)
         x, assignment = self.residual(
             x, batch, batch_size, (pos, batch, batch_size),
-            {"proposed": proposed, "assignment": assignment, "return_assignment": True,
-             **({} if centers is None else {"centers": centers})},
+            {"proposed": proposed, "assignment": assignment, "return_assignment": True},
             (batch, batch_size, coords, grid_size, neighbors))
         return (x, assignment) if return_assignment else x
 
@@ -345,7 +340,7 @@ class GFCStage(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
                 proposed: Centers | None = None, coords: Tensor | None = None,
                 grid_size: Sequence[int] | None = None, neighbors: Tensor | None = None,
-                return_assignment: bool = False, centers: Centers | None = None):
+                return_assignment: bool = False):
         """Run the blocks (``proposed`` default: the first block's proposal on ``pos``).
 
         Shapes:
@@ -353,7 +348,6 @@ class GFCStage(nn.Module):
             assignments with ``return_assignment=True``).
         """
         b = infer_batch_size(batch, batch_size)
-        proposed, _ = take_proposed(proposed, centers)
         if proposed is None:
             proposed = self.blocks[0].token_mixer.proposal(pos, batch, b)
         if self.blocks[0].mlp.dwconv is not None and coords is None and neighbors is None:

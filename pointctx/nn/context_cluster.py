@@ -21,7 +21,6 @@ points x candidates, never a dense [sets, centers, points, channels] tensor.
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -40,7 +39,6 @@ from .proposal import (
     build_proposal,
     check_bounds,
     pool_centers,
-    sort_by_group,
 )
 
 __all__ = ["ContextCluster", "Assignment"]
@@ -122,8 +120,6 @@ class ContextCluster(nn.Module):
             grouped into regions. None: a point competes for every center of its set.
         denominator: of the aggregation: ``"sim"`` (``1 + sum s_i``, the official code after its
             2023-05-31 fix) or ``"count"`` (``1 + member count``, the earlier code and FEC).
-            Formerly ``normalize`` (still accepted, deprecated: the datasets' ``normalize`` is
-            their mean / std).
         bounds: box of the grid and of the regions: None / ``"set"`` for each set's bounding box
             or a fixed ``(lo, hi)``; for images with pixel centers in ``[-0.5, 0.5]`` use
             ``(-0.5, 0.5)`` so masked pixels keep their cells.
@@ -172,7 +168,6 @@ class ContextCluster(nn.Module):
         denominator: str = "sim",
         bounds=None,
         *,
-        normalize: str | None = None,
         proposal_kwargs: dict | None = None,
         pair_layout: str = "auto",
         validate: bool = True,
@@ -184,12 +179,7 @@ class ContextCluster(nn.Module):
         self.dim, self.out_dim = dim, out_dim
         self.heads = check_positive_int(heads, "heads")
         self.head_dim = check_positive_int(head_dim, "head_dim")
-        if normalize is not None:
-            warnings.warn("ContextCluster(normalize=...) is deprecated; use denominator=...",
-                          DeprecationWarning, stacklevel=2)
-            self.denominator = check_choice(normalize, "normalize", ("sim", "count"))
-        else:
-            self.denominator = check_choice(denominator, "denominator", ("sim", "count"))
+        self.denominator = check_choice(denominator, "denominator", ("sim", "count"))
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
         self.centers = None if centers is None else _check_counts(centers, "centers")
@@ -205,11 +195,6 @@ class ContextCluster(nn.Module):
         self.beta = nn.Parameter(torch.zeros(1))
 
         self.proposal = build_proposal(proposal, centers, bounds, proposal_kwargs)
-
-    @property
-    def normalize(self) -> str:
-        """The former name of :attr:`denominator`."""
-        return self.denominator
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""
@@ -419,10 +404,6 @@ class ContextCluster(nn.Module):
             mixed = sim.unsqueeze(-1) * clusters.index_select(0, flat).view(nc, heads, hd)
             outs.append(self.proj(mixed.reshape(nc, heads * hd).to(out_dtype)))
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
-
-
-# kept for imports of the former private name
-_sort_by_group = sort_by_group
 
 
 def chosen_similarity_naive(f, c_flat, idx, f_inv, f_norm, alpha, beta) -> Tensor:

@@ -21,7 +21,6 @@ With ``K = k(x)``, ``V = v(x)`` split into ``heads`` heads of ``head_dim`` chann
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
@@ -35,26 +34,7 @@ from .layers import linear_as_conv, trunc_linear
 from .proposal import Centers, _check_counts, build_proposal, pool_centers
 from .soft_aggregation import nearest_center, soft_aggregate
 
-__all__ = ["ClusterAssignment", "HeadGate", "GlobalFeatureClustering"]
-
-
-# One assignment tuple for both token mixers: GFC's hard assignment is a
-# :class:`~pointctx.nn.context_cluster.Assignment` with ``region=None`` (``ClusterAssignment`` is
-# its former name, kept as an alias). ``similarity`` is differentiable, so blocks sharing it also
-# train the layer that computed it.
-ClusterAssignment = Assignment
-
-def take_proposed(proposed, centers):
-    """``proposed`` (the proposal's output), or ``centers``, its former name, with a warning.
-
-    ``centers`` also names the count of centers in every constructor, hence the new name.
-    """
-    if centers is None:
-        return proposed, "proposed"
-    warnings.warn("the `centers=` keyword of forward is deprecated (it names the count in the "
-                  "constructors); pass the proposal's output as `proposed=`",
-                  DeprecationWarning, stacklevel=3)
-    return (centers if proposed is None else proposed), "centers"
+__all__ = ["HeadGate", "GlobalFeatureClustering"]
 
 
 class HeadGate(nn.Module):
@@ -187,8 +167,6 @@ class GlobalFeatureClustering(nn.Module):
         proposed: Centers | None = None,
         assignment: Assignment | None = None,
         return_assignment: bool = False,
-        *,
-        centers: Centers | None = None,
     ):
         """Cluster globally and dispatch the fused centers back to the points.
 
@@ -202,15 +180,12 @@ class GlobalFeatureClustering(nn.Module):
             assignment: an :class:`~pointctx.nn.context_cluster.Assignment` to reuse (its
                 centers are used); required when the layer was built with ``assign=False``.
             return_assignment: also return the (computed or reused) assignment.
-            centers: the former name of ``proposed`` (deprecated: ``centers`` is the count of
-                centers in the constructors).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
                                                        self.validate))
-        proposed, name = take_proposed(proposed, centers)
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         if assignment is not None:
@@ -229,7 +204,7 @@ class GlobalFeatureClustering(nn.Module):
         if proposed is None:
             proposed = self.proposal(pos, batch, b)
         elif not isinstance(proposed, Centers):
-            raise TypeError(f"`{name}` must be a Centers tuple, got {type(proposed).__name__}")
+            raise TypeError(f"`proposed` must be a Centers tuple, got {type(proposed).__name__}")
         centers = proposed
         m = centers.pos.shape[0]
         batch = batch.long()

@@ -7,8 +7,7 @@
 * :mod:`pointctx.transforms.points`: augmentations of one point cloud ``[n, C]``
   (:class:`RandomScaleShift`, :class:`ShufflePoints`, :class:`RandomJitter`,
   :class:`RandomRotation`, :class:`NormalizeUnitSphere`, :class:`Compose`), called by the
-  point-cloud datasets with the item's generator (also importable from
-  :mod:`pointctx.datasets`, their former home).
+  point-cloud datasets with the item's generator.
 
 The segmentation transforms (image + label maps) are in :mod:`pointctx.datasets.segmentation`.
 """
@@ -38,7 +37,6 @@ from .points import (
     reference_train_transform,
 )
 
-# the re-exported names, listed statically (linters and `import *` need the literal list)
 __all__ = [
     "ImageTransform",
     "MaskTransform",
