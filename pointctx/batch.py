@@ -218,7 +218,6 @@ class PointBatch:
         if pixel is not None or image_size is not None:
             pixel, image_size = self._check_pixel(pixel, image_size, n, pos.device, validate)
 
-        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
         self.pos = pos
         self.x = x
         self.batch = batch

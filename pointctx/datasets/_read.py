@@ -38,7 +38,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def _import_h5py():
     try:
         import h5py
-    except ImportError as err:  # pragma: no cover - h5py is a core dependency
+    except ImportError as err:
         raise ImportError("reading .h5 point-cloud files needs h5py: pip install h5py") from err
     return h5py
 

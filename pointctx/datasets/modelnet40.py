@@ -317,7 +317,8 @@ class ModelNet40(PointCloudDataset):
             return self._array[row]
         return self._cache.get(row) if row in self._cache else NormalResampledLayout.read(self, row)
 
-    def _select(self, row, cloud, rng):  # noqa: D102
+    def _select(self, row, cloud, rng):
+        """The sampled points of one cloud (normals resampled with the layout's cache)."""
         out = super()._select(row, cloud, rng)
         if self.layout == "normal_resampled" and self.sampling != "random":
             self._cache[row] = out  # later reads select from the cached subset again

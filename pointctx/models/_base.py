@@ -113,11 +113,11 @@ class SetClassifier(nn.Module):
         return next((p.dtype for p in self.parameters() if p.is_floating_point()),
                     torch.get_default_dtype())
 
-    def forward_features(self, inputs, *args, **kwargs):  # pragma: no cover
+    def forward_features(self, inputs, *args, **kwargs):
         """The last stage's points and features, as a :class:`~pointctx.PointBatch`."""
         raise NotImplementedError
 
-    def forward_head(self, features, pre_logits: bool = False) -> Tensor:  # pragma: no cover
+    def forward_head(self, features, pre_logits: bool = False) -> Tensor:
         """Pool every set of ``features`` and classify (``pre_logits``: the pooled features)."""
         raise NotImplementedError
 
@@ -191,10 +191,10 @@ class StagedClassifier(SetClassifier):
         """
         return self._run(inputs, mask, collect=True, input_pool=input_pool)
 
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):  # pragma: no cover
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         raise NotImplementedError
 
-    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:  # pragma: no cover
+    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:
         raise NotImplementedError
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:

@@ -276,7 +276,6 @@ _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_class
 _build = partial(build, CLUENet)  # _build(defaults, kwargs)
 
 
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
 @register_model
 def cluenet_micro(**kwargs) -> CLUENet:
     """CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes)."""

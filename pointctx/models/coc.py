@@ -291,7 +291,6 @@ _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
 _build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
 
 
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
 @register_model
 def coc_tiny(**kwargs) -> ContextClusterNet:
     """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""

@@ -534,7 +534,6 @@ _ELITE = dict(embed_dim=32, res_expansion=0.25, dim_expansion=(2, 2, 2, 1),
 _build = partial(build, PointMLP)  # _build(defaults, kwargs)
 
 
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
 @register_model
 def pointmlp(**kwargs) -> PointMLP:
     """PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes."""

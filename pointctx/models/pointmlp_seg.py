@@ -452,7 +452,6 @@ _PART = dict(num_classes=SHAPENETPART_NUM_PARTS, num_categories=SHAPENETPART_NUM
 _SCENE = dict(num_classes=13, num_categories=0, in_channels=0)
 
 
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
 @register_model
 def pointmlp_partseg(**kwargs) -> PointMLPSeg:
     """PointMLP part segmentation (official ``part_segmentation`` ``pointMLP``): 16.76 M at 50."""

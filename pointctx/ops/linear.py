@@ -80,7 +80,7 @@ def onednn_linear_available() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        torch.ops.mkldnn._linear_pointwise.default  # noqa: B018  (resolving it is the check)
+        _ = torch.ops.mkldnn._linear_pointwise.default
     except (AttributeError, RuntimeError):
         return False
     return True

@@ -45,7 +45,6 @@ from .metrics import (
 )
 from .trainer import Trainer, default_forward, evaluate_model, make_loader, unwrap_model
 
-# the re-exported names, listed statically (linters and `import *` need the literal list)
 __all__ = [
     "atomic_write_json",
     "atomic_write_text",

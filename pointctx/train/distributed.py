@@ -171,7 +171,6 @@ class ResumableBatchSampler(Sampler[list[int]]):
             )
         if not 0 <= rank < world_size:
             raise ValueError(f"`rank` must lie in [0, world_size = {world_size}), got {rank}")
-        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
         self.num_samples = num_samples
         self.batch_size = batch_size
         self.shuffle = shuffle

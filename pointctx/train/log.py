@@ -18,7 +18,8 @@ class TqdmHandler(logging.Handler):
         super().__init__()
         self.stream = stream if stream is not None else sys.stdout
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record above the progress bars."""
         try:
             tqdm.write(self.format(record), file=self.stream)
             self.stream.flush()

@@ -78,7 +78,8 @@ class Compose(PointCloudTransform):
         for i, t in enumerate(self.transforms):
             check_callable(t, f"transforms[{i}]")
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         for t in self.transforms:
             points = t(points, rng) if isinstance(t, PointCloudTransform) else t(points)
         return points
@@ -107,7 +108,8 @@ class RandomScaleShift(PointCloudTransform):
         self.shift = check_range(shift, "shift")
         self.anisotropic = bool(anisotropic)
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         size = 3 if self.anisotropic else 1
         s = rng.uniform(self.scale[0], self.scale[1], size=size)
         t = rng.uniform(self.shift[0], self.shift[1], size=size)
@@ -118,7 +120,8 @@ class RandomScaleShift(PointCloudTransform):
 class ShufflePoints(PointCloudTransform):
     """Randomly permute the points (rows) of a cloud."""
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         return points[rng.permutation(points.shape[0])]
 
 
@@ -138,7 +141,8 @@ class RandomJitter(PointCloudTransform):
         self.sigma = float(sigma)
         self.clip = float(clip)
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         noise = self.sigma * rng.standard_normal((points.shape[0], 3))
         noise = np.clip(noise, -self.clip, self.clip)
         points[:, :3] += noise.astype(np.float32)
@@ -161,7 +165,8 @@ class RandomRotation(PointCloudTransform):
         self.axis = axis
         self.max_angle = float(max_angle)
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         a = rng.uniform(-self.max_angle, self.max_angle)
         c, s = math.cos(a), math.sin(a)
         i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[self.axis]
@@ -176,7 +181,8 @@ class RandomRotation(PointCloudTransform):
 class NormalizeUnitSphere(PointCloudTransform):
     """Centre xyz on its mean and scale it so the farthest point lies at distance 1."""
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         xyz = points[:, :3] - points[:, :3].mean(0, keepdims=True)
         radius = float(np.sqrt((xyz**2).sum(1)).max()) if len(xyz) else 0.0
         points[:, :3] = xyz / radius if radius > 0 else xyz

@@ -20,7 +20,6 @@ from .draw import (
 )
 from .trace import ClusterLayer, ClusterTrace, local_labels, trace_clusters
 
-# the re-exported names, listed statically (linters and `import *` need the literal list)
 __all__ = [
     "ClusterLayer",
     "ClusterTrace",

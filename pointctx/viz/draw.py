@@ -214,7 +214,7 @@ def _import_mpl():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - depends on the install
+    except ImportError as err:
         raise ImportError(
             "drawing clustering maps needs matplotlib: pip install matplotlib "
             "(or pointctx[images])"

@@ -221,7 +221,7 @@ class _Recorder:
     def cc_post(self, module, args, kwargs, output):
         wanted = self.wanted.pop()
         out, assignment = output
-        if not isinstance(assignment, Assignment):  # pragma: no cover - defensive
+        if not isinstance(assignment, Assignment):
             raise TypeError(f"ContextCluster returned {type(assignment).__name__}, expected "
                             "an Assignment")
         bound = _bind(args, kwargs, _CC_ARGS)
