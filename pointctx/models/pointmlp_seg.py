@@ -20,10 +20,9 @@ Network (:class:`PointMLPSeg`):
   of the same set, weights ``1 / (d2 + 1e-8)`` as the official ``PointNetFeaturePropagation``),
   concatenates the finer stage's encoder features (skip first, as the official code), then
   ``fuse`` (Linear-BN-ReLU, with the official bias) and ``extraction`` (``de_blocks`` residual
-  blocks); widths ``de_dims`` 512 / 256 / 128 / 128, ``de_blocks`` 4 / 4 / 4 / 4. (This is
-  :class:`pointctx.nn.FeaturePropagation`'s interpolation; the step is written on the op itself
-  to keep the official concatenation order, bias and residual blocks, hence the official
-  parameter count and a one-to-one weight layout.)
+  blocks); widths ``de_dims`` 512 / 256 / 128 / 128, ``de_blocks`` 4 / 4 / 4 / 4
+  (:class:`~pointctx.nn.pointmlp_layers.PointMLPPropagation`, a
+  :class:`~pointctx.nn.FeaturePropagation`).
 * global context: every encoder level (embedding and the four stages) is mapped to ``gmp_dim``
   (64) by ``gmp_map_list`` and max-pooled over its set; the concatenation goes through
   ``gmp_map_end``;
@@ -98,12 +97,13 @@ from torch.profiler import record_function
 from .._checks import check_positive_int
 from ..batch import PointBatch
 from ..nn.layers import Linear
+from ..nn.pointmlp_layers import LinearBNAct, PointMLPPropagation
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
 from ._helpers import build
 from ._registry import register_model
 from ._stages import StageBatch
-from .pointmlp import LinearBNAct, PointMLP, ResidualMLP
+from .pointmlp import PointMLP
 
 __all__ = [
     "SHAPENETPART_NUM_CATEGORIES",
@@ -117,61 +117,8 @@ __all__ = [
     "pointmlp_coc_elite_seg",
 ]
 
-#: PointMLP's decoder weights: 1 / (d2 + 1e-8)
-INTERP_EPS = 1e-8
 SHAPENETPART_NUM_PARTS = 50
 SHAPENETPART_NUM_CATEGORIES = 16
-
-
-class ResidualStack(nn.Module):
-    """``blocks`` residual MLP blocks (the official ``PosExtraction``, blocks in ``operation``).
-
-    Shapes:
-        x: [*, C]; return: [*, C].
-    """
-
-    def __init__(self, dim: int, blocks: int, res_expansion: float, bias: bool):
-        super().__init__()
-        self.operation = nn.Sequential(
-            *[ResidualMLP(dim, res_expansion, bias) for _ in range(blocks)]
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the blocks row by row."""
-        return self.operation(x)
-
-
-class PropagationStep(nn.Module):
-    """One decoder step: interpolate coarse features, concat the skip, fuse, residual blocks.
-
-    The official ``PointNetFeaturePropagation`` on ragged sets: ``knn_interpolate`` (k = 3,
-    inverse squared distance) of ``x_coarse`` onto ``pos_fine``, ``cat([skip, interpolated])``,
-    ``fuse`` (Linear-BN-ReLU) and ``extraction`` (residual blocks).
-
-    Shapes:
-        x_coarse: [M, C_c]; pos_coarse: [M, D]; batch_coarse: [M]; skip: [N, C_s];
-        pos_fine: [N, D]; batch_fine: [N]; return: [N, out_dim].
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, blocks: int, res_expansion: float,
-                 bias: bool, k: int = 3, backend: str | None = None):
-        super().__init__()
-        self.k = check_positive_int(k, "k")
-        self.backend = backend
-        self.fuse = LinearBNAct(in_dim, out_dim, bias=bias)
-        self.extraction = ResidualStack(out_dim, blocks, res_expansion, bias)
-
-    def forward(self, x_coarse: Tensor, pos_coarse: Tensor, batch_coarse: Tensor,
-                skip: Tensor | None, pos_fine: Tensor, batch_fine: Tensor,
-                batch_size: int) -> Tensor:
-        """Propagate ``x_coarse`` to the fine points (see the class docstring)."""
-        with record_function("pointctx.propagate"):
-            up = knn_interpolate(x_coarse, pos_coarse, pos_fine, batch_coarse, batch_fine,
-                                 k=self.k, batch_size=batch_size, eps=INTERP_EPS,
-                                 backend=self.backend)
-        h = up if skip is None else torch.cat([skip, up], 1)
-        with record_function("pointctx.mlp"):
-            return self.extraction(self.fuse(h))
 
 
 class PointMLPSeg(nn.Module):
@@ -275,9 +222,9 @@ class PointMLPSeg(nn.Module):
         self.en_dims = en_dims[::-1]  # coarse to fine, as the official attribute
         dims = [self.en_dims[0]] + [check_positive_int(d, "de_dims") for d in de_dims]
         self.decode_list = nn.ModuleList([
-            PropagationStep(dims[i] + self.en_dims[i + 1], dims[i + 1],
-                            check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
-                            bias, interp_k, backend)
+            PointMLPPropagation(dims[i], self.en_dims[i + 1], dims[i + 1],
+                                check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
+                                bias, interp_k, backend)
             for i in range(n)
         ])
         self.gmp_map_list = nn.ModuleList(
@@ -373,7 +320,7 @@ class PointMLPSeg(nn.Module):
         x = levels[0].x
         for i, step in enumerate(self.decode_list):
             coarse, fine = levels[i], levels[i + 1]
-            x = step(x, coarse.pos, coarse.batch, fine.x, fine.pos, fine.batch, b)
+            x = step(x, coarse.pos, fine.pos, coarse.batch, fine.batch, fine.x, b)
         with record_function("pointctx.mlp"):
             pooled = [scatter_max(m(lv.x), lv.batch, b).values
                       for m, lv in zip(self.gmp_map_list, levels)]
@@ -413,9 +360,9 @@ class PointMLPSeg(nn.Module):
         decoded, context = self._features(pb, onehot)
         if query is not None:
             with record_function("pointctx.propagate"):
+                last = self.decode_list[-1]
                 x = knn_interpolate(decoded.x, decoded.pos, query.pos, decoded.batch,
-                                    query.batch, k=self.decode_list[-1].k,
-                                    batch_size=pb.num_sets, eps=INTERP_EPS,
+                                    query.batch, k=last.k, batch_size=pb.num_sets, eps=last.eps,
                                     backend=self.backend)
             decoded = PointBatch(query.pos, x, batch=query.batch, batch_size=pb.num_sets,
                                  validate=False)

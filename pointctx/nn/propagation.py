@@ -127,6 +127,8 @@ class FeaturePropagation(nn.Module):
             :func:`~pointctx.ops.knn_interpolate`; PointNet++ / PointMLP use 1e-8).
         backend: kNN backend (see :mod:`pointctx.ops`).
 
+    A subclass with ``skip_first = True`` puts the skip before the interpolated features.
+
     Attributes:
         out_channels: channels of the output.
         mlp: the :class:`SharedMlp` or ``None``.
@@ -135,6 +137,8 @@ class FeaturePropagation(nn.Module):
         x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];
         skip: [Nq, skip_channels]; return: [Nq, out_channels].
     """
+
+    skip_first = False
 
     def __init__(self, in_channels: int, mlp=(), skip_channels: int = 0, k: int = 3,
                  norm="batch", act="relu", eps: float = 1e-16, backend: str | None = None):
@@ -206,7 +210,8 @@ class FeaturePropagation(nn.Module):
         out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,
                               batch_size=batch_size, eps=self.eps, backend=self.backend)
         if skip is not None:
-            out = torch.cat([out, skip.to(out.dtype)], 1)
+            pair = (skip.to(out.dtype), out) if self.skip_first else (out, skip.to(out.dtype))
+            out = torch.cat(pair, 1)
         if self.mlp is None:
             return out
         if batch_query is None:
