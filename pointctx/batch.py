@@ -1,19 +1,4 @@
-"""``PointBatch``: a ragged batch of point sets and its converters.
-
-(One concept in one module, over 500 lines: ``PointBatch`` and its conversions from and to
-lists, padded tensors, images and PyG, which share its invariants and checks.)
-
-A batch of ``B`` point sets with ``N`` points in total is stored flat (PyG convention):
-
-* ``pos [N, D]`` float positions (any ``D >= 1``),
-* ``x [N, C]`` float features or ``None``,
-* ``batch [N]`` int64 set id per point, sorted ascending,
-* ``ptr [B+1]`` int64 offsets with ``ptr[0] = 0``: set ``b`` owns rows ``ptr[b]:ptr[b+1]``.
-
-Sets may be empty (``ptr[b] == ptr[b+1]``); they still count in ``B``. Batches built from images
-(:meth:`PointBatch.from_images`) also keep the flat pixel index of every point so features can
-be scattered back to ``[B, C, H, W]`` (:meth:`PointBatch.to_images`).
-"""
+"""``PointBatch``: a ragged batch of point sets and its converters."""
 
 from __future__ import annotations
 
@@ -32,9 +17,6 @@ __all__ = ["PointBatch", "Padded"]
 
 class Padded(NamedTuple):
     """Dense, padded view of a :class:`PointBatch` (pytorch3d ``padded`` layout).
-
-    Set ``b`` occupies rows ``0:lengths[b]`` of ``pos[b]`` (and ``x[b]``); the remaining rows hold
-    the ``fill`` value given to :meth:`PointBatch.to_padded`.
 
     Shapes:
         pos: [B, Nmax, D].
@@ -107,10 +89,6 @@ def _check_ptr(ptr: Tensor, num_points: int, batch_size: int | None) -> None:
 class PointBatch:
     """A batch of ``B`` ragged point sets stored flat, with optional per-point features.
 
-    Give ``batch``, ``ptr``, both (checked against each other) or neither (then every point
-    belongs to set 0, and ``batch_size`` sets exist, default 1). The missing index form is built
-    with :func:`pointctx.ops.segment.batch_to_ptr` / :func:`~pointctx.ops.segment.ptr_to_batch`.
-
     Args:
         pos: point positions, floating point.
         x: point features, floating point, or ``None``.
@@ -135,12 +113,6 @@ class PointBatch:
 
     Shapes:
         pos: [N, D]; x: [N, C]; batch: [N]; ptr: [B+1]; pixel: [N].
-
-    Raises:
-        ValueError: a field has the wrong shape, dtype, device or values (unsorted or negative
-            ``batch``, ``batch`` values >= ``batch_size``, ``ptr`` not starting at 0 /
-            decreasing / not ending at N, ``batch`` and ``ptr`` disagreeing, NaN/Inf in ``pos``).
-        TypeError: a field is not a tensor.
     """
 
     def __init__(
@@ -326,8 +298,6 @@ class PointBatch:
     def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False):
         """Move to ``device`` and/or cast the floating tensors (``pos``, ``x``) to ``dtype``.
 
-        Index tensors (``batch``, ``ptr``, ``pixel``) stay int64.
-
         Args:
             device: target device (``None`` keeps the current one).
             dtype: floating dtype for ``pos`` and ``x`` (``None`` keeps theirs).
@@ -456,11 +426,6 @@ class PointBatch:
     ) -> PointBatch:
         """Build from a padded dense batch (vectorised, no per-set loop).
 
-        Exactly one of ``lengths`` / ``mask`` may be given; with neither, every row is a point.
-        With ``lengths`` set ``b`` is ``pos[b, :lengths[b]]`` (pytorch3d convention). With ``mask``
-        set ``b`` is ``pos[b][mask[b]]`` in row order; the mask need not be a prefix. Padding rows
-        are ignored (they may hold anything, NaN included).
-
         Args:
             pos: padded positions.
             x: padded features or ``None``.
@@ -565,9 +530,6 @@ class PointBatch:
     def image_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
         """Point coordinates of every pixel in row-major order (Context Cluster convention).
 
-        Pixel (row ``i``, col ``j``) maps to ``(j / (W-1) - 0.5, i / (H-1) - 0.5)``: x (column)
-        first, then y (row), both in ``[-0.5, 0.5]``. An axis of length 1 maps to 0.
-
         Shapes:
             return: [H*W, 2].
         """
@@ -582,13 +544,6 @@ class PointBatch:
     @classmethod
     def from_images(cls, images: Tensor, mask: Tensor | None = None) -> PointBatch:
         """Turn each image into a set of pixel points ("image as set of points").
-
-        Every kept pixel (row ``i``, col ``j``) becomes one point with
-        ``pos = (j/(W-1) - 0.5, i/(H-1) - 0.5)`` (x then y; an axis of size 1 gives 0) and
-        ``x`` = its ``C`` channel values. Points are in row-major order within each image.
-        Pixels where ``mask`` is ``False`` are left out (not zero-filled). The flat pixel index
-        ``i * W + j`` is kept in ``pixel`` and ``(H, W)`` in ``image_size`` for
-        :meth:`to_images`.
 
         Args:
             images: floating point images (convert integer images first, e.g.
@@ -670,10 +625,6 @@ class PointBatch:
         Shapes:
             x: [N, C'] (default ``self.x`` [N, C]).
             return: [B, C', H, W].
-
-        Raises:
-            ValueError: the batch has no pixel info, or no features (``x`` and ``self.x`` are
-                ``None``), or ``x`` has the wrong number of rows.
         """
         h, w = self._require_pixels("to_images")
         feats = self.x if x is None else x
@@ -694,9 +645,6 @@ class PointBatch:
 
         Shapes:
             return: [B, H, W].
-
-        Raises:
-            ValueError: the batch has no pixel info.
         """
         h, w = self._require_pixels("mask")
         out = torch.zeros(self.num_sets, h * w, dtype=torch.bool, device=self.device)
@@ -708,16 +656,9 @@ class PointBatch:
     def from_pyg(cls, data, **kwargs) -> PointBatch:
         """Build from a ``torch_geometric.data.Data`` (one set) or ``Batch``.
 
-        Uses the ``pos``, ``x``, ``batch`` and ``ptr`` attributes; ``Batch.num_graphs`` gives
-        ``B`` so empty graphs are kept.
-
         Args:
             data: a PyG ``Data`` or ``Batch`` with ``pos`` set.
             **kwargs: forwarded to the constructor (``allow_nonfinite``, ``validate``).
-
-        Raises:
-            ImportError: torch-geometric is not installed.
-            ValueError: ``data.pos`` is missing or a field is invalid.
         """
         pyg_data = _import_pyg()
         if not isinstance(data, pyg_data.Data):
@@ -737,13 +678,7 @@ class PointBatch:
         return cls(pos, data.x, batch=batch, ptr=ptr, batch_size=batch_size, **kwargs)
 
     def to_pyg(self):
-        """Convert to a ``torch_geometric.data.Batch`` (``pos``, ``x`` if any, ``batch``, ``ptr``).
-
-        The result supports ``to_data_list()`` and keeps empty sets.
-
-        Raises:
-            ImportError: torch-geometric is not installed.
-        """
+        """Convert to a ``torch_geometric.data.Batch`` (``pos``, ``x``, ``batch``, ``ptr``)."""
         pyg_data = _import_pyg()
         items = self.to_list()
         if self.x is None:
@@ -803,10 +738,6 @@ class PointBatch:
     @classmethod
     def cat(cls, batches: Sequence[PointBatch]) -> PointBatch:
         """Concatenate batches set-wise: the result has ``sum(B_i)`` sets, in order.
-
-        All batches must share ``D``, the presence and width of ``x``, and the device. Pixel
-        info is kept only if every batch has it with the same ``image_size``; otherwise the
-        result has ``pixel = None``.
 
         Shapes:
             batches[i]: B_i sets, N_i points; result: sum(B_i) sets, sum(N_i) points.

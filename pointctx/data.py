@@ -1,10 +1,4 @@
-"""DataLoader glue: :func:`collate` turns a list of ragged point-set samples into a PointBatch.
-
-Use it as ``DataLoader(dataset, batch_size=..., collate_fn=pointctx.collate)``. To batch extra
-per-point fields (e.g. segmentation labels), bind them with ``functools.partial``::
-
-    collate_fn = functools.partial(pointctx.collate, point_keys=("seg",))
-"""
+"""DataLoader glue: :func:`collate` turns a list of ragged point-set samples into a PointBatch."""
 
 from __future__ import annotations
 
@@ -44,21 +38,6 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
 def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = False):
     """Collate point-set samples into a :class:`~pointctx.PointBatch` (a DataLoader ``collate_fn``).
 
-    Two sample forms are accepted (all samples in a batch must use the same one):
-
-    * **tuples/lists** ``(pos,)``, ``(pos, x)`` or ``(pos, x, y)`` (``x`` may be ``None``), or a
-      bare ``pos`` tensor/array. Returns the tuple ``(points, y)``: ``y`` is the per-sample
-      targets stacked by :func:`torch.utils.data.default_collate` (ints become an int64 [B]
-      tensor, tensors of equal shape are stacked to [B, ...]), or ``None`` without targets.
-    * **dicts** with key ``"pos"``, optional ``"x"``, and any other keys. Returns a dict with
-      ``"points"`` (the PointBatch) and every other key of the samples except ``"pos"``/``"x"``:
-      keys in ``point_keys`` are per-point fields, concatenated along dim 0 in point order
-      (so row ``i`` matches ``points.pos[i]``); all others (``"y"``, per-sample scalars, ...)
-      are stacked with ``default_collate``.
-
-    ``pos`` and ``x`` may be tensors or numpy arrays (converted without copying when possible;
-    dtypes are kept, so float64 arrays give float64 positions). Sets may be empty.
-
     Args:
         samples: list of ``B >= 1`` samples.
         point_keys: dict keys holding per-point fields [n_b, ...] to concatenate.
@@ -71,11 +50,6 @@ def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = Fal
     Shapes:
         pos of sample b: [n_b, D]; x: [n_b, C]; point_keys fields: [n_b, ...].
         points: N = sum(n_b) points, B sets; point_keys outputs: [N, ...].
-
-    Raises:
-        ValueError: empty ``samples``, mixed sample forms, missing ``"pos"``, ``x`` on only
-            some samples, or per-point fields whose length differs from their sample's points.
-        TypeError: an unsupported sample type.
     """
     if isinstance(samples, (Tensor, np.ndarray, Mapping)) or not isinstance(samples, Sequence):
         raise TypeError(f"`samples` must be a list of samples, got {type(samples).__name__}")

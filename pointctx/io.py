@@ -1,14 +1,4 @@
-"""Point-cloud files: a native PLY writer/reader and Open3D-based readers/writers (.pcd, ...).
-
-* :func:`write_ply` writes ASCII or binary (little-endian) PLY natively: positions, optional
-  colours (stored as ``uchar red/green/blue``), normals (``nx ny nz``) and any extra per-vertex
-  scalar fields.
-* :func:`read_ply` reads the vertex element of any PLY file (ASCII, binary little/big endian)
-  natively, extra fields included.
-* :func:`read_point_cloud` / :func:`write_point_cloud` dispatch on the file extension: ``.ply``
-  natively by default, other formats (``.pcd``, ``.xyz``, ``.xyzrgb``, ``.pts``) through Open3D
-  (``pip install open3d-cpu``), imported only when used.
-"""
+"""Point-cloud files: a native PLY writer/reader and Open3D-based readers/writers (.pcd, ...)."""
 
 from __future__ import annotations
 
@@ -145,10 +135,6 @@ def write_ply(
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3]; fields[name]: [N].
-
-    Raises:
-        ValueError: wrong shapes, non-finite positions, bad field names or dtypes.
-        TypeError: inputs that are not tensors/arrays.
     """
     path = Path(path)
     p = _as_numpy(pos, "pos")
@@ -246,18 +232,9 @@ def _parse_header(fh, path: Path):
 def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
     """Read the vertices of a PLY file natively (ASCII or binary, any scalar properties).
 
-    Colours (``red green blue``, uchar or float) come back in [0, 1]; ``x y z`` as ``pos``,
-    ``nx ny nz`` as ``normals``; every other scalar vertex property goes to ``fields`` with its
-    stored dtype (as a tensor). Other elements (faces, ...) are ignored.
-
     Args:
         path: the file.
         dtype: floating dtype of ``pos``, ``rgb`` and ``normals``.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: not a PLY file, no vertex element, no ``x y z``, a truncated body, or (binary
-            files) a list property in an element stored before the vertices.
     """
     path = Path(path)
     if not path.is_file():
@@ -343,12 +320,6 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
 
     Returns:
         :class:`PointCloudData`; with Open3D, ``fields`` is empty.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: an unknown backend, ``"native"`` for a non-PLY file, or a file Open3D reads
-            as empty.
-        ImportError: Open3D is needed but not installed.
     """
     if backend not in ("auto", "native", "open3d"):
         raise ValueError(f"`backend` must be one of ['auto', 'native', 'open3d'], got {backend!r}")
@@ -379,10 +350,6 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
 def write_point_cloud(path, pos, rgb=None, normals=None, binary: bool = True) -> Path:
     """Write a point cloud; the format follows the extension.
 
-    ``.ply`` is written natively by :func:`write_ply` (float32); every other extension Open3D
-    knows (``.pcd``, ``.xyz``, ``.xyzrgb``, ``.pts``, ...) through ``open3d.io.write_point_cloud``
-    (positions as float64 where the format allows).
-
     Args:
         path: output file.
         pos: positions.
@@ -392,10 +359,6 @@ def write_point_cloud(path, pos, rgb=None, normals=None, binary: bool = True) ->
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3].
-
-    Raises:
-        ValueError: wrong shapes, or Open3D failed to write the file.
-        ImportError: Open3D is needed but not installed.
     """
     path = Path(path)
     if path.suffix.lower() == ".ply":

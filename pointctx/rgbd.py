@@ -1,19 +1,4 @@
-"""RGB-D back-projection: colour + depth frames to coloured 3-D point sets (pinhole model).
-
-A depth image stores, per pixel ``(row, col)``, the distance ``z`` along the optical axis (raw
-sensor units: ``z = depth / depth_scale`` metres, e.g. ``depth_scale = 1000`` for millimetres,
-``5000`` for the TUM RGB-D benchmark). With the pinhole intrinsics ``(fx, fy, cx, cy)`` (pixels)
-the camera-frame point is::
-
-    x = (col - cx) * z / fx,   y = (row - cy) * z / fy,   z
-
-(x right, y down, z forward; Open3D's and OpenCV's camera convention). Pixels without a valid
-depth (0, NaN/Inf, or beyond ``depth_trunc``) give no point. Frames with a camera-to-world pose
-are moved to world coordinates with :func:`transform_points` (see :func:`pose_matrix`).
-
-Everything here is native torch; readers for image files and named frames live in
-:mod:`pointctx.datasets.rgbd`.
-"""
+"""RGB-D back-projection: colour + depth frames to coloured 3-D point sets (pinhole model)."""
 
 from __future__ import annotations
 
@@ -74,11 +59,7 @@ class PinholeIntrinsics(NamedTuple):
         return cls(k.fx, k.fy, k.cx, k.cy, width, height)
 
     def to_json(self) -> dict:
-        """Open3D ``PinholeCameraIntrinsic`` json dict (``intrinsic_matrix`` column-major).
-
-        Raises:
-            ValueError: ``width`` or ``height`` is unknown (Open3D's format needs both).
-        """
+        """Open3D ``PinholeCameraIntrinsic`` json dict (``intrinsic_matrix`` column-major)."""
         if self.width is None or self.height is None:
             raise ValueError(
                 "`width` and `height` are needed for the Open3D json format, got "
@@ -93,9 +74,6 @@ class PinholeIntrinsics(NamedTuple):
 
 class RGBDPoints(NamedTuple):
     """Coloured points back-projected from an RGB-D frame (one per pixel with valid depth).
-
-    Points are in row-major pixel order (the order of ``pixel``), like Open3D's
-    ``PointCloud.create_from_rgbd_image``.
 
     Shapes:
         xyz: [N, 3] float, metres (camera frame, or world frame after a pose).
@@ -119,18 +97,7 @@ def _check_focal(fx: float, fy: float, cx: float, cy: float) -> None:
 
 
 def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
-    """Normalise intrinsics given in any accepted form to :class:`PinholeIntrinsics`.
-
-    Accepted: a :class:`PinholeIntrinsics`; a sequence/array/tensor ``(fx, fy, cx, cy)``; a 3x3
-    camera matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (no skew); an Open3D json dict
-    (``width``, ``height``, column-major ``intrinsic_matrix``); an Open3D
-    ``PinholeCameraIntrinsic``.
-
-    Raises:
-        ValueError: ``None``, the wrong shape, a skewed or non-pinhole matrix, non-finite values,
-            or focal lengths <= 0.
-        TypeError: an unsupported type.
-    """
+    """Normalise intrinsics given in any accepted form to :class:`PinholeIntrinsics`."""
     if intrinsics is None:
         raise ValueError(
             f"`{name}` is required: give (fx, fy, cx, cy), a 3x3 camera matrix or a "
@@ -198,15 +165,7 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
 
 
 def read_intrinsics(path) -> PinholeIntrinsics:
-    """Read an Open3D ``PinholeCameraIntrinsic`` json file (e.g. ``camera_primesense.json``).
-
-    The file holds ``width``, ``height`` and ``intrinsic_matrix``: the 3x3 matrix as 9 numbers in
-    column-major order.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: the file is not valid json or lacks the fields.
-    """
+    """Read an Open3D ``PinholeCameraIntrinsic`` json file (e.g. ``camera_primesense.json``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"intrinsics file {path} does not exist")
@@ -339,13 +298,6 @@ def rgbd_to_points(
 ) -> RGBDPoints:
     """Back-project an RGB-D frame to coloured camera-frame points (pinhole model).
 
-    Every pixel ``(row, col)`` with a valid depth ``z = depth / depth_scale`` (``z > 0``, finite
-    and ``<= depth_trunc``) gives the point ``((col - cx) z / fx, (row - cy) z / fy, z)`` with the
-    pixel's colour. Points come in row-major pixel order, like Open3D's
-    ``PointCloud.create_from_rgbd_image`` with ``project_valid_depth_only=True``. Unlike Open3D's
-    ``RGBDImage.create_from_color_and_depth`` there is no truncation by default (Open3D drops
-    ``z >= 3.0`` m unless told otherwise) and colours are never converted to intensity.
-
     Args:
         color: uint8 colour (``/ 255``) or floating point colour in [0, 1], channels last.
         depth: uint16 raw depth, or floating point depth.
@@ -365,14 +317,6 @@ def rgbd_to_points(
     Shapes:
         color: [H, W, 3]; depth: [H, W].
         xyz: [N, 3]; rgb: [N, 3]; pixel: [N] with N = number of valid-depth pixels.
-
-    Raises:
-        ValueError: floating point colour outside [0, 1], floating point depth beyond
-            100 m without ``depth_scale`` (millimetres?), wrong shapes or dtypes (e.g.
-            uint8/int32 depth), colour and depth of
-            different sizes, missing or malformed intrinsics, intrinsics for another image size,
-            a bad ``depth_scale``/``depth_trunc``, or no pixel with a valid depth.
-        TypeError: inputs that are neither numpy arrays nor tensors.
     """
     d = _check_depth(depth)
     h, w = d.shape
@@ -424,10 +368,6 @@ def pose_matrix(pose) -> Tensor:
 
     Shapes:
         pose: [7] or [4, 4]; return: [4, 4].
-
-    Raises:
-        ValueError: another shape, non-finite values, a zero quaternion or a 4x4 matrix whose
-            last row is not ``(0, 0, 0, 1)``.
     """
     p = pose.detach().cpu().double() if isinstance(pose, Tensor) else torch.as_tensor(
         np.asarray(pose, dtype=np.float64)

@@ -1,12 +1,4 @@
-"""Datasets and readers: point clouds, pixel sets, RGB-D frames and segmentation, one module each.
-
-:mod:`~pointctx.datasets.base` holds what they share (views, seeded subsets and splits,
-epochs), :mod:`~pointctx.datasets._read` the file readers; then one module per family:
-:mod:`~pointctx.datasets.points` (the point-cloud base), :mod:`~pointctx.datasets.scanobjectnn`,
-:mod:`~pointctx.datasets.modelnet40`, :mod:`~pointctx.datasets.images` (MNIST, CIFAR-10),
-:mod:`~pointctx.datasets.rgbd`, :mod:`~pointctx.datasets.camvid` and
-:mod:`~pointctx.datasets.segmentation` (its transforms).
-"""
+"""Datasets: point clouds, pixel sets, RGB-D frames and segmentation, one module each."""
 
 from ._root import bundled_root, data_root
 from .base import DatasetSplit, RowDataset, select_rows, stratified_split

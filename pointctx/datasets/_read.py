@@ -1,8 +1,4 @@
-"""File readers and content checks shared by the dataset families (npz, HDF5, name lists).
-
-Every reader raises a one-line ``ValueError`` naming the file and the problem (and what to do
-for a truncated or corrupt file) instead of the raw ``zipfile`` / ``h5py`` / numpy error.
-"""
+"""File readers and content checks shared by the dataset families (npz, HDF5, name lists)."""
 
 from __future__ import annotations
 
@@ -18,12 +14,7 @@ NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, Key
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, read now (so that a damaged member fails here).
-
-    Raises:
-        ValueError: the file is not an npz archive, is truncated, or a member is corrupt (bad
-            CRC, bad header): one line naming the file and saying to copy it again.
-    """
+    """Every array of an ``.npz`` file, read now (so that a damaged member fails here)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}

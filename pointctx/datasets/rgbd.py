@@ -1,30 +1,4 @@
-"""RGB-D frames from image files, named presets of the shared data, and point-set datasets.
-
-(One dataset family in one module, over 500 lines: RGB-D frame readers, the presets of the
-shared frames and the datasets built on them.)
-
-A frame is a colour image (PNG/JPG, 8-bit RGB) plus a depth image (16-bit PNG or PGM) plus
-pinhole intrinsics and, for sequences, a camera-to-world pose. :func:`load_rgbd` reads one;
-:func:`rgbd_frame` / :func:`rgbd_frames` read the named frames of ``<data_root>/rgbd`` (see its
-README):
-
-========  ==========================================  ======  ===========================
-preset    files                                        scale   intrinsics
-========  ==========================================  ======  ===========================
-tum       ``TUM_color.png``, ``TUM_depth.png``         5000    ``camera_primesense.json``
-sun       ``SUN_color.jpg``, ``SUN_depth.png`` (SUN     1000    ``camera_primesense.json``
-          bit layout, decoded)
-kinect    ``kinect/color/{1..5}.png``,                 1000    fx=518, fy=519, cx=325.5,
-          ``kinect/depth/{1..5}.pgm``, ``pose.txt``            cy=253.5
-========  ==========================================  ======  ===========================
-
-The TUM and SUN frames use the PrimeSense default intrinsics as in Open3D's examples (the
-recording cameras' own calibrations differ slightly). Without the shared data folder, the
-``tum`` preset falls back to the bundled copy in ``<repo>/datasets/rgbd_sample``.
-
-Back-projection (:func:`frame_to_points`, :func:`fuse_frames`) is native torch
-(:func:`pointctx.rgbd_to_points`); voxel downsampling uses :func:`pointctx.ops.grid_pool`.
-"""
+"""RGB-D frames from image files, named presets of the shared data, and point-set datasets."""
 
 from __future__ import annotations
 
@@ -134,9 +108,6 @@ class RGBDFrame(NamedTuple):
     def to_image(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The frame as one image tensor: RGB in [0, 1] and depth in metres as channel 3.
 
-        Feed it to the 2-D pixel-set transforms, e.g.
-        ``PixelSet(ValidDepth())(frame.to_image())`` (see :mod:`pointctx.transforms`).
-
         Shapes:
             return: [4, H, W].
         """
@@ -184,14 +155,8 @@ def _open_image(path: Path, what: str):
 def read_color(path) -> np.ndarray:
     """Read an 8-bit colour image (PNG, JPG, ...) as RGB.
 
-    Grey or palette images are converted to RGB; an alpha channel is dropped.
-
     Shapes:
         return: [H, W, 3] uint8.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: the file is not an image, or a 16-bit / float image.
     """
     path = _require_file(path, "colour")
     img = _open_image(path, "colour")
@@ -213,11 +178,6 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
 
     Shapes:
         return: [H, W] uint16.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: not a single-channel 16-bit image (e.g. an 8-bit or colour image), or an
-            unknown ``layout``.
     """
     check_choice(layout, "layout", DEPTH_LAYOUTS)
     path = _require_file(path, "depth")
@@ -249,10 +209,6 @@ def read_poses(path) -> Tensor:
 
     Shapes:
         return: [F, 7] float64 (convert with :func:`pointctx.rgbd.pose_matrix`).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a line does not hold 7 numbers.
     """
     path = _require_file(path, "pose")
     rows = []
@@ -294,11 +250,6 @@ def load_rgbd(
         depth_layout: ``"plain"`` or ``"sun"`` (see :func:`read_depth`).
         pose: optional camera-to-world pose (see :func:`pointctx.rgbd.pose_matrix`).
         name: a label for the frame.
-
-    Raises:
-        FileNotFoundError: a file is missing (the message names it).
-        ValueError: colour and depth sizes differ, intrinsics are missing, malformed or for
-            another image size, or a file is not the expected kind of image.
     """
     c = read_color(color)
     d = read_depth(depth, depth_layout)
@@ -337,9 +288,6 @@ def rgbd_root(root=None, preset: str = "tum") -> Path:
         root: an explicit folder, or ``None``: ``<data_root>/rgbd`` when the shared data folder
             exists, else (for the ``tum`` preset only) the bundled ``<repo>/datasets/rgbd_sample``.
         preset: the preset that will be read (decides the fallback).
-
-    Raises:
-        FileNotFoundError: no folder is found (the message names where it looked).
     """
     if root is not None:
         root = Path(root)
@@ -374,10 +322,6 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
 
     Returns:
         An :class:`RGBDFrame`; Kinect frames carry their camera-to-world pose from ``pose.txt``.
-
-    Raises:
-        ValueError: an unknown preset or frame number.
-        FileNotFoundError: a file is missing (the message names it).
     """
     spec = _preset(preset)
     folder = rgbd_root(root, preset)
@@ -479,10 +423,6 @@ def fuse_frames(
 ) -> FusedPoints:
     """Fuse several posed frames into one world-frame point set.
 
-    Each frame is back-projected (:func:`frame_to_points`) and moved to world coordinates with
-    its camera-to-world pose; the points are concatenated in frame order and optionally voxel
-    averaged over all frames together.
-
     Args:
         frames: frames that all carry a ``pose``.
         depth_trunc: largest kept depth in metres per frame (``None``: all).
@@ -493,9 +433,6 @@ def fuse_frames(
     Shapes:
         result: xyz [N, 3], rgb [N, 3], frame [N], pixel [N] (N = sum of valid pixels, or the
         number of occupied voxels).
-
-    Raises:
-        ValueError: no frames, or a frame without a pose.
     """
     frames = list(frames)
     if not frames:
@@ -524,11 +461,6 @@ def fuse_frames(
 # --------------------------------------------------------------------------- dataset
 class RGBDDataset(Dataset):
     """Frames as point-set samples for a DataLoader with :func:`pointctx.collate`.
-
-    Item ``i`` is the dict ``{"pos": xyz [n, 3], "x": rgb [n, 3], "pixel": [n]}`` of frame ``i``
-    (``"pixel"`` is left out when ``voxel_size`` is set). Collate with
-    ``functools.partial(pointctx.collate, point_keys=("pixel",))`` (or plain
-    :func:`pointctx.collate` with ``voxel_size``). Frames are read once and kept in memory.
 
     Args:
         preset: a preset name (``"tum"``, ``"sun"``, ``"kinect"``) or a sequence of

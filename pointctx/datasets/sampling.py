@@ -14,10 +14,6 @@ __all__ = ["farthest_point_sample"]
 def farthest_point_sample(points, num_samples: int, start: int = 0):
     """Farthest point sampling on dense clouds, batched (xyz = the first 3 columns).
 
-    Deterministic: the first pick is row ``start`` of every cloud, each next pick the point
-    farthest (Euclidean) from the picks so far; ties go to the lowest row. Runs in numpy on the
-    CPU (the datasets use it once per cloud and cache the result).
-
     Args:
         points: one cloud or a batch of equally sized clouds (numpy array or tensor).
         num_samples: how many points to pick, ``1 <= num_samples <= P``.

@@ -1,9 +1,4 @@
-"""ScanObjectNN (Uy et al., ICCV 2019): real scanned objects, read from the official h5 files.
-
-Nothing is downloaded: the files come from the dataset's site, whose terms require registration.
-Missing files raise ``FileNotFoundError`` naming the expected paths and where the data comes
-from; unreadable, corrupt or wrongly shaped files raise ``ValueError`` naming the file.
-"""
+"""ScanObjectNN (Uy et al., ICCV 2019): real scanned objects, read from the official h5 files."""
 
 from __future__ import annotations
 
@@ -41,24 +36,6 @@ SCANOBJECTNN_VARIANTS = {
 class ScanObjectNN(PointCloudDataset):
     """ScanObjectNN (Uy et al., ICCV 2019): 15 classes of real scanned objects, official h5 files.
 
-    Reads ``<root>/<folder>/{training,test}_objectdataset<suffix>.h5`` (or the same under
-    ``<root>/h5_files/``), each with ``data`` float32 [S, 2048, 3] and ``label`` [S]:
-
-    ============  ===================  ============================================
-    variant       folder               file (train / test)
-    ============  ===================  ============================================
-    OBJ_BG        ``main_split``       ``*_objectdataset.h5``
-    OBJ_ONLY      ``main_split_nobg``  ``*_objectdataset.h5``
-    PB_T25        ``main_split``       ``*_objectdataset_augmented25_norot.h5``
-    PB_T25_R      ``main_split``       ``*_objectdataset_augmented25rot.h5``
-    PB_T50_R      ``main_split``       ``*_objectdataset_augmentedrot.h5``
-    PB_T50_RS     ``main_split``       ``*_objectdataset_augmentedrot_scale75.h5``
-    ============  ===================  ============================================
-
-    PB_T50_RS is the hardest variant and PointMLP's benchmark. The files come from the dataset's
-    site (https://hkust-vgd.github.io/scanobjectnn/), whose terms require registration; nothing is
-    downloaded here.
-
     Args:
         root: folder holding ``main_split/`` (the unzipped ``h5_files``), or its parent; default
             ``data_root() / "scanobjectnn"``.
@@ -70,11 +47,6 @@ class ScanObjectNN(PointCloudDataset):
             :func:`~pointctx.transforms.reference_train_transform` is PointMLP's training
             augmentation (use it for ``split="train"``, not for testing).
         seed: base seed of the per-item generators.
-
-    Raises:
-        FileNotFoundError: the variant's file is missing (names the paths looked at).
-        ValueError: the file is not HDF5, lacks ``data``/``label``, has wrong shapes, labels
-            outside [0, 15) or non-finite coordinates; or a bad argument.
 
     Shapes:
         item: ``(points [num_points, 3] float32, label int)``.

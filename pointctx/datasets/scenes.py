@@ -1,12 +1,4 @@
-"""Scenes composed of real ModelNet40 shapes: a per-point semantic-segmentation task.
-
-No real labelled 3-D scene data is available to this project, so :class:`ShapeScenes` builds a
-scene-segmentation task out of real shapes: several ModelNet40 shapes are scaled, turned about
-the vertical axis, set down on a floor plane at random places and merged into one point cloud in
-which every point carries its shape's class (and, optionally, floor points a class of their own).
-The scenes are *composed* from real shapes, not captured: there is no clutter, occlusion or
-sensor noise, and object sizes are not realistic (every source shape is normalised to radius 1).
-"""
+"""Scenes composed of real ModelNet40 shapes: a per-point semantic-segmentation task."""
 
 from __future__ import annotations
 
@@ -90,30 +82,6 @@ class ShapeScenes(Dataset):
             with replacement only if the scene has fewer).
         balance: ``"class"`` (default: each object's class uniform over ``classes``, then a
             uniform shape of that class) or ``"shape"`` (a uniform shape of the pool).
-
-    The composition of scene ``i``, exactly (``rng = numpy.random.default_rng([seed, i])``,
-    draws in this order):
-
-    1. ``n = rng.integers(objects[0], objects[1] + 1)`` objects.
-    2. For each object, in order: its shape (``balance="class"``: a class
-       ``rng.integers(len(classes))``, then ``rng.integers(count)`` among that class's shapes
-       of the split, in source order; ``"shape"``: ``rng.integers(pool size)``), its points
-       (``points_per_object``: ``rng.choice``), a yaw ``rng.uniform(0, 2 pi)`` (when ``yaw``)
-       and a scale ``rng.uniform(*scale)``. The shape is rotated about z through its centroid,
-       scaled, and lifted so that its lowest point lies on the floor ``z = 0``. Its footprint
-       radius ``r`` is the largest horizontal distance of its points from its centroid.
-    3. The floor is the square ``[0, L]^2`` with ``L = spacing * 2 * r_max * sqrt(n)``.
-       Objects are placed in order: a horizontal centroid ``rng.uniform(r, L - r)`` per axis;
-       with ``avoid_overlap`` a candidate whose footprint disc intersects one already placed is
-       redrawn, and after 50 failed draws ``L`` grows by 10 % (the placed objects stay), so
-       placement always ends.
-    4. With ``floor``: ``floor_points`` points ``rng.uniform(0, L)`` per axis at ``z = 0``.
-    5. Points are concatenated (objects in order, then the floor) and moved so that the floor
-       square is centred at the origin; with ``num_points`` a subset is drawn with
-       ``rng.choice`` (without replacement when the scene has enough points).
-
-    A scene therefore depends only on ``seed``, ``i``, the arguments and the source; it does not
-    depend on the order in which items are read or on worker processes.
 
     Attributes:
         classes: class names, ``classes[label]`` (``"floor"`` last when ``floor``).

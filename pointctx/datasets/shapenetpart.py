@@ -1,20 +1,4 @@
-"""ShapeNetPart (Yi et al., SIGGRAPH Asia 2016): 16 categories, 50 parts, per-point part labels.
-
-:class:`ShapeNetPart` reads both official packagings:
-
-* ``shapenetcore_partanno_segmentation_benchmark_v0_normal`` (PointNet++ / PointMLP):
-  ``<synset>/<id>.txt``, one point per line ``x y z nx ny nz part`` with the **global** part id
-  (0..49);
-* the older ``shapenetcore_partanno_segmentation_benchmark_v0``: ``<synset>/points/<id>.pts``
-  (``x y z``) and ``<synset>/points_label/<id>.seg`` (one part label per line, **local** to the
-  category, 1..n), no normals. Local label ``l`` of category ``c`` becomes the global id
-  ``PART_OFFSETS[c] + l - 1`` (the standard numbering: categories in the order of
-  :data:`SHAPENETPART_CATEGORIES`, their parts in local order, as PointNet's
-  ``overallid_to_catid_partid.json`` and the ``_normal`` files).
-
-Both use ``train_test_split/shuffled_{train,val,test}_file_list.json`` (entries
-``shape_data/<synset>/<id>``) and ``synsetoffset2category.txt``.
-"""
+"""ShapeNetPart (Yi et al., SIGGRAPH Asia 2016): 16 categories, 50 parts, per-point part labels."""
 
 from __future__ import annotations
 

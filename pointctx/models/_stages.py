@@ -1,10 +1,4 @@
-"""Per-stage features of the set backbones (the ragged counterpart of timm's ``features_only``).
-
-:class:`StageBatch` is the :class:`~pointctx.PointBatch` of one backbone stage: its points'
-positions and set ids, their features, and the *link* from each of its points to the points of
-the previous stage that it was pooled from. See :class:`pointctx.models._base.SetClassifier`
-for the contract every backbone follows.
-"""
+"""Per-stage features of the set backbones (the ragged counterpart of timm's ``features_only``)."""
 
 from __future__ import annotations
 
@@ -120,10 +114,7 @@ class StageBatch(PointBatch):
         self.stride = None if stride is None else tuple(int(s) for s in stride)
 
     def parents(self) -> tuple[Tensor, Tensor]:
-        """The link as CSR ``(ptr [M+1], parent [E])``.
-
-        Point ``m`` was pooled from ``parent[ptr[m]:ptr[m+1]]``.
-        """
+        """The link as CSR ``(ptr [M+1], parent [E])``."""
         counts = torch.bincount(self.link[0], minlength=self.num_points)
         ptr = torch.zeros(self.num_points + 1, dtype=torch.long, device=self.link.device)
         torch.cumsum(counts, 0, out=ptr[1:])

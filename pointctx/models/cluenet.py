@@ -1,55 +1,4 @@
-"""CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
-
-:class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
-CLUENet layers of :mod:`pointctx.nn`:
-
-* positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
-  input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official
-  patch-embedding convolution) and a per-point ``LayerNorm``, then the learnable positional
-  term ``x + dwconv(x)`` (the official PosCNN, a depthwise 3x3 convolution); on non-grid sets
-  the depthwise convolution runs over the 9 nearest neighbours (point-wise alternative, see
-  :class:`~pointctx.nn.depthwise.SetDepthwiseConv`);
-* per stage a :class:`~pointctx.nn.blocks.GFCStage` (Global Feature Clustering blocks, the
-  first block's hard assignment shared by the others) and between stages an
-  :class:`~pointctx.nn.icp.ImprovedClusterPool` (4x fewer points);
-* head: per-point ``LayerNorm``, mean over each set's points, linear classifier.
-
-Inputs are handled exactly as in :mod:`pointctx.models.coc`: an image tensor ``[B, C, H, W]``
-(optional bool ``mask [B, H, W]``) or a :class:`~pointctx.PointBatch`. Pixel sets run the stem,
-the pools and the depthwise convolutions on the pixel lattice (on full images exactly the
-official convolutions) and propose ``h x w`` grid centers on the image plane over the fixed
-box ``(-0.5, 0.5)`` (the official ``AdaptiveAvgPool2d`` whenever the cells divide the points
-evenly; a masked or small image keeps only its non-empty cells). General point sets (no pixel
-info, any ``D``) run the reducers in point mode (FPS + kNN), the depthwise convolutions over
-kNN neighbourhoods, and propose ``h * w`` centers per set with ``point_proposal`` (default
-``"fps"``, each center pooling its ``point_proposal_k`` nearest points; ``"grid"`` uses the
-``h``-per-axis grid over each set's bounding box as CoC).
-
-Configurations (the official ``models/CLUENet.py``; all with MLP ratios 8, 8, 4, 4, 7x7
-centers, minimum temperature 1e-4, the 4x4 stride-4 stem and shared assignments):
-
-================ ============= ================== ============== ======== ==========
-name             layers        embed dims         heads          head dim params (M)
-================ ============= ================== ============== ======== ==========
-cluenet_micro    2, 2, 2, 2    32, 64, 160, 256   1, 2, 5, 8     32       3.02
-cluenet_tiny     3, 4, 5, 2    32, 64, 196, 320   4, 4, 8, 8     24       5.68
-cluenet_small    2, 2, 6, 2    64, 128, 320, 512  4, 4, 8, 8     32       15.05
-cluenet_base     4, 4, 12, 4   64, 128, 320, 512  6, 6, 12, 12   32       30.20
-================ ============= ================== ============== ======== ==========
-
-(parameters at 100 classes and 3 input channels, as measured by the tests; ``cluenet_micro``
-is the official ``CLUE_mini``, whose pools also LayerNorm their output). The official training
-uses stochastic depth 0.1 (micro, tiny) and 0.3 (small, base); pass ``drop_path_rate`` (the
-registered default is 0, as for the CoC models).
-
-32x32 variants: ``cluenet_micro_cifar`` is the official ``CLUE_mini_CIFAR`` (3x3 stride-1
-padding-1 stem, so 32 -> 32, 16, 8, 4 points per axis, and 4x4 centers); ``cluenet_tiny_cifar``
-(not an official config) is ``cluenet_tiny`` with the same stem and centers.
-
-Deviations: the official pools need even point grids (the centers come from
-``adaptive_avg_pool2d`` to ``H // 2``, the skip from a convolution to ``ceil(H / 2)``); here the
-centers are the skip's reduced points, so odd and masked grids work too.
-"""
+"""CLUENet image models (Song, Huang et al., "Cluster Attention Makes Networks Have Eyes")."""
 
 from __future__ import annotations
 
@@ -199,14 +148,7 @@ class CLUENet(StagedClassifier):
     # ------------------------------------------------------------------------------------------
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
-        """Run the stages; with ``collect`` return every stage, else the last stage's points.
-
-        Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
-        Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
-        the points that joined its cluster (the two sources of its features). With
-        ``input_pool`` the stem reduces the pooled sites; stage 0 is still linked to the input
-        pixels (those of its sites) and its stride counts pixels.
-        """
+        """Run the stages; with ``collect`` return every stage, else the last stage's points."""
         packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()

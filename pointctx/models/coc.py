@@ -1,52 +1,4 @@
-"""Context Cluster image models (CoC; Ma et al., "Image as Set of Points", ICLR 2023) on point sets.
-
-:class:`ContextClusterNet` is the four-stage CoC classifier rebuilt on ragged point sets: a stem
-:class:`~pointctx.nn.reducer.PointReducer` (4x4 cells) on the pixel features with the two pixel
-positions appended (the paper's ``C + 2`` input channels), then per stage a stack of
-:class:`~pointctx.nn.blocks.ContextClusterBlock` and a reducer to the next stage (the official
-3x3 stride-2 padding-1 reducer: 4x fewer points), and a head of per-set ``GroupNorm(1, C)``,
-mean pooling over each set's points and a linear classifier.
-
-One model handles, without code changes:
-
-* **Pixel sets** (image tensors ``[B, C, H, W]`` with an optional bool ``mask [B, H, W]``, or a
-  :class:`~pointctx.PointBatch` with pixel info): reducers run in lattice mode on the pixel
-  ``(row, col)`` (exactly the official strided convolutions on full images; missing pixels
-  handled as documented in :mod:`pointctx.nn.reducer`), centers and regions are proposed on the
-  image-plane positions over the fixed box ``(-0.5, 0.5)``, so full images, random pixel
-  subsets, block-masked images and irregular shapes share the same regions. Image sizes need not
-  divide by the strides (partial border cells are kept). A ``PointBatch`` with pixel info and
-  ``D = 3`` positions (RGB-D back-projected xyz) appends its xyz at the stem (build the model
-  with ``pos_dim=3``) and clusters on the image plane.
-* **General point sets** (a ``PointBatch`` without pixel info, any ``D``): reducers run in point
-  mode (FPS anchors with ratio 1/16 at the stem, then 1/4 per stage, and kNN neighbours), and
-  centers/regions are proposed over each set's own bounding box (the positions are mapped to
-  ``[-0.5, 0.5]`` per set and axis before clustering, which is exactly the ``bounds="set"``
-  grid).
-
-Configurations (Table 6 of the paper / the official ``models/context_cluster.py``):
-
-============== ================ ================= =============== ================ ===========
-name           layers           embed dims        heads           head dim         params (M)
-============== ================ ================= =============== ================ ===========
-coc_tiny       3, 4, 5, 2       32, 64, 196, 320  4, 4, 8, 8      24               5.57
-coc_small      2, 2, 6, 2       64, 128, 320, 512 4, 4, 8, 8      32               14.66
-coc_medium     4, 4, 12, 4      64, 128, 320, 512 6, 6, 12, 12    32               29.29
-============== ================ ================= =============== ================ ===========
-
-All use MLP ratios 8, 8, 4, 4, 2x2 centers per region, regions 8x8, 4x4, 2x2, 1x1, LayerScale
-init 1e-5. ``coc_tiny_plain`` is ``coc_tiny`` without regions and with 4x4, 4x4, 2x2, 2x2 centers.
-The parameter counts (1000 classes, 3 input channels) match the official models.
-
-Small-image variants (documented deviations, for 32x32 and 28x28 inputs):
-
-* ``coc_tiny_cifar``: ``coc_tiny`` widths and depths with a 2x2 stride-2 stem (32x32 -> 16x16
-  points) and regions 4x4, 2x2, 1x1, 1x1, so a region holds 4x4 points in the first two stages.
-* ``coc_mnist``: three stages (1, 1, 1 blocks; dims 32, 64, 128; heads 2, 2, 4 of 16
-  channels; MLP ratio 4; 2x2 centers, no regions; 1 input channel, 10 classes), the 4x4 stem
-  (28x28 -> 7x7 points), then 7 -> 4 -> 2 points per axis (28 does not divide by 16: the grid
-  keeps the partial border cells). About 0.3 M parameters.
-"""
+"""Context Cluster image models (CoC; Ma et al., "Image as Set of Points", ICLR 2023)."""
 
 from __future__ import annotations
 
@@ -93,9 +45,6 @@ _per_stage = per_stage  # the old private name (models/cluenet.py imported it fr
 def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     """Map every set's positions into ``[-0.5, 0.5]`` per axis by its own bounding box.
 
-    An axis along which a set is flat maps to 0. Clustering the result over the fixed box
-    ``(-0.5, 0.5)`` is the per-set bounding-box grid (``bounds="set"``).
-
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D].
     """
@@ -108,9 +57,6 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
 
 def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tuple]:
     """Image-plane pixel-cell centers and the pitch of a lattice, for adaptive windows.
-
-    Pixel ``(row i, col j)`` of an ``H x W`` lattice maps to ``((j + 0.5) / W - 0.5,
-    (i + 0.5) / H - 0.5)``: the cells tile ``[-0.5, 0.5]^2`` with pitch ``(1 / W, 1 / H)``.
 
     Shapes:
         coords: [N, 2] int64 ``(row, col)``; return: ([N, 2] ``(x, y)``, ``(1 / W, 1 / H)``).
@@ -156,11 +102,6 @@ class ContextClusterNet(StagedClassifier):
             pixel pooled into the one cell holding its position, 3+4 on a 7-pixel region; the
             earlier pointctx behaviour). Both agree when the cells divide the regions evenly
             (e.g. 256x256 inputs). General point sets always use the partition.
-
-    Inputs (:meth:`forward`): an image tensor ``[B, in_channels, H, W]`` with an optional bool
-    ``mask [B, H, W]`` (``True`` keeps a pixel), or a :class:`~pointctx.PointBatch` with
-    ``x [N, in_channels]`` (``None`` when ``in_channels == 0``) and ``pos [N, pos_dim]``. See the
-    module docstring for how pixel sets and general point sets are processed.
 
     Shapes:
         forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
@@ -239,14 +180,7 @@ class ContextClusterNet(StagedClassifier):
     # ------------------------------------------------------------------------------------------
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
-        """Run the stages; with ``collect`` return every stage, else the last stage's points.
-
-        Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
-        is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
-        the anchor's kNN slots). With ``input_pool`` the stem reduces the pooled sites; stage 0
-        is still linked to the input pixels (those of its sites) and its stride counts pixels
-        (``f * 4``).
-        """
+        """Run the stages; with ``collect`` return every stage, else the last stage's points."""
         packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()

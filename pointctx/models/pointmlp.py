@@ -1,85 +1,4 @@
-"""PointMLP and PointMLP-CoC classifiers on ragged point clouds.
-
-(One concept in one module, over 500 lines: the model, its stage blocks and its registered
-configurations; the shared grouping layers live in :mod:`pointctx.nn.grouping`.)
-
-PointMLP (Ma et al., "Rethinking Network Design and Local Geometry in Point Cloud: A Simple
-Residual MLP Framework", ICLR 2022) and its Context Cluster variant PointMLP-CoC (Ma et al.,
-"Image as Set of Points", ICLR 2023), rebuilt on packed ragged batches: every set keeps its own
-size through the whole network, and nothing a set computes depends on the other sets of the
-batch in eval mode.
-
-Network (:class:`PointMLP`): a per-point embedding (linear + BatchNorm + ReLU on the positions,
-plus the input features if ``in_channels > 0``), then four stages of
-
-1. farthest point sampling to half of each set's points (``ceil(n / 2)``; the official code
-   keeps a fixed ``N // 2`` of a fixed-size cloud, the same for even sizes),
-2. kNN grouping (k = 24) of the previous level's points around every anchor,
-3. the geometric affine "anchor" normalisation with one standard deviation per sample
-   (:class:`~pointctx.nn.grouping.GeometricAffine`), concatenated with the anchor's feature,
-4. pre-extraction: a linear transfer to the stage width and residual MLP blocks on every
-   (anchor, neighbour) row, then a max over the neighbours,
-5. pos-extraction: residual MLP blocks on the anchors,
-
-and a max over each set's last-stage points followed by the classifier
-``Linear(C, 512) - BN - ReLU - Dropout(0.5) - Linear(512, 256) - BN - ReLU - Dropout(0.5) -
-Linear(256, classes)``. The 1x1 convolutions of the official code are linear layers on the rows.
-
-Configurations (the official ``pointMLP`` / ``pointMLPElite`` factories; parameter counts at
-15 classes, as for ScanObjectNN):
-
-=================== ====== ======= ============= ============ ============ ==========
-name                embed  res exp dim expansion pre blocks   pos blocks   params (M)
-=================== ====== ======= ============= ============ ============ ==========
-pointmlp            64     1.0     2, 2, 2, 2    2, 2, 2, 2   2, 2, 2, 2   13.23
-pointmlp_elite      32     0.25    2, 2, 2, 1    1, 1, 2, 1   1, 1, 2, 1   0.71
-pointmlp_coc        64     1.0     2, 2, 2, 2    2, 2, 2, 2   2, 2, 2, 2   15.33
-pointmlp_coc_elite  32     0.25    2, 2, 2, 1    1, 1, 2, 1   1, 1, 2, 1   0.88
-=================== ====== ======= ============= ============ ============ ==========
-
-All use k = 24, no bias in the MLP layers, ``use_xyz=False`` and the "anchor" normalisation; the
-official elite model uses ``groups=1`` like the full one. PointMLP-CoC (official
-``pointMLP_CoC`` in ``ma-xu/Context-Cluster/pointcloud``) puts a
-:class:`~pointctx.nn.grouping.GroupContextCluster` (one center = the group mean, one head,
-``head_dim = max(C // 4, 32)``, residual) before every residual block of the pre-extraction.
-``pointmlp_coc_elite`` applies the same rule to the elite configuration (no official model).
-
-Context Cluster placement (``coc_mode``):
-
-* ``"group"`` (official): clustering inside each kNN group, as above.
-* ``"set"``: the library's general :class:`~pointctx.nn.ContextCluster` at the same places, but
-  over all (anchor, neighbour) rows of a set: every row sits at its neighbour's position and the
-  centers come from ``coc_proposal`` (``"grid"``: ``coc_centers`` cells per axis over the set's
-  bounding box; ``"fps"`` / ``"random"``: ``coc_centers`` sampled centers per set), so context
-  flows across groups. Filled neighbour slots (see below) are left out and copy slot 0.
-  Caveat of the sampled proposals: a center pools its ``k`` (16) nearest rows, so in a set with
-  at most that many rows at some stage (small inputs, late stages) all centers pool the same
-  rows, every row's similarities to them tie exactly, and the hard assignment is decided by
-  rounding: such sets can then differ between batch compositions by more than rounding. The
-  grid proposal (default) partitions the rows and does not have this tie.
-
-Ragged sets, small sets and order (deviations and choices, documented):
-
-* Sets of fewer than ``k`` points (small inputs, or late stages of small inputs) have missing
-  kNN neighbours; they are filled with the anchor's nearest neighbour and masked out of the
-  affine statistics and the Context Cluster means (:mod:`pointctx.nn.grouping`). Row-wise layers
-  give the filled rows exactly slot 0's values, so the max over the neighbours is unchanged.
-* ``fps_start`` picks the first FPS point of each set: ``"first"`` (default, as the official CUDA
-  FPS: the set's first point, so the output depends on the input order through it),
-  ``"canonical"`` (the point farthest from the set's centroid at every stage: the prediction does
-  not depend on the order of the input points, up to exact distance ties and floating point
-  summation order) or ``"random"``.
-* Eval mode: BatchNorm is a per-row affine map and the affine statistic is per set, so a set's
-  logits are the same alone as inside any batch. Train mode: BatchNorm normalises with the
-  statistics of all rows of the batch (as the official code over its ``B x groups x k`` rows;
-  here the rows of the sets actually present, with filled neighbour slots counted again as
-  duplicates of slot 0), and the classifier's BatchNorm needs at least 2 sets.
-* Every set needs at least one point (empty sets raise ``ValueError``).
-
-Profiler labels (:func:`torch.profiler.record_function`): ``"pointctx.fps"``,
-``"pointctx.knn"``, ``"pointctx.group"`` (gathers + affine), ``"pointctx.coc"`` (Context Cluster)
-and ``"pointctx.mlp"`` (embedding, pre/pos-extraction MLPs and the head).
-"""
+"""PointMLP and PointMLP-CoC classifiers on ragged point clouds."""
 
 from __future__ import annotations
 
@@ -114,11 +33,6 @@ __all__ = [
 class PointMLP(SetClassifier):
     """PointMLP / PointMLP-CoC classifier on ragged point sets (see the module docstring).
 
-    The classifier contract is :class:`~pointctx.models._base.SetClassifier`'s (as the image
-    models): ``forward = forward_head(forward_features(.))``, ``get_classifier`` /
-    ``reset_classifier``; the classifier is the official three-layer MLP, kept under its
-    official name ``classifier``.
-
     Args:
         num_classes: classifier outputs (0: no classifier, :meth:`forward` returns the pooled
             features).
@@ -146,11 +60,6 @@ class PointMLP(SetClassifier):
         drop_rate: classifier dropout (official 0.5).
         fps_start: ``"first"``, ``"canonical"`` or ``"random"`` (see the module docstring).
         backend: point-op backend for FPS and kNN.
-
-    Inputs (:meth:`forward`): a :class:`~pointctx.PointBatch` (``pos [N, pos_dim]``, ``x
-    [N, in_channels]`` or None when ``in_channels == 0``), or a padded tensor
-    ``[B, Nmax, pos_dim]`` with optional ``lengths [B]`` (set ``b`` is its first ``lengths[b]``
-    rows) and, when ``in_channels > 0``, ``features [B, Nmax, in_channels]``.
 
     Shapes:
         forward: PointBatch or [B, Nmax, D] (+ lengths [B]) -> logits [B, num_classes].
@@ -237,11 +146,7 @@ class PointMLP(SetClassifier):
         self.classifier = self._make_head(self.num_classes)
 
     def _make_head(self, num_classes: int) -> nn.Module:
-        """The official classifier MLP (``nn.Identity`` for 0 classes).
-
-        ``Linear(C, 512) - BN - ReLU - Dropout - Linear(512, 256) - BN - ReLU - Dropout -
-        Linear(256, num_classes)``.
-        """
+        """The official classifier MLP (``nn.Identity`` for 0 classes)."""
         if num_classes == 0:
             return nn.Identity()
         return nn.Sequential(
@@ -307,10 +212,6 @@ class PointMLP(SetClassifier):
     def forward_stages(self, points, lengths: Tensor | None = None,
                        features: Tensor | None = None) -> list[StageBatch]:
         """Features of every stage (contract: :class:`~pointctx.models._base.SetClassifier`).
-
-        Stage 0 is the per-point embedding at the input points (linked each to itself); stage
-        ``i >= 1`` holds the FPS anchors of stage ``i``, linked to their kNN group (the anchor
-        included). ``embed_dims`` lists their channels.
 
         Shapes:
             return: 1 + len(dim_expansion) StageBatches: x [M_i, embed_dims[i]], pos [M_i, D].

@@ -1,90 +1,4 @@
-"""PointMLP / PointMLP-CoC per-point segmentation: part segmentation and scene segmentation.
-
-The official part-segmentation model is ``part_segmentation/model/pointMLP.py`` of
-ma-xu/pointMLP-pytorch (factory ``pointMLP(num_classes=50)``, 16,755,594 parameters). This is the
-same network on packed ragged batches: every set keeps its own size, clouds of different sizes
-need no resampling, and in eval mode nothing a set computes depends on the other sets.
-
-Network (:class:`PointMLPSeg`):
-
-* embedding: ``Linear(3 + in_channels, 64) - BN - ReLU`` on xyz (+ normals: ``in_channels=3``,
-  the official 6-channel input);
-* encoder, four stages: FPS keeps a quarter of each set's points (``ceil(n / 4)``: 512 / 128 /
-  32 / 8 anchors of 2,048 points, as the official ``reducers`` 4), kNN groups of k = 32, the
-  geometric affine "anchor" normalisation over the grouped features *and* positions
-  (``use_xyz``), pre-extraction (transfer + 2 residual blocks, max over the neighbours) and
-  pos-extraction (2 residual blocks); widths 128 / 256 / 512 / 1024; bias in every layer;
-* decoder (``decode_list``), from the coarsest stage back to the input points: each step
-  interpolates the coarser features onto the finer stage's positions with
-  :func:`pointctx.ops.knn_interpolate` (inverse squared distance over the 3 nearest coarse points
-  of the same set, weights ``1 / (d2 + 1e-8)`` as the official ``PointNetFeaturePropagation``),
-  concatenates the finer stage's encoder features (skip first, as the official code), then
-  ``fuse`` (Linear-BN-ReLU, with the official bias) and ``extraction`` (``de_blocks`` residual
-  blocks); widths ``de_dims`` 512 / 256 / 128 / 128, ``de_blocks`` 4 / 4 / 4 / 4
-  (:class:`~pointctx.nn.pointmlp_layers.PointMLPPropagation`, a
-  :class:`~pointctx.nn.FeaturePropagation`).
-* global context: every encoder level (embedding and the four stages) is mapped to ``gmp_dim``
-  (64) by ``gmp_map_list`` and max-pooled over its set; the concatenation goes through
-  ``gmp_map_end``;
-* category (part segmentation only): the one-hot category (16) through ``cls_map``
-  (two Linear-BN-ReLU layers to ``cls_dim`` 64);
-* classifier on every point: ``cat([decoded, global, category])`` ->
-  ``Linear(., 128) - BN - Dropout(0.5) - Linear(128, num_classes)``. The official classifier has
-  no activation after its BatchNorm; this is kept (``head_act=False``) for parameter and function
-  parity, ``head_act=True`` adds a ReLU.
-
-Checked against the official code (outside this repository): with the official weights mapped
-onto this layout (see State-dict layout below), eval mode and FPS from each set's first point,
-the log-probabilities of 2 x 2,048 points agree to 1e-6. The official model has fixed anchor
-counts (it needs exactly 2,048 points); here every set keeps ``ceil(n / 4)`` per stage.
-
-The model returns logits; the official forward returns ``log_softmax`` of them (use
-``F.cross_entropy`` on the logits for the official ``F.nll_loss`` on its output).
-
-``coc_mode="group"`` (``pointmlp_coc_partseg`` / ``pointmlp_coc_seg``) puts PointMLP-CoC's
-in-group Context Cluster (:class:`~pointctx.nn.grouping.GroupContextCluster`: one center per
-kNN group, one head, ``head_dim = max(C // 4, 32)``, residual) before every residual block of the
-encoder's pre-extraction, as the official PointMLP-CoC classifier (ma-xu/Context-Cluster,
-``pointcloud/``) does; the decoder is unchanged. The CoC papers publish no part-segmentation
-model, so ``pointmlp_coc_partseg`` has no official parameter count.
-
-Scene models (``pointmlp_seg``, ``pointmlp_coc_seg``, and the smaller ``*_elite_seg``) are the same
-network without the category branch: they see only the points (xyz; ``in_channels`` adds point
-features). Their default ``num_classes`` is 13 (S3DIS-sized); pass your own. The ``*_elite_seg``
-configuration is CPU-sized (embed 32, ``res_expansion`` 0.25, widths x 2, 2, 2, 1, blocks
-1, 1, 2, 1, k = 16, one residual block per decoder step, decoder widths 128 / 128 / 64 / 64,
-context 32, head 64), in the spirit of the official ``pointMLPElite`` classifier.
-
-Inputs and outputs (:meth:`PointMLPSeg.forward`):
-
-* ``points``: a :class:`~pointctx.PointBatch` (``x``: normals or other per-point features, or
-  None with ``in_channels=0``) -> logits ``[N, num_classes]`` in the batch's point order; or a
-  padded tensor ``[B, Nmax, 3]`` with ``lengths [B]`` (and ``features [B, Nmax, C]``) ->
-  ``[B, Nmax, num_classes]``, zeros in the padding rows.
-* ``category`` (part segmentation): ``[B]`` integer category ids or ``[B, num_categories]``
-  (one-hot, as the official ``to_categorical``).
-* ``query``: another ``PointBatch`` with the same sets -> logits at its positions ``[Nq, K]``:
-  the decoded per-point features are interpolated onto them (k = 3, inverse squared distance)
-  before the classifier.
-
-Small sets: a set of fewer than 4**4 points still works (every stage keeps at least one point,
-kNN groups of small sets are filled and masked as in :mod:`pointctx.nn.grouping`). Every set needs
-at least one point. Training mode needs at least 2 sets (BatchNorm over the per-set global and
-category rows, as the official code over its batch).
-
-Order: with ``fps_start="canonical"`` the per-point output is permutation-equivariant (each
-point's logits do not depend on the input order, up to exact distance ties and summation
-order); the default ``"first"`` starts FPS at each set's first point as the official CUDA FPS.
-
-State-dict layout: the encoder is :class:`~pointctx.models.PointMLP` without its classifier
-(``backbone.embedding``, ``backbone.affines.i`` = the official ``local_grouper_list.i`` affine,
-``backbone.pre.i`` = ``pre_blocks_list.i``, ``backbone.post.i`` = ``pos_blocks_list.i``), so the
-encoder is exactly the classification backbone and its :meth:`forward_stages`; the decoder and
-heads keep the official top-level names (``decode_list.i.fuse`` / ``.extraction.operation.j``,
-``gmp_map_list``, ``gmp_map_end``, ``cls_map``, ``classifier`` with the official indices 0, 1,
-3). Inner layers are ``linear`` / ``norm`` where the official code has ``net.0`` / ``net.1``
-Conv1d / BatchNorm pairs.
-"""
+"""PointMLP / PointMLP-CoC per-point segmentation: part segmentation and scene segmentation."""
 
 from __future__ import annotations
 
@@ -288,9 +202,6 @@ class PointMLPSeg(nn.Module):
     def forward_stages(self, points, lengths: Tensor | None = None,
                        features: Tensor | None = None) -> list[StageBatch]:
         """The encoder's per-stage features: input points first, then the stages.
-
-        The backbone's :meth:`pointctx.models.PointMLP.forward_stages` (the per-stage contract
-        of :class:`~pointctx.models._base.SetClassifier`).
 
         Shapes:
             return: 1 + stages StageBatches: x [M_i, C_i], pos [M_i, D].

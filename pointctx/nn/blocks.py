@@ -1,18 +1,4 @@
-"""The pre-norm residual block of set networks, and its Context Cluster and CLUENet configurations.
-
-:class:`MixerBlock` is the one block skeleton (as MetaFormer's): ::
-
-    x = x + drop_path(layer_scale_1(token_mixer(norm1(x), ...)))
-    x = x + drop_path(layer_scale_2(mlp(norm2(x), ...)))
-
-with stochastic depth dropping whole sets. Blocks configure it with their norm, token mixer and
-MLP: :class:`ContextClusterBlock` (the official CoC block: per-set ``GroupNorm(1, C)``
-(:class:`~pointctx.nn.norm.SetGroupNorm`), a :class:`~pointctx.nn.context_cluster.ContextCluster`
-mixer and a point-wise :class:`~pointctx.nn.layers.Mlp`) and the CLUENet
-:class:`GFCBlock` (per-point ``LayerNorm``, Global Feature Clustering and the
-depthwise MLP), stacked by :class:`~pointctx.nn.blocks.GFCStage` (shared centers, neighbourhoods
-and assignments).
-"""
+"""The pre-norm residual block of set networks and its Context Cluster and CLUENet forms."""
 
 from __future__ import annotations
 
@@ -111,10 +97,6 @@ class MixerBlock(nn.Module):
 
 class ContextClusterBlock(MixerBlock):
     """Pre-norm residual Context Cluster block on packed point sets (the official CoC block).
-
-    A :class:`MixerBlock` with per-set ``GroupNorm(1, C)``, a
-    :class:`~pointctx.nn.context_cluster.ContextCluster` token mixer and a point-wise
-    :class:`~pointctx.nn.layers.Mlp`.
 
     Args:
         dim: channels C (input and output).
@@ -216,14 +198,6 @@ class ContextClusterBlock(MixerBlock):
 class GFCBlock(MixerBlock):
     """Pre-norm residual CLUENet block with the GFC mixer and the depthwise MLP.
 
-    ::
-
-        x = x + drop_path(ls1(gfc(LN(x))))
-        x = x + drop_path(ls2(mlp(LN(x))))
-
-    A :class:`~pointctx.nn.blocks.MixerBlock` with per-point ``LayerNorm``, a
-    :class:`GlobalFeatureClustering` token mixer and a :class:`DepthwiseMlp`.
-
     Args:
         dim: channels C.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
@@ -305,11 +279,6 @@ class GFCBlock(MixerBlock):
 
 class GFCStage(nn.Module):
     """A stack of :class:`GFCBlock` sharing centers, neighbourhoods and (optionally) assignments.
-
-    The positions do not change within a stage, so the centers (the first block's proposal) and
-    the depthwise-convolution neighbourhood are computed once. With ``share_assignment`` (the
-    paper's default) only the first block computes the hard assignment; the others reuse it and
-    are built without ``q``, ``alpha``, ``beta``.
 
     Args:
         dim: channels C.

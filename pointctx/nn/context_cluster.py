@@ -1,23 +1,4 @@
-"""The Context Cluster token mixer (Ma et al., "Image as Set of Points", ICLR 2023) on ragged sets.
-
-For every head ``h`` (channels ``h * head_dim`` to ``(h + 1) * head_dim`` of ``f(x)`` and
-``v(x)``) and every point ``i``:
-
-1. centers ``m`` come from a pluggable proposal on the positions (grid cells by default); a
-   center's similarity feature ``c_m`` and value center ``vc_m`` are the proposal's pooling (mean
-   over its member points) of ``f(x)`` and ``v(x)``;
-2. ``s_im = sigmoid(beta + alpha * cos(f_i, c_m))`` for the candidate centers of ``i``: all
-   centers of its region (``regions`` given) or of its set;
-3. ``i`` joins its most similar center ``m(i)`` (ties: the lowest center index) with weight
-   ``s_i = s_{i m(i)}``;
-4. aggregate ``g_m = (vc_m + sum_{i in m} s_i v_i) / (1 + sum_{i in m} s_i)``
-   (``denominator="sim"``, the official code after its 2023-05-31 fix) or with ``1 + |m|`` in the
-   denominator (``denominator="count"``, the earlier form, also used by FEC);
-5. dispatch ``out_i = s_i * g_{m(i)}``; heads are concatenated and projected by ``proj``.
-
-Everything runs on (point, candidate center) pairs with gathers and scatters: memory is linear in
-points x candidates, never a dense [sets, centers, points, channels] tensor.
-"""
+"""The Context Cluster token mixer (Ma et al., "Image as Set of Points", ICLR 2023)."""
 
 from __future__ import annotations
 
@@ -137,19 +118,6 @@ class ContextCluster(nn.Module):
             cache run markedly faster. ``"auto"`` (default): chunks of about 2^20 values of
             ``heads * head_dim`` on CPU, no chunking on other devices; None: no chunking.
 
-    Attributes ``f`` and ``v`` (``nn.Linear(dim, heads * head_dim)``, similarity and value
-    spaces), ``proj`` (``nn.Linear(heads * head_dim, out_dim)``) and the scalars ``alpha``
-    (init 1) and ``beta`` (init 0) shared by the heads follow the paper.
-
-    The clustering math runs in float32 (or float64 for float64 inputs), also under autocast; the
-    linear layers follow autocast. Host syncs per call: one to size the centers, one to size the
-    candidate pairs (plus one for the per-chunk pair counts with the ragged layout), one to infer
-    the number of sets when ``batch_size`` is not given, and the value checks when ``validate``.
-
-    Gradients: the hard assignment is piecewise constant (no gradient, as the argmax mask of the
-    official code); gradients flow through the chosen similarities, the pooled centers, the
-    values, ``alpha``, ``beta`` and the linear layers.
-
     Shapes:
         x: [N, C]; pos: [N, D]; batch: [N] sorted set id per point.
         return: [N, out_dim], or ``(out, Assignment)`` with ``return_assignment=True``.
@@ -236,10 +204,6 @@ class ContextCluster(nn.Module):
     ):
         """Mix point features through context clusters.
 
-        Steps: check the inputs; propose centers (and regions); pool the center features;
-        list each point's candidate centers; assign every point to its most similar candidate
-        and aggregate the clusters; dispatch the clusters back to their points.
-
         Args:
             x: point features.
             pos: point positions (used only to propose centers and regions).
@@ -308,11 +272,7 @@ class ContextCluster(nn.Module):
 
     def _candidates(self, centers: Centers, group: Tensor, num_groups: int, n: int,
                     dev) -> _Candidates:
-        """Each point's candidate centers, the pair layout and the points per chunk.
-
-        The candidates of point i are centers ``start[i] .. start[i] + k_pt[i] - 1`` (its
-        group's: region or set).
-        """
+        """Each point's candidate centers, the pair layout and the points per chunk."""
         inner = self.heads * self.head_dim
         cnt = torch.bincount(centers.batch, minlength=num_groups)[:num_groups]
         cptr = torch.cumsum(cnt, 0) - cnt
@@ -420,15 +380,7 @@ def chosen_similarity_naive(f, c_flat, idx, f_inv, f_norm, alpha, beta) -> Tenso
 
 
 class _ChosenSimilarity(torch.autograd.Function):
-    """``s = sigmoid(beta + alpha * cos(f_i, c_idx))`` with a hand-written backward.
-
-    With ``t = s (1 - s) alpha g / |f|`` (``g`` the incoming gradient) and ``cos`` as computed:
-    ``d f = t c - t cos f / |f|`` (the second term only where ``|f| >= 1e-12``, as the clamp's),
-    ``d c_idx += t f``, ``d alpha = sum s (1 - s) g cos``, ``d beta = sum s (1 - s) g``: two
-    full-size passes for ``d f`` and one for ``d c`` instead of autograd's products, norm
-    backward and gradient sum. ``f_inv = 1 / max(|f|, 1e-12)`` and ``f_norm = |f|`` come in
-    precomputed (no gradient of their own).
-    """
+    """``s = sigmoid(beta + alpha * cos(f_i, c_idx))`` with a hand-written backward."""
 
     @staticmethod
     def forward(ctx, f, c_flat, idx, f_inv, f_norm, alpha, beta):

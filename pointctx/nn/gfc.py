@@ -1,22 +1,4 @@
-"""Global Feature Clustering (GFC), the token mixer of CLUENet, on packed ragged sets.
-
-With ``K = k(x)``, ``V = v(x)`` split into ``heads`` heads of ``head_dim`` channels:
-
-1. centers from a proposal on the positions (a grid of ``h x w`` cells per set, the paper's
-   ``AdaptiveAvgPool2d``; or fps / random centers for non-grid sets); pooled centers ``k_m``,
-   ``v_m`` are the mean of ``K`` / ``V`` over the center's members;
-2. soft global aggregation (:func:`~pointctx.nn.soft_aggregation.soft_aggregate`): every center
-   attends over *all* points of its set, ``soft_m = sum_i softmax_i(cos(k_m, K_i) / tau) V_i``
-   with ``tau = exp(t)``, ``t`` learnable and clamped below at ``log(min_tau)``;
-3. gated fusion ``g = sigmoid(MLP_h([soft_m, v_m]))`` per head (:class:`HeadGate`: a two-layer
-   MLP of its own per head, hidden ``head_dim // 2``), ``c_m = (1 - g) soft_m + g v_m``;
-4. hard dispatch: ``q_m = W_q concat_h(c_m)``, ``S_im = sigmoid(alpha cos(K_i, q_m) + beta)``
-   over the centers of ``i``'s set; every point keeps only its best center ``m(i)`` (ties: the
-   lowest center index) and receives ``S_{i m(i)} c_{m(i)}``; heads are concatenated and
-   projected. The :class:`~pointctx.nn.context_cluster.Assignment` of the first block of a
-   stage can be shared by the following blocks (:class:`~pointctx.nn.blocks.GFCStage`); a layer
-   built with ``assign=False`` has no ``W_q``, ``alpha``, ``beta`` and needs that assignment.
-"""
+"""Global Feature Clustering (GFC), the token mixer of CLUENet, on packed ragged sets."""
 
 from __future__ import annotations
 
@@ -71,9 +53,6 @@ class HeadGate(nn.Module):
 
 class GlobalFeatureClustering(nn.Module):
     """Global Feature Clustering token mixer of CLUENet on packed ragged sets.
-
-    See the module docstring for the math (pooled centers, soft global aggregation with the
-    clamped temperature, gated fusion, hard dispatch).
 
     Args:
         dim: input channels C.

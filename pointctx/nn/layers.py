@@ -1,11 +1,4 @@
-"""Small building blocks on point features: ``Linear``, ``Mlp``, ``DropPath``, ``LayerScale``.
-
-They act on ``x [N, C]`` (one row per point). ``DropPath`` needs the set id of each point so that
-stochastic depth drops whole sets (the ragged counterpart of dropping whole images). Also the
-weight inits shared by the layers (:func:`conv_init`, :func:`linear_as_conv`,
-:func:`trunc_linear`) and the point chunking of point-wise work on CPU
-(:func:`check_chunk_points`, :func:`chunk_rows`, used by ``Mlp`` and ``ContextCluster``).
-"""
+"""Small building blocks on point features: ``Linear``, ``Mlp``, ``DropPath``, ``LayerScale``."""
 
 from __future__ import annotations
 
@@ -38,13 +31,7 @@ def check_chunk_points(value, name: str = "chunk_points"):
 
 
 def chunk_rows(chunk_points, width: int, device: torch.device) -> int | None:
-    """Rows per chunk for point-wise work of ``width`` channels, or None for one piece.
-
-    ``chunk_points``: an int (that many rows), None (no chunking) or ``"auto"``: about
-    :data:`CPU_CHUNK_ELEMENTS` values (at least 1,024 rows) on CPU, no chunking on other
-    devices (their kernels want large launches) and none while ``torch.compile`` traces (the
-    compiler fuses the point-wise work itself).
-    """
+    """Rows per chunk for point-wise work of ``width`` channels, or None for one piece."""
     if chunk_points is None:
         return None
     if chunk_points == "auto":
@@ -56,10 +43,6 @@ def chunk_rows(chunk_points, width: int, device: torch.device) -> int | None:
 
 class Linear(nn.Linear):
     """``nn.Linear`` whose product runs on :func:`pointctx.ops.linear.linear`.
-
-    Same parameters, state-dict keys, init and results (up to float32 summation order) as
-    ``nn.Linear``; on CPUs where MKL lacks its fast kernels the float32 product goes to oneDNN
-    (the ``"auto"`` linear backend; ``pointctx.ops.set_linear_backend("aten")`` turns it off).
 
     Shapes:
         x: [N, C] (or any [..., C]); return: [N, out_features].
@@ -97,9 +80,6 @@ def _check_rate(p, name: str) -> float:
 
 class Mlp(nn.Module):
     """Point-wise two-layer MLP: ``fc1 -> act -> dropout -> fc2 -> dropout``.
-
-    The channel MLP of a Context Cluster block (a 1x1-conv MLP in the image code). Weights are
-    initialised with a truncated normal (std 0.02) and zero biases, as the official model.
 
     Args:
         in_features: input channels C.
@@ -149,9 +129,6 @@ class Mlp(nn.Module):
 
 class DropPath(nn.Module):
     """Stochastic depth per set: in training, zero a whole set's residual branch with prob. ``p``.
-
-    Kept sets are scaled by ``1 / (1 - p)`` (``scale_by_keep``) so the expectation is unchanged.
-    In eval mode, or with ``p = 0``, it is the identity.
 
     Args:
         p: drop probability in [0, 1).

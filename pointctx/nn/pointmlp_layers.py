@@ -36,15 +36,7 @@ class LinearBNAct(nn.Module):
 
     def forward(self, x: Tensor, broadcast: Tensor | None = None,
                 residual: Tensor | None = None, act: bool = True) -> Tensor:
-        """Apply the layer row by row.
-
-        ``broadcast [M, C_b]`` (with ``x [M, k, C_x]``, ``C_x + C_b = in_dim``) stands for the
-        last ``C_b`` input channels, equal for the ``k`` rows of a group: the result is that of
-        ``cat([x, broadcast.unsqueeze(1).expand(-1, k, -1)], -1)`` without the concatenation.
-        ``residual`` (x's rows, ``out_dim`` channels) is added after the norm and before the
-        activation, in place: BatchNorm's backward does not need its output. ``act=False``
-        leaves the activation out (the caller applies it).
-        """
+        """Apply the layer row by row."""
         if broadcast is None:
             shape = x.shape
             flat = x.dim() != 2  # 2-D rows go through without reshape views
@@ -148,12 +140,7 @@ class PreExtraction(nn.Module):
     def forward(self, x: Tensor, mask: Tensor | None, pos: Tensor | None = None,
                 batch: Tensor | None = None, batch_size: int | None = None,
                 anchor: Tensor | None = None) -> Tensor:
-        """Run the blocks and pool over the neighbours (``pos``/``batch`` for ``"set"``).
-
-        With ``anchor [M, C_a]`` the transfer layer's input is ``cat([x, anchor repeated k
-        times], -1)``, computed without building the concatenation: the anchor's part of the
-        linear map is evaluated once per group and broadcast over the neighbours.
-        """
+        """Run the blocks and pool over the neighbours (``pos``/``batch`` for ``"set"``)."""
         with record_function("pointctx.mlp"):
             if anchor is None:
                 x = self.transfer(x)
@@ -199,10 +186,6 @@ class ResidualStack(nn.Module):
 
 class PointMLPPropagation(FeaturePropagation):
     """PointMLP's decoder step (the official ``PointNetFeaturePropagation``).
-
-    :class:`~pointctx.nn.propagation.FeaturePropagation` without its MLP (k = 3, weights
-    ``1 / (d2 + 1e-8)``, skip first as the official code), then ``fuse`` (Linear-BN-ReLU) and
-    ``extraction`` (residual blocks).
 
     Shapes:
         x: [M, in_channels]; pos: [M, D]; pos_query: [N, D]; skip: [N, skip_channels];

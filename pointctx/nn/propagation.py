@@ -1,17 +1,4 @@
-"""Feature propagation: carry coarse features to finer positions of the same ragged sets.
-
-:class:`FeaturePropagation` is PointNet++'s feature-propagation layer (and the decoder layer of
-PointMLP's part-segmentation model) on packed ragged sets: interpolate the features of a coarse
-set onto query positions of the same set with :func:`pointctx.ops.knn_interpolate` (inverse
-squared distance over the ``k = 3`` nearest coarse points), concatenate an optional skip
-connection (features that the query points already carry), then apply a point-wise MLP
-(``Linear -> norm -> activation`` per layer; PointNet++'s 1x1 convolutions). The queries can be
-the next finer stage of a backbone, every pixel of an image, or positions that were never in the
-input.
-
-Empty sets are supported: a query whose set has no coarse point interpolates to 0 (so the MLP
-sees its skip features only), and sets without queries produce no rows.
-"""
+"""Feature propagation: carry coarse features to finer positions of the same ragged sets."""
 
 from __future__ import annotations
 
@@ -64,8 +51,6 @@ class SharedMlp(nn.Module):
             a :class:`SetGroupNorm`).
         act: activation name (``"relu"``, ``"gelu"``, ``"silu"``, ``"none"``) or module class.
         last_act: apply norm and activation after the last layer too (PointNet++ does).
-
-    Linear layers carry a bias only where no norm follows them.
 
     Shapes:
         x: [N, C]; batch: [N] (needed for ``"group"``); return: [N, channels[-1]].
@@ -126,8 +111,6 @@ class FeaturePropagation(nn.Module):
         eps: added to the squared distances before inverting (see
             :func:`~pointctx.ops.knn_interpolate`; PointNet++ / PointMLP use 1e-8).
         backend: kNN backend (see :mod:`pointctx.ops`).
-
-    A subclass with ``skip_first = True`` puts the skip before the interpolated features.
 
     Attributes:
         out_channels: channels of the output.

@@ -1,28 +1,4 @@
-"""Center proposals for Context Clusters: where the cluster centers of a point set come from.
-
-(One concept in one module, over 500 lines: the proposal contract, its three implementations
-and the registry, which share the per-set and per-region geometry.)
-
-A proposal looks at positions only and returns :class:`Centers`: the center positions, the group
-(set, or region of a set) each center belongs to, and the (point, center) membership pairs that
-define how a center feature is pooled from point features (the mean of its members). Built in:
-
-* :class:`GridProposal` (``"grid"``): a regular grid of cells per axis (or of a given cell edge
-  length) over each set's bounding box or over a fixed box; one center per non-empty cell, at the
-  mean of its points. ``windows="partition"`` (default): the members of a center are the points
-  of its cell. ``windows="adaptive"``: given the points' lattice pitch, the overlapping windows
-  of ``AdaptiveAvgPool2d`` (the paper's proposal, exact also when the cells do not divide the
-  regions, e.g. 7x7-pixel regions at 224x224).
-* :class:`FPSProposal` (``"fps"``) and :class:`RandomProposal` (``"random"``): centers at points
-  picked by farthest point sampling or uniformly at random; the members of a center are its ``k``
-  nearest points of the same set (the point-cloud variant of the paper).
-
-Users add their own with :func:`register_proposal` (a :class:`CenterProposal` subclass) and pick
-any of them by name with :func:`resolve_proposal`; layers build theirs with :func:`build_proposal`.
-The base class runs any proposal per region (:meth:`CenterProposal.propose`).
-
-One concept (center proposals and their registry), hence one module above 500 lines.
-"""
+"""Center proposals for Context Clusters: where the cluster centers of a point set come from."""
 
 from __future__ import annotations
 
@@ -129,20 +105,7 @@ class RegionCenters(NamedTuple):
 
 
 class CenterProposal(nn.Module):
-    """Base class of center proposals.
-
-    Subclasses implement :meth:`forward` (positions -> :class:`Centers` of every set). The base
-    class adds the rest of the contract, so a user-registered proposal gets it for free:
-
-    * :meth:`propose` runs the proposal per set or, with ``regions``, per region of every set
-      (the region grid spans ``bounds``) and returns :class:`RegionCenters` sorted by group;
-    * :meth:`pool` averages point features over each center's members; override it for another
-      pooling. The class attribute ``mean_pooling`` declares that :meth:`pool` is that plain
-      mean, which lets layers pool their input before (affine) linear maps instead of after; a
-      subclass that overrides :meth:`pool` gets ``mean_pooling = False`` unless it sets it.
-    * ``sorted_by_group`` (class attribute, default False) declares that :meth:`forward` already
-      returns centers sorted by group; otherwise :meth:`propose` sorts them (stable).
-    """
+    """Base class of center proposals."""
 
     mean_pooling: bool = True
     sorted_by_group: bool = False
@@ -302,8 +265,6 @@ def _check_counts(value, name: str) -> int | tuple[int, ...]:
 def check_bounds(bounds, name: str = "bounds"):
     """Check a bounds option: None or ``"set"`` (per-set box) or a ``(lo, hi)`` pair.
 
-    ``lo`` and ``hi`` are floats or equal-length sequences of floats with ``lo < hi``.
-
     Returns:
         ``"set"`` or the pair ``(lo, hi)`` with each side a float or a tuple of floats.
     """
@@ -366,12 +327,6 @@ class GridProposal(CenterProposal):
               a fixed box must be the union of the footprints (e.g. ``(-0.5, 0.5)`` with pixel
               ``j`` of ``L`` at ``(j + 0.5) / L - 0.5`` and pitch ``1 / L``).
 
-    Cells are numbered with axis 0 varying fastest (raster order for ``(x, y)`` positions);
-    centers come out sorted by (group, cell). ``forward`` also takes ``regions``: a count per
-    axis; the grid then has ``regions * cells`` cells per axis and the centers are grouped by
-    region (each group holds the ``cells`` grid inside one region; an adaptive window never
-    crosses its region).
-
     Shapes:
         pos: [N, D]; batch: [N]; spacing: a number, D numbers, or a tensor [D] or [N, D];
         return: :class:`Centers` with ``assignment`` [N] (the cell of each point; with adaptive
@@ -421,11 +376,7 @@ class GridProposal(CenterProposal):
         return self._grid(pos, batch, num_sets, regs, spacing)[0]
 
     def propose(self, pos, batch, batch_size=None, regions=None, bounds="set", spacing=None):
-        """Grid centers per set or per region (see :meth:`CenterProposal.propose`).
-
-        The regions are the coarse grid of the fine grid of ``regions * cells`` cells per axis
-        over this proposal's own ``bounds`` (the ``bounds`` argument is not used).
-        """
+        """Grid centers per set or per region (see :meth:`CenterProposal.propose`)."""
         num_sets = infer_batch_size(batch, batch_size)
         regs = _regions(regions, pos.shape[1])
         centers, group = self._grid(pos, batch, num_sets, regs, spacing)
@@ -473,11 +424,7 @@ class GridProposal(CenterProposal):
         return Centers(center_pos, center_group, member_point, assignment, assignment)
 
     def _adaptive(self, pos, batch, num_sets, regs, cells, fine, spacing):
-        """Overlapping windows: every (point, cell of its region overlapped by its footprint).
-
-        Runs axis by axis on contiguous columns, with Python scalars where the box and the
-        pitch are fixed (the image case), which avoids slow broadcasts over a size-D last axis.
-        """
+        """Overlapping windows: every (point, cell of its region overlapped by its footprint)."""
         n, d = pos.shape
         dev = pos.device
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
@@ -710,13 +657,7 @@ def list_proposals() -> list[str]:
 
 
 def resolve_proposal(name_or_module, **kwargs) -> CenterProposal:
-    """Return a proposal module: an instance as is, else build it by name or class with kwargs.
-
-    Raises:
-        ValueError: unknown name (the message lists the choices).
-        TypeError: neither a name, a :class:`CenterProposal` nor a callable, or the result is not
-            a :class:`CenterProposal`.
-    """
+    """Return a proposal module: an instance as is, else build it by name or class with kwargs."""
     out = resolve(name_or_module, _PROPOSALS, "proposal", base=CenterProposal, **kwargs)
     if not isinstance(out, CenterProposal):
         raise TypeError(
@@ -745,9 +686,6 @@ def build_proposal(proposal="grid", centers=None, bounds=None, proposal_kwargs=N
         bounds: the grid's box (None / ``"set"`` or ``(lo, hi)``); grid only.
         proposal_kwargs: extra keyword arguments for the proposal (override the above); the only
             ones a user-registered proposal receives.
-
-    Raises:
-        ValueError / TypeError: as :func:`resolve_proposal`, and for invalid ``centers``.
     """
     kwargs = dict(proposal_kwargs or {})
     counts = None if centers is None else _check_counts(centers, "centers")

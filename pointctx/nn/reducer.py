@@ -1,48 +1,4 @@
-"""``PointReducer``: fewer points with more channels, for pixel sets and general point sets.
-
-The paper's point reducer proposes anchors evenly over the set, gathers each anchor's neighbours,
-concatenates their features in a fixed spatial order and fuses them with one linear layer; on an
-image grid this is a strided convolution. Two modes, picked per call:
-
-**Lattice mode** (pixel sets: integer lattice coordinates given). Every point has integer
-coordinates ``coords`` (``(row, col)`` for images) on a lattice of ``grid_size``. With kernel
-``k``, stride ``s`` and padding ``p`` (per axis, like ``nn.Conv2d``), the anchors are the
-non-empty stride cells ``coords // s`` of each set (output lattice of ``ceil(size / s)`` per axis,
-partial cells at the far border kept); anchor ``a`` gathers the points at lattice coordinates
-``a * s - p + d`` for the kernel offsets ``d`` in ``[0, k)`` per axis, slot = the offset in
-row-major order (axis 0 slowest). Its features ``[C, k**L]`` (channel-major, like a conv weight)
-are flattened and fused by ``nn.Linear(C * k**L, out_dim)``. On a full grid whose size ``s``
-divides, this equals ``nn.Conv2d(C, out_dim, k, s, p)`` with ``weight = linear.weight.view(out,
-C, k, k)`` (tested). Its position is the mean of the positions of the points in its own stride
-cell (summed in slot order, so it does not depend on the order of the points), its lattice
-coordinates are ``a`` (so reductions chain: ``coords // s``, slot ``coords % s`` for ``k = s``).
-
-**Full lattices** (every site of every set present, in the raster order of
-:func:`~pointctx.ops.lattice_sites`, e.g. full images): the gather pattern depends on the shape
-only, so it is built once per ``(B, grid_size, kernel, stride, padding, device)`` and cached
-(the last 16), and the fused value is computed as the strided convolution itself
-(``conv2d`` on the packed rows viewed channels-last, no copy; the far border zero-padded for
-partial cells). Results equal the gather path up to float rounding, forward and backward
-(tested); masked or reordered inputs take the gather path with a fresh pattern. The output
-coordinates and set ids of a full lattice are the cached site tensors, so the next reducer
-recognises its input by identity.
-
-**Point mode** (general point sets: no lattice coordinates). Anchors are picked by farthest
-point sampling with ``ratio`` (default ``1 / s**2``: 4x4 cells keep 1/16 of the points, 2x2 cells
-1/4) and gather their ``k**L`` nearest points of the same set (``L = 2`` unless ``lattice_dim``
-says otherwise), nearest first: neighbour ``j`` fills slot ``j`` of the same linear layer. The
-position of the anchor is the sampled point's position. FPS starts at each set's first point,
-so the result depends on the order of the points only through that start (and exact ties).
-
-**Missing slots.** A slot is *missing* when its lattice site lies inside the lattice but holds
-no point (a masked pixel), or, in point mode, when a set has fewer points than slots. Missing
-slots contribute zero and the fused value is rescaled by ``expected / present`` (a masked linear
-rescaled by the present-slot count): ``out = (W @ g) * expected / present + b``, where
-``present`` counts the slots that hold a point and ``expected`` those that lie inside the
-lattice (all ``k**L`` slots in point mode). Slots outside the lattice (the convolution's zero
-padding) count as zeros without rescaling, so full grids match the convolution exactly. Every
-anchor has at least one present slot (its own cell is non-empty), so the factor is finite.
-"""
+"""``PointReducer``: fewer points with more channels, for pixel sets and general point sets."""
 
 from __future__ import annotations
 
@@ -98,11 +54,7 @@ class Reduced(NamedTuple):
 
 
 def _row_major(coords: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest).
-
-    That is :func:`~pointctx.ops.grid.linear_index` on the reversed axes (raster order, the
-    library's one axis order); the kernel slots use it too, matching a conv weight's layout.
-    """
+    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest)."""
     return linear_index(coords.flip(1), tuple(sizes)[::-1])
 
 
@@ -121,11 +73,7 @@ class _Plan(NamedTuple):
 
 
 def _anchor_positions(pos: Tensor, plan: _Plan, memo: bool = True) -> Tensor | None:
-    """Mean position of each anchor's own cell, summed in slot order (not point order).
-
-    With ``memo`` (cached full-lattice plans) the result for the very same, unmodified,
-    gradient-free ``pos`` tensor (e.g. the cached image-plane positions) is reused.
-    """
+    """Mean position of each anchor's own cell, summed in slot order (not point order)."""
     plain = memo and not pos.requires_grad and not pos.is_inference()
     if plain:
         hit = plan.memo.get("pos")
@@ -147,8 +95,6 @@ _PLANS_MAX = 16
 
 class PointReducer(nn.Module):
     """Reduce point sets: anchors gather neighbours, concatenated and fused by one linear layer.
-
-    See the module docstring for the two modes (lattice / point) and for missing slots.
 
     Args:
         in_dim: input channels C.
@@ -343,11 +289,7 @@ class PointReducer(nn.Module):
     # lattice sizes are symbolic (NameError at run time, CLUENet at 32x32, dynamic shapes).
     @torch.compiler.disable
     def _dense_conv(self, x: Tensor, b: int, sizes, out_sizes) -> Tensor:
-        """Full lattices in raster order: the reduction is exactly a strided convolution.
-
-        Every in-lattice slot is present (scale 1), out-of-lattice slots are the zero padding;
-        the far border gets extra zero padding when the partial cells need it.
-        """
+        """Full lattices in raster order: the reduction is exactly a strided convolution."""
         k, s, p = self.kernel_size, self.stride, self.padding
         dim, c = len(sizes), x.shape[1]
         xv = x.reshape(b, *sizes, c).movedim(-1, 1)  # [B, C, *sizes], channels-last strides
@@ -387,13 +329,7 @@ class PointReducer(nn.Module):
         return index, anchor_pos, anchor_batch
 
     def _lattice_plan(self, batch: Tensor, b: int, coords: Tensor, sizes: tuple):
-        """The gather pattern of a lattice reduction: ``(plan, dense)``.
-
-        Full lattices in raster order (every site present, as
-        :func:`~pointctx.ops.lattice_sites` lays them out, e.g. full images) get a plan built
-        once per shape and cached (``dense`` True: the caller may use the convolution); any
-        other input (masked pixels, another point order) gets a fresh plan.
-        """
+        """The gather pattern of a lattice reduction: ``(plan, dense)``."""
         coords = coords.long()
         batch = batch.long()
         n = coords.shape[0]

@@ -1,12 +1,4 @@
-"""Point ops on packed ragged sets: native PyTorch by default, torch-cluster when present.
-
-Conventions: ``pos [N, D]``, sorted ``batch [N]`` (set id per point), ``ptr [B+1]`` with a
-leading 0. Every op takes an optional ``batch_size`` to avoid a host sync and a ``backend``
-(``"auto"``, ``"native"``, ``"cluster"``; see :mod:`pointctx.ops._backend`).
-
-Also the dense linear layer of every model, :func:`linear`, with its own choice of CPU
-matrix-product library (``"auto"``, ``"aten"``, ``"onednn"``; see :mod:`pointctx.ops.linear`).
-"""
+"""Point ops on packed ragged sets: native PyTorch by default, torch-cluster when present."""
 
 from ._backend import (
     cluster_available,

@@ -1,23 +1,4 @@
-"""Farthest point sampling (FPS) on packed ragged sets.
-
-FPS picks, set by set, a first point and then repeatedly the point farthest (squared Euclidean
-distance) from everything picked so far. The native path runs all sets at once: the sets are
-padded to ``[B, Nmax, D]`` and each FPS iteration is a handful of tensor ops over the whole
-batch, so the only Python loop is the one over iterations (``max`` sample count of any set).
-Memory: ``B * Nmax * (D + 2)`` values of the input dtype plus ``B * max_count`` int64.
-
-Ties: when several candidates are equally far, the one with the lowest index is picked; a point
-is never picked twice, so with duplicate points the indices stay distinct (the next duplicate in
-index order is taken once only zero-distance candidates remain). :func:`fps_naive` follows the
-same rules and gives exactly the same indices. torch-cluster's FPS (``backend="cluster"``) agrees
-on data without ties; with ties it may pick another of the tied points, and with duplicate
-points it may return the same point twice. With ``random_start`` both backends draw the start
-from ``generator`` (torch-cluster gets each set rotated so that its start comes first). On CPU
-the native path is several times faster than torch-cluster's (``bench/ops.py``).
-
-:func:`sample_counts` is the count rule shared with :func:`pointctx.ops.random_sample`; the
-``ptr`` of the sampled output is ``[0, *cumsum(sample_counts(...))]``.
-"""
+"""Farthest point sampling (FPS) on packed ragged sets."""
 
 from __future__ import annotations
 
@@ -48,12 +29,6 @@ def _check_ratio(ratio) -> float:
 
 def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor:
     """Number of points to sample from each set (FPS and random sampling share this rule).
-
-    Exactly one of ``ratio`` and ``num`` must be given. With ``ratio`` a set of ``n`` points keeps
-    ``ceil(ratio * n)`` of them (like torch-cluster; products within a relative 1e-9 of an integer
-    count as that integer, so ``0.07 * 100`` gives 7). With ``num`` a set keeps
-    ``min(num, n)``: a set smaller than the request keeps all its points. Empty sets keep
-    nothing. The sampled output's ``ptr`` is ``[0, *cumsum(counts)]``.
 
     Args:
         sizes: number of points in each set.
@@ -212,8 +187,6 @@ def fps_naive(
     generator: torch.Generator | None = None,
 ) -> Tensor:
     """Per-set Python loop version of :func:`fps` (slow, obviously correct; for tests).
-
-    Same arguments, counts, tie rule and random-start draw as :func:`fps`.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [M].

@@ -1,32 +1,4 @@
-"""Voxel-grid clustering and pooling of packed ragged point sets, and the grid helpers.
-
-(One concept in one module, about 500 lines: voxel grids, the grid helpers every grid user
-calls and the ops built on them.)
-
-**Axis order (one for the whole library).** A linear cell index varies **axis 0 fastest**: the
-last coordinate is the most significant (:func:`linear_index`, :func:`unravel_index`). For
-positions ``(x, y[, z])`` this is raster order (row by row for image pixels), as torch-cluster's
-voxel ids. Lattice coordinates stored as ``(row, col)`` (the reducer's) are passed reversed,
-``(col, row)``, so that they get the same raster order.
-
-The helpers every grid in pointctx uses (proposals, reducer, models):
-
-* :func:`set_bounds`: per-set bounding box;
-* :func:`grid_box` / :func:`grid_cell_coords` / :func:`cell_coords`: cell coordinates;
-* :func:`linear_index` / :func:`unravel_index`: the linear index in the order above;
-* :func:`relabel`: consecutive relabelling of used keys;
-* :func:`lattice_sites`: every site of full lattices (cached per shape and device).
-
-A point at ``p`` of set ``b`` falls in the cell with integer coordinates
-``floor((p - origin_b) / size)``, so a point exactly on a cell boundary goes to the upper cell.
-Cells are numbered ``0..K-1`` consecutively in this order: by set first, then by cell
-coordinates compared lexicographically with the **last** coordinate most significant (for image
-pixels with ``pos = (x, y)`` this is raster order: row by row). torch-cluster's linear voxel ids
-follow the same order, so both backends give identical cluster ids.
-
-``origin`` defaults to the per-set minimum of the positions, so the cells of a set do not depend
-on the other sets in the batch.
-"""
+"""Voxel-grid clustering and pooling of packed ragged point sets, and the grid helpers."""
 
 from __future__ import annotations
 
@@ -197,11 +169,6 @@ def grid_cell_coords(
 ) -> Tensor:
     """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
 
-    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
-    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
-    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
-    cells; an axis with zero extent puts every point in cell 0).
-
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D] int64.
     """
@@ -218,9 +185,6 @@ def grid_cell_coords(
 
 def linear_index(coords: Tensor, sizes: Sequence[int]) -> Tensor:
     """Linear index of integer coordinates, **axis 0 varying fastest** (last axis slowest).
-
-    ``index = c_0 + s_0 * (c_1 + s_1 * (c_2 + ...))``: raster order for ``(x, y)`` positions.
-    For ``(row, col)`` coordinates pass ``coords.flip(1)`` and ``sizes[::-1]``.
 
     Shapes:
         coords: [N, D] int64 with ``0 <= c_d < sizes[d]``; return: [N] int64.
@@ -247,9 +211,6 @@ def unravel_index(lin: Tensor, sizes: Sequence[int]) -> Tensor:
 def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
     """Consecutive relabelling: the used values of ``key`` become ``0..K-1`` in increasing order.
 
-    When the key space is not much larger than the number of keys an occupancy table replaces
-    the sort of ``torch.unique``. One host sync.
-
     Args:
         key: int64 keys in ``[0, key_space)``.
         key_space: upper bound of the keys.
@@ -275,12 +236,6 @@ _SITES_MAX = 16
 
 def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[Tensor, Tensor]:
     """Every site of ``batch_size`` full lattices of ``sizes``: integer coordinates and set ids.
-
-    Sites come set by set, each set in row-major order of ``(row, col, ...)`` (raster order for
-    images: :func:`linear_index` of the reversed axes). The tensors are built once per
-    ``(batch_size, sizes, device)`` and cached (the last 16 shapes), so repeated calls return
-    the very same tensor objects: callers must not modify them in place. Layers use the
-    identity to recognise full lattices cheaply (:class:`~pointctx.nn.PointReducer`).
 
     Returns:
         ``(coords [N, L] int64, batch [N] int64)`` with ``N = batch_size * prod(sizes)``.

@@ -1,10 +1,4 @@
-"""Uniform random sampling without replacement, independently in each packed ragged set.
-
-Vectorised over all sets: every point draws a random float64 key, points are sorted by
-``(set, key)`` (two stable sorts) and the first ``count`` points of each set are kept, which is
-a uniform draw without replacement within the set. Counts follow :func:`sample_counts`, the
-same rule as :func:`pointctx.ops.fps`.
-"""
+"""Uniform random sampling without replacement, independently in each packed ragged set."""
 
 from __future__ import annotations
 
@@ -72,9 +66,6 @@ def random_sample_naive(
     batch_size: int | None = None,
 ) -> Tensor:
     """Per-set Python loop version of :func:`random_sample` (``randperm`` per set; for tests).
-
-    It draws different random numbers than :func:`random_sample`, so the two agree in
-    distribution and counts, not in the exact indices.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [M].

@@ -1,12 +1,4 @@
-"""Scatter reductions over ragged segments, in native PyTorch.
-
-All reductions run along dim 0: row ``i`` of ``src`` belongs to segment ``index[i]``; the
-output has ``dim_size`` rows (default ``index.max() + 1``, which costs a host sync). ``index``
-need not be sorted. Empty segments get 0 (sum, mean, max) and ``-1`` as their argmax.
-Gradients flow through ``sum``, ``mean``, ``max`` and ``softmax`` (tested with gradcheck).
-
-Each op has a naive per-segment reference (``*_naive``) used by the tests.
-"""
+"""Scatter reductions over ragged segments, in native PyTorch."""
 
 from __future__ import annotations
 

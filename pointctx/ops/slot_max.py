@@ -1,15 +1,4 @@
-"""Max over the slots of grouped features (PointMLP's neighbour pooling), with a cheap backward.
-
-``slot_max(x, dim)`` equals ``x.amax(dim)`` in value and gradient (the gradient of a max is split
-evenly among the slots tied for it, bit for bit as autograd's ``amax``), but its backward builds
-far fewer full-size temporaries. Autograd's ``amax`` backward turns the ``x == max`` mask into an
-int64 tensor to count the ties and into a float tensor to multiply by: on a PointMLP stage
-(``[4096, 24, 256]`` float32) that backward takes about 30x its forward. Here the ties are
-counted in uint8 (int32 past 255 slots) over the bool mask, and the gradient is the mask cast
-to float times the shared gradient, in place.
-
-The naive reference is ``x.amax(dim)`` itself (:func:`slot_max_naive`).
-"""
+"""Max over the slots of grouped features (PointMLP's neighbour pooling), with a cheap backward."""
 
 from __future__ import annotations
 
@@ -50,10 +39,6 @@ class _SlotMax(torch.autograd.Function):
 
 def slot_max(x: Tensor, dim: int = 1, slots: int | None = None) -> Tensor:
     """Max over dimension ``dim`` (e.g. the ``k`` neighbour slots of ``[M, k, C]`` groups).
-
-    Same value and gradient as ``x.amax(dim)`` (ties share the gradient evenly); the backward is
-    not differentiable again (use ``amax`` for double backward). NaN inputs: the max is NaN and,
-    as NaN never equals itself, no gradient reaches that slot's group.
 
     Args:
         x: a floating tensor with at least one slot along ``dim``.

@@ -1,15 +1,4 @@
-"""A small training-loop toolkit shared by the example scripts.
-
-* :mod:`~pointctx.train.trainer`: :class:`Trainer` (epochs, evaluation, checkpoints, exact resume,
-  Ctrl-C, DDP, AMP) and :func:`make_loader`;
-* :mod:`~pointctx.train.checkpoint`: atomic file writes and RNG state capture;
-* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, segmentation
-  mIoU / per-class IoU, tables, the PointMLP label-smoothing loss;
-* :mod:`~pointctx.train.distributed`: ``torchrun`` set-up and resumable, sharded samplers;
-* :mod:`~pointctx.train.log`: console + file logging that keeps tqdm bars intact;
-* :mod:`~pointctx.train.cli`: ``argparse`` types for clean command-line errors;
-* :mod:`~pointctx.train.interrupt`: SIGINT/SIGTERM to a stop flag.
-"""
+"""A small training-loop toolkit shared by the example scripts."""
 
 from .checkpoint import (
     atomic_write_json,

@@ -1,9 +1,4 @@
-"""Atomic checkpoint and result files, and the random-number state that makes resuming exact.
-
-Every writer here writes a temporary file in the target's folder, flushes it to disk and moves it
-over the target with :func:`os.replace`, so a reader (or a crash, or Ctrl-C) never sees a
-half-written file: the target is either the old complete file or the new complete file.
-"""
+"""Atomic checkpoint and result files, and the random-number state that makes resuming exact."""
 
 from __future__ import annotations
 
@@ -72,12 +67,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 
 
 def plain(obj: Any) -> Any:
-    """``obj`` with only tensors, numbers, strings, ``None``, lists, tuples and dicts inside.
-
-    String subclasses (``torch.__version__`` is a ``TorchVersion``), paths, NumPy scalars and
-    arrays, dtypes and devices become plain values, so that a checkpoint holding ``obj`` loads
-    with ``torch.load(weights_only=True)``. Other objects raise ``TypeError``.
-    """
+    """``obj`` with only tensors, numbers, strings, ``None``, lists, tuples and dicts inside."""
     if obj is None or type(obj) in (bool, int, float) or isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, str):
@@ -102,12 +92,7 @@ def plain(obj: Any) -> Any:
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """``torch.save`` a state dict atomically; returns the path.
-
-    Keep ``state`` to tensors, numbers, strings, ``None`` and lists / tuples / dicts of them, so
-    that the file loads with ``torch.load(path, weights_only=True)`` (torch's default, which runs
-    no pickled code): :func:`load_checkpoint` loads it that way.
-    """
+    """``torch.save`` a state dict atomically; returns the path."""
     return _atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
@@ -122,14 +107,7 @@ def _first_line(err: BaseException) -> str:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is not a readable checkpoint (one line, naming the file): damaged,
-            truncated, not written by torch, or holding objects other than tensors and plain
-            containers (e.g. a checkpoint of pointctx < 0.2, whose RNG states were numpy arrays).
-    """
+    """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
@@ -149,11 +127,7 @@ STALE_PATTERNS = (".last.pt.*.pt", ".best.pt.*.pt", ".results.json.*.json")
 
 
 def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Temporary files that an interrupted atomic write (``kill -9``) left in ``folder``.
-
-    Atomic writes go to ``.<name>.<random><suffix>`` beside the target; such a file only outlives
-    its write when the process died in the middle of it.
-    """
+    """Temporary files that an interrupted atomic write (``kill -9``) left in ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -161,10 +135,7 @@ def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete :func:`stale_temp_files` of ``folder``; returns what was removed.
-
-    Call it only while no other process writes into ``folder`` (at the start of a run).
-    """
+    """Delete :func:`stale_temp_files` of ``folder``; returns what was removed."""
     removed = []
     for p in stale_temp_files(folder):
         try:
@@ -176,11 +147,7 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def capture_rng_state() -> dict:
-    """The state of Python's, NumPy's (global) and torch's (CPU and every CUDA device) RNGs.
-
-    Only tensors, numbers, strings and tuples / dicts, so that a checkpoint holding it loads
-    with ``weights_only=True``.
-    """
+    """The state of Python's, NumPy's (global) and torch's (CPU and every CUDA device) RNGs."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),

@@ -1,9 +1,4 @@
-"""Data-parallel helpers: process-group set-up from ``torchrun``, samplers that shard and resume.
-
-Launch a script with ``torchrun --nproc_per_node=P script.py ...``: :func:`init_distributed` reads
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and joins the group (``nccl`` on CUDA, ``gloo`` on CPU).
-Without those variables everything runs as a single process (rank 0 of 1).
-"""
+"""Data-parallel helpers: process-group set-up from ``torchrun``, samplers that shard and resume."""
 
 from __future__ import annotations
 
@@ -53,11 +48,7 @@ class DistInfo(NamedTuple):
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA exists, else ``cpu``; ``"cuda"`` -> per rank.
-
-    Raises:
-        ValueError: ``"cuda"`` was asked for but CUDA is not available, or an unknown name.
-    """
+    """``"auto"``: ``cuda:<local_rank>`` when CUDA exists, else ``cpu``; ``"cuda"``: per rank."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"`device` must be one of ['auto', 'cpu', 'cuda'], got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -138,13 +129,6 @@ def barrier() -> None:
 class ResumableBatchSampler(Sampler[list[int]]):
     """Seeded, epoch-keyed, rank-sharded training batches that can restart mid-epoch.
 
-    The order of epoch ``e`` is a permutation drawn from ``numpy.random.default_rng((seed, e))``
-    (identity when ``shuffle=False``); it is padded by wrapping around to a multiple of
-    ``world_size`` (as :class:`torch.utils.data.DistributedSampler`) and rank ``r`` takes every
-    ``world_size``-th index from ``r``. Its share is cut into batches of ``batch_size``.
-    ``set_epoch(e, start_batch=k)`` skips the first ``k`` batches, which is how an interrupted epoch
-    resumes exactly where it stopped without reading the skipped data.
-
     Args:
         num_samples: dataset size.
         batch_size: batch size per process.
@@ -220,11 +204,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class ShardedEvalSampler(Sampler[int]):
-    """Every ``world_size``-th index from ``rank``, without padding or shuffling.
-
-    The shards cover each sample exactly once, so summing per-rank confusion matrices gives the
-    exact metrics of the split (``DistributedSampler`` pads by repeating samples).
-    """
+    """Every ``world_size``-th index from ``rank``, without padding or shuffling."""
 
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:

@@ -36,9 +36,6 @@ def setup_logger(
 ) -> logging.Logger:
     """A logger writing to the console and (appending) to ``log_file``; quiet on non-main ranks.
 
-    Calling it again with the same ``name`` replaces (and closes) the handlers it added before.
-    On ranks other than 0 only warnings and errors reach the console and no file is written.
-
     Args:
         name: logger name.
         log_file: file to append to (its folder is created); ``None`` for none.

@@ -1,9 +1,4 @@
-"""Point-cloud augmentations: numpy transforms of one cloud ``[n, C]`` drawing from a generator.
-
-Datasets (:class:`~pointctx.datasets.PointCloudDataset`) call ``t(points, rng)`` with the item's
-generator, seeded by ``(seed, epoch, item)``, so an augmentation is reproducible whatever the
-number of workers. :func:`reference_train_transform` is PointMLP's training augmentation.
-"""
+"""Point-cloud augmentations: numpy transforms of one cloud ``[n, C]`` drawing from a generator."""
 
 from __future__ import annotations
 
@@ -29,11 +24,6 @@ __all__ = [
 
 class PointCloudTransform:
     """Base class of the transforms here: ``t(points, rng)`` returns a new float32 array.
-
-    Transforms act on one cloud ``points [n, C]`` (numpy). The xyz coordinates are columns 0:3;
-    columns 3:6, when present, are unit normals (rotated with the points, left alone by scaling and
-    shifting); further columns are passed through. Datasets call ``t(points, rng)`` with their
-    per-item generator; called without ``rng`` a transform draws from a fresh, unseeded generator.
 
     Shapes:
         points: [n, C] with C >= 3; returns [n, C].
@@ -87,10 +77,6 @@ class Compose(PointCloudTransform):
 
 class RandomScaleShift(PointCloudTransform):
     """Scale xyz by a random factor per axis, then shift by a random offset per axis.
-
-    ``p' = p * s + t`` with ``s ~ U(scale)`` and ``t ~ U(shift)`` drawn once per cloud (one value
-    per axis when ``anisotropic``, else one for all axes). The defaults are PointMLP's training
-    augmentation for ScanObjectNN and ModelNet40: ``s ~ U(2/3, 3/2)``, ``t ~ U(-0.2, 0.2)``.
 
     Args:
         scale: ``(low, high)`` of the scale factor, ``0 < low <= high``.

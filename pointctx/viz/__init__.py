@@ -1,9 +1,4 @@
-"""Visualisation: clustering maps of Context Cluster models for pixel sets and point clouds.
-
-:func:`trace_clusters` records, for every Context Cluster call of a model, the cluster each
-input pixel / point ends up in (following the reducers); the drawing functions write PNG grids
-(images), PNG scatter plots and coloured PLY files (point clouds).
-"""
+"""Visualisation: clustering maps of Context Cluster models for pixel sets and point clouds."""
 
 from .draw import (
     INPUT_MISSING_COLOR,

@@ -1,17 +1,4 @@
-"""Clustering maps: colour every input pixel / point by the cluster it ends up in.
-
-(One concept in one module, over 500 lines: drawing cluster maps, images, point clouds and
-PLY files from one trace.)
-
-Colours come from :func:`label_colors`: distinct colours for the labels ``0 .. n-1`` (successive
-labels far apart in hue), never equal to :data:`MISSING_COLOR` (black, used for pixels that hold
-no point) or :data:`INPUT_MISSING_COLOR` (used in input panels for dropped pixels). Labels are
-renumbered per set (:func:`~pointctx.viz.trace.local_labels`), so inside one image or cloud two
-pixels / points have the same colour **iff** they are in the same cluster.
-
-Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
-change) and written atomically (temporary file + rename), like the PLY files.
-"""
+"""Clustering maps: colour every input pixel / point by the cluster it ends up in."""
 
 from __future__ import annotations
 
@@ -63,11 +50,6 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def label_colors(n: int) -> np.ndarray:
     """``n`` distinct RGB colours for labels ``0 .. n-1``.
-
-    Hue steps by the golden ratio (successive labels differ strongly), saturation and value
-    cycle through bright levels; every colour differs from all others and from
-    :data:`MISSING_COLOR` and :data:`INPUT_MISSING_COLOR` (collisions after rounding are moved to
-    the nearest free colour).
 
     Shapes:
         return: [n, 3] uint8.
@@ -299,10 +281,6 @@ def save_cluster_grid(
 ) -> Path:
     """Write a PNG grid of clustering maps of pixel sets.
 
-    Every map colours each pixel by the cluster its point ends up in (see the module docs);
-    pixels without a point are black. The small label under each map gives the number of
-    clusters in that image.
-
     Args:
         path: output PNG file (parent folders are created).
         trace: a :class:`~pointctx.viz.trace.ClusterTrace` of pixel-set inputs.
@@ -518,11 +496,6 @@ def save_cluster_ply(
     binary: bool = True,
 ) -> Path:
     """Write one point set as a PLY file coloured by cluster (:func:`pointctx.io.write_ply`).
-
-    The vertex colour is the cluster of ``layer`` / ``head``; the per-set label is stored as the
-    ``cluster`` field and, with ``all_layers``, the labels of the last call of every stage and
-    every head as ``stage{s}_head{h}`` fields (``s`` from 1), so a viewer can switch between
-    them.
 
     Args:
         path: output ``.ply`` file.

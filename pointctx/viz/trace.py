@@ -1,21 +1,4 @@
-"""Follow Context Cluster assignments back to the input points of any model built on the layer.
-
-:func:`trace_clusters` runs a model once with forward hooks (nothing in the model changes) and
-records, for every :class:`~pointctx.nn.ContextCluster` call, the cluster each *input* point ends
-up in:
-
-* a :class:`~pointctx.nn.ContextCluster` call is asked for its
-  :class:`~pointctx.nn.Assignment` (a forward pre-hook sets ``return_assignment=True`` and the
-  forward hook hands the caller the plain output again, so the model computes exactly what it
-  computes untraced);
-* every :class:`~pointctx.nn.PointReducer` call moves the input points one level down: in
-  lattice mode each point follows the anchor whose own stride cell holds it
-  (:attr:`~pointctx.nn.Reduced.assignment`), in point mode the nearest anchor of its set (in the
-  reducer's position space, ties to the lower anchor index).
-
-So an input pixel of a CoC model gets, per stage and head, the cluster of the stage-``s`` point
-that its stem cell and the later reducer cells fold it into.
-"""
+"""Follow Context Cluster assignments back to the input points of any model built on the layer."""
 
 from __future__ import annotations
 
@@ -137,8 +120,6 @@ def _bind(args: tuple, kwargs: dict, names: Sequence[str]) -> dict:
 
 def local_labels(cluster: Tensor, batch: Tensor) -> Tensor:
     """Renumber cluster ids ``0 .. k_b - 1`` within every set, in increasing id order.
-
-    Two points of a set get the same label iff they have the same id; -1 (no cluster) stays -1.
 
     Shapes:
         cluster: [N] int64 ids (any non-negative values, -1 for none); batch: [N];
@@ -307,14 +288,6 @@ def trace_clusters(
 ) -> ClusterTrace:
     """Run ``model`` once and record where every input point is clustered, per call and head.
 
-    Hooks are added to every :class:`~pointctx.nn.ContextCluster` and
-    :class:`~pointctx.nn.PointReducer` module of ``model`` for this one forward pass (under
-    ``torch.no_grad()``) and removed afterwards; the model's output is unchanged.
-
-    The input points are the points seen by the first traced module (for CoC models: the pixels
-    or points of ``inputs`` in their packed order, i.e. the order of
-    :meth:`pointctx.PointBatch.from_images` for image inputs).
-
     Args:
         model: any module containing ContextCluster layers, whose point count only changes
             through PointReducer modules.
@@ -328,10 +301,6 @@ def trace_clusters(
 
     Returns:
         :class:`ClusterTrace`.
-
-    Raises:
-        ValueError: the model has no ContextCluster module, none ran, or the point count
-            changed between calls in a way the trace cannot follow.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
