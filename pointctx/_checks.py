@@ -8,23 +8,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "check_tensor",
-    "check_pos",
-    "check_features",
-    "check_finite_features",
-    "check_batch",
-    "check_positive_int",
-    "is_int",
-    "is_number",
-    "check_int",
-    "check_number",
-    "check_choice",
-    "check_callable",
-    "check_channels",
-    "check_range",
-    "check_point_inputs",
-]
+__all__ = ["check_tensor", "check_pos", "check_features", "check_finite_features", "check_batch",
+           "check_positive_int", "is_int", "is_number", "check_int", "check_number", "check_choice",
+           "check_callable", "check_channels", "check_range", "check_point_inputs"]
 
 
 def all_finite(t: Tensor) -> bool:

@@ -115,19 +115,10 @@ class PointBatch:
         pos: [N, D]; x: [N, C]; batch: [N]; ptr: [B+1]; pixel: [N].
     """
 
-    def __init__(
-        self,
-        pos: Tensor,
-        x: Tensor | None = None,
-        batch: Tensor | None = None,
-        ptr: Tensor | None = None,
-        batch_size: int | None = None,
-        allow_nonfinite: bool = False,
-        validate: bool = True,
-        *,
-        pixel: Tensor | None = None,
-        image_size: tuple[int, int] | None = None,
-    ) -> None:
+    def __init__(self, pos: Tensor, x: Tensor | None = None, batch: Tensor | None = None,
+                 ptr: Tensor | None = None, batch_size: int | None = None,
+                 allow_nonfinite: bool = False, validate: bool = True, *,
+                 pixel: Tensor | None = None, image_size: tuple[int, int] | None = None) -> None:
         if validate:
             check_pos(pos, "pos", allow_nonfinite=allow_nonfinite)
             n = pos.shape[0]
@@ -190,12 +181,8 @@ class PointBatch:
         if pixel is not None or image_size is not None:
             pixel, image_size = self._check_pixel(pixel, image_size, n, pos.device, validate)
 
-        self.pos = pos
-        self.x = x
-        self.batch = batch
-        self.ptr = ptr
-        self.pixel = pixel
-        self.image_size = image_size
+        self.pos, self.x, self.batch, self.ptr = pos, x, batch, ptr
+        self.pixel, self.image_size = pixel, image_size
 
     @staticmethod
     def _check_pixel(pixel, image_size, n: int, device, validate: bool):
@@ -416,14 +403,8 @@ class PointBatch:
 
     # ------------------------------------------------------------------ padded
     @classmethod
-    def from_padded(
-        cls,
-        pos: Tensor,
-        x: Tensor | None = None,
-        lengths: Tensor | None = None,
-        mask: Tensor | None = None,
-        **kwargs,
-    ) -> PointBatch:
+    def from_padded(cls, pos: Tensor, x: Tensor | None = None, lengths: Tensor | None = None,
+                    mask: Tensor | None = None, **kwargs) -> PointBatch:
         """Build from a padded dense batch (vectorised, no per-set loop).
 
         Args:

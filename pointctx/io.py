@@ -11,13 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "PointCloudData",
-    "write_ply",
-    "read_ply",
-    "write_point_cloud",
-    "read_point_cloud",
-]
+__all__ = ["PointCloudData", "write_ply", "read_ply", "write_point_cloud", "read_point_cloud"]
 
 # PLY scalar type names -> numpy dtypes (both spellings of the spec).
 _PLY_TYPES = {
@@ -107,16 +101,8 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
 
 
 # --------------------------------------------------------------------------- PLY writer
-def write_ply(
-    path,
-    pos,
-    rgb=None,
-    normals=None,
-    fields: Mapping[str, object] | None = None,
-    binary: bool = True,
-    double: bool = False,
-    comments=(),
-) -> Path:
+def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | None = None,
+              binary: bool = True, double: bool = False, comments=()) -> Path:
     """Write a point cloud as a PLY file (native, no dependencies).
 
     Args:

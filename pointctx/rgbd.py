@@ -12,18 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "PinholeIntrinsics",
-    "RGBDPoints",
-    "as_intrinsics",
-    "read_intrinsics",
-    "depth_to_metres",
-    "valid_depth_mask",
-    "rgbd_to_points",
-    "MAX_METRIC_DEPTH",
-    "pose_matrix",
-    "transform_points",
-]
+__all__ = ["PinholeIntrinsics", "RGBDPoints", "as_intrinsics", "read_intrinsics", "depth_to_metres",
+           "valid_depth_mask", "rgbd_to_points", "MAX_METRIC_DEPTH", "pose_matrix",
+           "transform_points"]
 
 
 class PinholeIntrinsics(NamedTuple):

@@ -54,56 +54,15 @@ from .shapenetpart import (
 )
 
 __all__ = ["bundled_root", "data_root", "DatasetSplit", "RowDataset", "select_rows"]
-__all__ += [
-    "SCANOBJECTNN_CLASSES",
-    "ModelNet40",
-    "PointCloudDataset",
-    "ScanObjectNN",
-    "farthest_point_sample",
-    "modelnet40_sample",
-    "stratified_split",
-]
-__all__ += [
-    "CIFAR10",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "MNIST",
-    "MNIST_MEAN",
-    "MNIST_STD",
-    "ImageDataset",
-    "ImageSplit",
-    "stratified_subset",
-]
-__all__ += [
-    "RGBD_PRESETS",
-    "FusedPoints",
-    "RGBDDataset",
-    "RGBDFrame",
-    "frame_to_points",
-    "fuse_frames",
-    "load_rgbd",
-    "rgbd_frame",
-    "rgbd_frames",
-]
+__all__ += ["SCANOBJECTNN_CLASSES", "ModelNet40", "PointCloudDataset", "ScanObjectNN",
+            "farthest_point_sample", "modelnet40_sample", "stratified_split"]
+__all__ += ["CIFAR10", "CIFAR10_MEAN", "CIFAR10_STD", "MNIST", "MNIST_MEAN", "MNIST_STD",
+            "ImageDataset", "ImageSplit", "stratified_subset"]
+__all__ += ["RGBD_PRESETS", "FusedPoints", "RGBDDataset", "RGBDFrame", "frame_to_points",
+            "fuse_frames", "load_rgbd", "rgbd_frame", "rgbd_frames"]
 __all__ += ["Scene", "ShapeScenes"]
-__all__ += [
-    "SHAPENETPART_CATEGORIES",
-    "SHAPENETPART_PARTS",
-    "PartSample",
-    "ShapeNetPart",
-    "category_part_mask",
-]
-__all__ += [
-    "CAMVID_CLASSES",
-    "CAMVID_MEAN",
-    "CAMVID_PALETTE",
-    "CAMVID_STD",
-    "CAMVID_VOID",
-    "CamVid",
-    "PixelSubset",
-    "RandomHorizontalFlip",
-    "RandomScaleCrop",
-    "Resize",
-    "SegCompose",
-    "check_seg_sample",
-]
+__all__ += ["SHAPENETPART_CATEGORIES", "SHAPENETPART_PARTS", "PartSample", "ShapeNetPart",
+            "category_part_mask"]
+__all__ += ["CAMVID_CLASSES", "CAMVID_MEAN", "CAMVID_PALETTE", "CAMVID_STD", "CAMVID_VOID",
+            "CamVid", "PixelSubset", "RandomHorizontalFlip", "RandomScaleCrop", "Resize",
+            "SegCompose", "check_seg_sample"]

@@ -10,14 +10,8 @@ from torch.utils.data import Dataset
 
 from .._checks import check_callable, check_int
 
-__all__ = [
-    "RowDataset",
-    "DatasetSplit",
-    "SplitIndices",
-    "stratified_split",
-    "stratified_subset",
-    "select_rows",
-]
+__all__ = ["RowDataset", "DatasetSplit", "SplitIndices", "stratified_split", "stratified_subset",
+           "select_rows"]
 
 
 class SplitIndices(NamedTuple):

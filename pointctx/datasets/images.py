@@ -14,17 +14,8 @@ from ._read import read_npz
 from ._root import data_root
 from .base import DatasetSplit, RowDataset, check_transform, select_rows, stratified_subset
 
-__all__ = [
-    "ImageDataset",
-    "ImageSplit",
-    "MNIST",
-    "CIFAR10",
-    "MNIST_MEAN",
-    "MNIST_STD",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "stratified_subset",
-]
+__all__ = ["ImageDataset", "ImageSplit", "MNIST", "CIFAR10", "MNIST_MEAN", "MNIST_STD",
+           "CIFAR10_MEAN", "CIFAR10_STD", "stratified_subset"]
 
 #: Channel statistics of the MNIST training images (in [0, 1]), the customary values.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)

@@ -234,17 +234,10 @@ class ModelNet40(PointCloudDataset):
 
     LAYOUTS = tuple(LAYOUTS)
 
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        num_points: int | None = 1024,
-        sampling: str = "first",
-        transform: Callable | None = None,
-        layout: str = "auto",
-        use_normals: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path | None = None, split: str = "train",
+                 num_points: int | None = 1024, sampling: str = "first",
+                 transform: Callable | None = None, layout: str = "auto", use_normals: bool = False,
+                 seed: int = 0) -> None:
         super().__init__(num_points, sampling, transform, seed)
         check_split(split)
         if layout != "auto" and layout not in self.LAYOUTS:

@@ -24,22 +24,9 @@ from ..rgbd import (
 )
 from ._root import bundled_root, data_root
 
-__all__ = [
-    "RGBD_PRESETS",
-    "KINECT_INTRINSICS",
-    "RGBDFrame",
-    "FusedPoints",
-    "read_color",
-    "read_depth",
-    "read_poses",
-    "load_rgbd",
-    "rgbd_root",
-    "rgbd_frame",
-    "rgbd_frames",
-    "frame_to_points",
-    "fuse_frames",
-    "RGBDDataset",
-]
+__all__ = ["RGBD_PRESETS", "KINECT_INTRINSICS", "RGBDFrame", "FusedPoints", "read_color",
+           "read_depth", "read_poses", "load_rgbd", "rgbd_root", "rgbd_frame", "rgbd_frames",
+           "frame_to_points", "fuse_frames", "RGBDDataset"]
 
 #: Intrinsics of the five slambook Kinect frames (from the shared data README).
 KINECT_INTRINSICS = PinholeIntrinsics(518.0, 519.0, 325.5, 253.5, 640, 480)
@@ -230,15 +217,8 @@ def read_poses(path) -> Tensor:
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 7)
 
 
-def load_rgbd(
-    color,
-    depth,
-    intrinsics,
-    depth_scale: float = 1000.0,
-    depth_layout: str = "plain",
-    pose=None,
-    name: str = "",
-) -> RGBDFrame:
+def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layout: str = "plain",
+              pose=None, name: str = "") -> RGBDFrame:
     """Read a colour + depth image pair into an :class:`RGBDFrame`.
 
     Args:
@@ -377,13 +357,9 @@ def _grid_pool(xyz: Tensor, rgb: Tensor, voxel_size: float):
     return out.pos, out.x
 
 
-def frame_to_points(
-    frame: RGBDFrame,
-    depth_trunc: float | None = None,
-    voxel_size: float | None = None,
-    world: bool = True,
-    dtype: torch.dtype = torch.float32,
-) -> RGBDPoints:
+def frame_to_points(frame: RGBDFrame, depth_trunc: float | None = None,
+                    voxel_size: float | None = None, world: bool = True,
+                    dtype: torch.dtype = torch.float32) -> RGBDPoints:
     """Back-project a frame to coloured points (pixels without valid depth are skipped).
 
     Args:
@@ -415,12 +391,8 @@ def frame_to_points(
     return RGBDPoints(xyz, pts.rgb, pts.pixel)
 
 
-def fuse_frames(
-    frames: Sequence[RGBDFrame],
-    depth_trunc: float | None = None,
-    voxel_size: float | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> FusedPoints:
+def fuse_frames(frames: Sequence[RGBDFrame], depth_trunc: float | None = None,
+                voxel_size: float | None = None, dtype: torch.dtype = torch.float32) -> FusedPoints:
     """Fuse several posed frames into one world-frame point set.
 
     Args:
@@ -473,16 +445,9 @@ class RGBDDataset(Dataset):
         transform: optional callable applied to each sample dict.
     """
 
-    def __init__(
-        self,
-        preset="kinect",
-        frames: Sequence[int] | None = None,
-        root=None,
-        depth_trunc: float | None = None,
-        voxel_size: float | None = None,
-        world: bool = True,
-        transform=None,
-    ) -> None:
+    def __init__(self, preset="kinect", frames: Sequence[int] | None = None, root=None,
+                 depth_trunc: float | None = None, voxel_size: float | None = None,
+                 world: bool = True, transform=None) -> None:
         if isinstance(preset, str):
             self.frames = rgbd_frames(preset, frames, root)
         else:

@@ -52,16 +52,9 @@ class ScanObjectNN(PointCloudDataset):
         item: ``(points [num_points, 3] float32, label int)``.
     """
 
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        variant: str = "PB_T50_RS",
-        split: str = "train",
-        num_points: int | None = 1024,
-        sampling: str = "first",
-        transform: Callable | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path | None = None, variant: str = "PB_T50_RS",
+                 split: str = "train", num_points: int | None = 1024, sampling: str = "first",
+                 transform: Callable | None = None, seed: int = 0) -> None:
         super().__init__(num_points, sampling, transform, seed)
         if variant not in SCANOBJECTNN_VARIANTS:
             raise ValueError(

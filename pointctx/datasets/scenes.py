@@ -92,26 +92,12 @@ class ShapeScenes(Dataset):
         item: ``(points [n, 3] float32 tensor, labels [n] int64 tensor)``.
     """
 
-    def __init__(
-        self,
-        source,
-        seed: int = 0,
-        num_scenes: int = 1000,
-        split: str = "train",
-        val_fraction: float = 0.2,
-        split_seed: int = 0,
-        classes: Sequence | None = None,
-        objects=(4, 8),
-        scale=(0.75, 1.25),
-        yaw: bool = True,
-        avoid_overlap: bool = True,
-        spacing: float = 1.0,
-        floor: bool = True,
-        floor_points: int = 1024,
-        points_per_object: int | None = None,
-        num_points: int | None = None,
-        balance: str = "class",
-    ) -> None:
+    def __init__(self, source, seed: int = 0, num_scenes: int = 1000, split: str = "train",
+                 val_fraction: float = 0.2, split_seed: int = 0, classes: Sequence | None = None,
+                 objects=(4, 8), scale=(0.75, 1.25), yaw: bool = True, avoid_overlap: bool = True,
+                 spacing: float = 1.0, floor: bool = True, floor_points: int = 1024,
+                 points_per_object: int | None = None, num_points: int | None = None,
+                 balance: str = "class") -> None:
         for name, v, lo in (("seed", seed, 0), ("num_scenes", num_scenes, 1),
                             ("split_seed", split_seed, 0), ("floor_points", floor_points, 0)):
             check_int(v, name, lo, type_error=ValueError)

@@ -9,14 +9,8 @@ from torch import Tensor
 from .._checks import check_callable, check_int, check_number, check_range, is_int
 from ..transforms import ImageTransform
 
-__all__ = [
-    "SegCompose",
-    "Resize",
-    "RandomScaleCrop",
-    "RandomHorizontalFlip",
-    "PixelSubset",
-    "check_seg_sample",
-]
+__all__ = ["SegCompose", "Resize", "RandomScaleCrop", "RandomHorizontalFlip", "PixelSubset",
+           "check_seg_sample"]
 
 
 def check_seg_sample(sample) -> tuple[int, int]:

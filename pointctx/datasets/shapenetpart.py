@@ -13,15 +13,8 @@ from torch.utils.data import Dataset
 from .._checks import check_int, is_int
 from ._root import data_root
 
-__all__ = [
-    "SHAPENETPART_CATEGORIES",
-    "SHAPENETPART_SYNSETS",
-    "SHAPENETPART_PARTS",
-    "PART_OFFSETS",
-    "ShapeNetPart",
-    "PartSample",
-    "category_part_mask",
-]
+__all__ = ["SHAPENETPART_CATEGORIES", "SHAPENETPART_SYNSETS", "SHAPENETPART_PARTS", "PART_OFFSETS",
+           "ShapeNetPart", "PartSample", "category_part_mask"]
 
 # (category, synset, parts), in the standard order (category id = position)
 _TABLE = (
@@ -98,16 +91,9 @@ class ShapeNetPart(Dataset):
         item: :class:`PartSample` (points [n, 3], normals [n, 3] or None, category, parts [n]).
     """
 
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        num_points: int | None = 2048,
-        sampling: str = "random",
-        use_normals: bool | None = None,
-        categories=None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path | None = None, split: str = "train",
+                 num_points: int | None = 2048, sampling: str = "random",
+                 use_normals: bool | None = None, categories=None, seed: int = 0) -> None:
         if split not in SPLITS:
             raise ValueError(f"`split` must be one of {list(SPLITS)}, got {split!r}")
         if sampling not in ("random", "first"):

@@ -93,6 +93,11 @@ class StagedClassifier(SetClassifier):
         self.embed_dims = list(embed_dims)
         self.num_features = self.embed_dims[-1]
 
+    def _init_head(self, norm: nn.Module, drop_rate: float) -> None:
+        """Set the head: ``norm``, dropout and the linear classifier ``head``."""
+        self.norm, self.head_drop = norm, nn.Dropout(drop_rate)
+        self.head = self._make_head(self.num_classes)
+
     def forward_features(self, inputs, mask: Tensor | None = None,
                          input_pool: int = 1) -> PointBatch:
         """Stem, stages and reducers / pools: features of the last stage's points.

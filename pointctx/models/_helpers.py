@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .._checks import check_number, check_positive_int
+from ._registry import register_model
 
 __all__ = ["IMAGE_BOUNDS", "per_stage", "check_stages", "stage_options", "check_io",
            "drop_path_rates", "build"]
-__all__ += ["TINY_STAGES", "SMALL_STAGES", "MEDIUM_STAGES"]
+__all__ += ["TINY_STAGES", "SMALL_STAGES", "MEDIUM_STAGES", "register_configs"]
 
 # The fixed box of image-plane pixel positions (PackedInput.plane), for grid centers and regions.
 IMAGE_BOUNDS = (-0.5, 0.5)
@@ -101,3 +102,18 @@ def build(cls, defaults: dict, kwargs: dict):
     cfg = dict(defaults)
     cfg.update(kwargs)
     return cls(**cfg)
+
+
+def register_configs(cls, module: str, configs: dict) -> None:
+    """Register one factory per ``name: (docstring, config)``; the caller's kwargs override."""
+    for name, (doc, cfg) in configs.items():
+        register_model(_factory(cls, module, name, doc, cfg))
+
+
+def _factory(cls, module: str, name: str, doc: str, cfg: dict):
+    def factory(**kwargs):
+        return build(cls, cfg, kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__, factory.__module__ = doc, module
+    return factory

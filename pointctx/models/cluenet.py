@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -22,23 +21,14 @@ from ._helpers import (
     MEDIUM_STAGES,
     SMALL_STAGES,
     TINY_STAGES,
-    build,
     drop_path_rates,
+    register_configs,
     stage_options,
 )
-from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_through, link_union
 from .coc import box_normalize
 
-__all__ = [
-    "CLUENet",
-    "cluenet_micro",
-    "cluenet_tiny",
-    "cluenet_small",
-    "cluenet_base",
-    "cluenet_micro_cifar",
-    "cluenet_tiny_cifar",
-]
+__all__ = ["CLUENet"]
 
 
 class CLUENet(StagedClassifier):
@@ -76,34 +66,14 @@ class CLUENet(StagedClassifier):
         ``pre_logits``).
     """
 
-    def __init__(
-        self,
-        layers: Sequence[int],
-        embed_dims: Sequence[int],
-        mlp_ratios=(8, 8, 4, 4),
-        heads=4,
-        head_dims=32,
-        centers=7,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        pos_dim: int = 2,
-        stem_kernel: int = 4,
-        stem_stride: int | None = None,
-        stem_padding: int = 0,
-        down_kernel: int = 3,
-        down_stride: int = 2,
-        down_padding: int = 1,
-        pool_norm: bool = False,
-        share_assignment: bool = True,
-        min_tau: float = 1e-4,
-        pos_embed: bool = True,
-        point_proposal: str = "fps",
-        point_proposal_k: int = 16,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        layer_scale_init: float | None = None,
-        backend: str | None = None,
-    ):
+    def __init__(self, layers: Sequence[int], embed_dims: Sequence[int], mlp_ratios=(8, 8, 4, 4),
+                 heads=4, head_dims=32, centers=7, num_classes: int = 1000, in_channels: int = 3,
+                 pos_dim: int = 2, stem_kernel: int = 4, stem_stride: int | None = None,
+                 stem_padding: int = 0, down_kernel: int = 3, down_stride: int = 2,
+                 down_padding: int = 1, pool_norm: bool = False, share_assignment: bool = True,
+                 min_tau: float = 1e-4, pos_embed: bool = True, point_proposal: str = "fps",
+                 point_proposal_k: int = 16, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 layer_scale_init: float | None = None, backend: str | None = None):
         super().__init__()
         layers, embed_dims, opt = stage_options(layers, embed_dims, mlp_ratios=mlp_ratios,
                                                 heads=heads, head_dims=head_dims, centers=centers)
@@ -141,9 +111,7 @@ class CLUENet(StagedClassifier):
             for c in centers
         ])
 
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = self._make_head(self.num_classes)
+        self._init_head(nn.LayerNorm(self.num_features), drop_rate)
 
     # ------------------------------------------------------------------------------------------
 
@@ -213,42 +181,17 @@ _MICRO = dict(_COMMON, layers=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), heads
               head_dims=32, pool_norm=True)
 _TINY = dict(_COMMON, **TINY_STAGES)
 _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_classes=10)
-
-
-_build = partial(build, CLUENet)  # _build(defaults, kwargs)
-
-
-@register_model
-def cluenet_micro(**kwargs) -> CLUENet:
-    """CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes)."""
-    return _build(_MICRO, kwargs)
-
-
-@register_model
-def cluenet_tiny(**kwargs) -> CLUENet:
-    """CLUENet-Tiny (official ``CLUE_tiny``; 5.68 M parameters at 100 classes)."""
-    return _build(_TINY, kwargs)
-
-
-@register_model
-def cluenet_small(**kwargs) -> CLUENet:
-    """CLUENet-Small (official ``CLUE_small``; 15.05 M parameters at 100 classes)."""
-    return _build(dict(_COMMON, **SMALL_STAGES), kwargs)
-
-
-@register_model
-def cluenet_base(**kwargs) -> CLUENet:
-    """CLUENet-Base (official ``CLUE_base``; 30.20 M parameters at 100 classes)."""
-    return _build(dict(_COMMON, **MEDIUM_STAGES), kwargs)
-
-
-@register_model
-def cluenet_micro_cifar(**kwargs) -> CLUENet:
-    """CLUENet-Micro for 32x32 images (official ``CLUE_mini_CIFAR``: 3x3 stride-1 stem, 4x4)."""
-    return _build(dict(_MICRO, **_CIFAR), kwargs)
-
-
-@register_model
-def cluenet_tiny_cifar(**kwargs) -> CLUENet:
-    """CLUENet-Tiny for 32x32 images (3x3 stride-1 stem, 4x4 centers; not an official config)."""
-    return _build(dict(_TINY, **_CIFAR), kwargs)
+register_configs(CLUENet, __name__, {
+    "cluenet_micro": ("CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes).",
+                      _MICRO),
+    "cluenet_tiny": ("CLUENet-Tiny (official ``CLUE_tiny``; 5.68 M parameters at 100 classes).",
+                     _TINY),
+    "cluenet_small": ("CLUENet-Small (official ``CLUE_small``; 15.05 M parameters at 100 "
+                      "classes).", dict(_COMMON, **SMALL_STAGES)),
+    "cluenet_base": ("CLUENet-Base (official ``CLUE_base``; 30.20 M parameters at 100 classes).",
+                     dict(_COMMON, **MEDIUM_STAGES)),
+    "cluenet_micro_cifar": ("CLUENet-Micro for 32x32 images (official ``CLUE_mini_CIFAR``: 3x3 "
+                            "stride-1 stem, 4x4).", dict(_MICRO, **_CIFAR)),
+    "cluenet_tiny_cifar": ("CLUENet-Tiny for 32x32 images (3x3 stride-1 stem, 4x4 centers; not an "
+                           "official config).", dict(_TINY, **_CIFAR)),
+})

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -21,23 +20,14 @@ from ._helpers import (
     MEDIUM_STAGES,
     SMALL_STAGES,
     TINY_STAGES,
-    build,
     drop_path_rates,
     per_stage,
+    register_configs,
     stage_options,
 )
-from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_through
 
-__all__ = [
-    "ContextClusterNet",
-    "coc_tiny",
-    "coc_tiny_plain",
-    "coc_small",
-    "coc_medium",
-    "coc_tiny_cifar",
-    "coc_mnist",
-]
+__all__ = ["ContextClusterNet"]
 
 _per_stage = per_stage  # the old private name (models/cluenet.py imported it from here)
 
@@ -110,32 +100,14 @@ class ContextClusterNet(StagedClassifier):
         ``pre_logits``).
     """
 
-    def __init__(
-        self,
-        layers: Sequence[int],
-        embed_dims: Sequence[int],
-        mlp_ratios=4.0,
-        heads=4,
-        head_dims=24,
-        centers=2,
-        regions=None,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        pos_dim: int = 2,
-        stem_kernel: int = 4,
-        stem_stride: int | None = None,
-        stem_padding: int = 0,
-        down_kernel: int = 3,
-        down_stride: int = 2,
-        down_padding: int = 1,
-        reducer_norm: bool = False,
-        denominator: str = "sim",
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        layer_scale_init: float | None = 1e-5,
-        backend: str | None = None,
-        windows: str = "adaptive",
-    ):
+    def __init__(self, layers: Sequence[int], embed_dims: Sequence[int], mlp_ratios=4.0, heads=4,
+                 head_dims=24, centers=2, regions=None, num_classes: int = 1000,
+                 in_channels: int = 3, pos_dim: int = 2, stem_kernel: int = 4,
+                 stem_stride: int | None = None, stem_padding: int = 0, down_kernel: int = 3,
+                 down_stride: int = 2, down_padding: int = 1, reducer_norm: bool = False,
+                 denominator: str = "sim", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 layer_scale_init: float | None = 1e-5, backend: str | None = None,
+                 windows: str = "adaptive"):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
         layers, embed_dims, opt = stage_options(
@@ -173,9 +145,7 @@ class ContextClusterNet(StagedClassifier):
             for i in range(n)
         ])
 
-        self.norm = SetGroupNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = self._make_head(self.num_classes)
+        self._init_head(SetGroupNorm(self.num_features), drop_rate)
 
     # ------------------------------------------------------------------------------------------
 
@@ -220,45 +190,20 @@ class ContextClusterNet(StagedClassifier):
 # ----------------------------------------------------------------------------------------------
 
 _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
-
-
-_build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
-
-
-@register_model
-def coc_tiny(**kwargs) -> ContextClusterNet:
-    """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""
-    return _build(dict(_COC_COMMON, **TINY_STAGES), kwargs)
-
-
-@register_model
-def coc_tiny_plain(**kwargs) -> ContextClusterNet:
-    """CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set), as ``coc_tiny_plain``."""
-    return _build(dict(_COC_COMMON, **TINY_STAGES, centers=(4, 4, 2, 2), regions=None), kwargs)
-
-
-@register_model
-def coc_small(**kwargs) -> ContextClusterNet:
-    """CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``."""
-    return _build(dict(_COC_COMMON, **SMALL_STAGES), kwargs)
-
-
-@register_model
-def coc_medium(**kwargs) -> ContextClusterNet:
-    """CoC-Medium (29.29 M parameters at 1000 classes), as the official ``coc_medium``."""
-    return _build(dict(_COC_COMMON, **MEDIUM_STAGES), kwargs)
-
-
-@register_model
-def coc_tiny_cifar(**kwargs) -> ContextClusterNet:
-    """CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, 1x1, 1x1."""
-    return _build(dict(_COC_COMMON, **TINY_STAGES, stem_kernel=2, regions=(4, 2, 1, 1),
-                       num_classes=10), kwargs)
-
-
-@register_model
-def coc_mnist(**kwargs) -> ContextClusterNet:
-    """Three-stage micro CoC for 28x28 images (4x4 stem, then 7 -> 4 -> 2 points per axis)."""
-    return _build(dict(layers=(1, 1, 1), embed_dims=(32, 64, 128), mlp_ratios=4,
-                       heads=(2, 2, 4), head_dims=16, centers=2, regions=None,
-                       num_classes=10, in_channels=1), kwargs)
+register_configs(ContextClusterNet, __name__, {
+    "coc_tiny": ("CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``.",
+                 dict(_COC_COMMON, **TINY_STAGES)),
+    "coc_tiny_plain": ("CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set).",
+                       dict(_COC_COMMON, **TINY_STAGES, centers=(4, 4, 2, 2), regions=None)),
+    "coc_small": ("CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``.",
+                  dict(_COC_COMMON, **SMALL_STAGES)),
+    "coc_medium": ("CoC-Medium (29.29 M parameters at 1000 classes), as the official "
+                   "``coc_medium``.", dict(_COC_COMMON, **MEDIUM_STAGES)),
+    "coc_tiny_cifar": ("CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, "
+                       "1x1, 1x1.", dict(_COC_COMMON, **TINY_STAGES, stem_kernel=2,
+                                         regions=(4, 2, 1, 1), num_classes=10)),
+    "coc_mnist": ("Three-stage micro CoC for 28x28 images (4x4 stem, then 7 -> 4 -> 2 points per "
+                  "axis).", dict(layers=(1, 1, 1), embed_dims=(32, 64, 128), mlp_ratios=4,
+                                 heads=(2, 2, 4), head_dims=16, centers=2, regions=None,
+                                 num_classes=10, in_channels=1)),
+})

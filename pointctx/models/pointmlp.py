@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -16,18 +15,11 @@ from ..nn.layers import Linear
 from ..nn.pointmlp_layers import LinearBNAct, PreExtraction, ResidualMLP
 from ..ops.scatter import scatter_max
 from ._base import SetClassifier
-from ._helpers import build, check_io, per_stage
+from ._helpers import check_io, per_stage, register_configs
 from ._inputs import check_model_points
-from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_union
 
-__all__ = [
-    "PointMLP",
-    "pointmlp",
-    "pointmlp_elite",
-    "pointmlp_coc",
-    "pointmlp_coc_elite",
-]
+__all__ = ["PointMLP"]
 
 
 class PointMLP(SetClassifier):
@@ -70,30 +62,14 @@ class PointMLP(SetClassifier):
     head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
 
     # the official pointMLP arguments; PointMLPSeg's encoder takes the same ones
-    def __init__(
-        self,
-        num_classes: int = 40,
-        in_channels: int = 0,
-        pos_dim: int = 3,
-        embed_dim: int = 64,
-        res_expansion: float = 1.0,
-        dim_expansion: Sequence[int] = (2, 2, 2, 2),
-        pre_blocks: Sequence[int] = (2, 2, 2, 2),
-        pos_blocks: Sequence[int] = (2, 2, 2, 2),
-        k_neighbors=24,
-        ratio=0.5,
-        bias: bool = False,
-        use_xyz: bool = False,
-        normalize: str = "anchor",
-        coc_mode: str | None = None,
-        coc_heads: int = 1,
-        coc_head_dim: int | None = None,
-        coc_proposal="grid",
-        coc_centers=2,
-        drop_rate: float = 0.5,
-        fps_start: str = "first",
-        backend: str | None = None,
-    ):
+    def __init__(self, num_classes: int = 40, in_channels: int = 0, pos_dim: int = 3,
+                 embed_dim: int = 64, res_expansion: float = 1.0,
+                 dim_expansion: Sequence[int] = (2, 2, 2, 2),
+                 pre_blocks: Sequence[int] = (2, 2, 2, 2), pos_blocks: Sequence[int] = (2, 2, 2, 2),
+                 k_neighbors=24, ratio=0.5, bias: bool = False, use_xyz: bool = False,
+                 normalize: str = "anchor", coc_mode: str | None = None, coc_heads: int = 1,
+                 coc_head_dim: int | None = None, coc_proposal="grid", coc_centers=2,
+                 drop_rate: float = 0.5, fps_start: str = "first", backend: str | None = None):
         super().__init__()
         self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
                                                                     pos_dim)
@@ -268,30 +244,12 @@ _FULL = dict(embed_dim=64, res_expansion=1.0, dim_expansion=(2, 2, 2, 2),
              pre_blocks=(2, 2, 2, 2), pos_blocks=(2, 2, 2, 2), k_neighbors=24)
 _ELITE = dict(embed_dim=32, res_expansion=0.25, dim_expansion=(2, 2, 2, 1),
               pre_blocks=(1, 1, 2, 1), pos_blocks=(1, 1, 2, 1), k_neighbors=24)
-
-
-_build = partial(build, PointMLP)  # _build(defaults, kwargs)
-
-
-@register_model
-def pointmlp(**kwargs) -> PointMLP:
-    """PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes."""
-    return _build(_FULL, kwargs)
-
-
-@register_model
-def pointmlp_elite(**kwargs) -> PointMLP:
-    """PointMLP-elite (official ``pointMLPElite``): 0.71 M parameters at 15 classes."""
-    return _build(_ELITE, kwargs)
-
-
-@register_model
-def pointmlp_coc(**kwargs) -> PointMLP:
-    """PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes."""
-    return _build(dict(_FULL, coc_mode="group"), kwargs)
-
-
-@register_model
-def pointmlp_coc_elite(**kwargs) -> PointMLP:
-    """PointMLP-elite with in-group Context Clusters (no official model)."""
-    return _build(dict(_ELITE, coc_mode="group"), kwargs)
+register_configs(PointMLP, __name__, {
+    "pointmlp": ("PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes.", _FULL),
+    "pointmlp_elite": ("PointMLP-elite (official ``pointMLPElite``): 0.71 M parameters at 15 "
+                       "classes.", _ELITE),
+    "pointmlp_coc": ("PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes.",
+                     dict(_FULL, coc_mode="group")),
+    "pointmlp_coc_elite": ("PointMLP-elite with in-group Context Clusters (no official model).",
+                           dict(_ELITE, coc_mode="group")),
+})

@@ -14,22 +14,11 @@ from ..nn.layers import Linear
 from ..nn.pointmlp_layers import LinearBNAct, PointMLPPropagation
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
-from ._helpers import build
-from ._registry import register_model
+from ._helpers import register_configs
 from ._stages import StageBatch
 from .pointmlp import PointMLP
 
-__all__ = [
-    "SHAPENETPART_NUM_CATEGORIES",
-    "SHAPENETPART_NUM_PARTS",
-    "PointMLPSeg",
-    "pointmlp_partseg",
-    "pointmlp_coc_partseg",
-    "pointmlp_seg",
-    "pointmlp_coc_seg",
-    "pointmlp_elite_seg",
-    "pointmlp_coc_elite_seg",
-]
+__all__ = ["SHAPENETPART_NUM_CATEGORIES", "SHAPENETPART_NUM_PARTS", "PointMLPSeg"]
 
 SHAPENETPART_NUM_PARTS = 50
 SHAPENETPART_NUM_CATEGORIES = 16
@@ -77,37 +66,17 @@ class PointMLPSeg(nn.Module):
         with ``query`` (Nq points) -> [Nq, num_classes].
     """
 
-    # the encoder's arguments are PointMLP's (the same encoder), then the decoder's
-    def __init__(
-        self,
-        num_classes: int = SHAPENETPART_NUM_PARTS,
-        num_categories: int = SHAPENETPART_NUM_CATEGORIES,
-        in_channels: int = 3,
-        pos_dim: int = 3,
-        embed_dim: int = 64,
-        res_expansion: float = 1.0,
-        dim_expansion: Sequence[int] = (2, 2, 2, 2),
-        pre_blocks: Sequence[int] = (2, 2, 2, 2),
-        pos_blocks: Sequence[int] = (2, 2, 2, 2),
-        k_neighbors=32,
-        ratio=0.25,
-        de_dims: Sequence[int] = (512, 256, 128, 128),
-        de_blocks: Sequence[int] = (4, 4, 4, 4),
-        gmp_dim: int = 64,
-        cls_dim: int = 64,
-        bias: bool = True,
-        use_xyz: bool = True,
-        normalize: str = "anchor",
-        coc_mode: str | None = None,
-        coc_heads: int = 1,
-        coc_head_dim: int | None = None,
-        drop_rate: float = 0.5,
-        head_hidden: int = 128,
-        head_act: bool = False,
-        interp_k: int = 3,
-        fps_start: str = "first",
-        backend: str | None = None,
-    ):
+    def __init__(self, num_classes: int = SHAPENETPART_NUM_PARTS,
+                 num_categories: int = SHAPENETPART_NUM_CATEGORIES, in_channels: int = 3,
+                 pos_dim: int = 3, embed_dim: int = 64, res_expansion: float = 1.0,
+                 dim_expansion: Sequence[int] = (2, 2, 2, 2),
+                 pre_blocks: Sequence[int] = (2, 2, 2, 2), pos_blocks: Sequence[int] = (2, 2, 2, 2),
+                 k_neighbors=32, ratio=0.25, de_dims: Sequence[int] = (512, 256, 128, 128),
+                 de_blocks: Sequence[int] = (4, 4, 4, 4), gmp_dim: int = 64, cls_dim: int = 64,
+                 bias: bool = True, use_xyz: bool = True, normalize: str = "anchor",
+                 coc_mode: str | None = None, coc_heads: int = 1, coc_head_dim: int | None = None,
+                 drop_rate: float = 0.5, head_hidden: int = 128, head_act: bool = False,
+                 interp_k: int = 3, fps_start: str = "first", backend: str | None = None):
         super().__init__()
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.num_categories = check_positive_int(num_categories, "num_categories", minimum=0)
@@ -298,49 +267,21 @@ _ELITE_SEG = dict(_PARTSEG, embed_dim=32, res_expansion=0.25, dim_expansion=(2, 
                   pre_blocks=(1, 1, 2, 1), pos_blocks=(1, 1, 2, 1), k_neighbors=16,
                   de_dims=(128, 128, 64, 64), de_blocks=(1, 1, 1, 1), gmp_dim=32, cls_dim=32,
                   head_hidden=64)
-
-
-def _build(cfg: dict, coc: bool, defaults: dict, kwargs: dict) -> PointMLPSeg:
-    return build(PointMLPSeg, dict(cfg, **defaults, **({"coc_mode": "group"} if coc else {})),
-                 kwargs)
-
-
 _PART = dict(num_classes=SHAPENETPART_NUM_PARTS, num_categories=SHAPENETPART_NUM_CATEGORIES,
              in_channels=3)
 _SCENE = dict(num_classes=13, num_categories=0, in_channels=0)
-
-
-@register_model
-def pointmlp_partseg(**kwargs) -> PointMLPSeg:
-    """PointMLP part segmentation (official ``part_segmentation`` ``pointMLP``): 16.76 M at 50."""
-    return _build(_PARTSEG, False, _PART, kwargs)
-
-
-@register_model
-def pointmlp_coc_partseg(**kwargs) -> PointMLPSeg:
-    """PointMLP part segmentation with in-group Context Clusters (no official model)."""
-    return _build(_PARTSEG, True, _PART, kwargs)
-
-
-@register_model
-def pointmlp_seg(**kwargs) -> PointMLPSeg:
-    """Scene segmentation: the part-seg network without category input, xyz only."""
-    return _build(_PARTSEG, False, _SCENE, kwargs)
-
-
-@register_model
-def pointmlp_coc_seg(**kwargs) -> PointMLPSeg:
-    """Scene segmentation with in-group Context Clusters, no category input, xyz only."""
-    return _build(_PARTSEG, True, _SCENE, kwargs)
-
-
-@register_model
-def pointmlp_elite_seg(**kwargs) -> PointMLPSeg:
-    """CPU-sized scene segmentation (elite-like widths, k = 16, one block per decoder step)."""
-    return _build(_ELITE_SEG, False, _SCENE, kwargs)
-
-
-@register_model
-def pointmlp_coc_elite_seg(**kwargs) -> PointMLPSeg:
-    """CPU-sized scene segmentation with in-group Context Clusters."""
-    return _build(_ELITE_SEG, True, _SCENE, kwargs)
+_COC = dict(coc_mode="group")
+register_configs(PointMLPSeg, __name__, {
+    "pointmlp_partseg": ("PointMLP part segmentation (official ``part_segmentation`` "
+                         "``pointMLP``): 16.76 M at 50.", dict(_PARTSEG, **_PART)),
+    "pointmlp_coc_partseg": ("PointMLP part segmentation with in-group Context Clusters (no "
+                             "official model).", dict(_PARTSEG, **_PART, **_COC)),
+    "pointmlp_seg": ("Scene segmentation: the part-seg network without category input, xyz only.",
+                     dict(_PARTSEG, **_SCENE)),
+    "pointmlp_coc_seg": ("Scene segmentation with in-group Context Clusters, no category input, "
+                         "xyz only.", dict(_PARTSEG, **_SCENE, **_COC)),
+    "pointmlp_elite_seg": ("CPU-sized scene segmentation (elite-like widths, k = 16, one block "
+                           "per decoder step).", dict(_ELITE_SEG, **_SCENE)),
+    "pointmlp_coc_elite_seg": ("CPU-sized scene segmentation with in-group Context Clusters.",
+                               dict(_ELITE_SEG, **_SCENE, **_COC)),
+})

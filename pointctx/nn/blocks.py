@@ -131,25 +131,10 @@ class ContextClusterBlock(MixerBlock):
         :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
     """
 
-    # the block arguments (dim, mlp_ratio, heads, head_dim, ...) that GFCBlock shares
-    def __init__(
-        self,
-        dim: int,
-        mlp_ratio: float = 4.0,
-        heads: int = 4,
-        head_dim: int = 24,
-        centers=2,
-        regions=None,
-        proposal="grid",
-        denominator: str = "sim",
-        bounds=None,
-        drop: float = 0.0,
-        drop_path: float = 0.0,
-        layer_scale_init: float | None = 1e-5,
-        act_layer=nn.GELU,
-        norm_eps: float = 1e-5,
-        cluster_kwargs: dict | None = None,
-    ):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, heads: int = 4, head_dim: int = 24,
+                 centers=2, regions=None, proposal="grid", denominator: str = "sim", bounds=None,
+                 drop: float = 0.0, drop_path: float = 0.0, layer_scale_init: float | None = 1e-5,
+                 act_layer=nn.GELU, norm_eps: float = 1e-5, cluster_kwargs: dict | None = None):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = ContextCluster(
@@ -160,27 +145,9 @@ class ContextClusterBlock(MixerBlock):
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
                          layer_scale_init=layer_scale_init)
 
-    # a block takes its mixer's arguments (ContextCluster.forward): the same call for both
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        return_assignment: bool = False,
-        *,
-        spacing=None,
-    ):
-        """Run the two residual branches.
-
-        Args:
-            x: point features.
-            pos: point positions (for the Context Cluster centers and regions).
-            batch: sorted set id per point.
-            batch_size: number of sets B, if known (saves host syncs).
-            return_assignment: also return the Context Cluster assignment.
-            spacing: lattice pitch of pixel-like points for the proposal (see
-                :class:`~pointctx.nn.context_cluster.ContextCluster`).
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                return_assignment: bool = False, *, spacing=None):
+        """Run the two residual branches (arguments as :class:`ContextCluster`).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
@@ -217,26 +184,11 @@ class GFCBlock(MixerBlock):
         sets) or ``neighbors``; with neither, the 9 nearest neighbours of ``pos`` are used.
     """
 
-    # the block arguments of ContextClusterBlock (one convention), with GFC's mixer options
-    def __init__(
-        self,
-        dim: int,
-        mlp_ratio: float = 4.0,
-        heads: int = 4,
-        head_dim: int = 24,
-        proposal="grid",
-        centers=7,
-        bounds=None,
-        assign: bool = True,
-        min_tau: float = 1e-4,
-        drop: float = 0.0,
-        drop_path: float = 0.0,
-        layer_scale_init: float | None = None,
-        dwconv: bool = True,
-        act_layer=nn.GELU,
-        norm_eps: float = 1e-5,
-        mixer_kwargs: dict | None = None,
-    ):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, heads: int = 4, head_dim: int = 24,
+                 proposal="grid", centers=7, bounds=None, assign: bool = True,
+                 min_tau: float = 1e-4, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init: float | None = None, dwconv: bool = True, act_layer=nn.GELU,
+                 norm_eps: float = 1e-5, mixer_kwargs: dict | None = None):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = GlobalFeatureClustering(
@@ -246,21 +198,10 @@ class GFCBlock(MixerBlock):
         super().__init__(dim, mixer, mlp, set_norm=False, norm_eps=norm_eps,
                          drop_path=drop_path, layer_scale_init=layer_scale_init)
 
-    # GFCBlock's arguments: its mixer's (GlobalFeatureClustering.forward) plus the MLP's lattice
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        *,
-        proposed: Centers | None = None,
-        assignment: Assignment | None = None,
-        coords: Tensor | None = None,
-        grid_size: Sequence[int] | None = None,
-        neighbors: Tensor | None = None,
-        return_assignment: bool = False,
-    ):
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
+                proposed: Centers | None = None, assignment: Assignment | None = None,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
+                neighbors: Tensor | None = None, return_assignment: bool = False):
         """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
 
         Shapes:

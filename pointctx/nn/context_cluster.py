@@ -123,24 +123,10 @@ class ContextCluster(nn.Module):
         return: [N, out_dim], or ``(out, Assignment)`` with ``return_assignment=True``.
     """
 
-    # the token-mixer constructor convention (dim, out_dim, heads, head_dim, proposal, centers, ...)
-    def __init__(
-        self,
-        dim: int,
-        out_dim: int | None = None,
-        heads: int = 4,
-        head_dim: int = 24,
-        proposal="grid",
-        centers=None,
-        regions=None,
-        denominator: str = "sim",
-        bounds=None,
-        *,
-        proposal_kwargs: dict | None = None,
-        pair_layout: str = "auto",
-        validate: bool = True,
-        chunk_points: int | str | None = "auto",
-    ):
+    def __init__(self, dim: int, out_dim: int | None = None, heads: int = 4, head_dim: int = 24,
+                 proposal="grid", centers=None, regions=None, denominator: str = "sim", bounds=None,
+                 *, proposal_kwargs: dict | None = None, pair_layout: str = "auto",
+                 validate: bool = True, chunk_points: int | str | None = "auto"):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         out_dim = dim if out_dim is None else check_positive_int(out_dim, "out_dim")
@@ -191,17 +177,8 @@ class ContextCluster(nn.Module):
     # forward, as named steps
     # ------------------------------------------------------------------------------------------
 
-    # (x, pos, batch, batch_size, ...): the call convention of every layer on packed sets
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        return_assignment: bool = False,
-        *,
-        spacing=None,
-    ):
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                return_assignment: bool = False, *, spacing=None):
         """Mix point features through context clusters.
 
         Args:

@@ -92,15 +92,9 @@ class SetDepthwiseConv(nn.Module):
         """Layer settings for ``repr``."""
         return f"{self.channels}, kernel_size={self.kernel_size}"
 
-    def forward(
-        self,
-        x: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        coords: Tensor | None = None,
-        grid_size: Sequence[int] | None = None,
-        neighbors: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
+                neighbors: Tensor | None = None) -> Tensor:
         """Convolve (lattice mode with ``coords``/``grid_size``, else over ``neighbors``).
 
         Shapes:

@@ -84,23 +84,10 @@ class GlobalFeatureClustering(nn.Module):
         :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
     """
 
-    # the constructor convention of ContextCluster, the other token mixer (dim, heads, ...)
-    def __init__(
-        self,
-        dim: int,
-        out_dim: int | None = None,
-        heads: int = 4,
-        head_dim: int = 24,
-        proposal="grid",
-        centers=7,
-        bounds=None,
-        assign: bool = True,
-        min_tau: float = 1e-4,
-        tau_init: float = 2.13,
-        *,
-        proposal_kwargs: dict | None = None,
-        validate: bool = True,
-    ):
+    def __init__(self, dim: int, out_dim: int | None = None, heads: int = 4, head_dim: int = 24,
+                 proposal="grid", centers=7, bounds=None, assign: bool = True,
+                 min_tau: float = 1e-4, tau_init: float = 2.13, *,
+                 proposal_kwargs: dict | None = None, validate: bool = True):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
         self.out_dim = self.dim if out_dim is None else check_positive_int(out_dim, "out_dim")
@@ -136,17 +123,9 @@ class GlobalFeatureClustering(nn.Module):
         """The temperature ``exp(max(t, log(min_tau)))`` (0-dim tensor)."""
         return torch.clamp(self.t, min=math.log(self.min_tau)).exp()
 
-    # (x, pos, batch, batch_size, ...): the call convention of every layer on packed sets
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        proposed: Centers | None = None,
-        assignment: Assignment | None = None,
-        return_assignment: bool = False,
-    ):
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                proposed: Centers | None = None, assignment: Assignment | None = None,
+                return_assignment: bool = False):
         """Cluster globally and dispatch the fused centers back to the points.
 
         Args:

@@ -17,14 +17,8 @@ from ..ops.scatter import scatter_max, scatter_mean, scatter_sum
 from ..ops.segment import batch_to_ptr
 from .layers import Linear, chunk_rows
 
-__all__ = [
-    "Groups",
-    "fps_start_points",
-    "sample_and_group",
-    "gather_groups",
-    "GeometricAffine",
-    "GroupContextCluster",
-]
+__all__ = ["Groups", "fps_start_points", "sample_and_group", "gather_groups", "GeometricAffine",
+           "GroupContextCluster"]
 
 FPS_STARTS = ("first", "canonical", "random")
 
@@ -173,14 +167,8 @@ class GeometricAffine(nn.Module):
         """Layer settings for ``repr``."""
         return f"channels={self.channels}, mode={self.mode!r}, eps={self.eps}"
 
-    def forward(
-        self,
-        grouped: Tensor,
-        anchor: Tensor,
-        mask: Tensor | None,
-        batch: Tensor,
-        batch_size: int,
-    ) -> Tensor:
+    def forward(self, grouped: Tensor, anchor: Tensor, mask: Tensor | None, batch: Tensor,
+                batch_size: int) -> Tensor:
         """Normalise the groups (see the class docstring)."""
         if grouped.dim() != 3 or grouped.shape[-1] != self.channels:
             raise ValueError(

@@ -140,16 +140,9 @@ class FeaturePropagation(nn.Module):
         """Layer settings for ``repr``."""
         return f"{self.in_channels}, skip_channels={self.skip_channels}, k={self.k}"
 
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        pos_query: Tensor,
-        batch: Tensor | None = None,
-        batch_query: Tensor | None = None,
-        skip: Tensor | None = None,
-        batch_size: int | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
+                batch_query: Tensor | None = None, skip: Tensor | None = None,
+                batch_size: int | None = None) -> Tensor:
         """Propagate ``x`` from ``pos`` to ``pos_query`` (same sets) and apply the MLP.
 
         Args:

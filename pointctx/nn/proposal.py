@@ -16,21 +16,9 @@ from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, re
 from ..ops.scatter import scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
 
-__all__ = [
-    "Centers",
-    "RegionCenters",
-    "CenterProposal",
-    "GridProposal",
-    "FPSProposal",
-    "RandomProposal",
-    "grid_cell_coords",
-    "pool_centers",
-    "sort_by_group",
-    "build_proposal",
-    "register_proposal",
-    "resolve_proposal",
-    "list_proposals",
-]
+__all__ = ["Centers", "RegionCenters", "CenterProposal", "GridProposal", "FPSProposal",
+           "RandomProposal", "grid_cell_coords", "pool_centers", "sort_by_group", "build_proposal",
+           "register_proposal", "resolve_proposal", "list_proposals"]
 
 
 class Centers(NamedTuple):
@@ -128,15 +116,8 @@ class CenterProposal(nn.Module):
         """
         raise NotImplementedError
 
-    def propose(
-        self,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        regions=None,
-        bounds="set",
-        spacing=None,
-    ) -> RegionCenters:
+    def propose(self, pos: Tensor, batch: Tensor, batch_size: int | None = None, regions=None,
+                bounds="set", spacing=None) -> RegionCenters:
         """Propose centers per set, or per region of every set.
 
         Args:
@@ -362,14 +343,8 @@ class GridProposal(CenterProposal):
         grid = f"cells={self.cells}" if self.size is None else f"size={self.size}"
         return f"{grid}, bounds={self.bounds!r}, windows={self.windows!r}"
 
-    def forward(
-        self,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        regions=None,
-        spacing=None,
-    ) -> Centers:
+    def forward(self, pos: Tensor, batch: Tensor, batch_size: int | None = None, regions=None,
+                spacing=None) -> Centers:
         """Propose grid centers (see the class docstring); ``regions`` groups them by region."""
         num_sets = infer_batch_size(batch, batch_size)
         regs = None if regions is None else _per_axis(regions, pos.shape[1], "regions")

@@ -124,20 +124,10 @@ class PointReducer(nn.Module):
         return: :class:`Reduced` with M anchors.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        kernel_size: int = 2,
-        stride: int | None = None,
-        padding: int = 0,
-        ratio: float | None = None,
-        lattice_dim: int = 2,
-        norm: bool = False,
-        bias: bool = True,
-        validate: bool = True,
-        backend: str | None = None,
-    ):
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 2, stride: int | None = None,
+                 padding: int = 0, ratio: float | None = None, lattice_dim: int = 2,
+                 norm: bool = False, bias: bool = True, validate: bool = True,
+                 backend: str | None = None):
         super().__init__()
         self.in_dim = check_positive_int(in_dim, "in_dim")
         self.out_dim = check_positive_int(out_dim, "out_dim")
@@ -221,16 +211,8 @@ class PointReducer(nn.Module):
                 )
         return sizes
 
-    # (x, pos, batch, batch_size, coords, grid_size): the convention of the layers on sets
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        coords: Tensor | None = None,
-        grid_size: Sequence[int] | None = None,
-    ) -> Reduced:
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None) -> Reduced:
         """Reduce every set (lattice mode with ``coords``/``grid_size``, else point mode).
 
         Args:

@@ -52,14 +52,8 @@ def _dense(t: Tensor, row: Tensor, size: int) -> Tensor:
     return out.index_copy(0, row, t)
 
 
-def soft_aggregate(
-    q: Tensor,
-    center_batch: Tensor,
-    k: Tensor,
-    v: Tensor,
-    batch: Tensor,
-    batch_size: int | None = None,
-) -> Tensor:
+def soft_aggregate(q: Tensor, center_batch: Tensor, k: Tensor, v: Tensor, batch: Tensor,
+                   batch_size: int | None = None) -> Tensor:
     """Attention of every center over all points of its set: ``softmax_i(q_m . k_i) v_i``.
 
     Args:
@@ -104,15 +98,9 @@ def soft_aggregate(
 
 
 @torch.no_grad()
-def nearest_center(
-    f: Tensor,
-    batch: Tensor,
-    c: Tensor,
-    center_batch: Tensor,
-    batch_size: int | None = None,
-    alpha: Tensor | float = 1.0,
-    beta: Tensor | float = 0.0,
-) -> Tensor:
+def nearest_center(f: Tensor, batch: Tensor, c: Tensor, center_batch: Tensor,
+                   batch_size: int | None = None, alpha: Tensor | float = 1.0,
+                   beta: Tensor | float = 0.0) -> Tensor:
     """Index of the best center of each point's set: ``argmax_m alpha cos(f_i, c_m) + beta``.
 
     Shapes:

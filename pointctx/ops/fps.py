@@ -83,16 +83,9 @@ def _start_local(sizes: Tensor, random_start: bool, generator) -> Tensor:
 # ----------------------------------------------------------------------------------------------
 
 
-def fps(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    random_start: bool = False,
-    batch_size: int | None = None,
-    backend: str | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def fps(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,
+        random_start: bool = False, batch_size: int | None = None, backend: str | None = None,
+        generator: torch.Generator | None = None) -> Tensor:
     """Farthest point sampling, independently in each set.
 
     Args:
@@ -177,15 +170,9 @@ def _fps_cluster(pos, batch, sizes, ptr, counts, start, random_start) -> Tensor:
 
 
 # the same signature as fps: the tests call the op and its naive reference alike
-def fps_naive(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    random_start: bool = False,
-    batch_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def fps_naive(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,
+              random_start: bool = False, batch_size: int | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
     """Per-set Python loop version of :func:`fps` (slow, obviously correct; for tests).
 
     Shapes:

@@ -16,22 +16,9 @@ from ._common import _setup
 from .scatter import scatter_mean
 from .segment import infer_batch_size
 
-__all__ = [
-    "GridCluster",
-    "GridPool",
-    "SetBounds",
-    "cell_coords",
-    "grid_box",
-    "grid_cell_coords",
-    "grid_cluster",
-    "grid_cluster_naive",
-    "grid_pool",
-    "lattice_sites",
-    "linear_index",
-    "relabel",
-    "set_bounds",
-    "unravel_index",
-]
+__all__ = ["GridCluster", "GridPool", "SetBounds", "cell_coords", "grid_box", "grid_cell_coords",
+           "grid_cluster", "grid_cluster_naive", "grid_pool", "lattice_sites", "linear_index",
+           "relabel", "set_bounds", "unravel_index"]
 
 _INT63 = 2**62
 
@@ -160,13 +147,8 @@ def cell_coords(pos: Tensor, origin: Tensor, size: Tensor, counts=None) -> Tenso
     return cell
 
 
-def grid_cell_coords(
-    pos: Tensor,
-    batch: Tensor,
-    counts: Sequence[int],
-    bounds="set",
-    batch_size: int | None = None,
-) -> Tensor:
+def grid_cell_coords(pos: Tensor, batch: Tensor, counts: Sequence[int], bounds="set",
+                     batch_size: int | None = None) -> Tensor:
     """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
 
     Shapes:
@@ -303,14 +285,8 @@ def _prepare(pos, batch, size, origin, batch_size):
     return pos, batch, b, size_t, org
 
 
-def grid_cluster(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    size=None,
-    origin=None,
-    batch_size: int | None = None,
-    backend: str | None = None,
-) -> GridCluster:
+def grid_cluster(pos: Tensor, batch: Tensor | None = None, size=None, origin=None,
+                 batch_size: int | None = None, backend: str | None = None) -> GridCluster:
     """Assign every point to a cell of a regular grid laid over its own set.
 
     Args:
@@ -397,15 +373,8 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
     return GridCluster(cluster, cell_batch, coords)
 
 
-def grid_pool(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    size=None,
-    x: Tensor | None = None,
-    origin=None,
-    batch_size: int | None = None,
-    backend: str | None = None,
-) -> GridPool:
+def grid_pool(pos: Tensor, batch: Tensor | None = None, size=None, x: Tensor | None = None,
+              origin=None, batch_size: int | None = None, backend: str | None = None) -> GridPool:
     """Voxel-grid pooling: average the positions (and features) of the points of each cell.
 
     Args:
@@ -432,13 +401,8 @@ def grid_pool(
     return GridPool(scatter_mean(pos, gc.cluster, k), out_x, gc.batch, gc.cluster)
 
 
-def grid_cluster_naive(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    size=None,
-    origin=None,
-    batch_size: int | None = None,
-) -> GridCluster:
+def grid_cluster_naive(pos: Tensor, batch: Tensor | None = None, size=None, origin=None,
+                       batch_size: int | None = None) -> GridCluster:
     """Per-set Python loop version of :func:`grid_cluster` (slow, obviously correct; for tests).
 
     Shapes:

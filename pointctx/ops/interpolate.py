@@ -104,17 +104,9 @@ def knn_interpolate(
 
 
 # the same signature as knn_interpolate: the tests call the op and its naive reference alike
-def knn_interpolate_naive(
-    x: Tensor,
-    pos: Tensor,
-    pos_query: Tensor,
-    batch: Tensor | None = None,
-    batch_query: Tensor | None = None,
-    k: int = 3,
-    *,
-    batch_size: int | None = None,
-    eps: float = 1e-16,
-) -> Tensor:
+def knn_interpolate_naive(x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
+                          batch_query: Tensor | None = None, k: int = 3, *,
+                          batch_size: int | None = None, eps: float = 1e-16) -> Tensor:
     """Per-query Python loop version of :func:`knn_interpolate` (slow, obviously correct).
 
     Shapes:

@@ -57,14 +57,9 @@ def random_sample(
 
 
 # the same signature as random_sample: the tests call the op and its naive reference alike
-def random_sample_naive(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-) -> Tensor:
+def random_sample_naive(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None,
+                        num=None, generator: torch.Generator | None = None,
+                        batch_size: int | None = None) -> Tensor:
     """Per-set Python loop version of :func:`random_sample` (``randperm`` per set; for tests).
 
     Shapes:

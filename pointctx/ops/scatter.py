@@ -7,19 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = [
-    "ScatterMax",
-    "scatter_count",
-    "scatter_sum",
-    "scatter_mean",
-    "scatter_max",
-    "scatter_argmax",
-    "scatter_softmax",
-    "scatter_sum_naive",
-    "scatter_mean_naive",
-    "scatter_max_naive",
-    "scatter_softmax_naive",
-]
+__all__ = ["ScatterMax", "scatter_count", "scatter_sum", "scatter_mean", "scatter_max",
+           "scatter_argmax", "scatter_softmax", "scatter_sum_naive", "scatter_mean_naive",
+           "scatter_max_naive", "scatter_softmax_naive"]
 
 
 class ScatterMax(NamedTuple):

@@ -14,18 +14,9 @@ import torch
 
 from .._files import atomic_output
 
-__all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
-    "save_checkpoint",
-    "load_checkpoint",
-    "capture_rng_state",
-    "restore_rng_state",
-    "stale_temp_files",
-    "remove_stale_temp_files",
-    "plain",
-]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save_checkpoint",
+           "load_checkpoint", "capture_rng_state", "restore_rng_state", "stale_temp_files",
+           "remove_stale_temp_files", "plain"]
 
 
 def _atomic_write(path: Path, write) -> Path:

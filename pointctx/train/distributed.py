@@ -11,17 +11,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = [
-    "DistInfo",
-    "init_distributed",
-    "cleanup_distributed",
-    "all_reduce_sum",
-    "all_gather_objects",
-    "any_across_ranks",
-    "barrier",
-    "ResumableBatchSampler",
-    "ShardedEvalSampler",
-]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_sum",
+           "all_gather_objects", "any_across_ranks", "barrier", "ResumableBatchSampler",
+           "ShardedEvalSampler"]
 
 
 class DistInfo(NamedTuple):
@@ -139,31 +131,17 @@ class ResumableBatchSampler(Sampler[list[int]]):
         drop_last: drop the last incomplete batch.
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-    ) -> None:
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
         if num_samples < 1 or batch_size < 1:
             raise ValueError(
                 f"`num_samples` and `batch_size` must be >= 1, got {num_samples}, {batch_size}"
             )
         if not 0 <= rank < world_size:
             raise ValueError(f"`rank` must lie in [0, world_size = {world_size}), got {rank}")
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
-        self.epoch = 0
-        self.start_batch = 0
+        self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last, self.epoch, self.start_batch = drop_last, 0, 0
         per_rank = -(-num_samples // world_size)
         self.num_batches = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
         if self.num_batches == 0:

@@ -25,27 +25,8 @@ from .points import (
     reference_train_transform,
 )
 
-__all__ = [
-    "ImageTransform",
-    "MaskTransform",
-    "RandomKeep",
-    "BlockMask",
-    "DiscMask",
-    "PolygonMask",
-    "ValidDepth",
-    "IntersectMasks",
-    "polygon_mask",
-    "PixelSet",
-    "pixel_collate",
-    "image_size_of",
-]
-__all__ += [
-    "PointCloudTransform",
-    "Compose",
-    "RandomScaleShift",
-    "ShufflePoints",
-    "RandomJitter",
-    "RandomRotation",
-    "NormalizeUnitSphere",
-    "reference_train_transform",
-]
+__all__ = ["ImageTransform", "MaskTransform", "RandomKeep", "BlockMask", "DiscMask", "PolygonMask",
+           "ValidDepth", "IntersectMasks", "polygon_mask", "PixelSet", "pixel_collate",
+           "image_size_of"]
+__all__ += ["PointCloudTransform", "Compose", "RandomScaleShift", "ShufflePoints", "RandomJitter",
+            "RandomRotation", "NormalizeUnitSphere", "reference_train_transform"]

@@ -13,20 +13,9 @@ from .._checks import check_callable, check_int, check_number, check_range, is_i
 from ..batch import PointBatch
 from ..data import collate
 
-__all__ = [
-    "ImageTransform",
-    "MaskTransform",
-    "RandomKeep",
-    "BlockMask",
-    "DiscMask",
-    "PolygonMask",
-    "ValidDepth",
-    "IntersectMasks",
-    "polygon_mask",
-    "PixelSet",
-    "pixel_collate",
-    "image_size_of",
-]
+__all__ = ["ImageTransform", "MaskTransform", "RandomKeep", "BlockMask", "DiscMask", "PolygonMask",
+           "ValidDepth", "IntersectMasks", "polygon_mask", "PixelSet", "pixel_collate",
+           "image_size_of"]
 
 _KEEP = ("inside", "outside")
 
@@ -181,16 +170,9 @@ class BlockMask(MaskTransform):
         seed, generator: see :class:`ImageTransform`.
     """
 
-    def __init__(
-        self,
-        fraction: float = 0.5,
-        block_area: float | tuple[float, float] = (0.02, 0.2),
-        aspect: tuple[float, float] = (0.3, 1 / 0.3),
-        keep: str = "outside",
-        max_blocks: int = 1000,
-        seed=None,
-        generator=None,
-    ) -> None:
+    def __init__(self, fraction: float = 0.5, block_area: float | tuple[float, float] = (0.02, 0.2),
+                 aspect: tuple[float, float] = (0.3, 1 / 0.3), keep: str = "outside",
+                 max_blocks: int = 1000, seed=None, generator=None) -> None:
         super().__init__(seed, generator)
         self.fraction = check_number(fraction, "fraction", 0.0, 1.0, max_open=True,
                                      must="lie {bounds}")
@@ -324,16 +306,8 @@ class PolygonMask(MaskTransform):
         seed, generator: see :class:`ImageTransform`.
     """
 
-    def __init__(
-        self,
-        num_vertices=(3, 10),
-        radius=(0.3, 0.9),
-        irregularity: float = 0.8,
-        center="random",
-        keep: str = "inside",
-        seed=None,
-        generator=None,
-    ) -> None:
+    def __init__(self, num_vertices=(3, 10), radius=(0.3, 0.9), irregularity: float = 0.8,
+                 center="random", keep: str = "inside", seed=None, generator=None) -> None:
         super().__init__(seed, generator)
         if is_int(num_vertices):
             nv = (int(num_vertices), int(num_vertices))

@@ -10,16 +10,8 @@ from torch import Tensor
 
 from .._checks import check_callable, check_range
 
-__all__ = [
-    "PointCloudTransform",
-    "Compose",
-    "RandomScaleShift",
-    "ShufflePoints",
-    "RandomJitter",
-    "RandomRotation",
-    "NormalizeUnitSphere",
-    "reference_train_transform",
-]
+__all__ = ["PointCloudTransform", "Compose", "RandomScaleShift", "ShufflePoints", "RandomJitter",
+           "RandomRotation", "NormalizeUnitSphere", "reference_train_transform"]
 
 
 class PointCloudTransform:
@@ -84,12 +76,8 @@ class RandomScaleShift(PointCloudTransform):
         anisotropic: draw each axis independently.
     """
 
-    def __init__(
-        self,
-        scale: tuple[float, float] = (2.0 / 3.0, 3.0 / 2.0),
-        shift: tuple[float, float] = (-0.2, 0.2),
-        anisotropic: bool = True,
-    ) -> None:
+    def __init__(self, scale: tuple[float, float] = (2.0 / 3.0, 3.0 / 2.0),
+                 shift: tuple[float, float] = (-0.2, 0.2), anisotropic: bool = True) -> None:
         self.scale = check_range(scale, "scale", lo=0.0)
         self.shift = check_range(shift, "shift")
         self.anisotropic = bool(anisotropic)

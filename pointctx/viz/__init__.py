@@ -15,20 +15,7 @@ from .draw import (
 )
 from .trace import ClusterLayer, ClusterTrace, local_labels, trace_clusters
 
-__all__ = [
-    "ClusterLayer",
-    "ClusterTrace",
-    "trace_clusters",
-    "local_labels",
-    "MISSING_COLOR",
-    "INPUT_MISSING_COLOR",
-    "label_colors",
-    "colorize_labels",
-    "point_labels",
-    "label_images",
-    "input_images",
-    "save_cluster_grid",
-    "save_cluster_scatter",
-    "save_cluster_ply",
-    "save_figure",
-]
+__all__ = ["ClusterLayer", "ClusterTrace", "trace_clusters", "local_labels", "MISSING_COLOR",
+           "INPUT_MISSING_COLOR", "label_colors", "colorize_labels", "point_labels", "label_images",
+           "input_images", "save_cluster_grid", "save_cluster_scatter", "save_cluster_ply",
+           "save_figure"]

@@ -15,19 +15,9 @@ from .._checks import check_int, is_int
 from .._files import atomic_output
 from .trace import ClusterLayer, ClusterTrace, local_labels
 
-__all__ = [
-    "MISSING_COLOR",
-    "INPUT_MISSING_COLOR",
-    "label_colors",
-    "colorize_labels",
-    "point_labels",
-    "label_images",
-    "input_images",
-    "save_cluster_grid",
-    "save_cluster_scatter",
-    "save_cluster_ply",
-    "save_figure",
-]
+__all__ = ["MISSING_COLOR", "INPUT_MISSING_COLOR", "label_colors", "colorize_labels",
+           "point_labels", "label_images", "input_images", "save_cluster_grid",
+           "save_cluster_scatter", "save_cluster_ply", "save_figure"]
 
 #: Colour of pixels that hold no point in cluster maps.
 MISSING_COLOR = (0, 0, 0)
@@ -265,20 +255,10 @@ def _layer_title(layer: ClusterLayer, head: int) -> str:
     return f"stage {layer.stage + 1} · head {head}"
 
 
-def save_cluster_grid(
-    path,
-    trace: ClusterTrace,
-    images: Tensor | None = None,
-    layers=None,
-    heads=0,
-    sets: Sequence[int] | None = None,
-    max_sets: int = 8,
-    rows: str = "sets",
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
-    cell_inches: float = 1.8,
-    dpi: int = 100,
-) -> Path:
+def save_cluster_grid(path, trace: ClusterTrace, images: Tensor | None = None, layers=None, heads=0,
+                      sets: Sequence[int] | None = None, max_sets: int = 8, rows: str = "sets",
+                      row_labels: Sequence[str] | None = None, title: str | None = None,
+                      cell_inches: float = 1.8, dpi: int = 100) -> Path:
     """Write a PNG grid of clustering maps of pixel sets.
 
     Args:
@@ -383,22 +363,11 @@ def _subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_points, replace=False))
 
 
-def save_cluster_scatter(
-    path,
-    trace: ClusterTrace,
-    layers=None,
-    head: int = 0,
-    set_index: int = 0,
-    pos: Tensor | None = None,
-    colors=None,
-    max_points: int | None = 60000,
-    view: tuple[float, float] = (20.0, -60.0),
-    point_size: float | None = None,
-    title: str | None = None,
-    seed: int = 0,
-    cell_inches: float = 4.0,
-    dpi: int = 100,
-) -> Path:
+def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, set_index: int = 0,
+                         pos: Tensor | None = None, colors=None, max_points: int | None = 60000,
+                         view: tuple[float, float] = (20.0, -60.0), point_size: float | None = None,
+                         title: str | None = None, seed: int = 0, cell_inches: float = 4.0,
+                         dpi: int = 100) -> Path:
     """Write a PNG of scatter plots of one point set, coloured by cluster (one panel per layer).
 
     Args:

@@ -278,14 +278,8 @@ def _pixel_info(inputs, mask) -> tuple[Tensor | None, tuple[int, int] | None]:
     return None, None
 
 
-def trace_clusters(
-    model: nn.Module,
-    inputs,
-    mask: Tensor | None = None,
-    *,
-    forward=None,
-    eval_mode: bool = True,
-) -> ClusterTrace:
+def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forward=None,
+                   eval_mode: bool = True) -> ClusterTrace:
     """Run ``model`` once and record where every input point is clustered, per call and head.
 
     Args:
