@@ -27,6 +27,13 @@ def check_tensor(value, name: str) -> Tensor:
     return value
 
 
+def check_device(t: Tensor, device, name: str, like: str) -> Tensor:
+    """Raise ``ValueError`` unless ``t`` is on ``device`` (the device of ``like``)."""
+    if t.device != device:
+        raise ValueError(f"`{name}` must be on device {device} (like `{like}`), got {t.device}")
+    return t
+
+
 def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
     """Check a position tensor of shape [N, D] with a floating dtype and finite values.
 

@@ -9,7 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_features, check_int, check_pos, check_tensor
+from ._batch_checks import check_agree, check_fields, check_index_vector, check_pixel
+from ._checks import check_device, check_features, check_int, check_tensor
 from .ops.segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch
 
 __all__ = ["PointBatch", "Padded"]
@@ -49,43 +50,6 @@ def _as_tensor(value, name: str) -> Tensor:
     return check_tensor(value, name)
 
 
-def _check_index_vector(t, name: str, device: torch.device) -> Tensor:
-    """Check a 1-D integer index tensor on ``device`` and return it as int64."""
-    check_tensor(t, name)
-    if t.dim() != 1:
-        raise ValueError(f"`{name}` must have shape [K] (1 dim), got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"`{name}` must be an integer tensor, got dtype {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"`{name}` must be on device {device} (like `pos`), got {t.device}")
-    return t.long()
-
-
-def _check_ptr(ptr: Tensor, num_points: int, batch_size: int | None) -> None:
-    """Validate ``ptr`` offsets: leading 0, non-decreasing, last equal to ``num_points``."""
-    if ptr.numel() < 1:
-        raise ValueError("`ptr` must have B+1 >= 1 entries with a leading 0, got an empty tensor")
-    if batch_size is not None and ptr.numel() != batch_size + 1:
-        raise ValueError(
-            f"`ptr` must have batch_size + 1 = {batch_size + 1} entries, got {ptr.numel()}"
-        )
-    first = int(ptr[0])
-    if first != 0:
-        raise ValueError(f"`ptr` must start at 0, got ptr[0] = {first}")
-    steps = ptr[1:] - ptr[:-1]
-    if steps.numel() and bool((steps < 0).any()):
-        i = int((steps < 0).nonzero()[0].item())
-        raise ValueError(
-            f"`ptr` must be non-decreasing, but ptr[{i}] = {int(ptr[i])} > "
-            f"ptr[{i + 1}] = {int(ptr[i + 1])}"
-        )
-    last = int(ptr[-1])
-    if last != num_points:
-        raise ValueError(
-            f"`ptr` must end at the number of points N = {num_points}, got ptr[-1] = {last}"
-        )
-
-
 class PointBatch:
     """A batch of ``B`` ragged point sets stored flat, with optional per-point features.
 
@@ -94,22 +58,13 @@ class PointBatch:
         x: point features, floating point, or ``None``.
         batch: sorted set id per point (any integer dtype; stored as int64).
         ptr: set offsets with a leading 0 (stored as int64).
-        batch_size: number of sets ``B``, if known. Needed to count trailing empty sets when only
-            ``batch`` is given, and saves a host sync.
+        batch_size: number of sets ``B`` (counts trailing empty sets; saves a host sync).
         allow_nonfinite: accept NaN/Inf in ``pos``.
         validate: run the input checks (each costs a host sync on GPU). ``False`` trusts the
             caller and only builds the missing ``batch``/``ptr``.
         pixel: (keyword-only) flat pixel index ``row * W + col`` of every point, for batches that
             come from images; requires ``image_size``.
         image_size: (keyword-only) ``(H, W)`` of the source images, with ``pixel``.
-
-    Attributes:
-        pos: [N, D] positions.
-        x: [N, C] features or ``None``.
-        batch: [N] int64 sorted set ids.
-        ptr: [B+1] int64 offsets, leading 0.
-        pixel: [N] int64 flat pixel index, or ``None`` for batches not built from images.
-        image_size: ``(H, W)`` or ``None``.
 
     Shapes:
         pos: [N, D]; x: [N, C]; batch: [N]; ptr: [B+1]; pixel: [N].
@@ -120,29 +75,7 @@ class PointBatch:
                  allow_nonfinite: bool = False, validate: bool = True, *,
                  pixel: Tensor | None = None, image_size: tuple[int, int] | None = None) -> None:
         if validate:
-            check_pos(pos, "pos", allow_nonfinite=allow_nonfinite)
-            n = pos.shape[0]
-            check_features(x, n, "x")
-            if x is not None:
-                if not x.is_floating_point():
-                    raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
-                if x.device != pos.device:
-                    raise ValueError(
-                        f"`x` must be on device {pos.device} (like `pos`), got {x.device}"
-                    )
-            if batch_size is not None:
-                check_int(batch_size, "batch_size")
-                if batch_size < 0:
-                    raise ValueError(f"`batch_size` must be >= 0, got {batch_size}")
-            if batch is not None:
-                check_batch(batch, n, batch_size, "batch")
-                if batch.device != pos.device:
-                    raise ValueError(
-                        f"`batch` must be on device {pos.device} (like `pos`), got {batch.device}"
-                    )
-            if ptr is not None:
-                ptr = _check_index_vector(ptr, "ptr", pos.device)
-                _check_ptr(ptr, n, batch_size)
+            ptr = check_fields(pos, x, batch, ptr, batch_size, allow_nonfinite)
         n = pos.shape[0]
 
         if batch is None and ptr is None:
@@ -162,52 +95,14 @@ class PointBatch:
             ptr = ptr.long()
             batch = ptr_to_batch(ptr, n)
         else:
-            batch = batch.long()
-            ptr = ptr.long()
+            batch, ptr = batch.long(), ptr.long()
             if validate:
-                b = ptr.numel() - 1
-                if n and int(batch[-1]) >= b:
-                    raise ValueError(
-                        f"`batch` values must be < B = {b} (from `ptr`), got {int(batch[-1])}"
-                    )
-                expected = batch_to_ptr(batch, b)
-                if not torch.equal(expected, ptr):
-                    i = int((expected != ptr).nonzero()[0].item())
-                    raise ValueError(
-                        f"`ptr` is inconsistent with `batch`: `batch` implies ptr[{i}] = "
-                        f"{int(expected[i])}, got ptr[{i}] = {int(ptr[i])}"
-                    )
-
+                check_agree(batch, ptr)
         if pixel is not None or image_size is not None:
-            pixel, image_size = self._check_pixel(pixel, image_size, n, pos.device, validate)
+            pixel, image_size = check_pixel(pixel, image_size, n, pos.device, validate)
 
         self.pos, self.x, self.batch, self.ptr = pos, x, batch, ptr
         self.pixel, self.image_size = pixel, image_size
-
-    @staticmethod
-    def _check_pixel(pixel, image_size, n: int, device, validate: bool):
-        if pixel is None or image_size is None:
-            raise ValueError(
-                "`pixel` and `image_size` must be given together, got "
-                f"pixel={'None' if pixel is None else 'tensor'}, image_size={image_size!r}"
-            )
-        if len(image_size) != 2:
-            raise ValueError(f"`image_size` must be (H, W), got {image_size!r}")
-        h, w = (int(v) for v in image_size)
-        if validate:
-            if h < 1 or w < 1:
-                raise ValueError(f"`image_size` must be (H, W) with H, W >= 1, got {(h, w)}")
-            pixel = _check_index_vector(pixel, "pixel", device)
-            if pixel.numel() != n:
-                raise ValueError(
-                    f"`pixel` must have one entry per point: expected {n}, got {pixel.numel()}"
-                )
-            if n and (int(pixel.min()) < 0 or int(pixel.max()) >= h * w):
-                raise ValueError(
-                    f"`pixel` values must lie in [0, H*W = {h * w}), got range "
-                    f"[{int(pixel.min())}, {int(pixel.max())}]"
-                )
-        return pixel.long(), (h, w)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -249,38 +144,24 @@ class PointBatch:
         return self.num_sets
 
     def __repr__(self) -> str:
-        parts = [
-            f"num_sets={self.num_sets}",
-            f"num_points={self.num_points}",
-            f"dim={self.dim}",
-            f"num_channels={self.num_channels}",
-        ]
+        parts = [f"num_sets={self.num_sets}", f"num_points={self.num_points}", f"dim={self.dim}",
+                 f"num_channels={self.num_channels}"]
         if self.image_size is not None:
             parts.append(f"image_size={self.image_size}")
-        parts.append(f"dtype={str(self.pos.dtype).replace('torch.', '')}")
-        parts.append(f"device={self.pos.device}")
+        parts += [f"dtype={str(self.pos.dtype).replace('torch.', '')}", f"device={self.pos.device}"]
         return f"PointBatch({', '.join(parts)})"
 
     def _replace(self, **fields) -> PointBatch:
         """New batch sharing all tensors except ``fields`` (no validation)."""
-        kw = dict(
-            pos=self.pos, x=self.x, batch=self.batch, ptr=self.ptr, pixel=self.pixel,
-            image_size=self.image_size,
-        )
-        kw.update(fields)
+        kw = dict(pos=self.pos, x=self.x, batch=self.batch, ptr=self.ptr, pixel=self.pixel,
+                  image_size=self.image_size) | fields
         if kw["pixel"] is None:
             kw["image_size"] = None
         return PointBatch(validate=False, **kw)
 
     def clone(self) -> PointBatch:
         """Deep copy of every tensor."""
-        return self._replace(
-            pos=self.pos.clone(),
-            x=None if self.x is None else self.x.clone(),
-            batch=self.batch.clone(),
-            ptr=self.ptr.clone(),
-            pixel=None if self.pixel is None else self.pixel.clone(),
-        )
+        return self._map(lambda t, _: t.clone())
 
     def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False):
         """Move to ``device`` and/or cast the floating tensors (``pos``, ``x``) to ``dtype``.
@@ -289,35 +170,27 @@ class PointBatch:
             device: target device (``None`` keeps the current one).
             dtype: floating dtype for ``pos`` and ``x`` (``None`` keeps theirs).
             non_blocking: passed to :meth:`torch.Tensor.to`.
-
-        Returns:
-            A new ``PointBatch`` (tensors are shared when nothing changes).
         """
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"`dtype` must be a floating point dtype, got {dtype}")
-
-        def mv(t, cast):
-            if t is None:
-                return None
-            return t.to(device=device, dtype=dtype if cast else None, non_blocking=non_blocking)
-
-        return self._replace(
-            pos=mv(self.pos, True),
-            x=mv(self.x, True),
-            batch=mv(self.batch, False),
-            ptr=mv(self.ptr, False),
-            pixel=mv(self.pixel, False),
-        )
+        return self._map(lambda t, cast: t.to(device=device, dtype=dtype if cast else None,
+                                              non_blocking=non_blocking))
 
     def pin_memory(self) -> PointBatch:
         """Copy into pinned host memory (called by ``DataLoader(pin_memory=True)``)."""
-        def pin(t):
-            return None if t is None else t.pin_memory()
+        return self._map(lambda t, _: t.pin_memory())
 
-        return self._replace(
-            pos=pin(self.pos), x=pin(self.x), batch=pin(self.batch), ptr=pin(self.ptr),
-            pixel=pin(self.pixel),
-        )
+    def _map(self, fn, rows=None) -> PointBatch:
+        """Apply ``fn(tensor, is_float)`` to every tensor (``rows``: only to the per-point ones)."""
+        def f(t, cast):
+            return None if t is None else fn(t, cast)
+
+        out = dict(pos=f(self.pos, True), x=f(self.x, True), pixel=f(self.pixel, False))
+        if rows is None:
+            out.update(batch=f(self.batch, False), ptr=f(self.ptr, False))
+        else:
+            out.update(rows)
+        return self._replace(**out)
 
     # ------------------------------------------------------------------ lists
     @classmethod
@@ -330,9 +203,6 @@ class PointBatch:
             x_list: ``None`` or ``B`` feature tensors (or arrays), each [n_b, C] with the same
                 ``C``.
             **kwargs: forwarded to the constructor (``allow_nonfinite``, ``validate``).
-
-        Returns:
-            A ``PointBatch`` with ``B`` sets in list order.
 
         Shapes:
             pos_list[b]: [n_b, D]; x_list[b]: [n_b, C]; result: N = sum(n_b).
@@ -388,13 +258,7 @@ class PointBatch:
         return cls(pos, x, ptr=ptr, **kwargs)
 
     def to_list(self) -> list:
-        """Split into per-set tensors (views into this batch, not copies).
-
-        Returns:
-            If ``x`` is ``None``: a list of ``B`` position tensors ``pos_b [n_b, D]``.
-            Otherwise: a list of ``B`` tuples ``(pos_b [n_b, D], x_b [n_b, C])``.
-            Empty sets give [0, D] (and [0, C]) tensors.
-        """
+        """Per-set views: ``pos_b [n_b, D]``, or ``(pos_b, x_b [n_b, C])`` pairs with features."""
         sizes = self.sizes.tolist()
         pos = list(torch.split(self.pos, sizes, 0))
         if self.x is None:
@@ -434,7 +298,7 @@ class PointBatch:
             raise ValueError("give either `lengths` or `mask`, not both")
         arange = torch.arange(nmax, device=pos.device)
         if lengths is not None:
-            lengths = _check_index_vector(lengths, "lengths", pos.device)
+            lengths = check_index_vector(lengths, "lengths", pos.device)
             if lengths.numel() != b:
                 raise ValueError(
                     f"`lengths` must have one entry per set: expected B = {b}, got "
@@ -454,10 +318,7 @@ class PointBatch:
                 raise ValueError(
                     f"`mask` must have shape [B, Nmax] = {[b, nmax]}, got {list(mask.shape)}"
                 )
-            if mask.device != pos.device:
-                raise ValueError(
-                    f"`mask` must be on device {pos.device} (like `pos`), got {mask.device}"
-                )
+            check_device(mask, pos.device, "mask", "pos")
         if mask is None:
             flat_pos = pos.reshape(b * nmax, pos.shape[2])
             flat_x = None if x is None else x.reshape(b * nmax, x.shape[2])
@@ -475,12 +336,7 @@ class PointBatch:
 
         Args:
             fill: value written to padding rows.
-            max_points: padded length ``Nmax``; default the largest set (one host sync). Must be
-                >= the largest set.
-
-        Returns:
-            :class:`Padded` ``(pos, x, lengths)``; ``Padded.mask`` gives the [B, Nmax] validity
-            mask. ``from_padded(*to_padded())`` restores the batch.
+            max_points: padded length ``Nmax`` (>= the largest set; default the largest set).
 
         Shapes:
             pos: [B, Nmax, D]; x: [B, Nmax, C] or ``None``; lengths: [B] int64.
@@ -527,8 +383,7 @@ class PointBatch:
         """Turn each image into a set of pixel points ("image as set of points").
 
         Args:
-            images: floating point images (convert integer images first, e.g.
-                ``images.float() / 255``).
+            images: floating point images (convert integer images first).
             mask: bool, ``True`` for pixels to keep; default all.
 
         Shapes:
@@ -564,11 +419,7 @@ class PointBatch:
                 )
             if mask.dtype != torch.bool:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
-            if mask.device != images.device:
-                raise ValueError(
-                    f"`mask` must be on device {images.device} (like `images`), got "
-                    f"{mask.device}"
-                )
+            check_device(mask, images.device, "mask", "images")
             keep = mask.reshape(b, h * w)
             pos = grid.expand(b, h * w, 2)[keep]
             x = feats[keep]
@@ -577,10 +428,7 @@ class PointBatch:
         ptr = torch.zeros(b + 1, dtype=torch.long, device=images.device)
         torch.cumsum(sizes, 0, out=ptr[1:])
         batch = ptr_to_batch(ptr, pos.shape[0])
-        # Images are trusted to be finite; the grid is valid by construction.
-        return cls(
-            pos, x, batch=batch, ptr=ptr, validate=False, pixel=pixel, image_size=(h, w)
-        )
+        return cls(pos, x, batch=batch, ptr=ptr, validate=False, pixel=pixel, image_size=(h, w))
 
     def _require_pixels(self, what: str) -> tuple[int, int]:
         if self.pixel is None or self.image_size is None:
@@ -596,12 +444,7 @@ class PointBatch:
 
         Args:
             fill: value of pixels that have no point (masked out in :meth:`from_images`).
-            x: per-point features to scatter instead of ``self.x``, e.g. the outputs of a
-                dense head; default ``self.x``.
-
-        Returns:
-            Images; pixel ``(i, j)`` of set ``b`` holds the features of the point with
-            ``pixel == i * W + j``. See :meth:`mask` for which pixels were filled.
+            x: per-point features to scatter instead of ``self.x``.
 
         Shapes:
             x: [N, C'] (default ``self.x`` [N, C]).
@@ -619,10 +462,6 @@ class PointBatch:
 
     def mask(self) -> Tensor:
         """Pixels that hold a point, for batches built by :meth:`from_images`.
-
-        Returns:
-            Bool image mask, ``True`` where a point exists (the ``mask`` given to
-            :meth:`from_images`, or all ``True``).
 
         Shapes:
             return: [B, H, W].
@@ -673,11 +512,8 @@ class PointBatch:
         """Gather a subset of sets, in the given order (vectorised).
 
         Args:
-            set_indices: set ids as a list or 1-D integer tensor (any order, repeats allowed,
-                negative ids count from the end), or a [B] bool tensor.
-
-        Returns:
-            A new ``PointBatch`` whose set ``k`` is set ``set_indices[k]`` of this one.
+            set_indices: set ids (list or 1-D integer tensor; repeats and negative ids allowed),
+                or a [B] bool tensor.
 
         Shapes:
             set_indices: [K] (or [B] bool); result: K sets.
@@ -693,7 +529,7 @@ class PointBatch:
                     f"bool `set_indices` must have shape [B] = [{b}], got {list(idx.shape)}"
                 )
             idx = idx.nonzero().flatten()
-        idx = _check_index_vector(idx, "set_indices", self.device)
+        idx = check_index_vector(idx, "set_indices", self.device)
         if idx.numel():
             lo, hi = int(idx.min()), int(idx.max())
             if lo < -b or hi >= b:
@@ -708,13 +544,7 @@ class PointBatch:
         total = int(ptr[-1])
         batch = ptr_to_batch(ptr, total)
         rows = self.ptr[idx][batch] + local_index(batch, ptr)
-        return self._replace(
-            pos=self.pos[rows],
-            x=None if self.x is None else self.x[rows],
-            batch=batch,
-            ptr=ptr,
-            pixel=None if self.pixel is None else self.pixel[rows],
-        )
+        return self._map(lambda t, _: t[rows], rows=dict(batch=batch, ptr=ptr))
 
     @classmethod
     def cat(cls, batches: Sequence[PointBatch]) -> PointBatch:
@@ -739,21 +569,16 @@ class PointBatch:
                     f"`batches[{i}]` must have x with C = {first.num_channels} like batches[0] "
                     f"(None counts as 0), got C = {pb.num_channels}"
                 )
-            if pb.device != first.device:
-                raise ValueError(
-                    f"`batches[{i}]` must be on device {first.device}, got {pb.device}"
-                )
-        set_off = 0
-        pt_off = 0
+            check_device(pb.pos, first.device, f"batches[{i}]", "batches[0]")
+        set_off = pt_off = 0
         batch_parts, ptr_parts = [], [first.ptr[:1]]
         for pb in batches:
             batch_parts.append(pb.batch + set_off)
             ptr_parts.append(pb.ptr[1:] + pt_off)
             set_off += pb.num_sets
             pt_off += pb.num_points
-        same_image = all(
-            pb.pixel is not None and pb.image_size == first.image_size for pb in batches
-        )
+        same_image = all(pb.pixel is not None and pb.image_size == first.image_size
+                         for pb in batches)
         return cls(
             torch.cat([pb.pos for pb in batches], 0),
             None if first.x is None else torch.cat([pb.x for pb in batches], 0),
