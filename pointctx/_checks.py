@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = ["check_tensor", "check_pos", "check_features", "check_finite_features", "check_batch",
-           "check_positive_int", "is_int", "is_number", "check_int", "check_number", "check_choice",
-           "check_callable", "check_channels", "check_range", "check_point_inputs"]
+__all__ = ["check_device", "check_bounds", "check_counts", "per_axis", "check_tensor", "check_pos",
+           "check_features", "check_finite_features", "check_batch", "check_positive_int", "is_int",
+           "is_number", "check_int", "check_number", "check_choice", "check_callable",
+           "check_channels", "check_range", "check_point_inputs"]
 
 
 def all_finite(t: Tensor) -> bool:
@@ -376,3 +378,57 @@ def check_finite_features(
         "Inf features, which would spread to the other points and, in training, to the weights; "
         "clean the input or drop the point"
     )
+
+
+def per_axis(value, dim: int, name: str) -> tuple:
+    """Broadcast an int/float or check a sequence to ``dim`` entries."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if len(vals) != dim:
+            raise ValueError(
+                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates"
+            )
+    else:
+        vals = (value,) * dim
+    return vals
+
+
+def check_counts(value, name: str) -> int | tuple[int, ...]:
+    """Check an int >= 1 or a non-empty sequence of ints >= 1; return it as int or tuple."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if not vals:
+            raise ValueError(f"`{name}` must not be empty")
+        if not all(is_int(v) and v >= 1 for v in vals):
+            raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
+        return tuple(int(v) for v in vals)
+    if not (is_int(value) and value >= 1):
+        raise ValueError(f"`{name}` must be an int >= 1 or a sequence of them, got {value!r}")
+    return int(value)
+
+
+def check_bounds(bounds, name: str = "bounds"):
+    """Check None / ``"set"`` (per-set box, returned as ``"set"``) or a ``(lo, hi)`` pair."""
+    if bounds is None or (isinstance(bounds, str) and bounds == "set"):
+        return "set"
+    if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise ValueError(f"`{name}` must be None, 'set' or a (lo, hi) pair, got {bounds!r}")
+    lo, hi = bounds
+    los = tuple(lo) if isinstance(lo, Sequence) else (lo,)
+    his = tuple(hi) if isinstance(hi, Sequence) else (hi,)
+    if len(los) != len(his) and len(los) != 1 and len(his) != 1:
+        raise ValueError(f"`{name}` lo and hi must have the same length, got {bounds!r}")
+    try:
+        los_f = [float(v) for v in los]
+        his_f = [float(v) for v in his]
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` lo and hi must be numbers, got {bounds!r}") from None
+    n = max(len(los_f), len(his_f))
+    los_f = los_f * n if len(los_f) == 1 else los_f
+    his_f = his_f * n if len(his_f) == 1 else his_f
+    for a, b in zip(los_f, his_f):
+        if not (math.isfinite(a) and math.isfinite(b)) or not a < b:
+            raise ValueError(f"`{name}` must have finite lo < hi on every axis, got {bounds!r}")
+    lo_out = tuple(los_f) if isinstance(lo, Sequence) else los_f[0]
+    hi_out = tuple(his_f) if isinstance(hi, Sequence) else his_f[0]
+    return (lo_out, hi_out)

@@ -9,16 +9,20 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_choice, check_point_inputs, check_positive_int
+from .._checks import (
+    check_bounds,
+    check_choice,
+    check_counts,
+    check_point_inputs,
+    check_positive_int,
+    per_axis,
+)
 from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 from .layers import Linear, check_chunk_points, chunk_rows
 from .proposal import (
     Centers,
-    _check_counts,
-    _per_axis,
     build_proposal,
-    check_bounds,
     pool_centers,
 )
 
@@ -74,7 +78,7 @@ class _Candidates(NamedTuple):
 def _counts_or_none(value, name: str):
     if value is None:
         return None
-    return _check_counts(value, name)
+    return check_counts(value, name)
 
 
 class ContextCluster(nn.Module):
@@ -136,7 +140,7 @@ class ContextCluster(nn.Module):
         self.denominator = check_choice(denominator, "denominator", ("sim", "count"))
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
-        self.centers = None if centers is None else _check_counts(centers, "centers")
+        self.centers = None if centers is None else check_counts(centers, "centers")
         self.regions = _counts_or_none(regions, "regions")
         self.validate = bool(validate)
         self.chunk_points = check_chunk_points(chunk_points)
@@ -164,13 +168,13 @@ class ContextCluster(nn.Module):
         batch_size = check_point_inputs(x, pos, batch, batch_size, self.dim, self.validate)
         d = pos.shape[1]
         if self.regions is not None:
-            _per_axis(self.regions, d, "regions")
+            per_axis(self.regions, d, "regions")
         cells = getattr(self.proposal, "cells", None)
         if cells is not None and self.centers is not None:
-            _per_axis(cells, d, "centers")
+            per_axis(cells, d, "centers")
         if self.bounds != "set":
             for side in self.bounds:
-                _per_axis(side, d, "bounds")
+                per_axis(side, d, "bounds")
         return batch_size
 
     # ------------------------------------------------------------------------------------------

@@ -8,12 +8,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_number, check_point_inputs, check_positive_int
+from .._checks import check_counts, check_number, check_point_inputs, check_positive_int
 from ..ops.scatter import scatter_count
 from ..ops.segment import infer_batch_size
 from .context_cluster import Assignment
 from .layers import linear_as_conv, trunc_linear
-from .proposal import Centers, _check_counts, build_proposal, pool_centers
+from .proposal import Centers, build_proposal, pool_centers
 from .soft_aggregation import nearest_center, soft_aggregate
 
 __all__ = ["HeadGate", "GlobalFeatureClustering"]
@@ -95,7 +95,7 @@ class GlobalFeatureClustering(nn.Module):
         self.head_dim = check_positive_int(head_dim, "head_dim")
         self.min_tau = check_number(min_tau, "min_tau", 0.0, min_open=True, type_error=ValueError)
         check_number(tau_init, "tau_init", 0.0, min_open=True, type_error=ValueError)
-        self.centers = _check_counts(centers, "centers")
+        self.centers = check_counts(centers, "centers")
         self.assign = bool(assign)
         self.validate = bool(validate)
         inner = self.heads * self.head_dim

@@ -10,7 +10,15 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int, check_number, is_int, is_number
+from .._checks import (
+    check_bounds,
+    check_choice,
+    check_counts,
+    check_int,
+    check_number,
+    is_number,
+    per_axis,
+)
 from .._resolver import normalize_name, resolve
 from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, relabel
 from ..ops.scatter import scatter_mean, scatter_sum
@@ -32,10 +40,8 @@ class Centers(NamedTuple):
             pair.
         member_center: [P] int64 center of each membership pair. A center's pooled feature is the
             mean over its members; a center with no members pools to 0.
-        assignment: [N] int64 primary center of every point, or None (fps / random). When given,
-            the first N membership pairs are the pairs ``(i, assignment[i])`` of all points (in
-            any order); with exactly N pairs the membership is a partition of the points (the
-            grid's default), more pairs add further memberships (the grid's adaptive windows).
+        assignment: [N] int64 primary center of every point (the first N membership pairs), or
+            None (fps / random).
     """
 
     pos: Tensor
@@ -124,13 +130,9 @@ class CenterProposal(nn.Module):
             pos: point positions.
             batch: sorted set id per point.
             batch_size: number of sets B, if known (avoids a host sync).
-            regions: None, or a count per axis (an int for every axis): every set is split into
-                a grid of regions over ``bounds`` and the proposal runs on each region as its
-                own group.
-            bounds: the box of the region grid: ``"set"`` (each set's bounding box) or a fixed
-                ``(lo, hi)``.
-            spacing: the lattice pitch of pixel-like points (see :class:`GridProposal`); a
-                proposal that does not use it ignores it.
+            regions: None, or regions per axis; the proposal runs on each region of each set.
+            bounds: the box of the region grid: ``"set"`` or a fixed ``(lo, hi)``.
+            spacing: the lattice pitch of pixel-like points (see :class:`GridProposal`).
 
         Shapes:
             pos: [N, D]; batch: [N]; return: :class:`RegionCenters` (group [N], region [N]).
@@ -171,7 +173,7 @@ def _regions(regions, dim: int):
     """Regions per axis as a tuple, or None for no regions (or a single region)."""
     if regions is None:
         return None
-    regs = _per_axis(_check_counts(regions, "regions"), dim, "regions")
+    regs = per_axis(check_counts(regions, "regions"), dim, "regions")
     return None if math.prod(regs) == 1 else regs
 
 
@@ -195,19 +197,6 @@ def sort_by_group(centers: Centers) -> Centers:
 # ----------------------------------------------------------------------------------------------
 
 
-def _per_axis(value, dim: int, name: str) -> tuple:
-    """Broadcast an int/float or check a sequence to ``dim`` entries."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = tuple(value)
-        if len(vals) != dim:
-            raise ValueError(
-                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates"
-            )
-    else:
-        vals = (value,) * dim
-    return vals
-
-
 def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
     """The lattice pitch as a [1, D] or [N, D] tensor of ``like``'s dtype (checked > 0)."""
     if isinstance(spacing, Tensor):
@@ -219,7 +208,7 @@ def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
                              f"[N, {d}] = [{n}, {d}], got shape {tuple(spacing.shape)}")
         t = t.reshape(-1, d)
     else:
-        vals = _per_axis(spacing, d, "spacing")
+        vals = per_axis(spacing, d, "spacing")
         try:
             t = like.new_tensor([float(v) for v in vals]).view(1, d)
         except (TypeError, ValueError):
@@ -227,51 +216,6 @@ def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
     if t.numel() and not bool((t > 0).all()):
         raise ValueError("`spacing` must be > 0 on every axis")
     return t
-
-
-def _check_counts(value, name: str) -> int | tuple[int, ...]:
-    """Check an int >= 1 or a non-empty sequence of ints >= 1; return it as int or tuple."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = tuple(value)
-        if not vals:
-            raise ValueError(f"`{name}` must not be empty")
-        if not all(is_int(v) and v >= 1 for v in vals):
-            raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
-        return tuple(int(v) for v in vals)
-    if not (is_int(value) and value >= 1):
-        raise ValueError(f"`{name}` must be an int >= 1 or a sequence of them, got {value!r}")
-    return int(value)
-
-
-def check_bounds(bounds, name: str = "bounds"):
-    """Check a bounds option: None or ``"set"`` (per-set box) or a ``(lo, hi)`` pair.
-
-    Returns:
-        ``"set"`` or the pair ``(lo, hi)`` with each side a float or a tuple of floats.
-    """
-    if bounds is None or (isinstance(bounds, str) and bounds == "set"):
-        return "set"
-    if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise ValueError(f"`{name}` must be None, 'set' or a (lo, hi) pair, got {bounds!r}")
-    lo, hi = bounds
-    los = tuple(lo) if isinstance(lo, Sequence) else (lo,)
-    his = tuple(hi) if isinstance(hi, Sequence) else (hi,)
-    if len(los) != len(his) and len(los) != 1 and len(his) != 1:
-        raise ValueError(f"`{name}` lo and hi must have the same length, got {bounds!r}")
-    try:
-        los_f = [float(v) for v in los]
-        his_f = [float(v) for v in his]
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` lo and hi must be numbers, got {bounds!r}") from None
-    n = max(len(los_f), len(his_f))
-    los_f = los_f * n if len(los_f) == 1 else los_f
-    his_f = his_f * n if len(his_f) == 1 else his_f
-    for a, b in zip(los_f, his_f):
-        if not (math.isfinite(a) and math.isfinite(b)) or not a < b:
-            raise ValueError(f"`{name}` must have finite lo < hi on every axis, got {bounds!r}")
-    lo_out = tuple(los_f) if isinstance(lo, Sequence) else los_f[0]
-    hi_out = tuple(his_f) if isinstance(hi, Sequence) else his_f[0]
-    return (lo_out, hi_out)
 
 
 _WINDOWS = ("partition", "adaptive")
@@ -291,22 +235,9 @@ class GridProposal(CenterProposal):
         bounds: the box the grid spans: None or ``"set"`` for each set's bounding box, or a fixed
             ``(lo, hi)`` (floats or per-axis sequences). For images given as pixel centers in
             ``[-0.5, 0.5]`` use ``(-0.5, 0.5)``: masked pixels then keep their cells.
-        windows: how points are pooled into centers (needs ``cells``):
-
-            * ``"partition"`` (default): every point is a member of the one cell that holds
-              its position; the members are a partition of the points.
-            * ``"adaptive"``: ``AdaptiveAvgPool`` windows. Given the lattice pitch ``spacing``
-              of the points (pixels), a point is a member of every cell of its region that its
-              footprint ``pos +- spacing / 2`` overlaps. On a region of ``L`` pixels split into
-              ``n`` cells, cell ``i`` then pools exactly the pixels
-              ``floor(i L / n) .. ceil((i + 1) L / n) - 1`` (the windows of
-              ``torch.nn.AdaptiveAvgPool2d``, which overlap when ``n`` does not divide ``L``,
-              e.g. pixels 0-3 and 3-6 of 7). On a masked image a window pools only the pixels
-              that exist. A point still competes for (and joins) one center of its group. Without
-              ``spacing`` (footprint 0) this is the partition. The grid spans the footprints:
-              with ``bounds="set"`` each set's box is widened by half a pitch on every side;
-              a fixed box must be the union of the footprints (e.g. ``(-0.5, 0.5)`` with pixel
-              ``j`` of ``L`` at ``(j + 0.5) / L - 0.5`` and pitch ``1 / L``).
+        windows: ``"partition"`` (default: every point pools into the one cell holding it) or
+            ``"adaptive"`` (with the points' lattice pitch ``spacing``, the overlapping windows
+            of ``AdaptiveAvgPool2d``; see docs/design.md). Needs ``cells``.
 
     Shapes:
         pos: [N, D]; batch: [N]; spacing: a number, D numbers, or a tensor [D] or [N, D];
@@ -324,7 +255,7 @@ class GridProposal(CenterProposal):
             )
         self.windows = check_choice(windows, "windows", _WINDOWS)
         if size is None:
-            self.cells = _check_counts(2 if cells is None else cells, "cells")
+            self.cells = check_counts(2 if cells is None else cells, "cells")
             self.size = None
         else:
             if self.windows != "partition":
@@ -347,7 +278,7 @@ class GridProposal(CenterProposal):
                 spacing=None) -> Centers:
         """Propose grid centers (see the class docstring); ``regions`` groups them by region."""
         num_sets = infer_batch_size(batch, batch_size)
-        regs = None if regions is None else _per_axis(regions, pos.shape[1], "regions")
+        regs = None if regions is None else per_axis(regions, pos.shape[1], "regions")
         return self._grid(pos, batch, num_sets, regs, spacing)[0]
 
     def propose(self, pos, batch, batch_size=None, regions=None, bounds="set", spacing=None):
@@ -372,7 +303,7 @@ class GridProposal(CenterProposal):
                 )
             local, cells = self._size_coords(pos, batch, num_sets)
             return self._partition(pos, batch.long(), local, cells, num_sets), batch.long()
-        cells = _per_axis(self.cells, d, "cells")
+        cells = per_axis(self.cells, d, "cells")
         regs = (1,) * d if regs is None else regs
         num_regions = math.prod(regs)
         fine = [r * c for r, c in zip(regs, cells)]
@@ -474,7 +405,7 @@ class GridProposal(CenterProposal):
 
     def _size_coords(self, pos: Tensor, batch: Tensor, num_sets: int):
         n, d = pos.shape
-        sizes = _per_axis(self.size, d, "size")
+        sizes = per_axis(self.size, d, "size")
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
         lo, ext = grid_box(work, batch, self.bounds, num_sets)
         size_t = work.new_tensor(sizes).view(1, d)
@@ -543,10 +474,9 @@ class FPSProposal(_SampledProposal):
     """Centers by farthest point sampling; each center pools its ``k`` nearest points.
 
     Args:
-        num: centers per set (sets with fewer points keep all of them). Exclusive with ``ratio``.
+        num: centers per set (smaller sets keep all points). Exclusive with ``ratio``.
         ratio: fraction of each set's points to keep as centers.
-        k: number of nearest points (of the same set, the center itself included) whose mean is
-            the center feature.
+        k: nearest points (of the same set) pooled into each center.
         random_start: start each set's FPS at a random point instead of its first point.
         backend: point-op backend for FPS/kNN (see :mod:`pointctx.ops`).
 
@@ -571,14 +501,7 @@ class FPSProposal(_SampledProposal):
 class RandomProposal(_SampledProposal):
     """Centers at uniformly random points; each center pools its ``k`` nearest points.
 
-    Args:
-        num: centers per set (sets with fewer points keep all of them). Exclusive with ``ratio``.
-        ratio: fraction of each set's points to keep as centers.
-        k: number of nearest points (of the same set) pooled into each center.
-        generator: optional ``torch.Generator`` for reproducible draws.
-
-    Shapes:
-        pos: [N, D]; batch: [N]; return: :class:`Centers` (``assignment`` None).
+    Args as :class:`FPSProposal`, with ``generator`` (a ``torch.Generator``) for the draws.
     """
 
     def __init__(self, num=None, ratio=None, k: int = 16, generator: torch.Generator | None = None):
@@ -650,20 +573,16 @@ def build_proposal(proposal="grid", centers=None, bounds=None, proposal_kwargs=N
     """Build the proposal of a clustering layer from its ``proposal`` / ``centers`` options.
 
     Args:
-        proposal: a registered name (``"grid"``, ``"fps"``, ``"random"`` or one added with
-            :func:`register_proposal`), a :class:`CenterProposal` class or factory, or an
-            instance (returned as is; ``centers``, ``bounds`` and ``proposal_kwargs`` are then
-            not used).
-        centers: for the grid the cells per axis (an int for every axis, or one per axis;
-            None: 2 per axis in any dimension); for fps / random the number of centers per set
-            or region, a sequence being multiplied out (``(2, 2)`` -> 4; None: 4). Not passed to
-            other proposals.
+        proposal: a registered name, a :class:`CenterProposal` class or factory, or an instance
+            (returned as is).
+        centers: grid cells per axis (None: 2), or fps / random centers per set or region (a
+            sequence is multiplied out; None: 4).
         bounds: the grid's box (None / ``"set"`` or ``(lo, hi)``); grid only.
         proposal_kwargs: extra keyword arguments for the proposal (override the above); the only
             ones a user-registered proposal receives.
     """
     kwargs = dict(proposal_kwargs or {})
-    counts = None if centers is None else _check_counts(centers, "centers")
+    counts = None if centers is None else check_counts(centers, "centers")
     cls = proposal
     if isinstance(proposal, str):
         key = normalize_name(proposal)
