@@ -51,8 +51,7 @@ def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
     if pos.dim() != 2:
         raise ValueError(
             f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with shape "
-            f"{tuple(pos.shape)}"
-        )
+            f"{tuple(pos.shape)}")
     if not pos.is_floating_point():
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {pos.dtype}")
     if pos.shape[1] < 1:
@@ -61,8 +60,7 @@ def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
         bad = (~torch.isfinite(pos)).any(dim=1).nonzero()[0].item()
         raise ValueError(
             f"`{name}` has NaN or Inf values (first at row {bad}); pass allow_nonfinite=True "
-            "to keep them"
-        )
+            "to keep them")
     return pos
 
 
@@ -72,13 +70,10 @@ def check_features(x, num_points: int, name: str = "x") -> Tensor | None:
         return None
     check_tensor(x, name)
     if x.dim() != 2:
-        raise ValueError(
-            f"`{name}` must have shape [N, C] (2 dims), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"`{name}` must have shape [N, C] (2 dims), got shape {tuple(x.shape)}")
     if x.shape[0] != num_points:
         raise ValueError(
-            f"`{name}` must have one row per point: expected {num_points} rows, got {x.shape[0]}"
-        )
+            f"`{name}` must have one row per point: expected {num_points} rows, got {x.shape[0]}")
     return x
 
 
@@ -106,24 +101,20 @@ def check_batch(
         raise ValueError(f"`{name}` must be an integer tensor, got dtype {batch.dtype}")
     if batch.numel() != num_points:
         raise ValueError(
-            f"`{name}` must have one entry per point: expected {num_points}, got {batch.numel()}"
-        )
+            f"`{name}` must have one entry per point: expected {num_points}, got {batch.numel()}")
     if batch.numel():
         if bool((batch[1:] < batch[:-1]).any()):
             i = int((batch[1:] < batch[:-1]).nonzero()[0].item())
             raise ValueError(
                 f"`{name}` must be sorted ascending (points grouped by set), but "
-                f"{name}[{i}] = {int(batch[i])} > {name}[{i + 1}] = {int(batch[i + 1])}"
-            )
+                f"{name}[{i}] = {int(batch[i])} > {name}[{i + 1}] = {int(batch[i + 1])}")
         lo = int(batch[0])
         if lo < 0:
             raise ValueError(f"`{name}` values must be >= 0, got {lo}")
         if batch_size is not None:
             hi = int(batch[-1])
             if hi >= batch_size:
-                raise ValueError(
-                    f"`{name}` values must be < batch_size = {batch_size}, got {hi}"
-                )
+                raise ValueError(f"`{name}` values must be < batch_size = {batch_size}, got {hi}")
     return batch
 
 
@@ -272,9 +263,7 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
 def check_choice(value, name: str, choices) -> str:
     """Raise a ``ValueError`` listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {sorted(choices)}, got {value!r}"
-        )
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
     return value
 
 
@@ -316,8 +305,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     check_pos(pos, "pos", allow_nonfinite=not validate)
     if pos.shape[0] != n:
         raise ValueError(
-            f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}"
-        )
+            f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
     if validate:
@@ -331,8 +319,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     for name, t in (("pos", pos), ("batch", batch)):
         if t.device != x.device:
             raise ValueError(
-                f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
-            )
+                f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}")
     if validate:
         check_finite_features(x, batch)
     return batch_size
@@ -376,8 +363,7 @@ def check_finite_features(
     raise ValueError(
         f"`{name}` has a non-finite value ({value}) at {where}: models and layers reject NaN / "
         "Inf features, which would spread to the other points and, in training, to the weights; "
-        "clean the input or drop the point"
-    )
+        "clean the input or drop the point")
 
 
 def per_axis(value, dim: int, name: str) -> tuple:
@@ -386,8 +372,7 @@ def per_axis(value, dim: int, name: str) -> tuple:
         vals = tuple(value)
         if len(vals) != dim:
             raise ValueError(
-                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates"
-            )
+                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates")
     else:
         vals = (value,) * dim
     return vals

@@ -28,16 +28,12 @@ def resolve(query, registry: Mapping[str, Callable], kind: str, base: type | Non
         table = {normalize_name(k): v for k, v in registry.items()}
         key = normalize_name(query)
         if key not in table:
-            raise ValueError(
-                f"unknown {kind} {query!r}; choose one of {sorted(registry)}"
-            )
+            raise ValueError(f"unknown {kind} {query!r}; choose one of {sorted(registry)}")
         return table[key](**kwargs)
     if isinstance(query, type) or callable(query):
         return query(**kwargs)
-    raise TypeError(
-        f"`{kind}` must be a name (one of {sorted(registry)}) or a module/callable, "
-        f"got {type(query).__name__}"
-    )
+    raise TypeError(f"`{kind}` must be a name (one of {sorted(registry)}) or a module/callable, "
+                    f"got {type(query).__name__}")
 
 
 class GlobalChoice:

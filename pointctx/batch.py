@@ -82,8 +82,7 @@ class PointBatch:
             b = 1 if batch_size is None else int(batch_size)
             if validate and b == 0 and n > 0:
                 raise ValueError(
-                    f"`batch_size` = 0 but `pos` has {n} points and no `batch`/`ptr` was given"
-                )
+                    f"`batch_size` = 0 but `pos` has {n} points and no `batch`/`ptr` was given")
             batch = torch.zeros(n, dtype=torch.long, device=pos.device)
             ptr = torch.zeros(b + 1, dtype=torch.long, device=pos.device)
             if b:
@@ -209,8 +208,7 @@ class PointBatch:
         """
         if isinstance(pos_list, (Tensor, np.ndarray)) or not isinstance(pos_list, Sequence):
             raise TypeError(
-                f"`pos_list` must be a list of [n_b, D] tensors, got {type(pos_list).__name__}"
-            )
+                f"`pos_list` must be a list of [n_b, D] tensors, got {type(pos_list).__name__}")
         if len(pos_list) == 0:
             raise ValueError("`pos_list` must hold at least one set, got an empty list")
         pos_list = [_as_tensor(p, f"pos_list[{i}]") for i, p in enumerate(pos_list)]
@@ -218,37 +216,29 @@ class PointBatch:
         for i, p in enumerate(pos_list):
             if p.dim() != 2:
                 raise ValueError(
-                    f"`pos_list[{i}]` must have shape [n, D] (2 dims), got shape {tuple(p.shape)}"
-                )
+                    f"`pos_list[{i}]` must have shape [n, D] (2 dims), got shape {tuple(p.shape)}")
             if p.shape[1] != first.shape[1]:
                 raise ValueError(
                     f"`pos_list[{i}]` must have D = {first.shape[1]} columns like pos_list[0], "
-                    f"got {p.shape[1]}"
-                )
+                    f"got {p.shape[1]}")
             if p.device != first.device:
                 raise ValueError(
                     f"`pos_list[{i}]` must be on device {first.device} like pos_list[0], "
-                    f"got {p.device}"
-                )
+                    f"got {p.device}")
         x = None
         if x_list is not None:
             if len(x_list) != len(pos_list):
-                raise ValueError(
-                    f"`x_list` must have one entry per set: expected {len(pos_list)}, "
-                    f"got {len(x_list)}"
-                )
+                raise ValueError(f"`x_list` must have one entry per set: expected {len(pos_list)}, "
+                                 f"got {len(x_list)}")
             x_list = [_as_tensor(v, f"x_list[{i}]") for i, v in enumerate(x_list)]
             for i, (p, v) in enumerate(zip(pos_list, x_list)):
                 if v.dim() != 2 or v.shape[0] != p.shape[0]:
-                    raise ValueError(
-                        f"`x_list[{i}]` must have shape [{p.shape[0]}, C] (rows of "
-                        f"pos_list[{i}]), got shape {tuple(v.shape)}"
-                    )
+                    raise ValueError(f"`x_list[{i}]` must have shape [{p.shape[0]}, C] (rows of "
+                                     f"pos_list[{i}]), got shape {tuple(v.shape)}")
                 if v.shape[1] != x_list[0].shape[1]:
                     raise ValueError(
                         f"`x_list[{i}]` must have C = {x_list[0].shape[1]} columns like "
-                        f"x_list[0], got {v.shape[1]}"
-                    )
+                        f"x_list[0], got {v.shape[1]}")
             x = torch.cat(x_list, 0)
         pos = torch.cat(pos_list, 0)
         sizes = torch.tensor([p.shape[0] for p in pos_list], dtype=torch.long)
@@ -284,31 +274,24 @@ class PointBatch:
         check_tensor(pos, "pos")
         if pos.dim() != 3:
             raise ValueError(
-                f"`pos` must have shape [B, Nmax, D] (3 dims), got shape {tuple(pos.shape)}"
-            )
+                f"`pos` must have shape [B, Nmax, D] (3 dims), got shape {tuple(pos.shape)}")
         b, nmax = pos.shape[:2]
         if x is not None:
             check_tensor(x, "x")
             if x.dim() != 3 or x.shape[:2] != pos.shape[:2]:
-                raise ValueError(
-                    f"`x` must have shape [{b}, {nmax}, C] (like `pos`), got shape "
-                    f"{tuple(x.shape)}"
-                )
+                raise ValueError(f"`x` must have shape [{b}, {nmax}, C] (like `pos`), got shape "
+                                 f"{tuple(x.shape)}")
         if lengths is not None and mask is not None:
             raise ValueError("give either `lengths` or `mask`, not both")
         arange = torch.arange(nmax, device=pos.device)
         if lengths is not None:
             lengths = check_index_vector(lengths, "lengths", pos.device)
             if lengths.numel() != b:
-                raise ValueError(
-                    f"`lengths` must have one entry per set: expected B = {b}, got "
-                    f"{lengths.numel()}"
-                )
+                raise ValueError(f"`lengths` must have one entry per set: expected B = {b}, got "
+                                 f"{lengths.numel()}")
             if b and (int(lengths.min()) < 0 or int(lengths.max()) > nmax):
-                raise ValueError(
-                    f"`lengths` values must lie in [0, Nmax = {nmax}], got range "
-                    f"[{int(lengths.min())}, {int(lengths.max())}]"
-                )
+                raise ValueError(f"`lengths` values must lie in [0, Nmax = {nmax}], got range "
+                                 f"[{int(lengths.min())}, {int(lengths.max())}]")
             mask = arange < lengths[:, None]
         elif mask is not None:
             check_tensor(mask, "mask")
@@ -316,8 +299,7 @@ class PointBatch:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
             if tuple(mask.shape) != (b, nmax):
                 raise ValueError(
-                    f"`mask` must have shape [B, Nmax] = {[b, nmax]}, got {list(mask.shape)}"
-                )
+                    f"`mask` must have shape [B, Nmax] = {[b, nmax]}, got {list(mask.shape)}")
             check_device(mask, pos.device, "mask", "pos")
         if mask is None:
             flat_pos = pos.reshape(b * nmax, pos.shape[2])
@@ -349,8 +331,7 @@ class PointBatch:
             check_int(max_points, "max_points")
             if max_points < largest:
                 raise ValueError(
-                    f"`max_points` must be >= the largest set size {largest}, got {max_points}"
-                )
+                    f"`max_points` must be >= the largest set size {largest}, got {max_points}")
             nmax = max_points
         b = self.num_sets
         rank = local_index(self.batch, self.ptr)
@@ -394,13 +375,10 @@ class PointBatch:
         if images.dim() != 4:
             raise ValueError(
                 f"`images` must have shape [B, C, H, W] (4 dims), got {images.dim()} dims with "
-                f"shape {tuple(images.shape)}"
-            )
+                f"shape {tuple(images.shape)}")
         if not images.is_floating_point():
-            raise ValueError(
-                f"`images` must be a floating point tensor, got dtype {images.dtype} "
-                "(convert first, e.g. images.float() / 255)"
-            )
+            raise ValueError(f"`images` must be a floating point tensor, got dtype {images.dtype} "
+                             "(convert first, e.g. images.float() / 255)")
         b, c, h, w = images.shape
         grid = cls.image_grid(h, w, device=images.device, dtype=images.dtype)
         feats = images.reshape(b, c, h * w).transpose(1, 2)  # [B, HW, C]
@@ -415,8 +393,7 @@ class PointBatch:
             if tuple(mask.shape) != (b, h, w):
                 raise ValueError(
                     f"`mask` must have shape [B, H, W] = {[b, h, w]} (like `images`), got "
-                    f"{list(mask.shape)}"
-                )
+                    f"{list(mask.shape)}")
             if mask.dtype != torch.bool:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
             check_device(mask, images.device, "mask", "images")
@@ -435,8 +412,7 @@ class PointBatch:
             raise ValueError(
                 f"`{what}` needs pixel positions, but this PointBatch was not built by "
                 "PointBatch.from_images (its `pixel` / `image_size` are None), so there is no "
-                "image grid to scatter to"
-            )
+                "image grid to scatter to")
         return self.image_size
 
     def to_images(self, fill: float = 0.0, x: Tensor | None = None) -> Tensor:
@@ -483,8 +459,7 @@ class PointBatch:
         pyg_data = _import_pyg()
         if not isinstance(data, pyg_data.Data):
             raise TypeError(
-                f"`data` must be a torch_geometric Data or Batch, got {type(data).__name__}"
-            )
+                f"`data` must be a torch_geometric Data or Batch, got {type(data).__name__}")
         pos = data.pos
         if pos is None:
             raise ValueError("`data.pos` must be a [N, D] tensor, got None")
@@ -526,8 +501,7 @@ class PointBatch:
         if idx.dtype == torch.bool:
             if tuple(idx.shape) != (b,):
                 raise ValueError(
-                    f"bool `set_indices` must have shape [B] = [{b}], got {list(idx.shape)}"
-                )
+                    f"bool `set_indices` must have shape [B] = [{b}], got {list(idx.shape)}")
             idx = idx.nonzero().flatten()
         idx = check_index_vector(idx, "set_indices", self.device)
         if idx.numel():
@@ -535,8 +509,7 @@ class PointBatch:
             if lo < -b or hi >= b:
                 raise ValueError(
                     f"`set_indices` values must lie in [-{b}, {b}) for B = {b} sets, got range "
-                    f"[{lo}, {hi}]"
-                )
+                    f"[{lo}, {hi}]")
             idx = torch.where(idx < 0, idx + b, idx)
         sizes = self.sizes[idx]
         ptr = torch.zeros(idx.numel() + 1, dtype=torch.long, device=self.device)
@@ -562,13 +535,11 @@ class PointBatch:
                 raise TypeError(f"`batches[{i}]` must be a PointBatch, got {type(pb).__name__}")
             if pb.dim != first.dim:
                 raise ValueError(
-                    f"`batches[{i}]` must have D = {first.dim} like batches[0], got {pb.dim}"
-                )
+                    f"`batches[{i}]` must have D = {first.dim} like batches[0], got {pb.dim}")
             if (pb.x is None) != (first.x is None) or pb.num_channels != first.num_channels:
                 raise ValueError(
                     f"`batches[{i}]` must have x with C = {first.num_channels} like batches[0] "
-                    f"(None counts as 0), got C = {pb.num_channels}"
-                )
+                    f"(None counts as 0), got C = {pb.num_channels}")
             check_device(pb.pos, first.device, f"batches[{i}]", "batches[0]")
         set_off = pt_off = 0
         batch_parts, ptr_parts = [], [first.ptr[:1]]

@@ -25,10 +25,8 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
     has_x = [v is not None for v in samples_x]
     if any(has_x) and not all(has_x):
         i = has_x.index(not has_x[0])
-        raise ValueError(
-            f"`x` must be given for all samples or none: samples[0] has x={has_x[0]}, "
-            f"samples[{i}] has x={has_x[i]}"
-        )
+        raise ValueError(f"`x` must be given for all samples or none: samples[0] has x={has_x[0]}, "
+                         f"samples[{i}] has x={has_x[i]}")
     xs = None
     if has_x[0]:
         xs = [_to_tensor(v, f"samples[{i}] x") for i, v in enumerate(samples_x)]
@@ -65,21 +63,16 @@ def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = Fal
         if isinstance(s, (Tensor, np.ndarray)):
             s = (s,)
         elif isinstance(s, Mapping) or not isinstance(s, (tuple, list)):
-            raise TypeError(
-                f"`samples[{i}]` must be a tuple (pos, x[, y]) like samples[0], got "
-                f"{type(s).__name__}"
-            )
+            raise TypeError(f"`samples[{i}]` must be a tuple (pos, x[, y]) like samples[0], got "
+                            f"{type(s).__name__}")
         if not 1 <= len(s) <= 3:
             raise ValueError(
-                f"`samples[{i}]` must be (pos,), (pos, x) or (pos, x, y), got {len(s)} items"
-            )
+                f"`samples[{i}]` must be (pos,), (pos, x) or (pos, x, y), got {len(s)} items")
         norm.append(tuple(s) + (None,) * (3 - len(s)))
     has_y = [s[2] is not None for s in norm]
     if any(has_y) and not all(has_y):
-        raise ValueError(
-            "`y` must be given for all samples or none, got "
-            f"{sum(has_y)} of {len(norm)} samples with y"
-        )
+        raise ValueError("`y` must be given for all samples or none, got "
+                         f"{sum(has_y)} of {len(norm)} samples with y")
     points = _points([s[0] for s in norm], [s[1] for s in norm], allow_nonfinite)
     y = default_collate([s[2] for s in norm]) if has_y[0] else None
     return points, y
@@ -90,15 +83,13 @@ def _collate_dicts(samples, point_keys: tuple[str, ...], allow_nonfinite: bool) 
     for i, s in enumerate(samples):
         if not isinstance(s, Mapping):
             raise TypeError(
-                f"`samples[{i}]` must be a dict like samples[0], got {type(s).__name__}"
-            )
+                f"`samples[{i}]` must be a dict like samples[0], got {type(s).__name__}")
         if "pos" not in s:
             raise ValueError(f"`samples[{i}]` must have a 'pos' key, got keys {sorted(s)}")
         if set(s.keys()) != set(keys):
             raise ValueError(
                 f"`samples[{i}]` must have the same keys as samples[0] ({sorted(keys)}), got "
-                f"{sorted(s.keys())}"
-            )
+                f"{sorted(s.keys())}")
     for k in point_keys:
         if k not in keys:
             raise ValueError(f"`point_keys` entry {k!r} is not a sample key ({sorted(keys)})")
@@ -117,10 +108,8 @@ def _collate_dicts(samples, point_keys: tuple[str, ...], allow_nonfinite: bool) 
             for i, s in enumerate(samples):
                 t = _to_tensor(s[k], f"samples[{i}][{k!r}]")
                 if t.dim() < 1 or t.shape[0] != sizes[i]:
-                    raise ValueError(
-                        f"`samples[{i}][{k!r}]` is a per-point field and must have "
-                        f"{sizes[i]} rows (one per point), got shape {tuple(t.shape)}"
-                    )
+                    raise ValueError(f"`samples[{i}][{k!r}]` is a per-point field and must have "
+                                     f"{sizes[i]} rows (one per point), got shape {tuple(t.shape)}")
                 parts.append(t)
             out[k] = torch.cat(parts, 0)
         else:

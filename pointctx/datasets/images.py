@@ -122,8 +122,7 @@ class ImageDataset(RowDataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
-            f"normalize={self._norm is not None}, source={str(getattr(self, '_source', '?'))!r})"
-        )
+            f"normalize={self._norm is not None}, source={str(getattr(self, '_source', '?'))!r})")
 
 
 class MNIST(ImageDataset):
@@ -154,10 +153,8 @@ class MNIST(ImageDataset):
         images, labels = z["images"], z["labels"]
         classes = [str(c) for c in z["classes"]] if "classes" in z else None
         if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
-            raise ValueError(
-                f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
-                f"{images.dtype} {list(images.shape)} and {len(labels)} labels"
-            )
+            raise ValueError(f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
+                             f"{images.dtype} {list(images.shape)} and {len(labels)} labels")
         self._set_source(p, labels, classes)
         self._setup(indices, limit, seed, transform, normalize)
         # keep only the rows in use; map file rows to positions in the kept array
@@ -189,15 +186,13 @@ class CIFAR10(ImageDataset):
         for k in ("jpeg", "offsets", "labels"):
             if k not in z:
                 raise ValueError(
-                    f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {list(z)}"
-                )
+                    f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {list(z)}")
         jpeg, offsets, labels = z["jpeg"], z["offsets"].astype(np.int64), z["labels"]
         classes = [str(c) for c in z["classes"]] if "classes" in z else None
         if offsets.shape != (len(labels) + 1,) or offsets[0] != 0 or offsets[-1] != len(jpeg):
             raise ValueError(
                 f"{p}: 'offsets' must have S + 1 = {len(labels) + 1} entries from 0 to "
-                f"len(jpeg) = {len(jpeg)}, got {offsets.shape[0]} entries ending at {offsets[-1]}"
-            )
+                f"len(jpeg) = {len(jpeg)}, got {offsets.shape[0]} entries ending at {offsets[-1]}")
         self._set_source(p, labels, classes)
         self._jpeg, self._offsets = jpeg, offsets
         self._cache: dict[int, np.ndarray] | None = None

@@ -42,8 +42,7 @@ class NpzLayout:
                 short.append(
                     f"{biggest} holds {size[biggest]} points per cloud, fewer than num_points = "
                     f"{num_points}: pass num_points <= {size[biggest]} (or None for all stored "
-                    "points), or add a file with more points"
-                )
+                    "points), or add a file with more points")
             hits = enough
         else:  # all points asked for: the largest file
             hits = sorted(hits, key=size.get, reverse=True)
@@ -58,22 +57,17 @@ class NpzLayout:
         arrays = read_npz(path)
         missing = {"points", "labels", "classes"} - set(arrays)
         if missing:
-            raise ValueError(
-                f"{path}: missing array(s) {sorted(missing)}; found {sorted(arrays)}"
-            )
+            raise ValueError(f"{path}: missing array(s) {sorted(missing)}; found {sorted(arrays)}")
         points, labels = arrays["points"], arrays["labels"]
         classes = [str(c) for c in arrays["classes"]]
         split_arr, names = arrays.get("split"), arrays.get("names")
         if points.ndim != 3 or points.shape[2] != 3 or points.dtype.kind != "f":
             raise ValueError(
                 f"{path}: 'points' must be float [S, P, 3], got shape {points.shape} dtype "
-                f"{points.dtype}"
-            )
+                f"{points.dtype}")
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(points):
-            raise ValueError(
-                f"{path}: 'labels' must be int [S] with S = {len(points)}, got shape "
-                f"{labels.shape} dtype {labels.dtype}"
-            )
+            raise ValueError(f"{path}: 'labels' must be int [S] with S = {len(points)}, got shape "
+                             f"{labels.shape} dtype {labels.dtype}")
         m = _NPZ_RE.match(path.name)
         if split_arr is not None:
             keep = np.asarray(split_arr).astype(str) == split
@@ -84,8 +78,7 @@ class NpzLayout:
         elif m is None or m.group(1) != split:
             raise ValueError(
                 f"{path}: cannot tell which split it holds (no 'split' array and the name is not "
-                f"modelnet40_<train|test>_<P>.npz); {split!r} was asked for"
-            )
+                f"modelnet40_<train|test>_<P>.npz); {split!r} was asked for")
         check_labels(labels, len(classes), path)
         check_finite(points, path)
         ds.classes = classes
@@ -117,8 +110,7 @@ class PlyHdf5Layout:
         names_file = files[0].parent / "shape_names.txt"
         if not names_file.is_file():
             raise FileNotFoundError(
-                f"{names_file} not found (the class names of {files[0].parent})"
-            )
+                f"{names_file} not found (the class names of {files[0].parent})")
         ds.classes = read_names(names_file)
         datas, labels = [], []
         for path in files:
@@ -128,10 +120,8 @@ class PlyHdf5Layout:
             if normal is not None:
                 data = np.concatenate([data, normal], axis=2)
             if datas and data.shape[1:] != datas[0].shape[1:]:
-                raise ValueError(
-                    f"{path}: clouds have shape {data.shape[1:]}, but {files[0]} has "
-                    f"{datas[0].shape[1:]}"
-                )
+                raise ValueError(f"{path}: clouds have shape {data.shape[1:]}, but {files[0]} has "
+                                 f"{datas[0].shape[1:]}")
             datas.append(data.astype(np.float32, copy=False))
             labels.append(label)
         ds._names = None
@@ -167,16 +157,14 @@ class NormalResampledLayout:
             if cname not in lookup:
                 raise ValueError(
                     f"{folder / f'modelnet40_{split}.txt'}: shape id {sid!r} names class "
-                    f"{cname!r}, which is not in {names_file.name}"
-                )
+                    f"{cname!r}, which is not in {names_file.name}")
             files.append(folder / cname / f"{sid}.txt")
             labels.append(lookup[cname])
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} of {len(files)} {split} shape files are missing under {folder}, "
-                f"e.g. {missing[:3]}"
-            )
+                f"e.g. {missing[:3]}")
         ds._names = shape_ids
         ds._files = files
         ds._cache = {}
@@ -197,14 +185,12 @@ class NormalResampledLayout:
         if arr.shape[1] != 6 or arr.shape[0] < 1:
             raise ValueError(
                 f"{path}: expected lines of 6 comma-separated numbers (x,y,z,nx,ny,nz), got an "
-                f"array of shape {arr.shape}"
-            )
+                f"array of shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{path}: has NaN/Inf values")
         if hasattr(ds, "_points_per_cloud") and arr.shape[0] < ds.points_per_item:
             raise ValueError(
-                f"{path}: has {arr.shape[0]} points, fewer than num_points = {ds.points_per_item}"
-            )
+                f"{path}: has {arr.shape[0]} points, fewer than num_points = {ds.points_per_item}")
         return arr if ds.use_normals else arr[:, :3]
 
 
@@ -259,10 +245,8 @@ class ModelNet40(PointCloudDataset):
             raise ValueError("ModelNet40: " + "; ".join(short))
         hint = ""
         if split == "test" and any("modelnet40_train_" in s for s in looked if Path(s).exists()):
-            hint = (
-                " The folder holds only the official train split (modelnet40_train_*.npz); "
-                "carve a validation set with ModelNet40(split='train').split(val_fraction)."
-            )
+            hint = (" The folder holds only the official train split (modelnet40_train_*.npz); "
+                    "carve a validation set with ModelNet40(split='train').split(val_fraction).")
         raise FileNotFoundError(
             f"ModelNet40 {split} data not found under {base}; looked for: " + "; ".join(looked)
             + "." + hint + f" ModelNet40 comes from {MODELNET40_URL} (academic use); the "
@@ -295,6 +279,5 @@ def modelnet40_sample(split: str = "train", **kwargs) -> ModelNet40:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing; rebuild it with `python datasets/make_sample.py` (needs the "
-            "shared modelnet40_train_1024.npz)"
-        )
+            "shared modelnet40_train_1024.npz)")
     return ModelNet40(path, split=split, layout="npz", **kwargs)

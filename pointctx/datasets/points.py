@@ -70,8 +70,7 @@ class PointCloudDataset(RowDataset):
         if self.num_points is not None and self.num_points > self._points_per_cloud:
             raise ValueError(
                 f"`num_points` = {self.num_points} exceeds the {self._points_per_cloud} points "
-                f"stored per cloud in {self.source}"
-            )
+                f"stored per cloud in {self.source}")
         if self.sampling == "fps" and self._array is not None:
             self._precompute_fps()
 
@@ -168,8 +167,6 @@ class PointCloudDataset(RowDataset):
         return getattr(self, "_source", "?")
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
-            f"num_points={self.points_per_item}, sampling={self.sampling!r}, "
-            f"source={self.source!r})"
-        )
+        return (f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
+                f"num_points={self.points_per_item}, sampling={self.sampling!r}, "
+                f"source={self.source!r})")

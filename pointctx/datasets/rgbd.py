@@ -150,8 +150,7 @@ def read_color(path) -> np.ndarray:
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         raise ValueError(
             f"colour file {path} must be an 8-bit colour image, got Pillow mode {img.mode!r} "
-            "(a depth image?)"
-        )
+            "(a depth image?)")
     return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
@@ -177,14 +176,12 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 65535:
             raise ValueError(
-                f"depth file {path} holds values in [{lo}, {hi}], outside the 16-bit range"
-            )
+                f"depth file {path} holds values in [{lo}, {hi}], outside the 16-bit range")
         arr = arr.astype(np.uint16)
     else:
         raise ValueError(
             f"depth file {path} must be a single-channel 16-bit image, got Pillow mode "
-            f"{img.mode!r}"
-        )
+            f"{img.mode!r}")
     arr = np.require(arr, requirements=["C", "W"])
     if layout == "sun":
         arr = ((arr >> 3) | (arr << 13)).astype(np.uint16)
@@ -211,8 +208,7 @@ def read_poses(path) -> Tensor:
         if len(vals) != 7:
             raise ValueError(
                 f"pose file {path} line {n} must hold 7 numbers (tx ty tz qx qy qz qw), got "
-                f"{len(vals)}"
-            )
+                f"{len(vals)}")
         rows.append(vals)
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 7)
 
@@ -238,15 +234,12 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
     else:
         k = as_intrinsics(intrinsics)
     if c.shape[:2] != d.shape:
-        raise ValueError(
-            f"colour {color} is {c.shape[0]}x{c.shape[1]} (HxW) but depth {depth} is "
-            f"{d.shape[0]}x{d.shape[1]}: colour and depth must have the same size"
-        )
+        raise ValueError(f"colour {color} is {c.shape[0]}x{c.shape[1]} (HxW) but depth {depth} is "
+                         f"{d.shape[0]}x{d.shape[1]}: colour and depth must have the same size")
     h, w = d.shape
     if (k.width is not None and k.width != w) or (k.height is not None and k.height != h):
         raise ValueError(
-            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but {depth} is {w}x{h}"
-        )
+            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but {depth} is {w}x{h}")
     k = k._replace(width=w, height=h)
     if not depth_scale > 0:
         raise ValueError(f"`depth_scale` must be > 0, got {depth_scale}")
@@ -321,8 +314,7 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         if poses.shape[0] < len(frames):
             raise ValueError(
                 f"pose file {folder / spec['poses']} must hold {len(frames)} poses (one per "
-                f"frame), got {poses.shape[0]}"
-            )
+                f"frame), got {poses.shape[0]}")
         pose, name = poses[frames.index(frame)], f"{preset}/{frame}"
     k = spec["intrinsics"]
     if isinstance(k, str):
@@ -414,10 +406,8 @@ def fuse_frames(frames: Sequence[RGBDFrame], depth_trunc: float | None = None,
         if not isinstance(fr, RGBDFrame):
             raise TypeError(f"`frames[{i}]` must be an RGBDFrame, got {type(fr).__name__}")
         if fr.pose is None:
-            raise ValueError(
-                f"`frames[{i}]` ({fr.name or 'unnamed'}) has no pose; fusing needs "
-                "camera-to-world poses"
-            )
+            raise ValueError(f"`frames[{i}]` ({fr.name or 'unnamed'}) has no pose; fusing needs "
+                             "camera-to-world poses")
         p = frame_to_points(fr, depth_trunc=depth_trunc, world=True, dtype=dtype)
         xyzs.append(p.xyz)
         rgbs.append(p.rgb)

@@ -33,8 +33,7 @@ def farthest_point_sample(points, num_samples: int, start: int = 0):
         x = x[None]
     if x.ndim != 3 or x.shape[-1] < 3:
         raise ValueError(
-            f"`points` must have shape [P, C] or [B, P, C] with C >= 3, got {tuple(x.shape)}"
-        )
+            f"`points` must have shape [P, C] or [B, P, C] with C >= 3, got {tuple(x.shape)}")
     b, p = x.shape[:2]
     check_int(num_samples, "num_samples")
     if not 1 <= num_samples <= p:

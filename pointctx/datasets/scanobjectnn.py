@@ -58,8 +58,7 @@ class ScanObjectNN(PointCloudDataset):
         super().__init__(num_points, sampling, transform, seed)
         if variant not in SCANOBJECTNN_VARIANTS:
             raise ValueError(
-                f"`variant` must be one of {list(SCANOBJECTNN_VARIANTS)}, got {variant!r}"
-            )
+                f"`variant` must be one of {list(SCANOBJECTNN_VARIANTS)}, got {variant!r}")
         check_split(split)
         self.variant = variant
         self.split_name = split

@@ -130,16 +130,13 @@ class ShapeScenes(Dataset):
                 if isinstance(c, str):
                     if c not in self.source_classes:
                         raise ValueError(
-                            f"unknown class {c!r} in `classes`; choose from {self.source_classes}"
-                        )
+                            f"unknown class {c!r} in `classes`; choose from {self.source_classes}")
                     chosen.append(self.source_classes.index(c))
                 elif is_int(c) and 0 <= c < len(source_classes):
                     chosen.append(int(c))
                 else:
-                    raise ValueError(
-                        f"`classes` entries must be class names or ids in [0, "
-                        f"{len(source_classes) - 1}], got {c!r}"
-                    )
+                    raise ValueError(f"`classes` entries must be class names or ids in [0, "
+                                     f"{len(source_classes) - 1}], got {c!r}")
             if not chosen or len(set(chosen)) != len(chosen):
                 raise ValueError(f"`classes` must be non-empty without repeats, got {classes!r}")
         if split == "all":
@@ -157,8 +154,7 @@ class ShapeScenes(Dataset):
         if empty:
             raise ValueError(
                 f"no shape of class(es) {empty} in the {split!r} split of the source; drop them "
-                "from `classes` or use more shapes"
-            )
+                "from `classes` or use more shapes")
         self.classes = [self.source_classes[c] for c in chosen] + (["floor"] if self.floor else [])
 
     # ---- source
@@ -178,8 +174,7 @@ class ShapeScenes(Dataset):
                 raise FileNotFoundError(
                     f"ShapeScenes source {path} does not exist; pass a ModelNet40 npz (points "
                     "[S, P, 3], labels [S], classes) such as the shared modelnet40_train_1024.npz"
-                    " or a ModelNet40 dataset"
-                )
+                    " or a ModelNet40 dataset")
             with np.load(path, allow_pickle=False) as z:
                 missing = [k for k in ("points", "labels", "classes") if k not in z.files]
                 if missing:
@@ -188,18 +183,15 @@ class ShapeScenes(Dataset):
             if points.ndim != 3 or points.shape[2] < 3 or len(points) != len(labels):
                 raise ValueError(
                     f"{path}: `points` must be [S, P, 3] with one label per shape, got points "
-                    f"{points.shape} and labels {labels.shape}"
-                )
+                    f"{points.shape} and labels {labels.shape}")
             labels = labels.astype(np.int64).reshape(-1)
 
             def shape(row):
                 return points[int(row), :, :3].astype(np.float32)
 
             return labels, [str(c) for c in classes], shape
-        raise TypeError(
-            f"`source` must be a path to a ModelNet40 npz or a ModelNet40 dataset, got "
-            f"{type(source).__name__}"
-        )
+        raise TypeError(f"`source` must be a path to a ModelNet40 npz or a ModelNet40 dataset, got "
+                        f"{type(source).__name__}")
 
     # ---- dataset protocol
     @property

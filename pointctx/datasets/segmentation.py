@@ -27,10 +27,8 @@ def check_seg_sample(sample) -> tuple[int, int]:
         raise ValueError(f"sample 'image' must be [C, H, W], got shape {list(image.shape)}")
     hw = tuple(image.shape[1:])
     if tuple(label.shape) != hw or tuple(mask.shape) != hw or mask.dtype != torch.bool:
-        raise ValueError(
-            f"sample 'label' and 'mask' must be [H, W] = {list(hw)} (mask bool), got "
-            f"{list(label.shape)} and {mask.dtype} {list(mask.shape)}"
-        )
+        raise ValueError(f"sample 'label' and 'mask' must be [H, W] = {list(hw)} (mask bool), got "
+                         f"{list(label.shape)} and {mask.dtype} {list(mask.shape)}")
     return int(hw[0]), int(hw[1])
 
 
@@ -209,8 +207,7 @@ class PixelSubset(ImageTransform):
         if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (h, w):
             raise ValueError(
                 f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
-                f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}"
-            )
+                f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}")
         return {**sample, "mask": sample["mask"] & m.to(sample["mask"].device)}
 
     def __repr__(self) -> str:

@@ -107,8 +107,7 @@ class ShapeNetPart(Dataset):
             raise ValueError(
                 f"`use_normals=True` but {self.root} is in the older v0 layout (points/*.pts + "
                 "points_label/*.seg), which has no normals; use the _normal download or "
-                "use_normals=None/False (the models then take xyz only: in_channels=0)"
-            )
+                "use_normals=None/False (the models then take xyz only: in_channels=0)")
         self.has_normals = self.layout == "normal" and use_normals is not False
         wanted = self._categories(categories)
         ids = self._split_ids(split)
@@ -126,8 +125,7 @@ class ShapeNetPart(Dataset):
         if not self.files:
             raise FileNotFoundError(
                 f"no ShapeNetPart shape of split {split!r} under {self.root} (layout "
-                f"{self.layout}): the split lists name {len(ids)} shapes, none found on disk"
-            )
+                f"{self.layout}): the split lists name {len(ids)} shapes, none found on disk")
         self._cache: dict[int, tuple] = {}
 
     # ---- discovery
@@ -192,8 +190,7 @@ class ShapeNetPart(Dataset):
                 have = sorted(p.name for p in (self.root / "train_test_split").glob("*.json"))
                 raise FileNotFoundError(
                     f"ShapeNetPart split list {path} is missing (split {split!r}); the folder "
-                    f"holds {have}"
-                )
+                    f"holds {have}")
             try:
                 entries = json.loads(path.read_text())
             except json.JSONDecodeError as err:
@@ -232,8 +229,7 @@ class ShapeNetPart(Dataset):
             bad = np.unique(parts[~ok] if self.layout == "normal" else local[~ok])[:5].tolist()
             raise ValueError(
                 f"{path}: part labels {bad} do not belong to category "
-                f"{SHAPENETPART_CATEGORIES[cat]} (global parts {SHAPENETPART_PARTS[cat]})"
-            )
+                f"{SHAPENETPART_CATEGORIES[cat]} (global parts {SHAPENETPART_PARTS[cat]})")
         item = (pts.astype(np.float32), None if nrm is None else nrm.astype(np.float32), parts)
         self._cache[idx] = item
         return item

@@ -47,8 +47,7 @@ def check_stages(layers: Sequence[int], embed_dims: Sequence[int]) -> tuple[list
     if not layers or len(embed_dims) != len(layers):
         raise ValueError(
             f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-            f"{len(layers)} and {len(embed_dims)}"
-        )
+            f"{len(layers)} and {len(embed_dims)}")
     return layers, embed_dims
 
 

@@ -79,8 +79,7 @@ class PointMLP(SetClassifier):
             raise ValueError(
                 "`dim_expansion`, `pre_blocks` and `pos_blocks` must be non-empty with one "
                 f"entry per stage, got lengths {len(dim_expansion)}, {len(pre_blocks)}, "
-                f"{len(pos_blocks)}"
-            )
+                f"{len(pos_blocks)}")
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
                             per_stage(k_neighbors, n, "k_neighbors")]
         self.ratios = per_stage(ratio, n, "ratio")
@@ -143,27 +142,22 @@ class PointMLP(SetClassifier):
             if lengths is not None or features is not None:
                 raise ValueError(
                     "`lengths` and `features` are only for padded tensor inputs; a PointBatch "
-                    "carries its sizes and features (x)"
-                )
+                    "carries its sizes and features (x)")
             pb = points
         elif isinstance(points, Tensor):
             if points.dim() != 3 or points.shape[-1] != self.pos_dim:
                 raise ValueError(
                     f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], got "
-                    f"{tuple(points.shape)}"
-                )
+                    f"{tuple(points.shape)}")
             if features is not None:
                 check_tensor(features, "features")
             pb = PointBatch.from_padded(points, features, lengths=lengths)
         else:
-            raise TypeError(
-                f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
-                f"{type(points).__name__}"
-            )
+            raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
+                            f"{type(points).__name__}")
         if pb.dim != self.pos_dim:
             raise ValueError(
-                f"the points must have pos_dim = {self.pos_dim} coordinates, got D = {pb.dim}"
-            )
+                f"the points must have pos_dim = {self.pos_dim} coordinates, got D = {pb.dim}")
         c = 0 if pb.x is None else pb.x.shape[1]
         if c != self.in_channels:
             raise ValueError(
@@ -176,8 +170,7 @@ class PointMLP(SetClassifier):
             raise ValueError(
                 f"a batch of {pb.num_sets} set in train mode: the classifier's BatchNorm needs "
                 "at least 2 sets per batch to compute its statistics; train on batches of >= 2 "
-                "sets (drop_last=True in the DataLoader), or call model.eval() for inference"
-            )
+                "sets (drop_last=True in the DataLoader), or call model.eval() for inference")
         return pb
 
     def forward_features(self, points, lengths: Tensor | None = None,

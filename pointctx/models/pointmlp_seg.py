@@ -82,10 +82,8 @@ class PointMLPSeg(nn.Module):
         self.num_categories = check_positive_int(num_categories, "num_categories", minimum=0)
         n = len(dim_expansion)
         if any(len(v) != n for v in (de_dims, de_blocks)):
-            raise ValueError(
-                "`de_dims` and `de_blocks` must have one entry per encoder stage "
-                f"({n}), got lengths {len(de_dims)}, {len(de_blocks)}"
-            )
+            raise ValueError("`de_dims` and `de_blocks` must have one entry per encoder stage "
+                             f"({n}), got lengths {len(de_dims)}, {len(de_blocks)}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
         gmp_dim = check_positive_int(gmp_dim, "gmp_dim")
@@ -141,15 +139,12 @@ class PointMLPSeg(nn.Module):
     def _category(self, category, b: int, ref: Tensor) -> Tensor | None:
         if not self.num_categories:
             if category is not None:
-                raise ValueError(
-                    "`category` was given but this model has no category input "
-                    "(num_categories=0)"
-                )
+                raise ValueError("`category` was given but this model has no category input "
+                                 "(num_categories=0)")
             return None
         if category is None:
             raise ValueError(
-                f"`category` is required: [B] category ids or [B, {self.num_categories}] one-hot"
-            )
+                f"`category` is required: [B] category ids or [B, {self.num_categories}] one-hot")
         category = torch.as_tensor(category, device=ref.device)
         if category.dim() == 1 and not category.is_floating_point():
             if category.numel() != b:
@@ -157,16 +152,13 @@ class PointMLPSeg(nn.Module):
             if b and (int(category.min()) < 0 or int(category.max()) >= self.num_categories):
                 raise ValueError(
                     f"`category` ids must lie in [0, {self.num_categories - 1}], got range "
-                    f"[{int(category.min())}, {int(category.max())}]"
-                )
+                    f"[{int(category.min())}, {int(category.max())}]")
             return torch.nn.functional.one_hot(category.long(), self.num_categories).to(ref.dtype)
         if category.dim() == 2 and tuple(category.shape) == (b, self.num_categories):
             return category.to(ref.dtype)
-        raise ValueError(
-            f"`category` must be [B] = [{b}] integer ids or [B, num_categories] = "
-            f"[{b}, {self.num_categories}] one-hot, got shape {tuple(category.shape)} "
-            f"dtype {category.dtype}"
-        )
+        raise ValueError(f"`category` must be [B] = [{b}] integer ids or [B, num_categories] = "
+                         f"[{b}, {self.num_categories}] one-hot, got shape {tuple(category.shape)} "
+                         f"dtype {category.dtype}")
 
     def forward_stages(self, points, lengths: Tensor | None = None,
                        features: Tensor | None = None) -> list[StageBatch]:
@@ -194,8 +186,7 @@ class PointMLPSeg(nn.Module):
         if self.training and b < 2:
             raise ValueError(
                 f"training mode needs at least 2 sets per batch (BatchNorm over the per-set "
-                f"context rows), got B = {b}; call model.eval() to predict one set"
-            )
+                f"context rows), got B = {b}; call model.eval() to predict one set")
         levels = self.backbone.forward_stages(pb)[::-1]  # coarse to fine
         x = levels[0].x
         for i, step in enumerate(self.decode_list):
@@ -235,8 +226,7 @@ class PointMLPSeg(nn.Module):
             if query.num_sets != pb.num_sets or query.dim != pb.dim:
                 raise ValueError(
                     f"`query` must have the same sets and dimension as the input: B = "
-                    f"{pb.num_sets}, D = {pb.dim}; got B = {query.num_sets}, D = {query.dim}"
-                )
+                    f"{pb.num_sets}, D = {pb.dim}; got B = {query.num_sets}, D = {query.dim}")
         decoded, context = self._features(pb, onehot)
         if query is not None:
             with record_function("pointctx.propagate"):

@@ -154,8 +154,7 @@ class ContextClusterBlock(MixerBlock):
         """
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(
-                f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
-            )
+                f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}")
         x, assignment = self.residual(x, batch, batch_size, (pos, batch, batch_size),
                                       {"return_assignment": return_assignment,
                                        "spacing": spacing})

@@ -151,10 +151,8 @@ class GlobalFeatureClustering(nn.Module):
                 raise TypeError(f"`assignment` must be an Assignment, got "
                                 f"{type(assignment).__name__}")
             if tuple(assignment.center.shape) != (n, heads):
-                raise ValueError(
-                    f"`assignment` must hold [N, heads] = [{n}, {heads}] centers, got "
-                    f"{tuple(assignment.center.shape)}"
-                )
+                raise ValueError(f"`assignment` must hold [N, heads] = [{n}, {heads}] centers, got "
+                                 f"{tuple(assignment.center.shape)}")
             proposed = assignment.centers
         elif not self.assign:
             raise ValueError("this layer was built with assign=False (it reuses the assignment "

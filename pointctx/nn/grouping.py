@@ -172,8 +172,7 @@ class GeometricAffine(nn.Module):
         """Normalise the groups (see the class docstring)."""
         if grouped.dim() != 3 or grouped.shape[-1] != self.channels:
             raise ValueError(
-                f"`grouped` must have shape [M, k, {self.channels}], got {tuple(grouped.shape)}"
-            )
+                f"`grouped` must have shape [M, k, {self.channels}], got {tuple(grouped.shape)}")
         with record_function("pointctx.group"):
             if self.mode == "anchor":
                 ref = anchor

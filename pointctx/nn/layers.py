@@ -160,8 +160,7 @@ class DropPath(nn.Module):
         check_tensor(batch, "batch")
         if batch.dim() != 1 or batch.numel() != x.shape[0]:
             raise ValueError(
-                f"`batch` must have shape [N] = [{x.shape[0]}], got {tuple(batch.shape)}"
-            )
+                f"`batch` must have shape [N] = [{x.shape[0]}], got {tuple(batch.shape)}")
         b = infer_batch_size(batch, batch_size)
         keep = 1.0 - self.p
         mask = torch.empty(b, dtype=x.dtype, device=x.device).bernoulli_(keep)

@@ -50,8 +50,7 @@ class LinearBNAct(nn.Module):
         if cx + broadcast.shape[-1] != w.shape[1]:
             raise ValueError(
                 f"`x` and `broadcast` must have {w.shape[1]} channels together, got {cx} + "
-                f"{broadcast.shape[-1]}"
-            )
+                f"{broadcast.shape[-1]}")
         part = linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
         # in place: the linear map's backward does not need its output (one full-size tensor
         # fewer)
@@ -73,8 +72,7 @@ class ResidualMLP(nn.Module):
         if inner < 1:
             raise ValueError(
                 f"`res_expansion` gives an inner width of int({dim} * {res_expansion}) = {inner}"
-                "; it must be >= 1"
-            )
+                "; it must be >= 1")
         self.net1 = LinearBNAct(dim, inner, bias=bias)
         self.net2 = LinearBNAct(inner, dim, bias=bias)  # relu(BN(W2 h) + x): residual inside
 

@@ -35,8 +35,7 @@ def _norm_factory(norm):
         return norm
     raise TypeError(
         f"`norm` must be a name (one of {sorted(NORMS)}), None or an nn.Module class, got "
-        f"{type(norm).__name__}"
-    )
+        f"{type(norm).__name__}")
 
 
 class SharedMlp(nn.Module):
@@ -164,23 +163,18 @@ class FeaturePropagation(nn.Module):
         """
         check_tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"`x` must have shape [N, {self.in_channels}] (in_channels), got "
-                f"{tuple(x.shape)}"
-            )
+            raise ValueError(f"`x` must have shape [N, {self.in_channels}] (in_channels), got "
+                             f"{tuple(x.shape)}")
         check_pos(pos_query, "pos_query")
         if self.skip_channels:
             if skip is None:
-                raise ValueError(
-                    f"`skip` is required: the layer was built with skip_channels = "
-                    f"{self.skip_channels}"
-                )
+                raise ValueError(f"`skip` is required: the layer was built with skip_channels = "
+                                 f"{self.skip_channels}")
             check_features(skip, pos_query.shape[0], "skip")
             if skip.shape[1] != self.skip_channels:
                 raise ValueError(
                     f"`skip` must have skip_channels = {self.skip_channels} columns, got "
-                    f"{skip.shape[1]}"
-                )
+                    f"{skip.shape[1]}")
         elif skip is not None:
             raise ValueError("`skip` was given but the layer was built with skip_channels = 0")
         out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,

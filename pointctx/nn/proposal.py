@@ -251,8 +251,7 @@ class GridProposal(CenterProposal):
         super().__init__()
         if cells is not None and size is not None:
             raise ValueError(
-                "give either `cells` (count per axis) or `size` (edge length), not both"
-            )
+                "give either `cells` (count per axis) or `size` (edge length), not both")
         self.windows = check_choice(windows, "windows", _WINDOWS)
         if size is None:
             self.cells = check_counts(2 if cells is None else cells, "cells")
@@ -299,8 +298,7 @@ class GridProposal(CenterProposal):
             if regs is not None:
                 raise ValueError(
                     "`regions` needs a count-based grid (`cells`), but this GridProposal uses "
-                    "`size`"
-                )
+                    "`size`")
             local, cells = self._size_coords(pos, batch, num_sets)
             return self._partition(pos, batch.long(), local, cells, num_sets), batch.long()
         cells = per_axis(self.cells, d, "cells")
@@ -432,8 +430,7 @@ class _SampledProposal(CenterProposal):
         if (num is None) == (ratio is None):
             raise ValueError(
                 f"{type(self).__name__} needs exactly one of `num` (centers per set) or `ratio`, "
-                f"got num={num!r}, ratio={ratio!r}"
-            )
+                f"got num={num!r}, ratio={ratio!r}")
         if num is not None:
             check_int(num, "num", 1, type_error=ValueError)
         else:
@@ -559,8 +556,7 @@ def resolve_proposal(name_or_module, **kwargs) -> CenterProposal:
     out = resolve(name_or_module, _PROPOSALS, "proposal", base=CenterProposal, **kwargs)
     if not isinstance(out, CenterProposal):
         raise TypeError(
-            f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}"
-        )
+            f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}")
     return out
 
 

@@ -138,8 +138,7 @@ class PointReducer(nn.Module):
             raise ValueError(
                 "`kernel_size - padding` must be >= `stride` so that every anchor's own cell "
                 f"lies in its window, got kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, stride={self.stride}"
-            )
+                f"padding={self.padding}, stride={self.stride}")
         self.lattice_dim = check_positive_int(lattice_dim, "lattice_dim")
         if ratio is None:
             ratio = 1.0 / self.stride ** self.lattice_dim
@@ -171,8 +170,7 @@ class PointReducer(nn.Module):
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(
                 f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), got "
-                f"{tuple(x.shape)}"
-            )
+                f"{tuple(x.shape)}")
         n = x.shape[0]
         check_pos(pos, "pos", allow_nonfinite=not self.validate)
         check_features(pos, n, "pos")
@@ -188,17 +186,14 @@ class PointReducer(nn.Module):
             return None
         check_tensor(coords, "coords")
         if coords.dim() != 2 or coords.shape != (n, self.lattice_dim):
-            raise ValueError(
-                f"`coords` must have shape [N, L] = [{n}, {self.lattice_dim}], got "
-                f"{tuple(coords.shape)}"
-            )
+            raise ValueError(f"`coords` must have shape [N, L] = [{n}, {self.lattice_dim}], got "
+                             f"{tuple(coords.shape)}")
         if coords.is_floating_point() or coords.dtype == torch.bool:
             raise ValueError(f"`coords` must be an integer tensor, got dtype {coords.dtype}")
         if isinstance(grid_size, int) or not isinstance(grid_size, Sequence) or len(
                 grid_size) != self.lattice_dim:
             raise ValueError(
-                f"`grid_size` must be a sequence of {self.lattice_dim} ints, got {grid_size!r}"
-            )
+                f"`grid_size` must be a sequence of {self.lattice_dim} ints, got {grid_size!r}")
         sizes = tuple(check_positive_int(int(g), "grid_size") for g in grid_size)
         if self.validate and n:
             lo = coords.amin(0)
@@ -207,8 +202,7 @@ class PointReducer(nn.Module):
             if bool((lo < 0).any()) or bool((hi >= size_t).any()):
                 raise ValueError(
                     f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, got range "
-                    f"[{lo.tolist()}, {hi.tolist()}]"
-                )
+                    f"[{lo.tolist()}, {hi.tolist()}]")
         return sizes
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,

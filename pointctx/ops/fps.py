@@ -56,10 +56,8 @@ def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor
         if num.is_floating_point() or num.dtype == torch.bool:
             raise ValueError(f"`num` must be an integer tensor, got dtype {num.dtype}")
         if num.shape[0] != sizes.shape[0]:
-            raise ValueError(
-                f"`num` must have one entry per set: expected {sizes.shape[0]}, got "
-                f"{num.shape[0]}"
-            )
+            raise ValueError(f"`num` must have one entry per set: expected {sizes.shape[0]}, got "
+                             f"{num.shape[0]}")
         num = num.to(sizes.device).long()
         if num.numel() and bool((num < 0).any()):
             raise ValueError(f"`num` entries must be >= 0, got min {int(num.min())}")

@@ -93,8 +93,7 @@ def _broadcast_axes(value, d: int, name: str) -> tuple:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != d:
             raise ValueError(
-                f"`{name}` has {len(value)} entries but the positions have D = {d} coordinates"
-            )
+                f"`{name}` has {len(value)} entries but the positions have D = {d} coordinates")
         return tuple(value)
     return (value,) * d
 
@@ -273,10 +272,8 @@ def _prepare(pos, batch, size, origin, batch_size):
         org = set_bounds(pos, batch, b).lo  # empty sets: 0
     elif isinstance(origin, Tensor) and origin.dim() == 2:
         if origin.shape != (b, d):
-            raise ValueError(
-                f"a per-set `origin` must have shape [B, D] = [{b}, {d}], got "
-                f"{tuple(origin.shape)}"
-            )
+            raise ValueError(f"a per-set `origin` must have shape [B, D] = [{b}, {d}], got "
+                             f"{tuple(origin.shape)}")
         org = origin.to(device=pos.device, dtype=pos.dtype)
         if not bool(torch.isfinite(org).all()):
             raise ValueError("`origin` must be finite")
@@ -366,8 +363,7 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
     if per_set * b >= _INT63:
         raise ValueError(
             f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets overflows "
-            "int64; use backend='native'"
-        )
+            "int64; use backend='native'")
     cluster, keys = relabel(batch * per_set + voxel, per_set * b)
     coords, cell_batch = _decode(keys, nv, base.tolist())
     return GridCluster(cluster, cell_batch, coords)

@@ -36,8 +36,7 @@ def _check(src: Tensor, index: Tensor) -> None:
     if src.shape[0] != index.shape[0]:
         raise ValueError(
             f"`src` and `index` must have the same number of rows, got {src.shape[0]} and "
-            f"{index.shape[0]}"
-        )
+            f"{index.shape[0]}")
 
 
 def _expand(index: Tensor, src: Tensor) -> Tensor:

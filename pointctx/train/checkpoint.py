@@ -78,8 +78,7 @@ def plain(obj: Any) -> Any:
         return float(obj) if isinstance(obj, float) else int(obj)
     raise TypeError(
         f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, strings "
-        "and lists / dicts of them"
-    )
+        "and lists / dicts of them")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

@@ -135,8 +135,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
                  rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
         if num_samples < 1 or batch_size < 1:
             raise ValueError(
-                f"`num_samples` and `batch_size` must be >= 1, got {num_samples}, {batch_size}"
-            )
+                f"`num_samples` and `batch_size` must be >= 1, got {num_samples}, {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"`rank` must lie in [0, world_size = {world_size}), got {rank}")
         self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
@@ -147,15 +146,13 @@ class ResumableBatchSampler(Sampler[list[int]]):
         if self.num_batches == 0:
             raise ValueError(
                 f"no full batch: {per_rank} samples per process < batch_size = {batch_size} "
-                "with drop_last=True"
-            )
+                "with drop_last=True")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's order and the first batch to yield."""
         if not 0 <= start_batch <= self.num_batches:
             raise ValueError(
-                f"`start_batch` must lie in [0, {self.num_batches}], got {start_batch}"
-            )
+                f"`start_batch` must lie in [0, {self.num_batches}], got {start_batch}")
         self.epoch = int(epoch)
         self.start_batch = int(start_batch)
 

@@ -26,8 +26,7 @@ def image_size_of(image) -> tuple[int, int]:
         raise TypeError(f"`image` must be a torch.Tensor [C, H, W], got {type(image).__name__}")
     if image.dim() != 3:
         raise ValueError(
-            f"`image` must have shape [C, H, W] (3 dims), got shape {list(image.shape)}"
-        )
+            f"`image` must have shape [C, H, W] (3 dims), got shape {list(image.shape)}")
     h, w = int(image.shape[1]), int(image.shape[2])
     if h < 1 or w < 1:
         raise ValueError(f"`image` must have H, W >= 1, got shape {list(image.shape)}")
@@ -56,8 +55,7 @@ class ImageTransform:
             check_int(seed, "seed", 0, type_error=ValueError)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
-                f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
-            )
+                f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
         self.seed = None if seed is None else int(seed)
         self.generator = generator
         self.epoch = 0
@@ -376,8 +374,7 @@ class ValidDepth(MaskTransform):
         if not -c <= self.depth_channel < c:
             raise ValueError(
                 f"`depth_channel` = {self.depth_channel} is out of range for an image with "
-                f"{c} channels"
-            )
+                f"{c} channels")
         z = image[self.depth_channel].to(torch.float64) / self.depth_scale
         valid = torch.isfinite(z) & (z > 0)
         if self.depth_trunc is not None:
@@ -419,8 +416,7 @@ class IntersectMasks(MaskTransform):
             if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (h, w):
                 raise ValueError(
                     f"`parts[{i}]` must return a bool [H, W] = {[h, w]} mask, got "
-                    f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}"
-                )
+                    f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}")
             out &= m.to(image.device)
         return out
 
@@ -460,8 +456,7 @@ class PixelSet(ImageTransform):
         h, w = image_size_of(image)
         if not image.is_floating_point():
             raise ValueError(
-                f"`image` must be floating point (e.g. image.float() / 255), got {image.dtype}"
-            )
+                f"`image` must be floating point (e.g. image.float() / 255), got {image.dtype}")
         if self.mask is None:
             mask = torch.ones(h, w, dtype=torch.bool, device=image.device)
         else:
@@ -472,8 +467,7 @@ class PixelSet(ImageTransform):
                 raise ValueError(
                     f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
                     f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}"
-                )
+                    f"{list(getattr(mask, 'shape', []))}")
             mask = mask.to(image.device)
         pixel = mask.reshape(-1).nonzero().squeeze(1)
         grid = PointBatch.image_grid(h, w, device=image.device, dtype=image.dtype)
@@ -507,8 +501,7 @@ def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
         if not isinstance(s, dict) or "pixel" not in s or "mask" not in s:
             raise ValueError(
                 f"`samples[{i}]` must be a PixelSet sample dict with 'pixel' and 'mask', got "
-                f"{sorted(s) if isinstance(s, dict) else type(s).__name__}"
-            )
+                f"{sorted(s) if isinstance(s, dict) else type(s).__name__}")
     sizes = {tuple(s["mask"].shape) for s in samples}
     if len(sizes) != 1:
         raise ValueError(f"all samples must share the image size H x W, got {sorted(sizes)}")

@@ -41,10 +41,8 @@ def _check_cloud(points, who: str) -> np.ndarray:
     if not isinstance(points, np.ndarray):
         raise TypeError(f"{who}: `points` must be a numpy array or tensor, got {type(points)}")
     if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(
-            f"{who}: `points` must have shape [n, C] with C >= 3 (xyz first), got "
-            f"{tuple(points.shape)}"
-        )
+        raise ValueError(f"{who}: `points` must have shape [n, C] with C >= 3 (xyz first), got "
+                         f"{tuple(points.shape)}")
     return np.array(points, dtype=np.float32, copy=True)
 
 

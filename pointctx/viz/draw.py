@@ -123,8 +123,7 @@ def _require_pixels(trace: ClusterTrace) -> tuple[int, int]:
     if trace.pixel is None or trace.image_size is None:
         raise ValueError(
             "this trace has no pixel grid (its inputs were not an image tensor or a PointBatch "
-            "with pixel / image_size); draw it with save_cluster_scatter or save_cluster_ply"
-        )
+            "with pixel / image_size); draw it with save_cluster_scatter or save_cluster_ply")
     return trace.image_size
 
 
@@ -144,9 +143,7 @@ def label_images(trace: ClusterTrace, layer=-1, head: int = 0) -> Tensor:
 def _as_rgb(images: Tensor) -> np.ndarray:
     img = images.detach().float().cpu()
     if img.dim() != 4 or img.shape[1] not in (1, 3):
-        raise ValueError(
-            f"`images` must have shape [B, 1 or 3, H, W], got {tuple(images.shape)}"
-        )
+        raise ValueError(f"`images` must have shape [B, 1 or 3, H, W], got {tuple(images.shape)}")
     if img.shape[1] == 1:
         img = img.expand(-1, 3, -1, -1)
     lo = img.amin(dim=(1, 2, 3), keepdim=True)
@@ -173,8 +170,7 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
     if rgb.shape[0] != trace.batch_size or rgb.shape[1:3] != (h, w):
         raise ValueError(
             f"`images` must have shape [B, C, H, W] with B = {trace.batch_size}, H x W = "
-            f"{h} x {w} (the trace's), got {tuple(images.shape)}"
-        )
+            f"{h} x {w} (the trace's), got {tuple(images.shape)}")
     kept = np.zeros((trace.batch_size, h * w), dtype=bool)
     kept[trace.batch.cpu().numpy(), trace.pixel.cpu().numpy()] = True
     rgb = rgb.reshape(trace.batch_size, h * w, 3).copy()
@@ -402,8 +398,7 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
     if not isinstance(p, Tensor) or p.dim() != 2 or p.shape[0] != trace.batch.shape[0]:
         raise ValueError(
             f"`pos` must be a tensor [N, D] with N = {trace.batch.shape[0]} (the trace's input "
-            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}"
-        )
+            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}")
     if p.shape[1] not in (2, 3):
         raise ValueError(f"`pos` must be 2-D or 3-D to plot, got D = {p.shape[1]}")
     sel = (trace.batch == set_index).nonzero().view(-1).cpu().numpy()
@@ -491,8 +486,7 @@ def save_cluster_ply(
     if not isinstance(p, Tensor) or p.dim() != 2 or p.shape != (trace.batch.shape[0], 3):
         raise ValueError(
             f"`pos` must be a tensor [N, 3] with N = {trace.batch.shape[0]} (the trace's input "
-            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}"
-        )
+            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}")
     sel = (trace.batch == set_index).nonzero().view(-1)
     lab = point_labels(trace, layer, head).index_select(0, sel)
     fields = {"cluster": lab.to(torch.int32).cpu()}

@@ -101,8 +101,7 @@ class ClusterTrace(NamedTuple):
         if is_int(key):
             if not -len(self.layers) <= key < len(self.layers):
                 raise IndexError(
-                    f"layer index {key} is out of range for a trace of {len(self.layers)} layers"
-                )
+                    f"layer index {key} is out of range for a trace of {len(self.layers)} layers")
             return self.layers[key]
         for layer in self.layers:
             if layer.name == key:
@@ -128,8 +127,7 @@ def local_labels(cluster: Tensor, batch: Tensor) -> Tensor:
     if cluster.dim() != 1 or batch.shape != cluster.shape:
         raise ValueError(
             f"`cluster` and `batch` must both have shape [N], got {tuple(cluster.shape)} and "
-            f"{tuple(batch.shape)}"
-        )
+            f"{tuple(batch.shape)}")
     out = torch.full_like(cluster, -1)
     has = cluster >= 0
     if not bool(has.any()):
@@ -180,8 +178,7 @@ class _Recorder:
                 f"cannot follow the points to {what} {name!r}: it got {n} points but the "
                 f"current level has {level_n} (after {self.level} PointReducer calls); the "
                 "model changes the number of points without a PointReducer, which "
-                "trace_clusters cannot follow"
-            )
+                "trace_clusters cannot follow")
 
     def _name(self, module: nn.Module) -> str:
         base = self.names.get(module, type(module).__name__)
@@ -301,9 +298,7 @@ def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forw
     names = {m: n or type(m).__name__ for n, m in model.named_modules()}
     clusters = [m for m in names if isinstance(m, ContextCluster)]
     if not clusters:
-        raise ValueError(
-            f"`model` ({type(model).__name__}) has no ContextCluster module to trace"
-        )
+        raise ValueError(f"`model` ({type(model).__name__}) has no ContextCluster module to trace")
     rec = _Recorder(names)
     handles = []
     was_training = model.training
