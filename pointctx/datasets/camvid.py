@@ -60,19 +60,14 @@ class CamVid(RowDataset):
     """CamVid semantic segmentation (11 classes, void = 11 ignored), from the npz or the folders.
 
     Args:
-        root: ``None`` (the shared data folder, :func:`pointctx.datasets.data_root`), the npz
-            file, or a folder holding ``camvid_trainval.npz`` or the SegNet layout (``train/``,
-            ``trainannot/``, ..., ``train.txt``, ...). A folder with the layout wins over an npz
-            in it.
-        split: ``"train"``, ``"val"`` or ``"test"`` (the test split only exists in the full
-            download's folders).
-        transform: ``transform(sample: dict, index=int) -> dict`` applied to every item (see
-            :mod:`pointctx.datasets.segmentation`), or ``None``.
-        normalize: ``True`` (ImageNet statistics, :data:`CAMVID_MEAN` / :data:`CAMVID_STD`),
-            ``False`` (values in [0, 1]) or ``(mean, std)``.
-        indices: items of the split to keep (ints), default all, in file order.
-        limit: keep only the first ``limit`` of them (after ``indices``).
-        cache: decode every selected image once at construction (npz: about 0.5 MB per image).
+        root: None (the data root), the npz file, or a folder with ``camvid_trainval.npz`` or the
+            SegNet layout (which wins).
+        split: ``"train"``, ``"val"`` or ``"test"`` (folders only).
+        transform: ``transform(sample: dict, index=int) -> dict`` applied to every item, or None.
+        normalize: True (ImageNet statistics), False (values in [0, 1]) or ``(mean, std)``.
+        indices: items of the split to keep, default all.
+        limit: keep only the first ``limit`` of them.
+        cache: decode every selected image once at construction.
 
     Attributes:
         classes: the 11 class names.
@@ -81,10 +76,8 @@ class CamVid(RowDataset):
         layout: ``"npz"`` or ``"folders"``.
 
     Shapes:
-        An item (before ``transform``): ``image`` [3, H, W] float (normalised as asked),
-        ``label`` [H, W] int64 in 0..11 (11 = void, ignored by the metrics), ``mask`` [H, W]
-        bool (all True: every pixel exists; the mask transforms clear pixels), ``index`` the row
-        in the split. H x W is 360 x 480 for the official data.
+        item: ``image`` [3, H, W] float, ``label`` [H, W] int64 (11 = void), ``mask`` [H, W] bool,
+        ``index``.
     """
 
     classes = CAMVID_CLASSES

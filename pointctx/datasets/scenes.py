@@ -55,41 +55,31 @@ class ShapeScenes(Dataset):
     """Scenes of 4-8 real ModelNet40 shapes on a floor, labelled per point with the shape class.
 
     Args:
-        source: a ModelNet40 ``.npz`` file (``points [S, P, 3]``, ``labels [S]``, ``classes``;
-            the shared ``modelnet40_train_1024.npz`` or any file of that format) or a
-            :class:`~pointctx.datasets.ModelNet40` dataset (its items are used as it returns them,
-            with its ``num_points``, ``sampling`` and ``transform``).
+        source: a ModelNet40 ``.npz`` file or a :class:`~pointctx.datasets.ModelNet40` dataset.
         seed: seed of the scene composition (scene ``i`` depends only on ``seed`` and ``i``).
-        num_scenes: number of scenes (items) of the dataset.
-        split: which shapes may appear: ``"train"`` or ``"val"`` (the two parts of a seeded
-            stratified split of the source, :func:`~pointctx.datasets.stratified_split` with
-            ``val_fraction`` and ``split_seed``), or ``"all"`` (every shape of the source, e.g.
-            a separate test file). Train and val scenes never share a shape.
+        num_scenes: number of scenes (items).
+        split: ``"train"`` or ``"val"`` (a seeded stratified split of the shapes) or ``"all"``.
         val_fraction: share of every class held out for ``"val"``.
-        split_seed: seed of the shape split (keep it equal for the train and val datasets).
-        classes: the classes that may appear, as names or source class ids (None: all). Scene
-            labels index this list, in its order; shapes of other classes are never used.
-        objects: (min, max) objects per scene, inclusive (default 4-8).
-        scale: (min, max) uniform scale factor of each shape (shapes are normalised to radius 1).
-        yaw: turn each shape by a uniform random angle about the vertical (z) axis.
-        avoid_overlap: keep the objects' footprint discs apart (see below).
-        spacing: floor area per object, in units of the largest footprint diameter (see below).
-        floor: add floor points labelled ``len(classes)`` (class name ``"floor"``).
+        split_seed: seed of the shape split (equal for the train and val datasets).
+        classes: the classes that may appear (names or ids; None: all); labels index this list.
+        objects: (min, max) objects per scene.
+        scale: (min, max) uniform scale of each shape (normalised to radius 1).
+        yaw: turn each shape by a random angle about the z axis.
+        avoid_overlap: keep the objects' footprint discs apart.
+        spacing: floor area per object, in largest footprint diameters.
+        floor: add floor points labelled ``len(classes)``.
         floor_points: floor points per scene.
-        points_per_object: points kept per object (None: all the source gives; else a random
-            subset of that many, with replacement only if the shape has fewer).
-        num_points: points per returned scene (None: all; else a random subset of that many,
-            with replacement only if the scene has fewer).
-        balance: ``"class"`` (default: each object's class uniform over ``classes``, then a
-            uniform shape of that class) or ``"shape"`` (a uniform shape of the pool).
+        points_per_object: points kept per object (None: all).
+        num_points: points per returned scene (None: all).
+        balance: ``"class"`` (uniform class, then shape) or ``"shape"`` (uniform shape).
 
     Attributes:
-        classes: class names, ``classes[label]`` (``"floor"`` last when ``floor``).
+        classes: class names (``"floor"`` last when ``floor``).
         num_classes: ``len(classes)``.
         shape_rows: source rows of the shapes this split may use.
 
     Shapes:
-        item: ``(points [n, 3] float32 tensor, labels [n] int64 tensor)``.
+        item: ``(points [n, 3] float32, labels [n] int64)``.
     """
 
     def __init__(self, source, seed: int = 0, num_scenes: int = 1000, split: str = "train",

@@ -63,29 +63,23 @@ class PartSample(NamedTuple):
 
 
 class ShapeNetPart(Dataset):
-    """ShapeNetPart part segmentation in either official layout (see the module docstring).
+    """ShapeNetPart part segmentation in either official layout.
 
     Args:
-        root: the dataset folder (the one holding ``synsetoffset2category.txt``), or a folder
-            containing one of the two official folders; default
-            ``<data>/shapenetcore_partanno_segmentation_benchmark_v0_normal``, then ``..._v0``,
-            then ``<data>/shapenetpart_sample`` (16 real shapes in the older layout).
-        split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"`` (PointMLP trains on
-            trainval and evaluates on test).
-        num_points: points per returned shape (None: all of the file, sizes differ). With a
-            number, ``sampling`` decides which.
-        sampling: ``"random"`` (official: ``num_points`` drawn uniformly *with replacement*,
-            new per epoch, seeded by ``(seed, epoch, index)``) or ``"first"`` (the first
-            ``num_points`` rows, cycling when the shape has fewer).
-        use_normals: None (default: when the layout has them), True (required: error on the
-            older layout) or False.
-        categories: restrict to these categories (names or ids), or None for all.
+        root: the dataset folder, or a folder containing it (default: the normal layout, then
+            v0, then ``shapenetpart_sample`` under the data root).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"``.
+        num_points: points per returned shape (None: all).
+        sampling: ``"random"`` (official: with replacement, seeded per ``(seed, epoch, index)``)
+            or ``"first"``.
+        use_normals: None (when the layout has them), True (required) or False.
+        categories: restrict to these categories (names or ids).
         seed: base seed of the sampling.
 
     Attributes:
         layout: ``"normal"`` or ``"v0"``.
         has_normals: whether items carry normals.
-        files: list of ``(category id, path)`` of the items, sorted by category then id.
+        files: ``(category id, path)`` of the items.
 
     Shapes:
         item: :class:`PartSample` (points [n, 3], normals [n, 3] or None, category, parts [n]).

@@ -85,23 +85,13 @@ class StageBatch(PointBatch):
     """The points of one backbone stage: a :class:`~pointctx.PointBatch` plus its link.
 
     Args:
-        pos: positions of the stage's points (pixel sets: image-plane positions in
-            ``[-0.5, 0.5]``, x = column then y = row; general point sets: the input frame).
+        pos: positions of the stage's points (pixel sets: the image plane).
         x: features of the stage's points.
-        batch: sorted set id per point (the B sets of the input, empty sets included).
+        batch: sorted set id per point.
         batch_size: number of sets B.
-        link: ``[2, E]`` int64 pairs ``(point of this stage, point of the previous stage it was
-            pooled from)``, sorted by the first row then the second, each pair once. Every point
-            of the stage appears at least once, and only with parents of its own set. For the
-            first stage the "previous stage" is the input points (the rows of the packed input,
-            i.e. of ``PointBatch.from_images(images, mask)`` for image tensors).
-        stride: pixel sets only: ``(row, col)`` pixels per lattice cell of this stage (the
-            product of the strides so far); the point of lattice cell ``(r, c)`` lies in the
-            pixel box ``[r*s0, (r+1)*s0) x [c*s1, (c+1)*s1)``. None for general point sets.
-
-    Attributes:
-        link: [2, E] as above.
-        stride: as above.
+        link: ``(point of this stage, point of the previous stage it was pooled from)`` pairs,
+            sorted, each once, within sets (stage 0: the rows of the packed input).
+        stride: pixel sets: ``(row, col)`` pixels per lattice cell of this stage; else None.
 
     Shapes:
         pos: [M, D]; x: [M, C]; batch: [M]; link: [2, E].

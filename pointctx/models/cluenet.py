@@ -35,35 +35,21 @@ class CLUENet(StagedClassifier):
     """CLUENet classifier on pixel sets and general point sets.
 
     Args:
-        layers: blocks per stage.
-        embed_dims: channels per stage.
-        mlp_ratios: MLP expansion per stage (or one for all).
-        heads: GFC heads per stage (or one for all).
-        head_dims: channels per head per stage (or one for all).
-        centers: grid cells per axis per stage (or one for all; 7 = 7x7 centers); general point
-            sets get ``centers**2`` proposed centers.
-        num_classes: classifier outputs; 0 gives the pooled features from :meth:`forward`.
-        in_channels: point feature channels C (0 for bare point sets).
-        pos_dim: position dimension D appended at the stem (2 for images).
+        layers, embed_dims, mlp_ratios, heads, head_dims, num_classes, in_channels, pos_dim,
+            drop_rate, drop_path_rate, backend: as :class:`~pointctx.models.ContextClusterNet`.
+        centers: grid cells per axis, per stage or one for all (general sets: ``centers**2``).
         stem_kernel, stem_stride, stem_padding: the patch-embedding reducer (official 4, 4, 0).
         down_kernel, down_stride, down_padding: the ICP skip reducers (official 3, 2, 1).
         pool_norm: LayerNorm the output of every ICP (official only for CLUE-mini).
         share_assignment: later blocks of a stage reuse the first block's hard assignment.
         min_tau: lower clamp of the soft-aggregation temperature.
         pos_embed: add the learnable depthwise positional term after the stem (official).
-        point_proposal: center proposal for general point sets (``"fps"``, ``"random"`` or
-            ``"grid"``).
+        point_proposal: proposal for general point sets (``"fps"``, ``"random"`` or ``"grid"``).
         point_proposal_k: points pooled into each fps / random center.
-        drop_rate: dropout in the MLPs and before the classifier.
-        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
-        layer_scale_init: LayerScale init; None (official with LayerNorm) disables it.
-        backend: point-op backend for FPS / kNN on general point sets.
+        layer_scale_init: LayerScale init; None (official) disables it.
 
     Shapes:
-        forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
-        forward_features: -> PointBatch (x [M, embed_dims[-1]], pos [M, 2 or D], batch [M]).
-        forward_head: PointBatch -> [B, num_classes] (or [B, embed_dims[-1]] with
-        ``pre_logits``).
+        as :class:`~pointctx.models.ContextClusterNet`.
     """
 
     def __init__(self, layers: Sequence[int], embed_dims: Sequence[int], mlp_ratios=(8, 8, 4, 4),

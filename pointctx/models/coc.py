@@ -64,40 +64,26 @@ class ContextClusterNet(StagedClassifier):
     Args:
         layers: blocks per stage.
         embed_dims: channels per stage.
-        mlp_ratios: MLP expansion per stage (a number for all stages or one per stage).
-        heads: Context Cluster heads per stage (or one for all).
-        head_dims: channels per head per stage (or one for all).
-        centers: centers per region per axis, per stage (or one for all); 2 = 2x2 on images.
-        regions: regions per axis per stage (or one for all); None = no region partition.
-        num_classes: classifier outputs; 0 gives the pooled features from :meth:`forward`.
+        mlp_ratios, heads, head_dims: per stage, or one for all.
+        centers: centers per region per axis, per stage or one for all (2: 2x2).
+        regions: regions per axis, per stage or one for all; None: no regions.
+        num_classes: classifier outputs; 0: :meth:`forward` returns the pooled features.
         in_channels: point feature channels C (image channels; 0 for bare point sets).
         pos_dim: position dimension D appended to the features at the stem (2 for images).
-        stem_kernel: stem reducer kernel (cells of ``stem_kernel x stem_kernel`` pixels).
-        stem_stride: stem stride (default ``stem_kernel``).
-        stem_padding: stem padding.
-        down_kernel: kernel of the reducers between stages (official 3).
-        down_stride: their stride (2: 4x fewer points per stage).
-        down_padding: their padding (official 1).
-        reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
-        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``).
+        stem_kernel, stem_stride, stem_padding: the stem reducer (stride default: kernel).
+        down_kernel, down_stride, down_padding: the reducers between stages (official 3, 2, 1).
+        reducer_norm: per-set GroupNorm after every reducer (off, as official).
+        denominator: Context Cluster denominator, ``"sim"`` or ``"count"``.
         drop_rate: dropout in the MLPs and before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
-        backend: point-op backend for the reducers' FPS/kNN on general point sets.
-        windows: how a center pools the pixels of its region on pixel sets (see
-            :class:`~pointctx.nn.proposal.GridProposal`): ``"adaptive"`` (default, the official
-            ``AdaptiveAvgPool2d`` windows: on a region of 7x7 pixels the 2x2 centers pool pixel
-            rows/cols 0-3 and 3-6, overlapping; each point is then clustered at its lattice cell
-            center ``(j + 0.5) / L - 0.5`` with the pitch ``1 / L``) or ``"partition"`` (each
-            pixel pooled into the one cell holding its position, 3+4 on a 7-pixel region; the
-            earlier pointctx behaviour). Both agree when the cells divide the regions evenly
-            (e.g. 256x256 inputs). General point sets always use the partition.
+        backend: point-op backend for FPS / kNN on general point sets.
+        windows: ``"adaptive"`` (official ``AdaptiveAvgPool2d`` windows on pixel sets) or
+            ``"partition"`` (see :class:`~pointctx.nn.proposal.GridProposal`).
 
     Shapes:
         forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
         forward_features: -> PointBatch (x [M, embed_dims[-1]], pos [M, 2 or D], batch [M]).
-        forward_head: PointBatch -> [B, num_classes] (or [B, embed_dims[-1]] with
-        ``pre_logits``).
     """
 
     def __init__(self, layers: Sequence[int], embed_dims: Sequence[int], mlp_ratios=4.0, heads=4,

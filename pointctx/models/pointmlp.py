@@ -23,40 +23,31 @@ __all__ = ["PointMLP"]
 
 
 class PointMLP(SetClassifier):
-    """PointMLP / PointMLP-CoC classifier on ragged point sets (see the module docstring).
+    """PointMLP / PointMLP-CoC classifier on ragged point sets (see docs/design.md).
 
     Args:
-        num_classes: classifier outputs (0: no classifier, :meth:`forward` returns the pooled
-            features).
-        in_channels: per-point input features C besides the positions (0: positions only, as
-            the official models).
-        pos_dim: position dimension D (3 for point clouds; any D >= 1 works).
+        num_classes: classifier outputs (0: :meth:`forward` returns the pooled features).
+        in_channels: per-point features besides the positions (0: positions only, official).
+        pos_dim: position dimension D.
         embed_dim: width of the embedding.
         res_expansion: inner width factor of the residual MLP blocks.
         dim_expansion: width factor of each stage.
-        pre_blocks: residual blocks per stage before the max over neighbours.
-        pos_blocks: residual blocks per stage after it.
+        pre_blocks, pos_blocks: residual blocks per stage before / after the neighbour max.
         k_neighbors: kNN group size, one for all stages or one per stage.
         ratio: FPS keep ratio, one for all stages or one per stage.
-        bias: bias in the MLP linear layers (official configs: False).
-        use_xyz: also group the neighbours' positions (normalised with the features); the
-            official configs use False.
-        normalize: geometric affine reference, ``"anchor"`` (official configs) or ``"center"``.
-        coc_mode: None (PointMLP), ``"group"`` (official PointMLP-CoC) or ``"set"`` (general
-            Context Cluster over each set's rows).
-        coc_heads: Context Cluster heads (official 1).
-        coc_head_dim: channels per head; None: ``max(C // 4, 32)`` (official).
-        coc_proposal: center proposal for ``coc_mode="set"`` (``"grid"``, ``"fps"``, ...).
-        coc_centers: centers for ``coc_mode="set"`` (grid cells per axis, or sampled centers
-            per set).
+        bias: bias in the MLP linear layers (official: False).
+        use_xyz: also group the neighbours' positions (official: False).
+        normalize: geometric affine reference, ``"anchor"`` (official) or ``"center"``.
+        coc_mode: None, ``"group"`` (official PointMLP-CoC) or ``"set"`` (set-wide clusters).
+        coc_heads, coc_head_dim: Context Cluster heads and head width (None: ``max(C // 4, 32)``).
+        coc_proposal, coc_centers: proposal and centers of ``coc_mode="set"``.
         drop_rate: classifier dropout (official 0.5).
-        fps_start: ``"first"``, ``"canonical"`` or ``"random"`` (see the module docstring).
+        fps_start: ``"first"``, ``"canonical"`` or ``"random"``.
         backend: point-op backend for FPS and kNN.
 
     Shapes:
         forward: PointBatch or [B, Nmax, D] (+ lengths [B]) -> logits [B, num_classes].
         forward_features: -> PointBatch of the last stage (x [M, C_last], pos [M, D]).
-        forward_head: PointBatch -> [B, num_classes] (or [B, C_last] with ``pre_logits``).
     """
 
     head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)

@@ -25,40 +25,24 @@ SHAPENETPART_NUM_CATEGORIES = 16
 
 
 class PointMLPSeg(nn.Module):
-    """PointMLP / PointMLP-CoC per-point segmentation on ragged sets (see the module docstring).
+    """PointMLP / PointMLP-CoC per-point segmentation on ragged sets.
 
     Args:
-        num_classes: per-point outputs (50 ShapeNetPart parts; scene classes for scenes).
-        num_categories: size of the category input (16 for ShapeNetPart); 0: no category input
-            (scene segmentation).
-        in_channels: per-point features besides xyz (3: normals, as the official model; 0: xyz
-            only).
-        pos_dim: position dimension D.
-        embed_dim: embedding width.
-        res_expansion: inner width factor of the residual blocks.
-        dim_expansion: width factor per encoder stage.
-        pre_blocks: residual blocks before the max over neighbours, per stage.
-        pos_blocks: residual blocks after it, per stage.
-        k_neighbors: kNN group size, one or one per stage.
-        ratio: FPS keep ratio per stage (official ``1 / reducers`` = 0.25).
-        de_dims: decoder widths, one per stage (coarse to fine).
+        num_classes: per-point outputs (50 ShapeNetPart parts, or scene classes).
+        num_categories: category input size (16 for ShapeNetPart; 0: none).
+        in_channels: per-point features besides xyz (3: normals, official; 0: xyz only).
+        pos_dim, embed_dim, res_expansion, dim_expansion, pre_blocks, pos_blocks, k_neighbors,
+            bias, use_xyz, normalize, coc_mode, coc_heads, coc_head_dim, fps_start, backend: the
+            encoder's, as :class:`~pointctx.models.PointMLP` (``coc_mode``: None or ``"group"``).
+        ratio: FPS keep ratio per stage (official 0.25).
+        de_dims: decoder widths, coarse to fine.
         de_blocks: residual blocks per decoder step.
         gmp_dim: width of the global context.
-        cls_dim: width of the category embedding (with ``num_categories > 0``).
-        bias: bias in every linear layer (official part-seg: True).
-        use_xyz: group the neighbours' positions with their features (official: True).
-        normalize: geometric affine reference, ``"anchor"`` or ``"center"``.
-        coc_mode: None or ``"group"`` (in-group Context Clusters before every pre-extraction
-            residual block).
-        coc_heads: Context Cluster heads.
-        coc_head_dim: channels per head (None: ``max(C // 4, 32)``).
+        cls_dim: width of the category embedding.
         drop_rate: classifier dropout (official 0.5).
         head_hidden: classifier hidden width (official 128).
-        head_act: ReLU after the classifier's BatchNorm (official: none, False).
+        head_act: ReLU after the classifier's BatchNorm (official: False).
         interp_k: neighbours of the decoder interpolation (official 3).
-        fps_start: ``"first"``, ``"canonical"`` or ``"random"`` (see
-            :func:`pointctx.nn.grouping.sample_and_group`).
-        backend: point-op backend for FPS and kNN.
 
     Shapes:
         forward: PointBatch (N points, B sets) [+ category [B] or [B, num_categories]] ->

@@ -100,35 +100,19 @@ class ContextClusterBlock(MixerBlock):
 
     Args:
         dim: channels C (input and output).
-        mlp_ratio: hidden width of the MLP as a multiple of ``dim`` (``int(dim * mlp_ratio)``).
-        heads: Context Cluster heads.
-        head_dim: channels per head.
-        centers: centers per region (grid cells per axis for the grid proposal); see
-            :class:`~pointctx.nn.context_cluster.ContextCluster`.
-        regions: region partition per axis, or None (a point competes for all centers of its
-            set).
-        proposal: center proposal of the Context Cluster layer (default ``"grid"``).
-        denominator: aggregation denominator, ``"sim"`` or ``"count"``.
-        bounds: grid and region box: None (each set's bounding box) or ``(lo, hi)``; use
-            ``(-0.5, 0.5)`` for image pixel positions.
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        heads, head_dim, centers, regions, proposal, denominator, bounds: of the
+            :class:`~pointctx.nn.context_cluster.ContextCluster` mixer.
         drop: dropout in the MLP.
-        drop_path: stochastic depth probability (whole sets dropped, training only).
+        drop_path: stochastic depth probability (whole sets dropped).
         layer_scale_init: initial LayerScale value (official 1e-5); None disables LayerScale.
         act_layer: MLP activation class.
         norm_eps: ``eps`` of both norms.
-        cluster_kwargs: extra keyword arguments for the
-            :class:`~pointctx.nn.context_cluster.ContextCluster` layer.
-
-    Attributes:
-        norm1, norm2: :class:`~pointctx.nn.norm.SetGroupNorm`.
-        token_mixer: the :class:`~pointctx.nn.context_cluster.ContextCluster`.
-        mlp: :class:`~pointctx.nn.layers.Mlp`.
-        layer_scale_1, layer_scale_2: :class:`~pointctx.nn.layers.LayerScale` or ``nn.Identity``.
-        drop_path: :class:`~pointctx.nn.layers.DropPath`.
+        cluster_kwargs: extra keyword arguments of the mixer.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N] sorted set id per point; return: [N, C] (and the
-        :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the assignment with
+        ``return_assignment=True``).
     """
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, heads: int = 4, head_dim: int = 24,

@@ -82,45 +82,26 @@ def _counts_or_none(value, name: str):
 
 
 class ContextCluster(nn.Module):
-    """Context Cluster token mixer on packed ragged point sets.
+    """Context Cluster token mixer on packed ragged point sets (equations: docs/design.md).
 
     Args:
         dim: input channels C.
         out_dim: output channels (default ``dim``).
         heads: number of heads.
         head_dim: channels per head in the similarity and value spaces.
-        proposal: center proposal: ``"grid"`` (default), ``"fps"``, ``"random"``, a name added
-            with :func:`~pointctx.nn.proposal.register_proposal`, a
-            :class:`~pointctx.nn.proposal.CenterProposal` instance (used as is; ``centers`` is
-            then ignored) or class.
-        centers: for ``"grid"`` the number of cells per axis inside each region (or inside each
-            set without regions), an int for every axis or one per axis; for ``"fps"`` /
-            ``"random"`` the number of centers per region (or per set); a sequence is multiplied
-            out (``(2, 2)`` -> 4). None (default): 2 per axis for the grid in any dimension D,
-            4 for fps / random (see :func:`~pointctx.nn.proposal.build_proposal`).
-        regions: optional partition of every set into a grid of regions (count per axis, e.g.
-            ``(8, 8)``) over ``bounds``; a point competes only for the centers of its region and
-            centers are proposed per region. For the grid proposal this is the fine grid of
-            ``regions * centers`` cells per axis (over the grid proposal's own ``bounds``)
-            grouped into regions. None: a point competes for every center of its set.
-        denominator: of the aggregation: ``"sim"`` (``1 + sum s_i``, the official code after its
-            2023-05-31 fix) or ``"count"`` (``1 + member count``, the earlier code and FEC).
-        bounds: box of the grid and of the regions: None / ``"set"`` for each set's bounding box
-            or a fixed ``(lo, hi)``; for images with pixel centers in ``[-0.5, 0.5]`` use
-            ``(-0.5, 0.5)`` so masked pixels keep their cells.
-        proposal_kwargs: extra keyword arguments for a proposal built by name or class (e.g.
-            ``{"k": 8}`` for fps); the only ones passed to a user-registered name.
-        pair_layout: how (point, candidate) pairs are laid out: ``"padded"`` (every point gets
-            the largest candidate count of any point, invalid slots masked; fastest when the
-            counts are alike, as for image grids), ``"ragged"`` (exactly one pair per point and
-            candidate, built with ``repeat_interleave``) or ``"auto"`` (padded unless it would
-            hold more than 25% extra pairs).
-        validate: check value-dependent properties of the inputs (``batch`` sorted and in
-            range, ``pos`` finite), which costs host syncs; shapes and dtypes are always checked.
-        chunk_points: process the points in chunks of this many (linear maps, assignment,
-            aggregation and dispatch); the result is the same, but on CPU chunks that fit in the
-            cache run markedly faster. ``"auto"`` (default): chunks of about 2^20 values of
-            ``heads * head_dim`` on CPU, no chunking on other devices; None: no chunking.
+        proposal: ``"grid"`` (default), ``"fps"``, ``"random"``, a registered name, or a
+            :class:`~pointctx.nn.proposal.CenterProposal` class or instance.
+        centers: grid cells per axis, or fps / random centers, per region or set (see
+            :func:`~pointctx.nn.proposal.build_proposal`).
+        regions: regions per axis (e.g. ``(8, 8)``): a point competes only for the centers of its
+            region. None: for every center of its set.
+        denominator: ``"sim"`` (``1 + sum s_i``, official) or ``"count"`` (``1 + |members|``).
+        bounds: box of the grid and regions: None / ``"set"`` (each set's box) or ``(lo, hi)``
+            (``(-0.5, 0.5)`` for pixel sets).
+        proposal_kwargs: extra keyword arguments of the proposal (e.g. ``{"k": 8}`` for fps).
+        pair_layout: (point, candidate) pairs ``"padded"``, ``"ragged"`` or ``"auto"``.
+        validate: check ``batch`` order and finite ``pos`` (host syncs).
+        chunk_points: points per chunk (``"auto"``: cache-sized on CPU; None: no chunking).
 
     Shapes:
         x: [N, C]; pos: [N, D]; batch: [N] sorted set id per point.

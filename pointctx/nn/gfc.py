@@ -59,29 +59,19 @@ class GlobalFeatureClustering(nn.Module):
         out_dim: output channels (default ``dim``).
         heads: heads H.
         head_dim: channels per head d.
-        proposal: center proposal: ``"grid"`` (default, ``centers`` cells per axis over
-            ``bounds``), ``"fps"`` / ``"random"`` (``prod(centers)`` centers per set), another
-            registered name, a :class:`~pointctx.nn.proposal.CenterProposal` instance or class.
-        centers: cells per axis for the grid (official 7, i.e. 7x7), or a count per axis whose
-            product is the number of fps / random centers.
-        bounds: grid box: None (each set's bounding box) or ``(lo, hi)``; use ``(-0.5, 0.5)`` for
-            image-plane pixel positions.
-        assign: compute the hard assignment (owns ``q``, ``alpha``, ``beta``). False: the layer
-            reuses an earlier layer's :class:`~pointctx.nn.context_cluster.Assignment`
-            (official ``sim_share`` blocks, which have no such parameters).
+        proposal: center proposal (as :class:`~pointctx.nn.context_cluster.ContextCluster`).
+        centers: grid cells per axis (official 7), or a count per axis for fps / random.
+        bounds: grid box: None (each set's box) or ``(lo, hi)`` (``(-0.5, 0.5)`` for pixels).
+        assign: compute the hard assignment (owns ``q``, ``alpha``, ``beta``); False: reuse an
+            earlier layer's (official ``sim_share`` blocks).
         min_tau: lower clamp of the temperature ``tau = exp(t)`` (official 1e-4).
-        tau_init: initial temperature (official 2.13: ``t = log 2.13``).
-        proposal_kwargs: extra keyword arguments for a proposal built by name or class.
+        tau_init: initial temperature (official 2.13).
+        proposal_kwargs: extra keyword arguments of the proposal.
         validate: check value-dependent input properties (host syncs).
 
-    Attributes:
-        k, v: ``nn.Linear(dim, H * d)`` (similarity and value spaces); q:
-        ``nn.Linear(H * d, H * d)`` or None; proj: ``nn.Linear(H * d, out_dim)``; gate:
-        :class:`HeadGate`; t: the log-temperature; alpha (init 1), beta (init 0) or None.
-
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim] (and the
-        :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim] (and the assignment with
+        ``return_assignment=True``).
     """
 
     def __init__(self, dim: int, out_dim: int | None = None, heads: int = 4, head_dim: int = 24,

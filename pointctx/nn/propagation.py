@@ -100,20 +100,15 @@ class FeaturePropagation(nn.Module):
 
     Args:
         in_channels: channels of the coarse features.
-        mlp: output channels of each MLP layer (an int for one layer); an empty sequence
-            gives no MLP (the output is the interpolation, concatenated with the skip).
-        skip_channels: channels of the skip features given with the queries (0: no skip).
+        mlp: output channels of each MLP layer (an int for one; empty: no MLP).
+        skip_channels: channels of the skip features of the queries (0: no skip).
         k: coarse neighbours per query (PointNet++ / PointMLP: 3).
-        norm: normalisation in the MLP (see :class:`SharedMlp`; default ``"batch"`` as
-            PointNet++ / PointMLP).
-        act: activation in the MLP (default ``"relu"``).
-        eps: added to the squared distances before inverting (see
-            :func:`~pointctx.ops.knn_interpolate`; PointNet++ / PointMLP use 1e-8).
-        backend: kNN backend (see :mod:`pointctx.ops`).
+        norm: normalisation in the MLP (see :class:`SharedMlp`).
+        act: activation in the MLP.
+        eps: added to the squared distances (see :func:`~pointctx.ops.knn_interpolate`).
+        backend: kNN backend.
 
-    Attributes:
-        out_channels: channels of the output.
-        mlp: the :class:`SharedMlp` or ``None``.
+    A subclass with ``skip_first = True`` puts the skip before the interpolated features.
 
     Shapes:
         x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];

@@ -99,29 +99,18 @@ class PointReducer(nn.Module):
     Args:
         in_dim: input channels C.
         out_dim: output channels.
-        kernel_size: neighbourhood width per lattice axis; ``kernel_size**L`` slots.
+        kernel_size: neighbourhood width per lattice axis (``kernel_size**L`` slots).
         stride: anchor spacing per lattice axis (default ``kernel_size``).
-        padding: lattice padding per axis (like ``nn.Conv2d``); needs
-            ``0 <= padding`` and ``kernel_size - padding >= stride`` so that every anchor's own
-            cell lies in its window.
-        ratio: point mode: fraction of each set's points kept as anchors (default
-            ``1 / stride**lattice_dim``).
-        lattice_dim: number of lattice axes L (2 for images); fixes the slot count in point
-            mode.
-        norm: apply a :class:`~pointctx.nn.norm.SetGroupNorm` to the output (the official
-            reducer's optional ``norm_layer``; off by default as in the official models).
+        padding: lattice padding per axis (``kernel_size - padding >= stride``).
+        ratio: point mode: share of each set's points kept (default ``1 / stride**L``).
+        lattice_dim: lattice axes L (2 for images).
+        norm: :class:`~pointctx.nn.norm.SetGroupNorm` on the output (official: off).
         bias: learn an output bias.
-        validate: check value-dependent properties of ``coords`` (costs host syncs).
-        backend: point-op backend for FPS and kNN in point mode (see :mod:`pointctx.ops`).
-
-    Attributes:
-        proj: ``nn.Linear(in_dim * kernel_size**lattice_dim, out_dim)``; input features are
-            ordered channel-major then slot (a conv weight ``[out, C, k, k]`` flattened).
-        norm: :class:`~pointctx.nn.norm.SetGroupNorm` or ``nn.Identity``.
+        validate: check ``coords`` values (host syncs).
+        backend: point-op backend for FPS and kNN in point mode.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L] int64.
-        return: :class:`Reduced` with M anchors.
+        x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L] int64; return: :class:`Reduced`.
     """
 
     def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 2, stride: int | None = None,

@@ -51,31 +51,24 @@ def knn_interpolate(
     cell_size=None,
     cell_origin=None,
 ) -> Tensor:
-    """Interpolate source features onto query positions of the same sets.
+    """Interpolate source features onto query positions of the same sets (inverse squared distance).
 
     Args:
         x: source features.
         pos: source positions.
-        pos_query: query positions (same number of coordinates D).
-        batch: sorted set id per source row; None means one set.
-        batch_query: sorted set id per query row; None means one set.
-        k: neighbours per query (>= 1). Sets with fewer source points use all of them.
-        batch_size: number of sets B (avoids a host sync; trailing empty sets allowed).
-        eps: added to the squared distances before inverting (> 0).
-        backend: kNN backend, ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global
-            default; see :mod:`pointctx.ops`).
-        cell_size: search the neighbours with :func:`~pointctx.ops.grid_knn` on cells of this
-            side (one number or one per coordinate); the result is the same, only faster for
-            low-dimensional, evenly spread sources (e.g. the points of a pixel-set stage).
-        cell_origin: a corner of that grid (see :func:`~pointctx.ops.grid_knn`).
-
-    Returns:
-        The interpolated features, in the dtype of ``x``; rows of queries whose set has no
-        source point are 0.
+        pos_query: query positions.
+        batch: sorted set id per source row; None: one set.
+        batch_query: sorted set id per query row; None: one set.
+        k: neighbours per query (PointNet++ / PointMLP: 3).
+        batch_size: number of sets B (saves a host sync).
+        eps: added to the squared distances before inverting (PointMLP: 1e-8).
+        backend: kNN backend (see :mod:`pointctx.ops`).
+        cell_size: search with :func:`~pointctx.ops.grid_knn` on cells of this side (same result).
+        cell_origin: a corner of that grid.
 
     Shapes:
         x: [N, C]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];
-        return: [Nq, C].
+        return: [Nq, C] (0 where the set has no source point).
     """
     pos = check_pos(pos, "pos")
     x = _check_x(x, pos.shape[0])

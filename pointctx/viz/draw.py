@@ -258,26 +258,19 @@ def save_cluster_grid(path, trace: ClusterTrace, images: Tensor | None = None, l
     """Write a PNG grid of clustering maps of pixel sets.
 
     Args:
-        path: output PNG file (parent folders are created).
+        path: output PNG file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace` of pixel-set inputs.
-        images: optional full images ``[B, 1 or 3, H, W]`` for an input column (dropped pixels
-            in :data:`INPUT_MISSING_COLOR`).
-        layers: which traced layers: None / ``"last"`` (the last call of every stage),
-            ``"first"``, ``"all"``, or a list of indices / names / layers.
-        heads: an int, a list of ints or ``"all"`` (heads a layer lacks are skipped; with
-            ``rows="sets"`` a layer that has none of them shows head 0).
-        sets: which sets (images) to draw, default the first ``max_sets``.
+        images: full images ``[B, 1 or 3, H, W]`` for an input column.
+        layers: None / ``"last"`` (last call of every stage), ``"first"``, ``"all"``, or indices,
+            names or layers.
+        heads: an int, a list of ints or ``"all"``.
+        sets: which sets to draw (default the first ``max_sets``).
         max_sets: cap when ``sets`` is None.
-        rows: ``"sets"``: one row per set, columns = input + (layer, head) pairs;
-            ``"heads"``: one set (the first of ``sets``), one row per head, columns = input +
-            layers.
-        row_labels: optional text per row (e.g. the masking condition).
+        rows: ``"sets"`` (a row per set) or ``"heads"`` (one set, a row per head).
+        row_labels: text per row.
         title: figure title.
         cell_inches: size of one panel.
         dpi: resolution.
-
-    Returns:
-        The path written.
     """
     if rows not in ("sets", "heads"):
         raise ValueError(f"`rows` must be 'sets' or 'heads', got {rows!r}")
@@ -369,24 +362,18 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
     Args:
         path: output PNG file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace`.
-        layers: as for :func:`save_cluster_grid` (default the last call of every stage).
+        layers: as for :func:`save_cluster_grid`.
         head: the head shown.
         set_index: which set of the batch.
-        pos: positions to plot instead of ``trace.pos`` (same input order, e.g. the xyz of an
-            RGB-D pixel set), 2-D or 3-D.
-        colors: optional original colours of the points (``[N, 3]``, uint8 or float in [0, 1])
-            for a first panel.
-        max_points: plot a seeded random subset of at most this many points (None: all).
-        view: ``(elevation, azimuth)`` in degrees of the 3-D panels.
-        point_size: marker size (default: from 8 for a few hundred points down to 0.3 for
-            tens of thousands).
+        pos: positions to plot instead of ``trace.pos`` (2-D or 3-D, input order).
+        colors: original colours of the points for a first panel.
+        max_points: plot a seeded random subset of at most this many points.
+        view: ``(elevation, azimuth)`` of the 3-D panels.
+        point_size: marker size (default: by point count).
         title: figure title.
         seed: seed of the subset.
         cell_inches: size of one panel.
         dpi: resolution.
-
-    Returns:
-        The path written.
 
     Shapes:
         pos: [N, 2 or 3]; colors: [N, 3].
