@@ -55,16 +55,14 @@ class PointBatch:
 
     Args:
         pos: point positions, floating point.
-        x: point features, floating point, or ``None``.
-        batch: sorted set id per point (any integer dtype; stored as int64).
+        x: point features, floating point, or None.
+        batch: sorted set id per point (stored as int64).
         ptr: set offsets with a leading 0 (stored as int64).
         batch_size: number of sets ``B`` (counts trailing empty sets; saves a host sync).
         allow_nonfinite: accept NaN/Inf in ``pos``.
-        validate: run the input checks (each costs a host sync on GPU). ``False`` trusts the
-            caller and only builds the missing ``batch``/``ptr``.
-        pixel: (keyword-only) flat pixel index ``row * W + col`` of every point, for batches that
-            come from images; requires ``image_size``.
-        image_size: (keyword-only) ``(H, W)`` of the source images, with ``pixel``.
+        validate: run the input checks (host syncs on GPU).
+        pixel: flat pixel index ``row * W + col`` of every point (batches from images).
+        image_size: ``(H, W)`` of the source images, with ``pixel``.
 
     Shapes:
         pos: [N, D]; x: [N, C]; batch: [N]; ptr: [B+1]; pixel: [N].

@@ -101,21 +101,17 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
 # --------------------------------------------------------------------------- PLY writer
 def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | None = None,
               binary: bool = True, double: bool = False, comments=()) -> Path:
-    """Write a point cloud as a PLY file (native, no dependencies).
+    """Write a point cloud as a PLY file (native, no dependencies); returns the path.
 
     Args:
-        path: output file (parent folders must exist).
+        path: output file.
         pos: positions (tensor or array).
-        rgb: colours, uint8 (0..255) or float (0..1, clipped and rounded to uint8).
+        rgb: colours, uint8 or float in [0, 1].
         normals: normals.
-        fields: extra per-vertex scalars by name (e.g. ``{"label": ...}``); bool -> uchar,
-            int64 -> int (when in range), float16 -> float.
+        fields: extra per-vertex scalars by name (e.g. ``{"label": ...}``).
         binary: ``binary_little_endian`` (default) or ``ascii``.
-        double: store positions and normals as ``double`` instead of ``float``.
-        comments: lines written as ``comment`` in the header.
-
-    Returns:
-        The path written.
+        double: store positions and normals as ``double``.
+        comments: header comment lines.
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3]; fields[name]: [N].

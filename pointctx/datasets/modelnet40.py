@@ -202,17 +202,11 @@ class ModelNet40(PointCloudDataset):
     """ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings.
 
     Args:
-        root: data folder (or a folder of the layout, or an ``.npz`` file); default
-            :func:`~pointctx.datasets.data_root`.
+        root: data folder, layout folder or ``.npz`` file (default: the data root).
         split: ``"train"`` or ``"test"``.
-        num_points: points per cloud; ``None`` for all stored.
-        sampling: ``"first"``, ``"fps"`` or ``"random"`` (see :class:`PointCloudDataset`).
-        transform: per-cloud transform (e.g.
-            :func:`~pointctx.transforms.reference_train_transform` for training).
+        num_points, sampling, transform, seed: see :class:`PointCloudDataset`.
         layout: ``"auto"``, ``"npz"``, ``"ply_hdf5"`` or ``"normal_resampled"``.
-        use_normals: return xyz + normals [n, 6] (``ply_hdf5`` with a ``normal`` dataset and
-            ``normal_resampled`` only).
-        seed: base seed of the per-item generators.
+        use_normals: return xyz + normals [n, 6] (layouts with normals).
 
     Shapes:
         item: ``(points [num_points, 3 or 6] float32, label int)``.

@@ -29,20 +29,17 @@ class PointCloudDataset(RowDataset):
     """Base of the classification datasets: per-item sampling, transform and seeding.
 
     Args:
-        num_points: points per returned cloud (``None``: all ``P``).
-        sampling: ``"first"`` (the first ``num_points`` rows, as stored: the official files store
-            points in random order, and PointMLP reads them this way), ``"fps"`` (farthest point
-            sampling from row 0, computed once per cloud and cached) or ``"random"`` (a random
-            subset drawn per epoch and item).
-        transform: a :class:`~pointctx.transforms.PointCloudTransform` (called with the item's
-            generator) or any callable ``f(points [n, C]) -> points``; ``None`` for none.
+        num_points: points per returned cloud (None: all).
+        sampling: ``"first"`` (the stored order, as PointMLP), ``"fps"`` (cached farthest point
+            sampling) or ``"random"`` (per epoch and item).
+        transform: a :class:`~pointctx.transforms.PointCloudTransform` or any callable
+            ``f(points [n, C]) -> points``.
         seed: base seed of the per-item generators.
 
     Attributes:
-        classes: class names, ``classes[label]``.
-        num_classes: ``len(classes)``.
-        labels: int64 [len(self)] labels of the items in this view.
-        names: shape ids of the items in this view, or ``None``.
+        classes: class names; num_classes: their count.
+        labels: int64 labels of the items in this view.
+        names: shape ids of the items, or None.
         epoch: current epoch (see :meth:`set_epoch`).
     """
 

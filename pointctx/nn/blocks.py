@@ -153,18 +153,13 @@ class GFCBlock(MixerBlock):
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
         heads, head_dim, proposal, centers, bounds, assign, min_tau: see
             :class:`GlobalFeatureClustering`.
-        drop: dropout in the MLP.
-        drop_path: stochastic depth (whole sets, training only).
-        layer_scale_init: LayerScale init; None (official with LayerNorm) disables it.
+        drop, drop_path, layer_scale_init, act_layer, norm_eps: as :class:`ContextClusterBlock`.
         dwconv: depthwise convolution in the MLP (official).
-        act_layer: MLP activation.
-        norm_eps: LayerNorm eps.
-        mixer_kwargs: extra keyword arguments for :class:`GlobalFeatureClustering`.
+        mixer_kwargs: extra keyword arguments of the mixer.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the assignment with
-        ``return_assignment=True``). The MLP convolution uses ``coords``/``grid_size`` (pixel
-        sets) or ``neighbors``; with neither, the 9 nearest neighbours of ``pos`` are used.
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C]. The MLP convolution uses
+        ``coords``/``grid_size`` (pixel sets), ``neighbors`` or the 9 nearest neighbours.
     """
 
     def __init__(self, dim: int, mlp_ratio: float = 4.0, heads: int = 4, head_dim: int = 24,

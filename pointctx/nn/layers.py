@@ -87,12 +87,7 @@ class Mlp(nn.Module):
         out_features: output channels (default ``in_features``).
         act_layer: activation module class (default ``nn.GELU``).
         drop: dropout probability after the activation and after ``fc2``.
-        chunk_points: run ``[N, C]`` inputs in chunks of this many rows (see
-            :func:`chunk_rows`): ``"auto"`` (default) chunks of about 2^20 hidden values on CPU
-            and one piece elsewhere, an int, or None (one piece). The rows are independent, so
-            the output is the same up to float rounding of the matrix products (the weight
-            gradients sum the chunks in turn); with dropout the random masks are drawn per
-            chunk.
+        chunk_points: rows per chunk (see :func:`chunk_rows`; ``"auto"``, an int or None).
 
     Shapes:
         x: [N, C] (or any [..., C]); return: [N, out_features].

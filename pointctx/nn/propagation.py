@@ -143,14 +143,10 @@ class FeaturePropagation(nn.Module):
             x: coarse features.
             pos: coarse positions.
             pos_query: query positions.
-            batch: sorted set id of every coarse row (None: one set).
-            batch_query: sorted set id of every query row (None: one set).
-            skip: features of the queries, concatenated after the interpolated ones; required
-                iff ``skip_channels > 0``.
+            batch: sorted set id of the coarse rows (None: one set).
+            batch_query: sorted set id of the query rows (None: one set).
+            skip: features of the queries (required iff ``skip_channels > 0``).
             batch_size: number of sets B (saves a host sync).
-
-        Returns:
-            The query features.
 
         Shapes:
             x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; skip: [Nq, skip_channels];

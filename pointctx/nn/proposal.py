@@ -228,21 +228,16 @@ class GridProposal(CenterProposal):
     """Regular-grid centers: one center per non-empty cell (or window), at its points' mean.
 
     Args:
-        cells: number of cells per axis (an int for every axis, or one int per axis). Default
-            2 per axis. Mutually exclusive with ``size``.
-        size: cell edge length (a float, or one per axis) instead of a count; cells start at the
-            box's lower corner.
-        bounds: the box the grid spans: None or ``"set"`` for each set's bounding box, or a fixed
-            ``(lo, hi)`` (floats or per-axis sequences). For images given as pixel centers in
-            ``[-0.5, 0.5]`` use ``(-0.5, 0.5)``: masked pixels then keep their cells.
-        windows: ``"partition"`` (default: every point pools into the one cell holding it) or
-            ``"adaptive"`` (with the points' lattice pitch ``spacing``, the overlapping windows
-            of ``AdaptiveAvgPool2d``; see docs/design.md). Needs ``cells``.
+        cells: cells per axis (an int or one per axis; default 2). Exclusive with ``size``.
+        size: cell edge length (a float or one per axis) instead of a count.
+        bounds: None / ``"set"`` (each set's box) or a fixed ``(lo, hi)`` (``(-0.5, 0.5)`` for
+            pixel sets, so masked pixels keep their cells).
+        windows: ``"partition"`` (a point pools into the cell holding it) or ``"adaptive"``
+            (with the lattice pitch ``spacing``: ``AdaptiveAvgPool2d``'s overlapping windows).
 
     Shapes:
-        pos: [N, D]; batch: [N]; spacing: a number, D numbers, or a tensor [D] or [N, D];
-        return: :class:`Centers` with ``assignment`` [N] (the cell of each point; with adaptive
-        windows its first window) and P >= N membership pairs (P = N for the partition).
+        pos: [N, D]; batch: [N]; spacing: a number, D numbers, or [D] / [N, D];
+        return: :class:`Centers` (``assignment`` [N], P >= N membership pairs).
     """
 
     sorted_by_group = True

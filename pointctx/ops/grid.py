@@ -288,19 +288,15 @@ def grid_cluster(pos: Tensor, batch: Tensor | None = None, size=None, origin=Non
 
     Args:
         pos: point positions.
-        batch: sorted set index per point; None means one set.
-        size: cell edge length: a float or [D] numbers (tensor or sequence), all > 0.
-        origin: grid origin: None (per-set minimum of ``pos``), a float or [D] numbers (one
-            global origin) or a tensor [B, D] (one origin per set).
-        batch_size: number of sets B (avoids a host sync).
-        backend: ``"auto"``, ``"native"`` or ``"cluster"`` (torch-cluster's ``grid`` computes the
-            per-point voxel ids; numbering and coordinates are done here).
-
-    Returns:
-        :class:`GridCluster` ``(cluster, batch, coords)``.
+        batch: sorted set index per point; None: one set.
+        size: cell edge length: a float or [D] numbers, all > 0.
+        origin: None (per-set minimum), a float or [D] numbers, or [B, D] per set.
+        batch_size: number of sets B (saves a host sync).
+        backend: ``"auto"``, ``"native"`` or ``"cluster"``.
 
     Shapes:
-        pos: [N, D]; batch: [N]; return: cluster [N], batch [K], coords [K, D].
+        pos: [N, D]; batch: [N]; return: :class:`GridCluster` (cluster [N], batch [K],
+        coords [K, D]).
     """
     pos, batch, b, size_t, org = _prepare(pos, batch, size, origin, batch_size)
     n, d = pos.shape

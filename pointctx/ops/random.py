@@ -24,23 +24,18 @@ def random_sample(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
 ) -> Tensor:
-    """Random subset of each set (without replacement within a set).
+    """Random subset of each set (without replacement within a set), grouped by set.
 
     Args:
         pos: point positions (only its length, device and set layout are used).
-        batch: sorted set index per point; None means one set.
-        ratio: fraction of each set to keep, in (0, 1] (``ceil(ratio * n)`` points).
-            Exclusive with ``num``.
-        num: points per set (int, or int tensor [B]); smaller sets keep all their points.
-        generator: random generator for reproducible draws (may live on another device).
-        batch_size: number of sets B (avoids a host sync).
-
-    Returns:
-        int64 indices into ``pos``, grouped by set in set order; within a set in draw order
-        (random, not sorted). Per-set counts are :func:`sample_counts`.
+        batch: sorted set index per point; None: one set.
+        ratio: share of each set to keep (``ceil(ratio * n)``). Exclusive with ``num``.
+        num: points per set (int or int tensor [B]); smaller sets keep all.
+        generator: random generator.
+        batch_size: number of sets B (saves a host sync).
 
     Shapes:
-        pos: [N, D]; batch: [N]; return: [M] with M = sum of the per-set counts.
+        pos: [N, D]; batch: [N]; return: [M] int64 indices (counts: :func:`sample_counts`).
     """
     pos = check_pos(pos, allow_nonfinite=True)
     batch, b, sizes, ptr = _setup(pos, batch, batch_size)

@@ -451,16 +451,12 @@ def save_cluster_ply(
     Args:
         path: output ``.ply`` file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace`.
-        layer: layer (index, name or :class:`~pointctx.viz.trace.ClusterLayer`) that colours
-            the points.
-        head: head that colours the points.
+        layer: the layer (index, name or layer) that colours the points.
+        head: the head that colours the points.
         set_index: which set of the batch.
-        pos: 3-D positions to write instead of ``trace.pos`` (same input order).
+        pos: 3-D positions to write instead of ``trace.pos``.
         all_layers: also store the labels of every stage and head.
         binary: binary (default) or ASCII PLY.
-
-    Returns:
-        The path written.
 
     Shapes:
         pos: [N, 3].
