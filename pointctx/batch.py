@@ -548,15 +548,11 @@ class PointBatch:
             pt_off += pb.num_points
         same_image = all(pb.pixel is not None and pb.image_size == first.image_size
                          for pb in batches)
-        return cls(
-            torch.cat([pb.pos for pb in batches], 0),
-            None if first.x is None else torch.cat([pb.x for pb in batches], 0),
-            batch=torch.cat(batch_parts, 0),
-            ptr=torch.cat(ptr_parts, 0),
-            validate=False,
-            pixel=torch.cat([pb.pixel for pb in batches], 0) if same_image else None,
-            image_size=first.image_size if same_image else None,
-        )
+        return cls(torch.cat([pb.pos for pb in batches], 0),
+                   None if first.x is None else torch.cat([pb.x for pb in batches], 0),
+                   batch=torch.cat(batch_parts, 0), ptr=torch.cat(ptr_parts, 0), validate=False,
+                   pixel=torch.cat([pb.pixel for pb in batches], 0) if same_image else None,
+                   image_size=first.image_size if same_image else None)
 
 
 def _import_pyg():

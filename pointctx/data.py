@@ -95,9 +95,7 @@ def _collate_dicts(samples, point_keys: tuple[str, ...], allow_nonfinite: bool) 
             raise ValueError(f"`point_keys` entry {k!r} is not a sample key ({sorted(keys)})")
         if k in ("pos", "x"):
             raise ValueError(f"`point_keys` must not contain {k!r} (it is batched as points)")
-    points = _points(
-        [s["pos"] for s in samples], [s.get("x") for s in samples], allow_nonfinite
-    )
+    points = _points([s["pos"] for s in samples], [s.get("x") for s in samples], allow_nonfinite)
     out = {"points": points}
     sizes = points.sizes.tolist()
     for k in keys:

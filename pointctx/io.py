@@ -14,21 +14,13 @@ from torch import Tensor
 __all__ = ["PointCloudData", "write_ply", "read_ply", "write_point_cloud", "read_point_cloud"]
 
 # PLY scalar type names -> numpy dtypes (both spellings of the spec).
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1",
-    "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4",
-    "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
-}
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+              "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+              "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 # numpy kind+size -> PLY name used when writing.
-_NP_TO_PLY = {
-    "i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
-    "f4": "float", "f8": "double",
-}
+_NP_TO_PLY = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
+              "f4": "float", "f8": "double"}
 _RESERVED = ("x", "y", "z", "red", "green", "blue", "nx", "ny", "nz")
 
 
@@ -316,12 +308,8 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
     def tens(a):
         return torch.from_numpy(np.asarray(a, dtype=np.float64).copy()).to(dtype)
 
-    return PointCloudData(
-        tens(pcd.points),
-        tens(pcd.colors) if pcd.has_colors() else None,
-        tens(pcd.normals) if pcd.has_normals() else None,
-        {},
-    )
+    return PointCloudData(tens(pcd.points), tens(pcd.colors) if pcd.has_colors() else None,
+                          tens(pcd.normals) if pcd.has_normals() else None, {})
 
 
 def write_point_cloud(path, pos, rgb=None, normals=None, binary: bool = True) -> Path:

@@ -54,11 +54,8 @@ class PinholeIntrinsics(NamedTuple):
         if self.width is None or self.height is None:
             raise ValueError("`width` and `height` are needed for the Open3D json format, got "
                              f"width={self.width}, height={self.height}")
-        return {
-            "width": int(self.width),
-            "height": int(self.height),
-            "intrinsic_matrix": [float(v) for v in self.matrix.T.reshape(-1)],
-        }
+        return {"width": int(self.width), "height": int(self.height),
+                "intrinsic_matrix": [float(v) for v in self.matrix.T.reshape(-1)]}
 
 
 class RGBDPoints(NamedTuple):
@@ -358,11 +355,9 @@ def pose_matrix(pose) -> Tensor:
         raise ValueError("`pose` quaternion (qx, qy, qz, qw) must be non-zero, got all zeros")
     x, y, z, w_ = (q / n).tolist()
     r = torch.tensor(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w_), 2 * (x * z + y * w_)],
-            [2 * (x * y + z * w_), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w_)],
-            [2 * (x * z - y * w_), 2 * (y * z + x * w_), 1 - 2 * (x * x + y * y)],
-        ],
+        [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w_), 2 * (x * z + y * w_)],
+         [2 * (x * y + z * w_), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w_)],
+         [2 * (x * z - y * w_), 2 * (y * z + x * w_), 1 - 2 * (x * x + y * y)]],
         dtype=torch.float64,
     )
     out = torch.eye(4, dtype=torch.float64)

@@ -33,31 +33,13 @@ KINECT_INTRINSICS = PinholeIntrinsics(518.0, 519.0, 325.5, 253.5, 640, 480)
 
 #: Named frames of ``<data_root>/rgbd``: file patterns, depth scale and layout, intrinsics.
 RGBD_PRESETS: dict[str, dict] = {
-    "tum": {
-        "color": "TUM_color.png",
-        "depth": "TUM_depth.png",
-        "depth_scale": 5000.0,
-        "depth_layout": "plain",
-        "intrinsics": "camera_primesense.json",
-        "frames": None,
-    },
-    "sun": {
-        "color": "SUN_color.jpg",
-        "depth": "SUN_depth.png",
-        "depth_scale": 1000.0,
-        "depth_layout": "sun",
-        "intrinsics": "camera_primesense.json",
-        "frames": None,
-    },
-    "kinect": {
-        "color": "kinect/color/{}.png",
-        "depth": "kinect/depth/{}.pgm",
-        "depth_scale": 1000.0,
-        "depth_layout": "plain",
-        "intrinsics": KINECT_INTRINSICS,
-        "frames": (1, 2, 3, 4, 5),
-        "poses": "kinect/pose.txt",
-    },
+    "tum": {"color": "TUM_color.png", "depth": "TUM_depth.png", "depth_scale": 5000.0,
+            "depth_layout": "plain", "intrinsics": "camera_primesense.json", "frames": None},
+    "sun": {"color": "SUN_color.jpg", "depth": "SUN_depth.png", "depth_scale": 1000.0,
+            "depth_layout": "sun", "intrinsics": "camera_primesense.json", "frames": None},
+    "kinect": {"color": "kinect/color/{}.png", "depth": "kinect/depth/{}.pgm",
+               "depth_scale": 1000.0, "depth_layout": "plain", "intrinsics": KINECT_INTRINSICS,
+               "frames": (1, 2, 3, 4, 5), "poses": "kinect/pose.txt"},
 }
 
 DEPTH_LAYOUTS = ("plain", "sun")
@@ -243,14 +225,7 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
     k = k._replace(width=w, height=h)
     if not depth_scale > 0:
         raise ValueError(f"`depth_scale` must be > 0, got {depth_scale}")
-    return RGBDFrame(
-        c,
-        d,
-        k,
-        float(depth_scale),
-        None if pose is None else pose_matrix(pose),
-        name,
-    )
+    return RGBDFrame(c, d, k, float(depth_scale), None if pose is None else pose_matrix(pose), name)
 
 
 # --------------------------------------------------------------------------- presets
@@ -319,15 +294,8 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
     k = spec["intrinsics"]
     if isinstance(k, str):
         k = folder / k
-    return load_rgbd(
-        folder / color,
-        folder / depth,
-        k,
-        depth_scale=spec["depth_scale"],
-        depth_layout=spec["depth_layout"],
-        pose=pose,
-        name=name,
-    )
+    return load_rgbd(folder / color, folder / depth, k, depth_scale=spec["depth_scale"],
+                     depth_layout=spec["depth_layout"], pose=pose, name=name)
 
 
 def rgbd_frames(preset: str = "kinect", frames: Sequence[int] | None = None, root=None):
@@ -460,9 +428,7 @@ class RGBDDataset(Dataset):
         """Return ``{"pos": [n, 3], "x": [n, 3], "pixel": [n]}`` for frame ``idx``."""
         if not -len(self) <= idx < len(self):
             raise IndexError(f"index {idx} is out of range for {len(self)} frames")
-        p = frame_to_points(
-            self.frames[idx], self.depth_trunc, self.voxel_size, world=self.world
-        )
+        p = frame_to_points(self.frames[idx], self.depth_trunc, self.voxel_size, world=self.world)
         out = {"pos": p.xyz, "x": p.rgb}
         if p.pixel is not None:
             out["pixel"] = p.pixel

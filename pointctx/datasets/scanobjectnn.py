@@ -23,14 +23,11 @@ SCANOBJECTNN_CLASSES = (
 
 #: Variant name -> (folder under the ``h5_files`` root, file-name suffix after ``objectdataset``).
 #: Files are ``<folder>/training_objectdataset<suffix>.h5`` and ``<folder>/test_...``.
-SCANOBJECTNN_VARIANTS = {
-    "OBJ_BG": ("main_split", ""),
-    "OBJ_ONLY": ("main_split_nobg", ""),
-    "PB_T25": ("main_split", "_augmented25_norot"),
-    "PB_T25_R": ("main_split", "_augmented25rot"),
-    "PB_T50_R": ("main_split", "_augmentedrot"),
-    "PB_T50_RS": ("main_split", "_augmentedrot_scale75"),
-}
+SCANOBJECTNN_VARIANTS = {"OBJ_BG": ("main_split", ""), "OBJ_ONLY": ("main_split_nobg", ""),
+                         "PB_T25": ("main_split", "_augmented25_norot"),
+                         "PB_T25_R": ("main_split", "_augmented25rot"),
+                         "PB_T50_R": ("main_split", "_augmentedrot"),
+                         "PB_T50_RS": ("main_split", "_augmentedrot_scale75")}
 
 
 class ScanObjectNN(PointCloudDataset):

@@ -32,10 +32,8 @@ PART_OFFSETS = tuple(int(v) for v in np.cumsum([0] + [t[2] for t in _TABLE])[:-1
 SHAPENETPART_PARTS = tuple(tuple(range(o, o + t[2])) for o, t in zip(PART_OFFSETS, _TABLE))
 NUM_PARTS = 50
 SPLITS = ("train", "val", "test", "trainval")
-LAYOUT_DIRS = {
-    "normal": "shapenetcore_partanno_segmentation_benchmark_v0_normal",
-    "v0": "shapenetcore_partanno_segmentation_benchmark_v0",
-}
+LAYOUT_DIRS = {"normal": "shapenetcore_partanno_segmentation_benchmark_v0_normal",
+               "v0": "shapenetcore_partanno_segmentation_benchmark_v0"}
 
 
 def category_part_mask(device=None) -> torch.Tensor:

@@ -115,17 +115,10 @@ class PointMLP(SetClassifier):
         """The official classifier MLP (``nn.Identity`` for 0 classes)."""
         if num_classes == 0:
             return nn.Identity()
-        return nn.Sequential(
-            Linear(self.num_features, 512),
-            nn.BatchNorm1d(512),
-            nn.ReLU(inplace=True),
-            nn.Dropout(self.drop_rate),
-            Linear(512, 256),
-            nn.BatchNorm1d(256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(self.drop_rate),
-            Linear(256, num_classes),
-        )
+        return nn.Sequential(Linear(self.num_features, 512), nn.BatchNorm1d(512),
+                             nn.ReLU(inplace=True), nn.Dropout(self.drop_rate), Linear(512, 256),
+                             nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(self.drop_rate),
+                             Linear(256, num_classes))
 
     # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> PointBatch:

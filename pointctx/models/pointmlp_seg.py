@@ -97,10 +97,8 @@ class PointMLPSeg(nn.Module):
         self.gmp_map_end = LinearBNAct(gmp_dim * len(self.en_dims), gmp_dim, bias=bias)
         if self.num_categories:
             cls_dim = check_positive_int(cls_dim, "cls_dim")
-            self.cls_map = nn.Sequential(
-                LinearBNAct(self.num_categories, cls_dim, bias=bias),
-                LinearBNAct(cls_dim, cls_dim, bias=bias),
-            )
+            self.cls_map = nn.Sequential(LinearBNAct(self.num_categories, cls_dim, bias=bias),
+                                         LinearBNAct(cls_dim, cls_dim, bias=bias))
         else:
             cls_dim = 0
             self.cls_map = None
@@ -108,12 +106,9 @@ class PointMLPSeg(nn.Module):
         hidden = check_positive_int(head_hidden, "head_hidden")
         self.head_act = bool(head_act)
         # official indices: 0 Conv1d, 1 BatchNorm1d, 2 Dropout, 3 Conv1d
-        self.classifier = nn.Sequential(
-            Linear(gmp_dim + cls_dim + dims[-1], hidden, bias=bias),
-            nn.BatchNorm1d(hidden),
-            nn.Dropout(drop_rate),
-            Linear(hidden, self.num_classes, bias=bias),
-        )
+        self.classifier = nn.Sequential(Linear(gmp_dim + cls_dim + dims[-1], hidden, bias=bias),
+                                        nn.BatchNorm1d(hidden), nn.Dropout(drop_rate),
+                                        Linear(hidden, self.num_classes, bias=bias))
 
     # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> tuple[PointBatch, bool]:

@@ -183,13 +183,8 @@ def sort_by_group(centers: Centers) -> Centers:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device)
     assignment = None if centers.assignment is None else rank.index_select(0, centers.assignment)
-    return Centers(
-        centers.pos.index_select(0, order),
-        centers.batch.index_select(0, order),
-        centers.member_point,
-        rank.index_select(0, centers.member_center),
-        assignment,
-    )
+    return Centers(centers.pos.index_select(0, order), centers.batch.index_select(0, order),
+                   centers.member_point, rank.index_select(0, centers.member_center), assignment)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -512,11 +507,7 @@ class RandomProposal(_SampledProposal):
 # Registry
 # ----------------------------------------------------------------------------------------------
 
-_PROPOSALS: dict[str, type] = {
-    "grid": GridProposal,
-    "fps": FPSProposal,
-    "random": RandomProposal,
-}
+_PROPOSALS: dict[str, type] = {"grid": GridProposal, "fps": FPSProposal, "random": RandomProposal}
 
 
 def register_proposal(name: str, cls, overwrite: bool = False) -> None:

@@ -414,8 +414,5 @@ def grid_cluster_naive(pos: Tensor, batch: Tensor | None = None, size=None, orig
         coords.extend(ordered)
         cell_batch.extend([s] * len(ordered))
     dev = pos.device
-    return GridCluster(
-        cluster.to(dev),
-        torch.tensor(cell_batch, dtype=torch.long, device=dev),
-        torch.tensor(coords, dtype=torch.long, device=dev).view(-1, d),
-    )
+    return GridCluster(cluster.to(dev), torch.tensor(cell_batch, dtype=torch.long, device=dev),
+                       torch.tensor(coords, dtype=torch.long, device=dev).view(-1, d))

@@ -471,12 +471,9 @@ class PixelSet(ImageTransform):
             mask = mask.to(image.device)
         pixel = mask.reshape(-1).nonzero().squeeze(1)
         grid = PointBatch.image_grid(h, w, device=image.device, dtype=image.dtype)
-        out = {
-            "pos": grid[pixel],
-            "x": image.reshape(image.shape[0], h * w)[:, pixel].T.contiguous(),
-            "pixel": pixel,
-            "mask": mask,
-        }
+        out = {"pos": grid[pixel],
+               "x": image.reshape(image.shape[0], h * w)[:, pixel].T.contiguous(), "pixel": pixel,
+               "mask": mask}
         if self.image:
             out["image"] = torch.where(mask, image, image.new_tensor(self.fill))
         return out
@@ -508,8 +505,6 @@ def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
     (h, w), = sizes
     out = collate(samples, point_keys=("pixel", *point_keys))
     pts = out["points"]
-    out["points"] = PointBatch(
-        pts.pos, pts.x, batch=pts.batch, ptr=pts.ptr, validate=False,
-        pixel=out.pop("pixel"), image_size=(h, w),
-    )
+    out["points"] = PointBatch(pts.pos, pts.x, batch=pts.batch, ptr=pts.ptr, validate=False,
+                               pixel=out.pop("pixel"), image_size=(h, w))
     return out
