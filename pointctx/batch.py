@@ -101,7 +101,7 @@ class PointBatch:
         self.pos, self.x, self.batch, self.ptr = pos, x, batch, ptr
         self.pixel, self.image_size = pixel, image_size
 
-    # ------------------------------------------------------------------ properties
+    # properties
     @property
     def num_sets(self) -> int:
         """Number of sets ``B`` (empty sets included)."""
@@ -189,7 +189,7 @@ class PointBatch:
             out.update(rows)
         return self._replace(**out)
 
-    # ------------------------------------------------------------------ lists
+    # lists
     @classmethod
     def from_list(cls, pos_list: Sequence, x_list: Sequence | None = None, **kwargs):
         """Batch a list of point sets.
@@ -253,7 +253,7 @@ class PointBatch:
             return pos
         return list(zip(pos, torch.split(self.x, sizes, 0)))
 
-    # ------------------------------------------------------------------ padded
+    # padded
     @classmethod
     def from_padded(cls, pos: Tensor, x: Tensor | None = None, lengths: Tensor | None = None,
                     mask: Tensor | None = None, **kwargs) -> PointBatch:
@@ -341,7 +341,7 @@ class PointBatch:
             x[self.batch, rank] = self.x
         return Padded(pos, x, lengths)
 
-    # ------------------------------------------------------------------ images
+    # images
     @staticmethod
     def image_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
         """Point coordinates of every pixel in row-major order (Context Cluster convention).
@@ -445,7 +445,7 @@ class PointBatch:
         out[self.batch, self.pixel] = True
         return out.reshape(self.num_sets, h, w)
 
-    # ------------------------------------------------------------------ PyG
+    # PyG
     @classmethod
     def from_pyg(cls, data, **kwargs) -> PointBatch:
         """Build from a ``torch_geometric.data.Data`` (one set) or ``Batch``.
@@ -480,7 +480,7 @@ class PointBatch:
             datas = [pyg_data.Data(pos=p, x=v) for p, v in items]
         return pyg_data.Batch.from_data_list(datas)
 
-    # ------------------------------------------------------------------ set ops
+    # set ops
     def select(self, set_indices) -> PointBatch:
         """Gather a subset of sets, in the given order (vectorised).
 

@@ -44,7 +44,7 @@ class PointCloudData(NamedTuple):
     fields: dict[str, Tensor]
 
 
-# --------------------------------------------------------------------------- helpers
+# helpers
 def _as_numpy(value, name: str) -> np.ndarray:
     if isinstance(value, Tensor):
         return value.detach().cpu().numpy()
@@ -90,7 +90,7 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
     raise ValueError(f"field {name!r} has unsupported dtype {arr.dtype} for PLY")
 
 
-# --------------------------------------------------------------------------- PLY writer
+# PLY writer
 def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | None = None,
               binary: bool = True, double: bool = False, comments=()) -> Path:
     """Write a point cloud as a PLY file (native, no dependencies); returns the path.
@@ -165,7 +165,7 @@ def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | 
     return path
 
 
-# --------------------------------------------------------------------------- PLY reader
+# PLY reader
 def _parse_header(fh, path: Path):
     first = fh.readline()
     if first.strip() != b"ply":
@@ -266,7 +266,7 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
     return PointCloudData(pos, rgb, normals, fields)
 
 
-# --------------------------------------------------------------------------- Open3D
+# Open3D
 def _import_open3d():
     try:
         import open3d

@@ -72,7 +72,7 @@ class RGBDPoints(NamedTuple):
     pixel: Tensor
 
 
-# --------------------------------------------------------------------------- intrinsics
+# intrinsics
 def _check_focal(fx: float, fy: float, cx: float, cy: float) -> None:
     vals = {"fx": fx, "fy": fy, "cx": cx, "cy": cy}
     for k, v in vals.items():
@@ -157,7 +157,7 @@ def read_intrinsics(path) -> PinholeIntrinsics:
     return as_intrinsics(data, name=f"intrinsics in {path}")
 
 
-# --------------------------------------------------------------------------- depth
+# depth
 def _to_tensor(value, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
@@ -320,7 +320,7 @@ def rgbd_to_points(
     return RGBDPoints(xyz.to(dtype), rgb, pixel)
 
 
-# --------------------------------------------------------------------------- poses
+# poses
 def pose_matrix(pose) -> Tensor:
     """Turn a camera-to-world pose into a 4x4 rigid transform (float64).
 

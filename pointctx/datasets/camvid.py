@@ -108,7 +108,7 @@ class CamVid(RowDataset):
         if cache:
             self._cache = {int(r): self._rgb(int(r)) for r in np.unique(rows)}
 
-    # ------------------------------------------------------------------ sources
+    # sources
     def _load_npz(self, path: Path, split: str) -> None:
         z = read_npz(path)
         need = ("jpeg", "offsets", "labels", "split")
@@ -190,7 +190,7 @@ class CamVid(RowDataset):
                 f"got a maximum of {int(lab.max())}")
         return lab
 
-    # ------------------------------------------------------------------ items
+    # items
     @property
     def names(self) -> list[str]:
         """Image file names of the items."""

@@ -102,7 +102,7 @@ class FusedPoints(NamedTuple):
     pixel: Tensor | None
 
 
-# --------------------------------------------------------------------------- file readers
+# file readers
 def _require_file(path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -228,7 +228,7 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
     return RGBDFrame(c, d, k, float(depth_scale), None if pose is None else pose_matrix(pose), name)
 
 
-# --------------------------------------------------------------------------- presets
+# presets
 def rgbd_root(root=None, preset: str = "tum") -> Path:
     """Folder holding the named RGB-D frames.
 
@@ -309,7 +309,7 @@ def rgbd_frames(preset: str = "kinect", frames: Sequence[int] | None = None, roo
     return [rgbd_frame(preset, f, root=root) for f in frames]
 
 
-# --------------------------------------------------------------------------- points
+# points
 def _grid_pool(xyz: Tensor, rgb: Tensor, voxel_size: float):
     check_number(voxel_size, "voxel_size", 0.0, min_open=True, type_error=ValueError,
                  must="be a number {bounds} (metres) or None")
@@ -388,7 +388,7 @@ def fuse_frames(frames: Sequence[RGBDFrame], depth_trunc: float | None = None,
     return FusedPoints(xyz, rgb, torch.cat(ids), torch.cat(pix))
 
 
-# --------------------------------------------------------------------------- dataset
+# dataset
 class RGBDDataset(Dataset):
     """Frames as point-set samples for a DataLoader with :func:`pointctx.collate`.
 

@@ -99,7 +99,6 @@ class CLUENet(StagedClassifier):
 
         self._init_head(nn.LayerNorm(self.num_features), drop_rate)
 
-    # ------------------------------------------------------------------------------------------
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         """Run the stages; with ``collect`` return every stage, else the last stage's points."""
@@ -158,9 +157,7 @@ def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):
     raise ValueError(f"`point_proposal` must be one of ['fps', 'grid', 'random'], got {name!r}")
 
 
-# ----------------------------------------------------------------------------------------------
 # Registered configurations (official models/CLUENet.py)
-# ----------------------------------------------------------------------------------------------
 
 _COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=7, min_tau=1e-4)
 _MICRO = dict(_COMMON, layers=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), heads=(1, 2, 5, 8),

@@ -133,7 +133,6 @@ class ContextClusterNet(StagedClassifier):
 
         self._init_head(SetGroupNorm(self.num_features), drop_rate)
 
-    # ------------------------------------------------------------------------------------------
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         """Run the stages; with ``collect`` return every stage, else the last stage's points."""
@@ -171,9 +170,7 @@ class ContextClusterNet(StagedClassifier):
         return self.norm(x, batch, b)
 
 
-# ----------------------------------------------------------------------------------------------
 # Registered configurations
-# ----------------------------------------------------------------------------------------------
 
 _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
 register_configs(ContextClusterNet, __name__, {

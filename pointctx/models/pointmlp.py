@@ -120,7 +120,6 @@ class PointMLP(SetClassifier):
                              nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(self.drop_rate),
                              Linear(256, num_classes))
 
-    # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> PointBatch:
         if isinstance(points, PointBatch):
             if lengths is not None or features is not None:

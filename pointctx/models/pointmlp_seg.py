@@ -110,7 +110,6 @@ class PointMLPSeg(nn.Module):
                                         nn.BatchNorm1d(hidden), nn.Dropout(drop_rate),
                                         Linear(hidden, self.num_classes, bias=bias))
 
-    # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> tuple[PointBatch, bool]:
         pb = self.backbone._as_batch(points, lengths, features)
         return pb, not isinstance(points, PointBatch)

@@ -141,9 +141,7 @@ class ContextCluster(nn.Module):
                 f"head_dim={self.head_dim}, centers={self.centers}, regions={self.regions}, "
                 f"denominator={self.denominator!r}, bounds={self.bounds!r}")
 
-    # ------------------------------------------------------------------------------------------
     # input checks
-    # ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, x, pos, batch, batch_size):
         batch_size = check_point_inputs(x, pos, batch, batch_size, self.dim, self.validate)
@@ -158,9 +156,7 @@ class ContextCluster(nn.Module):
                 per_axis(side, d, "bounds")
         return batch_size
 
-    # ------------------------------------------------------------------------------------------
     # forward, as named steps
-    # ------------------------------------------------------------------------------------------
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
                 return_assignment: bool = False, *, spacing=None):

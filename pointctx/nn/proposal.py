@@ -187,9 +187,7 @@ def sort_by_group(centers: Centers) -> Centers:
                    centers.member_point, rank.index_select(0, centers.member_center), assignment)
 
 
-# ----------------------------------------------------------------------------------------------
 # Grid
-# ----------------------------------------------------------------------------------------------
 
 
 def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
@@ -405,9 +403,7 @@ class GridProposal(CenterProposal):
         return cell_coords(work, lo, size_t.view(-1), counts), counts
 
 
-# ----------------------------------------------------------------------------------------------
 # Sampled centers (FPS / random) with k-nearest-neighbour membership
-# ----------------------------------------------------------------------------------------------
 
 
 class _SampledProposal(CenterProposal):
@@ -503,9 +499,7 @@ class RandomProposal(_SampledProposal):
                              generator=self.generator, batch_size=batch_size)
 
 
-# ----------------------------------------------------------------------------------------------
 # Registry
-# ----------------------------------------------------------------------------------------------
 
 _PROPOSALS: dict[str, type] = {"grid": GridProposal, "fps": FPSProposal, "random": RandomProposal}
 

@@ -152,7 +152,6 @@ class PointReducer(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, ratio={self.ratio:g}, "
                 f"lattice_dim={self.lattice_dim}")
 
-    # ------------------------------------------------------------------------------------------
 
     def _check(self, x, pos, batch, coords, grid_size):
         check_tensor(x, "x")
@@ -272,7 +271,6 @@ class PointReducer(nn.Module):
                 out = out.narrow(2 + axis, 0, o)
         return out.movedim(1, -1).reshape(-1, self.out_dim)
 
-    # ------------------------------------------------------------------------------------------
 
     def _point_neighbours(self, pos: Tensor, batch: Tensor, b: int):
         from ..ops.fps import fps

@@ -76,9 +76,7 @@ def _start_local(sizes: Tensor, random_start: bool, generator) -> Tensor:
     return (u * sizes.double()).long().clamp(max=(sizes - 1).clamp(min=0))
 
 
-# ----------------------------------------------------------------------------------------------
 # FPS
-# ----------------------------------------------------------------------------------------------
 
 
 def fps(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,

@@ -131,9 +131,7 @@ def scatter_softmax(src: Tensor, index: Tensor, dim_size: int | None = None) -> 
     return e / denom.gather(0, idx)
 
 
-# ----------------------------------------------------------------------------------------------
 # Naive references: one Python loop over segments. Slow and obviously right; used by the tests.
-# ----------------------------------------------------------------------------------------------
 
 
 def scatter_sum_naive(src: Tensor, index: Tensor, dim_size: int) -> Tensor:
