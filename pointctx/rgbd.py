@@ -329,10 +329,6 @@ def pose_matrix(pose) -> Tensor:
             TUM / slambook ``pose.txt`` layout; the quaternion is normalised), or a 4x4 matrix
             (returned as float64 after checking its last row).
 
-    Returns:
-        ``T`` with ``T[:3, :3] = R``, ``T[:3, 3] = t``: a camera point ``p`` maps to
-        ``R p + t`` in world coordinates.
-
     Shapes:
         pose: [7] or [4, 4]; return: [4, 4].
     """

@@ -78,9 +78,6 @@ def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
         count: rows to pick, 1..S.
         seed: seed of the shuffles.
 
-    Returns:
-        The picked row indices, sorted ascending (int64).
-
     Shapes:
         labels: [S]; return: [count].
     """

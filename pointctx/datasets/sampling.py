@@ -19,10 +19,6 @@ def farthest_point_sample(points, num_samples: int, start: int = 0):
         num_samples: how many points to pick, ``1 <= num_samples <= P``.
         start: row of the first pick.
 
-    Returns:
-        int64 row indices into each cloud, in pick order: a tensor for tensor input, else a numpy
-        array.
-
     Shapes:
         points: [P, C] or [B, P, C] with C >= 3; returns [num_samples] or [B, num_samples].
     """

@@ -109,11 +109,6 @@ class StagedClassifier(SetClassifier):
                 point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
                 documented deviation, 1 = off, the paper's model).
 
-        Returns:
-            A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
-            features, ``pos`` = image-plane positions for pixel sets, positions in the input
-            frame for general point sets). Sets keep their order; an empty input set stays empty.
-
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """

@@ -17,10 +17,6 @@ def link_from_slots(index: Tensor) -> Tensor:
         index: rows of the previous stage per point of this stage, ``-1`` for an empty slot
             (a reducer's window, a kNN group).
 
-    Returns:
-        The link ``[2, E]``: ``link[0]`` the point of this stage, ``link[1]`` its parent;
-        sorted by child, then by parent; duplicates removed.
-
     Shapes:
         index: [M, S]; return: [2, E] int64.
     """
@@ -48,10 +44,6 @@ def link_through(link: Tensor, site: Tensor | None) -> Tensor:
         link: ``[2, E]`` pairs ``(point, site)``, e.g. the stem's link after
             :func:`~pointctx.models._inputs.pool_pixels`.
         site: ``[N0]`` site of every input point; None returns ``link`` itself.
-
-    Returns:
-        ``[2, E']`` pairs ``(point, input point)``: every input point of every linked site;
-        sorted by point, then input point; no duplicates.
 
     Shapes:
         link: [2, E]; site: [N0]; return: [2, E'].

@@ -77,10 +77,6 @@ class MixerBlock(nn.Module):
                  mlp_args: tuple = ()) -> tuple[Tensor, object]:
         """Run the two residual branches.
 
-        Returns:
-            ``(x, extra)``: the block output and what the mixer returned beside its output
-            (None when it returned a tensor).
-
         Shapes:
             x: [N, C]; batch: [N]; return: ([N, C], extra).
         """

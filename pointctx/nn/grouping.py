@@ -99,9 +99,6 @@ def sample_and_group(
         backend: point-op backend for FPS and kNN (see :mod:`pointctx.ops`).
         generator: random generator for ``fps_start="random"``.
 
-    Returns:
-        :class:`Groups`. Missing neighbours of small sets are filled with slot 0 and masked.
-
     Shapes:
         pos: [N, D]; batch: [N]; return: anchor [M], index [M, k], mask [M, k], batch [M].
     """

@@ -95,11 +95,6 @@ def fps(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, nu
         backend: ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global default).
         generator: random generator for ``random_start`` (both backends honour it).
 
-    Returns:
-        int64 indices into ``pos``, grouped by set in set order, within a set in pick order.
-        The first pick of a set is its first point unless ``random_start``. Empty sets
-        contribute nothing; per-set counts are :func:`sample_counts`.
-
     Shapes:
         pos: [N, D]; batch: [N]; return: [M] with M = sum of the per-set counts.
     """

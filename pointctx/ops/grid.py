@@ -196,9 +196,6 @@ def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
         key: int64 keys in ``[0, key_space)``.
         key_space: upper bound of the keys.
 
-    Returns:
-        ``(ids [N], used [K])``: the new id of every entry and the used keys, ascending.
-
     Shapes:
         key: [N]; return: [N], [K].
     """
@@ -217,9 +214,6 @@ _SITES_MAX = 16
 
 def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[Tensor, Tensor]:
     """Every site of ``batch_size`` full lattices of ``sizes``: integer coordinates and set ids.
-
-    Returns:
-        ``(coords [N, L] int64, batch [N] int64)`` with ``N = batch_size * prod(sizes)``.
 
     Shapes:
         return: coords [N, L], batch [N].
@@ -377,9 +371,6 @@ def grid_pool(pos: Tensor, batch: Tensor | None = None, size=None, x: Tensor | N
         origin: grid origin; see :func:`grid_cluster`.
         batch_size: number of sets B (avoids a host sync).
         backend: backend of the clustering step.
-
-    Returns:
-        :class:`GridPool` ``(pos, x, batch, cluster)`` with cells in :func:`grid_cluster` order.
 
     Shapes:
         pos: [N, D]; x: [N, C]; return: pos [K, D], x [K, C] or None, batch [K], cluster [N].

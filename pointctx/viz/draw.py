@@ -107,10 +107,6 @@ def point_labels(trace: ClusterTrace, layer=-1, head: int = 0) -> Tensor:
             a module name.
         head: the head.
 
-    Returns:
-        int64 labels ``0 .. k_b - 1`` within each set (same label iff same cluster), -1 for
-        points without a cluster.
-
     Shapes:
         return: [N].
     """
