@@ -205,11 +205,9 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
         name: argument name used in error messages.
         minimum: inclusive lower bound (None: none).
         maximum: inclusive upper bound (None: none).
-        type_error: exception class for a value that is not an int (``TypeError``; a few
-            arguments document ``ValueError``).
-        optional: also accept None (returned as is); the messages then say "None or an int".
-        must: the wording of the out-of-bounds message after "`name` must ", where
-            ``{bounds}`` stands for the bounds (e.g. ``"lie {bounds}"``); None: the default.
+        type_error: exception class for a non-int.
+        optional: also accept None.
+        must: message wording after "`name` must ", ``{bounds}`` standing for the bounds.
     """
     if optional and value is None:
         return None
@@ -236,12 +234,9 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
         maximum: upper bound (None: none).
         min_open: exclude ``minimum`` itself.
         max_open: exclude ``maximum`` itself.
-        type_error: exception class for a value that is not a number (``TypeError``; a few
-            arguments document ``ValueError``).
-        optional: also accept None (returned as is); the messages then say "None or a number".
-        must: the wording of the NaN / Inf / out-of-bounds message after "`name` must ", where
-            ``{bounds}`` stands for the bounds (e.g. ``"lie {bounds}"`` gives "`p` must lie in
-            [0, 1), got 1.0"); None: the default.
+        type_error: exception class for a non-number.
+        optional: also accept None.
+        must: message wording after "`name` must ", ``{bounds}`` standing for the bounds.
     """
     if optional and value is None:
         return None
@@ -287,18 +282,15 @@ def check_channels(x, dim: int, name: str = "x") -> Tensor:
 
 
 def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = True):
-    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer on packed point sets.
+    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer; returns ``batch_size``.
 
     Args:
-        x: point features, expected [N, dim] floating point.
+        x: point features [N, dim].
         pos: positions [N, D].
-        batch: sorted integer set id per point [N].
+        batch: sorted set id per point [N].
         batch_size: number of sets B or None.
-        dim: the expected feature channels C.
+        dim: the expected feature channels.
         validate: also check the values.
-
-    Returns:
-        ``batch_size`` checked (an int >= 0) or None.
     """
     check_channels(x, dim)
     n = x.shape[0]
@@ -332,18 +324,14 @@ def check_finite_features(
     pixel: Tensor | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Raise a ``ValueError`` naming the set and point of the first NaN / Inf in ``x``.
+    """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x``.
 
     Args:
         x: features [N, C].
         batch: sorted set index per row (None: one set).
         name: argument name used in the message.
-        pixel: flat pixel index per row (``row * W + col``), for pixel sets: the message then
-            names the image and the pixel.
+        pixel: flat pixel index per row, for pixel sets.
         image_size: ``(H, W)`` of the pixel sets.
-
-    Returns:
-        ``x`` unchanged.
     """
     if all_finite(x):
         return x

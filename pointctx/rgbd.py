@@ -268,24 +268,17 @@ def rgbd_to_points(
     """Back-project an RGB-D frame to coloured camera-frame points (pinhole model).
 
     Args:
-        color: uint8 colour (``/ 255``) or floating point colour in [0, 1], channels last.
+        color: uint8 or floating point colour in [0, 1], channels last.
         depth: uint16 raw depth, or floating point depth.
-        intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`
-            (see :func:`as_intrinsics`). If it carries an image size, it must match ``depth``.
-        depth_scale: raw depth units per metre (1000: millimetres; 5000: TUM). Default
-            (``None``): 1000 for uint16 depth, 1 for floating point depth (taken as metres; a
-            value beyond :data:`MAX_METRIC_DEPTH` = 100 m is refused as a unit mistake). An
-            explicit value divides floating point depth too (and skips that check).
-        depth_trunc: largest kept depth in metres; ``None`` keeps all.
-        dtype: floating dtype of ``xyz`` and ``rgb`` (the maths runs in float64).
-
-    Returns:
-        :class:`RGBDPoints` ``(xyz, rgb, pixel)`` as torch tensors on the device of ``depth``
-        (numpy inputs give CPU tensors).
+        intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`.
+        depth_scale: raw depth units per metre (default: 1000 for uint16 depth, 1 for floating
+            point depth, which is then refused beyond :data:`MAX_METRIC_DEPTH`).
+        depth_trunc: largest kept depth in metres; None keeps all.
+        dtype: floating dtype of ``xyz`` and ``rgb``.
 
     Shapes:
-        color: [H, W, 3]; depth: [H, W].
-        xyz: [N, 3]; rgb: [N, 3]; pixel: [N] with N = number of valid-depth pixels.
+        color: [H, W, 3]; depth: [H, W]; return: :class:`RGBDPoints` (xyz [N, 3], rgb [N, 3],
+        pixel [N]) on the device of ``depth``.
     """
     d = _check_depth(depth)
     h, w = d.shape

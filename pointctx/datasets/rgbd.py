@@ -324,18 +324,13 @@ def frame_to_points(frame: RGBDFrame, depth_trunc: float | None = None,
 
     Args:
         frame: the frame.
-        depth_trunc: largest kept depth in metres (``None``: all).
-        voxel_size: if given, average points (and colours) per cubic voxel of this edge
-            (metres) with :func:`pointctx.ops.grid_pool`; ``pixel`` is then ``None``.
-        world: apply the frame's camera-to-world pose when it has one (else camera frame).
+        depth_trunc: largest kept depth in metres (None: all).
+        voxel_size: average points per cubic voxel of this edge (``pixel`` is then None).
+        world: apply the frame's camera-to-world pose when it has one.
         dtype: floating dtype of ``xyz`` and ``rgb``.
 
-    Returns:
-        :class:`pointctx.rgbd.RGBDPoints` ``(xyz, rgb, pixel)``, ready for
-        ``PointBatch(xyz, rgb)`` or :func:`pointctx.collate`.
-
     Shapes:
-        xyz: [N, 3]; rgb: [N, 3]; pixel: [N] (``None`` with ``voxel_size``).
+        return: :class:`pointctx.rgbd.RGBDPoints` (xyz [N, 3], rgb [N, 3], pixel [N]).
     """
     if not isinstance(frame, RGBDFrame):
         raise TypeError(f"`frame` must be an RGBDFrame, got {type(frame).__name__}")

@@ -34,16 +34,10 @@ class ScanObjectNN(PointCloudDataset):
     """ScanObjectNN (Uy et al., ICCV 2019): 15 classes of real scanned objects, official h5 files.
 
     Args:
-        root: folder holding ``main_split/`` (the unzipped ``h5_files``), or its parent; default
-            ``data_root() / "scanobjectnn"``.
+        root: folder holding ``main_split/``, or its parent (default: under the data root).
         variant: one of :data:`SCANOBJECTNN_VARIANTS`.
         split: ``"train"`` or ``"test"``.
-        num_points: points per cloud (of 2048 stored); ``None`` for all.
-        sampling: ``"first"``, ``"fps"`` or ``"random"`` (see :class:`PointCloudDataset`).
-        transform: per-cloud transform;
-            :func:`~pointctx.transforms.reference_train_transform` is PointMLP's training
-            augmentation (use it for ``split="train"``, not for testing).
-        seed: base seed of the per-item generators.
+        num_points, sampling, transform, seed: see :class:`PointCloudDataset`.
 
     Shapes:
         item: ``(points [num_points, 3] float32, label int)``.

@@ -32,19 +32,13 @@ class MixerBlock(nn.Module):
 
     Args:
         dim: channels C (input and output).
-        token_mixer: the mixer module, called as ``token_mixer(norm1(x), *mixer_args,
-            **mixer_kwargs)``; it returns ``[N, C]`` or a tuple ``([N, C], extra)`` (e.g. an
-            assignment), whose ``extra`` :meth:`residual` passes back.
+        token_mixer: called as ``token_mixer(norm1(x), *mixer_args, **mixer_kwargs)``; returns
+            ``[N, C]`` or ``([N, C], extra)``.
         mlp: the channel MLP, called as ``mlp(norm2(x), *mlp_args)``.
-        set_norm: per-set ``GroupNorm(1, C)`` (:class:`~pointctx.nn.norm.SetGroupNorm`, True)
-            or per-point ``nn.LayerNorm(C)`` (False).
+        set_norm: per-set ``GroupNorm(1, C)`` (True) or per-point ``LayerNorm`` (False).
         norm_eps: ``eps`` of both norms.
-        drop_path: stochastic depth probability (whole sets dropped, training only).
+        drop_path: stochastic depth probability (whole sets dropped).
         layer_scale_init: initial LayerScale value; None disables LayerScale.
-
-    Attributes:
-        norm1, token_mixer, norm2, mlp, layer_scale_1, layer_scale_2 (:class:`~pointctx.nn.
-        layers.LayerScale` or ``nn.Identity``), drop_path (:class:`~pointctx.nn.layers.DropPath`).
 
     Shapes:
         x: [N, C]; batch: [N] sorted set id per point; return: [N, C].

@@ -36,14 +36,10 @@ class Assignment(NamedTuple):
     """How the points were clustered in one :class:`ContextCluster` call.
 
     Attributes:
-        center: [N, heads] int64 index (into ``centers``) of the center each point joined, per
-            head; -1 for a point whose region or set has no center.
-        centers: the :class:`~pointctx.nn.proposal.Centers` used (M centers; ``batch`` holds
-            the group: set id, or ``set * num_regions + region`` with regions).
-        region: [N] int64 region of each point inside its set (axis 0 varying fastest), or None
-            without regions.
-        similarity: [N, heads] the weight ``s_i`` of each point in its cluster (0 for points
-            without a center).
+        center: [N, heads] center each point joined, per head (-1: no center in its group).
+        centers: the :class:`~pointctx.nn.proposal.Centers` used (``batch``: set or region group).
+        region: [N] region of each point inside its set, or None without regions.
+        similarity: [N, heads] the weight ``s_i`` of each point in its cluster.
     """
 
     center: Tensor
@@ -164,17 +160,14 @@ class ContextCluster(nn.Module):
 
         Args:
             x: point features.
-            pos: point positions (used only to propose centers and regions).
+            pos: point positions (for the centers and regions only).
             batch: sorted set id per point.
-            batch_size: number of sets B if known (saves a host sync).
+            batch_size: number of sets B (saves a host sync).
             return_assignment: also return the :class:`Assignment`.
-            spacing: lattice pitch of the points (pixel sets), passed to the proposal (the grid's
-                ``windows="adaptive"`` mode uses it; see
-                :class:`~pointctx.nn.proposal.GridProposal`).
+            spacing: lattice pitch of pixel sets, for the grid's ``windows="adaptive"``.
 
         Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; spacing: a number, D numbers, [D] or [N, D];
-            return: [N, out_dim].
+            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         batch_size = self._check_inputs(x, pos, batch, batch_size)
         num_sets = infer_batch_size(batch, batch_size)

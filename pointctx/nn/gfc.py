@@ -122,12 +122,10 @@ class GlobalFeatureClustering(nn.Module):
             x: point features.
             pos: point positions (for the proposal only).
             batch: sorted set id per point.
-            batch_size: number of sets B, if known.
-            proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (e.g. shared by the
-                blocks of a stage); default: this layer's proposal on ``pos``.
-            assignment: an :class:`~pointctx.nn.context_cluster.Assignment` to reuse (its
-                centers are used); required when the layer was built with ``assign=False``.
-            return_assignment: also return the (computed or reused) assignment.
+            batch_size: number of sets B.
+            proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (default: the proposal).
+            assignment: an assignment to reuse (required with ``assign=False``).
+            return_assignment: also return the assignment.
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].

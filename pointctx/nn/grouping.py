@@ -87,16 +87,12 @@ def sample_and_group(
     Args:
         pos: point positions.
         batch: sorted set id per point.
-        k: neighbours per anchor (the anchor itself is normally the first).
-        ratio: fraction of each set kept as anchors (a set of ``n`` points keeps
-            ``ceil(ratio * n)``, see :func:`pointctx.ops.sample_counts`).
+        k: neighbours per anchor (the anchor itself normally first).
+        ratio: share of each set kept as anchors (``ceil(ratio * n)``).
         batch_size: number of sets B (saves a host sync).
-        fps_start: first FPS pick of each set: ``"first"`` (its first point, as the CUDA
-            ``furthest_point_sample`` of the official code; depends on the input order),
-            ``"canonical"`` (the point farthest from the set's centroid,
-            :func:`fps_start_points`; independent of the order up to exact ties) or
-            ``"random"`` (uniform, drawn from ``generator``).
-        backend: point-op backend for FPS and kNN (see :mod:`pointctx.ops`).
+        fps_start: ``"first"`` (the set's first point, as the official CUDA FPS),
+            ``"canonical"`` (farthest from the centroid: order independent) or ``"random"``.
+        backend: point-op backend for FPS and kNN.
         generator: random generator for ``fps_start="random"``.
 
     Shapes:

@@ -65,13 +65,13 @@ class ImprovedClusterPool(nn.Module):
             x: point features.
             pos: point positions.
             batch: sorted set id per point.
-            batch_size: number of sets B, if known.
+            batch_size: number of sets B.
             coords: lattice coordinates ``(row, col)`` of pixel sets.
             grid_size: lattice size ``(H, W)``.
-            return_cluster: also return the center each input point joined ([N], -1 none).
+            return_cluster: also return the center each input point joined.
 
         Shapes:
-            x: [N, C]; return: Reduced (x [M, out_dim], pos [M, D], batch [M], ...).
+            x: [N, C]; return: Reduced (x [M, out_dim]) and cluster [N].
         """
         check_channels(x, self.in_dim)
         b = infer_batch_size(batch, batch_size)

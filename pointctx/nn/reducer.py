@@ -32,16 +32,12 @@ class Reduced(NamedTuple):
 
     Attributes:
         x: [M, out_dim] fused features.
-        pos: [M, D] anchor positions (lattice mode: mean position of the anchor's own cell;
-            point mode: the sampled point's position).
-        batch: [M] int64 sorted set id of each anchor (sets keep their ids; B is unchanged).
-        coords: [M, L] int64 lattice coordinates of the anchors (lattice mode), else None.
-        grid_size: the output lattice size ``ceil(size / stride)`` per axis (lattice mode), else
-            None.
-        index: [M, S] int64 input point in each of the ``S = kernel_size**L`` slots, -1 for a
-            missing or out-of-lattice slot.
-        assignment: [N] int64 anchor whose own cell holds each input point (lattice mode), else
-            None.
+        pos: [M, D] anchor positions (lattice mode: mean of the anchor's cell).
+        batch: [M] sorted set id of each anchor.
+        coords: [M, L] lattice coordinates (lattice mode), else None.
+        grid_size: output lattice size ``ceil(size / stride)`` (lattice mode), else None.
+        index: [M, S] input point in each slot, -1 for a missing slot.
+        assignment: [N] anchor whose cell holds each input point (lattice mode), else None.
     """
 
     x: Tensor
@@ -199,16 +195,14 @@ class PointReducer(nn.Module):
 
         Args:
             x: point features.
-            pos: point positions (pooled for lattice anchors; FPS/kNN in point mode).
+            pos: point positions.
             batch: sorted set id per point.
-            batch_size: number of sets B, if known (saves a host sync).
-            coords: integer lattice coordinates of the points (e.g. ``(row, col)``), unique
-                within a set.
+            batch_size: number of sets B (saves a host sync).
+            coords: integer lattice coordinates (e.g. ``(row, col)``), unique within a set.
             grid_size: lattice size per axis (e.g. ``(H, W)``).
 
         Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L].
-            return: :class:`Reduced` (x [M, out_dim], pos [M, D], batch [M], ...).
+            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L]; return: :class:`Reduced`.
         """
         sizes = self._check(x, pos, batch, coords, grid_size)
         b = infer_batch_size(batch, batch_size)

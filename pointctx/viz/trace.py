@@ -23,20 +23,15 @@ class ClusterLayer(NamedTuple):
     """The clustering of one :class:`~pointctx.nn.ContextCluster` call, seen from the input.
 
     Attributes:
-        name: qualified module name in the model (``"#k"`` appended for the k-th extra call of
-            a module called more than once).
-        stage: 0-based index of the point level among the levels that hold Context Cluster
-            calls (for CoC models: the model's stage).
-        level: number of reducer calls before this one (0: the input points themselves).
-        index: 0-based position of this call among the calls of its stage.
+        name: qualified module name (``"#k"`` appended for a module's k-th extra call).
+        stage: index of the point level among the levels with Context Cluster calls.
+        level: number of reducer calls before this one (0: the input points).
+        index: position of this call among the calls of its stage.
         heads: number of heads H.
-        cluster: [N, H] int64: for every input point and head, the index (into the call's M
-            centers) of the cluster it ends up in; -1 where the point has no cluster (its
-            region or set had no center).
-        num_centers: M, centers proposed by the call (all sets together).
+        cluster: cluster of every input point per head (-1: none).
+        num_centers: centers proposed by the call.
         num_points: points at the call's level.
-        similarity: [N, H] the weight ``s_i`` of the level point that holds each input point in
-            its cluster (0 without a cluster).
+        similarity: the weight ``s_i`` of the level point holding each input point.
 
     Shapes:
         cluster, similarity: [N, H] with N input points.
@@ -280,18 +275,11 @@ def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forw
     """Run ``model`` once and record where every input point is clustered, per call and head.
 
     Args:
-        model: any module containing ContextCluster layers, whose point count only changes
-            through PointReducer modules.
-        inputs: what the model takes: an image tensor ``[B, C, H, W]`` (with ``mask``) or a
-            :class:`~pointctx.PointBatch` (pixel info, if present, is kept in the trace).
-        mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
-        forward: callable ``forward(model, inputs, mask)`` to run instead of
-            ``model(inputs)`` / ``model(inputs, mask)``.
-        eval_mode: run in ``eval()`` mode (no dropout / stochastic depth) and restore the
-            previous mode afterwards.
-
-    Returns:
-        :class:`ClusterTrace`.
+        model: a module with ContextCluster layers whose point count only changes in reducers.
+        inputs: an image tensor ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+        mask: bool ``[B, H, W]`` pixel mask for image inputs.
+        forward: ``forward(model, inputs, mask)`` to run instead of the model's call.
+        eval_mode: run in ``eval()`` mode and restore the previous mode afterwards.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
