@@ -36,18 +36,15 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
 def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = False):
     """Collate point-set samples into a :class:`~pointctx.PointBatch` (a DataLoader ``collate_fn``).
 
+    Tuple samples give ``(PointBatch, y or None)``, dict samples ``{"points": PointBatch, ...}``.
+
     Args:
         samples: list of ``B >= 1`` samples.
-        point_keys: dict keys holding per-point fields [n_b, ...] to concatenate.
+        point_keys: dict keys holding per-point fields to concatenate.
         allow_nonfinite: accept NaN/Inf positions.
 
-    Returns:
-        ``(PointBatch, y or None)`` for tuple samples, or a dict ``{"points": PointBatch, ...}``
-        for dict samples.
-
     Shapes:
-        pos of sample b: [n_b, D]; x: [n_b, C]; point_keys fields: [n_b, ...].
-        points: N = sum(n_b) points, B sets; point_keys outputs: [N, ...].
+        pos of sample b: [n_b, D]; x: [n_b, C]; point_keys fields: [n_b, ...] -> [N, ...].
     """
     if isinstance(samples, (Tensor, np.ndarray, Mapping)) or not isinstance(samples, Sequence):
         raise TypeError(f"`samples` must be a list of samples, got {type(samples).__name__}")

@@ -29,10 +29,9 @@ class PointCloudData(NamedTuple):
 
     Attributes:
         pos: positions.
-        rgb: colours in [0, 1] (float), or ``None``.
-        normals: normals, or ``None``.
-        fields: other per-vertex scalar properties by name (native PLY reader only; Open3D
-            reads none).
+        rgb: colours in [0, 1], or None.
+        normals: normals, or None.
+        fields: other per-vertex scalars by name (native PLY reader only).
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3]; fields[name]: [N].

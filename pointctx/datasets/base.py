@@ -41,18 +41,15 @@ def _check_labels_1d(labels) -> np.ndarray:
 
 
 def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> SplitIndices:
-    """Seeded stratified split of sample indices into train and validation parts.
+    """Seeded stratified split of sample indices into disjoint train and validation parts.
 
     Args:
         labels: integer class label per sample.
         val_fraction: share of each class held out, in (0, 1).
         seed: seed of the choice.
 
-    Returns:
-        :class:`SplitIndices` ``(train, val)``, disjoint and covering all samples.
-
     Shapes:
-        labels: [S]; train, val: [S_train], [S_val] with S_train + S_val = S.
+        labels: [S]; return: :class:`SplitIndices` (train [S_train], val [S_val]).
     """
     labels = _check_labels_1d(labels)
     if not 0.0 < float(val_fraction) < 1.0:
@@ -98,18 +95,14 @@ def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
 
 def select_rows(num_rows: int, indices=None, limit: int | None = None, seed: int = 0,
                 labels=None) -> np.ndarray:
-    """The file rows a dataset serves, from its ``indices`` / ``limit`` arguments.
+    """The int64 file rows a dataset serves, from its ``indices`` / ``limit`` arguments.
 
     Args:
         num_rows: rows in the file.
-        indices: integer rows, or a bool mask with one entry per row (None: all rows).
-        limit: at most this many of them: a seeded class-balanced subset
-            (:func:`stratified_subset`) when ``labels`` are given, else the first ``limit``.
+        indices: integer rows, or a bool mask (None: all rows).
+        limit: at most this many (class-balanced with ``labels``, else the first ones).
         seed: seed of the subset.
         labels: label per file row, or None.
-
-    Returns:
-        int64 file rows.
     """
     rows = np.arange(num_rows, dtype=np.int64)
     if indices is not None:

@@ -131,13 +131,10 @@ class MNIST(ImageDataset):
     Args:
         path: the npz file (default ``<data_root>/mnist_train.npz``).
         indices: file rows to use (ints or a bool mask), default all.
-        limit: keep a seeded class-balanced subset of this many items (see
-            :func:`stratified_subset`); applied after ``indices``.
+        limit: keep a seeded class-balanced subset of this many items.
         seed: seed of the ``limit`` draw.
-        transform: callable on the image tensor; :class:`pointctx.transforms.ImageTransform`
-            subclasses are called with ``index`` = file row.
-        normalize: ``False``, ``True`` (:data:`MNIST_MEAN`, :data:`MNIST_STD`) or ``(mean, std)``;
-            applied before ``transform``.
+        transform: callable on the image (``ImageTransform`` gets ``index`` = file row).
+        normalize: False, True (:data:`MNIST_MEAN`, :data:`MNIST_STD`) or ``(mean, std)``.
     """
 
     _default_norm = (MNIST_MEAN, MNIST_STD)

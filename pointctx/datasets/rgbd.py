@@ -49,13 +49,11 @@ class RGBDFrame(NamedTuple):
     """One RGB-D frame with its camera.
 
     Attributes:
-        color: uint8 colour, channels last (numpy array).
-        depth: uint16 raw depth (numpy array; already decoded from the SUN bit layout),
-            ``depth_scale`` units per metre; 0 means no measurement. Kept in numpy because
-            torch supports few operations on uint16 tensors.
+        color: uint8 colour, channels last (numpy).
+        depth: uint16 raw depth (numpy, SUN layout decoded); 0 means no measurement.
         intrinsics: pinhole intrinsics (with the image size).
         depth_scale: raw depth units per metre.
-        pose: camera-to-world rigid transform (float64), or ``None`` for a lone frame.
+        pose: camera-to-world transform (float64), or None.
         name: a label, e.g. ``"kinect/3"``.
 
     Shapes:
@@ -200,13 +198,13 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
     """Read a colour + depth image pair into an :class:`RGBDFrame`.
 
     Args:
-        color: path of the colour image (PNG/JPG).
-        depth: path of the 16-bit depth image (PNG/PGM).
-        intrinsics: a path to an Open3D ``PinholeCameraIntrinsic`` json file, or anything
-            :func:`pointctx.rgbd.as_intrinsics` accepts (``(fx, fy, cx, cy)``, a 3x3 matrix, ...).
+        color: path of the colour image.
+        depth: path of the 16-bit depth image.
+        intrinsics: an Open3D intrinsics json path, or what :func:`pointctx.rgbd.as_intrinsics`
+            accepts.
         depth_scale: raw depth units per metre (1000: millimetres; TUM: 5000).
-        depth_layout: ``"plain"`` or ``"sun"`` (see :func:`read_depth`).
-        pose: optional camera-to-world pose (see :func:`pointctx.rgbd.pose_matrix`).
+        depth_layout: ``"plain"`` or ``"sun"``.
+        pose: optional camera-to-world pose.
         name: a label for the frame.
     """
     c = read_color(color)
@@ -352,14 +350,12 @@ def fuse_frames(frames: Sequence[RGBDFrame], depth_trunc: float | None = None,
 
     Args:
         frames: frames that all carry a ``pose``.
-        depth_trunc: largest kept depth in metres per frame (``None``: all).
-        voxel_size: voxel edge in metres for :func:`pointctx.ops.grid_pool` (``None``: keep all
-            points).
+        depth_trunc: largest kept depth in metres per frame (None: all).
+        voxel_size: voxel edge in metres for :func:`pointctx.ops.grid_pool` (None: all points).
         dtype: floating dtype of ``xyz`` and ``rgb``.
 
     Shapes:
-        result: xyz [N, 3], rgb [N, 3], frame [N], pixel [N] (N = sum of valid pixels, or the
-        number of occupied voxels).
+        return: xyz [N, 3], rgb [N, 3], frame [N], pixel [N].
     """
     frames = list(frames)
     if not frames:

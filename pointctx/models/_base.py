@@ -105,9 +105,7 @@ class StagedClassifier(SetClassifier):
         Args:
             inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
             mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
-            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
-                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
-                documented deviation, 1 = off, the paper's model).
+            input_pool: pixel sets: pool every ``f x f`` block into one point first (1: off).
 
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].

@@ -34,14 +34,10 @@ class Centers(NamedTuple):
 
     Attributes:
         pos: [M, D] center positions.
-        batch: [M] int64 group of each center: the set id, or, when the proposal ran per region,
-            the region id ``set * num_regions + region``. Centers are sorted by group.
-        member_point: [P] int64 point (row of ``pos`` given to the proposal) of each membership
-            pair.
-        member_center: [P] int64 center of each membership pair. A center's pooled feature is the
-            mean over its members; a center with no members pools to 0.
-        assignment: [N] int64 primary center of every point (the first N membership pairs), or
-            None (fps / random).
+        batch: [M] group of each center (set, or ``set * num_regions + region``), sorted.
+        member_point: [P] point of each membership pair.
+        member_center: [P] center of each membership pair (a center pools its members' mean).
+        assignment: [N] primary center of every point (the first N pairs), or None.
     """
 
     pos: Tensor

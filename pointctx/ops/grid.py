@@ -99,20 +99,16 @@ def _broadcast_axes(value, d: int, name: str) -> tuple:
 
 
 def grid_box(pos: Tensor, batch: Tensor, bounds="set", batch_size: int | None = None):
-    """Lower corner and extent of the box a grid spans, per point.
+    """Lower corner and extent ``(lo, ext)`` of the box a grid spans, per point.
 
     Args:
         pos: point positions.
         batch: sorted set id per point.
-        bounds: ``"set"`` (each set's bounding box, :func:`set_bounds`) or a fixed ``(lo, hi)``
-            pair (floats or per-axis sequences).
-        batch_size: number of sets B, if known (avoids a host sync).
-
-    Returns:
-        ``(lo, ext)``: [N, D] each for ``"set"``, [1, D] each for a fixed box.
+        bounds: ``"set"`` (each set's bounding box) or a fixed ``(lo, hi)`` pair.
+        batch_size: number of sets B (saves a host sync).
 
     Shapes:
-        pos: [N, D]; batch: [N].
+        pos: [N, D]; batch: [N]; return: lo, ext [N, D] each (``"set"``) or [1, D] each.
     """
     d = pos.shape[1]
     if isinstance(bounds, str):

@@ -43,15 +43,11 @@ def slot_max(x: Tensor, dim: int = 1, slots: int | None = None) -> Tensor:
     Args:
         x: a floating tensor with at least one slot along ``dim``.
         dim: the dimension to reduce.
-        slots: x holds rows ``[M * slots, C...]``, groups of ``slots`` consecutive rows: the max
-            is over each group (``dim`` must be 1, the slot dim of ``[M, slots, C...]``). Same
-            as ``slot_max(x.view(M, slots, ...))``, but x's gradient comes back in x's own
-            shape rather than through a view, which lets autograd add it to x's other
-            gradients in place.
+        slots: x holds ``[M * slots, C...]`` rows, groups of ``slots`` consecutive rows (``dim``
+            must be 1); the gradient then comes back in x's own shape.
 
     Shapes:
-        x: [M, k, C] (any shape), or [M * slots, C] with ``slots``; return: x's shape without
-        ``dim`` ([M, C]).
+        x: [M, k, C], or [M * slots, C] with ``slots``; return: [M, C].
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"`x` must be a floating-point tensor, got "

@@ -161,10 +161,8 @@ class BlockMask(MaskTransform):
         fraction: share of pixels covered by the blocks, in [0, 1).
         block_area: a block's area as a share of the image, a number or ``(min, max)``.
         aspect: range of block height/width ratios ``(min, max)``.
-        keep: ``"outside"`` (default: blocks are hidden, ``fraction`` of the pixels is dropped)
-            or ``"inside"`` (only the blocks are kept).
-        max_blocks: cap on placed rectangles; if reached, the remaining count is filled with
-            random uncovered pixels (it is not reached with the defaults in practice).
+        keep: ``"outside"`` (default: the blocks are dropped) or ``"inside"``.
+        max_blocks: cap on rectangles (the rest is filled with random pixels).
         seed, generator: see :class:`ImageTransform`.
     """
 
