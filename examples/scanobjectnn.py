@@ -51,14 +51,8 @@ from pathlib import Path
 import _cli as T
 import torch
 
-from pointctx.datasets import (
-    SCANOBJECTNN_CLASSES,
-    ModelNet40,
-    ScanObjectNN,
-    modelnet40_sample,
-    reference_train_transform,
-)
-from pointctx.datasets.pointclouds import SCANOBJECTNN_VARIANTS
+from pointctx.datasets import SCANOBJECTNN_CLASSES, ModelNet40, ScanObjectNN, modelnet40_sample
+from pointctx.datasets.scanobjectnn import SCANOBJECTNN_VARIANTS
 from pointctx.train import (
     Trainer,
     evaluate_model,
@@ -67,6 +61,7 @@ from pointctx.train import (
     smoothed_cross_entropy,
     stale_temp_files,
 )
+from pointctx.transforms import reference_train_transform
 
 DATASETS = ("scanobjectnn", "modelnet40", "sample")
 

@@ -1,45 +1,22 @@
-"""Input validation shared by the whole package.
-
-Every check raises a ``ValueError`` or ``TypeError`` that names the argument, what was expected and
-what was given. None of them uses ``assert`` (which ``python -O`` strips).
-"""
+"""Input validation shared by the whole package."""
 
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "check_tensor",
-    "check_pos",
-    "check_features",
-    "check_finite_features",
-    "check_batch",
-    "check_positive_int",
-    "is_int",
-    "is_number",
-    "check_int",
-    "check_number",
-    "check_choice",
-    "check_callable",
-    "check_channels",
-    "check_range",
-    "check_point_inputs",
-]
+__all__ = ["check_device", "check_bounds", "check_counts", "per_axis", "check_tensor", "check_pos",
+           "check_features", "check_finite_features", "check_batch", "check_positive_int", "is_int",
+           "is_number", "check_int", "check_number", "check_choice", "check_callable",
+           "check_channels", "check_range", "check_point_inputs"]
 
 
 def all_finite(t: Tensor) -> bool:
-    """Whether every value of ``t`` is finite, in one reduction pass for the common case.
-
-    A NaN or Inf anywhere makes the sum NaN or Inf, so a finite sum proves that every value is
-    finite (one fused pass and one host sync, about 25x cheaper on CPU than
-    ``isfinite(t).all()``, which builds several full-size temporaries). Only when the sum is not
-    finite (a non-finite value, or finite values whose sum overflows) is the exact
-    ``isfinite(t).all()`` run.
-    """
+    """Whether every value of ``t`` is finite, in one reduction pass for the common case."""
     if t.numel() == 0 or bool(torch.isfinite(t.sum())):
         return True
     return bool(torch.isfinite(t).all())
@@ -50,6 +27,13 @@ def check_tensor(value, name: str) -> Tensor:
     if not isinstance(value, Tensor):
         raise TypeError(f"`{name}` must be a torch.Tensor, got {type(value).__name__}")
     return value
+
+
+def check_device(t: Tensor, device, name: str, like: str) -> Tensor:
+    """Raise ``ValueError`` unless ``t`` is on ``device`` (the device of ``like``)."""
+    if t.device != device:
+        raise ValueError(f"`{name}` must be on device {device} (like `{like}`), got {t.device}")
+    return t
 
 
 def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
@@ -67,8 +51,7 @@ def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
     if pos.dim() != 2:
         raise ValueError(
             f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with shape "
-            f"{tuple(pos.shape)}"
-        )
+            f"{tuple(pos.shape)}")
     if not pos.is_floating_point():
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {pos.dtype}")
     if pos.shape[1] < 1:
@@ -77,8 +60,7 @@ def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
         bad = (~torch.isfinite(pos)).any(dim=1).nonzero()[0].item()
         raise ValueError(
             f"`{name}` has NaN or Inf values (first at row {bad}); pass allow_nonfinite=True "
-            "to keep them"
-        )
+            "to keep them")
     return pos
 
 
@@ -88,13 +70,10 @@ def check_features(x, num_points: int, name: str = "x") -> Tensor | None:
         return None
     check_tensor(x, name)
     if x.dim() != 2:
-        raise ValueError(
-            f"`{name}` must have shape [N, C] (2 dims), got shape {tuple(x.shape)}"
-        )
+        raise ValueError(f"`{name}` must have shape [N, C] (2 dims), got shape {tuple(x.shape)}")
     if x.shape[0] != num_points:
         raise ValueError(
-            f"`{name}` must have one row per point: expected {num_points} rows, got {x.shape[0]}"
-        )
+            f"`{name}` must have one row per point: expected {num_points} rows, got {x.shape[0]}")
     return x
 
 
@@ -122,24 +101,20 @@ def check_batch(
         raise ValueError(f"`{name}` must be an integer tensor, got dtype {batch.dtype}")
     if batch.numel() != num_points:
         raise ValueError(
-            f"`{name}` must have one entry per point: expected {num_points}, got {batch.numel()}"
-        )
+            f"`{name}` must have one entry per point: expected {num_points}, got {batch.numel()}")
     if batch.numel():
         if bool((batch[1:] < batch[:-1]).any()):
             i = int((batch[1:] < batch[:-1]).nonzero()[0].item())
             raise ValueError(
                 f"`{name}` must be sorted ascending (points grouped by set), but "
-                f"{name}[{i}] = {int(batch[i])} > {name}[{i + 1}] = {int(batch[i + 1])}"
-            )
+                f"{name}[{i}] = {int(batch[i])} > {name}[{i + 1}] = {int(batch[i + 1])}")
         lo = int(batch[0])
         if lo < 0:
             raise ValueError(f"`{name}` values must be >= 0, got {lo}")
         if batch_size is not None:
             hi = int(batch[-1])
             if hi >= batch_size:
-                raise ValueError(
-                    f"`{name}` values must be < batch_size = {batch_size}, got {hi}"
-                )
+                raise ValueError(f"`{name}` values must be < batch_size = {batch_size}, got {hi}")
     return batch
 
 
@@ -230,15 +205,9 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
         name: argument name used in error messages.
         minimum: inclusive lower bound (None: none).
         maximum: inclusive upper bound (None: none).
-        type_error: exception class for a value that is not an int (``TypeError``; a few
-            arguments document ``ValueError``).
-        optional: also accept None (returned as is); the messages then say "None or an int".
-        must: the wording of the out-of-bounds message after "`name` must ", where
-            ``{bounds}`` stands for the bounds (e.g. ``"lie {bounds}"``); None: the default.
-
-    Raises:
-        ``type_error`` for a non-int, ``ValueError`` out of bounds; the message reads
-        "`name` must be an int >= minimum, got value".
+        type_error: exception class for a non-int.
+        optional: also accept None.
+        must: message wording after "`name` must ", ``{bounds}`` standing for the bounds.
     """
     if optional and value is None:
         return None
@@ -265,16 +234,9 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
         maximum: upper bound (None: none).
         min_open: exclude ``minimum`` itself.
         max_open: exclude ``maximum`` itself.
-        type_error: exception class for a value that is not a number (``TypeError``; a few
-            arguments document ``ValueError``).
-        optional: also accept None (returned as is); the messages then say "None or a number".
-        must: the wording of the NaN / Inf / out-of-bounds message after "`name` must ", where
-            ``{bounds}`` stands for the bounds (e.g. ``"lie {bounds}"`` gives "`p` must lie in
-            [0, 1), got 1.0"); None: the default.
-
-    Raises:
-        ``type_error`` for a non-number, ``ValueError`` for NaN / Inf or out of bounds; the
-        message reads "`name` must be a number in [minimum, maximum), got value".
+        type_error: exception class for a non-number.
+        optional: also accept None.
+        must: message wording after "`name` must ", ``{bounds}`` standing for the bounds.
     """
     if optional and value is None:
         return None
@@ -296,9 +258,7 @@ def check_number(value, name: str, minimum: float | None = None, maximum: float 
 def check_choice(value, name: str, choices) -> str:
     """Raise a ``ValueError`` listing ``choices`` unless ``value`` is one of them."""
     if value not in choices:
-        raise ValueError(
-            f"`{name}` must be one of {sorted(choices)}, got {value!r}"
-        )
+        raise ValueError(f"`{name}` must be one of {sorted(choices)}, got {value!r}")
     return value
 
 
@@ -322,29 +282,22 @@ def check_channels(x, dim: int, name: str = "x") -> Tensor:
 
 
 def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = True):
-    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer on packed point sets.
-
-    Shapes and dtypes are always checked; with ``validate`` also the values (``batch`` sorted,
-    >= 0 and < ``batch_size``; ``pos`` and ``x`` finite), which costs host syncs.
+    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer; returns ``batch_size``.
 
     Args:
-        x: point features, expected [N, dim] floating point.
+        x: point features [N, dim].
         pos: positions [N, D].
-        batch: sorted integer set id per point [N].
+        batch: sorted set id per point [N].
         batch_size: number of sets B or None.
-        dim: the expected feature channels C.
+        dim: the expected feature channels.
         validate: also check the values.
-
-    Returns:
-        ``batch_size`` checked (an int >= 0) or None.
     """
     check_channels(x, dim)
     n = x.shape[0]
     check_pos(pos, "pos", allow_nonfinite=not validate)
     if pos.shape[0] != n:
         raise ValueError(
-            f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}"
-        )
+            f"`pos` must have one row per point of `x`: expected {n} rows, got {pos.shape[0]}")
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
     if validate:
@@ -358,8 +311,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     for name, t in (("pos", pos), ("batch", batch)):
         if t.device != x.device:
             raise ValueError(
-                f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}"
-            )
+                f"`{name}` must be on the same device as `x` ({x.device}), got {t.device}")
     if validate:
         check_finite_features(x, batch)
     return batch_size
@@ -372,23 +324,14 @@ def check_finite_features(
     pixel: Tensor | None = None,
     image_size: tuple[int, int] | None = None,
 ) -> Tensor:
-    """Raise a ``ValueError`` naming the set and point of the first NaN / Inf in ``x``.
-
-    The models and layers call it on their features: one NaN in one point would otherwise spread
-    through the set's max-pool or cluster means into the logits and, in training, into the
-    weights. The common (finite) case costs one sum (see :func:`all_finite`) and one host sync;
-    the position of the culprit is only searched when there is one.
+    """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x``.
 
     Args:
         x: features [N, C].
         batch: sorted set index per row (None: one set).
         name: argument name used in the message.
-        pixel: flat pixel index per row (``row * W + col``), for pixel sets: the message then
-            names the image and the pixel.
+        pixel: flat pixel index per row, for pixel sets.
         image_size: ``(H, W)`` of the pixel sets.
-
-    Returns:
-        ``x`` unchanged.
     """
     if all_finite(x):
         return x
@@ -408,5 +351,57 @@ def check_finite_features(
     raise ValueError(
         f"`{name}` has a non-finite value ({value}) at {where}: models and layers reject NaN / "
         "Inf features, which would spread to the other points and, in training, to the weights; "
-        "clean the input or drop the point"
-    )
+        "clean the input or drop the point")
+
+
+def per_axis(value, dim: int, name: str) -> tuple:
+    """Broadcast an int/float or check a sequence to ``dim`` entries."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if len(vals) != dim:
+            raise ValueError(
+                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates")
+    else:
+        vals = (value,) * dim
+    return vals
+
+
+def check_counts(value, name: str) -> int | tuple[int, ...]:
+    """Check an int >= 1 or a non-empty sequence of ints >= 1; return it as int or tuple."""
+    if isinstance(value, Sequence) and not isinstance(value, str):
+        vals = tuple(value)
+        if not vals:
+            raise ValueError(f"`{name}` must not be empty")
+        if not all(is_int(v) and v >= 1 for v in vals):
+            raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
+        return tuple(int(v) for v in vals)
+    if not (is_int(value) and value >= 1):
+        raise ValueError(f"`{name}` must be an int >= 1 or a sequence of them, got {value!r}")
+    return int(value)
+
+
+def check_bounds(bounds, name: str = "bounds"):
+    """Check None / ``"set"`` (per-set box, returned as ``"set"``) or a ``(lo, hi)`` pair."""
+    if bounds is None or (isinstance(bounds, str) and bounds == "set"):
+        return "set"
+    if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(bounds) != 2:
+        raise ValueError(f"`{name}` must be None, 'set' or a (lo, hi) pair, got {bounds!r}")
+    lo, hi = bounds
+    los = tuple(lo) if isinstance(lo, Sequence) else (lo,)
+    his = tuple(hi) if isinstance(hi, Sequence) else (hi,)
+    if len(los) != len(his) and len(los) != 1 and len(his) != 1:
+        raise ValueError(f"`{name}` lo and hi must have the same length, got {bounds!r}")
+    try:
+        los_f = [float(v) for v in los]
+        his_f = [float(v) for v in his]
+    except (TypeError, ValueError):
+        raise ValueError(f"`{name}` lo and hi must be numbers, got {bounds!r}") from None
+    n = max(len(los_f), len(his_f))
+    los_f = los_f * n if len(los_f) == 1 else los_f
+    his_f = his_f * n if len(his_f) == 1 else his_f
+    for a, b in zip(los_f, his_f):
+        if not (math.isfinite(a) and math.isfinite(b)) or not a < b:
+            raise ValueError(f"`{name}` must have finite lo < hi on every axis, got {bounds!r}")
+    lo_out = tuple(los_f) if isinstance(lo, Sequence) else los_f[0]
+    hi_out = tuple(his_f) if isinstance(hi, Sequence) else his_f[0]
+    return (lo_out, hi_out)

@@ -1,10 +1,4 @@
-"""Atomic file output shared by checkpoints, JSON results and figures; checkpoint reading.
-
-A file is written to a temporary name in the target's folder, flushed, given the permissions a
-plain ``open`` would give it (``tempfile.mkstemp`` creates files readable by the owner only), and
-renamed over the target with :func:`os.replace`, so a reader, a crash or Ctrl-C never sees a
-half-written file.
-"""
+"""Atomic file output (checkpoints, JSON results, figures) and checkpoint reading."""
 
 from __future__ import annotations
 

@@ -21,10 +21,6 @@ def resolve(query, registry: Mapping[str, Callable], kind: str, base: type | Non
         kind: what is being resolved, for error messages (e.g. ``"proposal"``).
         base: optional base class; instances of it are returned unchanged.
         **kwargs: passed to the factory.
-
-    Raises:
-        ValueError: unknown name; the message lists the choices.
-        TypeError: ``query`` is neither a name, an instance of ``base`` nor a callable.
     """
     if base is not None and isinstance(query, base):
         return query
@@ -32,26 +28,16 @@ def resolve(query, registry: Mapping[str, Callable], kind: str, base: type | Non
         table = {normalize_name(k): v for k, v in registry.items()}
         key = normalize_name(query)
         if key not in table:
-            raise ValueError(
-                f"unknown {kind} {query!r}; choose one of {sorted(registry)}"
-            )
+            raise ValueError(f"unknown {kind} {query!r}; choose one of {sorted(registry)}")
         return table[key](**kwargs)
     if isinstance(query, type) or callable(query):
         return query(**kwargs)
-    raise TypeError(
-        f"`{kind}` must be a name (one of {sorted(registry)}) or a module/callable, "
-        f"got {type(query).__name__}"
-    )
+    raise TypeError(f"`{kind}` must be a name (one of {sorted(registry)}) or a module/callable, "
+                    f"got {type(query).__name__}")
 
 
 class GlobalChoice:
-    """A process-wide named setting (a backend): a checked setter, a getter and a ``with`` form.
-
-    ``state["value"]`` holds the current name. ``check(name)`` validates a name before it is set
-    and raises (``ValueError`` for an unknown name, or whatever the choice needs: an
-    ``ImportError`` for a missing package). The default is the caller's to validate: it may come
-    from the environment, where a stricter check than a name check would fail at import.
-    """
+    """A process-wide named setting (a backend): a checked setter, a getter and a ``with`` form."""
 
     def __init__(self, default: str, check: Callable[[str], object]):
         self.check = check

@@ -1,19 +1,4 @@
-"""``PointBatch``: a ragged batch of point sets and its converters.
-
-(One concept in one module, over 500 lines: ``PointBatch`` and its conversions from and to
-lists, padded tensors, images and PyG, which share its invariants and checks.)
-
-A batch of ``B`` point sets with ``N`` points in total is stored flat (PyG convention):
-
-* ``pos [N, D]`` float positions (any ``D >= 1``),
-* ``x [N, C]`` float features or ``None``,
-* ``batch [N]`` int64 set id per point, sorted ascending,
-* ``ptr [B+1]`` int64 offsets with ``ptr[0] = 0``: set ``b`` owns rows ``ptr[b]:ptr[b+1]``.
-
-Sets may be empty (``ptr[b] == ptr[b+1]``); they still count in ``B``. Batches built from images
-(:meth:`PointBatch.from_images`) also keep the flat pixel index of every point so features can
-be scattered back to ``[B, C, H, W]`` (:meth:`PointBatch.to_images`).
-"""
+"""``PointBatch``: a ragged batch of point sets and its converters."""
 
 from __future__ import annotations
 
@@ -24,7 +9,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from ._checks import check_batch, check_features, check_int, check_pos, check_tensor
+from ._batch_checks import check_agree, check_fields, check_index_vector, check_pixel
+from ._checks import check_device, check_features, check_int, check_tensor
 from .ops.segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch
 
 __all__ = ["PointBatch", "Padded"]
@@ -32,9 +18,6 @@ __all__ = ["PointBatch", "Padded"]
 
 class Padded(NamedTuple):
     """Dense, padded view of a :class:`PointBatch` (pytorch3d ``padded`` layout).
-
-    Set ``b`` occupies rows ``0:lengths[b]`` of ``pos[b]`` (and ``x[b]``); the remaining rows hold
-    the ``fill`` value given to :meth:`PointBatch.to_padded`.
 
     Shapes:
         pos: [B, Nmax, D].
@@ -67,127 +50,37 @@ def _as_tensor(value, name: str) -> Tensor:
     return check_tensor(value, name)
 
 
-def _check_index_vector(t, name: str, device: torch.device) -> Tensor:
-    """Check a 1-D integer index tensor on ``device`` and return it as int64."""
-    check_tensor(t, name)
-    if t.dim() != 1:
-        raise ValueError(f"`{name}` must have shape [K] (1 dim), got shape {tuple(t.shape)}")
-    if t.is_floating_point() or t.is_complex() or t.dtype == torch.bool:
-        raise ValueError(f"`{name}` must be an integer tensor, got dtype {t.dtype}")
-    if t.device != device:
-        raise ValueError(f"`{name}` must be on device {device} (like `pos`), got {t.device}")
-    return t.long()
-
-
-def _check_ptr(ptr: Tensor, num_points: int, batch_size: int | None) -> None:
-    """Validate ``ptr`` offsets: leading 0, non-decreasing, last equal to ``num_points``."""
-    if ptr.numel() < 1:
-        raise ValueError("`ptr` must have B+1 >= 1 entries with a leading 0, got an empty tensor")
-    if batch_size is not None and ptr.numel() != batch_size + 1:
-        raise ValueError(
-            f"`ptr` must have batch_size + 1 = {batch_size + 1} entries, got {ptr.numel()}"
-        )
-    first = int(ptr[0])
-    if first != 0:
-        raise ValueError(f"`ptr` must start at 0, got ptr[0] = {first}")
-    steps = ptr[1:] - ptr[:-1]
-    if steps.numel() and bool((steps < 0).any()):
-        i = int((steps < 0).nonzero()[0].item())
-        raise ValueError(
-            f"`ptr` must be non-decreasing, but ptr[{i}] = {int(ptr[i])} > "
-            f"ptr[{i + 1}] = {int(ptr[i + 1])}"
-        )
-    last = int(ptr[-1])
-    if last != num_points:
-        raise ValueError(
-            f"`ptr` must end at the number of points N = {num_points}, got ptr[-1] = {last}"
-        )
-
-
 class PointBatch:
     """A batch of ``B`` ragged point sets stored flat, with optional per-point features.
 
-    Give ``batch``, ``ptr``, both (checked against each other) or neither (then every point
-    belongs to set 0, and ``batch_size`` sets exist, default 1). The missing index form is built
-    with :func:`pointctx.ops.segment.batch_to_ptr` / :func:`~pointctx.ops.segment.ptr_to_batch`.
-
     Args:
         pos: point positions, floating point.
-        x: point features, floating point, or ``None``.
-        batch: sorted set id per point (any integer dtype; stored as int64).
+        x: point features, floating point, or None.
+        batch: sorted set id per point (stored as int64).
         ptr: set offsets with a leading 0 (stored as int64).
-        batch_size: number of sets ``B``, if known. Needed to count trailing empty sets when only
-            ``batch`` is given, and saves a host sync.
+        batch_size: number of sets ``B`` (counts trailing empty sets; saves a host sync).
         allow_nonfinite: accept NaN/Inf in ``pos``.
-        validate: run the input checks (each costs a host sync on GPU). ``False`` trusts the
-            caller and only builds the missing ``batch``/``ptr``.
-        pixel: (keyword-only) flat pixel index ``row * W + col`` of every point, for batches that
-            come from images; requires ``image_size``.
-        image_size: (keyword-only) ``(H, W)`` of the source images, with ``pixel``.
-
-    Attributes:
-        pos: [N, D] positions.
-        x: [N, C] features or ``None``.
-        batch: [N] int64 sorted set ids.
-        ptr: [B+1] int64 offsets, leading 0.
-        pixel: [N] int64 flat pixel index, or ``None`` for batches not built from images.
-        image_size: ``(H, W)`` or ``None``.
+        validate: run the input checks (host syncs on GPU).
+        pixel: flat pixel index ``row * W + col`` of every point (batches from images).
+        image_size: ``(H, W)`` of the source images, with ``pixel``.
 
     Shapes:
         pos: [N, D]; x: [N, C]; batch: [N]; ptr: [B+1]; pixel: [N].
-
-    Raises:
-        ValueError: a field has the wrong shape, dtype, device or values (unsorted or negative
-            ``batch``, ``batch`` values >= ``batch_size``, ``ptr`` not starting at 0 /
-            decreasing / not ending at N, ``batch`` and ``ptr`` disagreeing, NaN/Inf in ``pos``).
-        TypeError: a field is not a tensor.
     """
 
-    def __init__(
-        self,
-        pos: Tensor,
-        x: Tensor | None = None,
-        batch: Tensor | None = None,
-        ptr: Tensor | None = None,
-        batch_size: int | None = None,
-        allow_nonfinite: bool = False,
-        validate: bool = True,
-        *,
-        pixel: Tensor | None = None,
-        image_size: tuple[int, int] | None = None,
-    ) -> None:
+    def __init__(self, pos: Tensor, x: Tensor | None = None, batch: Tensor | None = None,
+                 ptr: Tensor | None = None, batch_size: int | None = None,
+                 allow_nonfinite: bool = False, validate: bool = True, *,
+                 pixel: Tensor | None = None, image_size: tuple[int, int] | None = None) -> None:
         if validate:
-            check_pos(pos, "pos", allow_nonfinite=allow_nonfinite)
-            n = pos.shape[0]
-            check_features(x, n, "x")
-            if x is not None:
-                if not x.is_floating_point():
-                    raise ValueError(f"`x` must be a floating point tensor, got dtype {x.dtype}")
-                if x.device != pos.device:
-                    raise ValueError(
-                        f"`x` must be on device {pos.device} (like `pos`), got {x.device}"
-                    )
-            if batch_size is not None:
-                check_int(batch_size, "batch_size")
-                if batch_size < 0:
-                    raise ValueError(f"`batch_size` must be >= 0, got {batch_size}")
-            if batch is not None:
-                check_batch(batch, n, batch_size, "batch")
-                if batch.device != pos.device:
-                    raise ValueError(
-                        f"`batch` must be on device {pos.device} (like `pos`), got {batch.device}"
-                    )
-            if ptr is not None:
-                ptr = _check_index_vector(ptr, "ptr", pos.device)
-                _check_ptr(ptr, n, batch_size)
+            ptr = check_fields(pos, x, batch, ptr, batch_size, allow_nonfinite)
         n = pos.shape[0]
 
         if batch is None and ptr is None:
             b = 1 if batch_size is None else int(batch_size)
             if validate and b == 0 and n > 0:
                 raise ValueError(
-                    f"`batch_size` = 0 but `pos` has {n} points and no `batch`/`ptr` was given"
-                )
+                    f"`batch_size` = 0 but `pos` has {n} points and no `batch`/`ptr` was given")
             batch = torch.zeros(n, dtype=torch.long, device=pos.device)
             ptr = torch.zeros(b + 1, dtype=torch.long, device=pos.device)
             if b:
@@ -199,59 +92,16 @@ class PointBatch:
             ptr = ptr.long()
             batch = ptr_to_batch(ptr, n)
         else:
-            batch = batch.long()
-            ptr = ptr.long()
+            batch, ptr = batch.long(), ptr.long()
             if validate:
-                b = ptr.numel() - 1
-                if n and int(batch[-1]) >= b:
-                    raise ValueError(
-                        f"`batch` values must be < B = {b} (from `ptr`), got {int(batch[-1])}"
-                    )
-                expected = batch_to_ptr(batch, b)
-                if not torch.equal(expected, ptr):
-                    i = int((expected != ptr).nonzero()[0].item())
-                    raise ValueError(
-                        f"`ptr` is inconsistent with `batch`: `batch` implies ptr[{i}] = "
-                        f"{int(expected[i])}, got ptr[{i}] = {int(ptr[i])}"
-                    )
-
+                check_agree(batch, ptr)
         if pixel is not None or image_size is not None:
-            pixel, image_size = self._check_pixel(pixel, image_size, n, pos.device, validate)
+            pixel, image_size = check_pixel(pixel, image_size, n, pos.device, validate)
 
-        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
-        self.pos = pos
-        self.x = x
-        self.batch = batch
-        self.ptr = ptr
-        self.pixel = pixel
-        self.image_size = image_size
+        self.pos, self.x, self.batch, self.ptr = pos, x, batch, ptr
+        self.pixel, self.image_size = pixel, image_size
 
-    @staticmethod
-    def _check_pixel(pixel, image_size, n: int, device, validate: bool):
-        if pixel is None or image_size is None:
-            raise ValueError(
-                "`pixel` and `image_size` must be given together, got "
-                f"pixel={'None' if pixel is None else 'tensor'}, image_size={image_size!r}"
-            )
-        if len(image_size) != 2:
-            raise ValueError(f"`image_size` must be (H, W), got {image_size!r}")
-        h, w = (int(v) for v in image_size)
-        if validate:
-            if h < 1 or w < 1:
-                raise ValueError(f"`image_size` must be (H, W) with H, W >= 1, got {(h, w)}")
-            pixel = _check_index_vector(pixel, "pixel", device)
-            if pixel.numel() != n:
-                raise ValueError(
-                    f"`pixel` must have one entry per point: expected {n}, got {pixel.numel()}"
-                )
-            if n and (int(pixel.min()) < 0 or int(pixel.max()) >= h * w):
-                raise ValueError(
-                    f"`pixel` values must lie in [0, H*W = {h * w}), got range "
-                    f"[{int(pixel.min())}, {int(pixel.max())}]"
-                )
-        return pixel.long(), (h, w)
-
-    # ------------------------------------------------------------------ properties
+    # properties
     @property
     def num_sets(self) -> int:
         """Number of sets ``B`` (empty sets included)."""
@@ -291,79 +141,55 @@ class PointBatch:
         return self.num_sets
 
     def __repr__(self) -> str:
-        parts = [
-            f"num_sets={self.num_sets}",
-            f"num_points={self.num_points}",
-            f"dim={self.dim}",
-            f"num_channels={self.num_channels}",
-        ]
+        parts = [f"num_sets={self.num_sets}", f"num_points={self.num_points}", f"dim={self.dim}",
+                 f"num_channels={self.num_channels}"]
         if self.image_size is not None:
             parts.append(f"image_size={self.image_size}")
-        parts.append(f"dtype={str(self.pos.dtype).replace('torch.', '')}")
-        parts.append(f"device={self.pos.device}")
+        parts += [f"dtype={str(self.pos.dtype).replace('torch.', '')}", f"device={self.pos.device}"]
         return f"PointBatch({', '.join(parts)})"
 
     def _replace(self, **fields) -> PointBatch:
         """New batch sharing all tensors except ``fields`` (no validation)."""
-        kw = dict(
-            pos=self.pos, x=self.x, batch=self.batch, ptr=self.ptr, pixel=self.pixel,
-            image_size=self.image_size,
-        )
-        kw.update(fields)
+        kw = dict(pos=self.pos, x=self.x, batch=self.batch, ptr=self.ptr, pixel=self.pixel,
+                  image_size=self.image_size) | fields
         if kw["pixel"] is None:
             kw["image_size"] = None
         return PointBatch(validate=False, **kw)
 
     def clone(self) -> PointBatch:
         """Deep copy of every tensor."""
-        return self._replace(
-            pos=self.pos.clone(),
-            x=None if self.x is None else self.x.clone(),
-            batch=self.batch.clone(),
-            ptr=self.ptr.clone(),
-            pixel=None if self.pixel is None else self.pixel.clone(),
-        )
+        return self._map(lambda t, _: t.clone())
 
     def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False):
         """Move to ``device`` and/or cast the floating tensors (``pos``, ``x``) to ``dtype``.
-
-        Index tensors (``batch``, ``ptr``, ``pixel``) stay int64.
 
         Args:
             device: target device (``None`` keeps the current one).
             dtype: floating dtype for ``pos`` and ``x`` (``None`` keeps theirs).
             non_blocking: passed to :meth:`torch.Tensor.to`.
-
-        Returns:
-            A new ``PointBatch`` (tensors are shared when nothing changes).
         """
         if dtype is not None and not dtype.is_floating_point:
             raise ValueError(f"`dtype` must be a floating point dtype, got {dtype}")
-
-        def mv(t, cast):
-            if t is None:
-                return None
-            return t.to(device=device, dtype=dtype if cast else None, non_blocking=non_blocking)
-
-        return self._replace(
-            pos=mv(self.pos, True),
-            x=mv(self.x, True),
-            batch=mv(self.batch, False),
-            ptr=mv(self.ptr, False),
-            pixel=mv(self.pixel, False),
-        )
+        return self._map(lambda t, cast: t.to(device=device, dtype=dtype if cast else None,
+                                              non_blocking=non_blocking))
 
     def pin_memory(self) -> PointBatch:
         """Copy into pinned host memory (called by ``DataLoader(pin_memory=True)``)."""
-        def pin(t):
-            return None if t is None else t.pin_memory()
+        return self._map(lambda t, _: t.pin_memory())
 
-        return self._replace(
-            pos=pin(self.pos), x=pin(self.x), batch=pin(self.batch), ptr=pin(self.ptr),
-            pixel=pin(self.pixel),
-        )
+    def _map(self, fn, rows=None) -> PointBatch:
+        """Apply ``fn(tensor, is_float)`` to every tensor (``rows``: only to the per-point ones)."""
+        def f(t, cast):
+            return None if t is None else fn(t, cast)
 
-    # ------------------------------------------------------------------ lists
+        out = dict(pos=f(self.pos, True), x=f(self.x, True), pixel=f(self.pixel, False))
+        if rows is None:
+            out.update(batch=f(self.batch, False), ptr=f(self.ptr, False))
+        else:
+            out.update(rows)
+        return self._replace(**out)
+
+    # lists
     @classmethod
     def from_list(cls, pos_list: Sequence, x_list: Sequence | None = None, **kwargs):
         """Batch a list of point sets.
@@ -375,16 +201,12 @@ class PointBatch:
                 ``C``.
             **kwargs: forwarded to the constructor (``allow_nonfinite``, ``validate``).
 
-        Returns:
-            A ``PointBatch`` with ``B`` sets in list order.
-
         Shapes:
             pos_list[b]: [n_b, D]; x_list[b]: [n_b, C]; result: N = sum(n_b).
         """
         if isinstance(pos_list, (Tensor, np.ndarray)) or not isinstance(pos_list, Sequence):
             raise TypeError(
-                f"`pos_list` must be a list of [n_b, D] tensors, got {type(pos_list).__name__}"
-            )
+                f"`pos_list` must be a list of [n_b, D] tensors, got {type(pos_list).__name__}")
         if len(pos_list) == 0:
             raise ValueError("`pos_list` must hold at least one set, got an empty list")
         pos_list = [_as_tensor(p, f"pos_list[{i}]") for i, p in enumerate(pos_list)]
@@ -392,37 +214,29 @@ class PointBatch:
         for i, p in enumerate(pos_list):
             if p.dim() != 2:
                 raise ValueError(
-                    f"`pos_list[{i}]` must have shape [n, D] (2 dims), got shape {tuple(p.shape)}"
-                )
+                    f"`pos_list[{i}]` must have shape [n, D] (2 dims), got shape {tuple(p.shape)}")
             if p.shape[1] != first.shape[1]:
                 raise ValueError(
                     f"`pos_list[{i}]` must have D = {first.shape[1]} columns like pos_list[0], "
-                    f"got {p.shape[1]}"
-                )
+                    f"got {p.shape[1]}")
             if p.device != first.device:
                 raise ValueError(
                     f"`pos_list[{i}]` must be on device {first.device} like pos_list[0], "
-                    f"got {p.device}"
-                )
+                    f"got {p.device}")
         x = None
         if x_list is not None:
             if len(x_list) != len(pos_list):
-                raise ValueError(
-                    f"`x_list` must have one entry per set: expected {len(pos_list)}, "
-                    f"got {len(x_list)}"
-                )
+                raise ValueError(f"`x_list` must have one entry per set: expected {len(pos_list)}, "
+                                 f"got {len(x_list)}")
             x_list = [_as_tensor(v, f"x_list[{i}]") for i, v in enumerate(x_list)]
             for i, (p, v) in enumerate(zip(pos_list, x_list)):
                 if v.dim() != 2 or v.shape[0] != p.shape[0]:
-                    raise ValueError(
-                        f"`x_list[{i}]` must have shape [{p.shape[0]}, C] (rows of "
-                        f"pos_list[{i}]), got shape {tuple(v.shape)}"
-                    )
+                    raise ValueError(f"`x_list[{i}]` must have shape [{p.shape[0]}, C] (rows of "
+                                     f"pos_list[{i}]), got shape {tuple(v.shape)}")
                 if v.shape[1] != x_list[0].shape[1]:
                     raise ValueError(
                         f"`x_list[{i}]` must have C = {x_list[0].shape[1]} columns like "
-                        f"x_list[0], got {v.shape[1]}"
-                    )
+                        f"x_list[0], got {v.shape[1]}")
             x = torch.cat(x_list, 0)
         pos = torch.cat(pos_list, 0)
         sizes = torch.tensor([p.shape[0] for p in pos_list], dtype=torch.long)
@@ -432,35 +246,18 @@ class PointBatch:
         return cls(pos, x, ptr=ptr, **kwargs)
 
     def to_list(self) -> list:
-        """Split into per-set tensors (views into this batch, not copies).
-
-        Returns:
-            If ``x`` is ``None``: a list of ``B`` position tensors ``pos_b [n_b, D]``.
-            Otherwise: a list of ``B`` tuples ``(pos_b [n_b, D], x_b [n_b, C])``.
-            Empty sets give [0, D] (and [0, C]) tensors.
-        """
+        """Per-set views: ``pos_b [n_b, D]``, or ``(pos_b, x_b [n_b, C])`` pairs with features."""
         sizes = self.sizes.tolist()
         pos = list(torch.split(self.pos, sizes, 0))
         if self.x is None:
             return pos
         return list(zip(pos, torch.split(self.x, sizes, 0)))
 
-    # ------------------------------------------------------------------ padded
+    # padded
     @classmethod
-    def from_padded(
-        cls,
-        pos: Tensor,
-        x: Tensor | None = None,
-        lengths: Tensor | None = None,
-        mask: Tensor | None = None,
-        **kwargs,
-    ) -> PointBatch:
+    def from_padded(cls, pos: Tensor, x: Tensor | None = None, lengths: Tensor | None = None,
+                    mask: Tensor | None = None, **kwargs) -> PointBatch:
         """Build from a padded dense batch (vectorised, no per-set loop).
-
-        Exactly one of ``lengths`` / ``mask`` may be given; with neither, every row is a point.
-        With ``lengths`` set ``b`` is ``pos[b, :lengths[b]]`` (pytorch3d convention). With ``mask``
-        set ``b`` is ``pos[b][mask[b]]`` in row order; the mask need not be a prefix. Padding rows
-        are ignored (they may hold anything, NaN included).
 
         Args:
             pos: padded positions.
@@ -475,31 +272,24 @@ class PointBatch:
         check_tensor(pos, "pos")
         if pos.dim() != 3:
             raise ValueError(
-                f"`pos` must have shape [B, Nmax, D] (3 dims), got shape {tuple(pos.shape)}"
-            )
+                f"`pos` must have shape [B, Nmax, D] (3 dims), got shape {tuple(pos.shape)}")
         b, nmax = pos.shape[:2]
         if x is not None:
             check_tensor(x, "x")
             if x.dim() != 3 or x.shape[:2] != pos.shape[:2]:
-                raise ValueError(
-                    f"`x` must have shape [{b}, {nmax}, C] (like `pos`), got shape "
-                    f"{tuple(x.shape)}"
-                )
+                raise ValueError(f"`x` must have shape [{b}, {nmax}, C] (like `pos`), got shape "
+                                 f"{tuple(x.shape)}")
         if lengths is not None and mask is not None:
             raise ValueError("give either `lengths` or `mask`, not both")
         arange = torch.arange(nmax, device=pos.device)
         if lengths is not None:
-            lengths = _check_index_vector(lengths, "lengths", pos.device)
+            lengths = check_index_vector(lengths, "lengths", pos.device)
             if lengths.numel() != b:
-                raise ValueError(
-                    f"`lengths` must have one entry per set: expected B = {b}, got "
-                    f"{lengths.numel()}"
-                )
+                raise ValueError(f"`lengths` must have one entry per set: expected B = {b}, got "
+                                 f"{lengths.numel()}")
             if b and (int(lengths.min()) < 0 or int(lengths.max()) > nmax):
-                raise ValueError(
-                    f"`lengths` values must lie in [0, Nmax = {nmax}], got range "
-                    f"[{int(lengths.min())}, {int(lengths.max())}]"
-                )
+                raise ValueError(f"`lengths` values must lie in [0, Nmax = {nmax}], got range "
+                                 f"[{int(lengths.min())}, {int(lengths.max())}]")
             mask = arange < lengths[:, None]
         elif mask is not None:
             check_tensor(mask, "mask")
@@ -507,12 +297,8 @@ class PointBatch:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
             if tuple(mask.shape) != (b, nmax):
                 raise ValueError(
-                    f"`mask` must have shape [B, Nmax] = {[b, nmax]}, got {list(mask.shape)}"
-                )
-            if mask.device != pos.device:
-                raise ValueError(
-                    f"`mask` must be on device {pos.device} (like `pos`), got {mask.device}"
-                )
+                    f"`mask` must have shape [B, Nmax] = {[b, nmax]}, got {list(mask.shape)}")
+            check_device(mask, pos.device, "mask", "pos")
         if mask is None:
             flat_pos = pos.reshape(b * nmax, pos.shape[2])
             flat_x = None if x is None else x.reshape(b * nmax, x.shape[2])
@@ -530,12 +316,7 @@ class PointBatch:
 
         Args:
             fill: value written to padding rows.
-            max_points: padded length ``Nmax``; default the largest set (one host sync). Must be
-                >= the largest set.
-
-        Returns:
-            :class:`Padded` ``(pos, x, lengths)``; ``Padded.mask`` gives the [B, Nmax] validity
-            mask. ``from_padded(*to_padded())`` restores the batch.
+            max_points: padded length ``Nmax`` (>= the largest set; default the largest set).
 
         Shapes:
             pos: [B, Nmax, D]; x: [B, Nmax, C] or ``None``; lengths: [B] int64.
@@ -548,8 +329,7 @@ class PointBatch:
             check_int(max_points, "max_points")
             if max_points < largest:
                 raise ValueError(
-                    f"`max_points` must be >= the largest set size {largest}, got {max_points}"
-                )
+                    f"`max_points` must be >= the largest set size {largest}, got {max_points}")
             nmax = max_points
         b = self.num_sets
         rank = local_index(self.batch, self.ptr)
@@ -561,13 +341,10 @@ class PointBatch:
             x[self.batch, rank] = self.x
         return Padded(pos, x, lengths)
 
-    # ------------------------------------------------------------------ images
+    # images
     @staticmethod
     def image_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
         """Point coordinates of every pixel in row-major order (Context Cluster convention).
-
-        Pixel (row ``i``, col ``j``) maps to ``(j / (W-1) - 0.5, i / (H-1) - 0.5)``: x (column)
-        first, then y (row), both in ``[-0.5, 0.5]``. An axis of length 1 maps to 0.
 
         Shapes:
             return: [H*W, 2].
@@ -584,16 +361,8 @@ class PointBatch:
     def from_images(cls, images: Tensor, mask: Tensor | None = None) -> PointBatch:
         """Turn each image into a set of pixel points ("image as set of points").
 
-        Every kept pixel (row ``i``, col ``j``) becomes one point with
-        ``pos = (j/(W-1) - 0.5, i/(H-1) - 0.5)`` (x then y; an axis of size 1 gives 0) and
-        ``x`` = its ``C`` channel values. Points are in row-major order within each image.
-        Pixels where ``mask`` is ``False`` are left out (not zero-filled). The flat pixel index
-        ``i * W + j`` is kept in ``pixel`` and ``(H, W)`` in ``image_size`` for
-        :meth:`to_images`.
-
         Args:
-            images: floating point images (convert integer images first, e.g.
-                ``images.float() / 255``).
+            images: floating point images (convert integer images first).
             mask: bool, ``True`` for pixels to keep; default all.
 
         Shapes:
@@ -604,13 +373,10 @@ class PointBatch:
         if images.dim() != 4:
             raise ValueError(
                 f"`images` must have shape [B, C, H, W] (4 dims), got {images.dim()} dims with "
-                f"shape {tuple(images.shape)}"
-            )
+                f"shape {tuple(images.shape)}")
         if not images.is_floating_point():
-            raise ValueError(
-                f"`images` must be a floating point tensor, got dtype {images.dtype} "
-                "(convert first, e.g. images.float() / 255)"
-            )
+            raise ValueError(f"`images` must be a floating point tensor, got dtype {images.dtype} "
+                             "(convert first, e.g. images.float() / 255)")
         b, c, h, w = images.shape
         grid = cls.image_grid(h, w, device=images.device, dtype=images.dtype)
         feats = images.reshape(b, c, h * w).transpose(1, 2)  # [B, HW, C]
@@ -625,15 +391,10 @@ class PointBatch:
             if tuple(mask.shape) != (b, h, w):
                 raise ValueError(
                     f"`mask` must have shape [B, H, W] = {[b, h, w]} (like `images`), got "
-                    f"{list(mask.shape)}"
-                )
+                    f"{list(mask.shape)}")
             if mask.dtype != torch.bool:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
-            if mask.device != images.device:
-                raise ValueError(
-                    f"`mask` must be on device {images.device} (like `images`), got "
-                    f"{mask.device}"
-                )
+            check_device(mask, images.device, "mask", "images")
             keep = mask.reshape(b, h * w)
             pos = grid.expand(b, h * w, 2)[keep]
             x = feats[keep]
@@ -642,18 +403,14 @@ class PointBatch:
         ptr = torch.zeros(b + 1, dtype=torch.long, device=images.device)
         torch.cumsum(sizes, 0, out=ptr[1:])
         batch = ptr_to_batch(ptr, pos.shape[0])
-        # Images are trusted to be finite; the grid is valid by construction.
-        return cls(
-            pos, x, batch=batch, ptr=ptr, validate=False, pixel=pixel, image_size=(h, w)
-        )
+        return cls(pos, x, batch=batch, ptr=ptr, validate=False, pixel=pixel, image_size=(h, w))
 
     def _require_pixels(self, what: str) -> tuple[int, int]:
         if self.pixel is None or self.image_size is None:
             raise ValueError(
                 f"`{what}` needs pixel positions, but this PointBatch was not built by "
                 "PointBatch.from_images (its `pixel` / `image_size` are None), so there is no "
-                "image grid to scatter to"
-            )
+                "image grid to scatter to")
         return self.image_size
 
     def to_images(self, fill: float = 0.0, x: Tensor | None = None) -> Tensor:
@@ -661,20 +418,11 @@ class PointBatch:
 
         Args:
             fill: value of pixels that have no point (masked out in :meth:`from_images`).
-            x: per-point features to scatter instead of ``self.x``, e.g. the outputs of a
-                dense head; default ``self.x``.
-
-        Returns:
-            Images; pixel ``(i, j)`` of set ``b`` holds the features of the point with
-            ``pixel == i * W + j``. See :meth:`mask` for which pixels were filled.
+            x: per-point features to scatter instead of ``self.x``.
 
         Shapes:
             x: [N, C'] (default ``self.x`` [N, C]).
             return: [B, C', H, W].
-
-        Raises:
-            ValueError: the batch has no pixel info, or no features (``x`` and ``self.x`` are
-                ``None``), or ``x`` has the wrong number of rows.
         """
         h, w = self._require_pixels("to_images")
         feats = self.x if x is None else x
@@ -689,42 +437,27 @@ class PointBatch:
     def mask(self) -> Tensor:
         """Pixels that hold a point, for batches built by :meth:`from_images`.
 
-        Returns:
-            Bool image mask, ``True`` where a point exists (the ``mask`` given to
-            :meth:`from_images`, or all ``True``).
-
         Shapes:
             return: [B, H, W].
-
-        Raises:
-            ValueError: the batch has no pixel info.
         """
         h, w = self._require_pixels("mask")
         out = torch.zeros(self.num_sets, h * w, dtype=torch.bool, device=self.device)
         out[self.batch, self.pixel] = True
         return out.reshape(self.num_sets, h, w)
 
-    # ------------------------------------------------------------------ PyG
+    # PyG
     @classmethod
     def from_pyg(cls, data, **kwargs) -> PointBatch:
         """Build from a ``torch_geometric.data.Data`` (one set) or ``Batch``.
 
-        Uses the ``pos``, ``x``, ``batch`` and ``ptr`` attributes; ``Batch.num_graphs`` gives
-        ``B`` so empty graphs are kept.
-
         Args:
             data: a PyG ``Data`` or ``Batch`` with ``pos`` set.
             **kwargs: forwarded to the constructor (``allow_nonfinite``, ``validate``).
-
-        Raises:
-            ImportError: torch-geometric is not installed.
-            ValueError: ``data.pos`` is missing or a field is invalid.
         """
         pyg_data = _import_pyg()
         if not isinstance(data, pyg_data.Data):
             raise TypeError(
-                f"`data` must be a torch_geometric Data or Batch, got {type(data).__name__}"
-            )
+                f"`data` must be a torch_geometric Data or Batch, got {type(data).__name__}")
         pos = data.pos
         if pos is None:
             raise ValueError("`data.pos` must be a [N, D] tensor, got None")
@@ -738,13 +471,7 @@ class PointBatch:
         return cls(pos, data.x, batch=batch, ptr=ptr, batch_size=batch_size, **kwargs)
 
     def to_pyg(self):
-        """Convert to a ``torch_geometric.data.Batch`` (``pos``, ``x`` if any, ``batch``, ``ptr``).
-
-        The result supports ``to_data_list()`` and keeps empty sets.
-
-        Raises:
-            ImportError: torch-geometric is not installed.
-        """
+        """Convert to a ``torch_geometric.data.Batch`` (``pos``, ``x``, ``batch``, ``ptr``)."""
         pyg_data = _import_pyg()
         items = self.to_list()
         if self.x is None:
@@ -753,16 +480,13 @@ class PointBatch:
             datas = [pyg_data.Data(pos=p, x=v) for p, v in items]
         return pyg_data.Batch.from_data_list(datas)
 
-    # ------------------------------------------------------------------ set ops
+    # set ops
     def select(self, set_indices) -> PointBatch:
         """Gather a subset of sets, in the given order (vectorised).
 
         Args:
-            set_indices: set ids as a list or 1-D integer tensor (any order, repeats allowed,
-                negative ids count from the end), or a [B] bool tensor.
-
-        Returns:
-            A new ``PointBatch`` whose set ``k`` is set ``set_indices[k]`` of this one.
+            set_indices: set ids (list or 1-D integer tensor; repeats and negative ids allowed),
+                or a [B] bool tensor.
 
         Shapes:
             set_indices: [K] (or [B] bool); result: K sets.
@@ -775,17 +499,15 @@ class PointBatch:
         if idx.dtype == torch.bool:
             if tuple(idx.shape) != (b,):
                 raise ValueError(
-                    f"bool `set_indices` must have shape [B] = [{b}], got {list(idx.shape)}"
-                )
+                    f"bool `set_indices` must have shape [B] = [{b}], got {list(idx.shape)}")
             idx = idx.nonzero().flatten()
-        idx = _check_index_vector(idx, "set_indices", self.device)
+        idx = check_index_vector(idx, "set_indices", self.device)
         if idx.numel():
             lo, hi = int(idx.min()), int(idx.max())
             if lo < -b or hi >= b:
                 raise ValueError(
                     f"`set_indices` values must lie in [-{b}, {b}) for B = {b} sets, got range "
-                    f"[{lo}, {hi}]"
-                )
+                    f"[{lo}, {hi}]")
             idx = torch.where(idx < 0, idx + b, idx)
         sizes = self.sizes[idx]
         ptr = torch.zeros(idx.numel() + 1, dtype=torch.long, device=self.device)
@@ -793,21 +515,11 @@ class PointBatch:
         total = int(ptr[-1])
         batch = ptr_to_batch(ptr, total)
         rows = self.ptr[idx][batch] + local_index(batch, ptr)
-        return self._replace(
-            pos=self.pos[rows],
-            x=None if self.x is None else self.x[rows],
-            batch=batch,
-            ptr=ptr,
-            pixel=None if self.pixel is None else self.pixel[rows],
-        )
+        return self._map(lambda t, _: t[rows], rows=dict(batch=batch, ptr=ptr))
 
     @classmethod
     def cat(cls, batches: Sequence[PointBatch]) -> PointBatch:
         """Concatenate batches set-wise: the result has ``sum(B_i)`` sets, in order.
-
-        All batches must share ``D``, the presence and width of ``x``, and the device. Pixel
-        info is kept only if every batch has it with the same ``image_size``; otherwise the
-        result has ``pixel = None``.
 
         Shapes:
             batches[i]: B_i sets, N_i points; result: sum(B_i) sets, sum(N_i) points.
@@ -821,37 +533,26 @@ class PointBatch:
                 raise TypeError(f"`batches[{i}]` must be a PointBatch, got {type(pb).__name__}")
             if pb.dim != first.dim:
                 raise ValueError(
-                    f"`batches[{i}]` must have D = {first.dim} like batches[0], got {pb.dim}"
-                )
+                    f"`batches[{i}]` must have D = {first.dim} like batches[0], got {pb.dim}")
             if (pb.x is None) != (first.x is None) or pb.num_channels != first.num_channels:
                 raise ValueError(
                     f"`batches[{i}]` must have x with C = {first.num_channels} like batches[0] "
-                    f"(None counts as 0), got C = {pb.num_channels}"
-                )
-            if pb.device != first.device:
-                raise ValueError(
-                    f"`batches[{i}]` must be on device {first.device}, got {pb.device}"
-                )
-        set_off = 0
-        pt_off = 0
+                    f"(None counts as 0), got C = {pb.num_channels}")
+            check_device(pb.pos, first.device, f"batches[{i}]", "batches[0]")
+        set_off = pt_off = 0
         batch_parts, ptr_parts = [], [first.ptr[:1]]
         for pb in batches:
             batch_parts.append(pb.batch + set_off)
             ptr_parts.append(pb.ptr[1:] + pt_off)
             set_off += pb.num_sets
             pt_off += pb.num_points
-        same_image = all(
-            pb.pixel is not None and pb.image_size == first.image_size for pb in batches
-        )
-        return cls(
-            torch.cat([pb.pos for pb in batches], 0),
-            None if first.x is None else torch.cat([pb.x for pb in batches], 0),
-            batch=torch.cat(batch_parts, 0),
-            ptr=torch.cat(ptr_parts, 0),
-            validate=False,
-            pixel=torch.cat([pb.pixel for pb in batches], 0) if same_image else None,
-            image_size=first.image_size if same_image else None,
-        )
+        same_image = all(pb.pixel is not None and pb.image_size == first.image_size
+                         for pb in batches)
+        return cls(torch.cat([pb.pos for pb in batches], 0),
+                   None if first.x is None else torch.cat([pb.x for pb in batches], 0),
+                   batch=torch.cat(batch_parts, 0), ptr=torch.cat(ptr_parts, 0), validate=False,
+                   pixel=torch.cat([pb.pixel for pb in batches], 0) if same_image else None,
+                   image_size=first.image_size if same_image else None)
 
 
 def _import_pyg():

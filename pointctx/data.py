@@ -1,10 +1,4 @@
-"""DataLoader glue: :func:`collate` turns a list of ragged point-set samples into a PointBatch.
-
-Use it as ``DataLoader(dataset, batch_size=..., collate_fn=pointctx.collate)``. To batch extra
-per-point fields (e.g. segmentation labels), bind them with ``functools.partial``::
-
-    collate_fn = functools.partial(pointctx.collate, point_keys=("seg",))
-"""
+"""DataLoader glue: :func:`collate` turns a list of ragged point-set samples into a PointBatch."""
 
 from __future__ import annotations
 
@@ -31,10 +25,8 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
     has_x = [v is not None for v in samples_x]
     if any(has_x) and not all(has_x):
         i = has_x.index(not has_x[0])
-        raise ValueError(
-            f"`x` must be given for all samples or none: samples[0] has x={has_x[0]}, "
-            f"samples[{i}] has x={has_x[i]}"
-        )
+        raise ValueError(f"`x` must be given for all samples or none: samples[0] has x={has_x[0]}, "
+                         f"samples[{i}] has x={has_x[i]}")
     xs = None
     if has_x[0]:
         xs = [_to_tensor(v, f"samples[{i}] x") for i, v in enumerate(samples_x)]
@@ -44,38 +36,15 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
 def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = False):
     """Collate point-set samples into a :class:`~pointctx.PointBatch` (a DataLoader ``collate_fn``).
 
-    Two sample forms are accepted (all samples in a batch must use the same one):
-
-    * **tuples/lists** ``(pos,)``, ``(pos, x)`` or ``(pos, x, y)`` (``x`` may be ``None``), or a
-      bare ``pos`` tensor/array. Returns the tuple ``(points, y)``: ``y`` is the per-sample
-      targets stacked by :func:`torch.utils.data.default_collate` (ints become an int64 [B]
-      tensor, tensors of equal shape are stacked to [B, ...]), or ``None`` without targets.
-    * **dicts** with key ``"pos"``, optional ``"x"``, and any other keys. Returns a dict with
-      ``"points"`` (the PointBatch) and every other key of the samples except ``"pos"``/``"x"``:
-      keys in ``point_keys`` are per-point fields, concatenated along dim 0 in point order
-      (so row ``i`` matches ``points.pos[i]``); all others (``"y"``, per-sample scalars, ...)
-      are stacked with ``default_collate``.
-
-    ``pos`` and ``x`` may be tensors or numpy arrays (converted without copying when possible;
-    dtypes are kept, so float64 arrays give float64 positions). Sets may be empty.
+    Tuple samples give ``(PointBatch, y or None)``, dict samples ``{"points": PointBatch, ...}``.
 
     Args:
         samples: list of ``B >= 1`` samples.
-        point_keys: dict keys holding per-point fields [n_b, ...] to concatenate.
+        point_keys: dict keys holding per-point fields to concatenate.
         allow_nonfinite: accept NaN/Inf positions.
 
-    Returns:
-        ``(PointBatch, y or None)`` for tuple samples, or a dict ``{"points": PointBatch, ...}``
-        for dict samples.
-
     Shapes:
-        pos of sample b: [n_b, D]; x: [n_b, C]; point_keys fields: [n_b, ...].
-        points: N = sum(n_b) points, B sets; point_keys outputs: [N, ...].
-
-    Raises:
-        ValueError: empty ``samples``, mixed sample forms, missing ``"pos"``, ``x`` on only
-            some samples, or per-point fields whose length differs from their sample's points.
-        TypeError: an unsupported sample type.
+        pos of sample b: [n_b, D]; x: [n_b, C]; point_keys fields: [n_b, ...] -> [N, ...].
     """
     if isinstance(samples, (Tensor, np.ndarray, Mapping)) or not isinstance(samples, Sequence):
         raise TypeError(f"`samples` must be a list of samples, got {type(samples).__name__}")
@@ -91,21 +60,16 @@ def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = Fal
         if isinstance(s, (Tensor, np.ndarray)):
             s = (s,)
         elif isinstance(s, Mapping) or not isinstance(s, (tuple, list)):
-            raise TypeError(
-                f"`samples[{i}]` must be a tuple (pos, x[, y]) like samples[0], got "
-                f"{type(s).__name__}"
-            )
+            raise TypeError(f"`samples[{i}]` must be a tuple (pos, x[, y]) like samples[0], got "
+                            f"{type(s).__name__}")
         if not 1 <= len(s) <= 3:
             raise ValueError(
-                f"`samples[{i}]` must be (pos,), (pos, x) or (pos, x, y), got {len(s)} items"
-            )
+                f"`samples[{i}]` must be (pos,), (pos, x) or (pos, x, y), got {len(s)} items")
         norm.append(tuple(s) + (None,) * (3 - len(s)))
     has_y = [s[2] is not None for s in norm]
     if any(has_y) and not all(has_y):
-        raise ValueError(
-            "`y` must be given for all samples or none, got "
-            f"{sum(has_y)} of {len(norm)} samples with y"
-        )
+        raise ValueError("`y` must be given for all samples or none, got "
+                         f"{sum(has_y)} of {len(norm)} samples with y")
     points = _points([s[0] for s in norm], [s[1] for s in norm], allow_nonfinite)
     y = default_collate([s[2] for s in norm]) if has_y[0] else None
     return points, y
@@ -116,23 +80,19 @@ def _collate_dicts(samples, point_keys: tuple[str, ...], allow_nonfinite: bool) 
     for i, s in enumerate(samples):
         if not isinstance(s, Mapping):
             raise TypeError(
-                f"`samples[{i}]` must be a dict like samples[0], got {type(s).__name__}"
-            )
+                f"`samples[{i}]` must be a dict like samples[0], got {type(s).__name__}")
         if "pos" not in s:
             raise ValueError(f"`samples[{i}]` must have a 'pos' key, got keys {sorted(s)}")
         if set(s.keys()) != set(keys):
             raise ValueError(
                 f"`samples[{i}]` must have the same keys as samples[0] ({sorted(keys)}), got "
-                f"{sorted(s.keys())}"
-            )
+                f"{sorted(s.keys())}")
     for k in point_keys:
         if k not in keys:
             raise ValueError(f"`point_keys` entry {k!r} is not a sample key ({sorted(keys)})")
         if k in ("pos", "x"):
             raise ValueError(f"`point_keys` must not contain {k!r} (it is batched as points)")
-    points = _points(
-        [s["pos"] for s in samples], [s.get("x") for s in samples], allow_nonfinite
-    )
+    points = _points([s["pos"] for s in samples], [s.get("x") for s in samples], allow_nonfinite)
     out = {"points": points}
     sizes = points.sizes.tolist()
     for k in keys:
@@ -143,10 +103,8 @@ def _collate_dicts(samples, point_keys: tuple[str, ...], allow_nonfinite: bool) 
             for i, s in enumerate(samples):
                 t = _to_tensor(s[k], f"samples[{i}][{k!r}]")
                 if t.dim() < 1 or t.shape[0] != sizes[i]:
-                    raise ValueError(
-                        f"`samples[{i}][{k!r}]` is a per-point field and must have "
-                        f"{sizes[i]} rows (one per point), got shape {tuple(t.shape)}"
-                    )
+                    raise ValueError(f"`samples[{i}][{k!r}]` is a per-point field and must have "
+                                     f"{sizes[i]} rows (one per point), got shape {tuple(t.shape)}")
                 parts.append(t)
             out[k] = torch.cat(parts, 0)
         else:

@@ -1,14 +1,4 @@
-"""Point-cloud files: a native PLY writer/reader and Open3D-based readers/writers (.pcd, ...).
-
-* :func:`write_ply` writes ASCII or binary (little-endian) PLY natively: positions, optional
-  colours (stored as ``uchar red/green/blue``), normals (``nx ny nz``) and any extra per-vertex
-  scalar fields.
-* :func:`read_ply` reads the vertex element of any PLY file (ASCII, binary little/big endian)
-  natively, extra fields included.
-* :func:`read_point_cloud` / :func:`write_point_cloud` dispatch on the file extension: ``.ply``
-  natively by default, other formats (``.pcd``, ``.xyz``, ``.xyzrgb``, ``.pts``) through Open3D
-  (``pip install open3d-cpu``), imported only when used.
-"""
+"""Point-cloud files: a native PLY writer/reader and Open3D-based readers/writers (.pcd, ...)."""
 
 from __future__ import annotations
 
@@ -21,30 +11,16 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "PointCloudData",
-    "write_ply",
-    "read_ply",
-    "write_point_cloud",
-    "read_point_cloud",
-]
+__all__ = ["PointCloudData", "write_ply", "read_ply", "write_point_cloud", "read_point_cloud"]
 
 # PLY scalar type names -> numpy dtypes (both spellings of the spec).
-_PLY_TYPES = {
-    "char": "i1", "int8": "i1",
-    "uchar": "u1", "uint8": "u1",
-    "short": "i2", "int16": "i2",
-    "ushort": "u2", "uint16": "u2",
-    "int": "i4", "int32": "i4",
-    "uint": "u4", "uint32": "u4",
-    "float": "f4", "float32": "f4",
-    "double": "f8", "float64": "f8",
-}
+_PLY_TYPES = {"char": "i1", "int8": "i1", "uchar": "u1", "uint8": "u1",
+              "short": "i2", "int16": "i2", "ushort": "u2", "uint16": "u2",
+              "int": "i4", "int32": "i4", "uint": "u4", "uint32": "u4",
+              "float": "f4", "float32": "f4", "double": "f8", "float64": "f8"}
 # numpy kind+size -> PLY name used when writing.
-_NP_TO_PLY = {
-    "i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
-    "f4": "float", "f8": "double",
-}
+_NP_TO_PLY = {"i1": "char", "u1": "uchar", "i2": "short", "u2": "ushort", "i4": "int", "u4": "uint",
+              "f4": "float", "f8": "double"}
 _RESERVED = ("x", "y", "z", "red", "green", "blue", "nx", "ny", "nz")
 
 
@@ -53,10 +29,9 @@ class PointCloudData(NamedTuple):
 
     Attributes:
         pos: positions.
-        rgb: colours in [0, 1] (float), or ``None``.
-        normals: normals, or ``None``.
-        fields: other per-vertex scalar properties by name (native PLY reader only; Open3D
-            reads none).
+        rgb: colours in [0, 1], or None.
+        normals: normals, or None.
+        fields: other per-vertex scalars by name (native PLY reader only).
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3]; fields[name]: [N].
@@ -68,7 +43,7 @@ class PointCloudData(NamedTuple):
     fields: dict[str, Tensor]
 
 
-# --------------------------------------------------------------------------- helpers
+# helpers
 def _as_numpy(value, name: str) -> np.ndarray:
     if isinstance(value, Tensor):
         return value.detach().cpu().numpy()
@@ -90,8 +65,7 @@ def _colors_uchar(rgb: np.ndarray) -> np.ndarray:
         return rgb
     if rgb.dtype.kind != "f":
         raise ValueError(
-            f"`rgb` must be uint8 (0..255) or floating point (0..1), got dtype {rgb.dtype}"
-        )
+            f"`rgb` must be uint8 (0..255) or floating point (0..1), got dtype {rgb.dtype}")
     if rgb.size and not np.isfinite(rgb).all():
         raise ValueError("`rgb` has NaN or Inf values")
     return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
@@ -111,44 +85,27 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
             return np.dtype("i4")
         raise ValueError(
             f"field {name!r} holds 64-bit integers outside the int32 range ([{lo}, {hi}]); PLY "
-            "has no 64-bit integer type"
-        )
+            "has no 64-bit integer type")
     raise ValueError(f"field {name!r} has unsupported dtype {arr.dtype} for PLY")
 
 
-# --------------------------------------------------------------------------- PLY writer
-def write_ply(
-    path,
-    pos,
-    rgb=None,
-    normals=None,
-    fields: Mapping[str, object] | None = None,
-    binary: bool = True,
-    double: bool = False,
-    comments=(),
-) -> Path:
-    """Write a point cloud as a PLY file (native, no dependencies).
+# PLY writer
+def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | None = None,
+              binary: bool = True, double: bool = False, comments=()) -> Path:
+    """Write a point cloud as a PLY file (native, no dependencies); returns the path.
 
     Args:
-        path: output file (parent folders must exist).
+        path: output file.
         pos: positions (tensor or array).
-        rgb: colours, uint8 (0..255) or float (0..1, clipped and rounded to uint8).
+        rgb: colours, uint8 or float in [0, 1].
         normals: normals.
-        fields: extra per-vertex scalars by name (e.g. ``{"label": ...}``); bool -> uchar,
-            int64 -> int (when in range), float16 -> float.
+        fields: extra per-vertex scalars by name (e.g. ``{"label": ...}``).
         binary: ``binary_little_endian`` (default) or ``ascii``.
-        double: store positions and normals as ``double`` instead of ``float``.
-        comments: lines written as ``comment`` in the header.
-
-    Returns:
-        The path written.
+        double: store positions and normals as ``double``.
+        comments: header comment lines.
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3]; fields[name]: [N].
-
-    Raises:
-        ValueError: wrong shapes, non-finite positions, bad field names or dtypes.
-        TypeError: inputs that are not tensors/arrays.
     """
     path = Path(path)
     p = _as_numpy(pos, "pos")
@@ -207,7 +164,7 @@ def write_ply(
     return path
 
 
-# --------------------------------------------------------------------------- PLY reader
+# PLY reader
 def _parse_header(fh, path: Path):
     first = fh.readline()
     if first.strip() != b"ply":
@@ -246,18 +203,9 @@ def _parse_header(fh, path: Path):
 def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
     """Read the vertices of a PLY file natively (ASCII or binary, any scalar properties).
 
-    Colours (``red green blue``, uchar or float) come back in [0, 1]; ``x y z`` as ``pos``,
-    ``nx ny nz`` as ``normals``; every other scalar vertex property goes to ``fields`` with its
-    stored dtype (as a tensor). Other elements (faces, ...) are ignored.
-
     Args:
         path: the file.
         dtype: floating dtype of ``pos``, ``rgb`` and ``normals``.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: not a PLY file, no vertex element, no ``x y z``, a truncated body, or (binary
-            files) a list property in an element stored before the vertices.
     """
     path = Path(path)
     if not path.is_file():
@@ -287,16 +235,13 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
                 if any(isinstance(t, tuple) for _, t in eprops):
                     raise ValueError(
                         f"{path}: binary PLY element {ename!r} with list properties comes before "
-                        "the vertices; not supported"
-                    )
+                        "the vertices; not supported")
                 fh.seek(ecount * sum(np.dtype(t).itemsize for _, t in eprops), 1)
             dt = np.dtype([(p, order + t) for p, t in props])
             buf = fh.read(dt.itemsize * count)
             if len(buf) != dt.itemsize * count:
-                raise ValueError(
-                    f"{path}: PLY body is truncated (expected {count} vertices of "
-                    f"{dt.itemsize} bytes, got {len(buf)} bytes)"
-                )
+                raise ValueError(f"{path}: PLY body is truncated (expected {count} vertices of "
+                                 f"{dt.itemsize} bytes, got {len(buf)} bytes)")
             arr = np.frombuffer(buf, dtype=dt)
             rec = {p: arr[p].astype(np.dtype(t).newbyteorder("=")) for p, t in props}
     for a in "xyz":
@@ -320,7 +265,7 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
     return PointCloudData(pos, rgb, normals, fields)
 
 
-# --------------------------------------------------------------------------- Open3D
+# Open3D
 def _import_open3d():
     try:
         import open3d
@@ -343,12 +288,6 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
 
     Returns:
         :class:`PointCloudData`; with Open3D, ``fields`` is empty.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: an unknown backend, ``"native"`` for a non-PLY file, or a file Open3D reads
-            as empty.
-        ImportError: Open3D is needed but not installed.
     """
     if backend not in ("auto", "native", "open3d"):
         raise ValueError(f"`backend` must be one of ['auto', 'native', 'open3d'], got {backend!r}")
@@ -368,20 +307,12 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
     def tens(a):
         return torch.from_numpy(np.asarray(a, dtype=np.float64).copy()).to(dtype)
 
-    return PointCloudData(
-        tens(pcd.points),
-        tens(pcd.colors) if pcd.has_colors() else None,
-        tens(pcd.normals) if pcd.has_normals() else None,
-        {},
-    )
+    return PointCloudData(tens(pcd.points), tens(pcd.colors) if pcd.has_colors() else None,
+                          tens(pcd.normals) if pcd.has_normals() else None, {})
 
 
 def write_point_cloud(path, pos, rgb=None, normals=None, binary: bool = True) -> Path:
     """Write a point cloud; the format follows the extension.
-
-    ``.ply`` is written natively by :func:`write_ply` (float32); every other extension Open3D
-    knows (``.pcd``, ``.xyz``, ``.xyzrgb``, ``.pts``, ...) through ``open3d.io.write_point_cloud``
-    (positions as float64 where the format allows).
 
     Args:
         path: output file.
@@ -392,10 +323,6 @@ def write_point_cloud(path, pos, rgb=None, normals=None, binary: bool = True) ->
 
     Shapes:
         pos: [N, 3]; rgb: [N, 3]; normals: [N, 3].
-
-    Raises:
-        ValueError: wrong shapes, or Open3D failed to write the file.
-        ImportError: Open3D is needed but not installed.
     """
     path = Path(path)
     if path.suffix.lower() == ".ply":

@@ -1,19 +1,4 @@
-"""RGB-D back-projection: colour + depth frames to coloured 3-D point sets (pinhole model).
-
-A depth image stores, per pixel ``(row, col)``, the distance ``z`` along the optical axis (raw
-sensor units: ``z = depth / depth_scale`` metres, e.g. ``depth_scale = 1000`` for millimetres,
-``5000`` for the TUM RGB-D benchmark). With the pinhole intrinsics ``(fx, fy, cx, cy)`` (pixels)
-the camera-frame point is::
-
-    x = (col - cx) * z / fx,   y = (row - cy) * z / fy,   z
-
-(x right, y down, z forward; Open3D's and OpenCV's camera convention). Pixels without a valid
-depth (0, NaN/Inf, or beyond ``depth_trunc``) give no point. Frames with a camera-to-world pose
-are moved to world coordinates with :func:`transform_points` (see :func:`pose_matrix`).
-
-Everything here is native torch; readers for image files and named frames live in
-:mod:`pointctx.datasets.rgbd`.
-"""
+"""RGB-D back-projection: colour + depth frames to coloured 3-D point sets (pinhole model)."""
 
 from __future__ import annotations
 
@@ -27,18 +12,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-__all__ = [
-    "PinholeIntrinsics",
-    "RGBDPoints",
-    "as_intrinsics",
-    "read_intrinsics",
-    "depth_to_metres",
-    "valid_depth_mask",
-    "rgbd_to_points",
-    "MAX_METRIC_DEPTH",
-    "pose_matrix",
-    "transform_points",
-]
+__all__ = ["PinholeIntrinsics", "RGBDPoints", "as_intrinsics", "read_intrinsics", "depth_to_metres",
+           "valid_depth_mask", "rgbd_to_points", "MAX_METRIC_DEPTH", "pose_matrix",
+           "transform_points"]
 
 
 class PinholeIntrinsics(NamedTuple):
@@ -74,28 +50,16 @@ class PinholeIntrinsics(NamedTuple):
         return cls(k.fx, k.fy, k.cx, k.cy, width, height)
 
     def to_json(self) -> dict:
-        """Open3D ``PinholeCameraIntrinsic`` json dict (``intrinsic_matrix`` column-major).
-
-        Raises:
-            ValueError: ``width`` or ``height`` is unknown (Open3D's format needs both).
-        """
+        """Open3D ``PinholeCameraIntrinsic`` json dict (``intrinsic_matrix`` column-major)."""
         if self.width is None or self.height is None:
-            raise ValueError(
-                "`width` and `height` are needed for the Open3D json format, got "
-                f"width={self.width}, height={self.height}"
-            )
-        return {
-            "width": int(self.width),
-            "height": int(self.height),
-            "intrinsic_matrix": [float(v) for v in self.matrix.T.reshape(-1)],
-        }
+            raise ValueError("`width` and `height` are needed for the Open3D json format, got "
+                             f"width={self.width}, height={self.height}")
+        return {"width": int(self.width), "height": int(self.height),
+                "intrinsic_matrix": [float(v) for v in self.matrix.T.reshape(-1)]}
 
 
 class RGBDPoints(NamedTuple):
     """Coloured points back-projected from an RGB-D frame (one per pixel with valid depth).
-
-    Points are in row-major pixel order (the order of ``pixel``), like Open3D's
-    ``PointCloud.create_from_rgbd_image``.
 
     Shapes:
         xyz: [N, 3] float, metres (camera frame, or world frame after a pose).
@@ -108,7 +72,7 @@ class RGBDPoints(NamedTuple):
     pixel: Tensor
 
 
-# --------------------------------------------------------------------------- intrinsics
+# intrinsics
 def _check_focal(fx: float, fy: float, cx: float, cy: float) -> None:
     vals = {"fx": fx, "fy": fy, "cx": cx, "cy": cy}
     for k, v in vals.items():
@@ -119,23 +83,10 @@ def _check_focal(fx: float, fy: float, cx: float, cy: float) -> None:
 
 
 def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
-    """Normalise intrinsics given in any accepted form to :class:`PinholeIntrinsics`.
-
-    Accepted: a :class:`PinholeIntrinsics`; a sequence/array/tensor ``(fx, fy, cx, cy)``; a 3x3
-    camera matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (no skew); an Open3D json dict
-    (``width``, ``height``, column-major ``intrinsic_matrix``); an Open3D
-    ``PinholeCameraIntrinsic``.
-
-    Raises:
-        ValueError: ``None``, the wrong shape, a skewed or non-pinhole matrix, non-finite values,
-            or focal lengths <= 0.
-        TypeError: an unsupported type.
-    """
+    """Normalise intrinsics given in any accepted form to :class:`PinholeIntrinsics`."""
     if intrinsics is None:
-        raise ValueError(
-            f"`{name}` is required: give (fx, fy, cx, cy), a 3x3 camera matrix or a "
-            "PinholeIntrinsics, got None"
-        )
+        raise ValueError(f"`{name}` is required: give (fx, fy, cx, cy), a 3x3 camera matrix or a "
+                         "PinholeIntrinsics, got None")
     if isinstance(intrinsics, PinholeIntrinsics):
         _check_focal(intrinsics.fx, intrinsics.fy, intrinsics.cx, intrinsics.cy)
         return intrinsics
@@ -144,13 +95,10 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
         if "intrinsic_matrix" not in intrinsics:
             raise ValueError(
                 f"`{name}` dict must hold an Open3D 'intrinsic_matrix' (9 numbers, column-major), "
-                f"got keys {sorted(intrinsics)}"
-            )
+                f"got keys {sorted(intrinsics)}")
         flat = np.asarray(intrinsics["intrinsic_matrix"], dtype=np.float64).reshape(-1)
         if flat.size != 9:
-            raise ValueError(
-                f"`{name}` 'intrinsic_matrix' must hold 9 numbers, got {flat.size}"
-            )
+            raise ValueError(f"`{name}` 'intrinsic_matrix' must hold 9 numbers, got {flat.size}")
         arr = flat.reshape(3, 3).T  # column-major
         width, height = intrinsics.get("width"), intrinsics.get("height")
     elif hasattr(intrinsics, "intrinsic_matrix") and hasattr(intrinsics, "width"):
@@ -169,8 +117,7 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
     else:
         raise TypeError(
             f"`{name}` must be (fx, fy, cx, cy), a 3x3 matrix, a dict or PinholeIntrinsics, got "
-            f"{type(intrinsics).__name__}"
-        )
+            f"{type(intrinsics).__name__}")
     if arr.shape == (4,):
         fx, fy, cx, cy = (float(v) for v in arr)
     elif arr.shape == (3, 3):
@@ -178,19 +125,16 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
         if not np.allclose(bottom, [0.0, 0.0, 1.0]) or arr[1, 0] != 0.0:
             raise ValueError(
                 f"`{name}` 3x3 matrix must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got "
-                f"{arr.tolist()}"
-            )
+                f"{arr.tolist()}")
         if arr[0, 1] != 0.0:
             raise ValueError(
                 f"`{name}` has skew K[0, 1] = {arr[0, 1]}; only skew-free pinhole cameras are "
-                "supported"
-            )
+                "supported")
         fx, fy, cx, cy = float(arr[0, 0]), float(arr[1, 1]), float(arr[0, 2]), float(arr[1, 2])
     else:
         raise ValueError(
             f"`{name}` must be (fx, fy, cx, cy) (shape [4]) or a 3x3 matrix, got shape "
-            f"{list(arr.shape)}"
-        )
+            f"{list(arr.shape)}")
     _check_focal(fx, fy, cx, cy)
     width = None if width is None else int(width)
     height = None if height is None else int(height)
@@ -198,15 +142,7 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
 
 
 def read_intrinsics(path) -> PinholeIntrinsics:
-    """Read an Open3D ``PinholeCameraIntrinsic`` json file (e.g. ``camera_primesense.json``).
-
-    The file holds ``width``, ``height`` and ``intrinsic_matrix``: the 3x3 matrix as 9 numbers in
-    column-major order.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: the file is not valid json or lacks the fields.
-    """
+    """Read an Open3D ``PinholeCameraIntrinsic`` json file (e.g. ``camera_primesense.json``)."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"intrinsics file {path} does not exist")
@@ -217,12 +153,11 @@ def read_intrinsics(path) -> PinholeIntrinsics:
     if not isinstance(data, dict) or "intrinsic_matrix" not in data:
         raise ValueError(
             f"intrinsics file {path} must hold an Open3D PinholeCameraIntrinsic json object with "
-            "'width', 'height' and 'intrinsic_matrix'"
-        )
+            "'width', 'height' and 'intrinsic_matrix'")
     return as_intrinsics(data, name=f"intrinsics in {path}")
 
 
-# --------------------------------------------------------------------------- depth
+# depth
 def _to_tensor(value, name: str) -> Tensor:
     if isinstance(value, Tensor):
         return value
@@ -239,9 +174,7 @@ def _to_tensor(value, name: str) -> Tensor:
 def _check_depth(depth) -> Tensor:
     d = _to_tensor(depth, "depth")
     if d.dim() != 2:
-        raise ValueError(
-            f"`depth` must have shape [H, W] (2 dims), got shape {list(d.shape)}"
-        )
+        raise ValueError(f"`depth` must have shape [H, W] (2 dims), got shape {list(d.shape)}")
     if d.dtype != torch.uint16 and not d.is_floating_point():
         raise ValueError(
             f"`depth` must be uint16 (raw sensor units) or floating point (metres unless "
@@ -300,18 +233,14 @@ def _check_color(color, h: int, w: int) -> Tensor:
     c = _to_tensor(color, "color")
     if c.dim() != 3 or c.shape[2] != 3:
         raise ValueError(
-            f"`color` must have shape [H, W, 3] (channels last), got shape {list(c.shape)}"
-        )
+            f"`color` must have shape [H, W, 3] (channels last), got shape {list(c.shape)}")
     if tuple(c.shape[:2]) != (h, w):
         raise ValueError(
             f"`color` and `depth` must have the same size: color is {c.shape[0]}x{c.shape[1]} "
-            f"(HxW), depth is {h}x{w}"
-        )
+            f"(HxW), depth is {h}x{w}")
     if c.dtype != torch.uint8 and not c.is_floating_point():
-        raise ValueError(
-            f"`color` must be uint8 (0..255) or floating point (0..1), got dtype "
-            f"{str(c.dtype).replace('torch.', '')}"
-        )
+        raise ValueError(f"`color` must be uint8 (0..255) or floating point (0..1), got dtype "
+                         f"{str(c.dtype).replace('torch.', '')}")
     if c.is_floating_point() and c.numel():
         finite = c[torch.isfinite(c)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 0.0)
@@ -319,8 +248,7 @@ def _check_color(color, h: int, w: int) -> Tensor:
             raise ValueError(
                 f"`color` is floating point with values in [{lo:g}, {hi:g}]: floating point "
                 "colour must lie in [0, 1] (uint8 colour is divided by 255); pass color / 255 "
-                "or the uint8 image"
-            )
+                "or the uint8 image")
     return c
 
 
@@ -339,40 +267,18 @@ def rgbd_to_points(
 ) -> RGBDPoints:
     """Back-project an RGB-D frame to coloured camera-frame points (pinhole model).
 
-    Every pixel ``(row, col)`` with a valid depth ``z = depth / depth_scale`` (``z > 0``, finite
-    and ``<= depth_trunc``) gives the point ``((col - cx) z / fx, (row - cy) z / fy, z)`` with the
-    pixel's colour. Points come in row-major pixel order, like Open3D's
-    ``PointCloud.create_from_rgbd_image`` with ``project_valid_depth_only=True``. Unlike Open3D's
-    ``RGBDImage.create_from_color_and_depth`` there is no truncation by default (Open3D drops
-    ``z >= 3.0`` m unless told otherwise) and colours are never converted to intensity.
-
     Args:
-        color: uint8 colour (``/ 255``) or floating point colour in [0, 1], channels last.
+        color: uint8 or floating point colour in [0, 1], channels last.
         depth: uint16 raw depth, or floating point depth.
-        intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`
-            (see :func:`as_intrinsics`). If it carries an image size, it must match ``depth``.
-        depth_scale: raw depth units per metre (1000: millimetres; 5000: TUM). Default
-            (``None``): 1000 for uint16 depth, 1 for floating point depth (taken as metres; a
-            value beyond :data:`MAX_METRIC_DEPTH` = 100 m is refused as a unit mistake). An
-            explicit value divides floating point depth too (and skips that check).
-        depth_trunc: largest kept depth in metres; ``None`` keeps all.
-        dtype: floating dtype of ``xyz`` and ``rgb`` (the maths runs in float64).
-
-    Returns:
-        :class:`RGBDPoints` ``(xyz, rgb, pixel)`` as torch tensors on the device of ``depth``
-        (numpy inputs give CPU tensors).
+        intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`.
+        depth_scale: raw depth units per metre (default: 1000 for uint16 depth, 1 for floating
+            point depth, which is then refused beyond :data:`MAX_METRIC_DEPTH`).
+        depth_trunc: largest kept depth in metres; None keeps all.
+        dtype: floating dtype of ``xyz`` and ``rgb``.
 
     Shapes:
-        color: [H, W, 3]; depth: [H, W].
-        xyz: [N, 3]; rgb: [N, 3]; pixel: [N] with N = number of valid-depth pixels.
-
-    Raises:
-        ValueError: floating point colour outside [0, 1], floating point depth beyond
-            100 m without ``depth_scale`` (millimetres?), wrong shapes or dtypes (e.g.
-            uint8/int32 depth), colour and depth of
-            different sizes, missing or malformed intrinsics, intrinsics for another image size,
-            a bad ``depth_scale``/``depth_trunc``, or no pixel with a valid depth.
-        TypeError: inputs that are neither numpy arrays nor tensors.
+        color: [H, W, 3]; depth: [H, W]; return: :class:`RGBDPoints` (xyz [N, 3], rgb [N, 3],
+        pixel [N]) on the device of ``depth``.
     """
     d = _check_depth(depth)
     h, w = d.shape
@@ -380,8 +286,7 @@ def rgbd_to_points(
     k = as_intrinsics(intrinsics)
     if (k.width is not None and k.width != w) or (k.height is not None and k.height != h):
         raise ValueError(
-            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but the frame is {w}x{h}"
-        )
+            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but the frame is {w}x{h}")
     z = depth_to_metres(d, depth_scale)
     if depth_scale is None and d.is_floating_point():
         finite = z[torch.isfinite(z)]
@@ -391,8 +296,7 @@ def rgbd_to_points(
                 f"floating point `depth` is taken as metres, but it reaches {far:g} m (more than "
                 f"{MAX_METRIC_DEPTH:g} m, beyond any RGB-D sensor): for depth in millimetres "
                 "pass depth_scale=1000 (or the raw uint16 image); for far metric depth pass "
-                "depth_scale=1.0 explicitly"
-            )
+                "depth_scale=1.0 explicitly")
     valid = _valid(z, depth_trunc).reshape(-1)
     pixel = valid.nonzero().squeeze(1)
     if pixel.numel() == 0:
@@ -409,7 +313,7 @@ def rgbd_to_points(
     return RGBDPoints(xyz.to(dtype), rgb, pixel)
 
 
-# --------------------------------------------------------------------------- poses
+# poses
 def pose_matrix(pose) -> Tensor:
     """Turn a camera-to-world pose into a 4x4 rigid transform (float64).
 
@@ -418,16 +322,8 @@ def pose_matrix(pose) -> Tensor:
             TUM / slambook ``pose.txt`` layout; the quaternion is normalised), or a 4x4 matrix
             (returned as float64 after checking its last row).
 
-    Returns:
-        ``T`` with ``T[:3, :3] = R``, ``T[:3, 3] = t``: a camera point ``p`` maps to
-        ``R p + t`` in world coordinates.
-
     Shapes:
         pose: [7] or [4, 4]; return: [4, 4].
-
-    Raises:
-        ValueError: another shape, non-finite values, a zero quaternion or a 4x4 matrix whose
-            last row is not ``(0, 0, 0, 1)``.
     """
     p = pose.detach().cpu().double() if isinstance(pose, Tensor) else torch.as_tensor(
         np.asarray(pose, dtype=np.float64)
@@ -441,19 +337,16 @@ def pose_matrix(pose) -> Tensor:
     if tuple(p.shape) != (7,):
         raise ValueError(
             f"`pose` must be (tx, ty, tz, qx, qy, qz, qw) (shape [7]) or a 4x4 matrix, got shape "
-            f"{list(p.shape)}"
-        )
+            f"{list(p.shape)}")
     t, q = p[:3], p[3:]
     n = float(q.norm())
     if n == 0.0:
         raise ValueError("`pose` quaternion (qx, qy, qz, qw) must be non-zero, got all zeros")
     x, y, z, w_ = (q / n).tolist()
     r = torch.tensor(
-        [
-            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w_), 2 * (x * z + y * w_)],
-            [2 * (x * y + z * w_), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w_)],
-            [2 * (x * z - y * w_), 2 * (y * z + x * w_), 1 - 2 * (x * x + y * y)],
-        ],
+        [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w_), 2 * (x * z + y * w_)],
+         [2 * (x * y + z * w_), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w_)],
+         [2 * (x * z - y * w_), 2 * (y * z + x * w_), 1 - 2 * (x * x + y * y)]],
         dtype=torch.float64,
     )
     out = torch.eye(4, dtype=torch.float64)
@@ -477,8 +370,7 @@ def transform_points(xyz: Tensor, pose) -> Tensor:
     if xyz.dim() != 2 or xyz.shape[1] != 3 or not xyz.is_floating_point():
         raise ValueError(
             f"`xyz` must be a floating point [N, 3] tensor, got shape {list(xyz.shape)} dtype "
-            f"{xyz.dtype}"
-        )
+            f"{xyz.dtype}")
     t = pose_matrix(pose).to(xyz.device)
     out = xyz.double() @ t[:3, :3].T + t[:3, 3]
     return out.to(xyz.dtype)

@@ -73,41 +73,6 @@ def test_image_models_on_3d_point_clouds_take_pos_dim_as_readme_says():
             assert model(pb).shape == (2, 4)
 
 
-def test_renamed_names_keep_their_old_spelling():
-    from pointctx.datasets import modelnet40_sample
-    from pointctx.nn import Assignment, ClusterAssignment, GlobalFeatureClustering
-
-    # one assignment tuple for both mixers (field order center, centers, region, similarity)
-    assert ClusterAssignment is Assignment
-    torch.manual_seed(0)
-    gfc = GlobalFeatureClustering(8, heads=2, head_dim=4, centers=2, bounds=(-0.5, 0.5))
-    x, pos = torch.randn(10, 8), torch.rand(10, 2) - 0.5
-    _, res = gfc(x, pos, torch.zeros(10, dtype=torch.long), return_assignment=True)
-    assert isinstance(res, Assignment) and res.region is None
-    assert res.center.shape == res.similarity.shape == (10, 2)
-    # datasets: num_points is what was asked for, points_per_item what an item holds
-    ds = modelnet40_sample("test", num_points=None)
-    assert ds.num_points is None and ds.points_per_item == 1024
-    with pytest.warns(DeprecationWarning, match="use `points_per_item`"):
-        assert ds.n_points == 1024
-
-
-def test_context_cluster_denominator_and_its_old_name():
-    from pointctx.nn import ContextCluster
-
-    x, pos = torch.randn(12, 4), torch.rand(12, 2) - 0.5
-    batch = torch.zeros(12, dtype=torch.long)
-    torch.manual_seed(0)
-    new = ContextCluster(4, heads=1, head_dim=4, denominator="count")
-    torch.manual_seed(0)
-    with pytest.warns(DeprecationWarning, match="use denominator="):
-        old = ContextCluster(4, heads=1, head_dim=4, normalize="count")
-    assert new.denominator == old.denominator == old.normalize == "count"
-    torch.testing.assert_close(new(x, pos, batch), old(x, pos, batch))
-    with pytest.raises(ValueError, match="`denominator` must be one of"):
-        ContextCluster(4, denominator="mean")
-
-
 def test_gfc_takes_the_proposed_centers_as_proposed():
     from pointctx.nn import GFCStage
 
@@ -118,5 +83,3 @@ def test_gfc_takes_the_proposed_centers_as_proposed():
     proposed = stage.blocks[0].token_mixer.proposal(pos, batch, 1)  # centers=2: a count
     out = stage(x, pos, batch, proposed=proposed)
     torch.testing.assert_close(out, stage(x, pos, batch))
-    with pytest.warns(DeprecationWarning, match="pass the proposal's output as `proposed=`"):
-        torch.testing.assert_close(stage(x, pos, batch, centers=proposed), out)

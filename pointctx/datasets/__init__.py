@@ -1,16 +1,7 @@
-"""Datasets and readers: point clouds, pixel sets, RGB-D frames and segmentation, one module each.
-
-:mod:`~pointctx.datasets.base` holds what they share (views, seeded subsets and splits,
-epochs), :mod:`~pointctx.datasets._read` the file readers; then one module per family:
-:mod:`~pointctx.datasets.points` (the point-cloud base), :mod:`~pointctx.datasets.scanobjectnn`,
-:mod:`~pointctx.datasets.modelnet40`, :mod:`~pointctx.datasets.images` (MNIST, CIFAR-10),
-:mod:`~pointctx.datasets.rgbd`, :mod:`~pointctx.datasets.camvid` and
-:mod:`~pointctx.datasets.segmentation` (its transforms). :mod:`~pointctx.datasets.pointclouds`
-is the index (and old import path) of the point-cloud datasets.
-"""
+"""Datasets: point clouds, pixel sets, RGB-D frames and segmentation, one module each."""
 
 from ._root import bundled_root, data_root
-from .base import DatasetSplit, RowDataset, select_rows
+from .base import DatasetSplit, RowDataset, select_rows, stratified_split
 from .camvid import (
     CAMVID_CLASSES,
     CAMVID_MEAN,
@@ -30,23 +21,8 @@ from .images import (
     ImageSplit,
     stratified_subset,
 )
-from .pointclouds import (
-    SCANOBJECTNN_CLASSES,
-    Compose,
-    ModelNet40,
-    NormalizeUnitSphere,
-    PointCloudDataset,
-    PointCloudTransform,
-    RandomJitter,
-    RandomRotation,
-    RandomScaleShift,
-    ScanObjectNN,
-    ShufflePoints,
-    farthest_point_sample,
-    modelnet40_sample,
-    reference_train_transform,
-    stratified_split,
-)
+from .modelnet40 import ModelNet40, modelnet40_sample
+from .points import PointCloudDataset
 from .rgbd import (
     RGBD_PRESETS,
     FusedPoints,
@@ -58,6 +34,8 @@ from .rgbd import (
     rgbd_frame,
     rgbd_frames,
 )
+from .sampling import farthest_point_sample
+from .scanobjectnn import SCANOBJECTNN_CLASSES, ScanObjectNN
 from .scenes import Scene, ShapeScenes
 from .segmentation import (
     PixelSubset,
@@ -76,64 +54,15 @@ from .shapenetpart import (
 )
 
 __all__ = ["bundled_root", "data_root", "DatasetSplit", "RowDataset", "select_rows"]
-__all__ += [
-    "SCANOBJECTNN_CLASSES",
-    "Compose",
-    "ModelNet40",
-    "NormalizeUnitSphere",
-    "PointCloudDataset",
-    "PointCloudTransform",
-    "RandomJitter",
-    "RandomRotation",
-    "RandomScaleShift",
-    "ScanObjectNN",
-    "ShufflePoints",
-    "farthest_point_sample",
-    "modelnet40_sample",
-    "reference_train_transform",
-    "stratified_split",
-]
-__all__ += [
-    "CIFAR10",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "MNIST",
-    "MNIST_MEAN",
-    "MNIST_STD",
-    "ImageDataset",
-    "ImageSplit",
-    "stratified_subset",
-]
-__all__ += [
-    "RGBD_PRESETS",
-    "FusedPoints",
-    "RGBDDataset",
-    "RGBDFrame",
-    "frame_to_points",
-    "fuse_frames",
-    "load_rgbd",
-    "rgbd_frame",
-    "rgbd_frames",
-]
+__all__ += ["SCANOBJECTNN_CLASSES", "ModelNet40", "PointCloudDataset", "ScanObjectNN",
+            "farthest_point_sample", "modelnet40_sample", "stratified_split"]
+__all__ += ["CIFAR10", "CIFAR10_MEAN", "CIFAR10_STD", "MNIST", "MNIST_MEAN", "MNIST_STD",
+            "ImageDataset", "ImageSplit", "stratified_subset"]
+__all__ += ["RGBD_PRESETS", "FusedPoints", "RGBDDataset", "RGBDFrame", "frame_to_points",
+            "fuse_frames", "load_rgbd", "rgbd_frame", "rgbd_frames"]
 __all__ += ["Scene", "ShapeScenes"]
-__all__ += [
-    "SHAPENETPART_CATEGORIES",
-    "SHAPENETPART_PARTS",
-    "PartSample",
-    "ShapeNetPart",
-    "category_part_mask",
-]
-__all__ += [
-    "CAMVID_CLASSES",
-    "CAMVID_MEAN",
-    "CAMVID_PALETTE",
-    "CAMVID_STD",
-    "CAMVID_VOID",
-    "CamVid",
-    "PixelSubset",
-    "RandomHorizontalFlip",
-    "RandomScaleCrop",
-    "Resize",
-    "SegCompose",
-    "check_seg_sample",
-]
+__all__ += ["SHAPENETPART_CATEGORIES", "SHAPENETPART_PARTS", "PartSample", "ShapeNetPart",
+            "category_part_mask"]
+__all__ += ["CAMVID_CLASSES", "CAMVID_MEAN", "CAMVID_PALETTE", "CAMVID_STD", "CAMVID_VOID",
+            "CamVid", "PixelSubset", "RandomHorizontalFlip", "RandomScaleCrop", "Resize",
+            "SegCompose", "check_seg_sample"]

@@ -1,8 +1,4 @@
-"""File readers and content checks shared by the dataset families (npz, HDF5, name lists).
-
-Every reader raises a one-line ``ValueError`` naming the file and the problem (and what to do
-for a truncated or corrupt file) instead of the raw ``zipfile`` / ``h5py`` / numpy error.
-"""
+"""File readers and content checks shared by the dataset families (npz, HDF5, name lists)."""
 
 from __future__ import annotations
 
@@ -18,12 +14,7 @@ NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, Key
 
 
 def read_npz(path: Path) -> dict[str, np.ndarray]:
-    """Every array of an ``.npz`` file, read now (so that a damaged member fails here).
-
-    Raises:
-        ValueError: the file is not an npz archive, is truncated, or a member is corrupt (bad
-            CRC, bad header): one line naming the file and saying to copy it again.
-    """
+    """Every array of an ``.npz`` file, read now (so that a damaged member fails here)."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
@@ -38,7 +29,7 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
 def _import_h5py():
     try:
         import h5py
-    except ImportError as err:  # pragma: no cover - h5py is a core dependency
+    except ImportError as err:
         raise ImportError("reading .h5 point-cloud files needs h5py: pip install h5py") from err
     return h5py
 
@@ -59,8 +50,7 @@ def read_h5(path: Path, want_normals: bool = False) -> tuple[np.ndarray, np.ndar
         if missing:
             raise ValueError(
                 f"{path}: missing HDF5 dataset(s) {missing}; found {sorted(f.keys())}, expected "
-                "'data' [S, P, 3] float and 'label' [S] int"
-            )
+                "'data' [S, P, 3] float and 'label' [S] int")
         try:
             data = f["data"][()]
             label = f["label"][()]
@@ -72,42 +62,34 @@ def read_h5(path: Path, want_normals: bool = False) -> tuple[np.ndarray, np.ndar
     if data.ndim != 3 or data.shape[2] != 3 or data.dtype.kind != "f":
         raise ValueError(
             f"{path}: dataset 'data' must be float [S, P, 3], got shape {data.shape} dtype "
-            f"{data.dtype}"
-        )
+            f"{data.dtype}")
     if label.ndim == 2 and label.shape[1] == 1:
         label = label[:, 0]
     if label.ndim != 1 or label.dtype.kind not in "iu":
         raise ValueError(
             f"{path}: dataset 'label' must be int [S] (or [S, 1]), got shape {label.shape} dtype "
-            f"{label.dtype}"
-        )
+            f"{label.dtype}")
     if len(label) != len(data):
         raise ValueError(
-            f"{path}: 'label' has {len(label)} entries but 'data' has {len(data)} clouds"
-        )
+            f"{path}: 'label' has {len(label)} entries but 'data' has {len(data)} clouds")
     if normal is not None and normal.shape != data.shape:
         raise ValueError(
             f"{path}: dataset 'normal' must have the shape of 'data' {data.shape}, got "
-            f"{normal.shape}"
-        )
+            f"{normal.shape}")
     return data, label.astype(np.int64), normal
 
 
 def check_labels(labels: np.ndarray, num_classes: int, path) -> None:
     if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(
-            f"{path}: labels must lie in [0, {num_classes}), got range "
-            f"[{labels.min()}, {labels.max()}]"
-        )
+        raise ValueError(f"{path}: labels must lie in [0, {num_classes}), got range "
+                         f"[{labels.min()}, {labels.max()}]")
 
 
 def check_finite(data: np.ndarray, path) -> None:
     bad = ~np.isfinite(data).all(axis=tuple(range(1, data.ndim)))
     if bad.any():
-        raise ValueError(
-            f"{path}: cloud {int(np.flatnonzero(bad)[0])} has NaN/Inf coordinates "
-            f"({int(bad.sum())} clouds affected)"
-        )
+        raise ValueError(f"{path}: cloud {int(np.flatnonzero(bad)[0])} has NaN/Inf coordinates "
+                         f"({int(bad.sum())} clouds affected)")
 
 
 def read_names(path: Path) -> list[str]:

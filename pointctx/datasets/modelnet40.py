@@ -1,15 +1,4 @@
-"""ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings.
-
-One small reader per packaging (``layout``), each with ``find`` (where the split's files would
-be; ``None`` when absent) and ``load`` (read them into the dataset):
-
-* :class:`NpzLayout`: ``modelnet40_<split>_<P>.npz`` (the shared data folder; also one ``.npz``
-  holding both splits, the bundled sample);
-* :class:`PlyHdf5Layout`: PointNet's ``modelnet40_ply_hdf5_2048/ply_data_<split><k>.h5``;
-* :class:`NormalResampledLayout`: PointNet++'s ``modelnet40_normal_resampled/`` text files.
-
-:data:`LAYOUTS` lists them in the order ``layout="auto"`` tries them.
-"""
+"""ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings."""
 
 from __future__ import annotations
 
@@ -37,11 +26,7 @@ class NpzLayout:
 
     def find(self, base: Path, split: str, num_points: int | None, looked: list[str],
              short: list[str]):
-        """The npz file to read (the smallest with enough points), or None.
-
-        A file of the split with too few points is noted in ``short`` (the error then says how
-        many points the file holds).
-        """
+        """The npz file to read (the smallest with enough points), or None."""
         if base.suffix == ".npz":
             looked.append(str(base))
             return base if base.is_file() else None
@@ -57,8 +42,7 @@ class NpzLayout:
                 short.append(
                     f"{biggest} holds {size[biggest]} points per cloud, fewer than num_points = "
                     f"{num_points}: pass num_points <= {size[biggest]} (or None for all stored "
-                    "points), or add a file with more points"
-                )
+                    "points), or add a file with more points")
             hits = enough
         else:  # all points asked for: the largest file
             hits = sorted(hits, key=size.get, reverse=True)
@@ -73,22 +57,17 @@ class NpzLayout:
         arrays = read_npz(path)
         missing = {"points", "labels", "classes"} - set(arrays)
         if missing:
-            raise ValueError(
-                f"{path}: missing array(s) {sorted(missing)}; found {sorted(arrays)}"
-            )
+            raise ValueError(f"{path}: missing array(s) {sorted(missing)}; found {sorted(arrays)}")
         points, labels = arrays["points"], arrays["labels"]
         classes = [str(c) for c in arrays["classes"]]
         split_arr, names = arrays.get("split"), arrays.get("names")
         if points.ndim != 3 or points.shape[2] != 3 or points.dtype.kind != "f":
             raise ValueError(
                 f"{path}: 'points' must be float [S, P, 3], got shape {points.shape} dtype "
-                f"{points.dtype}"
-            )
+                f"{points.dtype}")
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(points):
-            raise ValueError(
-                f"{path}: 'labels' must be int [S] with S = {len(points)}, got shape "
-                f"{labels.shape} dtype {labels.dtype}"
-            )
+            raise ValueError(f"{path}: 'labels' must be int [S] with S = {len(points)}, got shape "
+                             f"{labels.shape} dtype {labels.dtype}")
         m = _NPZ_RE.match(path.name)
         if split_arr is not None:
             keep = np.asarray(split_arr).astype(str) == split
@@ -99,8 +78,7 @@ class NpzLayout:
         elif m is None or m.group(1) != split:
             raise ValueError(
                 f"{path}: cannot tell which split it holds (no 'split' array and the name is not "
-                f"modelnet40_<train|test>_<P>.npz); {split!r} was asked for"
-            )
+                f"modelnet40_<train|test>_<P>.npz); {split!r} was asked for")
         check_labels(labels, len(classes), path)
         check_finite(points, path)
         ds.classes = classes
@@ -132,8 +110,7 @@ class PlyHdf5Layout:
         names_file = files[0].parent / "shape_names.txt"
         if not names_file.is_file():
             raise FileNotFoundError(
-                f"{names_file} not found (the class names of {files[0].parent})"
-            )
+                f"{names_file} not found (the class names of {files[0].parent})")
         ds.classes = read_names(names_file)
         datas, labels = [], []
         for path in files:
@@ -143,10 +120,8 @@ class PlyHdf5Layout:
             if normal is not None:
                 data = np.concatenate([data, normal], axis=2)
             if datas and data.shape[1:] != datas[0].shape[1:]:
-                raise ValueError(
-                    f"{path}: clouds have shape {data.shape[1:]}, but {files[0]} has "
-                    f"{datas[0].shape[1:]}"
-                )
+                raise ValueError(f"{path}: clouds have shape {data.shape[1:]}, but {files[0]} has "
+                                 f"{datas[0].shape[1:]}")
             datas.append(data.astype(np.float32, copy=False))
             labels.append(label)
         ds._names = None
@@ -182,16 +157,14 @@ class NormalResampledLayout:
             if cname not in lookup:
                 raise ValueError(
                     f"{folder / f'modelnet40_{split}.txt'}: shape id {sid!r} names class "
-                    f"{cname!r}, which is not in {names_file.name}"
-                )
+                    f"{cname!r}, which is not in {names_file.name}")
             files.append(folder / cname / f"{sid}.txt")
             labels.append(lookup[cname])
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
             raise FileNotFoundError(
                 f"{len(missing)} of {len(files)} {split} shape files are missing under {folder}, "
-                f"e.g. {missing[:3]}"
-            )
+                f"e.g. {missing[:3]}")
         ds._names = shape_ids
         ds._files = files
         ds._cache = {}
@@ -212,14 +185,12 @@ class NormalResampledLayout:
         if arr.shape[1] != 6 or arr.shape[0] < 1:
             raise ValueError(
                 f"{path}: expected lines of 6 comma-separated numbers (x,y,z,nx,ny,nz), got an "
-                f"array of shape {arr.shape}"
-            )
+                f"array of shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{path}: has NaN/Inf values")
         if hasattr(ds, "_points_per_cloud") and arr.shape[0] < ds.points_per_item:
             raise ValueError(
-                f"{path}: has {arr.shape[0]} points, fewer than num_points = {ds.points_per_item}"
-            )
+                f"{path}: has {arr.shape[0]} points, fewer than num_points = {ds.points_per_item}")
         return arr if ds.use_normals else arr[:, :3]
 
 
@@ -230,39 +201,12 @@ LAYOUTS = {lay.name: lay for lay in (NpzLayout(), PlyHdf5Layout(), NormalResampl
 class ModelNet40(PointCloudDataset):
     """ModelNet40 (Wu et al., CVPR 2015): 40 classes of CAD shapes, from any of three packagings.
 
-    ``layout`` (``"auto"`` tries them in this order):
-
-    * ``"npz"``: compact files ``modelnet40_<split>_<P>.npz`` (``points`` float [S, P, 3],
-      ``labels`` [S], ``classes``, optional ``names``), like ``modelnet40_train_1024.npz`` in the
-      shared data folder, which holds the official **train split only** (use :meth:`split` for a
-      validation set). ``root`` may also be one ``.npz`` file holding both splits with a
-      ``split`` array of ``"train"``/``"test"`` (the bundled sample, :func:`modelnet40_sample`).
-    * ``"ply_hdf5"``: PointNet's ``modelnet40_ply_hdf5_2048/ply_data_<split><k>.h5`` (``data``
-      [S, 2048, 3], ``label`` [S, 1], optional ``normal``) with ``shape_names.txt``.
-    * ``"normal_resampled"``: PointNet++'s ``modelnet40_normal_resampled/`` with
-      ``modelnet40_shape_names.txt``, ``modelnet40_<split>.txt`` (one shape id per line, such as
-      ``airplane_0001``) and ``<class>/<shape id>.txt`` files of ``x,y,z,nx,ny,nz`` lines
-      (10,000 points). These text files are parsed when an item is first read and the sampled
-      cloud is cached in memory (``sampling="random"`` re-reads the file each time).
-
     Args:
-        root: data folder (or a folder of the layout, or an ``.npz`` file); default
-            :func:`~pointctx.datasets.data_root`.
+        root: data folder, layout folder or ``.npz`` file (default: the data root).
         split: ``"train"`` or ``"test"``.
-        num_points: points per cloud; ``None`` for all stored.
-        sampling: ``"first"``, ``"fps"`` or ``"random"`` (see :class:`PointCloudDataset`).
-        transform: per-cloud transform (e.g.
-            :func:`~pointctx.transforms.reference_train_transform` for training).
+        num_points, sampling, transform, seed: see :class:`PointCloudDataset`.
         layout: ``"auto"``, ``"npz"``, ``"ply_hdf5"`` or ``"normal_resampled"``.
-        use_normals: return xyz + normals [n, 6] (``ply_hdf5`` with a ``normal`` dataset and
-            ``normal_resampled`` only).
-        seed: base seed of the per-item generators.
-
-    Raises:
-        FileNotFoundError: no file of the layout(s) exists (names the paths looked at).
-        ValueError: a file is truncated, corrupt or wrongly shaped, labels out of range, the
-            files hold fewer points than ``num_points`` (the message says how many), or a bad
-            argument.
+        use_normals: return xyz + normals [n, 6] (layouts with normals).
 
     Shapes:
         item: ``(points [num_points, 3 or 6] float32, label int)``.
@@ -270,17 +214,10 @@ class ModelNet40(PointCloudDataset):
 
     LAYOUTS = tuple(LAYOUTS)
 
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        num_points: int | None = 1024,
-        sampling: str = "first",
-        transform: Callable | None = None,
-        layout: str = "auto",
-        use_normals: bool = False,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path | None = None, split: str = "train",
+                 num_points: int | None = 1024, sampling: str = "first",
+                 transform: Callable | None = None, layout: str = "auto", use_normals: bool = False,
+                 seed: int = 0) -> None:
         super().__init__(num_points, sampling, transform, seed)
         check_split(split)
         if layout != "auto" and layout not in self.LAYOUTS:
@@ -302,10 +239,8 @@ class ModelNet40(PointCloudDataset):
             raise ValueError("ModelNet40: " + "; ".join(short))
         hint = ""
         if split == "test" and any("modelnet40_train_" in s for s in looked if Path(s).exists()):
-            hint = (
-                " The folder holds only the official train split (modelnet40_train_*.npz); "
-                "carve a validation set with ModelNet40(split='train').split(val_fraction)."
-            )
+            hint = (" The folder holds only the official train split (modelnet40_train_*.npz); "
+                    "carve a validation set with ModelNet40(split='train').split(val_fraction).")
         raise FileNotFoundError(
             f"ModelNet40 {split} data not found under {base}; looked for: " + "; ".join(looked)
             + "." + hint + f" ModelNet40 comes from {MODELNET40_URL} (academic use); the "
@@ -317,7 +252,8 @@ class ModelNet40(PointCloudDataset):
             return self._array[row]
         return self._cache.get(row) if row in self._cache else NormalResampledLayout.read(self, row)
 
-    def _select(self, row, cloud, rng):  # noqa: D102
+    def _select(self, row, cloud, rng):
+        """The sampled points of one cloud (normals resampled with the layout's cache)."""
         out = super()._select(row, cloud, rng)
         if self.layout == "normal_resampled" and self.sampling != "random":
             self._cache[row] = out  # later reads select from the cached subset again
@@ -329,10 +265,6 @@ class ModelNet40(PointCloudDataset):
 def modelnet40_sample(split: str = "train", **kwargs) -> ModelNet40:
     """The bundled real ModelNet40 sample (``datasets/modelnet40_sample.npz``, no download).
 
-    10 classes (airplane, bed, bottle, car, chair, guitar, lamp, monitor, sofa, toilet) with 40
-    train and 10 test shapes each, 1024 points per shape, drawn from the official ModelNet40 train
-    split by ``datasets/make_sample.py`` (see ``datasets/README.md``).
-
     Args:
         split: ``"train"`` (400 shapes) or ``"test"`` (100 shapes).
         **kwargs: passed to :class:`ModelNet40` (``num_points``, ``sampling``, ``transform``...).
@@ -341,6 +273,5 @@ def modelnet40_sample(split: str = "train", **kwargs) -> ModelNet40:
     if not path.is_file():
         raise FileNotFoundError(
             f"{path} is missing; rebuild it with `python datasets/make_sample.py` (needs the "
-            "shared modelnet40_train_1024.npz)"
-        )
+            "shared modelnet40_train_1024.npz)")
     return ModelNet40(path, split=split, layout="npz", **kwargs)

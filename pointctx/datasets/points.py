@@ -1,21 +1,6 @@
-"""The base of the point-cloud classification datasets: per-item sampling, transform and seeding.
-
-Every point-cloud dataset returns ``(points, label)`` per item: ``points`` a float32 tensor
-[n, C] (``C = 3`` for xyz, ``6`` for xyz + normals where asked) and ``label`` an int. All clouds
-of one dataset have the same ``n``, so the default ``DataLoader`` collate stacks them into a
-padded [B, n, C] batch, which the point models accept directly (or build a
-:class:`~pointctx.PointBatch` with ``PointBatch.from_padded``).
-
-Randomness (random point subsets, augmentation) is drawn from a generator seeded by
-``(seed, epoch, item)``: results do not depend on the number of DataLoader workers or on the
-order items are read, and a run resumed at epoch ``e`` (``set_epoch(e)``) draws exactly what an
-uninterrupted run would. Call :meth:`PointCloudDataset.set_epoch` before each epoch (with
-non-persistent workers, which copy the dataset when an epoch's iterator starts).
-"""
+"""The base of the point-cloud classification datasets: per-item sampling, transform and seeding."""
 
 from __future__ import annotations
-
-import warnings
 
 import numpy as np
 import torch
@@ -43,24 +28,18 @@ def check_split(split: str) -> str:
 class PointCloudDataset(RowDataset):
     """Base of the classification datasets: per-item sampling, transform and seeding.
 
-    Subclasses set ``classes`` and implement ``_cloud(row) -> ndarray [P, C]`` (array-backed
-    subclasses set ``_array`` instead), then call ``_finish(labels, points_per_cloud)``.
-
     Args:
-        num_points: points per returned cloud (``None``: all ``P``).
-        sampling: ``"first"`` (the first ``num_points`` rows, as stored: the official files store
-            points in random order, and PointMLP reads them this way), ``"fps"`` (farthest point
-            sampling from row 0, computed once per cloud and cached) or ``"random"`` (a random
-            subset drawn per epoch and item).
-        transform: a :class:`~pointctx.transforms.PointCloudTransform` (called with the item's
-            generator) or any callable ``f(points [n, C]) -> points``; ``None`` for none.
+        num_points: points per returned cloud (None: all).
+        sampling: ``"first"`` (the stored order, as PointMLP), ``"fps"`` (cached farthest point
+            sampling) or ``"random"`` (per epoch and item).
+        transform: a :class:`~pointctx.transforms.PointCloudTransform` or any callable
+            ``f(points [n, C]) -> points``.
         seed: base seed of the per-item generators.
 
     Attributes:
-        classes: class names, ``classes[label]``.
-        num_classes: ``len(classes)``.
-        labels: int64 [len(self)] labels of the items in this view.
-        names: shape ids of the items in this view, or ``None``.
+        classes: class names; num_classes: their count.
+        labels: int64 labels of the items in this view.
+        names: shape ids of the items, or None.
         epoch: current epoch (see :meth:`set_epoch`).
     """
 
@@ -88,8 +67,7 @@ class PointCloudDataset(RowDataset):
         if self.num_points is not None and self.num_points > self._points_per_cloud:
             raise ValueError(
                 f"`num_points` = {self.num_points} exceeds the {self._points_per_cloud} points "
-                f"stored per cloud in {self.source}"
-            )
+                f"stored per cloud in {self.source}")
         if self.sampling == "fps" and self._array is not None:
             self._precompute_fps()
 
@@ -105,21 +83,11 @@ class PointCloudDataset(RowDataset):
         """Points per returned cloud (``num_points``, or all stored when it is None)."""
         return self._points_per_cloud if self.num_points is None else self.num_points
 
-    @property
-    def n_points(self) -> int:
-        """Deprecated name of :attr:`points_per_item` (``num_points`` is the requested count)."""
-        warnings.warn("`n_points` is deprecated; use `points_per_item`", DeprecationWarning,
-                      stacklevel=2)
-        return self.points_per_item
-
     def _cloud(self, row: int) -> np.ndarray:
         return self._array[row]
 
     def _precompute_fps(self, chunk: int = 256) -> None:
-        """FPS of every cloud once (cached), with a progress bar: it takes minutes on big data.
-
-        The bar (tqdm, on stderr) shows on a terminal; set ``TQDM_DISABLE=1`` to hide it.
-        """
+        """FPS of every cloud once (cached), with a progress bar: it takes minutes on big data."""
         n = self.points_per_item
         arr = self._array
         bar = tqdm(total=len(arr), desc=f"FPS to {n} points, {type(self).__name__}",
@@ -196,8 +164,6 @@ class PointCloudDataset(RowDataset):
         return getattr(self, "_source", "?")
 
     def __repr__(self) -> str:
-        return (
-            f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
-            f"num_points={self.points_per_item}, sampling={self.sampling!r}, "
-            f"source={self.source!r})"
-        )
+        return (f"{type(self).__name__}(items={len(self)}, classes={self.num_classes}, "
+                f"num_points={self.points_per_item}, sampling={self.sampling!r}, "
+                f"source={self.source!r})")

@@ -1,30 +1,4 @@
-"""RGB-D frames from image files, named presets of the shared data, and point-set datasets.
-
-(One dataset family in one module, over 500 lines: RGB-D frame readers, the presets of the
-shared frames and the datasets built on them.)
-
-A frame is a colour image (PNG/JPG, 8-bit RGB) plus a depth image (16-bit PNG or PGM) plus
-pinhole intrinsics and, for sequences, a camera-to-world pose. :func:`load_rgbd` reads one;
-:func:`rgbd_frame` / :func:`rgbd_frames` read the named frames of ``<data_root>/rgbd`` (see its
-README):
-
-========  ==========================================  ======  ===========================
-preset    files                                        scale   intrinsics
-========  ==========================================  ======  ===========================
-tum       ``TUM_color.png``, ``TUM_depth.png``         5000    ``camera_primesense.json``
-sun       ``SUN_color.jpg``, ``SUN_depth.png`` (SUN     1000    ``camera_primesense.json``
-          bit layout, decoded)
-kinect    ``kinect/color/{1..5}.png``,                 1000    fx=518, fy=519, cx=325.5,
-          ``kinect/depth/{1..5}.pgm``, ``pose.txt``            cy=253.5
-========  ==========================================  ======  ===========================
-
-The TUM and SUN frames use the PrimeSense default intrinsics as in Open3D's examples (the
-recording cameras' own calibrations differ slightly). Without the shared data folder, the
-``tum`` preset falls back to the bundled copy in ``<repo>/datasets/rgbd_sample``.
-
-Back-projection (:func:`frame_to_points`, :func:`fuse_frames`) is native torch
-(:func:`pointctx.rgbd_to_points`); voxel downsampling uses :func:`pointctx.ops.grid_pool`.
-"""
+"""RGB-D frames from image files, named presets of the shared data, and point-set datasets."""
 
 from __future__ import annotations
 
@@ -50,53 +24,22 @@ from ..rgbd import (
 )
 from ._root import bundled_root, data_root
 
-__all__ = [
-    "RGBD_PRESETS",
-    "KINECT_INTRINSICS",
-    "RGBDFrame",
-    "FusedPoints",
-    "read_color",
-    "read_depth",
-    "read_poses",
-    "load_rgbd",
-    "rgbd_root",
-    "rgbd_frame",
-    "rgbd_frames",
-    "frame_to_points",
-    "fuse_frames",
-    "RGBDDataset",
-]
+__all__ = ["RGBD_PRESETS", "KINECT_INTRINSICS", "RGBDFrame", "FusedPoints", "read_color",
+           "read_depth", "read_poses", "load_rgbd", "rgbd_root", "rgbd_frame", "rgbd_frames",
+           "frame_to_points", "fuse_frames", "RGBDDataset"]
 
 #: Intrinsics of the five slambook Kinect frames (from the shared data README).
 KINECT_INTRINSICS = PinholeIntrinsics(518.0, 519.0, 325.5, 253.5, 640, 480)
 
 #: Named frames of ``<data_root>/rgbd``: file patterns, depth scale and layout, intrinsics.
 RGBD_PRESETS: dict[str, dict] = {
-    "tum": {
-        "color": "TUM_color.png",
-        "depth": "TUM_depth.png",
-        "depth_scale": 5000.0,
-        "depth_layout": "plain",
-        "intrinsics": "camera_primesense.json",
-        "frames": None,
-    },
-    "sun": {
-        "color": "SUN_color.jpg",
-        "depth": "SUN_depth.png",
-        "depth_scale": 1000.0,
-        "depth_layout": "sun",
-        "intrinsics": "camera_primesense.json",
-        "frames": None,
-    },
-    "kinect": {
-        "color": "kinect/color/{}.png",
-        "depth": "kinect/depth/{}.pgm",
-        "depth_scale": 1000.0,
-        "depth_layout": "plain",
-        "intrinsics": KINECT_INTRINSICS,
-        "frames": (1, 2, 3, 4, 5),
-        "poses": "kinect/pose.txt",
-    },
+    "tum": {"color": "TUM_color.png", "depth": "TUM_depth.png", "depth_scale": 5000.0,
+            "depth_layout": "plain", "intrinsics": "camera_primesense.json", "frames": None},
+    "sun": {"color": "SUN_color.jpg", "depth": "SUN_depth.png", "depth_scale": 1000.0,
+            "depth_layout": "sun", "intrinsics": "camera_primesense.json", "frames": None},
+    "kinect": {"color": "kinect/color/{}.png", "depth": "kinect/depth/{}.pgm",
+               "depth_scale": 1000.0, "depth_layout": "plain", "intrinsics": KINECT_INTRINSICS,
+               "frames": (1, 2, 3, 4, 5), "poses": "kinect/pose.txt"},
 }
 
 DEPTH_LAYOUTS = ("plain", "sun")
@@ -106,13 +49,11 @@ class RGBDFrame(NamedTuple):
     """One RGB-D frame with its camera.
 
     Attributes:
-        color: uint8 colour, channels last (numpy array).
-        depth: uint16 raw depth (numpy array; already decoded from the SUN bit layout),
-            ``depth_scale`` units per metre; 0 means no measurement. Kept in numpy because
-            torch supports few operations on uint16 tensors.
+        color: uint8 colour, channels last (numpy).
+        depth: uint16 raw depth (numpy, SUN layout decoded); 0 means no measurement.
         intrinsics: pinhole intrinsics (with the image size).
         depth_scale: raw depth units per metre.
-        pose: camera-to-world rigid transform (float64), or ``None`` for a lone frame.
+        pose: camera-to-world transform (float64), or None.
         name: a label, e.g. ``"kinect/3"``.
 
     Shapes:
@@ -133,9 +74,6 @@ class RGBDFrame(NamedTuple):
 
     def to_image(self, dtype: torch.dtype = torch.float32) -> Tensor:
         """The frame as one image tensor: RGB in [0, 1] and depth in metres as channel 3.
-
-        Feed it to the 2-D pixel-set transforms, e.g.
-        ``PixelSet(ValidDepth())(frame.to_image())`` (see :mod:`pointctx.transforms`).
 
         Shapes:
             return: [4, H, W].
@@ -162,7 +100,7 @@ class FusedPoints(NamedTuple):
     pixel: Tensor | None
 
 
-# --------------------------------------------------------------------------- file readers
+# file readers
 def _require_file(path, what: str) -> Path:
     path = Path(path)
     if not path.is_file():
@@ -184,22 +122,15 @@ def _open_image(path: Path, what: str):
 def read_color(path) -> np.ndarray:
     """Read an 8-bit colour image (PNG, JPG, ...) as RGB.
 
-    Grey or palette images are converted to RGB; an alpha channel is dropped.
-
     Shapes:
         return: [H, W, 3] uint8.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: the file is not an image, or a 16-bit / float image.
     """
     path = _require_file(path, "colour")
     img = _open_image(path, "colour")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
         raise ValueError(
             f"colour file {path} must be an 8-bit colour image, got Pillow mode {img.mode!r} "
-            "(a depth image?)"
-        )
+            "(a depth image?)")
     return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
@@ -213,11 +144,6 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
 
     Shapes:
         return: [H, W] uint16.
-
-    Raises:
-        FileNotFoundError: the file does not exist (the message names it).
-        ValueError: not a single-channel 16-bit image (e.g. an 8-bit or colour image), or an
-            unknown ``layout``.
     """
     check_choice(layout, "layout", DEPTH_LAYOUTS)
     path = _require_file(path, "depth")
@@ -230,14 +156,12 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
         lo, hi = int(arr.min()), int(arr.max())
         if lo < 0 or hi > 65535:
             raise ValueError(
-                f"depth file {path} holds values in [{lo}, {hi}], outside the 16-bit range"
-            )
+                f"depth file {path} holds values in [{lo}, {hi}], outside the 16-bit range")
         arr = arr.astype(np.uint16)
     else:
         raise ValueError(
             f"depth file {path} must be a single-channel 16-bit image, got Pillow mode "
-            f"{img.mode!r}"
-        )
+            f"{img.mode!r}")
     arr = np.require(arr, requirements=["C", "W"])
     if layout == "sun":
         arr = ((arr >> 3) | (arr << 13)).astype(np.uint16)
@@ -249,10 +173,6 @@ def read_poses(path) -> Tensor:
 
     Shapes:
         return: [F, 7] float64 (convert with :func:`pointctx.rgbd.pose_matrix`).
-
-    Raises:
-        FileNotFoundError: the file does not exist.
-        ValueError: a line does not hold 7 numbers.
     """
     path = _require_file(path, "pose")
     rows = []
@@ -268,37 +188,24 @@ def read_poses(path) -> Tensor:
         if len(vals) != 7:
             raise ValueError(
                 f"pose file {path} line {n} must hold 7 numbers (tx ty tz qx qy qz qw), got "
-                f"{len(vals)}"
-            )
+                f"{len(vals)}")
         rows.append(vals)
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 7)
 
 
-def load_rgbd(
-    color,
-    depth,
-    intrinsics,
-    depth_scale: float = 1000.0,
-    depth_layout: str = "plain",
-    pose=None,
-    name: str = "",
-) -> RGBDFrame:
+def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layout: str = "plain",
+              pose=None, name: str = "") -> RGBDFrame:
     """Read a colour + depth image pair into an :class:`RGBDFrame`.
 
     Args:
-        color: path of the colour image (PNG/JPG).
-        depth: path of the 16-bit depth image (PNG/PGM).
-        intrinsics: a path to an Open3D ``PinholeCameraIntrinsic`` json file, or anything
-            :func:`pointctx.rgbd.as_intrinsics` accepts (``(fx, fy, cx, cy)``, a 3x3 matrix, ...).
+        color: path of the colour image.
+        depth: path of the 16-bit depth image.
+        intrinsics: an Open3D intrinsics json path, or what :func:`pointctx.rgbd.as_intrinsics`
+            accepts.
         depth_scale: raw depth units per metre (1000: millimetres; TUM: 5000).
-        depth_layout: ``"plain"`` or ``"sun"`` (see :func:`read_depth`).
-        pose: optional camera-to-world pose (see :func:`pointctx.rgbd.pose_matrix`).
+        depth_layout: ``"plain"`` or ``"sun"``.
+        pose: optional camera-to-world pose.
         name: a label for the frame.
-
-    Raises:
-        FileNotFoundError: a file is missing (the message names it).
-        ValueError: colour and depth sizes differ, intrinsics are missing, malformed or for
-            another image size, or a file is not the expected kind of image.
     """
     c = read_color(color)
     d = read_depth(depth, depth_layout)
@@ -307,29 +214,19 @@ def load_rgbd(
     else:
         k = as_intrinsics(intrinsics)
     if c.shape[:2] != d.shape:
-        raise ValueError(
-            f"colour {color} is {c.shape[0]}x{c.shape[1]} (HxW) but depth {depth} is "
-            f"{d.shape[0]}x{d.shape[1]}: colour and depth must have the same size"
-        )
+        raise ValueError(f"colour {color} is {c.shape[0]}x{c.shape[1]} (HxW) but depth {depth} is "
+                         f"{d.shape[0]}x{d.shape[1]}: colour and depth must have the same size")
     h, w = d.shape
     if (k.width is not None and k.width != w) or (k.height is not None and k.height != h):
         raise ValueError(
-            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but {depth} is {w}x{h}"
-        )
+            f"`intrinsics` are for a {k.width}x{k.height} (WxH) image but {depth} is {w}x{h}")
     k = k._replace(width=w, height=h)
     if not depth_scale > 0:
         raise ValueError(f"`depth_scale` must be > 0, got {depth_scale}")
-    return RGBDFrame(
-        c,
-        d,
-        k,
-        float(depth_scale),
-        None if pose is None else pose_matrix(pose),
-        name,
-    )
+    return RGBDFrame(c, d, k, float(depth_scale), None if pose is None else pose_matrix(pose), name)
 
 
-# --------------------------------------------------------------------------- presets
+# presets
 def rgbd_root(root=None, preset: str = "tum") -> Path:
     """Folder holding the named RGB-D frames.
 
@@ -337,9 +234,6 @@ def rgbd_root(root=None, preset: str = "tum") -> Path:
         root: an explicit folder, or ``None``: ``<data_root>/rgbd`` when the shared data folder
             exists, else (for the ``tum`` preset only) the bundled ``<repo>/datasets/rgbd_sample``.
         preset: the preset that will be read (decides the fallback).
-
-    Raises:
-        FileNotFoundError: no folder is found (the message names where it looked).
     """
     if root is not None:
         root = Path(root)
@@ -374,10 +268,6 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
 
     Returns:
         An :class:`RGBDFrame`; Kinect frames carry their camera-to-world pose from ``pose.txt``.
-
-    Raises:
-        ValueError: an unknown preset or frame number.
-        FileNotFoundError: a file is missing (the message names it).
     """
     spec = _preset(preset)
     folder = rgbd_root(root, preset)
@@ -397,21 +287,13 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         if poses.shape[0] < len(frames):
             raise ValueError(
                 f"pose file {folder / spec['poses']} must hold {len(frames)} poses (one per "
-                f"frame), got {poses.shape[0]}"
-            )
+                f"frame), got {poses.shape[0]}")
         pose, name = poses[frames.index(frame)], f"{preset}/{frame}"
     k = spec["intrinsics"]
     if isinstance(k, str):
         k = folder / k
-    return load_rgbd(
-        folder / color,
-        folder / depth,
-        k,
-        depth_scale=spec["depth_scale"],
-        depth_layout=spec["depth_layout"],
-        pose=pose,
-        name=name,
-    )
+    return load_rgbd(folder / color, folder / depth, k, depth_scale=spec["depth_scale"],
+                     depth_layout=spec["depth_layout"], pose=pose, name=name)
 
 
 def rgbd_frames(preset: str = "kinect", frames: Sequence[int] | None = None, root=None):
@@ -425,7 +307,7 @@ def rgbd_frames(preset: str = "kinect", frames: Sequence[int] | None = None, roo
     return [rgbd_frame(preset, f, root=root) for f in frames]
 
 
-# --------------------------------------------------------------------------- points
+# points
 def _grid_pool(xyz: Tensor, rgb: Tensor, voxel_size: float):
     check_number(voxel_size, "voxel_size", 0.0, min_open=True, type_error=ValueError,
                  must="be a number {bounds} (metres) or None")
@@ -433,29 +315,20 @@ def _grid_pool(xyz: Tensor, rgb: Tensor, voxel_size: float):
     return out.pos, out.x
 
 
-def frame_to_points(
-    frame: RGBDFrame,
-    depth_trunc: float | None = None,
-    voxel_size: float | None = None,
-    world: bool = True,
-    dtype: torch.dtype = torch.float32,
-) -> RGBDPoints:
+def frame_to_points(frame: RGBDFrame, depth_trunc: float | None = None,
+                    voxel_size: float | None = None, world: bool = True,
+                    dtype: torch.dtype = torch.float32) -> RGBDPoints:
     """Back-project a frame to coloured points (pixels without valid depth are skipped).
 
     Args:
         frame: the frame.
-        depth_trunc: largest kept depth in metres (``None``: all).
-        voxel_size: if given, average points (and colours) per cubic voxel of this edge
-            (metres) with :func:`pointctx.ops.grid_pool`; ``pixel`` is then ``None``.
-        world: apply the frame's camera-to-world pose when it has one (else camera frame).
+        depth_trunc: largest kept depth in metres (None: all).
+        voxel_size: average points per cubic voxel of this edge (``pixel`` is then None).
+        world: apply the frame's camera-to-world pose when it has one.
         dtype: floating dtype of ``xyz`` and ``rgb``.
 
-    Returns:
-        :class:`pointctx.rgbd.RGBDPoints` ``(xyz, rgb, pixel)``, ready for
-        ``PointBatch(xyz, rgb)`` or :func:`pointctx.collate`.
-
     Shapes:
-        xyz: [N, 3]; rgb: [N, 3]; pixel: [N] (``None`` with ``voxel_size``).
+        return: :class:`pointctx.rgbd.RGBDPoints` (xyz [N, 3], rgb [N, 3], pixel [N]).
     """
     if not isinstance(frame, RGBDFrame):
         raise TypeError(f"`frame` must be an RGBDFrame, got {type(frame).__name__}")
@@ -471,31 +344,18 @@ def frame_to_points(
     return RGBDPoints(xyz, pts.rgb, pts.pixel)
 
 
-def fuse_frames(
-    frames: Sequence[RGBDFrame],
-    depth_trunc: float | None = None,
-    voxel_size: float | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> FusedPoints:
+def fuse_frames(frames: Sequence[RGBDFrame], depth_trunc: float | None = None,
+                voxel_size: float | None = None, dtype: torch.dtype = torch.float32) -> FusedPoints:
     """Fuse several posed frames into one world-frame point set.
-
-    Each frame is back-projected (:func:`frame_to_points`) and moved to world coordinates with
-    its camera-to-world pose; the points are concatenated in frame order and optionally voxel
-    averaged over all frames together.
 
     Args:
         frames: frames that all carry a ``pose``.
-        depth_trunc: largest kept depth in metres per frame (``None``: all).
-        voxel_size: voxel edge in metres for :func:`pointctx.ops.grid_pool` (``None``: keep all
-            points).
+        depth_trunc: largest kept depth in metres per frame (None: all).
+        voxel_size: voxel edge in metres for :func:`pointctx.ops.grid_pool` (None: all points).
         dtype: floating dtype of ``xyz`` and ``rgb``.
 
     Shapes:
-        result: xyz [N, 3], rgb [N, 3], frame [N], pixel [N] (N = sum of valid pixels, or the
-        number of occupied voxels).
-
-    Raises:
-        ValueError: no frames, or a frame without a pose.
+        return: xyz [N, 3], rgb [N, 3], frame [N], pixel [N].
     """
     frames = list(frames)
     if not frames:
@@ -505,10 +365,8 @@ def fuse_frames(
         if not isinstance(fr, RGBDFrame):
             raise TypeError(f"`frames[{i}]` must be an RGBDFrame, got {type(fr).__name__}")
         if fr.pose is None:
-            raise ValueError(
-                f"`frames[{i}]` ({fr.name or 'unnamed'}) has no pose; fusing needs "
-                "camera-to-world poses"
-            )
+            raise ValueError(f"`frames[{i}]` ({fr.name or 'unnamed'}) has no pose; fusing needs "
+                             "camera-to-world poses")
         p = frame_to_points(fr, depth_trunc=depth_trunc, world=True, dtype=dtype)
         xyzs.append(p.xyz)
         rgbs.append(p.rgb)
@@ -521,14 +379,9 @@ def fuse_frames(
     return FusedPoints(xyz, rgb, torch.cat(ids), torch.cat(pix))
 
 
-# --------------------------------------------------------------------------- dataset
+# dataset
 class RGBDDataset(Dataset):
     """Frames as point-set samples for a DataLoader with :func:`pointctx.collate`.
-
-    Item ``i`` is the dict ``{"pos": xyz [n, 3], "x": rgb [n, 3], "pixel": [n]}`` of frame ``i``
-    (``"pixel"`` is left out when ``voxel_size`` is set). Collate with
-    ``functools.partial(pointctx.collate, point_keys=("pixel",))`` (or plain
-    :func:`pointctx.collate` with ``voxel_size``). Frames are read once and kept in memory.
 
     Args:
         preset: a preset name (``"tum"``, ``"sun"``, ``"kinect"``) or a sequence of
@@ -541,16 +394,9 @@ class RGBDDataset(Dataset):
         transform: optional callable applied to each sample dict.
     """
 
-    def __init__(
-        self,
-        preset="kinect",
-        frames: Sequence[int] | None = None,
-        root=None,
-        depth_trunc: float | None = None,
-        voxel_size: float | None = None,
-        world: bool = True,
-        transform=None,
-    ) -> None:
+    def __init__(self, preset="kinect", frames: Sequence[int] | None = None, root=None,
+                 depth_trunc: float | None = None, voxel_size: float | None = None,
+                 world: bool = True, transform=None) -> None:
         if isinstance(preset, str):
             self.frames = rgbd_frames(preset, frames, root)
         else:
@@ -573,9 +419,7 @@ class RGBDDataset(Dataset):
         """Return ``{"pos": [n, 3], "x": [n, 3], "pixel": [n]}`` for frame ``idx``."""
         if not -len(self) <= idx < len(self):
             raise IndexError(f"index {idx} is out of range for {len(self)} frames")
-        p = frame_to_points(
-            self.frames[idx], self.depth_trunc, self.voxel_size, world=self.world
-        )
+        p = frame_to_points(self.frames[idx], self.depth_trunc, self.voxel_size, world=self.world)
         out = {"pos": p.xyz, "x": p.rgb}
         if p.pixel is not None:
             out["pixel"] = p.pixel

@@ -14,18 +14,10 @@ __all__ = ["farthest_point_sample"]
 def farthest_point_sample(points, num_samples: int, start: int = 0):
     """Farthest point sampling on dense clouds, batched (xyz = the first 3 columns).
 
-    Deterministic: the first pick is row ``start`` of every cloud, each next pick the point
-    farthest (Euclidean) from the picks so far; ties go to the lowest row. Runs in numpy on the
-    CPU (the datasets use it once per cloud and cache the result).
-
     Args:
         points: one cloud or a batch of equally sized clouds (numpy array or tensor).
         num_samples: how many points to pick, ``1 <= num_samples <= P``.
         start: row of the first pick.
-
-    Returns:
-        int64 row indices into each cloud, in pick order: a tensor for tensor input, else a numpy
-        array.
 
     Shapes:
         points: [P, C] or [B, P, C] with C >= 3; returns [num_samples] or [B, num_samples].
@@ -37,8 +29,7 @@ def farthest_point_sample(points, num_samples: int, start: int = 0):
         x = x[None]
     if x.ndim != 3 or x.shape[-1] < 3:
         raise ValueError(
-            f"`points` must have shape [P, C] or [B, P, C] with C >= 3, got {tuple(x.shape)}"
-        )
+            f"`points` must have shape [P, C] or [B, P, C] with C >= 3, got {tuple(x.shape)}")
     b, p = x.shape[:2]
     check_int(num_samples, "num_samples")
     if not 1 <= num_samples <= p:

@@ -1,9 +1,4 @@
-"""ScanObjectNN (Uy et al., ICCV 2019): real scanned objects, read from the official h5 files.
-
-Nothing is downloaded: the files come from the dataset's site, whose terms require registration.
-Missing files raise ``FileNotFoundError`` naming the expected paths and where the data comes
-from; unreadable, corrupt or wrongly shaped files raise ``ValueError`` naming the file.
-"""
+"""ScanObjectNN (Uy et al., ICCV 2019): real scanned objects, read from the official h5 files."""
 
 from __future__ import annotations
 
@@ -28,73 +23,33 @@ SCANOBJECTNN_CLASSES = (
 
 #: Variant name -> (folder under the ``h5_files`` root, file-name suffix after ``objectdataset``).
 #: Files are ``<folder>/training_objectdataset<suffix>.h5`` and ``<folder>/test_...``.
-SCANOBJECTNN_VARIANTS = {
-    "OBJ_BG": ("main_split", ""),
-    "OBJ_ONLY": ("main_split_nobg", ""),
-    "PB_T25": ("main_split", "_augmented25_norot"),
-    "PB_T25_R": ("main_split", "_augmented25rot"),
-    "PB_T50_R": ("main_split", "_augmentedrot"),
-    "PB_T50_RS": ("main_split", "_augmentedrot_scale75"),
-}
+SCANOBJECTNN_VARIANTS = {"OBJ_BG": ("main_split", ""), "OBJ_ONLY": ("main_split_nobg", ""),
+                         "PB_T25": ("main_split", "_augmented25_norot"),
+                         "PB_T25_R": ("main_split", "_augmented25rot"),
+                         "PB_T50_R": ("main_split", "_augmentedrot"),
+                         "PB_T50_RS": ("main_split", "_augmentedrot_scale75")}
 
 
 class ScanObjectNN(PointCloudDataset):
     """ScanObjectNN (Uy et al., ICCV 2019): 15 classes of real scanned objects, official h5 files.
 
-    Reads ``<root>/<folder>/{training,test}_objectdataset<suffix>.h5`` (or the same under
-    ``<root>/h5_files/``), each with ``data`` float32 [S, 2048, 3] and ``label`` [S]:
-
-    ============  ===================  ============================================
-    variant       folder               file (train / test)
-    ============  ===================  ============================================
-    OBJ_BG        ``main_split``       ``*_objectdataset.h5``
-    OBJ_ONLY      ``main_split_nobg``  ``*_objectdataset.h5``
-    PB_T25        ``main_split``       ``*_objectdataset_augmented25_norot.h5``
-    PB_T25_R      ``main_split``       ``*_objectdataset_augmented25rot.h5``
-    PB_T50_R      ``main_split``       ``*_objectdataset_augmentedrot.h5``
-    PB_T50_RS     ``main_split``       ``*_objectdataset_augmentedrot_scale75.h5``
-    ============  ===================  ============================================
-
-    PB_T50_RS is the hardest variant and PointMLP's benchmark. The files come from the dataset's
-    site (https://hkust-vgd.github.io/scanobjectnn/), whose terms require registration; nothing is
-    downloaded here.
-
     Args:
-        root: folder holding ``main_split/`` (the unzipped ``h5_files``), or its parent; default
-            ``data_root() / "scanobjectnn"``.
+        root: folder holding ``main_split/``, or its parent (default: under the data root).
         variant: one of :data:`SCANOBJECTNN_VARIANTS`.
         split: ``"train"`` or ``"test"``.
-        num_points: points per cloud (of 2048 stored); ``None`` for all.
-        sampling: ``"first"``, ``"fps"`` or ``"random"`` (see :class:`PointCloudDataset`).
-        transform: per-cloud transform;
-            :func:`~pointctx.transforms.reference_train_transform` is PointMLP's training
-            augmentation (use it for ``split="train"``, not for testing).
-        seed: base seed of the per-item generators.
-
-    Raises:
-        FileNotFoundError: the variant's file is missing (names the paths looked at).
-        ValueError: the file is not HDF5, lacks ``data``/``label``, has wrong shapes, labels
-            outside [0, 15) or non-finite coordinates; or a bad argument.
+        num_points, sampling, transform, seed: see :class:`PointCloudDataset`.
 
     Shapes:
         item: ``(points [num_points, 3] float32, label int)``.
     """
 
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        variant: str = "PB_T50_RS",
-        split: str = "train",
-        num_points: int | None = 1024,
-        sampling: str = "first",
-        transform: Callable | None = None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path | None = None, variant: str = "PB_T50_RS",
+                 split: str = "train", num_points: int | None = 1024, sampling: str = "first",
+                 transform: Callable | None = None, seed: int = 0) -> None:
         super().__init__(num_points, sampling, transform, seed)
         if variant not in SCANOBJECTNN_VARIANTS:
             raise ValueError(
-                f"`variant` must be one of {list(SCANOBJECTNN_VARIANTS)}, got {variant!r}"
-            )
+                f"`variant` must be one of {list(SCANOBJECTNN_VARIANTS)}, got {variant!r}")
         check_split(split)
         self.variant = variant
         self.split_name = split

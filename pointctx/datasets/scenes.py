@@ -1,12 +1,4 @@
-"""Scenes composed of real ModelNet40 shapes: a per-point semantic-segmentation task.
-
-No real labelled 3-D scene data is available to this project, so :class:`ShapeScenes` builds a
-scene-segmentation task out of real shapes: several ModelNet40 shapes are scaled, turned about
-the vertical axis, set down on a floor plane at random places and merged into one point cloud in
-which every point carries its shape's class (and, optionally, floor points a class of their own).
-The scenes are *composed* from real shapes, not captured: there is no clutter, occlusion or
-sensor noise, and object sizes are not realistic (every source shape is normalised to radius 1).
-"""
+"""Scenes composed of real ModelNet40 shapes: a per-point semantic-segmentation task."""
 
 from __future__ import annotations
 
@@ -63,87 +55,39 @@ class ShapeScenes(Dataset):
     """Scenes of 4-8 real ModelNet40 shapes on a floor, labelled per point with the shape class.
 
     Args:
-        source: a ModelNet40 ``.npz`` file (``points [S, P, 3]``, ``labels [S]``, ``classes``;
-            the shared ``modelnet40_train_1024.npz`` or any file of that format) or a
-            :class:`~pointctx.datasets.ModelNet40` dataset (its items are used as it returns them,
-            with its ``num_points``, ``sampling`` and ``transform``).
+        source: a ModelNet40 ``.npz`` file or a :class:`~pointctx.datasets.ModelNet40` dataset.
         seed: seed of the scene composition (scene ``i`` depends only on ``seed`` and ``i``).
-        num_scenes: number of scenes (items) of the dataset.
-        split: which shapes may appear: ``"train"`` or ``"val"`` (the two parts of a seeded
-            stratified split of the source, :func:`~pointctx.datasets.stratified_split` with
-            ``val_fraction`` and ``split_seed``), or ``"all"`` (every shape of the source, e.g.
-            a separate test file). Train and val scenes never share a shape.
+        num_scenes: number of scenes (items).
+        split: ``"train"`` or ``"val"`` (a seeded stratified split of the shapes) or ``"all"``.
         val_fraction: share of every class held out for ``"val"``.
-        split_seed: seed of the shape split (keep it equal for the train and val datasets).
-        classes: the classes that may appear, as names or source class ids (None: all). Scene
-            labels index this list, in its order; shapes of other classes are never used.
-        objects: (min, max) objects per scene, inclusive (default 4-8).
-        scale: (min, max) uniform scale factor of each shape (shapes are normalised to radius 1).
-        yaw: turn each shape by a uniform random angle about the vertical (z) axis.
-        avoid_overlap: keep the objects' footprint discs apart (see below).
-        spacing: floor area per object, in units of the largest footprint diameter (see below).
-        floor: add floor points labelled ``len(classes)`` (class name ``"floor"``).
+        split_seed: seed of the shape split (equal for the train and val datasets).
+        classes: the classes that may appear (names or ids; None: all); labels index this list.
+        objects: (min, max) objects per scene.
+        scale: (min, max) uniform scale of each shape (normalised to radius 1).
+        yaw: turn each shape by a random angle about the z axis.
+        avoid_overlap: keep the objects' footprint discs apart.
+        spacing: floor area per object, in largest footprint diameters.
+        floor: add floor points labelled ``len(classes)``.
         floor_points: floor points per scene.
-        points_per_object: points kept per object (None: all the source gives; else a random
-            subset of that many, with replacement only if the shape has fewer).
-        num_points: points per returned scene (None: all; else a random subset of that many,
-            with replacement only if the scene has fewer).
-        balance: ``"class"`` (default: each object's class uniform over ``classes``, then a
-            uniform shape of that class) or ``"shape"`` (a uniform shape of the pool).
-
-    The composition of scene ``i``, exactly (``rng = numpy.random.default_rng([seed, i])``,
-    draws in this order):
-
-    1. ``n = rng.integers(objects[0], objects[1] + 1)`` objects.
-    2. For each object, in order: its shape (``balance="class"``: a class
-       ``rng.integers(len(classes))``, then ``rng.integers(count)`` among that class's shapes
-       of the split, in source order; ``"shape"``: ``rng.integers(pool size)``), its points
-       (``points_per_object``: ``rng.choice``), a yaw ``rng.uniform(0, 2 pi)`` (when ``yaw``)
-       and a scale ``rng.uniform(*scale)``. The shape is rotated about z through its centroid,
-       scaled, and lifted so that its lowest point lies on the floor ``z = 0``. Its footprint
-       radius ``r`` is the largest horizontal distance of its points from its centroid.
-    3. The floor is the square ``[0, L]^2`` with ``L = spacing * 2 * r_max * sqrt(n)``.
-       Objects are placed in order: a horizontal centroid ``rng.uniform(r, L - r)`` per axis;
-       with ``avoid_overlap`` a candidate whose footprint disc intersects one already placed is
-       redrawn, and after 50 failed draws ``L`` grows by 10 % (the placed objects stay), so
-       placement always ends.
-    4. With ``floor``: ``floor_points`` points ``rng.uniform(0, L)`` per axis at ``z = 0``.
-    5. Points are concatenated (objects in order, then the floor) and moved so that the floor
-       square is centred at the origin; with ``num_points`` a subset is drawn with
-       ``rng.choice`` (without replacement when the scene has enough points).
-
-    A scene therefore depends only on ``seed``, ``i``, the arguments and the source; it does not
-    depend on the order in which items are read or on worker processes.
+        points_per_object: points kept per object (None: all).
+        num_points: points per returned scene (None: all).
+        balance: ``"class"`` (uniform class, then shape) or ``"shape"`` (uniform shape).
 
     Attributes:
-        classes: class names, ``classes[label]`` (``"floor"`` last when ``floor``).
+        classes: class names (``"floor"`` last when ``floor``).
         num_classes: ``len(classes)``.
         shape_rows: source rows of the shapes this split may use.
 
     Shapes:
-        item: ``(points [n, 3] float32 tensor, labels [n] int64 tensor)``.
+        item: ``(points [n, 3] float32, labels [n] int64)``.
     """
 
-    def __init__(
-        self,
-        source,
-        seed: int = 0,
-        num_scenes: int = 1000,
-        split: str = "train",
-        val_fraction: float = 0.2,
-        split_seed: int = 0,
-        classes: Sequence | None = None,
-        objects=(4, 8),
-        scale=(0.75, 1.25),
-        yaw: bool = True,
-        avoid_overlap: bool = True,
-        spacing: float = 1.0,
-        floor: bool = True,
-        floor_points: int = 1024,
-        points_per_object: int | None = None,
-        num_points: int | None = None,
-        balance: str = "class",
-    ) -> None:
+    def __init__(self, source, seed: int = 0, num_scenes: int = 1000, split: str = "train",
+                 val_fraction: float = 0.2, split_seed: int = 0, classes: Sequence | None = None,
+                 objects=(4, 8), scale=(0.75, 1.25), yaw: bool = True, avoid_overlap: bool = True,
+                 spacing: float = 1.0, floor: bool = True, floor_points: int = 1024,
+                 points_per_object: int | None = None, num_points: int | None = None,
+                 balance: str = "class") -> None:
         for name, v, lo in (("seed", seed, 0), ("num_scenes", num_scenes, 1),
                             ("split_seed", split_seed, 0), ("floor_points", floor_points, 0)):
             check_int(v, name, lo, type_error=ValueError)
@@ -176,16 +120,13 @@ class ShapeScenes(Dataset):
                 if isinstance(c, str):
                     if c not in self.source_classes:
                         raise ValueError(
-                            f"unknown class {c!r} in `classes`; choose from {self.source_classes}"
-                        )
+                            f"unknown class {c!r} in `classes`; choose from {self.source_classes}")
                     chosen.append(self.source_classes.index(c))
                 elif is_int(c) and 0 <= c < len(source_classes):
                     chosen.append(int(c))
                 else:
-                    raise ValueError(
-                        f"`classes` entries must be class names or ids in [0, "
-                        f"{len(source_classes) - 1}], got {c!r}"
-                    )
+                    raise ValueError(f"`classes` entries must be class names or ids in [0, "
+                                     f"{len(source_classes) - 1}], got {c!r}")
             if not chosen or len(set(chosen)) != len(chosen):
                 raise ValueError(f"`classes` must be non-empty without repeats, got {classes!r}")
         if split == "all":
@@ -203,8 +144,7 @@ class ShapeScenes(Dataset):
         if empty:
             raise ValueError(
                 f"no shape of class(es) {empty} in the {split!r} split of the source; drop them "
-                "from `classes` or use more shapes"
-            )
+                "from `classes` or use more shapes")
         self.classes = [self.source_classes[c] for c in chosen] + (["floor"] if self.floor else [])
 
     # ---- source
@@ -224,8 +164,7 @@ class ShapeScenes(Dataset):
                 raise FileNotFoundError(
                     f"ShapeScenes source {path} does not exist; pass a ModelNet40 npz (points "
                     "[S, P, 3], labels [S], classes) such as the shared modelnet40_train_1024.npz"
-                    " or a ModelNet40 dataset"
-                )
+                    " or a ModelNet40 dataset")
             with np.load(path, allow_pickle=False) as z:
                 missing = [k for k in ("points", "labels", "classes") if k not in z.files]
                 if missing:
@@ -234,18 +173,15 @@ class ShapeScenes(Dataset):
             if points.ndim != 3 or points.shape[2] < 3 or len(points) != len(labels):
                 raise ValueError(
                     f"{path}: `points` must be [S, P, 3] with one label per shape, got points "
-                    f"{points.shape} and labels {labels.shape}"
-                )
+                    f"{points.shape} and labels {labels.shape}")
             labels = labels.astype(np.int64).reshape(-1)
 
             def shape(row):
                 return points[int(row), :, :3].astype(np.float32)
 
             return labels, [str(c) for c in classes], shape
-        raise TypeError(
-            f"`source` must be a path to a ModelNet40 npz or a ModelNet40 dataset, got "
-            f"{type(source).__name__}"
-        )
+        raise TypeError(f"`source` must be a path to a ModelNet40 npz or a ModelNet40 dataset, got "
+                        f"{type(source).__name__}")
 
     # ---- dataset protocol
     @property

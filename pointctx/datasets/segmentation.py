@@ -1,27 +1,4 @@
-"""Transforms for semantic segmentation samples that keep labels aligned with pixels.
-
-A sample is a dict with ``"image"`` [C, H, W] float, ``"label"`` [H, W] int64 and ``"mask"``
-[H, W] bool (``True`` = the pixel is observed: it is a point of the input set, or a non-zero
-pixel with a 1 in the CNN's mask channel); other keys pass through. Every transform here is
-called as ``t(sample, index=None) -> sample`` and moves image, label and mask together:
-
-* :class:`Resize`: a fixed size (bilinear image with antialiasing, nearest label and mask; or the
-  label left at full resolution, for scoring upsampled predictions);
-* :class:`RandomScaleCrop`: a random rescale then a random crop of a fixed size; where the
-  rescaled image is smaller than the crop, it is padded with 0 (the mean, after normalisation),
-  the ignore label and ``mask = False`` (the padding is not observed);
-* :class:`RandomHorizontalFlip`;
-* :class:`PixelSubset`: a pixel-subset mask from any mask transform of
-  :mod:`pointctx.transforms` (:class:`~pointctx.transforms.RandomKeep`,
-  :class:`~pointctx.transforms.BlockMask`, :class:`~pointctx.transforms.PolygonMask`, ...),
-  intersected with the sample's mask. Labels are kept for **every** pixel, so a model can be
-  scored on the missing pixels too;
-* :class:`SegCompose` chains them.
-
-Seeding follows :class:`pointctx.transforms.ImageTransform`: with ``seed`` and the dataset's
-``index`` every draw is a pure function of ``(seed, epoch, index)`` (exact resume, same draw in
-any worker); :meth:`set_epoch` changes it per epoch.
-"""
+"""Transforms for semantic segmentation samples that keep labels aligned with pixels."""
 
 from __future__ import annotations
 
@@ -32,23 +9,12 @@ from torch import Tensor
 from .._checks import check_callable, check_int, check_number, check_range, is_int
 from ..transforms import ImageTransform
 
-__all__ = [
-    "SegCompose",
-    "Resize",
-    "RandomScaleCrop",
-    "RandomHorizontalFlip",
-    "PixelSubset",
-    "check_seg_sample",
-]
+__all__ = ["SegCompose", "Resize", "RandomScaleCrop", "RandomHorizontalFlip", "PixelSubset",
+           "check_seg_sample"]
 
 
 def check_seg_sample(sample) -> tuple[int, int]:
-    """Check a segmentation sample dict and return its ``(H, W)``.
-
-    Raises:
-        TypeError: ``sample`` is not a dict.
-        ValueError: a key is missing or the shapes disagree.
-    """
+    """Check a segmentation sample dict and return its ``(H, W)``."""
     if not isinstance(sample, dict):
         raise TypeError(f"`sample` must be a dict with 'image', 'label', 'mask', got "
                         f"{type(sample).__name__}")
@@ -61,10 +27,8 @@ def check_seg_sample(sample) -> tuple[int, int]:
         raise ValueError(f"sample 'image' must be [C, H, W], got shape {list(image.shape)}")
     hw = tuple(image.shape[1:])
     if tuple(label.shape) != hw or tuple(mask.shape) != hw or mask.dtype != torch.bool:
-        raise ValueError(
-            f"sample 'label' and 'mask' must be [H, W] = {list(hw)} (mask bool), got "
-            f"{list(label.shape)} and {mask.dtype} {list(mask.shape)}"
-        )
+        raise ValueError(f"sample 'label' and 'mask' must be [H, W] = {list(hw)} (mask bool), got "
+                         f"{list(label.shape)} and {mask.dtype} {list(mask.shape)}")
     return int(hw[0]), int(hw[1])
 
 
@@ -149,10 +113,6 @@ class Resize(ImageTransform):
 class RandomScaleCrop(ImageTransform):
     """Random rescale by a factor in ``scale``, then a random ``size`` crop (padding if needed).
 
-    The factor multiplies ``base_size`` (default: the sample's own size), so with inputs of any
-    size the crop sees the scene at a resolution drawn around ``base_size``. Padding: image 0,
-    label ``ignore_index``, mask ``False``.
-
     Args:
         size: crop ``(H, W)`` (or one int).
         scale: factor range ``(min, max)`` (or one number), drawn uniformly.
@@ -222,9 +182,6 @@ class RandomHorizontalFlip(ImageTransform):
 class PixelSubset(ImageTransform):
     """Observe only a subset of the pixels: ``mask &= mask_transform(image, index)``.
 
-    The image and labels are untouched: set models read the kept pixels as their input set,
-    CNNs zero-fill the rest, and metrics can score every pixel or only the missing ones.
-
     Args:
         mask: a mask transform of :mod:`pointctx.transforms` (``RandomKeep(0.25, seed=0)``,
             ``BlockMask(0.5, seed=0)``, ``PolygonMask(seed=0)``, ...) or any callable
@@ -250,8 +207,7 @@ class PixelSubset(ImageTransform):
         if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (h, w):
             raise ValueError(
                 f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
-                f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}"
-            )
+                f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}")
         return {**sample, "mask": sample["mask"] & m.to(sample["mask"].device)}
 
     def __repr__(self) -> str:

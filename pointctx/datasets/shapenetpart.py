@@ -1,20 +1,4 @@
-"""ShapeNetPart (Yi et al., SIGGRAPH Asia 2016): 16 categories, 50 parts, per-point part labels.
-
-:class:`ShapeNetPart` reads both official packagings:
-
-* ``shapenetcore_partanno_segmentation_benchmark_v0_normal`` (PointNet++ / PointMLP):
-  ``<synset>/<id>.txt``, one point per line ``x y z nx ny nz part`` with the **global** part id
-  (0..49);
-* the older ``shapenetcore_partanno_segmentation_benchmark_v0``: ``<synset>/points/<id>.pts``
-  (``x y z``) and ``<synset>/points_label/<id>.seg`` (one part label per line, **local** to the
-  category, 1..n), no normals. Local label ``l`` of category ``c`` becomes the global id
-  ``PART_OFFSETS[c] + l - 1`` (the standard numbering: categories in the order of
-  :data:`SHAPENETPART_CATEGORIES`, their parts in local order, as PointNet's
-  ``overallid_to_catid_partid.json`` and the ``_normal`` files).
-
-Both use ``train_test_split/shuffled_{train,val,test}_file_list.json`` (entries
-``shape_data/<synset>/<id>``) and ``synsetoffset2category.txt``.
-"""
+"""ShapeNetPart (Yi et al., SIGGRAPH Asia 2016): 16 categories, 50 parts, per-point part labels."""
 
 from __future__ import annotations
 
@@ -29,15 +13,8 @@ from torch.utils.data import Dataset
 from .._checks import check_int, is_int
 from ._root import data_root
 
-__all__ = [
-    "SHAPENETPART_CATEGORIES",
-    "SHAPENETPART_SYNSETS",
-    "SHAPENETPART_PARTS",
-    "PART_OFFSETS",
-    "ShapeNetPart",
-    "PartSample",
-    "category_part_mask",
-]
+__all__ = ["SHAPENETPART_CATEGORIES", "SHAPENETPART_SYNSETS", "SHAPENETPART_PARTS", "PART_OFFSETS",
+           "ShapeNetPart", "PartSample", "category_part_mask"]
 
 # (category, synset, parts), in the standard order (category id = position)
 _TABLE = (
@@ -55,10 +32,8 @@ PART_OFFSETS = tuple(int(v) for v in np.cumsum([0] + [t[2] for t in _TABLE])[:-1
 SHAPENETPART_PARTS = tuple(tuple(range(o, o + t[2])) for o, t in zip(PART_OFFSETS, _TABLE))
 NUM_PARTS = 50
 SPLITS = ("train", "val", "test", "trainval")
-LAYOUT_DIRS = {
-    "normal": "shapenetcore_partanno_segmentation_benchmark_v0_normal",
-    "v0": "shapenetcore_partanno_segmentation_benchmark_v0",
-}
+LAYOUT_DIRS = {"normal": "shapenetcore_partanno_segmentation_benchmark_v0_normal",
+               "v0": "shapenetcore_partanno_segmentation_benchmark_v0"}
 
 
 def category_part_mask(device=None) -> torch.Tensor:
@@ -86,44 +61,31 @@ class PartSample(NamedTuple):
 
 
 class ShapeNetPart(Dataset):
-    """ShapeNetPart part segmentation in either official layout (see the module docstring).
+    """ShapeNetPart part segmentation in either official layout.
 
     Args:
-        root: the dataset folder (the one holding ``synsetoffset2category.txt``), or a folder
-            containing one of the two official folders; default
-            ``<data>/shapenetcore_partanno_segmentation_benchmark_v0_normal``, then ``..._v0``,
-            then ``<data>/shapenetpart_sample`` (16 real shapes in the older layout).
-        split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"`` (PointMLP trains on
-            trainval and evaluates on test).
-        num_points: points per returned shape (None: all of the file, sizes differ). With a
-            number, ``sampling`` decides which.
-        sampling: ``"random"`` (official: ``num_points`` drawn uniformly *with replacement*,
-            new per epoch, seeded by ``(seed, epoch, index)``) or ``"first"`` (the first
-            ``num_points`` rows, cycling when the shape has fewer).
-        use_normals: None (default: when the layout has them), True (required: error on the
-            older layout) or False.
-        categories: restrict to these categories (names or ids), or None for all.
+        root: the dataset folder, or a folder containing it (default: the normal layout, then
+            v0, then ``shapenetpart_sample`` under the data root).
+        split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"``.
+        num_points: points per returned shape (None: all).
+        sampling: ``"random"`` (official: with replacement, seeded per ``(seed, epoch, index)``)
+            or ``"first"``.
+        use_normals: None (when the layout has them), True (required) or False.
+        categories: restrict to these categories (names or ids).
         seed: base seed of the sampling.
 
     Attributes:
         layout: ``"normal"`` or ``"v0"``.
         has_normals: whether items carry normals.
-        files: list of ``(category id, path)`` of the items, sorted by category then id.
+        files: ``(category id, path)`` of the items.
 
     Shapes:
         item: :class:`PartSample` (points [n, 3], normals [n, 3] or None, category, parts [n]).
     """
 
-    def __init__(
-        self,
-        root: str | Path | None = None,
-        split: str = "train",
-        num_points: int | None = 2048,
-        sampling: str = "random",
-        use_normals: bool | None = None,
-        categories=None,
-        seed: int = 0,
-    ) -> None:
+    def __init__(self, root: str | Path | None = None, split: str = "train",
+                 num_points: int | None = 2048, sampling: str = "random",
+                 use_normals: bool | None = None, categories=None, seed: int = 0) -> None:
         if split not in SPLITS:
             raise ValueError(f"`split` must be one of {list(SPLITS)}, got {split!r}")
         if sampling not in ("random", "first"):
@@ -137,8 +99,7 @@ class ShapeNetPart(Dataset):
             raise ValueError(
                 f"`use_normals=True` but {self.root} is in the older v0 layout (points/*.pts + "
                 "points_label/*.seg), which has no normals; use the _normal download or "
-                "use_normals=None/False (the models then take xyz only: in_channels=0)"
-            )
+                "use_normals=None/False (the models then take xyz only: in_channels=0)")
         self.has_normals = self.layout == "normal" and use_normals is not False
         wanted = self._categories(categories)
         ids = self._split_ids(split)
@@ -156,8 +117,7 @@ class ShapeNetPart(Dataset):
         if not self.files:
             raise FileNotFoundError(
                 f"no ShapeNetPart shape of split {split!r} under {self.root} (layout "
-                f"{self.layout}): the split lists name {len(ids)} shapes, none found on disk"
-            )
+                f"{self.layout}): the split lists name {len(ids)} shapes, none found on disk")
         self._cache: dict[int, tuple] = {}
 
     # ---- discovery
@@ -222,8 +182,7 @@ class ShapeNetPart(Dataset):
                 have = sorted(p.name for p in (self.root / "train_test_split").glob("*.json"))
                 raise FileNotFoundError(
                     f"ShapeNetPart split list {path} is missing (split {split!r}); the folder "
-                    f"holds {have}"
-                )
+                    f"holds {have}")
             try:
                 entries = json.loads(path.read_text())
             except json.JSONDecodeError as err:
@@ -262,8 +221,7 @@ class ShapeNetPart(Dataset):
             bad = np.unique(parts[~ok] if self.layout == "normal" else local[~ok])[:5].tolist()
             raise ValueError(
                 f"{path}: part labels {bad} do not belong to category "
-                f"{SHAPENETPART_CATEGORIES[cat]} (global parts {SHAPENETPART_PARTS[cat]})"
-            )
+                f"{SHAPENETPART_CATEGORIES[cat]} (global parts {SHAPENETPART_PARTS[cat]})")
         item = (pts.astype(np.float32), None if nrm is None else nrm.astype(np.float32), parts)
         self._cache[idx] = item
         return item

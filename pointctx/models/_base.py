@@ -1,23 +1,4 @@
-"""The classifier base of every registered set model (CoC, CLUENet, PointMLP).
-
-:class:`SetClassifier` is the one contract all backbones share, as timm's models do:
-
-* ``forward_features(inputs, ...) -> PointBatch``: the last stage's points and features (the
-  extra arguments are the model's input options: ``mask`` for image models, ``lengths`` /
-  ``features`` for PointMLP's padded tensors);
-* ``forward_head(features, pre_logits=False) -> [B, num_classes]`` (or the pooled features);
-* ``forward(inputs, ...) = forward_head(forward_features(inputs, ...))``;
-* ``get_classifier()`` / ``reset_classifier(num_classes)`` (0 classes: no classifier, the model
-  returns pooled features);
-* ``pack(inputs, mask)``: image tensors (+ mask) or a ``PointBatch`` checked and flattened by
-  :func:`~pointctx.models._inputs.pack_input`.
-
-Subclasses set ``num_features``, ``num_classes``, ``in_channels`` and ``pos_dim``, build their
-classifier with :meth:`SetClassifier._make_head` (a linear layer by default; override it for
-another head) into the attribute named by ``head_name``, and implement ``forward_features`` /
-``forward_head``. :class:`StagedClassifier` implements both, and ``forward_stages``, for the
-image models whose stages run in one loop (CoC, CLUENet).
-"""
+"""The classifier base of every registered set model (CoC, CLUENet, PointMLP)."""
 
 from __future__ import annotations
 
@@ -34,35 +15,7 @@ from ._stages import StageBatch
 
 
 class SetClassifier(nn.Module):
-    """Base class: classifier head, input packing and ``forward`` for set classifiers.
-
-    **Per-stage features contract** (dense prediction; the ragged counterpart of timm's
-    ``features_only``). Every backbone implements ``forward_stages(inputs, ...)`` taking the
-    inputs of its ``forward`` and returning a list with one
-    :class:`~pointctx.models._stages.StageBatch` (a :class:`~pointctx.PointBatch`) per stage,
-    finest first. Stage ``i`` carries:
-
-    * ``pos [M_i, D]``: its points' positions (pixel sets: the image-plane positions in
-      ``[-0.5, 0.5]`` that the model clusters on, x = column then y = row; general point sets:
-      the input frame), the same frame for every stage, so features of one stage can be
-      interpolated onto another's points or onto any query position;
-    * ``batch [M_i]`` / ``ptr``: the set of every point; all stages hold the same ``B`` sets in
-      the input's order (an empty input set stays empty in every stage);
-    * ``x [M_i, C_i]``: the stage's output features (``C_i = embed_dims[i]``);
-    * ``link [2, E_i]``: pairs ``(point of stage i, point of stage i - 1 it was pooled from)``,
-      sorted, without duplicates; every point has at least one parent, always in its own set;
-      the parents of stage 0 are the input points (rows of the packed input). What "pooled
-      from" means per backbone: CoC, the reducer's window (stem cell, then the 3x3 stride-2
-      window; on general point sets the anchor's kNN slots); CLUENet, the skip reducer's window
-      plus the points that joined the anchor's cluster in Improved Cluster Pooling; PointMLP,
-      the FPS anchor's kNN group (its stage 0 is the per-point embedding, linked to itself).
-    * ``stride``: for pixel sets the ``(row, col)`` pixels per lattice cell of the stage, else
-      None.
-
-    ``forward_stages(x)[-1]`` has the points and features of ``forward_features(x)``. The
-    segmentation models (:mod:`pointctx.models.segmentation`) are built on this contract, and
-    ``tests/models/test_stages.py`` checks it for every backbone.
-    """
+    """Base class: classifier head, input packing and ``forward`` for set classifiers."""
 
     num_features: int
     num_classes: int
@@ -98,11 +51,7 @@ class SetClassifier(nn.Module):
 
     def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False,
              input_pool: int = 1) -> PackedInput:
-        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`).
-
-        ``input_pool > 1`` pools the pixels of every ``f x f`` block of a pixel set into one
-        point (:func:`pointctx.models._inputs.pool_pixels`, a documented deviation).
-        """
+        """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
         packed = pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
                             dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
         return pool_pixels(packed, input_pool)
@@ -113,11 +62,11 @@ class SetClassifier(nn.Module):
         return next((p.dtype for p in self.parameters() if p.is_floating_point()),
                     torch.get_default_dtype())
 
-    def forward_features(self, inputs, *args, **kwargs):  # pragma: no cover
+    def forward_features(self, inputs, *args, **kwargs):
         """The last stage's points and features, as a :class:`~pointctx.PointBatch`."""
         raise NotImplementedError
 
-    def forward_head(self, features, pre_logits: bool = False) -> Tensor:  # pragma: no cover
+    def forward_head(self, features, pre_logits: bool = False) -> Tensor:
         """Pool every set of ``features`` and classify (``pre_logits``: the pooled features)."""
         raise NotImplementedError
 
@@ -135,27 +84,19 @@ class SetClassifier(nn.Module):
 
 
 class StagedClassifier(SetClassifier):
-    """A :class:`SetClassifier` whose stages run in one loop, ``_run`` (CoC, CLUENet).
-
-    Subclasses implement ``_run(inputs, mask, collect, input_pool)`` (the last stage's
-    :class:`~pointctx.PointBatch`, or with ``collect`` one
-    :class:`~pointctx.models._stages.StageBatch` per stage) and ``_norm_features(x, batch, b)``
-    (the norm before the head's mean pooling), and own ``head_drop`` and ``head``. ``_run``
-    packs with :meth:`SetClassifier.pack` (which applies ``input_pool``), starts the stride count
-    at ``packed.input_pool`` and links stage 0 to the input points
-    (:func:`~pointctx.models._stages.link_through`).
-    """
+    """A :class:`SetClassifier` whose stages run in one loop, ``_run`` (CoC, CLUENet)."""
 
     def _init_io(self, num_classes, in_channels, pos_dim, embed_dims) -> None:
-        """Check and set the model's inputs and outputs and its stage widths.
-
-        Sets ``num_classes``, ``in_channels``, ``pos_dim`` (checked), ``embed_dims`` and
-        ``num_features`` (the last stage's channels).
-        """
+        """Check and set the model's inputs and outputs and its stage widths."""
         self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
                                                                     pos_dim)
         self.embed_dims = list(embed_dims)
         self.num_features = self.embed_dims[-1]
+
+    def _init_head(self, norm: nn.Module, drop_rate: float) -> None:
+        """Set the head: ``norm``, dropout and the linear classifier ``head``."""
+        self.norm, self.head_drop = norm, nn.Dropout(drop_rate)
+        self.head = self._make_head(self.num_classes)
 
     def forward_features(self, inputs, mask: Tensor | None = None,
                          input_pool: int = 1) -> PointBatch:
@@ -164,14 +105,7 @@ class StagedClassifier(SetClassifier):
         Args:
             inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
             mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
-            input_pool: pixel sets: pool the kept pixels of every ``f x f`` block into one
-                point before the stem (:func:`~pointctx.models._inputs.pool_pixels`; a
-                documented deviation, 1 = off, the paper's model).
-
-        Returns:
-            A :class:`~pointctx.PointBatch` of the B sets after the last stage (``x`` = its
-            features, ``pos`` = image-plane positions for pixel sets, positions in the input
-            frame for general point sets). Sets keep their order; an empty input set stays empty.
+            input_pool: pixel sets: pool every ``f x f`` block into one point first (1: off).
 
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
@@ -182,19 +116,15 @@ class StagedClassifier(SetClassifier):
                        input_pool: int = 1) -> list[StageBatch]:
         """Features of every stage (the contract of :class:`SetClassifier`).
 
-        What a stage's link means for each backbone is said there and in its ``_run``. With
-        ``input_pool`` (see :meth:`forward_features`) the stem reduces the pooled sites; stage 0
-        is still linked to the input pixels (those of its sites) and its stride counts pixels.
-
         Shapes:
             return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
         """
         return self._run(inputs, mask, collect=True, input_pool=input_pool)
 
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):  # pragma: no cover
+    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         raise NotImplementedError
 
-    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:  # pragma: no cover
+    def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:
         raise NotImplementedError
 
     def forward_head(self, features: PointBatch, pre_logits: bool = False) -> Tensor:

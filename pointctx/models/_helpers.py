@@ -1,25 +1,15 @@
-"""Construction helpers shared by the registered models (CoC, CLUENet, PointMLP).
-
-One place for what every multi-stage model checks and computes the same way when it is built:
-
-* :func:`per_stage`: broadcast a scalar option to every stage, or check a per-stage list;
-* :func:`check_stages`: the ``layers`` / ``embed_dims`` pair (positive, one entry per stage);
-* :func:`stage_options`: :func:`check_stages`, then :func:`per_stage` on every named option;
-* :func:`check_io`: ``num_classes``, ``in_channels`` and ``pos_dim``;
-* :func:`drop_path_rates`: the stochastic-depth schedule (linear over all blocks, from 0 at the
-  first block to ``drop_path_rate`` at the last, as timm and the official CoC / CLUENet code);
-* :func:`build`: a registered configuration's defaults updated by the caller's keyword arguments.
-"""
+"""Construction helpers shared by the registered models (CoC, CLUENet, PointMLP)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 
 from .._checks import check_number, check_positive_int
+from ._registry import register_model
 
 __all__ = ["IMAGE_BOUNDS", "per_stage", "check_stages", "stage_options", "check_io",
            "drop_path_rates", "build"]
-__all__ += ["TINY_STAGES", "SMALL_STAGES", "MEDIUM_STAGES"]
+__all__ += ["TINY_STAGES", "SMALL_STAGES", "MEDIUM_STAGES", "register_configs"]
 
 # The fixed box of image-plane pixel positions (PackedInput.plane), for grid centers and regions.
 IMAGE_BOUNDS = (-0.5, 0.5)
@@ -35,11 +25,7 @@ MEDIUM_STAGES = dict(layers=(4, 4, 12, 4), embed_dims=(64, 128, 320, 512), heads
 
 
 def per_stage(value, num_stages: int, name: str) -> list:
-    """Broadcast a scalar (or None) to every stage, or check a per-stage list's length.
-
-    Raises:
-        ValueError: a sequence whose length is not ``num_stages``.
-    """
+    """Broadcast a scalar (or None) to every stage, or check a per-stage list's length."""
     if isinstance(value, Sequence) and not isinstance(value, str):
         vals = list(value)
         if len(vals) != num_stages:
@@ -61,8 +47,7 @@ def check_stages(layers: Sequence[int], embed_dims: Sequence[int]) -> tuple[list
     if not layers or len(embed_dims) != len(layers):
         raise ValueError(
             f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-            f"{len(layers)} and {len(embed_dims)}"
-        )
+            f"{len(layers)} and {len(embed_dims)}")
     return layers, embed_dims
 
 
@@ -97,14 +82,8 @@ def check_io(num_classes, in_channels, pos_dim, min_classes: int = 0) -> tuple[i
 def drop_path_rates(layers: Sequence[int], drop_path_rate: float) -> list[list[float]]:
     """Stochastic depth per block, rising linearly over all blocks from 0 to ``drop_path_rate``.
 
-    Block ``k`` of ``T`` (counted over all stages) gets ``drop_path_rate * k / (T - 1)`` (0 when
-    there is one block).
-
     Returns:
         One list of rates per stage, one rate per block.
-
-    Raises:
-        ValueError: ``drop_path_rate`` outside ``[0, 1)``.
     """
     check_number(drop_path_rate, "drop_path_rate", 0.0, 1.0, max_open=True,
                  type_error=ValueError, must="be {bounds}")
@@ -122,3 +101,18 @@ def build(cls, defaults: dict, kwargs: dict):
     cfg = dict(defaults)
     cfg.update(kwargs)
     return cls(**cfg)
+
+
+def register_configs(cls, module: str, configs: dict) -> None:
+    """Register one factory per ``name: (docstring, config)``; the caller's kwargs override."""
+    for name, (doc, cfg) in configs.items():
+        register_model(_factory(cls, module, name, doc, cfg))
+
+
+def _factory(cls, module: str, name: str, doc: str, cfg: dict):
+    def factory(**kwargs):
+        return build(cls, cfg, kwargs)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__, factory.__module__ = doc, module
+    return factory

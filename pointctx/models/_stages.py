@@ -1,10 +1,4 @@
-"""Per-stage features of the set backbones (the ragged counterpart of timm's ``features_only``).
-
-:class:`StageBatch` is the :class:`~pointctx.PointBatch` of one backbone stage: its points'
-positions and set ids, their features, and the *link* from each of its points to the points of
-the previous stage that it was pooled from. See :class:`pointctx.models._base.SetClassifier`
-for the contract every backbone follows.
-"""
+"""Per-stage features of the set backbones (the ragged counterpart of timm's ``features_only``)."""
 
 from __future__ import annotations
 
@@ -22,10 +16,6 @@ def link_from_slots(index: Tensor) -> Tensor:
     Args:
         index: rows of the previous stage per point of this stage, ``-1`` for an empty slot
             (a reducer's window, a kNN group).
-
-    Returns:
-        The link ``[2, E]``: ``link[0]`` the point of this stage, ``link[1]`` its parent;
-        sorted by child, then by parent; duplicates removed.
 
     Shapes:
         index: [M, S]; return: [2, E] int64.
@@ -54,10 +44,6 @@ def link_through(link: Tensor, site: Tensor | None) -> Tensor:
         link: ``[2, E]`` pairs ``(point, site)``, e.g. the stem's link after
             :func:`~pointctx.models._inputs.pool_pixels`.
         site: ``[N0]`` site of every input point; None returns ``link`` itself.
-
-    Returns:
-        ``[2, E']`` pairs ``(point, input point)``: every input point of every linked site;
-        sorted by point, then input point; no duplicates.
 
     Shapes:
         link: [2, E]; site: [N0]; return: [2, E'].
@@ -91,23 +77,13 @@ class StageBatch(PointBatch):
     """The points of one backbone stage: a :class:`~pointctx.PointBatch` plus its link.
 
     Args:
-        pos: positions of the stage's points (pixel sets: image-plane positions in
-            ``[-0.5, 0.5]``, x = column then y = row; general point sets: the input frame).
+        pos: positions of the stage's points (pixel sets: the image plane).
         x: features of the stage's points.
-        batch: sorted set id per point (the B sets of the input, empty sets included).
+        batch: sorted set id per point.
         batch_size: number of sets B.
-        link: ``[2, E]`` int64 pairs ``(point of this stage, point of the previous stage it was
-            pooled from)``, sorted by the first row then the second, each pair once. Every point
-            of the stage appears at least once, and only with parents of its own set. For the
-            first stage the "previous stage" is the input points (the rows of the packed input,
-            i.e. of ``PointBatch.from_images(images, mask)`` for image tensors).
-        stride: pixel sets only: ``(row, col)`` pixels per lattice cell of this stage (the
-            product of the strides so far); the point of lattice cell ``(r, c)`` lies in the
-            pixel box ``[r*s0, (r+1)*s0) x [c*s1, (c+1)*s1)``. None for general point sets.
-
-    Attributes:
-        link: [2, E] as above.
-        stride: as above.
+        link: ``(point of this stage, point of the previous stage it was pooled from)`` pairs,
+            sorted, each once, within sets (stage 0: the rows of the packed input).
+        stride: pixel sets: ``(row, col)`` pixels per lattice cell of this stage; else None.
 
     Shapes:
         pos: [M, D]; x: [M, C]; batch: [M]; link: [2, E].
@@ -120,10 +96,7 @@ class StageBatch(PointBatch):
         self.stride = None if stride is None else tuple(int(s) for s in stride)
 
     def parents(self) -> tuple[Tensor, Tensor]:
-        """The link as CSR ``(ptr [M+1], parent [E])``.
-
-        Point ``m`` was pooled from ``parent[ptr[m]:ptr[m+1]]``.
-        """
+        """The link as CSR ``(ptr [M+1], parent [E])``."""
         counts = torch.bincount(self.link[0], minlength=self.num_points)
         ptr = torch.zeros(self.num_points + 1, dtype=torch.long, device=self.link.device)
         torch.cumsum(counts, 0, out=ptr[1:])

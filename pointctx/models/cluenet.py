@@ -1,60 +1,8 @@
-"""CLUENet image models (Song, Huang et al., "Cluster Attention Makes Neural Networks Have Eyes").
-
-:class:`CLUENet` is the four-stage CLUENet classifier rebuilt on ragged point sets with the
-layers of :mod:`pointctx.nn.cluenet` (an index of the modules that hold them):
-
-* positional-aware embedding: the pixel positions appended to the pixel features (``C + 2``
-  input channels, as CoC), a stem :class:`~pointctx.nn.reducer.PointReducer` (the official
-  patch-embedding convolution) and a per-point ``LayerNorm``, then the learnable positional
-  term ``x + dwconv(x)`` (the official PosCNN, a depthwise 3x3 convolution); on non-grid sets
-  the depthwise convolution runs over the 9 nearest neighbours (point-wise alternative, see
-  :class:`~pointctx.nn.depthwise.SetDepthwiseConv`);
-* per stage a :class:`~pointctx.nn.blocks.GFCStage` (Global Feature Clustering blocks, the
-  first block's hard assignment shared by the others) and between stages an
-  :class:`~pointctx.nn.icp.ImprovedClusterPool` (4x fewer points);
-* head: per-point ``LayerNorm``, mean over each set's points, linear classifier.
-
-Inputs are handled exactly as in :mod:`pointctx.models.coc`: an image tensor ``[B, C, H, W]``
-(optional bool ``mask [B, H, W]``) or a :class:`~pointctx.PointBatch`. Pixel sets run the stem,
-the pools and the depthwise convolutions on the pixel lattice (on full images exactly the
-official convolutions) and propose ``h x w`` grid centers on the image plane over the fixed
-box ``(-0.5, 0.5)`` (the official ``AdaptiveAvgPool2d`` whenever the cells divide the points
-evenly; a masked or small image keeps only its non-empty cells). General point sets (no pixel
-info, any ``D``) run the reducers in point mode (FPS + kNN), the depthwise convolutions over
-kNN neighbourhoods, and propose ``h * w`` centers per set with ``point_proposal`` (default
-``"fps"``, each center pooling its ``point_proposal_k`` nearest points; ``"grid"`` uses the
-``h``-per-axis grid over each set's bounding box as CoC).
-
-Configurations (the official ``models/CLUENet.py``; all with MLP ratios 8, 8, 4, 4, 7x7
-centers, minimum temperature 1e-4, the 4x4 stride-4 stem and shared assignments):
-
-================ ============= ================== ============== ======== ==========
-name             layers        embed dims         heads          head dim params (M)
-================ ============= ================== ============== ======== ==========
-cluenet_micro    2, 2, 2, 2    32, 64, 160, 256   1, 2, 5, 8     32       3.02
-cluenet_tiny     3, 4, 5, 2    32, 64, 196, 320   4, 4, 8, 8     24       5.68
-cluenet_small    2, 2, 6, 2    64, 128, 320, 512  4, 4, 8, 8     32       15.05
-cluenet_base     4, 4, 12, 4   64, 128, 320, 512  6, 6, 12, 12   32       30.20
-================ ============= ================== ============== ======== ==========
-
-(parameters at 100 classes and 3 input channels, as measured by the tests; ``cluenet_micro``
-is the official ``CLUE_mini``, whose pools also LayerNorm their output). The official training
-uses stochastic depth 0.1 (micro, tiny) and 0.3 (small, base); pass ``drop_path_rate`` (the
-registered default is 0, as for the CoC models).
-
-32x32 variants: ``cluenet_micro_cifar`` is the official ``CLUE_mini_CIFAR`` (3x3 stride-1
-padding-1 stem, so 32 -> 32, 16, 8, 4 points per axis, and 4x4 centers); ``cluenet_tiny_cifar``
-(not an official config) is ``cluenet_tiny`` with the same stem and centers.
-
-Deviations: the official pools need even point grids (the centers come from
-``adaptive_avg_pool2d`` to ``H // 2``, the skip from a convolution to ``ceil(H / 2)``); here the
-centers are the skip's reduced points, so odd and masked grids work too.
-"""
+"""CLUENet image models (Song, Huang et al., "Cluster Attention Makes Networks Have Eyes")."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -73,88 +21,45 @@ from ._helpers import (
     MEDIUM_STAGES,
     SMALL_STAGES,
     TINY_STAGES,
-    build,
     drop_path_rates,
+    register_configs,
     stage_options,
 )
-from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_through, link_union
 from .coc import box_normalize
 
-__all__ = [
-    "CLUENet",
-    "cluenet_micro",
-    "cluenet_tiny",
-    "cluenet_small",
-    "cluenet_base",
-    "cluenet_micro_cifar",
-    "cluenet_tiny_cifar",
-]
+__all__ = ["CLUENet"]
 
 
 class CLUENet(StagedClassifier):
     """CLUENet classifier on pixel sets and general point sets.
 
     Args:
-        layers: blocks per stage.
-        embed_dims: channels per stage.
-        mlp_ratios: MLP expansion per stage (or one for all).
-        heads: GFC heads per stage (or one for all).
-        head_dims: channels per head per stage (or one for all).
-        centers: grid cells per axis per stage (or one for all; 7 = 7x7 centers); general point
-            sets get ``centers**2`` proposed centers.
-        num_classes: classifier outputs; 0 gives the pooled features from :meth:`forward`.
-        in_channels: point feature channels C (0 for bare point sets).
-        pos_dim: position dimension D appended at the stem (2 for images).
+        layers, embed_dims, mlp_ratios, heads, head_dims, num_classes, in_channels, pos_dim,
+            drop_rate, drop_path_rate, backend: as :class:`~pointctx.models.ContextClusterNet`.
+        centers: grid cells per axis, per stage or one for all (general sets: ``centers**2``).
         stem_kernel, stem_stride, stem_padding: the patch-embedding reducer (official 4, 4, 0).
         down_kernel, down_stride, down_padding: the ICP skip reducers (official 3, 2, 1).
         pool_norm: LayerNorm the output of every ICP (official only for CLUE-mini).
         share_assignment: later blocks of a stage reuse the first block's hard assignment.
         min_tau: lower clamp of the soft-aggregation temperature.
         pos_embed: add the learnable depthwise positional term after the stem (official).
-        point_proposal: center proposal for general point sets (``"fps"``, ``"random"`` or
-            ``"grid"``).
+        point_proposal: proposal for general point sets (``"fps"``, ``"random"`` or ``"grid"``).
         point_proposal_k: points pooled into each fps / random center.
-        drop_rate: dropout in the MLPs and before the classifier.
-        drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
-        layer_scale_init: LayerScale init; None (official with LayerNorm) disables it.
-        backend: point-op backend for FPS / kNN on general point sets.
+        layer_scale_init: LayerScale init; None (official) disables it.
 
     Shapes:
-        forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
-        forward_features: -> PointBatch (x [M, embed_dims[-1]], pos [M, 2 or D], batch [M]).
-        forward_head: PointBatch -> [B, num_classes] (or [B, embed_dims[-1]] with
-        ``pre_logits``).
+        as :class:`~pointctx.models.ContextClusterNet`.
     """
 
-    def __init__(
-        self,
-        layers: Sequence[int],
-        embed_dims: Sequence[int],
-        mlp_ratios=(8, 8, 4, 4),
-        heads=4,
-        head_dims=32,
-        centers=7,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        pos_dim: int = 2,
-        stem_kernel: int = 4,
-        stem_stride: int | None = None,
-        stem_padding: int = 0,
-        down_kernel: int = 3,
-        down_stride: int = 2,
-        down_padding: int = 1,
-        pool_norm: bool = False,
-        share_assignment: bool = True,
-        min_tau: float = 1e-4,
-        pos_embed: bool = True,
-        point_proposal: str = "fps",
-        point_proposal_k: int = 16,
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        layer_scale_init: float | None = None,
-        backend: str | None = None,
-    ):
+    def __init__(self, layers: Sequence[int], embed_dims: Sequence[int], mlp_ratios=(8, 8, 4, 4),
+                 heads=4, head_dims=32, centers=7, num_classes: int = 1000, in_channels: int = 3,
+                 pos_dim: int = 2, stem_kernel: int = 4, stem_stride: int | None = None,
+                 stem_padding: int = 0, down_kernel: int = 3, down_stride: int = 2,
+                 down_padding: int = 1, pool_norm: bool = False, share_assignment: bool = True,
+                 min_tau: float = 1e-4, pos_embed: bool = True, point_proposal: str = "fps",
+                 point_proposal_k: int = 16, drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 layer_scale_init: float | None = None, backend: str | None = None):
         super().__init__()
         layers, embed_dims, opt = stage_options(layers, embed_dims, mlp_ratios=mlp_ratios,
                                                 heads=heads, head_dims=head_dims, centers=centers)
@@ -192,21 +97,11 @@ class CLUENet(StagedClassifier):
             for c in centers
         ])
 
-        self.norm = nn.LayerNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = self._make_head(self.num_classes)
+        self._init_head(nn.LayerNorm(self.num_features), drop_rate)
 
-    # ------------------------------------------------------------------------------------------
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
-        """Run the stages; with ``collect`` return every stage, else the last stage's points.
-
-        Stage 0 holds the stem's points (link: the stem cell); stage ``i > 0`` the points of
-        Improved Cluster Pooling ``i``, linked to the points of its skip reducer's window and to
-        the points that joined its cluster (the two sources of its features). With
-        ``input_pool`` the stem reduces the pooled sites; stage 0 is still linked to the input
-        pixels (those of its sites) and its stride counts pixels.
-        """
+        """Run the stages; with ``collect`` return every stage, else the last stage's points."""
         packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
@@ -262,52 +157,24 @@ def _point_proposal(name: str, cells: int, pos_dim: int, k: int, backend):
     raise ValueError(f"`point_proposal` must be one of ['fps', 'grid', 'random'], got {name!r}")
 
 
-# ----------------------------------------------------------------------------------------------
 # Registered configurations (official models/CLUENet.py)
-# ----------------------------------------------------------------------------------------------
 
 _COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=7, min_tau=1e-4)
 _MICRO = dict(_COMMON, layers=(2, 2, 2, 2), embed_dims=(32, 64, 160, 256), heads=(1, 2, 5, 8),
               head_dims=32, pool_norm=True)
 _TINY = dict(_COMMON, **TINY_STAGES)
 _CIFAR = dict(stem_kernel=3, stem_stride=1, stem_padding=1, centers=4, num_classes=10)
-
-
-_build = partial(build, CLUENet)  # _build(defaults, kwargs)
-
-
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
-@register_model
-def cluenet_micro(**kwargs) -> CLUENet:
-    """CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes)."""
-    return _build(_MICRO, kwargs)
-
-
-@register_model
-def cluenet_tiny(**kwargs) -> CLUENet:
-    """CLUENet-Tiny (official ``CLUE_tiny``; 5.68 M parameters at 100 classes)."""
-    return _build(_TINY, kwargs)
-
-
-@register_model
-def cluenet_small(**kwargs) -> CLUENet:
-    """CLUENet-Small (official ``CLUE_small``; 15.05 M parameters at 100 classes)."""
-    return _build(dict(_COMMON, **SMALL_STAGES), kwargs)
-
-
-@register_model
-def cluenet_base(**kwargs) -> CLUENet:
-    """CLUENet-Base (official ``CLUE_base``; 30.20 M parameters at 100 classes)."""
-    return _build(dict(_COMMON, **MEDIUM_STAGES), kwargs)
-
-
-@register_model
-def cluenet_micro_cifar(**kwargs) -> CLUENet:
-    """CLUENet-Micro for 32x32 images (official ``CLUE_mini_CIFAR``: 3x3 stride-1 stem, 4x4)."""
-    return _build(dict(_MICRO, **_CIFAR), kwargs)
-
-
-@register_model
-def cluenet_tiny_cifar(**kwargs) -> CLUENet:
-    """CLUENet-Tiny for 32x32 images (3x3 stride-1 stem, 4x4 centers; not an official config)."""
-    return _build(dict(_TINY, **_CIFAR), kwargs)
+register_configs(CLUENet, __name__, {
+    "cluenet_micro": ("CLUENet-Micro (official ``CLUE_mini``; 3.02 M parameters at 100 classes).",
+                      _MICRO),
+    "cluenet_tiny": ("CLUENet-Tiny (official ``CLUE_tiny``; 5.68 M parameters at 100 classes).",
+                     _TINY),
+    "cluenet_small": ("CLUENet-Small (official ``CLUE_small``; 15.05 M parameters at 100 "
+                      "classes).", dict(_COMMON, **SMALL_STAGES)),
+    "cluenet_base": ("CLUENet-Base (official ``CLUE_base``; 30.20 M parameters at 100 classes).",
+                     dict(_COMMON, **MEDIUM_STAGES)),
+    "cluenet_micro_cifar": ("CLUENet-Micro for 32x32 images (official ``CLUE_mini_CIFAR``: 3x3 "
+                            "stride-1 stem, 4x4).", dict(_MICRO, **_CIFAR)),
+    "cluenet_tiny_cifar": ("CLUENet-Tiny for 32x32 images (3x3 stride-1 stem, 4x4 centers; not an "
+                           "official config).", dict(_TINY, **_CIFAR)),
+})

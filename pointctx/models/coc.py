@@ -1,57 +1,8 @@
-"""Context Cluster image models (CoC; Ma et al., "Image as Set of Points", ICLR 2023) on point sets.
-
-:class:`ContextClusterNet` is the four-stage CoC classifier rebuilt on ragged point sets: a stem
-:class:`~pointctx.nn.reducer.PointReducer` (4x4 cells) on the pixel features with the two pixel
-positions appended (the paper's ``C + 2`` input channels), then per stage a stack of
-:class:`~pointctx.nn.blocks.ContextClusterBlock` and a reducer to the next stage (the official
-3x3 stride-2 padding-1 reducer: 4x fewer points), and a head of per-set ``GroupNorm(1, C)``,
-mean pooling over each set's points and a linear classifier.
-
-One model handles, without code changes:
-
-* **Pixel sets** (image tensors ``[B, C, H, W]`` with an optional bool ``mask [B, H, W]``, or a
-  :class:`~pointctx.PointBatch` with pixel info): reducers run in lattice mode on the pixel
-  ``(row, col)`` (exactly the official strided convolutions on full images; missing pixels
-  handled as documented in :mod:`pointctx.nn.reducer`), centers and regions are proposed on the
-  image-plane positions over the fixed box ``(-0.5, 0.5)``, so full images, random pixel
-  subsets, block-masked images and irregular shapes share the same regions. Image sizes need not
-  divide by the strides (partial border cells are kept). A ``PointBatch`` with pixel info and
-  ``D = 3`` positions (RGB-D back-projected xyz) appends its xyz at the stem (build the model
-  with ``pos_dim=3``) and clusters on the image plane.
-* **General point sets** (a ``PointBatch`` without pixel info, any ``D``): reducers run in point
-  mode (FPS anchors with ratio 1/16 at the stem, then 1/4 per stage, and kNN neighbours), and
-  centers/regions are proposed over each set's own bounding box (the positions are mapped to
-  ``[-0.5, 0.5]`` per set and axis before clustering, which is exactly the ``bounds="set"``
-  grid).
-
-Configurations (Table 6 of the paper / the official ``models/context_cluster.py``):
-
-============== ================ ================= =============== ================ ===========
-name           layers           embed dims        heads           head dim         params (M)
-============== ================ ================= =============== ================ ===========
-coc_tiny       3, 4, 5, 2       32, 64, 196, 320  4, 4, 8, 8      24               5.57
-coc_small      2, 2, 6, 2       64, 128, 320, 512 4, 4, 8, 8      32               14.66
-coc_medium     4, 4, 12, 4      64, 128, 320, 512 6, 6, 12, 12    32               29.29
-============== ================ ================= =============== ================ ===========
-
-All use MLP ratios 8, 8, 4, 4, 2x2 centers per region, regions 8x8, 4x4, 2x2, 1x1, LayerScale
-init 1e-5. ``coc_tiny_plain`` is ``coc_tiny`` without regions and with 4x4, 4x4, 2x2, 2x2 centers.
-The parameter counts (1000 classes, 3 input channels) match the official models.
-
-Small-image variants (documented deviations, for 32x32 and 28x28 inputs):
-
-* ``coc_tiny_cifar``: ``coc_tiny`` widths and depths with a 2x2 stride-2 stem (32x32 -> 16x16
-  points) and regions 4x4, 2x2, 1x1, 1x1, so a region holds 4x4 points in the first two stages.
-* ``coc_mnist``: three stages (1, 1, 1 blocks; dims 32, 64, 128; heads 2, 2, 4 of 16
-  channels; MLP ratio 4; 2x2 centers, no regions; 1 input channel, 10 classes), the 4x4 stem
-  (28x28 -> 7x7 points), then 7 -> 4 -> 2 points per axis (28 does not divide by 16: the grid
-  keeps the partial border cells). About 0.3 M parameters.
-"""
+"""Context Cluster image models (CoC; Ma et al., "Image as Set of Points", ICLR 2023)."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -69,32 +20,20 @@ from ._helpers import (
     MEDIUM_STAGES,
     SMALL_STAGES,
     TINY_STAGES,
-    build,
     drop_path_rates,
     per_stage,
+    register_configs,
     stage_options,
 )
-from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_through
 
-__all__ = [
-    "ContextClusterNet",
-    "coc_tiny",
-    "coc_tiny_plain",
-    "coc_small",
-    "coc_medium",
-    "coc_tiny_cifar",
-    "coc_mnist",
-]
+__all__ = ["ContextClusterNet"]
 
 _per_stage = per_stage  # the old private name (models/cluenet.py imported it from here)
 
 
 def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     """Map every set's positions into ``[-0.5, 0.5]`` per axis by its own bounding box.
-
-    An axis along which a set is flat maps to 0. Clustering the result over the fixed box
-    ``(-0.5, 0.5)`` is the per-set bounding-box grid (``bounds="set"``).
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D].
@@ -108,9 +47,6 @@ def box_normalize(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
 
 def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tuple]:
     """Image-plane pixel-cell centers and the pitch of a lattice, for adaptive windows.
-
-    Pixel ``(row i, col j)`` of an ``H x W`` lattice maps to ``((j + 0.5) / W - 0.5,
-    (i + 0.5) / H - 0.5)``: the cells tile ``[-0.5, 0.5]^2`` with pitch ``(1 / W, 1 / H)``.
 
     Shapes:
         coords: [N, 2] int64 ``(row, col)``; return: ([N, 2] ``(x, y)``, ``(1 / W, 1 / H)``).
@@ -128,75 +64,36 @@ class ContextClusterNet(StagedClassifier):
     Args:
         layers: blocks per stage.
         embed_dims: channels per stage.
-        mlp_ratios: MLP expansion per stage (a number for all stages or one per stage).
-        heads: Context Cluster heads per stage (or one for all).
-        head_dims: channels per head per stage (or one for all).
-        centers: centers per region per axis, per stage (or one for all); 2 = 2x2 on images.
-        regions: regions per axis per stage (or one for all); None = no region partition.
-        num_classes: classifier outputs; 0 gives the pooled features from :meth:`forward`.
+        mlp_ratios, heads, head_dims: per stage, or one for all.
+        centers: centers per region per axis, per stage or one for all (2: 2x2).
+        regions: regions per axis, per stage or one for all; None: no regions.
+        num_classes: classifier outputs; 0: :meth:`forward` returns the pooled features.
         in_channels: point feature channels C (image channels; 0 for bare point sets).
         pos_dim: position dimension D appended to the features at the stem (2 for images).
-        stem_kernel: stem reducer kernel (cells of ``stem_kernel x stem_kernel`` pixels).
-        stem_stride: stem stride (default ``stem_kernel``).
-        stem_padding: stem padding.
-        down_kernel: kernel of the reducers between stages (official 3).
-        down_stride: their stride (2: 4x fewer points per stage).
-        down_padding: their padding (official 1).
-        reducer_norm: apply a per-set GroupNorm after every reducer (off, as official).
-        denominator: Context Cluster aggregation denominator (``"sim"`` or ``"count"``;
-            formerly ``normalize``, still accepted).
+        stem_kernel, stem_stride, stem_padding: the stem reducer (stride default: kernel).
+        down_kernel, down_stride, down_padding: the reducers between stages (official 3, 2, 1).
+        reducer_norm: per-set GroupNorm after every reducer (off, as official).
+        denominator: Context Cluster denominator, ``"sim"`` or ``"count"``.
         drop_rate: dropout in the MLPs and before the classifier.
         drop_path_rate: stochastic depth, rising linearly over the blocks to this value.
         layer_scale_init: LayerScale init (official 1e-5); None disables LayerScale.
-        backend: point-op backend for the reducers' FPS/kNN on general point sets.
-        windows: how a center pools the pixels of its region on pixel sets (see
-            :class:`~pointctx.nn.proposal.GridProposal`): ``"adaptive"`` (default, the official
-            ``AdaptiveAvgPool2d`` windows: on a region of 7x7 pixels the 2x2 centers pool pixel
-            rows/cols 0-3 and 3-6, overlapping; each point is then clustered at its lattice cell
-            center ``(j + 0.5) / L - 0.5`` with the pitch ``1 / L``) or ``"partition"`` (each
-            pixel pooled into the one cell holding its position, 3+4 on a 7-pixel region; the
-            earlier pointctx behaviour). Both agree when the cells divide the regions evenly
-            (e.g. 256x256 inputs). General point sets always use the partition.
-
-    Inputs (:meth:`forward`): an image tensor ``[B, in_channels, H, W]`` with an optional bool
-    ``mask [B, H, W]`` (``True`` keeps a pixel), or a :class:`~pointctx.PointBatch` with
-    ``x [N, in_channels]`` (``None`` when ``in_channels == 0``) and ``pos [N, pos_dim]``. See the
-    module docstring for how pixel sets and general point sets are processed.
+        backend: point-op backend for FPS / kNN on general point sets.
+        windows: ``"adaptive"`` (official ``AdaptiveAvgPool2d`` windows on pixel sets) or
+            ``"partition"`` (see :class:`~pointctx.nn.proposal.GridProposal`).
 
     Shapes:
         forward: [B, C, H, W] (+ mask [B, H, W]) or PointBatch -> logits [B, num_classes].
         forward_features: -> PointBatch (x [M, embed_dims[-1]], pos [M, 2 or D], batch [M]).
-        forward_head: PointBatch -> [B, num_classes] (or [B, embed_dims[-1]] with
-        ``pre_logits``).
     """
 
-    def __init__(
-        self,
-        layers: Sequence[int],
-        embed_dims: Sequence[int],
-        mlp_ratios=4.0,
-        heads=4,
-        head_dims=24,
-        centers=2,
-        regions=None,
-        num_classes: int = 1000,
-        in_channels: int = 3,
-        pos_dim: int = 2,
-        stem_kernel: int = 4,
-        stem_stride: int | None = None,
-        stem_padding: int = 0,
-        down_kernel: int = 3,
-        down_stride: int = 2,
-        down_padding: int = 1,
-        reducer_norm: bool = False,
-        denominator: str = "sim",
-        drop_rate: float = 0.0,
-        drop_path_rate: float = 0.0,
-        layer_scale_init: float | None = 1e-5,
-        backend: str | None = None,
-        windows: str = "adaptive",
-        normalize: str | None = None,
-    ):
+    def __init__(self, layers: Sequence[int], embed_dims: Sequence[int], mlp_ratios=4.0, heads=4,
+                 head_dims=24, centers=2, regions=None, num_classes: int = 1000,
+                 in_channels: int = 3, pos_dim: int = 2, stem_kernel: int = 4,
+                 stem_stride: int | None = None, stem_padding: int = 0, down_kernel: int = 3,
+                 down_stride: int = 2, down_padding: int = 1, reducer_norm: bool = False,
+                 denominator: str = "sim", drop_rate: float = 0.0, drop_path_rate: float = 0.0,
+                 layer_scale_init: float | None = 1e-5, backend: str | None = None,
+                 windows: str = "adaptive"):
         super().__init__()
         self.windows = check_choice(windows, "windows", ("adaptive", "partition"))
         layers, embed_dims, opt = stage_options(
@@ -224,7 +121,7 @@ class ContextClusterNet(StagedClassifier):
                     embed_dims[i], mlp_ratio=opt["mlp_ratios"][i], heads=opt["heads"][i],
                     head_dim=opt["head_dims"][i], centers=opt["centers"][i],
                     regions=opt["regions"][i],
-                    denominator=denominator, normalize=normalize, bounds=IMAGE_BOUNDS,
+                    denominator=denominator, bounds=IMAGE_BOUNDS,
                     drop=drop_rate, drop_path=dpr,
                     layer_scale_init=layer_scale_init, cluster_kwargs={"validate": False,
                                     "proposal_kwargs": {"windows": self.windows}},
@@ -234,21 +131,11 @@ class ContextClusterNet(StagedClassifier):
             for i in range(n)
         ])
 
-        self.norm = SetGroupNorm(self.num_features)
-        self.head_drop = nn.Dropout(drop_rate)
-        self.head = self._make_head(self.num_classes)
+        self._init_head(SetGroupNorm(self.num_features), drop_rate)
 
-    # ------------------------------------------------------------------------------------------
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
-        """Run the stages; with ``collect`` return every stage, else the last stage's points.
-
-        Stage ``i`` holds the points after reducer ``i`` and the blocks of stage ``i``; its link
-        is the reducer's window (the 4x4 stem cell, then the 3x3 stride-2 window; in point mode
-        the anchor's kNN slots). With ``input_pool`` the stem reduces the pooled sites; stage 0
-        is still linked to the input pixels (those of its sites) and its stride counts pixels
-        (``f * 4``).
-        """
+        """Run the stages; with ``collect`` return every stage, else the last stage's points."""
         packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
@@ -283,51 +170,23 @@ class ContextClusterNet(StagedClassifier):
         return self.norm(x, batch, b)
 
 
-# ----------------------------------------------------------------------------------------------
 # Registered configurations
-# ----------------------------------------------------------------------------------------------
 
 _COC_COMMON = dict(mlp_ratios=(8, 8, 4, 4), centers=2, regions=(8, 4, 2, 1))
-
-
-_build = partial(build, ContextClusterNet)  # _build(defaults, kwargs)
-
-
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
-@register_model
-def coc_tiny(**kwargs) -> ContextClusterNet:
-    """CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``."""
-    return _build(dict(_COC_COMMON, **TINY_STAGES), kwargs)
-
-
-@register_model
-def coc_tiny_plain(**kwargs) -> ContextClusterNet:
-    """CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set), as ``coc_tiny_plain``."""
-    return _build(dict(_COC_COMMON, **TINY_STAGES, centers=(4, 4, 2, 2), regions=None), kwargs)
-
-
-@register_model
-def coc_small(**kwargs) -> ContextClusterNet:
-    """CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``."""
-    return _build(dict(_COC_COMMON, **SMALL_STAGES), kwargs)
-
-
-@register_model
-def coc_medium(**kwargs) -> ContextClusterNet:
-    """CoC-Medium (29.29 M parameters at 1000 classes), as the official ``coc_medium``."""
-    return _build(dict(_COC_COMMON, **MEDIUM_STAGES), kwargs)
-
-
-@register_model
-def coc_tiny_cifar(**kwargs) -> ContextClusterNet:
-    """CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, 1x1, 1x1."""
-    return _build(dict(_COC_COMMON, **TINY_STAGES, stem_kernel=2, regions=(4, 2, 1, 1),
-                       num_classes=10), kwargs)
-
-
-@register_model
-def coc_mnist(**kwargs) -> ContextClusterNet:
-    """Three-stage micro CoC for 28x28 images (4x4 stem, then 7 -> 4 -> 2 points per axis)."""
-    return _build(dict(layers=(1, 1, 1), embed_dims=(32, 64, 128), mlp_ratios=4,
-                       heads=(2, 2, 4), head_dims=16, centers=2, regions=None,
-                       num_classes=10, in_channels=1), kwargs)
+register_configs(ContextClusterNet, __name__, {
+    "coc_tiny": ("CoC-Tiny (5.57 M parameters at 1000 classes), as the official ``coc_tiny``.",
+                 dict(_COC_COMMON, **TINY_STAGES)),
+    "coc_tiny_plain": ("CoC-Tiny without regions (4x4, 4x4, 2x2, 2x2 centers per set).",
+                       dict(_COC_COMMON, **TINY_STAGES, centers=(4, 4, 2, 2), regions=None)),
+    "coc_small": ("CoC-Small (14.66 M parameters at 1000 classes), as the official ``coc_small``.",
+                  dict(_COC_COMMON, **SMALL_STAGES)),
+    "coc_medium": ("CoC-Medium (29.29 M parameters at 1000 classes), as the official "
+                   "``coc_medium``.", dict(_COC_COMMON, **MEDIUM_STAGES)),
+    "coc_tiny_cifar": ("CoC-Tiny for 32x32 images: 2x2 stem (16x16 points), regions 4x4, 2x2, "
+                       "1x1, 1x1.", dict(_COC_COMMON, **TINY_STAGES, stem_kernel=2,
+                                         regions=(4, 2, 1, 1), num_classes=10)),
+    "coc_mnist": ("Three-stage micro CoC for 28x28 images (4x4 stem, then 7 -> 4 -> 2 points per "
+                  "axis).", dict(layers=(1, 1, 1), embed_dims=(32, 64, 128), mlp_ratios=4,
+                                 heads=(2, 2, 4), head_dims=16, centers=2, regions=None,
+                                 num_classes=10, in_channels=1)),
+})

@@ -1,90 +1,8 @@
-"""PointMLP and PointMLP-CoC classifiers on ragged point clouds.
-
-(One concept in one module, over 500 lines: the model, its stage blocks and its registered
-configurations; the shared grouping layers live in :mod:`pointctx.nn.grouping`.)
-
-PointMLP (Ma et al., "Rethinking Network Design and Local Geometry in Point Cloud: A Simple
-Residual MLP Framework", ICLR 2022) and its Context Cluster variant PointMLP-CoC (Ma et al.,
-"Image as Set of Points", ICLR 2023), rebuilt on packed ragged batches: every set keeps its own
-size through the whole network, and nothing a set computes depends on the other sets of the
-batch in eval mode.
-
-Network (:class:`PointMLP`): a per-point embedding (linear + BatchNorm + ReLU on the positions,
-plus the input features if ``in_channels > 0``), then four stages of
-
-1. farthest point sampling to half of each set's points (``ceil(n / 2)``; the official code
-   keeps a fixed ``N // 2`` of a fixed-size cloud, the same for even sizes),
-2. kNN grouping (k = 24) of the previous level's points around every anchor,
-3. the geometric affine "anchor" normalisation with one standard deviation per sample
-   (:class:`~pointctx.nn.grouping.GeometricAffine`), concatenated with the anchor's feature,
-4. pre-extraction: a linear transfer to the stage width and residual MLP blocks on every
-   (anchor, neighbour) row, then a max over the neighbours,
-5. pos-extraction: residual MLP blocks on the anchors,
-
-and a max over each set's last-stage points followed by the classifier
-``Linear(C, 512) - BN - ReLU - Dropout(0.5) - Linear(512, 256) - BN - ReLU - Dropout(0.5) -
-Linear(256, classes)``. The 1x1 convolutions of the official code are linear layers on the rows.
-
-Configurations (the official ``pointMLP`` / ``pointMLPElite`` factories; parameter counts at
-15 classes, as for ScanObjectNN):
-
-=================== ====== ======= ============= ============ ============ ==========
-name                embed  res exp dim expansion pre blocks   pos blocks   params (M)
-=================== ====== ======= ============= ============ ============ ==========
-pointmlp            64     1.0     2, 2, 2, 2    2, 2, 2, 2   2, 2, 2, 2   13.23
-pointmlp_elite      32     0.25    2, 2, 2, 1    1, 1, 2, 1   1, 1, 2, 1   0.71
-pointmlp_coc        64     1.0     2, 2, 2, 2    2, 2, 2, 2   2, 2, 2, 2   15.33
-pointmlp_coc_elite  32     0.25    2, 2, 2, 1    1, 1, 2, 1   1, 1, 2, 1   0.88
-=================== ====== ======= ============= ============ ============ ==========
-
-All use k = 24, no bias in the MLP layers, ``use_xyz=False`` and the "anchor" normalisation; the
-official elite model uses ``groups=1`` like the full one. PointMLP-CoC (official
-``pointMLP_CoC`` in ``ma-xu/Context-Cluster/pointcloud``) puts a
-:class:`~pointctx.nn.grouping.GroupContextCluster` (one center = the group mean, one head,
-``head_dim = max(C // 4, 32)``, residual) before every residual block of the pre-extraction.
-``pointmlp_coc_elite`` applies the same rule to the elite configuration (no official model).
-
-Context Cluster placement (``coc_mode``):
-
-* ``"group"`` (official): clustering inside each kNN group, as above.
-* ``"set"``: the library's general :class:`~pointctx.nn.ContextCluster` at the same places, but
-  over all (anchor, neighbour) rows of a set: every row sits at its neighbour's position and the
-  centers come from ``coc_proposal`` (``"grid"``: ``coc_centers`` cells per axis over the set's
-  bounding box; ``"fps"`` / ``"random"``: ``coc_centers`` sampled centers per set), so context
-  flows across groups. Filled neighbour slots (see below) are left out and copy slot 0.
-  Caveat of the sampled proposals: a center pools its ``k`` (16) nearest rows, so in a set with
-  at most that many rows at some stage (small inputs, late stages) all centers pool the same
-  rows, every row's similarities to them tie exactly, and the hard assignment is decided by
-  rounding: such sets can then differ between batch compositions by more than rounding. The
-  grid proposal (default) partitions the rows and does not have this tie.
-
-Ragged sets, small sets and order (deviations and choices, documented):
-
-* Sets of fewer than ``k`` points (small inputs, or late stages of small inputs) have missing
-  kNN neighbours; they are filled with the anchor's nearest neighbour and masked out of the
-  affine statistics and the Context Cluster means (:mod:`pointctx.nn.grouping`). Row-wise layers
-  give the filled rows exactly slot 0's values, so the max over the neighbours is unchanged.
-* ``fps_start`` picks the first FPS point of each set: ``"first"`` (default, as the official CUDA
-  FPS: the set's first point, so the output depends on the input order through it),
-  ``"canonical"`` (the point farthest from the set's centroid at every stage: the prediction does
-  not depend on the order of the input points, up to exact distance ties and floating point
-  summation order) or ``"random"``.
-* Eval mode: BatchNorm is a per-row affine map and the affine statistic is per set, so a set's
-  logits are the same alone as inside any batch. Train mode: BatchNorm normalises with the
-  statistics of all rows of the batch (as the official code over its ``B x groups x k`` rows;
-  here the rows of the sets actually present, with filled neighbour slots counted again as
-  duplicates of slot 0), and the classifier's BatchNorm needs at least 2 sets.
-* Every set needs at least one point (empty sets raise ``ValueError``).
-
-Profiler labels (:func:`torch.profiler.record_function`): ``"pointctx.fps"``,
-``"pointctx.knn"``, ``"pointctx.group"`` (gathers + affine), ``"pointctx.coc"`` (Context Cluster)
-and ``"pointctx.mlp"`` (embedding, pre/pos-extraction MLPs and the head).
-"""
+"""PointMLP and PointMLP-CoC classifiers on ragged point clouds."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -92,261 +10,57 @@ from torch.profiler import record_function
 
 from .._checks import check_choice, check_number, check_positive_int, check_tensor
 from ..batch import PointBatch
-from ..nn.context_cluster import ContextCluster
-from ..nn.grouping import (
-    FPS_STARTS,
-    GeometricAffine,
-    GroupContextCluster,
-    gather_groups,
-    sample_and_group,
-)
+from ..nn.grouping import FPS_STARTS, GeometricAffine, gather_groups, sample_and_group
 from ..nn.layers import Linear
-from ..ops.linear import linear
+from ..nn.pointmlp_layers import LinearBNAct, PreExtraction, ResidualMLP
 from ..ops.scatter import scatter_max
-from ..ops.slot_max import slot_max
 from ._base import SetClassifier
-from ._helpers import build, check_io, per_stage
+from ._helpers import check_io, per_stage, register_configs
 from ._inputs import as_float, check_model_points
-from ._registry import register_model
 from ._stages import StageBatch, link_from_slots, link_union
 
-__all__ = [
-    "PointMLP",
-    "pointmlp",
-    "pointmlp_elite",
-    "pointmlp_coc",
-    "pointmlp_coc_elite",
-]
-
-
-class LinearBNAct(nn.Module):
-    """``Linear -> BatchNorm1d -> ReLU`` on the last dim of a tensor of any rank (the 1x1 conv).
-
-    Shapes:
-        x: [*, in_dim]; return: [*, out_dim]. With ``broadcast [M, C_b]``: x [M, k, in_dim - C_b],
-        return [M, k, out_dim].
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, bias: bool = False, act: bool = True):
-        super().__init__()
-        self.linear = Linear(in_dim, out_dim, bias=bias)
-        self.norm = nn.BatchNorm1d(out_dim)
-        self.act = nn.ReLU(inplace=True) if act else nn.Identity()
-
-    def forward(self, x: Tensor, broadcast: Tensor | None = None,
-                residual: Tensor | None = None, act: bool = True) -> Tensor:
-        """Apply the layer row by row.
-
-        ``broadcast [M, C_b]`` (with ``x [M, k, C_x]``, ``C_x + C_b = in_dim``) stands for the
-        last ``C_b`` input channels, equal for the ``k`` rows of a group: the result is that of
-        ``cat([x, broadcast.unsqueeze(1).expand(-1, k, -1)], -1)`` without the concatenation.
-        ``residual`` (x's rows, ``out_dim`` channels) is added after the norm and before the
-        activation, in place: BatchNorm's backward does not need its output. ``act=False``
-        leaves the activation out (the caller applies it).
-        """
-        if broadcast is None:
-            shape = x.shape
-            flat = x.dim() != 2  # 2-D rows go through without reshape views
-            y = self.norm(self.linear(x.reshape(-1, shape[-1]) if flat else x))
-            if residual is not None:
-                y = y.add_(residual.reshape(y.shape) if flat else residual)
-            y = self.act(y) if act else y
-            return y.view(*shape[:-1], y.shape[-1]) if flat else y
-        m, k, cx = x.shape
-        w, bias = self.linear.weight, self.linear.bias
-        if cx + broadcast.shape[-1] != w.shape[1]:
-            raise ValueError(
-                f"`x` and `broadcast` must have {w.shape[1]} channels together, got {cx} + "
-                f"{broadcast.shape[-1]}"
-            )
-        part = linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
-        # in place: the linear map's backward does not need its output (one full-size tensor
-        # fewer)
-        y = linear(x, w[:, :cx]).add_(part)
-        y = self.norm(y.view(m * k, -1))
-        return self.act(y).view(m, k, -1)
-
-
-class ResidualMLP(nn.Module):
-    """PointMLP's residual block: ``relu(BN(W2 relu(BN(W1 x))) + x)``, inner width ``C * r``.
-
-    Shapes:
-        x: [*, C]; return: [*, C].
-    """
-
-    def __init__(self, dim: int, res_expansion: float = 1.0, bias: bool = False):
-        super().__init__()
-        inner = int(dim * res_expansion)
-        if inner < 1:
-            raise ValueError(
-                f"`res_expansion` gives an inner width of int({dim} * {res_expansion}) = {inner}"
-                "; it must be >= 1"
-            )
-        self.net1 = LinearBNAct(dim, inner, bias=bias)
-        self.net2 = LinearBNAct(inner, dim, bias=bias)  # relu(BN(W2 h) + x): residual inside
-
-    def forward(self, x: Tensor, act: bool = True) -> Tensor:
-        """Residual MLP on every row (``act=False``: without the final ReLU)."""
-        return self.net2(self.net1(x), residual=x, act=act)
-
-
-class _SetContextCluster(nn.Module):
-    """Residual general Context Cluster over all (anchor, neighbour) rows of a set."""
-
-    def __init__(self, dim: int, head_dim: int, heads: int, proposal, centers):
-        super().__init__()
-        self.cc = ContextCluster(dim, heads=heads, head_dim=head_dim, proposal=proposal,
-                                 centers=centers, validate=False)
-
-    def forward(self, x: Tensor, mask: Tensor | None, pos: Tensor, batch: Tensor,
-                batch_size: int) -> Tensor:
-        m, k, c = x.shape
-        with record_function("pointctx.coc"):
-            if mask is None:
-                out = self.cc(x.reshape(m * k, c), pos.reshape(m * k, -1),
-                              batch.repeat_interleave(k), batch_size).view(m, k, c)
-            else:
-                rows = x[mask]
-                row_batch = batch.unsqueeze(1).expand(m, k)[mask]
-                out = x.new_zeros(m, k, c)
-                out[mask] = self.cc(rows, pos[mask], row_batch, batch_size)
-                out = torch.where(mask.unsqueeze(-1), out, out[:, :1])
-            return x + out
-
-
-class PreExtraction(nn.Module):
-    """Transfer linear layer, ([Context Cluster], residual MLP) blocks, max over the neighbours.
-
-    Shapes:
-        x: [M, k, C_in] (or [M, k, C_in - C_a] with ``anchor [M, C_a]``); mask: [M, k] or None;
-        pos: [M, k, D] neighbour positions (``coc_mode="set"``); batch: [M]; return: [M, C_out].
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, blocks: int, res_expansion: float,
-                 bias: bool, coc_mode: str | None, coc_heads: int, coc_head_dim: int | None,
-                 coc_proposal, coc_centers):
-        super().__init__()
-        self.transfer = LinearBNAct(in_dim, out_dim, bias=bias)
-        self.coc_mode = coc_mode
-        self.blocks = nn.ModuleList()
-        self.coc = nn.ModuleList()
-        for _ in range(blocks):
-            if coc_mode == "group":
-                self.coc.append(GroupContextCluster(out_dim, coc_heads, coc_head_dim))
-            elif coc_mode == "set":
-                hd = max(out_dim // 4, 32) if coc_head_dim is None else coc_head_dim
-                self.coc.append(_SetContextCluster(out_dim, hd, coc_heads, coc_proposal,
-                                                   coc_centers))
-            self.blocks.append(ResidualMLP(out_dim, res_expansion, bias))
-
-    def forward(self, x: Tensor, mask: Tensor | None, pos: Tensor | None = None,
-                batch: Tensor | None = None, batch_size: int | None = None,
-                anchor: Tensor | None = None) -> Tensor:
-        """Run the blocks and pool over the neighbours (``pos``/``batch`` for ``"set"``).
-
-        With ``anchor [M, C_a]`` the transfer layer's input is ``cat([x, anchor repeated k
-        times], -1)``, computed without building the concatenation: the anchor's part of the
-        linear map is evaluated once per group and broadcast over the neighbours.
-        """
-        with record_function("pointctx.mlp"):
-            if anchor is None:
-                x = self.transfer(x)
-            else:
-                x = self.transfer(x, anchor)
-        m, k = x.shape[:2]
-        # Without Context Cluster layers the blocks run on the [M * k, C] rows: no reshape views
-        # inside them, so autograd sums each block's two input gradients (residual and MLP) in
-        # place instead of into a new full-size tensor.
-        rows = self.coc_mode is None
-        if rows:
-            x = x.reshape(m * k, -1)
-        for i, block in enumerate(self.blocks):
-            if self.coc_mode == "group":
-                x = self.coc[i](x, mask)
-            elif self.coc_mode == "set":
-                x = self.coc[i](x, mask, pos, batch, batch_size)
-            with record_function("pointctx.mlp"):
-                # the last block's ReLU after the max: relu(max(z)) = max(relu(z)), with the same
-                # gradient, and no full-size ReLU (forward and backward) before the pooling
-                x = block(x, act=i < len(self.blocks) - 1)
-        # filled slots equal slot 0 (row-wise layers), so a plain max ignores them
-        return torch.relu(slot_max(x, 1, slots=k if rows else None))
+__all__ = ["PointMLP"]
 
 
 class PointMLP(SetClassifier):
-    """PointMLP / PointMLP-CoC classifier on ragged point sets (see the module docstring).
-
-    The classifier contract is :class:`~pointctx.models._base.SetClassifier`'s (as the image
-    models): ``forward = forward_head(forward_features(.))``, ``get_classifier`` /
-    ``reset_classifier``; the classifier is the official three-layer MLP, kept under its
-    official name ``classifier``.
+    """PointMLP / PointMLP-CoC classifier on ragged point sets (see docs/design.md).
 
     Args:
-        num_classes: classifier outputs (0: no classifier, :meth:`forward` returns the pooled
-            features).
-        in_channels: per-point input features C besides the positions (0: positions only, as
-            the official models).
-        pos_dim: position dimension D (3 for point clouds; any D >= 1 works).
+        num_classes: classifier outputs (0: :meth:`forward` returns the pooled features).
+        in_channels: per-point features besides the positions (0: positions only, official).
+        pos_dim: position dimension D.
         embed_dim: width of the embedding.
         res_expansion: inner width factor of the residual MLP blocks.
         dim_expansion: width factor of each stage.
-        pre_blocks: residual blocks per stage before the max over neighbours.
-        pos_blocks: residual blocks per stage after it.
+        pre_blocks, pos_blocks: residual blocks per stage before / after the neighbour max.
         k_neighbors: kNN group size, one for all stages or one per stage.
         ratio: FPS keep ratio, one for all stages or one per stage.
-        bias: bias in the MLP linear layers (official configs: False).
-        use_xyz: also group the neighbours' positions (normalised with the features); the
-            official configs use False.
-        normalize: geometric affine reference, ``"anchor"`` (official configs) or ``"center"``.
-        coc_mode: None (PointMLP), ``"group"`` (official PointMLP-CoC) or ``"set"`` (general
-            Context Cluster over each set's rows).
-        coc_heads: Context Cluster heads (official 1).
-        coc_head_dim: channels per head; None: ``max(C // 4, 32)`` (official).
-        coc_proposal: center proposal for ``coc_mode="set"`` (``"grid"``, ``"fps"``, ...).
-        coc_centers: centers for ``coc_mode="set"`` (grid cells per axis, or sampled centers
-            per set).
+        bias: bias in the MLP linear layers (official: False).
+        use_xyz: also group the neighbours' positions (official: False).
+        normalize: geometric affine reference, ``"anchor"`` (official) or ``"center"``.
+        coc_mode: None, ``"group"`` (official PointMLP-CoC) or ``"set"`` (set-wide clusters).
+        coc_heads, coc_head_dim: Context Cluster heads and head width (None: ``max(C // 4, 32)``).
+        coc_proposal, coc_centers: proposal and centers of ``coc_mode="set"``.
         drop_rate: classifier dropout (official 0.5).
-        fps_start: ``"first"``, ``"canonical"`` or ``"random"`` (see the module docstring).
+        fps_start: ``"first"``, ``"canonical"`` or ``"random"``.
         backend: point-op backend for FPS and kNN.
-
-    Inputs (:meth:`forward`): a :class:`~pointctx.PointBatch` (``pos [N, pos_dim]``, ``x
-    [N, in_channels]`` or None when ``in_channels == 0``), or a padded tensor
-    ``[B, Nmax, pos_dim]`` with optional ``lengths [B]`` (set ``b`` is its first ``lengths[b]``
-    rows) and, when ``in_channels > 0``, ``features [B, Nmax, in_channels]``.
 
     Shapes:
         forward: PointBatch or [B, Nmax, D] (+ lengths [B]) -> logits [B, num_classes].
         forward_features: -> PointBatch of the last stage (x [M, C_last], pos [M, D]).
-        forward_head: PointBatch -> [B, num_classes] (or [B, C_last] with ``pre_logits``).
     """
 
     head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
 
     # the official pointMLP arguments; PointMLPSeg's encoder takes the same ones
-    def __init__(
-        self,
-        num_classes: int = 40,
-        in_channels: int = 0,
-        pos_dim: int = 3,
-        embed_dim: int = 64,
-        res_expansion: float = 1.0,
-        dim_expansion: Sequence[int] = (2, 2, 2, 2),
-        pre_blocks: Sequence[int] = (2, 2, 2, 2),
-        pos_blocks: Sequence[int] = (2, 2, 2, 2),
-        k_neighbors=24,
-        ratio=0.5,
-        bias: bool = False,
-        use_xyz: bool = False,
-        normalize: str = "anchor",
-        coc_mode: str | None = None,
-        coc_heads: int = 1,
-        coc_head_dim: int | None = None,
-        coc_proposal="grid",
-        coc_centers=2,
-        drop_rate: float = 0.5,
-        fps_start: str = "first",
-        backend: str | None = None,
-    ):
+    def __init__(self, num_classes: int = 40, in_channels: int = 0, pos_dim: int = 3,
+                 embed_dim: int = 64, res_expansion: float = 1.0,
+                 dim_expansion: Sequence[int] = (2, 2, 2, 2),
+                 pre_blocks: Sequence[int] = (2, 2, 2, 2), pos_blocks: Sequence[int] = (2, 2, 2, 2),
+                 k_neighbors=24, ratio=0.5, bias: bool = False, use_xyz: bool = False,
+                 normalize: str = "anchor", coc_mode: str | None = None, coc_heads: int = 1,
+                 coc_head_dim: int | None = None, coc_proposal="grid", coc_centers=2,
+                 drop_rate: float = 0.5, fps_start: str = "first", backend: str | None = None):
         super().__init__()
         self.num_classes, self.in_channels, self.pos_dim = check_io(num_classes, in_channels,
                                                                     pos_dim)
@@ -356,8 +70,7 @@ class PointMLP(SetClassifier):
             raise ValueError(
                 "`dim_expansion`, `pre_blocks` and `pos_blocks` must be non-empty with one "
                 f"entry per stage, got lengths {len(dim_expansion)}, {len(pre_blocks)}, "
-                f"{len(pos_blocks)}"
-            )
+                f"{len(pos_blocks)}")
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
                             per_stage(k_neighbors, n, "k_neighbors")]
         self.ratios = per_stage(ratio, n, "ratio")
@@ -399,53 +112,36 @@ class PointMLP(SetClassifier):
         self.classifier = self._make_head(self.num_classes)
 
     def _make_head(self, num_classes: int) -> nn.Module:
-        """The official classifier MLP (``nn.Identity`` for 0 classes).
-
-        ``Linear(C, 512) - BN - ReLU - Dropout - Linear(512, 256) - BN - ReLU - Dropout -
-        Linear(256, num_classes)``.
-        """
+        """The official classifier MLP (``nn.Identity`` for 0 classes)."""
         if num_classes == 0:
             return nn.Identity()
-        return nn.Sequential(
-            Linear(self.num_features, 512),
-            nn.BatchNorm1d(512),
-            nn.ReLU(inplace=True),
-            nn.Dropout(self.drop_rate),
-            Linear(512, 256),
-            nn.BatchNorm1d(256),
-            nn.ReLU(inplace=True),
-            nn.Dropout(self.drop_rate),
-            Linear(256, num_classes),
-        )
+        return nn.Sequential(Linear(self.num_features, 512), nn.BatchNorm1d(512),
+                             nn.ReLU(inplace=True), nn.Dropout(self.drop_rate), Linear(512, 256),
+                             nn.BatchNorm1d(256), nn.ReLU(inplace=True), nn.Dropout(self.drop_rate),
+                             Linear(256, num_classes))
 
-    # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> PointBatch:
         if isinstance(points, PointBatch):
             if lengths is not None or features is not None:
                 raise ValueError(
                     "`lengths` and `features` are only for padded tensor inputs; a PointBatch "
-                    "carries its sizes and features (x)"
-                )
+                    "carries its sizes and features (x)")
             pb = points
         elif isinstance(points, Tensor):
             if points.dim() != 3 or points.shape[-1] != self.pos_dim:
                 raise ValueError(
                     f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], got "
-                    f"{tuple(points.shape)}"
-                )
+                    f"{tuple(points.shape)}")
             if features is not None:
                 features = as_float(check_tensor(features, "features"), self.param_dtype)
             pb = PointBatch.from_padded(as_float(points, self.param_dtype), features,
                                         lengths=lengths)
         else:
-            raise TypeError(
-                f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
-                f"{type(points).__name__}"
-            )
+            raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
+                            f"{type(points).__name__}")
         if pb.dim != self.pos_dim:
             raise ValueError(
-                f"the points must have pos_dim = {self.pos_dim} coordinates, got D = {pb.dim}"
-            )
+                f"the points must have pos_dim = {self.pos_dim} coordinates, got D = {pb.dim}")
         c = 0 if pb.x is None else pb.x.shape[1]
         if c != self.in_channels:
             raise ValueError(
@@ -458,8 +154,7 @@ class PointMLP(SetClassifier):
             raise ValueError(
                 f"a batch of {pb.num_sets} set in train mode: the classifier's BatchNorm needs "
                 "at least 2 sets per batch to compute its statistics; train on batches of >= 2 "
-                "sets (drop_last=True in the DataLoader), or call model.eval() for inference"
-            )
+                "sets (drop_last=True in the DataLoader), or call model.eval() for inference")
         return pb
 
     def forward_features(self, points, lengths: Tensor | None = None,
@@ -470,10 +165,6 @@ class PointMLP(SetClassifier):
     def forward_stages(self, points, lengths: Tensor | None = None,
                        features: Tensor | None = None) -> list[StageBatch]:
         """Features of every stage (contract: :class:`~pointctx.models._base.SetClassifier`).
-
-        Stage 0 is the per-point embedding at the input points (linked each to itself); stage
-        ``i >= 1`` holds the FPS anchors of stage ``i``, linked to their kNN group (the anchor
-        included). ``embed_dims`` lists their channels.
 
         Shapes:
             return: 1 + len(dim_expansion) StageBatches: x [M_i, embed_dims[i]], pos [M_i, D].
@@ -530,31 +221,12 @@ _FULL = dict(embed_dim=64, res_expansion=1.0, dim_expansion=(2, 2, 2, 2),
              pre_blocks=(2, 2, 2, 2), pos_blocks=(2, 2, 2, 2), k_neighbors=24)
 _ELITE = dict(embed_dim=32, res_expansion=0.25, dim_expansion=(2, 2, 2, 1),
               pre_blocks=(1, 1, 2, 1), pos_blocks=(1, 1, 2, 1), k_neighbors=24)
-
-
-_build = partial(build, PointMLP)  # _build(defaults, kwargs)
-
-
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
-@register_model
-def pointmlp(**kwargs) -> PointMLP:
-    """PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes."""
-    return _build(_FULL, kwargs)
-
-
-@register_model
-def pointmlp_elite(**kwargs) -> PointMLP:
-    """PointMLP-elite (official ``pointMLPElite``): 0.71 M parameters at 15 classes."""
-    return _build(_ELITE, kwargs)
-
-
-@register_model
-def pointmlp_coc(**kwargs) -> PointMLP:
-    """PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes."""
-    return _build(dict(_FULL, coc_mode="group"), kwargs)
-
-
-@register_model
-def pointmlp_coc_elite(**kwargs) -> PointMLP:
-    """PointMLP-elite with in-group Context Clusters (no official model)."""
-    return _build(dict(_ELITE, coc_mode="group"), kwargs)
+register_configs(PointMLP, __name__, {
+    "pointmlp": ("PointMLP (official ``pointMLP``): 13.23 M parameters at 15 classes.", _FULL),
+    "pointmlp_elite": ("PointMLP-elite (official ``pointMLPElite``): 0.71 M parameters at 15 "
+                       "classes.", _ELITE),
+    "pointmlp_coc": ("PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes.",
+                     dict(_FULL, coc_mode="group")),
+    "pointmlp_coc_elite": ("PointMLP-elite with in-group Context Clusters (no official model).",
+                           dict(_ELITE, coc_mode="group")),
+})

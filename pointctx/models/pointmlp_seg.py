@@ -1,91 +1,4 @@
-"""PointMLP / PointMLP-CoC per-point segmentation: part segmentation and scene segmentation.
-
-The official part-segmentation model is ``part_segmentation/model/pointMLP.py`` of
-ma-xu/pointMLP-pytorch (factory ``pointMLP(num_classes=50)``, 16,755,594 parameters). This is the
-same network on packed ragged batches: every set keeps its own size, clouds of different sizes
-need no resampling, and in eval mode nothing a set computes depends on the other sets.
-
-Network (:class:`PointMLPSeg`):
-
-* embedding: ``Linear(3 + in_channels, 64) - BN - ReLU`` on xyz (+ normals: ``in_channels=3``,
-  the official 6-channel input);
-* encoder, four stages: FPS keeps a quarter of each set's points (``ceil(n / 4)``: 512 / 128 /
-  32 / 8 anchors of 2,048 points, as the official ``reducers`` 4), kNN groups of k = 32, the
-  geometric affine "anchor" normalisation over the grouped features *and* positions
-  (``use_xyz``), pre-extraction (transfer + 2 residual blocks, max over the neighbours) and
-  pos-extraction (2 residual blocks); widths 128 / 256 / 512 / 1024; bias in every layer;
-* decoder (``decode_list``), from the coarsest stage back to the input points: each step
-  interpolates the coarser features onto the finer stage's positions with
-  :func:`pointctx.ops.knn_interpolate` (inverse squared distance over the 3 nearest coarse points
-  of the same set, weights ``1 / (d2 + 1e-8)`` as the official ``PointNetFeaturePropagation``),
-  concatenates the finer stage's encoder features (skip first, as the official code), then
-  ``fuse`` (Linear-BN-ReLU, with the official bias) and ``extraction`` (``de_blocks`` residual
-  blocks); widths ``de_dims`` 512 / 256 / 128 / 128, ``de_blocks`` 4 / 4 / 4 / 4. (This is
-  :class:`pointctx.nn.FeaturePropagation`'s interpolation; the step is written on the op itself
-  to keep the official concatenation order, bias and residual blocks, hence the official
-  parameter count and a one-to-one weight layout.)
-* global context: every encoder level (embedding and the four stages) is mapped to ``gmp_dim``
-  (64) by ``gmp_map_list`` and max-pooled over its set; the concatenation goes through
-  ``gmp_map_end``;
-* category (part segmentation only): the one-hot category (16) through ``cls_map``
-  (two Linear-BN-ReLU layers to ``cls_dim`` 64);
-* classifier on every point: ``cat([decoded, global, category])`` ->
-  ``Linear(., 128) - BN - Dropout(0.5) - Linear(128, num_classes)``. The official classifier has
-  no activation after its BatchNorm; this is kept (``head_act=False``) for parameter and function
-  parity, ``head_act=True`` adds a ReLU.
-
-Checked against the official code (outside this repository): with the official weights mapped
-onto this layout (see State-dict layout below), eval mode and FPS from each set's first point,
-the log-probabilities of 2 x 2,048 points agree to 1e-6. The official model has fixed anchor
-counts (it needs exactly 2,048 points); here every set keeps ``ceil(n / 4)`` per stage.
-
-The model returns logits; the official forward returns ``log_softmax`` of them (use
-``F.cross_entropy`` on the logits for the official ``F.nll_loss`` on its output).
-
-``coc_mode="group"`` (``pointmlp_coc_partseg`` / ``pointmlp_coc_seg``) puts PointMLP-CoC's
-in-group Context Cluster (:class:`~pointctx.nn.grouping.GroupContextCluster`: one center per
-kNN group, one head, ``head_dim = max(C // 4, 32)``, residual) before every residual block of the
-encoder's pre-extraction, as the official PointMLP-CoC classifier (ma-xu/Context-Cluster,
-``pointcloud/``) does; the decoder is unchanged. The CoC papers publish no part-segmentation
-model, so ``pointmlp_coc_partseg`` has no official parameter count.
-
-Scene models (``pointmlp_seg``, ``pointmlp_coc_seg``, and the smaller ``*_elite_seg``) are the same
-network without the category branch: they see only the points (xyz; ``in_channels`` adds point
-features). Their default ``num_classes`` is 13 (S3DIS-sized); pass your own. The ``*_elite_seg``
-configuration is CPU-sized (embed 32, ``res_expansion`` 0.25, widths x 2, 2, 2, 1, blocks
-1, 1, 2, 1, k = 16, one residual block per decoder step, decoder widths 128 / 128 / 64 / 64,
-context 32, head 64), in the spirit of the official ``pointMLPElite`` classifier.
-
-Inputs and outputs (:meth:`PointMLPSeg.forward`):
-
-* ``points``: a :class:`~pointctx.PointBatch` (``x``: normals or other per-point features, or
-  None with ``in_channels=0``) -> logits ``[N, num_classes]`` in the batch's point order; or a
-  padded tensor ``[B, Nmax, 3]`` with ``lengths [B]`` (and ``features [B, Nmax, C]``) ->
-  ``[B, Nmax, num_classes]``, zeros in the padding rows.
-* ``category`` (part segmentation): ``[B]`` integer category ids or ``[B, num_categories]``
-  (one-hot, as the official ``to_categorical``).
-* ``query``: another ``PointBatch`` with the same sets -> logits at its positions ``[Nq, K]``:
-  the decoded per-point features are interpolated onto them (k = 3, inverse squared distance)
-  before the classifier.
-
-Small sets: a set of fewer than 4**4 points still works (every stage keeps at least one point,
-kNN groups of small sets are filled and masked as in :mod:`pointctx.nn.grouping`). Every set needs
-at least one point. Training mode needs at least 2 sets (BatchNorm over the per-set global and
-category rows, as the official code over its batch).
-
-Order: with ``fps_start="canonical"`` the per-point output is permutation-equivariant (each
-point's logits do not depend on the input order, up to exact distance ties and summation
-order); the default ``"first"`` starts FPS at each set's first point as the official CUDA FPS.
-
-State-dict layout: the encoder is :class:`~pointctx.models.PointMLP` without its classifier
-(``backbone.embedding``, ``backbone.affines.i`` = the official ``local_grouper_list.i`` affine,
-``backbone.pre.i`` = ``pre_blocks_list.i``, ``backbone.post.i`` = ``pos_blocks_list.i``), so the
-encoder is exactly the classification backbone and its :meth:`forward_stages`; the decoder and
-heads keep the official top-level names (``decode_list.i.fuse`` / ``.extraction.operation.j``,
-``gmp_map_list``, ``gmp_map_end``, ``cls_map``, ``classifier`` with the official indices 0, 1,
-3). Inner layers are ``linear`` / ``norm`` where the official code has ``net.0`` / ``net.1``
-Conv1d / BatchNorm pairs.
-"""
+"""PointMLP / PointMLP-CoC per-point segmentation: part segmentation and scene segmentation."""
 
 from __future__ import annotations
 
@@ -98,117 +11,38 @@ from torch.profiler import record_function
 from .._checks import check_positive_int
 from ..batch import PointBatch
 from ..nn.layers import Linear
+from ..nn.pointmlp_layers import LinearBNAct, PointMLPPropagation
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
-from ._helpers import build
-from ._registry import register_model
+from ._helpers import register_configs
 from ._stages import StageBatch
-from .pointmlp import LinearBNAct, PointMLP, ResidualMLP
+from .pointmlp import PointMLP
 
-__all__ = [
-    "SHAPENETPART_NUM_CATEGORIES",
-    "SHAPENETPART_NUM_PARTS",
-    "PointMLPSeg",
-    "pointmlp_partseg",
-    "pointmlp_coc_partseg",
-    "pointmlp_seg",
-    "pointmlp_coc_seg",
-    "pointmlp_elite_seg",
-    "pointmlp_coc_elite_seg",
-]
+__all__ = ["SHAPENETPART_NUM_CATEGORIES", "SHAPENETPART_NUM_PARTS", "PointMLPSeg"]
 
-#: PointMLP's decoder weights: 1 / (d2 + 1e-8)
-INTERP_EPS = 1e-8
 SHAPENETPART_NUM_PARTS = 50
 SHAPENETPART_NUM_CATEGORIES = 16
 
 
-class ResidualStack(nn.Module):
-    """``blocks`` residual MLP blocks (the official ``PosExtraction``, blocks in ``operation``).
-
-    Shapes:
-        x: [*, C]; return: [*, C].
-    """
-
-    def __init__(self, dim: int, blocks: int, res_expansion: float, bias: bool):
-        super().__init__()
-        self.operation = nn.Sequential(
-            *[ResidualMLP(dim, res_expansion, bias) for _ in range(blocks)]
-        )
-
-    def forward(self, x: Tensor) -> Tensor:
-        """Apply the blocks row by row."""
-        return self.operation(x)
-
-
-class PropagationStep(nn.Module):
-    """One decoder step: interpolate coarse features, concat the skip, fuse, residual blocks.
-
-    The official ``PointNetFeaturePropagation`` on ragged sets: ``knn_interpolate`` (k = 3,
-    inverse squared distance) of ``x_coarse`` onto ``pos_fine``, ``cat([skip, interpolated])``,
-    ``fuse`` (Linear-BN-ReLU) and ``extraction`` (residual blocks).
-
-    Shapes:
-        x_coarse: [M, C_c]; pos_coarse: [M, D]; batch_coarse: [M]; skip: [N, C_s];
-        pos_fine: [N, D]; batch_fine: [N]; return: [N, out_dim].
-    """
-
-    def __init__(self, in_dim: int, out_dim: int, blocks: int, res_expansion: float,
-                 bias: bool, k: int = 3, backend: str | None = None):
-        super().__init__()
-        self.k = check_positive_int(k, "k")
-        self.backend = backend
-        self.fuse = LinearBNAct(in_dim, out_dim, bias=bias)
-        self.extraction = ResidualStack(out_dim, blocks, res_expansion, bias)
-
-    def forward(self, x_coarse: Tensor, pos_coarse: Tensor, batch_coarse: Tensor,
-                skip: Tensor | None, pos_fine: Tensor, batch_fine: Tensor,
-                batch_size: int) -> Tensor:
-        """Propagate ``x_coarse`` to the fine points (see the class docstring)."""
-        with record_function("pointctx.propagate"):
-            up = knn_interpolate(x_coarse, pos_coarse, pos_fine, batch_coarse, batch_fine,
-                                 k=self.k, batch_size=batch_size, eps=INTERP_EPS,
-                                 backend=self.backend)
-        h = up if skip is None else torch.cat([skip, up], 1)
-        with record_function("pointctx.mlp"):
-            return self.extraction(self.fuse(h))
-
-
 class PointMLPSeg(nn.Module):
-    """PointMLP / PointMLP-CoC per-point segmentation on ragged sets (see the module docstring).
+    """PointMLP / PointMLP-CoC per-point segmentation on ragged sets.
 
     Args:
-        num_classes: per-point outputs (50 ShapeNetPart parts; scene classes for scenes).
-        num_categories: size of the category input (16 for ShapeNetPart); 0: no category input
-            (scene segmentation).
-        in_channels: per-point features besides xyz (3: normals, as the official model; 0: xyz
-            only).
-        pos_dim: position dimension D.
-        embed_dim: embedding width.
-        res_expansion: inner width factor of the residual blocks.
-        dim_expansion: width factor per encoder stage.
-        pre_blocks: residual blocks before the max over neighbours, per stage.
-        pos_blocks: residual blocks after it, per stage.
-        k_neighbors: kNN group size, one or one per stage.
-        ratio: FPS keep ratio per stage (official ``1 / reducers`` = 0.25).
-        de_dims: decoder widths, one per stage (coarse to fine).
+        num_classes: per-point outputs (50 ShapeNetPart parts, or scene classes).
+        num_categories: category input size (16 for ShapeNetPart; 0: none).
+        in_channels: per-point features besides xyz (3: normals, official; 0: xyz only).
+        pos_dim, embed_dim, res_expansion, dim_expansion, pre_blocks, pos_blocks, k_neighbors,
+            bias, use_xyz, normalize, coc_mode, coc_heads, coc_head_dim, fps_start, backend: the
+            encoder's, as :class:`~pointctx.models.PointMLP` (``coc_mode``: None or ``"group"``).
+        ratio: FPS keep ratio per stage (official 0.25).
+        de_dims: decoder widths, coarse to fine.
         de_blocks: residual blocks per decoder step.
         gmp_dim: width of the global context.
-        cls_dim: width of the category embedding (with ``num_categories > 0``).
-        bias: bias in every linear layer (official part-seg: True).
-        use_xyz: group the neighbours' positions with their features (official: True).
-        normalize: geometric affine reference, ``"anchor"`` or ``"center"``.
-        coc_mode: None or ``"group"`` (in-group Context Clusters before every pre-extraction
-            residual block).
-        coc_heads: Context Cluster heads.
-        coc_head_dim: channels per head (None: ``max(C // 4, 32)``).
+        cls_dim: width of the category embedding.
         drop_rate: classifier dropout (official 0.5).
         head_hidden: classifier hidden width (official 128).
-        head_act: ReLU after the classifier's BatchNorm (official: none, False).
+        head_act: ReLU after the classifier's BatchNorm (official: False).
         interp_k: neighbours of the decoder interpolation (official 3).
-        fps_start: ``"first"``, ``"canonical"`` or ``"random"`` (see
-            :func:`pointctx.nn.grouping.sample_and_group`).
-        backend: point-op backend for FPS and kNN.
 
     Shapes:
         forward: PointBatch (N points, B sets) [+ category [B] or [B, num_categories]] ->
@@ -216,46 +50,24 @@ class PointMLPSeg(nn.Module):
         with ``query`` (Nq points) -> [Nq, num_classes].
     """
 
-    # the encoder's arguments are PointMLP's (the same encoder), then the decoder's
-    def __init__(
-        self,
-        num_classes: int = SHAPENETPART_NUM_PARTS,
-        num_categories: int = SHAPENETPART_NUM_CATEGORIES,
-        in_channels: int = 3,
-        pos_dim: int = 3,
-        embed_dim: int = 64,
-        res_expansion: float = 1.0,
-        dim_expansion: Sequence[int] = (2, 2, 2, 2),
-        pre_blocks: Sequence[int] = (2, 2, 2, 2),
-        pos_blocks: Sequence[int] = (2, 2, 2, 2),
-        k_neighbors=32,
-        ratio=0.25,
-        de_dims: Sequence[int] = (512, 256, 128, 128),
-        de_blocks: Sequence[int] = (4, 4, 4, 4),
-        gmp_dim: int = 64,
-        cls_dim: int = 64,
-        bias: bool = True,
-        use_xyz: bool = True,
-        normalize: str = "anchor",
-        coc_mode: str | None = None,
-        coc_heads: int = 1,
-        coc_head_dim: int | None = None,
-        drop_rate: float = 0.5,
-        head_hidden: int = 128,
-        head_act: bool = False,
-        interp_k: int = 3,
-        fps_start: str = "first",
-        backend: str | None = None,
-    ):
+    def __init__(self, num_classes: int = SHAPENETPART_NUM_PARTS,
+                 num_categories: int = SHAPENETPART_NUM_CATEGORIES, in_channels: int = 3,
+                 pos_dim: int = 3, embed_dim: int = 64, res_expansion: float = 1.0,
+                 dim_expansion: Sequence[int] = (2, 2, 2, 2),
+                 pre_blocks: Sequence[int] = (2, 2, 2, 2), pos_blocks: Sequence[int] = (2, 2, 2, 2),
+                 k_neighbors=32, ratio=0.25, de_dims: Sequence[int] = (512, 256, 128, 128),
+                 de_blocks: Sequence[int] = (4, 4, 4, 4), gmp_dim: int = 64, cls_dim: int = 64,
+                 bias: bool = True, use_xyz: bool = True, normalize: str = "anchor",
+                 coc_mode: str | None = None, coc_heads: int = 1, coc_head_dim: int | None = None,
+                 drop_rate: float = 0.5, head_hidden: int = 128, head_act: bool = False,
+                 interp_k: int = 3, fps_start: str = "first", backend: str | None = None):
         super().__init__()
         self.num_classes = check_positive_int(num_classes, "num_classes")
         self.num_categories = check_positive_int(num_categories, "num_categories", minimum=0)
         n = len(dim_expansion)
         if any(len(v) != n for v in (de_dims, de_blocks)):
-            raise ValueError(
-                "`de_dims` and `de_blocks` must have one entry per encoder stage "
-                f"({n}), got lengths {len(de_dims)}, {len(de_blocks)}"
-            )
+            raise ValueError("`de_dims` and `de_blocks` must have one entry per encoder stage "
+                             f"({n}), got lengths {len(de_dims)}, {len(de_blocks)}")
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
         gmp_dim = check_positive_int(gmp_dim, "gmp_dim")
@@ -275,9 +87,9 @@ class PointMLPSeg(nn.Module):
         self.en_dims = en_dims[::-1]  # coarse to fine, as the official attribute
         dims = [self.en_dims[0]] + [check_positive_int(d, "de_dims") for d in de_dims]
         self.decode_list = nn.ModuleList([
-            PropagationStep(dims[i] + self.en_dims[i + 1], dims[i + 1],
-                            check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
-                            bias, interp_k, backend)
+            PointMLPPropagation(dims[i], self.en_dims[i + 1], dims[i + 1],
+                                check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
+                                bias, interp_k, backend)
             for i in range(n)
         ])
         self.gmp_map_list = nn.ModuleList(
@@ -285,10 +97,8 @@ class PointMLPSeg(nn.Module):
         self.gmp_map_end = LinearBNAct(gmp_dim * len(self.en_dims), gmp_dim, bias=bias)
         if self.num_categories:
             cls_dim = check_positive_int(cls_dim, "cls_dim")
-            self.cls_map = nn.Sequential(
-                LinearBNAct(self.num_categories, cls_dim, bias=bias),
-                LinearBNAct(cls_dim, cls_dim, bias=bias),
-            )
+            self.cls_map = nn.Sequential(LinearBNAct(self.num_categories, cls_dim, bias=bias),
+                                         LinearBNAct(cls_dim, cls_dim, bias=bias))
         else:
             cls_dim = 0
             self.cls_map = None
@@ -296,14 +106,10 @@ class PointMLPSeg(nn.Module):
         hidden = check_positive_int(head_hidden, "head_hidden")
         self.head_act = bool(head_act)
         # official indices: 0 Conv1d, 1 BatchNorm1d, 2 Dropout, 3 Conv1d
-        self.classifier = nn.Sequential(
-            Linear(gmp_dim + cls_dim + dims[-1], hidden, bias=bias),
-            nn.BatchNorm1d(hidden),
-            nn.Dropout(drop_rate),
-            Linear(hidden, self.num_classes, bias=bias),
-        )
+        self.classifier = nn.Sequential(Linear(gmp_dim + cls_dim + dims[-1], hidden, bias=bias),
+                                        nn.BatchNorm1d(hidden), nn.Dropout(drop_rate),
+                                        Linear(hidden, self.num_classes, bias=bias))
 
-    # ------------------------------------------------------------------------------------------
     def _as_batch(self, points, lengths, features) -> tuple[PointBatch, bool]:
         pb = self.backbone._as_batch(points, lengths, features)
         return pb, not isinstance(points, PointBatch)
@@ -311,15 +117,12 @@ class PointMLPSeg(nn.Module):
     def _category(self, category, b: int, ref: Tensor) -> Tensor | None:
         if not self.num_categories:
             if category is not None:
-                raise ValueError(
-                    "`category` was given but this model has no category input "
-                    "(num_categories=0)"
-                )
+                raise ValueError("`category` was given but this model has no category input "
+                                 "(num_categories=0)")
             return None
         if category is None:
             raise ValueError(
-                f"`category` is required: [B] category ids or [B, {self.num_categories}] one-hot"
-            )
+                f"`category` is required: [B] category ids or [B, {self.num_categories}] one-hot")
         category = torch.as_tensor(category, device=ref.device)
         if category.dim() == 1 and not category.is_floating_point():
             if category.numel() != b:
@@ -327,23 +130,17 @@ class PointMLPSeg(nn.Module):
             if b and (int(category.min()) < 0 or int(category.max()) >= self.num_categories):
                 raise ValueError(
                     f"`category` ids must lie in [0, {self.num_categories - 1}], got range "
-                    f"[{int(category.min())}, {int(category.max())}]"
-                )
+                    f"[{int(category.min())}, {int(category.max())}]")
             return torch.nn.functional.one_hot(category.long(), self.num_categories).to(ref.dtype)
         if category.dim() == 2 and tuple(category.shape) == (b, self.num_categories):
             return category.to(ref.dtype)
-        raise ValueError(
-            f"`category` must be [B] = [{b}] integer ids or [B, num_categories] = "
-            f"[{b}, {self.num_categories}] one-hot, got shape {tuple(category.shape)} "
-            f"dtype {category.dtype}"
-        )
+        raise ValueError(f"`category` must be [B] = [{b}] integer ids or [B, num_categories] = "
+                         f"[{b}, {self.num_categories}] one-hot, got shape {tuple(category.shape)} "
+                         f"dtype {category.dtype}")
 
     def forward_stages(self, points, lengths: Tensor | None = None,
                        features: Tensor | None = None) -> list[StageBatch]:
         """The encoder's per-stage features: input points first, then the stages.
-
-        The backbone's :meth:`pointctx.models.PointMLP.forward_stages` (the per-stage contract
-        of :class:`~pointctx.models._base.SetClassifier`).
 
         Shapes:
             return: 1 + stages StageBatches: x [M_i, C_i], pos [M_i, D].
@@ -367,13 +164,12 @@ class PointMLPSeg(nn.Module):
         if self.training and b < 2:
             raise ValueError(
                 f"training mode needs at least 2 sets per batch (BatchNorm over the per-set "
-                f"context rows), got B = {b}; call model.eval() to predict one set"
-            )
+                f"context rows), got B = {b}; call model.eval() to predict one set")
         levels = self.backbone.forward_stages(pb)[::-1]  # coarse to fine
         x = levels[0].x
         for i, step in enumerate(self.decode_list):
             coarse, fine = levels[i], levels[i + 1]
-            x = step(x, coarse.pos, coarse.batch, fine.x, fine.pos, fine.batch, b)
+            x = step(x, coarse.pos, fine.pos, coarse.batch, fine.batch, fine.x, b)
         with record_function("pointctx.mlp"):
             pooled = [scatter_max(m(lv.x), lv.batch, b).values
                       for m, lv in zip(self.gmp_map_list, levels)]
@@ -408,14 +204,13 @@ class PointMLPSeg(nn.Module):
             if query.num_sets != pb.num_sets or query.dim != pb.dim:
                 raise ValueError(
                     f"`query` must have the same sets and dimension as the input: B = "
-                    f"{pb.num_sets}, D = {pb.dim}; got B = {query.num_sets}, D = {query.dim}"
-                )
+                    f"{pb.num_sets}, D = {pb.dim}; got B = {query.num_sets}, D = {query.dim}")
         decoded, context = self._features(pb, onehot)
         if query is not None:
             with record_function("pointctx.propagate"):
+                last = self.decode_list[-1]
                 x = knn_interpolate(decoded.x, decoded.pos, query.pos, decoded.batch,
-                                    query.batch, k=self.decode_list[-1].k,
-                                    batch_size=pb.num_sets, eps=INTERP_EPS,
+                                    query.batch, k=last.k, batch_size=pb.num_sets, eps=last.eps,
                                     backend=self.backend)
             decoded = PointBatch(query.pos, x, batch=query.batch, batch_size=pb.num_sets,
                                  validate=False)
@@ -439,50 +234,21 @@ _ELITE_SEG = dict(_PARTSEG, embed_dim=32, res_expansion=0.25, dim_expansion=(2, 
                   pre_blocks=(1, 1, 2, 1), pos_blocks=(1, 1, 2, 1), k_neighbors=16,
                   de_dims=(128, 128, 64, 64), de_blocks=(1, 1, 1, 1), gmp_dim=32, cls_dim=32,
                   head_hidden=64)
-
-
-def _build(cfg: dict, coc: bool, defaults: dict, kwargs: dict) -> PointMLPSeg:
-    return build(PointMLPSeg, dict(cfg, **defaults, **({"coc_mode": "group"} if coc else {})),
-                 kwargs)
-
-
 _PART = dict(num_classes=SHAPENETPART_NUM_PARTS, num_categories=SHAPENETPART_NUM_CATEGORIES,
              in_channels=3)
 _SCENE = dict(num_classes=13, num_categories=0, in_channels=0)
-
-
-# one function per registered name (timm style: name, docstring, defaults): repeated on purpose
-@register_model
-def pointmlp_partseg(**kwargs) -> PointMLPSeg:
-    """PointMLP part segmentation (official ``part_segmentation`` ``pointMLP``): 16.76 M at 50."""
-    return _build(_PARTSEG, False, _PART, kwargs)
-
-
-@register_model
-def pointmlp_coc_partseg(**kwargs) -> PointMLPSeg:
-    """PointMLP part segmentation with in-group Context Clusters (no official model)."""
-    return _build(_PARTSEG, True, _PART, kwargs)
-
-
-@register_model
-def pointmlp_seg(**kwargs) -> PointMLPSeg:
-    """Scene segmentation: the part-seg network without category input, xyz only."""
-    return _build(_PARTSEG, False, _SCENE, kwargs)
-
-
-@register_model
-def pointmlp_coc_seg(**kwargs) -> PointMLPSeg:
-    """Scene segmentation with in-group Context Clusters, no category input, xyz only."""
-    return _build(_PARTSEG, True, _SCENE, kwargs)
-
-
-@register_model
-def pointmlp_elite_seg(**kwargs) -> PointMLPSeg:
-    """CPU-sized scene segmentation (elite-like widths, k = 16, one block per decoder step)."""
-    return _build(_ELITE_SEG, False, _SCENE, kwargs)
-
-
-@register_model
-def pointmlp_coc_elite_seg(**kwargs) -> PointMLPSeg:
-    """CPU-sized scene segmentation with in-group Context Clusters."""
-    return _build(_ELITE_SEG, True, _SCENE, kwargs)
+_COC = dict(coc_mode="group")
+register_configs(PointMLPSeg, __name__, {
+    "pointmlp_partseg": ("PointMLP part segmentation (official ``part_segmentation`` "
+                         "``pointMLP``): 16.76 M at 50.", dict(_PARTSEG, **_PART)),
+    "pointmlp_coc_partseg": ("PointMLP part segmentation with in-group Context Clusters (no "
+                             "official model).", dict(_PARTSEG, **_PART, **_COC)),
+    "pointmlp_seg": ("Scene segmentation: the part-seg network without category input, xyz only.",
+                     dict(_PARTSEG, **_SCENE)),
+    "pointmlp_coc_seg": ("Scene segmentation with in-group Context Clusters, no category input, "
+                         "xyz only.", dict(_PARTSEG, **_SCENE, **_COC)),
+    "pointmlp_elite_seg": ("CPU-sized scene segmentation (elite-like widths, k = 16, one block "
+                           "per decoder step).", dict(_ELITE_SEG, **_SCENE)),
+    "pointmlp_coc_elite_seg": ("CPU-sized scene segmentation with in-group Context Clusters.",
+                               dict(_ELITE_SEG, **_SCENE, **_COC)),
+})

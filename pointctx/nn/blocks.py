@@ -1,18 +1,4 @@
-"""The pre-norm residual block of set networks, and its Context Cluster and CLUENet configurations.
-
-:class:`MixerBlock` is the one block skeleton (as MetaFormer's): ::
-
-    x = x + drop_path(layer_scale_1(token_mixer(norm1(x), ...)))
-    x = x + drop_path(layer_scale_2(mlp(norm2(x), ...)))
-
-with stochastic depth dropping whole sets. Blocks configure it with their norm, token mixer and
-MLP: :class:`ContextClusterBlock` (the official CoC block: per-set ``GroupNorm(1, C)``
-(:class:`~pointctx.nn.norm.SetGroupNorm`), a :class:`~pointctx.nn.context_cluster.ContextCluster`
-mixer and a point-wise :class:`~pointctx.nn.layers.Mlp`) and the CLUENet
-:class:`GFCBlock` (per-point ``LayerNorm``, Global Feature Clustering and the
-depthwise MLP), stacked by :class:`~pointctx.nn.blocks.GFCStage` (shared centers, neighbourhoods
-and assignments).
-"""
+"""The pre-norm residual block of set networks and its Context Cluster and CLUENet forms."""
 
 from __future__ import annotations
 
@@ -24,7 +10,7 @@ from .._checks import check_channels, check_number, check_positive_int
 from ..ops.segment import infer_batch_size
 from .context_cluster import Assignment, ContextCluster
 from .depthwise import DepthwiseMlp, knn_slots
-from .gfc import GlobalFeatureClustering, take_proposed
+from .gfc import GlobalFeatureClustering
 from .layers import DropPath, LayerScale, Mlp
 from .norm import SetGroupNorm
 from .proposal import Centers
@@ -46,19 +32,13 @@ class MixerBlock(nn.Module):
 
     Args:
         dim: channels C (input and output).
-        token_mixer: the mixer module, called as ``token_mixer(norm1(x), *mixer_args,
-            **mixer_kwargs)``; it returns ``[N, C]`` or a tuple ``([N, C], extra)`` (e.g. an
-            assignment), whose ``extra`` :meth:`residual` passes back.
+        token_mixer: called as ``token_mixer(norm1(x), *mixer_args, **mixer_kwargs)``; returns
+            ``[N, C]`` or ``([N, C], extra)``.
         mlp: the channel MLP, called as ``mlp(norm2(x), *mlp_args)``.
-        set_norm: per-set ``GroupNorm(1, C)`` (:class:`~pointctx.nn.norm.SetGroupNorm`, True)
-            or per-point ``nn.LayerNorm(C)`` (False).
+        set_norm: per-set ``GroupNorm(1, C)`` (True) or per-point ``LayerNorm`` (False).
         norm_eps: ``eps`` of both norms.
-        drop_path: stochastic depth probability (whole sets dropped, training only).
+        drop_path: stochastic depth probability (whole sets dropped).
         layer_scale_init: initial LayerScale value; None disables LayerScale.
-
-    Attributes:
-        norm1, token_mixer, norm2, mlp, layer_scale_1, layer_scale_2 (:class:`~pointctx.nn.
-        layers.LayerScale` or ``nn.Identity``), drop_path (:class:`~pointctx.nn.layers.DropPath`).
 
     Shapes:
         x: [N, C]; batch: [N] sorted set id per point; return: [N, C].
@@ -91,10 +71,6 @@ class MixerBlock(nn.Module):
                  mlp_args: tuple = ()) -> tuple[Tensor, object]:
         """Run the two residual branches.
 
-        Returns:
-            ``(x, extra)``: the block output and what the mixer returned beside its output
-            (None when it returned a tensor).
-
         Shapes:
             x: [N, C]; batch: [N]; return: ([N, C], extra).
         """
@@ -112,104 +88,47 @@ class MixerBlock(nn.Module):
 class ContextClusterBlock(MixerBlock):
     """Pre-norm residual Context Cluster block on packed point sets (the official CoC block).
 
-    A :class:`MixerBlock` with per-set ``GroupNorm(1, C)``, a
-    :class:`~pointctx.nn.context_cluster.ContextCluster` token mixer and a point-wise
-    :class:`~pointctx.nn.layers.Mlp`.
-
     Args:
         dim: channels C (input and output).
-        mlp_ratio: hidden width of the MLP as a multiple of ``dim`` (``int(dim * mlp_ratio)``).
-        heads: Context Cluster heads.
-        head_dim: channels per head.
-        centers: centers per region (grid cells per axis for the grid proposal); see
-            :class:`~pointctx.nn.context_cluster.ContextCluster`.
-        regions: region partition per axis, or None (a point competes for all centers of its
-            set).
-        proposal: center proposal of the Context Cluster layer (default ``"grid"``).
-        denominator: aggregation denominator, ``"sim"`` or ``"count"`` (formerly ``normalize``,
-            still accepted).
-        bounds: grid and region box: None (each set's bounding box) or ``(lo, hi)``; use
-            ``(-0.5, 0.5)`` for image pixel positions.
+        mlp_ratio: MLP hidden width as a multiple of ``dim``.
+        heads, head_dim, centers, regions, proposal, denominator, bounds: of the
+            :class:`~pointctx.nn.context_cluster.ContextCluster` mixer.
         drop: dropout in the MLP.
-        drop_path: stochastic depth probability (whole sets dropped, training only).
+        drop_path: stochastic depth probability (whole sets dropped).
         layer_scale_init: initial LayerScale value (official 1e-5); None disables LayerScale.
         act_layer: MLP activation class.
         norm_eps: ``eps`` of both norms.
-        cluster_kwargs: extra keyword arguments for the
-            :class:`~pointctx.nn.context_cluster.ContextCluster` layer.
-
-    Attributes:
-        norm1, norm2: :class:`~pointctx.nn.norm.SetGroupNorm`.
-        token_mixer: the :class:`~pointctx.nn.context_cluster.ContextCluster`.
-        mlp: :class:`~pointctx.nn.layers.Mlp`.
-        layer_scale_1, layer_scale_2: :class:`~pointctx.nn.layers.LayerScale` or ``nn.Identity``.
-        drop_path: :class:`~pointctx.nn.layers.DropPath`.
+        cluster_kwargs: extra keyword arguments of the mixer.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N] sorted set id per point; return: [N, C] (and the
-        :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the assignment with
+        ``return_assignment=True``).
     """
 
-    # the block arguments (dim, mlp_ratio, heads, head_dim, ...) that GFCBlock shares
-    def __init__(
-        self,
-        dim: int,
-        mlp_ratio: float = 4.0,
-        heads: int = 4,
-        head_dim: int = 24,
-        centers=2,
-        regions=None,
-        proposal="grid",
-        denominator: str = "sim",
-        bounds=None,
-        drop: float = 0.0,
-        drop_path: float = 0.0,
-        layer_scale_init: float | None = 1e-5,
-        act_layer=nn.GELU,
-        norm_eps: float = 1e-5,
-        cluster_kwargs: dict | None = None,
-        normalize: str | None = None,
-    ):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, heads: int = 4, head_dim: int = 24,
+                 centers=2, regions=None, proposal="grid", denominator: str = "sim", bounds=None,
+                 drop: float = 0.0, drop_path: float = 0.0, layer_scale_init: float | None = 1e-5,
+                 act_layer=nn.GELU, norm_eps: float = 1e-5, cluster_kwargs: dict | None = None):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = ContextCluster(
             dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
             regions=regions, denominator=denominator, bounds=bounds, **(cluster_kwargs or {}),
-            **({} if normalize is None else {"normalize": normalize}),
         )
         mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
                          layer_scale_init=layer_scale_init)
 
-    # a block takes its mixer's arguments (ContextCluster.forward): the same call for both
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        return_assignment: bool = False,
-        *,
-        spacing=None,
-    ):
-        """Run the two residual branches.
-
-        Args:
-            x: point features.
-            pos: point positions (for the Context Cluster centers and regions).
-            batch: sorted set id per point.
-            batch_size: number of sets B, if known (saves host syncs).
-            return_assignment: also return the Context Cluster assignment.
-            spacing: lattice pitch of pixel-like points for the proposal (see
-                :class:`~pointctx.nn.context_cluster.ContextCluster`).
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                return_assignment: bool = False, *, spacing=None):
+        """Run the two residual branches (arguments as :class:`ContextCluster`).
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
         """
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(
-                f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}"
-            )
+                f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}")
         x, assignment = self.residual(x, batch, batch_size, (pos, batch, batch_size),
                                       {"return_assignment": return_assignment,
                                        "spacing": spacing})
@@ -219,53 +138,25 @@ class ContextClusterBlock(MixerBlock):
 class GFCBlock(MixerBlock):
     """Pre-norm residual CLUENet block with the GFC mixer and the depthwise MLP.
 
-    ::
-
-        x = x + drop_path(ls1(gfc(LN(x))))
-        x = x + drop_path(ls2(mlp(LN(x))))
-
-    A :class:`~pointctx.nn.blocks.MixerBlock` with per-point ``LayerNorm``, a
-    :class:`GlobalFeatureClustering` token mixer and a :class:`DepthwiseMlp`.
-
     Args:
         dim: channels C.
         mlp_ratio: MLP hidden width as a multiple of ``dim``.
         heads, head_dim, proposal, centers, bounds, assign, min_tau: see
             :class:`GlobalFeatureClustering`.
-        drop: dropout in the MLP.
-        drop_path: stochastic depth (whole sets, training only).
-        layer_scale_init: LayerScale init; None (official with LayerNorm) disables it.
+        drop, drop_path, layer_scale_init, act_layer, norm_eps: as :class:`ContextClusterBlock`.
         dwconv: depthwise convolution in the MLP (official).
-        act_layer: MLP activation.
-        norm_eps: LayerNorm eps.
-        mixer_kwargs: extra keyword arguments for :class:`GlobalFeatureClustering`.
+        mixer_kwargs: extra keyword arguments of the mixer.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the assignment with
-        ``return_assignment=True``). The MLP convolution uses ``coords``/``grid_size`` (pixel
-        sets) or ``neighbors``; with neither, the 9 nearest neighbours of ``pos`` are used.
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C]. The MLP convolution uses
+        ``coords``/``grid_size`` (pixel sets), ``neighbors`` or the 9 nearest neighbours.
     """
 
-    # the block arguments of ContextClusterBlock (one convention), with GFC's mixer options
-    def __init__(
-        self,
-        dim: int,
-        mlp_ratio: float = 4.0,
-        heads: int = 4,
-        head_dim: int = 24,
-        proposal="grid",
-        centers=7,
-        bounds=None,
-        assign: bool = True,
-        min_tau: float = 1e-4,
-        drop: float = 0.0,
-        drop_path: float = 0.0,
-        layer_scale_init: float | None = None,
-        dwconv: bool = True,
-        act_layer=nn.GELU,
-        norm_eps: float = 1e-5,
-        mixer_kwargs: dict | None = None,
-    ):
+    def __init__(self, dim: int, mlp_ratio: float = 4.0, heads: int = 4, head_dim: int = 24,
+                 proposal="grid", centers=7, bounds=None, assign: bool = True,
+                 min_tau: float = 1e-4, drop: float = 0.0, drop_path: float = 0.0,
+                 layer_scale_init: float | None = None, dwconv: bool = True, act_layer=nn.GELU,
+                 norm_eps: float = 1e-5, mixer_kwargs: dict | None = None):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
         mixer = GlobalFeatureClustering(
@@ -275,22 +166,10 @@ class GFCBlock(MixerBlock):
         super().__init__(dim, mixer, mlp, set_norm=False, norm_eps=norm_eps,
                          drop_path=drop_path, layer_scale_init=layer_scale_init)
 
-    # GFCBlock's arguments: its mixer's (GlobalFeatureClustering.forward) plus the MLP's lattice
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        *,
-        proposed: Centers | None = None,
-        assignment: Assignment | None = None,
-        coords: Tensor | None = None,
-        grid_size: Sequence[int] | None = None,
-        neighbors: Tensor | None = None,
-        return_assignment: bool = False,
-        centers: Centers | None = None,
-    ):
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
+                proposed: Centers | None = None, assignment: Assignment | None = None,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
+                neighbors: Tensor | None = None, return_assignment: bool = False):
         """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
 
         Shapes:
@@ -302,19 +181,13 @@ class GFCBlock(MixerBlock):
             neighbors = knn_slots(pos, batch, batch_size)
         x, assignment = self.residual(
             x, batch, batch_size, (pos, batch, batch_size),
-            {"proposed": proposed, "assignment": assignment, "return_assignment": True,
-             **({} if centers is None else {"centers": centers})},
+            {"proposed": proposed, "assignment": assignment, "return_assignment": True},
             (batch, batch_size, coords, grid_size, neighbors))
         return (x, assignment) if return_assignment else x
 
 
 class GFCStage(nn.Module):
     """A stack of :class:`GFCBlock` sharing centers, neighbourhoods and (optionally) assignments.
-
-    The positions do not change within a stage, so the centers (the first block's proposal) and
-    the depthwise-convolution neighbourhood are computed once. With ``share_assignment`` (the
-    paper's default) only the first block computes the hard assignment; the others reuse it and
-    are built without ``q``, ``alpha``, ``beta``.
 
     Args:
         dim: channels C.
@@ -345,7 +218,7 @@ class GFCStage(nn.Module):
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
                 proposed: Centers | None = None, coords: Tensor | None = None,
                 grid_size: Sequence[int] | None = None, neighbors: Tensor | None = None,
-                return_assignment: bool = False, centers: Centers | None = None):
+                return_assignment: bool = False):
         """Run the blocks (``proposed`` default: the first block's proposal on ``pos``).
 
         Shapes:
@@ -353,7 +226,6 @@ class GFCStage(nn.Module):
             assignments with ``return_assignment=True``).
         """
         b = infer_batch_size(batch, batch_size)
-        proposed, _ = take_proposed(proposed, centers)
         if proposed is None:
             proposed = self.blocks[0].token_mixer.proposal(pos, batch, b)
         if self.blocks[0].mlp.dwconv is not None and coords is None and neighbors is None:

@@ -1,27 +1,7 @@
-"""The Context Cluster token mixer (Ma et al., "Image as Set of Points", ICLR 2023) on ragged sets.
-
-For every head ``h`` (channels ``h * head_dim`` to ``(h + 1) * head_dim`` of ``f(x)`` and
-``v(x)``) and every point ``i``:
-
-1. centers ``m`` come from a pluggable proposal on the positions (grid cells by default); a
-   center's similarity feature ``c_m`` and value center ``vc_m`` are the proposal's pooling (mean
-   over its member points) of ``f(x)`` and ``v(x)``;
-2. ``s_im = sigmoid(beta + alpha * cos(f_i, c_m))`` for the candidate centers of ``i``: all
-   centers of its region (``regions`` given) or of its set;
-3. ``i`` joins its most similar center ``m(i)`` (ties: the lowest center index) with weight
-   ``s_i = s_{i m(i)}``;
-4. aggregate ``g_m = (vc_m + sum_{i in m} s_i v_i) / (1 + sum_{i in m} s_i)``
-   (``denominator="sim"``, the official code after its 2023-05-31 fix) or with ``1 + |m|`` in the
-   denominator (``denominator="count"``, the earlier form, also used by FEC);
-5. dispatch ``out_i = s_i * g_{m(i)}``; heads are concatenated and projected by ``proj``.
-
-Everything runs on (point, candidate center) pairs with gathers and scatters: memory is linear in
-points x candidates, never a dense [sets, centers, points, channels] tensor.
-"""
+"""The Context Cluster token mixer (Ma et al., "Image as Set of Points", ICLR 2023)."""
 
 from __future__ import annotations
 
-import warnings
 from typing import NamedTuple
 
 import torch
@@ -29,18 +9,21 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.autograd.function import once_differentiable
 
-from .._checks import check_choice, check_point_inputs, check_positive_int
+from .._checks import (
+    check_bounds,
+    check_choice,
+    check_counts,
+    check_point_inputs,
+    check_positive_int,
+    per_axis,
+)
 from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 from .layers import Linear, check_chunk_points, chunk_rows
 from .proposal import (
     Centers,
-    _check_counts,
-    _per_axis,
     build_proposal,
-    check_bounds,
     pool_centers,
-    sort_by_group,
 )
 
 __all__ = ["ContextCluster", "Assignment"]
@@ -53,14 +36,10 @@ class Assignment(NamedTuple):
     """How the points were clustered in one :class:`ContextCluster` call.
 
     Attributes:
-        center: [N, heads] int64 index (into ``centers``) of the center each point joined, per
-            head; -1 for a point whose region or set has no center.
-        centers: the :class:`~pointctx.nn.proposal.Centers` used (M centers; ``batch`` holds
-            the group: set id, or ``set * num_regions + region`` with regions).
-        region: [N] int64 region of each point inside its set (axis 0 varying fastest), or None
-            without regions.
-        similarity: [N, heads] the weight ``s_i`` of each point in its cluster (0 for points
-            without a center).
+        center: [N, heads] center each point joined, per head (-1: no center in its group).
+        centers: the :class:`~pointctx.nn.proposal.Centers` used (``batch``: set or region group).
+        region: [N] region of each point inside its set, or None without regions.
+        similarity: [N, heads] the weight ``s_i`` of each point in its cluster.
     """
 
     center: Tensor
@@ -95,104 +74,50 @@ class _Candidates(NamedTuple):
 def _counts_or_none(value, name: str):
     if value is None:
         return None
-    return _check_counts(value, name)
+    return check_counts(value, name)
 
 
 class ContextCluster(nn.Module):
-    """Context Cluster token mixer on packed ragged point sets.
+    """Context Cluster token mixer on packed ragged point sets (equations: docs/design.md).
 
     Args:
         dim: input channels C.
         out_dim: output channels (default ``dim``).
         heads: number of heads.
         head_dim: channels per head in the similarity and value spaces.
-        proposal: center proposal: ``"grid"`` (default), ``"fps"``, ``"random"``, a name added
-            with :func:`~pointctx.nn.proposal.register_proposal`, a
-            :class:`~pointctx.nn.proposal.CenterProposal` instance (used as is; ``centers`` is
-            then ignored) or class.
-        centers: for ``"grid"`` the number of cells per axis inside each region (or inside each
-            set without regions), an int for every axis or one per axis; for ``"fps"`` /
-            ``"random"`` the number of centers per region (or per set); a sequence is multiplied
-            out (``(2, 2)`` -> 4). None (default): 2 per axis for the grid in any dimension D,
-            4 for fps / random (see :func:`~pointctx.nn.proposal.build_proposal`).
-        regions: optional partition of every set into a grid of regions (count per axis, e.g.
-            ``(8, 8)``) over ``bounds``; a point competes only for the centers of its region and
-            centers are proposed per region. For the grid proposal this is the fine grid of
-            ``regions * centers`` cells per axis (over the grid proposal's own ``bounds``)
-            grouped into regions. None: a point competes for every center of its set.
-        denominator: of the aggregation: ``"sim"`` (``1 + sum s_i``, the official code after its
-            2023-05-31 fix) or ``"count"`` (``1 + member count``, the earlier code and FEC).
-            Formerly ``normalize`` (still accepted, deprecated: the datasets' ``normalize`` is
-            their mean / std).
-        bounds: box of the grid and of the regions: None / ``"set"`` for each set's bounding box
-            or a fixed ``(lo, hi)``; for images with pixel centers in ``[-0.5, 0.5]`` use
-            ``(-0.5, 0.5)`` so masked pixels keep their cells.
-        proposal_kwargs: extra keyword arguments for a proposal built by name or class (e.g.
-            ``{"k": 8}`` for fps); the only ones passed to a user-registered name.
-        pair_layout: how (point, candidate) pairs are laid out: ``"padded"`` (every point gets
-            the largest candidate count of any point, invalid slots masked; fastest when the
-            counts are alike, as for image grids), ``"ragged"`` (exactly one pair per point and
-            candidate, built with ``repeat_interleave``) or ``"auto"`` (padded unless it would
-            hold more than 25% extra pairs).
-        validate: check value-dependent properties of the inputs (``batch`` sorted and in
-            range, ``pos`` finite), which costs host syncs; shapes and dtypes are always checked.
-        chunk_points: process the points in chunks of this many (linear maps, assignment,
-            aggregation and dispatch); the result is the same, but on CPU chunks that fit in the
-            cache run markedly faster. ``"auto"`` (default): chunks of about 2^20 values of
-            ``heads * head_dim`` on CPU, no chunking on other devices; None: no chunking.
-
-    Attributes ``f`` and ``v`` (``nn.Linear(dim, heads * head_dim)``, similarity and value
-    spaces), ``proj`` (``nn.Linear(heads * head_dim, out_dim)``) and the scalars ``alpha``
-    (init 1) and ``beta`` (init 0) shared by the heads follow the paper.
-
-    The clustering math runs in float32 (or float64 for float64 inputs), also under autocast; the
-    linear layers follow autocast. Host syncs per call: one to size the centers, one to size the
-    candidate pairs (plus one for the per-chunk pair counts with the ragged layout), one to infer
-    the number of sets when ``batch_size`` is not given, and the value checks when ``validate``.
-
-    Gradients: the hard assignment is piecewise constant (no gradient, as the argmax mask of the
-    official code); gradients flow through the chosen similarities, the pooled centers, the
-    values, ``alpha``, ``beta`` and the linear layers.
+        proposal: ``"grid"`` (default), ``"fps"``, ``"random"``, a registered name, or a
+            :class:`~pointctx.nn.proposal.CenterProposal` class or instance.
+        centers: grid cells per axis, or fps / random centers, per region or set (see
+            :func:`~pointctx.nn.proposal.build_proposal`).
+        regions: regions per axis (e.g. ``(8, 8)``): a point competes only for the centers of its
+            region. None: for every center of its set.
+        denominator: ``"sim"`` (``1 + sum s_i``, official) or ``"count"`` (``1 + |members|``).
+        bounds: box of the grid and regions: None / ``"set"`` (each set's box) or ``(lo, hi)``
+            (``(-0.5, 0.5)`` for pixel sets).
+        proposal_kwargs: extra keyword arguments of the proposal (e.g. ``{"k": 8}`` for fps).
+        pair_layout: (point, candidate) pairs ``"padded"``, ``"ragged"`` or ``"auto"``.
+        validate: check ``batch`` order and finite ``pos`` (host syncs).
+        chunk_points: points per chunk (``"auto"``: cache-sized on CPU; None: no chunking).
 
     Shapes:
         x: [N, C]; pos: [N, D]; batch: [N] sorted set id per point.
         return: [N, out_dim], or ``(out, Assignment)`` with ``return_assignment=True``.
     """
 
-    # the token-mixer constructor convention (dim, out_dim, heads, head_dim, proposal, centers, ...)
-    def __init__(
-        self,
-        dim: int,
-        out_dim: int | None = None,
-        heads: int = 4,
-        head_dim: int = 24,
-        proposal="grid",
-        centers=None,
-        regions=None,
-        denominator: str = "sim",
-        bounds=None,
-        *,
-        normalize: str | None = None,
-        proposal_kwargs: dict | None = None,
-        pair_layout: str = "auto",
-        validate: bool = True,
-        chunk_points: int | str | None = "auto",
-    ):
+    def __init__(self, dim: int, out_dim: int | None = None, heads: int = 4, head_dim: int = 24,
+                 proposal="grid", centers=None, regions=None, denominator: str = "sim", bounds=None,
+                 *, proposal_kwargs: dict | None = None, pair_layout: str = "auto",
+                 validate: bool = True, chunk_points: int | str | None = "auto"):
         super().__init__()
         dim = check_positive_int(dim, "dim")
         out_dim = dim if out_dim is None else check_positive_int(out_dim, "out_dim")
         self.dim, self.out_dim = dim, out_dim
         self.heads = check_positive_int(heads, "heads")
         self.head_dim = check_positive_int(head_dim, "head_dim")
-        if normalize is not None:
-            warnings.warn("ContextCluster(normalize=...) is deprecated; use denominator=...",
-                          DeprecationWarning, stacklevel=2)
-            self.denominator = check_choice(normalize, "normalize", ("sim", "count"))
-        else:
-            self.denominator = check_choice(denominator, "denominator", ("sim", "count"))
+        self.denominator = check_choice(denominator, "denominator", ("sim", "count"))
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
-        self.centers = None if centers is None else _check_counts(centers, "centers")
+        self.centers = None if centers is None else check_counts(centers, "centers")
         self.regions = _counts_or_none(regions, "regions")
         self.validate = bool(validate)
         self.chunk_points = check_chunk_points(chunk_points)
@@ -206,68 +131,43 @@ class ContextCluster(nn.Module):
 
         self.proposal = build_proposal(proposal, centers, bounds, proposal_kwargs)
 
-    @property
-    def normalize(self) -> str:
-        """The former name of :attr:`denominator`."""
-        return self.denominator
-
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""
         return (f"dim={self.dim}, out_dim={self.out_dim}, heads={self.heads}, "
                 f"head_dim={self.head_dim}, centers={self.centers}, regions={self.regions}, "
                 f"denominator={self.denominator!r}, bounds={self.bounds!r}")
 
-    # ------------------------------------------------------------------------------------------
     # input checks
-    # ------------------------------------------------------------------------------------------
 
     def _check_inputs(self, x, pos, batch, batch_size):
         batch_size = check_point_inputs(x, pos, batch, batch_size, self.dim, self.validate)
         d = pos.shape[1]
         if self.regions is not None:
-            _per_axis(self.regions, d, "regions")
+            per_axis(self.regions, d, "regions")
         cells = getattr(self.proposal, "cells", None)
         if cells is not None and self.centers is not None:
-            _per_axis(cells, d, "centers")
+            per_axis(cells, d, "centers")
         if self.bounds != "set":
             for side in self.bounds:
-                _per_axis(side, d, "bounds")
+                per_axis(side, d, "bounds")
         return batch_size
 
-    # ------------------------------------------------------------------------------------------
     # forward, as named steps
-    # ------------------------------------------------------------------------------------------
 
-    # (x, pos, batch, batch_size, ...): the call convention of every layer on packed sets
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        return_assignment: bool = False,
-        *,
-        spacing=None,
-    ):
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                return_assignment: bool = False, *, spacing=None):
         """Mix point features through context clusters.
-
-        Steps: check the inputs; propose centers (and regions); pool the center features;
-        list each point's candidate centers; assign every point to its most similar candidate
-        and aggregate the clusters; dispatch the clusters back to their points.
 
         Args:
             x: point features.
-            pos: point positions (used only to propose centers and regions).
+            pos: point positions (for the centers and regions only).
             batch: sorted set id per point.
-            batch_size: number of sets B if known (saves a host sync).
+            batch_size: number of sets B (saves a host sync).
             return_assignment: also return the :class:`Assignment`.
-            spacing: lattice pitch of the points (pixel sets), passed to the proposal (the grid's
-                ``windows="adaptive"`` mode uses it; see
-                :class:`~pointctx.nn.proposal.GridProposal`).
+            spacing: lattice pitch of pixel sets, for the grid's ``windows="adaptive"``.
 
         Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; spacing: a number, D numbers, [D] or [N, D];
-            return: [N, out_dim].
+            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         batch_size = self._check_inputs(x, pos, batch, batch_size)
         num_sets = infer_batch_size(batch, batch_size)
@@ -323,11 +223,7 @@ class ContextCluster(nn.Module):
 
     def _candidates(self, centers: Centers, group: Tensor, num_groups: int, n: int,
                     dev) -> _Candidates:
-        """Each point's candidate centers, the pair layout and the points per chunk.
-
-        The candidates of point i are centers ``start[i] .. start[i] + k_pt[i] - 1`` (its
-        group's: region or set).
-        """
+        """Each point's candidate centers, the pair layout and the points per chunk."""
         inner = self.heads * self.head_dim
         cnt = torch.bincount(centers.batch, minlength=num_groups)[:num_groups]
         cptr = torch.cumsum(cnt, 0) - cnt
@@ -421,10 +317,6 @@ class ContextCluster(nn.Module):
         return outs[0] if len(outs) == 1 else torch.cat(outs, 0)
 
 
-# kept for imports of the former private name
-_sort_by_group = sort_by_group
-
-
 def chosen_similarity_naive(f, c_flat, idx, f_inv, f_norm, alpha, beta) -> Tensor:
     """Reference of :class:`_ChosenSimilarity` with plain autograd ops (``f_inv`` recomputed).
 
@@ -439,15 +331,7 @@ def chosen_similarity_naive(f, c_flat, idx, f_inv, f_norm, alpha, beta) -> Tenso
 
 
 class _ChosenSimilarity(torch.autograd.Function):
-    """``s = sigmoid(beta + alpha * cos(f_i, c_idx))`` with a hand-written backward.
-
-    With ``t = s (1 - s) alpha g / |f|`` (``g`` the incoming gradient) and ``cos`` as computed:
-    ``d f = t c - t cos f / |f|`` (the second term only where ``|f| >= 1e-12``, as the clamp's),
-    ``d c_idx += t f``, ``d alpha = sum s (1 - s) g cos``, ``d beta = sum s (1 - s) g``: two
-    full-size passes for ``d f`` and one for ``d c`` instead of autograd's products, norm
-    backward and gradient sum. ``f_inv = 1 / max(|f|, 1e-12)`` and ``f_norm = |f|`` come in
-    precomputed (no gradient of their own).
-    """
+    """``s = sigmoid(beta + alpha * cos(f_i, c_idx))`` with a hand-written backward."""
 
     @staticmethod
     def forward(ctx, f, c_flat, idx, f_inv, f_norm, alpha, beta):

@@ -1,14 +1,4 @@
-"""The depthwise convolution of CLUENet on pixel sets and point sets, and its MLP.
-
-* :class:`SetDepthwiseConv`: the depthwise ``k x k`` convolution of CLUENet's MLP and of its
-  positional embedding (PosCNN). On pixel sets (lattice coordinates known) it is exactly the
-  zero-padded depthwise convolution of the image holding the set's points (missing pixels are
-  zeros). On non-grid sets (the point-wise alternative) the same ``k * k`` weights act on each
-  point's nearest neighbours of its set in rank order: rank 0 (the point itself) takes the centre
-  tap, the other ranks the other taps in raster order.
-* :func:`knn_slots`: that neighbourhood (the 9 nearest points of the point's set).
-* :class:`DepthwiseMlp`: CLUENet's MLP ``fc1 -> depthwise conv -> act -> drop -> fc2 -> drop``.
-"""
+"""The depthwise convolution of CLUENet on pixel sets and point sets, and its MLP."""
 
 from __future__ import annotations
 
@@ -29,9 +19,6 @@ def knn_slots(pos: Tensor, batch: Tensor, batch_size: int | None = None, k: int 
               backend: str | None = None) -> Tensor:
     """The ``k`` nearest points of each point's set, nearest first (the point itself first).
 
-    The neighbourhood of :class:`SetDepthwiseConv` on non-grid sets. Slots beyond the set's size
-    hold -1.
-
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, k] int64.
     """
@@ -48,13 +35,6 @@ def knn_slots(pos: Tensor, batch: Tensor, batch_size: int | None = None, k: int 
 
 def shifted_depthwise(img: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
     """Zero-padded depthwise convolution of channels-last images as a sum of shifted products.
-
-    ``F.conv2d(img.permute(0, 3, 1, 2), weight, bias, padding=k // 2, groups=C)`` (permuted
-    back), written with slices and products only: the form :class:`SetDepthwiseConv` takes under
-    ``torch.compile``, where the compiler fuses the ``k * k`` products into one loop (and where
-    torch 2.13's inductor fails to lower the channels-last convolution with symbolic image
-    sizes: ``cannot determine truth value of Relational``). Equal to the convolution up to
-    float rounding.
 
     Shapes:
         img: [B, H, W, C]; weight: [C, 1, k, k] (odd k); bias: [C]; return: [B, H, W, C].
@@ -81,15 +61,6 @@ def shifted_depthwise(img: Tensor, weight: Tensor, bias: Tensor) -> Tensor:
 
 class SetDepthwiseConv(nn.Module):
     """Depthwise ``kernel_size x kernel_size`` convolution (with bias) on pixel or point sets.
-
-    * Pixel sets (``coords`` and ``grid_size`` given): the points are written into a zero image
-      ``[B, C, H, W]`` at their lattice coordinates, convolved with zero padding
-      ``kernel_size // 2`` and read back: on a full image exactly the official
-      ``nn.Conv2d(C, C, 3, 1, 1, groups=C)``; a missing pixel counts as 0.
-    * Other sets (``neighbors`` given, e.g. from :func:`knn_slots`): the point-wise alternative;
-      the ``kernel_size**2`` weights of a channel act on the point's neighbours in rank order
-      (rank 0, the point itself, on the centre tap; the other ranks on the remaining taps in
-      raster order); a missing neighbour (-1) counts as 0.
 
     Args:
         channels: channels C.
@@ -121,15 +92,9 @@ class SetDepthwiseConv(nn.Module):
         """Layer settings for ``repr``."""
         return f"{self.channels}, kernel_size={self.kernel_size}"
 
-    def forward(
-        self,
-        x: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        coords: Tensor | None = None,
-        grid_size: Sequence[int] | None = None,
-        neighbors: Tensor | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
+                neighbors: Tensor | None = None) -> Tensor:
         """Convolve (lattice mode with ``coords``/``grid_size``, else over ``neighbors``).
 
         Shapes:

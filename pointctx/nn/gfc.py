@@ -1,60 +1,22 @@
-"""Global Feature Clustering (GFC), the token mixer of CLUENet, on packed ragged sets.
-
-With ``K = k(x)``, ``V = v(x)`` split into ``heads`` heads of ``head_dim`` channels:
-
-1. centers from a proposal on the positions (a grid of ``h x w`` cells per set, the paper's
-   ``AdaptiveAvgPool2d``; or fps / random centers for non-grid sets); pooled centers ``k_m``,
-   ``v_m`` are the mean of ``K`` / ``V`` over the center's members;
-2. soft global aggregation (:func:`~pointctx.nn.soft_aggregation.soft_aggregate`): every center
-   attends over *all* points of its set, ``soft_m = sum_i softmax_i(cos(k_m, K_i) / tau) V_i``
-   with ``tau = exp(t)``, ``t`` learnable and clamped below at ``log(min_tau)``;
-3. gated fusion ``g = sigmoid(MLP_h([soft_m, v_m]))`` per head (:class:`HeadGate`: a two-layer
-   MLP of its own per head, hidden ``head_dim // 2``), ``c_m = (1 - g) soft_m + g v_m``;
-4. hard dispatch: ``q_m = W_q concat_h(c_m)``, ``S_im = sigmoid(alpha cos(K_i, q_m) + beta)``
-   over the centers of ``i``'s set; every point keeps only its best center ``m(i)`` (ties: the
-   lowest center index) and receives ``S_{i m(i)} c_{m(i)}``; heads are concatenated and
-   projected. The :class:`~pointctx.nn.context_cluster.Assignment` of the first block of a
-   stage can be shared by the following blocks (:class:`~pointctx.nn.blocks.GFCStage`); a layer
-   built with ``assign=False`` has no ``W_q``, ``alpha``, ``beta`` and needs that assignment.
-"""
+"""Global Feature Clustering (GFC), the token mixer of CLUENet, on packed ragged sets."""
 
 from __future__ import annotations
 
 import math
-import warnings
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .._checks import check_number, check_point_inputs, check_positive_int
+from .._checks import check_counts, check_number, check_point_inputs, check_positive_int
 from ..ops.scatter import scatter_count
 from ..ops.segment import infer_batch_size
 from .context_cluster import Assignment
 from .layers import linear_as_conv, trunc_linear
-from .proposal import Centers, _check_counts, build_proposal, pool_centers
+from .proposal import Centers, build_proposal, pool_centers
 from .soft_aggregation import nearest_center, soft_aggregate
 
-__all__ = ["ClusterAssignment", "HeadGate", "GlobalFeatureClustering"]
-
-
-# One assignment tuple for both token mixers: GFC's hard assignment is a
-# :class:`~pointctx.nn.context_cluster.Assignment` with ``region=None`` (``ClusterAssignment`` is
-# its former name, kept as an alias). ``similarity`` is differentiable, so blocks sharing it also
-# train the layer that computed it.
-ClusterAssignment = Assignment
-
-def take_proposed(proposed, centers):
-    """``proposed`` (the proposal's output), or ``centers``, its former name, with a warning.
-
-    ``centers`` also names the count of centers in every constructor, hence the new name.
-    """
-    if centers is None:
-        return proposed, "proposed"
-    warnings.warn("the `centers=` keyword of forward is deprecated (it names the count in the "
-                  "constructors); pass the proposal's output as `proposed=`",
-                  DeprecationWarning, stacklevel=3)
-    return (centers if proposed is None else proposed), "centers"
+__all__ = ["HeadGate", "GlobalFeatureClustering"]
 
 
 class HeadGate(nn.Module):
@@ -92,56 +54,30 @@ class HeadGate(nn.Module):
 class GlobalFeatureClustering(nn.Module):
     """Global Feature Clustering token mixer of CLUENet on packed ragged sets.
 
-    See the module docstring for the math (pooled centers, soft global aggregation with the
-    clamped temperature, gated fusion, hard dispatch).
-
     Args:
         dim: input channels C.
         out_dim: output channels (default ``dim``).
         heads: heads H.
         head_dim: channels per head d.
-        proposal: center proposal: ``"grid"`` (default, ``centers`` cells per axis over
-            ``bounds``), ``"fps"`` / ``"random"`` (``prod(centers)`` centers per set), another
-            registered name, a :class:`~pointctx.nn.proposal.CenterProposal` instance or class.
-        centers: cells per axis for the grid (official 7, i.e. 7x7), or a count per axis whose
-            product is the number of fps / random centers.
-        bounds: grid box: None (each set's bounding box) or ``(lo, hi)``; use ``(-0.5, 0.5)`` for
-            image-plane pixel positions.
-        assign: compute the hard assignment (owns ``q``, ``alpha``, ``beta``). False: the layer
-            reuses an earlier layer's :class:`~pointctx.nn.context_cluster.Assignment`
-            (official ``sim_share`` blocks, which have no such parameters).
+        proposal: center proposal (as :class:`~pointctx.nn.context_cluster.ContextCluster`).
+        centers: grid cells per axis (official 7), or a count per axis for fps / random.
+        bounds: grid box: None (each set's box) or ``(lo, hi)`` (``(-0.5, 0.5)`` for pixels).
+        assign: compute the hard assignment (owns ``q``, ``alpha``, ``beta``); False: reuse an
+            earlier layer's (official ``sim_share`` blocks).
         min_tau: lower clamp of the temperature ``tau = exp(t)`` (official 1e-4).
-        tau_init: initial temperature (official 2.13: ``t = log 2.13``).
-        proposal_kwargs: extra keyword arguments for a proposal built by name or class.
+        tau_init: initial temperature (official 2.13).
+        proposal_kwargs: extra keyword arguments of the proposal.
         validate: check value-dependent input properties (host syncs).
 
-    Attributes:
-        k, v: ``nn.Linear(dim, H * d)`` (similarity and value spaces); q:
-        ``nn.Linear(H * d, H * d)`` or None; proj: ``nn.Linear(H * d, out_dim)``; gate:
-        :class:`HeadGate`; t: the log-temperature; alpha (init 1), beta (init 0) or None.
-
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim] (and the
-        :class:`~pointctx.nn.context_cluster.Assignment` with ``return_assignment=True``).
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim] (and the assignment with
+        ``return_assignment=True``).
     """
 
-    # the constructor convention of ContextCluster, the other token mixer (dim, heads, ...)
-    def __init__(
-        self,
-        dim: int,
-        out_dim: int | None = None,
-        heads: int = 4,
-        head_dim: int = 24,
-        proposal="grid",
-        centers=7,
-        bounds=None,
-        assign: bool = True,
-        min_tau: float = 1e-4,
-        tau_init: float = 2.13,
-        *,
-        proposal_kwargs: dict | None = None,
-        validate: bool = True,
-    ):
+    def __init__(self, dim: int, out_dim: int | None = None, heads: int = 4, head_dim: int = 24,
+                 proposal="grid", centers=7, bounds=None, assign: bool = True,
+                 min_tau: float = 1e-4, tau_init: float = 2.13, *,
+                 proposal_kwargs: dict | None = None, validate: bool = True):
         super().__init__()
         self.dim = check_positive_int(dim, "dim")
         self.out_dim = self.dim if out_dim is None else check_positive_int(out_dim, "out_dim")
@@ -149,7 +85,7 @@ class GlobalFeatureClustering(nn.Module):
         self.head_dim = check_positive_int(head_dim, "head_dim")
         self.min_tau = check_number(min_tau, "min_tau", 0.0, min_open=True, type_error=ValueError)
         check_number(tau_init, "tau_init", 0.0, min_open=True, type_error=ValueError)
-        self.centers = _check_counts(centers, "centers")
+        self.centers = check_counts(centers, "centers")
         self.assign = bool(assign)
         self.validate = bool(validate)
         inner = self.heads * self.head_dim
@@ -177,40 +113,25 @@ class GlobalFeatureClustering(nn.Module):
         """The temperature ``exp(max(t, log(min_tau)))`` (0-dim tensor)."""
         return torch.clamp(self.t, min=math.log(self.min_tau)).exp()
 
-    # (x, pos, batch, batch_size, ...): the call convention of every layer on packed sets
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        proposed: Centers | None = None,
-        assignment: Assignment | None = None,
-        return_assignment: bool = False,
-        *,
-        centers: Centers | None = None,
-    ):
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                proposed: Centers | None = None, assignment: Assignment | None = None,
+                return_assignment: bool = False):
         """Cluster globally and dispatch the fused centers back to the points.
 
         Args:
             x: point features.
             pos: point positions (for the proposal only).
             batch: sorted set id per point.
-            batch_size: number of sets B, if known.
-            proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (e.g. shared by the
-                blocks of a stage); default: this layer's proposal on ``pos``.
-            assignment: an :class:`~pointctx.nn.context_cluster.Assignment` to reuse (its
-                centers are used); required when the layer was built with ``assign=False``.
-            return_assignment: also return the (computed or reused) assignment.
-            centers: the former name of ``proposed`` (deprecated: ``centers`` is the count of
-                centers in the constructors).
+            batch_size: number of sets B.
+            proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (default: the proposal).
+            assignment: an assignment to reuse (required with ``assign=False``).
+            return_assignment: also return the assignment.
 
         Shapes:
             x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
                                                        self.validate))
-        proposed, name = take_proposed(proposed, centers)
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         if assignment is not None:
@@ -218,10 +139,8 @@ class GlobalFeatureClustering(nn.Module):
                 raise TypeError(f"`assignment` must be an Assignment, got "
                                 f"{type(assignment).__name__}")
             if tuple(assignment.center.shape) != (n, heads):
-                raise ValueError(
-                    f"`assignment` must hold [N, heads] = [{n}, {heads}] centers, got "
-                    f"{tuple(assignment.center.shape)}"
-                )
+                raise ValueError(f"`assignment` must hold [N, heads] = [{n}, {heads}] centers, got "
+                                 f"{tuple(assignment.center.shape)}")
             proposed = assignment.centers
         elif not self.assign:
             raise ValueError("this layer was built with assign=False (it reuses the assignment "
@@ -229,7 +148,7 @@ class GlobalFeatureClustering(nn.Module):
         if proposed is None:
             proposed = self.proposal(pos, batch, b)
         elif not isinstance(proposed, Centers):
-            raise TypeError(f"`{name}` must be a Centers tuple, got {type(proposed).__name__}")
+            raise TypeError(f"`proposed` must be a Centers tuple, got {type(proposed).__name__}")
         centers = proposed
         m = centers.pos.shape[0]
         batch = batch.long()

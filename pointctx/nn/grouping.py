@@ -1,28 +1,4 @@
-"""kNN grouping on ragged point sets, PointMLP's geometric affine and the in-group Context Cluster.
-
-The building blocks of PointMLP (Ma et al., ICLR 2022) and PointMLP-CoC (Ma et al., ICLR 2023)
-on packed ragged batches:
-
-* :func:`sample_and_group` picks anchors with farthest point sampling in every set and finds the
-  ``k`` nearest points of each anchor in the same set (:class:`Groups`).
-* :func:`gather_groups` gathers per-point features into ``[M, k, C]`` neighbour blocks.
-* :class:`GeometricAffine` is PointMLP's "anchor" (or "center") normalisation of a group with
-  one standard deviation per sample (set), followed by a learnable per-channel affine.
-* :class:`GroupContextCluster` is the Context Cluster of the official PointMLP-CoC: inside each
-  kNN group a single center (the group mean) per head.
-
-Small sets: when a set has fewer than ``k`` points the kNN op returns ``-1`` for the missing
-neighbours. :func:`sample_and_group` replaces them by the anchor's nearest neighbour (slot 0,
-normally the anchor itself) and returns a validity ``mask``. Row-wise layers (linear, BatchNorm in
-eval mode, activations) then give the filled slots exactly the values of slot 0, so a max over
-the neighbours is unchanged by them; statistics over neighbours (the affine's standard deviation
-and "center" mean, the Context Cluster's group mean and aggregation) use the ``mask`` and ignore
-them. A group whose set has at least ``k`` points has no filled slot.
-
-Profiler labels: :func:`torch.profiler.record_function` ranges ``"pointctx.fps"``,
-``"pointctx.knn"`` and ``"pointctx.group"`` (gathers and the affine normalisation) mark the
-geometric work, ``"pointctx.coc"`` the Context Cluster layers.
-"""
+"""kNN grouping on ragged sets, PointMLP's geometric affine and the in-group Context Cluster."""
 
 from __future__ import annotations
 
@@ -41,14 +17,8 @@ from ..ops.scatter import scatter_max, scatter_mean, scatter_sum
 from ..ops.segment import batch_to_ptr
 from .layers import Linear, chunk_rows
 
-__all__ = [
-    "Groups",
-    "fps_start_points",
-    "sample_and_group",
-    "gather_groups",
-    "GeometricAffine",
-    "GroupContextCluster",
-]
+__all__ = ["Groups", "fps_start_points", "sample_and_group", "gather_groups", "GeometricAffine",
+           "GroupContextCluster"]
 
 FPS_STARTS = ("first", "canonical", "random")
 
@@ -74,9 +44,6 @@ class Groups(NamedTuple):
 
 def fps_start_points(pos: Tensor, batch: Tensor, batch_size: int) -> Tensor:
     """Order-independent FPS start: each set's point farthest from the set's centroid.
-
-    Ties (equal distances) go to the lowest row, so only exactly tied points make the choice
-    depend on the input order.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [B] int64 rows of ``pos`` (-1 for empty sets).
@@ -120,20 +87,13 @@ def sample_and_group(
     Args:
         pos: point positions.
         batch: sorted set id per point.
-        k: neighbours per anchor (the anchor itself is normally the first).
-        ratio: fraction of each set kept as anchors (a set of ``n`` points keeps
-            ``ceil(ratio * n)``, see :func:`pointctx.ops.sample_counts`).
+        k: neighbours per anchor (the anchor itself normally first).
+        ratio: share of each set kept as anchors (``ceil(ratio * n)``).
         batch_size: number of sets B (saves a host sync).
-        fps_start: first FPS pick of each set: ``"first"`` (its first point, as the CUDA
-            ``furthest_point_sample`` of the official code; depends on the input order),
-            ``"canonical"`` (the point farthest from the set's centroid,
-            :func:`fps_start_points`; independent of the order up to exact ties) or
-            ``"random"`` (uniform, drawn from ``generator``).
-        backend: point-op backend for FPS and kNN (see :mod:`pointctx.ops`).
+        fps_start: ``"first"`` (the set's first point, as the official CUDA FPS),
+            ``"canonical"`` (farthest from the centroid: order independent) or ``"random"``.
+        backend: point-op backend for FPS and kNN.
         generator: random generator for ``fps_start="random"``.
-
-    Returns:
-        :class:`Groups`. Missing neighbours of small sets are filled with slot 0 and masked.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: anchor [M], index [M, k], mask [M, k], batch [M].
@@ -169,11 +129,7 @@ def gather_groups(x: Tensor, groups: Groups) -> tuple[Tensor, Tensor]:
 
 
 def _masked_sum_groups(t: Tensor, mask: Tensor | None) -> Tensor:
-    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M].
-
-    The reference's plain form (a full-size masked product); the fast path uses
-    :func:`_slot_sums`, which reduces the channels first.
-    """
+    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M]."""
     if mask is None:
         return t.sum((1, 2))
     return (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
@@ -181,24 +137,6 @@ def _masked_sum_groups(t: Tensor, mask: Tensor | None) -> Tensor:
 
 class GeometricAffine(nn.Module):
     """PointMLP's geometric affine module with one standard deviation per sample.
-
-    For the neighbours ``f_ij`` of group ``i`` in set ``b``, ``d_ij = f_ij - a_i`` where ``a_i`` is
-    the anchor's feature (``mode="anchor"``, the PointMLP configs) or the mean of the group's
-    neighbours (``mode="center"``). Then
-
-    ``out_ij = alpha * d_ij / (sigma_b + eps) + beta``
-
-    with ``sigma_b`` the (unbiased) standard deviation of all ``d_ij`` entries (every group,
-    valid neighbour and channel) of set ``b``, and learnable per-channel ``alpha`` (init 1) and
-    ``beta`` (init 0). The official code computes the same per-sample statistic on a padded
-    batch (``torch.std`` over each sample's ``[groups, k, C]`` block); a single statistic over the
-    whole batch would make a sample's output depend on the other samples, which this module never
-    does. Filled (masked) neighbour slots are left out of ``sigma_b`` and the center mean.
-
-    The normalisation runs as one autograd function with a hand-written backward (fewer
-    full-size ``[M, k, C]`` temporaries: about 2x faster forward + backward than plain autograd
-    ops on a PointMLP stage); :func:`geometric_affine_naive` is the plain-autograd reference the
-    tests compare it with. It is differentiable once.
 
     Args:
         channels: feature channels C.
@@ -222,19 +160,12 @@ class GeometricAffine(nn.Module):
         """Layer settings for ``repr``."""
         return f"channels={self.channels}, mode={self.mode!r}, eps={self.eps}"
 
-    def forward(
-        self,
-        grouped: Tensor,
-        anchor: Tensor,
-        mask: Tensor | None,
-        batch: Tensor,
-        batch_size: int,
-    ) -> Tensor:
+    def forward(self, grouped: Tensor, anchor: Tensor, mask: Tensor | None, batch: Tensor,
+                batch_size: int) -> Tensor:
         """Normalise the groups (see the class docstring)."""
         if grouped.dim() != 3 or grouped.shape[-1] != self.channels:
             raise ValueError(
-                f"`grouped` must have shape [M, k, {self.channels}], got {tuple(grouped.shape)}"
-            )
+                f"`grouped` must have shape [M, k, {self.channels}], got {tuple(grouped.shape)}")
         with record_function("pointctx.group"):
             if self.mode == "anchor":
                 ref = anchor
@@ -282,10 +213,7 @@ def _set_counts(grouped: Tensor, mask: Tensor | None, batch: Tensor, batch_size:
 
 
 def _slot_sums(t: Tensor, mask: Tensor | None) -> Tensor:
-    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M].
-
-    Channels first, then the slots weighted by the mask: no full-size temporary.
-    """
+    """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M]."""
     per_slot = t.sum(2)
     if mask is not None:
         per_slot = per_slot * mask.to(t.dtype)
@@ -307,19 +235,7 @@ def _by_chunks(fn, a: Tensor, b: Tensor, mask: Tensor | None) -> Tensor:
 
 
 class _GeometricAffine(torch.autograd.Function):
-    """:func:`geometric_affine_naive` with a hand-written backward and fewer full-size tensors.
-
-    Forward keeps ``diff = grouped - ref`` (needed for the gradients of ``alpha`` and of the
-    standard deviation) and the per-set statistics. With ``s_b = 1 / (std_b + eps)``,
-    ``out = alpha * s_b * diff + beta`` and ``var_b = sum_valid (diff - mean_b)^2 / (n_b - 1)``:
-
-    * ``d beta = sum g``, ``d alpha = sum_rows s_b * sum_k g * diff``;
-    * ``d s_b = sum_{rows of b, c} alpha_c * sum_k g * diff``, ``d std_b = -s_b^2 d s_b``,
-      ``d var_b = d std_b / (2 std_b)`` (0 for a zero-variance set, as the reference);
-    * ``d diff = g * alpha * s_b + 2 d var_b / (n_b - 1) * (diff - mean_b)`` on the valid slots
-      (the mean's own term is ``-2 d var_b / (n_b - 1) * sum_valid (diff - mean_b) = 0``);
-    * ``d grouped = d diff``, ``d ref = -sum_k d diff``.
-    """
+    """:func:`geometric_affine_naive` with a hand-written backward and fewer full-size tensors."""
 
     @staticmethod
     def forward(ctx, grouped, ref, alpha, beta, mask, batch, batch_size, eps):
@@ -374,14 +290,6 @@ class _GeometricAffine(torch.autograd.Function):
 
 class GroupContextCluster(nn.Module):
     """Context Cluster inside each kNN group, as in the official PointMLP-CoC (residual).
-
-    Per head, with ``f = fc1(x)`` and ``v = fc_v(x)`` split into ``heads`` chunks: the single
-    center of a group is the mean of ``f`` over its neighbours (value center: the mean of ``v``);
-    ``s_j = sigmoid(beta + alpha * cos(center, f_j))``; the aggregate is
-    ``g = (v_center + sum_j s_j v_j) / (1 + sum_j s_j)``; neighbour ``j`` receives
-    ``s_j * g``; heads are concatenated, projected by ``fc2`` and added to the input. Masked
-    (filled) neighbour slots take no part in the means and sums; they still receive ``s_j * g``,
-    which equals slot 0's output.
 
     Args:
         dim: channels C.

@@ -20,18 +20,6 @@ __all__ = ["ImprovedClusterPool"]
 class ImprovedClusterPool(nn.Module):
     """CLUENet's Improved Cluster Pooling (ICP): a clustering reducer with a convolutional skip.
 
-    1. skip: :class:`~pointctx.nn.reducer.PointReducer` (official 3x3, stride 2, padding 1
-       convolution) gives the reduced points (M anchors) and the skip features;
-    2. ``f = W_f x`` (similarity and value space are shared, as official); the center of every
-       anchor is the mean of ``f`` over its own cell (pixel sets: the anchor's stride cell, the
-       official ``adaptive_avg_pool2d``; point sets: the input points whose nearest anchor it
-       is);
-    3. every point joins its most cosine-similar center among all centers of its set;
-       ``pooled_m = (center_m + sum_{i in m} f_i) / (count_m + 1)``;
-    4. ``out = skip + norm2(mlp(norm1(pooled)))`` with ``norm1 = LayerNorm(in_dim)``,
-       ``mlp = Linear(in, in), GELU, Linear(in, out)`` and ``norm2 = LayerNorm(out_dim)`` when
-       ``norm_out`` (official CLUE-mini) else identity.
-
     Args:
         in_dim: input channels.
         out_dim: output channels.
@@ -77,13 +65,13 @@ class ImprovedClusterPool(nn.Module):
             x: point features.
             pos: point positions.
             batch: sorted set id per point.
-            batch_size: number of sets B, if known.
+            batch_size: number of sets B.
             coords: lattice coordinates ``(row, col)`` of pixel sets.
             grid_size: lattice size ``(H, W)``.
-            return_cluster: also return the center each input point joined ([N], -1 none).
+            return_cluster: also return the center each input point joined.
 
         Shapes:
-            x: [N, C]; return: Reduced (x [M, out_dim], pos [M, D], batch [M], ...).
+            x: [N, C]; return: Reduced (x [M, out_dim]) and cluster [N].
         """
         check_channels(x, self.in_dim)
         b = infer_batch_size(batch, batch_size)

@@ -1,11 +1,4 @@
-"""Small building blocks on point features: ``Linear``, ``Mlp``, ``DropPath``, ``LayerScale``.
-
-They act on ``x [N, C]`` (one row per point). ``DropPath`` needs the set id of each point so that
-stochastic depth drops whole sets (the ragged counterpart of dropping whole images). Also the
-weight inits shared by the layers (:func:`conv_init`, :func:`linear_as_conv`,
-:func:`trunc_linear`) and the point chunking of point-wise work on CPU
-(:func:`check_chunk_points`, :func:`chunk_rows`, used by ``Mlp`` and ``ContextCluster``).
-"""
+"""Small building blocks on point features: ``Linear``, ``Mlp``, ``DropPath``, ``LayerScale``."""
 
 from __future__ import annotations
 
@@ -38,13 +31,7 @@ def check_chunk_points(value, name: str = "chunk_points"):
 
 
 def chunk_rows(chunk_points, width: int, device: torch.device) -> int | None:
-    """Rows per chunk for point-wise work of ``width`` channels, or None for one piece.
-
-    ``chunk_points``: an int (that many rows), None (no chunking) or ``"auto"``: about
-    :data:`CPU_CHUNK_ELEMENTS` values (at least 1,024 rows) on CPU, no chunking on other
-    devices (their kernels want large launches) and none while ``torch.compile`` traces (the
-    compiler fuses the point-wise work itself).
-    """
+    """Rows per chunk for point-wise work of ``width`` channels, or None for one piece."""
     if chunk_points is None:
         return None
     if chunk_points == "auto":
@@ -56,10 +43,6 @@ def chunk_rows(chunk_points, width: int, device: torch.device) -> int | None:
 
 class Linear(nn.Linear):
     """``nn.Linear`` whose product runs on :func:`pointctx.ops.linear.linear`.
-
-    Same parameters, state-dict keys, init and results (up to float32 summation order) as
-    ``nn.Linear``; on CPUs where MKL lacks its fast kernels the float32 product goes to oneDNN
-    (the ``"auto"`` linear backend; ``pointctx.ops.set_linear_backend("aten")`` turns it off).
 
     Shapes:
         x: [N, C] (or any [..., C]); return: [N, out_features].
@@ -98,21 +81,13 @@ def _check_rate(p, name: str) -> float:
 class Mlp(nn.Module):
     """Point-wise two-layer MLP: ``fc1 -> act -> dropout -> fc2 -> dropout``.
 
-    The channel MLP of a Context Cluster block (a 1x1-conv MLP in the image code). Weights are
-    initialised with a truncated normal (std 0.02) and zero biases, as the official model.
-
     Args:
         in_features: input channels C.
         hidden_features: hidden channels (default ``in_features``).
         out_features: output channels (default ``in_features``).
         act_layer: activation module class (default ``nn.GELU``).
         drop: dropout probability after the activation and after ``fc2``.
-        chunk_points: run ``[N, C]`` inputs in chunks of this many rows (see
-            :func:`chunk_rows`): ``"auto"`` (default) chunks of about 2^20 hidden values on CPU
-            and one piece elsewhere, an int, or None (one piece). The rows are independent, so
-            the output is the same up to float rounding of the matrix products (the weight
-            gradients sum the chunks in turn); with dropout the random masks are drawn per
-            chunk.
+        chunk_points: rows per chunk (see :func:`chunk_rows`; ``"auto"``, an int or None).
 
     Shapes:
         x: [N, C] (or any [..., C]); return: [N, out_features].
@@ -150,9 +125,6 @@ class Mlp(nn.Module):
 class DropPath(nn.Module):
     """Stochastic depth per set: in training, zero a whole set's residual branch with prob. ``p``.
 
-    Kept sets are scaled by ``1 / (1 - p)`` (``scale_by_keep``) so the expectation is unchanged.
-    In eval mode, or with ``p = 0``, it is the identity.
-
     Args:
         p: drop probability in [0, 1).
         scale_by_keep: rescale kept sets by ``1 / (1 - p)``.
@@ -183,8 +155,7 @@ class DropPath(nn.Module):
         check_tensor(batch, "batch")
         if batch.dim() != 1 or batch.numel() != x.shape[0]:
             raise ValueError(
-                f"`batch` must have shape [N] = [{x.shape[0]}], got {tuple(batch.shape)}"
-            )
+                f"`batch` must have shape [N] = [{x.shape[0]}], got {tuple(batch.shape)}")
         b = infer_batch_size(batch, batch_size)
         keep = 1.0 - self.p
         mask = torch.empty(b, dtype=x.dtype, device=x.device).bernoulli_(keep)

@@ -1,9 +1,4 @@
-"""Per-set normalisation for packed ragged point sets.
-
-``SetGroupNorm`` is the ragged counterpart of ``nn.GroupNorm(1, C)`` (the norm of the Context
-Cluster blocks): every set is normalised over all of its points and channels with its own mean
-and variance, so a set's result never depends on what else is in the batch.
-"""
+"""Per-set normalisation for packed ragged point sets."""
 
 from __future__ import annotations
 
@@ -30,17 +25,6 @@ def _equal_sets(batch: Tensor, b: int) -> bool:
 
 class SetGroupNorm(nn.Module):
     """Group normalisation with one group per set: ``nn.GroupNorm(1, C)`` on ragged sets.
-
-    For set ``b`` with ``n_b`` points, mean and (biased) variance are taken over its
-    ``n_b * C`` values; every value is normalised as ``(x - mean) / sqrt(var + eps)`` and then
-    scaled and shifted per channel (``weight``, ``bias``) when ``affine``. On a full image grid
-    (one set per image, every pixel a point) this equals ``nn.GroupNorm(1, C)`` on ``[B, C, H, W]``.
-
-    Statistics are computed in float32 (float64 for float64 inputs), also under autocast. When
-    all sets have the same number of points (full images) this is one native
-    ``F.group_norm`` call on the packed rows viewed channels-last (no copy); otherwise two
-    segment passes (mean, then the mean squared deviation). Both give the same values and
-    gradients up to float rounding (tested). Empty sets are allowed (they have no rows).
 
     Args:
         num_channels: channels C.
@@ -81,15 +65,12 @@ class SetGroupNorm(nn.Module):
         check_tensor(x, "x")
         check_tensor(batch, "batch")
         if x.dim() != 2 or x.shape[1] != self.num_channels:
-            raise ValueError(
-                f"`x` must have shape [N, {self.num_channels}] (num_channels = "
-                f"{self.num_channels}), got {tuple(x.shape)}"
-            )
+            raise ValueError(f"`x` must have shape [N, {self.num_channels}] (num_channels = "
+                             f"{self.num_channels}), got {tuple(x.shape)}")
         if batch.dim() != 1 or batch.numel() != x.shape[0]:
             raise ValueError(
                 f"`batch` must have shape [N] = [{x.shape[0]}] (one set id per row of `x`), got "
-                f"{tuple(batch.shape)}"
-            )
+                f"{tuple(batch.shape)}")
         b = infer_batch_size(batch, batch_size)
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):

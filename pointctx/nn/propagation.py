@@ -1,17 +1,4 @@
-"""Feature propagation: carry coarse features to finer positions of the same ragged sets.
-
-:class:`FeaturePropagation` is PointNet++'s feature-propagation layer (and the decoder layer of
-PointMLP's part-segmentation model) on packed ragged sets: interpolate the features of a coarse
-set onto query positions of the same set with :func:`pointctx.ops.knn_interpolate` (inverse
-squared distance over the ``k = 3`` nearest coarse points), concatenate an optional skip
-connection (features that the query points already carry), then apply a point-wise MLP
-(``Linear -> norm -> activation`` per layer; PointNet++'s 1x1 convolutions). The queries can be
-the next finer stage of a backbone, every pixel of an image, or positions that were never in the
-input.
-
-Empty sets are supported: a query whose set has no coarse point interpolates to 0 (so the MLP
-sees its skip features only), and sets without queries produce no rows.
-"""
+"""Feature propagation: carry coarse features to finer positions of the same ragged sets."""
 
 from __future__ import annotations
 
@@ -48,8 +35,7 @@ def _norm_factory(norm):
         return norm
     raise TypeError(
         f"`norm` must be a name (one of {sorted(NORMS)}), None or an nn.Module class, got "
-        f"{type(norm).__name__}"
-    )
+        f"{type(norm).__name__}")
 
 
 class SharedMlp(nn.Module):
@@ -64,8 +50,6 @@ class SharedMlp(nn.Module):
             a :class:`SetGroupNorm`).
         act: activation name (``"relu"``, ``"gelu"``, ``"silu"``, ``"none"``) or module class.
         last_act: apply norm and activation after the last layer too (PointNet++ does).
-
-    Linear layers carry a bias only where no norm follows them.
 
     Shapes:
         x: [N, C]; batch: [N] (needed for ``"group"``); return: [N, channels[-1]].
@@ -116,25 +100,22 @@ class FeaturePropagation(nn.Module):
 
     Args:
         in_channels: channels of the coarse features.
-        mlp: output channels of each MLP layer (an int for one layer); an empty sequence
-            gives no MLP (the output is the interpolation, concatenated with the skip).
-        skip_channels: channels of the skip features given with the queries (0: no skip).
+        mlp: output channels of each MLP layer (an int for one; empty: no MLP).
+        skip_channels: channels of the skip features of the queries (0: no skip).
         k: coarse neighbours per query (PointNet++ / PointMLP: 3).
-        norm: normalisation in the MLP (see :class:`SharedMlp`; default ``"batch"`` as
-            PointNet++ / PointMLP).
-        act: activation in the MLP (default ``"relu"``).
-        eps: added to the squared distances before inverting (see
-            :func:`~pointctx.ops.knn_interpolate`; PointNet++ / PointMLP use 1e-8).
-        backend: kNN backend (see :mod:`pointctx.ops`).
+        norm: normalisation in the MLP (see :class:`SharedMlp`).
+        act: activation in the MLP.
+        eps: added to the squared distances (see :func:`~pointctx.ops.knn_interpolate`).
+        backend: kNN backend.
 
-    Attributes:
-        out_channels: channels of the output.
-        mlp: the :class:`SharedMlp` or ``None``.
+    A subclass with ``skip_first = True`` puts the skip before the interpolated features.
 
     Shapes:
         x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];
         skip: [Nq, skip_channels]; return: [Nq, out_channels].
     """
+
+    skip_first = False
 
     def __init__(self, in_channels: int, mlp=(), skip_channels: int = 0, k: int = 3,
                  norm="batch", act="relu", eps: float = 1e-16, backend: str | None = None):
@@ -153,30 +134,19 @@ class FeaturePropagation(nn.Module):
         """Layer settings for ``repr``."""
         return f"{self.in_channels}, skip_channels={self.skip_channels}, k={self.k}"
 
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        pos_query: Tensor,
-        batch: Tensor | None = None,
-        batch_query: Tensor | None = None,
-        skip: Tensor | None = None,
-        batch_size: int | None = None,
-    ) -> Tensor:
+    def forward(self, x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
+                batch_query: Tensor | None = None, skip: Tensor | None = None,
+                batch_size: int | None = None) -> Tensor:
         """Propagate ``x`` from ``pos`` to ``pos_query`` (same sets) and apply the MLP.
 
         Args:
             x: coarse features.
             pos: coarse positions.
             pos_query: query positions.
-            batch: sorted set id of every coarse row (None: one set).
-            batch_query: sorted set id of every query row (None: one set).
-            skip: features of the queries, concatenated after the interpolated ones; required
-                iff ``skip_channels > 0``.
+            batch: sorted set id of the coarse rows (None: one set).
+            batch_query: sorted set id of the query rows (None: one set).
+            skip: features of the queries (required iff ``skip_channels > 0``).
             batch_size: number of sets B (saves a host sync).
-
-        Returns:
-            The query features.
 
         Shapes:
             x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; skip: [Nq, skip_channels];
@@ -184,29 +154,25 @@ class FeaturePropagation(nn.Module):
         """
         check_tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.in_channels:
-            raise ValueError(
-                f"`x` must have shape [N, {self.in_channels}] (in_channels), got "
-                f"{tuple(x.shape)}"
-            )
+            raise ValueError(f"`x` must have shape [N, {self.in_channels}] (in_channels), got "
+                             f"{tuple(x.shape)}")
         check_pos(pos_query, "pos_query")
         if self.skip_channels:
             if skip is None:
-                raise ValueError(
-                    f"`skip` is required: the layer was built with skip_channels = "
-                    f"{self.skip_channels}"
-                )
+                raise ValueError(f"`skip` is required: the layer was built with skip_channels = "
+                                 f"{self.skip_channels}")
             check_features(skip, pos_query.shape[0], "skip")
             if skip.shape[1] != self.skip_channels:
                 raise ValueError(
                     f"`skip` must have skip_channels = {self.skip_channels} columns, got "
-                    f"{skip.shape[1]}"
-                )
+                    f"{skip.shape[1]}")
         elif skip is not None:
             raise ValueError("`skip` was given but the layer was built with skip_channels = 0")
         out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,
                               batch_size=batch_size, eps=self.eps, backend=self.backend)
         if skip is not None:
-            out = torch.cat([out, skip.to(out.dtype)], 1)
+            pair = (skip.to(out.dtype), out) if self.skip_first else (out, skip.to(out.dtype))
+            out = torch.cat(pair, 1)
         if self.mlp is None:
             return out
         if batch_query is None:

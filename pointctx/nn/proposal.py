@@ -1,28 +1,4 @@
-"""Center proposals for Context Clusters: where the cluster centers of a point set come from.
-
-(One concept in one module, over 500 lines: the proposal contract, its three implementations
-and the registry, which share the per-set and per-region geometry.)
-
-A proposal looks at positions only and returns :class:`Centers`: the center positions, the group
-(set, or region of a set) each center belongs to, and the (point, center) membership pairs that
-define how a center feature is pooled from point features (the mean of its members). Built in:
-
-* :class:`GridProposal` (``"grid"``): a regular grid of cells per axis (or of a given cell edge
-  length) over each set's bounding box or over a fixed box; one center per non-empty cell, at the
-  mean of its points. ``windows="partition"`` (default): the members of a center are the points
-  of its cell. ``windows="adaptive"``: given the points' lattice pitch, the overlapping windows
-  of ``AdaptiveAvgPool2d`` (the paper's proposal, exact also when the cells do not divide the
-  regions, e.g. 7x7-pixel regions at 224x224).
-* :class:`FPSProposal` (``"fps"``) and :class:`RandomProposal` (``"random"``): centers at points
-  picked by farthest point sampling or uniformly at random; the members of a center are its ``k``
-  nearest points of the same set (the point-cloud variant of the paper).
-
-Users add their own with :func:`register_proposal` (a :class:`CenterProposal` subclass) and pick
-any of them by name with :func:`resolve_proposal`; layers build theirs with :func:`build_proposal`.
-The base class runs any proposal per region (:meth:`CenterProposal.propose`).
-
-One concept (center proposals and their registry), hence one module above 500 lines.
-"""
+"""Center proposals for Context Clusters: where the cluster centers of a point set come from."""
 
 from __future__ import annotations
 
@@ -34,27 +10,23 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 
-from .._checks import check_choice, check_int, check_number, is_int, is_number
+from .._checks import (
+    check_bounds,
+    check_choice,
+    check_counts,
+    check_int,
+    check_number,
+    is_number,
+    per_axis,
+)
 from .._resolver import normalize_name, resolve
 from ..ops.grid import cell_coords, grid_box, grid_cell_coords, linear_index, relabel
 from ..ops.scatter import scatter_mean, scatter_sum
 from ..ops.segment import infer_batch_size
 
-__all__ = [
-    "Centers",
-    "RegionCenters",
-    "CenterProposal",
-    "GridProposal",
-    "FPSProposal",
-    "RandomProposal",
-    "grid_cell_coords",
-    "pool_centers",
-    "sort_by_group",
-    "build_proposal",
-    "register_proposal",
-    "resolve_proposal",
-    "list_proposals",
-]
+__all__ = ["Centers", "RegionCenters", "CenterProposal", "GridProposal", "FPSProposal",
+           "RandomProposal", "grid_cell_coords", "pool_centers", "sort_by_group", "build_proposal",
+           "register_proposal", "resolve_proposal", "list_proposals"]
 
 
 class Centers(NamedTuple):
@@ -62,16 +34,10 @@ class Centers(NamedTuple):
 
     Attributes:
         pos: [M, D] center positions.
-        batch: [M] int64 group of each center: the set id, or, when the proposal ran per region,
-            the region id ``set * num_regions + region``. Centers are sorted by group.
-        member_point: [P] int64 point (row of ``pos`` given to the proposal) of each membership
-            pair.
-        member_center: [P] int64 center of each membership pair. A center's pooled feature is the
-            mean over its members; a center with no members pools to 0.
-        assignment: [N] int64 primary center of every point, or None (fps / random). When given,
-            the first N membership pairs are the pairs ``(i, assignment[i])`` of all points (in
-            any order); with exactly N pairs the membership is a partition of the points (the
-            grid's default), more pairs add further memberships (the grid's adaptive windows).
+        batch: [M] group of each center (set, or ``set * num_regions + region``), sorted.
+        member_point: [P] point of each membership pair.
+        member_center: [P] center of each membership pair (a center pools its members' mean).
+        assignment: [N] primary center of every point (the first N pairs), or None.
     """
 
     pos: Tensor
@@ -129,20 +95,7 @@ class RegionCenters(NamedTuple):
 
 
 class CenterProposal(nn.Module):
-    """Base class of center proposals.
-
-    Subclasses implement :meth:`forward` (positions -> :class:`Centers` of every set). The base
-    class adds the rest of the contract, so a user-registered proposal gets it for free:
-
-    * :meth:`propose` runs the proposal per set or, with ``regions``, per region of every set
-      (the region grid spans ``bounds``) and returns :class:`RegionCenters` sorted by group;
-    * :meth:`pool` averages point features over each center's members; override it for another
-      pooling. The class attribute ``mean_pooling`` declares that :meth:`pool` is that plain
-      mean, which lets layers pool their input before (affine) linear maps instead of after; a
-      subclass that overrides :meth:`pool` gets ``mean_pooling = False`` unless it sets it.
-    * ``sorted_by_group`` (class attribute, default False) declares that :meth:`forward` already
-      returns centers sorted by group; otherwise :meth:`propose` sorts them (stable).
-    """
+    """Base class of center proposals."""
 
     mean_pooling: bool = True
     sorted_by_group: bool = False
@@ -165,28 +118,17 @@ class CenterProposal(nn.Module):
         """
         raise NotImplementedError
 
-    def propose(
-        self,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        regions=None,
-        bounds="set",
-        spacing=None,
-    ) -> RegionCenters:
+    def propose(self, pos: Tensor, batch: Tensor, batch_size: int | None = None, regions=None,
+                bounds="set", spacing=None) -> RegionCenters:
         """Propose centers per set, or per region of every set.
 
         Args:
             pos: point positions.
             batch: sorted set id per point.
             batch_size: number of sets B, if known (avoids a host sync).
-            regions: None, or a count per axis (an int for every axis): every set is split into
-                a grid of regions over ``bounds`` and the proposal runs on each region as its
-                own group.
-            bounds: the box of the region grid: ``"set"`` (each set's bounding box) or a fixed
-                ``(lo, hi)``.
-            spacing: the lattice pitch of pixel-like points (see :class:`GridProposal`); a
-                proposal that does not use it ignores it.
+            regions: None, or regions per axis; the proposal runs on each region of each set.
+            bounds: the box of the region grid: ``"set"`` or a fixed ``(lo, hi)``.
+            spacing: the lattice pitch of pixel-like points (see :class:`GridProposal`).
 
         Shapes:
             pos: [N, D]; batch: [N]; return: :class:`RegionCenters` (group [N], region [N]).
@@ -227,7 +169,7 @@ def _regions(regions, dim: int):
     """Regions per axis as a tuple, or None for no regions (or a single region)."""
     if regions is None:
         return None
-    regs = _per_axis(_check_counts(regions, "regions"), dim, "regions")
+    regs = per_axis(check_counts(regions, "regions"), dim, "regions")
     return None if math.prod(regs) == 1 else regs
 
 
@@ -237,31 +179,11 @@ def sort_by_group(centers: Centers) -> Centers:
     rank = torch.empty_like(order)
     rank[order] = torch.arange(order.numel(), device=order.device)
     assignment = None if centers.assignment is None else rank.index_select(0, centers.assignment)
-    return Centers(
-        centers.pos.index_select(0, order),
-        centers.batch.index_select(0, order),
-        centers.member_point,
-        rank.index_select(0, centers.member_center),
-        assignment,
-    )
+    return Centers(centers.pos.index_select(0, order), centers.batch.index_select(0, order),
+                   centers.member_point, rank.index_select(0, centers.member_center), assignment)
 
 
-# ----------------------------------------------------------------------------------------------
 # Grid
-# ----------------------------------------------------------------------------------------------
-
-
-def _per_axis(value, dim: int, name: str) -> tuple:
-    """Broadcast an int/float or check a sequence to ``dim`` entries."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = tuple(value)
-        if len(vals) != dim:
-            raise ValueError(
-                f"`{name}` has {len(vals)} entries but the positions have D = {dim} coordinates"
-            )
-    else:
-        vals = (value,) * dim
-    return vals
 
 
 def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
@@ -275,7 +197,7 @@ def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
                              f"[N, {d}] = [{n}, {d}], got shape {tuple(spacing.shape)}")
         t = t.reshape(-1, d)
     else:
-        vals = _per_axis(spacing, d, "spacing")
+        vals = per_axis(spacing, d, "spacing")
         try:
             t = like.new_tensor([float(v) for v in vals]).view(1, d)
         except (TypeError, ValueError):
@@ -283,53 +205,6 @@ def _spacing(spacing, n: int, d: int, like: Tensor) -> Tensor:
     if t.numel() and not bool((t > 0).all()):
         raise ValueError("`spacing` must be > 0 on every axis")
     return t
-
-
-def _check_counts(value, name: str) -> int | tuple[int, ...]:
-    """Check an int >= 1 or a non-empty sequence of ints >= 1; return it as int or tuple."""
-    if isinstance(value, Sequence) and not isinstance(value, str):
-        vals = tuple(value)
-        if not vals:
-            raise ValueError(f"`{name}` must not be empty")
-        if not all(is_int(v) and v >= 1 for v in vals):
-            raise ValueError(f"`{name}` entries must be ints >= 1, got {value!r}")
-        return tuple(int(v) for v in vals)
-    if not (is_int(value) and value >= 1):
-        raise ValueError(f"`{name}` must be an int >= 1 or a sequence of them, got {value!r}")
-    return int(value)
-
-
-def check_bounds(bounds, name: str = "bounds"):
-    """Check a bounds option: None or ``"set"`` (per-set box) or a ``(lo, hi)`` pair.
-
-    ``lo`` and ``hi`` are floats or equal-length sequences of floats with ``lo < hi``.
-
-    Returns:
-        ``"set"`` or the pair ``(lo, hi)`` with each side a float or a tuple of floats.
-    """
-    if bounds is None or (isinstance(bounds, str) and bounds == "set"):
-        return "set"
-    if isinstance(bounds, str) or not isinstance(bounds, Sequence) or len(bounds) != 2:
-        raise ValueError(f"`{name}` must be None, 'set' or a (lo, hi) pair, got {bounds!r}")
-    lo, hi = bounds
-    los = tuple(lo) if isinstance(lo, Sequence) else (lo,)
-    his = tuple(hi) if isinstance(hi, Sequence) else (hi,)
-    if len(los) != len(his) and len(los) != 1 and len(his) != 1:
-        raise ValueError(f"`{name}` lo and hi must have the same length, got {bounds!r}")
-    try:
-        los_f = [float(v) for v in los]
-        his_f = [float(v) for v in his]
-    except (TypeError, ValueError):
-        raise ValueError(f"`{name}` lo and hi must be numbers, got {bounds!r}") from None
-    n = max(len(los_f), len(his_f))
-    los_f = los_f * n if len(los_f) == 1 else los_f
-    his_f = his_f * n if len(his_f) == 1 else his_f
-    for a, b in zip(los_f, his_f):
-        if not (math.isfinite(a) and math.isfinite(b)) or not a < b:
-            raise ValueError(f"`{name}` must have finite lo < hi on every axis, got {bounds!r}")
-    lo_out = tuple(los_f) if isinstance(lo, Sequence) else los_f[0]
-    hi_out = tuple(his_f) if isinstance(hi, Sequence) else his_f[0]
-    return (lo_out, hi_out)
 
 
 _WINDOWS = ("partition", "adaptive")
@@ -342,40 +217,16 @@ class GridProposal(CenterProposal):
     """Regular-grid centers: one center per non-empty cell (or window), at its points' mean.
 
     Args:
-        cells: number of cells per axis (an int for every axis, or one int per axis). Default
-            2 per axis. Mutually exclusive with ``size``.
-        size: cell edge length (a float, or one per axis) instead of a count; cells start at the
-            box's lower corner.
-        bounds: the box the grid spans: None or ``"set"`` for each set's bounding box, or a fixed
-            ``(lo, hi)`` (floats or per-axis sequences). For images given as pixel centers in
-            ``[-0.5, 0.5]`` use ``(-0.5, 0.5)``: masked pixels then keep their cells.
-        windows: how points are pooled into centers (needs ``cells``):
-
-            * ``"partition"`` (default): every point is a member of the one cell that holds
-              its position; the members are a partition of the points.
-            * ``"adaptive"``: ``AdaptiveAvgPool`` windows. Given the lattice pitch ``spacing``
-              of the points (pixels), a point is a member of every cell of its region that its
-              footprint ``pos +- spacing / 2`` overlaps. On a region of ``L`` pixels split into
-              ``n`` cells, cell ``i`` then pools exactly the pixels
-              ``floor(i L / n) .. ceil((i + 1) L / n) - 1`` (the windows of
-              ``torch.nn.AdaptiveAvgPool2d``, which overlap when ``n`` does not divide ``L``,
-              e.g. pixels 0-3 and 3-6 of 7). On a masked image a window pools only the pixels
-              that exist. A point still competes for (and joins) one center of its group. Without
-              ``spacing`` (footprint 0) this is the partition. The grid spans the footprints:
-              with ``bounds="set"`` each set's box is widened by half a pitch on every side;
-              a fixed box must be the union of the footprints (e.g. ``(-0.5, 0.5)`` with pixel
-              ``j`` of ``L`` at ``(j + 0.5) / L - 0.5`` and pitch ``1 / L``).
-
-    Cells are numbered with axis 0 varying fastest (raster order for ``(x, y)`` positions);
-    centers come out sorted by (group, cell). ``forward`` also takes ``regions``: a count per
-    axis; the grid then has ``regions * cells`` cells per axis and the centers are grouped by
-    region (each group holds the ``cells`` grid inside one region; an adaptive window never
-    crosses its region).
+        cells: cells per axis (an int or one per axis; default 2). Exclusive with ``size``.
+        size: cell edge length (a float or one per axis) instead of a count.
+        bounds: None / ``"set"`` (each set's box) or a fixed ``(lo, hi)`` (``(-0.5, 0.5)`` for
+            pixel sets, so masked pixels keep their cells).
+        windows: ``"partition"`` (a point pools into the cell holding it) or ``"adaptive"``
+            (with the lattice pitch ``spacing``: ``AdaptiveAvgPool2d``'s overlapping windows).
 
     Shapes:
-        pos: [N, D]; batch: [N]; spacing: a number, D numbers, or a tensor [D] or [N, D];
-        return: :class:`Centers` with ``assignment`` [N] (the cell of each point; with adaptive
-        windows its first window) and P >= N membership pairs (P = N for the partition).
+        pos: [N, D]; batch: [N]; spacing: a number, D numbers, or [D] / [N, D];
+        return: :class:`Centers` (``assignment`` [N], P >= N membership pairs).
     """
 
     sorted_by_group = True
@@ -384,11 +235,10 @@ class GridProposal(CenterProposal):
         super().__init__()
         if cells is not None and size is not None:
             raise ValueError(
-                "give either `cells` (count per axis) or `size` (edge length), not both"
-            )
+                "give either `cells` (count per axis) or `size` (edge length), not both")
         self.windows = check_choice(windows, "windows", _WINDOWS)
         if size is None:
-            self.cells = _check_counts(2 if cells is None else cells, "cells")
+            self.cells = check_counts(2 if cells is None else cells, "cells")
             self.size = None
         else:
             if self.windows != "partition":
@@ -407,25 +257,15 @@ class GridProposal(CenterProposal):
         grid = f"cells={self.cells}" if self.size is None else f"size={self.size}"
         return f"{grid}, bounds={self.bounds!r}, windows={self.windows!r}"
 
-    def forward(
-        self,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        regions=None,
-        spacing=None,
-    ) -> Centers:
+    def forward(self, pos: Tensor, batch: Tensor, batch_size: int | None = None, regions=None,
+                spacing=None) -> Centers:
         """Propose grid centers (see the class docstring); ``regions`` groups them by region."""
         num_sets = infer_batch_size(batch, batch_size)
-        regs = None if regions is None else _per_axis(regions, pos.shape[1], "regions")
+        regs = None if regions is None else per_axis(regions, pos.shape[1], "regions")
         return self._grid(pos, batch, num_sets, regs, spacing)[0]
 
     def propose(self, pos, batch, batch_size=None, regions=None, bounds="set", spacing=None):
-        """Grid centers per set or per region (see :meth:`CenterProposal.propose`).
-
-        The regions are the coarse grid of the fine grid of ``regions * cells`` cells per axis
-        over this proposal's own ``bounds`` (the ``bounds`` argument is not used).
-        """
+        """Grid centers per set or per region (see :meth:`CenterProposal.propose`)."""
         num_sets = infer_batch_size(batch, batch_size)
         regs = _regions(regions, pos.shape[1])
         centers, group = self._grid(pos, batch, num_sets, regs, spacing)
@@ -442,11 +282,10 @@ class GridProposal(CenterProposal):
             if regs is not None:
                 raise ValueError(
                     "`regions` needs a count-based grid (`cells`), but this GridProposal uses "
-                    "`size`"
-                )
+                    "`size`")
             local, cells = self._size_coords(pos, batch, num_sets)
             return self._partition(pos, batch.long(), local, cells, num_sets), batch.long()
-        cells = _per_axis(self.cells, d, "cells")
+        cells = per_axis(self.cells, d, "cells")
         regs = (1,) * d if regs is None else regs
         num_regions = math.prod(regs)
         fine = [r * c for r, c in zip(regs, cells)]
@@ -473,11 +312,7 @@ class GridProposal(CenterProposal):
         return Centers(center_pos, center_group, member_point, assignment, assignment)
 
     def _adaptive(self, pos, batch, num_sets, regs, cells, fine, spacing):
-        """Overlapping windows: every (point, cell of its region overlapped by its footprint).
-
-        Runs axis by axis on contiguous columns, with Python scalars where the box and the
-        pitch are fixed (the image case), which avoids slow broadcasts over a size-D last axis.
-        """
+        """Overlapping windows: every (point, cell of its region overlapped by its footprint)."""
         n, d = pos.shape
         dev = pos.device
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
@@ -552,7 +387,7 @@ class GridProposal(CenterProposal):
 
     def _size_coords(self, pos: Tensor, batch: Tensor, num_sets: int):
         n, d = pos.shape
-        sizes = _per_axis(self.size, d, "size")
+        sizes = per_axis(self.size, d, "size")
         work = pos.to(torch.promote_types(pos.dtype, torch.float32))
         lo, ext = grid_box(work, batch, self.bounds, num_sets)
         size_t = work.new_tensor(sizes).view(1, d)
@@ -564,9 +399,7 @@ class GridProposal(CenterProposal):
         return cell_coords(work, lo, size_t.view(-1), counts), counts
 
 
-# ----------------------------------------------------------------------------------------------
 # Sampled centers (FPS / random) with k-nearest-neighbour membership
-# ----------------------------------------------------------------------------------------------
 
 
 class _SampledProposal(CenterProposal):
@@ -579,8 +412,7 @@ class _SampledProposal(CenterProposal):
         if (num is None) == (ratio is None):
             raise ValueError(
                 f"{type(self).__name__} needs exactly one of `num` (centers per set) or `ratio`, "
-                f"got num={num!r}, ratio={ratio!r}"
-            )
+                f"got num={num!r}, ratio={ratio!r}")
         if num is not None:
             check_int(num, "num", 1, type_error=ValueError)
         else:
@@ -621,10 +453,9 @@ class FPSProposal(_SampledProposal):
     """Centers by farthest point sampling; each center pools its ``k`` nearest points.
 
     Args:
-        num: centers per set (sets with fewer points keep all of them). Exclusive with ``ratio``.
+        num: centers per set (smaller sets keep all points). Exclusive with ``ratio``.
         ratio: fraction of each set's points to keep as centers.
-        k: number of nearest points (of the same set, the center itself included) whose mean is
-            the center feature.
+        k: nearest points (of the same set) pooled into each center.
         random_start: start each set's FPS at a random point instead of its first point.
         backend: point-op backend for FPS/kNN (see :mod:`pointctx.ops`).
 
@@ -649,14 +480,7 @@ class FPSProposal(_SampledProposal):
 class RandomProposal(_SampledProposal):
     """Centers at uniformly random points; each center pools its ``k`` nearest points.
 
-    Args:
-        num: centers per set (sets with fewer points keep all of them). Exclusive with ``ratio``.
-        ratio: fraction of each set's points to keep as centers.
-        k: number of nearest points (of the same set) pooled into each center.
-        generator: optional ``torch.Generator`` for reproducible draws.
-
-    Shapes:
-        pos: [N, D]; batch: [N]; return: :class:`Centers` (``assignment`` None).
+    Args as :class:`FPSProposal`, with ``generator`` (a ``torch.Generator``) for the draws.
     """
 
     def __init__(self, num=None, ratio=None, k: int = 16, generator: torch.Generator | None = None):
@@ -671,15 +495,9 @@ class RandomProposal(_SampledProposal):
                              generator=self.generator, batch_size=batch_size)
 
 
-# ----------------------------------------------------------------------------------------------
 # Registry
-# ----------------------------------------------------------------------------------------------
 
-_PROPOSALS: dict[str, type] = {
-    "grid": GridProposal,
-    "fps": FPSProposal,
-    "random": RandomProposal,
-}
+_PROPOSALS: dict[str, type] = {"grid": GridProposal, "fps": FPSProposal, "random": RandomProposal}
 
 
 def register_proposal(name: str, cls, overwrite: bool = False) -> None:
@@ -710,18 +528,11 @@ def list_proposals() -> list[str]:
 
 
 def resolve_proposal(name_or_module, **kwargs) -> CenterProposal:
-    """Return a proposal module: an instance as is, else build it by name or class with kwargs.
-
-    Raises:
-        ValueError: unknown name (the message lists the choices).
-        TypeError: neither a name, a :class:`CenterProposal` nor a callable, or the result is not
-            a :class:`CenterProposal`.
-    """
+    """Return a proposal module: an instance as is, else build it by name or class with kwargs."""
     out = resolve(name_or_module, _PROPOSALS, "proposal", base=CenterProposal, **kwargs)
     if not isinstance(out, CenterProposal):
         raise TypeError(
-            f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}"
-        )
+            f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}")
     return out
 
 
@@ -734,23 +545,16 @@ def build_proposal(proposal="grid", centers=None, bounds=None, proposal_kwargs=N
     """Build the proposal of a clustering layer from its ``proposal`` / ``centers`` options.
 
     Args:
-        proposal: a registered name (``"grid"``, ``"fps"``, ``"random"`` or one added with
-            :func:`register_proposal`), a :class:`CenterProposal` class or factory, or an
-            instance (returned as is; ``centers``, ``bounds`` and ``proposal_kwargs`` are then
-            not used).
-        centers: for the grid the cells per axis (an int for every axis, or one per axis;
-            None: 2 per axis in any dimension); for fps / random the number of centers per set
-            or region, a sequence being multiplied out (``(2, 2)`` -> 4; None: 4). Not passed to
-            other proposals.
+        proposal: a registered name, a :class:`CenterProposal` class or factory, or an instance
+            (returned as is).
+        centers: grid cells per axis (None: 2), or fps / random centers per set or region (a
+            sequence is multiplied out; None: 4).
         bounds: the grid's box (None / ``"set"`` or ``(lo, hi)``); grid only.
         proposal_kwargs: extra keyword arguments for the proposal (override the above); the only
             ones a user-registered proposal receives.
-
-    Raises:
-        ValueError / TypeError: as :func:`resolve_proposal`, and for invalid ``centers``.
     """
     kwargs = dict(proposal_kwargs or {})
-    counts = None if centers is None else _check_counts(centers, "centers")
+    counts = None if centers is None else check_counts(centers, "centers")
     cls = proposal
     if isinstance(proposal, str):
         key = normalize_name(proposal)

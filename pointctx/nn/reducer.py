@@ -1,48 +1,4 @@
-"""``PointReducer``: fewer points with more channels, for pixel sets and general point sets.
-
-The paper's point reducer proposes anchors evenly over the set, gathers each anchor's neighbours,
-concatenates their features in a fixed spatial order and fuses them with one linear layer; on an
-image grid this is a strided convolution. Two modes, picked per call:
-
-**Lattice mode** (pixel sets: integer lattice coordinates given). Every point has integer
-coordinates ``coords`` (``(row, col)`` for images) on a lattice of ``grid_size``. With kernel
-``k``, stride ``s`` and padding ``p`` (per axis, like ``nn.Conv2d``), the anchors are the
-non-empty stride cells ``coords // s`` of each set (output lattice of ``ceil(size / s)`` per axis,
-partial cells at the far border kept); anchor ``a`` gathers the points at lattice coordinates
-``a * s - p + d`` for the kernel offsets ``d`` in ``[0, k)`` per axis, slot = the offset in
-row-major order (axis 0 slowest). Its features ``[C, k**L]`` (channel-major, like a conv weight)
-are flattened and fused by ``nn.Linear(C * k**L, out_dim)``. On a full grid whose size ``s``
-divides, this equals ``nn.Conv2d(C, out_dim, k, s, p)`` with ``weight = linear.weight.view(out,
-C, k, k)`` (tested). Its position is the mean of the positions of the points in its own stride
-cell (summed in slot order, so it does not depend on the order of the points), its lattice
-coordinates are ``a`` (so reductions chain: ``coords // s``, slot ``coords % s`` for ``k = s``).
-
-**Full lattices** (every site of every set present, in the raster order of
-:func:`~pointctx.ops.lattice_sites`, e.g. full images): the gather pattern depends on the shape
-only, so it is built once per ``(B, grid_size, kernel, stride, padding, device)`` and cached
-(the last 16), and the fused value is computed as the strided convolution itself
-(``conv2d`` on the packed rows viewed channels-last, no copy; the far border zero-padded for
-partial cells). Results equal the gather path up to float rounding, forward and backward
-(tested); masked or reordered inputs take the gather path with a fresh pattern. The output
-coordinates and set ids of a full lattice are the cached site tensors, so the next reducer
-recognises its input by identity.
-
-**Point mode** (general point sets: no lattice coordinates). Anchors are picked by farthest
-point sampling with ``ratio`` (default ``1 / s**2``: 4x4 cells keep 1/16 of the points, 2x2 cells
-1/4) and gather their ``k**L`` nearest points of the same set (``L = 2`` unless ``lattice_dim``
-says otherwise), nearest first: neighbour ``j`` fills slot ``j`` of the same linear layer. The
-position of the anchor is the sampled point's position. FPS starts at each set's first point,
-so the result depends on the order of the points only through that start (and exact ties).
-
-**Missing slots.** A slot is *missing* when its lattice site lies inside the lattice but holds
-no point (a masked pixel), or, in point mode, when a set has fewer points than slots. Missing
-slots contribute zero and the fused value is rescaled by ``expected / present`` (a masked linear
-rescaled by the present-slot count): ``out = (W @ g) * expected / present + b``, where
-``present`` counts the slots that hold a point and ``expected`` those that lie inside the
-lattice (all ``k**L`` slots in point mode). Slots outside the lattice (the convolution's zero
-padding) count as zeros without rescaling, so full grids match the convolution exactly. Every
-anchor has at least one present slot (its own cell is non-empty), so the factor is finite.
-"""
+"""``PointReducer``: fewer points with more channels, for pixel sets and general point sets."""
 
 from __future__ import annotations
 
@@ -91,16 +47,12 @@ class Reduced(NamedTuple):
 
     Attributes:
         x: [M, out_dim] fused features.
-        pos: [M, D] anchor positions (lattice mode: mean position of the anchor's own cell;
-            point mode: the sampled point's position).
-        batch: [M] int64 sorted set id of each anchor (sets keep their ids; B is unchanged).
-        coords: [M, L] int64 lattice coordinates of the anchors (lattice mode), else None.
-        grid_size: the output lattice size ``ceil(size / stride)`` per axis (lattice mode), else
-            None.
-        index: [M, S] int64 input point in each of the ``S = kernel_size**L`` slots, -1 for a
-            missing or out-of-lattice slot.
-        assignment: [N] int64 anchor whose own cell holds each input point (lattice mode), else
-            None.
+        pos: [M, D] anchor positions (lattice mode: mean of the anchor's cell).
+        batch: [M] sorted set id of each anchor.
+        coords: [M, L] lattice coordinates (lattice mode), else None.
+        grid_size: output lattice size ``ceil(size / stride)`` (lattice mode), else None.
+        index: [M, S] input point in each slot, -1 for a missing slot.
+        assignment: [N] anchor whose cell holds each input point (lattice mode), else None.
     """
 
     x: Tensor
@@ -113,11 +65,7 @@ class Reduced(NamedTuple):
 
 
 def _row_major(coords: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest).
-
-    That is :func:`~pointctx.ops.grid.linear_index` on the reversed axes (raster order, the
-    library's one axis order); the kernel slots use it too, matching a conv weight's layout.
-    """
+    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest)."""
     return linear_index(coords.flip(1), tuple(sizes)[::-1])
 
 
@@ -136,11 +84,7 @@ class _Plan(NamedTuple):
 
 
 def _anchor_positions(pos: Tensor, plan: _Plan, memo: bool = True) -> Tensor | None:
-    """Mean position of each anchor's own cell, summed in slot order (not point order).
-
-    With ``memo`` (cached full-lattice plans) the result for the very same, unmodified,
-    gradient-free ``pos`` tensor (e.g. the cached image-plane positions) is reused.
-    """
+    """Mean position of each anchor's own cell, summed in slot order (not point order)."""
     plain = memo and not pos.requires_grad and not pos.is_inference()
     if plain:
         hit = plan.memo.get("pos")
@@ -163,50 +107,27 @@ _PLANS_MAX = 16
 class PointReducer(nn.Module):
     """Reduce point sets: anchors gather neighbours, concatenated and fused by one linear layer.
 
-    See the module docstring for the two modes (lattice / point) and for missing slots.
-
     Args:
         in_dim: input channels C.
         out_dim: output channels.
-        kernel_size: neighbourhood width per lattice axis; ``kernel_size**L`` slots.
+        kernel_size: neighbourhood width per lattice axis (``kernel_size**L`` slots).
         stride: anchor spacing per lattice axis (default ``kernel_size``).
-        padding: lattice padding per axis (like ``nn.Conv2d``); needs
-            ``0 <= padding`` and ``kernel_size - padding >= stride`` so that every anchor's own
-            cell lies in its window.
-        ratio: point mode: fraction of each set's points kept as anchors (default
-            ``1 / stride**lattice_dim``).
-        lattice_dim: number of lattice axes L (2 for images); fixes the slot count in point
-            mode.
-        norm: apply a :class:`~pointctx.nn.norm.SetGroupNorm` to the output (the official
-            reducer's optional ``norm_layer``; off by default as in the official models).
+        padding: lattice padding per axis (``kernel_size - padding >= stride``).
+        ratio: point mode: share of each set's points kept (default ``1 / stride**L``).
+        lattice_dim: lattice axes L (2 for images).
+        norm: :class:`~pointctx.nn.norm.SetGroupNorm` on the output (official: off).
         bias: learn an output bias.
-        validate: check value-dependent properties of ``coords`` (costs host syncs).
-        backend: point-op backend for FPS and kNN in point mode (see :mod:`pointctx.ops`).
-
-    Attributes:
-        proj: ``nn.Linear(in_dim * kernel_size**lattice_dim, out_dim)``; input features are
-            ordered channel-major then slot (a conv weight ``[out, C, k, k]`` flattened).
-        norm: :class:`~pointctx.nn.norm.SetGroupNorm` or ``nn.Identity``.
+        validate: check ``coords`` values (host syncs).
+        backend: point-op backend for FPS and kNN in point mode.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L] int64.
-        return: :class:`Reduced` with M anchors.
+        x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L] int64; return: :class:`Reduced`.
     """
 
-    def __init__(
-        self,
-        in_dim: int,
-        out_dim: int,
-        kernel_size: int = 2,
-        stride: int | None = None,
-        padding: int = 0,
-        ratio: float | None = None,
-        lattice_dim: int = 2,
-        norm: bool = False,
-        bias: bool = True,
-        validate: bool = True,
-        backend: str | None = None,
-    ):
+    def __init__(self, in_dim: int, out_dim: int, kernel_size: int = 2, stride: int | None = None,
+                 padding: int = 0, ratio: float | None = None, lattice_dim: int = 2,
+                 norm: bool = False, bias: bool = True, validate: bool = True,
+                 backend: str | None = None):
         super().__init__()
         self.in_dim = check_positive_int(in_dim, "in_dim")
         self.out_dim = check_positive_int(out_dim, "out_dim")
@@ -217,8 +138,7 @@ class PointReducer(nn.Module):
             raise ValueError(
                 "`kernel_size - padding` must be >= `stride` so that every anchor's own cell "
                 f"lies in its window, got kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, stride={self.stride}"
-            )
+                f"padding={self.padding}, stride={self.stride}")
         self.lattice_dim = check_positive_int(lattice_dim, "lattice_dim")
         if ratio is None:
             ratio = 1.0 / self.stride ** self.lattice_dim
@@ -243,15 +163,13 @@ class PointReducer(nn.Module):
                 f"stride={self.stride}, padding={self.padding}, ratio={self.ratio:g}, "
                 f"lattice_dim={self.lattice_dim}")
 
-    # ------------------------------------------------------------------------------------------
 
     def _check(self, x, pos, batch, coords, grid_size):
         check_tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.in_dim:
             raise ValueError(
                 f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), got "
-                f"{tuple(x.shape)}"
-            )
+                f"{tuple(x.shape)}")
         n = x.shape[0]
         check_pos(pos, "pos", allow_nonfinite=not self.validate)
         check_features(pos, n, "pos")
@@ -267,17 +185,14 @@ class PointReducer(nn.Module):
             return None
         check_tensor(coords, "coords")
         if coords.dim() != 2 or coords.shape != (n, self.lattice_dim):
-            raise ValueError(
-                f"`coords` must have shape [N, L] = [{n}, {self.lattice_dim}], got "
-                f"{tuple(coords.shape)}"
-            )
+            raise ValueError(f"`coords` must have shape [N, L] = [{n}, {self.lattice_dim}], got "
+                             f"{tuple(coords.shape)}")
         if coords.is_floating_point() or coords.dtype == torch.bool:
             raise ValueError(f"`coords` must be an integer tensor, got dtype {coords.dtype}")
         if isinstance(grid_size, int) or not isinstance(grid_size, Sequence) or len(
                 grid_size) != self.lattice_dim:
             raise ValueError(
-                f"`grid_size` must be a sequence of {self.lattice_dim} ints, got {grid_size!r}"
-            )
+                f"`grid_size` must be a sequence of {self.lattice_dim} ints, got {grid_size!r}")
         sizes = tuple(check_positive_int(int(g), "grid_size") for g in grid_size)
         if self.validate and n:
             lo = coords.amin(0)
@@ -286,34 +201,23 @@ class PointReducer(nn.Module):
             if bool((lo < 0).any()) or bool((hi >= size_t).any()):
                 raise ValueError(
                     f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, got range "
-                    f"[{lo.tolist()}, {hi.tolist()}]"
-                )
+                    f"[{lo.tolist()}, {hi.tolist()}]")
         return sizes
 
-    # (x, pos, batch, batch_size, coords, grid_size): the convention of the layers on sets
-    def forward(
-        self,
-        x: Tensor,
-        pos: Tensor,
-        batch: Tensor,
-        batch_size: int | None = None,
-        coords: Tensor | None = None,
-        grid_size: Sequence[int] | None = None,
-    ) -> Reduced:
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None) -> Reduced:
         """Reduce every set (lattice mode with ``coords``/``grid_size``, else point mode).
 
         Args:
             x: point features.
-            pos: point positions (pooled for lattice anchors; FPS/kNN in point mode).
+            pos: point positions.
             batch: sorted set id per point.
-            batch_size: number of sets B, if known (saves a host sync).
-            coords: integer lattice coordinates of the points (e.g. ``(row, col)``), unique
-                within a set.
+            batch_size: number of sets B (saves a host sync).
+            coords: integer lattice coordinates (e.g. ``(row, col)``), unique within a set.
             grid_size: lattice size per axis (e.g. ``(H, W)``).
 
         Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L].
-            return: :class:`Reduced` (x [M, out_dim], pos [M, D], batch [M], ...).
+            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L]; return: :class:`Reduced`.
         """
         sizes = self._check(x, pos, batch, coords, grid_size)
         b = infer_batch_size(batch, batch_size)
@@ -358,11 +262,7 @@ class PointReducer(nn.Module):
     # lattice sizes are symbolic (NameError at run time, CLUENet at 32x32, dynamic shapes).
     @_eager_under_compile
     def _dense_conv(self, x: Tensor, b: int, sizes, out_sizes) -> Tensor:
-        """Full lattices in raster order: the reduction is exactly a strided convolution.
-
-        Every in-lattice slot is present (scale 1), out-of-lattice slots are the zero padding;
-        the far border gets extra zero padding when the partial cells need it.
-        """
+        """Full lattices in raster order: the reduction is exactly a strided convolution."""
         k, s, p = self.kernel_size, self.stride, self.padding
         dim, c = len(sizes), x.shape[1]
         xv = x.reshape(b, *sizes, c).movedim(-1, 1)  # [B, C, *sizes], channels-last strides
@@ -380,7 +280,6 @@ class PointReducer(nn.Module):
                 out = out.narrow(2 + axis, 0, o)
         return out.movedim(1, -1).reshape(-1, self.out_dim)
 
-    # ------------------------------------------------------------------------------------------
 
     def _point_neighbours(self, pos: Tensor, batch: Tensor, b: int):
         from ..ops.fps import fps
@@ -402,13 +301,7 @@ class PointReducer(nn.Module):
         return index, anchor_pos, anchor_batch
 
     def _lattice_plan(self, batch: Tensor, b: int, coords: Tensor, sizes: tuple):
-        """The gather pattern of a lattice reduction: ``(plan, dense)``.
-
-        Full lattices in raster order (every site present, as
-        :func:`~pointctx.ops.lattice_sites` lays them out, e.g. full images) get a plan built
-        once per shape and cached (``dense`` True: the caller may use the convolution); any
-        other input (masked pixels, another point order) gets a fresh plan.
-        """
+        """The gather pattern of a lattice reduction: ``(plan, dense)``."""
         coords = coords.long()
         batch = batch.long()
         n = coords.shape[0]

@@ -1,17 +1,4 @@
-"""CLUENet's soft global aggregation and hard nearest-center choice on ragged sets.
-
-Both run on per-set padded blocks: the points and centers of a run of consecutive sets are
-scattered into zero-padded ``[sets, heads, points / centers, channels]`` tensors (one host sync
-for the sizes), so that every set's centers see exactly its own points. A run is cut when its
-padded ``[sets, heads, centers, points]`` block would exceed ``_BLOCK_ELEMENTS`` elements, which
-bounds the scratch memory.
-
-* :func:`soft_aggregate`: ``softmax_i(q_m . k_i) v_i`` over all points of the center's set,
-  through :func:`torch.nn.functional.scaled_dot_product_attention` with a key mask (follows
-  autocast, needs no flash-attn);
-* :func:`nearest_center`: ``argmax_m alpha cos(f_i, c_m) + beta`` over the centers of the
-  point's set (ties: the lowest center index).
-"""
+"""CLUENet's soft global aggregation and hard nearest-center choice on ragged sets."""
 
 from __future__ import annotations
 
@@ -65,22 +52,9 @@ def _dense(t: Tensor, row: Tensor, size: int) -> Tensor:
     return out.index_copy(0, row, t)
 
 
-def soft_aggregate(
-    q: Tensor,
-    center_batch: Tensor,
-    k: Tensor,
-    v: Tensor,
-    batch: Tensor,
-    batch_size: int | None = None,
-) -> Tensor:
+def soft_aggregate(q: Tensor, center_batch: Tensor, k: Tensor, v: Tensor, batch: Tensor,
+                   batch_size: int | None = None) -> Tensor:
     """Attention of every center over all points of its set: ``softmax_i(q_m . k_i) v_i``.
-
-    The scaling is the caller's (GFC passes unit centers divided by ``tau`` and unit keys). Sets
-    are padded per block of consecutive sets and run through
-    :func:`torch.nn.functional.scaled_dot_product_attention` with ``scale=1`` and a boolean key
-    mask; the attention runs in ``v``'s dtype (``q`` and ``k`` are cast to it), so under CUDA
-    autocast it is half precision. A center of an empty set cannot exist; centers of sets
-    without points are not produced by any proposal.
 
     Args:
         q: center queries, per head.
@@ -124,19 +98,10 @@ def soft_aggregate(
 
 
 @torch.no_grad()
-def nearest_center(
-    f: Tensor,
-    batch: Tensor,
-    c: Tensor,
-    center_batch: Tensor,
-    batch_size: int | None = None,
-    alpha: Tensor | float = 1.0,
-    beta: Tensor | float = 0.0,
-) -> Tensor:
+def nearest_center(f: Tensor, batch: Tensor, c: Tensor, center_batch: Tensor,
+                   batch_size: int | None = None, alpha: Tensor | float = 1.0,
+                   beta: Tensor | float = 0.0) -> Tensor:
     """Index of the best center of each point's set: ``argmax_m alpha cos(f_i, c_m) + beta``.
-
-    Equivalent to the argmax of ``sigmoid(alpha cos + beta)``; ties take the lowest center
-    index. Computed per block of padded sets (no gradient: the choice is piecewise constant).
 
     Shapes:
         f: [N, H, d]; batch: [N]; c: [M, H, d]; center_batch: [M]; return: [N, H] int64 global

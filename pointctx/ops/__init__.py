@@ -1,12 +1,4 @@
-"""Point ops on packed ragged sets: native PyTorch by default, torch-cluster when present.
-
-Conventions: ``pos [N, D]``, sorted ``batch [N]`` (set id per point), ``ptr [B+1]`` with a
-leading 0. Every op takes an optional ``batch_size`` to avoid a host sync and a ``backend``
-(``"auto"``, ``"native"``, ``"cluster"``; see :mod:`pointctx.ops._backend`).
-
-Also the dense linear layer of every model, :func:`linear`, with its own choice of CPU
-matrix-product library (``"auto"``, ``"aten"``, ``"onednn"``; see :mod:`pointctx.ops.linear`).
-"""
+"""Point ops on packed ragged sets: native PyTorch by default, torch-cluster when present."""
 
 from ._backend import (
     cluster_available,
@@ -57,55 +49,13 @@ from .scatter import (
 from .segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch, set_sizes
 from .slot_max import slot_max
 
-__all__ = [
-    "cluster_available",
-    "get_backend",
-    "require_cluster",
-    "resolve_backend",
-    "set_backend",
-    "use_backend",
-    "get_linear_backend",
-    "linear",
-    "linear_reference",
-    "onednn_linear_available",
-    "set_linear_backend",
-    "use_linear_backend",
-    "ScatterMax",
-    "scatter_argmax",
-    "scatter_count",
-    "scatter_max",
-    "scatter_mean",
-    "scatter_softmax",
-    "scatter_sum",
-    "slot_max",
-    "batch_to_ptr",
-    "infer_batch_size",
-    "local_index",
-    "ptr_to_batch",
-    "set_sizes",
-    "fps",
-    "fps_naive",
-    "sample_counts",
-    "GridCluster",
-    "GridPool",
-    "grid_cluster",
-    "grid_cluster_naive",
-    "grid_pool",
-    "SetBounds",
-    "cell_coords",
-    "grid_box",
-    "grid_cell_coords",
-    "lattice_sites",
-    "linear_index",
-    "relabel",
-    "set_bounds",
-    "unravel_index",
-    "KNN",
-    "knn",
-    "knn_naive",
-    "knn_interpolate",
-    "grid_knn",
-    "knn_interpolate_naive",
-    "random_sample",
-    "random_sample_naive",
-]
+__all__ = ["cluster_available", "get_backend", "require_cluster", "resolve_backend", "set_backend",
+           "use_backend", "get_linear_backend", "linear", "linear_reference",
+           "onednn_linear_available", "set_linear_backend", "use_linear_backend", "ScatterMax",
+           "scatter_argmax", "scatter_count", "scatter_max", "scatter_mean", "scatter_softmax",
+           "scatter_sum", "slot_max", "batch_to_ptr", "infer_batch_size", "local_index",
+           "ptr_to_batch", "set_sizes", "fps", "fps_naive", "sample_counts", "GridCluster",
+           "GridPool", "grid_cluster", "grid_cluster_naive", "grid_pool", "SetBounds",
+           "cell_coords", "grid_box", "grid_cell_coords", "lattice_sites", "linear_index",
+           "relabel", "set_bounds", "unravel_index", "KNN", "knn", "knn_naive", "knn_interpolate",
+           "grid_knn", "knn_interpolate_naive", "random_sample", "random_sample_naive"]

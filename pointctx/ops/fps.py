@@ -1,23 +1,4 @@
-"""Farthest point sampling (FPS) on packed ragged sets.
-
-FPS picks, set by set, a first point and then repeatedly the point farthest (squared Euclidean
-distance) from everything picked so far. The native path runs all sets at once: the sets are
-padded to ``[B, Nmax, D]`` and each FPS iteration is a handful of tensor ops over the whole
-batch, so the only Python loop is the one over iterations (``max`` sample count of any set).
-Memory: ``B * Nmax * (D + 2)`` values of the input dtype plus ``B * max_count`` int64.
-
-Ties: when several candidates are equally far, the one with the lowest index is picked; a point
-is never picked twice, so with duplicate points the indices stay distinct (the next duplicate in
-index order is taken once only zero-distance candidates remain). :func:`fps_naive` follows the
-same rules and gives exactly the same indices. torch-cluster's FPS (``backend="cluster"``) agrees
-on data without ties; with ties it may pick another of the tied points, and with duplicate
-points it may return the same point twice. With ``random_start`` both backends draw the start
-from ``generator`` (torch-cluster gets each set rotated so that its start comes first). On CPU
-the native path is several times faster than torch-cluster's (``bench/ops.py``).
-
-:func:`sample_counts` is the count rule shared with :func:`pointctx.ops.random_sample`; the
-``ptr`` of the sampled output is ``[0, *cumsum(sample_counts(...))]``.
-"""
+"""Farthest point sampling (FPS) on packed ragged sets."""
 
 from __future__ import annotations
 
@@ -49,12 +30,6 @@ def _check_ratio(ratio) -> float:
 def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor:
     """Number of points to sample from each set (FPS and random sampling share this rule).
 
-    Exactly one of ``ratio`` and ``num`` must be given. With ``ratio`` a set of ``n`` points keeps
-    ``ceil(ratio * n)`` of them (like torch-cluster; products within a relative 1e-9 of an integer
-    count as that integer, so ``0.07 * 100`` gives 7). With ``num`` a set keeps
-    ``min(num, n)``: a set smaller than the request keeps all its points. Empty sets keep
-    nothing. The sampled output's ``ptr`` is ``[0, *cumsum(counts)]``.
-
     Args:
         sizes: number of points in each set.
         ratio: fraction in (0, 1].
@@ -81,10 +56,8 @@ def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor
         if num.is_floating_point() or num.dtype == torch.bool:
             raise ValueError(f"`num` must be an integer tensor, got dtype {num.dtype}")
         if num.shape[0] != sizes.shape[0]:
-            raise ValueError(
-                f"`num` must have one entry per set: expected {sizes.shape[0]}, got "
-                f"{num.shape[0]}"
-            )
+            raise ValueError(f"`num` must have one entry per set: expected {sizes.shape[0]}, got "
+                             f"{num.shape[0]}")
         num = num.to(sizes.device).long()
         if num.numel() and bool((num < 0).any()):
             raise ValueError(f"`num` entries must be >= 0, got min {int(num.min())}")
@@ -103,21 +76,12 @@ def _start_local(sizes: Tensor, random_start: bool, generator) -> Tensor:
     return (u * sizes.double()).long().clamp(max=(sizes - 1).clamp(min=0))
 
 
-# ----------------------------------------------------------------------------------------------
 # FPS
-# ----------------------------------------------------------------------------------------------
 
 
-def fps(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    random_start: bool = False,
-    batch_size: int | None = None,
-    backend: str | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def fps(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,
+        random_start: bool = False, batch_size: int | None = None, backend: str | None = None,
+        generator: torch.Generator | None = None) -> Tensor:
     """Farthest point sampling, independently in each set.
 
     Args:
@@ -130,11 +94,6 @@ def fps(
         batch_size: number of sets B (avoids a host sync; trailing empty sets allowed).
         backend: ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global default).
         generator: random generator for ``random_start`` (both backends honour it).
-
-    Returns:
-        int64 indices into ``pos``, grouped by set in set order, within a set in pick order.
-        The first pick of a set is its first point unless ``random_start``. Empty sets
-        contribute nothing; per-set counts are :func:`sample_counts`.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [M] with M = sum of the per-set counts.
@@ -202,18 +161,10 @@ def _fps_cluster(pos, batch, sizes, ptr, counts, start, random_start) -> Tensor:
 
 
 # the same signature as fps: the tests call the op and its naive reference alike
-def fps_naive(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    random_start: bool = False,
-    batch_size: int | None = None,
-    generator: torch.Generator | None = None,
-) -> Tensor:
+def fps_naive(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,
+              random_start: bool = False, batch_size: int | None = None,
+              generator: torch.Generator | None = None) -> Tensor:
     """Per-set Python loop version of :func:`fps` (slow, obviously correct; for tests).
-
-    Same arguments, counts, tie rule and random-start draw as :func:`fps`.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [M].

@@ -1,32 +1,4 @@
-"""Voxel-grid clustering and pooling of packed ragged point sets, and the grid helpers.
-
-(One concept in one module, about 500 lines: voxel grids, the grid helpers every grid user
-calls and the ops built on them.)
-
-**Axis order (one for the whole library).** A linear cell index varies **axis 0 fastest**: the
-last coordinate is the most significant (:func:`linear_index`, :func:`unravel_index`). For
-positions ``(x, y[, z])`` this is raster order (row by row for image pixels), as torch-cluster's
-voxel ids. Lattice coordinates stored as ``(row, col)`` (the reducer's) are passed reversed,
-``(col, row)``, so that they get the same raster order.
-
-The helpers every grid in pointctx uses (proposals, reducer, models):
-
-* :func:`set_bounds`: per-set bounding box;
-* :func:`grid_box` / :func:`grid_cell_coords` / :func:`cell_coords`: cell coordinates;
-* :func:`linear_index` / :func:`unravel_index`: the linear index in the order above;
-* :func:`relabel`: consecutive relabelling of used keys;
-* :func:`lattice_sites`: every site of full lattices (cached per shape and device).
-
-A point at ``p`` of set ``b`` falls in the cell with integer coordinates
-``floor((p - origin_b) / size)``, so a point exactly on a cell boundary goes to the upper cell.
-Cells are numbered ``0..K-1`` consecutively in this order: by set first, then by cell
-coordinates compared lexicographically with the **last** coordinate most significant (for image
-pixels with ``pos = (x, y)`` this is raster order: row by row). torch-cluster's linear voxel ids
-follow the same order, so both backends give identical cluster ids.
-
-``origin`` defaults to the per-set minimum of the positions, so the cells of a set do not depend
-on the other sets in the batch.
-"""
+"""Voxel-grid clustering and pooling of packed ragged point sets, and the grid helpers."""
 
 from __future__ import annotations
 
@@ -44,22 +16,9 @@ from ._common import _setup
 from .scatter import scatter_mean
 from .segment import infer_batch_size
 
-__all__ = [
-    "GridCluster",
-    "GridPool",
-    "SetBounds",
-    "cell_coords",
-    "grid_box",
-    "grid_cell_coords",
-    "grid_cluster",
-    "grid_cluster_naive",
-    "grid_pool",
-    "lattice_sites",
-    "linear_index",
-    "relabel",
-    "set_bounds",
-    "unravel_index",
-]
+__all__ = ["GridCluster", "GridPool", "SetBounds", "cell_coords", "grid_box", "grid_cell_coords",
+           "grid_cluster", "grid_cluster_naive", "grid_pool", "lattice_sites", "linear_index",
+           "relabel", "set_bounds", "unravel_index"]
 
 _INT63 = 2**62
 
@@ -134,27 +93,22 @@ def _broadcast_axes(value, d: int, name: str) -> tuple:
     if isinstance(value, Sequence) and not isinstance(value, str):
         if len(value) != d:
             raise ValueError(
-                f"`{name}` has {len(value)} entries but the positions have D = {d} coordinates"
-            )
+                f"`{name}` has {len(value)} entries but the positions have D = {d} coordinates")
         return tuple(value)
     return (value,) * d
 
 
 def grid_box(pos: Tensor, batch: Tensor, bounds="set", batch_size: int | None = None):
-    """Lower corner and extent of the box a grid spans, per point.
+    """Lower corner and extent ``(lo, ext)`` of the box a grid spans, per point.
 
     Args:
         pos: point positions.
         batch: sorted set id per point.
-        bounds: ``"set"`` (each set's bounding box, :func:`set_bounds`) or a fixed ``(lo, hi)``
-            pair (floats or per-axis sequences).
-        batch_size: number of sets B, if known (avoids a host sync).
-
-    Returns:
-        ``(lo, ext)``: [N, D] each for ``"set"``, [1, D] each for a fixed box.
+        bounds: ``"set"`` (each set's bounding box) or a fixed ``(lo, hi)`` pair.
+        batch_size: number of sets B (saves a host sync).
 
     Shapes:
-        pos: [N, D]; batch: [N].
+        pos: [N, D]; batch: [N]; return: lo, ext [N, D] each (``"set"``) or [1, D] each.
     """
     d = pos.shape[1]
     if isinstance(bounds, str):
@@ -188,19 +142,9 @@ def cell_coords(pos: Tensor, origin: Tensor, size: Tensor, counts=None) -> Tenso
     return cell
 
 
-def grid_cell_coords(
-    pos: Tensor,
-    batch: Tensor,
-    counts: Sequence[int],
-    bounds="set",
-    batch_size: int | None = None,
-) -> Tensor:
+def grid_cell_coords(pos: Tensor, batch: Tensor, counts: Sequence[int], bounds="set",
+                     batch_size: int | None = None) -> Tensor:
     """Integer cell coordinates of every point in a grid of ``counts`` cells per axis.
-
-    The grid spans each set's bounding box (``bounds="set"``) or the fixed box ``(lo, hi)``;
-    coordinate ``c_d = floor((p_d - lo_d) / (hi_d - lo_d) * counts_d)`` clamped to
-    ``[0, counts_d - 1]`` (so the upper face and points outside a fixed box fall in the edge
-    cells; an axis with zero extent puts every point in cell 0).
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [N, D] int64.
@@ -218,9 +162,6 @@ def grid_cell_coords(
 
 def linear_index(coords: Tensor, sizes: Sequence[int]) -> Tensor:
     """Linear index of integer coordinates, **axis 0 varying fastest** (last axis slowest).
-
-    ``index = c_0 + s_0 * (c_1 + s_1 * (c_2 + ...))``: raster order for ``(x, y)`` positions.
-    For ``(row, col)`` coordinates pass ``coords.flip(1)`` and ``sizes[::-1]``.
 
     Shapes:
         coords: [N, D] int64 with ``0 <= c_d < sizes[d]``; return: [N] int64.
@@ -247,15 +188,9 @@ def unravel_index(lin: Tensor, sizes: Sequence[int]) -> Tensor:
 def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
     """Consecutive relabelling: the used values of ``key`` become ``0..K-1`` in increasing order.
 
-    When the key space is not much larger than the number of keys an occupancy table replaces
-    the sort of ``torch.unique``. One host sync.
-
     Args:
         key: int64 keys in ``[0, key_space)``.
         key_space: upper bound of the keys.
-
-    Returns:
-        ``(ids [N], used [K])``: the new id of every entry and the used keys, ascending.
 
     Shapes:
         key: [N]; return: [N], [K].
@@ -275,15 +210,6 @@ _SITES_MAX = 16
 
 def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[Tensor, Tensor]:
     """Every site of ``batch_size`` full lattices of ``sizes``: integer coordinates and set ids.
-
-    Sites come set by set, each set in row-major order of ``(row, col, ...)`` (raster order for
-    images: :func:`linear_index` of the reversed axes). The tensors are built once per
-    ``(batch_size, sizes, device)`` and cached (the last 16 shapes), so repeated calls return
-    the very same tensor objects: callers must not modify them in place. Layers use the
-    identity to recognise full lattices cheaply (:class:`~pointctx.nn.PointReducer`).
-
-    Returns:
-        ``(coords [N, L] int64, batch [N] int64)`` with ``N = batch_size * prod(sizes)``.
 
     Shapes:
         return: coords [N, L], batch [N].
@@ -336,10 +262,8 @@ def _prepare(pos, batch, size, origin, batch_size):
         org = set_bounds(pos, batch, b).lo  # empty sets: 0
     elif isinstance(origin, Tensor) and origin.dim() == 2:
         if origin.shape != (b, d):
-            raise ValueError(
-                f"a per-set `origin` must have shape [B, D] = [{b}, {d}], got "
-                f"{tuple(origin.shape)}"
-            )
+            raise ValueError(f"a per-set `origin` must have shape [B, D] = [{b}, {d}], got "
+                             f"{tuple(origin.shape)}")
         org = origin.to(device=pos.device, dtype=pos.dtype)
         if not bool(torch.isfinite(org).all()):
             raise ValueError("`origin` must be finite")
@@ -348,31 +272,21 @@ def _prepare(pos, batch, size, origin, batch_size):
     return pos, batch, b, size_t, org
 
 
-def grid_cluster(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    size=None,
-    origin=None,
-    batch_size: int | None = None,
-    backend: str | None = None,
-) -> GridCluster:
+def grid_cluster(pos: Tensor, batch: Tensor | None = None, size=None, origin=None,
+                 batch_size: int | None = None, backend: str | None = None) -> GridCluster:
     """Assign every point to a cell of a regular grid laid over its own set.
 
     Args:
         pos: point positions.
-        batch: sorted set index per point; None means one set.
-        size: cell edge length: a float or [D] numbers (tensor or sequence), all > 0.
-        origin: grid origin: None (per-set minimum of ``pos``), a float or [D] numbers (one
-            global origin) or a tensor [B, D] (one origin per set).
-        batch_size: number of sets B (avoids a host sync).
-        backend: ``"auto"``, ``"native"`` or ``"cluster"`` (torch-cluster's ``grid`` computes the
-            per-point voxel ids; numbering and coordinates are done here).
-
-    Returns:
-        :class:`GridCluster` ``(cluster, batch, coords)``.
+        batch: sorted set index per point; None: one set.
+        size: cell edge length: a float or [D] numbers, all > 0.
+        origin: None (per-set minimum), a float or [D] numbers, or [B, D] per set.
+        batch_size: number of sets B (saves a host sync).
+        backend: ``"auto"``, ``"native"`` or ``"cluster"``.
 
     Shapes:
-        pos: [N, D]; batch: [N]; return: cluster [N], batch [K], coords [K, D].
+        pos: [N, D]; batch: [N]; return: :class:`GridCluster` (cluster [N], batch [K],
+        coords [K, D]).
     """
     pos, batch, b, size_t, org = _prepare(pos, batch, size, origin, batch_size)
     n, d = pos.shape
@@ -435,22 +349,14 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
     if per_set * b >= _INT63:
         raise ValueError(
             f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets overflows "
-            "int64; use backend='native'"
-        )
+            "int64; use backend='native'")
     cluster, keys = relabel(batch * per_set + voxel, per_set * b)
     coords, cell_batch = _decode(keys, nv, base.tolist())
     return GridCluster(cluster, cell_batch, coords)
 
 
-def grid_pool(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    size=None,
-    x: Tensor | None = None,
-    origin=None,
-    batch_size: int | None = None,
-    backend: str | None = None,
-) -> GridPool:
+def grid_pool(pos: Tensor, batch: Tensor | None = None, size=None, x: Tensor | None = None,
+              origin=None, batch_size: int | None = None, backend: str | None = None) -> GridPool:
     """Voxel-grid pooling: average the positions (and features) of the points of each cell.
 
     Args:
@@ -461,9 +367,6 @@ def grid_pool(
         origin: grid origin; see :func:`grid_cluster`.
         batch_size: number of sets B (avoids a host sync).
         backend: backend of the clustering step.
-
-    Returns:
-        :class:`GridPool` ``(pos, x, batch, cluster)`` with cells in :func:`grid_cluster` order.
 
     Shapes:
         pos: [N, D]; x: [N, C]; return: pos [K, D], x [K, C] or None, batch [K], cluster [N].
@@ -477,13 +380,8 @@ def grid_pool(
     return GridPool(scatter_mean(pos, gc.cluster, k), out_x, gc.batch, gc.cluster)
 
 
-def grid_cluster_naive(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    size=None,
-    origin=None,
-    batch_size: int | None = None,
-) -> GridCluster:
+def grid_cluster_naive(pos: Tensor, batch: Tensor | None = None, size=None, origin=None,
+                       batch_size: int | None = None) -> GridCluster:
     """Per-set Python loop version of :func:`grid_cluster` (slow, obviously correct; for tests).
 
     Shapes:
@@ -503,8 +401,5 @@ def grid_cluster_naive(
         coords.extend(ordered)
         cell_batch.extend([s] * len(ordered))
     dev = pos.device
-    return GridCluster(
-        cluster.to(dev),
-        torch.tensor(cell_batch, dtype=torch.long, device=dev),
-        torch.tensor(coords, dtype=torch.long, device=dev).view(-1, d),
-    )
+    return GridCluster(cluster.to(dev), torch.tensor(cell_batch, dtype=torch.long, device=dev),
+                       torch.tensor(coords, dtype=torch.long, device=dev).view(-1, d))

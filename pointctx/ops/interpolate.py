@@ -1,23 +1,4 @@
-"""k-nearest-neighbour inverse-distance interpolation between packed ragged point sets.
-
-Every query row of ``pos_query`` receives a weighted mean of the features of its ``k`` nearest
-source points *in the same set* (PointNet++'s feature propagation, PointMLP's decoder, PyG's
-``knn_interpolate``)::
-
-    w_j = 1 / (d2_j + eps),   out = sum_j w_j * x[nbr_j] / sum_j w_j
-
-with ``d2_j`` the squared Euclidean distance to neighbour ``j``. A set with fewer than ``k``
-source points uses all of them; a query whose set has no source point gets 0. A query that sits
-on a source point gets (up to ``eps``) that point's features.
-
-Memory and cost: the neighbours come from :func:`pointctx.ops.knn` (see its memory bound); the
-interpolation itself accumulates one neighbour column at a time, so beyond the ``[Nq, k]``
-neighbour indices and weights it holds only the ``[Nq, C]`` output (never an ``[Nq, k, C]``
-gather). Gradients flow to ``x`` only: the weights are a function of the positions and are
-treated as constants (as in PyG).
-
-:func:`knn_interpolate_naive` is the per-query Python-loop reference used by the tests.
-"""
+"""k-nearest-neighbour inverse-distance interpolation between packed ragged point sets."""
 
 from __future__ import annotations
 
@@ -70,39 +51,24 @@ def knn_interpolate(
     cell_size=None,
     cell_origin=None,
 ) -> Tensor:
-    """Interpolate source features onto query positions of the same sets.
-
-    Inverse-squared-distance weights over the ``k`` nearest source points of the query's set
-    (see the module docs): PointNet++ and PointMLP's decoder use ``k = 3`` and ``eps = 1e-8``
-    (pass ``eps=1e-8`` to match them exactly); the default ``1e-16`` is PyG's.
+    """Interpolate source features onto query positions of the same sets (inverse squared distance).
 
     Args:
         x: source features.
         pos: source positions.
-        pos_query: query positions (same number of coordinates D).
-        batch: sorted set id per source row; None means one set.
-        batch_query: sorted set id per query row; None means one set.
-        k: neighbours per query (>= 1). Sets with fewer source points use all of them.
-        batch_size: number of sets B (avoids a host sync; trailing empty sets allowed).
-        eps: added to the squared distances before inverting (> 0).
-        backend: kNN backend, ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global
-            default; see :mod:`pointctx.ops`).
-        cell_size: search the neighbours with :func:`~pointctx.ops.grid_knn` on cells of this
-            side (one number or one per coordinate); the result is the same, only faster for
-            low-dimensional, evenly spread sources (e.g. the points of a pixel-set stage).
-        cell_origin: a corner of that grid (see :func:`~pointctx.ops.grid_knn`).
-
-    Returns:
-        The interpolated features, in the dtype of ``x``; rows of queries whose set has no
-        source point are 0.
+        pos_query: query positions.
+        batch: sorted set id per source row; None: one set.
+        batch_query: sorted set id per query row; None: one set.
+        k: neighbours per query (PointNet++ / PointMLP: 3).
+        batch_size: number of sets B (saves a host sync).
+        eps: added to the squared distances before inverting (PointMLP: 1e-8).
+        backend: kNN backend (see :mod:`pointctx.ops`).
+        cell_size: search with :func:`~pointctx.ops.grid_knn` on cells of this side (same result).
+        cell_origin: a corner of that grid.
 
     Shapes:
         x: [N, C]; pos: [N, D]; pos_query: [Nq, D]; batch: [N]; batch_query: [Nq];
-        return: [Nq, C].
-
-    Raises:
-        ValueError: shapes, dtypes or devices disagree, or ``k``/``eps`` out of range.
-        TypeError: an argument is not a tensor / number.
+        return: [Nq, C] (0 where the set has no source point).
     """
     pos = check_pos(pos, "pos")
     x = _check_x(x, pos.shape[0])
@@ -131,22 +97,10 @@ def knn_interpolate(
 
 
 # the same signature as knn_interpolate: the tests call the op and its naive reference alike
-def knn_interpolate_naive(
-    x: Tensor,
-    pos: Tensor,
-    pos_query: Tensor,
-    batch: Tensor | None = None,
-    batch_query: Tensor | None = None,
-    k: int = 3,
-    *,
-    batch_size: int | None = None,
-    eps: float = 1e-16,
-) -> Tensor:
+def knn_interpolate_naive(x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
+                          batch_query: Tensor | None = None, k: int = 3, *,
+                          batch_size: int | None = None, eps: float = 1e-16) -> Tensor:
     """Per-query Python loop version of :func:`knn_interpolate` (slow, obviously correct).
-
-    Each query sorts the distances to every source point of its set (stable sort: ties go to
-    the lower index), keeps the first ``k`` and averages their features with weights
-    ``1 / (d2 + eps)``.
 
     Shapes:
         x: [N, C]; pos: [N, D]; pos_query: [Nq, D]; return: [Nq, C].

@@ -1,31 +1,4 @@
-"""Dense linear layer ``x @ W.T + b`` with a choice of CPU matrix-product library.
-
-Every point-wise layer of the models (the MLPs, the Context Cluster's ``f`` / ``v`` / ``proj``,
-the reducers, the PointMLP blocks) is one dense product over all points. On CPU, ``F.linear``
-hands float32 products to MKL, and MKL runs its AVX-512 kernels only on Intel processors: on AMD
-processors it takes its AVX2 path. oneDNN, which the PyTorch CPU wheels also contain, picks its
-kernels by instruction set. Measured on this project's machine (AMD EPYC, Zen 5, 1 thread,
-``bench/linear.py``, forward + backward of every product shape of the models): coc_tiny's
-products at 90-187 GFLOP/s against MKL's 66-96 (1.65x over all of them), PointMLP's 1.39x
-(its largest, memory-bound products gain least), with the same float32 arithmetic (float32
-accumulation; results equal up to summation order).
-
-Backends (``backend=`` per call, :func:`set_linear_backend` globally, :func:`use_linear_backend`
-for a block, or the ``POINTCTX_LINEAR_BACKEND`` environment variable at import):
-
-- ``"aten"``: ``torch.nn.functional.linear`` (MKL or whatever the PyTorch build uses). This is
-  also the readable reference, :func:`linear_reference` (``x @ W.T + b``).
-- ``"onednn"``: ``torch.ops.mkldnn._linear_pointwise`` for float32 products on CPU, forward and
-  all three backward products (input, weight, bias gradients), differentiable to any order.
-  Other dtypes and devices, empty inputs, ``torch.compile`` tracing (inductor chooses its own
-  kernels), CPU autocast and a float32 matmul precision other than ``"highest"`` fall back to
-  ``"aten"``. Raises ``RuntimeError`` when set globally on a PyTorch built without oneDNN.
-- ``"auto"`` (default): ``"onednn"`` for products of at least :data:`ONEDNN_MIN_ROWS` rows
-  and :data:`ONEDNN_MIN_MACS` multiply-adds when PyTorch has oneDNN enabled, the machine is
-  x86-64 and the CPU is an AMD one; else ``"aten"``. On Intel CPUs MKL has its own AVX-512
-  kernels and no gain was measured, so "auto" leaves them on aten. Small products stay on aten
-  because a oneDNN call costs about 11 us more and training adds a Python autograd.Function.
-"""
+"""Dense linear layer ``x @ W.T + b`` with a choice of CPU matrix-product library."""
 
 from __future__ import annotations
 
@@ -80,7 +53,7 @@ def onednn_linear_available() -> bool:
     if not torch.backends.mkldnn.is_available():
         return False
     try:
-        torch.ops.mkldnn._linear_pointwise.default  # noqa: B018  (resolving it is the check)
+        _ = torch.ops.mkldnn._linear_pointwise.default
     except (AttributeError, RuntimeError):
         return False
     return True
@@ -126,12 +99,7 @@ _state = _choice.state  # {"value": current name}
 
 
 def set_linear_backend(name: str) -> None:
-    """Set the global linear backend: ``"auto"``, ``"aten"`` or ``"onednn"``.
-
-    Raises:
-        ValueError: unknown name (the message lists the choices).
-        RuntimeError: ``"onednn"`` on a PyTorch build without oneDNN.
-    """
+    """Set the global linear backend: ``"auto"``, ``"aten"`` or ``"onednn"``."""
     _choice.set(name)
 
 
@@ -162,26 +130,14 @@ def _rows(x: Tensor) -> Tensor:
 
 
 def _fresh(y: Tensor) -> Tensor:
-    """``y`` as a tensor of its own (same storage, no view relation to another tensor).
-
-    A custom Function's output that is a view may not be modified in place, and an in-place op
-    on a view of the output makes autograd copy the whole base; both are avoided this way.
-    """
+    """``y`` as a tensor of its own (same storage, no view relation to another tensor)."""
     if y._base is None:
         return y
     return y.new_empty(0).set_(y.untyped_storage(), y.storage_offset(), y.shape, y.stride())
 
 
 def _weight_grad(x2: Tensor, grad: Tensor) -> Tensor:
-    """``grad.T @ x2`` ([C_out, C]) summed over chunks of rows, with oneDNN.
-
-    oneDNN copies its first operand when it is transposed, so the operand with fewer columns
-    goes first (the product is then computed transposed), and the rows are taken in chunks of
-    about 2^17 values of that operand so that the copy stays in cache. In a one-thread
-    microbenchmark of the weight gradients at coc_tiny's and PointMLP's shapes this ran at
-    92-169 GFLOP/s against 76-96 for ``torch.mm``, except the 393,216 x 16 x 64 products
-    (41-56 against 45-47), and the chunks beat one piece by up to 2x on 50,000+ rows.
-    """
+    """``grad.T @ x2`` ([C_out, C]) summed over chunks of rows, with oneDNN."""
     narrow = min(x2.shape[1], grad.shape[1])
     step = min(16384, max(2048, (1 << 17) // max(1, narrow)))
     parts = []
@@ -195,11 +151,7 @@ def _weight_grad(x2: Tensor, grad: Tensor) -> Tensor:
 
 
 class _OneDNNLinear(torch.autograd.Function):
-    """``x2 @ w.T + b`` with oneDNN forward and backward.
-
-    The backward is built from this same Function, so it is differentiable again (double
-    backward works).
-    """
+    """``x2 @ w.T + b`` with oneDNN forward and backward."""
 
     @staticmethod
     def forward(ctx, x: Tensor, w: Tensor, b: Tensor | None):
@@ -255,10 +207,6 @@ def _use_onednn(backend: str, x: Tensor, weight: Tensor, bias: Tensor | None) ->
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None,
            backend: str | None = None) -> Tensor:
     """``x @ weight.T + bias`` on the chosen matrix-product library (see the module docstring).
-
-    A drop-in for ``torch.nn.functional.linear``: same arguments, shapes, dtypes and autograd
-    (including double backward); the ``"onednn"`` path differs from ``"aten"`` only by float32
-    rounding (summation order).
 
     Args:
         x: input rows.

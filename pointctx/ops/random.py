@@ -1,10 +1,4 @@
-"""Uniform random sampling without replacement, independently in each packed ragged set.
-
-Vectorised over all sets: every point draws a random float64 key, points are sorted by
-``(set, key)`` (two stable sorts) and the first ``count`` points of each set are kept, which is
-a uniform draw without replacement within the set. Counts follow :func:`sample_counts`, the
-same rule as :func:`pointctx.ops.fps`.
-"""
+"""Uniform random sampling without replacement, independently in each packed ragged set."""
 
 from __future__ import annotations
 
@@ -30,23 +24,18 @@ def random_sample(
     generator: torch.Generator | None = None,
     batch_size: int | None = None,
 ) -> Tensor:
-    """Random subset of each set (without replacement within a set).
+    """Random subset of each set (without replacement within a set), grouped by set.
 
     Args:
         pos: point positions (only its length, device and set layout are used).
-        batch: sorted set index per point; None means one set.
-        ratio: fraction of each set to keep, in (0, 1] (``ceil(ratio * n)`` points).
-            Exclusive with ``num``.
-        num: points per set (int, or int tensor [B]); smaller sets keep all their points.
-        generator: random generator for reproducible draws (may live on another device).
-        batch_size: number of sets B (avoids a host sync).
-
-    Returns:
-        int64 indices into ``pos``, grouped by set in set order; within a set in draw order
-        (random, not sorted). Per-set counts are :func:`sample_counts`.
+        batch: sorted set index per point; None: one set.
+        ratio: share of each set to keep (``ceil(ratio * n)``). Exclusive with ``num``.
+        num: points per set (int or int tensor [B]); smaller sets keep all.
+        generator: random generator.
+        batch_size: number of sets B (saves a host sync).
 
     Shapes:
-        pos: [N, D]; batch: [N]; return: [M] with M = sum of the per-set counts.
+        pos: [N, D]; batch: [N]; return: [M] int64 indices (counts: :func:`sample_counts`).
     """
     pos = check_pos(pos, allow_nonfinite=True)
     batch, b, sizes, ptr = _setup(pos, batch, batch_size)
@@ -63,18 +52,10 @@ def random_sample(
 
 
 # the same signature as random_sample: the tests call the op and its naive reference alike
-def random_sample_naive(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-) -> Tensor:
+def random_sample_naive(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None,
+                        num=None, generator: torch.Generator | None = None,
+                        batch_size: int | None = None) -> Tensor:
     """Per-set Python loop version of :func:`random_sample` (``randperm`` per set; for tests).
-
-    It draws different random numbers than :func:`random_sample`, so the two agree in
-    distribution and counts, not in the exact indices.
 
     Shapes:
         pos: [N, D]; batch: [N]; return: [M].

@@ -1,12 +1,4 @@
-"""Scatter reductions over ragged segments, in native PyTorch.
-
-All reductions run along dim 0: row ``i`` of ``src`` belongs to segment ``index[i]``; the
-output has ``dim_size`` rows (default ``index.max() + 1``, which costs a host sync). ``index``
-need not be sorted. Empty segments get 0 (sum, mean, max) and ``-1`` as their argmax.
-Gradients flow through ``sum``, ``mean``, ``max`` and ``softmax`` (tested with gradcheck).
-
-Each op has a naive per-segment reference (``*_naive``) used by the tests.
-"""
+"""Scatter reductions over ragged segments, in native PyTorch."""
 
 from __future__ import annotations
 
@@ -15,19 +7,9 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = [
-    "ScatterMax",
-    "scatter_count",
-    "scatter_sum",
-    "scatter_mean",
-    "scatter_max",
-    "scatter_argmax",
-    "scatter_softmax",
-    "scatter_sum_naive",
-    "scatter_mean_naive",
-    "scatter_max_naive",
-    "scatter_softmax_naive",
-]
+__all__ = ["ScatterMax", "scatter_count", "scatter_sum", "scatter_mean", "scatter_max",
+           "scatter_argmax", "scatter_softmax", "scatter_sum_naive", "scatter_mean_naive",
+           "scatter_max_naive", "scatter_softmax_naive"]
 
 
 class ScatterMax(NamedTuple):
@@ -54,8 +36,7 @@ def _check(src: Tensor, index: Tensor) -> None:
     if src.shape[0] != index.shape[0]:
         raise ValueError(
             f"`src` and `index` must have the same number of rows, got {src.shape[0]} and "
-            f"{index.shape[0]}"
-        )
+            f"{index.shape[0]}")
 
 
 def _expand(index: Tensor, src: Tensor) -> Tensor:
@@ -150,9 +131,7 @@ def scatter_softmax(src: Tensor, index: Tensor, dim_size: int | None = None) -> 
     return e / denom.gather(0, idx)
 
 
-# ----------------------------------------------------------------------------------------------
 # Naive references: one Python loop over segments. Slow and obviously right; used by the tests.
-# ----------------------------------------------------------------------------------------------
 
 
 def scatter_sum_naive(src: Tensor, index: Tensor, dim_size: int) -> Tensor:

@@ -1,8 +1,4 @@
-"""Conversions between the two ragged-set index forms: ``batch`` (set id per point) and ``ptr``.
-
-``batch [N]`` is sorted ascending; ``ptr [B+1]`` has ``ptr[0] = 0`` and set ``b`` owns rows
-``ptr[b]:ptr[b+1]`` (PyG convention). Empty sets have ``ptr[b] == ptr[b+1]``.
-"""
+"""Conversions between the two ragged-set index forms: ``batch`` (set id per point) and ``ptr``."""
 
 from __future__ import annotations
 
@@ -14,8 +10,6 @@ __all__ = ["batch_to_ptr", "ptr_to_batch", "set_sizes", "infer_batch_size", "loc
 
 def infer_batch_size(batch: Tensor, batch_size: int | None = None) -> int:
     """Return ``batch_size`` if given, else ``batch.max() + 1`` (0 for no points).
-
-    Reading the max costs one host sync; pass ``batch_size`` to avoid it.
 
     Shapes:
         batch: [N] sorted set id per point; return: a Python int B.

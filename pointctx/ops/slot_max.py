@@ -1,15 +1,4 @@
-"""Max over the slots of grouped features (PointMLP's neighbour pooling), with a cheap backward.
-
-``slot_max(x, dim)`` equals ``x.amax(dim)`` in value and gradient (the gradient of a max is split
-evenly among the slots tied for it, bit for bit as autograd's ``amax``), but its backward builds
-far fewer full-size temporaries. Autograd's ``amax`` backward turns the ``x == max`` mask into an
-int64 tensor to count the ties and into a float tensor to multiply by: on a PointMLP stage
-(``[4096, 24, 256]`` float32) that backward takes about 30x its forward. Here the ties are
-counted in uint8 (int32 past 255 slots) over the bool mask, and the gradient is the mask cast
-to float times the shared gradient, in place.
-
-The naive reference is ``x.amax(dim)`` itself (:func:`slot_max_naive`).
-"""
+"""Max over the slots of grouped features (PointMLP's neighbour pooling), with a cheap backward."""
 
 from __future__ import annotations
 
@@ -51,22 +40,14 @@ class _SlotMax(torch.autograd.Function):
 def slot_max(x: Tensor, dim: int = 1, slots: int | None = None) -> Tensor:
     """Max over dimension ``dim`` (e.g. the ``k`` neighbour slots of ``[M, k, C]`` groups).
 
-    Same value and gradient as ``x.amax(dim)`` (ties share the gradient evenly); the backward is
-    not differentiable again (use ``amax`` for double backward). NaN inputs: the max is NaN and,
-    as NaN never equals itself, no gradient reaches that slot's group.
-
     Args:
         x: a floating tensor with at least one slot along ``dim``.
         dim: the dimension to reduce.
-        slots: x holds rows ``[M * slots, C...]``, groups of ``slots`` consecutive rows: the max
-            is over each group (``dim`` must be 1, the slot dim of ``[M, slots, C...]``). Same
-            as ``slot_max(x.view(M, slots, ...))``, but x's gradient comes back in x's own
-            shape rather than through a view, which lets autograd add it to x's other
-            gradients in place.
+        slots: x holds ``[M * slots, C...]`` rows, groups of ``slots`` consecutive rows (``dim``
+            must be 1); the gradient then comes back in x's own shape.
 
     Shapes:
-        x: [M, k, C] (any shape), or [M * slots, C] with ``slots``; return: x's shape without
-        ``dim`` ([M, C]).
+        x: [M, k, C], or [M * slots, C] with ``slots``; return: [M, C].
     """
     if not isinstance(x, Tensor) or not x.is_floating_point():
         raise TypeError(f"`x` must be a floating-point tensor, got "

@@ -1,14 +1,4 @@
-"""A small training-loop toolkit shared by the example scripts.
-
-* :mod:`~pointctx.train.trainer`: :class:`Trainer` (epochs, evaluation, checkpoints, exact resume,
-  Ctrl-C, DDP, AMP) and :func:`make_loader`;
-* :mod:`~pointctx.train.checkpoint`: atomic file writes and RNG state capture;
-* :mod:`~pointctx.train.metrics`: confusion matrix, OA / mAcc / per-class accuracy, segmentation
-  mIoU / per-class IoU, tables, the PointMLP label-smoothing loss;
-* :mod:`~pointctx.train.distributed`: ``torchrun`` set-up and resumable, sharded samplers;
-* :mod:`~pointctx.train.log`: console + file logging that keeps tqdm bars intact;
-* :mod:`~pointctx.train.interrupt`: SIGINT/SIGTERM to a stop flag.
-"""
+"""A small training-loop toolkit shared by the example scripts."""
 
 from .checkpoint import (
     atomic_write_json,
@@ -44,37 +34,11 @@ from .metrics import (
 )
 from .trainer import Trainer, default_forward, evaluate_model, make_loader, unwrap_model
 
-# the re-exported names, listed statically (linters and `import *` need the literal list)
-__all__ = [
-    "atomic_write_json",
-    "atomic_write_text",
-    "capture_rng_state",
-    "load_checkpoint",
-    "restore_rng_state",
-    "save_checkpoint",
-    "stale_temp_files",
-    "remove_stale_temp_files",
-    "DistInfo",
-    "ResumableBatchSampler",
-    "ShardedEvalSampler",
-    "cleanup_distributed",
-    "init_distributed",
-    "resolve_device",
-    "GracefulInterrupt",
-    "setup_logger",
-    "ClassificationMetrics",
-    "ConfusionMatrix",
-    "PartIoU",
-    "PartMetrics",
-    "PartSegConfusion",
-    "PartSegMetrics",
-    "SegmentationConfusion",
-    "SegmentationMetrics",
-    "format_class_table",
-    "smoothed_cross_entropy",
-    "Trainer",
-    "default_forward",
-    "evaluate_model",
-    "make_loader",
-    "unwrap_model",
-]
+__all__ = ["atomic_write_json", "atomic_write_text", "capture_rng_state", "load_checkpoint",
+           "restore_rng_state", "save_checkpoint", "stale_temp_files", "remove_stale_temp_files",
+           "DistInfo", "ResumableBatchSampler", "ShardedEvalSampler", "cleanup_distributed",
+           "init_distributed", "resolve_device", "GracefulInterrupt", "setup_logger",
+           "ClassificationMetrics", "ConfusionMatrix", "PartIoU", "PartMetrics", "PartSegConfusion",
+           "PartSegMetrics", "SegmentationConfusion", "SegmentationMetrics", "format_class_table",
+           "smoothed_cross_entropy", "Trainer", "default_forward", "evaluate_model", "make_loader",
+           "unwrap_model"]

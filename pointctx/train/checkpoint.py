@@ -1,9 +1,4 @@
-"""Atomic checkpoint and result files, and the random-number state that makes resuming exact.
-
-Every writer here writes a temporary file in the target's folder, flushes it to disk and moves it
-over the target with :func:`os.replace`, so a reader (or a crash, or Ctrl-C) never sees a
-half-written file: the target is either the old complete file or the new complete file.
-"""
+"""Atomic checkpoint and result files, and the random-number state that makes resuming exact."""
 
 from __future__ import annotations
 
@@ -18,18 +13,9 @@ import torch
 
 from .._files import atomic_output, load_torch_file
 
-__all__ = [
-    "atomic_write_bytes",
-    "atomic_write_text",
-    "atomic_write_json",
-    "save_checkpoint",
-    "load_checkpoint",
-    "capture_rng_state",
-    "restore_rng_state",
-    "stale_temp_files",
-    "remove_stale_temp_files",
-    "plain",
-]
+__all__ = ["atomic_write_bytes", "atomic_write_text", "atomic_write_json", "save_checkpoint",
+           "load_checkpoint", "capture_rng_state", "restore_rng_state", "stale_temp_files",
+           "remove_stale_temp_files", "plain"]
 
 
 def _atomic_write(path: Path, write) -> Path:
@@ -71,12 +57,7 @@ def atomic_write_json(path: str | os.PathLike, obj: Any, indent: int = 2) -> Pat
 
 
 def plain(obj: Any) -> Any:
-    """``obj`` with only tensors, numbers, strings, ``None``, lists, tuples and dicts inside.
-
-    String subclasses (``torch.__version__`` is a ``TorchVersion``), paths, NumPy scalars and
-    arrays, dtypes and devices become plain values, so that a checkpoint holding ``obj`` loads
-    with ``torch.load(weights_only=True)``. Other objects raise ``TypeError``.
-    """
+    """``obj`` with only tensors, numbers, strings, ``None``, lists, tuples and dicts inside."""
     if obj is None or type(obj) in (bool, int, float) or isinstance(obj, torch.Tensor):
         return obj
     if isinstance(obj, str):
@@ -96,27 +77,16 @@ def plain(obj: Any) -> Any:
         return float(obj) if isinstance(obj, float) else int(obj)
     raise TypeError(
         f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, strings "
-        "and lists / dicts of them"
-    )
+        "and lists / dicts of them")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """``torch.save`` a state dict atomically; returns the path.
-
-    Keep ``state`` to tensors, numbers, strings, ``None`` and lists / tuples / dicts of them, so
-    that the file loads with ``torch.load(path, weights_only=True)`` (torch's default, which runs
-    no pickled code): :func:`load_checkpoint` loads it that way.
-    """
+    """``torch.save`` a state dict atomically; returns the path."""
     return _atomic_write(Path(path), lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist.
-        ValueError: the file is damaged, not a checkpoint or not a dict (one line, naming it).
-    """
+    """Load a checkpoint written by :func:`save_checkpoint`, with ``weights_only=True``."""
     state = load_torch_file(path, map_location)
     if not isinstance(state, dict):
         raise ValueError(f"{path}: expected a dict checkpoint, got {type(state).__name__}")
@@ -127,11 +97,7 @@ STALE_PATTERNS = (".last.pt.*.pt", ".best.pt.*.pt", ".results.json.*.json")
 
 
 def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Temporary files that an interrupted atomic write (``kill -9``) left in ``folder``.
-
-    Atomic writes go to ``.<name>.<random><suffix>`` beside the target; such a file only outlives
-    its write when the process died in the middle of it.
-    """
+    """Temporary files that an interrupted atomic write (``kill -9``) left in ``folder``."""
     folder = Path(folder)
     if not folder.is_dir():
         return []
@@ -139,10 +105,7 @@ def stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
-    """Delete :func:`stale_temp_files` of ``folder``; returns what was removed.
-
-    Call it only while no other process writes into ``folder`` (at the start of a run).
-    """
+    """Delete :func:`stale_temp_files` of ``folder``; returns what was removed."""
     removed = []
     for p in stale_temp_files(folder):
         try:
@@ -154,21 +117,13 @@ def remove_stale_temp_files(folder: str | os.PathLike) -> list[Path]:
 
 
 def capture_rng_state() -> dict:
-    """The state of Python's, NumPy's (global) and torch's (CPU and every CUDA device) RNGs.
-
-    Only tensors, numbers, strings and tuples / dicts, so that a checkpoint holding it loads
-    with ``weights_only=True``.
-    """
+    """The state of Python's, NumPy's (global) and torch's (CPU and every CUDA device) RNGs."""
     name, keys, pos, has_gauss, cached = np.random.get_state()
     state = {
         "python": random.getstate(),
-        "numpy": {
-            "bit_generator": str(name),
-            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
-            "pos": int(pos),
-            "has_gauss": int(has_gauss),
-            "cached_gaussian": float(cached),
-        },
+        "numpy": {"bit_generator": str(name),
+                  "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
+                  "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
         "torch": torch.get_rng_state(),
     }
     if torch.cuda.is_available() and torch.cuda.is_initialized():

@@ -1,9 +1,4 @@
-"""Data-parallel helpers: process-group set-up from ``torchrun``, samplers that shard and resume.
-
-Launch a script with ``torchrun --nproc_per_node=P script.py ...``: :func:`init_distributed` reads
-``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and joins the group (``nccl`` on CUDA, ``gloo`` on CPU).
-Without those variables everything runs as a single process (rank 0 of 1).
-"""
+"""Data-parallel helpers: process-group set-up from ``torchrun``, samplers that shard and resume."""
 
 from __future__ import annotations
 
@@ -16,17 +11,9 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
-__all__ = [
-    "DistInfo",
-    "init_distributed",
-    "cleanup_distributed",
-    "all_reduce_sum",
-    "all_gather_objects",
-    "any_across_ranks",
-    "barrier",
-    "ResumableBatchSampler",
-    "ShardedEvalSampler",
-]
+__all__ = ["DistInfo", "init_distributed", "cleanup_distributed", "all_reduce_sum",
+           "all_gather_objects", "any_across_ranks", "barrier", "ResumableBatchSampler",
+           "ShardedEvalSampler"]
 
 
 class DistInfo(NamedTuple):
@@ -53,11 +40,7 @@ class DistInfo(NamedTuple):
 
 
 def resolve_device(device: str = "auto", local_rank: int = 0) -> torch.device:
-    """``"auto"`` -> ``cuda:<local_rank>`` when CUDA exists, else ``cpu``; ``"cuda"`` -> per rank.
-
-    Raises:
-        ValueError: ``"cuda"`` was asked for but CUDA is not available, or an unknown name.
-    """
+    """``"auto"``: ``cuda:<local_rank>`` when CUDA exists, else ``cpu``; ``"cuda"``: per rank."""
     if device not in ("auto", "cpu", "cuda"):
         raise ValueError(f"`device` must be one of ['auto', 'cpu', 'cuda'], got {device!r}")
     if device == "cuda" and not torch.cuda.is_available():
@@ -138,13 +121,6 @@ def barrier() -> None:
 class ResumableBatchSampler(Sampler[list[int]]):
     """Seeded, epoch-keyed, rank-sharded training batches that can restart mid-epoch.
 
-    The order of epoch ``e`` is a permutation drawn from ``numpy.random.default_rng((seed, e))``
-    (identity when ``shuffle=False``); it is padded by wrapping around to a multiple of
-    ``world_size`` (as :class:`torch.utils.data.DistributedSampler`) and rank ``r`` takes every
-    ``world_size``-th index from ``r``. Its share is cut into batches of ``batch_size``.
-    ``set_epoch(e, start_batch=k)`` skips the first ``k`` batches, which is how an interrupted epoch
-    resumes exactly where it stopped without reading the skipped data.
-
     Args:
         num_samples: dataset size.
         batch_size: batch size per process.
@@ -155,46 +131,28 @@ class ResumableBatchSampler(Sampler[list[int]]):
         drop_last: drop the last incomplete batch.
     """
 
-    def __init__(
-        self,
-        num_samples: int,
-        batch_size: int,
-        shuffle: bool = True,
-        seed: int = 0,
-        rank: int = 0,
-        world_size: int = 1,
-        drop_last: bool = True,
-    ) -> None:
+    def __init__(self, num_samples: int, batch_size: int, shuffle: bool = True, seed: int = 0,
+                 rank: int = 0, world_size: int = 1, drop_last: bool = True) -> None:
         if num_samples < 1 or batch_size < 1:
             raise ValueError(
-                f"`num_samples` and `batch_size` must be >= 1, got {num_samples}, {batch_size}"
-            )
+                f"`num_samples` and `batch_size` must be >= 1, got {num_samples}, {batch_size}")
         if not 0 <= rank < world_size:
             raise ValueError(f"`rank` must lie in [0, world_size = {world_size}), got {rank}")
-        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
-        self.num_samples = num_samples
-        self.batch_size = batch_size
-        self.shuffle = shuffle
-        self.seed = seed
-        self.rank = rank
-        self.world_size = world_size
-        self.drop_last = drop_last
-        self.epoch = 0
-        self.start_batch = 0
+        self.num_samples, self.batch_size, self.shuffle = num_samples, batch_size, shuffle
+        self.seed, self.rank, self.world_size = seed, rank, world_size
+        self.drop_last, self.epoch, self.start_batch = drop_last, 0, 0
         per_rank = -(-num_samples // world_size)
         self.num_batches = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
         if self.num_batches == 0:
             raise ValueError(
                 f"no full batch: {per_rank} samples per process < batch_size = {batch_size} "
-                "with drop_last=True"
-            )
+                "with drop_last=True")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's order and the first batch to yield."""
         if not 0 <= start_batch <= self.num_batches:
             raise ValueError(
-                f"`start_batch` must lie in [0, {self.num_batches}], got {start_batch}"
-            )
+                f"`start_batch` must lie in [0, {self.num_batches}], got {start_batch}")
         self.epoch = int(epoch)
         self.start_batch = int(start_batch)
 
@@ -221,11 +179,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
 
 
 class ShardedEvalSampler(Sampler[int]):
-    """Every ``world_size``-th index from ``rank``, without padding or shuffling.
-
-    The shards cover each sample exactly once, so summing per-rank confusion matrices gives the
-    exact metrics of the split (``DistributedSampler`` pads by repeating samples).
-    """
+    """Every ``world_size``-th index from ``rank``, without padding or shuffling."""
 
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:

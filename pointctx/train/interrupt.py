@@ -11,11 +11,6 @@ __all__ = ["GracefulInterrupt"]
 class GracefulInterrupt:
     """Context manager that records SIGINT (Ctrl-C) and SIGTERM instead of raising at once.
 
-    The loop polls :attr:`requested` after each step, saves a checkpoint and returns. A second
-    SIGINT while a stop is pending restores the default behaviour (``KeyboardInterrupt``) so a
-    stuck run can still be killed. Outside the main thread no handler is installed (signals can
-    only be caught there) and only :meth:`request` sets the flag.
-
     Attributes:
         requested: a stop was asked for.
         signal_name: the signal that asked (``None`` when :meth:`request` did).

@@ -18,7 +18,8 @@ class TqdmHandler(logging.Handler):
         super().__init__()
         self.stream = stream if stream is not None else sys.stdout
 
-    def emit(self, record: logging.LogRecord) -> None:  # noqa: D102
+    def emit(self, record: logging.LogRecord) -> None:
+        """Write one record above the progress bars."""
         try:
             tqdm.write(self.format(record), file=self.stream)
             self.stream.flush()
@@ -34,9 +35,6 @@ def setup_logger(
     console: bool = True,
 ) -> logging.Logger:
     """A logger writing to the console and (appending) to ``log_file``; quiet on non-main ranks.
-
-    Calling it again with the same ``name`` replaces (and closes) the handlers it added before.
-    On ranks other than 0 only warnings and errors reach the console and no file is written.
 
     Args:
         name: logger name.

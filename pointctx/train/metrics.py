@@ -1,16 +1,4 @@
-"""Metrics from a confusion matrix: classification (OA, mAcc) and semantic segmentation (mIoU).
-
-(One concept in one module, over 500 lines: metrics accumulated as confusion matrices, for
-classification, segmentation and part segmentation, sharing one DDP reduction.)
-
-The confusion matrix is the one object to accumulate and reduce: summing it over batches and over
-processes (``all_reduce``) gives exactly the metrics of the whole split, however it was sharded.
-
-* :class:`ConfusionMatrix` -> :class:`ClassificationMetrics` (one label per sample);
-* :class:`SegmentationConfusion` -> :class:`SegmentationMetrics` (one label per pixel or point,
-  an ``ignore_index`` such as CamVid's void label 11 left out): per-class IoU, mean IoU, global
-  pixel accuracy and class-average accuracy, the figures the segmentation literature reports.
-"""
+"""Metrics from a confusion matrix: classification (OA, mAcc) and semantic segmentation (mIoU)."""
 
 from __future__ import annotations
 
@@ -41,8 +29,7 @@ class ClassificationMetrics(NamedTuple):
 
     Attributes:
         oa: overall accuracy, correct / total.
-        macc: mean class accuracy: mean of the per-class recalls over classes with support > 0
-            (``sklearn.metrics.balanced_accuracy_score``, PointMLP's ``acc_avg``).
+        macc: mean per-class recall over classes with support (PointMLP's ``acc_avg``).
         per_class: recall of each class (``nan`` for classes with no sample).
         support: number of samples of each class.
         total: number of samples.
@@ -77,9 +64,6 @@ class ConfusionMatrix:
     Args:
         num_classes: K >= 1.
         device: where the matrix lives (the predictions' device avoids host syncs).
-
-    Attributes:
-        metrics_class: the NamedTuple :meth:`compute` returns.
     """
 
     metrics_class = ClassificationMetrics
@@ -165,17 +149,12 @@ class ConfusionMatrix:
 class SegmentationMetrics(NamedTuple):
     """Semantic-segmentation metrics of one evaluation (fractions in [0, 1]).
 
-    Computed from the confusion matrix ``M`` (rows: true class, columns: predicted) of all
-    labelled pixels (the ignore index left out), as the CamVid / Cityscapes literature and
-    mmsegmentation do.
-
     Attributes:
-        miou: mean of ``iou`` over the classes where it is defined (``nan`` ones left out).
+        miou: mean of ``iou`` over the classes where it is defined.
         oa: global pixel accuracy, ``trace(M) / sum(M)``.
-        macc: class-average accuracy: mean of ``per_class`` over classes with support > 0.
-        iou: per-class intersection over union ``M_cc / (sum_j M_cj + sum_i M_ic - M_cc)``;
-            ``nan`` for a class that is neither present nor predicted.
-        per_class: per-class accuracy (recall) ``M_cc / sum_j M_cj`` (``nan`` without support).
+        macc: mean of ``per_class`` over classes with support > 0.
+        iou: per-class ``M_cc / (sum_j M_cj + sum_i M_ic - M_cc)`` (``nan``: absent class).
+        per_class: per-class recall ``M_cc / sum_j M_cj`` (``nan`` without support).
         support: labelled pixels of each class.
         total: labelled pixels.
 
@@ -211,11 +190,6 @@ class SegmentationMetrics(NamedTuple):
 class SegmentationConfusion(ConfusionMatrix):
     """A [K, K] confusion matrix over labelled pixels (or points), with an ignore index.
 
-    Takes dense predictions (``[B, K, H, W]`` logits or ``[B, H, W]`` labels with ``[B, H, W]``
-    targets, any number of trailing spatial dims) or per-point ones (``[N, K]`` / ``[N]`` with
-    ``[N]``); pixels whose target equals ``ignore_index`` are not counted. Sum it over batches
-    and processes (:meth:`all_reduce`) and :meth:`compute` gives the metrics of the whole split.
-
     Args:
         num_classes: K >= 1 (the ignore index is not one of them, e.g. 11 for CamVid).
         device: where the matrix lives.
@@ -238,8 +212,7 @@ class SegmentationConfusion(ConfusionMatrix):
         """Add a batch of predictions and targets (ignored targets are skipped).
 
         Shapes:
-            pred: [B, K, *S] logits or [B, *S] labels (``*S``: spatial dims, possibly none);
-            target: [B, *S] int.
+            pred: [B, K, *S] logits or [B, *S] labels; target: [B, *S] int.
         """
         if pred.dim() == target.dim() + 1:
             if pred.shape[1] != self.num_classes:
@@ -294,11 +267,7 @@ def format_class_table(
     class_names: Sequence[str],
     title: str = "",
 ) -> str:
-    """A plain-text table of per-class accuracy (in %) and support, with OA and mAcc below.
-
-    :class:`SegmentationMetrics` add an IoU column and the mIoU line (OA is then the global
-    pixel accuracy, ``n`` counts pixels).
-    """
+    """A plain-text table of per-class accuracy (in %) and support, with OA and mAcc below."""
     names = list(class_names)
     seg = isinstance(metrics, SegmentationMetrics)
     width = max([len("class")] + [len(n) for n in names])
@@ -324,11 +293,6 @@ def format_class_table(
 def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.0) -> Tensor:
     """Cross-entropy with label smoothing in PointMLP's form (mean over the batch).
 
-    The target distribution puts ``1 - smoothing`` on the true class and ``smoothing / (K - 1)``
-    on each other class. (``torch.nn.functional.cross_entropy(label_smoothing=e)`` spreads ``e``
-    over all K classes, true one included; the two agree for ``e = smoothing * K / (K - 1)``, which
-    is what is computed here.)
-
     Args:
         logits: unnormalised scores (computed in float32).
         target: true class ids.
@@ -352,8 +316,7 @@ class PartMetrics(NamedTuple):
 
     Attributes:
         instance_miou: mean over shapes of each shape's mean part IoU ("Inst. mIoU").
-        class_miou: mean over the categories that have shapes of their mean shape IoU
-            ("Cls. mIoU").
+        class_miou: mean over categories of their mean shape IoU ("Cls. mIoU").
         per_category: mean shape IoU of each category (``nan`` without shapes).
         shapes: number of shapes of each category.
         accuracy: point accuracy over all shapes.
@@ -383,19 +346,6 @@ class PartMetrics(NamedTuple):
 
 class PartIoU:
     """Accumulates per-shape part IoUs: instance mIoU and class mIoU (ShapeNetPart protocol).
-
-    For a shape of category ``c`` with parts ``P_c``, the IoU of part ``p`` is
-    ``|pred = p and truth = p| / |pred = p or truth = p|``, and **1 when the part is absent from
-    both** prediction and truth; the shape's IoU is the mean over ``P_c`` (``mode="category"``,
-    the PointNet / PointNet++ / PointMLP evaluation protocol). ``mode="present"`` instead
-    averages over the parts present in the shape's truth, among all parts (the
-    ``compute_overall_iou`` of PointMLP's part-segmentation training logs). Instance mIoU is the
-    mean over all shapes, class mIoU the mean over categories (with at least one shape) of their
-    shapes' mean; PointMLP divides by 16 always, which is the same once every category has shapes.
-
-    Predictions given as logits ``[N, P]`` are restricted to the shape's category parts before the
-    argmax when ``restrict=True`` (default, the standard protocol); label predictions are used as
-    given.
 
     Args:
         category_parts: global part ids of each category (default: ShapeNetPart's 16 x 50).
@@ -553,10 +503,8 @@ class PartSegMetrics(NamedTuple):
     """Part-segmentation metrics of one evaluation: :class:`PartMetrics` + point-level ones.
 
     Attributes:
-        instance_miou, class_miou, per_category, shapes: as :class:`PartMetrics` (category-
-            restricted predictions, absent parts = 1).
-        miou, oa, macc, iou, per_class, support, total: as :class:`SegmentationMetrics`, over
-            all points and parts with the unrestricted arg-max (``oa`` is PointMLP's "acc").
+        instance_miou, class_miou, per_category, shapes: as :class:`PartMetrics`.
+        miou, oa, macc, iou, per_class, support, total: as :class:`SegmentationMetrics`.
 
     Shapes:
         per_category, shapes: [C] lists; iou, per_class, support: [P] lists.
@@ -592,11 +540,6 @@ class PartSegMetrics(NamedTuple):
 
 class PartSegConfusion(SegmentationConfusion):
     """Trainer accumulator for part segmentation: a point confusion matrix plus :class:`PartIoU`.
-
-    Pass it as ``Trainer(confusion=PartSegConfusion, best_metric="instance_miou")``; the
-    training ``forward`` returns per-point logits ``[N, P]`` and a target ``[N, 3]`` of
-    ``(part id, category id of the point's shape, shape index in the batch)`` (shape indices
-    sorted, ``0..B-1``); the loss then reads ``target[:, 0]``.
 
     Args:
         num_classes: parts P (50).

@@ -1,25 +1,4 @@
-"""A small trainer (classification, segmentation): epochs, evaluation, checkpoints, resume, DDP.
-
-(One concept in one module, over 500 lines: the ``Trainer`` loop, whose resume, evaluation,
-checkpoint and DDP steps depend on each other's state.)
-
-:class:`Trainer` runs ``epochs`` of training with per-epoch evaluation. After every epoch it writes,
-each atomically, into ``output_dir``:
-
-* ``last.pt``: everything needed to continue (model, optimizer, scheduler, AMP scaler, epoch and
-  step, per-rank RNG states, partial-epoch counters, history, best result);
-* ``best.pt``: the weights of the epoch with the best evaluation OA (``best_metric``) so far;
-* ``results.json``: config, versions, per-epoch history, last and best metrics with per-class
-  accuracy, timings and throughput (``status`` is ``running``, ``interrupted`` or ``finished``).
-
-Ctrl-C (SIGINT) or SIGTERM stops after the current step: a checkpoint of that exact point (mid
-epoch included) is written and :meth:`Trainer.fit` returns. :meth:`Trainer.load` restores it, and a
-resumed run then produces the same weights as an uninterrupted one, provided the data pipeline is
-deterministic per (seed, epoch, item) -- the datasets in :mod:`pointctx.datasets` are -- the train
-loader uses a :class:`~pointctx.train.distributed.ResumableBatchSampler`, and both loaders are made
-with :func:`make_loader` (which gives them their own ``torch.Generator`` so creating an iterator
-does not consume the global RNG).
-"""
+"""A small trainer (classification, segmentation): epochs, evaluation, checkpoints, resume, DDP."""
 
 from __future__ import annotations
 
@@ -126,9 +105,6 @@ def make_loader(
     collate_fn: Callable | None = None,
 ) -> DataLoader:
     """A DataLoader for :class:`Trainer`, with its own generator.
-
-    Training loaders get a shuffled, resumable, sharded batch sampler; evaluation loaders an exact
-    shard per process.
 
     Args:
         dataset: map-style dataset.
@@ -532,11 +508,7 @@ class Trainer:
 
     # ------------------------------------------------------------------ main loop
     def fit(self) -> dict:
-        """Train from the current state to ``epochs``; returns the results dict (also on disk).
-
-        Stops early, with a checkpoint, on SIGINT/SIGTERM or the ``stop_after_*`` limits; then
-        ``results["status"] == "interrupted"``.
-        """
+        """Train from the current state to ``epochs``; returns the results dict (also on disk)."""
         self.output_dir.mkdir(parents=True, exist_ok=True)
         if self.dist.is_main:
             for p in remove_stale_temp_files(self.output_dir):

@@ -1,17 +1,4 @@
-"""Transforms: image -> pixel-set masks, and point-cloud augmentations.
-
-* :mod:`pointctx.transforms.pixels`: mask transforms that pick which pixels of an image become
-  points (:class:`RandomKeep`, :class:`BlockMask`, :class:`DiscMask`, :class:`PolygonMask`,
-  :class:`ValidDepth`, :class:`IntersectMasks`), :class:`PixelSet` (a full masked sample) and
-  :func:`pixel_collate`; seeded per ``(seed, epoch, index)``.
-* :mod:`pointctx.transforms.points`: augmentations of one point cloud ``[n, C]``
-  (:class:`RandomScaleShift`, :class:`ShufflePoints`, :class:`RandomJitter`,
-  :class:`RandomRotation`, :class:`NormalizeUnitSphere`, :class:`Compose`), called by the
-  point-cloud datasets with the item's generator (also importable from
-  :mod:`pointctx.datasets`, their former home).
-
-The segmentation transforms (image + label maps) are in :mod:`pointctx.datasets.segmentation`.
-"""
+"""Transforms: image -> pixel-set masks, and point-cloud augmentations."""
 
 from .pixels import (
     BlockMask,
@@ -38,28 +25,8 @@ from .points import (
     reference_train_transform,
 )
 
-# the re-exported names, listed statically (linters and `import *` need the literal list)
-__all__ = [
-    "ImageTransform",
-    "MaskTransform",
-    "RandomKeep",
-    "BlockMask",
-    "DiscMask",
-    "PolygonMask",
-    "ValidDepth",
-    "IntersectMasks",
-    "polygon_mask",
-    "PixelSet",
-    "pixel_collate",
-    "image_size_of",
-]
-__all__ += [
-    "PointCloudTransform",
-    "Compose",
-    "RandomScaleShift",
-    "ShufflePoints",
-    "RandomJitter",
-    "RandomRotation",
-    "NormalizeUnitSphere",
-    "reference_train_transform",
-]
+__all__ = ["ImageTransform", "MaskTransform", "RandomKeep", "BlockMask", "DiscMask", "PolygonMask",
+           "ValidDepth", "IntersectMasks", "polygon_mask", "PixelSet", "pixel_collate",
+           "image_size_of"]
+__all__ += ["PointCloudTransform", "Compose", "RandomScaleShift", "ShufflePoints", "RandomJitter",
+            "RandomRotation", "NormalizeUnitSphere", "reference_train_transform"]

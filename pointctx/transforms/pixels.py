@@ -1,40 +1,4 @@
-"""Image -> pixel-set transforms: masks that pick which pixels of an image become points.
-
-(One concept in one module, over 500 lines: the mask transforms share the seeding scheme and
-the pixel-centre geometry below, and :class:`PixelSet` / :func:`pixel_collate` consume them.)
-
-"Image as set of points" treats every pixel as a point ``(position, colour)``; a set model can
-equally take any *subset* of the pixels. The transforms here build such subsets:
-
-* mask transforms map an image ``[C, H, W]`` to a keep-mask ``[H, W]`` (bool, ``True`` = the
-  pixel becomes a point): :class:`RandomKeep` (random discrete pixels), :class:`BlockMask`
-  (random rectangles covering a given fraction), :class:`DiscMask` and :class:`PolygonMask`
-  (irregular shapes), :class:`ValidDepth` (RGB-D: only pixels with a valid depth) and
-  :class:`IntersectMasks` (all of several masks);
-* :class:`PixelSet` wraps a mask transform and returns a full sample dict with the point set
-  (``pos [n, 2]``, ``x [n, C]``, ``pixel [n]``) **and** the zero-filled image plus its mask, so a
-  set model (Context Clusters) and a CNN baseline consume the very same masked sample;
-* :func:`pixel_collate` batches such samples (a ``collate_fn``): a
-  :class:`~pointctx.PointBatch` carrying ``pixel`` / ``image_size`` (so
-  :meth:`~pointctx.PointBatch.to_images` works), plus stacked ``image``, ``mask`` and targets.
-
-Positions follow :meth:`pointctx.PointBatch.from_images`: pixel (row ``i``, col ``j``) of an
-``H x W`` image sits at ``(j / (W - 1) - 0.5, i / (H - 1) - 0.5)``, points come in row-major
-order, and ``pixel = i * W + j``. So ``PointBatch.from_images(image[None], mask[None])`` gives the
-same points as :class:`PixelSet`.
-
-Randomness (all transforms take ``seed`` or ``generator``):
-
-* ``seed=s`` and a call with ``index=k``: the draw depends only on ``(s, epoch, k)``, so a
-  sample gets the same mask in every worker and every run (see :meth:`ImageTransform.set_epoch`
-  to vary it per epoch). The image datasets of :mod:`pointctx.datasets.images` pass the item's
-  stored row as ``index``.
-* ``seed=s`` without ``index``: a private generator seeded once with ``s`` (a reproducible
-  sequence of draws).
-* ``generator=g``: draws from ``g`` (a ``torch.Generator``; DataLoader workers each get a copy,
-  so they repeat the same draws: prefer ``seed`` there).
-* neither: torch's global RNG (which DataLoader seeds per worker).
-"""
+"""Image -> pixel-set transforms: masks that pick which pixels of an image become points."""
 
 from __future__ import annotations
 
@@ -49,20 +13,9 @@ from .._checks import check_callable, check_int, check_number, check_range, is_i
 from ..batch import PointBatch
 from ..data import collate
 
-__all__ = [
-    "ImageTransform",
-    "MaskTransform",
-    "RandomKeep",
-    "BlockMask",
-    "DiscMask",
-    "PolygonMask",
-    "ValidDepth",
-    "IntersectMasks",
-    "polygon_mask",
-    "PixelSet",
-    "pixel_collate",
-    "image_size_of",
-]
+__all__ = ["ImageTransform", "MaskTransform", "RandomKeep", "BlockMask", "DiscMask", "PolygonMask",
+           "ValidDepth", "IntersectMasks", "polygon_mask", "PixelSet", "pixel_collate",
+           "image_size_of"]
 
 _KEEP = ("inside", "outside")
 
@@ -73,8 +26,7 @@ def image_size_of(image) -> tuple[int, int]:
         raise TypeError(f"`image` must be a torch.Tensor [C, H, W], got {type(image).__name__}")
     if image.dim() != 3:
         raise ValueError(
-            f"`image` must have shape [C, H, W] (3 dims), got shape {list(image.shape)}"
-        )
+            f"`image` must have shape [C, H, W] (3 dims), got shape {list(image.shape)}")
     h, w = int(image.shape[1]), int(image.shape[2])
     if h < 1 or w < 1:
         raise ValueError(f"`image` must have H, W >= 1, got shape {list(image.shape)}")
@@ -103,19 +55,14 @@ class ImageTransform:
             check_int(seed, "seed", 0, type_error=ValueError)
         if generator is not None and not isinstance(generator, torch.Generator):
             raise TypeError(
-                f"`generator` must be a torch.Generator or None, got {type(generator).__name__}"
-            )
+                f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
         self.seed = None if seed is None else int(seed)
         self.generator = generator
         self.epoch = 0
         self._stream: torch.Generator | None = None
 
     def set_epoch(self, epoch: int) -> None:
-        """Mix ``epoch`` into seeded draws (``(seed, epoch, index)``), for fresh masks per epoch.
-
-        Call it on the transform before iterating a DataLoader for that epoch (workers copy the
-        transform when the iterator starts, unless ``persistent_workers=True``).
-        """
+        """Mix ``epoch`` into seeded draws (``(seed, epoch, index)``), for fresh masks per epoch."""
         self.epoch = check_int(epoch, "epoch", 0, type_error=ValueError)
 
     def _generator(self, index) -> torch.Generator | None:
@@ -142,9 +89,6 @@ class ImageTransform:
 class MaskTransform(ImageTransform):
     """Base of the mask transforms: ``mask = t(image, index=None)``, ``True`` = pixel kept.
 
-    Subclasses implement ``_mask(image, h, w, gen) -> [H, W] bool`` (on the CPU); the result is
-    moved to the image's device.
-
     Shapes:
         image: [C, H, W]; return: [H, W] bool.
     """
@@ -156,7 +100,7 @@ class MaskTransform(ImageTransform):
         mask = self._mask(image, h, w, gen)
         return mask.to(image.device)
 
-    def _mask(self, image: Tensor, h: int, w: int, gen) -> Tensor:  # pragma: no cover
+    def _mask(self, image: Tensor, h: int, w: int, gen) -> Tensor:
         raise NotImplementedError
 
 
@@ -213,32 +157,18 @@ class RandomKeep(MaskTransform):
 class BlockMask(MaskTransform):
     """Random rectangles covering exactly a given fraction of the pixels (BEiT-style blocks).
 
-    Rectangles with a random area (``block_area`` times ``H * W``, capped at what is still to
-    cover) and aspect ratio (``h / w`` log-uniform in ``aspect``) are placed uniformly until
-    ``round(fraction * H * W)`` pixels are covered; the last rectangle is trimmed in row-major
-    order so the count is exact (it may then end in a partial row). Overlaps are allowed.
-
     Args:
         fraction: share of pixels covered by the blocks, in [0, 1).
         block_area: a block's area as a share of the image, a number or ``(min, max)``.
         aspect: range of block height/width ratios ``(min, max)``.
-        keep: ``"outside"`` (default: blocks are hidden, ``fraction`` of the pixels is dropped)
-            or ``"inside"`` (only the blocks are kept).
-        max_blocks: cap on placed rectangles; if reached, the remaining count is filled with
-            random uncovered pixels (it is not reached with the defaults in practice).
+        keep: ``"outside"`` (default: the blocks are dropped) or ``"inside"``.
+        max_blocks: cap on rectangles (the rest is filled with random pixels).
         seed, generator: see :class:`ImageTransform`.
     """
 
-    def __init__(
-        self,
-        fraction: float = 0.5,
-        block_area: float | tuple[float, float] = (0.02, 0.2),
-        aspect: tuple[float, float] = (0.3, 1 / 0.3),
-        keep: str = "outside",
-        max_blocks: int = 1000,
-        seed=None,
-        generator=None,
-    ) -> None:
+    def __init__(self, fraction: float = 0.5, block_area: float | tuple[float, float] = (0.02, 0.2),
+                 aspect: tuple[float, float] = (0.3, 1 / 0.3), keep: str = "outside",
+                 max_blocks: int = 1000, seed=None, generator=None) -> None:
         super().__init__(seed, generator)
         self.fraction = check_number(fraction, "fraction", 0.0, 1.0, max_open=True,
                                      must="lie {bounds}")
@@ -299,8 +229,6 @@ class DiscMask(MaskTransform):
             ``(row, col)`` in pixel units.
         keep: ``"inside"`` (default: the disc is kept) or ``"outside"`` (the disc is hidden).
         seed, generator: see :class:`ImageTransform`.
-
-    The mask may be empty for a radius under about one pixel.
     """
 
     def __init__(self, radius=(0.4, 0.8), center="random", keep: str = "inside", seed=None,
@@ -365,12 +293,6 @@ def polygon_mask(vertices: Tensor, h: int, w: int) -> Tensor:
 class PolygonMask(MaskTransform):
     """A random simple polygon of pixels (a star-shaped polygon around a random centre).
 
-    ``V`` vertices (``num_vertices``, a number or a range) are placed at increasing angles around
-    the centre, with angular gaps ``2 pi w_k / sum(w)``, ``w_k`` uniform in
-    ``[1 - irregularity / 2, 1 + irregularity / 2]``, and distances drawn uniformly from
-    ``radius`` (share of half the shorter side). Pixels with their centre inside are selected
-    (even-odd rule).
-
     Args:
         num_vertices: vertex count, an int >= 3 or a ``(min, max)`` range (inclusive).
         radius: vertex distance range as a share of half the shorter side.
@@ -378,20 +300,10 @@ class PolygonMask(MaskTransform):
         center: ``"random"`` or a fixed ``(row, col)``.
         keep: ``"inside"`` (default) or ``"outside"``.
         seed, generator: see :class:`ImageTransform`.
-
-    The mask may be empty for very small radii.
     """
 
-    def __init__(
-        self,
-        num_vertices=(3, 10),
-        radius=(0.3, 0.9),
-        irregularity: float = 0.8,
-        center="random",
-        keep: str = "inside",
-        seed=None,
-        generator=None,
-    ) -> None:
+    def __init__(self, num_vertices=(3, 10), radius=(0.3, 0.9), irregularity: float = 0.8,
+                 center="random", keep: str = "inside", seed=None, generator=None) -> None:
         super().__init__(seed, generator)
         if is_int(num_vertices):
             nv = (int(num_vertices), int(num_vertices))
@@ -435,10 +347,6 @@ class PolygonMask(MaskTransform):
 class ValidDepth(MaskTransform):
     """Keep only pixels with a valid depth (RGB-D images stacked as ``[C, H, W]``).
 
-    Valid means finite, ``z > 0`` and ``z <= depth_trunc`` (if given), with
-    ``z = image[depth_channel] / depth_scale`` (see :func:`pointctx.rgbd.valid_depth_mask`).
-    Deterministic: ``seed`` / ``generator`` are accepted for a uniform interface only.
-
     Args:
         depth_channel: channel holding the depth (default the last, e.g. RGB-D ``[4, H, W]``).
         depth_scale: depth units per metre of that channel (1: metres).
@@ -464,8 +372,7 @@ class ValidDepth(MaskTransform):
         if not -c <= self.depth_channel < c:
             raise ValueError(
                 f"`depth_channel` = {self.depth_channel} is out of range for an image with "
-                f"{c} channels"
-            )
+                f"{c} channels")
         z = image[self.depth_channel].to(torch.float64) / self.depth_scale
         valid = torch.isfinite(z) & (z > 0)
         if self.depth_trunc is not None:
@@ -478,8 +385,6 @@ class ValidDepth(MaskTransform):
 
 class IntersectMasks(MaskTransform):
     """Keep the pixels every given mask transform keeps (e.g. valid depth and random keep).
-
-    Each part draws with its own seed/generator; the ``index`` is passed to all.
 
     Args:
         *parts: mask transforms (or any callables ``f(image, index=None) -> [H, W] bool``).
@@ -509,8 +414,7 @@ class IntersectMasks(MaskTransform):
             if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (h, w):
                 raise ValueError(
                     f"`parts[{i}]` must return a bool [H, W] = {[h, w]} mask, got "
-                    f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}"
-                )
+                    f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}")
             out &= m.to(image.device)
         return out
 
@@ -520,15 +424,6 @@ class IntersectMasks(MaskTransform):
 
 class PixelSet(ImageTransform):
     """Turn an image into a masked pixel-set sample usable by set models *and* CNNs.
-
-    ``sample = PixelSet(mask)(image, index=None)`` is a dict with
-
-    * ``"pos"`` [n, 2]: positions of the kept pixels (``PointBatch.from_images`` convention),
-    * ``"x"`` [n, C]: their channel values,
-    * ``"pixel"`` [n] int64: flat pixel index ``row * W + col``,
-    * ``"mask"`` [H, W] bool: the keep-mask,
-    * ``"image"`` [C, H, W]: the image with dropped pixels set to ``fill`` (unless
-      ``image=False``), for a CNN baseline fed ``image`` (and optionally ``mask``).
 
     Args:
         mask: a mask transform (or a callable ``f(image, index=None) -> [H, W] bool``);
@@ -559,8 +454,7 @@ class PixelSet(ImageTransform):
         h, w = image_size_of(image)
         if not image.is_floating_point():
             raise ValueError(
-                f"`image` must be floating point (e.g. image.float() / 255), got {image.dtype}"
-            )
+                f"`image` must be floating point (e.g. image.float() / 255), got {image.dtype}")
         if self.mask is None:
             mask = torch.ones(h, w, dtype=torch.bool, device=image.device)
         else:
@@ -571,17 +465,13 @@ class PixelSet(ImageTransform):
                 raise ValueError(
                     f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
                     f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}"
-                )
+                    f"{list(getattr(mask, 'shape', []))}")
             mask = mask.to(image.device)
         pixel = mask.reshape(-1).nonzero().squeeze(1)
         grid = PointBatch.image_grid(h, w, device=image.device, dtype=image.dtype)
-        out = {
-            "pos": grid[pixel],
-            "x": image.reshape(image.shape[0], h * w)[:, pixel].T.contiguous(),
-            "pixel": pixel,
-            "mask": mask,
-        }
+        out = {"pos": grid[pixel],
+               "x": image.reshape(image.shape[0], h * w)[:, pixel].T.contiguous(), "pixel": pixel,
+               "mask": mask}
         if self.image:
             out["image"] = torch.where(mask, image, image.new_tensor(self.fill))
         return out
@@ -592,11 +482,6 @@ class PixelSet(ImageTransform):
 
 def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
     """Batch :class:`PixelSet` sample dicts (a DataLoader ``collate_fn``).
-
-    Runs :func:`pointctx.collate` with ``"pixel"`` as a per-point key and returns its dict with
-    ``"points"`` a :class:`~pointctx.PointBatch` that carries ``pixel`` and ``image_size`` (so
-    ``points.to_images()`` / ``points.mask()`` work); ``"image"`` [B, C, H, W], ``"mask"``
-    [B, H, W] and other keys (``"y"``, ...) are stacked. All images must share ``H x W``.
 
     Args:
         samples: list of sample dicts with ``"pos"``, ``"x"``, ``"pixel"`` and ``"mask"``.
@@ -611,16 +496,13 @@ def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
         if not isinstance(s, dict) or "pixel" not in s or "mask" not in s:
             raise ValueError(
                 f"`samples[{i}]` must be a PixelSet sample dict with 'pixel' and 'mask', got "
-                f"{sorted(s) if isinstance(s, dict) else type(s).__name__}"
-            )
+                f"{sorted(s) if isinstance(s, dict) else type(s).__name__}")
     sizes = {tuple(s["mask"].shape) for s in samples}
     if len(sizes) != 1:
         raise ValueError(f"all samples must share the image size H x W, got {sorted(sizes)}")
     (h, w), = sizes
     out = collate(samples, point_keys=("pixel", *point_keys))
     pts = out["points"]
-    out["points"] = PointBatch(
-        pts.pos, pts.x, batch=pts.batch, ptr=pts.ptr, validate=False,
-        pixel=out.pop("pixel"), image_size=(h, w),
-    )
+    out["points"] = PointBatch(pts.pos, pts.x, batch=pts.batch, ptr=pts.ptr, validate=False,
+                               pixel=out.pop("pixel"), image_size=(h, w))
     return out

@@ -1,9 +1,4 @@
-"""Point-cloud augmentations: numpy transforms of one cloud ``[n, C]`` drawing from a generator.
-
-Datasets (:class:`~pointctx.datasets.PointCloudDataset`) call ``t(points, rng)`` with the item's
-generator, seeded by ``(seed, epoch, item)``, so an augmentation is reproducible whatever the
-number of workers. :func:`reference_train_transform` is PointMLP's training augmentation.
-"""
+"""Point-cloud augmentations: numpy transforms of one cloud ``[n, C]`` drawing from a generator."""
 
 from __future__ import annotations
 
@@ -15,25 +10,12 @@ from torch import Tensor
 
 from .._checks import check_callable, check_range
 
-__all__ = [
-    "PointCloudTransform",
-    "Compose",
-    "RandomScaleShift",
-    "ShufflePoints",
-    "RandomJitter",
-    "RandomRotation",
-    "NormalizeUnitSphere",
-    "reference_train_transform",
-]
+__all__ = ["PointCloudTransform", "Compose", "RandomScaleShift", "ShufflePoints", "RandomJitter",
+           "RandomRotation", "NormalizeUnitSphere", "reference_train_transform"]
 
 
 class PointCloudTransform:
     """Base class of the transforms here: ``t(points, rng)`` returns a new float32 array.
-
-    Transforms act on one cloud ``points [n, C]`` (numpy). The xyz coordinates are columns 0:3;
-    columns 3:6, when present, are unit normals (rotated with the points, left alone by scaling and
-    shifting); further columns are passed through. Datasets call ``t(points, rng)`` with their
-    per-item generator; called without ``rng`` a transform draws from a fresh, unseeded generator.
 
     Shapes:
         points: [n, C] with C >= 3; returns [n, C].
@@ -59,10 +41,8 @@ def _check_cloud(points, who: str) -> np.ndarray:
     if not isinstance(points, np.ndarray):
         raise TypeError(f"{who}: `points` must be a numpy array or tensor, got {type(points)}")
     if points.ndim != 2 or points.shape[1] < 3:
-        raise ValueError(
-            f"{who}: `points` must have shape [n, C] with C >= 3 (xyz first), got "
-            f"{tuple(points.shape)}"
-        )
+        raise ValueError(f"{who}: `points` must have shape [n, C] with C >= 3 (xyz first), got "
+                         f"{tuple(points.shape)}")
     return np.array(points, dtype=np.float32, copy=True)
 
 
@@ -78,7 +58,8 @@ class Compose(PointCloudTransform):
         for i, t in enumerate(self.transforms):
             check_callable(t, f"transforms[{i}]")
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         for t in self.transforms:
             points = t(points, rng) if isinstance(t, PointCloudTransform) else t(points)
         return points
@@ -87,27 +68,20 @@ class Compose(PointCloudTransform):
 class RandomScaleShift(PointCloudTransform):
     """Scale xyz by a random factor per axis, then shift by a random offset per axis.
 
-    ``p' = p * s + t`` with ``s ~ U(scale)`` and ``t ~ U(shift)`` drawn once per cloud (one value
-    per axis when ``anisotropic``, else one for all axes). The defaults are PointMLP's training
-    augmentation for ScanObjectNN and ModelNet40: ``s ~ U(2/3, 3/2)``, ``t ~ U(-0.2, 0.2)``.
-
     Args:
         scale: ``(low, high)`` of the scale factor, ``0 < low <= high``.
         shift: ``(low, high)`` of the offset.
         anisotropic: draw each axis independently.
     """
 
-    def __init__(
-        self,
-        scale: tuple[float, float] = (2.0 / 3.0, 3.0 / 2.0),
-        shift: tuple[float, float] = (-0.2, 0.2),
-        anisotropic: bool = True,
-    ) -> None:
+    def __init__(self, scale: tuple[float, float] = (2.0 / 3.0, 3.0 / 2.0),
+                 shift: tuple[float, float] = (-0.2, 0.2), anisotropic: bool = True) -> None:
         self.scale = check_range(scale, "scale", lo=0.0)
         self.shift = check_range(shift, "shift")
         self.anisotropic = bool(anisotropic)
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         size = 3 if self.anisotropic else 1
         s = rng.uniform(self.scale[0], self.scale[1], size=size)
         t = rng.uniform(self.shift[0], self.shift[1], size=size)
@@ -118,7 +92,8 @@ class RandomScaleShift(PointCloudTransform):
 class ShufflePoints(PointCloudTransform):
     """Randomly permute the points (rows) of a cloud."""
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         return points[rng.permutation(points.shape[0])]
 
 
@@ -138,7 +113,8 @@ class RandomJitter(PointCloudTransform):
         self.sigma = float(sigma)
         self.clip = float(clip)
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         noise = self.sigma * rng.standard_normal((points.shape[0], 3))
         noise = np.clip(noise, -self.clip, self.clip)
         points[:, :3] += noise.astype(np.float32)
@@ -161,7 +137,8 @@ class RandomRotation(PointCloudTransform):
         self.axis = axis
         self.max_angle = float(max_angle)
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         a = rng.uniform(-self.max_angle, self.max_angle)
         c, s = math.cos(a), math.sin(a)
         i, j = {"x": (1, 2), "y": (2, 0), "z": (0, 1)}[self.axis]
@@ -176,7 +153,8 @@ class RandomRotation(PointCloudTransform):
 class NormalizeUnitSphere(PointCloudTransform):
     """Centre xyz on its mean and scale it so the farthest point lies at distance 1."""
 
-    def apply(self, points, rng):  # noqa: D102
+    def apply(self, points, rng):
+        """Transform one cloud (see :class:`PointCloudTransform`)."""
         xyz = points[:, :3] - points[:, :3].mean(0, keepdims=True)
         radius = float(np.sqrt((xyz**2).sum(1)).max()) if len(xyz) else 0.0
         points[:, :3] = xyz / radius if radius > 0 else xyz

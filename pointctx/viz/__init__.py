@@ -1,9 +1,4 @@
-"""Visualisation: clustering maps of Context Cluster models for pixel sets and point clouds.
-
-:func:`trace_clusters` records, for every Context Cluster call of a model, the cluster each
-input pixel / point ends up in (following the reducers); the drawing functions write PNG grids
-(images), PNG scatter plots and coloured PLY files (point clouds).
-"""
+"""Visualisation: clustering maps of Context Cluster models for pixel sets and point clouds."""
 
 from .draw import (
     INPUT_MISSING_COLOR,
@@ -20,21 +15,7 @@ from .draw import (
 )
 from .trace import ClusterLayer, ClusterTrace, local_labels, trace_clusters
 
-# the re-exported names, listed statically (linters and `import *` need the literal list)
-__all__ = [
-    "ClusterLayer",
-    "ClusterTrace",
-    "trace_clusters",
-    "local_labels",
-    "MISSING_COLOR",
-    "INPUT_MISSING_COLOR",
-    "label_colors",
-    "colorize_labels",
-    "point_labels",
-    "label_images",
-    "input_images",
-    "save_cluster_grid",
-    "save_cluster_scatter",
-    "save_cluster_ply",
-    "save_figure",
-]
+__all__ = ["ClusterLayer", "ClusterTrace", "trace_clusters", "local_labels", "MISSING_COLOR",
+           "INPUT_MISSING_COLOR", "label_colors", "colorize_labels", "point_labels", "label_images",
+           "input_images", "save_cluster_grid", "save_cluster_scatter", "save_cluster_ply",
+           "save_figure"]

@@ -1,17 +1,4 @@
-"""Clustering maps: colour every input pixel / point by the cluster it ends up in.
-
-(One concept in one module, over 500 lines: drawing cluster maps, images, point clouds and
-PLY files from one trace.)
-
-Colours come from :func:`label_colors`: distinct colours for the labels ``0 .. n-1`` (successive
-labels far apart in hue), never equal to :data:`MISSING_COLOR` (black, used for pixels that hold
-no point) or :data:`INPUT_MISSING_COLOR` (used in input panels for dropped pixels). Labels are
-renumbered per set (:func:`~pointctx.viz.trace.local_labels`), so inside one image or cloud two
-pixels / points have the same colour **iff** they are in the same cluster.
-
-Figures are drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend
-change) and written atomically (temporary file + rename), like the PLY files.
-"""
+"""Clustering maps: colour every input pixel / point by the cluster it ends up in."""
 
 from __future__ import annotations
 
@@ -28,19 +15,9 @@ from .._checks import check_int, is_int
 from .._files import atomic_output
 from .trace import ClusterLayer, ClusterTrace, local_labels
 
-__all__ = [
-    "MISSING_COLOR",
-    "INPUT_MISSING_COLOR",
-    "label_colors",
-    "colorize_labels",
-    "point_labels",
-    "label_images",
-    "input_images",
-    "save_cluster_grid",
-    "save_cluster_scatter",
-    "save_cluster_ply",
-    "save_figure",
-]
+__all__ = ["MISSING_COLOR", "INPUT_MISSING_COLOR", "label_colors", "colorize_labels",
+           "point_labels", "label_images", "input_images", "save_cluster_grid",
+           "save_cluster_scatter", "save_cluster_ply", "save_figure"]
 
 #: Colour of pixels that hold no point in cluster maps.
 MISSING_COLOR = (0, 0, 0)
@@ -63,11 +40,6 @@ def _hsv_to_rgb(h: np.ndarray, s: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 def label_colors(n: int) -> np.ndarray:
     """``n`` distinct RGB colours for labels ``0 .. n-1``.
-
-    Hue steps by the golden ratio (successive labels differ strongly), saturation and value
-    cycle through bright levels; every colour differs from all others and from
-    :data:`MISSING_COLOR` and :data:`INPUT_MISSING_COLOR` (collisions after rounding are moved to
-    the nearest free colour).
 
     Shapes:
         return: [n, 3] uint8.
@@ -135,10 +107,6 @@ def point_labels(trace: ClusterTrace, layer=-1, head: int = 0) -> Tensor:
             a module name.
         head: the head.
 
-    Returns:
-        int64 labels ``0 .. k_b - 1`` within each set (same label iff same cluster), -1 for
-        points without a cluster.
-
     Shapes:
         return: [N].
     """
@@ -151,8 +119,7 @@ def _require_pixels(trace: ClusterTrace) -> tuple[int, int]:
     if trace.pixel is None or trace.image_size is None:
         raise ValueError(
             "this trace has no pixel grid (its inputs were not an image tensor or a PointBatch "
-            "with pixel / image_size); draw it with save_cluster_scatter or save_cluster_ply"
-        )
+            "with pixel / image_size); draw it with save_cluster_scatter or save_cluster_ply")
     return trace.image_size
 
 
@@ -172,9 +139,7 @@ def label_images(trace: ClusterTrace, layer=-1, head: int = 0) -> Tensor:
 def _as_rgb(images: Tensor) -> np.ndarray:
     img = images.detach().float().cpu()
     if img.dim() != 4 or img.shape[1] not in (1, 3):
-        raise ValueError(
-            f"`images` must have shape [B, 1 or 3, H, W], got {tuple(images.shape)}"
-        )
+        raise ValueError(f"`images` must have shape [B, 1 or 3, H, W], got {tuple(images.shape)}")
     if img.shape[1] == 1:
         img = img.expand(-1, 3, -1, -1)
     lo = img.amin(dim=(1, 2, 3), keepdim=True)
@@ -201,8 +166,7 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
     if rgb.shape[0] != trace.batch_size or rgb.shape[1:3] != (h, w):
         raise ValueError(
             f"`images` must have shape [B, C, H, W] with B = {trace.batch_size}, H x W = "
-            f"{h} x {w} (the trace's), got {tuple(images.shape)}"
-        )
+            f"{h} x {w} (the trace's), got {tuple(images.shape)}")
     kept = np.zeros((trace.batch_size, h * w), dtype=bool)
     kept[trace.batch.cpu().numpy(), trace.pixel.cpu().numpy()] = True
     rgb = rgb.reshape(trace.batch_size, h * w, 3).copy()
@@ -214,7 +178,7 @@ def _import_mpl():
     try:
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
-    except ImportError as err:  # pragma: no cover - depends on the install
+    except ImportError as err:
         raise ImportError(
             "drawing clustering maps needs matplotlib: pip install matplotlib "
             "(or pointctx[images])"
@@ -283,47 +247,26 @@ def _layer_title(layer: ClusterLayer, head: int) -> str:
     return f"stage {layer.stage + 1} · head {head}"
 
 
-def save_cluster_grid(
-    path,
-    trace: ClusterTrace,
-    images: Tensor | None = None,
-    layers=None,
-    heads=0,
-    sets: Sequence[int] | None = None,
-    max_sets: int = 8,
-    rows: str = "sets",
-    row_labels: Sequence[str] | None = None,
-    title: str | None = None,
-    cell_inches: float = 1.8,
-    dpi: int = 100,
-) -> Path:
+def save_cluster_grid(path, trace: ClusterTrace, images: Tensor | None = None, layers=None, heads=0,
+                      sets: Sequence[int] | None = None, max_sets: int = 8, rows: str = "sets",
+                      row_labels: Sequence[str] | None = None, title: str | None = None,
+                      cell_inches: float = 1.8, dpi: int = 100) -> Path:
     """Write a PNG grid of clustering maps of pixel sets.
 
-    Every map colours each pixel by the cluster its point ends up in (see the module docs);
-    pixels without a point are black. The small label under each map gives the number of
-    clusters in that image.
-
     Args:
-        path: output PNG file (parent folders are created).
+        path: output PNG file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace` of pixel-set inputs.
-        images: optional full images ``[B, 1 or 3, H, W]`` for an input column (dropped pixels
-            in :data:`INPUT_MISSING_COLOR`).
-        layers: which traced layers: None / ``"last"`` (the last call of every stage),
-            ``"first"``, ``"all"``, or a list of indices / names / layers.
-        heads: an int, a list of ints or ``"all"`` (heads a layer lacks are skipped; with
-            ``rows="sets"`` a layer that has none of them shows head 0).
-        sets: which sets (images) to draw, default the first ``max_sets``.
+        images: full images ``[B, 1 or 3, H, W]`` for an input column.
+        layers: None / ``"last"`` (last call of every stage), ``"first"``, ``"all"``, or indices,
+            names or layers.
+        heads: an int, a list of ints or ``"all"``.
+        sets: which sets to draw (default the first ``max_sets``).
         max_sets: cap when ``sets`` is None.
-        rows: ``"sets"``: one row per set, columns = input + (layer, head) pairs;
-            ``"heads"``: one set (the first of ``sets``), one row per head, columns = input +
-            layers.
-        row_labels: optional text per row (e.g. the masking condition).
+        rows: ``"sets"`` (a row per set) or ``"heads"`` (one set, a row per head).
+        row_labels: text per row.
         title: figure title.
         cell_inches: size of one panel.
         dpi: resolution.
-
-    Returns:
-        The path written.
     """
     if rows not in ("sets", "heads"):
         raise ValueError(f"`rows` must be 'sets' or 'heads', got {rows!r}")
@@ -405,45 +348,28 @@ def _subsample(n: int, max_points: int | None, seed: int) -> np.ndarray:
     return np.sort(rng.choice(n, size=max_points, replace=False))
 
 
-def save_cluster_scatter(
-    path,
-    trace: ClusterTrace,
-    layers=None,
-    head: int = 0,
-    set_index: int = 0,
-    pos: Tensor | None = None,
-    colors=None,
-    max_points: int | None = 60000,
-    view: tuple[float, float] = (20.0, -60.0),
-    point_size: float | None = None,
-    title: str | None = None,
-    seed: int = 0,
-    cell_inches: float = 4.0,
-    dpi: int = 100,
-) -> Path:
+def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, set_index: int = 0,
+                         pos: Tensor | None = None, colors=None, max_points: int | None = 60000,
+                         view: tuple[float, float] = (20.0, -60.0), point_size: float | None = None,
+                         title: str | None = None, seed: int = 0, cell_inches: float = 4.0,
+                         dpi: int = 100) -> Path:
     """Write a PNG of scatter plots of one point set, coloured by cluster (one panel per layer).
 
     Args:
         path: output PNG file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace`.
-        layers: as for :func:`save_cluster_grid` (default the last call of every stage).
+        layers: as for :func:`save_cluster_grid`.
         head: the head shown.
         set_index: which set of the batch.
-        pos: positions to plot instead of ``trace.pos`` (same input order, e.g. the xyz of an
-            RGB-D pixel set), 2-D or 3-D.
-        colors: optional original colours of the points (``[N, 3]``, uint8 or float in [0, 1])
-            for a first panel.
-        max_points: plot a seeded random subset of at most this many points (None: all).
-        view: ``(elevation, azimuth)`` in degrees of the 3-D panels.
-        point_size: marker size (default: from 8 for a few hundred points down to 0.3 for
-            tens of thousands).
+        pos: positions to plot instead of ``trace.pos`` (2-D or 3-D, input order).
+        colors: original colours of the points for a first panel.
+        max_points: plot a seeded random subset of at most this many points.
+        view: ``(elevation, azimuth)`` of the 3-D panels.
+        point_size: marker size (default: by point count).
         title: figure title.
         seed: seed of the subset.
         cell_inches: size of one panel.
         dpi: resolution.
-
-    Returns:
-        The path written.
 
     Shapes:
         pos: [N, 2 or 3]; colors: [N, 3].
@@ -455,8 +381,7 @@ def save_cluster_scatter(
     if not isinstance(p, Tensor) or p.dim() != 2 or p.shape[0] != trace.batch.shape[0]:
         raise ValueError(
             f"`pos` must be a tensor [N, D] with N = {trace.batch.shape[0]} (the trace's input "
-            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}"
-        )
+            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}")
     if p.shape[1] not in (2, 3):
         raise ValueError(f"`pos` must be 2-D or 3-D to plot, got D = {p.shape[1]}")
     sel = (trace.batch == set_index).nonzero().view(-1).cpu().numpy()
@@ -519,24 +444,15 @@ def save_cluster_ply(
 ) -> Path:
     """Write one point set as a PLY file coloured by cluster (:func:`pointctx.io.write_ply`).
 
-    The vertex colour is the cluster of ``layer`` / ``head``; the per-set label is stored as the
-    ``cluster`` field and, with ``all_layers``, the labels of the last call of every stage and
-    every head as ``stage{s}_head{h}`` fields (``s`` from 1), so a viewer can switch between
-    them.
-
     Args:
         path: output ``.ply`` file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace`.
-        layer: layer (index, name or :class:`~pointctx.viz.trace.ClusterLayer`) that colours
-            the points.
-        head: head that colours the points.
+        layer: the layer (index, name or layer) that colours the points.
+        head: the head that colours the points.
         set_index: which set of the batch.
-        pos: 3-D positions to write instead of ``trace.pos`` (same input order).
+        pos: 3-D positions to write instead of ``trace.pos``.
         all_layers: also store the labels of every stage and head.
         binary: binary (default) or ASCII PLY.
-
-    Returns:
-        The path written.
 
     Shapes:
         pos: [N, 3].
@@ -549,8 +465,7 @@ def save_cluster_ply(
     if not isinstance(p, Tensor) or p.dim() != 2 or p.shape != (trace.batch.shape[0], 3):
         raise ValueError(
             f"`pos` must be a tensor [N, 3] with N = {trace.batch.shape[0]} (the trace's input "
-            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}"
-        )
+            f"points), got {tuple(p.shape) if isinstance(p, Tensor) else type(p).__name__}")
     sel = (trace.batch == set_index).nonzero().view(-1)
     lab = point_labels(trace, layer, head).index_select(0, sel)
     fields = {"cluster": lab.to(torch.int32).cpu()}

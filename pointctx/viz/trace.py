@@ -1,21 +1,4 @@
-"""Follow Context Cluster assignments back to the input points of any model built on the layer.
-
-:func:`trace_clusters` runs a model once with forward hooks (nothing in the model changes) and
-records, for every :class:`~pointctx.nn.ContextCluster` call, the cluster each *input* point ends
-up in:
-
-* a :class:`~pointctx.nn.ContextCluster` call is asked for its
-  :class:`~pointctx.nn.Assignment` (a forward pre-hook sets ``return_assignment=True`` and the
-  forward hook hands the caller the plain output again, so the model computes exactly what it
-  computes untraced);
-* every :class:`~pointctx.nn.PointReducer` call moves the input points one level down: in
-  lattice mode each point follows the anchor whose own stride cell holds it
-  (:attr:`~pointctx.nn.Reduced.assignment`), in point mode the nearest anchor of its set (in the
-  reducer's position space, ties to the lower anchor index).
-
-So an input pixel of a CoC model gets, per stage and head, the cluster of the stage-``s`` point
-that its stem cell and the later reducer cells fold it into.
-"""
+"""Follow Context Cluster assignments back to the input points of any model built on the layer."""
 
 from __future__ import annotations
 
@@ -40,20 +23,15 @@ class ClusterLayer(NamedTuple):
     """The clustering of one :class:`~pointctx.nn.ContextCluster` call, seen from the input.
 
     Attributes:
-        name: qualified module name in the model (``"#k"`` appended for the k-th extra call of
-            a module called more than once).
-        stage: 0-based index of the point level among the levels that hold Context Cluster
-            calls (for CoC models: the model's stage).
-        level: number of reducer calls before this one (0: the input points themselves).
-        index: 0-based position of this call among the calls of its stage.
+        name: qualified module name (``"#k"`` appended for a module's k-th extra call).
+        stage: index of the point level among the levels with Context Cluster calls.
+        level: number of reducer calls before this one (0: the input points).
+        index: position of this call among the calls of its stage.
         heads: number of heads H.
-        cluster: [N, H] int64: for every input point and head, the index (into the call's M
-            centers) of the cluster it ends up in; -1 where the point has no cluster (its
-            region or set had no center).
-        num_centers: M, centers proposed by the call (all sets together).
+        cluster: cluster of every input point per head (-1: none).
+        num_centers: centers proposed by the call.
         num_points: points at the call's level.
-        similarity: [N, H] the weight ``s_i`` of the level point that holds each input point in
-            its cluster (0 without a cluster).
+        similarity: the weight ``s_i`` of the level point holding each input point.
 
     Shapes:
         cluster, similarity: [N, H] with N input points.
@@ -118,8 +96,7 @@ class ClusterTrace(NamedTuple):
         if is_int(key):
             if not -len(self.layers) <= key < len(self.layers):
                 raise IndexError(
-                    f"layer index {key} is out of range for a trace of {len(self.layers)} layers"
-                )
+                    f"layer index {key} is out of range for a trace of {len(self.layers)} layers")
             return self.layers[key]
         for layer in self.layers:
             if layer.name == key:
@@ -138,8 +115,6 @@ def _bind(args: tuple, kwargs: dict, names: Sequence[str]) -> dict:
 def local_labels(cluster: Tensor, batch: Tensor) -> Tensor:
     """Renumber cluster ids ``0 .. k_b - 1`` within every set, in increasing id order.
 
-    Two points of a set get the same label iff they have the same id; -1 (no cluster) stays -1.
-
     Shapes:
         cluster: [N] int64 ids (any non-negative values, -1 for none); batch: [N];
         return: [N] int64.
@@ -147,8 +122,7 @@ def local_labels(cluster: Tensor, batch: Tensor) -> Tensor:
     if cluster.dim() != 1 or batch.shape != cluster.shape:
         raise ValueError(
             f"`cluster` and `batch` must both have shape [N], got {tuple(cluster.shape)} and "
-            f"{tuple(batch.shape)}"
-        )
+            f"{tuple(batch.shape)}")
     out = torch.full_like(cluster, -1)
     has = cluster >= 0
     if not bool(has.any()):
@@ -199,8 +173,7 @@ class _Recorder:
                 f"cannot follow the points to {what} {name!r}: it got {n} points but the "
                 f"current level has {level_n} (after {self.level} PointReducer calls); the "
                 "model changes the number of points without a PointReducer, which "
-                "trace_clusters cannot follow"
-            )
+                "trace_clusters cannot follow")
 
     def _name(self, module: nn.Module) -> str:
         base = self.names.get(module, type(module).__name__)
@@ -221,7 +194,7 @@ class _Recorder:
     def cc_post(self, module, args, kwargs, output):
         wanted = self.wanted.pop()
         out, assignment = output
-        if not isinstance(assignment, Assignment):  # pragma: no cover - defensive
+        if not isinstance(assignment, Assignment):
             raise TypeError(f"ContextCluster returned {type(assignment).__name__}, expected "
                             "an Assignment")
         bound = _bind(args, kwargs, _CC_ARGS)
@@ -297,50 +270,23 @@ def _pixel_info(inputs, mask) -> tuple[Tensor | None, tuple[int, int] | None]:
     return None, None
 
 
-def trace_clusters(
-    model: nn.Module,
-    inputs,
-    mask: Tensor | None = None,
-    *,
-    forward=None,
-    eval_mode: bool = True,
-) -> ClusterTrace:
+def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forward=None,
+                   eval_mode: bool = True) -> ClusterTrace:
     """Run ``model`` once and record where every input point is clustered, per call and head.
 
-    Hooks are added to every :class:`~pointctx.nn.ContextCluster` and
-    :class:`~pointctx.nn.PointReducer` module of ``model`` for this one forward pass (under
-    ``torch.no_grad()``) and removed afterwards; the model's output is unchanged.
-
-    The input points are the points seen by the first traced module (for CoC models: the pixels
-    or points of ``inputs`` in their packed order, i.e. the order of
-    :meth:`pointctx.PointBatch.from_images` for image inputs).
-
     Args:
-        model: any module containing ContextCluster layers, whose point count only changes
-            through PointReducer modules.
-        inputs: what the model takes: an image tensor ``[B, C, H, W]`` (with ``mask``) or a
-            :class:`~pointctx.PointBatch` (pixel info, if present, is kept in the trace).
-        mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
-        forward: callable ``forward(model, inputs, mask)`` to run instead of
-            ``model(inputs)`` / ``model(inputs, mask)``.
-        eval_mode: run in ``eval()`` mode (no dropout / stochastic depth) and restore the
-            previous mode afterwards.
-
-    Returns:
-        :class:`ClusterTrace`.
-
-    Raises:
-        ValueError: the model has no ContextCluster module, none ran, or the point count
-            changed between calls in a way the trace cannot follow.
+        model: a module with ContextCluster layers whose point count only changes in reducers.
+        inputs: an image tensor ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+        mask: bool ``[B, H, W]`` pixel mask for image inputs.
+        forward: ``forward(model, inputs, mask)`` to run instead of the model's call.
+        eval_mode: run in ``eval()`` mode and restore the previous mode afterwards.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")
     names = {m: n or type(m).__name__ for n, m in model.named_modules()}
     clusters = [m for m in names if isinstance(m, ContextCluster)]
     if not clusters:
-        raise ValueError(
-            f"`model` ({type(model).__name__}) has no ContextCluster module to trace"
-        )
+        raise ValueError(f"`model` ({type(model).__name__}) has no ContextCluster module to trace")
     rec = _Recorder(names)
     handles = []
     was_training = model.training

@@ -8,22 +8,24 @@ from torch.utils.data import DataLoader
 
 from pointctx.datasets import (
     SCANOBJECTNN_CLASSES,
-    Compose,
     ModelNet40,
-    NormalizeUnitSphere,
-    RandomJitter,
-    RandomRotation,
-    RandomScaleShift,
     ScanObjectNN,
-    ShufflePoints,
     bundled_root,
     data_root,
     farthest_point_sample,
     modelnet40_sample,
-    reference_train_transform,
     stratified_split,
 )
-from pointctx.datasets.pointclouds import SCANOBJECTNN_VARIANTS
+from pointctx.datasets.scanobjectnn import SCANOBJECTNN_VARIANTS
+from pointctx.transforms import (
+    Compose,
+    NormalizeUnitSphere,
+    RandomJitter,
+    RandomRotation,
+    RandomScaleShift,
+    ShufflePoints,
+    reference_train_transform,
+)
 
 P = 2048  # points per cloud in the official files
 F32, I64 = np.float32, np.int64

@@ -6,8 +6,7 @@ import torch
 
 import pointctx
 from pointctx import PointBatch, create_model
-from pointctx.nn import ContextCluster
-from pointctx.nn.cluenet import GlobalFeatureClustering
+from pointctx.nn import ContextCluster, GlobalFeatureClustering
 
 SMALL = dict(embed_dim=8, res_expansion=0.5, dim_expansion=[2, 2], pre_blocks=[1, 1],
              pos_blocks=[1, 1], k_neighbors=4)

@@ -4,11 +4,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import pointctx.nn.cluenet as cl
 import pointctx.nn.depthwise as dw
+import pointctx.nn.soft_aggregation as sa
 from pointctx import PointBatch
 from pointctx.nn import (
-    ClusterAssignment,
+    Assignment,
     GFCBlock,
     GFCStage,
     GlobalFeatureClustering,
@@ -78,7 +78,7 @@ def _soft_naive(q, cb, k, v, batch, b):
 @pytest.mark.parametrize("small_blocks", [False, True])
 def test_soft_aggregate_matches_per_set_loop(monkeypatch, small_blocks):
     if small_blocks:  # one set per padded block
-        monkeypatch.setattr(cl, "_BLOCK_ELEMENTS", 1)
+        monkeypatch.setattr(sa, "_BLOCK_ELEMENTS", 1)
     n_sizes, m_sizes = [7, 0, 1, 12, 5], [3, 0, 1, 4, 2]
     q, cb, k, v, batch = _ragged_qkv(n_sizes, m_sizes)
     q.requires_grad_(True)
@@ -156,7 +156,7 @@ def test_gfc_shapes_and_every_parameter_gets_a_gradient():
     x, pos, batch = _sets([20, 9, 14])
     out, res = layer(x, pos, batch, return_assignment=True)
     assert out.shape == (43, 6)
-    assert isinstance(res, ClusterAssignment)
+    assert isinstance(res, Assignment)
     assert res.center.shape == (43, 2) and res.similarity.shape == (43, 2)
     # every point joins a center of its own set
     assert torch.equal(res.centers.batch[res.center], batch.unsqueeze(1).expand(-1, 2))
@@ -279,8 +279,8 @@ def test_bad_inputs():
         layer(x, pos, batch.flip(0))
     with pytest.raises(TypeError, match="`x` must be a torch.Tensor"):
         layer(x.tolist(), pos, batch)
-    with pytest.raises(TypeError, match="`centers` must be a Centers"):
-        layer(x, pos, batch, centers=(1, 2))
+    with pytest.raises(TypeError, match="`proposed` must be a Centers"):
+        layer(x, pos, batch, proposed=(1, 2))
     _, res = layer(x, pos, batch, return_assignment=True)
     with pytest.raises(ValueError, match=r"`assignment` must hold \[N, heads\]"):
         layer(x[:4], pos[:4], batch[:4], assignment=res)

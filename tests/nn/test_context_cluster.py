@@ -85,7 +85,7 @@ def grads(layer, x):
 )
 def test_matches_dense_reference_forward_and_backward(regions, normalize):
     bsz, h, w, c = 2, 16, 16, 6
-    layer = make_layer(regions=regions, centers=(2, 2), bounds=BOX, normalize=normalize,
+    layer = make_layer(regions=regions, centers=(2, 2), bounds=BOX, denominator=normalize,
                        out_dim=5)
     torch.manual_seed(1)
     img = torch.randn(bsz, c, h, w)
@@ -120,8 +120,8 @@ def test_dense_reference_differs_when_normalization_differs():
     pos, batch = image_points(1, 8, 8)
     torch.manual_seed(0)
     x = torch.randn(64, 6)
-    a = make_layer(normalize="sim", regions=(2, 2), bounds=BOX)(x, pos, batch)
-    b = make_layer(normalize="count", regions=(2, 2), bounds=BOX)(x, pos, batch)
+    a = make_layer(denominator="sim", regions=(2, 2), bounds=BOX)(x, pos, batch)
+    b = make_layer(denominator="count", regions=(2, 2), bounds=BOX)(x, pos, batch)
     assert (a - b).abs().max() > 1e-3
 
 
@@ -443,8 +443,8 @@ def test_input_validation():
 
 
 def test_constructor_validation():
-    with pytest.raises(ValueError, match="`normalize` must be one of"):
-        ContextCluster(4, normalize="mean")
+    with pytest.raises(ValueError, match="`denominator` must be one of"):
+        ContextCluster(4, denominator="mean")
     with pytest.raises(ValueError, match="`pair_layout` must be one of"):
         ContextCluster(4, pair_layout="dense")
     with pytest.raises(ValueError, match="`regions` must be an int >= 1"):
