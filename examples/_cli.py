@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import platform
 import random
 import sys
@@ -21,7 +22,18 @@ import numpy as np
 import torch
 
 import pointctx
+from pointctx.datasets import ModelNet40
 from pointctx.train import distributed, load_checkpoint, setup_logger
+
+CHECKOUT = Path(__file__).resolve().parents[1]
+SAMPLES = CHECKOUT / "datasets"  # the small real samples that ship with the checkout
+# the checkout's default data folder; the package itself reads only root= or $POINTCTX_DATA
+DATA = Path(os.environ.setdefault("POINTCTX_DATA", str(CHECKOUT.parent / "shared" / "data")))
+
+
+def modelnet40_sample(split: str = "train", **kwargs) -> ModelNet40:
+    """The bundled real ModelNet40 sample: 10 classes, 40 train and 10 test shapes each."""
+    return ModelNet40(SAMPLES / "modelnet40_sample.npz", split=split, layout="npz", **kwargs)
 
 
 def _int(text: str) -> int:

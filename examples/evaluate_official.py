@@ -28,11 +28,12 @@ import argparse
 import sys
 from pathlib import Path
 
+import _cli as T
 import torch
 from torch.utils.data import DataLoader, Subset
 
 import pointctx
-from pointctx.datasets import ModelNet40, ScanObjectNN, modelnet40_sample
+from pointctx.datasets import ModelNet40, ScanObjectNN
 from pointctx.train import atomic_write_json
 
 ARCHS = ("pointmlp", "pointmlp_elite", "pointmlp_coc")
@@ -62,7 +63,7 @@ def parse_args(argv):
 
 def test_set(args):
     if args.sample:
-        return modelnet40_sample("test", num_points=args.num_points)
+        return T.modelnet40_sample("test", num_points=args.num_points)
     if args.dataset == "modelnet40":
         return ModelNet40(args.data_root, split="test", num_points=args.num_points)
     return ScanObjectNN(args.data_root, variant=args.variant, split="test",

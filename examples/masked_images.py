@@ -50,6 +50,7 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -343,7 +344,7 @@ def parse_args(argv):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--dataset", choices=("mnist", "cifar10"), default="mnist")
-    p.add_argument("--data-root", default=None,
+    p.add_argument("--data-root", default=T.DATA,
                    help="folder with mnist_train.npz / cifar10_train_jpeg.npz "
                         "(default: $POINTCTX_DATA or ../shared/data)")
     p.add_argument("--out", default="runs/masked_images", help="output folder")

@@ -51,11 +51,12 @@ import sys
 import time
 from pathlib import Path
 
+import _cli as T
 import numpy as np
 import torch
 
 from pointctx import PointBatch
-from pointctx.datasets import bundled_root, rgbd_frame
+from pointctx.datasets import rgbd_frame
 from pointctx.datasets.rgbd import RGBD_PRESETS, frame_to_points, load_rgbd
 from pointctx.models import create_model
 from pointctx.ops import knn
@@ -127,7 +128,7 @@ def parse_args(argv):
 def read_frame(spec: str, args):
     """An RGBDFrame from a FRAME argument."""
     if spec == "bundled":
-        return rgbd_frame("tum", root=bundled_root() / "rgbd_sample")._replace(name="bundled")
+        return rgbd_frame("tum", root=T.SAMPLES / "rgbd_sample")._replace(name="bundled")
     if "," in spec:
         color, depth = spec.split(",", 1)
         if args.intrinsics is None:

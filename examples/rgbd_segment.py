@@ -46,7 +46,7 @@ import torch
 
 import pointctx
 from pointctx import PointBatch
-from pointctx.datasets import bundled_root, rgbd_frame
+from pointctx.datasets import rgbd_frame
 from pointctx.datasets.rgbd import frame_to_points
 from pointctx.io import write_ply
 from pointctx.train import atomic_write_json
@@ -84,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
 def read_frame(spec: str):
     """An RGBDFrame from a FRAME argument."""
     if spec == "bundled":
-        return rgbd_frame("tum", root=bundled_root() / "rgbd_sample")._replace(name="bundled")
+        return rgbd_frame("tum", root=T.SAMPLES / "rgbd_sample")._replace(name="bundled")
     name, _, num = spec.partition(":")
     if num:
         try:

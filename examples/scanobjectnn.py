@@ -51,7 +51,7 @@ from pathlib import Path
 import _cli as T
 import torch
 
-from pointctx.datasets import SCANOBJECTNN_CLASSES, ModelNet40, ScanObjectNN, modelnet40_sample
+from pointctx.datasets import SCANOBJECTNN_CLASSES, ModelNet40, ScanObjectNN
 from pointctx.datasets.scanobjectnn import SCANOBJECTNN_VARIANTS
 from pointctx.train import (
     Trainer,
@@ -197,9 +197,9 @@ def build_datasets(args, log):
         test = ScanObjectNN(root, args.variant, "test", n, eval_sampling, None, seed)
         eval_name, desc = "test", f"ScanObjectNN {args.variant} ({train.source}, {test.source})"
     elif args.dataset == "sample":
-        train = modelnet40_sample("train", num_points=n, sampling=args.sampling,
+        train = T.modelnet40_sample("train", num_points=n, sampling=args.sampling,
                                   transform=train_tf, seed=seed)
-        test = modelnet40_sample("test", num_points=n, sampling=eval_sampling, seed=seed)
+        test = T.modelnet40_sample("test", num_points=n, sampling=eval_sampling, seed=seed)
         eval_name, desc = "test", f"bundled ModelNet40 sample ({train.source})"
     else:
         root = args.data_root

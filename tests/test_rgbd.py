@@ -5,9 +5,10 @@ import math
 import numpy as np
 import pytest
 import torch
+from _cli import SAMPLES
 
 import pointctx
-from pointctx.datasets import bundled_root, data_root
+from pointctx.datasets import data_root
 from pointctx.datasets.rgbd import read_color, read_depth, rgbd_frame
 from pointctx.rgbd import (
     PinholeIntrinsics,
@@ -131,7 +132,7 @@ def test_errors():
 
 # --------------------------------------------------------------------------- real frames
 def _tum():
-    root = bundled_root() / "rgbd_sample"
+    root = SAMPLES / "rgbd_sample"
     color = read_color(root / "TUM_color.png")
     depth = read_depth(root / "TUM_depth.png")
     return color, depth, read_intrinsics(root / "camera_primesense.json")

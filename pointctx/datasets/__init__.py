@@ -1,6 +1,6 @@
 """Datasets: point clouds, pixel sets, RGB-D frames and segmentation, one module each."""
 
-from ._root import bundled_root, data_root
+from ._root import data_root
 from .base import DatasetSplit, RowDataset, select_rows, stratified_split
 from .camvid import (
     CAMVID_CLASSES,
@@ -21,7 +21,7 @@ from .images import (
     ImageSplit,
     stratified_subset,
 )
-from .modelnet40 import ModelNet40, modelnet40_sample
+from .modelnet40 import ModelNet40
 from .points import PointCloudDataset
 from .rgbd import (
     RGBD_PRESETS,
@@ -53,9 +53,9 @@ from .shapenetpart import (
     category_part_mask,
 )
 
-__all__ = ["bundled_root", "data_root", "DatasetSplit", "RowDataset", "select_rows"]
+__all__ = ["data_root", "DatasetSplit", "RowDataset", "select_rows"]
 __all__ += ["SCANOBJECTNN_CLASSES", "ModelNet40", "PointCloudDataset", "ScanObjectNN",
-            "farthest_point_sample", "modelnet40_sample", "stratified_split"]
+            "farthest_point_sample", "stratified_split"]
 __all__ += ["CIFAR10", "CIFAR10_MEAN", "CIFAR10_STD", "MNIST", "MNIST_MEAN", "MNIST_STD",
             "ImageDataset", "ImageSplit", "stratified_subset"]
 __all__ += ["RGBD_PRESETS", "FusedPoints", "RGBDDataset", "RGBDFrame", "frame_to_points",

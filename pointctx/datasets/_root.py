@@ -31,7 +31,3 @@ def data_root(root=None, must_exist: bool = True) -> Path:
         raise FileNotFoundError(f"data folder {root} does not exist: {how} to an existing folder")
     return root
 
-
-def bundled_root() -> Path:
-    """Return the checkout's ``datasets/`` folder holding the small bundled samples."""
-    return Path(__file__).resolve().parents[2] / "datasets"

@@ -9,10 +9,10 @@ from pathlib import Path
 import numpy as np
 
 from ._read import check_finite, check_labels, read_h5, read_names, read_npz
-from ._root import bundled_root, data_root
+from ._root import data_root
 from .points import PointCloudDataset, check_split
 
-__all__ = ["ModelNet40", "modelnet40_sample", "MODELNET40_URL", "LAYOUTS"]
+__all__ = ["ModelNet40", "MODELNET40_URL", "LAYOUTS"]
 
 MODELNET40_URL = "https://modelnet.cs.princeton.edu/"
 
@@ -261,17 +261,3 @@ class ModelNet40(PointCloudDataset):
                 self._fps[row] = np.arange(len(out))
         return out
 
-
-def modelnet40_sample(split: str = "train", **kwargs) -> ModelNet40:
-    """The bundled real ModelNet40 sample (``datasets/modelnet40_sample.npz``, no download).
-
-    Args:
-        split: ``"train"`` (400 shapes) or ``"test"`` (100 shapes).
-        **kwargs: passed to :class:`ModelNet40` (``num_points``, ``sampling``, ``transform``...).
-    """
-    path = bundled_root() / "modelnet40_sample.npz"
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} is missing; rebuild it with `python datasets/make_sample.py` (needs the "
-            "shared modelnet40_train_1024.npz)")
-    return ModelNet40(path, split=split, layout="npz", **kwargs)

@@ -22,7 +22,7 @@ from ..rgbd import (
     rgbd_to_points,
     transform_points,
 )
-from ._root import bundled_root, data_root
+from ._root import data_root
 
 __all__ = ["RGBD_PRESETS", "KINECT_INTRINSICS", "RGBDFrame", "FusedPoints", "read_color",
            "read_depth", "read_poses", "load_rgbd", "rgbd_root", "rgbd_frame", "rgbd_frames",
@@ -227,29 +227,12 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
 
 
 # presets
-def rgbd_root(root=None, preset: str = "tum") -> Path:
-    """Folder holding the named RGB-D frames.
-
-    Args:
-        root: an explicit folder, or ``None``: ``<data_root>/rgbd`` when the shared data folder
-            exists, else (for the ``tum`` preset only) the bundled ``<repo>/datasets/rgbd_sample``.
-        preset: the preset that will be read (decides the fallback).
-    """
-    if root is not None:
-        root = Path(root)
-        if not root.is_dir():
-            raise FileNotFoundError(f"RGB-D folder {root} does not exist")
-        return root
-    shared = data_root(must_exist=False) / "rgbd"
-    if shared.is_dir():
-        return shared
-    bundled = bundled_root() / "rgbd_sample"
-    if preset == "tum" and bundled.is_dir():
-        return bundled
-    raise FileNotFoundError(
-        f"RGB-D folder {shared} does not exist (set POINTCTX_DATA to the shared data folder)"
-        + (f"; the bundled sample {bundled} holds only the 'tum' frame" if preset != "tum" else "")
-    )
+def rgbd_root(root=None) -> Path:
+    """Folder holding the named RGB-D frames: ``root``, else ``<data_root>/rgbd``."""
+    root = Path(root) if root is not None else data_root() / "rgbd"
+    if not root.is_dir():
+        raise FileNotFoundError(f"RGB-D folder {root} does not exist")
+    return root
 
 
 def _preset(preset: str) -> dict:
@@ -270,7 +253,7 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         An :class:`RGBDFrame`; Kinect frames carry their camera-to-world pose from ``pose.txt``.
     """
     spec = _preset(preset)
-    folder = rgbd_root(root, preset)
+    folder = rgbd_root(root)
     frames = spec["frames"]
     if frames is None:
         if frame is not None:

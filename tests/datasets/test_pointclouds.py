@@ -4,16 +4,15 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from _cli import SAMPLES, modelnet40_sample
 from torch.utils.data import DataLoader
 
 from pointctx.datasets import (
     SCANOBJECTNN_CLASSES,
     ModelNet40,
     ScanObjectNN,
-    bundled_root,
     data_root,
     farthest_point_sample,
-    modelnet40_sample,
     stratified_split,
 )
 from pointctx.datasets.scanobjectnn import SCANOBJECTNN_VARIANTS
@@ -375,7 +374,7 @@ def test_modelnet40_sample_is_real_and_balanced():
     half = tr.subset(np.arange(0, 400, 2))
     assert half.names == tr.names[::2]
     assert all(n.rsplit("_", 1)[0] == tr.classes[y] for n, y in zip(tr.names, tr.labels))
-    assert (bundled_root() / "modelnet40_sample.npz").stat().st_size < 4e6
+    assert (SAMPLES / "modelnet40_sample.npz").stat().st_size < 4e6
     path = _real_npz()
     with np.load(path) as full:
         names = list(full["names"])

@@ -7,10 +7,11 @@ import math
 import numpy as np
 import pytest
 import torch
+from _cli import SAMPLES
 from PIL import Image
 
 import pointctx
-from pointctx.datasets import bundled_root, data_root
+from pointctx.datasets import data_root
 from pointctx.datasets.rgbd import (
     KINECT_INTRINSICS,
     RGBDDataset,
@@ -27,7 +28,7 @@ from pointctx.datasets.rgbd import (
 from pointctx.io import read_ply, write_ply
 from pointctx.rgbd import PinholeIntrinsics, read_intrinsics
 
-SAMPLE = bundled_root() / "rgbd_sample"
+SAMPLE = SAMPLES / "rgbd_sample"
 
 
 @pytest.fixture(scope="module")
@@ -69,12 +70,14 @@ def test_frame_as_pixel_set_of_valid_depth():
     assert torch.allclose(s["x"][:, :3], pts.rgb) and torch.allclose(s["x"][:, 3], pts.xyz[:, 2])
 
 
-def test_bundled_fallback_without_shared_data(monkeypatch, tmp_path):
+def test_missing_data_folder_names_it(monkeypatch, tmp_path):
     monkeypatch.setenv("POINTCTX_DATA", str(tmp_path / "nowhere"))
-    fr = rgbd_frame("tum")
-    assert fr.size == (480, 640)
-    with pytest.raises(FileNotFoundError, match="nowhere.*holds only the 'tum' frame"):
+    with pytest.raises(FileNotFoundError, match="nowhere.*root=.*POINTCTX_DATA"):
+        rgbd_frame("tum")
+    monkeypatch.delenv("POINTCTX_DATA")
+    with pytest.raises(FileNotFoundError, match="root=.*POINTCTX_DATA"):
         rgbd_frame("sun")
+    assert rgbd_frame("tum", root=SAMPLE).size == (480, 640)
 
 
 def test_read_intrinsics_column_major(tmp_path):

@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 import torch
+from _cli import modelnet40_sample
 
-from pointctx.datasets import ShapeScenes, modelnet40_sample
+from pointctx.datasets import ShapeScenes
 
 
 def _npz(tmp_path, per_class=6, classes=("chair", "lamp", "car"), p=64):

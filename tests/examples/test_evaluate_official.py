@@ -5,9 +5,9 @@ from pathlib import Path
 
 import pytest
 import torch
+from _cli import modelnet40_sample
 
 import pointctx
-from pointctx.datasets import modelnet40_sample
 
 ROOT = Path(__file__).resolve().parents[2]
 FIXTURES = ROOT.parent / "shared" / "fixtures" / "official"

@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import modelnet40_sample
 
 import pointctx
 from pointctx import PointBatch
@@ -35,7 +36,7 @@ def predict(load_example):
 
 
 def _sample_clouds():
-    ds = pointctx.datasets.modelnet40_sample("test")
+    ds = modelnet40_sample("test")
     return [(ds[i][0].numpy(), ds.classes[ds[i][1]]) for i in (0, 50)]
 
 

@@ -6,8 +6,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from _cli import SAMPLES
 
-from pointctx.datasets import bundled_root, rgbd_frame
+from pointctx.datasets import rgbd_frame
 from pointctx.datasets.rgbd import frame_to_points
 from pointctx.io import read_ply
 from pointctx.viz import label_colors
@@ -28,7 +29,7 @@ def demo(load_example):
 
 @pytest.fixture(scope="module")
 def frame():
-    return rgbd_frame("tum", root=bundled_root() / "rgbd_sample")
+    return rgbd_frame("tum", root=SAMPLES / "rgbd_sample")
 
 
 def _check_ply_colours(data):

@@ -5,9 +5,10 @@ import json
 import numpy as np
 import pytest
 import torch
+from _cli import SAMPLES
 
 import pointctx
-from pointctx.datasets import bundled_root, rgbd_frame
+from pointctx.datasets import rgbd_frame
 from pointctx.datasets.rgbd import frame_to_points
 from pointctx.io import read_ply
 from pointctx.viz import label_colors
@@ -43,7 +44,7 @@ def test_every_valid_pixel_gets_the_models_label(demo, tmp_path):
     assert sum(info["pixel_share"].values()) == pytest.approx(1.0)
     assert (out / "bundled_segment.png").stat().st_size > 0
     ply = read_ply(out / "bundled_segment.ply")
-    frame = rgbd_frame("tum", root=bundled_root() / "rgbd_sample")
+    frame = rgbd_frame("tum", root=SAMPLES / "rgbd_sample")
     pts = frame_to_points(frame, depth_trunc=3.0, world=False)
     assert ply.pos.shape[0] == pts.xyz.shape[0] == info["points"]
     torch.testing.assert_close(ply.pos, pts.xyz)
