@@ -77,7 +77,8 @@ def _modelnet(b: int, n: int, gen: torch.Generator):
     try:
         from pointctx.datasets import data_root
 
-        path = data_root() / "modelnet40_train_1024.npz"
+        default = Path(__file__).resolve().parents[2] / "shared" / "data"  # the checkout's
+        path = data_root(os.environ.get("POINTCTX_DATA", default)) / "modelnet40_train_1024.npz"
         if not path.is_file():
             raise FileNotFoundError(path)
     except (FileNotFoundError, ImportError):
