@@ -10,7 +10,7 @@ from ..batch import PointBatch
 from ..nn.layers import Linear
 from ..ops.scatter import scatter_mean
 from ._helpers import check_io
-from ._inputs import PackedInput, check_nonempty_sets, pack_input, pool_pixels
+from ._inputs import PackedInput, check_nonempty_sets, pack_input, padded_batch, pool_pixels
 from ._stages import StageBatch
 
 
@@ -98,28 +98,43 @@ class StagedClassifier(SetClassifier):
         self.norm, self.head_drop = norm, nn.Dropout(drop_rate)
         self.head = self._make_head(self.num_classes)
 
-    def forward_features(self, inputs, mask: Tensor | None = None,
-                         input_pool: int = 1) -> PointBatch:
+    def forward_features(self, inputs, mask: Tensor | None = None, input_pool: int = 1,
+                         lengths: Tensor | None = None,
+                         features: Tensor | None = None) -> PointBatch:
         """Stem, stages and reducers / pools: features of the last stage's points.
 
         Args:
-            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+            inputs: images ``[B, C, H, W]``, a :class:`~pointctx.PointBatch` or padded points
+                ``[B, Nmax, D]``.
             mask: optional bool ``[B, H, W]`` pixel mask for image inputs.
             input_pool: pixel sets: pool every ``f x f`` block into one point first (1: off).
+            lengths: padded points: valid rows per set ``[B]``.
+            features: padded points: features ``[B, Nmax, C]``.
 
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
+        inputs = self._as_input(inputs, lengths, features)
         return self._run(inputs, mask, collect=False, input_pool=input_pool)
 
-    def forward_stages(self, inputs, mask: Tensor | None = None,
-                       input_pool: int = 1) -> list[StageBatch]:
+    def forward_stages(self, inputs, mask: Tensor | None = None, input_pool: int = 1,
+                       lengths: Tensor | None = None,
+                       features: Tensor | None = None) -> list[StageBatch]:
         """Features of every stage (the contract of :class:`SetClassifier`).
 
         Shapes:
             return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
         """
+        inputs = self._as_input(inputs, lengths, features)
         return self._run(inputs, mask, collect=True, input_pool=input_pool)
+
+    def _as_input(self, inputs, lengths, features):
+        """Images and PointBatches as they are; padded points as a PointBatch."""
+        padded = isinstance(inputs, Tensor) and inputs.dim() == 3 \
+            and inputs.shape[-1] == self.pos_dim
+        if not padded and lengths is None and features is None:
+            return inputs
+        return padded_batch(inputs, lengths, features, self.param_dtype)
 
     def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
         raise NotImplementedError

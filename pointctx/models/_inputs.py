@@ -21,13 +21,13 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import all_finite, check_finite_features, check_positive_int
+from .._checks import all_finite, check_finite_features, check_positive_int, check_tensor
 from ..batch import PointBatch
 from ..ops.grid import lattice_sites, linear_index, relabel, unravel_index
 from ..ops.scatter import scatter_mean
 
 __all__ = ["PackedInput", "pack_input", "pool_pixels", "plane_positions", "check_model_points",
-           "check_nonempty_sets", "as_float", "cast_input"]
+           "check_nonempty_sets", "as_float", "cast_input", "padded_batch", "unpad"]
 
 
 def as_float(t: Tensor, dtype: torch.dtype | None = None, image: bool = False) -> Tensor:
@@ -50,6 +50,44 @@ def cast_input(inputs, dtype: torch.dtype | None):
     if isinstance(inputs, PointBatch) and dtype is not None and inputs.pos.dtype != dtype:
         return inputs.to(dtype=dtype)
     return inputs
+
+
+def padded_batch(points, lengths: Tensor | None, features: Tensor | None,
+                 dtype: torch.dtype | None) -> PointBatch:
+    """A :class:`~pointctx.PointBatch` from padded points, or ``points`` itself if it is one.
+
+    Args:
+        points: padded positions or a PointBatch (then ``lengths`` and ``features`` must be None).
+        lengths: valid leading rows per set (default: all).
+        features: padded features (default: none).
+        dtype: the model's floating dtype.
+
+    Shapes:
+        points: [B, Nmax, D]; lengths: [B]; features: [B, Nmax, C].
+    """
+    if isinstance(points, PointBatch):
+        if lengths is not None or features is not None:
+            raise ValueError("`lengths` and `features` are only for padded tensor inputs; a "
+                             "PointBatch carries its sizes and features (x)")
+        return points
+    if not isinstance(points, Tensor) or points.dim() != 3:
+        got = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
+        raise ValueError(f"padded points must be a tensor [B, Nmax, D], got {got}")
+    if features is not None:
+        features = as_float(check_tensor(features, "features"), dtype)
+    return PointBatch.from_padded(as_float(points, dtype), features, lengths=lengths)
+
+
+def unpad(out: Tensor, pb: PointBatch, nmax: int) -> Tensor:
+    """Per-point rows ``out`` of ``pb`` (built by :func:`padded_batch`) back in padded layout.
+
+    Shapes:
+        out: [N, K]; return: [B, nmax, K], zeros past each set's length.
+    """
+    valid = torch.arange(nmax, device=out.device) < pb.sizes[:, None]
+    padded = out.new_zeros(pb.num_sets, nmax, out.shape[-1])
+    padded[valid] = out
+    return padded
 
 
 class PackedInput(NamedTuple):

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
-from .._checks import check_choice, check_number, check_positive_int, check_tensor
+from .._checks import check_choice, check_number, check_positive_int
 from ..batch import PointBatch
 from ..nn.grouping import FPS_STARTS, GeometricAffine, gather_groups, sample_and_group
 from ..nn.layers import Linear
@@ -16,7 +16,7 @@ from ..nn.pointmlp_layers import LinearBNAct, PreExtraction, ResidualMLP
 from ..ops.scatter import scatter_max
 from ._base import SetClassifier
 from ._helpers import check_io, per_stage, register_configs
-from ._inputs import as_float, check_model_points
+from ._inputs import check_model_points, padded_batch
 from ._stages import StageBatch, link_from_slots, link_union
 
 __all__ = ["PointMLP"]
@@ -121,24 +121,13 @@ class PointMLP(SetClassifier):
                              Linear(256, num_classes))
 
     def _as_batch(self, points, lengths, features) -> PointBatch:
-        if isinstance(points, PointBatch):
-            if lengths is not None or features is not None:
-                raise ValueError(
-                    "`lengths` and `features` are only for padded tensor inputs; a PointBatch "
-                    "carries its sizes and features (x)")
-            pb = points
-        elif isinstance(points, Tensor):
-            if points.dim() != 3 or points.shape[-1] != self.pos_dim:
-                raise ValueError(
-                    f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], got "
-                    f"{tuple(points.shape)}")
-            if features is not None:
-                features = as_float(check_tensor(features, "features"), self.param_dtype)
-            pb = PointBatch.from_padded(as_float(points, self.param_dtype), features,
-                                        lengths=lengths)
-        else:
+        if not isinstance(points, (PointBatch, Tensor)):
             raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
                             f"{type(points).__name__}")
+        if isinstance(points, Tensor) and (points.dim() != 3 or points.shape[-1] != self.pos_dim):
+            raise ValueError(f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], "
+                             f"got {tuple(points.shape)}")
+        pb = padded_batch(points, lengths, features, self.param_dtype)
         if pb.dim != self.pos_dim:
             raise ValueError(
                 f"the points must have pos_dim = {self.pos_dim} coordinates, got D = {pb.dim}")

@@ -15,6 +15,7 @@ from ..nn.pointmlp_layers import LinearBNAct, PointMLPPropagation
 from ..ops.interpolate import knn_interpolate
 from ..ops.scatter import scatter_max
 from ._helpers import register_configs
+from ._inputs import unpad
 from ._stages import StageBatch
 from .pointmlp import PointMLP
 
@@ -216,13 +217,7 @@ class PointMLPSeg(nn.Module):
                                  validate=False)
             return self.forward_head(decoded, context)
         logits = self.forward_head(decoded, context)
-        if padded:
-            b, nmax = points.shape[:2]
-            valid = torch.arange(nmax, device=logits.device) < pb.sizes[:, None]
-            out = logits.new_zeros(b, nmax, self.num_classes)
-            out[valid] = logits
-            return out
-        return logits
+        return unpad(logits, pb, points.shape[1]) if padded else logits
 
 
 _PARTSEG = dict(embed_dim=64, res_expansion=1.0, dim_expansion=(2, 2, 2, 2),
