@@ -162,6 +162,8 @@ class FeaturePropagation(nn.Module):
         batch_query: Tensor | None = None,
         skip: Tensor | None = None,
         batch_size: int | None = None,
+        cell_size=None,
+        cell_origin=None,
     ) -> Tensor:
         """Propagate ``x`` from ``pos`` to ``pos_query`` (same sets) and apply the MLP.
 
@@ -174,6 +176,9 @@ class FeaturePropagation(nn.Module):
             skip: features of the queries, concatenated after the interpolated ones; required
                 iff ``skip_channels > 0``.
             batch_size: number of sets B (saves a host sync).
+            cell_size: cells of a lattice of the coarse points for the grid neighbour search
+                (see :func:`~pointctx.ops.knn_interpolate`; same result, faster).
+            cell_origin: a corner of that lattice.
 
         Returns:
             The query features.
@@ -204,7 +209,8 @@ class FeaturePropagation(nn.Module):
         elif skip is not None:
             raise ValueError("`skip` was given but the layer was built with skip_channels = 0")
         out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,
-                              batch_size=batch_size, eps=self.eps, backend=self.backend)
+                              batch_size=batch_size, eps=self.eps, backend=self.backend,
+                              cell_size=cell_size, cell_origin=cell_origin)
         if skip is not None:
             out = torch.cat([out, skip.to(out.dtype)], 1)
         if self.mlp is None:
