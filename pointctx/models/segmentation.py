@@ -329,7 +329,7 @@ def _build(backbone_name: str, defaults: dict, kwargs: dict,
     kwargs = dict(kwargs)
     num_classes = kwargs.pop("num_classes", 11)
     head = dict(head_defaults or {})
-    for key in [k for k in kwargs if k.startswith("head") or k == "input_pool"]:
+    for key in [k for k in kwargs if k.startswith("head_") or k in ("head", "input_pool")]:
         head[key] = kwargs.pop(key)
     cfg = dict(defaults)
     cfg.update(kwargs)
@@ -397,5 +397,6 @@ def coc_micro_unet_seg(**kwargs) -> SetSegmenter:
 
 @register_model
 def cluenet_nano_unet_seg(**kwargs) -> SetSegmenter:
-    """CPU-sized CLUENet + set U-Net decoder: ``cluenet_nano_seg``'s backbone, widths 32-96."""
-    return _build("cluenet_micro", dict(_MICRO, centers=7), kwargs, _MICRO_UNET)
+    """CPU-sized CLUENet + set U-Net decoder (``cluenet_nano_seg``'s backbone, MLP ratio 3 last)."""
+    return _build("cluenet_micro", dict(_MICRO, centers=7, mlp_ratios=(4, 4, 4, 3)), kwargs,
+                  _MICRO_UNET)

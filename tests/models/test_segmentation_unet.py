@@ -48,6 +48,9 @@ def test_registered_with_coc_and_cluenet_backbones():
 def test_cpu_size_within_1_1x_of_the_cpu_unet():
     budget = 1.1 * _count(create_model("unet_cpu_seg"))
     assert _count(create_model("coc_micro_unet_seg")) <= budget
+    assert _count(create_model("cluenet_nano_unet_seg")) <= budget
+    assert _count(create_model("coc_micro_unet_seg", heads=(1, 2, 2, 2))) < _count(
+        create_model("coc_micro_unet_seg"))  # a backbone argument, not a head one
 
 
 @pytest.mark.parametrize("name, params", [("coc_micro_seg", 331_139),
