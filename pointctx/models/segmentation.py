@@ -1,8 +1,13 @@
-"""Semantic segmentation of point sets: a backbone's stages + a Semantic-FPN head.
+"""Semantic segmentation of point sets: a backbone's stages + a head.
 
 :class:`SetSegmenter` runs a backbone's :meth:`forward_stages` (the per-stage features contract
-of :class:`~pointctx.models._base.SetClassifier`) and a
-:class:`~pointctx.nn.fpn.SemanticFPNHead`, and predicts at *query positions*. The input set is
+of :class:`~pointctx.models._base.SetClassifier`) and a head, and predicts at *query
+positions*. Heads (:data:`HEADS`): ``"fpn"``, the paper's
+:class:`~pointctx.nn.fpn.SemanticFPNHead` (logits at the finest stage, stride 4), and
+``"unet"``, the :class:`~pointctx.nn.set_unet.SetUNetDecoder` (feature propagation through
+every stage down to the input points, whose own features are the last skip; queries that are
+input pixels get their own logits, the others are interpolated from the stage-0 cells' mean
+logits). The input set is
 whatever points exist (every pixel, the kept pixels of a masked image, an irregular region, a
 point cloud); the queries are, by default, the input points, or every pixel of the image. So
 one model segments a full image, a masked image (predicting every pixel, the missing ones
@@ -34,9 +39,14 @@ coc_micro_seg       4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 cluenet_nano_seg    4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 =================== ================================================ =============
 
-The last two are CPU-sized (~0.2-0.3 M parameters) for CamVid on CPU at reduced resolution and
-for the sparse-pixel study. Factory keyword arguments starting with ``head_`` go to the head
-(``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``),
+and the set U-Net family (``head="unet"``, decoder widths from the input points up):
+``coc_tiny_unet_seg`` and ``cluenet_micro_unet_seg`` (64, 64, 128, 256),
+``coc_micro_unet_seg`` and ``cluenet_nano_unet_seg`` (32, 48, 64, 96; the latter with MLP ratio 3
+in its last stage). The micro / nano models are CPU-sized (~0.3 M parameters) for CamVid on CPU
+at reduced resolution and for the sparse-pixel study.
+
+Factory keyword arguments ``head`` and those starting with ``head_`` go to the head
+(``head``, ``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``),
 ``input_pool`` to the :class:`SetSegmenter`; the others go to the backbone (``in_channels``,
 ``drop_path_rate``, ...).
 
