@@ -89,7 +89,8 @@ from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
            "cluenet_micro_seg", "coc_micro_seg", "cluenet_nano_seg", "coc_tiny_unet_seg",
-           "cluenet_micro_unet_seg", "coc_micro_unet_seg", "cluenet_nano_unet_seg"]
+           "cluenet_micro_unet_seg", "coc_micro_unet_seg", "cluenet_nano_unet_seg",
+           "pointmlp_elite_unet_seg"]
 
 #: segmentation heads by name: ``"fpn"`` (Semantic FPN, predicts from the finest stage) and
 #: ``"unet"`` (feature propagation through every stage down to the input points).
@@ -112,6 +113,7 @@ class SetSegmenter(nn.Module):
         head_channels, head_k, head_mlp_layers, head_norm, head_drop: the head's
             ``channels`` (``"unet"``: one int or one width per stage), ``k``, ``mlp_layers``,
             ``norm``, ``drop``.
+        head_local_blocks: ``"unet"`` only: its ``local_blocks``.
         input_pool: ``f``: average the kept pixels of every ``f x f`` block into one point
             before the backbone (see the module docstring; a documented deviation, 1 = off).
             Needs a backbone whose ``forward_stages`` takes ``input_pool`` (CoC, CLUENet).
@@ -129,7 +131,7 @@ class SetSegmenter(nn.Module):
 
     def __init__(self, backbone: nn.Module, num_classes: int, head="fpn",
                  head_channels=128, head_k: int = 3, head_mlp_layers: int = 1, head_norm="group",
-                 head_drop: float = 0.1, input_pool: int = 1):
+                 head_drop: float = 0.1, head_local_blocks: int = 0, input_pool: int = 1):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
@@ -144,7 +146,12 @@ class SetSegmenter(nn.Module):
         self.backbone = backbone
         self.in_channels = backbone.in_channels
         self.pos_dim = backbone.pos_dim
-        extra = {"input_channels": self.in_channels + self.pos_dim} if head == "unet" else {}
+        extra = {}
+        if head == "unet":
+            extra = {"input_channels": self.in_channels + self.pos_dim,
+                     "local_blocks": head_local_blocks}
+        elif head_local_blocks:
+            raise ValueError(f"`head_local_blocks` is for head='unet', got head={head!r}")
         self.head = resolve(
             head, HEADS, "head", base=nn.Module, in_channels=backbone.embed_dims,
             num_classes=num_classes, channels=head_channels, k=head_k,
@@ -195,8 +202,9 @@ class SetSegmenter(nn.Module):
         grids = self._grids([s.stride for s in stages], image_size)
         if not self._to_inputs:
             return self.head(stages, pos_q, batch_q, grids)
-        x, pos, batch, _, _ = self.backbone.pack(inputs, mask, append_pos=True).stem_view()
-        logits = self.head(stages, x, pos, batch, grids)
+        x, pos, batch, coords, grid = self.backbone.pack(inputs, mask,
+                                                         append_pos=True).stem_view()
+        logits = self.head(stages, x, pos, batch, grids, coords, grid)
         if pos_q is None:
             return logits
         s0, k = stages[0], self.head.k
@@ -410,3 +418,17 @@ def cluenet_nano_unet_seg(**kwargs) -> SetSegmenter:
     """CPU-sized CLUENet + set U-Net decoder (``cluenet_nano_seg``'s backbone, MLP ratio 3 last)."""
     return _build("cluenet_micro", dict(_MICRO, centers=7, mlp_ratios=(4, 4, 4, 3)), kwargs,
                   _MICRO_UNET)
+
+
+# the encoder of ``pointmlp_elite_seg`` (models/pointmlp_seg.py), xyz only
+_POINTMLP_ELITE = dict(in_channels=0, pos_dim=3, embed_dim=32, res_expansion=0.25,
+                       dim_expansion=(2, 2, 2, 1), pre_blocks=(1, 1, 2, 1),
+                       pos_blocks=(1, 1, 2, 1), k_neighbors=16, ratio=0.25)
+
+
+@register_model
+def pointmlp_elite_unet_seg(**kwargs) -> SetSegmenter:
+    """``pointmlp_elite_seg``'s encoder + set U-Net decoder (widths 64, 64, 128, 128, 160)."""
+    kwargs.setdefault("num_classes", 13)
+    return _build("pointmlp", _POINTMLP_ELITE, kwargs,
+                  {"head": "unet", "head_channels": (64, 64, 128, 128, 160)})

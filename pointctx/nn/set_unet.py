@@ -6,6 +6,10 @@ per stage carries the features to the next finer stage (kNN-3 inverse-distance i
 concatenates that stage's own features (the skip) and applies a point-wise MLP; the last step
 lands on the input points themselves, with their input features as the skip, and a linear
 classifier gives logits at every input point. The cost follows the points that exist.
+Optional ``local_blocks`` add full-resolution context at the input points: residual blocks of a
+3x3 depthwise convolution (:class:`~pointctx.nn.depthwise.SetDepthwiseConv`: the lattice
+convolution on pixel sets, missing pixels count as 0; the 9 nearest points elsewhere) and a
+point-wise ``Linear -> norm -> ReLU``.
 """
 
 from __future__ import annotations
@@ -17,9 +21,10 @@ from torch import Tensor, nn
 from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
 from ..ops.interpolate import _check_eps
+from .depthwise import SetDepthwiseConv, knn_slots
 from .layers import Linear
 from .norm import SetGroupNorm
-from .propagation import FeaturePropagation
+from .propagation import FeaturePropagation, SharedMlp
 
 __all__ = ["SetUNetDecoder"]
 
@@ -37,17 +42,19 @@ class SetUNetDecoder(nn.Module):
         mlp_layers: MLP layers per step (>= 1).
         norm: norm of the MLPs (``"group"``: per set, ``"batch"``, ``"none"``).
         drop: dropout before the classifier.
+        local_blocks: residual depthwise-convolution blocks at the input points (0: none).
         eps: added to squared distances in the interpolation weights.
         backend: kNN backend (see :mod:`pointctx.ops`).
 
     Shapes:
         stages: PointBatch per stage (x [M_i, in_channels[i]], pos [M_i, D], B sets);
-        x: [N, input_channels]; pos: [N, D]; batch: [N]; return: [N, K].
+        x: [N, input_channels]; pos: [N, D]; batch: [N]; coords: [N, 2]; return: [N, K].
     """
 
     def __init__(self, in_channels: Sequence[int], num_classes: int, input_channels: int = 0,
                  channels=32, k: int = 3, mlp_layers: int = 1, norm="group",
-                 drop: float = 0.1, eps: float = 1e-16, backend: str | None = None):
+                 drop: float = 0.1, eps: float = 1e-16, backend: str | None = None,
+                 local_blocks: int = 0):
         super().__init__()
         in_channels = [check_positive_int(c, "in_channels") for c in in_channels]
         if not in_channels:
@@ -77,13 +84,17 @@ class SetUNetDecoder(nn.Module):
             self.steps.append(FeaturePropagation(c, [channels[i]] * mlp_layers, skip, k=k,
                                                  norm=norm, eps=eps, backend=backend))
             c = channels[i]
+        local_blocks = check_positive_int(local_blocks, "local_blocks", minimum=0)
+        self.local_convs = nn.ModuleList(SetDepthwiseConv(c) for _ in range(local_blocks))
+        self.local_mlps = nn.ModuleList(SharedMlp(c, [c], norm=norm) for _ in range(local_blocks))
         self.drop = nn.Dropout(float(drop))
         self.classifier = Linear(c, self.num_classes)
         nn.init.trunc_normal_(self.classifier.weight, std=0.02)
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, stages: Sequence[PointBatch], x: Tensor | None, pos: Tensor,
-                batch: Tensor, grids: Sequence | None = None) -> Tensor:
+                batch: Tensor, grids: Sequence | None = None, coords: Tensor | None = None,
+                grid_size: Sequence[int] | None = None) -> Tensor:
         """Logits at the input points.
 
         Args:
@@ -93,6 +104,9 @@ class SetUNetDecoder(nn.Module):
             batch: sorted set id of every input point.
             grids: optional ``(cell_size, origin)`` per stage, finest first, of a lattice with
                 at most one point per cell (grid neighbour search; same result, faster).
+            coords: pixel sets: the input points' lattice ``(row, col)`` (for ``local_blocks``;
+                without it the blocks use the 9 nearest input points).
+            grid_size: pixel sets: ``(H, W)``.
 
         Shapes:
             x: [N, input_channels]; pos: [N, D]; batch: [N]; return: [N, K].
@@ -119,4 +133,9 @@ class SetUNetDecoder(nn.Module):
             kw = {} if cells[i] is None else {"cell_size": cells[i][0],
                                               "cell_origin": cells[i][1]}
             h = step(h, src.pos, q_pos, src.batch, q_batch, skip=skip, batch_size=b, **kw)
+        nbr = None
+        if len(self.local_convs) and coords is None:
+            nbr = knn_slots(pos, batch, b, backend=self.backend)
+        for conv, mlp in zip(self.local_convs, self.local_mlps):
+            h = h + mlp(conv(h, batch, b, coords, grid_size, nbr), batch, b)
         return self.classifier(self.drop(h))

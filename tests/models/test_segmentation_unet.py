@@ -38,11 +38,12 @@ def _count(model):
 
 def test_registered_with_coc_and_cluenet_backbones():
     assert set(UNET_MODELS) == {"coc_tiny_unet_seg", "cluenet_micro_unet_seg",
-                                "coc_micro_unet_seg", "cluenet_nano_unet_seg"}
+                                "coc_micro_unet_seg", "cluenet_nano_unet_seg",
+                                "pointmlp_elite_unet_seg"}
     for name in UNET_MODELS:
         model = create_model(name)
         assert isinstance(model, SetSegmenter) and isinstance(model.head, SetUNetDecoder)
-        assert model.num_classes == 11
+        assert model.num_classes == (13 if name.startswith("pointmlp") else 11)
 
 
 def test_cpu_size_within_1_1x_of_the_cpu_unet():
@@ -134,3 +135,45 @@ def test_bad_head_and_widths_are_rejected():
     decoder = SetUNetDecoder([16, 32], K, input_channels=5, channels=8)
     with pytest.raises(ValueError, match="`x` must be given iff input_channels"):
         decoder([], None, torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
+
+
+LOCAL = {"head_local_blocks": 2}
+
+
+def test_local_blocks_keep_the_contract():
+    model = _model("coc_micro_unet_seg", **LOCAL).eval()
+    assert len(model.head.local_convs) == 2
+    images, mask = _images(seed=16), _mask(seed=17)
+    pb = PointBatch.from_images(images, mask)
+    perm = torch.cat([torch.randperm(n, generator=torch.Generator().manual_seed(18)) + lo
+                      for lo, n in zip(pb.ptr[:-1].tolist(), pb.sizes.tolist())])
+    shuffled = PointBatch(pb.pos[perm], pb.x[perm], batch=pb.batch, pixel=pb.pixel[perm],
+                          image_size=pb.image_size)
+    changed = images.clone()
+    changed[~mask.unsqueeze(1).expand_as(images)] = 100.0
+    with torch.no_grad():
+        dense = model(images, mask)
+        torch.testing.assert_close(model(changed, mask), dense)
+        torch.testing.assert_close(model(pb), dense.permute(0, 2, 3, 1)[mask])
+        torch.testing.assert_close(model(shuffled), model(pb)[perm])
+        torch.testing.assert_close(model(images[1:], mask[1:])[0], dense[1], rtol=1e-5,
+                                   atol=1e-5)
+    model.train()
+    out = model(images, mask)
+    (out * torch.randn_like(out)).sum().backward()
+    assert [n for n, p in model.named_parameters()
+            if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()] == []
+    with pytest.raises(ValueError, match="`head_local_blocks` is for head='unet'"):
+        create_model("coc_micro_seg", **LOCAL)
+
+
+def test_pointmlp_backbone_on_point_clouds():
+    model = _model("pointmlp_elite_unet_seg", num_classes=K).eval()
+    assert _count(model) <= _count(create_model("pointmlp_elite_seg", num_classes=K))
+    g = torch.Generator().manual_seed(19)
+    pb = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (200, 150)])
+    with torch.no_grad():
+        out = model(pb)
+        alone = model(PointBatch.from_list([pb.pos[200:]]))
+    assert out.shape == (350, K) and bool(torch.isfinite(out).all())
+    torch.testing.assert_close(alone, out[200:], rtol=1e-4, atol=1e-4)
