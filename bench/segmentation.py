@@ -4,7 +4,8 @@ Every row of the table is one *case* (``CASES``: model, input builder, keep patt
 mode); add rows (e.g. point clouds) by appending cases, and new input kinds by adding a builder
 to ``INPUTS``. The default cases, at 360 x 480 (CamVid), batch B (default 2):
 
-* ``coc_tiny_seg`` and the CPU-sized ``coc_micro_seg`` (point-set models) with
+* ``coc_tiny_seg``, the CPU-sized ``coc_micro_seg`` and ``coc_micro_unet_seg`` (its backbone
+  with the set U-Net decoder down to the input pixels) with
 
   - keep patterns ``full`` (every pixel), ``random25`` / ``random10`` (25 % / 10 % of the
     pixels, uniformly at random) and ``region25`` (a centred rectangle of 25 % of the image:
@@ -21,9 +22,9 @@ to ``INPUTS``. The default cases, at 360 x 480 (CamVid), batch B (default 2):
 
 ``vs full`` is a row's throughput over the same model and output at ``full`` (without input
 pooling), measured in the same run. For the point-set models the time is split into the
-backbone (``forward_stages``, input pooling included), the Semantic-FPN head at the finest
-stage (laterals, propagation of every stage to the finest one, MLP, classifier) and the final
-interpolation of the logits to the queries (every pixel or the kept ones); each part is a
+backbone (``forward_stages``, input pooling included), the head (Semantic FPN: logits at the
+finest stage; set U-Net: at the input pixels) and the final interpolation of the logits to the
+queries (every pixel or the kept ones); each part is a
 median of its own timed runs (``total`` is measured separately, so the parts need not add up
 exactly). ``stage_points`` in the JSON: the points of every stage (summed over the batch).
 
@@ -79,7 +80,7 @@ from _common import (  # noqa: E402  (bench/)
 
 DEFAULT_OUT = ROOT / "results" / "segmentation.json"
 ROUND_ROBIN_OUT = ROOT / "results" / "segmentation_input_pool.json"
-POINT_MODELS = ("coc_tiny_seg", "coc_micro_seg")
+POINT_MODELS = ("coc_tiny_seg", "coc_micro_seg", "coc_micro_unet_seg")
 CNN_MODELS = ("unet_cpu_seg", "unet_seg")
 KEEPS = ("full", "random25", "random10", "region25")
 #: keep ratio of the random patterns (their input_pool rows use input_pool_for_keep of it)
@@ -155,14 +156,15 @@ def _median_s(fn, iters: int) -> float:
 
 
 def _split(model, inputs, mask, iters: int, image_size) -> dict:
-    """Median seconds of the backbone and of backbone + head at the finest stage."""
+    """Median seconds of the backbone and of backbone + head (logits before the queries)."""
     backbone = _median_s(lambda: model._stages(inputs, mask, None), iters)  # + input pooling
 
-    def fpn():
+    def head():
         stages = model._stages(inputs, mask, None)
-        model.head(stages, grids=model._grids(stages, image_size))
+        model._predict(stages, inputs, mask, None, None, image_size)
 
-    return {"backbone_s": round(backbone, 4), "backbone_fpn_s": round(_median_s(fpn, iters), 4)}
+    return {"backbone_s": round(backbone, 4),
+            "backbone_head_s": round(_median_s(head, iters), 4)}
 
 
 def child(args) -> dict:
@@ -308,7 +310,7 @@ def add_ratios(rows: list[dict]) -> None:
 def format_table(rows, batch, threads, size) -> str:
     """The printed table."""
     head = (f"{'model':<15} {'keep':<9} {'output':<7} {'pool':>4} {'params':>10} {'img/s':>7} "
-            f"{'vs full':>7} {'peak MiB':>9} {'backbone':>9} {'FPN':>6} {'upsample':>9}")
+            f"{'vs full':>7} {'peak MiB':>9} {'backbone':>9} {'head':>6} {'upsample':>9}")
     lines = [f"inference, {size[0]}x{size[1]}, batch {batch}, cpu, {threads} thread(s); "
              "time split in % of the total", head, "-" * len(head)]
     for r in rows:
@@ -320,9 +322,9 @@ def format_table(rows, batch, threads, size) -> str:
         split = ["-", "-", "-"]
         if "backbone_s" in r:
             tot = r["median_batch_s"]
-            bb, fpn = r["backbone_s"], r["backbone_fpn_s"] - r["backbone_s"]
-            up = tot - r["backbone_fpn_s"]
-            split = [f"{100 * v / tot:.0f}" for v in (bb, fpn, up)]
+            bb, head = r["backbone_s"], r["backbone_head_s"] - r["backbone_s"]
+            up = tot - r["backbone_head_s"]
+            split = [f"{100 * v / tot:.0f}" for v in (bb, head, up)]
         ratio = f"{r['vs_full']:.2f}" if "vs_full" in r else "-"
         lines.append(f"{name} {r['params']:>10,} {r['images_per_s']:>7.2f} {ratio:>7} "
                      f"{r['peak_mib']:>9.1f} {split[0]:>9} {split[1]:>6} {split[2]:>9}")

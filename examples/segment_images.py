@@ -29,7 +29,7 @@ into one point before the backbone, in training and evaluation (the model's ``in
 
 Examples::
 
-    python examples/segment_images.py --model coc_micro_seg                 # the CPU recipe
+    python examples/segment_images.py                     # the CPU recipe (coc_micro_unet_seg)
     python examples/segment_images.py --recipe gpu --model coc_tiny_seg --device cuda
     torchrun --nproc_per_node 2 examples/segment_images.py --recipe quick    # data parallel
     python examples/segment_images.py --resume runs/seg      # continue exactly (same settings)
@@ -87,10 +87,10 @@ from pointctx.transforms import RandomKeep
 
 FULL_SIZE = (360, 480)
 RECIPES = {
-    # ~150 s per epoch for coc_micro_seg on one thread of a shared 2-core CPU at load ~10: about
-    # 25 minutes (README).
+    # coc_micro_unet_seg: ~155 s + 40 s (val) per epoch on one thread of a shared 2-core CPU at
+    # load ~9 (docs/segmentation-unet.md).
     "cpu": dict(
-        model="coc_micro_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=9,
+        model="coc_micro_unet_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=9,
         batch_size=8, eval_batch_size=8, lr=2e-3, min_lr_ratio=0.01, weight_decay=0.01,
         class_weights="median-freq", train_limit=None, val_limit=None, threads=1,
     ),
@@ -187,7 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("model")
     g.add_argument("--model", default=None,
                    help="registered segmentation model (pointctx.list_models('*_seg'); cpu "
-                   "recipe: coc_micro_seg, gpu: coc_tiny_seg)")
+                   "recipe: coc_micro_unet_seg, gpu: coc_tiny_seg)")
     g.add_argument("--model-kwargs", type=T.json_object, default=None,
                    help="JSON object of model arguments, merged over the recipe's")
     g.add_argument("--input-pool", type=_input_pool, default=None, metavar="F|auto",

@@ -5,7 +5,7 @@ The masked-images study, redone for dense prediction on real CamVid. Two models 
 same number of parameters are trained with the same budget (data, epochs, batch, optimiser,
 augmentation and masks):
 
-* the CoC segmentation model (``--coc-model``, default ``coc_micro_seg``): its input set is the
+* the CoC segmentation model (``--coc-model``, default ``coc_micro_unet_seg``): its input set is the
   kept pixels only; it predicts every pixel of the image (the missing ones from the kept ones);
 * a convolutional baseline (``--cnn-model``, default ``unet_cpu_seg``, a small U-Net): the
   image with missing pixels set to 0 after normalisation (the mean) plus a mask channel.
@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--data-root", type=T.existing_dir, default=None,
                    help="camvid_trainval.npz folder or the SegNet CamVid/ layout")
-    p.add_argument("--coc-model", default="coc_micro_seg")
+    p.add_argument("--coc-model", default="coc_micro_unet_seg")
     p.add_argument("--cnn-model", default="unet_cpu_seg")
     p.add_argument("--coc-kwargs", type=T.json_object, default={})
     p.add_argument("--cnn-kwargs", type=T.json_object, default={})

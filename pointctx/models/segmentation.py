@@ -1,8 +1,13 @@
-"""Semantic segmentation of point sets: a backbone's stages + a Semantic-FPN head.
+"""Semantic segmentation of point sets: a backbone's stages + a head.
 
 :class:`SetSegmenter` runs a backbone's :meth:`forward_stages` (the per-stage features contract
-of :class:`~pointctx.models._base.SetClassifier`) and a
-:class:`~pointctx.nn.fpn.SemanticFPNHead`, and predicts at *query positions*. The input set is
+of :class:`~pointctx.models._base.SetClassifier`) and a head, and predicts at *query
+positions*. Heads (:data:`HEADS`): ``"fpn"``, the paper's
+:class:`~pointctx.nn.fpn.SemanticFPNHead` (logits at the finest stage, stride 4), and
+``"unet"``, the :class:`~pointctx.nn.set_unet.SetUNetDecoder` (feature propagation through
+every stage down to the input points, whose own features are the last skip; queries that are
+input pixels get their own logits, the others are interpolated from the stage-0 cells' mean
+logits). The input set is
 whatever points exist (every pixel, the kept pixels of a masked image, an irregular region, a
 point cloud); the queries are, by default, the input points, or every pixel of the image. So
 one model segments a full image, a masked image (predicting every pixel, the missing ones
@@ -34,9 +39,14 @@ coc_micro_seg       4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 cluenet_nano_seg    4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 =================== ================================================ =============
 
-The last two are CPU-sized (~0.2-0.3 M parameters) for CamVid on CPU at reduced resolution and
-for the sparse-pixel study. Factory keyword arguments starting with ``head_`` go to the head
-(``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``),
+and the set U-Net family (``head="unet"``, decoder widths from the input points up):
+``coc_tiny_unet_seg`` and ``cluenet_micro_unet_seg`` (64, 64, 128, 256),
+``coc_micro_unet_seg`` and ``cluenet_nano_unet_seg`` (32, 48, 64, 96; the latter with MLP ratio 3
+in its last stage). The micro / nano models are CPU-sized (~0.3 M parameters) for CamVid on CPU
+at reduced resolution and for the sparse-pixel study.
+
+Factory keyword arguments ``head`` and those starting with ``head_`` go to the head
+(``head``, ``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``),
 ``input_pool`` to the :class:`SetSegmenter`; the others go to the backbone (``in_channels``,
 ``drop_path_rate``, ...).
 
@@ -63,40 +73,54 @@ from __future__ import annotations
 
 import inspect
 import math
+from functools import partial
 
 import torch
 from torch import Tensor, nn
 
 from .._checks import check_number, check_positive_int
+from .._resolver import resolve
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
+from ..nn.set_unet import SetUNetDecoder
+from ..ops.interpolate import knn_interpolate
 from ._inputs import cast_input, plane_positions
 from ._registry import register_model
 
-__all__ = ["SetSegmenter", "input_pool_for_keep", "coc_tiny_seg", "coc_small_seg",
-           "cluenet_micro_seg", "coc_micro_seg", "cluenet_nano_seg"]
+__all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
+           "cluenet_micro_seg", "coc_micro_seg", "cluenet_nano_seg", "coc_tiny_unet_seg",
+           "cluenet_micro_unet_seg", "coc_micro_unet_seg", "cluenet_nano_unet_seg",
+           "pointmlp_elite_unet_seg"]
+
+#: segmentation heads by name: ``"fpn"`` (Semantic FPN, predicts from the finest stage) and
+#: ``"unet"`` (feature propagation through every stage down to the input points).
+HEADS = {"fpn": SemanticFPNHead, "unet": SetUNetDecoder}
 
 # modules of a classifier that a segmentation trunk does not use
 _CLASSIFIER_PARTS = ("norm", "head", "head_drop", "classifier")
 
 
 class SetSegmenter(nn.Module):
-    """Per-point / per-pixel classifier: backbone stages + Semantic-FPN head, queried anywhere.
+    """Per-point / per-pixel classifier: backbone stages + a head, queried anywhere.
 
     Args:
         backbone: a model with ``forward_stages`` and ``embed_dims`` (CoC, CLUENet); its
             classifier parts (``norm``, ``head``, ``head_drop``, ``classifier``) are removed.
         num_classes: classes K.
-        head_channels, head_k, head_mlp_layers, head_norm, head_drop: the
-            :class:`~pointctx.nn.fpn.SemanticFPNHead` settings (``channels``, ``k``,
-            ``mlp_layers``, ``norm``, ``drop``).
+        head: ``"fpn"`` (:class:`~pointctx.nn.fpn.SemanticFPNHead`) or ``"unet"``
+            (:class:`~pointctx.nn.set_unet.SetUNetDecoder`; its last skip is the input points'
+            stem features, the input features and positions), see :data:`HEADS`.
+        head_channels, head_k, head_mlp_layers, head_norm, head_drop: the head's
+            ``channels`` (``"unet"``: one int or one width per stage), ``k``, ``mlp_layers``,
+            ``norm``, ``drop``.
+        head_local_blocks: ``"unet"`` only: its ``local_blocks``.
         input_pool: ``f``: average the kept pixels of every ``f x f`` block into one point
             before the backbone (see the module docstring; a documented deviation, 1 = off).
             Needs a backbone whose ``forward_stages`` takes ``input_pool`` (CoC, CLUENet).
 
     Attributes:
         backbone: the trunk.
-        head: the :class:`~pointctx.nn.fpn.SemanticFPNHead`.
+        head: the head module.
         num_classes: K.
         input_pool: the default ``f`` of :meth:`forward` (may be changed).
 
@@ -105,9 +129,9 @@ class SetSegmenter(nn.Module):
         PointBatch (N points) -> [N, K]; PointBatch + query PointBatch (Nq points) -> [Nq, K].
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, head_channels: int = 128,
-                 head_k: int = 3, head_mlp_layers: int = 1, head_norm="group",
-                 head_drop: float = 0.1, input_pool: int = 1):
+    def __init__(self, backbone: nn.Module, num_classes: int, head="fpn",
+                 head_channels=128, head_k: int = 3, head_mlp_layers: int = 1, head_norm="group",
+                 head_drop: float = 0.1, head_local_blocks: int = 0, input_pool: int = 1):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
@@ -122,10 +146,18 @@ class SetSegmenter(nn.Module):
         self.backbone = backbone
         self.in_channels = backbone.in_channels
         self.pos_dim = backbone.pos_dim
-        self.head = SemanticFPNHead(
-            backbone.embed_dims, num_classes, channels=head_channels, k=head_k,
+        extra = {}
+        if head == "unet":
+            extra = {"input_channels": self.in_channels + self.pos_dim,
+                     "local_blocks": head_local_blocks}
+        elif head_local_blocks:
+            raise ValueError(f"`head_local_blocks` is for head='unet', got head={head!r}")
+        self.head = resolve(
+            head, HEADS, "head", base=nn.Module, in_channels=backbone.embed_dims,
+            num_classes=num_classes, channels=head_channels, k=head_k,
             mlp_layers=head_mlp_layers, norm=head_norm, drop=head_drop,
-            backend=getattr(backbone, "backend", None))
+            backend=getattr(backbone, "backend", None), **extra)
+        self._to_inputs = isinstance(self.head, SetUNetDecoder)
         self.num_classes = self.head.num_classes
 
     def _check_pool(self, input_pool, backbone: str | None = None) -> int:
@@ -146,18 +178,61 @@ class SetSegmenter(nn.Module):
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
-    def _grids(stages, image_size) -> list | None:
-        """Per stage, its lattice cells in the image plane: ``(cell_size, origin)`` (x, y).
+    def _grids(strides, image_size) -> list | None:
+        """Per stride ``(row, col)``, its lattice cells in the image plane: ``(cell_size, origin)``.
 
         Cell borders lie half a pixel before the cell's first pixel, so every stage point (a
         mean of the pixel positions of its cell) is well inside its cell: one point per cell.
         """
-        if image_size is None or any(s.stride is None for s in stages):
+        if image_size is None or any(s is None for s in strides):
             return None
         h, w = image_size
         px, py = (1.0 / (w - 1) if w > 1 else 1.0), (1.0 / (h - 1) if h > 1 else 1.0)
         origin = (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
-        return [((s.stride[1] * px, s.stride[0] * py), origin) for s in stages]
+        return [((s[1] * px, s[0] * py), origin) for s in strides]
+
+    def _predict(self, stages, inputs, mask, pos_q, batch_q, image_size, query=None):
+        """Logits at the queries ``pos_q`` (None: at the input points).
+
+        ``"unet"`` head on pixel sets: a query pixel that is an input pixel gets its own
+        logits, the others are interpolated from the mean logits of the stage-0 cells (one
+        point per cell: a fast grid search even in large holes). General point sets: kNN
+        interpolation from the input points.
+        """
+        grids = self._grids([s.stride for s in stages], image_size)
+        if not self._to_inputs:
+            return self.head(stages, pos_q, batch_q, grids)
+        x, pos, batch, coords, grid = self.backbone.pack(inputs, mask,
+                                                         append_pos=True).stem_view()
+        logits = self.head(stages, x, pos, batch, grids, coords, grid)
+        if pos_q is None:
+            return logits
+        s0, k = stages[0], self.head.k
+        interp = partial(knn_interpolate, k=k, batch_size=s0.num_sets, eps=self.head.eps,
+                         backend=self.head.backend)
+        if image_size is None:
+            return interp(logits, pos, pos_q, batch, batch_q)
+        hw = image_size[0] * image_size[1]
+        if mask is not None:  # image input: the queries are every pixel
+            rows = torch.full((mask.numel(),), -1, dtype=torch.long, device=logits.device)
+            rows[mask.reshape(-1)] = torch.arange(logits.shape[0], device=logits.device)
+        else:
+            table = torch.full((s0.num_sets * hw,), -1, dtype=torch.long, device=logits.device)
+            table[inputs.batch * hw + inputs.pixel] = torch.arange(logits.shape[0],
+                                                                    device=logits.device)
+            rows = table[query.batch * hw + query.pixel]
+        hit = rows >= 0
+        out = logits.new_zeros(rows.shape[0], logits.shape[1])
+        out[hit] = logits[rows[hit]]
+        miss = (~hit).nonzero().squeeze(1)
+        if miss.numel():
+            child, parent = s0.link
+            cells = logits.new_zeros(s0.num_points, logits.shape[1]).index_add_(
+                0, child, logits.index_select(0, parent))
+            cells = cells / torch.bincount(child, minlength=s0.num_points).clamp_min(1)[:, None]
+            out[miss] = interp(cells, s0.pos, pos_q[miss], s0.batch, batch_q[miss],
+                               cell_size=grids[0][0], cell_origin=grids[0][1])
+        return out
 
     @staticmethod
     def _pixel_queries(pb: PointBatch, image_size, name: str) -> Tensor:
@@ -206,9 +281,12 @@ class SetSegmenter(nn.Module):
             stages = self._stages(inputs, mask, input_pool)
             b, _, h, w = inputs.shape
             pos_q = PointBatch.image_grid(h, w, device=inputs.device, dtype=inputs.dtype)
-            pos_q = pos_q.repeat(b, 1)
-            batch_q = torch.arange(b, device=inputs.device).repeat_interleave(h * w)
-            logits = self.head(stages, pos_q, batch_q, self._grids(stages, (h, w)))
+            if self._to_inputs and mask is None:  # the queries are the input points
+                logits = self._predict(stages, inputs, None, None, None, (h, w))
+            else:
+                pos_q = pos_q.repeat(b, 1)
+                batch_q = torch.arange(b, device=inputs.device).repeat_interleave(h * w)
+                logits = self._predict(stages, inputs, mask, pos_q, batch_q, (h, w))
             return logits.view(b, h, w, -1).permute(0, 3, 1, 2)
         if not isinstance(inputs, PointBatch):
             raise TypeError(
@@ -223,6 +301,10 @@ class SetSegmenter(nn.Module):
                 f"`query` must hold the input's B = {inputs.num_sets} sets, got {q.num_sets}"
             )
         stages = self._stages(inputs, mask, input_pool)
+        if query is None and self._to_inputs:
+            pixel = inputs.pixel is not None and inputs.image_size is not None
+            return self._predict(stages, inputs, None, None, None,
+                                 tuple(int(v) for v in inputs.image_size) if pixel else None)
         if inputs.pixel is not None and inputs.image_size is not None:
             image_size = tuple(int(v) for v in inputs.image_size)
             pos_q = self._pixel_queries(q, image_size, "query" if query is not None else
@@ -234,7 +316,7 @@ class SetSegmenter(nn.Module):
                     f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}"
                 )
             pos_q = q.pos
-        return self.head(stages, pos_q, q.batch, self._grids(stages, image_size))
+        return self._predict(stages, inputs, None, pos_q, q.batch, image_size, q)
 
 
 def input_pool_for_keep(keep: float) -> int:
@@ -267,7 +349,7 @@ def _build(backbone_name: str, defaults: dict, kwargs: dict,
     kwargs = dict(kwargs)
     num_classes = kwargs.pop("num_classes", 11)
     head = dict(head_defaults or {})
-    for key in [k for k in kwargs if k.startswith("head_") or k == "input_pool"]:
+    for key in [k for k in kwargs if k.startswith("head_") or k in ("head", "input_pool")]:
         head[key] = kwargs.pop(key)
     cfg = dict(defaults)
     cfg.update(kwargs)
@@ -308,3 +390,47 @@ def coc_micro_seg(**kwargs) -> SetSegmenter:
 def cluenet_nano_seg(**kwargs) -> SetSegmenter:
     """CPU-sized CLUENet segmenter: 1 block per stage, 16-128 channels, 64-channel head."""
     return _build("cluenet_micro", dict(_MICRO, centers=7), kwargs, {"head_channels": 64})
+
+
+@register_model
+def coc_tiny_unet_seg(**kwargs) -> SetSegmenter:
+    """CoC-Tiny backbone + set U-Net decoder (widths 64, 64, 128, 256 from the input points)."""
+    return _build("coc_tiny", {}, kwargs, {"head": "unet", "head_channels": (64, 64, 128, 256)})
+
+
+@register_model
+def cluenet_micro_unet_seg(**kwargs) -> SetSegmenter:
+    """CLUENet-micro backbone + set U-Net decoder (widths 64, 64, 128, 256)."""
+    return _build("cluenet_micro", {}, kwargs,
+                  {"head": "unet", "head_channels": (64, 64, 128, 256)})
+
+
+_MICRO_UNET = {"head": "unet", "head_channels": (32, 48, 64, 96)}
+
+
+@register_model
+def coc_micro_unet_seg(**kwargs) -> SetSegmenter:
+    """CPU-sized CoC + set U-Net decoder: ``coc_micro_seg``'s backbone, widths 32-96."""
+    return _build("coc_tiny", dict(_MICRO, centers=2, regions=(8, 4, 2, 1)), kwargs,
+                  _MICRO_UNET)
+
+
+@register_model
+def cluenet_nano_unet_seg(**kwargs) -> SetSegmenter:
+    """CPU-sized CLUENet + set U-Net decoder (``cluenet_nano_seg``'s backbone, MLP ratio 3 last)."""
+    return _build("cluenet_micro", dict(_MICRO, centers=7, mlp_ratios=(4, 4, 4, 3)), kwargs,
+                  _MICRO_UNET)
+
+
+# the encoder of ``pointmlp_elite_seg`` (models/pointmlp_seg.py), xyz only
+_POINTMLP_ELITE = dict(in_channels=0, pos_dim=3, embed_dim=32, res_expansion=0.25,
+                       dim_expansion=(2, 2, 2, 1), pre_blocks=(1, 1, 2, 1),
+                       pos_blocks=(1, 1, 2, 1), k_neighbors=16, ratio=0.25)
+
+
+@register_model
+def pointmlp_elite_unet_seg(**kwargs) -> SetSegmenter:
+    """``pointmlp_elite_seg``'s encoder + set U-Net decoder (widths 64, 64, 128, 128, 160)."""
+    kwargs.setdefault("num_classes", 13)
+    return _build("pointmlp", _POINTMLP_ELITE, kwargs,
+                  {"head": "unet", "head_channels": (64, 64, 128, 128, 160)})

@@ -136,7 +136,7 @@ class FeaturePropagation(nn.Module):
 
     def forward(self, x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
                 batch_query: Tensor | None = None, skip: Tensor | None = None,
-                batch_size: int | None = None) -> Tensor:
+                batch_size: int | None = None, cell_size=None, cell_origin=None) -> Tensor:
         """Propagate ``x`` from ``pos`` to ``pos_query`` (same sets) and apply the MLP.
 
         Args:
@@ -147,6 +147,9 @@ class FeaturePropagation(nn.Module):
             batch_query: sorted set id of the query rows (None: one set).
             skip: features of the queries (required iff ``skip_channels > 0``).
             batch_size: number of sets B (saves a host sync).
+            cell_size: cells of a lattice of the coarse points for the grid neighbour search
+                (see :func:`~pointctx.ops.knn_interpolate`; same result, faster).
+            cell_origin: a corner of that lattice.
 
         Shapes:
             x: [N, in_channels]; pos: [N, D]; pos_query: [Nq, D]; skip: [Nq, skip_channels];
@@ -169,7 +172,8 @@ class FeaturePropagation(nn.Module):
         elif skip is not None:
             raise ValueError("`skip` was given but the layer was built with skip_channels = 0")
         out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,
-                              batch_size=batch_size, eps=self.eps, backend=self.backend)
+                              batch_size=batch_size, eps=self.eps, backend=self.backend,
+                              cell_size=cell_size, cell_origin=cell_origin)
         if skip is not None:
             pair = (skip.to(out.dtype), out) if self.skip_first else (out, skip.to(out.dtype))
             out = torch.cat(pair, 1)

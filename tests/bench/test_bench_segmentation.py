@@ -13,18 +13,19 @@ def bench(load_module):
     return load_module(BENCH, "bench_segmentation")
 
 
+@pytest.mark.parametrize("model", ["coc_micro_seg", "coc_micro_unet_seg"])
 @pytest.mark.parametrize("output", ["dense", "points"])
 @pytest.mark.parametrize("keep, pool", [("full", 1), ("random25", 1), ("region25", 1),
                                         ("random25", 2), ("random10", 3)])
-def test_child_measures_a_case(bench, keep, pool, output):
+def test_child_measures_a_case(bench, keep, pool, output, model):
     args = argparse.Namespace(
-        case=f'{{"model": "coc_micro_seg", "input": "image", "keep": "{keep}", '
+        case=f'{{"model": "{model}", "input": "image", "keep": "{keep}", '
              f'"output": "{output}", "input_pool": {pool}}}',
         what="time", iters=1, batch=1, threads=1, size=(48, 64))
     row = bench.child(args)
     assert row["outputs"] == (48 * 64 if output == "dense" else row["pixels_in"])
     assert row["pixels_in"] == {"full": 3072, "region25": 24 * 32}.get(keep, row["pixels_in"])
-    assert 0 < row["backbone_s"] <= row["backbone_fpn_s"] + 1.0 and row["images_per_s"] > 0
+    assert 0 < row["backbone_s"] <= row["backbone_head_s"] + 1.0 and row["images_per_s"] > 0
     # the stem cells cover 4 * pool pixels per axis: at most ceil(48 / 4p) x ceil(64 / 4p)
     assert row["stage_points"][0] <= -(-48 // (4 * pool)) * -(-64 // (4 * pool))
 

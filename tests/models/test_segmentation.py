@@ -4,7 +4,8 @@ import torch
 from pointctx import PointBatch, create_model, list_models
 from pointctx.models import SetSegmenter
 
-SEG_MODELS = list_models("*_seg", module="segmentation")
+SEG_MODELS = [m for m in list_models("*_seg", module="segmentation")
+              if not m.startswith("pointmlp")]  # image models (pointmlp: point clouds only)
 K = 5
 
 

@@ -1,0 +1,141 @@
+"""A U-Net decoder on sets: feature propagation through every stage, down to the input points.
+
+:class:`SetUNetDecoder` is PointNet++'s segmentation decoder on a backbone's ragged stages:
+starting from the coarsest stage, one :class:`~pointctx.nn.propagation.FeaturePropagation` step
+per stage carries the features to the next finer stage (kNN-3 inverse-distance interpolation),
+concatenates that stage's own features (the skip) and applies a point-wise MLP; the last step
+lands on the input points themselves, with their input features as the skip, and a linear
+classifier gives logits at every input point. The cost follows the points that exist.
+Optional ``local_blocks`` add full-resolution context at the input points: residual blocks of a
+3x3 depthwise convolution (:class:`~pointctx.nn.depthwise.SetDepthwiseConv`: the lattice
+convolution on pixel sets, missing pixels count as 0; the 9 nearest points elsewhere) and a
+point-wise ``Linear -> norm -> ReLU``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from torch import Tensor, nn
+
+from .._checks import check_number, check_positive_int
+from ..batch import PointBatch
+from ..ops.interpolate import _check_eps
+from .depthwise import SetDepthwiseConv, knn_slots
+from .layers import Linear
+from .norm import SetGroupNorm
+from .propagation import FeaturePropagation, SharedMlp
+
+__all__ = ["SetUNetDecoder"]
+
+
+class SetUNetDecoder(nn.Module):
+    """Coarse-to-fine feature propagation with a skip at every stage and at the input points.
+
+    Args:
+        in_channels: channels of every stage, finest first.
+        num_classes: output classes K.
+        input_channels: channels of the input points' features (the last skip; 0: none).
+        channels: output width of every step, finest first: ``channels[0]`` at the input
+            points, ``channels[i]`` at stage ``i - 1``; one int for all.
+        k: neighbours of the interpolations (3).
+        mlp_layers: MLP layers per step (>= 1).
+        norm: norm of the MLPs (``"group"``: per set, ``"batch"``, ``"none"``).
+        drop: dropout before the classifier.
+        local_blocks: residual depthwise-convolution blocks at the input points (0: none).
+        eps: added to squared distances in the interpolation weights.
+        backend: kNN backend (see :mod:`pointctx.ops`).
+
+    Shapes:
+        stages: PointBatch per stage (x [M_i, in_channels[i]], pos [M_i, D], B sets);
+        x: [N, input_channels]; pos: [N, D]; batch: [N]; coords: [N, 2]; return: [N, K].
+    """
+
+    def __init__(self, in_channels: Sequence[int], num_classes: int, input_channels: int = 0,
+                 channels=32, k: int = 3, mlp_layers: int = 1, norm="group",
+                 drop: float = 0.1, eps: float = 1e-16, backend: str | None = None,
+                 local_blocks: int = 0):
+        super().__init__()
+        in_channels = [check_positive_int(c, "in_channels") for c in in_channels]
+        if not in_channels:
+            raise ValueError("`in_channels` must list at least one stage, got []")
+        n = len(in_channels)
+        channels = [channels] * n if isinstance(channels, int) else list(channels)
+        if len(channels) != n:
+            raise ValueError(
+                f"`channels` must give one width per stage ({n}: the input points, then "
+                f"stages 0..{n - 2}), got {len(channels)}"
+            )
+        channels = [check_positive_int(c, "channels") for c in channels]
+        self.in_channels = in_channels
+        self.input_channels = check_positive_int(input_channels, "input_channels", minimum=0)
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.k = check_positive_int(k, "k")
+        self.eps = _check_eps(eps)
+        self.backend = backend
+        mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
+        check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
+        self.stage_norms = nn.ModuleList(SetGroupNorm(c) for c in in_channels)
+        # steps[j] goes from stage n-1-j to stage n-2-j (the last one to the input points)
+        self.steps = nn.ModuleList()
+        c = in_channels[-1]
+        for i in reversed(range(n)):
+            skip = in_channels[i - 1] if i else self.input_channels
+            self.steps.append(FeaturePropagation(c, [channels[i]] * mlp_layers, skip, k=k,
+                                                 norm=norm, eps=eps, backend=backend))
+            c = channels[i]
+        local_blocks = check_positive_int(local_blocks, "local_blocks", minimum=0)
+        self.local_convs = nn.ModuleList(SetDepthwiseConv(c) for _ in range(local_blocks))
+        self.local_mlps = nn.ModuleList(SharedMlp(c, [c], norm=norm) for _ in range(local_blocks))
+        self.drop = nn.Dropout(float(drop))
+        self.classifier = Linear(c, self.num_classes)
+        nn.init.trunc_normal_(self.classifier.weight, std=0.02)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, stages: Sequence[PointBatch], x: Tensor | None, pos: Tensor,
+                batch: Tensor, grids: Sequence | None = None, coords: Tensor | None = None,
+                grid_size: Sequence[int] | None = None) -> Tensor:
+        """Logits at the input points.
+
+        Args:
+            stages: one PointBatch per stage, finest first, all with the same B sets.
+            x: the input points' features (None iff ``input_channels`` is 0).
+            pos: the input points' positions, in the stages' frame.
+            batch: sorted set id of every input point.
+            grids: optional ``(cell_size, origin)`` per stage, finest first, of a lattice with
+                at most one point per cell (grid neighbour search; same result, faster).
+            coords: pixel sets: the input points' lattice ``(row, col)`` (for ``local_blocks``;
+                without it the blocks use the 9 nearest input points).
+            grid_size: pixel sets: ``(H, W)``.
+
+        Shapes:
+            x: [N, input_channels]; pos: [N, D]; batch: [N]; return: [N, K].
+        """
+        if (x is None) != (self.input_channels == 0):
+            raise ValueError(f"`x` must be given iff input_channels > 0 (it is "
+                             f"{self.input_channels})")
+        n = len(self.in_channels)
+        if len(stages) != n:
+            raise ValueError(f"`stages` must hold {n} stages (in_channels), got {len(stages)}")
+        b = stages[0].num_sets
+        if any(s.num_sets != b for s in stages):
+            raise ValueError(f"every stage must hold the same B = {b} sets, got "
+                             f"{[s.num_sets for s in stages]}")
+        cells = list(grids) if grids is not None else [None] * n
+        feats = [norm(s.x, s.batch, b) for s, norm in zip(stages, self.stage_norms)]
+        h = feats[-1]
+        for step, i in zip(self.steps, reversed(range(n))):
+            src = stages[i]
+            if i:
+                skip, q_pos, q_batch = feats[i - 1], stages[i - 1].pos, stages[i - 1].batch
+            else:
+                skip, q_pos, q_batch = x, pos, batch
+            kw = {} if cells[i] is None else {"cell_size": cells[i][0],
+                                              "cell_origin": cells[i][1]}
+            h = step(h, src.pos, q_pos, src.batch, q_batch, skip=skip, batch_size=b, **kw)
+        nbr = None
+        if len(self.local_convs) and coords is None:
+            nbr = knn_slots(pos, batch, b, backend=self.backend)
+        for conv, mlp in zip(self.local_convs, self.local_mlps):
+            h = h + mlp(conv(h, batch, b, coords, grid_size, nbr), batch, b)
+        return self.classifier(self.drop(h))
