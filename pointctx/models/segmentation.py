@@ -84,7 +84,7 @@ from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
 from ..nn.set_unet import SetUNetDecoder
 from ..ops.interpolate import knn_interpolate
-from ._inputs import cast_input, plane_positions
+from ._inputs import cast_input, padded_batch, plane_positions, unpad
 from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
@@ -253,24 +253,33 @@ class SetSegmenter(nn.Module):
         return plane_positions(coords, image_size, dtype=pb.pos.dtype)
 
     def forward(self, inputs, mask: Tensor | None = None,
-                query: PointBatch | None = None, input_pool: int | None = None) -> Tensor:
-        """Logits for every pixel (image input) or at the query points (PointBatch input).
+                query: PointBatch | None = None, input_pool: int | None = None,
+                lengths: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+        """Logits for every pixel (images), at the query points (PointBatch) or per point (padded).
 
         Args:
-            inputs: images ``[B, C, H, W]`` or a :class:`~pointctx.PointBatch`.
+            inputs: images ``[B, C, H, W]``, a :class:`~pointctx.PointBatch` or padded points
+                ``[B, Nmax, D]``.
             mask: bool ``[B, H, W]`` (image input only): the pixels the model sees.
             query: a :class:`~pointctx.PointBatch` of the same B sets (PointBatch input
                 only); default: the input's own points.
             input_pool: ``f`` for this call (default: the model's :attr:`input_pool`); see
                 the module docstring.
+            lengths: padded points: valid rows per set ``[B]`` (default: all).
+            features: padded points: features ``[B, Nmax, C]``.
 
         Returns:
-            ``[B, K, H, W]`` for image input; ``[Nq, K]`` for a PointBatch.
-
-        Shapes:
-            see the class docstring.
+            ``[B, K, H, W]`` for images; ``[Nq, K]`` for a PointBatch; ``[B, Nmax, K]`` for
+            padded points, zeros past ``lengths``.
         """
         dtype = next(self.parameters()).dtype
+        padded = isinstance(inputs, Tensor) and inputs.dim() == 3
+        if padded or lengths is not None or features is not None:
+            if mask is not None or query is not None:
+                raise ValueError("`mask` and `query` are not for padded points [B, Nmax, D]: "
+                                 "use a PointBatch to predict at other points")
+            pb = padded_batch(inputs, lengths, features, dtype)
+            return unpad(self.forward(pb, input_pool=input_pool), pb, inputs.shape[1])
         inputs, query = cast_input(inputs, dtype), cast_input(query, dtype)
         if isinstance(inputs, Tensor):
             if query is not None:

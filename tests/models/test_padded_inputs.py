@@ -6,7 +6,7 @@ import torch
 from pointctx import PointBatch, create_model
 
 CLASSIFIERS = ["coc_mnist", "cluenet_micro_cifar", "pointmlp_elite"]
-SEGMENTERS = ["pointmlp_elite_seg"]
+SEGMENTERS = ["coc_micro_seg", "cluenet_nano_seg", "coc_micro_unet_seg", "pointmlp_elite_seg"]
 
 
 def _padded(seed=0):
@@ -52,3 +52,10 @@ def test_padded_lengths_with_point_batch_refused():
     pb = PointBatch.from_padded(pos, feats, lengths=lengths)
     with pytest.raises(ValueError, match="`lengths` and `features` are only for padded"):
         _model("coc_mnist")(pb, lengths=lengths)
+
+
+def test_segmenter_padded_refuses_mask_and_query():
+    pos, feats, lengths = _padded()
+    with pytest.raises(ValueError, match="`mask` and `query` are not for padded points"):
+        _model("coc_micro_seg")(pos, lengths=lengths, features=feats,
+                                query=PointBatch.from_padded(pos, feats, lengths=lengths))
