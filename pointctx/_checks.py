@@ -43,9 +43,6 @@ def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
         pos: the positions.
         name: argument name used in error messages.
         allow_nonfinite: skip the NaN/Inf check (it costs a device sync on GPU).
-
-    Returns:
-        ``pos`` unchanged.
     """
     check_tensor(pos, name)
     if pos.dim() != 2:
@@ -90,9 +87,6 @@ def check_batch(
         num_points: expected length N.
         batch_size: number of sets B, if known (values must be < B).
         name: argument name used in error messages.
-
-    Returns:
-        ``batch`` unchanged.
     """
     check_tensor(batch, name)
     if batch.dim() != 1:
@@ -139,9 +133,6 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
         name: argument name used in error messages.
         lo: exclusive lower bound of ``low`` (None: none).
         hi: inclusive upper bound of ``high`` (None: none).
-
-    Returns:
-        ``(low, high)`` as floats.
     """
     if is_number(value):
         pair = (float(value), float(value))

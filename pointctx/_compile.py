@@ -1,9 +1,4 @@
-"""Opt-in ``torch.compile`` for pointctx models: :func:`pointctx.compile`.
-
-Automatic dynamic shapes (``dynamic=None``), so ragged batches of new sizes recompile once, not
-every time; host syncs are graph breaks. Measurements and why not ``dynamic=True``:
-docs/benchmarks.md (torch.compile).
-"""
+"""Opt-in ``torch.compile`` for pointctx models: :func:`pointctx.compile`."""
 
 from __future__ import annotations
 
@@ -37,13 +32,6 @@ def compile(
         cache_size_limit: raise dynamo's per-function recompile limit to at least this (the
             many small graphs between host syncs each count); None leaves it.
         **kwargs: passed to ``torch.compile``.
-
-    Returns:
-        The compiled module (``torch._dynamo.OptimizedModule``); ``_orig_mod`` is ``model``.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        RuntimeError: ``torch.compile`` is not available in this torch build.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")

@@ -36,8 +36,6 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
 def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = False):
     """Collate point-set samples into a :class:`~pointctx.PointBatch` (a DataLoader ``collate_fn``).
 
-    Tuple samples give ``(PointBatch, y or None)``, dict samples ``{"points": PointBatch, ...}``.
-
     Args:
         samples: list of ``B >= 1`` samples.
         point_keys: dict keys holding per-point fields to concatenate.

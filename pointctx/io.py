@@ -285,9 +285,6 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
         backend: ``"auto"`` (native :func:`read_ply` for ``.ply``, Open3D otherwise),
             ``"native"`` (``.ply`` only) or ``"open3d"``.
         dtype: floating dtype of the returned tensors.
-
-    Returns:
-        :class:`PointCloudData`; with Open3D, ``fields`` is empty.
     """
     if backend not in ("auto", "native", "open3d"):
         raise ValueError(f"`backend` must be one of ['auto', 'native', 'open3d'], got {backend!r}")

@@ -113,9 +113,6 @@ class ImageDataset(RowDataset):
             seed: seed of the choice.
             val_transform: transform of the validation view (``"keep"``: the same as train,
                 which keeps seeded masks per image; ``None``: none).
-
-        Returns:
-            :class:`ImageSplit` ``(train, val)``, disjoint views covering this one.
         """
         return self._split(val_fraction, seed, transform=val_transform)
 

@@ -152,9 +152,6 @@ class PointCloudDataset(RowDataset):
             seed: seed of the choice.
             val_transform: transform of the validation view (default none: no augmentation).
             val_sampling: sampling of the validation view.
-
-        Returns:
-            :class:`DatasetSplit` ``(train, val)``; ``train`` keeps this dataset's transform.
         """
         return self._split(val_fraction, seed, transform=val_transform, sampling=val_sampling)
 

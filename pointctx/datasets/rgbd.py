@@ -265,9 +265,6 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         frame: for ``"kinect"``, the frame number 1..5 as in the file names (default 1); must be
             ``None`` for the single-frame presets.
         root: folder of the frames (default: see :func:`rgbd_root`).
-
-    Returns:
-        An :class:`RGBDFrame`; Kinect frames carry their camera-to-world pose from ``pose.txt``.
     """
     spec = _preset(preset)
     folder = rgbd_root(root, preset)

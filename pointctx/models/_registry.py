@@ -41,11 +41,7 @@ def list_models(pattern: str | None = None, module: str | None = None,
 
 
 def model_task(name: str) -> str:
-    """The task of a registered model, one of :data:`TASKS`.
-
-    ``*_partseg``: part segmentation; other ``*_seg``: segmentation; PointMLP models take
-    points, the others (CoC, CLUENet, U-Net) are trained on images.
-    """
+    """The task of a registered model, one of :data:`TASKS`."""
     model_entrypoint(name)
     kind = "point" if _MODEL_MODULE[name].startswith("pointmlp") else "image"
     if name.endswith("_partseg"):

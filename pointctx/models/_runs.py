@@ -1,9 +1,4 @@
-"""Trained runs: :func:`load_model` and :class:`TrainedModel` (the network and its inputs).
-
-A run folder of the example scripts holds ``last.pt`` / ``best.pt``: the weights (``"model"``) and
-``"run_info"`` (the task, the model's name and arguments, the class names and the input
-preprocessing). They load with ``torch.load(weights_only=True)``.
-"""
+"""Trained runs: :func:`load_model` and :class:`TrainedModel` (the network and its inputs)."""
 
 from __future__ import annotations
 
@@ -46,11 +41,7 @@ def _resolve(path: Path) -> Path:
 
 
 def build_kwargs(run_info: dict) -> dict:
-    """The ``create_model`` keyword arguments of a run's model (``create_kwargs``).
-
-    Runs without ``create_kwargs`` are rebuilt from the class names, the model kwargs and, for
-    images, the channels.
-    """
+    """The ``create_model`` keyword arguments of a run's model (``create_kwargs``)."""
     info = run_info["model"]
     if isinstance(info.get("create_kwargs"), dict):
         return dict(info["create_kwargs"])
@@ -62,10 +53,7 @@ def build_kwargs(run_info: dict) -> dict:
 
 
 def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | None:
-    """``"missing keys (3): a, b, c; unexpected keys (1): d"`` of two state dicts, else None.
-
-    At most ``limit`` names per kind; keys of another shape are listed the same way.
-    """
+    """``"missing keys (3): a, b, c; unexpected keys (1): d"`` of two state dicts, else None."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
@@ -81,17 +69,6 @@ def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | Non
 
 class TrainedModel(nn.Module):
     """A trained network with its run's input preprocessing: it takes raw inputs.
-
-    Image runs: ``images [B, C, H, W]`` of any size, uint8 (0..255) or float in [0, 1] (and an
-    optional ``mask [B, H, W]``), are resized to the trained size and normalised with the stored
-    mean and std; classifiers return ``[B, K]``, segmenters ``[B, K, H, W]`` at the input's own
-    size.
-
-    Point runs: the inputs of the network (a :class:`~pointctx.PointBatch`, or padded points
-    with ``lengths=`` / ``features=``; part segmenters ``category=``, segmenters ``query=``).
-    Runs stored with ``normalize="unit_sphere"`` (the classifiers) get every set centred and
-    scaled into the unit sphere, and classifiers cut sets larger than the trained
-    ``num_points`` by farthest point sampling. Segmenters label every given point.
 
     Attributes:
         model: the registered network (takes inputs as the training data loader gave them).
@@ -176,15 +153,6 @@ def load_model(path: str | os.PathLike, map_location=None) -> TrainedModel:
         path: a run folder (its ``best.pt``, else ``last.pt``) or a ``last.pt`` / ``best.pt``
             file of :class:`pointctx.train.Trainer` (the example scripts).
         map_location: device of the returned model; ``None``: the CPU.
-
-    Returns:
-        :class:`TrainedModel` in eval mode: ``model(raw inputs)``; ``.model`` is the network,
-        ``.task``, ``.class_names``, ``.inputs`` and ``.run_info`` describe the run.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist or the folder holds no checkpoint.
-        ValueError: the file is damaged or not a pointctx checkpoint, or its weights do not fit
-            the model it names (a few missing / unexpected keys named).
     """
     file = _resolve(Path(path))
     state = load_torch_file(file)

@@ -1,60 +1,4 @@
-"""Official checkpoints in pointctx: :func:`convert_official` and :func:`load_official`.
-
-Covered architectures (pointctx name: official code and constructor):
-
-================== ====================================================================== ========
-pointctx arch      official code (repository @ commit: file: constructor)                  checked
-================== ====================================================================== ========
-``coc_tiny``       ma-xu/Context-Cluster@be9a03b: ``models/context_cluster.py``:            outputs
-                   ``coc_tiny``
-``coc_tiny_plain`` same file: ``coc_tiny_plain``                                            layout
-``coc_small``      same file: ``coc_small``                                                 outputs
-``coc_medium``     same file: ``coc_medium``                                                layout
-``pointmlp``       ma-xu/pointMLP-pytorch@1ab7f04: ``classification_ScanObjectNN/models/    outputs
-                   pointmlp.py`` and ``classification_ModelNet40/models/pointmlp.py``
-                   (the two files are identical): ``pointMLP``
-``pointmlp_elite`` same files: ``pointMLPElite``                                            outputs
-``pointmlp_coc``   ma-xu/Context-Cluster@be9a03b: ``pointcloud/models/contextcluster.py``:  outputs
-                   ``pointMLP_CoC``
-``pointmlp_        ma-xu/pointMLP-pytorch@1ab7f04: ``part_segmentation/model/pointMLP.py``:  outputs
-partseg``          ``pointMLP(num_classes=50)``
-``cluenet_micro``  52KunKun/CLUENet@4f7e731: ``models/CLUENet.py``: ``CLUE_mini``            outputs
-``cluenet_micro_   same file: ``CLUE_mini_CIFAR``                                           outputs
-cifar``
-``cluenet_tiny``,  same file: ``CLUE_tiny``, ``CLUE_small``, ``CLUE_base``                  layout
-``_small``,
-``_base``
-================== ====================================================================== ========
-
-"outputs": a test rebuilds the official state_dict of that constructor (the fixtures of
-``shared/fixtures/official``; part segmentation: ``tests/models/data``), converts it and compares
-the outputs with the official code's (eval mode, and train mode in float64 for the point
-classifiers). "layout": the key layout follows
-the same official classes and is checked key by key and shape by shape against the pointctx
-model (no official outputs to compare with).
-
-What the conversion does beyond renaming:
-
-* 1x1 convolutions become linear weights; the image stems' and reducers' ``k x k`` convolutions
-  become the reducers' ``[out, in * k * k]`` weights (same element order);
-* the image stems append the position channels ``(row, col)`` in the official code and
-  ``(x = col, y = row)`` in pointctx: the converter swaps the stem weight's last two input
-  channels;
-* PointMLP's geometric-affine ``[1, 1, 1, C]`` parameters become ``[C]``;
-* PointMLP-CoC's interleaved ``operation`` list (Context Cluster, residual block, ...) is split
-  into pointctx's ``coc`` and ``blocks`` lists;
-* CLUENet's float64 ``attn_alpha`` becomes the float32 log-temperature ``t``.
-
-:func:`load_official` also sets what the weights were trained with: PointMLP models use
-``fps_start="first"`` (the official CUDA FPS starts at index 0 of every cloud; pointctx's FPS
-does not reproduce the CUDA kernel's skipping of points with ``|p|^2 <= 1e-3`` after the first).
-CoC models use the exact ``windows="adaptive"`` proposal (their default).
-
-CLUENet note: the official attention casts its inputs to float16
-(``flash_attn_func``); pointctx computes it in float32. The converted models therefore equal the
-official math without those casts (checked to 1e-4 relative), and differ from the official float16
-outputs by that rounding (2.9e-3 relative at 32x32, 1.5e-5 at 224x224 on the fixtures).
-"""
+"""Official checkpoints in pointctx: :func:`convert_official` and :func:`load_official`."""
 
 from __future__ import annotations
 
@@ -325,10 +269,6 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
             (``DataParallel``) is removed.
         weights_only: passed to ``torch.load`` for a path (``False`` runs pickled code: only
             for files you trust).
-
-    Raises:
-        FileNotFoundError: no such file. TypeError: ``obj`` is not a path or a mapping.
-        ValueError: a damaged file, or no tensors found.
     """
     if isinstance(obj, (str, os.PathLike)):
         obj = load_torch_file(obj, weights_only=weights_only)
@@ -395,13 +335,6 @@ def convert_official(arch: str, state_dict, **model_kwargs) -> dict[str, Tensor]
             :func:`unwrap_checkpoint`) or a path to one.
         **model_kwargs: options of the pointctx model the result is checked against (the class
             count and input channels are read from the weights).
-
-    Returns:
-        A state_dict that ``create_model(arch, ...)`` loads with ``strict=True``.
-
-    Raises:
-        ValueError: unknown ``arch``, keys the converter does not know, or keys missing /
-        unexpected / of another shape for the pointctx model (a few named).
     """
     rules, _, _ = _spec(arch)
     sd = unwrap_checkpoint(state_dict)
@@ -428,13 +361,6 @@ def load_official(arch: str, path_or_state_dict, *, weights_only: bool = True,
         **model_kwargs: overrides of the model options. By default the class count and input
             channels come from the weights, PointMLP models get ``fps_start="first"`` (the
             official CUDA FPS) and CoC models their exact ``windows="adaptive"``.
-
-    Returns:
-        The model, in eval mode.
-
-    Example:
-        >>> model = pointctx.load_official("pointmlp", "best_checkpoint.pth")  # doctest: +SKIP
-        >>> logits = model(points)  # [B, N, 3] or a PointBatch  # doctest: +SKIP
     """
     _spec(arch)
     sd = unwrap_checkpoint(path_or_state_dict, weights_only=weights_only)

@@ -149,12 +149,7 @@ class PointMLPSeg(nn.Module):
 
     def forward_features(self, points, category=None, lengths: Tensor | None = None,
                          features: Tensor | None = None) -> tuple[PointBatch, Tensor]:
-        """Decoded per-point features of the input points and the per-set context.
-
-        Returns:
-            ``(decoded, context)``: a PointBatch of the input points with ``x [N, de_dims[-1]]``,
-            and ``context [B, gmp_dim (+ cls_dim)]`` (global context, then category).
-        """
+        """Decoded per-point features of the input points and the per-set context."""
         pb, _ = self._as_batch(points, lengths, features)
         onehot = self._category(category, pb.num_sets, pb.pos)
         return self._features(pb, onehot)

@@ -1,29 +1,4 @@
-"""A small U-Net: the convolutional baseline for segmentation of images with missing pixels.
-
-A CNN needs a filling convention for pixels that do not exist; this one uses the usual one:
-missing pixels are set to 0 **after normalisation** (the dataset mean) and a mask channel (1 =
-observed) is appended to the input, so the network can tell a missing pixel from a mean-coloured
-one. With no mask every pixel is observed (mask channel all ones).
-
-The architecture is the U-Net of Ronneberger et al. (2015) at small width: ``depth`` encoder
-levels of two 3x3 convolutions (BatchNorm, ReLU), 2x2 max pooling between them, a mirrored
-decoder with bilinear 2x upsampling, concatenated skips and two 3x3 convolutions, and a 1x1
-classifier. Inputs of any size work: they are zero-padded (mask channel 0) to a multiple of
-``2 ** (depth - 1)`` and the output is cropped back. Widths ``width * 2**i``.
-
-It follows the segmentation calling convention of :mod:`pointctx.models`:
-
-* ``model(images [B, C, H, W], mask=None) -> [B, K, H, W]`` logits for every pixel;
-* ``model(point_batch) -> [N, K]`` for a pixel-set :class:`~pointctx.PointBatch` (it must carry
-  ``pixel`` / ``image_size``; the points are scattered back onto the image grid, the rest is
-  missing);
-* ``model(point_batch, query=query_batch) -> [Nq, K]`` at the pixels of another pixel-set batch
-  with the same sets and image size.
-
-Registered: ``unet_seg`` (width 16, 4 levels), ``unet_small_seg`` (width 24), and
-``unet_cpu_seg`` (width 13, the CPU-sized baseline), all with ``in_channels=3`` and
-``num_classes=11`` by default (CamVid).
-"""
+"""A small U-Net: the convolutional baseline for segmentation of images with missing pixels."""
 
 from __future__ import annotations
 

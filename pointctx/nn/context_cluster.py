@@ -244,13 +244,7 @@ class ContextCluster(nn.Module):
 
     def _assign_and_aggregate(self, x: Tensor, feats: _CenterFeatures, cand: _Candidates,
                               m: int):
-        """Per chunk of points: features, hard assignment, similarity, aggregation sums.
-
-        Returns:
-            ``(chosen, sim, flat, clusters)``: per chunk the chosen center ``[nc, heads]``, its
-            similarity ``[nc, heads]`` and row of ``clusters`` ``[nc * heads]``; ``clusters``
-            ``[M * heads + 1, head_dim]`` the aggregated clusters (last row: no center).
-        """
+        """Per chunk of points: features, hard assignment, similarity, aggregation sums."""
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         f_lin, v_lin = self.f, self.v

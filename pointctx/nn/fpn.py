@@ -1,28 +1,4 @@
-"""A Semantic-FPN-style segmentation head for ragged multi-stage features.
-
-Semantic FPN (Kirillov et al., *Panoptic Feature Pyramid Networks*, 2019; the head Context
-Clusters used on ADE20K) projects every backbone stage to a common width, upsamples all of them
-to the finest stage, sums them and classifies. :class:`SemanticFPNHead` does the same on point
-sets:
-
-1. per stage ``i``: a per-set GroupNorm of the stage's features (the norm the CoC / PoolFormer
-   dense-prediction backbones add to every output, ``fork_feat``) and a linear lateral
-   projection to ``channels``;
-2. every stage's lateral is propagated to the points of the finest stage (stage 0) with
-   :func:`~pointctx.ops.knn_interpolate` (inverse squared distance over the ``k = 3`` nearest
-   points of the stage in the same set; the ragged counterpart of bilinear upsampling) and the
-   results are summed;
-3. a point-wise MLP (``Linear -> norm -> ReLU``, per-set GroupNorm by default), dropout and a
-   linear classifier give logits at the finest stage's points;
-4. logits at any query positions of the same sets are interpolated from those (Semantic FPN
-   classifies at 1/4 resolution and upsamples the logits bilinearly). The classifier is linear
-   and the weights sum to 1, so this equals classifying interpolated features, at ``K`` instead
-   of ``channels`` values per query. A query whose set has no finest-stage point gets logits 0.
-
-Deviation from the original: there is no 3x3 convolution tower per stage (the ragged stages have
-no convolution grid); the per-stage projection is linear and the mixing happens in the MLP after
-the sum.
-"""
+"""A Semantic-FPN-style segmentation head for ragged multi-stage features."""
 
 from __future__ import annotations
 

@@ -478,10 +478,7 @@ class FPSProposal(_SampledProposal):
 
 
 class RandomProposal(_SampledProposal):
-    """Centers at uniformly random points; each center pools its ``k`` nearest points.
-
-    Args as :class:`FPSProposal`, with ``generator`` (a ``torch.Generator``) for the draws.
-    """
+    """Centers at uniformly random points; each center pools its ``k`` nearest points."""
 
     def __init__(self, num=None, ratio=None, k: int = 16, generator: torch.Generator | None = None):
         super().__init__(num=num, ratio=ratio, k=k)

@@ -1,11 +1,4 @@
-"""Backend choice for point ops: native PyTorch (always there) or torch-cluster (optional).
-
-``"auto"`` (the default) uses torch-cluster for an op where it is installed and known to be
-faster for that op and device, else the native path. ``"native"`` forces the native path;
-``"cluster"`` forces torch-cluster and raises an ``ImportError`` saying how to install it when it
-is missing. Choose per call (``backend=`` argument of each op), globally with
-:func:`set_backend`, or for a block of code with the :func:`use_backend` context manager.
-"""
+"""Backend choice for point ops: native PyTorch (always there) or torch-cluster (optional)."""
 
 from __future__ import annotations
 
@@ -75,12 +68,7 @@ def cluster_available() -> bool:
 
 
 def opaque(fn):
-    """``fn`` behind ``torch.compiler.disable``, for torch-cluster's functions.
-
-    Their C++ kernels have no fake-tensor (meta) implementations, so ``torch.compile`` must not
-    trace into them: under compilation each call runs eagerly (a graph break); eagerly nothing
-    changes.
-    """
+    """``fn`` behind ``torch.compiler.disable``, for torch-cluster's functions."""
     import torch
 
     return torch.compiler.disable(fn)

@@ -56,9 +56,6 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     Args:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`resolve_device`).
         timeout_s: collective timeout.
-
-    Returns:
-        :class:`DistInfo` for this process. On CUDA the current device is set to ``local_rank``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))

@@ -349,11 +349,7 @@ class Trainer:
         barrier()
 
     def load(self, path: str | Path | None = None) -> dict:
-        """Restore everything from a checkpoint written by :meth:`save` (default ``last.pt``).
-
-        Returns:
-            The checkpoint dict (for callers that stored more in ``run_info``).
-        """
+        """Restore everything from a checkpoint written by :meth:`save` (default ``last.pt``)."""
         path = Path(path) if path is not None else self.last_path
         state = load_checkpoint(path, map_location="cpu")
         if state.get("version") != CHECKPOINT_VERSION:

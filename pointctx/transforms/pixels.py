@@ -486,9 +486,6 @@ def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
     Args:
         samples: list of sample dicts with ``"pos"``, ``"x"``, ``"pixel"`` and ``"mask"``.
         point_keys: further per-point keys to concatenate.
-
-    Returns:
-        dict with ``"points"`` and the other keys, batched.
     """
     if not isinstance(samples, Sequence) or not samples:
         raise ValueError("`samples` must be a non-empty list of PixelSet sample dicts")

@@ -198,9 +198,6 @@ def save_figure(fig, path, dpi: int = 100) -> Path:
         fig: a ``matplotlib.figure.Figure``.
         path: output file (parent folders are created).
         dpi: resolution.
-
-    Returns:
-        The path written.
     """
     _, canvas_cls = _import_mpl()
     if fig.canvas is None or not isinstance(fig.canvas, canvas_cls):
