@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check_batch,
-    check_device,
-    check_features,
-    check_int,
-    check_pos,
-    check_tensor,
-)
+from ._checks import check_batch, check_device, check_features, check_int, check_pos, check_tensor
 from .ops.segment import batch_to_ptr
 
 __all__ = ["check_fields", "check_agree", "check_pixel", "check_index_vector", "check_ptr"]

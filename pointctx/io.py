@@ -117,9 +117,7 @@ def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | 
         raise ValueError("`pos` has NaN or Inf values; PLY readers would choke on them")
     n = p.shape[0]
     fdt = np.dtype("f8") if double else np.dtype("f4")
-    cols: list[tuple[str, np.dtype, np.ndarray]] = [
-        (a, fdt, p[:, i]) for i, a in enumerate("xyz")
-    ]
+    cols: list[tuple[str, np.dtype, np.ndarray]] = [(a, fdt, p[:, i]) for i, a in enumerate("xyz")]
     if normals is not None:
         nrm = _as_numpy(normals, "normals")
         _check_rows(nrm, n, 3, "normals")

@@ -13,8 +13,7 @@ from ._read import read_npz
 from ._root import data_root
 from .base import RowDataset, check_transform, select_rows
 
-__all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_VOID", "CAMVID_MEAN", "CAMVID_STD",
-           "CAMVID_PALETTE"]
+__all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_VOID", "CAMVID_MEAN", "CAMVID_STD", "CAMVID_PALETTE"]
 
 #: The 11 CamVid classes of the SegNet version, ``CAMVID_CLASSES[label]``.
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence",

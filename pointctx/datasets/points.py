@@ -94,8 +94,7 @@ class PointCloudDataset(RowDataset):
                    unit="cloud", disable=None, leave=False, dynamic_ncols=True)
         with bar:
             for lo in range(0, len(arr), chunk):
-                idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32),
-                                            n)
+                idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32), n)
                 for j, row in enumerate(range(lo, min(lo + chunk, len(arr)))):
                     self._fps[row] = idx[j].astype(np.int32)
                 bar.update(min(chunk, len(arr) - lo))

@@ -49,8 +49,7 @@ def _resize(sample: dict, h: int, w: int) -> dict:
                           antialias=True)[0]
     lab = F.interpolate(label[None, None].float(), size=(h, w), mode="nearest-exact")
     msk = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest-exact")
-    return {**sample, "image": image, "label": lab[0, 0].to(label.dtype),
-            "mask": msk[0, 0] > 0.5}
+    return {**sample, "image": image, "label": lab[0, 0].to(label.dtype), "mask": msk[0, 0] > 0.5}
 
 
 class SegCompose(ImageTransform):

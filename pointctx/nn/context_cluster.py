@@ -20,11 +20,7 @@ from .._checks import (
 from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 from .layers import Linear, check_chunk_points, chunk_rows
-from .proposal import (
-    Centers,
-    build_proposal,
-    pool_centers,
-)
+from .proposal import Centers, build_proposal, pool_centers
 
 __all__ = ["ContextCluster", "Assignment"]
 
@@ -242,8 +238,7 @@ class ContextCluster(nn.Module):
             chunk_pairs = torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
         return _Candidates(start, k_pt, k_max, k_min, layout, step, chunk_pairs)
 
-    def _assign_and_aggregate(self, x: Tensor, feats: _CenterFeatures, cand: _Candidates,
-                              m: int):
+    def _assign_and_aggregate(self, x: Tensor, feats: _CenterFeatures, cand: _Candidates, m: int):
         """Per chunk of points: features, hard assignment, similarity, aggregation sums."""
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim

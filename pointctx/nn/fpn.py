@@ -91,8 +91,7 @@ class SemanticFPNHead(nn.Module):
         fine = stages[0]
         b = fine.num_sets
         acc = None
-        for i, (stage, norm, lateral) in enumerate(zip(stages, self.stage_norms,
-                                                       self.laterals)):
+        for i, (stage, norm, lateral) in enumerate(zip(stages, self.stage_norms, self.laterals)):
             if stage.num_sets != b:
                 raise ValueError(
                     f"every stage must hold the same B = {b} sets, stage {i} has "

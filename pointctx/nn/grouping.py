@@ -245,8 +245,7 @@ class _GeometricAffine(torch.autograd.Function):
         mean = scatter_sum(_slot_sums(diff, mask), batch, batch_size) / count.clamp(min=1)
         mean_m = mean.index_select(0, batch).view(m, 1, 1)
         # squared deviations summed per group in cache-sized chunks (no full-size temporary)
-        sq = _by_chunks(lambda d, mu, mk: _slot_sums((d - mu).square_(), mk), diff, mean_m,
-                        mask)
+        sq = _by_chunks(lambda d, mu, mk: _slot_sums((d - mu).square_(), mk), diff, mean_m, mask)
         var = scatter_sum(sq, batch, batch_size) / (count - 1).clamp(min=1)
         positive = var > 0
         std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)

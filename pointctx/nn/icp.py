@@ -99,6 +99,5 @@ class ImprovedClusterPool(nn.Module):
         pooled = total / (count + 1).unsqueeze(1)
         y = self.fc2(self.act(self.fc1(self.norm1(pooled))))
         out = red.x + self.norm2(y)
-        res = Reduced(out, red.pos, red.batch, red.coords, red.grid_size, red.index,
-                      red.assignment)
+        res = Reduced(out, red.pos, red.batch, red.coords, red.grid_size, red.index, red.assignment)
         return (res, chosen) if return_cluster else res

@@ -61,8 +61,7 @@ def pool_centers(feat: Tensor, centers: Centers) -> Tensor:
     if centers.assignment is not None:
         if centers.member_point.numel() == centers.assignment.numel():  # a partition
             return scatter_mean(feat, centers.assignment, m)
-        return _pool_pairs(feat, centers.assignment, centers.member_point,
-                           centers.member_center, m)
+        return _pool_pairs(feat, centers.assignment, centers.member_point, centers.member_center, m)
     src = feat.index_select(0, centers.member_point)
     return scatter_mean(src, centers.member_center, m)
 

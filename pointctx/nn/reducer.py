@@ -149,8 +149,7 @@ class PointReducer(nn.Module):
         self.proj = Linear(self.in_dim * self.slots, self.out_dim, bias=bias)
         self.norm = SetGroupNorm(self.out_dim) if norm else nn.Identity()
         # kernel offsets [S, L], row-major (axis 0 slowest), like a conv weight's spatial dims
-        grids = torch.meshgrid(*[torch.arange(self.kernel_size)] * self.lattice_dim,
-                               indexing="ij")
+        grids = torch.meshgrid(*[torch.arange(self.kernel_size)] * self.lattice_dim, indexing="ij")
         offsets = torch.stack([g.reshape(-1) for g in grids], 1)
         self.register_buffer("_offsets", offsets, persistent=False)
         # slots of the anchor's own stride cell (offsets p .. p + s - 1 on every axis)

@@ -16,10 +16,7 @@ BACKENDS = ("auto", "native", "cluster")
 # (20,000 + 64 x 10 points); the native FPS is 3-5x faster and grid clustering a near tie.
 # CUDA (not measured by us yet): torch-cluster runs all FPS iterations in one kernel and kNN /
 # grid in one kernel each, against one or more kernel launches per FPS iteration natively.
-_AUTO_PREFERS_CLUSTER = {
-    "cpu": set(),
-    "cuda": {"fps", "knn", "grid"},
-}
+_AUTO_PREFERS_CLUSTER = {"cpu": set(), "cuda": {"fps", "knn", "grid"}}
 
 _INSTALL_HINT = (
     "torch-cluster is not installed. Install it after torch with "

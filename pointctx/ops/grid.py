@@ -373,8 +373,7 @@ def grid_pool(pos: Tensor, batch: Tensor | None = None, size=None, x: Tensor | N
     """
     pos = check_pos(pos)
     x = check_features(x, pos.shape[0], "x")
-    gc = grid_cluster(pos, batch, size=size, origin=origin, batch_size=batch_size,
-                      backend=backend)
+    gc = grid_cluster(pos, batch, size=size, origin=origin, batch_size=batch_size, backend=backend)
     k = gc.batch.shape[0]
     out_x = scatter_mean(x, gc.cluster, k) if x is not None else None
     return GridPool(scatter_mean(pos, gc.cluster, k), out_x, gc.batch, gc.cluster)

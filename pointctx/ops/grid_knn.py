@@ -178,8 +178,7 @@ class _Cells(NamedTuple):
         if total <= 4 * x_pos.shape[0] + 2**16:  # first sorted row of every cell
             table = torch.zeros(total + 1, dtype=torch.long, device=keys.device)
             torch.cumsum(torch.bincount(keys, minlength=total), 0, out=table[1:])
-        return cells._replace(keys=keys.long() if table is None else keys, order=order,
-                              table=table)
+        return cells._replace(keys=keys.long() if table is None else keys, order=order, table=table)
 
     def bin(self, pos, batch, reach=None):
         """Cell coordinates ``[N, D]`` of ``pos``, clamped to the set's grid."""
@@ -252,8 +251,7 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
         out.index[todo] = rest.index
         out.dist2[todo] = rest.dist2
     elif todo.numel():  # native: brute force restricted by a bound per query cell
-        _cell_bound(todo, out, cells, x_pos, y_pos, cy, cells.key(cy, by), by, b, sx, k, tol,
-                    chunk)
+        _cell_bound(todo, out, cells, x_pos, y_pos, cy, cells.key(cy, by), by, b, sx, k, tol, chunk)
     return out
 
 

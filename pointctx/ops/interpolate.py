@@ -5,13 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import (
-    check_features,
-    check_number,
-    check_pos,
-    check_positive_int,
-    check_tensor,
-)
+from .._checks import check_features, check_number, check_pos, check_positive_int, check_tensor
 from .grid_knn import grid_knn
 from .knn import knn
 from .segment import infer_batch_size

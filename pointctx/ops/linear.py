@@ -82,8 +82,7 @@ def _cpu_vendor() -> str:
 @functools.cache
 def _auto_prefers_onednn() -> bool:
     machine = platform.machine().lower()
-    return (onednn_linear_available() and machine in ("x86_64", "amd64")
-            and _cpu_vendor() == "amd")
+    return (onednn_linear_available() and machine in ("x86_64", "amd64") and _cpu_vendor() == "amd")
 
 
 def _check_settable(name) -> None:

@@ -442,8 +442,7 @@ class PartIoU:
         inter = torch.bincount(batch[pred == target] * p + target[pred == target],
                                minlength=size).view(b, p)
         valid_pred = (pred >= 0) & (pred < p)
-        n_pred = torch.bincount(batch[valid_pred] * p + pred[valid_pred],
-                                minlength=size).view(b, p)
+        n_pred = torch.bincount(batch[valid_pred] * p + pred[valid_pred], minlength=size).view(b, p)
         n_true = torch.bincount(batch * p + target, minlength=size).view(b, p)
         union = n_pred + n_true - inter
         iou = torch.where(union > 0, inter.double() / union.clamp(min=1), 1.0)

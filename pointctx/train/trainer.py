@@ -272,9 +272,7 @@ class Trainer:
         self.loss_fn = loss_fn
         self.scheduler = scheduler
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.scaler = (
-            torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        )
+        self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
         self.forward = forward
         self.log = logger or logging.getLogger("pointctx.train")
         self.progress = progress and dist_info.is_main

@@ -326,8 +326,7 @@ class PolygonMask(MaskTransform):
     def draw(self, h: int, w: int, gen=None) -> Tensor:
         """Draw the polygon's vertices ``(row, col)`` in pixel units, shape [V, 2]."""
         cr, cc, _ = self._disc.draw(h, w, gen)
-        v = int(torch.randint(self.num_vertices[0], self.num_vertices[1] + 1, (1,),
-                              generator=gen))
+        v = int(torch.randint(self.num_vertices[0], self.num_vertices[1] + 1, (1,), generator=gen))
         a = self.irregularity
         weights = _uniform(1 - a / 2, 1 + a / 2, gen, v)
         gaps = 2 * math.pi * weights / weights.sum()

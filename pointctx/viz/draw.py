@@ -405,8 +405,7 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
     n = len(panels)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
-    fig = figure_cls(figsize=(cell_inches * ncols, cell_inches * nrows + 0.6),
-                     layout="constrained")
+    fig = figure_cls(figsize=(cell_inches * ncols, cell_inches * nrows + 0.6), layout="constrained")
     three = xyz.shape[1] == 3
     for i, (name, col) in enumerate(panels):
         if three:
@@ -414,8 +413,7 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
             ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=col, s=point_size, linewidths=0,
                        depthshade=False)
             ax.view_init(elev=view[0], azim=view[1])
-            ax.set_box_aspect(np.ptp(xyz, axis=0).clip(min=1e-9) if len(xyz) else None,
-                              zoom=1.3)
+            ax.set_box_aspect(np.ptp(xyz, axis=0).clip(min=1e-9) if len(xyz) else None, zoom=1.3)
             ax.set_axis_off()
         else:
             ax = fig.add_subplot(nrows, ncols, i + 1)

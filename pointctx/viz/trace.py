@@ -316,5 +316,4 @@ def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forw
     pixel, size = _pixel_info(inputs, mask)
     if pixel is not None and pixel.shape[0] != rec.n_in:
         pixel, size = None, None
-    return ClusterTrace(tuple(rec.layers), rec.pos, rec.batch, rec.batch_size, pixel, size,
-                        output)
+    return ClusterTrace(tuple(rec.layers), rec.pos, rec.batch, rec.batch_size, pixel, size, output)
