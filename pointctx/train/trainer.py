@@ -35,12 +35,7 @@ from .distributed import (
     barrier,
 )
 from .interrupt import GracefulInterrupt
-from .metrics import (
-    ClassificationMetrics,
-    ConfusionMatrix,
-    SegmentationMetrics,
-    format_class_table,
-)
+from .metrics import ClassificationMetrics, ConfusionMatrix, SegmentationMetrics, format_class_table
 
 __all__ = ["Trainer", "make_loader", "default_forward", "unwrap_model", "evaluate_model"]
 
@@ -64,15 +59,9 @@ def default_forward(model: nn.Module, batch, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    loader,
-    num_classes: int,
-    device: torch.device | str = "cpu",
-    forward: Callable = default_forward,
-    progress: bool = False,
-    desc: str = "evaluate",
-) -> ClassificationMetrics:
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device | str = "cpu",
+                   forward: Callable = default_forward, progress: bool = False,
+                   desc: str = "evaluate") -> ClassificationMetrics:
     """OA / mAcc / per-class accuracy of ``model`` (in eval mode) over one pass of ``loader``.
 
     Args:
@@ -93,17 +82,9 @@ def evaluate_model(
     return confusion.compute()
 
 
-def make_loader(
-    dataset,
-    *,
-    batch_size: int,
-    train: bool,
-    dist_info: DistInfo,
-    seed: int = 0,
-    workers: int = 0,
-    drop_last: bool = True,
-    collate_fn: Callable | None = None,
-) -> DataLoader:
+def make_loader(dataset, *, batch_size: int, train: bool, dist_info: DistInfo, seed: int = 0,
+                workers: int = 0, drop_last: bool = True, collate_fn: Callable | None = None
+                ) -> DataLoader:
     """A DataLoader for :class:`Trainer`, with its own generator.
 
     Args:
@@ -119,14 +100,9 @@ def make_loader(
     """
     gen = torch.Generator()
     gen.manual_seed(int(seed) + (0 if train else 1))
-    common = dict(
-        num_workers=workers,
-        worker_init_fn=_ignore_sigint if workers > 0 else None,
-        pin_memory=dist_info.device.type == "cuda",
-        generator=gen,
-        collate_fn=collate_fn,
-        persistent_workers=False,
-    )
+    common = dict(num_workers=workers, worker_init_fn=_ignore_sigint if workers > 0 else None,
+                  pin_memory=dist_info.device.type == "cuda", generator=gen,
+                  collate_fn=collate_fn, persistent_workers=False)
     if train:
         sampler = ResumableBatchSampler(
             len(dataset), batch_size, shuffle=True, seed=seed, rank=dist_info.rank,
@@ -146,8 +122,7 @@ class _EpochCounters:
     """Loss sum, sample count and confusion matrix of one pass (one rank)."""
 
     def __init__(self, num_classes: int, device, confusion: Callable = ConfusionMatrix) -> None:
-        self.loss_sum = 0.0
-        self.count = 0
+        self.loss_sum, self.count = 0.0, 0
         self.confusion = confusion(num_classes, device)
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, n: int):
@@ -210,33 +185,16 @@ class Trainer:
             (default), ``"macc"``, or ``"miou"`` for segmentation.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        train_loader: DataLoader,
-        eval_loader: DataLoader,
-        *,
-        num_classes: int,
-        class_names: Sequence[str],
-        epochs: int,
-        output_dir: str | Path,
-        dist_info: DistInfo,
-        loss_fn: Callable = nn.functional.cross_entropy,
-        scheduler=None,
-        amp_dtype: torch.dtype | None = None,
-        forward: Callable = default_forward,
-        logger: logging.Logger | None = None,
-        progress: bool = True,
-        eval_name: str = "test",
-        run_info: dict | None = None,
-        stop_after_epoch: int | None = None,
-        stop_after_steps: int | None = None,
-        grad_clip: float | None = None,
-        session_start: float | None = None,
-        confusion: Callable = ConfusionMatrix,
-        best_metric: str = "oa",
-    ) -> None:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 train_loader: DataLoader, eval_loader: DataLoader, *, num_classes: int,
+                 class_names: Sequence[str], epochs: int, output_dir: str | Path,
+                 dist_info: DistInfo, loss_fn: Callable = nn.functional.cross_entropy,
+                 scheduler=None, amp_dtype: torch.dtype | None = None,
+                 forward: Callable = default_forward, logger: logging.Logger | None = None,
+                 progress: bool = True, eval_name: str = "test", run_info: dict | None = None,
+                 stop_after_epoch: int | None = None, stop_after_steps: int | None = None,
+                 grad_clip: float | None = None, session_start: float | None = None,
+                 confusion: Callable = ConfusionMatrix, best_metric: str = "oa") -> None:
         if not isinstance(train_loader.batch_sampler, ResumableBatchSampler):
             raise TypeError(
                 "`train_loader` must use a ResumableBatchSampler as batch_sampler (see "
@@ -257,29 +215,19 @@ class Trainer:
             choices = [f for f in self.metrics_class._fields
                        if f not in ("per_class", "support", "total", "iou")]
             raise ValueError(f"`best_metric` must be one of {choices}, got {best_metric!r}")
-        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
-        self.best_metric = best_metric
-        self.model = model
-        self.optimizer = optimizer
-        self.train_loader = train_loader
-        self.eval_loader = eval_loader
-        self.num_classes = num_classes
-        self.class_names = list(class_names)
-        self.epochs = int(epochs)
-        self.output_dir = Path(output_dir)
-        self.dist = dist_info
-        self.device = dist_info.device
-        self.loss_fn = loss_fn
-        self.scheduler = scheduler
+        self.best_metric, self.model, self.optimizer = best_metric, model, optimizer
+        self.train_loader, self.eval_loader = train_loader, eval_loader
+        self.num_classes, self.class_names = num_classes, list(class_names)
+        self.epochs, self.output_dir = int(epochs), Path(output_dir)
+        self.dist, self.device = dist_info, dist_info.device
+        self.loss_fn, self.scheduler, self.forward = loss_fn, scheduler, forward
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
-        self.forward = forward
         self.log = logger or logging.getLogger("pointctx.train")
         self.progress = progress and dist_info.is_main
         self.eval_name = eval_name
         self.run_info = plain(dict(run_info or {}))  # weights-only loadable checkpoints
-        self.stop_after_epoch = stop_after_epoch
-        self.stop_after_steps = stop_after_steps
+        self.stop_after_epoch, self.stop_after_steps = stop_after_epoch, stop_after_steps
         self.grad_clip = grad_clip
         # state that checkpoints carry
         self.epoch = 0  # epochs fully done
@@ -328,19 +276,13 @@ class Trainer:
             barrier()
             return
         state = {
-            "version": CHECKPOINT_VERSION,
-            "model": unwrap_model(self.model).state_dict(),
+            "version": CHECKPOINT_VERSION, "model": unwrap_model(self.model).state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "history": self.history,
-            "best": self.best,
-            "timing": self._timing_now(),
-            "world_size": self.dist.world_size,
-            "ranks": ranks,
+            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+            "global_step": self.global_step, "history": self.history, "best": self.best,
+            "timing": self._timing_now(), "world_size": self.dist.world_size, "ranks": ranks,
             "run_info": self.run_info,
         }
         save_checkpoint(self.last_path, state)
@@ -540,13 +482,9 @@ class Trainer:
                 if self.best_metric not in train_entry:
                     train_entry[self.best_metric] = getattr(train_m, self.best_metric)
                 entry = {
-                    "epoch": self.epoch,
-                    "lr": lr,
-                    "train": train_entry,
+                    "epoch": self.epoch, "lr": lr, "train": train_entry,
                     self.eval_name: {"loss": eval_loss, **eval_m._asdict(), "samples": n_eval},
-                    "train_s": train_s,
-                    "eval_s": eval_s,
-                    "train_samples": n_train,
+                    "train_s": train_s, "eval_s": eval_s, "train_samples": n_train,
                     "train_samples_per_s": n_train / train_s if train_s > 0 else None,
                     "eval_samples_per_s": n_eval / eval_s if eval_s > 0 else None,
                 }
@@ -607,25 +545,13 @@ class Trainer:
         timing["train_samples_per_s"] = train_samples / train_time if train_time > 0 else None
         timing["eval_samples_per_s"] = eval_samples / eval_time if eval_time > 0 else None
         results = dict(self.run_info)
-        results.update(
-            status=self.status,
-            epochs_done=self.epoch,
-            epochs=self.epochs,
-            global_step=self.global_step,
-            eval_split=self.eval_name,
-            timing=timing,
-        )
+        results.update(status=self.status, epochs_done=self.epoch, epochs=self.epochs,
+                       global_step=self.global_step, eval_split=self.eval_name, timing=timing)
         if self.history:
-            last = self.history[-1]
-            results["last"] = {
-                "epoch": last["epoch"],
-                **self._epoch_metrics(last).as_dict(self.class_names),
-            }
-            best_entry = self.history[self.best["epoch"] - 1]
-            results["best"] = {
-                "epoch": best_entry["epoch"],
-                **self._epoch_metrics(best_entry).as_dict(self.class_names),
-            }
+            for name, e in (("last", self.history[-1]),
+                            ("best", self.history[self.best["epoch"] - 1])):
+                results[name] = {"epoch": e["epoch"],
+                                 **self._epoch_metrics(e).as_dict(self.class_names)}
         results["history"] = self.history
         if self.dist.is_main:
             atomic_write_json(self.results_path, results)
@@ -634,20 +560,10 @@ class Trainer:
     def _log_final(self, results: dict) -> None:
         if not self.history:
             return
-        last = self.history[-1]
-        best = self.history[self.best["epoch"] - 1]
-        self.log.info(
-            format_class_table(
-                self._epoch_metrics(last), self.class_names,
-                f"== {self.eval_name} split, last epoch ({last['epoch']}) ==",
-            )
-        )
-        self.log.info(
-            format_class_table(
-                self._epoch_metrics(best), self.class_names,
-                f"== {self.eval_name} split, best epoch ({best['epoch']}) ==",
-            )
-        )
+        for name, e in (("last", self.history[-1]), ("best", self.history[self.best["epoch"] - 1])):
+            self.log.info(format_class_table(
+                self._epoch_metrics(e), self.class_names,
+                f"== {self.eval_name} split, {name} epoch ({e['epoch']}) =="))
         t = results["timing"]
         tput = t["train_samples_per_s"]
         self.log.info(
