@@ -74,12 +74,8 @@ def check_features(x, num_points: int, name: str = "x") -> Tensor | None:
     return x
 
 
-def check_batch(
-    batch,
-    num_points: int,
-    batch_size: int | None = None,
-    name: str = "batch",
-) -> Tensor:
+def check_batch(batch, num_points: int, batch_size: int | None = None,
+                name: str = "batch") -> Tensor:
     """Check a sorted set-index vector of shape [N] with values in [0, batch_size).
 
     Args:
@@ -308,13 +304,9 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     return batch_size
 
 
-def check_finite_features(
-    x: Tensor,
-    batch: Tensor | None = None,
-    name: str = "x",
-    pixel: Tensor | None = None,
-    image_size: tuple[int, int] | None = None,
-) -> Tensor:
+def check_finite_features(x: Tensor, batch: Tensor | None = None, name: str = "x",
+                          pixel: Tensor | None = None,
+                          image_size: tuple[int, int] | None = None) -> Tensor:
     """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x``.
 
     Args:

@@ -8,15 +8,8 @@ from torch import nn
 __all__ = ["compile"]
 
 
-def compile(
-    model: nn.Module,
-    *,
-    dynamic: bool | None = None,
-    backend: str = "inductor",
-    mode: str | None = None,
-    cache_size_limit: int | None = 64,
-    **kwargs,
-) -> nn.Module:
+def compile(model: nn.Module, *, dynamic: bool | None = None, backend: str = "inductor",
+            mode: str | None = None, cache_size_limit: int | None = 64, **kwargs) -> nn.Module:
     """Compile a pointctx model (CoC, CLUENet, PointMLP, ...) with ``torch.compile``.
 
     Args:

@@ -29,9 +29,8 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))

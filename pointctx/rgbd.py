@@ -39,9 +39,8 @@ class PinholeIntrinsics(NamedTuple):
     @property
     def matrix(self) -> np.ndarray:
         """The 3x3 camera matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (float64)."""
-        return np.array(
-            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
-        )
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]],
+                        dtype=np.float64)
 
     @classmethod
     def from_matrix(cls, matrix, width: int | None = None, height: int | None = None):
@@ -257,14 +256,9 @@ def _check_color(color, h: int, w: int) -> Tensor:
 MAX_METRIC_DEPTH = 100.0
 
 
-def rgbd_to_points(
-    color,
-    depth,
-    intrinsics,
-    depth_scale: float | None = None,
-    depth_trunc: float | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> RGBDPoints:
+def rgbd_to_points(color, depth, intrinsics, depth_scale: float | None = None,
+                   depth_trunc: float | None = None,
+                   dtype: torch.dtype = torch.float32) -> RGBDPoints:
     """Back-project an RGB-D frame to coloured camera-frame points (pinhole model).
 
     Args:

@@ -23,11 +23,9 @@ CAMVID_VOID = 11
 #: Normalisation: the ImageNet channel statistics (as the CoC / Semantic-FPN recipes use).
 CAMVID_MEAN, CAMVID_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: The SegNet colour of every class (and black for void), for prediction images.
-CAMVID_PALETTE = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-    (0, 0, 0),
-)
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192),
+                  (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+                  (0, 128, 192), (0, 0, 0))
 _FILE = "camvid_trainval.npz"
 _SPLITS = ("train", "val", "test")
 

@@ -141,9 +141,8 @@ class PointCloudDataset(RowDataset):
                 view._precompute_fps()
         return view
 
-    def split(
-        self, val_fraction: float = 0.1, seed: int = 0, val_transform=None, val_sampling="first"
-    ) -> DatasetSplit:
+    def split(self, val_fraction: float = 0.1, seed: int = 0, val_transform=None,
+              val_sampling="first") -> DatasetSplit:
         """Carve a seeded stratified validation split (see :func:`stratified_split`).
 
         Args:

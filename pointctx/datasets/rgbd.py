@@ -329,9 +329,8 @@ def frame_to_points(frame: RGBDFrame, depth_trunc: float | None = None,
     """
     if not isinstance(frame, RGBDFrame):
         raise TypeError(f"`frame` must be an RGBDFrame, got {type(frame).__name__}")
-    pts = rgbd_to_points(
-        frame.color, frame.depth, frame.intrinsics, frame.depth_scale, depth_trunc, dtype=dtype
-    )
+    pts = rgbd_to_points(frame.color, frame.depth, frame.intrinsics, frame.depth_scale, depth_trunc,
+                         dtype=dtype)
     xyz = pts.xyz
     if world and frame.pose is not None:
         xyz = transform_points(xyz, frame.pose)

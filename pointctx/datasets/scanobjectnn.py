@@ -16,10 +16,8 @@ __all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "SCANOBJECTNN_URL", "SCANOBJE
 SCANOBJECTNN_URL = "https://hkust-vgd.github.io/scanobjectnn/"
 
 #: The 15 ScanObjectNN classes, in label order (the dataset's ``shape_names.txt``).
-SCANOBJECTNN_CLASSES = (
-    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",
-    "pillow", "sink", "sofa", "toilet",
-)
+SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf",
+                        "table", "bed", "pillow", "sink", "sofa", "toilet")
 
 #: Variant name -> (folder under the ``h5_files`` root, file-name suffix after ``objectdataset``).
 #: Files are ``<folder>/training_objectdataset<suffix>.h5`` and ``<folder>/test_...``.

@@ -17,14 +17,12 @@ __all__ = ["SHAPENETPART_CATEGORIES", "SHAPENETPART_SYNSETS", "SHAPENETPART_PART
            "ShapeNetPart", "PartSample", "category_part_mask"]
 
 # (category, synset, parts), in the standard order (category id = position)
-_TABLE = (
-    ("Airplane", "02691156", 4), ("Bag", "02773838", 2), ("Cap", "02954340", 2),
-    ("Car", "02958343", 4), ("Chair", "03001627", 4), ("Earphone", "03261776", 3),
-    ("Guitar", "03467517", 3), ("Knife", "03624134", 2), ("Lamp", "03636649", 4),
-    ("Laptop", "03642806", 2), ("Motorbike", "03790512", 6), ("Mug", "03797390", 2),
-    ("Pistol", "03948459", 3), ("Rocket", "04099429", 3), ("Skateboard", "04225987", 3),
-    ("Table", "04379243", 3),
-)
+_TABLE = (("Airplane", "02691156", 4), ("Bag", "02773838", 2), ("Cap", "02954340", 2),
+          ("Car", "02958343", 4), ("Chair", "03001627", 4), ("Earphone", "03261776", 3),
+          ("Guitar", "03467517", 3), ("Knife", "03624134", 2), ("Lamp", "03636649", 4),
+          ("Laptop", "03642806", 2), ("Motorbike", "03790512", 6), ("Mug", "03797390", 2),
+          ("Pistol", "03948459", 3), ("Rocket", "04099429", 3), ("Skateboard", "04225987", 3),
+          ("Table", "04379243", 3))
 SHAPENETPART_CATEGORIES = tuple(t[0] for t in _TABLE)
 SHAPENETPART_SYNSETS = tuple(t[1] for t in _TABLE)
 PART_OFFSETS = tuple(int(v) for v in np.cumsum([0] + [t[2] for t in _TABLE])[:-1])

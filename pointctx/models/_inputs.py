@@ -187,15 +187,9 @@ def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
     return PackedInput(x, plane, batch, b, coords, (h, w), plane)
 
 
-def pack_input(
-    inputs,
-    mask: Tensor | None = None,
-    in_channels: int | None = None,
-    pos_dim: int | None = None,
-    dtype: torch.dtype | None = None,
-    allow_empty: bool = False,
-    append_pos: bool = False,
-) -> PackedInput:
+def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = None,
+               pos_dim: int | None = None, dtype: torch.dtype | None = None,
+               allow_empty: bool = False, append_pos: bool = False) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
     Args:
@@ -270,8 +264,7 @@ def pack_input(
         h, w = pb.image_size
         grid = (int(h), int(w))
         coords = torch.stack(
-            [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1
-        )
+            [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1)
         plane = plane_positions(coords, grid, dtype=pb.pos.dtype)
     if append_pos:
         x = torch.cat([x, pb.pos.to(x.dtype)], 1)

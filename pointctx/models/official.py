@@ -149,8 +149,7 @@ def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:
                        "and `cls_map.0.net.0.weight`")
     return {"num_classes": int(sd[last].shape[0]),
             "num_categories": int(sd["cls_map.0.net.0.weight"].shape[1]),
-            "in_channels": int(sd["embedding.net.0.weight"].shape[1]) - 3,
-            "fps_start": "first"}
+            "in_channels": int(sd["embedding.net.0.weight"].shape[1]) - 3, "fps_start": "first"}
 
 
 class _Sub:

@@ -15,11 +15,9 @@ __all__ = ["UNet"]
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class UNet(nn.Module):
@@ -76,9 +74,8 @@ class UNet(nn.Module):
         if mask is None:
             m = images.new_ones(b, 1, h, w)
         else:
-            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(
-                mask.shape
-            ) != (b, h, w):
+            if not isinstance(mask,
+                              Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, h, w):
                 raise ValueError(
                     f"`mask` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
                     f"{getattr(mask, 'dtype', type(mask).__name__)} "

@@ -111,10 +111,9 @@ class ContextClusterBlock(MixerBlock):
                  act_layer=nn.GELU, norm_eps: float = 1e-5, cluster_kwargs: dict | None = None):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
-        mixer = ContextCluster(
-            dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
-            regions=regions, denominator=denominator, bounds=bounds, **(cluster_kwargs or {}),
-        )
+        mixer = ContextCluster(dim, dim, heads=heads, head_dim=head_dim, proposal=proposal,
+                               centers=centers, regions=regions, denominator=denominator,
+                               bounds=bounds, **(cluster_kwargs or {}))
         mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
                          layer_scale_init=layer_scale_init)
@@ -130,8 +129,7 @@ class ContextClusterBlock(MixerBlock):
             raise ValueError(
                 f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}")
         x, assignment = self.residual(x, batch, batch_size, (pos, batch, batch_size),
-                                      {"return_assignment": return_assignment,
-                                       "spacing": spacing})
+                                      {"return_assignment": return_assignment, "spacing": spacing})
         return (x, assignment) if return_assignment else x
 
 
@@ -234,9 +232,8 @@ class GFCStage(nn.Module):
         seen = []
         for block in self.blocks:
             x, res = block(x, pos, batch, b, proposed=proposed,
-                           assignment=assignment if self.share_assignment else None,
-                           coords=coords, grid_size=grid_size, neighbors=neighbors,
-                           return_assignment=True)
+                           assignment=assignment if self.share_assignment else None, coords=coords,
+                           grid_size=grid_size, neighbors=neighbors, return_assignment=True)
             assignment = res if assignment is None else assignment
             seen.append(res)
         return (x, seen) if return_assignment else x

@@ -415,13 +415,11 @@ def _assign_ragged(f, f_inv, c_n, alpha, beta, start, k_pt, n_pairs: int) -> Ten
         cos = (fp * cp).sum(-1) * f_inv.index_select(0, pp)
         s[lo:hi] = torch.sigmoid(beta + alpha * cos)
     pidx = pair_point.unsqueeze(1).expand(n_pairs, heads)
-    best = f.new_full((n, heads), float("-inf")).scatter_reduce(
-        0, pidx, s, reduce="amax", include_self=True
-    )
+    best = f.new_full((n, heads),
+                      float("-inf")).scatter_reduce(0, pidx, s, reduce="amax", include_self=True)
     hit = s == best.gather(0, pidx)
     cand = torch.where(hit, pair_center.unsqueeze(1).expand(n_pairs, heads),
                        torch.full((n_pairs, heads), m, dtype=torch.long, device=dev))
-    arg = torch.full((n, heads), m, dtype=torch.long, device=dev).scatter_reduce(
-        0, pidx, cand, reduce="amin", include_self=True
-    )
+    arg = torch.full((n, heads), m, dtype=torch.long,
+                     device=dev).scatter_reduce(0, pidx, cand, reduce="amin", include_self=True)
     return arg.masked_fill(arg == m, -1)

@@ -67,8 +67,7 @@ class SemanticFPNHead(nn.Module):
                                eps=self.eps, backend=self.backend, **kw)
 
     def forward(self, stages: Sequence[PointBatch], pos_query: Tensor | None = None,
-                batch_query: Tensor | None = None,
-                grids: Sequence | None = None) -> Tensor:
+                batch_query: Tensor | None = None, grids: Sequence | None = None) -> Tensor:
         """Logits at the query positions (default: at the finest stage's points).
 
         Args:

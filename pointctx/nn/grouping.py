@@ -72,16 +72,10 @@ def _fps(pos, batch, batch_size, ratio, start, backend, generator):
     return perm[idx]
 
 
-def sample_and_group(
-    pos: Tensor,
-    batch: Tensor,
-    k: int,
-    ratio: float = 0.5,
-    batch_size: int | None = None,
-    fps_start: str = "first",
-    backend: str | None = None,
-    generator: torch.Generator | None = None,
-) -> Groups:
+def sample_and_group(pos: Tensor, batch: Tensor, k: int, ratio: float = 0.5,
+                     batch_size: int | None = None, fps_start: str = "first",
+                     backend: str | None = None,
+                     generator: torch.Generator | None = None) -> Groups:
     """FPS anchors in every set, then the ``k`` nearest points of each anchor in its set.
 
     Args:
@@ -207,9 +201,8 @@ def _set_counts(grouped: Tensor, mask: Tensor | None, batch: Tensor, batch_size:
     m, k, c = grouped.shape
     valid = k if mask is None else mask.sum(1)
     return scatter_sum(
-        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
-        batch, batch_size,
-    )
+        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c, batch,
+        batch_size)
 
 
 def _slot_sums(t: Tensor, mask: Tensor | None) -> Tensor:

@@ -60,20 +60,10 @@ def _ravel(cells: Tensor, dims: Tensor) -> Tensor:
     return key
 
 
-def grid_knn(
-    x_pos: Tensor,
-    y_pos: Tensor,
-    k: int,
-    batch_x: Tensor | None = None,
-    batch_y: Tensor | None = None,
-    *,
-    cell_size,
-    origin=None,
-    radius: int = 2,
-    batch_size: int | None = None,
-    backend: str | None = None,
-    chunk_size: int | None = None,
-) -> KNN:
+def grid_knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
+             batch_y: Tensor | None = None, *, cell_size, origin=None, radius: int = 2,
+             batch_size: int | None = None, backend: str | None = None,
+             chunk_size: int | None = None) -> KNN:
     """The ``k`` nearest points of ``x_pos`` (same set) for every row of ``y_pos``, via cells.
 
     Args:

@@ -31,20 +31,10 @@ def _weight_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def knn_interpolate(
-    x: Tensor,
-    pos: Tensor,
-    pos_query: Tensor,
-    batch: Tensor | None = None,
-    batch_query: Tensor | None = None,
-    k: int = 3,
-    *,
-    batch_size: int | None = None,
-    eps: float = 1e-16,
-    backend: str | None = None,
-    cell_size=None,
-    cell_origin=None,
-) -> Tensor:
+def knn_interpolate(x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
+                    batch_query: Tensor | None = None, k: int = 3, *, batch_size: int | None = None,
+                    eps: float = 1e-16, backend: str | None = None, cell_size=None,
+                    cell_origin=None) -> Tensor:
     """Interpolate source features onto query positions of the same sets (inverse squared distance).
 
     Args:

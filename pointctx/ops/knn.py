@@ -67,16 +67,9 @@ def _batches(x_pos, y_pos, batch_x, batch_y, batch_size):
     return bx_, by_, b, sx, px, sy, py
 
 
-def knn(
-    x_pos: Tensor,
-    y_pos: Tensor,
-    k: int,
-    batch_x: Tensor | None = None,
-    batch_y: Tensor | None = None,
-    batch_size: int | None = None,
-    backend: str | None = None,
-    chunk_size: int | None = None,
-) -> KNN:
+def knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
+        batch_y: Tensor | None = None, batch_size: int | None = None, backend: str | None = None,
+        chunk_size: int | None = None) -> KNN:
     """The ``k`` nearest points of ``x_pos`` (same set) for every row of ``y_pos``.
 
     Args:
@@ -167,10 +160,8 @@ def _check_result_fits(m: int, k: int, like: Tensor) -> None:
 
 
 def _empty_result(m: int, k: int, like: Tensor) -> KNN:
-    return KNN(
-        torch.full((m, k), -1, dtype=torch.long, device=like.device),
-        torch.full((m, k), float("inf"), dtype=like.dtype, device=like.device),
-    )
+    return KNN(torch.full((m, k), -1, dtype=torch.long, device=like.device),
+               torch.full((m, k), float("inf"), dtype=like.dtype, device=like.device))
 
 
 def _sort_selection(val: Tensor, idx: Tensor):
@@ -283,10 +274,8 @@ def _knn_padded(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk) -> KNN:
                             out=buf, tmp=tmp)
             else:
                 yb = yp[b0:b1, j0:j1]
-                d = torch.baddbmm(
-                    xsq[b0:b1, None, :] + yb.square().sum(-1, keepdim=True),
-                    yb, xp[b0:b1].transpose(1, 2), alpha=-2.0,
-                ).clamp_(min=0)
+                d = torch.baddbmm(xsq[b0:b1, None, :] + yb.square().sum(-1, keepdim=True), yb,
+                                  xp[b0:b1].transpose(1, 2), alpha=-2.0).clamp_(min=0)
                 d.masked_fill_(x_invalid[b0:b1, None, :], float("inf"))
             val, idx = _topk_lexi(d, kk)
             out_d[b0:b1, j0:j1, :kk] = val
@@ -326,14 +315,8 @@ def _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk) -> KNN:
 
 
 # the same signature as knn: the tests call the op and its naive reference alike
-def knn_naive(
-    x_pos: Tensor,
-    y_pos: Tensor,
-    k: int,
-    batch_x: Tensor | None = None,
-    batch_y: Tensor | None = None,
-    batch_size: int | None = None,
-) -> KNN:
+def knn_naive(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
+              batch_y: Tensor | None = None, batch_size: int | None = None) -> KNN:
     """Per-query Python loop version of :func:`knn` (slow, obviously correct; for tests).
 
     Shapes:

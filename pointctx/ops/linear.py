@@ -12,17 +12,9 @@ from torch import Tensor
 
 from .._resolver import GlobalChoice
 
-__all__ = [
-    "LINEAR_BACKENDS",
-    "ONEDNN_MIN_MACS",
-    "ONEDNN_MIN_ROWS",
-    "get_linear_backend",
-    "linear",
-    "linear_reference",
-    "onednn_linear_available",
-    "set_linear_backend",
-    "use_linear_backend",
-]
+__all__ = ["LINEAR_BACKENDS", "ONEDNN_MIN_MACS", "ONEDNN_MIN_ROWS", "get_linear_backend", "linear",
+           "linear_reference", "onednn_linear_available", "set_linear_backend",
+           "use_linear_backend"]
 
 LINEAR_BACKENDS = ("auto", "aten", "onednn")
 ENV_VAR = "POINTCTX_LINEAR_BACKEND"

@@ -16,14 +16,9 @@ def _generator_device(generator, device):
     return generator.device if generator is not None else device
 
 
-def random_sample(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-) -> Tensor:
+def random_sample(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,
+                  generator: torch.Generator | None = None,
+                  batch_size: int | None = None) -> Tensor:
     """Random subset of each set (without replacement within a set), grouped by set.
 
     Args:

@@ -87,9 +87,8 @@ def scatter_max(src: Tensor, index: Tensor, dim_size: int | None = None) -> Scat
     m = _dim_size(index, dim_size)
     shape = (m,) + tuple(src.shape[1:])
     idx = _expand(index, src)
-    values = src.new_full(shape, float("-inf")).scatter_reduce(
-        0, idx, src, reduce="amax", include_self=True
-    )
+    values = src.new_full(
+        shape, float("-inf")).scatter_reduce(0, idx, src, reduce="amax", include_self=True)
     # argmax: the smallest row whose value equals its segment's max.
     n = src.shape[0]
     rows = torch.arange(n, device=src.device).view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)

@@ -68,9 +68,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
 
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(
-            backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
-        )
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **kwargs)
     return DistInfo(rank, world, local_rank, dev, world > 1)
 
 

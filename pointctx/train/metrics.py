@@ -10,18 +10,9 @@ from torch import Tensor
 
 from .._checks import check_int
 
-__all__ = [
-    "ConfusionMatrix",
-    "ClassificationMetrics",
-    "PartIoU",
-    "PartMetrics",
-    "PartSegConfusion",
-    "PartSegMetrics",
-    "SegmentationConfusion",
-    "SegmentationMetrics",
-    "format_class_table",
-    "smoothed_cross_entropy",
-]
+__all__ = ["ConfusionMatrix", "ClassificationMetrics", "PartIoU", "PartMetrics", "PartSegConfusion",
+           "PartSegMetrics", "SegmentationConfusion", "SegmentationMetrics", "format_class_table",
+           "smoothed_cross_entropy"]
 
 
 class ClassificationMetrics(NamedTuple):
@@ -123,13 +114,8 @@ class ConfusionMatrix:
         has = support > 0
         macc = float(per_class[has].mean()) if bool(has.any()) else float("nan")
         oa = float(correct.sum() / total) if total > 0 else float("nan")
-        return ClassificationMetrics(
-            oa=oa,
-            macc=macc,
-            per_class=[float(v) for v in per_class],
-            support=[int(v) for v in support],
-            total=int(total),
-        )
+        return ClassificationMetrics(oa=oa, macc=macc, per_class=[float(v) for v in per_class],
+                                     support=[int(v) for v in support], total=int(total))
 
     def state_dict(self) -> dict:
         """The counts, for checkpoints."""
@@ -251,22 +237,16 @@ class SegmentationConfusion(ConfusionMatrix):
             miou=float(iou[has_iou].mean()) if bool(has_iou.any()) else float("nan"),
             oa=float(tp.sum() / total) if total > 0 else float("nan"),
             macc=float(acc[has].mean()) if bool(has.any()) else float("nan"),
-            iou=[float(v) for v in iou],
-            per_class=[float(v) for v in acc],
-            support=[int(v) for v in support],
-            total=int(total),
-        )
+            iou=[float(v) for v in iou], per_class=[float(v) for v in acc],
+            support=[int(v) for v in support], total=int(total))
 
 
 def _pct(v: float) -> str:
     return "    n/a" if v != v else f"{100 * v:7.2f}"
 
 
-def format_class_table(
-    metrics: ClassificationMetrics | SegmentationMetrics,
-    class_names: Sequence[str],
-    title: str = "",
-) -> str:
+def format_class_table(metrics: ClassificationMetrics | SegmentationMetrics,
+                       class_names: Sequence[str], title: str = "") -> str:
     """A plain-text table of per-class accuracy (in %) and support, with OA and mAcc below."""
     names = list(class_names)
     seg = isinstance(metrics, SegmentationMetrics)
@@ -479,10 +459,8 @@ class PartIoU:
         return PartMetrics(
             instance_miou=float(s.sum() / total) if total else float("nan"),
             class_miou=float(per[seen].mean()) if bool(seen.any()) else float("nan"),
-            per_category=[float(v) for v in per],
-            shapes=[int(v) for v in c],
-            accuracy=float(self.correct) / int(self.points) if int(self.points) else float("nan"),
-        )
+            per_category=[float(v) for v in per], shapes=[int(v) for v in c],
+            accuracy=float(self.correct) / int(self.points) if int(self.points) else float("nan"))
 
     def state_dict(self) -> dict:
         """The sums, for checkpoints."""

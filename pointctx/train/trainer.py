@@ -104,10 +104,9 @@ def make_loader(dataset, *, batch_size: int, train: bool, dist_info: DistInfo, s
                   pin_memory=dist_info.device.type == "cuda", generator=gen,
                   collate_fn=collate_fn, persistent_workers=False)
     if train:
-        sampler = ResumableBatchSampler(
-            len(dataset), batch_size, shuffle=True, seed=seed, rank=dist_info.rank,
-            world_size=dist_info.world_size, drop_last=drop_last,
-        )
+        sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=True, seed=seed,
+                                        rank=dist_info.rank, world_size=dist_info.world_size,
+                                        drop_last=drop_last)
         return DataLoader(dataset, batch_sampler=sampler, **common)
     sampler = ShardedEvalSampler(len(dataset), dist_info.rank, dist_info.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **common)
@@ -210,8 +209,7 @@ class Trainer:
         self.metrics_class = getattr(confusion(num_classes, "cpu"), "metrics_class",
                                      ClassificationMetrics)
         if best_metric not in self.metrics_class._fields or best_metric in (
-            "per_class", "support", "total", "iou"
-        ):
+            "per_class", "support", "total", "iou"):
             choices = [f for f in self.metrics_class._fields
                        if f not in ("per_class", "support", "total", "iou")]
             raise ValueError(f"`best_metric` must be one of {choices}, got {best_metric!r}")
@@ -264,10 +262,8 @@ class Trainer:
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def _rank_state(self, counters: _EpochCounters | None) -> dict:
-        return {
-            "rng": capture_rng_state(),
-            "partial": counters.state_dict() if counters is not None else None,
-        }
+        return {"rng": capture_rng_state(),
+                "partial": counters.state_dict() if counters is not None else None}
 
     def save(self, counters: _EpochCounters | None = None) -> None:
         """Write ``last.pt`` (collective under DDP: every rank must call it)."""
@@ -275,16 +271,14 @@ class Trainer:
         if not self.dist.is_main:
             barrier()
             return
-        state = {
-            "version": CHECKPOINT_VERSION, "model": unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step, "history": self.history, "best": self.best,
-            "timing": self._timing_now(), "world_size": self.dist.world_size, "ranks": ranks,
-            "run_info": self.run_info,
-        }
+        state = {"version": CHECKPOINT_VERSION, "model": unwrap_model(self.model).state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                 "global_step": self.global_step, "history": self.history, "best": self.best,
+                 "timing": self._timing_now(), "world_size": self.dist.world_size, "ranks": ranks,
+                 "run_info": self.run_info}
         save_checkpoint(self.last_path, state)
         barrier()
 
@@ -345,10 +339,8 @@ class Trainer:
         if self._partial is not None and self.step_in_epoch > 0:
             counters.load_state_dict(self._partial)
         self._partial = None
-        bar = tqdm(
-            total=sampler.num_batches, initial=self.step_in_epoch, disable=not self.progress,
-            desc=f"epoch {epoch + 1}/{self.epochs} train", dynamic_ncols=True, leave=False,
-        )
+        bar = tqdm(total=sampler.num_batches, initial=self.step_in_epoch, disable=not self.progress,
+                   desc=f"epoch {epoch + 1}/{self.epochs} train", dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
         completed = True
         try:
@@ -426,10 +418,8 @@ class Trainer:
                 torch_dist.broadcast(buf, 0)
         counters = _EpochCounters(self.num_classes, self.device, self.confusion)
         t0 = time.perf_counter()
-        bar = tqdm(
-            self.eval_loader, disable=not self.progress, desc=desc or self.eval_name,
-            dynamic_ncols=True, leave=False,
-        )
+        bar = tqdm(self.eval_loader, disable=not self.progress, desc=desc or self.eval_name,
+                   dynamic_ncols=True, leave=False)
         for batch in bar:
             with self._autocast():
                 logits, target, n = self.forward(model, batch, self.device)
@@ -481,13 +471,11 @@ class Trainer:
                 train_entry = {"loss": train_loss, "oa": train_m.oa, "macc": train_m.macc}
                 if self.best_metric not in train_entry:
                     train_entry[self.best_metric] = getattr(train_m, self.best_metric)
-                entry = {
-                    "epoch": self.epoch, "lr": lr, "train": train_entry,
-                    self.eval_name: {"loss": eval_loss, **eval_m._asdict(), "samples": n_eval},
-                    "train_s": train_s, "eval_s": eval_s, "train_samples": n_train,
-                    "train_samples_per_s": n_train / train_s if train_s > 0 else None,
-                    "eval_samples_per_s": n_eval / eval_s if eval_s > 0 else None,
-                }
+                entry = {"epoch": self.epoch, "lr": lr, "train": train_entry,
+                         self.eval_name: {"loss": eval_loss, **eval_m._asdict(), "samples": n_eval},
+                         "train_s": train_s, "eval_s": eval_s, "train_samples": n_train,
+                         "train_samples_per_s": n_train / train_s if train_s > 0 else None,
+                         "eval_samples_per_s": n_eval / eval_s if eval_s > 0 else None}
                 self.history.append(entry)
                 key = self.best_metric
                 score = getattr(eval_m, key)

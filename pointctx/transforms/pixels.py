@@ -458,9 +458,8 @@ class PixelSet(ImageTransform):
             mask = torch.ones(h, w, dtype=torch.bool, device=image.device)
         else:
             mask = self.mask(image, index=index)
-            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(
-                mask.shape
-            ) != (h, w):
+            if not isinstance(mask,
+                              Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (h, w):
                 raise ValueError(
                     f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
                     f"{getattr(mask, 'dtype', type(mask).__name__)} "

@@ -427,16 +427,9 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
     return save_figure(fig, Path(path), dpi)
 
 
-def save_cluster_ply(
-    path,
-    trace: ClusterTrace,
-    layer=-1,
-    head: int = 0,
-    set_index: int = 0,
-    pos: Tensor | None = None,
-    all_layers: bool = True,
-    binary: bool = True,
-) -> Path:
+def save_cluster_ply(path, trace: ClusterTrace, layer=-1, head: int = 0, set_index: int = 0,
+                     pos: Tensor | None = None, all_layers: bool = True,
+                     binary: bool = True) -> Path:
     """Write one point set as a PLY file coloured by cluster (:func:`pointctx.io.write_ply`).
 
     Args:
