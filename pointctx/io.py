@@ -248,8 +248,7 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
 
     def stack(keys):
         return torch.from_numpy(np.stack([rec.pop(k) for k in keys], 1).astype(np.float64)).to(
-            dtype
-        )
+            dtype)
 
     pos = stack("xyz")
     normals = stack(("nx", "ny", "nz")) if all(k in rec for k in ("nx", "ny", "nz")) else None

@@ -296,8 +296,7 @@ def rgbd_to_points(color, depth, intrinsics, depth_scale: float | None = None,
     if pixel.numel() == 0:
         raise ValueError(
             f"`depth` has no valid pixel: all {h * w} depths are 0, NaN/Inf"
-            + ("" if depth_trunc is None else f" or beyond depth_trunc = {depth_trunc} m")
-        )
+            + ("" if depth_trunc is None else f" or beyond depth_trunc = {depth_trunc} m"))
     zz = z.reshape(-1)[pixel]
     row = torch.div(pixel, w, rounding_mode="floor").to(torch.float64)
     col = (pixel % w).to(torch.float64)
@@ -320,8 +319,7 @@ def pose_matrix(pose) -> Tensor:
         pose: [7] or [4, 4]; return: [4, 4].
     """
     p = pose.detach().cpu().double() if isinstance(pose, Tensor) else torch.as_tensor(
-        np.asarray(pose, dtype=np.float64)
-    )
+        np.asarray(pose, dtype=np.float64))
     if not bool(torch.isfinite(p).all()):
         raise ValueError(f"`pose` must be finite, got {p.tolist()}")
     if tuple(p.shape) == (4, 4):
@@ -341,8 +339,7 @@ def pose_matrix(pose) -> Tensor:
         [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w_), 2 * (x * z + y * w_)],
          [2 * (x * y + z * w_), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w_)],
          [2 * (x * z - y * w_), 2 * (y * z + x * w_), 1 - 2 * (x * x + y * y)]],
-        dtype=torch.float64,
-    )
+        dtype=torch.float64)
     out = torch.eye(4, dtype=torch.float64)
     out[:3, :3] = r
     out[:3, 3] = t

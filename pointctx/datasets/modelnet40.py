@@ -244,8 +244,7 @@ class ModelNet40(PointCloudDataset):
         raise FileNotFoundError(
             f"ModelNet40 {split} data not found under {base}; looked for: " + "; ".join(looked)
             + "." + hint + f" ModelNet40 comes from {MODELNET40_URL} (academic use); the "
-            "ply_hdf5_2048 and normal_resampled packagings are those of PointNet / PointNet++."
-        )
+            "ply_hdf5_2048 and normal_resampled packagings are those of PointNet / PointNet++.")
 
     def _cloud(self, row: int) -> np.ndarray:
         if self.layout != "normal_resampled":

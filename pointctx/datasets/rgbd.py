@@ -39,8 +39,7 @@ RGBD_PRESETS: dict[str, dict] = {
             "depth_layout": "sun", "intrinsics": "camera_primesense.json", "frames": None},
     "kinect": {"color": "kinect/color/{}.png", "depth": "kinect/depth/{}.pgm",
                "depth_scale": 1000.0, "depth_layout": "plain", "intrinsics": KINECT_INTRINSICS,
-               "frames": (1, 2, 3, 4, 5), "poses": "kinect/pose.txt"},
-}
+               "frames": (1, 2, 3, 4, 5), "poses": "kinect/pose.txt"}}
 
 DEPTH_LAYOUTS = ("plain", "sun")
 
@@ -248,8 +247,7 @@ def rgbd_root(root=None, preset: str = "tum") -> Path:
         return bundled
     raise FileNotFoundError(
         f"RGB-D folder {shared} does not exist (set POINTCTX_DATA to the shared data folder)"
-        + (f"; the bundled sample {bundled} holds only the 'tum' frame" if preset != "tum" else "")
-    )
+        + (f"; the bundled sample {bundled} holds only the 'tum' frame" if preset != "tum" else ""))
 
 
 def _preset(preset: str) -> dict:

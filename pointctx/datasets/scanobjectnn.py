@@ -83,5 +83,4 @@ class ScanObjectNN(PointCloudDataset):
             + " and ".join(str(p) for p in paths)
             + f". Get h5_files.zip from the dataset's site {SCANOBJECTNN_URL} (its terms require "
             "registration), unzip it and pass the folder holding main_split/ as `root` "
-            "(or --data-root)"
-        )
+            "(or --data-root)")

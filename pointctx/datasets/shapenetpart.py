@@ -137,8 +137,7 @@ class ShapeNetPart(Dataset):
             "ShapeNetPart not found; looked for train_test_split/ and <synset>/ folders in: "
             + ", ".join(str(c) for c in cands) + ". Download "
             "shapenetcore_partanno_segmentation_benchmark_v0_normal (PointNet++ / PointMLP) "
-            "and pass its folder as root"
-        )
+            "and pass its folder as root")
 
     @staticmethod
     def _detect_layout(folder: Path):

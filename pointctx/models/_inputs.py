@@ -129,12 +129,10 @@ def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
     if from_images:
         raise ValueError(
             f"`mask` keeps no pixel of image(s) {empty} (of B = {sizes.numel()}): every image "
-            "needs at least one kept pixel; leave such images out of the batch"
-        )
+            "needs at least one kept pixel; leave such images out of the batch")
     raise ValueError(
         f"every set needs at least one point; got B = {sizes.numel()} sets with empty sets "
-        f"{empty}"
-    )
+        f"{empty}")
 
 
 def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
@@ -212,27 +210,23 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
         if mask is not None:
             raise ValueError(
                 "`mask` is only for image tensor inputs; a PointBatch already holds only the "
-                "kept points (build it with PointBatch.from_images(images, mask))"
-            )
+                "kept points (build it with PointBatch.from_images(images, mask))")
         pb = inputs
     elif isinstance(inputs, Tensor):
         if inputs.dim() != 4:
             raise ValueError(
                 f"image input must have shape [B, C, H, W] (4 dims), got {inputs.dim()} dims "
-                f"with shape {tuple(inputs.shape)}"
-            )
+                f"with shape {tuple(inputs.shape)}")
         if in_channels is not None and inputs.shape[1] != in_channels:
             raise ValueError(
                 f"image input must have in_channels = {in_channels} channels, got "
-                f"{inputs.shape[1]} (shape {tuple(inputs.shape)})"
-            )
+                f"{inputs.shape[1]} (shape {tuple(inputs.shape)})")
         if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != (
                 inputs.shape[0], inputs.shape[2], inputs.shape[3])):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
             raise ValueError(
                 f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
-                f"(like the images), got {got}"
-            )
+                f"(like the images), got {got}")
         inputs = as_float(inputs, dtype, image=True)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
                 and all_finite(inputs)):
@@ -241,8 +235,7 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     else:
         raise TypeError(
             f"`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
-            f"{type(inputs).__name__}"
-        )
+            f"{type(inputs).__name__}")
 
     pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
                             allow_empty=allow_empty)
@@ -252,13 +245,11 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     if in_channels is not None and x.shape[1] != in_channels:
         raise ValueError(
             f"the points must have in_channels = {in_channels} feature channels, got "
-            f"{x.shape[1]}" + (" (the PointBatch has x = None)" if pb.x is None else "")
-        )
+            f"{x.shape[1]}" + (" (the PointBatch has x = None)" if pb.x is None else ""))
     if pos_dim is not None and pb.dim != pos_dim:
         raise ValueError(
             f"the points must have pos_dim = {pos_dim} coordinates, got D = {pb.dim} (build "
-            f"the model with pos_dim={pb.dim} for such inputs)"
-        )
+            f"the model with pos_dim={pb.dim} for such inputs)")
     coords = grid = plane = None
     if pb.pixel is not None and pb.image_size is not None:
         h, w = pb.image_size

@@ -73,6 +73,5 @@ def create_model(name: str, pretrained: bool = False, **kwargs):
         raise ValueError(
             "`pretrained=True` is not supported: pointctx ships no weights and never downloads; "
             "load a model you trained with pointctx.load_model(path), path being its run "
-            "folder, last.pt or best.pt"
-        )
+            "folder, last.pt or best.pt")
     return model_entrypoint(name)(**kwargs)

@@ -35,8 +35,7 @@ def _resolve(path: Path) -> Path:
     if runs:
         raise ValueError(
             f"`path`: {path} holds several runs ({', '.join(sorted(set(runs)))}); give one of "
-            "their folders"
-        )
+            "their folders")
     raise FileNotFoundError(f"`path`: {path} holds no best.pt or last.pt: not a run folder")
 
 
@@ -164,8 +163,7 @@ def load_model(path: str | os.PathLike, map_location=None) -> TrainedModel:
         raise ValueError(
             f"{file} is not a pointctx checkpoint: expected a dict with 'model' (the weights) and "
             "'run_info' (the model's name and arguments), as pointctx.train.Trainer writes in "
-            f"last.pt / best.pt; got {keys}"
-        )
+            f"last.pt / best.pt; got {keys}")
     name = info["model"]["name"]
     if not is_model(name):
         raise ValueError(f"{file}: model {name!r} is not registered; known: {list_models()}")

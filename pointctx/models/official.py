@@ -64,8 +64,7 @@ _COC_RULES: list[_Rule] = [
      lambda m: f"reducers.{(int(m.group(1)) + 1) // 2}.proj.{m.group(2)}", _flat),
     (r"network\.(\d*[13579])\.proj\.(bias)",
      lambda m: f"reducers.{(int(m.group(1)) + 1) // 2}.proj.{m.group(2)}", None),
-    (r"(norm|head)\.(weight|bias)", r"\1.\2", None),
-]
+    (r"(norm|head)\.(weight|bias)", r"\1.\2", None)]
 
 
 def _pointmlp_op(coc: bool):
@@ -96,15 +95,13 @@ def _pointmlp_rules(coc: bool) -> list[_Rule]:
          r"post.\1.\2.\3.linear.weight", _flat),
         (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
          r"post.\1.\2.\3.norm.\4", None),
-        (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", None),
-    ]
+        (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", None)]
     if coc:  # the Context Clusters at the even places of each stage's `operation` list
         rules += [
             (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.(sim_alpha|sim_beta)",
              lambda m: op(_Sub(m, 3, m.group(3)[len("sim_"):])), None),
             (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.((?:fc1|fc2|fc_v)\.(?:weight|bias))",
-             op, None),
-        ]
+             op, None)]
     return rules
 
 
@@ -137,8 +134,7 @@ _PARTSEG_RULES: list[_Rule] = [
      r"(weight|bias)", r"\1.linear.\2", _conv1d),
     (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.1\.(.+)",
      r"\1.norm.\2", None),
-    (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d),
-]
+    (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d)]
 
 
 def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:
@@ -200,8 +196,7 @@ _CLUE_RULES: list[_Rule] = [
     (r"network\.(\d*[13579])\.((?:conv_skip|conv_f|conv_v\.0|conv_v\.2)\.weight)", _clue_pool,
      _flat),
     (r"network\.(\d*[13579])\.(.+)", _clue_pool, None),
-    (r"(norm|head)\.(weight|bias)", r"\1.\2", None),
-]
+    (r"(norm|head)\.(weight|bias)", r"\1.\2", None)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -236,8 +231,7 @@ _ARCHS: dict[str, tuple[list[_Rule], Callable[[Mapping[str, Tensor]], dict], str
     "cluenet_micro_cifar": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
     "cluenet_tiny": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
     "cluenet_small": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
-    "cluenet_base": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
-}
+    "cluenet_base": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight")}
 
 
 def official_archs() -> list[str]:
@@ -281,8 +275,7 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
         if inner is None:
             raise ValueError(
                 f"no state_dict found: expected tensors, or one of the keys {list(_WRAPPERS)}; "
-                f"got keys {sorted(map(str, obj))[:10]}"
-            )
+                f"got keys {sorted(map(str, obj))[:10]}")
         obj = inner
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:

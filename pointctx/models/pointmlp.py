@@ -99,12 +99,10 @@ class PointMLP(SetClassifier):
             self.pre.append(PreExtraction(
                 2 * last + add, out, check_positive_int(pre_blocks[i], "pre_blocks", 0),
                 res_expansion, bias, coc_mode, coc_heads, coc_head_dim, coc_proposal,
-                coc_centers,
-            ))
+                coc_centers))
             self.post.append(nn.Sequential(*[
                 ResidualMLP(out, res_expansion, bias)
-                for _ in range(check_positive_int(pos_blocks[i], "pos_blocks", 0))
-            ]))
+                for _ in range(check_positive_int(pos_blocks[i], "pos_blocks", 0))]))
             last = out
             dims.append(out)
         self.num_features = last
@@ -147,8 +145,7 @@ class PointMLP(SetClassifier):
             raise ValueError(
                 f"the points must have in_channels = {self.in_channels} feature channels, got "
                 f"{c}" + (" (x is None)" if pb.x is None else "")
-                + (" (build the model with in_channels=C to use them)" if c else "")
-            )
+                + (" (build the model with in_channels=C to use them)" if c else ""))
         pb = check_model_points(pb, self.param_dtype)  # casts; no empty set, finite x
         if self.training and pb.num_sets < 2 and isinstance(self.classifier, nn.Sequential):
             raise ValueError(
@@ -228,5 +225,4 @@ register_configs(PointMLP, __name__, {
     "pointmlp_coc": ("PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes.",
                      dict(_FULL, coc_mode="group")),
     "pointmlp_coc_elite": ("PointMLP-elite with in-group Context Clusters (no official model).",
-                           dict(_ELITE, coc_mode="group")),
-})
+                           dict(_ELITE, coc_mode="group"))})

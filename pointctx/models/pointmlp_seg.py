@@ -79,8 +79,7 @@ class PointMLPSeg(nn.Module):
             res_expansion=res_expansion, dim_expansion=dim_expansion, pre_blocks=pre_blocks,
             pos_blocks=pos_blocks, k_neighbors=k_neighbors, ratio=ratio, bias=bias,
             use_xyz=use_xyz, normalize=normalize, coc_mode=coc_mode, coc_heads=coc_heads,
-            coc_head_dim=coc_head_dim, fps_start=fps_start, backend=backend,
-        )
+            coc_head_dim=coc_head_dim, fps_start=fps_start, backend=backend)
         self.in_channels, self.pos_dim = self.backbone.in_channels, self.backbone.pos_dim
         self.coc_mode, self.backend = coc_mode, backend
         en_dims = list(self.backbone.embed_dims)
@@ -90,8 +89,7 @@ class PointMLPSeg(nn.Module):
             PointMLPPropagation(dims[i], self.en_dims[i + 1], dims[i + 1],
                                 check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
                                 bias, interp_k, backend)
-            for i in range(n)
-        ])
+            for i in range(n)])
         self.gmp_map_list = nn.ModuleList(
             [LinearBNAct(d, gmp_dim, bias=bias) for d in self.en_dims])
         self.gmp_map_end = LinearBNAct(gmp_dim * len(self.en_dims), gmp_dim, bias=bias)
@@ -245,5 +243,4 @@ register_configs(PointMLPSeg, __name__, {
     "pointmlp_elite_seg": ("CPU-sized scene segmentation (elite-like widths, k = 16, one block "
                            "per decoder step).", dict(_ELITE_SEG, **_SCENE)),
     "pointmlp_coc_elite_seg": ("CPU-sized scene segmentation with in-group Context Clusters.",
-                               dict(_ELITE_SEG, **_SCENE, **_COC)),
-})
+                               dict(_ELITE_SEG, **_SCENE, **_COC))})

@@ -51,8 +51,7 @@ class UNet(nn.Module):
             self.down.append(_double_conv(cin, w))
             cin = w
         self.up = nn.ModuleList(
-            _double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1))
-        )
+            _double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1)))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward_images(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
@@ -65,8 +64,7 @@ class UNet(nn.Module):
             raise ValueError(
                 f"`images` must be a tensor [B, C, H, W], got "
                 f"{getattr(images, 'dtype', type(images).__name__)} "
-                f"{list(getattr(images, 'shape', []))}"
-            )
+                f"{list(getattr(images, 'shape', []))}")
         images = as_float(images, next(self.parameters()).dtype, image=True)
         b, c, h, w = images.shape
         if c != self.in_channels:
@@ -79,8 +77,7 @@ class UNet(nn.Module):
                 raise ValueError(
                     f"`mask` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
                     f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}"
-                )
+                    f"{list(getattr(mask, 'shape', []))}")
             m = mask[:, None].to(images.dtype)
             images = images * m
         x = torch.cat([images, m], 1) if self.mask_channel else images
@@ -108,8 +105,7 @@ class UNet(nn.Module):
             if inputs.pixel is None:
                 raise ValueError(
                     "a PointBatch input to a CNN must be a pixel set (carry `pixel` and "
-                    "`image_size`, e.g. from PointBatch.from_images)"
-                )
+                    "`image_size`, e.g. from PointBatch.from_images)")
             dense = self.forward_images(inputs.to_images(), inputs.mask())
             target = inputs if query is None else query
             if query is not None and (
@@ -119,8 +115,7 @@ class UNet(nn.Module):
                 raise ValueError(
                     f"`query` must be a pixel set with the same sets ({inputs.num_sets}) and "
                     f"image size {inputs.image_size}, got {query.num_sets} sets of size "
-                    f"{query.image_size}"
-                )
+                    f"{query.image_size}")
             k, h, w = dense.shape[1:]
             flat = dense.reshape(dense.shape[0], k, h * w)
             return flat[target.batch, :, target.pixel]

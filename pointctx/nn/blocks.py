@@ -210,8 +210,7 @@ class GFCStage(nn.Module):
         self.blocks = nn.ModuleList([
             GFCBlock(dim, assign=(i == 0 or not self.share_assignment), drop_path=rates[i],
                      **block_kwargs)
-            for i in range(depth)
-        ])
+            for i in range(depth)])
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
                 proposed: Centers | None = None, coords: Tensor | None = None,

@@ -84,8 +84,7 @@ class SemanticFPNHead(nn.Module):
         if len(stages) != len(self.in_channels):
             raise ValueError(
                 f"`stages` must hold {len(self.in_channels)} stages (in_channels), got "
-                f"{len(stages)}"
-            )
+                f"{len(stages)}")
         cells = list(grids) if grids is not None else [None] * len(stages)
         fine = stages[0]
         b = fine.num_sets
@@ -94,8 +93,7 @@ class SemanticFPNHead(nn.Module):
             if stage.num_sets != b:
                 raise ValueError(
                     f"every stage must hold the same B = {b} sets, stage {i} has "
-                    f"{stage.num_sets}"
-                )
+                    f"{stage.num_sets}")
             x = stage.x
             x = norm(x, stage.batch, b) if isinstance(norm, SetGroupNorm) else norm(x)
             x = lateral(x)

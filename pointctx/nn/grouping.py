@@ -331,7 +331,6 @@ class GroupContextCluster(nn.Module):
             sim = torch.sigmoid(self.beta + self.alpha * cos)
             sim_in = sim if mask is None else sim * mask.to(x.dtype).unsqueeze(-1)
             agg = (torch.einsum("mkh,mkhd->mhd", sim_in, v) + v_center) / (
-                sim_in.sum(1).unsqueeze(-1) + 1.0
-            )
+                sim_in.sum(1).unsqueeze(-1) + 1.0)
             out = sim.unsqueeze(-1) * agg.unsqueeze(1)  # [M, k, h, d]
             return x + self.fc2(out.reshape(m, k, h * d))

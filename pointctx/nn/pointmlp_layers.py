@@ -174,8 +174,7 @@ class ResidualStack(nn.Module):
     def __init__(self, dim: int, blocks: int, res_expansion: float, bias: bool):
         super().__init__()
         self.operation = nn.Sequential(
-            *[ResidualMLP(dim, res_expansion, bias) for _ in range(blocks)]
-        )
+            *[ResidualMLP(dim, res_expansion, bias) for _ in range(blocks)])
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the blocks row by row."""

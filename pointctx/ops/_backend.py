@@ -21,8 +21,7 @@ _AUTO_PREFERS_CLUSTER = {"cpu": set(), "cuda": {"fps", "knn", "grid"}}
 _INSTALL_HINT = (
     "torch-cluster is not installed. Install it after torch with "
     "`pip install --no-build-isolation torch-cluster` (or `pip install -e .[cluster]` with "
-    "--no-build-isolation), or use backend='native'."
-)
+    "--no-build-isolation), or use backend='native'.")
 
 
 def set_backend(name: str) -> None:

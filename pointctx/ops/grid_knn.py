@@ -42,13 +42,11 @@ def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
         cs = cs.expand(dim)
     if cs.numel() != dim:
         raise ValueError(
-            f"`{name}` must have one entry per coordinate (D = {dim}), got {cs.numel()}"
-        )
+            f"`{name}` must have one entry per coordinate (D = {dim}), got {cs.numel()}")
     if (positive and not bool((cs > 0).all())) or not bool(torch.isfinite(cs).all()):
         raise ValueError(
             f"`{name}` entries must be finite" + (" and > 0" if positive else "")
-            + f", got {cs.tolist()}"
-        )
+            + f", got {cs.tolist()}")
     return cs.contiguous()
 
 
@@ -103,15 +101,13 @@ def grid_knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None
         if bool((origin > lowest).any()):
             raise ValueError(
                 f"`origin` must not exceed the smallest coordinates of the points "
-                f"{lowest.tolist()}, got {origin.tolist()}"
-            )
+                f"{lowest.tolist()}, got {origin.tolist()}")
     hi = _set_bounds(x_pos, bx, b)[1]
     dims = torch.floor((hi - origin) / cs).long().clamp_(min=0) + 1  # [B, D]
     if math.prod(int(g) for g in dims.amax(0)) * max(b, 1) >= 2**62:
         raise ValueError(
             f"`cell_size` {cs.tolist()} is too small for the extent of the points (grid of "
-            f"{dims.amax(0).tolist()} cells per set); use larger cells"
-        )
+            f"{dims.amax(0).tolist()} cells per set); use larger cells")
     cells = _Cells.build(x_pos, bx, cs.expand(b, dim), origin.expand(b, dim), dims)
     reach = (radius, 4 * radius)
     return _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk)

@@ -46,13 +46,11 @@ def _check_pair(x_pos, y_pos):
     if x_pos.shape[1] != y_pos.shape[1]:
         raise ValueError(
             f"`x_pos` and `y_pos` must have the same number of coordinates D, got "
-            f"{x_pos.shape[1]} and {y_pos.shape[1]}"
-        )
+            f"{x_pos.shape[1]} and {y_pos.shape[1]}")
     if x_pos.dtype != y_pos.dtype or x_pos.device != y_pos.device:
         raise ValueError(
             f"`x_pos` and `y_pos` must share dtype and device, got {x_pos.dtype} on "
-            f"{x_pos.device} and {y_pos.dtype} on {y_pos.device}"
-        )
+            f"{x_pos.device} and {y_pos.dtype} on {y_pos.device}")
     return x_pos, y_pos
 
 
@@ -98,8 +96,7 @@ def knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
         if (backend if backend is not None else get_backend()) == "cluster":
             raise ValueError(
                 f"backend='cluster' on CUDA supports k <= {_CUDA_CLUSTER_MAX_K} (torch-cluster "
-                f"limit), got k = {k}; use backend='native'"
-            )
+                f"limit), got k = {k}; use backend='native'")
         which = "native"
     if which == "cluster":
         return _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk_size or _CLUSTER_CHUNK)
@@ -155,8 +152,7 @@ def _check_result_fits(m: int, k: int, like: Tensor) -> None:
             f"knn: the result [M, k] = [{m}, {k}] needs {_fmt_bytes(need)} (int64 index + "
             f"{like.dtype} dist2), more than the {_fmt_bytes(have)} of memory of "
             f"{like.device}; lower `k` (slots beyond a set's size are only -1 padding) or "
-            "query fewer points at a time"
-        )
+            "query fewer points at a time")
 
 
 def _empty_result(m: int, k: int, like: Tensor) -> KNN:

@@ -95,8 +95,7 @@ def scatter_max(src: Tensor, index: Tensor, dim_size: int | None = None) -> Scat
     hit = src.detach() == values.detach().gather(0, idx)
     cand = torch.where(hit, rows, torch.full_like(rows, n))
     argmax = torch.full(shape, n, dtype=torch.long, device=src.device).scatter_reduce(
-        0, idx, cand, reduce="amin", include_self=True
-    )
+        0, idx, cand, reduce="amin", include_self=True)
     empty = argmax == n
     argmax = argmax.masked_fill(empty, -1)
     values = values.masked_fill(empty, 0.0)
@@ -123,8 +122,7 @@ def scatter_softmax(src: Tensor, index: Tensor, dim_size: int | None = None) -> 
     idx = _expand(index, src)
     shape = (m,) + tuple(src.shape[1:])
     seg_max = src.detach().new_full(shape, float("-inf")).scatter_reduce(
-        0, idx, src.detach(), reduce="amax", include_self=True
-    )
+        0, idx, src.detach(), reduce="amax", include_self=True)
     e = (src - seg_max.gather(0, idx)).exp()
     denom = e.new_zeros(shape).index_add(0, index, e)
     return e / denom.gather(0, idx)

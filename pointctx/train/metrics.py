@@ -45,8 +45,7 @@ class ClassificationMetrics(NamedTuple):
             "total": self.total,
             "per_class": {
                 n: {"acc": a, "support": s} for n, a, s in zip(names, self.per_class, self.support)
-            },
-        }
+            }}
 
 
 class ConfusionMatrix:
@@ -80,8 +79,7 @@ class ConfusionMatrix:
         if pred.shape != target.shape or pred.dim() != 1:
             raise ValueError(
                 f"`pred` and `target` must both have shape [B], got {tuple(pred.shape)} and "
-                f"{tuple(target.shape)}"
-            )
+                f"{tuple(target.shape)}")
         self._add(pred, target)
 
     def _add(self, pred: Tensor, target: Tensor) -> None:
@@ -127,8 +125,7 @@ class ConfusionMatrix:
         if tuple(mat.shape) != (self.num_classes, self.num_classes):
             raise ValueError(
                 f"saved confusion matrix has shape {tuple(mat.shape)}, expected "
-                f"{(self.num_classes, self.num_classes)}"
-            )
+                f"{(self.num_classes, self.num_classes)}")
         self.matrix.copy_(mat.to(self.matrix.device))
 
 
@@ -169,8 +166,7 @@ class SegmentationMetrics(NamedTuple):
             "per_class": {
                 n: {"iou": u, "acc": a, "support": s}
                 for n, u, a, s in zip(names, self.iou, self.per_class, self.support)
-            },
-        }
+            }}
 
 
 class SegmentationConfusion(ConfusionMatrix):
@@ -189,8 +185,7 @@ class SegmentationConfusion(ConfusionMatrix):
         check_int(ignore_index, "ignore_index", optional=True)
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise ValueError(
-                f"`ignore_index` must not be a class id in [0, {num_classes}), got {ignore_index}"
-            )
+                f"`ignore_index` must not be a class id in [0, {num_classes}), got {ignore_index}")
         self.ignore_index = ignore_index
 
     @torch.no_grad()
@@ -204,18 +199,15 @@ class SegmentationConfusion(ConfusionMatrix):
             if pred.shape[1] != self.num_classes:
                 raise ValueError(
                     f"`pred` logits must have K = {self.num_classes} channels in dim 1, got "
-                    f"shape {tuple(pred.shape)}"
-                )
+                    f"shape {tuple(pred.shape)}")
             pred = pred.argmax(1)
         if pred.shape != target.shape:
             raise ValueError(
                 f"`pred` must be [B, K, *S] logits or [B, *S] labels matching `target` [B, *S], "
-                f"got {tuple(pred.shape)} and {tuple(target.shape)}"
-            )
+                f"got {tuple(pred.shape)} and {tuple(target.shape)}")
         if pred.is_floating_point() or target.is_floating_point():
             raise ValueError(
-                f"labels must be integers, got `pred` {pred.dtype} and `target` {target.dtype}"
-            )
+                f"labels must be integers, got `pred` {pred.dtype} and `target` {target.dtype}")
         pred, target = pred.reshape(-1), target.reshape(-1)
         if self.ignore_index is not None:
             keep = target != self.ignore_index
@@ -284,8 +276,7 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.
     k = logits.shape[-1]
     if not 0.0 <= smoothing <= (k - 1) / k:
         raise ValueError(
-            f"`smoothing` must lie in [0, (K-1)/K = {(k - 1) / k:.4f}], got {smoothing}"
-        )
+            f"`smoothing` must lie in [0, (K-1)/K = {(k - 1) / k:.4f}], got {smoothing}")
     eps = smoothing * k / (k - 1) if k > 1 else 0.0
     return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
 
@@ -320,8 +311,7 @@ class PartMetrics(NamedTuple):
             "class_miou": self.class_miou,
             "accuracy": self.accuracy,
             "per_category": {n: {"miou": v, "shapes": s}
-                             for n, v, s in zip(names, self.per_category, self.shapes)},
-        }
+                             for n, v, s in zip(names, self.per_category, self.shapes)}}
 
 
 class PartIoU:

@@ -197,13 +197,11 @@ class Trainer:
         if not isinstance(train_loader.batch_sampler, ResumableBatchSampler):
             raise TypeError(
                 "`train_loader` must use a ResumableBatchSampler as batch_sampler (see "
-                f"make_loader), got {type(train_loader.batch_sampler).__name__}"
-            )
+                f"make_loader), got {type(train_loader.batch_sampler).__name__}")
         if len(class_names) != num_classes:
             raise ValueError(
                 f"`class_names` must have num_classes = {num_classes} entries, got "
-                f"{len(class_names)}"
-            )
+                f"{len(class_names)}")
         check_callable(confusion, "confusion")
         self.confusion = confusion
         self.metrics_class = getattr(confusion(num_classes, "cpu"), "metrics_class",
@@ -289,8 +287,7 @@ class Trainer:
         if state.get("version") != CHECKPOINT_VERSION:
             raise ValueError(
                 f"{path}: checkpoint version {state.get('version')!r} is not supported "
-                f"(expected {CHECKPOINT_VERSION})"
-            )
+                f"(expected {CHECKPOINT_VERSION})")
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -313,8 +310,7 @@ class Trainer:
             self.log.warning(
                 f"checkpoint was written by {state['world_size']} process(es), this run has "
                 f"{self.dist.world_size}: RNG streams are reseeded, so the continuation is not "
-                "bit-identical to an uninterrupted run"
-            )
+                "bit-identical to an uninterrupted run")
             restore_rng_state(ranks[0]["rng"])
             if self.step_in_epoch:
                 self.log.warning("the interrupted epoch restarts from its beginning")
@@ -353,8 +349,7 @@ class Trainer:
                     raise FloatingPointError(
                         f"training stopped: the loss is {float(loss.detach())} at {where}, "
                         f"before any update of this step ({self._saved_state()}); lower the "
-                        "learning rate or check the data"
-                    )
+                        "learning rate or check the data")
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     # fp16: the scaler skips steps with inf/NaN gradients and lowers its scale
@@ -376,8 +371,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{100 * run_acc:.1f}%")
                     bar.update(1)
                 at_limit = (
-                    self.stop_after_steps is not None and self.global_step >= self.stop_after_steps
-                )
+                    self.stop_after_steps is not None and self.global_step >= self.stop_after_steps)
                 if any_across_ranks(stop.requested or at_limit, self.device):
                     if not stop.requested:
                         stop.request(f"--stop-after-steps {self.stop_after_steps}")
@@ -400,8 +394,7 @@ class Trainer:
             raise FloatingPointError(
                 f"training stopped: the gradient norm is {float(norm)} at {where} (loss "
                 f"{loss:.4g}); the weights were not updated ({self._saved_state()}); lower the "
-                "learning rate, set a gradient clip, or check the data"
-            )
+                "learning rate, set a gradient clip, or check the data")
 
     def _saved_state(self) -> str:
         if self.last_path.is_file():
@@ -456,8 +449,7 @@ class Trainer:
                     self.log.info(
                         f"interrupted ({stop.signal_name}) at epoch {epoch + 1}, step "
                         f"{self.step_in_epoch}; checkpoint saved to {self.last_path}; continue "
-                        "with --resume"
-                    )
+                        "with --resume")
                     return self._write_results()
                 train_loss, train_m, n_train = counters.reduce(self.device)
                 train_s = self.timing["train_s"] - t_train0
@@ -488,8 +480,7 @@ class Trainer:
                             self.best_path,
                             {"model": unwrap_model(self.model).state_dict(), "epoch": self.epoch,
                              "metrics": eval_m.as_dict(self.class_names),
-                             "run_info": self.run_info},
-                        )
+                             "run_info": self.run_info})
                 miou = (f"mIoU {100 * eval_m.miou:.2f}  "
                         if isinstance(eval_m, SegmentationMetrics) else "")
                 label = {"oa": "OA", "macc": "mAcc", "miou": "mIoU"}.get(key, key)
@@ -499,8 +490,7 @@ class Trainer:
                     f"mAcc {100 * train_m.macc:.2f}  |  {self.eval_name} loss {eval_loss:.4f} "
                     f"{miou}OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  best "
                     f"{label} {100 * self.best[key]:.2f} (epoch {self.best['epoch']})  |  "
-                    f"{train_s:.1f}+{eval_s:.1f} s"
-                )
+                    f"{train_s:.1f}+{eval_s:.1f} s")
                 self.save()
                 self._write_results()
                 limit = self.stop_after_epoch is not None and self.epoch >= self.stop_after_epoch
@@ -510,8 +500,7 @@ class Trainer:
                     self.stop_reason = why
                     self.log.info(
                         f"stopped ({why}) after epoch {self.epoch}; checkpoint saved to "
-                        f"{self.last_path}; continue with --resume"
-                    )
+                        f"{self.last_path}; continue with --resume")
                     return self._write_results()
         self.status = "finished"
         results = self._write_results()
@@ -558,6 +547,5 @@ class Trainer:
             f"done: {self.epoch} epochs, train {t['train_s']:.1f} s, eval {t['eval_s']:.1f} s, "
             f"wall {t['wall_s']:.1f} s"
             + (f", {tput:.1f} train samples/s" if tput else "")
-            + f"; results in {self.results_path}"
-        )
+            + f"; results in {self.results_path}")
 

@@ -214,8 +214,7 @@ class _Recorder:
         sim = torch.where(valid, sim, torch.zeros_like(sim))
         self.layers.append(ClusterLayer(
             name, stage, self.level, index, int(center.shape[1]), center,
-            int(assignment.centers.pos.shape[0]), n, sim,
-        ))
+            int(assignment.centers.pos.shape[0]), n, sim))
         return output if wanted else out
 
     # PointReducer hook --------------------------------------------------------------------
