@@ -41,9 +41,8 @@ def check_agree(batch: Tensor, ptr: Tensor) -> None:
     expected = batch_to_ptr(batch, b)
     if not torch.equal(expected, ptr):
         i = int((expected != ptr).nonzero()[0].item())
-        raise ValueError(
-            f"`ptr` is inconsistent with `batch`: `batch` implies ptr[{i}] = "
-            f"{int(expected[i])}, got ptr[{i}] = {int(ptr[i])}")
+        raise ValueError(f"`ptr` is inconsistent with `batch`: `batch` implies ptr[{i}] = "
+                         f"{int(expected[i])}, got ptr[{i}] = {int(ptr[i])}")
 
 
 def check_pixel(pixel, image_size, n: int, device, validate: bool):
@@ -63,9 +62,8 @@ def check_pixel(pixel, image_size, n: int, device, validate: bool):
             raise ValueError(
                 f"`pixel` must have one entry per point: expected {n}, got {pixel.numel()}")
         if n and (int(pixel.min()) < 0 or int(pixel.max()) >= h * w):
-            raise ValueError(
-                f"`pixel` values must lie in [0, H*W = {h * w}), got range "
-                f"[{int(pixel.min())}, {int(pixel.max())}]")
+            raise ValueError(f"`pixel` values must lie in [0, H*W = {h * w}), got range "
+                             f"[{int(pixel.min())}, {int(pixel.max())}]")
     return pixel.long(), (h, w)
 
 
@@ -92,9 +90,8 @@ def check_ptr(ptr: Tensor, num_points: int, batch_size: int | None) -> None:
     steps = ptr[1:] - ptr[:-1]
     if steps.numel() and bool((steps < 0).any()):
         i = int((steps < 0).nonzero()[0].item())
-        raise ValueError(
-            f"`ptr` must be non-decreasing, but ptr[{i}] = {int(ptr[i])} > "
-            f"ptr[{i + 1}] = {int(ptr[i + 1])}")
+        raise ValueError(f"`ptr` must be non-decreasing, but ptr[{i}] = {int(ptr[i])} > "
+                         f"ptr[{i + 1}] = {int(ptr[i + 1])}")
     last = int(ptr[-1])
     if last != num_points:
         raise ValueError(

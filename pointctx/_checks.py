@@ -46,18 +46,16 @@ def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
     """
     check_tensor(pos, name)
     if pos.dim() != 2:
-        raise ValueError(
-            f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with shape "
-            f"{tuple(pos.shape)}")
+        raise ValueError(f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with "
+                         f"shape {tuple(pos.shape)}")
     if not pos.is_floating_point():
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {pos.dtype}")
     if pos.shape[1] < 1:
         raise ValueError(f"`{name}` must have at least 1 coordinate (D >= 1), got D = 0")
     if not allow_nonfinite and not all_finite(pos):
         bad = (~torch.isfinite(pos)).any(dim=1).nonzero()[0].item()
-        raise ValueError(
-            f"`{name}` has NaN or Inf values (first at row {bad}); pass allow_nonfinite=True "
-            "to keep them")
+        raise ValueError(f"`{name}` has NaN or Inf values (first at row {bad}); pass "
+                         "allow_nonfinite=True to keep them")
     return pos
 
 
@@ -152,8 +150,7 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
 
 def _bounds(minimum, maximum, min_open: bool = False, max_open: bool = False) -> str:
     if minimum is not None and maximum is not None:
-        return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}"
-                f"{')' if max_open else ']'}")
+        return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}")
     if minimum is not None:
         return f"{'>' if min_open else '>='} {minimum:g}"
     if maximum is not None:
@@ -261,8 +258,7 @@ def check_channels(x, dim: int, name: str = "x") -> Tensor:
     """Check point features: a floating point tensor of shape [N, dim]; return it."""
     check_tensor(x, name)
     if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"`{name}` must have shape [N, {dim}] (dim = {dim}), got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"`{name}` must have shape [N, {dim}] (dim = {dim}), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {x.dtype}")
     return x
@@ -331,10 +327,9 @@ def check_finite_features(x: Tensor, batch: Tensor | None = None, name: str = "x
         first = 0 if batch is None else int(torch.searchsorted(batch.contiguous(),
                                                                 batch[row:row + 1]))
         where = f"set {s}, point {row - first} (row {row} of `{name}`), channel {col}"
-    raise ValueError(
-        f"`{name}` has a non-finite value ({value}) at {where}: models and layers reject NaN / "
-        "Inf features, which would spread to the other points and, in training, to the weights; "
-        "clean the input or drop the point")
+    raise ValueError(f"`{name}` has a non-finite value ({value}) at {where}: models and layers "
+                     "reject NaN / Inf features, which would spread to the other points and, in "
+                     "training, to the weights; clean the input or drop the point")
 
 
 def per_axis(value, dim: int, name: str) -> tuple:

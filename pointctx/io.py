@@ -83,9 +83,8 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
         if -(2**31) <= lo and hi < 2**31:
             return np.dtype("i4")
-        raise ValueError(
-            f"field {name!r} holds 64-bit integers outside the int32 range ([{lo}, {hi}]); PLY "
-            "has no 64-bit integer type")
+        raise ValueError(f"field {name!r} holds 64-bit integers outside the int32 range ([{lo}, "
+                         f"{hi}]); PLY has no 64-bit integer type")
     raise ValueError(f"field {name!r} has unsupported dtype {arr.dtype} for PLY")
 
 
@@ -231,9 +230,8 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
             order = "<" if fmt == "binary_little_endian" else ">"
             for ename, ecount, eprops in elements[:vi]:
                 if any(isinstance(t, tuple) for _, t in eprops):
-                    raise ValueError(
-                        f"{path}: binary PLY element {ename!r} with list properties comes before "
-                        "the vertices; not supported")
+                    raise ValueError(f"{path}: binary PLY element {ename!r} with list properties "
+                                     "comes before the vertices; not supported")
                 fh.seek(ecount * sum(np.dtype(t).itemsize for _, t in eprops), 1)
             dt = np.dtype([(p, order + t) for p, t in props])
             buf = fh.read(dt.itemsize * count)

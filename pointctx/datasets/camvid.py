@@ -148,9 +148,8 @@ class CamVid(RowDataset):
                     a, b = Path(parts[0]), Path(parts[1])
                     pairs.append((root / a.parent.name / a.name, root / b.parent.name / b.name))
                 else:
-                    raise ValueError(
-                        f"{lst} line {i + 1}: expected '<image> <label>' or '<image>', got "
-                        f"{line!r}")
+                    raise ValueError(f"{lst} line {i + 1}: expected '<image> <label>' or "
+                                     f"'<image>', got {line!r}")
         else:
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
@@ -182,9 +181,8 @@ class CamVid(RowDataset):
         path = self._pairs[row][1]
         lab = _read_label_png(path)
         if lab.size and int(lab.max()) > CAMVID_VOID:
-            raise ValueError(
-                f"label file {path}: values must lie in 0..{CAMVID_VOID} (11 classes + void), "
-                f"got a maximum of {int(lab.max())}")
+            raise ValueError(f"label file {path}: values must lie in 0..{CAMVID_VOID} (11 classes "
+                             f"+ void), got a maximum of {int(lab.max())}")
         return lab
 
     # items
@@ -204,9 +202,8 @@ class CamVid(RowDataset):
         row = self._row(idx)
         rgb, lab = self._rgb(row), self._label(row)
         if rgb.shape[:2] != lab.shape:
-            raise ValueError(
-                f"CamVid item {self._names[row]}: image {list(rgb.shape[:2])} and label "
-                f"{list(lab.shape)} sizes differ")
+            raise ValueError(f"CamVid item {self._names[row]}: image {list(rgb.shape[:2])} and "
+                             f"label {list(lab.shape)} sizes differ")
         return rgb, lab
 
     def __getitem__(self, idx: int) -> dict:
@@ -245,7 +242,6 @@ def _norm(normalize):
     except (TypeError, ValueError, RuntimeError):
         mean = std = torch.zeros(0)
     if mean.numel() not in (1, 3) or std.numel() not in (1, 3) or bool((std <= 0).any()):
-        raise ValueError(
-            f"`normalize` must be True, False or (mean, std) with 1 or 3 values each and std > 0, "
-            f"got {normalize!r}")
+        raise ValueError("`normalize` must be True, False or (mean, std) with 1 or 3 values each "
+                         f"and std > 0, got {normalize!r}")
     return mean, std

@@ -65,9 +65,8 @@ class PointCloudDataset(RowDataset):
         self._points_per_cloud = int(points_per_cloud)
         self._rows = np.arange(len(self._labels), dtype=np.int64)
         if self.num_points is not None and self.num_points > self._points_per_cloud:
-            raise ValueError(
-                f"`num_points` = {self.num_points} exceeds the {self._points_per_cloud} points "
-                f"stored per cloud in {self.source}")
+            raise ValueError(f"`num_points` = {self.num_points} exceeds the "
+                             f"{self._points_per_cloud} points stored per cloud in {self.source}")
         if self.sampling == "fps" and self._array is not None:
             self._precompute_fps()
 

@@ -127,9 +127,8 @@ def read_color(path) -> np.ndarray:
     path = _require_file(path, "colour")
     img = _open_image(path, "colour")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        raise ValueError(
-            f"colour file {path} must be an 8-bit colour image, got Pillow mode {img.mode!r} "
-            "(a depth image?)")
+        raise ValueError(f"colour file {path} must be an 8-bit colour image, got Pillow mode "
+                         f"{img.mode!r} (a depth image?)")
     return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
@@ -158,9 +157,8 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
                 f"depth file {path} holds values in [{lo}, {hi}], outside the 16-bit range")
         arr = arr.astype(np.uint16)
     else:
-        raise ValueError(
-            f"depth file {path} must be a single-channel 16-bit image, got Pillow mode "
-            f"{img.mode!r}")
+        raise ValueError(f"depth file {path} must be a single-channel 16-bit image, got Pillow "
+                         f"mode {img.mode!r}")
     arr = np.require(arr, requirements=["C", "W"])
     if layout == "sun":
         arr = ((arr >> 3) | (arr << 13)).astype(np.uint16)
@@ -185,9 +183,8 @@ def read_poses(path) -> Tensor:
         except ValueError as err:
             raise ValueError(f"pose file {path} line {n}: not numbers: {line!r}") from err
         if len(vals) != 7:
-            raise ValueError(
-                f"pose file {path} line {n} must hold 7 numbers (tx ty tz qx qy qz qw), got "
-                f"{len(vals)}")
+            raise ValueError(f"pose file {path} line {n} must hold 7 numbers (tx ty tz qx qy qz "
+                             f"qw), got {len(vals)}")
         rows.append(vals)
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 7)
 
@@ -280,9 +277,8 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         color, depth = spec["color"].format(frame), spec["depth"].format(frame)
         poses = read_poses(folder / spec["poses"])
         if poses.shape[0] < len(frames):
-            raise ValueError(
-                f"pose file {folder / spec['poses']} must hold {len(frames)} poses (one per "
-                f"frame), got {poses.shape[0]}")
+            raise ValueError(f"pose file {folder / spec['poses']} must hold {len(frames)} poses "
+                             f"(one per frame), got {poses.shape[0]}")
         pose, name = poses[frames.index(frame)], f"{preset}/{frame}"
     k = spec["intrinsics"]
     if isinstance(k, str):

@@ -142,9 +142,8 @@ class ShapeScenes(Dataset):
         empty = [self.source_classes[chosen[i]] for i, m in enumerate(self._by_class)
                  if len(m) == 0]
         if empty:
-            raise ValueError(
-                f"no shape of class(es) {empty} in the {split!r} split of the source; drop them "
-                "from `classes` or use more shapes")
+            raise ValueError(f"no shape of class(es) {empty} in the {split!r} split of the source; "
+                             "drop them from `classes` or use more shapes")
         self.classes = [self.source_classes[c] for c in chosen] + (["floor"] if self.floor else [])
 
     # ---- source
@@ -171,9 +170,8 @@ class ShapeScenes(Dataset):
                     raise ValueError(f"{path} lacks the array(s) {missing}; it has {z.files}")
                 points, labels, classes = z["points"], z["labels"], z["classes"]
             if points.ndim != 3 or points.shape[2] < 3 or len(points) != len(labels):
-                raise ValueError(
-                    f"{path}: `points` must be [S, P, 3] with one label per shape, got points "
-                    f"{points.shape} and labels {labels.shape}")
+                raise ValueError(f"{path}: `points` must be [S, P, 3] with one label per shape, "
+                                 f"got points {points.shape} and labels {labels.shape}")
             labels = labels.astype(np.int64).reshape(-1)
 
             def shape(row):

@@ -177,9 +177,8 @@ class ShapeNetPart(Dataset):
             path = self.root / "train_test_split" / f"shuffled_{n}_file_list.json"
             if not path.is_file():
                 have = sorted(p.name for p in (self.root / "train_test_split").glob("*.json"))
-                raise FileNotFoundError(
-                    f"ShapeNetPart split list {path} is missing (split {split!r}); the folder "
-                    f"holds {have}")
+                raise FileNotFoundError(f"ShapeNetPart split list {path} is missing (split "
+                                        f"{split!r}); the folder holds {have}")
             try:
                 entries = json.loads(path.read_text())
             except json.JSONDecodeError as err:

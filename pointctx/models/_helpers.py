@@ -41,9 +41,8 @@ def check_stages(layers: Sequence[int], embed_dims: Sequence[int]) -> tuple[list
     layers = [check_positive_int(v, "layers") for v in layers]
     embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
     if not layers or len(embed_dims) != len(layers):
-        raise ValueError(
-            f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-            f"{len(layers)} and {len(embed_dims)}")
+        raise ValueError("`layers` and `embed_dims` must be non-empty with one entry per stage, "
+                         f"got {len(layers)} and {len(embed_dims)}")
     return layers, embed_dims
 
 

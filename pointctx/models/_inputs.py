@@ -130,9 +130,8 @@ def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
         raise ValueError(
             f"`mask` keeps no pixel of image(s) {empty} (of B = {sizes.numel()}): every image "
             "needs at least one kept pixel; leave such images out of the batch")
-    raise ValueError(
-        f"every set needs at least one point; got B = {sizes.numel()} sets with empty sets "
-        f"{empty}")
+    raise ValueError(f"every set needs at least one point; got B = {sizes.numel()} sets with empty "
+                     f"sets {empty}")
 
 
 def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
@@ -214,28 +213,24 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
         pb = inputs
     elif isinstance(inputs, Tensor):
         if inputs.dim() != 4:
-            raise ValueError(
-                f"image input must have shape [B, C, H, W] (4 dims), got {inputs.dim()} dims "
-                f"with shape {tuple(inputs.shape)}")
+            raise ValueError("image input must have shape [B, C, H, W] (4 dims), got "
+                             f"{inputs.dim()} dims with shape {tuple(inputs.shape)}")
         if in_channels is not None and inputs.shape[1] != in_channels:
-            raise ValueError(
-                f"image input must have in_channels = {in_channels} channels, got "
-                f"{inputs.shape[1]} (shape {tuple(inputs.shape)})")
+            raise ValueError(f"image input must have in_channels = {in_channels} channels, got "
+                             f"{inputs.shape[1]} (shape {tuple(inputs.shape)})")
         if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != (
                 inputs.shape[0], inputs.shape[2], inputs.shape[3])):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(
-                f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
-                f"(like the images), got {got}")
+            raise ValueError("`mask` must have shape [B, H, W] = "
+                             f"{[inputs.shape[0], *inputs.shape[2:]]} (like the images), got {got}")
         inputs = as_float(inputs, dtype, image=True)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
                 and all_finite(inputs)):
             return _pack_full_images(inputs, append_pos)  # same points, no per-point work
         pb = PointBatch.from_images(inputs, mask)
     else:
-        raise TypeError(
-            f"`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
-            f"{type(inputs).__name__}")
+        raise TypeError("`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
+                        f"{type(inputs).__name__}")
 
     pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
                             allow_empty=allow_empty)
@@ -247,9 +242,8 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
             f"the points must have in_channels = {in_channels} feature channels, got "
             f"{x.shape[1]}" + (" (the PointBatch has x = None)" if pb.x is None else ""))
     if pos_dim is not None and pb.dim != pos_dim:
-        raise ValueError(
-            f"the points must have pos_dim = {pos_dim} coordinates, got D = {pb.dim} (build "
-            f"the model with pos_dim={pb.dim} for such inputs)")
+        raise ValueError(f"the points must have pos_dim = {pos_dim} coordinates, got D = {pb.dim} "
+                         f"(build the model with pos_dim={pb.dim} for such inputs)")
     coords = grid = plane = None
     if pb.pixel is not None and pb.image_size is not None:
         h, w = pb.image_size

@@ -70,8 +70,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs):
         **kwargs: passed to the model factory (e.g. ``num_classes``, ``in_channels``).
     """
     if pretrained:
-        raise ValueError(
-            "`pretrained=True` is not supported: pointctx ships no weights and never downloads; "
-            "load a model you trained with pointctx.load_model(path), path being its run "
-            "folder, last.pt or best.pt")
+        raise ValueError("`pretrained=True` is not supported: pointctx ships no weights and never "
+                         "downloads; load a model you trained with pointctx.load_model(path), path "
+                         "being its run folder, last.pt or best.pt")
     return model_entrypoint(name)(**kwargs)

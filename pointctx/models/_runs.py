@@ -33,9 +33,8 @@ def _resolve(path: Path) -> Path:
             return path / name
     runs = sorted(p.parent.name for name in _CHECKPOINTS for p in path.glob(f"*/{name}"))
     if runs:
-        raise ValueError(
-            f"`path`: {path} holds several runs ({', '.join(sorted(set(runs)))}); give one of "
-            "their folders")
+        raise ValueError(f"`path`: {path} holds several runs ({', '.join(sorted(set(runs)))}); "
+                         "give one of their folders")
     raise FileNotFoundError(f"`path`: {path} holds no best.pt or last.pt: not a run folder")
 
 
@@ -160,10 +159,9 @@ def load_model(path: str | os.PathLike, map_location=None) -> TrainedModel:
     if (not isinstance(info, dict) or not isinstance(weights, dict)
             or not isinstance(info.get("model"), dict) or "name" not in info["model"]):
         keys = sorted(map(str, state))[:10] if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"{file} is not a pointctx checkpoint: expected a dict with 'model' (the weights) and "
-            "'run_info' (the model's name and arguments), as pointctx.train.Trainer writes in "
-            f"last.pt / best.pt; got {keys}")
+        raise ValueError(f"{file} is not a pointctx checkpoint: expected a dict with 'model' (the "
+                         "weights) and 'run_info' (the model's name and arguments), as "
+                         f"pointctx.train.Trainer writes in last.pt / best.pt; got {keys}")
     name = info["model"]["name"]
     if not is_model(name):
         raise ValueError(f"{file}: model {name!r} is not registered; known: {list_models()}")

@@ -273,9 +273,8 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
             break
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            raise ValueError(
-                f"no state_dict found: expected tensors, or one of the keys {list(_WRAPPERS)}; "
-                f"got keys {sorted(map(str, obj))[:10]}")
+            raise ValueError("no state_dict found: expected tensors, or one of the keys "
+                             f"{list(_WRAPPERS)}; got keys {sorted(map(str, obj))[:10]}")
         obj = inner
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:

@@ -67,10 +67,9 @@ class PointMLP(SetClassifier):
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         n = len(dim_expansion)
         if n == 0 or len(pre_blocks) != n or len(pos_blocks) != n:
-            raise ValueError(
-                "`dim_expansion`, `pre_blocks` and `pos_blocks` must be non-empty with one "
-                f"entry per stage, got lengths {len(dim_expansion)}, {len(pre_blocks)}, "
-                f"{len(pos_blocks)}")
+            raise ValueError("`dim_expansion`, `pre_blocks` and `pos_blocks` must be non-empty "
+                             f"with one entry per stage, got lengths {len(dim_expansion)}, "
+                             f"{len(pre_blocks)}, {len(pos_blocks)}")
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
                             per_stage(k_neighbors, n, "k_neighbors")]
         self.ratios = per_stage(ratio, n, "ratio")
@@ -121,15 +120,13 @@ class PointMLP(SetClassifier):
     def _as_batch(self, points, lengths, features) -> PointBatch:
         if isinstance(points, PointBatch):
             if lengths is not None or features is not None:
-                raise ValueError(
-                    "`lengths` and `features` are only for padded tensor inputs; a PointBatch "
-                    "carries its sizes and features (x)")
+                raise ValueError("`lengths` and `features` are only for padded tensor inputs; a "
+                                 "PointBatch carries its sizes and features (x)")
             pb = points
         elif isinstance(points, Tensor):
             if points.dim() != 3 or points.shape[-1] != self.pos_dim:
-                raise ValueError(
-                    f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], got "
-                    f"{tuple(points.shape)}")
+                raise ValueError(f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], "
+                                 f"got {tuple(points.shape)}")
             if features is not None:
                 features = as_float(check_tensor(features, "features"), self.param_dtype)
             pb = PointBatch.from_padded(as_float(points, self.param_dtype), features,

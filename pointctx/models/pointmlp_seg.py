@@ -126,9 +126,8 @@ class PointMLPSeg(nn.Module):
             if category.numel() != b:
                 raise ValueError(f"`category` must have B = {b} entries, got {category.numel()}")
             if b and (int(category.min()) < 0 or int(category.max()) >= self.num_categories):
-                raise ValueError(
-                    f"`category` ids must lie in [0, {self.num_categories - 1}], got range "
-                    f"[{int(category.min())}, {int(category.max())}]")
+                raise ValueError(f"`category` ids must lie in [0, {self.num_categories - 1}], got "
+                                 f"range [{int(category.min())}, {int(category.max())}]")
             return torch.nn.functional.one_hot(category.long(), self.num_categories).to(ref.dtype)
         if category.dim() == 2 and tuple(category.shape) == (b, self.num_categories):
             return category.to(ref.dtype)

@@ -61,10 +61,9 @@ class UNet(nn.Module):
             images: [B, C, H, W]; mask: [B, H, W] bool or None; return: [B, K, H, W].
         """
         if not isinstance(images, Tensor) or images.dim() != 4:
-            raise ValueError(
-                f"`images` must be a tensor [B, C, H, W], got "
-                f"{getattr(images, 'dtype', type(images).__name__)} "
-                f"{list(getattr(images, 'shape', []))}")
+            raise ValueError("`images` must be a tensor [B, C, H, W], got "
+                             f"{getattr(images, 'dtype', type(images).__name__)} "
+                             f"{list(getattr(images, 'shape', []))}")
         images = as_float(images, next(self.parameters()).dtype, image=True)
         b, c, h, w = images.shape
         if c != self.in_channels:
@@ -74,10 +73,9 @@ class UNet(nn.Module):
         else:
             if not isinstance(mask,
                               Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, h, w):
-                raise ValueError(
-                    f"`mask` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
-                    f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}")
+                raise ValueError(f"`mask` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
+                                 f"{getattr(mask, 'dtype', type(mask).__name__)} "
+                                 f"{list(getattr(mask, 'shape', []))}")
             m = mask[:, None].to(images.dtype)
             images = images * m
         x = torch.cat([images, m], 1) if self.mask_channel else images
@@ -103,19 +101,17 @@ class UNet(nn.Module):
             if mask is not None:
                 raise ValueError("`mask` applies to image inputs; a PointBatch is its own mask")
             if inputs.pixel is None:
-                raise ValueError(
-                    "a PointBatch input to a CNN must be a pixel set (carry `pixel` and "
-                    "`image_size`, e.g. from PointBatch.from_images)")
+                raise ValueError("a PointBatch input to a CNN must be a pixel set (carry `pixel` "
+                                 "and `image_size`, e.g. from PointBatch.from_images)")
             dense = self.forward_images(inputs.to_images(), inputs.mask())
             target = inputs if query is None else query
             if query is not None and (
                 query.pixel is None or query.image_size != inputs.image_size
                 or query.num_sets != inputs.num_sets
             ):
-                raise ValueError(
-                    f"`query` must be a pixel set with the same sets ({inputs.num_sets}) and "
-                    f"image size {inputs.image_size}, got {query.num_sets} sets of size "
-                    f"{query.image_size}")
+                raise ValueError("`query` must be a pixel set with the same sets "
+                                 f"({inputs.num_sets}) and image size {inputs.image_size}, got "
+                                 f"{query.num_sets} sets of size {query.image_size}")
             k, h, w = dense.shape[1:]
             flat = dense.reshape(dense.shape[0], k, h * w)
             return flat[target.batch, :, target.pixel]

@@ -82,18 +82,16 @@ class SemanticFPNHead(nn.Module):
             pos_query: [Nq, D]; batch_query: [Nq]; return: [Nq, K] ([M_0, K] without queries).
         """
         if len(stages) != len(self.in_channels):
-            raise ValueError(
-                f"`stages` must hold {len(self.in_channels)} stages (in_channels), got "
-                f"{len(stages)}")
+            raise ValueError(f"`stages` must hold {len(self.in_channels)} stages (in_channels), "
+                             f"got {len(stages)}")
         cells = list(grids) if grids is not None else [None] * len(stages)
         fine = stages[0]
         b = fine.num_sets
         acc = None
         for i, (stage, norm, lateral) in enumerate(zip(stages, self.stage_norms, self.laterals)):
             if stage.num_sets != b:
-                raise ValueError(
-                    f"every stage must hold the same B = {b} sets, stage {i} has "
-                    f"{stage.num_sets}")
+                raise ValueError(f"every stage must hold the same B = {b} sets, stage {i} has "
+                                 f"{stage.num_sets}")
             x = stage.x
             x = norm(x, stage.batch, b) if isinstance(norm, SetGroupNorm) else norm(x)
             x = lateral(x)

@@ -68,9 +68,8 @@ class SetGroupNorm(nn.Module):
             raise ValueError(f"`x` must have shape [N, {self.num_channels}] (num_channels = "
                              f"{self.num_channels}), got {tuple(x.shape)}")
         if batch.dim() != 1 or batch.numel() != x.shape[0]:
-            raise ValueError(
-                f"`batch` must have shape [N] = [{x.shape[0]}] (one set id per row of `x`), got "
-                f"{tuple(batch.shape)}")
+            raise ValueError(f"`batch` must have shape [N] = [{x.shape[0]}] (one set id per row of "
+                             f"`x`), got {tuple(batch.shape)}")
         b = infer_batch_size(batch, batch_size)
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):

@@ -48,9 +48,8 @@ class LinearBNAct(nn.Module):
         m, k, cx = x.shape
         w, bias = self.linear.weight, self.linear.bias
         if cx + broadcast.shape[-1] != w.shape[1]:
-            raise ValueError(
-                f"`x` and `broadcast` must have {w.shape[1]} channels together, got {cx} + "
-                f"{broadcast.shape[-1]}")
+            raise ValueError(f"`x` and `broadcast` must have {w.shape[1]} channels together, got "
+                             f"{cx} + {broadcast.shape[-1]}")
         part = linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
         # in place: the linear map's backward does not need its output (one full-size tensor
         # fewer)
@@ -70,9 +69,8 @@ class ResidualMLP(nn.Module):
         super().__init__()
         inner = int(dim * res_expansion)
         if inner < 1:
-            raise ValueError(
-                f"`res_expansion` gives an inner width of int({dim} * {res_expansion}) = {inner}"
-                "; it must be >= 1")
+            raise ValueError(f"`res_expansion` gives an inner width of int({dim} * "
+                             f"{res_expansion}) = {inner}; it must be >= 1")
         self.net1 = LinearBNAct(dim, inner, bias=bias)
         self.net2 = LinearBNAct(inner, dim, bias=bias)  # relu(BN(W2 h) + x): residual inside
 

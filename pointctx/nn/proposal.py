@@ -279,9 +279,8 @@ class GridProposal(CenterProposal):
         n, d = pos.shape
         if self.size is not None:
             if regs is not None:
-                raise ValueError(
-                    "`regions` needs a count-based grid (`cells`), but this GridProposal uses "
-                    "`size`")
+                raise ValueError("`regions` needs a count-based grid (`cells`), but this "
+                                 "GridProposal uses `size`")
             local, cells = self._size_coords(pos, batch, num_sets)
             return self._partition(pos, batch.long(), local, cells, num_sets), batch.long()
         cells = per_axis(self.cells, d, "cells")
@@ -409,9 +408,8 @@ class _SampledProposal(CenterProposal):
     def __init__(self, num=None, ratio=None, k: int = 16):
         super().__init__()
         if (num is None) == (ratio is None):
-            raise ValueError(
-                f"{type(self).__name__} needs exactly one of `num` (centers per set) or `ratio`, "
-                f"got num={num!r}, ratio={ratio!r}")
+            raise ValueError(f"{type(self).__name__} needs exactly one of `num` (centers per set) "
+                             f"or `ratio`, got num={num!r}, ratio={ratio!r}")
         if num is not None:
             check_int(num, "num", 1, type_error=ValueError)
         else:

@@ -135,10 +135,9 @@ class PointReducer(nn.Module):
         self.stride = self.kernel_size if stride is None else check_positive_int(stride, "stride")
         self.padding = check_positive_int(padding, "padding", minimum=0)
         if self.kernel_size - self.padding < self.stride:
-            raise ValueError(
-                "`kernel_size - padding` must be >= `stride` so that every anchor's own cell "
-                f"lies in its window, got kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, stride={self.stride}")
+            raise ValueError("`kernel_size - padding` must be >= `stride` so that every anchor's "
+                             f"own cell lies in its window, got kernel_size={self.kernel_size}, "
+                             f"padding={self.padding}, stride={self.stride}")
         self.lattice_dim = check_positive_int(lattice_dim, "lattice_dim")
         if ratio is None:
             ratio = 1.0 / self.stride ** self.lattice_dim
@@ -166,9 +165,8 @@ class PointReducer(nn.Module):
     def _check(self, x, pos, batch, coords, grid_size):
         check_tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.in_dim:
-            raise ValueError(
-                f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), got "
-                f"{tuple(x.shape)}")
+            raise ValueError(f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), "
+                             f"got {tuple(x.shape)}")
         n = x.shape[0]
         check_pos(pos, "pos", allow_nonfinite=not self.validate)
         check_features(pos, n, "pos")
@@ -198,9 +196,8 @@ class PointReducer(nn.Module):
             hi = coords.amax(0)
             size_t = torch.tensor(sizes, device=coords.device)
             if bool((lo < 0).any()) or bool((hi >= size_t).any()):
-                raise ValueError(
-                    f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, got range "
-                    f"[{lo.tolist()}, {hi.tolist()}]")
+                raise ValueError(f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, "
+                                 f"got range [{lo.tolist()}, {hi.tolist()}]")
         return sizes
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,

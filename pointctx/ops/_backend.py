@@ -18,10 +18,9 @@ BACKENDS = ("auto", "native", "cluster")
 # grid in one kernel each, against one or more kernel launches per FPS iteration natively.
 _AUTO_PREFERS_CLUSTER = {"cpu": set(), "cuda": {"fps", "knn", "grid"}}
 
-_INSTALL_HINT = (
-    "torch-cluster is not installed. Install it after torch with "
-    "`pip install --no-build-isolation torch-cluster` (or `pip install -e .[cluster]` with "
-    "--no-build-isolation), or use backend='native'.")
+_INSTALL_HINT = ("torch-cluster is not installed. Install it after torch with `pip install "
+                 "--no-build-isolation torch-cluster` (or `pip install -e .[cluster]` with "
+                 "--no-build-isolation), or use backend='native'.")
 
 
 def set_backend(name: str) -> None:

@@ -22,9 +22,8 @@ def _setup(pos: Tensor, batch: Tensor | None, batch_size: int | None, name: str 
     else:
         check_batch(batch, n, batch_size, name)
         if batch.device != pos.device:
-            raise ValueError(
-                f"`{name}` must be on the same device as the positions ({pos.device}), got "
-                f"{batch.device}")
+            raise ValueError(f"`{name}` must be on the same device as the positions "
+                             f"({pos.device}), got {batch.device}")
         batch = batch.long()
         b = batch_size if batch_size is not None else (int(batch[-1]) + 1 if n else 0)
     sizes = set_sizes(batch, b)

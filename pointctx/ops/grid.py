@@ -347,9 +347,8 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
     for e in nv:
         per_set *= e
     if per_set * b >= _INT63:
-        raise ValueError(
-            f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets overflows "
-            "int64; use backend='native'")
+        raise ValueError(f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets "
+                         "overflows int64; use backend='native'")
     cluster, keys = relabel(batch * per_set + voxel, per_set * b)
     coords, cell_batch = _decode(keys, nv, base.tolist())
     return GridCluster(cluster, cell_batch, coords)

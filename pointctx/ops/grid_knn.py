@@ -33,10 +33,8 @@ def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
         try:
             vals = [float(v) for v in cell_size]
         except TypeError:
-            raise TypeError(
-                f"`{name}` must be a number or one number per coordinate, got "
-                f"{type(cell_size).__name__}"
-            ) from None
+            raise TypeError(f"`{name}` must be a number or one number per coordinate, got "
+                            f"{type(cell_size).__name__}") from None
         cs = torch.tensor(vals, device=like.device, dtype=like.dtype)
     if cs.numel() == 1:
         cs = cs.expand(dim)
@@ -99,15 +97,13 @@ def grid_knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None
     else:
         origin = _cell_size(origin, dim, x_pos, "origin", positive=False)
         if bool((origin > lowest).any()):
-            raise ValueError(
-                f"`origin` must not exceed the smallest coordinates of the points "
-                f"{lowest.tolist()}, got {origin.tolist()}")
+            raise ValueError("`origin` must not exceed the smallest coordinates of the points "
+                             f"{lowest.tolist()}, got {origin.tolist()}")
     hi = _set_bounds(x_pos, bx, b)[1]
     dims = torch.floor((hi - origin) / cs).long().clamp_(min=0) + 1  # [B, D]
     if math.prod(int(g) for g in dims.amax(0)) * max(b, 1) >= 2**62:
-        raise ValueError(
-            f"`cell_size` {cs.tolist()} is too small for the extent of the points (grid of "
-            f"{dims.amax(0).tolist()} cells per set); use larger cells")
+        raise ValueError(f"`cell_size` {cs.tolist()} is too small for the extent of the points "
+                         f"(grid of {dims.amax(0).tolist()} cells per set); use larger cells")
     cells = _Cells.build(x_pos, bx, cs.expand(b, dim), origin.expand(b, dim), dims)
     reach = (radius, 4 * radius)
     return _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk)

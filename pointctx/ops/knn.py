@@ -44,13 +44,11 @@ def _check_pair(x_pos, y_pos):
     x_pos = check_pos(x_pos, "x_pos")
     y_pos = check_pos(y_pos, "y_pos")
     if x_pos.shape[1] != y_pos.shape[1]:
-        raise ValueError(
-            f"`x_pos` and `y_pos` must have the same number of coordinates D, got "
-            f"{x_pos.shape[1]} and {y_pos.shape[1]}")
+        raise ValueError("`x_pos` and `y_pos` must have the same number of coordinates D, got "
+                         f"{x_pos.shape[1]} and {y_pos.shape[1]}")
     if x_pos.dtype != y_pos.dtype or x_pos.device != y_pos.device:
-        raise ValueError(
-            f"`x_pos` and `y_pos` must share dtype and device, got {x_pos.dtype} on "
-            f"{x_pos.device} and {y_pos.dtype} on {y_pos.device}")
+        raise ValueError(f"`x_pos` and `y_pos` must share dtype and device, got {x_pos.dtype} on "
+                         f"{x_pos.device} and {y_pos.dtype} on {y_pos.device}")
     return x_pos, y_pos
 
 
@@ -94,9 +92,8 @@ def knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
     which = resolve_backend(backend, "knn", x_pos.device)
     if which == "cluster" and x_pos.device.type == "cuda" and k > _CUDA_CLUSTER_MAX_K:
         if (backend if backend is not None else get_backend()) == "cluster":
-            raise ValueError(
-                f"backend='cluster' on CUDA supports k <= {_CUDA_CLUSTER_MAX_K} (torch-cluster "
-                f"limit), got k = {k}; use backend='native'")
+            raise ValueError(f"backend='cluster' on CUDA supports k <= {_CUDA_CLUSTER_MAX_K} "
+                             f"(torch-cluster limit), got k = {k}; use backend='native'")
         which = "native"
     if which == "cluster":
         return _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk_size or _CLUSTER_CHUNK)
@@ -148,11 +145,10 @@ def _check_result_fits(m: int, k: int, like: Tensor) -> None:
     need = m * k * (8 + like.element_size())
     have = _memory_bytes(like.device)
     if have is not None and need > have:
-        raise ValueError(
-            f"knn: the result [M, k] = [{m}, {k}] needs {_fmt_bytes(need)} (int64 index + "
-            f"{like.dtype} dist2), more than the {_fmt_bytes(have)} of memory of "
-            f"{like.device}; lower `k` (slots beyond a set's size are only -1 padding) or "
-            "query fewer points at a time")
+        raise ValueError(f"knn: the result [M, k] = [{m}, {k}] needs {_fmt_bytes(need)} (int64 "
+                         f"index + {like.dtype} dist2), more than the {_fmt_bytes(have)} of memory "
+                         f"of {like.device}; lower `k` (slots beyond a set's size are only -1 "
+                         "padding) or query fewer points at a time")
 
 
 def _empty_result(m: int, k: int, like: Tensor) -> KNN:

@@ -34,9 +34,8 @@ def _check(src: Tensor, index: Tensor) -> None:
     if index.dim() != 1:
         raise ValueError(f"`index` must have shape [N], got shape {tuple(index.shape)}")
     if src.shape[0] != index.shape[0]:
-        raise ValueError(
-            f"`src` and `index` must have the same number of rows, got {src.shape[0]} and "
-            f"{index.shape[0]}")
+        raise ValueError(f"`src` and `index` must have the same number of rows, got {src.shape[0]} "
+                         f"and {index.shape[0]}")
 
 
 def _expand(index: Tensor, src: Tensor) -> Tensor:

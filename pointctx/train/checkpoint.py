@@ -75,9 +75,8 @@ def plain(obj: Any) -> Any:
             plain(v) for v in obj]
     if isinstance(obj, (int, float)):  # bool / int / float subclasses
         return float(obj) if isinstance(obj, float) else int(obj)
-    raise TypeError(
-        f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, strings "
-        "and lists / dicts of them")
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, "
+                    "strings and lists / dicts of them")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:

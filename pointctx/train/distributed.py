@@ -140,9 +140,8 @@ class ResumableBatchSampler(Sampler[list[int]]):
         per_rank = -(-num_samples // world_size)
         self.num_batches = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
         if self.num_batches == 0:
-            raise ValueError(
-                f"no full batch: {per_rank} samples per process < batch_size = {batch_size} "
-                "with drop_last=True")
+            raise ValueError(f"no full batch: {per_rank} samples per process < batch_size = "
+                             f"{batch_size} with drop_last=True")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's order and the first batch to yield."""

@@ -77,9 +77,8 @@ class ConfusionMatrix:
         if pred.dim() == 2:
             pred = pred.argmax(1)
         if pred.shape != target.shape or pred.dim() != 1:
-            raise ValueError(
-                f"`pred` and `target` must both have shape [B], got {tuple(pred.shape)} and "
-                f"{tuple(target.shape)}")
+            raise ValueError("`pred` and `target` must both have shape [B], got "
+                             f"{tuple(pred.shape)} and {tuple(target.shape)}")
         self._add(pred, target)
 
     def _add(self, pred: Tensor, target: Tensor) -> None:
@@ -123,9 +122,8 @@ class ConfusionMatrix:
         """Restore counts saved by :meth:`state_dict`."""
         mat = state["matrix"]
         if tuple(mat.shape) != (self.num_classes, self.num_classes):
-            raise ValueError(
-                f"saved confusion matrix has shape {tuple(mat.shape)}, expected "
-                f"{(self.num_classes, self.num_classes)}")
+            raise ValueError(f"saved confusion matrix has shape {tuple(mat.shape)}, expected "
+                             f"{(self.num_classes, self.num_classes)}")
         self.matrix.copy_(mat.to(self.matrix.device))
 
 
@@ -197,14 +195,12 @@ class SegmentationConfusion(ConfusionMatrix):
         """
         if pred.dim() == target.dim() + 1:
             if pred.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"`pred` logits must have K = {self.num_classes} channels in dim 1, got "
-                    f"shape {tuple(pred.shape)}")
+                raise ValueError(f"`pred` logits must have K = {self.num_classes} channels in dim "
+                                 f"1, got shape {tuple(pred.shape)}")
             pred = pred.argmax(1)
         if pred.shape != target.shape:
-            raise ValueError(
-                f"`pred` must be [B, K, *S] logits or [B, *S] labels matching `target` [B, *S], "
-                f"got {tuple(pred.shape)} and {tuple(target.shape)}")
+            raise ValueError("`pred` must be [B, K, *S] logits or [B, *S] labels matching `target` "
+                             f"[B, *S], got {tuple(pred.shape)} and {tuple(target.shape)}")
         if pred.is_floating_point() or target.is_floating_point():
             raise ValueError(
                 f"labels must be integers, got `pred` {pred.dtype} and `target` {target.dtype}")

@@ -195,13 +195,11 @@ class Trainer:
                  grad_clip: float | None = None, session_start: float | None = None,
                  confusion: Callable = ConfusionMatrix, best_metric: str = "oa") -> None:
         if not isinstance(train_loader.batch_sampler, ResumableBatchSampler):
-            raise TypeError(
-                "`train_loader` must use a ResumableBatchSampler as batch_sampler (see "
-                f"make_loader), got {type(train_loader.batch_sampler).__name__}")
+            raise TypeError("`train_loader` must use a ResumableBatchSampler as batch_sampler (see "
+                            f"make_loader), got {type(train_loader.batch_sampler).__name__}")
         if len(class_names) != num_classes:
-            raise ValueError(
-                f"`class_names` must have num_classes = {num_classes} entries, got "
-                f"{len(class_names)}")
+            raise ValueError(f"`class_names` must have num_classes = {num_classes} entries, got "
+                             f"{len(class_names)}")
         check_callable(confusion, "confusion")
         self.confusion = confusion
         self.metrics_class = getattr(confusion(num_classes, "cpu"), "metrics_class",
@@ -285,9 +283,8 @@ class Trainer:
         path = Path(path) if path is not None else self.last_path
         state = load_checkpoint(path, map_location="cpu")
         if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path}: checkpoint version {state.get('version')!r} is not supported "
-                f"(expected {CHECKPOINT_VERSION})")
+            raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not "
+                             f"supported (expected {CHECKPOINT_VERSION})")
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
@@ -307,10 +304,9 @@ class Trainer:
             restore_rng_state(mine["rng"])
             self._partial = mine["partial"]
         else:
-            self.log.warning(
-                f"checkpoint was written by {state['world_size']} process(es), this run has "
-                f"{self.dist.world_size}: RNG streams are reseeded, so the continuation is not "
-                "bit-identical to an uninterrupted run")
+            self.log.warning(f"checkpoint was written by {state['world_size']} process(es), this "
+                             f"run has {self.dist.world_size}: RNG streams are reseeded, so the "
+                             "continuation is not bit-identical to an uninterrupted run")
             restore_rng_state(ranks[0]["rng"])
             if self.step_in_epoch:
                 self.log.warning("the interrupted epoch restarts from its beginning")
@@ -446,10 +442,9 @@ class Trainer:
                     self.save(counters)
                     self.status = "interrupted"
                     self.stop_reason = stop.signal_name
-                    self.log.info(
-                        f"interrupted ({stop.signal_name}) at epoch {epoch + 1}, step "
-                        f"{self.step_in_epoch}; checkpoint saved to {self.last_path}; continue "
-                        "with --resume")
+                    self.log.info(f"interrupted ({stop.signal_name}) at epoch {epoch + 1}, step "
+                                  f"{self.step_in_epoch}; checkpoint saved to {self.last_path}; "
+                                  "continue with --resume")
                     return self._write_results()
                 train_loss, train_m, n_train = counters.reduce(self.device)
                 train_s = self.timing["train_s"] - t_train0
@@ -484,13 +479,12 @@ class Trainer:
                 miou = (f"mIoU {100 * eval_m.miou:.2f}  "
                         if isinstance(eval_m, SegmentationMetrics) else "")
                 label = {"oa": "OA", "macc": "mAcc", "miou": "mIoU"}.get(key, key)
-                self.log.info(
-                    f"epoch {self.epoch}/{self.epochs}  lr {lr:.5f}  "
-                    f"train loss {train_loss:.4f} OA {100 * train_m.oa:.2f}  "
-                    f"mAcc {100 * train_m.macc:.2f}  |  {self.eval_name} loss {eval_loss:.4f} "
-                    f"{miou}OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  best "
-                    f"{label} {100 * self.best[key]:.2f} (epoch {self.best['epoch']})  |  "
-                    f"{train_s:.1f}+{eval_s:.1f} s")
+                self.log.info(f"epoch {self.epoch}/{self.epochs}  lr {lr:.5f}  train loss "
+                              f"{train_loss:.4f} OA {100 * train_m.oa:.2f}  mAcc "
+                              f"{100 * train_m.macc:.2f}  |  {self.eval_name} loss {eval_loss:.4f} "
+                              f"{miou}OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  "
+                              f"best {label} {100 * self.best[key]:.2f} (epoch "
+                              f"{self.best['epoch']})  |  {train_s:.1f}+{eval_s:.1f} s")
                 self.save()
                 self._write_results()
                 limit = self.stop_after_epoch is not None and self.epoch >= self.stop_after_epoch
@@ -498,9 +492,8 @@ class Trainer:
                     self.status = "interrupted"
                     why = stop.signal_name or f"--stop-after-epoch {self.stop_after_epoch}"
                     self.stop_reason = why
-                    self.log.info(
-                        f"stopped ({why}) after epoch {self.epoch}; checkpoint saved to "
-                        f"{self.last_path}; continue with --resume")
+                    self.log.info(f"stopped ({why}) after epoch {self.epoch}; checkpoint saved to "
+                                  f"{self.last_path}; continue with --resume")
                     return self._write_results()
         self.status = "finished"
         results = self._write_results()

@@ -369,9 +369,8 @@ class ValidDepth(MaskTransform):
         image_size_of(image)
         c = image.shape[0]
         if not -c <= self.depth_channel < c:
-            raise ValueError(
-                f"`depth_channel` = {self.depth_channel} is out of range for an image with "
-                f"{c} channels")
+            raise ValueError(f"`depth_channel` = {self.depth_channel} is out of range for an image "
+                             f"with {c} channels")
         z = image[self.depth_channel].to(torch.float64) / self.depth_scale
         valid = torch.isfinite(z) & (z > 0)
         if self.depth_trunc is not None:
@@ -460,10 +459,9 @@ class PixelSet(ImageTransform):
             mask = self.mask(image, index=index)
             if not isinstance(mask,
                               Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (h, w):
-                raise ValueError(
-                    f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
-                    f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}")
+                raise ValueError(f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, "
+                                 f"got {getattr(mask, 'dtype', type(mask).__name__)} "
+                                 f"{list(getattr(mask, 'shape', []))}")
             mask = mask.to(image.device)
         pixel = mask.reshape(-1).nonzero().squeeze(1)
         grid = PointBatch.image_grid(h, w, device=image.device, dtype=image.dtype)

@@ -164,9 +164,8 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
     h, w = _require_pixels(trace)
     rgb = _as_rgb(images)
     if rgb.shape[0] != trace.batch_size or rgb.shape[1:3] != (h, w):
-        raise ValueError(
-            f"`images` must have shape [B, C, H, W] with B = {trace.batch_size}, H x W = "
-            f"{h} x {w} (the trace's), got {tuple(images.shape)}")
+        raise ValueError(f"`images` must have shape [B, C, H, W] with B = {trace.batch_size}, H x "
+                         f"W = {h} x {w} (the trace's), got {tuple(images.shape)}")
     kept = np.zeros((trace.batch_size, h * w), dtype=bool)
     kept[trace.batch.cpu().numpy(), trace.pixel.cpu().numpy()] = True
     rgb = rgb.reshape(trace.batch_size, h * w, 3).copy()
@@ -179,10 +178,8 @@ def _import_mpl():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise ImportError(
-            "drawing clustering maps needs matplotlib: pip install matplotlib "
-            "(or pointctx[images])"
-        ) from err
+        raise ImportError("drawing clustering maps needs matplotlib: pip install matplotlib (or "
+                          "pointctx[images])") from err
     return Figure, FigureCanvasAgg
 
 

@@ -120,9 +120,8 @@ def local_labels(cluster: Tensor, batch: Tensor) -> Tensor:
         return: [N] int64.
     """
     if cluster.dim() != 1 or batch.shape != cluster.shape:
-        raise ValueError(
-            f"`cluster` and `batch` must both have shape [N], got {tuple(cluster.shape)} and "
-            f"{tuple(batch.shape)}")
+        raise ValueError("`cluster` and `batch` must both have shape [N], got "
+                         f"{tuple(cluster.shape)} and {tuple(batch.shape)}")
     out = torch.full_like(cluster, -1)
     has = cluster >= 0
     if not bool(has.any()):
@@ -169,11 +168,10 @@ class _Recorder:
     def _check_level(self, n: int, what: str, name: str) -> None:
         level_n = self._level_points
         if n != level_n:
-            raise ValueError(
-                f"cannot follow the points to {what} {name!r}: it got {n} points but the "
-                f"current level has {level_n} (after {self.level} PointReducer calls); the "
-                "model changes the number of points without a PointReducer, which "
-                "trace_clusters cannot follow")
+            raise ValueError(f"cannot follow the points to {what} {name!r}: it got {n} points but "
+                             f"the current level has {level_n} (after {self.level} PointReducer "
+                             "calls); the model changes the number of points without a "
+                             "PointReducer, which trace_clusters cannot follow")
 
     def _name(self, module: nn.Module) -> str:
         base = self.names.get(module, type(module).__name__)
