@@ -55,11 +55,7 @@ class UNet(nn.Module):
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward_images(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Logits for every pixel of (masked) images.
-
-        Shapes:
-            images: [B, C, H, W]; mask: [B, H, W] bool or None; return: [B, K, H, W].
-        """
+        """Logits for every pixel of (masked) images."""
         if not isinstance(images, Tensor) or images.dim() != 4:
             raise ValueError("`images` must be a tensor [B, C, H, W], got "
                              f"{getattr(images, 'dtype', type(images).__name__)} "

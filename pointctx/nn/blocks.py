@@ -120,11 +120,7 @@ class ContextClusterBlock(MixerBlock):
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
                 return_assignment: bool = False, *, spacing=None):
-        """Run the two residual branches (arguments as :class:`ContextCluster`).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
-        """
+        """Run the two residual branches (arguments as :class:`ContextCluster`)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(
                 f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}")
@@ -168,12 +164,7 @@ class GFCBlock(MixerBlock):
                 proposed: Centers | None = None, assignment: Assignment | None = None,
                 coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
                 neighbors: Tensor | None = None, return_assignment: bool = False):
-        """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, 2]; neighbors: [N, 9];
-            return: [N, C].
-        """
+        """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`)."""
         check_channels(x, self.dim)
         if (self.mlp.dwconv is not None and coords is None and neighbors is None):
             neighbors = knn_slots(pos, batch, batch_size)
@@ -195,7 +186,8 @@ class GFCStage(nn.Module):
         **block_kwargs: keyword arguments of :class:`GFCBlock`.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the blocks' assignments with
+        ``return_assignment=True``).
     """
 
     def __init__(self, dim: int, depth: int, share_assignment: bool = True, drop_path=0.0,
@@ -216,12 +208,7 @@ class GFCStage(nn.Module):
                 proposed: Centers | None = None, coords: Tensor | None = None,
                 grid_size: Sequence[int] | None = None, neighbors: Tensor | None = None,
                 return_assignment: bool = False):
-        """Run the blocks (``proposed`` default: the first block's proposal on ``pos``).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the list of the blocks'
-            assignments with ``return_assignment=True``).
-        """
+        """Run the blocks (``proposed`` default: the first block's proposal on ``pos``)."""
         b = infer_batch_size(batch, batch_size)
         if proposed is None:
             proposed = self.blocks[0].token_mixer.proposal(pos, batch, b)

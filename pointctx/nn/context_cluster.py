@@ -161,9 +161,6 @@ class ContextCluster(nn.Module):
             batch_size: number of sets B (saves a host sync).
             return_assignment: also return the :class:`Assignment`.
             spacing: lattice pitch of pixel sets, for the grid's ``windows="adaptive"``.
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         batch_size = self._check_inputs(x, pos, batch, batch_size)
         num_sets = infer_batch_size(batch, batch_size)

@@ -95,11 +95,7 @@ class SetDepthwiseConv(nn.Module):
     def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None,
                 coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
                 neighbors: Tensor | None = None) -> Tensor:
-        """Convolve (lattice mode with ``coords``/``grid_size``, else over ``neighbors``).
-
-        Shapes:
-            x: [N, C]; batch: [N]; coords: [N, 2]; neighbors: [N, S]; return: [N, C].
-        """
+        """Convolve (lattice mode with ``coords``/``grid_size``, else over ``neighbors``)."""
         check_channels(x, self.channels)
         n, c = x.shape
         k = self.kernel_size

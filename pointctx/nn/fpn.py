@@ -77,9 +77,6 @@ class SemanticFPNHead(nn.Module):
             grids: optional per-stage ``(cell_size, origin)`` of a lattice whose cells hold at
                 most one point of the stage each, for the grid-accelerated neighbour search of
                 :func:`~pointctx.ops.knn_interpolate` (the result is the same, only faster).
-
-        Shapes:
-            pos_query: [Nq, D]; batch_query: [Nq]; return: [Nq, K] ([M_0, K] without queries).
         """
         if len(stages) != len(self.in_channels):
             raise ValueError(f"`stages` must hold {len(self.in_channels)} stages (in_channels), "

@@ -126,9 +126,6 @@ class GlobalFeatureClustering(nn.Module):
             proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (default: the proposal).
             assignment: an assignment to reuse (required with ``assign=False``).
             return_assignment: also return the assignment.
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
                                                        self.validate))

@@ -69,9 +69,6 @@ class ImprovedClusterPool(nn.Module):
             coords: lattice coordinates ``(row, col)`` of pixel sets.
             grid_size: lattice size ``(H, W)``.
             return_cluster: also return the center each input point joined.
-
-        Shapes:
-            x: [N, C]; return: Reduced (x [M, out_dim]) and cluster [N].
         """
         check_channels(x, self.in_dim)
         b = infer_batch_size(batch, batch_size)

@@ -58,9 +58,6 @@ class SetGroupNorm(nn.Module):
             x: point features.
             batch: sorted set id per point.
             batch_size: number of sets B, if known (saves a host sync).
-
-        Shapes:
-            x: [N, C]; batch: [N]; return: [N, C] (dtype of ``x``).
         """
         check_tensor(x, "x")
         check_tensor(batch, "batch")

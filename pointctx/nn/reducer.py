@@ -211,9 +211,6 @@ class PointReducer(nn.Module):
             batch_size: number of sets B (saves a host sync).
             coords: integer lattice coordinates (e.g. ``(row, col)``), unique within a set.
             grid_size: lattice size per axis (e.g. ``(H, W)``).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L]; return: :class:`Reduced`.
         """
         sizes = self._check(x, pos, batch, coords, grid_size)
         b = infer_batch_size(batch, batch_size)
