@@ -153,9 +153,7 @@ def _bounds(minimum, maximum, min_open: bool = False, max_open: bool = False) ->
         return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}")
     if minimum is not None:
         return f"{'>' if min_open else '>='} {minimum:g}"
-    if maximum is not None:
-        return f"{'<' if max_open else '<='} {maximum:g}"
-    return ""
+    return f"{'<' if max_open else '<='} {maximum:g}" if maximum is not None else ""
 
 
 def is_int(value) -> bool:

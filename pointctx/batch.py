@@ -246,9 +246,7 @@ class PointBatch:
         """Per-set views: ``pos_b [n_b, D]``, or ``(pos_b, x_b [n_b, C])`` pairs with features."""
         sizes = self.sizes.tolist()
         pos = list(torch.split(self.pos, sizes, 0))
-        if self.x is None:
-            return pos
-        return list(zip(pos, torch.split(self.x, sizes, 0)))
+        return pos if self.x is None else list(zip(pos, torch.split(self.x, sizes, 0)))
 
     # padded
     @classmethod

@@ -101,9 +101,7 @@ class ImageDataset(RowDataset):
             out = self.transform(img, index=row)
         else:
             out = self.transform(img)
-        if isinstance(out, dict):
-            return {**out, "y": label}
-        return out, label
+        return {**out, "y": label} if isinstance(out, dict) else (out, label)
 
     def split(self, val_fraction: float = 0.1, seed: int = 0, val_transform="keep") -> ImageSplit:
         """Seeded stratified train / validation split of this view.
@@ -207,6 +205,4 @@ class CIFAR10(ImageDataset):
             raise ValueError(f"{self._source}: image {row} does not decode as JPEG") from err
 
     def _image(self, row: int) -> np.ndarray:
-        if self._cache is not None:
-            return self._cache[row]
-        return self._decode(row)
+        return self._cache[row] if self._cache is not None else self._decode(row)

@@ -73,9 +73,7 @@ class PointCloudDataset(RowDataset):
     @property
     def names(self) -> list[str] | None:
         """Shape ids of the items of this view (e.g. ``chair_0042``), or ``None`` if unknown."""
-        if self._names is None:
-            return None
-        return [self._names[r] for r in self._rows]
+        return None if self._names is None else [self._names[r] for r in self._rows]
 
     @property
     def points_per_item(self) -> int:

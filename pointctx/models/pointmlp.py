@@ -198,9 +198,7 @@ class PointMLP(SetClassifier):
                 rows = torch.arange(g.anchor.numel(), device=pos.device)
                 link = link_union(link_from_slots(g.index), torch.stack([rows, g.anchor]))
                 out.append(StageBatch(pos, x, batch, b, link))
-        if collect:
-            return out
-        return PointBatch(pos, x, batch=batch, batch_size=b, validate=False)
+        return out if collect else PointBatch(pos, x, batch=batch, batch_size=b, validate=False)
 
     def forward_head(self, feats: PointBatch, pre_logits: bool = False) -> Tensor:
         """Max over each set's points, then the classifier."""

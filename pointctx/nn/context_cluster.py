@@ -68,9 +68,7 @@ class _Candidates(NamedTuple):
 
 
 def _counts_or_none(value, name: str):
-    if value is None:
-        return None
-    return check_counts(value, name)
+    return None if value is None else check_counts(value, name)
 
 
 class ContextCluster(nn.Module):
@@ -180,9 +178,7 @@ class ContextCluster(nn.Module):
             if return_assignment:  # the per-chunk pieces are joined only when asked for
                 sim = sim[0] if len(sim) == 1 else torch.cat(sim, 0)
                 chosen = chosen[0] if len(chosen) == 1 else torch.cat(chosen, 0)
-        if return_assignment:
-            return out, Assignment(chosen, centers, region, sim)
-        return out
+        return (out, Assignment(chosen, centers, region, sim)) if return_assignment else out
 
     def _center_features(self, x: Tensor, centers: Centers) -> _CenterFeatures:
         """The proposal's pooling of f(x) and v(x) per center, split into heads."""

@@ -124,9 +124,7 @@ def gather_groups(x: Tensor, groups: Groups) -> tuple[Tensor, Tensor]:
 
 def _masked_sum_groups(t: Tensor, mask: Tensor | None) -> Tensor:
     """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M]."""
-    if mask is None:
-        return t.sum((1, 2))
-    return (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
+    return t.sum((1, 2)) if mask is None else (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
 
 
 class GeometricAffine(nn.Module):

@@ -138,10 +138,7 @@ class PreExtraction(nn.Module):
                 anchor: Tensor | None = None) -> Tensor:
         """Run the blocks and pool over the neighbours (``pos``/``batch`` for ``"set"``)."""
         with record_function("pointctx.mlp"):
-            if anchor is None:
-                x = self.transfer(x)
-            else:
-                x = self.transfer(x, anchor)
+            x = self.transfer(x) if anchor is None else self.transfer(x, anchor)
         m, k = x.shape[:2]
         # Without Context Cluster layers the blocks run on the [M * k, C] rows: no reshape views
         # inside them, so autograd sums each block's two input gradients (residual and MLP) in

@@ -66,9 +66,7 @@ def _cpu_vendor() -> str:
     text = text or platform.processor() or ""
     if "GenuineIntel" in text or "Intel" in text:
         return "intel"
-    if "AuthenticAMD" in text or "AMD" in text:
-        return "amd"
-    return "unknown"
+    return "amd" if "AuthenticAMD" in text or "AMD" in text else "unknown"
 
 
 @functools.cache

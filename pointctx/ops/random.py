@@ -64,6 +64,4 @@ def random_sample_naive(pos: Tensor, batch: Tensor | None = None, ratio: float |
         n = int(sizes[s])
         perm = torch.randperm(n, generator=generator, device=dev)[: counts[s]]
         out.append(perm.to(pos.device) + ptr[s])
-    if not out:
-        return torch.zeros(0, dtype=torch.long, device=pos.device)
-    return torch.cat(out)
+    return torch.zeros(0, dtype=torch.long, device=pos.device) if not out else torch.cat(out)

@@ -25,9 +25,7 @@ class ScatterMax(NamedTuple):
 
 
 def _dim_size(index: Tensor, dim_size: int | None) -> int:
-    if dim_size is not None:
-        return int(dim_size)
-    return int(index.max()) + 1 if index.numel() else 0
+    return int(dim_size) if dim_size is not None else (int(index.max()) + 1 if index.numel() else 0)
 
 
 def _check(src: Tensor, index: Tensor) -> None:

@@ -85,9 +85,7 @@ def colorize_labels(labels, missing=MISSING_COLOR) -> np.ndarray:
 
 
 def _resolve_layer(trace: ClusterTrace, layer) -> ClusterLayer:
-    if isinstance(layer, ClusterLayer):
-        return layer
-    return trace.layer(layer)
+    return layer if isinstance(layer, ClusterLayer) else trace.layer(layer)
 
 
 def _check_head(layer: ClusterLayer, head: int) -> int:

@@ -299,10 +299,7 @@ def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forw
         with torch.no_grad():
             if forward is not None:
                 output = forward(model, inputs, mask)
-            elif mask is None:
-                output = model(inputs)
-            else:
-                output = model(inputs, mask)
+            output = model(inputs) if mask is None else model(inputs, mask)
     finally:
         for h in handles:
             h.remove()
