@@ -37,13 +37,7 @@ def check_device(t: Tensor, device, name: str, like: str) -> Tensor:
 
 
 def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
-    """Check a position tensor of shape [N, D] with a floating dtype and finite values.
-
-    Args:
-        pos: the positions.
-        name: argument name used in error messages.
-        allow_nonfinite: skip the NaN/Inf check (it costs a device sync on GPU).
-    """
+    """Check positions [N, D], floating, finite (``allow_nonfinite`` skips that device sync)."""
     check_tensor(pos, name)
     if pos.dim() != 2:
         raise ValueError(f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with "
@@ -74,14 +68,7 @@ def check_features(x, num_points: int, name: str = "x") -> Tensor | None:
 
 def check_batch(batch, num_points: int, batch_size: int | None = None,
                 name: str = "batch") -> Tensor:
-    """Check a sorted set-index vector of shape [N] with values in [0, batch_size).
-
-    Args:
-        batch: int64 (or any integer dtype) set index per point, sorted ascending.
-        num_points: expected length N.
-        batch_size: number of sets B, if known (values must be < B).
-        name: argument name used in error messages.
-    """
+    """Check a sorted integer set-index vector [num_points] with values in [0, batch_size)."""
     check_tensor(batch, name)
     if batch.dim() != 1:
         raise ValueError(f"`{name}` must have shape [N], got shape {tuple(batch.shape)}")
@@ -120,14 +107,7 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
 
 def check_range(value, name: str, lo: float | None = None, hi: float | None = None
                 ) -> tuple[float, float]:
-    """A number ``v`` (meaning ``(v, v)``) or a ``(low, high)`` pair with ``low <= high``.
-
-    Args:
-        value: the number or pair.
-        name: argument name used in error messages.
-        lo: exclusive lower bound of ``low`` (None: none).
-        hi: inclusive upper bound of ``high`` (None: none).
-    """
+    """A number ``v`` (``(v, v)``) or a pair ``lo < low <= high <= hi`` (None: no bound)."""
     if is_number(value):
         pair = (float(value), float(value))
     else:
@@ -263,16 +243,7 @@ def check_channels(x, dim: int, name: str = "x") -> Tensor:
 
 
 def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = True):
-    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer; returns ``batch_size``.
-
-    Args:
-        x: point features [N, dim].
-        pos: positions [N, D].
-        batch: sorted set id per point [N].
-        batch_size: number of sets B or None.
-        dim: the expected feature channels.
-        validate: also check the values.
-    """
+    """Check a layer's ``x [N, dim]``, ``pos [N, D]``, ``batch [N]``; returns ``batch_size``."""
     check_channels(x, dim)
     n = x.shape[0]
     check_pos(pos, "pos", allow_nonfinite=not validate)
@@ -301,15 +272,7 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
 def check_finite_features(x: Tensor, batch: Tensor | None = None, name: str = "x",
                           pixel: Tensor | None = None,
                           image_size: tuple[int, int] | None = None) -> Tensor:
-    """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x``.
-
-    Args:
-        x: features [N, C].
-        batch: sorted set index per row (None: one set).
-        name: argument name used in the message.
-        pixel: flat pixel index per row, for pixel sets.
-        image_size: ``(H, W)`` of the pixel sets.
-    """
+    """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x [N, C]``."""
     if all_finite(x):
         return x
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1))

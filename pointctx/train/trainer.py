@@ -156,8 +156,7 @@ class Trainer:
     Args:
         model: the model (possibly wrapped in ``DistributedDataParallel``), on ``dist_info.device``.
         optimizer: its optimizer.
-        train_loader: training loader whose ``batch_sampler`` is a
-            :class:`~pointctx.train.distributed.ResumableBatchSampler` (see :func:`make_loader`).
+        train_loader: loader with a ``ResumableBatchSampler`` (see :func:`make_loader`).
         eval_loader: evaluation loader (sharded without padding under DDP).
         num_classes: K.
         class_names: names of the K classes (for tables and JSON).
@@ -175,13 +174,10 @@ class Trainer:
         stop_after_epoch: stop (as if interrupted) once this many epochs are done.
         stop_after_steps: stop (as if interrupted) once this many optimizer steps are done.
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        session_start: ``time.perf_counter()`` at the start of this session (default: now), the
-            origin of the ``wall_s`` timing.
-        confusion: ``confusion(num_classes, device)`` builds the metric accumulator, a
-            :class:`~pointctx.train.metrics.ConfusionMatrix` (default: classification) or e.g.
-            ``functools.partial(SegmentationConfusion, ignore_index=11)`` for per-pixel targets.
-        best_metric: field of the metrics that picks ``best.pt`` (higher is better): ``"oa"``
-            (default), ``"macc"``, or ``"miou"`` for segmentation.
+        session_start: ``time.perf_counter()`` origin of the ``wall_s`` timing (default: now).
+        confusion: ``confusion(num_classes, device)`` -> metric accumulator (e.g. a partial of
+            :class:`~pointctx.train.metrics.SegmentationConfusion` for per-pixel targets).
+        best_metric: metric field that picks ``best.pt``: ``"oa"``, ``"macc"`` or ``"miou"``.
     """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
