@@ -256,12 +256,9 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
     """The raw state_dict inside an official checkpoint.
 
     Args:
-        obj: a path to a file written by ``torch.save``, a state_dict, or a checkpoint dict that
-            holds it under ``"model"``, ``"net"`` (PointMLP) or ``"state_dict"`` (timm / CoC;
-            the non-EMA weights), possibly nested. A ``module.`` prefix on every key
-            (``DataParallel``) is removed.
-        weights_only: passed to ``torch.load`` for a path (``False`` runs pickled code: only
-            for files you trust).
+        obj: a ``torch.save`` file, a state_dict, or a checkpoint dict holding it (possibly
+            nested) under ``"model"``, ``"net"`` or ``"state_dict"``; ``module.`` is stripped.
+        weights_only: ``torch.load`` mode for a path (``False`` runs pickled code).
     """
     if isinstance(obj, (str, os.PathLike)):
         obj = load_torch_file(obj, weights_only=weights_only)
@@ -322,10 +319,8 @@ def convert_official(arch: str, state_dict, **model_kwargs) -> dict[str, Tensor]
 
     Args:
         arch: the pointctx architecture (see :func:`official_archs` and the module docstring).
-        state_dict: the official state_dict, a checkpoint wrapping it (see
-            :func:`unwrap_checkpoint`) or a path to one.
-        **model_kwargs: options of the pointctx model the result is checked against (the class
-            count and input channels are read from the weights).
+        state_dict: as ``obj`` of :func:`unwrap_checkpoint`.
+        **model_kwargs: options of the model the result is checked against.
     """
     rules, _, _ = _spec(arch)
     sd = unwrap_checkpoint(state_dict)
@@ -346,12 +341,10 @@ def load_official(arch: str, path_or_state_dict, *, weights_only: bool = True,
 
     Args:
         arch: the pointctx architecture (see :func:`official_archs`).
-        path_or_state_dict: a checkpoint file, a checkpoint dict (``{"model": ...}``,
-            ``{"net": ...}``, ``{"state_dict": ...}``, ``module.`` prefixes) or a raw state_dict.
+        path_or_state_dict: as ``obj`` of :func:`unwrap_checkpoint`.
         weights_only: ``torch.load`` mode for a path (see :func:`unwrap_checkpoint`).
-        **model_kwargs: overrides of the model options. By default the class count and input
-            channels come from the weights, PointMLP models get ``fps_start="first"`` (the
-            official CUDA FPS) and CoC models their exact ``windows="adaptive"``.
+        **model_kwargs: overrides of the model options (defaults: classes and channels from the
+            weights, ``fps_start="first"`` for PointMLP, ``windows="adaptive"`` for CoC).
     """
     _spec(arch)
     sd = unwrap_checkpoint(path_or_state_dict, weights_only=weights_only)

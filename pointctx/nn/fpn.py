@@ -74,9 +74,7 @@ class SemanticFPNHead(nn.Module):
             stages: one PointBatch per stage, finest first, all with the same B sets.
             pos_query: query positions in the frame of the stages' ``pos``.
             batch_query: sorted set id per query (None: one set).
-            grids: optional per-stage ``(cell_size, origin)`` of a lattice whose cells hold at
-                most one point of the stage each, for the grid-accelerated neighbour search of
-                :func:`~pointctx.ops.knn_interpolate` (the result is the same, only faster).
+            grids: per-stage ``(cell_size, origin)`` of a one-point-per-cell lattice (faster kNN).
         """
         if len(stages) != len(self.in_channels):
             raise ValueError(f"`stages` must hold {len(self.in_channels)} stages (in_channels), "

@@ -69,11 +69,8 @@ def grid_knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None
         batch_x: sorted set index per ``x_pos`` row; None means one set.
         batch_y: sorted set index per ``y_pos`` row; None means one set.
         cell_size: side of the grid cells, one number or one per coordinate (> 0).
-        origin: a corner of the grid (one number or one per coordinate); default the
-            smallest coordinates of all points. Place cell borders away from where points
-            cluster (e.g. between pixel centres) so that cells hold one point each.
-        radius: first window radius in cells (>= 1); ``2`` settles a one-point-per-cell
-            lattice for ``k <= 8``.
+        origin: a grid corner, one number or one per coordinate (default: the lowest point).
+        radius: first window radius in cells (>= 1; 2 settles a lattice for ``k <= 8``).
         batch_size: number of sets B (avoids a host sync).
         backend: kNN backend for the queries the windows cannot settle.
         chunk_size: most candidate entries held at once (default ``2**18``).

@@ -76,9 +76,7 @@ def knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
         batch_y: sorted set index per ``y_pos`` row; None means one set.
         batch_size: number of sets B (avoids a host sync).
         backend: ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global default).
-        chunk_size: most distance entries (native) or (query, neighbour) pairs
-            (torch-cluster) held at once; default ``2**18`` on CPU and ``2**24`` on CUDA
-            (native), ``2**22`` (torch-cluster). See the module docs for the memory bound.
+        chunk_size: most distance entries (native) or pairs (torch-cluster) held at once.
 
     Shapes:
         x_pos: [N, D]; y_pos: [M, D]; batch_x: [N]; batch_y: [M]; return: index, dist2 [M, k].
