@@ -39,17 +39,14 @@ class PackedInput(NamedTuple):
 
     Attributes:
         x: [N, C] point features (C may be 0).
-        pos: [N, D] point positions as given (image inputs: the pixel-centre positions
-            ``(j/(W-1) - 0.5, i/(H-1) - 0.5)``).
+        pos: [N, D] point positions as given (images: the pixel-centre positions).
         batch: [N] int64 sorted set id per point.
         batch_size: number of sets B (empty sets included).
         coords: [N, 2] int64 pixel lattice coordinates ``(row, col)`` for pixel sets, else None.
         grid_size: ``(H, W)`` for pixel sets, else None.
-        plane: [N, 2] image-plane positions in ``[-0.5, 0.5]`` (x = column, y = row) for pixel
-            sets, else None.
+        plane: [N, 2] image-plane positions (x = column, y = row) for pixel sets, else None.
         input_pool: pixels per lattice site per axis (1; ``f`` after :func:`pool_pixels`).
-        site: [N0] int64 row of every point of the unpooled input (after :func:`pool_pixels`),
-            else None.
+        site: [N0] int64 site of every unpooled input point (:func:`pool_pixels`), else None.
     """
 
     x: Tensor
@@ -78,8 +75,7 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
 
     Args:
         packed: the output of :func:`pack_input`.
-        factor: ``f``, pixels per site per axis; 1 returns ``packed`` itself. General point
-            sets (no lattice) are returned unchanged.
+        factor: ``f``, pixels per site per axis (1, or a general point set: ``packed`` itself).
 
     Shapes:
         packed: N0 points; return: N sites (x [N, C], pos [N, D], coords [N, 2]), site [N0].
@@ -190,17 +186,13 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
     Args:
-        inputs: images (uint8 or floating point, see :func:`as_float`) or a
-            :class:`pointctx.PointBatch`.
-        mask: optional bool pixel mask for image inputs (``True`` keeps the pixel); not allowed
-            with a ``PointBatch`` (mask the images before building it).
-        in_channels: expected feature channels C (checked when given; a ``PointBatch`` without
-            ``x`` has C = 0).
+        inputs: images (uint8 or floating point, see :func:`as_float`) or a ``PointBatch``.
+        mask: optional bool pixel mask for image inputs (``True`` keeps the pixel).
+        in_channels: expected feature channels C (checked when given).
         pos_dim: expected position dimension D (checked when given).
         dtype: the model's floating dtype: inputs of another dtype are cast to it.
         allow_empty: accept empty sets (see :func:`check_model_points`).
-        append_pos: append the positions to the features (``x`` gets ``C + D`` channels, the
-            model stems' input), in one copy.
+        append_pos: append the positions to the features (``x`` gets ``C + D`` channels).
 
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
