@@ -195,10 +195,8 @@ class PointBatch:
         """Batch a list of point sets.
 
         Args:
-            pos_list: ``B >= 1`` position tensors (or numpy arrays), each [n_b, D] with the same
-                ``D``; ``n_b`` may be 0 (an empty set, still counted in ``B``).
-            x_list: ``None`` or ``B`` feature tensors (or arrays), each [n_b, C] with the same
-                ``C``.
+            pos_list: ``B >= 1`` position tensors or arrays (``n_b`` may be 0: an empty set).
+            x_list: ``None`` or ``B`` feature tensors or arrays.
             **kwargs: forwarded to the constructor (``allow_nonfinite``, ``validate``).
 
         Shapes:
@@ -477,8 +475,7 @@ class PointBatch:
         """Gather a subset of sets, in the given order (vectorised).
 
         Args:
-            set_indices: set ids (list or 1-D integer tensor; repeats and negative ids allowed),
-                or a [B] bool tensor.
+            set_indices: set ids (list or integer tensor; repeats, negatives) or a bool mask.
 
         Shapes:
             set_indices: [K] (or [B] bool); result: K sets.

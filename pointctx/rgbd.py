@@ -179,8 +179,7 @@ def depth_to_metres(depth, depth_scale: float | None = None) -> Tensor:
 
     Args:
         depth: uint16 raw depth or floating point depth.
-        depth_scale: raw units per metre (1000 for millimetres, 5000 for TUM). Default: 1000 for
-            uint16 depth, 1 for floating point depth (taken as metres already).
+        depth_scale: raw units per metre (default: 1000 for uint16, 1 for float depth).
 
     Shapes:
         depth: [H, W]; return: [H, W] float64 (same device).
@@ -254,8 +253,7 @@ def rgbd_to_points(color, depth, intrinsics, depth_scale: float | None = None,
         color: uint8 or floating point colour in [0, 1], channels last.
         depth: uint16 raw depth, or floating point depth.
         intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`.
-        depth_scale: raw depth units per metre (default: 1000 for uint16 depth, 1 for floating
-            point depth, which is then refused beyond :data:`MAX_METRIC_DEPTH`).
+        depth_scale: raw units per metre (default: 1000 for uint16, 1 for float depth).
         depth_trunc: largest kept depth in metres; None keeps all.
         dtype: floating dtype of ``xyz`` and ``rgb``.
 
@@ -299,9 +297,7 @@ def pose_matrix(pose) -> Tensor:
     """Turn a camera-to-world pose into a 4x4 rigid transform (float64).
 
     Args:
-        pose: ``(tx, ty, tz, qx, qy, qz, qw)`` (translation + unit quaternion, scalar last, the
-            TUM / slambook ``pose.txt`` layout; the quaternion is normalised), or a 4x4 matrix
-            (returned as float64 after checking its last row).
+        pose: ``(tx, ty, tz, qx, qy, qz, qw)`` (TUM ``pose.txt`` layout) or a 4x4 matrix.
 
     Shapes:
         pose: [7] or [4, 4]; return: [4, 4].

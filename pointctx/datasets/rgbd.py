@@ -87,10 +87,8 @@ class FusedPoints(NamedTuple):
 
     Shapes:
         xyz: [N, 3] metres; rgb: [N, 3] in [0, 1].
-        frame: [N] int64 index of the source frame in the list given, or ``None`` after voxel
-            pooling (a voxel may mix frames).
-        pixel: [N] int64 flat pixel index ``row * W + col`` in that frame, or ``None`` after
-            voxel pooling.
+        frame: [N] int64 source frame index, or ``None`` after voxel pooling.
+        pixel: [N] int64 flat pixel index in that frame, or ``None`` after voxel pooling.
     """
 
     xyz: Tensor
@@ -137,8 +135,7 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
 
     Args:
         path: the file.
-        layout: ``"plain"`` (value = depth) or ``"sun"`` (SUN RGB-D stores the depth ``d``
-            rotated by 3 bits, ``value = (d >> 3) | (d << 13)`` in uint16; it is rotated back).
+        layout: ``"plain"`` (value = depth) or ``"sun"`` (SUN RGB-D's 3-bit rotation undone).
 
     Shapes:
         return: [H, W] uint16.
@@ -196,8 +193,7 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
     Args:
         color: path of the colour image.
         depth: path of the 16-bit depth image.
-        intrinsics: an Open3D intrinsics json path, or what :func:`pointctx.rgbd.as_intrinsics`
-            accepts.
+        intrinsics: an Open3D json path, or what :func:`pointctx.rgbd.as_intrinsics` accepts.
         depth_scale: raw depth units per metre (1000: millimetres; TUM: 5000).
         depth_layout: ``"plain"`` or ``"sun"``.
         pose: optional camera-to-world pose.
@@ -227,8 +223,7 @@ def rgbd_root(root=None, preset: str = "tum") -> Path:
     """Folder holding the named RGB-D frames.
 
     Args:
-        root: an explicit folder, or ``None``: ``<data_root>/rgbd`` when the shared data folder
-            exists, else (for the ``tum`` preset only) the bundled ``<repo>/datasets/rgbd_sample``.
+        root: a folder, or ``None``: ``<data_root>/rgbd``, else the bundled sample (``tum``).
         preset: the preset that will be read (decides the fallback).
     """
     if root is not None:
@@ -253,12 +248,11 @@ def _preset(preset: str) -> dict:
 
 
 def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBDFrame:
-    """Read one named frame (see the module table).
+    """Read one named frame (see :data:`RGBD_PRESETS`).
 
     Args:
         preset: ``"tum"``, ``"sun"`` or ``"kinect"``.
-        frame: for ``"kinect"``, the frame number 1..5 as in the file names (default 1); must be
-            ``None`` for the single-frame presets.
+        frame: ``"kinect"``: frame number 1..5 (default 1); ``None`` for the other presets.
         root: folder of the frames (default: see :func:`rgbd_root`).
     """
     spec = _preset(preset)
@@ -374,8 +368,7 @@ class RGBDDataset(Dataset):
     """Frames as point-set samples for a DataLoader with :func:`pointctx.collate`.
 
     Args:
-        preset: a preset name (``"tum"``, ``"sun"``, ``"kinect"``) or a sequence of
-            :class:`RGBDFrame` s.
+        preset: a preset name (``"tum"``, ``"sun"``, ``"kinect"``) or :class:`RGBDFrame` s.
         frames: frame numbers of the preset (default all).
         root: folder of the preset's files (default: see :func:`rgbd_root`).
         depth_trunc: largest kept depth in metres.

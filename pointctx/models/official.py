@@ -318,7 +318,7 @@ def convert_official(arch: str, state_dict, **model_kwargs) -> dict[str, Tensor]
     """Convert an official state_dict (or checkpoint) to the pointctx model's ``state_dict``.
 
     Args:
-        arch: the pointctx architecture (see :func:`official_archs` and the module docstring).
+        arch: the pointctx architecture (see :func:`official_archs` and docs/official.md).
         state_dict: as ``obj`` of :func:`unwrap_checkpoint`.
         **model_kwargs: options of the model the result is checked against.
     """

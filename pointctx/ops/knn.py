@@ -227,7 +227,7 @@ def _gather_sets(sets: Tensor, sizes: Tensor, ptr: Tensor):
 
 
 def _knn_padded(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk) -> KNN:
-    """The brute-force search with every set padded to the largest (see the module docs)."""
+    """The brute-force search with every set padded to the largest (see docs/knn.md)."""
     m = y_pos.shape[0]
     nmax = int(sx.max()) if b else 0
     if m == 0 or nmax == 0:
