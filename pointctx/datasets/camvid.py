@@ -85,9 +85,7 @@ class CamVid(RowDataset):
                  indices=None, limit: int | None = None, cache: bool = False) -> None:
         if split not in _SPLITS:
             raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
-        self.split = split
-        self.transform = check_transform(transform)
-        self._norm = _norm(normalize)
+        self.split, self.transform, self._norm = split, check_transform(transform), _norm(normalize)
         root = data_root() if root is None else Path(root)
         if root.is_dir() and ((root / f"{split}.txt").is_file() or (root / split).is_dir()):
             self.layout = "folders"
@@ -126,12 +124,10 @@ class CamVid(RowDataset):
         ):
             raise ValueError(f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
                              f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}")
-        self._labels = labels[which]
-        self._jpeg = z["jpeg"]
+        self._labels, self._jpeg = labels[which], z["jpeg"]
         self._offsets = offsets[np.stack([which, which + 1], 1)]
         names = z["names"][which] if "names" in z else which.astype(str)
-        self._names = [str(n) for n in names]
-        self.source = path
+        self._names, self.source = [str(n) for n in names], path
 
     def _load_folders(self, root: Path, split: str) -> None:
         img_dir, ann_dir, lst = root / split, root / f"{split}annot", root / f"{split}.txt"
@@ -162,9 +158,7 @@ class CamVid(RowDataset):
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise FileNotFoundError(f"CamVid {split} split: {len(missing)} listed file(s) missing: "
                                     f"{', '.join(missing[:5])}{more}")
-        self._pairs = pairs
-        self._names = [p[0].name for p in pairs]
-        self.source = root
+        self._pairs, self._names, self.source = pairs, [p[0].name for p in pairs], root
 
     def _rgb(self, row: int) -> np.ndarray:
         if self._cache is not None and row in self._cache:

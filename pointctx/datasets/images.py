@@ -71,8 +71,7 @@ class ImageDataset(RowDataset):
     _default_norm: tuple
 
     def _set_source(self, path, labels, classes) -> None:
-        self._source = path
-        self._labels = labels.astype(np.int64)
+        self._source, self._labels = path, labels.astype(np.int64)
         self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
 
     def _setup(self, indices, limit, seed, transform, normalize) -> None:

@@ -217,8 +217,7 @@ class ModelNet40(PointCloudDataset):
         check_split(split)
         if layout != "auto" and layout not in self.LAYOUTS:
             raise ValueError(f"`layout` must be one of {['auto', *self.LAYOUTS]}, got {layout!r}")
-        self.split_name = split
-        self.use_normals = bool(use_normals)
+        self.split_name, self.use_normals = split, bool(use_normals)
         base = Path(root).expanduser() if root is not None else data_root()
         layouts = self.LAYOUTS if layout == "auto" else (layout,)
         looked: list[str] = []

@@ -50,9 +50,7 @@ class PointCloudDataset(RowDataset):
             check_positive_int(num_points, "num_points")
         check_int(seed, "seed", 0, type_error=ValueError)
         self.num_points = None if num_points is None else int(num_points)
-        self.sampling = sampling
-        self.transform = check_transform(transform)
-        self.seed = int(seed)
+        self.sampling, self.transform, self.seed = sampling, check_transform(transform), int(seed)
         self.epoch = 0
         self._array: np.ndarray | None = None
         self._fps: dict[int, np.ndarray] = {}

@@ -390,9 +390,7 @@ class RGBDDataset(Dataset):
                 if not isinstance(fr, RGBDFrame):
                     raise TypeError(f"`preset[{i}]` must be an RGBDFrame, got {type(fr).__name__}")
         check_callable(transform, "transform", optional=True)
-        self.depth_trunc = depth_trunc
-        self.voxel_size = voxel_size
-        self.world = world
+        self.depth_trunc, self.voxel_size, self.world = depth_trunc, voxel_size, world
         self.transform = transform
 
     def __len__(self) -> int:

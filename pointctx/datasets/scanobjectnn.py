@@ -49,9 +49,7 @@ class ScanObjectNN(PointCloudDataset):
             raise ValueError(
                 f"`variant` must be one of {list(SCANOBJECTNN_VARIANTS)}, got {variant!r}")
         check_split(split)
-        self.variant = variant
-        self.split_name = split
-        self.classes = list(SCANOBJECTNN_CLASSES)
+        self.variant, self.split_name, self.classes = variant, split, list(SCANOBJECTNN_CLASSES)
         path = self.find_file(root, variant, split)
         self._source = str(path)
         data, labels, _ = read_h5(path)

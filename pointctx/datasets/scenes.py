@@ -100,14 +100,12 @@ class ShapeScenes(Dataset):
             raise ValueError(f"`balance` must be 'class' or 'shape', got {balance!r}")
         check_number(spacing, "spacing", 0.0, min_open=True, type_error=ValueError)
         self.seed, self.num_scenes = int(seed), int(num_scenes)
-        self.split = split
-        self.objects = _range(objects, "objects", 1, integer=True)
+        self.split, self.objects = split, _range(objects, "objects", 1, integer=True)
         self.scale = _range(scale, "scale", 1e-6)
         self.yaw, self.avoid_overlap = bool(yaw), bool(avoid_overlap)
         self.spacing = float(spacing)
         self.floor, self.floor_points = bool(floor), int(floor_points)
-        self.points_per_object = points_per_object
-        self.num_points = num_points
+        self.points_per_object, self.num_points = points_per_object, num_points
         self.balance = balance
 
         labels, source_classes, self._shape = self._open(source)

@@ -79,13 +79,11 @@ class TrainedModel(nn.Module):
 
     def __init__(self, model: nn.Module, run_info: dict):
         super().__init__()
-        self.model = model
-        self.run_info = run_info
+        self.model, self.run_info = model, run_info
         task = run_info.get("task") or model_task(run_info["model"]["name"])
         if task not in TASKS:
             raise ValueError(f"run_info['task'] must be one of {list(TASKS)}, got {task!r}")
-        self.task = task
-        self.inputs = dict(run_info.get("inputs") or {})
+        self.task, self.inputs = task, dict(run_info.get("inputs") or {})
         self.inputs.setdefault("kind", "images" if task.startswith("image") else "points")
         self.class_names = [str(c) for c in run_info.get("dataset", {}).get("classes", [])] or [
             str(k) for k in range(getattr(model, "num_classes", 0))]

@@ -89,8 +89,7 @@ class CLUENet(StagedClassifier):
                 pools.append(ImprovedClusterPool(
                     embed_dims[i], embed_dims[i + 1], down_kernel, down_stride, down_padding,
                     norm_out=pool_norm, backend=backend))
-        self.stages = nn.ModuleList(stages)
-        self.pools = nn.ModuleList(pools)
+        self.stages, self.pools = nn.ModuleList(stages), nn.ModuleList(pools)
         self.point_proposals = nn.ModuleList([
             _point_proposal(point_proposal, c, pos_dim, point_proposal_k, backend)
             for c in centers])

@@ -77,18 +77,14 @@ class PointMLP(SetClassifier):
             check_number(r, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         if coc_mode is not None:
             coc_mode = check_choice(coc_mode, "coc_mode", ("group", "set"))
-        self.coc_mode = coc_mode
-        self.fps_start = check_choice(fps_start, "fps_start", FPS_STARTS)
-        self.use_xyz = bool(use_xyz)
-        self.backend = backend
+        self.coc_mode, self.fps_start = coc_mode, check_choice(fps_start, "fps_start", FPS_STARTS)
+        self.use_xyz, self.backend = bool(use_xyz), backend
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
         self.drop_rate = float(drop_rate)
 
         self.embedding = LinearBNAct(self.pos_dim + self.in_channels, embed_dim, bias=bias)
-        self.affines = nn.ModuleList()
-        self.pre = nn.ModuleList()
-        self.post = nn.ModuleList()
+        self.affines, self.pre, self.post = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         last = embed_dim
         dims = [embed_dim]
         add = self.pos_dim if self.use_xyz else 0

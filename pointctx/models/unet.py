@@ -40,10 +40,8 @@ class UNet(nn.Module):
         for name, v, lo in (("num_classes", num_classes, 1), ("in_channels", in_channels, 1),
                             ("width", width, 1), ("depth", depth, 1)):
             check_int(v, name, lo, type_error=ValueError)
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.mask_channel = bool(mask_channel)
-        self.depth = depth
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.mask_channel, self.depth = bool(mask_channel), depth
         widths = [width * 2**i for i in range(depth)]
         cin = in_channels + int(self.mask_channel)
         self.down = nn.ModuleList()

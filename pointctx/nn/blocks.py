@@ -48,16 +48,12 @@ class MixerBlock(nn.Module):
                  norm_eps: float = 1e-5, drop_path: float = 0.0,
                  layer_scale_init: float | None = None):
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.set_norm = bool(set_norm)
+        self.dim, self.set_norm = check_positive_int(dim, "dim"), bool(set_norm)
         norm = SetGroupNorm if self.set_norm else nn.LayerNorm
-        self.norm1 = norm(dim, eps=norm_eps)
-        self.token_mixer = token_mixer
-        self.norm2 = norm(dim, eps=norm_eps)
-        self.mlp = mlp
+        self.norm1, self.token_mixer = norm(dim, eps=norm_eps), token_mixer
+        self.norm2, self.mlp = norm(dim, eps=norm_eps), mlp
         if layer_scale_init is None:
-            self.layer_scale_1 = nn.Identity()
-            self.layer_scale_2 = nn.Identity()
+            self.layer_scale_1, self.layer_scale_2 = nn.Identity(), nn.Identity()
         else:
             self.layer_scale_1 = LayerScale(dim, layer_scale_init)
             self.layer_scale_2 = LayerScale(dim, layer_scale_init)

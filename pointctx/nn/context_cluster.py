@@ -112,16 +112,12 @@ class ContextCluster(nn.Module):
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
         self.centers = None if centers is None else check_counts(centers, "centers")
-        self.regions = _counts_or_none(regions, "regions")
-        self.validate = bool(validate)
+        self.regions, self.validate = _counts_or_none(regions, "regions"), bool(validate)
         self.chunk_points = check_chunk_points(chunk_points)
 
         inner = self.heads * self.head_dim
-        self.f = Linear(dim, inner)
-        self.v = Linear(dim, inner)
-        self.proj = Linear(inner, out_dim)
-        self.alpha = nn.Parameter(torch.ones(1))
-        self.beta = nn.Parameter(torch.zeros(1))
+        self.f, self.v, self.proj = Linear(dim, inner), Linear(dim, inner), Linear(inner, out_dim)
+        self.alpha, self.beta = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
 
         self.proposal = build_proposal(proposal, centers, bounds, proposal_kwargs)
 

@@ -152,8 +152,7 @@ class DepthwiseMlp(nn.Module):
         super().__init__()
         self.fc1 = trunc_linear(in_features, hidden_features)
         self.dwconv = SetDepthwiseConv(hidden_features) if dwconv else None
-        self.act = act_layer()
-        self.fc2 = trunc_linear(hidden_features, in_features)
+        self.act, self.fc2 = act_layer(), trunc_linear(hidden_features, in_features)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None, coords=None,

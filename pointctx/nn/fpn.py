@@ -45,12 +45,10 @@ class SemanticFPNHead(nn.Module):
             raise ValueError("`in_channels` must list at least one stage, got []")
         self.in_channels = in_channels
         self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.channels = check_positive_int(channels, "channels")
-        self.k = check_positive_int(k, "k")
+        self.channels, self.k = check_positive_int(channels, "channels"), check_positive_int(k, "k")
         mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
         check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
-        self.eps = _check_eps(eps)
-        self.backend = backend
+        self.eps, self.backend = _check_eps(eps), backend
         self.stage_norms = nn.ModuleList(
             [SetGroupNorm(c) if stage_norm else nn.Identity() for c in in_channels])
         self.laterals = nn.ModuleList([Linear(c, self.channels) for c in in_channels])

@@ -143,8 +143,7 @@ class GeometricAffine(nn.Module):
     def __init__(self, channels: int, mode: str = "anchor", eps: float = 1e-5):
         super().__init__()
         self.channels = check_positive_int(channels, "channels")
-        self.mode = check_choice(mode, "mode", ("anchor", "center"))
-        self.eps = float(eps)
+        self.mode, self.eps = check_choice(mode, "mode", ("anchor", "center")), float(eps)
         self.alpha = nn.Parameter(torch.ones(self.channels))
         self.beta = nn.Parameter(torch.zeros(self.channels))
 
@@ -292,17 +291,13 @@ class GroupContextCluster(nn.Module):
 
     def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None):
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.heads = check_positive_int(heads, "heads")
+        self.dim, self.heads = check_positive_int(dim, "dim"), check_positive_int(heads, "heads")
         self.head_dim = (max(dim // 4, 32) if head_dim is None
                          else check_positive_int(head_dim, "head_dim"))
         inner = self.heads * self.head_dim
         # the layers of ContextCluster under the official PointMLP-CoC names (state_dict keys)
-        self.fc1 = Linear(dim, inner)
-        self.fc_v = Linear(dim, inner)
-        self.fc2 = Linear(inner, dim)
-        self.alpha = nn.Parameter(torch.ones(1))
-        self.beta = nn.Parameter(torch.zeros(1))
+        self.fc1, self.fc_v, self.fc2 = Linear(dim, inner), Linear(dim, inner), Linear(inner, dim)
+        self.alpha, self.beta = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""

@@ -39,16 +39,13 @@ class ImprovedClusterPool(nn.Module):
                  validate: bool = False, backend: str | None = None):
         super().__init__()
         self.in_dim = check_positive_int(in_dim, "in_dim")
-        self.out_dim = check_positive_int(out_dim, "out_dim")
-        self.backend = backend
+        self.out_dim, self.backend = check_positive_int(out_dim, "out_dim"), backend
         self.skip = PointReducer(in_dim, out_dim, kernel_size, stride, padding,
                                  lattice_dim=lattice_dim, validate=validate, backend=backend)
         conv_init(self.skip.proj.weight, self.skip.slots * out_dim)
         nn.init.zeros_(self.skip.proj.bias)
-        self.f = linear_as_conv(in_dim, in_dim)
-        self.norm1 = nn.LayerNorm(in_dim)
-        self.fc1 = linear_as_conv(in_dim, in_dim)
-        self.act = nn.GELU()
+        self.f, self.norm1 = linear_as_conv(in_dim, in_dim), nn.LayerNorm(in_dim)
+        self.fc1, self.act = linear_as_conv(in_dim, in_dim), nn.GELU()
         self.fc2 = linear_as_conv(in_dim, out_dim)
         self.norm2 = nn.LayerNorm(out_dim) if norm_out else nn.Identity()
 

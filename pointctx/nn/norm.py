@@ -38,8 +38,7 @@ class SetGroupNorm(nn.Module):
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.num_channels = check_positive_int(num_channels, "num_channels")
-        self.eps = check_number(eps, "eps", 0.0, type_error=ValueError)
-        self.affine = bool(affine)
+        self.eps, self.affine = check_number(eps, "eps", 0.0, type_error=ValueError), bool(affine)
         if self.affine:
             self.weight = nn.Parameter(torch.ones(self.num_channels))
             self.bias = nn.Parameter(torch.zeros(self.num_channels))

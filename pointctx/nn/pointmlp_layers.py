@@ -30,8 +30,7 @@ class LinearBNAct(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, bias: bool = False, act: bool = True):
         super().__init__()
-        self.linear = Linear(in_dim, out_dim, bias=bias)
-        self.norm = nn.BatchNorm1d(out_dim)
+        self.linear, self.norm = Linear(in_dim, out_dim, bias=bias), nn.BatchNorm1d(out_dim)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: Tensor, broadcast: Tensor | None = None,
@@ -120,10 +119,8 @@ class PreExtraction(nn.Module):
                  bias: bool, coc_mode: str | None, coc_heads: int, coc_head_dim: int | None,
                  coc_proposal, coc_centers):
         super().__init__()
-        self.transfer = LinearBNAct(in_dim, out_dim, bias=bias)
-        self.coc_mode = coc_mode
-        self.blocks = nn.ModuleList()
-        self.coc = nn.ModuleList()
+        self.transfer, self.coc_mode = LinearBNAct(in_dim, out_dim, bias=bias), coc_mode
+        self.blocks, self.coc = nn.ModuleList(), nn.ModuleList()
         for _ in range(blocks):
             if coc_mode == "group":
                 self.coc.append(GroupContextCluster(out_dim, coc_heads, coc_head_dim))

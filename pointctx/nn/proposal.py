@@ -237,8 +237,7 @@ class GridProposal(CenterProposal):
                 "give either `cells` (count per axis) or `size` (edge length), not both")
         self.windows = check_choice(windows, "windows", _WINDOWS)
         if size is None:
-            self.cells = check_counts(2 if cells is None else cells, "cells")
-            self.size = None
+            self.cells, self.size = check_counts(2 if cells is None else cells, "cells"), None
         else:
             if self.windows != "partition":
                 raise ValueError(f"`windows={windows!r}` needs a count-based grid (`cells`), "
@@ -463,8 +462,7 @@ class FPSProposal(_SampledProposal):
     def __init__(self, num=None, ratio=None, k: int = 16, random_start: bool = False,
                  backend: str | None = None):
         super().__init__(num=num, ratio=ratio, k=k)
-        self.random_start = bool(random_start)
-        self.backend = backend
+        self.random_start, self.backend = bool(random_start), backend
 
     def sample(self, pos: Tensor, batch: Tensor, batch_size: int | None) -> Tensor:
         """FPS indices, sorted by set."""

@@ -143,8 +143,7 @@ class PointReducer(nn.Module):
             ratio = 1.0 / self.stride ** self.lattice_dim
         self.ratio = check_number(ratio, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         self.slots = self.kernel_size ** self.lattice_dim
-        self.validate = bool(validate)
-        self.backend = backend
+        self.validate, self.backend = bool(validate), backend
         self.proj = Linear(self.in_dim * self.slots, self.out_dim, bias=bias)
         self.norm = SetGroupNorm(self.out_dim) if norm else nn.Identity()
         # kernel offsets [S, L], row-major (axis 0 slowest), like a conv weight's spatial dims

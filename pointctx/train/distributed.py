@@ -148,8 +148,7 @@ class ResumableBatchSampler(Sampler[list[int]]):
         if not 0 <= start_batch <= self.num_batches:
             raise ValueError(
                 f"`start_batch` must lie in [0, {self.num_batches}], got {start_batch}")
-        self.epoch = int(epoch)
-        self.start_batch = int(start_batch)
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def indices(self) -> np.ndarray:
         """This rank's sample indices for the current epoch, before batching."""
@@ -179,9 +178,7 @@ class ShardedEvalSampler(Sampler[int]):
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"`rank` must lie in [0, world_size = {world_size}), got {rank}")
-        self.num_samples = num_samples
-        self.rank = rank
-        self.world_size = world_size
+        self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.num_samples, self.world_size))

@@ -332,8 +332,7 @@ class PartIoU:
                              "category")
         if mode not in ("category", "present"):
             raise ValueError(f"`mode` must be 'category' or 'present', got {mode!r}")
-        self.num_categories = len(parts)
-        self.num_parts = max(max(p) for p in parts) + 1
+        self.num_categories, self.num_parts = len(parts), max(max(p) for p in parts) + 1
         self.mode, self.restrict = mode, bool(restrict)
         mask = torch.zeros(self.num_categories, self.num_parts, dtype=torch.bool, device=device)
         for c, p in enumerate(parts):

@@ -138,8 +138,7 @@ class _EpochCounters:
         return {"loss_sum": self.loss_sum, "count": self.count, **self.confusion.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.loss_sum = float(state["loss_sum"])
-        self.count = int(state["count"])
+        self.loss_sum, self.count = float(state["loss_sum"]), int(state["count"])
         self.confusion.load_state_dict(state)
 
     def reduce(self, device) -> tuple[float, ClassificationMetrics, int]:
@@ -214,8 +213,7 @@ class Trainer:
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
         self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
         self.log = logger or logging.getLogger("pointctx.train")
-        self.progress = progress and dist_info.is_main
-        self.eval_name = eval_name
+        self.progress, self.eval_name = progress and dist_info.is_main, eval_name
         self.run_info = plain(dict(run_info or {}))  # weights-only loadable checkpoints
         self.stop_after_epoch, self.stop_after_steps = stop_after_epoch, stop_after_steps
         self.grad_clip = grad_clip
@@ -287,12 +285,9 @@ class Trainer:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.step_in_epoch = int(state["step_in_epoch"])
-        self.global_step = int(state["global_step"])
-        self.history = list(state["history"])
-        self.best = state["best"]
-        self.timing = dict(state["timing"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.global_step, self.history = int(state["global_step"]), list(state["history"])
+        self.best, self.timing = state["best"], dict(state["timing"])
         self.timing["sessions"] = int(self.timing.get("sessions", 1)) + 1
         ranks = state["ranks"]
         if state["world_size"] == self.dist.world_size:
@@ -436,8 +431,7 @@ class Trainer:
                 completed, counters = self._train_epoch(epoch, stop)
                 if not completed:
                     self.save(counters)
-                    self.status = "interrupted"
-                    self.stop_reason = stop.signal_name
+                    self.status, self.stop_reason = "interrupted", stop.signal_name
                     self.log.info(f"interrupted ({stop.signal_name}) at epoch {epoch + 1}, step "
                                   f"{self.step_in_epoch}; checkpoint saved to {self.last_path}; "
                                   "continue with --resume")
@@ -448,8 +442,7 @@ class Trainer:
                 self.timing["eval_s"] += eval_s
                 if self.scheduler is not None:
                     self.scheduler.step()
-                self.epoch = epoch + 1
-                self.step_in_epoch = 0
+                self.epoch, self.step_in_epoch = epoch + 1, 0
                 n_eval = self._eval_samples
                 train_entry = {"loss": train_loss, "oa": train_m.oa, "macc": train_m.macc}
                 if self.best_metric not in train_entry:

@@ -57,8 +57,7 @@ class ImageTransform:
             raise TypeError(
                 f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
         self.seed = None if seed is None else int(seed)
-        self.generator = generator
-        self.epoch = 0
+        self.generator, self.epoch = generator, 0
         self._stream: torch.Generator | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -313,8 +312,7 @@ class PolygonMask(MaskTransform):
             raise ValueError(f"`num_vertices` must be an int or (min, max), got {num_vertices!r}")
         if not 3 <= nv[0] <= nv[1]:
             raise ValueError(f"`num_vertices` must be >= 3 with min <= max, got {num_vertices!r}")
-        self.num_vertices = nv
-        self.radius = check_range(radius, "radius", 0.0)
+        self.num_vertices, self.radius = nv, check_range(radius, "radius", 0.0)
         self.irregularity = check_number(irregularity, "irregularity", 0.0, 1.0,
                                          must="lie {bounds}")
         self._disc = DiscMask(radius=1.0, center=center)  # reuses the centre checks
@@ -360,8 +358,7 @@ class ValidDepth(MaskTransform):
             raise ValueError(f"`depth_scale` must be > 0, got {depth_scale}")
         if depth_trunc is not None and not depth_trunc > 0:
             raise ValueError(f"`depth_trunc` must be > 0 or None, got {depth_trunc}")
-        self.depth_channel = depth_channel
-        self.depth_scale = float(depth_scale)
+        self.depth_channel, self.depth_scale = depth_channel, float(depth_scale)
         self.depth_trunc = None if depth_trunc is None else float(depth_trunc)
 
     def __call__(self, image: Tensor, index: int | None = None) -> Tensor:
@@ -437,9 +434,7 @@ class PixelSet(ImageTransform):
         super().__init__()
         if mask is not None and not callable(mask):
             raise TypeError(f"`mask` must be a mask transform or None, got {type(mask).__name__}")
-        self.mask = mask
-        self.image = bool(image)
-        self.fill = float(fill)
+        self.mask, self.image, self.fill = mask, bool(image), float(fill)
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to the mask transform."""

@@ -157,9 +157,7 @@ class _Recorder:
     def _start(self, pos: Tensor, batch: Tensor, batch_size) -> None:
         if self.n_in is not None:
             return
-        self.n_in = pos.shape[0]
-        self.pos = pos.detach()
-        self.batch = batch.detach().long()
+        self.n_in, self.pos, self.batch = pos.shape[0], pos.detach(), batch.detach().long()
         if batch_size is None:
             batch_size = int(batch.max()) + 1 if batch.numel() else 0
         self.batch_size = int(batch_size)
