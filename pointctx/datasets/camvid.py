@@ -57,8 +57,7 @@ class CamVid(RowDataset):
     """CamVid semantic segmentation (11 classes, void = 11 ignored), from the npz or the folders.
 
     Args:
-        root: None (the data root), the npz file, or a folder with ``camvid_trainval.npz`` or the
-            SegNet layout (which wins).
+        root: None (the data root), the npz file, or a folder (SegNet layout or the npz).
         split: ``"train"``, ``"val"`` or ``"test"`` (folders only).
         transform: ``transform(sample: dict, index=int) -> dict`` applied to every item, or None.
         normalize: True (ImageNet statistics), False (values in [0, 1]) or ``(mean, std)``.

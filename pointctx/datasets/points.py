@@ -30,10 +30,8 @@ class PointCloudDataset(RowDataset):
 
     Args:
         num_points: points per returned cloud (None: all).
-        sampling: ``"first"`` (the stored order, as PointMLP), ``"fps"`` (cached farthest point
-            sampling) or ``"random"`` (per epoch and item).
-        transform: a :class:`~pointctx.transforms.PointCloudTransform` or any callable
-            ``f(points [n, C]) -> points``.
+        sampling: ``"first"`` (stored order, as PointMLP), ``"fps"`` (cached) or ``"random"``.
+        transform: a :class:`~pointctx.transforms.PointCloudTransform` or ``f(points) -> points``.
         seed: base seed of the per-item generators.
 
     Attributes:

@@ -62,12 +62,10 @@ class ShapeNetPart(Dataset):
     """ShapeNetPart part segmentation in either official layout.
 
     Args:
-        root: the dataset folder, or a folder containing it (default: the normal layout, then
-            v0, then ``shapenetpart_sample`` under the data root).
+        root: the dataset folder or its parent (default: found under the data root).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"``.
         num_points: points per returned shape (None: all).
-        sampling: ``"random"`` (official: with replacement, seeded per ``(seed, epoch, index)``)
-            or ``"first"``.
+        sampling: ``"random"`` (official: with replacement, seeded per item) or ``"first"``.
         use_normals: None (when the layout has them), True (required) or False.
         categories: restrict to these categories (names or ids).
         seed: base seed of the sampling.

@@ -27,11 +27,9 @@ class Groups(NamedTuple):
     """kNN groups around FPS anchors (see :func:`sample_and_group`).
 
     Attributes:
-        anchor: [M] int64 row (of the input points) of each group's anchor, grouped by set in set
-            order, within a set in FPS pick order.
-        index: [M, k] int64 rows of the neighbours, nearest first; slots beyond the size of the
-            anchor's set (``-1`` from :func:`pointctx.ops.knn`) hold the nearest neighbour
-            (slot 0) instead, so every entry is a valid row.
+        anchor: [M] int64 input row of each group's anchor (by set, then FPS pick order).
+        index: [M, k] int64 neighbour rows, nearest first; slots past the set's size repeat
+            slot 0, so every entry is a valid row.
         mask: [M, k] bool, ``False`` on the filled slots; None when no slot was filled.
         batch: [M] int64 set id of each group (sorted).
     """

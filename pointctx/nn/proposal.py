@@ -80,11 +80,9 @@ class RegionCenters(NamedTuple):
 
     Attributes:
         centers: the :class:`Centers` (sorted by group; ``centers.batch`` is the group).
-        group: [N] int64 group of every point: its set, or ``set * num_regions + region``. A
-            point competes only for the centers of its group.
+        group: [N] int64 group (``set * num_regions + region``) whose centers a point may join.
         num_groups: number of groups (``num_sets * num_regions``).
-        region: [N] int64 region of every point inside its set (axis 0 varying fastest), or None
-            without regions.
+        region: [N] int64 region of every point in its set (axis 0 fastest), or None.
     """
 
     centers: Centers
@@ -218,10 +216,9 @@ class GridProposal(CenterProposal):
     Args:
         cells: cells per axis (an int or one per axis; default 2). Exclusive with ``size``.
         size: cell edge length (a float or one per axis) instead of a count.
-        bounds: None / ``"set"`` (each set's box) or a fixed ``(lo, hi)`` (``(-0.5, 0.5)`` for
-            pixel sets, so masked pixels keep their cells).
-        windows: ``"partition"`` (a point pools into the cell holding it) or ``"adaptive"``
-            (with the lattice pitch ``spacing``: ``AdaptiveAvgPool2d``'s overlapping windows).
+        bounds: None / ``"set"`` (each set's box) or a fixed ``(lo, hi)`` (pixel sets).
+        windows: ``"partition"`` (the cell holding a point) or ``"adaptive"`` (overlapping
+            ``AdaptiveAvgPool2d`` windows at the lattice pitch ``spacing``).
 
     Shapes:
         pos: [N, D]; batch: [N]; spacing: a number, D numbers, or [D] / [N, D];
@@ -537,10 +534,8 @@ def build_proposal(proposal="grid", centers=None, bounds=None, proposal_kwargs=N
     """Build the proposal of a clustering layer from its ``proposal`` / ``centers`` options.
 
     Args:
-        proposal: a registered name, a :class:`CenterProposal` class or factory, or an instance
-            (returned as is).
-        centers: grid cells per axis (None: 2), or fps / random centers per set or region (a
-            sequence is multiplied out; None: 4).
+        proposal: a registered name, a :class:`CenterProposal` class, factory or instance.
+        centers: grid cells per axis (None: 2), or fps / random centers per set or region (4).
         bounds: the grid's box (None / ``"set"`` or ``(lo, hi)``); grid only.
         proposal_kwargs: extra keyword arguments for the proposal (override the above); the only
             ones a user-registered proposal receives.

@@ -86,8 +86,7 @@ def fps(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, nu
     Args:
         pos: point positions.
         batch: sorted set index per point; None means one set.
-        ratio: fraction of each set to keep, in (0, 1]; a set of ``n`` points keeps
-            ``ceil(ratio * n)`` (see :func:`sample_counts`). Exclusive with ``num``.
+        ratio: fraction of each set to keep, in (0, 1] (``ceil(ratio * n)``); not with ``num``.
         num: points to keep per set (int, or int tensor [B]); smaller sets keep all points.
         random_start: start each set at a uniformly random point instead of its first point.
         batch_size: number of sets B (avoids a host sync; trailing empty sets allowed).

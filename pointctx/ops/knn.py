@@ -30,10 +30,8 @@ class KNN(NamedTuple):
     """Result of :func:`knn`.
 
     Attributes:
-        index: [M, k] int64 rows of ``x_pos``, nearest first; ``-1`` where the query's set has
-            fewer than ``k`` points.
-        dist2: [M, k] squared Euclidean distances (dtype of the positions); ``inf`` where
-            ``index`` is ``-1``.
+        index: [M, k] int64 rows of ``x_pos``, nearest first; ``-1`` past the set's size.
+        dist2: [M, k] squared distances (dtype of the positions); ``inf`` where ``index`` is -1.
     """
 
     index: Tensor

@@ -93,8 +93,7 @@ def make_loader(dataset, *, batch_size: int, train: bool, dist_info: DistInfo, s
         train: shuffled :class:`ResumableBatchSampler` (``True``) or :class:`ShardedEvalSampler`.
         dist_info: this process's place in the group.
         seed: seed of the shuffling (and of the loader's generator).
-        workers: DataLoader worker processes (non-persistent, so a dataset's ``set_epoch`` reaches
-            them at each epoch).
+        workers: DataLoader worker processes (non-persistent: ``set_epoch`` reaches them).
         drop_last: drop the last incomplete training batch (PointMLP does).
         collate_fn: batch collation (default: stack).
     """

@@ -222,10 +222,8 @@ class DiscMask(MaskTransform):
     """A disc of pixels: pixel centres within ``radius`` of a random (or fixed) centre.
 
     Args:
-        radius: disc radius as a share of half the shorter image side (1 = the inscribed disc),
-            a number or a ``(min, max)`` range drawn uniformly.
-        center: ``"random"`` (uniform over the image rectangle of pixel centres) or a fixed
-            ``(row, col)`` in pixel units.
+        radius: share of half the shorter side (1: inscribed disc), or a ``(min, max)`` range.
+        center: ``"random"`` (uniform over the pixel centres) or a fixed ``(row, col)``.
         keep: ``"inside"`` (default: the disc is kept) or ``"outside"`` (the disc is hidden).
         seed, generator: see :class:`ImageTransform`.
     """

@@ -101,8 +101,7 @@ def point_labels(trace: ClusterTrace, layer=-1, head: int = 0) -> Tensor:
 
     Args:
         trace: a :class:`~pointctx.viz.trace.ClusterTrace`.
-        layer: a :class:`~pointctx.viz.trace.ClusterLayer`, an index into ``trace.layers`` or
-            a module name.
+        layer: a :class:`~pointctx.viz.trace.ClusterLayer`, an index or a module name.
         head: the head.
 
     Shapes:
@@ -153,8 +152,7 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
 
     Args:
         trace: the trace (its pixels say which pixels were kept).
-        images: the full images ``[B, 1 or 3, H, W]``; values in [0, 1] are shown as they are,
-            other ranges are stretched per image.
+        images: full images ``[B, 1 or 3, H, W]`` (outside [0, 1]: stretched per image).
 
     Shapes:
         return: [B, H, W, 3] uint8.
@@ -249,8 +247,7 @@ def save_cluster_grid(path, trace: ClusterTrace, images: Tensor | None = None, l
         path: output PNG file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace` of pixel-set inputs.
         images: full images ``[B, 1 or 3, H, W]`` for an input column.
-        layers: None / ``"last"`` (last call of every stage), ``"first"``, ``"all"``, or indices,
-            names or layers.
+        layers: None / ``"last"`` (per stage), ``"first"``, ``"all"``, or indices, names, layers.
         heads: an int, a list of ints or ``"all"``.
         sets: which sets to draw (default the first ``max_sets``).
         max_sets: cap when ``sets`` is None.

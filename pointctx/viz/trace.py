@@ -53,12 +53,10 @@ class ClusterTrace(NamedTuple):
 
     Attributes:
         layers: one :class:`ClusterLayer` per call, in call order.
-        pos: [N, D] positions of the input points as the first traced module saw them (for CoC
-            pixel sets: the image-plane positions).
+        pos: [N, D] input point positions as the first traced module saw them.
         batch: [N] int64 sorted set id of each input point.
         batch_size: number of sets B.
-        pixel: [N] int64 flat pixel index ``row * W + col`` of each input point, or None when the
-            inputs carry no pixel grid.
+        pixel: [N] int64 flat pixel index of each input point, or None (no pixel grid).
         image_size: ``(H, W)`` with ``pixel``, else None.
         output: what the model returned.
 
