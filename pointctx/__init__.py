@@ -1,10 +1,4 @@
-"""pointctx: Context Clusters and learning on ragged point sets, in native PyTorch.
-
-``import pointctx`` loads the core (``PointBatch``, ``ops``, ``nn``, ``models``); the other
-subpackages load on first use, as torch_geometric does: ``pointctx.datasets``,
-``pointctx.transforms``, ``pointctx.viz`` (matplotlib), ``pointctx.train``, ``pointctx.io``
-and ``pointctx.rgbd`` are reachable after ``import pointctx`` alone.
-"""
+"""pointctx: Context Clusters and learning on ragged point sets, in native PyTorch."""
 
 import importlib
 

@@ -5,14 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from ._checks import (
-    check_batch,
-    check_device,
-    check_features,
-    check_int,
-    check_pos,
-    check_tensor,
-)
+from ._checks import check_batch, check_device, check_features, check_int, check_pos, check_tensor
 from .ops.segment import batch_to_ptr
 
 __all__ = ["check_fields", "check_agree", "check_pixel", "check_index_vector", "check_ptr"]
@@ -48,10 +41,8 @@ def check_agree(batch: Tensor, ptr: Tensor) -> None:
     expected = batch_to_ptr(batch, b)
     if not torch.equal(expected, ptr):
         i = int((expected != ptr).nonzero()[0].item())
-        raise ValueError(
-            f"`ptr` is inconsistent with `batch`: `batch` implies ptr[{i}] = "
-            f"{int(expected[i])}, got ptr[{i}] = {int(ptr[i])}"
-        )
+        raise ValueError(f"`ptr` is inconsistent with `batch`: `batch` implies ptr[{i}] = "
+                         f"{int(expected[i])}, got ptr[{i}] = {int(ptr[i])}")
 
 
 def check_pixel(pixel, image_size, n: int, device, validate: bool):
@@ -59,8 +50,7 @@ def check_pixel(pixel, image_size, n: int, device, validate: bool):
     if pixel is None or image_size is None:
         raise ValueError(
             "`pixel` and `image_size` must be given together, got "
-            f"pixel={'None' if pixel is None else 'tensor'}, image_size={image_size!r}"
-        )
+            f"pixel={'None' if pixel is None else 'tensor'}, image_size={image_size!r}")
     if len(image_size) != 2:
         raise ValueError(f"`image_size` must be (H, W), got {image_size!r}")
     h, w = (int(v) for v in image_size)
@@ -72,10 +62,8 @@ def check_pixel(pixel, image_size, n: int, device, validate: bool):
             raise ValueError(
                 f"`pixel` must have one entry per point: expected {n}, got {pixel.numel()}")
         if n and (int(pixel.min()) < 0 or int(pixel.max()) >= h * w):
-            raise ValueError(
-                f"`pixel` values must lie in [0, H*W = {h * w}), got range "
-                f"[{int(pixel.min())}, {int(pixel.max())}]"
-            )
+            raise ValueError(f"`pixel` values must lie in [0, H*W = {h * w}), got range "
+                             f"[{int(pixel.min())}, {int(pixel.max())}]")
     return pixel.long(), (h, w)
 
 
@@ -95,20 +83,16 @@ def check_ptr(ptr: Tensor, num_points: int, batch_size: int | None) -> None:
         raise ValueError("`ptr` must have B+1 >= 1 entries with a leading 0, got an empty tensor")
     if batch_size is not None and ptr.numel() != batch_size + 1:
         raise ValueError(
-            f"`ptr` must have batch_size + 1 = {batch_size + 1} entries, got {ptr.numel()}"
-        )
+            f"`ptr` must have batch_size + 1 = {batch_size + 1} entries, got {ptr.numel()}")
     first = int(ptr[0])
     if first != 0:
         raise ValueError(f"`ptr` must start at 0, got ptr[0] = {first}")
     steps = ptr[1:] - ptr[:-1]
     if steps.numel() and bool((steps < 0).any()):
         i = int((steps < 0).nonzero()[0].item())
-        raise ValueError(
-            f"`ptr` must be non-decreasing, but ptr[{i}] = {int(ptr[i])} > "
-            f"ptr[{i + 1}] = {int(ptr[i + 1])}"
-        )
+        raise ValueError(f"`ptr` must be non-decreasing, but ptr[{i}] = {int(ptr[i])} > "
+                         f"ptr[{i + 1}] = {int(ptr[i + 1])}")
     last = int(ptr[-1])
     if last != num_points:
         raise ValueError(
-            f"`ptr` must end at the number of points N = {num_points}, got ptr[-1] = {last}"
-        )
+            f"`ptr` must end at the number of points N = {num_points}, got ptr[-1] = {last}")

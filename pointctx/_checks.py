@@ -37,30 +37,19 @@ def check_device(t: Tensor, device, name: str, like: str) -> Tensor:
 
 
 def check_pos(pos, name: str = "pos", allow_nonfinite: bool = False) -> Tensor:
-    """Check a position tensor of shape [N, D] with a floating dtype and finite values.
-
-    Args:
-        pos: the positions.
-        name: argument name used in error messages.
-        allow_nonfinite: skip the NaN/Inf check (it costs a device sync on GPU).
-
-    Returns:
-        ``pos`` unchanged.
-    """
+    """Check positions [N, D], floating, finite (``allow_nonfinite`` skips that device sync)."""
     check_tensor(pos, name)
     if pos.dim() != 2:
-        raise ValueError(
-            f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with shape "
-            f"{tuple(pos.shape)}")
+        raise ValueError(f"`{name}` must have shape [N, D] (2 dims), got {pos.dim()} dims with "
+                         f"shape {tuple(pos.shape)}")
     if not pos.is_floating_point():
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {pos.dtype}")
     if pos.shape[1] < 1:
         raise ValueError(f"`{name}` must have at least 1 coordinate (D >= 1), got D = 0")
     if not allow_nonfinite and not all_finite(pos):
         bad = (~torch.isfinite(pos)).any(dim=1).nonzero()[0].item()
-        raise ValueError(
-            f"`{name}` has NaN or Inf values (first at row {bad}); pass allow_nonfinite=True "
-            "to keep them")
+        raise ValueError(f"`{name}` has NaN or Inf values (first at row {bad}); pass "
+                         "allow_nonfinite=True to keep them")
     return pos
 
 
@@ -77,23 +66,9 @@ def check_features(x, num_points: int, name: str = "x") -> Tensor | None:
     return x
 
 
-def check_batch(
-    batch,
-    num_points: int,
-    batch_size: int | None = None,
-    name: str = "batch",
-) -> Tensor:
-    """Check a sorted set-index vector of shape [N] with values in [0, batch_size).
-
-    Args:
-        batch: int64 (or any integer dtype) set index per point, sorted ascending.
-        num_points: expected length N.
-        batch_size: number of sets B, if known (values must be < B).
-        name: argument name used in error messages.
-
-    Returns:
-        ``batch`` unchanged.
-    """
+def check_batch(batch, num_points: int, batch_size: int | None = None,
+                name: str = "batch") -> Tensor:
+    """Check a sorted integer set-index vector [num_points] with values in [0, batch_size)."""
     check_tensor(batch, name)
     if batch.dim() != 1:
         raise ValueError(f"`{name}` must have shape [N], got shape {tuple(batch.shape)}")
@@ -132,17 +107,7 @@ def check_positive_int(value, name: str, minimum: int = 1) -> int:
 
 def check_range(value, name: str, lo: float | None = None, hi: float | None = None
                 ) -> tuple[float, float]:
-    """A number ``v`` (meaning ``(v, v)``) or a ``(low, high)`` pair with ``low <= high``.
-
-    Args:
-        value: the number or pair.
-        name: argument name used in error messages.
-        lo: exclusive lower bound of ``low`` (None: none).
-        hi: inclusive upper bound of ``high`` (None: none).
-
-    Returns:
-        ``(low, high)`` as floats.
-    """
+    """A number ``v`` (``(v, v)``) or a pair ``lo < low <= high <= hi`` (None: no bound)."""
     if is_number(value):
         pair = (float(value), float(value))
     else:
@@ -165,13 +130,10 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
 
 def _bounds(minimum, maximum, min_open: bool = False, max_open: bool = False) -> str:
     if minimum is not None and maximum is not None:
-        return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}"
-                f"{')' if max_open else ']'}")
+        return (f"in {'(' if min_open else '['}{minimum:g}, {maximum:g}{')' if max_open else ']'}")
     if minimum is not None:
         return f"{'>' if min_open else '>='} {minimum:g}"
-    if maximum is not None:
-        return f"{'<' if max_open else '<='} {maximum:g}"
-    return ""
+    return f"{'<' if max_open else '<='} {maximum:g}" if maximum is not None else ""
 
 
 def is_int(value) -> bool:
@@ -274,24 +236,14 @@ def check_channels(x, dim: int, name: str = "x") -> Tensor:
     """Check point features: a floating point tensor of shape [N, dim]; return it."""
     check_tensor(x, name)
     if x.dim() != 2 or x.shape[1] != dim:
-        raise ValueError(f"`{name}` must have shape [N, {dim}] (dim = {dim}), got "
-                         f"{tuple(x.shape)}")
+        raise ValueError(f"`{name}` must have shape [N, {dim}] (dim = {dim}), got {tuple(x.shape)}")
     if not x.is_floating_point():
         raise ValueError(f"`{name}` must be a floating point tensor, got dtype {x.dtype}")
     return x
 
 
 def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = True):
-    """Check the ``(x, pos, batch, batch_size)`` inputs of a layer; returns ``batch_size``.
-
-    Args:
-        x: point features [N, dim].
-        pos: positions [N, D].
-        batch: sorted set id per point [N].
-        batch_size: number of sets B or None.
-        dim: the expected feature channels.
-        validate: also check the values.
-    """
+    """Check a layer's ``x [N, dim]``, ``pos [N, D]``, ``batch [N]``; returns ``batch_size``."""
     check_channels(x, dim)
     n = x.shape[0]
     check_pos(pos, "pos", allow_nonfinite=not validate)
@@ -317,22 +269,10 @@ def check_point_inputs(x, pos, batch, batch_size, dim: int, validate: bool = Tru
     return batch_size
 
 
-def check_finite_features(
-    x: Tensor,
-    batch: Tensor | None = None,
-    name: str = "x",
-    pixel: Tensor | None = None,
-    image_size: tuple[int, int] | None = None,
-) -> Tensor:
-    """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x``.
-
-    Args:
-        x: features [N, C].
-        batch: sorted set index per row (None: one set).
-        name: argument name used in the message.
-        pixel: flat pixel index per row, for pixel sets.
-        image_size: ``(H, W)`` of the pixel sets.
-    """
+def check_finite_features(x: Tensor, batch: Tensor | None = None, name: str = "x",
+                          pixel: Tensor | None = None,
+                          image_size: tuple[int, int] | None = None) -> Tensor:
+    """Raise a ``ValueError`` naming the set (and pixel) of the first NaN / Inf in ``x [N, C]``."""
     if all_finite(x):
         return x
     bad = ~torch.isfinite(x.reshape(x.shape[0], -1))
@@ -348,10 +288,9 @@ def check_finite_features(
         first = 0 if batch is None else int(torch.searchsorted(batch.contiguous(),
                                                                 batch[row:row + 1]))
         where = f"set {s}, point {row - first} (row {row} of `{name}`), channel {col}"
-    raise ValueError(
-        f"`{name}` has a non-finite value ({value}) at {where}: models and layers reject NaN / "
-        "Inf features, which would spread to the other points and, in training, to the weights; "
-        "clean the input or drop the point")
+    raise ValueError(f"`{name}` has a non-finite value ({value}) at {where}: models and layers "
+                     "reject NaN / Inf features, which would spread to the other points and, in "
+                     "training, to the weights; clean the input or drop the point")
 
 
 def per_axis(value, dim: int, name: str) -> tuple:

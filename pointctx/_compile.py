@@ -1,9 +1,4 @@
-"""Opt-in ``torch.compile`` for pointctx models: :func:`pointctx.compile`.
-
-Automatic dynamic shapes (``dynamic=None``), so ragged batches of new sizes recompile once, not
-every time; host syncs are graph breaks. Measurements and why not ``dynamic=True``:
-docs/benchmarks.md (torch.compile).
-"""
+"""Opt-in ``torch.compile`` for pointctx models: :func:`pointctx.compile`."""
 
 from __future__ import annotations
 
@@ -13,37 +8,18 @@ from torch import nn
 __all__ = ["compile"]
 
 
-def compile(
-    model: nn.Module,
-    *,
-    dynamic: bool | None = None,
-    backend: str = "inductor",
-    mode: str | None = None,
-    cache_size_limit: int | None = 64,
-    **kwargs,
-) -> nn.Module:
+def compile(model: nn.Module, *, dynamic: bool | None = None, backend: str = "inductor",
+            mode: str | None = None, cache_size_limit: int | None = 64, **kwargs) -> nn.Module:
     """Compile a pointctx model (CoC, CLUENet, PointMLP, ...) with ``torch.compile``.
 
     Args:
-        model: the module to compile (left unchanged; the compiled wrapper shares its
-            parameters, so training and ``state_dict`` work on either).
-        dynamic: ``None`` (default): automatic dynamic shapes, one recompile at the first new
-            size, after which the sizes that changed are symbolic and ragged batches of any size
-            reuse the code; ``True``: every dimension symbolic from the first call (torch 2.13's
-            inductor fails on PointMLP's backward that way); ``False``: static shapes.
-        backend: ``torch.compile`` backend (``"inductor"``; ``"aot_eager"`` compiles faster and
-            checks the graph capture without code generation).
+        model: the module to compile (unchanged; the wrapper shares its parameters).
+        dynamic: ``None``: automatic dynamic shapes (one recompile at the first new size);
+            ``True``: all symbolic (fails on PointMLP's backward in torch 2.13); ``False``: static.
+        backend: ``torch.compile`` backend (``"aot_eager"`` checks the capture, no codegen).
         mode: ``torch.compile`` mode (e.g. ``"max-autotune"``), None for the default.
-        cache_size_limit: raise dynamo's per-function recompile limit to at least this (the
-            many small graphs between host syncs each count); None leaves it.
+        cache_size_limit: raise dynamo's per-function recompile limit to this (None leaves it).
         **kwargs: passed to ``torch.compile``.
-
-    Returns:
-        The compiled module (``torch._dynamo.OptimizedModule``); ``_orig_mod`` is ``model``.
-
-    Raises:
-        TypeError: ``model`` is not an ``nn.Module``.
-        RuntimeError: ``torch.compile`` is not available in this torch build.
     """
     if not isinstance(model, nn.Module):
         raise TypeError(f"`model` must be a torch.nn.Module, got {type(model).__name__}")

@@ -26,15 +26,11 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
         path: the final file; its folder is created if needed.
         write: writes the complete content to the temporary path it is given (a sibling of
             ``path`` with the same suffix, so format-by-extension writers work).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        prefix=f".{path.name}.", suffix=path.suffix or ".tmp", dir=path.parent
-    )
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix or ".tmp",
+                               dir=path.parent)
     os.close(fd)
     try:
         write(Path(tmp))
@@ -52,13 +48,7 @@ def atomic_output(path: str | os.PathLike, write: Callable[[Path], None]) -> Pat
 
 
 def load_torch_file(path: str | os.PathLike, map_location="cpu", weights_only: bool = True):
-    """``torch.load(path)`` with one-line errors that name the file.
-
-    Raises:
-        FileNotFoundError: ``path`` is not a file.
-        ValueError: the file is damaged (truncated, not written by ``torch.save``) or, with
-            ``weights_only``, pickles objects other than tensors and plain containers.
-    """
+    """``torch.load(path)`` with one-line errors that name the file."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")

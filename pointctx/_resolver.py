@@ -40,8 +40,7 @@ class GlobalChoice:
     """A process-wide named setting (a backend): a checked setter, a getter and a ``with`` form."""
 
     def __init__(self, default: str, check: Callable[[str], object]):
-        self.check = check
-        self.state = {"value": default}
+        self.check, self.state = check, {"value": default}
 
     def set(self, name: str) -> None:
         """Check ``name`` and make it the current value."""

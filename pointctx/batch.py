@@ -195,10 +195,8 @@ class PointBatch:
         """Batch a list of point sets.
 
         Args:
-            pos_list: ``B >= 1`` position tensors (or numpy arrays), each [n_b, D] with the same
-                ``D``; ``n_b`` may be 0 (an empty set, still counted in ``B``).
-            x_list: ``None`` or ``B`` feature tensors (or arrays), each [n_b, C] with the same
-                ``C``.
+            pos_list: ``B >= 1`` position tensors or arrays (``n_b`` may be 0: an empty set).
+            x_list: ``None`` or ``B`` feature tensors or arrays.
             **kwargs: forwarded to the constructor (``allow_nonfinite``, ``validate``).
 
         Shapes:
@@ -216,13 +214,11 @@ class PointBatch:
                 raise ValueError(
                     f"`pos_list[{i}]` must have shape [n, D] (2 dims), got shape {tuple(p.shape)}")
             if p.shape[1] != first.shape[1]:
-                raise ValueError(
-                    f"`pos_list[{i}]` must have D = {first.shape[1]} columns like pos_list[0], "
-                    f"got {p.shape[1]}")
+                raise ValueError(f"`pos_list[{i}]` must have D = {first.shape[1]} columns like "
+                                 f"pos_list[0], got {p.shape[1]}")
             if p.device != first.device:
-                raise ValueError(
-                    f"`pos_list[{i}]` must be on device {first.device} like pos_list[0], "
-                    f"got {p.device}")
+                raise ValueError(f"`pos_list[{i}]` must be on device {first.device} like "
+                                 f"pos_list[0], got {p.device}")
         x = None
         if x_list is not None:
             if len(x_list) != len(pos_list):
@@ -234,9 +230,8 @@ class PointBatch:
                     raise ValueError(f"`x_list[{i}]` must have shape [{p.shape[0]}, C] (rows of "
                                      f"pos_list[{i}]), got shape {tuple(v.shape)}")
                 if v.shape[1] != x_list[0].shape[1]:
-                    raise ValueError(
-                        f"`x_list[{i}]` must have C = {x_list[0].shape[1]} columns like "
-                        f"x_list[0], got {v.shape[1]}")
+                    raise ValueError(f"`x_list[{i}]` must have C = {x_list[0].shape[1]} columns "
+                                     f"like x_list[0], got {v.shape[1]}")
             x = torch.cat(x_list, 0)
         pos = torch.cat(pos_list, 0)
         sizes = torch.tensor([p.shape[0] for p in pos_list], dtype=torch.long)
@@ -249,9 +244,7 @@ class PointBatch:
         """Per-set views: ``pos_b [n_b, D]``, or ``(pos_b, x_b [n_b, C])`` pairs with features."""
         sizes = self.sizes.tolist()
         pos = list(torch.split(self.pos, sizes, 0))
-        if self.x is None:
-            return pos
-        return list(zip(pos, torch.split(self.x, sizes, 0)))
+        return pos if self.x is None else list(zip(pos, torch.split(self.x, sizes, 0)))
 
     # padded
     @classmethod
@@ -371,9 +364,8 @@ class PointBatch:
         """
         check_tensor(images, "images")
         if images.dim() != 4:
-            raise ValueError(
-                f"`images` must have shape [B, C, H, W] (4 dims), got {images.dim()} dims with "
-                f"shape {tuple(images.shape)}")
+            raise ValueError(f"`images` must have shape [B, C, H, W] (4 dims), got {images.dim()} "
+                             f"dims with shape {tuple(images.shape)}")
         if not images.is_floating_point():
             raise ValueError(f"`images` must be a floating point tensor, got dtype {images.dtype} "
                              "(convert first, e.g. images.float() / 255)")
@@ -389,9 +381,8 @@ class PointBatch:
         else:
             check_tensor(mask, "mask")
             if tuple(mask.shape) != (b, h, w):
-                raise ValueError(
-                    f"`mask` must have shape [B, H, W] = {[b, h, w]} (like `images`), got "
-                    f"{list(mask.shape)}")
+                raise ValueError(f"`mask` must have shape [B, H, W] = {[b, h, w]} (like `images`), "
+                                 f"got {list(mask.shape)}")
             if mask.dtype != torch.bool:
                 raise ValueError(f"`mask` must be a bool tensor, got dtype {mask.dtype}")
             check_device(mask, images.device, "mask", "images")
@@ -407,10 +398,9 @@ class PointBatch:
 
     def _require_pixels(self, what: str) -> tuple[int, int]:
         if self.pixel is None or self.image_size is None:
-            raise ValueError(
-                f"`{what}` needs pixel positions, but this PointBatch was not built by "
-                "PointBatch.from_images (its `pixel` / `image_size` are None), so there is no "
-                "image grid to scatter to")
+            raise ValueError(f"`{what}` needs pixel positions, but this PointBatch was not built "
+                             "by PointBatch.from_images (its `pixel` / `image_size` are None), so "
+                             "there is no image grid to scatter to")
         return self.image_size
 
     def to_images(self, fill: float = 0.0, x: Tensor | None = None) -> Tensor:
@@ -485,8 +475,7 @@ class PointBatch:
         """Gather a subset of sets, in the given order (vectorised).
 
         Args:
-            set_indices: set ids (list or 1-D integer tensor; repeats and negative ids allowed),
-                or a [B] bool tensor.
+            set_indices: set ids (list or integer tensor; repeats, negatives) or a bool mask.
 
         Shapes:
             set_indices: [K] (or [B] bool); result: K sets.
@@ -505,9 +494,8 @@ class PointBatch:
         if idx.numel():
             lo, hi = int(idx.min()), int(idx.max())
             if lo < -b or hi >= b:
-                raise ValueError(
-                    f"`set_indices` values must lie in [-{b}, {b}) for B = {b} sets, got range "
-                    f"[{lo}, {hi}]")
+                raise ValueError(f"`set_indices` values must lie in [-{b}, {b}) for B = {b} sets, "
+                                 f"got range [{lo}, {hi}]")
             idx = torch.where(idx < 0, idx + b, idx)
         sizes = self.sizes[idx]
         ptr = torch.zeros(idx.numel() + 1, dtype=torch.long, device=self.device)
@@ -535,9 +523,8 @@ class PointBatch:
                 raise ValueError(
                     f"`batches[{i}]` must have D = {first.dim} like batches[0], got {pb.dim}")
             if (pb.x is None) != (first.x is None) or pb.num_channels != first.num_channels:
-                raise ValueError(
-                    f"`batches[{i}]` must have x with C = {first.num_channels} like batches[0] "
-                    f"(None counts as 0), got C = {pb.num_channels}")
+                raise ValueError(f"`batches[{i}]` must have x with C = {first.num_channels} like "
+                                 f"batches[0] (None counts as 0), got C = {pb.num_channels}")
             check_device(pb.pos, first.device, f"batches[{i}]", "batches[0]")
         set_off = pt_off = 0
         batch_parts, ptr_parts = [], [first.ptr[:1]]

@@ -36,8 +36,6 @@ def _points(samples_pos, samples_x, allow_nonfinite: bool) -> PointBatch:
 def collate(samples, point_keys: Sequence[str] = (), allow_nonfinite: bool = False):
     """Collate point-set samples into a :class:`~pointctx.PointBatch` (a DataLoader ``collate_fn``).
 
-    Tuple samples give ``(PointBatch, y or None)``, dict samples ``{"points": PointBatch, ...}``.
-
     Args:
         samples: list of ``B >= 1`` samples.
         point_keys: dict keys holding per-point fields to concatenate.
@@ -84,9 +82,8 @@ def _collate_dicts(samples, point_keys: tuple[str, ...], allow_nonfinite: bool) 
         if "pos" not in s:
             raise ValueError(f"`samples[{i}]` must have a 'pos' key, got keys {sorted(s)}")
         if set(s.keys()) != set(keys):
-            raise ValueError(
-                f"`samples[{i}]` must have the same keys as samples[0] ({sorted(keys)}), got "
-                f"{sorted(s.keys())}")
+            raise ValueError(f"`samples[{i}]` must have the same keys as samples[0] "
+                             f"({sorted(keys)}), got {sorted(s.keys())}")
     for k in point_keys:
         if k not in keys:
             raise ValueError(f"`point_keys` entry {k!r} is not a sample key ({sorted(keys)})")

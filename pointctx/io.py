@@ -83,9 +83,8 @@ def _field_dtype(arr: np.ndarray, name: str) -> np.dtype:
         lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
         if -(2**31) <= lo and hi < 2**31:
             return np.dtype("i4")
-        raise ValueError(
-            f"field {name!r} holds 64-bit integers outside the int32 range ([{lo}, {hi}]); PLY "
-            "has no 64-bit integer type")
+        raise ValueError(f"field {name!r} holds 64-bit integers outside the int32 range ([{lo}, "
+                         f"{hi}]); PLY has no 64-bit integer type")
     raise ValueError(f"field {name!r} has unsupported dtype {arr.dtype} for PLY")
 
 
@@ -117,9 +116,7 @@ def write_ply(path, pos, rgb=None, normals=None, fields: Mapping[str, object] | 
         raise ValueError("`pos` has NaN or Inf values; PLY readers would choke on them")
     n = p.shape[0]
     fdt = np.dtype("f8") if double else np.dtype("f4")
-    cols: list[tuple[str, np.dtype, np.ndarray]] = [
-        (a, fdt, p[:, i]) for i, a in enumerate("xyz")
-    ]
+    cols: list[tuple[str, np.dtype, np.ndarray]] = [(a, fdt, p[:, i]) for i, a in enumerate("xyz")]
     if normals is not None:
         nrm = _as_numpy(normals, "normals")
         _check_rows(nrm, n, 3, "normals")
@@ -233,9 +230,8 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
             order = "<" if fmt == "binary_little_endian" else ">"
             for ename, ecount, eprops in elements[:vi]:
                 if any(isinstance(t, tuple) for _, t in eprops):
-                    raise ValueError(
-                        f"{path}: binary PLY element {ename!r} with list properties comes before "
-                        "the vertices; not supported")
+                    raise ValueError(f"{path}: binary PLY element {ename!r} with list properties "
+                                     "comes before the vertices; not supported")
                 fh.seek(ecount * sum(np.dtype(t).itemsize for _, t in eprops), 1)
             dt = np.dtype([(p, order + t) for p, t in props])
             buf = fh.read(dt.itemsize * count)
@@ -250,8 +246,7 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
 
     def stack(keys):
         return torch.from_numpy(np.stack([rec.pop(k) for k in keys], 1).astype(np.float64)).to(
-            dtype
-        )
+            dtype)
 
     pos = stack("xyz")
     normals = stack(("nx", "ny", "nz")) if all(k in rec for k in ("nx", "ny", "nz")) else None
@@ -285,9 +280,6 @@ def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.flo
         backend: ``"auto"`` (native :func:`read_ply` for ``.ply``, Open3D otherwise),
             ``"native"`` (``.ply`` only) or ``"open3d"``.
         dtype: floating dtype of the returned tensors.
-
-    Returns:
-        :class:`PointCloudData`; with Open3D, ``fields`` is empty.
     """
     if backend not in ("auto", "native", "open3d"):
         raise ValueError(f"`backend` must be one of ['auto', 'native', 'open3d'], got {backend!r}")

@@ -39,9 +39,8 @@ class PinholeIntrinsics(NamedTuple):
     @property
     def matrix(self) -> np.ndarray:
         """The 3x3 camera matrix ``[[fx, 0, cx], [0, fy, cy], [0, 0, 1]]`` (float64)."""
-        return np.array(
-            [[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]], dtype=np.float64
-        )
+        return np.array([[self.fx, 0.0, self.cx], [0.0, self.fy, self.cy], [0.0, 0.0, 1.0]],
+                        dtype=np.float64)
 
     @classmethod
     def from_matrix(cls, matrix, width: int | None = None, height: int | None = None):
@@ -93,9 +92,8 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
     width = height = None
     if isinstance(intrinsics, dict):
         if "intrinsic_matrix" not in intrinsics:
-            raise ValueError(
-                f"`{name}` dict must hold an Open3D 'intrinsic_matrix' (9 numbers, column-major), "
-                f"got keys {sorted(intrinsics)}")
+            raise ValueError(f"`{name}` dict must hold an Open3D 'intrinsic_matrix' (9 numbers, "
+                             f"column-major), got keys {sorted(intrinsics)}")
         flat = np.asarray(intrinsics["intrinsic_matrix"], dtype=np.float64).reshape(-1)
         if flat.size != 9:
             raise ValueError(f"`{name}` 'intrinsic_matrix' must hold 9 numbers, got {flat.size}")
@@ -110,31 +108,25 @@ def as_intrinsics(intrinsics, name: str = "intrinsics") -> PinholeIntrinsics:
         try:
             arr = np.asarray(intrinsics, dtype=np.float64)
         except (TypeError, ValueError) as err:
-            raise ValueError(
-                f"`{name}` must be (fx, fy, cx, cy) or a 3x3 matrix of numbers, got "
-                f"{intrinsics!r}"
-            ) from err
+            raise ValueError(f"`{name}` must be (fx, fy, cx, cy) or a 3x3 matrix of numbers, got "
+                             f"{intrinsics!r}") from err
     else:
-        raise TypeError(
-            f"`{name}` must be (fx, fy, cx, cy), a 3x3 matrix, a dict or PinholeIntrinsics, got "
-            f"{type(intrinsics).__name__}")
+        raise TypeError(f"`{name}` must be (fx, fy, cx, cy), a 3x3 matrix, a dict or "
+                        f"PinholeIntrinsics, got {type(intrinsics).__name__}")
     if arr.shape == (4,):
         fx, fy, cx, cy = (float(v) for v in arr)
     elif arr.shape == (3, 3):
         bottom = arr[2]
         if not np.allclose(bottom, [0.0, 0.0, 1.0]) or arr[1, 0] != 0.0:
-            raise ValueError(
-                f"`{name}` 3x3 matrix must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], got "
-                f"{arr.tolist()}")
+            raise ValueError(f"`{name}` 3x3 matrix must be [[fx, 0, cx], [0, fy, cy], [0, 0, 1]], "
+                             f"got {arr.tolist()}")
         if arr[0, 1] != 0.0:
-            raise ValueError(
-                f"`{name}` has skew K[0, 1] = {arr[0, 1]}; only skew-free pinhole cameras are "
-                "supported")
+            raise ValueError(f"`{name}` has skew K[0, 1] = {arr[0, 1]}; only skew-free pinhole "
+                             "cameras are supported")
         fx, fy, cx, cy = float(arr[0, 0]), float(arr[1, 1]), float(arr[0, 2]), float(arr[1, 2])
     else:
-        raise ValueError(
-            f"`{name}` must be (fx, fy, cx, cy) (shape [4]) or a 3x3 matrix, got shape "
-            f"{list(arr.shape)}")
+        raise ValueError(f"`{name}` must be (fx, fy, cx, cy) (shape [4]) or a 3x3 matrix, got "
+                         f"shape {list(arr.shape)}")
     _check_focal(fx, fy, cx, cy)
     width = None if width is None else int(width)
     height = None if height is None else int(height)
@@ -151,9 +143,8 @@ def read_intrinsics(path) -> PinholeIntrinsics:
     except json.JSONDecodeError as err:
         raise ValueError(f"intrinsics file {path} is not valid json: {err}") from err
     if not isinstance(data, dict) or "intrinsic_matrix" not in data:
-        raise ValueError(
-            f"intrinsics file {path} must hold an Open3D PinholeCameraIntrinsic json object with "
-            "'width', 'height' and 'intrinsic_matrix'")
+        raise ValueError(f"intrinsics file {path} must hold an Open3D PinholeCameraIntrinsic json "
+                         "object with 'width', 'height' and 'intrinsic_matrix'")
     return as_intrinsics(data, name=f"intrinsics in {path}")
 
 
@@ -176,11 +167,10 @@ def _check_depth(depth) -> Tensor:
     if d.dim() != 2:
         raise ValueError(f"`depth` must have shape [H, W] (2 dims), got shape {list(d.shape)}")
     if d.dtype != torch.uint16 and not d.is_floating_point():
-        raise ValueError(
-            f"`depth` must be uint16 (raw sensor units) or floating point (metres unless "
-            f"depth_scale is given), got dtype {str(d.dtype).replace('torch.', '')}; convert "
-            "e.g. 16-bit images read as int32 with depth.astype(np.uint16) after checking the range"
-        )
+        raise ValueError("`depth` must be uint16 (raw sensor units) or floating point (metres "
+                         "unless depth_scale is given), got dtype "
+                         f"{str(d.dtype).replace('torch.', '')}; convert e.g. 16-bit images read "
+                         "as int32 with depth.astype(np.uint16) after checking the range")
     return d
 
 
@@ -189,8 +179,7 @@ def depth_to_metres(depth, depth_scale: float | None = None) -> Tensor:
 
     Args:
         depth: uint16 raw depth or floating point depth.
-        depth_scale: raw units per metre (1000 for millimetres, 5000 for TUM). Default: 1000 for
-            uint16 depth, 1 for floating point depth (taken as metres already).
+        depth_scale: raw units per metre (default: 1000 for uint16, 1 for float depth).
 
     Shapes:
         depth: [H, W]; return: [H, W] float64 (same device).
@@ -235,9 +224,8 @@ def _check_color(color, h: int, w: int) -> Tensor:
         raise ValueError(
             f"`color` must have shape [H, W, 3] (channels last), got shape {list(c.shape)}")
     if tuple(c.shape[:2]) != (h, w):
-        raise ValueError(
-            f"`color` and `depth` must have the same size: color is {c.shape[0]}x{c.shape[1]} "
-            f"(HxW), depth is {h}x{w}")
+        raise ValueError("`color` and `depth` must have the same size: color is "
+                         f"{c.shape[0]}x{c.shape[1]} (HxW), depth is {h}x{w}")
     if c.dtype != torch.uint8 and not c.is_floating_point():
         raise ValueError(f"`color` must be uint8 (0..255) or floating point (0..1), got dtype "
                          f"{str(c.dtype).replace('torch.', '')}")
@@ -245,10 +233,9 @@ def _check_color(color, h: int, w: int) -> Tensor:
         finite = c[torch.isfinite(c)]
         lo, hi = (float(finite.min()), float(finite.max())) if finite.numel() else (0.0, 0.0)
         if lo < 0.0 or hi > 1.0:
-            raise ValueError(
-                f"`color` is floating point with values in [{lo:g}, {hi:g}]: floating point "
-                "colour must lie in [0, 1] (uint8 colour is divided by 255); pass color / 255 "
-                "or the uint8 image")
+            raise ValueError(f"`color` is floating point with values in [{lo:g}, {hi:g}]: floating "
+                             "point colour must lie in [0, 1] (uint8 colour is divided by 255); "
+                             "pass color / 255 or the uint8 image")
     return c
 
 
@@ -257,22 +244,16 @@ def _check_color(color, h: int, w: int) -> Tensor:
 MAX_METRIC_DEPTH = 100.0
 
 
-def rgbd_to_points(
-    color,
-    depth,
-    intrinsics,
-    depth_scale: float | None = None,
-    depth_trunc: float | None = None,
-    dtype: torch.dtype = torch.float32,
-) -> RGBDPoints:
+def rgbd_to_points(color, depth, intrinsics, depth_scale: float | None = None,
+                   depth_trunc: float | None = None,
+                   dtype: torch.dtype = torch.float32) -> RGBDPoints:
     """Back-project an RGB-D frame to coloured camera-frame points (pinhole model).
 
     Args:
         color: uint8 or floating point colour in [0, 1], channels last.
         depth: uint16 raw depth, or floating point depth.
         intrinsics: ``(fx, fy, cx, cy)``, a 3x3 camera matrix or a :class:`PinholeIntrinsics`.
-        depth_scale: raw depth units per metre (default: 1000 for uint16 depth, 1 for floating
-            point depth, which is then refused beyond :data:`MAX_METRIC_DEPTH`).
+        depth_scale: raw units per metre (default: 1000 for uint16, 1 for float depth).
         depth_trunc: largest kept depth in metres; None keeps all.
         dtype: floating dtype of ``xyz`` and ``rgb``.
 
@@ -292,18 +273,16 @@ def rgbd_to_points(
         finite = z[torch.isfinite(z)]
         far = float(finite.max()) if finite.numel() else 0.0
         if far > MAX_METRIC_DEPTH:
-            raise ValueError(
-                f"floating point `depth` is taken as metres, but it reaches {far:g} m (more than "
-                f"{MAX_METRIC_DEPTH:g} m, beyond any RGB-D sensor): for depth in millimetres "
-                "pass depth_scale=1000 (or the raw uint16 image); for far metric depth pass "
-                "depth_scale=1.0 explicitly")
+            raise ValueError(f"floating point `depth` is taken as metres, but it reaches {far:g} m "
+                             f"(more than {MAX_METRIC_DEPTH:g} m, beyond any RGB-D sensor): for "
+                             "depth in millimetres pass depth_scale=1000 (or the raw uint16 "
+                             "image); for far metric depth pass depth_scale=1.0 explicitly")
     valid = _valid(z, depth_trunc).reshape(-1)
     pixel = valid.nonzero().squeeze(1)
     if pixel.numel() == 0:
         raise ValueError(
             f"`depth` has no valid pixel: all {h * w} depths are 0, NaN/Inf"
-            + ("" if depth_trunc is None else f" or beyond depth_trunc = {depth_trunc} m")
-        )
+            + ("" if depth_trunc is None else f" or beyond depth_trunc = {depth_trunc} m"))
     zz = z.reshape(-1)[pixel]
     row = torch.div(pixel, w, rounding_mode="floor").to(torch.float64)
     col = (pixel % w).to(torch.float64)
@@ -318,16 +297,13 @@ def pose_matrix(pose) -> Tensor:
     """Turn a camera-to-world pose into a 4x4 rigid transform (float64).
 
     Args:
-        pose: ``(tx, ty, tz, qx, qy, qz, qw)`` (translation + unit quaternion, scalar last, the
-            TUM / slambook ``pose.txt`` layout; the quaternion is normalised), or a 4x4 matrix
-            (returned as float64 after checking its last row).
+        pose: ``(tx, ty, tz, qx, qy, qz, qw)`` (TUM ``pose.txt`` layout) or a 4x4 matrix.
 
     Shapes:
         pose: [7] or [4, 4]; return: [4, 4].
     """
     p = pose.detach().cpu().double() if isinstance(pose, Tensor) else torch.as_tensor(
-        np.asarray(pose, dtype=np.float64)
-    )
+        np.asarray(pose, dtype=np.float64))
     if not bool(torch.isfinite(p).all()):
         raise ValueError(f"`pose` must be finite, got {p.tolist()}")
     if tuple(p.shape) == (4, 4):
@@ -335,9 +311,8 @@ def pose_matrix(pose) -> Tensor:
             raise ValueError(f"`pose` 4x4 matrix must end in the row (0, 0, 0, 1), got {p[3]}")
         return p
     if tuple(p.shape) != (7,):
-        raise ValueError(
-            f"`pose` must be (tx, ty, tz, qx, qy, qz, qw) (shape [7]) or a 4x4 matrix, got shape "
-            f"{list(p.shape)}")
+        raise ValueError("`pose` must be (tx, ty, tz, qx, qy, qz, qw) (shape [7]) or a 4x4 matrix, "
+                         f"got shape {list(p.shape)}")
     t, q = p[:3], p[3:]
     n = float(q.norm())
     if n == 0.0:
@@ -347,8 +322,7 @@ def pose_matrix(pose) -> Tensor:
         [[1 - 2 * (y * y + z * z), 2 * (x * y - z * w_), 2 * (x * z + y * w_)],
          [2 * (x * y + z * w_), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w_)],
          [2 * (x * z - y * w_), 2 * (y * z + x * w_), 1 - 2 * (x * x + y * y)]],
-        dtype=torch.float64,
-    )
+        dtype=torch.float64)
     out = torch.eye(4, dtype=torch.float64)
     out[:3, :3] = r
     out[:3, 3] = t
@@ -368,9 +342,8 @@ def transform_points(xyz: Tensor, pose) -> Tensor:
     if not isinstance(xyz, Tensor):
         raise TypeError(f"`xyz` must be a torch.Tensor, got {type(xyz).__name__}")
     if xyz.dim() != 2 or xyz.shape[1] != 3 or not xyz.is_floating_point():
-        raise ValueError(
-            f"`xyz` must be a floating point [N, 3] tensor, got shape {list(xyz.shape)} dtype "
-            f"{xyz.dtype}")
+        raise ValueError("`xyz` must be a floating point [N, 3] tensor, got shape "
+                         f"{list(xyz.shape)} dtype {xyz.dtype}")
     t = pose_matrix(pose).to(xyz.device)
     out = xyz.double() @ t[:3, :3].T + t[:3, 3]
     return out.to(xyz.dtype)

@@ -2,14 +2,7 @@
 
 from ._root import data_root
 from .base import DatasetSplit, RowDataset, select_rows, stratified_split
-from .camvid import (
-    CAMVID_CLASSES,
-    CAMVID_MEAN,
-    CAMVID_PALETTE,
-    CAMVID_STD,
-    CAMVID_VOID,
-    CamVid,
-)
+from .camvid import CAMVID_CLASSES, CAMVID_MEAN, CAMVID_PALETTE, CAMVID_STD, CAMVID_VOID, CamVid
 from .images import (
     CIFAR10,
     CIFAR10_MEAN,

@@ -20,10 +20,8 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
             return {k: z[k] for k in z.files}
     except NPZ_ERRORS as err:
         why = (str(err).splitlines() or [""])[0]
-        raise ValueError(
-            f"{path}: cannot be read as an .npz file ({type(err).__name__}: {why}); it is "
-            "truncated or corrupt: copy or download it again"
-        ) from None
+        raise ValueError(f"{path}: cannot be read as an .npz file ({type(err).__name__}: {why}); "
+                         "it is truncated or corrupt: copy or download it again") from None
 
 
 def _import_h5py():
@@ -60,22 +58,19 @@ def read_h5(path: Path, want_normals: bool = False) -> tuple[np.ndarray, np.ndar
                 f"{path}: cannot read its datasets ({err}); the file is corrupt"
             ) from None
     if data.ndim != 3 or data.shape[2] != 3 or data.dtype.kind != "f":
-        raise ValueError(
-            f"{path}: dataset 'data' must be float [S, P, 3], got shape {data.shape} dtype "
-            f"{data.dtype}")
+        raise ValueError(f"{path}: dataset 'data' must be float [S, P, 3], got shape {data.shape} "
+                         f"dtype {data.dtype}")
     if label.ndim == 2 and label.shape[1] == 1:
         label = label[:, 0]
     if label.ndim != 1 or label.dtype.kind not in "iu":
-        raise ValueError(
-            f"{path}: dataset 'label' must be int [S] (or [S, 1]), got shape {label.shape} dtype "
-            f"{label.dtype}")
+        raise ValueError(f"{path}: dataset 'label' must be int [S] (or [S, 1]), got shape "
+                         f"{label.shape} dtype {label.dtype}")
     if len(label) != len(data):
         raise ValueError(
             f"{path}: 'label' has {len(label)} entries but 'data' has {len(data)} clouds")
     if normal is not None and normal.shape != data.shape:
-        raise ValueError(
-            f"{path}: dataset 'normal' must have the shape of 'data' {data.shape}, got "
-            f"{normal.shape}")
+        raise ValueError(f"{path}: dataset 'normal' must have the shape of 'data' {data.shape}, "
+                         f"got {normal.shape}")
     return data, label.astype(np.int64), normal
 
 

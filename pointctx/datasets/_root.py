@@ -14,10 +14,6 @@ def data_root(root=None, must_exist: bool = True) -> Path:
     Args:
         root: an explicit folder (str or path), or None to read ``$POINTCTX_DATA``.
         must_exist: also raise when the folder does not exist.
-
-    Raises:
-        FileNotFoundError: neither ``root`` nor ``$POINTCTX_DATA`` is given, or (``must_exist``)
-            the folder is missing; the message names both ways to give one.
     """
     how = f"pass root=... or set the environment variable {ENV_VAR}"
     if root is None:

@@ -13,8 +13,7 @@ from ._read import read_npz
 from ._root import data_root
 from .base import RowDataset, check_transform, select_rows
 
-__all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_VOID", "CAMVID_MEAN", "CAMVID_STD",
-           "CAMVID_PALETTE"]
+__all__ = ["CamVid", "CAMVID_CLASSES", "CAMVID_VOID", "CAMVID_MEAN", "CAMVID_STD", "CAMVID_PALETTE"]
 
 #: The 11 CamVid classes of the SegNet version, ``CAMVID_CLASSES[label]``.
 CAMVID_CLASSES = ("sky", "building", "pole", "road", "sidewalk", "tree", "sign_symbol", "fence",
@@ -24,11 +23,9 @@ CAMVID_VOID = 11
 #: Normalisation: the ImageNet channel statistics (as the CoC / Semantic-FPN recipes use).
 CAMVID_MEAN, CAMVID_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 #: The SegNet colour of every class (and black for void), for prediction images.
-CAMVID_PALETTE = (
-    (128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192),
-    (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0), (0, 128, 192),
-    (0, 0, 0),
-)
+CAMVID_PALETTE = ((128, 128, 128), (128, 0, 0), (192, 192, 128), (128, 64, 128), (0, 0, 192),
+                  (128, 128, 0), (192, 128, 128), (64, 64, 128), (64, 0, 128), (64, 64, 0),
+                  (0, 128, 192), (0, 0, 0))
 _FILE = "camvid_trainval.npz"
 _SPLITS = ("train", "val", "test")
 
@@ -60,8 +57,7 @@ class CamVid(RowDataset):
     """CamVid semantic segmentation (11 classes, void = 11 ignored), from the npz or the folders.
 
     Args:
-        root: None (the data root), the npz file, or a folder with ``camvid_trainval.npz`` or the
-            SegNet layout (which wins).
+        root: None (the data root), the npz file, or a folder (SegNet layout or the npz).
         split: ``"train"``, ``"val"`` or ``"test"`` (folders only).
         transform: ``transform(sample: dict, index=int) -> dict`` applied to every item, or None.
         normalize: True (ImageNet statistics), False (values in [0, 1]) or ``(mean, std)``.
@@ -88,9 +84,7 @@ class CamVid(RowDataset):
                  indices=None, limit: int | None = None, cache: bool = False) -> None:
         if split not in _SPLITS:
             raise ValueError(f"`split` must be one of {list(_SPLITS)}, got {split!r}")
-        self.split = split
-        self.transform = check_transform(transform)
-        self._norm = _norm(normalize)
+        self.split, self.transform, self._norm = split, check_transform(transform), _norm(normalize)
         root = data_root() if root is None else Path(root)
         if root.is_dir() and ((root / f"{split}.txt").is_file() or (root / split).is_dir()):
             self.layout = "folders"
@@ -129,12 +123,10 @@ class CamVid(RowDataset):
         ):
             raise ValueError(f"{path}: 'labels' must be uint8 [S, H, W] and 'offsets' [S + 1], got "
                              f"{labels.dtype} {list(labels.shape)} and {list(offsets.shape)}")
-        self._labels = labels[which]
-        self._jpeg = z["jpeg"]
+        self._labels, self._jpeg = labels[which], z["jpeg"]
         self._offsets = offsets[np.stack([which, which + 1], 1)]
         names = z["names"][which] if "names" in z else which.astype(str)
-        self._names = [str(n) for n in names]
-        self.source = path
+        self._names, self.source = [str(n) for n in names], path
 
     def _load_folders(self, root: Path, split: str) -> None:
         img_dir, ann_dir, lst = root / split, root / f"{split}annot", root / f"{split}.txt"
@@ -151,9 +143,8 @@ class CamVid(RowDataset):
                     a, b = Path(parts[0]), Path(parts[1])
                     pairs.append((root / a.parent.name / a.name, root / b.parent.name / b.name))
                 else:
-                    raise ValueError(
-                        f"{lst} line {i + 1}: expected '<image> <label>' or '<image>', got "
-                        f"{line!r}")
+                    raise ValueError(f"{lst} line {i + 1}: expected '<image> <label>' or "
+                                     f"'<image>', got {line!r}")
         else:
             for d in (img_dir, ann_dir):
                 if not d.is_dir():
@@ -166,9 +157,7 @@ class CamVid(RowDataset):
             more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
             raise FileNotFoundError(f"CamVid {split} split: {len(missing)} listed file(s) missing: "
                                     f"{', '.join(missing[:5])}{more}")
-        self._pairs = pairs
-        self._names = [p[0].name for p in pairs]
-        self.source = root
+        self._pairs, self._names, self.source = pairs, [p[0].name for p in pairs], root
 
     def _rgb(self, row: int) -> np.ndarray:
         if self._cache is not None and row in self._cache:
@@ -185,9 +174,8 @@ class CamVid(RowDataset):
         path = self._pairs[row][1]
         lab = _read_label_png(path)
         if lab.size and int(lab.max()) > CAMVID_VOID:
-            raise ValueError(
-                f"label file {path}: values must lie in 0..{CAMVID_VOID} (11 classes + void), "
-                f"got a maximum of {int(lab.max())}")
+            raise ValueError(f"label file {path}: values must lie in 0..{CAMVID_VOID} (11 classes "
+                             f"+ void), got a maximum of {int(lab.max())}")
         return lab
 
     # items
@@ -207,9 +195,8 @@ class CamVid(RowDataset):
         row = self._row(idx)
         rgb, lab = self._rgb(row), self._label(row)
         if rgb.shape[:2] != lab.shape:
-            raise ValueError(
-                f"CamVid item {self._names[row]}: image {list(rgb.shape[:2])} and label "
-                f"{list(lab.shape)} sizes differ")
+            raise ValueError(f"CamVid item {self._names[row]}: image {list(rgb.shape[:2])} and "
+                             f"label {list(lab.shape)} sizes differ")
         return rgb, lab
 
     def __getitem__(self, idx: int) -> dict:
@@ -248,7 +235,6 @@ def _norm(normalize):
     except (TypeError, ValueError, RuntimeError):
         mean = std = torch.zeros(0)
     if mean.numel() not in (1, 3) or std.numel() not in (1, 3) or bool((std <= 0).any()):
-        raise ValueError(
-            f"`normalize` must be True, False or (mean, std) with 1 or 3 values each and std > 0, "
-            f"got {normalize!r}")
+        raise ValueError("`normalize` must be True, False or (mean, std) with 1 or 3 values each "
+                         f"and std > 0, got {normalize!r}")
     return mean, std

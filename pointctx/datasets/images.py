@@ -71,8 +71,7 @@ class ImageDataset(RowDataset):
     _default_norm: tuple
 
     def _set_source(self, path, labels, classes) -> None:
-        self._source = path
-        self._labels = labels.astype(np.int64)
+        self._source, self._labels = path, labels.astype(np.int64)
         self.classes = classes or [str(c) for c in range(int(labels.max()) + 1)]
 
     def _setup(self, indices, limit, seed, transform, normalize) -> None:
@@ -101,9 +100,7 @@ class ImageDataset(RowDataset):
             out = self.transform(img, index=row)
         else:
             out = self.transform(img)
-        if isinstance(out, dict):
-            return {**out, "y": label}
-        return out, label
+        return {**out, "y": label} if isinstance(out, dict) else (out, label)
 
     def split(self, val_fraction: float = 0.1, seed: int = 0, val_transform="keep") -> ImageSplit:
         """Seeded stratified train / validation split of this view.
@@ -113,9 +110,6 @@ class ImageDataset(RowDataset):
             seed: seed of the choice.
             val_transform: transform of the validation view (``"keep"``: the same as train,
                 which keeps seeded masks per image; ``None``: none).
-
-        Returns:
-            :class:`ImageSplit` ``(train, val)``, disjoint views covering this one.
         """
         return self._split(val_fraction, seed, transform=val_transform)
 
@@ -210,6 +204,4 @@ class CIFAR10(ImageDataset):
             raise ValueError(f"{self._source}: image {row} does not decode as JPEG") from err
 
     def _image(self, row: int) -> np.ndarray:
-        if self._cache is not None:
-            return self._cache[row]
-        return self._decode(row)
+        return self._cache[row] if self._cache is not None else self._decode(row)

@@ -39,10 +39,9 @@ class NpzLayout:
             enough = sorted((p for p in hits if size[p] >= num_points), key=size.get)
             if hits and not enough:
                 biggest = max(hits, key=size.get)
-                short.append(
-                    f"{biggest} holds {size[biggest]} points per cloud, fewer than num_points = "
-                    f"{num_points}: pass num_points <= {size[biggest]} (or None for all stored "
-                    "points), or add a file with more points")
+                short.append(f"{biggest} holds {size[biggest]} points per cloud, fewer than "
+                             f"num_points = {num_points}: pass num_points <= {size[biggest]} (or "
+                             "None for all stored points), or add a file with more points")
             hits = enough
         else:  # all points asked for: the largest file
             hits = sorted(hits, key=size.get, reverse=True)
@@ -62,9 +61,8 @@ class NpzLayout:
         classes = [str(c) for c in arrays["classes"]]
         split_arr, names = arrays.get("split"), arrays.get("names")
         if points.ndim != 3 or points.shape[2] != 3 or points.dtype.kind != "f":
-            raise ValueError(
-                f"{path}: 'points' must be float [S, P, 3], got shape {points.shape} dtype "
-                f"{points.dtype}")
+            raise ValueError(f"{path}: 'points' must be float [S, P, 3], got shape {points.shape} "
+                             f"dtype {points.dtype}")
         if labels.ndim != 1 or labels.dtype.kind not in "iu" or len(labels) != len(points):
             raise ValueError(f"{path}: 'labels' must be int [S] with S = {len(points)}, got shape "
                              f"{labels.shape} dtype {labels.dtype}")
@@ -155,16 +153,14 @@ class NormalResampledLayout:
         for sid in shape_ids:
             cname = sid.rsplit("_", 1)[0]
             if cname not in lookup:
-                raise ValueError(
-                    f"{folder / f'modelnet40_{split}.txt'}: shape id {sid!r} names class "
-                    f"{cname!r}, which is not in {names_file.name}")
+                raise ValueError(f"{folder / f'modelnet40_{split}.txt'}: shape id {sid!r} names "
+                                 f"class {cname!r}, which is not in {names_file.name}")
             files.append(folder / cname / f"{sid}.txt")
             labels.append(lookup[cname])
         missing = [str(p) for p in files if not p.is_file()]
         if missing:
-            raise FileNotFoundError(
-                f"{len(missing)} of {len(files)} {split} shape files are missing under {folder}, "
-                f"e.g. {missing[:3]}")
+            raise FileNotFoundError(f"{len(missing)} of {len(files)} {split} shape files are "
+                                    f"missing under {folder}, e.g. {missing[:3]}")
         ds._names = shape_ids
         ds._files = files
         ds._cache = {}
@@ -183,9 +179,8 @@ class NormalResampledLayout:
                 f"{path}: cannot be parsed as 'x,y,z,nx,ny,nz' lines ({err})"
             ) from None
         if arr.shape[1] != 6 or arr.shape[0] < 1:
-            raise ValueError(
-                f"{path}: expected lines of 6 comma-separated numbers (x,y,z,nx,ny,nz), got an "
-                f"array of shape {arr.shape}")
+            raise ValueError(f"{path}: expected lines of 6 comma-separated numbers "
+                             f"(x,y,z,nx,ny,nz), got an array of shape {arr.shape}")
         if not np.isfinite(arr).all():
             raise ValueError(f"{path}: has NaN/Inf values")
         if hasattr(ds, "_points_per_cloud") and arr.shape[0] < ds.points_per_item:
@@ -222,8 +217,7 @@ class ModelNet40(PointCloudDataset):
         check_split(split)
         if layout != "auto" and layout not in self.LAYOUTS:
             raise ValueError(f"`layout` must be one of {['auto', *self.LAYOUTS]}, got {layout!r}")
-        self.split_name = split
-        self.use_normals = bool(use_normals)
+        self.split_name, self.use_normals = split, bool(use_normals)
         base = Path(root).expanduser() if root is not None else data_root()
         layouts = self.LAYOUTS if layout == "auto" else (layout,)
         looked: list[str] = []
@@ -244,8 +238,7 @@ class ModelNet40(PointCloudDataset):
         raise FileNotFoundError(
             f"ModelNet40 {split} data not found under {base}; looked for: " + "; ".join(looked)
             + "." + hint + f" ModelNet40 comes from {MODELNET40_URL} (academic use); the "
-            "ply_hdf5_2048 and normal_resampled packagings are those of PointNet / PointNet++."
-        )
+            "ply_hdf5_2048 and normal_resampled packagings are those of PointNet / PointNet++.")
 
     def _cloud(self, row: int) -> np.ndarray:
         if self.layout != "normal_resampled":

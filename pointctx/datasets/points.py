@@ -30,10 +30,8 @@ class PointCloudDataset(RowDataset):
 
     Args:
         num_points: points per returned cloud (None: all).
-        sampling: ``"first"`` (the stored order, as PointMLP), ``"fps"`` (cached farthest point
-            sampling) or ``"random"`` (per epoch and item).
-        transform: a :class:`~pointctx.transforms.PointCloudTransform` or any callable
-            ``f(points [n, C]) -> points``.
+        sampling: ``"first"`` (stored order, as PointMLP), ``"fps"`` (cached) or ``"random"``.
+        transform: a :class:`~pointctx.transforms.PointCloudTransform` or ``f(points) -> points``.
         seed: base seed of the per-item generators.
 
     Attributes:
@@ -50,9 +48,7 @@ class PointCloudDataset(RowDataset):
             check_positive_int(num_points, "num_points")
         check_int(seed, "seed", 0, type_error=ValueError)
         self.num_points = None if num_points is None else int(num_points)
-        self.sampling = sampling
-        self.transform = check_transform(transform)
-        self.seed = int(seed)
+        self.sampling, self.transform, self.seed = sampling, check_transform(transform), int(seed)
         self.epoch = 0
         self._array: np.ndarray | None = None
         self._fps: dict[int, np.ndarray] = {}
@@ -65,18 +61,15 @@ class PointCloudDataset(RowDataset):
         self._points_per_cloud = int(points_per_cloud)
         self._rows = np.arange(len(self._labels), dtype=np.int64)
         if self.num_points is not None and self.num_points > self._points_per_cloud:
-            raise ValueError(
-                f"`num_points` = {self.num_points} exceeds the {self._points_per_cloud} points "
-                f"stored per cloud in {self.source}")
+            raise ValueError(f"`num_points` = {self.num_points} exceeds the "
+                             f"{self._points_per_cloud} points stored per cloud in {self.source}")
         if self.sampling == "fps" and self._array is not None:
             self._precompute_fps()
 
     @property
     def names(self) -> list[str] | None:
         """Shape ids of the items of this view (e.g. ``chair_0042``), or ``None`` if unknown."""
-        if self._names is None:
-            return None
-        return [self._names[r] for r in self._rows]
+        return None if self._names is None else [self._names[r] for r in self._rows]
 
     @property
     def points_per_item(self) -> int:
@@ -94,8 +87,7 @@ class PointCloudDataset(RowDataset):
                    unit="cloud", disable=None, leave=False, dynamic_ncols=True)
         with bar:
             for lo in range(0, len(arr), chunk):
-                idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32),
-                                            n)
+                idx = farthest_point_sample(np.asarray(arr[lo : lo + chunk, :, :3], np.float32), n)
                 for j, row in enumerate(range(lo, min(lo + chunk, len(arr)))):
                     self._fps[row] = idx[j].astype(np.int32)
                 bar.update(min(chunk, len(arr) - lo))
@@ -142,9 +134,8 @@ class PointCloudDataset(RowDataset):
                 view._precompute_fps()
         return view
 
-    def split(
-        self, val_fraction: float = 0.1, seed: int = 0, val_transform=None, val_sampling="first"
-    ) -> DatasetSplit:
+    def split(self, val_fraction: float = 0.1, seed: int = 0, val_transform=None,
+              val_sampling="first") -> DatasetSplit:
         """Carve a seeded stratified validation split (see :func:`stratified_split`).
 
         Args:
@@ -152,9 +143,6 @@ class PointCloudDataset(RowDataset):
             seed: seed of the choice.
             val_transform: transform of the validation view (default none: no augmentation).
             val_sampling: sampling of the validation view.
-
-        Returns:
-            :class:`DatasetSplit` ``(train, val)``; ``train`` keeps this dataset's transform.
         """
         return self._split(val_fraction, seed, transform=val_transform, sampling=val_sampling)
 

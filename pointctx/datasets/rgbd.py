@@ -39,8 +39,7 @@ RGBD_PRESETS: dict[str, dict] = {
             "depth_layout": "sun", "intrinsics": "camera_primesense.json", "frames": None},
     "kinect": {"color": "kinect/color/{}.png", "depth": "kinect/depth/{}.pgm",
                "depth_scale": 1000.0, "depth_layout": "plain", "intrinsics": KINECT_INTRINSICS,
-               "frames": (1, 2, 3, 4, 5), "poses": "kinect/pose.txt"},
-}
+               "frames": (1, 2, 3, 4, 5), "poses": "kinect/pose.txt"}}
 
 DEPTH_LAYOUTS = ("plain", "sun")
 
@@ -88,10 +87,8 @@ class FusedPoints(NamedTuple):
 
     Shapes:
         xyz: [N, 3] metres; rgb: [N, 3] in [0, 1].
-        frame: [N] int64 index of the source frame in the list given, or ``None`` after voxel
-            pooling (a voxel may mix frames).
-        pixel: [N] int64 flat pixel index ``row * W + col`` in that frame, or ``None`` after
-            voxel pooling.
+        frame: [N] int64 source frame index, or ``None`` after voxel pooling.
+        pixel: [N] int64 flat pixel index in that frame, or ``None`` after voxel pooling.
     """
 
     xyz: Tensor
@@ -128,9 +125,8 @@ def read_color(path) -> np.ndarray:
     path = _require_file(path, "colour")
     img = _open_image(path, "colour")
     if img.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):
-        raise ValueError(
-            f"colour file {path} must be an 8-bit colour image, got Pillow mode {img.mode!r} "
-            "(a depth image?)")
+        raise ValueError(f"colour file {path} must be an 8-bit colour image, got Pillow mode "
+                         f"{img.mode!r} (a depth image?)")
     return np.array(img.convert("RGB"), dtype=np.uint8)  # a writable copy
 
 
@@ -139,8 +135,7 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
 
     Args:
         path: the file.
-        layout: ``"plain"`` (value = depth) or ``"sun"`` (SUN RGB-D stores the depth ``d``
-            rotated by 3 bits, ``value = (d >> 3) | (d << 13)`` in uint16; it is rotated back).
+        layout: ``"plain"`` (value = depth) or ``"sun"`` (SUN RGB-D's 3-bit rotation undone).
 
     Shapes:
         return: [H, W] uint16.
@@ -159,9 +154,8 @@ def read_depth(path, layout: str = "plain") -> np.ndarray:
                 f"depth file {path} holds values in [{lo}, {hi}], outside the 16-bit range")
         arr = arr.astype(np.uint16)
     else:
-        raise ValueError(
-            f"depth file {path} must be a single-channel 16-bit image, got Pillow mode "
-            f"{img.mode!r}")
+        raise ValueError(f"depth file {path} must be a single-channel 16-bit image, got Pillow "
+                         f"mode {img.mode!r}")
     arr = np.require(arr, requirements=["C", "W"])
     if layout == "sun":
         arr = ((arr >> 3) | (arr << 13)).astype(np.uint16)
@@ -186,9 +180,8 @@ def read_poses(path) -> Tensor:
         except ValueError as err:
             raise ValueError(f"pose file {path} line {n}: not numbers: {line!r}") from err
         if len(vals) != 7:
-            raise ValueError(
-                f"pose file {path} line {n} must hold 7 numbers (tx ty tz qx qy qz qw), got "
-                f"{len(vals)}")
+            raise ValueError(f"pose file {path} line {n} must hold 7 numbers (tx ty tz qx qy qz "
+                             f"qw), got {len(vals)}")
         rows.append(vals)
     return torch.tensor(rows, dtype=torch.float64).reshape(-1, 7)
 
@@ -200,8 +193,7 @@ def load_rgbd(color, depth, intrinsics, depth_scale: float = 1000.0, depth_layou
     Args:
         color: path of the colour image.
         depth: path of the 16-bit depth image.
-        intrinsics: an Open3D intrinsics json path, or what :func:`pointctx.rgbd.as_intrinsics`
-            accepts.
+        intrinsics: an Open3D json path, or what :func:`pointctx.rgbd.as_intrinsics` accepts.
         depth_scale: raw depth units per metre (1000: millimetres; TUM: 5000).
         depth_layout: ``"plain"`` or ``"sun"``.
         pose: optional camera-to-world pose.
@@ -241,16 +233,12 @@ def _preset(preset: str) -> dict:
 
 
 def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBDFrame:
-    """Read one named frame (see the module table).
+    """Read one named frame (see :data:`RGBD_PRESETS`).
 
     Args:
         preset: ``"tum"``, ``"sun"`` or ``"kinect"``.
-        frame: for ``"kinect"``, the frame number 1..5 as in the file names (default 1); must be
-            ``None`` for the single-frame presets.
+        frame: ``"kinect"``: frame number 1..5 (default 1); ``None`` for the other presets.
         root: folder of the frames (default: see :func:`rgbd_root`).
-
-    Returns:
-        An :class:`RGBDFrame`; Kinect frames carry their camera-to-world pose from ``pose.txt``.
     """
     spec = _preset(preset)
     folder = rgbd_root(root)
@@ -268,9 +256,8 @@ def rgbd_frame(preset: str = "tum", frame: int | None = None, root=None) -> RGBD
         color, depth = spec["color"].format(frame), spec["depth"].format(frame)
         poses = read_poses(folder / spec["poses"])
         if poses.shape[0] < len(frames):
-            raise ValueError(
-                f"pose file {folder / spec['poses']} must hold {len(frames)} poses (one per "
-                f"frame), got {poses.shape[0]}")
+            raise ValueError(f"pose file {folder / spec['poses']} must hold {len(frames)} poses "
+                             f"(one per frame), got {poses.shape[0]}")
         pose, name = poses[frames.index(frame)], f"{preset}/{frame}"
     k = spec["intrinsics"]
     if isinstance(k, str):
@@ -315,9 +302,8 @@ def frame_to_points(frame: RGBDFrame, depth_trunc: float | None = None,
     """
     if not isinstance(frame, RGBDFrame):
         raise TypeError(f"`frame` must be an RGBDFrame, got {type(frame).__name__}")
-    pts = rgbd_to_points(
-        frame.color, frame.depth, frame.intrinsics, frame.depth_scale, depth_trunc, dtype=dtype
-    )
+    pts = rgbd_to_points(frame.color, frame.depth, frame.intrinsics, frame.depth_scale, depth_trunc,
+                         dtype=dtype)
     xyz = pts.xyz
     if world and frame.pose is not None:
         xyz = transform_points(xyz, frame.pose)
@@ -367,8 +353,7 @@ class RGBDDataset(Dataset):
     """Frames as point-set samples for a DataLoader with :func:`pointctx.collate`.
 
     Args:
-        preset: a preset name (``"tum"``, ``"sun"``, ``"kinect"``) or a sequence of
-            :class:`RGBDFrame` s.
+        preset: a preset name (``"tum"``, ``"sun"``, ``"kinect"``) or :class:`RGBDFrame` s.
         frames: frame numbers of the preset (default all).
         root: folder of the preset's files (default: see :func:`rgbd_root`).
         depth_trunc: largest kept depth in metres.
@@ -390,9 +375,7 @@ class RGBDDataset(Dataset):
                 if not isinstance(fr, RGBDFrame):
                     raise TypeError(f"`preset[{i}]` must be an RGBDFrame, got {type(fr).__name__}")
         check_callable(transform, "transform", optional=True)
-        self.depth_trunc = depth_trunc
-        self.voxel_size = voxel_size
-        self.world = world
+        self.depth_trunc, self.voxel_size, self.world = depth_trunc, voxel_size, world
         self.transform = transform
 
     def __len__(self) -> int:

@@ -16,10 +16,8 @@ __all__ = ["ScanObjectNN", "SCANOBJECTNN_CLASSES", "SCANOBJECTNN_URL", "SCANOBJE
 SCANOBJECTNN_URL = "https://hkust-vgd.github.io/scanobjectnn/"
 
 #: The 15 ScanObjectNN classes, in label order (the dataset's ``shape_names.txt``).
-SCANOBJECTNN_CLASSES = (
-    "bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf", "table", "bed",
-    "pillow", "sink", "sofa", "toilet",
-)
+SCANOBJECTNN_CLASSES = ("bag", "bin", "box", "cabinet", "chair", "desk", "display", "door", "shelf",
+                        "table", "bed", "pillow", "sink", "sofa", "toilet")
 
 #: Variant name -> (folder under the ``h5_files`` root, file-name suffix after ``objectdataset``).
 #: Files are ``<folder>/training_objectdataset<suffix>.h5`` and ``<folder>/test_...``.
@@ -51,9 +49,7 @@ class ScanObjectNN(PointCloudDataset):
             raise ValueError(
                 f"`variant` must be one of {list(SCANOBJECTNN_VARIANTS)}, got {variant!r}")
         check_split(split)
-        self.variant = variant
-        self.split_name = split
-        self.classes = list(SCANOBJECTNN_CLASSES)
+        self.variant, self.split_name, self.classes = variant, split, list(SCANOBJECTNN_CLASSES)
         path = self.find_file(root, variant, split)
         self._source = str(path)
         data, labels, _ = read_h5(path)
@@ -85,5 +81,4 @@ class ScanObjectNN(PointCloudDataset):
             + " and ".join(str(p) for p in paths)
             + f". Get h5_files.zip from the dataset's site {SCANOBJECTNN_URL} (its terms require "
             "registration), unzip it and pass the folder holding main_split/ as `root` "
-            "(or --data-root)"
-        )
+            "(or --data-root)")

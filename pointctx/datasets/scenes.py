@@ -100,14 +100,12 @@ class ShapeScenes(Dataset):
             raise ValueError(f"`balance` must be 'class' or 'shape', got {balance!r}")
         check_number(spacing, "spacing", 0.0, min_open=True, type_error=ValueError)
         self.seed, self.num_scenes = int(seed), int(num_scenes)
-        self.split = split
-        self.objects = _range(objects, "objects", 1, integer=True)
+        self.split, self.objects = split, _range(objects, "objects", 1, integer=True)
         self.scale = _range(scale, "scale", 1e-6)
         self.yaw, self.avoid_overlap = bool(yaw), bool(avoid_overlap)
         self.spacing = float(spacing)
         self.floor, self.floor_points = bool(floor), int(floor_points)
-        self.points_per_object = points_per_object
-        self.num_points = num_points
+        self.points_per_object, self.num_points = points_per_object, num_points
         self.balance = balance
 
         labels, source_classes, self._shape = self._open(source)
@@ -142,9 +140,8 @@ class ShapeScenes(Dataset):
         empty = [self.source_classes[chosen[i]] for i, m in enumerate(self._by_class)
                  if len(m) == 0]
         if empty:
-            raise ValueError(
-                f"no shape of class(es) {empty} in the {split!r} split of the source; drop them "
-                "from `classes` or use more shapes")
+            raise ValueError(f"no shape of class(es) {empty} in the {split!r} split of the source; "
+                             "drop them from `classes` or use more shapes")
         self.classes = [self.source_classes[c] for c in chosen] + (["floor"] if self.floor else [])
 
     # ---- source
@@ -171,9 +168,8 @@ class ShapeScenes(Dataset):
                     raise ValueError(f"{path} lacks the array(s) {missing}; it has {z.files}")
                 points, labels, classes = z["points"], z["labels"], z["classes"]
             if points.ndim != 3 or points.shape[2] < 3 or len(points) != len(labels):
-                raise ValueError(
-                    f"{path}: `points` must be [S, P, 3] with one label per shape, got points "
-                    f"{points.shape} and labels {labels.shape}")
+                raise ValueError(f"{path}: `points` must be [S, P, 3] with one label per shape, "
+                                 f"got points {points.shape} and labels {labels.shape}")
             labels = labels.astype(np.int64).reshape(-1)
 
             def shape(row):

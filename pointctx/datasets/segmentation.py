@@ -49,8 +49,7 @@ def _resize(sample: dict, h: int, w: int) -> dict:
                           antialias=True)[0]
     lab = F.interpolate(label[None, None].float(), size=(h, w), mode="nearest-exact")
     msk = F.interpolate(mask[None, None].float(), size=(h, w), mode="nearest-exact")
-    return {**sample, "image": image, "label": lab[0, 0].to(label.dtype),
-            "mask": msk[0, 0] > 0.5}
+    return {**sample, "image": image, "label": lab[0, 0].to(label.dtype), "mask": msk[0, 0] > 0.5}
 
 
 class SegCompose(ImageTransform):
@@ -95,8 +94,7 @@ class Resize(ImageTransform):
 
     def __init__(self, size, labels: bool = True) -> None:
         super().__init__()
-        self.size = _size(size)
-        self.labels = bool(labels)
+        self.size, self.labels = _size(size), bool(labels)
 
     def __call__(self, sample: dict, index: int | None = None) -> dict:
         """Return the resized sample."""
@@ -124,8 +122,7 @@ class RandomScaleCrop(ImageTransform):
     def __init__(self, size, scale=(0.5, 2.0), base_size=None, ignore_index: int = 255,
                  seed=None, generator=None) -> None:
         super().__init__(seed, generator)
-        self.size = _size(size)
-        self.scale = check_range(scale, "scale", 0.0)
+        self.size, self.scale = _size(size), check_range(scale, "scale", 0.0)
         self.base_size = None if base_size is None else _size(base_size, "base_size")
         self.ignore_index = check_int(ignore_index, "ignore_index")
 

@@ -17,14 +17,12 @@ __all__ = ["SHAPENETPART_CATEGORIES", "SHAPENETPART_SYNSETS", "SHAPENETPART_PART
            "ShapeNetPart", "PartSample", "category_part_mask"]
 
 # (category, synset, parts), in the standard order (category id = position)
-_TABLE = (
-    ("Airplane", "02691156", 4), ("Bag", "02773838", 2), ("Cap", "02954340", 2),
-    ("Car", "02958343", 4), ("Chair", "03001627", 4), ("Earphone", "03261776", 3),
-    ("Guitar", "03467517", 3), ("Knife", "03624134", 2), ("Lamp", "03636649", 4),
-    ("Laptop", "03642806", 2), ("Motorbike", "03790512", 6), ("Mug", "03797390", 2),
-    ("Pistol", "03948459", 3), ("Rocket", "04099429", 3), ("Skateboard", "04225987", 3),
-    ("Table", "04379243", 3),
-)
+_TABLE = (("Airplane", "02691156", 4), ("Bag", "02773838", 2), ("Cap", "02954340", 2),
+          ("Car", "02958343", 4), ("Chair", "03001627", 4), ("Earphone", "03261776", 3),
+          ("Guitar", "03467517", 3), ("Knife", "03624134", 2), ("Lamp", "03636649", 4),
+          ("Laptop", "03642806", 2), ("Motorbike", "03790512", 6), ("Mug", "03797390", 2),
+          ("Pistol", "03948459", 3), ("Rocket", "04099429", 3), ("Skateboard", "04225987", 3),
+          ("Table", "04379243", 3))
 SHAPENETPART_CATEGORIES = tuple(t[0] for t in _TABLE)
 SHAPENETPART_SYNSETS = tuple(t[1] for t in _TABLE)
 PART_OFFSETS = tuple(int(v) for v in np.cumsum([0] + [t[2] for t in _TABLE])[:-1])
@@ -64,12 +62,10 @@ class ShapeNetPart(Dataset):
     """ShapeNetPart part segmentation in either official layout.
 
     Args:
-        root: the dataset folder, or a folder containing it (default: the normal layout, then
-            v0, then ``shapenetpart_sample`` under the data root).
+        root: the dataset folder or its parent (default: found under the data root).
         split: ``"train"``, ``"val"``, ``"test"`` or ``"trainval"``.
         num_points: points per returned shape (None: all).
-        sampling: ``"random"`` (official: with replacement, seeded per ``(seed, epoch, index)``)
-            or ``"first"``.
+        sampling: ``"random"`` (official: with replacement, seeded per item) or ``"first"``.
         use_normals: None (when the layout has them), True (required) or False.
         categories: restrict to these categories (names or ids).
         seed: base seed of the sampling.
@@ -139,8 +135,7 @@ class ShapeNetPart(Dataset):
             "ShapeNetPart not found; looked for train_test_split/ and <synset>/ folders in: "
             + ", ".join(str(c) for c in cands) + ". Download "
             "shapenetcore_partanno_segmentation_benchmark_v0_normal (PointNet++ / PointMLP) "
-            "and pass its folder as root"
-        )
+            "and pass its folder as root")
 
     @staticmethod
     def _detect_layout(folder: Path):
@@ -180,9 +175,8 @@ class ShapeNetPart(Dataset):
             path = self.root / "train_test_split" / f"shuffled_{n}_file_list.json"
             if not path.is_file():
                 have = sorted(p.name for p in (self.root / "train_test_split").glob("*.json"))
-                raise FileNotFoundError(
-                    f"ShapeNetPart split list {path} is missing (split {split!r}); the folder "
-                    f"holds {have}")
+                raise FileNotFoundError(f"ShapeNetPart split list {path} is missing (split "
+                                        f"{split!r}); the folder holds {have}")
             try:
                 entries = json.loads(path.read_text())
             except json.JSONDecodeError as err:

@@ -37,27 +37,18 @@ def per_stage(value, num_stages: int, name: str) -> list:
 
 
 def check_stages(layers: Sequence[int], embed_dims: Sequence[int]) -> tuple[list, list]:
-    """Check blocks per stage and channels per stage: positive ints, equal non-zero lengths.
-
-    Returns:
-        ``(layers, embed_dims)`` as lists of ints.
-    """
+    """Check blocks per stage and channels per stage: positive ints, equal non-zero lengths."""
     layers = [check_positive_int(v, "layers") for v in layers]
     embed_dims = [check_positive_int(v, "embed_dims") for v in embed_dims]
     if not layers or len(embed_dims) != len(layers):
-        raise ValueError(
-            f"`layers` and `embed_dims` must be non-empty with one entry per stage, got "
-            f"{len(layers)} and {len(embed_dims)}")
+        raise ValueError("`layers` and `embed_dims` must be non-empty with one entry per stage, "
+                         f"got {len(layers)} and {len(embed_dims)}")
     return layers, embed_dims
 
 
 def stage_options(layers: Sequence[int], embed_dims: Sequence[int], **options
                   ) -> tuple[list, list, dict]:
-    """:func:`check_stages`, then :func:`per_stage` on every keyword option (in their order).
-
-    Returns:
-        ``(layers, embed_dims, {name: one value per stage})``.
-    """
+    """:func:`check_stages`, then :func:`per_stage` on every keyword option (in their order)."""
     layers, embed_dims = check_stages(layers, embed_dims)
     return layers, embed_dims, {k: per_stage(v, len(layers), k) for k, v in options.items()}
 
@@ -70,9 +61,6 @@ def check_io(num_classes, in_channels, pos_dim, min_classes: int = 0) -> tuple[i
         in_channels: point feature channels C (0: positions only).
         pos_dim: position dimension D (>= 1).
         min_classes: the smallest allowed ``num_classes``.
-
-    Returns:
-        ``(num_classes, in_channels, pos_dim)`` as ints.
     """
     return (check_positive_int(num_classes, "num_classes", minimum=min_classes),
             check_positive_int(in_channels, "in_channels", minimum=0),
@@ -80,11 +68,7 @@ def check_io(num_classes, in_channels, pos_dim, min_classes: int = 0) -> tuple[i
 
 
 def drop_path_rates(layers: Sequence[int], drop_path_rate: float) -> list[list[float]]:
-    """Stochastic depth per block, rising linearly over all blocks from 0 to ``drop_path_rate``.
-
-    Returns:
-        One list of rates per stage, one rate per block.
-    """
+    """Stochastic depth per block, rising linearly over all blocks from 0 to ``drop_path_rate``."""
     check_number(drop_path_rate, "drop_path_rate", 0.0, 1.0, max_open=True,
                  type_error=ValueError, must="be {bounds}")
     total = sum(layers)

@@ -1,17 +1,4 @@
-"""Shared input handling for set models: an image tensor (+ mask) or a ``PointBatch`` -> packed.
-
-Models in :mod:`pointctx.models` accept either
-
-* an image tensor ``[B, C, H, W]`` (float, or uint8 scaled to [0, 1]) with an optional bool
-  ``mask [B, H, W]`` (``True`` = keep the pixel): every kept pixel becomes a point
-  (:meth:`pointctx.PointBatch.from_images`), or
-* a :class:`pointctx.PointBatch`: with pixel info (``pixel`` / ``image_size``, e.g. from
-  :meth:`~pointctx.PointBatch.from_images` or RGB-D back-projection) it is a *pixel set*;
-  without it a general point set of any dimension ``D``.
-
-:func:`pack_input` turns both into one :class:`PackedInput` with the pixel lattice coordinates
-and image-plane positions of pixel sets.
-"""
+"""Shared input handling for set models: an image tensor (+ mask) or a ``PointBatch`` -> packed."""
 
 from __future__ import annotations
 
@@ -31,12 +18,7 @@ __all__ = ["PackedInput", "pack_input", "pool_pixels", "plane_positions", "check
 
 
 def as_float(t: Tensor, dtype: torch.dtype | None = None, image: bool = False) -> Tensor:
-    """The dtype policy of every model input tensor.
-
-    uint8 images are scaled to [0, 1] (``/ 255``, as torchvision's ``convert_image_dtype``);
-    other tensors (float16, float64, integer points) are cast to ``dtype``, the model's
-    parameter dtype (default: torch's default dtype for non-float tensors).
-    """
+    """The dtype policy of every model input tensor."""
     if not t.is_floating_point():
         scaled = t.to(dtype or torch.get_default_dtype())
         return scaled / 255 if image and t.dtype == torch.uint8 else scaled
@@ -95,17 +77,14 @@ class PackedInput(NamedTuple):
 
     Attributes:
         x: [N, C] point features (C may be 0).
-        pos: [N, D] point positions as given (image inputs: the pixel-centre positions
-            ``(j/(W-1) - 0.5, i/(H-1) - 0.5)``).
+        pos: [N, D] point positions as given (images: the pixel-centre positions).
         batch: [N] int64 sorted set id per point.
         batch_size: number of sets B (empty sets included).
         coords: [N, 2] int64 pixel lattice coordinates ``(row, col)`` for pixel sets, else None.
         grid_size: ``(H, W)`` for pixel sets, else None.
-        plane: [N, 2] image-plane positions in ``[-0.5, 0.5]`` (x = column, y = row) for pixel
-            sets, else None.
+        plane: [N, 2] image-plane positions (x = column, y = row) for pixel sets, else None.
         input_pool: pixels per lattice site per axis (1; ``f`` after :func:`pool_pixels`).
-        site: [N0] int64 row of every point of the unpooled input (after :func:`pool_pixels`),
-            else None.
+        site: [N0] int64 site of every unpooled input point (:func:`pool_pixels`), else None.
     """
 
     x: Tensor
@@ -124,11 +103,7 @@ class PackedInput(NamedTuple):
         return self.coords is not None
 
     def stem_view(self) -> tuple:
-        """``(x, pos, batch, coords, grid_size)`` as the stages read them.
-
-        ``pos`` is the image-plane position for pixel sets (clusters are proposed on the image
-        plane) and the given position otherwise.
-        """
+        """``(x, pos, batch, coords, grid_size)`` as the stages read them."""
         pos = self.plane if self.is_pixel_set else self.pos
         return self.x, pos, self.batch, self.coords, self.grid_size
 
@@ -136,24 +111,9 @@ class PackedInput(NamedTuple):
 def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
     """Input pooling of a pixel set: the kept pixels of every ``f x f`` block become one point.
 
-    A documented deviation from the paper (off by default; the ``input_pool`` option of the
-    segmentation models, :class:`~pointctx.models.SetSegmenter`). Pixel ``(row r, col c)``
-    goes to the site ``(r // f, c // f)`` of a lattice of ``ceil(H / f) x ceil(W / f)``; a
-    site that holds at least one kept pixel of a set becomes one point of that set, with the
-    mean of its pixels' features (``x``, the appended positions included), positions ``pos``
-    and image-plane positions ``plane`` (real image positions, so stage points and queries stay
-    in the same frame). Sites are ordered by set, then in raster order, as
-    :func:`~pointctx.ops.lattice_sites` (full images stay full lattices, which the reducers
-    recognise). Each set is pooled on its own: a set gives the same points alone as in a batch.
-
     Args:
         packed: the output of :func:`pack_input`.
-        factor: ``f``, pixels per site per axis; 1 returns ``packed`` itself. General point
-            sets (no lattice) are returned unchanged.
-
-    Returns:
-        :class:`PackedInput` of the sites with ``input_pool = f`` and ``site`` (the site of
-        every input point).
+        factor: ``f``, pixels per site per axis (1, or a general point set: ``packed`` itself).
 
     Shapes:
         packed: N0 points; return: N sites (x [N, C], pos [N, D], coords [N, 2]), site [N0].
@@ -179,9 +139,6 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
 def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> Tensor:
     """Image-plane positions of lattice coordinates, as :meth:`PointBatch.image_grid`.
 
-    Pixel ``(row i, col j)`` maps to ``(j/(W-1) - 0.5, i/(H-1) - 0.5)``; an axis of length 1
-    maps to 0.
-
     Shapes:
         coords: [N, 2] int64 ``(row, col)``; return: [N, 2].
     """
@@ -206,32 +163,14 @@ def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
     if from_images:
         raise ValueError(
             f"`mask` keeps no pixel of image(s) {empty} (of B = {sizes.numel()}): every image "
-            "needs at least one kept pixel; leave such images out of the batch"
-        )
-    raise ValueError(
-        f"every set needs at least one point; got B = {sizes.numel()} sets with empty sets "
-        f"{empty}"
-    )
+            "needs at least one kept pixel; leave such images out of the batch")
+    raise ValueError(f"every set needs at least one point; got B = {sizes.numel()} sets with empty "
+                     f"sets {empty}")
 
 
 def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
                        from_images: bool = False, allow_empty: bool = False) -> PointBatch:
-    """The input policy every model applies to its point sets (images are pixel sets).
-
-    * ``pos`` and ``x`` are cast to ``dtype`` (the model's parameter dtype) when they have
-      another floating dtype: float64 or float16 inputs (e.g. the float16 shared npz) work
-      with a float32 model, and a ``.half()`` model takes float32 inputs;
-    * every set needs at least one point: an empty set (a point set without points, an image
-      whose ``mask`` keeps no pixel) raises a ``ValueError`` naming it, since a classifier has
-      nothing to classify there (``allow_empty=True``: only a batch without any point is
-      refused; empty sets then have empty features);
-    * NaN / Inf features raise a ``ValueError`` naming the set (image) and point (pixel)
-      (:func:`pointctx._checks.check_finite_features`); positions are checked by
-      :class:`~pointctx.PointBatch` itself.
-
-    Returns:
-        ``pb``, cast if needed.
-    """
+    """The input policy every model applies to its point sets (images are pixel sets)."""
     if dtype is not None and (pb.pos.dtype != dtype or (pb.x is not None and pb.x.dtype != dtype
                                                         and pb.x.is_floating_point())):
         pb = pb.to(dtype=dtype)
@@ -264,12 +203,7 @@ def _full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
 
 
 def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
-    """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly.
-
-    Positions, set ids and lattice coordinates depend on the shape only: they come from caches
-    (:func:`~pointctx.ops.lattice_sites`), so the reducers recognise the full lattice by
-    identity. Only the features are copied (pixel-major, once).
-    """
+    """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly."""
     b, c, h, w = images.shape
     coords, batch = lattice_sites(b, (h, w), images.device)
     plane = _full_image_planes(b, h, w, images.device, images.dtype)
@@ -284,80 +218,49 @@ def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
     return PackedInput(x, plane, batch, b, coords, (h, w), plane)
 
 
-def pack_input(
-    inputs,
-    mask: Tensor | None = None,
-    in_channels: int | None = None,
-    pos_dim: int | None = None,
-    dtype: torch.dtype | None = None,
-    allow_empty: bool = False,
-    append_pos: bool = False,
-) -> PackedInput:
+def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = None,
+               pos_dim: int | None = None, dtype: torch.dtype | None = None,
+               allow_empty: bool = False, append_pos: bool = False) -> PackedInput:
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
     Args:
-        inputs: images (uint8 or floating point, see :func:`as_float`) or a
-            :class:`pointctx.PointBatch`.
-        mask: optional bool pixel mask for image inputs (``True`` keeps the pixel); not allowed
-            with a ``PointBatch`` (mask the images before building it).
-        in_channels: expected feature channels C (checked when given; a ``PointBatch`` without
-            ``x`` has C = 0).
+        inputs: images (uint8 or floating point, see :func:`as_float`) or a ``PointBatch``.
+        mask: optional bool pixel mask for image inputs (``True`` keeps the pixel).
+        in_channels: expected feature channels C (checked when given).
         pos_dim: expected position dimension D (checked when given).
         dtype: the model's floating dtype: inputs of another dtype are cast to it.
         allow_empty: accept empty sets (see :func:`check_model_points`).
-        append_pos: append the positions to the features (``x`` gets ``C + D`` channels, the
-            model stems' input), in one copy.
-
-    Returns:
-        :class:`PackedInput` (after :func:`check_model_points`: cast, no empty set, finite
-        features). For image tensors without a mask, ``pos``, ``plane``, ``batch`` and
-        ``coords`` are cached per shape and device and shared between calls: do not modify
-        them in place.
+        append_pos: append the positions to the features (``x`` gets ``C + D`` channels).
 
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
-
-    Raises:
-        TypeError: ``inputs`` is neither a tensor nor a ``PointBatch``.
-        ValueError: wrong image rank, channel count or position dimension mismatch,
-            a mask with a ``PointBatch``, or a mask of the wrong shape / dtype; an empty set
-            (an image with an all-False mask); a NaN / Inf feature (pixel).
     """
     if isinstance(inputs, PointBatch):
         if mask is not None:
             raise ValueError(
                 "`mask` is only for image tensor inputs; a PointBatch already holds only the "
-                "kept points (build it with PointBatch.from_images(images, mask))"
-            )
+                "kept points (build it with PointBatch.from_images(images, mask))")
         pb = inputs
     elif isinstance(inputs, Tensor):
         if inputs.dim() != 4:
-            raise ValueError(
-                f"image input must have shape [B, C, H, W] (4 dims), got {inputs.dim()} dims "
-                f"with shape {tuple(inputs.shape)}"
-            )
+            raise ValueError("image input must have shape [B, C, H, W] (4 dims), got "
+                             f"{inputs.dim()} dims with shape {tuple(inputs.shape)}")
         if in_channels is not None and inputs.shape[1] != in_channels:
-            raise ValueError(
-                f"image input must have in_channels = {in_channels} channels, got "
-                f"{inputs.shape[1]} (shape {tuple(inputs.shape)})"
-            )
+            raise ValueError(f"image input must have in_channels = {in_channels} channels, got "
+                             f"{inputs.shape[1]} (shape {tuple(inputs.shape)})")
         if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != (
                 inputs.shape[0], inputs.shape[2], inputs.shape[3])):
             got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(
-                f"`mask` must have shape [B, H, W] = {[inputs.shape[0], *inputs.shape[2:]]} "
-                f"(like the images), got {got}"
-            )
+            raise ValueError("`mask` must have shape [B, H, W] = "
+                             f"{[inputs.shape[0], *inputs.shape[2:]]} (like the images), got {got}")
         inputs = as_float(inputs, dtype, image=True)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
                 and all_finite(inputs)):
             return _pack_full_images(inputs, append_pos)  # same points, no per-point work
         pb = PointBatch.from_images(inputs, mask)
     else:
-        raise TypeError(
-            f"`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
-            f"{type(inputs).__name__}"
-        )
+        raise TypeError("`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
+                        f"{type(inputs).__name__}")
 
     pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
                             allow_empty=allow_empty)
@@ -367,20 +270,16 @@ def pack_input(
     if in_channels is not None and x.shape[1] != in_channels:
         raise ValueError(
             f"the points must have in_channels = {in_channels} feature channels, got "
-            f"{x.shape[1]}" + (" (the PointBatch has x = None)" if pb.x is None else "")
-        )
+            f"{x.shape[1]}" + (" (the PointBatch has x = None)" if pb.x is None else ""))
     if pos_dim is not None and pb.dim != pos_dim:
-        raise ValueError(
-            f"the points must have pos_dim = {pos_dim} coordinates, got D = {pb.dim} (build "
-            f"the model with pos_dim={pb.dim} for such inputs)"
-        )
+        raise ValueError(f"the points must have pos_dim = {pos_dim} coordinates, got D = {pb.dim} "
+                         f"(build the model with pos_dim={pb.dim} for such inputs)")
     coords = grid = plane = None
     if pb.pixel is not None and pb.image_size is not None:
         h, w = pb.image_size
         grid = (int(h), int(w))
         coords = torch.stack(
-            [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1
-        )
+            [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1)
         plane = plane_positions(coords, grid, dtype=pb.pos.dtype)
     if append_pos:
         x = torch.cat([x, pb.pos.to(x.dtype)], 1)

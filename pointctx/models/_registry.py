@@ -41,11 +41,7 @@ def list_models(pattern: str | None = None, module: str | None = None,
 
 
 def model_task(name: str) -> str:
-    """The task of a registered model, one of :data:`TASKS`.
-
-    ``*_partseg``: part segmentation; other ``*_seg``: segmentation; PointMLP models take
-    points, the others (CoC, CLUENet, U-Net) are trained on images.
-    """
+    """The task of a registered model, one of :data:`TASKS`."""
     model_entrypoint(name)
     kind = "point" if _MODEL_MODULE[name].startswith("pointmlp") else "image"
     if name.endswith("_partseg"):
@@ -74,9 +70,7 @@ def create_model(name: str, pretrained: bool = False, **kwargs):
         **kwargs: passed to the model factory (e.g. ``num_classes``, ``in_channels``).
     """
     if pretrained:
-        raise ValueError(
-            "`pretrained=True` is not supported: pointctx ships no weights and never downloads; "
-            "load a model you trained with pointctx.load_model(path), path being its run "
-            "folder, last.pt or best.pt"
-        )
+        raise ValueError("`pretrained=True` is not supported: pointctx ships no weights and never "
+                         "downloads; load a model you trained with pointctx.load_model(path), path "
+                         "being its run folder, last.pt or best.pt")
     return model_entrypoint(name)(**kwargs)

@@ -1,9 +1,4 @@
-"""Trained runs: :func:`load_model` and :class:`TrainedModel` (the network and its inputs).
-
-A run folder of the example scripts holds ``last.pt`` / ``best.pt``: the weights (``"model"``) and
-``"run_info"`` (the task, the model's name and arguments, the class names and the input
-preprocessing). They load with ``torch.load(weights_only=True)``.
-"""
+"""Trained runs: :func:`load_model` and :class:`TrainedModel` (the network and its inputs)."""
 
 from __future__ import annotations
 
@@ -38,19 +33,13 @@ def _resolve(path: Path) -> Path:
             return path / name
     runs = sorted(p.parent.name for name in _CHECKPOINTS for p in path.glob(f"*/{name}"))
     if runs:
-        raise ValueError(
-            f"`path`: {path} holds several runs ({', '.join(sorted(set(runs)))}); give one of "
-            "their folders"
-        )
+        raise ValueError(f"`path`: {path} holds several runs ({', '.join(sorted(set(runs)))}); "
+                         "give one of their folders")
     raise FileNotFoundError(f"`path`: {path} holds no best.pt or last.pt: not a run folder")
 
 
 def build_kwargs(run_info: dict) -> dict:
-    """The ``create_model`` keyword arguments of a run's model (``create_kwargs``).
-
-    Runs without ``create_kwargs`` are rebuilt from the class names, the model kwargs and, for
-    images, the channels.
-    """
+    """The ``create_model`` keyword arguments of a run's model (``create_kwargs``)."""
     info = run_info["model"]
     if isinstance(info.get("create_kwargs"), dict):
         return dict(info["create_kwargs"])
@@ -62,10 +51,7 @@ def build_kwargs(run_info: dict) -> dict:
 
 
 def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | None:
-    """``"missing keys (3): a, b, c; unexpected keys (1): d"`` of two state dicts, else None.
-
-    At most ``limit`` names per kind; keys of another shape are listed the same way.
-    """
+    """``"missing keys (3): a, b, c; unexpected keys (1): d"`` of two state dicts, else None."""
     missing = [k for k in expected if k not in given]
     unexpected = [k for k in given if k not in expected]
     shapes = [f"{k} {tuple(given[k].shape)} vs {tuple(v.shape)}" for k, v in expected.items()
@@ -82,17 +68,6 @@ def key_mismatch(expected: Mapping, given: Mapping, limit: int = 4) -> str | Non
 class TrainedModel(nn.Module):
     """A trained network with its run's input preprocessing: it takes raw inputs.
 
-    Image runs: ``images [B, C, H, W]`` of any size, uint8 (0..255) or float in [0, 1] (and an
-    optional ``mask [B, H, W]``), are resized to the trained size and normalised with the stored
-    mean and std; classifiers return ``[B, K]``, segmenters ``[B, K, H, W]`` at the input's own
-    size.
-
-    Point runs: the inputs of the network (a :class:`~pointctx.PointBatch`, or padded points
-    with ``lengths=`` / ``features=``; part segmenters ``category=``, segmenters ``query=``).
-    Runs stored with ``normalize="unit_sphere"`` (the classifiers) get every set centred and
-    scaled into the unit sphere, and classifiers cut sets larger than the trained
-    ``num_points`` by farthest point sampling. Segmenters label every given point.
-
     Attributes:
         model: the registered network (takes inputs as the training data loader gave them).
         task: one of :data:`pointctx.models.TASKS`.
@@ -104,13 +79,11 @@ class TrainedModel(nn.Module):
 
     def __init__(self, model: nn.Module, run_info: dict):
         super().__init__()
-        self.model = model
-        self.run_info = run_info
+        self.model, self.run_info = model, run_info
         task = run_info.get("task") or model_task(run_info["model"]["name"])
         if task not in TASKS:
             raise ValueError(f"run_info['task'] must be one of {list(TASKS)}, got {task!r}")
-        self.task = task
-        self.inputs = dict(run_info.get("inputs") or {})
+        self.task, self.inputs = task, dict(run_info.get("inputs") or {})
         self.inputs.setdefault("kind", "images" if task.startswith("image") else "points")
         self.class_names = [str(c) for c in run_info.get("dataset", {}).get("classes", [])] or [
             str(k) for k in range(getattr(model, "num_classes", 0))]
@@ -176,15 +149,6 @@ def load_model(path: str | os.PathLike, map_location=None) -> TrainedModel:
         path: a run folder (its ``best.pt``, else ``last.pt``) or a ``last.pt`` / ``best.pt``
             file of :class:`pointctx.train.Trainer` (the example scripts).
         map_location: device of the returned model; ``None``: the CPU.
-
-    Returns:
-        :class:`TrainedModel` in eval mode: ``model(raw inputs)``; ``.model`` is the network,
-        ``.task``, ``.class_names``, ``.inputs`` and ``.run_info`` describe the run.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist or the folder holds no checkpoint.
-        ValueError: the file is damaged or not a pointctx checkpoint, or its weights do not fit
-            the model it names (a few missing / unexpected keys named).
     """
     file = _resolve(Path(path))
     state = load_torch_file(file)
@@ -193,11 +157,9 @@ def load_model(path: str | os.PathLike, map_location=None) -> TrainedModel:
     if (not isinstance(info, dict) or not isinstance(weights, dict)
             or not isinstance(info.get("model"), dict) or "name" not in info["model"]):
         keys = sorted(map(str, state))[:10] if isinstance(state, dict) else type(state).__name__
-        raise ValueError(
-            f"{file} is not a pointctx checkpoint: expected a dict with 'model' (the weights) and "
-            "'run_info' (the model's name and arguments), as pointctx.train.Trainer writes in "
-            f"last.pt / best.pt; got {keys}"
-        )
+        raise ValueError(f"{file} is not a pointctx checkpoint: expected a dict with 'model' (the "
+                         "weights) and 'run_info' (the model's name and arguments), as "
+                         f"pointctx.train.Trainer writes in last.pt / best.pt; got {keys}")
     name = info["model"]["name"]
     if not is_model(name):
         raise ValueError(f"{file}: model {name!r} is not registered; known: {list_models()}")

@@ -11,11 +11,7 @@ __all__ = ["StageBatch", "link_from_slots", "link_through", "link_union"]
 
 
 def link_from_slots(index: Tensor) -> Tensor:
-    """Turn a padded parent table into a link.
-
-    Args:
-        index: rows of the previous stage per point of this stage, ``-1`` for an empty slot
-            (a reducer's window, a kNN group).
+    """Turn a padded parent table (previous-stage rows per point, ``-1``: empty) into a link.
 
     Shapes:
         index: [M, S]; return: [2, E] int64.
@@ -41,9 +37,8 @@ def link_through(link: Tensor, site: Tensor | None) -> Tensor:
     """Re-express a link to pooled input sites as a link to the input points they pooled.
 
     Args:
-        link: ``[2, E]`` pairs ``(point, site)``, e.g. the stem's link after
-            :func:`~pointctx.models._inputs.pool_pixels`.
-        site: ``[N0]`` site of every input point; None returns ``link`` itself.
+        link: ``(point, site)`` pairs, e.g. the stem's link after input pooling.
+        site: site of every input point; None returns ``link`` itself.
 
     Shapes:
         link: [2, E]; site: [N0]; return: [2, E'].
@@ -81,8 +76,7 @@ class StageBatch(PointBatch):
         x: features of the stage's points.
         batch: sorted set id per point.
         batch_size: number of sets B.
-        link: ``(point of this stage, point of the previous stage it was pooled from)`` pairs,
-            sorted, each once, within sets (stage 0: the rows of the packed input).
+        link: sorted unique ``(point, previous-stage point it pooled)`` pairs within sets.
         stride: pixel sets: ``(row, col)`` pixels per lattice cell of this stage; else None.
 
     Shapes:

@@ -84,18 +84,15 @@ class CLUENet(StagedClassifier):
                 mlp_ratio=opt["mlp_ratios"][i], heads=opt["heads"][i],
                 head_dim=opt["head_dims"][i],
                 centers=centers[i], bounds=IMAGE_BOUNDS, min_tau=min_tau, drop=drop_rate,
-                layer_scale_init=layer_scale_init, mixer_kwargs={"validate": False},
-            ))
+                layer_scale_init=layer_scale_init, mixer_kwargs={"validate": False}))
             if i + 1 < n:
                 pools.append(ImprovedClusterPool(
                     embed_dims[i], embed_dims[i + 1], down_kernel, down_stride, down_padding,
                     norm_out=pool_norm, backend=backend))
-        self.stages = nn.ModuleList(stages)
-        self.pools = nn.ModuleList(pools)
+        self.stages, self.pools = nn.ModuleList(stages), nn.ModuleList(pools)
         self.point_proposals = nn.ModuleList([
             _point_proposal(point_proposal, c, pos_dim, point_proposal_k, backend)
-            for c in centers
-        ])
+            for c in centers])
 
         self._init_head(nn.LayerNorm(self.num_features), drop_rate)
 
@@ -176,5 +173,4 @@ register_configs(CLUENet, __name__, {
     "cluenet_micro_cifar": ("CLUENet-Micro for 32x32 images (official ``CLUE_mini_CIFAR``: 3x3 "
                             "stride-1 stem, 4x4).", dict(_MICRO, **_CIFAR)),
     "cluenet_tiny_cifar": ("CLUENet-Tiny for 32x32 images (3x3 stride-1 stem, 4x4 centers; not an "
-                           "official config).", dict(_TINY, **_CIFAR)),
-})
+                           "official config).", dict(_TINY, **_CIFAR))})

@@ -128,8 +128,7 @@ class ContextClusterNet(StagedClassifier):
                 )
                 for dpr in rates[i]
             ])
-            for i in range(n)
-        ])
+            for i in range(n)])
 
         self._init_head(SetGroupNorm(self.num_features), drop_rate)
 
@@ -188,5 +187,4 @@ register_configs(ContextClusterNet, __name__, {
     "coc_mnist": ("Three-stage micro CoC for 28x28 images (4x4 stem, then 7 -> 4 -> 2 points per "
                   "axis).", dict(layers=(1, 1, 1), embed_dims=(32, 64, 128), mlp_ratios=4,
                                  heads=(2, 2, 4), head_dims=16, centers=2, regions=None,
-                                 num_classes=10, in_channels=1)),
-})
+                                 num_classes=10, in_channels=1))})

@@ -1,60 +1,4 @@
-"""Official checkpoints in pointctx: :func:`convert_official` and :func:`load_official`.
-
-Covered architectures (pointctx name: official code and constructor):
-
-================== ====================================================================== ========
-pointctx arch      official code (repository @ commit: file: constructor)                  checked
-================== ====================================================================== ========
-``coc_tiny``       ma-xu/Context-Cluster@be9a03b: ``models/context_cluster.py``:            outputs
-                   ``coc_tiny``
-``coc_tiny_plain`` same file: ``coc_tiny_plain``                                            layout
-``coc_small``      same file: ``coc_small``                                                 outputs
-``coc_medium``     same file: ``coc_medium``                                                layout
-``pointmlp``       ma-xu/pointMLP-pytorch@1ab7f04: ``classification_ScanObjectNN/models/    outputs
-                   pointmlp.py`` and ``classification_ModelNet40/models/pointmlp.py``
-                   (the two files are identical): ``pointMLP``
-``pointmlp_elite`` same files: ``pointMLPElite``                                            outputs
-``pointmlp_coc``   ma-xu/Context-Cluster@be9a03b: ``pointcloud/models/contextcluster.py``:  outputs
-                   ``pointMLP_CoC``
-``pointmlp_        ma-xu/pointMLP-pytorch@1ab7f04: ``part_segmentation/model/pointMLP.py``:  outputs
-partseg``          ``pointMLP(num_classes=50)``
-``cluenet_micro``  52KunKun/CLUENet@4f7e731: ``models/CLUENet.py``: ``CLUE_mini``            outputs
-``cluenet_micro_   same file: ``CLUE_mini_CIFAR``                                           outputs
-cifar``
-``cluenet_tiny``,  same file: ``CLUE_tiny``, ``CLUE_small``, ``CLUE_base``                  layout
-``_small``,
-``_base``
-================== ====================================================================== ========
-
-"outputs": a test rebuilds the official state_dict of that constructor (the fixtures of
-``shared/fixtures/official``; part segmentation: ``tests/models/data``), converts it and compares
-the outputs with the official code's (eval mode, and train mode in float64 for the point
-classifiers). "layout": the key layout follows
-the same official classes and is checked key by key and shape by shape against the pointctx
-model (no official outputs to compare with).
-
-What the conversion does beyond renaming:
-
-* 1x1 convolutions become linear weights; the image stems' and reducers' ``k x k`` convolutions
-  become the reducers' ``[out, in * k * k]`` weights (same element order);
-* the image stems append the position channels ``(row, col)`` in the official code and
-  ``(x = col, y = row)`` in pointctx: the converter swaps the stem weight's last two input
-  channels;
-* PointMLP's geometric-affine ``[1, 1, 1, C]`` parameters become ``[C]``;
-* PointMLP-CoC's interleaved ``operation`` list (Context Cluster, residual block, ...) is split
-  into pointctx's ``coc`` and ``blocks`` lists;
-* CLUENet's float64 ``attn_alpha`` becomes the float32 log-temperature ``t``.
-
-:func:`load_official` also sets what the weights were trained with: PointMLP models use
-``fps_start="first"`` (the official CUDA FPS starts at index 0 of every cloud; pointctx's FPS
-does not reproduce the CUDA kernel's skipping of points with ``|p|^2 <= 1e-3`` after the first).
-CoC models use the exact ``windows="adaptive"`` proposal (their default).
-
-CLUENet note: the official attention casts its inputs to float16
-(``flash_attn_func``); pointctx computes it in float32. The converted models therefore equal the
-official math without those casts (checked to 1e-4 relative), and differ from the official float16
-outputs by that rounding (2.9e-3 relative at 32x32, 1.5e-5 at 224x224 on the fixtures).
-"""
+"""Official checkpoints in pointctx: :func:`convert_official` and :func:`load_official`."""
 
 from __future__ import annotations
 
@@ -120,8 +64,7 @@ _COC_RULES: list[_Rule] = [
      lambda m: f"reducers.{(int(m.group(1)) + 1) // 2}.proj.{m.group(2)}", _flat),
     (r"network\.(\d*[13579])\.proj\.(bias)",
      lambda m: f"reducers.{(int(m.group(1)) + 1) // 2}.proj.{m.group(2)}", None),
-    (r"(norm|head)\.(weight|bias)", r"\1.\2", None),
-]
+    (r"(norm|head)\.(weight|bias)", r"\1.\2", None)]
 
 
 def _pointmlp_op(coc: bool):
@@ -152,15 +95,13 @@ def _pointmlp_rules(coc: bool) -> list[_Rule]:
          r"post.\1.\2.\3.linear.weight", _flat),
         (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
          r"post.\1.\2.\3.norm.\4", None),
-        (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", None),
-    ]
+        (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", None)]
     if coc:  # the Context Clusters at the even places of each stage's `operation` list
         rules += [
             (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.(sim_alpha|sim_beta)",
              lambda m: op(_Sub(m, 3, m.group(3)[len("sim_"):])), None),
             (r"pre_blocks_list\.(\d+)\.operation\.(\d+)\.((?:fc1|fc2|fc_v)\.(?:weight|bias))",
-             op, None),
-        ]
+             op, None)]
     return rules
 
 
@@ -193,8 +134,7 @@ _PARTSEG_RULES: list[_Rule] = [
      r"(weight|bias)", r"\1.linear.\2", _conv1d),
     (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.1\.(.+)",
      r"\1.norm.\2", None),
-    (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d),
-]
+    (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d)]
 
 
 def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:
@@ -205,8 +145,7 @@ def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:
                        "and `cls_map.0.net.0.weight`")
     return {"num_classes": int(sd[last].shape[0]),
             "num_categories": int(sd["cls_map.0.net.0.weight"].shape[1]),
-            "in_channels": int(sd["embedding.net.0.weight"].shape[1]) - 3,
-            "fps_start": "first"}
+            "in_channels": int(sd["embedding.net.0.weight"].shape[1]) - 3, "fps_start": "first"}
 
 
 class _Sub:
@@ -257,8 +196,7 @@ _CLUE_RULES: list[_Rule] = [
     (r"network\.(\d*[13579])\.((?:conv_skip|conv_f|conv_v\.0|conv_v\.2)\.weight)", _clue_pool,
      _flat),
     (r"network\.(\d*[13579])\.(.+)", _clue_pool, None),
-    (r"(norm|head)\.(weight|bias)", r"\1.\2", None),
-]
+    (r"(norm|head)\.(weight|bias)", r"\1.\2", None)]
 
 
 # ----------------------------------------------------------------------------------------------
@@ -293,8 +231,7 @@ _ARCHS: dict[str, tuple[list[_Rule], Callable[[Mapping[str, Tensor]], dict], str
     "cluenet_micro_cifar": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
     "cluenet_tiny": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
     "cluenet_small": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
-    "cluenet_base": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight"),
-}
+    "cluenet_base": (_CLUE_RULES, _coc_kwargs, "patch_embed.proj.weight")}
 
 
 def official_archs() -> list[str]:
@@ -319,16 +256,9 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
     """The raw state_dict inside an official checkpoint.
 
     Args:
-        obj: a path to a file written by ``torch.save``, a state_dict, or a checkpoint dict that
-            holds it under ``"model"``, ``"net"`` (PointMLP) or ``"state_dict"`` (timm / CoC;
-            the non-EMA weights), possibly nested. A ``module.`` prefix on every key
-            (``DataParallel``) is removed.
-        weights_only: passed to ``torch.load`` for a path (``False`` runs pickled code: only
-            for files you trust).
-
-    Raises:
-        FileNotFoundError: no such file. TypeError: ``obj`` is not a path or a mapping.
-        ValueError: a damaged file, or no tensors found.
+        obj: a ``torch.save`` file, a state_dict, or a checkpoint dict holding it (possibly
+            nested) under ``"model"``, ``"net"`` or ``"state_dict"``; ``module.`` is stripped.
+        weights_only: ``torch.load`` mode for a path (``False`` runs pickled code).
     """
     if isinstance(obj, (str, os.PathLike)):
         obj = load_torch_file(obj, weights_only=weights_only)
@@ -340,10 +270,8 @@ def unwrap_checkpoint(obj, weights_only: bool = True) -> dict[str, Tensor]:
             break
         inner = next((obj[k] for k in _WRAPPERS if isinstance(obj.get(k), Mapping)), None)
         if inner is None:
-            raise ValueError(
-                f"no state_dict found: expected tensors, or one of the keys {list(_WRAPPERS)}; "
-                f"got keys {sorted(map(str, obj))[:10]}"
-            )
+            raise ValueError("no state_dict found: expected tensors, or one of the keys "
+                             f"{list(_WRAPPERS)}; got keys {sorted(map(str, obj))[:10]}")
         obj = inner
     sd = {str(k): v for k, v in obj.items() if isinstance(v, Tensor)}
     if not sd:
@@ -390,18 +318,9 @@ def convert_official(arch: str, state_dict, **model_kwargs) -> dict[str, Tensor]
     """Convert an official state_dict (or checkpoint) to the pointctx model's ``state_dict``.
 
     Args:
-        arch: the pointctx architecture (see :func:`official_archs` and the module docstring).
-        state_dict: the official state_dict, a checkpoint wrapping it (see
-            :func:`unwrap_checkpoint`) or a path to one.
-        **model_kwargs: options of the pointctx model the result is checked against (the class
-            count and input channels are read from the weights).
-
-    Returns:
-        A state_dict that ``create_model(arch, ...)`` loads with ``strict=True``.
-
-    Raises:
-        ValueError: unknown ``arch``, keys the converter does not know, or keys missing /
-        unexpected / of another shape for the pointctx model (a few named).
+        arch: the pointctx architecture (see :func:`official_archs` and docs/official.md).
+        state_dict: as ``obj`` of :func:`unwrap_checkpoint`.
+        **model_kwargs: options of the model the result is checked against.
     """
     rules, _, _ = _spec(arch)
     sd = unwrap_checkpoint(state_dict)
@@ -422,19 +341,10 @@ def load_official(arch: str, path_or_state_dict, *, weights_only: bool = True,
 
     Args:
         arch: the pointctx architecture (see :func:`official_archs`).
-        path_or_state_dict: a checkpoint file, a checkpoint dict (``{"model": ...}``,
-            ``{"net": ...}``, ``{"state_dict": ...}``, ``module.`` prefixes) or a raw state_dict.
+        path_or_state_dict: as ``obj`` of :func:`unwrap_checkpoint`.
         weights_only: ``torch.load`` mode for a path (see :func:`unwrap_checkpoint`).
-        **model_kwargs: overrides of the model options. By default the class count and input
-            channels come from the weights, PointMLP models get ``fps_start="first"`` (the
-            official CUDA FPS) and CoC models their exact ``windows="adaptive"``.
-
-    Returns:
-        The model, in eval mode.
-
-    Example:
-        >>> model = pointctx.load_official("pointmlp", "best_checkpoint.pth")  # doctest: +SKIP
-        >>> logits = model(points)  # [B, N, 3] or a PointBatch  # doctest: +SKIP
+        **model_kwargs: overrides of the model options (defaults: classes and channels from the
+            weights, ``fps_start="first"`` for PointMLP, ``windows="adaptive"`` for CoC).
     """
     _spec(arch)
     sd = unwrap_checkpoint(path_or_state_dict, weights_only=weights_only)

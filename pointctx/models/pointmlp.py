@@ -67,10 +67,9 @@ class PointMLP(SetClassifier):
         embed_dim = check_positive_int(embed_dim, "embed_dim")
         n = len(dim_expansion)
         if n == 0 or len(pre_blocks) != n or len(pos_blocks) != n:
-            raise ValueError(
-                "`dim_expansion`, `pre_blocks` and `pos_blocks` must be non-empty with one "
-                f"entry per stage, got lengths {len(dim_expansion)}, {len(pre_blocks)}, "
-                f"{len(pos_blocks)}")
+            raise ValueError("`dim_expansion`, `pre_blocks` and `pos_blocks` must be non-empty "
+                             f"with one entry per stage, got lengths {len(dim_expansion)}, "
+                             f"{len(pre_blocks)}, {len(pos_blocks)}")
         self.k_neighbors = [check_positive_int(v, "k_neighbors") for v in
                             per_stage(k_neighbors, n, "k_neighbors")]
         self.ratios = per_stage(ratio, n, "ratio")
@@ -78,18 +77,14 @@ class PointMLP(SetClassifier):
             check_number(r, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         if coc_mode is not None:
             coc_mode = check_choice(coc_mode, "coc_mode", ("group", "set"))
-        self.coc_mode = coc_mode
-        self.fps_start = check_choice(fps_start, "fps_start", FPS_STARTS)
-        self.use_xyz = bool(use_xyz)
-        self.backend = backend
+        self.coc_mode, self.fps_start = coc_mode, check_choice(fps_start, "fps_start", FPS_STARTS)
+        self.use_xyz, self.backend = bool(use_xyz), backend
         if not 0.0 <= drop_rate < 1.0:
             raise ValueError(f"`drop_rate` must be in [0, 1), got {drop_rate!r}")
         self.drop_rate = float(drop_rate)
 
         self.embedding = LinearBNAct(self.pos_dim + self.in_channels, embed_dim, bias=bias)
-        self.affines = nn.ModuleList()
-        self.pre = nn.ModuleList()
-        self.post = nn.ModuleList()
+        self.affines, self.pre, self.post = nn.ModuleList(), nn.ModuleList(), nn.ModuleList()
         last = embed_dim
         dims = [embed_dim]
         add = self.pos_dim if self.use_xyz else 0
@@ -99,12 +94,10 @@ class PointMLP(SetClassifier):
             self.pre.append(PreExtraction(
                 2 * last + add, out, check_positive_int(pre_blocks[i], "pre_blocks", 0),
                 res_expansion, bias, coc_mode, coc_heads, coc_head_dim, coc_proposal,
-                coc_centers,
-            ))
+                coc_centers))
             self.post.append(nn.Sequential(*[
                 ResidualMLP(out, res_expansion, bias)
-                for _ in range(check_positive_int(pos_blocks[i], "pos_blocks", 0))
-            ]))
+                for _ in range(check_positive_int(pos_blocks[i], "pos_blocks", 0))]))
             last = out
             dims.append(out)
         self.num_features = last
@@ -136,8 +129,7 @@ class PointMLP(SetClassifier):
             raise ValueError(
                 f"the points must have in_channels = {self.in_channels} feature channels, got "
                 f"{c}" + (" (x is None)" if pb.x is None else "")
-                + (" (build the model with in_channels=C to use them)" if c else "")
-            )
+                + (" (build the model with in_channels=C to use them)" if c else ""))
         pb = check_model_points(pb, self.param_dtype)  # casts; no empty set, finite x
         if self.training and pb.num_sets < 2 and isinstance(self.classifier, nn.Sequential):
             raise ValueError(
@@ -193,9 +185,7 @@ class PointMLP(SetClassifier):
                 rows = torch.arange(g.anchor.numel(), device=pos.device)
                 link = link_union(link_from_slots(g.index), torch.stack([rows, g.anchor]))
                 out.append(StageBatch(pos, x, batch, b, link))
-        if collect:
-            return out
-        return PointBatch(pos, x, batch=batch, batch_size=b, validate=False)
+        return out if collect else PointBatch(pos, x, batch=batch, batch_size=b, validate=False)
 
     def forward_head(self, feats: PointBatch, pre_logits: bool = False) -> Tensor:
         """Max over each set's points, then the classifier."""
@@ -217,5 +207,4 @@ register_configs(PointMLP, __name__, {
     "pointmlp_coc": ("PointMLP-CoC (official ``pointMLP_CoC``): 15.33 M parameters at 15 classes.",
                      dict(_FULL, coc_mode="group")),
     "pointmlp_coc_elite": ("PointMLP-elite with in-group Context Clusters (no official model).",
-                           dict(_ELITE, coc_mode="group")),
-})
+                           dict(_ELITE, coc_mode="group"))})

@@ -80,8 +80,7 @@ class PointMLPSeg(nn.Module):
             res_expansion=res_expansion, dim_expansion=dim_expansion, pre_blocks=pre_blocks,
             pos_blocks=pos_blocks, k_neighbors=k_neighbors, ratio=ratio, bias=bias,
             use_xyz=use_xyz, normalize=normalize, coc_mode=coc_mode, coc_heads=coc_heads,
-            coc_head_dim=coc_head_dim, fps_start=fps_start, backend=backend,
-        )
+            coc_head_dim=coc_head_dim, fps_start=fps_start, backend=backend)
         self.in_channels, self.pos_dim = self.backbone.in_channels, self.backbone.pos_dim
         self.coc_mode, self.backend = coc_mode, backend
         en_dims = list(self.backbone.embed_dims)
@@ -91,8 +90,7 @@ class PointMLPSeg(nn.Module):
             PointMLPPropagation(dims[i], self.en_dims[i + 1], dims[i + 1],
                                 check_positive_int(de_blocks[i], "de_blocks", 0), res_expansion,
                                 bias, interp_k, backend)
-            for i in range(n)
-        ])
+            for i in range(n)])
         self.gmp_map_list = nn.ModuleList(
             [LinearBNAct(d, gmp_dim, bias=bias) for d in self.en_dims])
         self.gmp_map_end = LinearBNAct(gmp_dim * len(self.en_dims), gmp_dim, bias=bias)
@@ -129,9 +127,8 @@ class PointMLPSeg(nn.Module):
             if category.numel() != b:
                 raise ValueError(f"`category` must have B = {b} entries, got {category.numel()}")
             if b and (int(category.min()) < 0 or int(category.max()) >= self.num_categories):
-                raise ValueError(
-                    f"`category` ids must lie in [0, {self.num_categories - 1}], got range "
-                    f"[{int(category.min())}, {int(category.max())}]")
+                raise ValueError(f"`category` ids must lie in [0, {self.num_categories - 1}], got "
+                                 f"range [{int(category.min())}, {int(category.max())}]")
             return torch.nn.functional.one_hot(category.long(), self.num_categories).to(ref.dtype)
         if category.dim() == 2 and tuple(category.shape) == (b, self.num_categories):
             return category.to(ref.dtype)
@@ -150,12 +147,7 @@ class PointMLPSeg(nn.Module):
 
     def forward_features(self, points, category=None, lengths: Tensor | None = None,
                          features: Tensor | None = None) -> tuple[PointBatch, Tensor]:
-        """Decoded per-point features of the input points and the per-set context.
-
-        Returns:
-            ``(decoded, context)``: a PointBatch of the input points with ``x [N, de_dims[-1]]``,
-            and ``context [B, gmp_dim (+ cls_dim)]`` (global context, then category).
-        """
+        """Decoded per-point features of the input points and the per-set context."""
         pb, _ = self._as_batch(points, lengths, features)
         onehot = self._category(category, pb.num_sets, pb.pos)
         return self._features(pb, onehot)
@@ -245,5 +237,4 @@ register_configs(PointMLPSeg, __name__, {
     "pointmlp_elite_seg": ("CPU-sized scene segmentation (elite-like widths, k = 16, one block "
                            "per decoder step).", dict(_ELITE_SEG, **_SCENE)),
     "pointmlp_coc_elite_seg": ("CPU-sized scene segmentation with in-group Context Clusters.",
-                               dict(_ELITE_SEG, **_SCENE, **_COC)),
-})
+                               dict(_ELITE_SEG, **_SCENE, **_COC))})

@@ -1,29 +1,4 @@
-"""A small U-Net: the convolutional baseline for segmentation of images with missing pixels.
-
-A CNN needs a filling convention for pixels that do not exist; this one uses the usual one:
-missing pixels are set to 0 **after normalisation** (the dataset mean) and a mask channel (1 =
-observed) is appended to the input, so the network can tell a missing pixel from a mean-coloured
-one. With no mask every pixel is observed (mask channel all ones).
-
-The architecture is the U-Net of Ronneberger et al. (2015) at small width: ``depth`` encoder
-levels of two 3x3 convolutions (BatchNorm, ReLU), 2x2 max pooling between them, a mirrored
-decoder with bilinear 2x upsampling, concatenated skips and two 3x3 convolutions, and a 1x1
-classifier. Inputs of any size work: they are zero-padded (mask channel 0) to a multiple of
-``2 ** (depth - 1)`` and the output is cropped back. Widths ``width * 2**i``.
-
-It follows the segmentation calling convention of :mod:`pointctx.models`:
-
-* ``model(images [B, C, H, W], mask=None) -> [B, K, H, W]`` logits for every pixel;
-* ``model(point_batch) -> [N, K]`` for a pixel-set :class:`~pointctx.PointBatch` (it must carry
-  ``pixel`` / ``image_size``; the points are scattered back onto the image grid, the rest is
-  missing);
-* ``model(point_batch, query=query_batch) -> [Nq, K]`` at the pixels of another pixel-set batch
-  with the same sets and image size.
-
-Registered: ``unet_seg`` (width 16, 4 levels), ``unet_small_seg`` (width 24), and
-``unet_cpu_seg`` (width 13, the CPU-sized baseline), all with ``in_channels=3`` and
-``num_classes=11`` by default (CamVid).
-"""
+"""A small U-Net: the convolutional baseline for segmentation of images with missing pixels."""
 
 from __future__ import annotations
 
@@ -40,11 +15,9 @@ __all__ = ["UNet"]
 
 
 def _double_conv(cin: int, cout: int) -> nn.Sequential:
-    return nn.Sequential(
-        nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
-        nn.Conv2d(cout, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
-        nn.ReLU(inplace=True),
-    )
+    return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1, bias=False), nn.BatchNorm2d(cout),
+                         nn.ReLU(inplace=True), nn.Conv2d(cout, cout, 3, padding=1, bias=False),
+                         nn.BatchNorm2d(cout), nn.ReLU(inplace=True))
 
 
 class UNet(nn.Module):
@@ -67,10 +40,8 @@ class UNet(nn.Module):
         for name, v, lo in (("num_classes", num_classes, 1), ("in_channels", in_channels, 1),
                             ("width", width, 1), ("depth", depth, 1)):
             check_int(v, name, lo, type_error=ValueError)
-        self.num_classes = num_classes
-        self.in_channels = in_channels
-        self.mask_channel = bool(mask_channel)
-        self.depth = depth
+        self.num_classes, self.in_channels = num_classes, in_channels
+        self.mask_channel, self.depth = bool(mask_channel), depth
         widths = [width * 2**i for i in range(depth)]
         cin = in_channels + int(self.mask_channel)
         self.down = nn.ModuleList()
@@ -78,22 +49,15 @@ class UNet(nn.Module):
             self.down.append(_double_conv(cin, w))
             cin = w
         self.up = nn.ModuleList(
-            _double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1))
-        )
+            _double_conv(widths[i + 1] + widths[i], widths[i]) for i in reversed(range(depth - 1)))
         self.head = nn.Conv2d(widths[0], num_classes, 1)
 
     def forward_images(self, images: Tensor, mask: Tensor | None = None) -> Tensor:
-        """Logits for every pixel of (masked) images.
-
-        Shapes:
-            images: [B, C, H, W]; mask: [B, H, W] bool or None; return: [B, K, H, W].
-        """
+        """Logits for every pixel of (masked) images."""
         if not isinstance(images, Tensor) or images.dim() != 4:
-            raise ValueError(
-                f"`images` must be a tensor [B, C, H, W], got "
-                f"{getattr(images, 'dtype', type(images).__name__)} "
-                f"{list(getattr(images, 'shape', []))}"
-            )
+            raise ValueError("`images` must be a tensor [B, C, H, W], got "
+                             f"{getattr(images, 'dtype', type(images).__name__)} "
+                             f"{list(getattr(images, 'shape', []))}")
         images = as_float(images, next(self.parameters()).dtype, image=True)
         b, c, h, w = images.shape
         if c != self.in_channels:
@@ -101,14 +65,11 @@ class UNet(nn.Module):
         if mask is None:
             m = images.new_ones(b, 1, h, w)
         else:
-            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(
-                mask.shape
-            ) != (b, h, w):
-                raise ValueError(
-                    f"`mask` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
-                    f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}"
-                )
+            if not isinstance(mask,
+                              Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (b, h, w):
+                raise ValueError(f"`mask` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
+                                 f"{getattr(mask, 'dtype', type(mask).__name__)} "
+                                 f"{list(getattr(mask, 'shape', []))}")
             m = mask[:, None].to(images.dtype)
             images = images * m
         x = torch.cat([images, m], 1) if self.mask_channel else images
@@ -134,21 +95,17 @@ class UNet(nn.Module):
             if mask is not None:
                 raise ValueError("`mask` applies to image inputs; a PointBatch is its own mask")
             if inputs.pixel is None:
-                raise ValueError(
-                    "a PointBatch input to a CNN must be a pixel set (carry `pixel` and "
-                    "`image_size`, e.g. from PointBatch.from_images)"
-                )
+                raise ValueError("a PointBatch input to a CNN must be a pixel set (carry `pixel` "
+                                 "and `image_size`, e.g. from PointBatch.from_images)")
             dense = self.forward_images(inputs.to_images(), inputs.mask())
             target = inputs if query is None else query
             if query is not None and (
                 query.pixel is None or query.image_size != inputs.image_size
                 or query.num_sets != inputs.num_sets
             ):
-                raise ValueError(
-                    f"`query` must be a pixel set with the same sets ({inputs.num_sets}) and "
-                    f"image size {inputs.image_size}, got {query.num_sets} sets of size "
-                    f"{query.image_size}"
-                )
+                raise ValueError("`query` must be a pixel set with the same sets "
+                                 f"({inputs.num_sets}) and image size {inputs.image_size}, got "
+                                 f"{query.num_sets} sets of size {query.image_size}")
             k, h, w = dense.shape[1:]
             flat = dense.reshape(dense.shape[0], k, h * w)
             return flat[target.batch, :, target.pixel]

@@ -48,16 +48,12 @@ class MixerBlock(nn.Module):
                  norm_eps: float = 1e-5, drop_path: float = 0.0,
                  layer_scale_init: float | None = None):
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.set_norm = bool(set_norm)
+        self.dim, self.set_norm = check_positive_int(dim, "dim"), bool(set_norm)
         norm = SetGroupNorm if self.set_norm else nn.LayerNorm
-        self.norm1 = norm(dim, eps=norm_eps)
-        self.token_mixer = token_mixer
-        self.norm2 = norm(dim, eps=norm_eps)
-        self.mlp = mlp
+        self.norm1, self.token_mixer = norm(dim, eps=norm_eps), token_mixer
+        self.norm2, self.mlp = norm(dim, eps=norm_eps), mlp
         if layer_scale_init is None:
-            self.layer_scale_1 = nn.Identity()
-            self.layer_scale_2 = nn.Identity()
+            self.layer_scale_1, self.layer_scale_2 = nn.Identity(), nn.Identity()
         else:
             self.layer_scale_1 = LayerScale(dim, layer_scale_init)
             self.layer_scale_2 = LayerScale(dim, layer_scale_init)
@@ -111,27 +107,21 @@ class ContextClusterBlock(MixerBlock):
                  act_layer=nn.GELU, norm_eps: float = 1e-5, cluster_kwargs: dict | None = None):
         dim = check_positive_int(dim, "dim")
         hidden = mlp_hidden(dim, mlp_ratio)
-        mixer = ContextCluster(
-            dim, dim, heads=heads, head_dim=head_dim, proposal=proposal, centers=centers,
-            regions=regions, denominator=denominator, bounds=bounds, **(cluster_kwargs or {}),
-        )
+        mixer = ContextCluster(dim, dim, heads=heads, head_dim=head_dim, proposal=proposal,
+                               centers=centers, regions=regions, denominator=denominator,
+                               bounds=bounds, **(cluster_kwargs or {}))
         mlp = Mlp(dim, hidden, act_layer=act_layer, drop=drop)
         super().__init__(dim, mixer, mlp, set_norm=True, norm_eps=norm_eps, drop_path=drop_path,
                          layer_scale_init=layer_scale_init)
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
                 return_assignment: bool = False, *, spacing=None):
-        """Run the two residual branches (arguments as :class:`ContextCluster`).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
-        """
+        """Run the two residual branches (arguments as :class:`ContextCluster`)."""
         if x.dim() != 2 or x.shape[1] != self.dim:
             raise ValueError(
                 f"`x` must have shape [N, {self.dim}] (dim = {self.dim}), got {tuple(x.shape)}")
         x, assignment = self.residual(x, batch, batch_size, (pos, batch, batch_size),
-                                      {"return_assignment": return_assignment,
-                                       "spacing": spacing})
+                                      {"return_assignment": return_assignment, "spacing": spacing})
         return (x, assignment) if return_assignment else x
 
 
@@ -170,12 +160,7 @@ class GFCBlock(MixerBlock):
                 proposed: Centers | None = None, assignment: Assignment | None = None,
                 coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
                 neighbors: Tensor | None = None, return_assignment: bool = False):
-        """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, 2]; neighbors: [N, 9];
-            return: [N, C].
-        """
+        """Run the two residual branches (arguments as :class:`GlobalFeatureClustering`)."""
         check_channels(x, self.dim)
         if (self.mlp.dwconv is not None and coords is None and neighbors is None):
             neighbors = knn_slots(pos, batch, batch_size)
@@ -197,7 +182,8 @@ class GFCStage(nn.Module):
         **block_kwargs: keyword arguments of :class:`GFCBlock`.
 
     Shapes:
-        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C].
+        x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the blocks' assignments with
+        ``return_assignment=True``).
     """
 
     def __init__(self, dim: int, depth: int, share_assignment: bool = True, drop_path=0.0,
@@ -212,19 +198,13 @@ class GFCStage(nn.Module):
         self.blocks = nn.ModuleList([
             GFCBlock(dim, assign=(i == 0 or not self.share_assignment), drop_path=rates[i],
                      **block_kwargs)
-            for i in range(depth)
-        ])
+            for i in range(depth)])
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None, *,
                 proposed: Centers | None = None, coords: Tensor | None = None,
                 grid_size: Sequence[int] | None = None, neighbors: Tensor | None = None,
                 return_assignment: bool = False):
-        """Run the blocks (``proposed`` default: the first block's proposal on ``pos``).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, C] (and the list of the blocks'
-            assignments with ``return_assignment=True``).
-        """
+        """Run the blocks (``proposed`` default: the first block's proposal on ``pos``)."""
         b = infer_batch_size(batch, batch_size)
         if proposed is None:
             proposed = self.blocks[0].token_mixer.proposal(pos, batch, b)
@@ -234,9 +214,8 @@ class GFCStage(nn.Module):
         seen = []
         for block in self.blocks:
             x, res = block(x, pos, batch, b, proposed=proposed,
-                           assignment=assignment if self.share_assignment else None,
-                           coords=coords, grid_size=grid_size, neighbors=neighbors,
-                           return_assignment=True)
+                           assignment=assignment if self.share_assignment else None, coords=coords,
+                           grid_size=grid_size, neighbors=neighbors, return_assignment=True)
             assignment = res if assignment is None else assignment
             seen.append(res)
         return (x, seen) if return_assignment else x

@@ -20,11 +20,7 @@ from .._checks import (
 from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 from .layers import Linear, check_chunk_points, chunk_rows
-from .proposal import (
-    Centers,
-    build_proposal,
-    pool_centers,
-)
+from .proposal import Centers, build_proposal, pool_centers
 
 __all__ = ["ContextCluster", "Assignment"]
 
@@ -72,9 +68,7 @@ class _Candidates(NamedTuple):
 
 
 def _counts_or_none(value, name: str):
-    if value is None:
-        return None
-    return check_counts(value, name)
+    return None if value is None else check_counts(value, name)
 
 
 class ContextCluster(nn.Module):
@@ -118,16 +112,12 @@ class ContextCluster(nn.Module):
         self.pair_layout = check_choice(pair_layout, "pair_layout", ("auto", "padded", "ragged"))
         self.bounds = check_bounds(bounds)
         self.centers = None if centers is None else check_counts(centers, "centers")
-        self.regions = _counts_or_none(regions, "regions")
-        self.validate = bool(validate)
+        self.regions, self.validate = _counts_or_none(regions, "regions"), bool(validate)
         self.chunk_points = check_chunk_points(chunk_points)
 
         inner = self.heads * self.head_dim
-        self.f = Linear(dim, inner)
-        self.v = Linear(dim, inner)
-        self.proj = Linear(inner, out_dim)
-        self.alpha = nn.Parameter(torch.ones(1))
-        self.beta = nn.Parameter(torch.zeros(1))
+        self.f, self.v, self.proj = Linear(dim, inner), Linear(dim, inner), Linear(inner, out_dim)
+        self.alpha, self.beta = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
 
         self.proposal = build_proposal(proposal, centers, bounds, proposal_kwargs)
 
@@ -165,9 +155,6 @@ class ContextCluster(nn.Module):
             batch_size: number of sets B (saves a host sync).
             return_assignment: also return the :class:`Assignment`.
             spacing: lattice pitch of pixel sets, for the grid's ``windows="adaptive"``.
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         batch_size = self._check_inputs(x, pos, batch, batch_size)
         num_sets = infer_batch_size(batch, batch_size)
@@ -187,9 +174,7 @@ class ContextCluster(nn.Module):
             if return_assignment:  # the per-chunk pieces are joined only when asked for
                 sim = sim[0] if len(sim) == 1 else torch.cat(sim, 0)
                 chosen = chosen[0] if len(chosen) == 1 else torch.cat(chosen, 0)
-        if return_assignment:
-            return out, Assignment(chosen, centers, region, sim)
-        return out
+        return (out, Assignment(chosen, centers, region, sim)) if return_assignment else out
 
     def _center_features(self, x: Tensor, centers: Centers) -> _CenterFeatures:
         """The proposal's pooling of f(x) and v(x) per center, split into heads."""
@@ -242,15 +227,8 @@ class ContextCluster(nn.Module):
             chunk_pairs = torch.diff(ends, prepend=ends.new_zeros(1)).tolist()
         return _Candidates(start, k_pt, k_max, k_min, layout, step, chunk_pairs)
 
-    def _assign_and_aggregate(self, x: Tensor, feats: _CenterFeatures, cand: _Candidates,
-                              m: int):
-        """Per chunk of points: features, hard assignment, similarity, aggregation sums.
-
-        Returns:
-            ``(chosen, sim, flat, clusters)``: per chunk the chosen center ``[nc, heads]``, its
-            similarity ``[nc, heads]`` and row of ``clusters`` ``[nc * heads]``; ``clusters``
-            ``[M * heads + 1, head_dim]`` the aggregated clusters (last row: no center).
-        """
+    def _assign_and_aggregate(self, x: Tensor, feats: _CenterFeatures, cand: _Candidates, m: int):
+        """Per chunk of points: features, hard assignment, similarity, aggregation sums."""
         n = x.shape[0]
         heads, hd = self.heads, self.head_dim
         f_lin, v_lin = self.f, self.v
@@ -426,13 +404,11 @@ def _assign_ragged(f, f_inv, c_n, alpha, beta, start, k_pt, n_pairs: int) -> Ten
         cos = (fp * cp).sum(-1) * f_inv.index_select(0, pp)
         s[lo:hi] = torch.sigmoid(beta + alpha * cos)
     pidx = pair_point.unsqueeze(1).expand(n_pairs, heads)
-    best = f.new_full((n, heads), float("-inf")).scatter_reduce(
-        0, pidx, s, reduce="amax", include_self=True
-    )
+    best = f.new_full((n, heads),
+                      float("-inf")).scatter_reduce(0, pidx, s, reduce="amax", include_self=True)
     hit = s == best.gather(0, pidx)
     cand = torch.where(hit, pair_center.unsqueeze(1).expand(n_pairs, heads),
                        torch.full((n_pairs, heads), m, dtype=torch.long, device=dev))
-    arg = torch.full((n, heads), m, dtype=torch.long, device=dev).scatter_reduce(
-        0, pidx, cand, reduce="amin", include_self=True
-    )
+    arg = torch.full((n, heads), m, dtype=torch.long,
+                     device=dev).scatter_reduce(0, pidx, cand, reduce="amin", include_self=True)
     return arg.masked_fill(arg == m, -1)

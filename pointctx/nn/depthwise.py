@@ -95,11 +95,7 @@ class SetDepthwiseConv(nn.Module):
     def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None,
                 coords: Tensor | None = None, grid_size: Sequence[int] | None = None,
                 neighbors: Tensor | None = None) -> Tensor:
-        """Convolve (lattice mode with ``coords``/``grid_size``, else over ``neighbors``).
-
-        Shapes:
-            x: [N, C]; batch: [N]; coords: [N, 2]; neighbors: [N, S]; return: [N, C].
-        """
+        """Convolve (lattice mode with ``coords``/``grid_size``, else over ``neighbors``)."""
         check_channels(x, self.channels)
         n, c = x.shape
         k = self.kernel_size
@@ -156,8 +152,7 @@ class DepthwiseMlp(nn.Module):
         super().__init__()
         self.fc1 = trunc_linear(in_features, hidden_features)
         self.dwconv = SetDepthwiseConv(hidden_features) if dwconv else None
-        self.act = act_layer()
-        self.fc2 = trunc_linear(hidden_features, in_features)
+        self.act, self.fc2 = act_layer(), trunc_linear(hidden_features, in_features)
         self.drop = nn.Dropout(drop)
 
     def forward(self, x: Tensor, batch: Tensor, batch_size: int | None = None, coords=None,

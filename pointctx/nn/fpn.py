@@ -1,28 +1,4 @@
-"""A Semantic-FPN-style segmentation head for ragged multi-stage features.
-
-Semantic FPN (Kirillov et al., *Panoptic Feature Pyramid Networks*, 2019; the head Context
-Clusters used on ADE20K) projects every backbone stage to a common width, upsamples all of them
-to the finest stage, sums them and classifies. :class:`SemanticFPNHead` does the same on point
-sets:
-
-1. per stage ``i``: a per-set GroupNorm of the stage's features (the norm the CoC / PoolFormer
-   dense-prediction backbones add to every output, ``fork_feat``) and a linear lateral
-   projection to ``channels``;
-2. every stage's lateral is propagated to the points of the finest stage (stage 0) with
-   :func:`~pointctx.ops.knn_interpolate` (inverse squared distance over the ``k = 3`` nearest
-   points of the stage in the same set; the ragged counterpart of bilinear upsampling) and the
-   results are summed;
-3. a point-wise MLP (``Linear -> norm -> ReLU``, per-set GroupNorm by default), dropout and a
-   linear classifier give logits at the finest stage's points;
-4. logits at any query positions of the same sets are interpolated from those (Semantic FPN
-   classifies at 1/4 resolution and upsamples the logits bilinearly). The classifier is linear
-   and the weights sum to 1, so this equals classifying interpolated features, at ``K`` instead
-   of ``channels`` values per query. A query whose set has no finest-stage point gets logits 0.
-
-Deviation from the original: there is no 3x3 convolution tower per stage (the ragged stages have
-no convolution grid); the per-stage projection is linear and the mixing happens in the MLP after
-the sum.
-"""
+"""A Semantic-FPN-style segmentation head for ragged multi-stage features."""
 
 from __future__ import annotations
 
@@ -69,12 +45,10 @@ class SemanticFPNHead(nn.Module):
             raise ValueError("`in_channels` must list at least one stage, got []")
         self.in_channels = in_channels
         self.num_classes = check_positive_int(num_classes, "num_classes")
-        self.channels = check_positive_int(channels, "channels")
-        self.k = check_positive_int(k, "k")
+        self.channels, self.k = check_positive_int(channels, "channels"), check_positive_int(k, "k")
         mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
         check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
-        self.eps = _check_eps(eps)
-        self.backend = backend
+        self.eps, self.backend = _check_eps(eps), backend
         self.stage_norms = nn.ModuleList(
             [SetGroupNorm(c) if stage_norm else nn.Identity() for c in in_channels])
         self.laterals = nn.ModuleList([Linear(c, self.channels) for c in in_channels])
@@ -91,37 +65,26 @@ class SemanticFPNHead(nn.Module):
                                eps=self.eps, backend=self.backend, **kw)
 
     def forward(self, stages: Sequence[PointBatch], pos_query: Tensor | None = None,
-                batch_query: Tensor | None = None,
-                grids: Sequence | None = None) -> Tensor:
+                batch_query: Tensor | None = None, grids: Sequence | None = None) -> Tensor:
         """Logits at the query positions (default: at the finest stage's points).
 
         Args:
             stages: one PointBatch per stage, finest first, all with the same B sets.
             pos_query: query positions in the frame of the stages' ``pos``.
             batch_query: sorted set id per query (None: one set).
-            grids: optional per-stage ``(cell_size, origin)`` of a lattice whose cells hold at
-                most one point of the stage each, for the grid-accelerated neighbour search of
-                :func:`~pointctx.ops.knn_interpolate` (the result is the same, only faster).
-
-        Shapes:
-            pos_query: [Nq, D]; batch_query: [Nq]; return: [Nq, K] ([M_0, K] without queries).
+            grids: per-stage ``(cell_size, origin)`` of a one-point-per-cell lattice (faster kNN).
         """
         if len(stages) != len(self.in_channels):
-            raise ValueError(
-                f"`stages` must hold {len(self.in_channels)} stages (in_channels), got "
-                f"{len(stages)}"
-            )
+            raise ValueError(f"`stages` must hold {len(self.in_channels)} stages (in_channels), "
+                             f"got {len(stages)}")
         cells = list(grids) if grids is not None else [None] * len(stages)
         fine = stages[0]
         b = fine.num_sets
         acc = None
-        for i, (stage, norm, lateral) in enumerate(zip(stages, self.stage_norms,
-                                                       self.laterals)):
+        for i, (stage, norm, lateral) in enumerate(zip(stages, self.stage_norms, self.laterals)):
             if stage.num_sets != b:
-                raise ValueError(
-                    f"every stage must hold the same B = {b} sets, stage {i} has "
-                    f"{stage.num_sets}"
-                )
+                raise ValueError(f"every stage must hold the same B = {b} sets, stage {i} has "
+                                 f"{stage.num_sets}")
             x = stage.x
             x = norm(x, stage.batch, b) if isinstance(norm, SetGroupNorm) else norm(x)
             x = lateral(x)

@@ -37,8 +37,7 @@ class HeadGate(nn.Module):
         h = check_positive_int(heads, "heads")
         hid = max(1, d // 2) if hidden is None else check_positive_int(hidden, "hidden")
         self.w1 = nn.Parameter(torch.empty(h, hid, 2 * d))
-        self.b1 = nn.Parameter(torch.zeros(h, hid))
-        self.w2 = nn.Parameter(torch.empty(h, 1, hid))
+        self.b1, self.w2 = nn.Parameter(torch.zeros(h, hid)), nn.Parameter(torch.empty(h, 1, hid))
         self.b2 = nn.Parameter(torch.zeros(h, 1))
         for w in (self.w1, self.w2):
             nn.init.kaiming_uniform_(w, a=math.sqrt(5))
@@ -85,8 +84,7 @@ class GlobalFeatureClustering(nn.Module):
         self.head_dim = check_positive_int(head_dim, "head_dim")
         self.min_tau = check_number(min_tau, "min_tau", 0.0, min_open=True, type_error=ValueError)
         check_number(tau_init, "tau_init", 0.0, min_open=True, type_error=ValueError)
-        self.centers = check_counts(centers, "centers")
-        self.assign = bool(assign)
+        self.centers, self.assign = check_counts(centers, "centers"), bool(assign)
         self.validate = bool(validate)
         inner = self.heads * self.head_dim
         self.k = linear_as_conv(self.dim, inner)
@@ -95,8 +93,7 @@ class GlobalFeatureClustering(nn.Module):
         self.gate = HeadGate(self.head_dim, self.heads)
         self.t = nn.Parameter(torch.tensor(math.log(float(tau_init))))
         if self.assign:
-            self.q = trunc_linear(inner, inner)
-            self.alpha = nn.Parameter(torch.ones(1))
+            self.q, self.alpha = trunc_linear(inner, inner), nn.Parameter(torch.ones(1))
             self.beta = nn.Parameter(torch.zeros(1))
         else:
             self.q = self.alpha = self.beta = None
@@ -126,9 +123,6 @@ class GlobalFeatureClustering(nn.Module):
             proposed: precomputed :class:`~pointctx.nn.proposal.Centers` (default: the proposal).
             assignment: an assignment to reuse (required with ``assign=False``).
             return_assignment: also return the assignment.
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; return: [N, out_dim].
         """
         b = infer_batch_size(batch, check_point_inputs(x, pos, batch, batch_size, self.dim,
                                                        self.validate))

@@ -27,11 +27,9 @@ class Groups(NamedTuple):
     """kNN groups around FPS anchors (see :func:`sample_and_group`).
 
     Attributes:
-        anchor: [M] int64 row (of the input points) of each group's anchor, grouped by set in set
-            order, within a set in FPS pick order.
-        index: [M, k] int64 rows of the neighbours, nearest first; slots beyond the size of the
-            anchor's set (``-1`` from :func:`pointctx.ops.knn`) hold the nearest neighbour
-            (slot 0) instead, so every entry is a valid row.
+        anchor: [M] int64 input row of each group's anchor (by set, then FPS pick order).
+        index: [M, k] int64 neighbour rows, nearest first; slots past the set's size repeat
+            slot 0, so every entry is a valid row.
         mask: [M, k] bool, ``False`` on the filled slots; None when no slot was filled.
         batch: [M] int64 set id of each group (sorted).
     """
@@ -72,16 +70,10 @@ def _fps(pos, batch, batch_size, ratio, start, backend, generator):
     return perm[idx]
 
 
-def sample_and_group(
-    pos: Tensor,
-    batch: Tensor,
-    k: int,
-    ratio: float = 0.5,
-    batch_size: int | None = None,
-    fps_start: str = "first",
-    backend: str | None = None,
-    generator: torch.Generator | None = None,
-) -> Groups:
+def sample_and_group(pos: Tensor, batch: Tensor, k: int, ratio: float = 0.5,
+                     batch_size: int | None = None, fps_start: str = "first",
+                     backend: str | None = None,
+                     generator: torch.Generator | None = None) -> Groups:
     """FPS anchors in every set, then the ``k`` nearest points of each anchor in its set.
 
     Args:
@@ -130,9 +122,7 @@ def gather_groups(x: Tensor, groups: Groups) -> tuple[Tensor, Tensor]:
 
 def _masked_sum_groups(t: Tensor, mask: Tensor | None) -> Tensor:
     """Sum of ``t [M, k, C]`` over the valid slots and channels of each group -> [M]."""
-    if mask is None:
-        return t.sum((1, 2))
-    return (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
+    return t.sum((1, 2)) if mask is None else (t * mask.unsqueeze(-1).to(t.dtype)).sum((1, 2))
 
 
 class GeometricAffine(nn.Module):
@@ -151,8 +141,7 @@ class GeometricAffine(nn.Module):
     def __init__(self, channels: int, mode: str = "anchor", eps: float = 1e-5):
         super().__init__()
         self.channels = check_positive_int(channels, "channels")
-        self.mode = check_choice(mode, "mode", ("anchor", "center"))
-        self.eps = float(eps)
+        self.mode, self.eps = check_choice(mode, "mode", ("anchor", "center")), float(eps)
         self.alpha = nn.Parameter(torch.ones(self.channels))
         self.beta = nn.Parameter(torch.zeros(self.channels))
 
@@ -207,9 +196,8 @@ def _set_counts(grouped: Tensor, mask: Tensor | None, batch: Tensor, batch_size:
     m, k, c = grouped.shape
     valid = k if mask is None else mask.sum(1)
     return scatter_sum(
-        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c,
-        batch, batch_size,
-    )
+        torch.as_tensor(valid, device=grouped.device).expand(m).to(grouped.dtype) * c, batch,
+        batch_size)
 
 
 def _slot_sums(t: Tensor, mask: Tensor | None) -> Tensor:
@@ -245,8 +233,7 @@ class _GeometricAffine(torch.autograd.Function):
         mean = scatter_sum(_slot_sums(diff, mask), batch, batch_size) / count.clamp(min=1)
         mean_m = mean.index_select(0, batch).view(m, 1, 1)
         # squared deviations summed per group in cache-sized chunks (no full-size temporary)
-        sq = _by_chunks(lambda d, mu, mk: _slot_sums((d - mu).square_(), mk), diff, mean_m,
-                        mask)
+        sq = _by_chunks(lambda d, mu, mk: _slot_sums((d - mu).square_(), mk), diff, mean_m, mask)
         var = scatter_sum(sq, batch, batch_size) / (count - 1).clamp(min=1)
         positive = var > 0
         std = torch.where(positive, torch.where(positive, var, 1.0).sqrt(), 0.0)
@@ -302,17 +289,13 @@ class GroupContextCluster(nn.Module):
 
     def __init__(self, dim: int, heads: int = 1, head_dim: int | None = None):
         super().__init__()
-        self.dim = check_positive_int(dim, "dim")
-        self.heads = check_positive_int(heads, "heads")
+        self.dim, self.heads = check_positive_int(dim, "dim"), check_positive_int(heads, "heads")
         self.head_dim = (max(dim // 4, 32) if head_dim is None
                          else check_positive_int(head_dim, "head_dim"))
         inner = self.heads * self.head_dim
         # the layers of ContextCluster under the official PointMLP-CoC names (state_dict keys)
-        self.fc1 = Linear(dim, inner)
-        self.fc_v = Linear(dim, inner)
-        self.fc2 = Linear(inner, dim)
-        self.alpha = nn.Parameter(torch.ones(1))
-        self.beta = nn.Parameter(torch.zeros(1))
+        self.fc1, self.fc_v, self.fc2 = Linear(dim, inner), Linear(dim, inner), Linear(inner, dim)
+        self.alpha, self.beta = nn.Parameter(torch.ones(1)), nn.Parameter(torch.zeros(1))
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""
@@ -339,7 +322,6 @@ class GroupContextCluster(nn.Module):
             sim = torch.sigmoid(self.beta + self.alpha * cos)
             sim_in = sim if mask is None else sim * mask.to(x.dtype).unsqueeze(-1)
             agg = (torch.einsum("mkh,mkhd->mhd", sim_in, v) + v_center) / (
-                sim_in.sum(1).unsqueeze(-1) + 1.0
-            )
+                sim_in.sum(1).unsqueeze(-1) + 1.0)
             out = sim.unsqueeze(-1) * agg.unsqueeze(1)  # [M, k, h, d]
             return x + self.fc2(out.reshape(m, k, h * d))

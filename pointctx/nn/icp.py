@@ -39,16 +39,13 @@ class ImprovedClusterPool(nn.Module):
                  validate: bool = False, backend: str | None = None):
         super().__init__()
         self.in_dim = check_positive_int(in_dim, "in_dim")
-        self.out_dim = check_positive_int(out_dim, "out_dim")
-        self.backend = backend
+        self.out_dim, self.backend = check_positive_int(out_dim, "out_dim"), backend
         self.skip = PointReducer(in_dim, out_dim, kernel_size, stride, padding,
                                  lattice_dim=lattice_dim, validate=validate, backend=backend)
         conv_init(self.skip.proj.weight, self.skip.slots * out_dim)
         nn.init.zeros_(self.skip.proj.bias)
-        self.f = linear_as_conv(in_dim, in_dim)
-        self.norm1 = nn.LayerNorm(in_dim)
-        self.fc1 = linear_as_conv(in_dim, in_dim)
-        self.act = nn.GELU()
+        self.f, self.norm1 = linear_as_conv(in_dim, in_dim), nn.LayerNorm(in_dim)
+        self.fc1, self.act = linear_as_conv(in_dim, in_dim), nn.GELU()
         self.fc2 = linear_as_conv(in_dim, out_dim)
         self.norm2 = nn.LayerNorm(out_dim) if norm_out else nn.Identity()
 
@@ -69,9 +66,6 @@ class ImprovedClusterPool(nn.Module):
             coords: lattice coordinates ``(row, col)`` of pixel sets.
             grid_size: lattice size ``(H, W)``.
             return_cluster: also return the center each input point joined.
-
-        Shapes:
-            x: [N, C]; return: Reduced (x [M, out_dim]) and cluster [N].
         """
         check_channels(x, self.in_dim)
         b = infer_batch_size(batch, batch_size)
@@ -99,6 +93,5 @@ class ImprovedClusterPool(nn.Module):
         pooled = total / (count + 1).unsqueeze(1)
         y = self.fc2(self.act(self.fc1(self.norm1(pooled))))
         out = red.x + self.norm2(y)
-        res = Reduced(out, red.pos, red.batch, red.coords, red.grid_size, red.index,
-                      red.assignment)
+        res = Reduced(out, red.pos, red.batch, red.coords, red.grid_size, red.index, red.assignment)
         return (res, chosen) if return_cluster else res

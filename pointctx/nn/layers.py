@@ -102,9 +102,7 @@ class Mlp(nn.Module):
             hidden_features, "hidden_features")
         out = in_features if out_features is None else check_positive_int(
             out_features, "out_features")
-        self.fc1 = Linear(in_features, hidden)
-        self.act = act_layer()
-        self.fc2 = Linear(hidden, out)
+        self.fc1, self.act, self.fc2 = Linear(in_features, hidden), act_layer(), Linear(hidden, out)
         self.drop = nn.Dropout(_check_rate(drop, "drop"))
         self.chunk_points = check_chunk_points(chunk_points)
         for lin in (self.fc1, self.fc2):
@@ -135,8 +133,7 @@ class DropPath(nn.Module):
 
     def __init__(self, p: float = 0.0, scale_by_keep: bool = True):
         super().__init__()
-        self.p = _check_rate(p, "p")
-        self.scale_by_keep = bool(scale_by_keep)
+        self.p, self.scale_by_keep = _check_rate(p, "p"), bool(scale_by_keep)
 
     def extra_repr(self) -> str:
         """Layer settings for ``repr``."""

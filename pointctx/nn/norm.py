@@ -38,8 +38,7 @@ class SetGroupNorm(nn.Module):
     def __init__(self, num_channels: int, eps: float = 1e-5, affine: bool = True):
         super().__init__()
         self.num_channels = check_positive_int(num_channels, "num_channels")
-        self.eps = check_number(eps, "eps", 0.0, type_error=ValueError)
-        self.affine = bool(affine)
+        self.eps, self.affine = check_number(eps, "eps", 0.0, type_error=ValueError), bool(affine)
         if self.affine:
             self.weight = nn.Parameter(torch.ones(self.num_channels))
             self.bias = nn.Parameter(torch.zeros(self.num_channels))
@@ -58,9 +57,6 @@ class SetGroupNorm(nn.Module):
             x: point features.
             batch: sorted set id per point.
             batch_size: number of sets B, if known (saves a host sync).
-
-        Shapes:
-            x: [N, C]; batch: [N]; return: [N, C] (dtype of ``x``).
         """
         check_tensor(x, "x")
         check_tensor(batch, "batch")
@@ -68,9 +64,8 @@ class SetGroupNorm(nn.Module):
             raise ValueError(f"`x` must have shape [N, {self.num_channels}] (num_channels = "
                              f"{self.num_channels}), got {tuple(x.shape)}")
         if batch.dim() != 1 or batch.numel() != x.shape[0]:
-            raise ValueError(
-                f"`batch` must have shape [N] = [{x.shape[0]}] (one set id per row of `x`), got "
-                f"{tuple(batch.shape)}")
+            raise ValueError(f"`batch` must have shape [N] = [{x.shape[0]}] (one set id per row of "
+                             f"`x`), got {tuple(batch.shape)}")
         b = infer_batch_size(batch, batch_size)
         work_dtype = torch.float64 if x.dtype == torch.float64 else torch.float32
         with torch.autocast(device_type=x.device.type, enabled=False):

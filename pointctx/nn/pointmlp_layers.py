@@ -30,8 +30,7 @@ class LinearBNAct(nn.Module):
 
     def __init__(self, in_dim: int, out_dim: int, bias: bool = False, act: bool = True):
         super().__init__()
-        self.linear = Linear(in_dim, out_dim, bias=bias)
-        self.norm = nn.BatchNorm1d(out_dim)
+        self.linear, self.norm = Linear(in_dim, out_dim, bias=bias), nn.BatchNorm1d(out_dim)
         self.act = nn.ReLU(inplace=True) if act else nn.Identity()
 
     def forward(self, x: Tensor, broadcast: Tensor | None = None,
@@ -48,9 +47,8 @@ class LinearBNAct(nn.Module):
         m, k, cx = x.shape
         w, bias = self.linear.weight, self.linear.bias
         if cx + broadcast.shape[-1] != w.shape[1]:
-            raise ValueError(
-                f"`x` and `broadcast` must have {w.shape[1]} channels together, got {cx} + "
-                f"{broadcast.shape[-1]}")
+            raise ValueError(f"`x` and `broadcast` must have {w.shape[1]} channels together, got "
+                             f"{cx} + {broadcast.shape[-1]}")
         part = linear(broadcast, w[:, cx:], bias).unsqueeze(1)  # [M, 1, out]
         # in place: the linear map's backward does not need its output (one full-size tensor
         # fewer)
@@ -70,9 +68,8 @@ class ResidualMLP(nn.Module):
         super().__init__()
         inner = int(dim * res_expansion)
         if inner < 1:
-            raise ValueError(
-                f"`res_expansion` gives an inner width of int({dim} * {res_expansion}) = {inner}"
-                "; it must be >= 1")
+            raise ValueError(f"`res_expansion` gives an inner width of int({dim} * "
+                             f"{res_expansion}) = {inner}; it must be >= 1")
         self.net1 = LinearBNAct(dim, inner, bias=bias)
         self.net2 = LinearBNAct(inner, dim, bias=bias)  # relu(BN(W2 h) + x): residual inside
 
@@ -122,10 +119,8 @@ class PreExtraction(nn.Module):
                  bias: bool, coc_mode: str | None, coc_heads: int, coc_head_dim: int | None,
                  coc_proposal, coc_centers):
         super().__init__()
-        self.transfer = LinearBNAct(in_dim, out_dim, bias=bias)
-        self.coc_mode = coc_mode
-        self.blocks = nn.ModuleList()
-        self.coc = nn.ModuleList()
+        self.transfer, self.coc_mode = LinearBNAct(in_dim, out_dim, bias=bias), coc_mode
+        self.blocks, self.coc = nn.ModuleList(), nn.ModuleList()
         for _ in range(blocks):
             if coc_mode == "group":
                 self.coc.append(GroupContextCluster(out_dim, coc_heads, coc_head_dim))
@@ -140,10 +135,7 @@ class PreExtraction(nn.Module):
                 anchor: Tensor | None = None) -> Tensor:
         """Run the blocks and pool over the neighbours (``pos``/``batch`` for ``"set"``)."""
         with record_function("pointctx.mlp"):
-            if anchor is None:
-                x = self.transfer(x)
-            else:
-                x = self.transfer(x, anchor)
+            x = self.transfer(x) if anchor is None else self.transfer(x, anchor)
         m, k = x.shape[:2]
         # Without Context Cluster layers the blocks run on the [M * k, C] rows: no reshape views
         # inside them, so autograd sums each block's two input gradients (residual and MLP) in
@@ -174,8 +166,7 @@ class ResidualStack(nn.Module):
     def __init__(self, dim: int, blocks: int, res_expansion: float, bias: bool):
         super().__init__()
         self.operation = nn.Sequential(
-            *[ResidualMLP(dim, res_expansion, bias) for _ in range(blocks)]
-        )
+            *[ResidualMLP(dim, res_expansion, bias) for _ in range(blocks)])
 
     def forward(self, x: Tensor) -> Tensor:
         """Apply the blocks row by row."""

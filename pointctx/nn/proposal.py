@@ -61,8 +61,7 @@ def pool_centers(feat: Tensor, centers: Centers) -> Tensor:
     if centers.assignment is not None:
         if centers.member_point.numel() == centers.assignment.numel():  # a partition
             return scatter_mean(feat, centers.assignment, m)
-        return _pool_pairs(feat, centers.assignment, centers.member_point,
-                           centers.member_center, m)
+        return _pool_pairs(feat, centers.assignment, centers.member_point, centers.member_center, m)
     src = feat.index_select(0, centers.member_point)
     return scatter_mean(src, centers.member_center, m)
 
@@ -81,11 +80,9 @@ class RegionCenters(NamedTuple):
 
     Attributes:
         centers: the :class:`Centers` (sorted by group; ``centers.batch`` is the group).
-        group: [N] int64 group of every point: its set, or ``set * num_regions + region``. A
-            point competes only for the centers of its group.
+        group: [N] int64 group (``set * num_regions + region``) whose centers a point may join.
         num_groups: number of groups (``num_sets * num_regions``).
-        region: [N] int64 region of every point inside its set (axis 0 varying fastest), or None
-            without regions.
+        region: [N] int64 region of every point in its set (axis 0 fastest), or None.
     """
 
     centers: Centers
@@ -219,10 +216,9 @@ class GridProposal(CenterProposal):
     Args:
         cells: cells per axis (an int or one per axis; default 2). Exclusive with ``size``.
         size: cell edge length (a float or one per axis) instead of a count.
-        bounds: None / ``"set"`` (each set's box) or a fixed ``(lo, hi)`` (``(-0.5, 0.5)`` for
-            pixel sets, so masked pixels keep their cells).
-        windows: ``"partition"`` (a point pools into the cell holding it) or ``"adaptive"``
-            (with the lattice pitch ``spacing``: ``AdaptiveAvgPool2d``'s overlapping windows).
+        bounds: None / ``"set"`` (each set's box) or a fixed ``(lo, hi)`` (pixel sets).
+        windows: ``"partition"`` (the cell holding a point) or ``"adaptive"`` (overlapping
+            ``AdaptiveAvgPool2d`` windows at the lattice pitch ``spacing``).
 
     Shapes:
         pos: [N, D]; batch: [N]; spacing: a number, D numbers, or [D] / [N, D];
@@ -238,8 +234,7 @@ class GridProposal(CenterProposal):
                 "give either `cells` (count per axis) or `size` (edge length), not both")
         self.windows = check_choice(windows, "windows", _WINDOWS)
         if size is None:
-            self.cells = check_counts(2 if cells is None else cells, "cells")
-            self.size = None
+            self.cells, self.size = check_counts(2 if cells is None else cells, "cells"), None
         else:
             if self.windows != "partition":
                 raise ValueError(f"`windows={windows!r}` needs a count-based grid (`cells`), "
@@ -280,9 +275,8 @@ class GridProposal(CenterProposal):
         n, d = pos.shape
         if self.size is not None:
             if regs is not None:
-                raise ValueError(
-                    "`regions` needs a count-based grid (`cells`), but this GridProposal uses "
-                    "`size`")
+                raise ValueError("`regions` needs a count-based grid (`cells`), but this "
+                                 "GridProposal uses `size`")
             local, cells = self._size_coords(pos, batch, num_sets)
             return self._partition(pos, batch.long(), local, cells, num_sets), batch.long()
         cells = per_axis(self.cells, d, "cells")
@@ -410,9 +404,8 @@ class _SampledProposal(CenterProposal):
     def __init__(self, num=None, ratio=None, k: int = 16):
         super().__init__()
         if (num is None) == (ratio is None):
-            raise ValueError(
-                f"{type(self).__name__} needs exactly one of `num` (centers per set) or `ratio`, "
-                f"got num={num!r}, ratio={ratio!r}")
+            raise ValueError(f"{type(self).__name__} needs exactly one of `num` (centers per set) "
+                             f"or `ratio`, got num={num!r}, ratio={ratio!r}")
         if num is not None:
             check_int(num, "num", 1, type_error=ValueError)
         else:
@@ -466,8 +459,7 @@ class FPSProposal(_SampledProposal):
     def __init__(self, num=None, ratio=None, k: int = 16, random_start: bool = False,
                  backend: str | None = None):
         super().__init__(num=num, ratio=ratio, k=k)
-        self.random_start = bool(random_start)
-        self.backend = backend
+        self.random_start, self.backend = bool(random_start), backend
 
     def sample(self, pos: Tensor, batch: Tensor, batch_size: int | None) -> Tensor:
         """FPS indices, sorted by set."""
@@ -478,10 +470,7 @@ class FPSProposal(_SampledProposal):
 
 
 class RandomProposal(_SampledProposal):
-    """Centers at uniformly random points; each center pools its ``k`` nearest points.
-
-    Args as :class:`FPSProposal`, with ``generator`` (a ``torch.Generator``) for the draws.
-    """
+    """Centers at uniformly random points; each center pools its ``k`` nearest points."""
 
     def __init__(self, num=None, ratio=None, k: int = 16, generator: torch.Generator | None = None):
         super().__init__(num=num, ratio=ratio, k=k)
@@ -545,10 +534,8 @@ def build_proposal(proposal="grid", centers=None, bounds=None, proposal_kwargs=N
     """Build the proposal of a clustering layer from its ``proposal`` / ``centers`` options.
 
     Args:
-        proposal: a registered name, a :class:`CenterProposal` class or factory, or an instance
-            (returned as is).
-        centers: grid cells per axis (None: 2), or fps / random centers per set or region (a
-            sequence is multiplied out; None: 4).
+        proposal: a registered name, a :class:`CenterProposal` class, factory or instance.
+        centers: grid cells per axis (None: 2), or fps / random centers per set or region (4).
         bounds: the grid's box (None / ``"set"`` or ``(lo, hi)``); grid only.
         proposal_kwargs: extra keyword arguments for the proposal (override the above); the only
             ones a user-registered proposal receives.

@@ -135,22 +135,19 @@ class PointReducer(nn.Module):
         self.stride = self.kernel_size if stride is None else check_positive_int(stride, "stride")
         self.padding = check_positive_int(padding, "padding", minimum=0)
         if self.kernel_size - self.padding < self.stride:
-            raise ValueError(
-                "`kernel_size - padding` must be >= `stride` so that every anchor's own cell "
-                f"lies in its window, got kernel_size={self.kernel_size}, "
-                f"padding={self.padding}, stride={self.stride}")
+            raise ValueError("`kernel_size - padding` must be >= `stride` so that every anchor's "
+                             f"own cell lies in its window, got kernel_size={self.kernel_size}, "
+                             f"padding={self.padding}, stride={self.stride}")
         self.lattice_dim = check_positive_int(lattice_dim, "lattice_dim")
         if ratio is None:
             ratio = 1.0 / self.stride ** self.lattice_dim
         self.ratio = check_number(ratio, "ratio", 0.0, 1.0, min_open=True, type_error=ValueError)
         self.slots = self.kernel_size ** self.lattice_dim
-        self.validate = bool(validate)
-        self.backend = backend
+        self.validate, self.backend = bool(validate), backend
         self.proj = Linear(self.in_dim * self.slots, self.out_dim, bias=bias)
         self.norm = SetGroupNorm(self.out_dim) if norm else nn.Identity()
         # kernel offsets [S, L], row-major (axis 0 slowest), like a conv weight's spatial dims
-        grids = torch.meshgrid(*[torch.arange(self.kernel_size)] * self.lattice_dim,
-                               indexing="ij")
+        grids = torch.meshgrid(*[torch.arange(self.kernel_size)] * self.lattice_dim, indexing="ij")
         offsets = torch.stack([g.reshape(-1) for g in grids], 1)
         self.register_buffer("_offsets", offsets, persistent=False)
         # slots of the anchor's own stride cell (offsets p .. p + s - 1 on every axis)
@@ -167,9 +164,8 @@ class PointReducer(nn.Module):
     def _check(self, x, pos, batch, coords, grid_size):
         check_tensor(x, "x")
         if x.dim() != 2 or x.shape[1] != self.in_dim:
-            raise ValueError(
-                f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), got "
-                f"{tuple(x.shape)}")
+            raise ValueError(f"`x` must have shape [N, {self.in_dim}] (in_dim = {self.in_dim}), "
+                             f"got {tuple(x.shape)}")
         n = x.shape[0]
         check_pos(pos, "pos", allow_nonfinite=not self.validate)
         check_features(pos, n, "pos")
@@ -199,9 +195,8 @@ class PointReducer(nn.Module):
             hi = coords.amax(0)
             size_t = torch.tensor(sizes, device=coords.device)
             if bool((lo < 0).any()) or bool((hi >= size_t).any()):
-                raise ValueError(
-                    f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, got range "
-                    f"[{lo.tolist()}, {hi.tolist()}]")
+                raise ValueError(f"`coords` must lie in [0, grid_size) = [0, {sizes}) per axis, "
+                                 f"got range [{lo.tolist()}, {hi.tolist()}]")
         return sizes
 
     def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int | None = None,
@@ -215,9 +210,6 @@ class PointReducer(nn.Module):
             batch_size: number of sets B (saves a host sync).
             coords: integer lattice coordinates (e.g. ``(row, col)``), unique within a set.
             grid_size: lattice size per axis (e.g. ``(H, W)``).
-
-        Shapes:
-            x: [N, C]; pos: [N, D]; batch: [N]; coords: [N, L]; return: :class:`Reduced`.
         """
         sizes = self._check(x, pos, batch, coords, grid_size)
         b = infer_batch_size(batch, batch_size)

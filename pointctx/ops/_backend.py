@@ -1,11 +1,4 @@
-"""Backend choice for point ops: native PyTorch (always there) or torch-cluster (optional).
-
-``"auto"`` (the default) uses torch-cluster for an op where it is installed and known to be
-faster for that op and device, else the native path. ``"native"`` forces the native path;
-``"cluster"`` forces torch-cluster and raises an ``ImportError`` saying how to install it when it
-is missing. Choose per call (``backend=`` argument of each op), globally with
-:func:`set_backend`, or for a block of code with the :func:`use_backend` context manager.
-"""
+"""Backend choice for point ops: native PyTorch (always there) or torch-cluster (optional)."""
 
 from __future__ import annotations
 
@@ -23,16 +16,11 @@ BACKENDS = ("auto", "native", "cluster")
 # (20,000 + 64 x 10 points); the native FPS is 3-5x faster and grid clustering a near tie.
 # CUDA (not measured by us yet): torch-cluster runs all FPS iterations in one kernel and kNN /
 # grid in one kernel each, against one or more kernel launches per FPS iteration natively.
-_AUTO_PREFERS_CLUSTER = {
-    "cpu": set(),
-    "cuda": {"fps", "knn", "grid"},
-}
+_AUTO_PREFERS_CLUSTER = {"cpu": set(), "cuda": {"fps", "knn", "grid"}}
 
-_INSTALL_HINT = (
-    "torch-cluster is not installed. Install it after torch with "
-    "`pip install --no-build-isolation torch-cluster` (or `pip install -e .[cluster]` with "
-    "--no-build-isolation), or use backend='native'."
-)
+_INSTALL_HINT = ("torch-cluster is not installed. Install it after torch with `pip install "
+                 "--no-build-isolation torch-cluster` (or `pip install -e .[cluster]` with "
+                 "--no-build-isolation), or use backend='native'.")
 
 
 def set_backend(name: str) -> None:
@@ -75,12 +63,7 @@ def cluster_available() -> bool:
 
 
 def opaque(fn):
-    """``fn`` behind ``torch.compiler.disable``, for torch-cluster's functions.
-
-    Their C++ kernels have no fake-tensor (meta) implementations, so ``torch.compile`` must not
-    trace into them: under compilation each call runs eagerly (a graph break); eagerly nothing
-    changes.
-    """
+    """``fn`` behind ``torch.compiler.disable``, for torch-cluster's functions."""
     import torch
 
     return torch.compiler.disable(fn)

@@ -1,9 +1,4 @@
-"""Private helpers shared by the point ops (fps, knn, grid, random_sample).
-
-``_setup`` validates a set-index vector and returns its sizes and ``ptr``; ``_pad`` scatters
-packed rows into a padded ``[B, Nmax, D]`` tensor; ``_sqdist`` is the squared distance shared by
-the fast paths and the naive references (summed in coordinate order, so both are bit-identical).
-"""
+"""Private helpers shared by the point ops (fps, knn, grid, random_sample)."""
 
 from __future__ import annotations
 
@@ -15,11 +10,7 @@ from .segment import batch_to_ptr, set_sizes
 
 
 def _setup(pos: Tensor, batch: Tensor | None, batch_size: int | None, name: str = "batch"):
-    """Validate ``batch`` against ``pos`` and return ``(batch, B, sizes, ptr)``.
-
-    ``batch=None`` means one set (set 0) holding every point; ``batch_size`` may still add empty
-    sets after it.
-    """
+    """Validate ``batch`` against ``pos`` and return ``(batch, B, sizes, ptr)``."""
     n = pos.shape[0]
     if batch_size is not None:
         batch_size = check_positive_int(batch_size, "batch_size", minimum=0)
@@ -31,10 +22,8 @@ def _setup(pos: Tensor, batch: Tensor | None, batch_size: int | None, name: str 
     else:
         check_batch(batch, n, batch_size, name)
         if batch.device != pos.device:
-            raise ValueError(
-                f"`{name}` must be on the same device as the positions ({pos.device}), got "
-                f"{batch.device}"
-            )
+            raise ValueError(f"`{name}` must be on the same device as the positions "
+                             f"({pos.device}), got {batch.device}")
         batch = batch.long()
         b = batch_size if batch_size is not None else (int(batch[-1]) + 1 if n else 0)
     sizes = set_sizes(batch, b)
@@ -52,11 +41,7 @@ def _pad(pos: Tensor, batch: Tensor, ptr: Tensor, b: int, nmax: int, fill: float
 
 def _sqdist(a: Tensor, b: Tensor, dim: int = -1, out: Tensor | None = None,
             tmp: Tensor | None = None) -> Tensor:
-    """Squared Euclidean distance over the coordinate dim ``dim``, summed in coordinate order.
-
-    Shared by the fast paths and the naive references so both produce bit-identical values.
-    ``out`` and ``tmp`` are optional preallocated buffers of the broadcast result shape.
-    """
+    """Squared Euclidean distance over the coordinate dim ``dim``, summed in coordinate order."""
     first = torch.sub(a.select(dim, 0), b.select(dim, 0), out=out) if out is not None else (
         a.select(dim, 0) - b.select(dim, 0))
     out = first.square_()

@@ -45,8 +45,7 @@ def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor
     if (ratio is None) == (num is None):
         raise ValueError(
             "exactly one of `ratio` and `num` must be given, got "
-            + ("neither" if ratio is None else f"both (ratio={ratio}, num={num})")
-        )
+            + ("neither" if ratio is None else f"both (ratio={ratio}, num={num})"))
     if ratio is not None:
         r = _check_ratio(ratio)
         prod = sizes.double() * r
@@ -87,8 +86,7 @@ def fps(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, nu
     Args:
         pos: point positions.
         batch: sorted set index per point; None means one set.
-        ratio: fraction of each set to keep, in (0, 1]; a set of ``n`` points keeps
-            ``ceil(ratio * n)`` (see :func:`sample_counts`). Exclusive with ``num``.
+        ratio: fraction of each set to keep, in (0, 1] (``ceil(ratio * n)``); not with ``num``.
         num: points to keep per set (int, or int tensor [B]); smaller sets keep all points.
         random_start: start each set at a uniformly random point instead of its first point.
         batch_size: number of sets B (avoids a host sync; trailing empty sets allowed).

@@ -347,9 +347,8 @@ def _grid_cluster_tc(shifted: Tensor, batch: Tensor, b: int, size_t: Tensor) -> 
     for e in nv:
         per_set *= e
     if per_set * b >= _INT63:
-        raise ValueError(
-            f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets overflows "
-            "int64; use backend='native'")
+        raise ValueError(f"grid too fine for backend='cluster': {per_set} cells per set x {b} sets "
+                         "overflows int64; use backend='native'")
     cluster, keys = relabel(batch * per_set + voxel, per_set * b)
     coords, cell_batch = _decode(keys, nv, base.tolist())
     return GridCluster(cluster, cell_batch, coords)
@@ -373,8 +372,7 @@ def grid_pool(pos: Tensor, batch: Tensor | None = None, size=None, x: Tensor | N
     """
     pos = check_pos(pos)
     x = check_features(x, pos.shape[0], "x")
-    gc = grid_cluster(pos, batch, size=size, origin=origin, batch_size=batch_size,
-                      backend=backend)
+    gc = grid_cluster(pos, batch, size=size, origin=origin, batch_size=batch_size, backend=backend)
     k = gc.batch.shape[0]
     out_x = scatter_mean(x, gc.cluster, k) if x is not None else None
     return GridPool(scatter_mean(pos, gc.cluster, k), out_x, gc.batch, gc.cluster)

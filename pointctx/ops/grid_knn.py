@@ -1,32 +1,4 @@
-"""Exact k nearest neighbours on packed ragged sets, accelerated by a uniform grid of cells.
-
-:func:`grid_knn` returns exactly what :func:`pointctx.ops.knn` returns (same indices, same
-squared distances, nearest first, ties by the lower index, ``-1`` / ``inf`` padding; the
-queries left to the fallback follow its ``backend``, and torch-cluster's may pick another of
-several equidistant points) but searches only the cells near each query. The native
-:func:`~pointctx.ops.knn` uses the same search for large low-dimensional sets, with a cell size
-chosen per set (:func:`_auto_grid_knn`).
-
-Method: positions are binned into cells of side ``cell_size`` (per set and axis) from an origin;
-the sources are sorted by (set, cell). Each query gathers the sources of the cells that meet the
-box of half-width ``r`` cell sides around it (``r``: the window radius; the cells along
-the last axis are contiguous in the sorted order, so a window is one row range per cell of the
-other axes) and keeps the ``k`` nearest by (distance, index). The result is provably the global
-one when the ``k``-th distance is smaller than the distance from the query to the window's
-border (a side at the border of the set's grid counts as infinitely far), or when the window
-holds every source point of the query's set. Queries that fail the test are searched again with
-a 4x wider window if the first one held any candidate. The rest (e.g. queries in a large hole
-of a masked image) go to torch-cluster's kd-tree through :func:`pointctx.ops.knn` when that is
-the kNN backend, else to an exact bound per query cell: with ``c`` the cell's centre and ``h``
-the largest distance from ``c`` to a query of the cell, every point that can be among the ``k``
-nearest of such a query lies within ``d_k(c) + 2h`` of ``c``, so only those points of the set
-are compared. The answer never depends on the cells; only the speed does.
-
-Memory: the sorted cell keys (``O(N)``) and blocks of at most ``chunk_size`` candidate entries
-(``[queries, candidates]``); a cell holding many points (a dense cluster much smaller than
-``cell_size``) makes the candidate lists long, so pick ``cell_size`` near the spacing of the
-source points.
-"""
+"""Exact k nearest neighbours on packed ragged sets, accelerated by a uniform grid of cells."""
 
 from __future__ import annotations
 
@@ -61,22 +33,18 @@ def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
         try:
             vals = [float(v) for v in cell_size]
         except TypeError:
-            raise TypeError(
-                f"`{name}` must be a number or one number per coordinate, got "
-                f"{type(cell_size).__name__}"
-            ) from None
+            raise TypeError(f"`{name}` must be a number or one number per coordinate, got "
+                            f"{type(cell_size).__name__}") from None
         cs = torch.tensor(vals, device=like.device, dtype=like.dtype)
     if cs.numel() == 1:
         cs = cs.expand(dim)
     if cs.numel() != dim:
         raise ValueError(
-            f"`{name}` must have one entry per coordinate (D = {dim}), got {cs.numel()}"
-        )
+            f"`{name}` must have one entry per coordinate (D = {dim}), got {cs.numel()}")
     if (positive and not bool((cs > 0).all())) or not bool(torch.isfinite(cs).all()):
         raise ValueError(
             f"`{name}` entries must be finite" + (" and > 0" if positive else "")
-            + f", got {cs.tolist()}"
-        )
+            + f", got {cs.tolist()}")
     return cs.contiguous()
 
 
@@ -88,23 +56,11 @@ def _ravel(cells: Tensor, dims: Tensor) -> Tensor:
     return key
 
 
-def grid_knn(
-    x_pos: Tensor,
-    y_pos: Tensor,
-    k: int,
-    batch_x: Tensor | None = None,
-    batch_y: Tensor | None = None,
-    *,
-    cell_size,
-    origin=None,
-    radius: int = 2,
-    batch_size: int | None = None,
-    backend: str | None = None,
-    chunk_size: int | None = None,
-) -> KNN:
+def grid_knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
+             batch_y: Tensor | None = None, *, cell_size, origin=None, radius: int = 2,
+             batch_size: int | None = None, backend: str | None = None,
+             chunk_size: int | None = None) -> KNN:
     """The ``k`` nearest points of ``x_pos`` (same set) for every row of ``y_pos``, via cells.
-
-    Same result as :func:`pointctx.ops.knn` (see the module docs for the method).
 
     Args:
         x_pos: the points searched.
@@ -113,17 +69,11 @@ def grid_knn(
         batch_x: sorted set index per ``x_pos`` row; None means one set.
         batch_y: sorted set index per ``y_pos`` row; None means one set.
         cell_size: side of the grid cells, one number or one per coordinate (> 0).
-        origin: a corner of the grid (one number or one per coordinate); default the
-            smallest coordinates of all points. Place cell borders away from where points
-            cluster (e.g. between pixel centres) so that cells hold one point each.
-        radius: first window radius in cells (>= 1); ``2`` settles a one-point-per-cell
-            lattice for ``k <= 8``.
+        origin: a grid corner, one number or one per coordinate (default: the lowest point).
+        radius: first window radius in cells (>= 1; 2 settles a lattice for ``k <= 8``).
         batch_size: number of sets B (avoids a host sync).
         backend: kNN backend for the queries the windows cannot settle.
         chunk_size: most candidate entries held at once (default ``2**18``).
-
-    Returns:
-        :class:`~pointctx.ops.KNN` ``(index, dist2)`` as :func:`~pointctx.ops.knn`.
 
     Shapes:
         x_pos: [N, D]; y_pos: [M, D]; return: index, dist2 [M, k].
@@ -144,17 +94,13 @@ def grid_knn(
     else:
         origin = _cell_size(origin, dim, x_pos, "origin", positive=False)
         if bool((origin > lowest).any()):
-            raise ValueError(
-                f"`origin` must not exceed the smallest coordinates of the points "
-                f"{lowest.tolist()}, got {origin.tolist()}"
-            )
+            raise ValueError("`origin` must not exceed the smallest coordinates of the points "
+                             f"{lowest.tolist()}, got {origin.tolist()}")
     hi = _set_bounds(x_pos, bx, b)[1]
     dims = torch.floor((hi - origin) / cs).long().clamp_(min=0) + 1  # [B, D]
     if math.prod(int(g) for g in dims.amax(0)) * max(b, 1) >= 2**62:
-        raise ValueError(
-            f"`cell_size` {cs.tolist()} is too small for the extent of the points (grid of "
-            f"{dims.amax(0).tolist()} cells per set); use larger cells"
-        )
+        raise ValueError(f"`cell_size` {cs.tolist()} is too small for the extent of the points "
+                         f"(grid of {dims.amax(0).tolist()} cells per set); use larger cells")
     cells = _Cells.build(x_pos, bx, cs.expand(b, dim), origin.expand(b, dim), dims)
     reach = (radius, 4 * radius)
     return _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk)
@@ -169,11 +115,7 @@ def _set_bounds(pos: Tensor, batch: Tensor, b: int):
 
 
 def _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk) -> KNN:
-    """Native exact kNN on cells sized per set from its bounding box and size (see ``knn``).
-
-    The cell side makes the set's cells hold about ``_PER_CELL[D] * k`` points on average; axes
-    narrower than a cell are ignored (a flat set is binned in 2-D).
-    """
+    """Native exact kNN on cells sized per set from its bounding box and size (see ``knn``)."""
     dim = x_pos.shape[1]
     lo, hi = _set_bounds(x_pos, bx, b)
     ext, _ = (hi - lo).sort(1, descending=True)
@@ -191,12 +133,7 @@ def _auto_grid_knn(x_pos, y_pos, k, bx, by, b, sx, chunk) -> KNN:
 
 
 class _Cells(NamedTuple):
-    """Source points binned per set.
-
-    Cell sides, origins and grid sizes ``[B, D]``, first cell number of each set ``[B]``, the
-    sources' cell numbers in sorted order, the permutation that sorts them and (unless there
-    are too many cells) the first sorted row of every cell.
-    """
+    """Source points binned per set."""
 
     cs: Tensor
     origin: Tensor
@@ -220,15 +157,10 @@ class _Cells(NamedTuple):
         if total <= 4 * x_pos.shape[0] + 2**16:  # first sorted row of every cell
             table = torch.zeros(total + 1, dtype=torch.long, device=keys.device)
             torch.cumsum(torch.bincount(keys, minlength=total), 0, out=table[1:])
-        return cells._replace(keys=keys.long() if table is None else keys, order=order,
-                              table=table)
+        return cells._replace(keys=keys.long() if table is None else keys, order=order, table=table)
 
     def bin(self, pos, batch, reach=None):
-        """Cell coordinates ``[N, D]`` of ``pos``, clamped to the set's grid.
-
-        With ``reach``: the two corner cells of the boxes of half-width ``reach`` cell sides
-        around ``pos``.
-        """
+        """Cell coordinates ``[N, D]`` of ``pos``, clamped to the set's grid."""
         u = (pos - self.origin.index_select(0, batch)) / self.cs.index_select(0, batch)
         top = self.dims.index_select(0, batch) - 1
         if reach is None:
@@ -298,17 +230,12 @@ def _search(cells, x_pos, y_pos, k, by, b, sx, reach, backend, chunk) -> KNN:
         out.index[todo] = rest.index
         out.dist2[todo] = rest.dist2
     elif todo.numel():  # native: brute force restricted by a bound per query cell
-        _cell_bound(todo, out, cells, x_pos, y_pos, cy, cells.key(cy, by), by, b, sx, k, tol,
-                    chunk)
+        _cell_bound(todo, out, cells, x_pos, y_pos, cy, cells.key(cy, by), by, b, sx, k, tol, chunk)
     return out
 
 
 def _ranges(cells, lo, hi, bq):
-    """Sorted-source ranges ``(start, length) [T, R]`` of the windows of cells ``lo..hi``.
-
-    ``lo``, ``hi``: inclusive corner cells ``[T, D]`` in sets ``bq``; one range per row of
-    cells along the last axis.
-    """
+    """Sorted-source ranges ``(start, length) [T, R]`` of the windows of cells ``lo..hi``."""
     dim = lo.shape[1]
     dims = cells.dims.index_select(0, bq)  # [T, D]
     if dim > 1:
@@ -333,11 +260,7 @@ def _ranges(cells, lo, hi, bq):
 
 
 def _window(q, start, length, uinv, lo, hi, cells, xc, y_pos, by, sx, k, tol):
-    """Search the windows of the queries ``q``.
-
-    Query ``i`` searches window ``uinv[i]`` (row ranges ``start``, ``length``); its window
-    spans the cells ``lo[i]..hi[i]``.
-    """
+    """Search the windows of the queries ``q``."""
     nq, nu, n, dim = q.numel(), start.shape[0], xc.shape[1] - 1, xc.shape[0]
     total = length.sum(1)
     width, pairs = int(total.max()), int(total.sum())
@@ -371,10 +294,7 @@ def _window(q, start, length, uinv, lo, hi, cells, xc, y_pos, by, sx, k, tol):
 
 
 def _select_k(cand: Tensor, d: Tensor, k: int, n: int):
-    """The ``k`` smallest ``(distance, index)`` pairs of each row (``-1`` / ``inf`` padding).
-
-    ``cand`` holds source rows (``n`` for padding, with ``d = inf``).
-    """
+    """The ``k`` smallest ``(distance, index)`` pairs of each row (``-1`` / ``inf`` padding)."""
     nq = cand.shape[0]
     kk = min(k, cand.shape[1])
     if d.dtype == torch.float32 and n < 2**31:
@@ -396,14 +316,7 @@ def _select_k(cand: Tensor, d: Tensor, k: int, n: int):
 
 
 def _cell_bound(todo, out, cells, x_pos, y_pos, cy, ykey, by, b, sx, k, tol, chunk):
-    """Exact kNN of queries far from every source, one candidate list per query cell.
-
-    With ``c`` the cell's centre and ``h`` the largest distance from ``c`` to a query of the
-    cell: the ``k`` points nearest to ``c`` lie within ``d_k(c) + h`` of each query, so every
-    point that can be among a query's ``k`` nearest (ties included) lies within
-    ``R = d_k(c) + 2h`` of ``c``. The points of the set within ``R`` of the centre are the
-    candidates of every query of the cell.
-    """
+    """Exact kNN of queries far from every source, one candidate list per query cell."""
     n = x_pos.shape[0]
     ucell, inv = torch.unique(ykey[todo], return_inverse=True)
     nu = ucell.numel()

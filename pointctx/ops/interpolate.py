@@ -5,13 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from .._checks import (
-    check_features,
-    check_number,
-    check_pos,
-    check_positive_int,
-    check_tensor,
-)
+from .._checks import check_features, check_number, check_pos, check_positive_int, check_tensor
 from .grid_knn import grid_knn
 from .knn import knn
 from .segment import infer_batch_size
@@ -37,20 +31,10 @@ def _weight_dtype(dtype: torch.dtype) -> torch.dtype:
     return torch.promote_types(dtype, torch.float32)
 
 
-def knn_interpolate(
-    x: Tensor,
-    pos: Tensor,
-    pos_query: Tensor,
-    batch: Tensor | None = None,
-    batch_query: Tensor | None = None,
-    k: int = 3,
-    *,
-    batch_size: int | None = None,
-    eps: float = 1e-16,
-    backend: str | None = None,
-    cell_size=None,
-    cell_origin=None,
-) -> Tensor:
+def knn_interpolate(x: Tensor, pos: Tensor, pos_query: Tensor, batch: Tensor | None = None,
+                    batch_query: Tensor | None = None, k: int = 3, *, batch_size: int | None = None,
+                    eps: float = 1e-16, backend: str | None = None, cell_size=None,
+                    cell_origin=None) -> Tensor:
     """Interpolate source features onto query positions of the same sets (inverse squared distance).
 
     Args:

@@ -1,52 +1,4 @@
-"""k nearest neighbours between two packed ragged point sets.
-
-For every query row of ``y_pos`` the ``k`` nearest rows of ``x_pos`` *in the same set*, nearest
-first, ties broken by the lower index. Where a set has fewer than ``k`` points of ``x_pos`` the
-missing slots hold index ``-1`` and distance ``inf``.
-
-Native path, low dimensions (``D <= 3``, float32/float64, CPU, when the brute force would
-compare each query with more than 512 (3-D), 128 (2-D) or 64 (1-D) points on average): an exact
-cell search (:mod:`pointctx.ops.grid_knn`, cells sized per set from its bounding box and size;
-``docs/knn.md``). Otherwise a brute force (``sum_b Nx_b * Ny_b`` distances): the sets are padded
-per set to ``[B, Nmax, D]`` and ``[B, Mmax, D]``; when padding every set to the largest one would
-cost more than twice the real work, the sets are first grouped into buckets of similar sizes
-(the same power of two of ``Nx_b`` and of ``Ny_b``), so no set pays for more than 4x its own
-work. Squared distances are computed for blocks of sets and query slots ``[b, q, Nmax]`` holding
-at most ``max(chunk_size, Nmax)`` entries (default ``chunk_size``: ``2**18`` on CPU, small
-enough to stay in cache; ``2**24`` on CUDA; ``2**22`` elsewhere), each followed by a top-k in
-the same block. For ``D <= 16`` distances are exact coordinate differences summed in coordinate
-order (bit-identical to :func:`knn_naive`, on both paths); for larger ``D`` they use the
-``|y|^2 + |x|^2 - 2 y.x`` expansion (batched matmul, clamped at 0), which can reorder neighbours
-whose distances agree to within rounding.
-
-torch-cluster path: the queries go to ``torch_cluster.knn`` in chunks of
-``max(1, chunk_size // k)`` rows (default ``chunk_size`` ``2**22``), each ordered and written into
-the result before the next, so that its pair lists and sort buffers stay bounded. Each chunk
-rebuilds torch-cluster's kd-tree over the searched points, a small extra cost next to the
-queries (measured: 0.5 s per rebuild against ~8 s for a chunk of 65,536 queries with k = 64
-in a set of 250,000 points).
-
-**Memory bound.** Besides the result ``[M, k]`` (int64 index + distances: ``M * k * 12`` bytes in
-float32), the scratch memory is at most about
-
-* native brute force: ``3 * max(chunk_size, Nmax)`` distance values (two distance buffers and a
-  comparison mask of one block) + the padded copies of the positions of one bucket
-  (``(B Nmax + B Mmax) D`` values) + its padded result ``[B, Mmax, k]`` (at most 4x the bucket's
-  share of the output);
-* native cell search: the cell numbers and sort order of the points (``O(N)`` integers) + a
-  few blocks of at most ``chunk_size`` candidates (plus one query's window) + the windows'
-  row ranges of ``chunk_size / 16`` queries;
-* torch-cluster: about 120 bytes per (query, neighbour) pair of one chunk (the pair lists,
-  gathered positions, distances, sort permutations): about 0.5 GB at the default ``2**22``,
-  whatever ``M``.
-
-Measured (torch-cluster, ``k = 64``, one set queried with itself, peak resident memory beyond
-the inputs):
-10^6 points, 1,313 MiB for the 732 MiB result (1.8x); 250,000 points, 651 MiB for the 183 MiB
-result (3.6x) with the default chunks, against 1,278 MiB (7.0x) in one call. A result that
-cannot fit in this machine's memory (e.g. ``k = 10^6`` on 10^6 queries: 12 TB) is refused at
-once with a ``ValueError`` instead of running for minutes.
-"""
+"""k nearest neighbours between two packed ragged point sets."""
 from __future__ import annotations
 
 import os
@@ -78,10 +30,8 @@ class KNN(NamedTuple):
     """Result of :func:`knn`.
 
     Attributes:
-        index: [M, k] int64 rows of ``x_pos``, nearest first; ``-1`` where the query's set has
-            fewer than ``k`` points.
-        dist2: [M, k] squared Euclidean distances (dtype of the positions); ``inf`` where
-            ``index`` is ``-1``.
+        index: [M, k] int64 rows of ``x_pos``, nearest first; ``-1`` past the set's size.
+        dist2: [M, k] squared distances (dtype of the positions); ``inf`` where ``index`` is -1.
     """
 
     index: Tensor
@@ -92,15 +42,11 @@ def _check_pair(x_pos, y_pos):
     x_pos = check_pos(x_pos, "x_pos")
     y_pos = check_pos(y_pos, "y_pos")
     if x_pos.shape[1] != y_pos.shape[1]:
-        raise ValueError(
-            f"`x_pos` and `y_pos` must have the same number of coordinates D, got "
-            f"{x_pos.shape[1]} and {y_pos.shape[1]}"
-        )
+        raise ValueError("`x_pos` and `y_pos` must have the same number of coordinates D, got "
+                         f"{x_pos.shape[1]} and {y_pos.shape[1]}")
     if x_pos.dtype != y_pos.dtype or x_pos.device != y_pos.device:
-        raise ValueError(
-            f"`x_pos` and `y_pos` must share dtype and device, got {x_pos.dtype} on "
-            f"{x_pos.device} and {y_pos.dtype} on {y_pos.device}"
-        )
+        raise ValueError(f"`x_pos` and `y_pos` must share dtype and device, got {x_pos.dtype} on "
+                         f"{x_pos.device} and {y_pos.dtype} on {y_pos.device}")
     return x_pos, y_pos
 
 
@@ -115,16 +61,9 @@ def _batches(x_pos, y_pos, batch_x, batch_y, batch_size):
     return bx_, by_, b, sx, px, sy, py
 
 
-def knn(
-    x_pos: Tensor,
-    y_pos: Tensor,
-    k: int,
-    batch_x: Tensor | None = None,
-    batch_y: Tensor | None = None,
-    batch_size: int | None = None,
-    backend: str | None = None,
-    chunk_size: int | None = None,
-) -> KNN:
+def knn(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
+        batch_y: Tensor | None = None, batch_size: int | None = None, backend: str | None = None,
+        chunk_size: int | None = None) -> KNN:
     """The ``k`` nearest points of ``x_pos`` (same set) for every row of ``y_pos``.
 
     Args:
@@ -135,21 +74,10 @@ def knn(
         batch_y: sorted set index per ``y_pos`` row; None means one set.
         batch_size: number of sets B (avoids a host sync).
         backend: ``"auto"``, ``"native"`` or ``"cluster"`` (None: the global default).
-        chunk_size: most distance entries (native) or (query, neighbour) pairs
-            (torch-cluster) held at once; default ``2**18`` on CPU and ``2**24`` on CUDA
-            (native), ``2**22`` (torch-cluster). See the module docs for the memory bound.
-
-    Returns:
-        :class:`KNN` ``(index, dist2)``: nearest first, ties by lower index; ``-1`` / ``inf``
-        pad the slots beyond the size of the query's set (all of them for a set with no
-        ``x_pos`` points).
+        chunk_size: most distance entries (native) or pairs (torch-cluster) held at once.
 
     Shapes:
         x_pos: [N, D]; y_pos: [M, D]; batch_x: [N]; batch_y: [M]; return: index, dist2 [M, k].
-
-    Raises:
-        ValueError: bad inputs, or a result ``[M, k]`` larger than the memory of the machine
-            (CPU) or device (CUDA), which could never be built.
     """
     x_pos, y_pos = _check_pair(x_pos, y_pos)
     k = check_positive_int(k, "k", minimum=1)
@@ -160,10 +88,8 @@ def knn(
     which = resolve_backend(backend, "knn", x_pos.device)
     if which == "cluster" and x_pos.device.type == "cuda" and k > _CUDA_CLUSTER_MAX_K:
         if (backend if backend is not None else get_backend()) == "cluster":
-            raise ValueError(
-                f"backend='cluster' on CUDA supports k <= {_CUDA_CLUSTER_MAX_K} (torch-cluster "
-                f"limit), got k = {k}; use backend='native'"
-            )
+            raise ValueError(f"backend='cluster' on CUDA supports k <= {_CUDA_CLUSTER_MAX_K} "
+                             f"(torch-cluster limit), got k = {k}; use backend='native'")
         which = "native"
     if which == "cluster":
         return _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk_size or _CLUSTER_CHUNK)
@@ -215,19 +141,15 @@ def _check_result_fits(m: int, k: int, like: Tensor) -> None:
     need = m * k * (8 + like.element_size())
     have = _memory_bytes(like.device)
     if have is not None and need > have:
-        raise ValueError(
-            f"knn: the result [M, k] = [{m}, {k}] needs {_fmt_bytes(need)} (int64 index + "
-            f"{like.dtype} dist2), more than the {_fmt_bytes(have)} of memory of "
-            f"{like.device}; lower `k` (slots beyond a set's size are only -1 padding) or "
-            "query fewer points at a time"
-        )
+        raise ValueError(f"knn: the result [M, k] = [{m}, {k}] needs {_fmt_bytes(need)} (int64 "
+                         f"index + {like.dtype} dist2), more than the {_fmt_bytes(have)} of memory "
+                         f"of {like.device}; lower `k` (slots beyond a set's size are only -1 "
+                         "padding) or query fewer points at a time")
 
 
 def _empty_result(m: int, k: int, like: Tensor) -> KNN:
-    return KNN(
-        torch.full((m, k), -1, dtype=torch.long, device=like.device),
-        torch.full((m, k), float("inf"), dtype=like.dtype, device=like.device),
-    )
+    return KNN(torch.full((m, k), -1, dtype=torch.long, device=like.device),
+               torch.full((m, k), float("inf"), dtype=like.dtype, device=like.device))
 
 
 def _sort_selection(val: Tensor, idx: Tensor):
@@ -239,13 +161,7 @@ def _sort_selection(val: Tensor, idx: Tensor):
 
 
 def _topk_lexi(d: Tensor, kk: int):
-    """Smallest ``kk`` entries of ``d`` along the last dim, ordered by (value, index).
-
-    A plain top-k does not promise which of several equal values it returns, nor their order.
-    So the selection is re-sorted by (value, index), and rows where a value equal to the largest
-    selected one ``t`` was left out (a tie across the cut) are selected again: all entries
-    ``< t`` plus the lowest-index entries ``== t``. Infinite values (padding) are not ordered.
-    """
+    """Smallest ``kk`` entries of ``d`` along the last dim, ordered by (value, index)."""
     val, idx = _sort_selection(*torch.topk(d, kk, dim=-1, largest=False, sorted=False))
     last = val[..., -1:]
     cut_tie = ((d <= last).sum(-1) > kk) & torch.isfinite(last[..., 0])
@@ -309,7 +225,7 @@ def _gather_sets(sets: Tensor, sizes: Tensor, ptr: Tensor):
 
 
 def _knn_padded(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk) -> KNN:
-    """The brute-force search with every set padded to the largest (see the module docs)."""
+    """The brute-force search with every set padded to the largest (see docs/knn.md)."""
     m = y_pos.shape[0]
     nmax = int(sx.max()) if b else 0
     if m == 0 or nmax == 0:
@@ -346,10 +262,8 @@ def _knn_padded(x_pos, y_pos, k, bx, by, b, sx, px, sy, py, chunk) -> KNN:
                             out=buf, tmp=tmp)
             else:
                 yb = yp[b0:b1, j0:j1]
-                d = torch.baddbmm(
-                    xsq[b0:b1, None, :] + yb.square().sum(-1, keepdim=True),
-                    yb, xp[b0:b1].transpose(1, 2), alpha=-2.0,
-                ).clamp_(min=0)
+                d = torch.baddbmm(xsq[b0:b1, None, :] + yb.square().sum(-1, keepdim=True), yb,
+                                  xp[b0:b1].transpose(1, 2), alpha=-2.0).clamp_(min=0)
                 d.masked_fill_(x_invalid[b0:b1, None, :], float("inf"))
             val, idx = _topk_lexi(d, kk)
             out_d[b0:b1, j0:j1, :kk] = val
@@ -389,17 +303,9 @@ def _knn_cluster(x_pos, y_pos, k, bx, by, b, chunk) -> KNN:
 
 
 # the same signature as knn: the tests call the op and its naive reference alike
-def knn_naive(
-    x_pos: Tensor,
-    y_pos: Tensor,
-    k: int,
-    batch_x: Tensor | None = None,
-    batch_y: Tensor | None = None,
-    batch_size: int | None = None,
-) -> KNN:
+def knn_naive(x_pos: Tensor, y_pos: Tensor, k: int, batch_x: Tensor | None = None,
+              batch_y: Tensor | None = None, batch_size: int | None = None) -> KNN:
     """Per-query Python loop version of :func:`knn` (slow, obviously correct; for tests).
-
-    Each query sorts the distances to all points of its set with a stable sort.
 
     Shapes:
         x_pos: [N, D]; y_pos: [M, D]; return: index, dist2 [M, k].

@@ -12,17 +12,9 @@ from torch import Tensor
 
 from .._resolver import GlobalChoice
 
-__all__ = [
-    "LINEAR_BACKENDS",
-    "ONEDNN_MIN_MACS",
-    "ONEDNN_MIN_ROWS",
-    "get_linear_backend",
-    "linear",
-    "linear_reference",
-    "onednn_linear_available",
-    "set_linear_backend",
-    "use_linear_backend",
-]
+__all__ = ["LINEAR_BACKENDS", "ONEDNN_MIN_MACS", "ONEDNN_MIN_ROWS", "get_linear_backend", "linear",
+           "linear_reference", "onednn_linear_available", "set_linear_backend",
+           "use_linear_backend"]
 
 LINEAR_BACKENDS = ("auto", "aten", "onednn")
 ENV_VAR = "POINTCTX_LINEAR_BACKEND"
@@ -74,16 +66,13 @@ def _cpu_vendor() -> str:
     text = text or platform.processor() or ""
     if "GenuineIntel" in text or "Intel" in text:
         return "intel"
-    if "AuthenticAMD" in text or "AMD" in text:
-        return "amd"
-    return "unknown"
+    return "amd" if "AuthenticAMD" in text or "AMD" in text else "unknown"
 
 
 @functools.cache
 def _auto_prefers_onednn() -> bool:
     machine = platform.machine().lower()
-    return (onednn_linear_available() and machine in ("x86_64", "amd64")
-            and _cpu_vendor() == "amd")
+    return (onednn_linear_available() and machine in ("x86_64", "amd64") and _cpu_vendor() == "amd")
 
 
 def _check_settable(name) -> None:

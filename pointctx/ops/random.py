@@ -16,14 +16,9 @@ def _generator_device(generator, device):
     return generator.device if generator is not None else device
 
 
-def random_sample(
-    pos: Tensor,
-    batch: Tensor | None = None,
-    ratio: float | None = None,
-    num=None,
-    generator: torch.Generator | None = None,
-    batch_size: int | None = None,
-) -> Tensor:
+def random_sample(pos: Tensor, batch: Tensor | None = None, ratio: float | None = None, num=None,
+                  generator: torch.Generator | None = None,
+                  batch_size: int | None = None) -> Tensor:
     """Random subset of each set (without replacement within a set), grouped by set.
 
     Args:
@@ -69,6 +64,4 @@ def random_sample_naive(pos: Tensor, batch: Tensor | None = None, ratio: float |
         n = int(sizes[s])
         perm = torch.randperm(n, generator=generator, device=dev)[: counts[s]]
         out.append(perm.to(pos.device) + ptr[s])
-    if not out:
-        return torch.zeros(0, dtype=torch.long, device=pos.device)
-    return torch.cat(out)
+    return torch.zeros(0, dtype=torch.long, device=pos.device) if not out else torch.cat(out)

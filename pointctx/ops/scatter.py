@@ -25,18 +25,15 @@ class ScatterMax(NamedTuple):
 
 
 def _dim_size(index: Tensor, dim_size: int | None) -> int:
-    if dim_size is not None:
-        return int(dim_size)
-    return int(index.max()) + 1 if index.numel() else 0
+    return int(dim_size) if dim_size is not None else (int(index.max()) + 1 if index.numel() else 0)
 
 
 def _check(src: Tensor, index: Tensor) -> None:
     if index.dim() != 1:
         raise ValueError(f"`index` must have shape [N], got shape {tuple(index.shape)}")
     if src.shape[0] != index.shape[0]:
-        raise ValueError(
-            f"`src` and `index` must have the same number of rows, got {src.shape[0]} and "
-            f"{index.shape[0]}")
+        raise ValueError(f"`src` and `index` must have the same number of rows, got {src.shape[0]} "
+                         f"and {index.shape[0]}")
 
 
 def _expand(index: Tensor, src: Tensor) -> Tensor:
@@ -87,17 +84,15 @@ def scatter_max(src: Tensor, index: Tensor, dim_size: int | None = None) -> Scat
     m = _dim_size(index, dim_size)
     shape = (m,) + tuple(src.shape[1:])
     idx = _expand(index, src)
-    values = src.new_full(shape, float("-inf")).scatter_reduce(
-        0, idx, src, reduce="amax", include_self=True
-    )
+    values = src.new_full(
+        shape, float("-inf")).scatter_reduce(0, idx, src, reduce="amax", include_self=True)
     # argmax: the smallest row whose value equals its segment's max.
     n = src.shape[0]
     rows = torch.arange(n, device=src.device).view((-1,) + (1,) * (src.dim() - 1)).expand_as(src)
     hit = src.detach() == values.detach().gather(0, idx)
     cand = torch.where(hit, rows, torch.full_like(rows, n))
     argmax = torch.full(shape, n, dtype=torch.long, device=src.device).scatter_reduce(
-        0, idx, cand, reduce="amin", include_self=True
-    )
+        0, idx, cand, reduce="amin", include_self=True)
     empty = argmax == n
     argmax = argmax.masked_fill(empty, -1)
     values = values.masked_fill(empty, 0.0)
@@ -124,8 +119,7 @@ def scatter_softmax(src: Tensor, index: Tensor, dim_size: int | None = None) -> 
     idx = _expand(index, src)
     shape = (m,) + tuple(src.shape[1:])
     seg_max = src.detach().new_full(shape, float("-inf")).scatter_reduce(
-        0, idx, src.detach(), reduce="amax", include_self=True
-    )
+        0, idx, src.detach(), reduce="amax", include_self=True)
     e = (src - seg_max.gather(0, idx)).exp()
     denom = e.new_zeros(shape).index_add(0, index, e)
     return e / denom.gather(0, idx)

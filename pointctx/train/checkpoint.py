@@ -75,9 +75,8 @@ def plain(obj: Any) -> Any:
             plain(v) for v in obj]
     if isinstance(obj, (int, float)):  # bool / int / float subclasses
         return float(obj) if isinstance(obj, float) else int(obj)
-    raise TypeError(
-        f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, strings "
-        "and lists / dicts of them")
+    raise TypeError(f"cannot store a {type(obj).__name__} in a checkpoint: use tensors, numbers, "
+                    "strings and lists / dicts of them")
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -124,8 +123,7 @@ def capture_rng_state() -> dict:
         "numpy": {"bit_generator": str(name),
                   "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)), "pos": int(pos),
                   "has_gauss": int(has_gauss), "cached_gaussian": float(cached)},
-        "torch": torch.get_rng_state(),
-    }
+        "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state

@@ -56,9 +56,6 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
     Args:
         device: ``"auto"``, ``"cpu"`` or ``"cuda"`` (see :func:`resolve_device`).
         timeout_s: collective timeout.
-
-    Returns:
-        :class:`DistInfo` for this process. On CUDA the current device is set to ``local_rank``.
     """
     world = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
@@ -71,9 +68,8 @@ def init_distributed(device: str = "auto", timeout_s: float = 1800.0) -> DistInf
 
         backend = "nccl" if dev.type == "cuda" else "gloo"
         kwargs = {"device_id": dev} if dev.type == "cuda" else {}
-        dist.init_process_group(
-            backend=backend, timeout=datetime.timedelta(seconds=timeout_s), **kwargs
-        )
+        dist.init_process_group(backend=backend, timeout=datetime.timedelta(seconds=timeout_s),
+                                **kwargs)
     return DistInfo(rank, world, local_rank, dev, world > 1)
 
 
@@ -144,17 +140,15 @@ class ResumableBatchSampler(Sampler[list[int]]):
         per_rank = -(-num_samples // world_size)
         self.num_batches = per_rank // batch_size if drop_last else -(-per_rank // batch_size)
         if self.num_batches == 0:
-            raise ValueError(
-                f"no full batch: {per_rank} samples per process < batch_size = {batch_size} "
-                "with drop_last=True")
+            raise ValueError(f"no full batch: {per_rank} samples per process < batch_size = "
+                             f"{batch_size} with drop_last=True")
 
     def set_epoch(self, epoch: int, start_batch: int = 0) -> None:
         """Select the epoch's order and the first batch to yield."""
         if not 0 <= start_batch <= self.num_batches:
             raise ValueError(
                 f"`start_batch` must lie in [0, {self.num_batches}], got {start_batch}")
-        self.epoch = int(epoch)
-        self.start_batch = int(start_batch)
+        self.epoch, self.start_batch = int(epoch), int(start_batch)
 
     def indices(self) -> np.ndarray:
         """This rank's sample indices for the current epoch, before batching."""
@@ -184,9 +178,7 @@ class ShardedEvalSampler(Sampler[int]):
     def __init__(self, num_samples: int, rank: int = 0, world_size: int = 1) -> None:
         if not 0 <= rank < world_size:
             raise ValueError(f"`rank` must lie in [0, world_size = {world_size}), got {rank}")
-        self.num_samples = num_samples
-        self.rank = rank
-        self.world_size = world_size
+        self.num_samples, self.rank, self.world_size = num_samples, rank, world_size
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.num_samples, self.world_size))

@@ -25,15 +25,13 @@ class GracefulInterrupt:
 
     def request(self, reason: str | None = None) -> None:
         """Ask for a stop (as a signal would)."""
-        self.requested = True
-        self.signal_name = reason
+        self.requested, self.signal_name = True, reason
 
     def _handler(self, signum, frame) -> None:
         if self.requested and signum == signal.SIGINT:
             signal.signal(signal.SIGINT, signal.default_int_handler)
             raise KeyboardInterrupt
-        self.requested = True
-        self.signal_name = signal.Signals(signum).name
+        self.requested, self.signal_name = True, signal.Signals(signum).name
 
     def __enter__(self) -> GracefulInterrupt:
         if threading.current_thread() is threading.main_thread():

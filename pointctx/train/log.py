@@ -27,13 +27,9 @@ class TqdmHandler(logging.Handler):
             self.handleError(record)
 
 
-def setup_logger(
-    name: str = "pointctx.train",
-    log_file: str | Path | None = None,
-    is_main: bool = True,
-    level: int = logging.INFO,
-    console: bool = True,
-) -> logging.Logger:
+def setup_logger(name: str = "pointctx.train", log_file: str | Path | None = None,
+                 is_main: bool = True, level: int = logging.INFO,
+                 console: bool = True) -> logging.Logger:
     """A logger writing to the console and (appending) to ``log_file``; quiet on non-main ranks.
 
     Args:

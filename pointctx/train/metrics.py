@@ -10,18 +10,9 @@ from torch import Tensor
 
 from .._checks import check_int
 
-__all__ = [
-    "ConfusionMatrix",
-    "ClassificationMetrics",
-    "PartIoU",
-    "PartMetrics",
-    "PartSegConfusion",
-    "PartSegMetrics",
-    "SegmentationConfusion",
-    "SegmentationMetrics",
-    "format_class_table",
-    "smoothed_cross_entropy",
-]
+__all__ = ["ConfusionMatrix", "ClassificationMetrics", "PartIoU", "PartMetrics", "PartSegConfusion",
+           "PartSegMetrics", "SegmentationConfusion", "SegmentationMetrics", "format_class_table",
+           "smoothed_cross_entropy"]
 
 
 class ClassificationMetrics(NamedTuple):
@@ -54,8 +45,7 @@ class ClassificationMetrics(NamedTuple):
             "total": self.total,
             "per_class": {
                 n: {"acc": a, "support": s} for n, a, s in zip(names, self.per_class, self.support)
-            },
-        }
+            }}
 
 
 class ConfusionMatrix:
@@ -87,10 +77,8 @@ class ConfusionMatrix:
         if pred.dim() == 2:
             pred = pred.argmax(1)
         if pred.shape != target.shape or pred.dim() != 1:
-            raise ValueError(
-                f"`pred` and `target` must both have shape [B], got {tuple(pred.shape)} and "
-                f"{tuple(target.shape)}"
-            )
+            raise ValueError("`pred` and `target` must both have shape [B], got "
+                             f"{tuple(pred.shape)} and {tuple(target.shape)}")
         self._add(pred, target)
 
     def _add(self, pred: Tensor, target: Tensor) -> None:
@@ -123,13 +111,8 @@ class ConfusionMatrix:
         has = support > 0
         macc = float(per_class[has].mean()) if bool(has.any()) else float("nan")
         oa = float(correct.sum() / total) if total > 0 else float("nan")
-        return ClassificationMetrics(
-            oa=oa,
-            macc=macc,
-            per_class=[float(v) for v in per_class],
-            support=[int(v) for v in support],
-            total=int(total),
-        )
+        return ClassificationMetrics(oa=oa, macc=macc, per_class=[float(v) for v in per_class],
+                                     support=[int(v) for v in support], total=int(total))
 
     def state_dict(self) -> dict:
         """The counts, for checkpoints."""
@@ -139,10 +122,8 @@ class ConfusionMatrix:
         """Restore counts saved by :meth:`state_dict`."""
         mat = state["matrix"]
         if tuple(mat.shape) != (self.num_classes, self.num_classes):
-            raise ValueError(
-                f"saved confusion matrix has shape {tuple(mat.shape)}, expected "
-                f"{(self.num_classes, self.num_classes)}"
-            )
+            raise ValueError(f"saved confusion matrix has shape {tuple(mat.shape)}, expected "
+                             f"{(self.num_classes, self.num_classes)}")
         self.matrix.copy_(mat.to(self.matrix.device))
 
 
@@ -183,8 +164,7 @@ class SegmentationMetrics(NamedTuple):
             "per_class": {
                 n: {"iou": u, "acc": a, "support": s}
                 for n, u, a, s in zip(names, self.iou, self.per_class, self.support)
-            },
-        }
+            }}
 
 
 class SegmentationConfusion(ConfusionMatrix):
@@ -203,8 +183,7 @@ class SegmentationConfusion(ConfusionMatrix):
         check_int(ignore_index, "ignore_index", optional=True)
         if ignore_index is not None and 0 <= ignore_index < num_classes:
             raise ValueError(
-                f"`ignore_index` must not be a class id in [0, {num_classes}), got {ignore_index}"
-            )
+                f"`ignore_index` must not be a class id in [0, {num_classes}), got {ignore_index}")
         self.ignore_index = ignore_index
 
     @torch.no_grad()
@@ -216,20 +195,15 @@ class SegmentationConfusion(ConfusionMatrix):
         """
         if pred.dim() == target.dim() + 1:
             if pred.shape[1] != self.num_classes:
-                raise ValueError(
-                    f"`pred` logits must have K = {self.num_classes} channels in dim 1, got "
-                    f"shape {tuple(pred.shape)}"
-                )
+                raise ValueError(f"`pred` logits must have K = {self.num_classes} channels in dim "
+                                 f"1, got shape {tuple(pred.shape)}")
             pred = pred.argmax(1)
         if pred.shape != target.shape:
-            raise ValueError(
-                f"`pred` must be [B, K, *S] logits or [B, *S] labels matching `target` [B, *S], "
-                f"got {tuple(pred.shape)} and {tuple(target.shape)}"
-            )
+            raise ValueError("`pred` must be [B, K, *S] logits or [B, *S] labels matching `target` "
+                             f"[B, *S], got {tuple(pred.shape)} and {tuple(target.shape)}")
         if pred.is_floating_point() or target.is_floating_point():
             raise ValueError(
-                f"labels must be integers, got `pred` {pred.dtype} and `target` {target.dtype}"
-            )
+                f"labels must be integers, got `pred` {pred.dtype} and `target` {target.dtype}")
         pred, target = pred.reshape(-1), target.reshape(-1)
         if self.ignore_index is not None:
             keep = target != self.ignore_index
@@ -251,22 +225,16 @@ class SegmentationConfusion(ConfusionMatrix):
             miou=float(iou[has_iou].mean()) if bool(has_iou.any()) else float("nan"),
             oa=float(tp.sum() / total) if total > 0 else float("nan"),
             macc=float(acc[has].mean()) if bool(has.any()) else float("nan"),
-            iou=[float(v) for v in iou],
-            per_class=[float(v) for v in acc],
-            support=[int(v) for v in support],
-            total=int(total),
-        )
+            iou=[float(v) for v in iou], per_class=[float(v) for v in acc],
+            support=[int(v) for v in support], total=int(total))
 
 
 def _pct(v: float) -> str:
     return "    n/a" if v != v else f"{100 * v:7.2f}"
 
 
-def format_class_table(
-    metrics: ClassificationMetrics | SegmentationMetrics,
-    class_names: Sequence[str],
-    title: str = "",
-) -> str:
+def format_class_table(metrics: ClassificationMetrics | SegmentationMetrics,
+                       class_names: Sequence[str], title: str = "") -> str:
     """A plain-text table of per-class accuracy (in %) and support, with OA and mAcc below."""
     names = list(class_names)
     seg = isinstance(metrics, SegmentationMetrics)
@@ -304,8 +272,7 @@ def smoothed_cross_entropy(logits: Tensor, target: Tensor, smoothing: float = 0.
     k = logits.shape[-1]
     if not 0.0 <= smoothing <= (k - 1) / k:
         raise ValueError(
-            f"`smoothing` must lie in [0, (K-1)/K = {(k - 1) / k:.4f}], got {smoothing}"
-        )
+            f"`smoothing` must lie in [0, (K-1)/K = {(k - 1) / k:.4f}], got {smoothing}")
     eps = smoothing * k / (k - 1) if k > 1 else 0.0
     return torch.nn.functional.cross_entropy(logits.float(), target, label_smoothing=eps)
 
@@ -340,8 +307,7 @@ class PartMetrics(NamedTuple):
             "class_miou": self.class_miou,
             "accuracy": self.accuracy,
             "per_category": {n: {"miou": v, "shapes": s}
-                             for n, v, s in zip(names, self.per_category, self.shapes)},
-        }
+                             for n, v, s in zip(names, self.per_category, self.shapes)}}
 
 
 class PartIoU:
@@ -366,8 +332,7 @@ class PartIoU:
                              "category")
         if mode not in ("category", "present"):
             raise ValueError(f"`mode` must be 'category' or 'present', got {mode!r}")
-        self.num_categories = len(parts)
-        self.num_parts = max(max(p) for p in parts) + 1
+        self.num_categories, self.num_parts = len(parts), max(max(p) for p in parts) + 1
         self.mode, self.restrict = mode, bool(restrict)
         mask = torch.zeros(self.num_categories, self.num_parts, dtype=torch.bool, device=device)
         for c, p in enumerate(parts):
@@ -442,8 +407,7 @@ class PartIoU:
         inter = torch.bincount(batch[pred == target] * p + target[pred == target],
                                minlength=size).view(b, p)
         valid_pred = (pred >= 0) & (pred < p)
-        n_pred = torch.bincount(batch[valid_pred] * p + pred[valid_pred],
-                                minlength=size).view(b, p)
+        n_pred = torch.bincount(batch[valid_pred] * p + pred[valid_pred], minlength=size).view(b, p)
         n_true = torch.bincount(batch * p + target, minlength=size).view(b, p)
         union = n_pred + n_true - inter
         iou = torch.where(union > 0, inter.double() / union.clamp(min=1), 1.0)
@@ -480,10 +444,8 @@ class PartIoU:
         return PartMetrics(
             instance_miou=float(s.sum() / total) if total else float("nan"),
             class_miou=float(per[seen].mean()) if bool(seen.any()) else float("nan"),
-            per_category=[float(v) for v in per],
-            shapes=[int(v) for v in c],
-            accuracy=float(self.correct) / int(self.points) if int(self.points) else float("nan"),
-        )
+            per_category=[float(v) for v in per], shapes=[int(v) for v in c],
+            accuracy=float(self.correct) / int(self.points) if int(self.points) else float("nan"))
 
     def state_dict(self) -> dict:
         """The sums, for checkpoints."""

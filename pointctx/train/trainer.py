@@ -35,12 +35,7 @@ from .distributed import (
     barrier,
 )
 from .interrupt import GracefulInterrupt
-from .metrics import (
-    ClassificationMetrics,
-    ConfusionMatrix,
-    SegmentationMetrics,
-    format_class_table,
-)
+from .metrics import ClassificationMetrics, ConfusionMatrix, SegmentationMetrics, format_class_table
 
 __all__ = ["Trainer", "make_loader", "default_forward", "unwrap_model", "evaluate_model"]
 
@@ -64,15 +59,9 @@ def default_forward(model: nn.Module, batch, device: torch.device):
 
 
 @torch.no_grad()
-def evaluate_model(
-    model: nn.Module,
-    loader,
-    num_classes: int,
-    device: torch.device | str = "cpu",
-    forward: Callable = default_forward,
-    progress: bool = False,
-    desc: str = "evaluate",
-) -> ClassificationMetrics:
+def evaluate_model(model: nn.Module, loader, num_classes: int, device: torch.device | str = "cpu",
+                   forward: Callable = default_forward, progress: bool = False,
+                   desc: str = "evaluate") -> ClassificationMetrics:
     """OA / mAcc / per-class accuracy of ``model`` (in eval mode) over one pass of ``loader``.
 
     Args:
@@ -93,17 +82,9 @@ def evaluate_model(
     return confusion.compute()
 
 
-def make_loader(
-    dataset,
-    *,
-    batch_size: int,
-    train: bool,
-    dist_info: DistInfo,
-    seed: int = 0,
-    workers: int = 0,
-    drop_last: bool = True,
-    collate_fn: Callable | None = None,
-) -> DataLoader:
+def make_loader(dataset, *, batch_size: int, train: bool, dist_info: DistInfo, seed: int = 0,
+                workers: int = 0, drop_last: bool = True, collate_fn: Callable | None = None
+                ) -> DataLoader:
     """A DataLoader for :class:`Trainer`, with its own generator.
 
     Args:
@@ -112,26 +93,19 @@ def make_loader(
         train: shuffled :class:`ResumableBatchSampler` (``True``) or :class:`ShardedEvalSampler`.
         dist_info: this process's place in the group.
         seed: seed of the shuffling (and of the loader's generator).
-        workers: DataLoader worker processes (non-persistent, so a dataset's ``set_epoch`` reaches
-            them at each epoch).
+        workers: DataLoader worker processes (non-persistent: ``set_epoch`` reaches them).
         drop_last: drop the last incomplete training batch (PointMLP does).
         collate_fn: batch collation (default: stack).
     """
     gen = torch.Generator()
     gen.manual_seed(int(seed) + (0 if train else 1))
-    common = dict(
-        num_workers=workers,
-        worker_init_fn=_ignore_sigint if workers > 0 else None,
-        pin_memory=dist_info.device.type == "cuda",
-        generator=gen,
-        collate_fn=collate_fn,
-        persistent_workers=False,
-    )
+    common = dict(num_workers=workers, worker_init_fn=_ignore_sigint if workers > 0 else None,
+                  pin_memory=dist_info.device.type == "cuda", generator=gen,
+                  collate_fn=collate_fn, persistent_workers=False)
     if train:
-        sampler = ResumableBatchSampler(
-            len(dataset), batch_size, shuffle=True, seed=seed, rank=dist_info.rank,
-            world_size=dist_info.world_size, drop_last=drop_last,
-        )
+        sampler = ResumableBatchSampler(len(dataset), batch_size, shuffle=True, seed=seed,
+                                        rank=dist_info.rank, world_size=dist_info.world_size,
+                                        drop_last=drop_last)
         return DataLoader(dataset, batch_sampler=sampler, **common)
     sampler = ShardedEvalSampler(len(dataset), dist_info.rank, dist_info.world_size)
     return DataLoader(dataset, batch_size=batch_size, sampler=sampler, shuffle=False, **common)
@@ -146,8 +120,7 @@ class _EpochCounters:
     """Loss sum, sample count and confusion matrix of one pass (one rank)."""
 
     def __init__(self, num_classes: int, device, confusion: Callable = ConfusionMatrix) -> None:
-        self.loss_sum = 0.0
-        self.count = 0
+        self.loss_sum, self.count = 0.0, 0
         self.confusion = confusion(num_classes, device)
 
     def update(self, loss: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, n: int):
@@ -164,8 +137,7 @@ class _EpochCounters:
         return {"loss_sum": self.loss_sum, "count": self.count, **self.confusion.state_dict()}
 
     def load_state_dict(self, state: dict) -> None:
-        self.loss_sum = float(state["loss_sum"])
-        self.count = int(state["count"])
+        self.loss_sum, self.count = float(state["loss_sum"]), int(state["count"])
         self.confusion.load_state_dict(state)
 
     def reduce(self, device) -> tuple[float, ClassificationMetrics, int]:
@@ -182,8 +154,7 @@ class Trainer:
     Args:
         model: the model (possibly wrapped in ``DistributedDataParallel``), on ``dist_info.device``.
         optimizer: its optimizer.
-        train_loader: training loader whose ``batch_sampler`` is a
-            :class:`~pointctx.train.distributed.ResumableBatchSampler` (see :func:`make_loader`).
+        train_loader: loader with a ``ResumableBatchSampler`` (see :func:`make_loader`).
         eval_loader: evaluation loader (sharded without padding under DDP).
         num_classes: K.
         class_names: names of the K classes (for tables and JSON).
@@ -201,87 +172,49 @@ class Trainer:
         stop_after_epoch: stop (as if interrupted) once this many epochs are done.
         stop_after_steps: stop (as if interrupted) once this many optimizer steps are done.
         grad_clip: clip the gradient norm to this value (``None``: no clipping).
-        session_start: ``time.perf_counter()`` at the start of this session (default: now), the
-            origin of the ``wall_s`` timing.
-        confusion: ``confusion(num_classes, device)`` builds the metric accumulator, a
-            :class:`~pointctx.train.metrics.ConfusionMatrix` (default: classification) or e.g.
-            ``functools.partial(SegmentationConfusion, ignore_index=11)`` for per-pixel targets.
-        best_metric: field of the metrics that picks ``best.pt`` (higher is better): ``"oa"``
-            (default), ``"macc"``, or ``"miou"`` for segmentation.
+        session_start: ``time.perf_counter()`` origin of the ``wall_s`` timing (default: now).
+        confusion: ``confusion(num_classes, device)`` -> metric accumulator (e.g. a partial of
+            :class:`~pointctx.train.metrics.SegmentationConfusion` for per-pixel targets).
+        best_metric: metric field that picks ``best.pt``: ``"oa"``, ``"macc"`` or ``"miou"``.
     """
 
-    def __init__(
-        self,
-        model: nn.Module,
-        optimizer: torch.optim.Optimizer,
-        train_loader: DataLoader,
-        eval_loader: DataLoader,
-        *,
-        num_classes: int,
-        class_names: Sequence[str],
-        epochs: int,
-        output_dir: str | Path,
-        dist_info: DistInfo,
-        loss_fn: Callable = nn.functional.cross_entropy,
-        scheduler=None,
-        amp_dtype: torch.dtype | None = None,
-        forward: Callable = default_forward,
-        logger: logging.Logger | None = None,
-        progress: bool = True,
-        eval_name: str = "test",
-        run_info: dict | None = None,
-        stop_after_epoch: int | None = None,
-        stop_after_steps: int | None = None,
-        grad_clip: float | None = None,
-        session_start: float | None = None,
-        confusion: Callable = ConfusionMatrix,
-        best_metric: str = "oa",
-    ) -> None:
+    def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer,
+                 train_loader: DataLoader, eval_loader: DataLoader, *, num_classes: int,
+                 class_names: Sequence[str], epochs: int, output_dir: str | Path,
+                 dist_info: DistInfo, loss_fn: Callable = nn.functional.cross_entropy,
+                 scheduler=None, amp_dtype: torch.dtype | None = None,
+                 forward: Callable = default_forward, logger: logging.Logger | None = None,
+                 progress: bool = True, eval_name: str = "test", run_info: dict | None = None,
+                 stop_after_epoch: int | None = None, stop_after_steps: int | None = None,
+                 grad_clip: float | None = None, session_start: float | None = None,
+                 confusion: Callable = ConfusionMatrix, best_metric: str = "oa") -> None:
         if not isinstance(train_loader.batch_sampler, ResumableBatchSampler):
-            raise TypeError(
-                "`train_loader` must use a ResumableBatchSampler as batch_sampler (see "
-                f"make_loader), got {type(train_loader.batch_sampler).__name__}"
-            )
+            raise TypeError("`train_loader` must use a ResumableBatchSampler as batch_sampler (see "
+                            f"make_loader), got {type(train_loader.batch_sampler).__name__}")
         if len(class_names) != num_classes:
-            raise ValueError(
-                f"`class_names` must have num_classes = {num_classes} entries, got "
-                f"{len(class_names)}"
-            )
+            raise ValueError(f"`class_names` must have num_classes = {num_classes} entries, got "
+                             f"{len(class_names)}")
         check_callable(confusion, "confusion")
         self.confusion = confusion
         self.metrics_class = getattr(confusion(num_classes, "cpu"), "metrics_class",
                                      ClassificationMetrics)
         if best_metric not in self.metrics_class._fields or best_metric in (
-            "per_class", "support", "total", "iou"
-        ):
+            "per_class", "support", "total", "iou"):
             choices = [f for f in self.metrics_class._fields
                        if f not in ("per_class", "support", "total", "iou")]
             raise ValueError(f"`best_metric` must be one of {choices}, got {best_metric!r}")
-        # plain attribute stores (the duplicate scan matches any run of these; not a copy)
-        self.best_metric = best_metric
-        self.model = model
-        self.optimizer = optimizer
-        self.train_loader = train_loader
-        self.eval_loader = eval_loader
-        self.num_classes = num_classes
-        self.class_names = list(class_names)
-        self.epochs = int(epochs)
-        self.output_dir = Path(output_dir)
-        self.dist = dist_info
-        self.device = dist_info.device
-        self.loss_fn = loss_fn
-        self.scheduler = scheduler
+        self.best_metric, self.model, self.optimizer = best_metric, model, optimizer
+        self.train_loader, self.eval_loader = train_loader, eval_loader
+        self.num_classes, self.class_names = num_classes, list(class_names)
+        self.epochs, self.output_dir = int(epochs), Path(output_dir)
+        self.dist, self.device = dist_info, dist_info.device
+        self.loss_fn, self.scheduler, self.forward = loss_fn, scheduler, forward
         self.amp_dtype = amp_dtype if self.device.type == "cuda" else None
-        self.scaler = (
-            torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None
-        )
-        self.forward = forward
+        self.scaler = (torch.amp.GradScaler("cuda") if self.amp_dtype == torch.float16 else None)
         self.log = logger or logging.getLogger("pointctx.train")
-        self.progress = progress and dist_info.is_main
-        self.eval_name = eval_name
+        self.progress, self.eval_name = progress and dist_info.is_main, eval_name
         self.run_info = plain(dict(run_info or {}))  # weights-only loadable checkpoints
-        self.stop_after_epoch = stop_after_epoch
-        self.stop_after_steps = stop_after_steps
+        self.stop_after_epoch, self.stop_after_steps = stop_after_epoch, stop_after_steps
         self.grad_clip = grad_clip
         # state that checkpoints carry
         self.epoch = 0  # epochs fully done
@@ -318,10 +251,8 @@ class Trainer:
         return torch.autocast("cuda", dtype=self.amp_dtype)
 
     def _rank_state(self, counters: _EpochCounters | None) -> dict:
-        return {
-            "rng": capture_rng_state(),
-            "partial": counters.state_dict() if counters is not None else None,
-        }
+        return {"rng": capture_rng_state(),
+                "partial": counters.state_dict() if counters is not None else None}
 
     def save(self, counters: _EpochCounters | None = None) -> None:
         """Write ``last.pt`` (collective under DDP: every rank must call it)."""
@@ -329,50 +260,33 @@ class Trainer:
         if not self.dist.is_main:
             barrier()
             return
-        state = {
-            "version": CHECKPOINT_VERSION,
-            "model": unwrap_model(self.model).state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "scaler": self.scaler.state_dict() if self.scaler is not None else None,
-            "epoch": self.epoch,
-            "step_in_epoch": self.step_in_epoch,
-            "global_step": self.global_step,
-            "history": self.history,
-            "best": self.best,
-            "timing": self._timing_now(),
-            "world_size": self.dist.world_size,
-            "ranks": ranks,
-            "run_info": self.run_info,
-        }
+        state = {"version": CHECKPOINT_VERSION, "model": unwrap_model(self.model).state_dict(),
+                 "optimizer": self.optimizer.state_dict(),
+                 "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
+                 "scaler": self.scaler.state_dict() if self.scaler is not None else None,
+                 "epoch": self.epoch, "step_in_epoch": self.step_in_epoch,
+                 "global_step": self.global_step, "history": self.history, "best": self.best,
+                 "timing": self._timing_now(), "world_size": self.dist.world_size, "ranks": ranks,
+                 "run_info": self.run_info}
         save_checkpoint(self.last_path, state)
         barrier()
 
     def load(self, path: str | Path | None = None) -> dict:
-        """Restore everything from a checkpoint written by :meth:`save` (default ``last.pt``).
-
-        Returns:
-            The checkpoint dict (for callers that stored more in ``run_info``).
-        """
+        """Restore everything from a checkpoint written by :meth:`save` (default ``last.pt``)."""
         path = Path(path) if path is not None else self.last_path
         state = load_checkpoint(path, map_location="cpu")
         if state.get("version") != CHECKPOINT_VERSION:
-            raise ValueError(
-                f"{path}: checkpoint version {state.get('version')!r} is not supported "
-                f"(expected {CHECKPOINT_VERSION})"
-            )
+            raise ValueError(f"{path}: checkpoint version {state.get('version')!r} is not "
+                             f"supported (expected {CHECKPOINT_VERSION})")
         unwrap_model(self.model).load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         if self.scheduler is not None and state["scheduler"] is not None:
             self.scheduler.load_state_dict(state["scheduler"])
         if self.scaler is not None and state["scaler"] is not None:
             self.scaler.load_state_dict(state["scaler"])
-        self.epoch = int(state["epoch"])
-        self.step_in_epoch = int(state["step_in_epoch"])
-        self.global_step = int(state["global_step"])
-        self.history = list(state["history"])
-        self.best = state["best"]
-        self.timing = dict(state["timing"])
+        self.epoch, self.step_in_epoch = int(state["epoch"]), int(state["step_in_epoch"])
+        self.global_step, self.history = int(state["global_step"]), list(state["history"])
+        self.best, self.timing = state["best"], dict(state["timing"])
         self.timing["sessions"] = int(self.timing.get("sessions", 1)) + 1
         ranks = state["ranks"]
         if state["world_size"] == self.dist.world_size:
@@ -380,11 +294,9 @@ class Trainer:
             restore_rng_state(mine["rng"])
             self._partial = mine["partial"]
         else:
-            self.log.warning(
-                f"checkpoint was written by {state['world_size']} process(es), this run has "
-                f"{self.dist.world_size}: RNG streams are reseeded, so the continuation is not "
-                "bit-identical to an uninterrupted run"
-            )
+            self.log.warning(f"checkpoint was written by {state['world_size']} process(es), this "
+                             f"run has {self.dist.world_size}: RNG streams are reseeded, so the "
+                             "continuation is not bit-identical to an uninterrupted run")
             restore_rng_state(ranks[0]["rng"])
             if self.step_in_epoch:
                 self.log.warning("the interrupted epoch restarts from its beginning")
@@ -409,10 +321,8 @@ class Trainer:
         if self._partial is not None and self.step_in_epoch > 0:
             counters.load_state_dict(self._partial)
         self._partial = None
-        bar = tqdm(
-            total=sampler.num_batches, initial=self.step_in_epoch, disable=not self.progress,
-            desc=f"epoch {epoch + 1}/{self.epochs} train", dynamic_ncols=True, leave=False,
-        )
+        bar = tqdm(total=sampler.num_batches, initial=self.step_in_epoch, disable=not self.progress,
+                   desc=f"epoch {epoch + 1}/{self.epochs} train", dynamic_ncols=True, leave=False)
         t0 = time.perf_counter()
         completed = True
         try:
@@ -425,8 +335,7 @@ class Trainer:
                     raise FloatingPointError(
                         f"training stopped: the loss is {float(loss.detach())} at {where}, "
                         f"before any update of this step ({self._saved_state()}); lower the "
-                        "learning rate or check the data"
-                    )
+                        "learning rate or check the data")
                 self.optimizer.zero_grad(set_to_none=True)
                 if self.scaler is not None:
                     # fp16: the scaler skips steps with inf/NaN gradients and lowers its scale
@@ -448,8 +357,7 @@ class Trainer:
                     bar.set_postfix(loss=f"{run_loss:.3f}", acc=f"{100 * run_acc:.1f}%")
                     bar.update(1)
                 at_limit = (
-                    self.stop_after_steps is not None and self.global_step >= self.stop_after_steps
-                )
+                    self.stop_after_steps is not None and self.global_step >= self.stop_after_steps)
                 if any_across_ranks(stop.requested or at_limit, self.device):
                     if not stop.requested:
                         stop.request(f"--stop-after-steps {self.stop_after_steps}")
@@ -472,8 +380,7 @@ class Trainer:
             raise FloatingPointError(
                 f"training stopped: the gradient norm is {float(norm)} at {where} (loss "
                 f"{loss:.4g}); the weights were not updated ({self._saved_state()}); lower the "
-                "learning rate, set a gradient clip, or check the data"
-            )
+                "learning rate, set a gradient clip, or check the data")
 
     def _saved_state(self) -> str:
         if self.last_path.is_file():
@@ -490,10 +397,8 @@ class Trainer:
                 torch_dist.broadcast(buf, 0)
         counters = _EpochCounters(self.num_classes, self.device, self.confusion)
         t0 = time.perf_counter()
-        bar = tqdm(
-            self.eval_loader, disable=not self.progress, desc=desc or self.eval_name,
-            dynamic_ncols=True, leave=False,
-        )
+        bar = tqdm(self.eval_loader, disable=not self.progress, desc=desc or self.eval_name,
+                   dynamic_ncols=True, leave=False)
         for batch in bar:
             with self._autocast():
                 logits, target, n = self.forward(model, batch, self.device)
@@ -525,13 +430,10 @@ class Trainer:
                 completed, counters = self._train_epoch(epoch, stop)
                 if not completed:
                     self.save(counters)
-                    self.status = "interrupted"
-                    self.stop_reason = stop.signal_name
-                    self.log.info(
-                        f"interrupted ({stop.signal_name}) at epoch {epoch + 1}, step "
-                        f"{self.step_in_epoch}; checkpoint saved to {self.last_path}; continue "
-                        "with --resume"
-                    )
+                    self.status, self.stop_reason = "interrupted", stop.signal_name
+                    self.log.info(f"interrupted ({stop.signal_name}) at epoch {epoch + 1}, step "
+                                  f"{self.step_in_epoch}; checkpoint saved to {self.last_path}; "
+                                  "continue with --resume")
                     return self._write_results()
                 train_loss, train_m, n_train = counters.reduce(self.device)
                 train_s = self.timing["train_s"] - t_train0
@@ -539,23 +441,16 @@ class Trainer:
                 self.timing["eval_s"] += eval_s
                 if self.scheduler is not None:
                     self.scheduler.step()
-                self.epoch = epoch + 1
-                self.step_in_epoch = 0
+                self.epoch, self.step_in_epoch = epoch + 1, 0
                 n_eval = self._eval_samples
                 train_entry = {"loss": train_loss, "oa": train_m.oa, "macc": train_m.macc}
                 if self.best_metric not in train_entry:
                     train_entry[self.best_metric] = getattr(train_m, self.best_metric)
-                entry = {
-                    "epoch": self.epoch,
-                    "lr": lr,
-                    "train": train_entry,
-                    self.eval_name: {"loss": eval_loss, **eval_m._asdict(), "samples": n_eval},
-                    "train_s": train_s,
-                    "eval_s": eval_s,
-                    "train_samples": n_train,
-                    "train_samples_per_s": n_train / train_s if train_s > 0 else None,
-                    "eval_samples_per_s": n_eval / eval_s if eval_s > 0 else None,
-                }
+                entry = {"epoch": self.epoch, "lr": lr, "train": train_entry,
+                         self.eval_name: {"loss": eval_loss, **eval_m._asdict(), "samples": n_eval},
+                         "train_s": train_s, "eval_s": eval_s, "train_samples": n_train,
+                         "train_samples_per_s": n_train / train_s if train_s > 0 else None,
+                         "eval_samples_per_s": n_eval / eval_s if eval_s > 0 else None}
                 self.history.append(entry)
                 key = self.best_metric
                 score = getattr(eval_m, key)
@@ -568,19 +463,16 @@ class Trainer:
                             self.best_path,
                             {"model": unwrap_model(self.model).state_dict(), "epoch": self.epoch,
                              "metrics": eval_m.as_dict(self.class_names),
-                             "run_info": self.run_info},
-                        )
+                             "run_info": self.run_info})
                 miou = (f"mIoU {100 * eval_m.miou:.2f}  "
                         if isinstance(eval_m, SegmentationMetrics) else "")
                 label = {"oa": "OA", "macc": "mAcc", "miou": "mIoU"}.get(key, key)
-                self.log.info(
-                    f"epoch {self.epoch}/{self.epochs}  lr {lr:.5f}  "
-                    f"train loss {train_loss:.4f} OA {100 * train_m.oa:.2f}  "
-                    f"mAcc {100 * train_m.macc:.2f}  |  {self.eval_name} loss {eval_loss:.4f} "
-                    f"{miou}OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  best "
-                    f"{label} {100 * self.best[key]:.2f} (epoch {self.best['epoch']})  |  "
-                    f"{train_s:.1f}+{eval_s:.1f} s"
-                )
+                self.log.info(f"epoch {self.epoch}/{self.epochs}  lr {lr:.5f}  train loss "
+                              f"{train_loss:.4f} OA {100 * train_m.oa:.2f}  mAcc "
+                              f"{100 * train_m.macc:.2f}  |  {self.eval_name} loss {eval_loss:.4f} "
+                              f"{miou}OA {100 * eval_m.oa:.2f}  mAcc {100 * eval_m.macc:.2f}  |  "
+                              f"best {label} {100 * self.best[key]:.2f} (epoch "
+                              f"{self.best['epoch']})  |  {train_s:.1f}+{eval_s:.1f} s")
                 self.save()
                 self._write_results()
                 limit = self.stop_after_epoch is not None and self.epoch >= self.stop_after_epoch
@@ -588,10 +480,8 @@ class Trainer:
                     self.status = "interrupted"
                     why = stop.signal_name or f"--stop-after-epoch {self.stop_after_epoch}"
                     self.stop_reason = why
-                    self.log.info(
-                        f"stopped ({why}) after epoch {self.epoch}; checkpoint saved to "
-                        f"{self.last_path}; continue with --resume"
-                    )
+                    self.log.info(f"stopped ({why}) after epoch {self.epoch}; checkpoint saved to "
+                                  f"{self.last_path}; continue with --resume")
                     return self._write_results()
         self.status = "finished"
         results = self._write_results()
@@ -613,25 +503,13 @@ class Trainer:
         timing["train_samples_per_s"] = train_samples / train_time if train_time > 0 else None
         timing["eval_samples_per_s"] = eval_samples / eval_time if eval_time > 0 else None
         results = dict(self.run_info)
-        results.update(
-            status=self.status,
-            epochs_done=self.epoch,
-            epochs=self.epochs,
-            global_step=self.global_step,
-            eval_split=self.eval_name,
-            timing=timing,
-        )
+        results.update(status=self.status, epochs_done=self.epoch, epochs=self.epochs,
+                       global_step=self.global_step, eval_split=self.eval_name, timing=timing)
         if self.history:
-            last = self.history[-1]
-            results["last"] = {
-                "epoch": last["epoch"],
-                **self._epoch_metrics(last).as_dict(self.class_names),
-            }
-            best_entry = self.history[self.best["epoch"] - 1]
-            results["best"] = {
-                "epoch": best_entry["epoch"],
-                **self._epoch_metrics(best_entry).as_dict(self.class_names),
-            }
+            for name, e in (("last", self.history[-1]),
+                            ("best", self.history[self.best["epoch"] - 1])):
+                results[name] = {"epoch": e["epoch"],
+                                 **self._epoch_metrics(e).as_dict(self.class_names)}
         results["history"] = self.history
         if self.dist.is_main:
             atomic_write_json(self.results_path, results)
@@ -640,26 +518,15 @@ class Trainer:
     def _log_final(self, results: dict) -> None:
         if not self.history:
             return
-        last = self.history[-1]
-        best = self.history[self.best["epoch"] - 1]
-        self.log.info(
-            format_class_table(
-                self._epoch_metrics(last), self.class_names,
-                f"== {self.eval_name} split, last epoch ({last['epoch']}) ==",
-            )
-        )
-        self.log.info(
-            format_class_table(
-                self._epoch_metrics(best), self.class_names,
-                f"== {self.eval_name} split, best epoch ({best['epoch']}) ==",
-            )
-        )
+        for name, e in (("last", self.history[-1]), ("best", self.history[self.best["epoch"] - 1])):
+            self.log.info(format_class_table(
+                self._epoch_metrics(e), self.class_names,
+                f"== {self.eval_name} split, {name} epoch ({e['epoch']}) =="))
         t = results["timing"]
         tput = t["train_samples_per_s"]
         self.log.info(
             f"done: {self.epoch} epochs, train {t['train_s']:.1f} s, eval {t['eval_s']:.1f} s, "
             f"wall {t['wall_s']:.1f} s"
             + (f", {tput:.1f} train samples/s" if tput else "")
-            + f"; results in {self.results_path}"
-        )
+            + f"; results in {self.results_path}")
 

@@ -57,8 +57,7 @@ class ImageTransform:
             raise TypeError(
                 f"`generator` must be a torch.Generator or None, got {type(generator).__name__}")
         self.seed = None if seed is None else int(seed)
-        self.generator = generator
-        self.epoch = 0
+        self.generator, self.epoch = generator, 0
         self._stream: torch.Generator | None = None
 
     def set_epoch(self, epoch: int) -> None:
@@ -223,10 +222,8 @@ class DiscMask(MaskTransform):
     """A disc of pixels: pixel centres within ``radius`` of a random (or fixed) centre.
 
     Args:
-        radius: disc radius as a share of half the shorter image side (1 = the inscribed disc),
-            a number or a ``(min, max)`` range drawn uniformly.
-        center: ``"random"`` (uniform over the image rectangle of pixel centres) or a fixed
-            ``(row, col)`` in pixel units.
+        radius: share of half the shorter side (1: inscribed disc), or a ``(min, max)`` range.
+        center: ``"random"`` (uniform over the pixel centres) or a fixed ``(row, col)``.
         keep: ``"inside"`` (default: the disc is kept) or ``"outside"`` (the disc is hidden).
         seed, generator: see :class:`ImageTransform`.
     """
@@ -313,8 +310,7 @@ class PolygonMask(MaskTransform):
             raise ValueError(f"`num_vertices` must be an int or (min, max), got {num_vertices!r}")
         if not 3 <= nv[0] <= nv[1]:
             raise ValueError(f"`num_vertices` must be >= 3 with min <= max, got {num_vertices!r}")
-        self.num_vertices = nv
-        self.radius = check_range(radius, "radius", 0.0)
+        self.num_vertices, self.radius = nv, check_range(radius, "radius", 0.0)
         self.irregularity = check_number(irregularity, "irregularity", 0.0, 1.0,
                                          must="lie {bounds}")
         self._disc = DiscMask(radius=1.0, center=center)  # reuses the centre checks
@@ -326,8 +322,7 @@ class PolygonMask(MaskTransform):
     def draw(self, h: int, w: int, gen=None) -> Tensor:
         """Draw the polygon's vertices ``(row, col)`` in pixel units, shape [V, 2]."""
         cr, cc, _ = self._disc.draw(h, w, gen)
-        v = int(torch.randint(self.num_vertices[0], self.num_vertices[1] + 1, (1,),
-                              generator=gen))
+        v = int(torch.randint(self.num_vertices[0], self.num_vertices[1] + 1, (1,), generator=gen))
         a = self.irregularity
         weights = _uniform(1 - a / 2, 1 + a / 2, gen, v)
         gaps = 2 * math.pi * weights / weights.sum()
@@ -361,8 +356,7 @@ class ValidDepth(MaskTransform):
             raise ValueError(f"`depth_scale` must be > 0, got {depth_scale}")
         if depth_trunc is not None and not depth_trunc > 0:
             raise ValueError(f"`depth_trunc` must be > 0 or None, got {depth_trunc}")
-        self.depth_channel = depth_channel
-        self.depth_scale = float(depth_scale)
+        self.depth_channel, self.depth_scale = depth_channel, float(depth_scale)
         self.depth_trunc = None if depth_trunc is None else float(depth_trunc)
 
     def __call__(self, image: Tensor, index: int | None = None) -> Tensor:
@@ -370,9 +364,8 @@ class ValidDepth(MaskTransform):
         image_size_of(image)
         c = image.shape[0]
         if not -c <= self.depth_channel < c:
-            raise ValueError(
-                f"`depth_channel` = {self.depth_channel} is out of range for an image with "
-                f"{c} channels")
+            raise ValueError(f"`depth_channel` = {self.depth_channel} is out of range for an image "
+                             f"with {c} channels")
         z = image[self.depth_channel].to(torch.float64) / self.depth_scale
         valid = torch.isfinite(z) & (z > 0)
         if self.depth_trunc is not None:
@@ -439,9 +432,7 @@ class PixelSet(ImageTransform):
         super().__init__()
         if mask is not None and not callable(mask):
             raise TypeError(f"`mask` must be a mask transform or None, got {type(mask).__name__}")
-        self.mask = mask
-        self.image = bool(image)
-        self.fill = float(fill)
+        self.mask, self.image, self.fill = mask, bool(image), float(fill)
 
     def set_epoch(self, epoch: int) -> None:
         """Forward the epoch to the mask transform."""
@@ -459,13 +450,11 @@ class PixelSet(ImageTransform):
             mask = torch.ones(h, w, dtype=torch.bool, device=image.device)
         else:
             mask = self.mask(image, index=index)
-            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or tuple(
-                mask.shape
-            ) != (h, w):
-                raise ValueError(
-                    f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, got "
-                    f"{getattr(mask, 'dtype', type(mask).__name__)} "
-                    f"{list(getattr(mask, 'shape', []))}")
+            if not isinstance(mask,
+                              Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (h, w):
+                raise ValueError(f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, "
+                                 f"got {getattr(mask, 'dtype', type(mask).__name__)} "
+                                 f"{list(getattr(mask, 'shape', []))}")
             mask = mask.to(image.device)
         pixel = mask.reshape(-1).nonzero().squeeze(1)
         grid = PointBatch.image_grid(h, w, device=image.device, dtype=image.dtype)
@@ -486,9 +475,6 @@ def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
     Args:
         samples: list of sample dicts with ``"pos"``, ``"x"``, ``"pixel"`` and ``"mask"``.
         point_keys: further per-point keys to concatenate.
-
-    Returns:
-        dict with ``"points"`` and the other keys, batched.
     """
     if not isinstance(samples, Sequence) or not samples:
         raise ValueError("`samples` must be a non-empty list of PixelSet sample dicts")

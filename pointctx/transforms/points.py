@@ -76,8 +76,7 @@ class RandomScaleShift(PointCloudTransform):
 
     def __init__(self, scale: tuple[float, float] = (2.0 / 3.0, 3.0 / 2.0),
                  shift: tuple[float, float] = (-0.2, 0.2), anisotropic: bool = True) -> None:
-        self.scale = check_range(scale, "scale", lo=0.0)
-        self.shift = check_range(shift, "shift")
+        self.scale, self.shift = check_range(scale, "scale", lo=0.0), check_range(shift, "shift")
         self.anisotropic = bool(anisotropic)
 
     def apply(self, points, rng):
@@ -110,8 +109,7 @@ class RandomJitter(PointCloudTransform):
             raise ValueError(f"`sigma` must be >= 0, got {sigma}")
         if not clip > 0:
             raise ValueError(f"`clip` must be > 0, got {clip}")
-        self.sigma = float(sigma)
-        self.clip = float(clip)
+        self.sigma, self.clip = float(sigma), float(clip)
 
     def apply(self, points, rng):
         """Transform one cloud (see :class:`PointCloudTransform`)."""
@@ -134,8 +132,7 @@ class RandomRotation(PointCloudTransform):
             raise ValueError(f"`axis` must be one of ['x', 'y', 'z'], got {axis!r}")
         if not max_angle >= 0:
             raise ValueError(f"`max_angle` must be >= 0, got {max_angle}")
-        self.axis = axis
-        self.max_angle = float(max_angle)
+        self.axis, self.max_angle = axis, float(max_angle)
 
     def apply(self, points, rng):
         """Transform one cloud (see :class:`PointCloudTransform`)."""

@@ -85,9 +85,7 @@ def colorize_labels(labels, missing=MISSING_COLOR) -> np.ndarray:
 
 
 def _resolve_layer(trace: ClusterTrace, layer) -> ClusterLayer:
-    if isinstance(layer, ClusterLayer):
-        return layer
-    return trace.layer(layer)
+    return layer if isinstance(layer, ClusterLayer) else trace.layer(layer)
 
 
 def _check_head(layer: ClusterLayer, head: int) -> int:
@@ -103,8 +101,7 @@ def point_labels(trace: ClusterTrace, layer=-1, head: int = 0) -> Tensor:
 
     Args:
         trace: a :class:`~pointctx.viz.trace.ClusterTrace`.
-        layer: a :class:`~pointctx.viz.trace.ClusterLayer`, an index into ``trace.layers`` or
-            a module name.
+        layer: a :class:`~pointctx.viz.trace.ClusterLayer`, an index or a module name.
         head: the head.
 
     Shapes:
@@ -155,8 +152,7 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
 
     Args:
         trace: the trace (its pixels say which pixels were kept).
-        images: the full images ``[B, 1 or 3, H, W]``; values in [0, 1] are shown as they are,
-            other ranges are stretched per image.
+        images: full images ``[B, 1 or 3, H, W]`` (outside [0, 1]: stretched per image).
 
     Shapes:
         return: [B, H, W, 3] uint8.
@@ -164,9 +160,8 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
     h, w = _require_pixels(trace)
     rgb = _as_rgb(images)
     if rgb.shape[0] != trace.batch_size or rgb.shape[1:3] != (h, w):
-        raise ValueError(
-            f"`images` must have shape [B, C, H, W] with B = {trace.batch_size}, H x W = "
-            f"{h} x {w} (the trace's), got {tuple(images.shape)}")
+        raise ValueError(f"`images` must have shape [B, C, H, W] with B = {trace.batch_size}, H x "
+                         f"W = {h} x {w} (the trace's), got {tuple(images.shape)}")
     kept = np.zeros((trace.batch_size, h * w), dtype=bool)
     kept[trace.batch.cpu().numpy(), trace.pixel.cpu().numpy()] = True
     rgb = rgb.reshape(trace.batch_size, h * w, 3).copy()
@@ -179,10 +174,8 @@ def _import_mpl():
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError as err:
-        raise ImportError(
-            "drawing clustering maps needs matplotlib: pip install matplotlib "
-            "(or pointctx[images])"
-        ) from err
+        raise ImportError("drawing clustering maps needs matplotlib: pip install matplotlib (or "
+                          "pointctx[images])") from err
     return Figure, FigureCanvasAgg
 
 
@@ -198,9 +191,6 @@ def save_figure(fig, path, dpi: int = 100) -> Path:
         fig: a ``matplotlib.figure.Figure``.
         path: output file (parent folders are created).
         dpi: resolution.
-
-    Returns:
-        The path written.
     """
     _, canvas_cls = _import_mpl()
     if fig.canvas is None or not isinstance(fig.canvas, canvas_cls):
@@ -257,8 +247,7 @@ def save_cluster_grid(path, trace: ClusterTrace, images: Tensor | None = None, l
         path: output PNG file.
         trace: a :class:`~pointctx.viz.trace.ClusterTrace` of pixel-set inputs.
         images: full images ``[B, 1 or 3, H, W]`` for an input column.
-        layers: None / ``"last"`` (last call of every stage), ``"first"``, ``"all"``, or indices,
-            names or layers.
+        layers: None / ``"last"`` (per stage), ``"first"``, ``"all"``, or indices, names, layers.
         heads: an int, a list of ints or ``"all"``.
         sets: which sets to draw (default the first ``max_sets``).
         max_sets: cap when ``sets`` is None.
@@ -408,8 +397,7 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
     n = len(panels)
     ncols = min(n, 3)
     nrows = math.ceil(n / ncols)
-    fig = figure_cls(figsize=(cell_inches * ncols, cell_inches * nrows + 0.6),
-                     layout="constrained")
+    fig = figure_cls(figsize=(cell_inches * ncols, cell_inches * nrows + 0.6), layout="constrained")
     three = xyz.shape[1] == 3
     for i, (name, col) in enumerate(panels):
         if three:
@@ -417,8 +405,7 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
             ax.scatter(xyz[:, 0], xyz[:, 1], xyz[:, 2], c=col, s=point_size, linewidths=0,
                        depthshade=False)
             ax.view_init(elev=view[0], azim=view[1])
-            ax.set_box_aspect(np.ptp(xyz, axis=0).clip(min=1e-9) if len(xyz) else None,
-                              zoom=1.3)
+            ax.set_box_aspect(np.ptp(xyz, axis=0).clip(min=1e-9) if len(xyz) else None, zoom=1.3)
             ax.set_axis_off()
         else:
             ax = fig.add_subplot(nrows, ncols, i + 1)
@@ -432,16 +419,9 @@ def save_cluster_scatter(path, trace: ClusterTrace, layers=None, head: int = 0, 
     return save_figure(fig, Path(path), dpi)
 
 
-def save_cluster_ply(
-    path,
-    trace: ClusterTrace,
-    layer=-1,
-    head: int = 0,
-    set_index: int = 0,
-    pos: Tensor | None = None,
-    all_layers: bool = True,
-    binary: bool = True,
-) -> Path:
+def save_cluster_ply(path, trace: ClusterTrace, layer=-1, head: int = 0, set_index: int = 0,
+                     pos: Tensor | None = None, all_layers: bool = True,
+                     binary: bool = True) -> Path:
     """Write one point set as a PLY file coloured by cluster (:func:`pointctx.io.write_ply`).
 
     Args:

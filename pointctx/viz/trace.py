@@ -53,12 +53,10 @@ class ClusterTrace(NamedTuple):
 
     Attributes:
         layers: one :class:`ClusterLayer` per call, in call order.
-        pos: [N, D] positions of the input points as the first traced module saw them (for CoC
-            pixel sets: the image-plane positions).
+        pos: [N, D] input point positions as the first traced module saw them.
         batch: [N] int64 sorted set id of each input point.
         batch_size: number of sets B.
-        pixel: [N] int64 flat pixel index ``row * W + col`` of each input point, or None when the
-            inputs carry no pixel grid.
+        pixel: [N] int64 flat pixel index of each input point, or None (no pixel grid).
         image_size: ``(H, W)`` with ``pixel``, else None.
         output: what the model returned.
 
@@ -120,9 +118,8 @@ def local_labels(cluster: Tensor, batch: Tensor) -> Tensor:
         return: [N] int64.
     """
     if cluster.dim() != 1 or batch.shape != cluster.shape:
-        raise ValueError(
-            f"`cluster` and `batch` must both have shape [N], got {tuple(cluster.shape)} and "
-            f"{tuple(batch.shape)}")
+        raise ValueError("`cluster` and `batch` must both have shape [N], got "
+                         f"{tuple(cluster.shape)} and {tuple(batch.shape)}")
     out = torch.full_like(cluster, -1)
     has = cluster >= 0
     if not bool(has.any()):
@@ -158,9 +155,7 @@ class _Recorder:
     def _start(self, pos: Tensor, batch: Tensor, batch_size) -> None:
         if self.n_in is not None:
             return
-        self.n_in = pos.shape[0]
-        self.pos = pos.detach()
-        self.batch = batch.detach().long()
+        self.n_in, self.pos, self.batch = pos.shape[0], pos.detach(), batch.detach().long()
         if batch_size is None:
             batch_size = int(batch.max()) + 1 if batch.numel() else 0
         self.batch_size = int(batch_size)
@@ -169,11 +164,10 @@ class _Recorder:
     def _check_level(self, n: int, what: str, name: str) -> None:
         level_n = self._level_points
         if n != level_n:
-            raise ValueError(
-                f"cannot follow the points to {what} {name!r}: it got {n} points but the "
-                f"current level has {level_n} (after {self.level} PointReducer calls); the "
-                "model changes the number of points without a PointReducer, which "
-                "trace_clusters cannot follow")
+            raise ValueError(f"cannot follow the points to {what} {name!r}: it got {n} points but "
+                             f"the current level has {level_n} (after {self.level} PointReducer "
+                             "calls); the model changes the number of points without a "
+                             "PointReducer, which trace_clusters cannot follow")
 
     def _name(self, module: nn.Module) -> str:
         base = self.names.get(module, type(module).__name__)
@@ -214,8 +208,7 @@ class _Recorder:
         sim = torch.where(valid, sim, torch.zeros_like(sim))
         self.layers.append(ClusterLayer(
             name, stage, self.level, index, int(center.shape[1]), center,
-            int(assignment.centers.pos.shape[0]), n, sim,
-        ))
+            int(assignment.centers.pos.shape[0]), n, sim))
         return output if wanted else out
 
     # PointReducer hook --------------------------------------------------------------------
@@ -302,10 +295,7 @@ def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forw
         with torch.no_grad():
             if forward is not None:
                 output = forward(model, inputs, mask)
-            elif mask is None:
-                output = model(inputs)
-            else:
-                output = model(inputs, mask)
+            output = model(inputs) if mask is None else model(inputs, mask)
     finally:
         for h in handles:
             h.remove()
@@ -316,5 +306,4 @@ def trace_clusters(model: nn.Module, inputs, mask: Tensor | None = None, *, forw
     pixel, size = _pixel_info(inputs, mask)
     if pixel is not None and pixel.shape[0] != rec.n_in:
         pixel, size = None, None
-    return ClusterTrace(tuple(rec.layers), rec.pos, rec.batch, rec.batch_size, pixel, size,
-                        output)
+    return ClusterTrace(tuple(rec.layers), rec.pos, rec.batch, rec.batch_size, pixel, size, output)
