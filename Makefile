@@ -1,7 +1,7 @@
 # pointctx set-up and common jobs. Everything lives in .venv at the repo root.
 #   make test   - create .venv, install torch==2.13.0 (CPU wheel), install pointctx editable
 #                 with its extras, run the test suite
-#   make accel  - optional: build torch-cluster into .venv (~9 min on 2 cores the first time)
+#   make accel  - optional: build torch-cluster into .venv (from source the first time)
 #   make demo   - the main job on the bundled real sample (see README)
 #   make lint   - ruff
 #   make rgbd-demo / masked-study / cifar-compare / segment-demo / bench-all - the other demos
@@ -49,7 +49,7 @@ system-deps:
 setup: $(VENV)/.pointctx
 
 # Optional accelerator. torch-cluster's setup imports torch, so it is built against the installed
-# torch without build isolation (from source: ~9 min on 2 cores the first time, then pip's cache).
+# torch without build isolation (measured 2026-12-05: 11.5 CPU-minutes, then pip's cache).
 accel: setup
 	$(PIP) install -q --no-build-isolation "torch-cluster>=1.6"
 
