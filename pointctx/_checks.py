@@ -281,9 +281,9 @@ def check_finite_features(x: Tensor, batch: Tensor | None = None, name: str = "x
     value = float(x.reshape(x.shape[0], -1)[row, col])
     s = 0 if batch is None else int(batch[row])
     if pixel is not None and image_size is not None:
-        w = int(image_size[1])
-        p = int(pixel[row])
-        where = f"image {s}, pixel (row {p // w}, col {p % w}), channel {col}"
+        from .ops.grid import pixel_coords  # ops.grid imports this module
+        r, c = pixel_coords(pixel[row:row + 1], image_size)[0].tolist()
+        where = f"image {s}, pixel (row {r}, col {c}), channel {col}"
     else:
         first = 0 if batch is None else int(torch.searchsorted(batch.contiguous(),
                                                                 batch[row:row + 1]))

@@ -11,6 +11,7 @@ from torch import Tensor
 
 from ._batch_checks import check_agree, check_fields, check_index_vector, check_pixel
 from ._checks import check_device, check_features, check_int, check_tensor
+from .ops.grid import image_plane, pixel_coords
 from .ops.segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch
 
 __all__ = ["PointBatch", "Padded"]
@@ -342,13 +343,8 @@ class PointBatch:
         Shapes:
             return: [H*W, 2].
         """
-        dtype = dtype or torch.get_default_dtype()
-        ys = torch.arange(height, device=device, dtype=dtype)
-        xs = torch.arange(width, device=device, dtype=dtype)
-        ys = ys / (height - 1) - 0.5 if height > 1 else ys * 0
-        xs = xs / (width - 1) - 0.5 if width > 1 else xs * 0
-        gy, gx = torch.meshgrid(ys, xs, indexing="ij")
-        return torch.stack([gx.reshape(-1), gy.reshape(-1)], dim=1)
+        s = (height, width)
+        return image_plane(pixel_coords(torch.arange(height * width, device=device), s), s, dtype)
 
     @classmethod
     def from_images(cls, images: Tensor, mask: Tensor | None = None) -> PointBatch:

@@ -12,6 +12,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .ops.grid import pixel_coords
+
 __all__ = ["PinholeIntrinsics", "RGBDPoints", "as_intrinsics", "read_intrinsics", "depth_to_metres",
            "valid_depth_mask", "rgbd_to_points", "MAX_METRIC_DEPTH", "pose_matrix",
            "transform_points"]
@@ -284,8 +286,7 @@ def rgbd_to_points(color, depth, intrinsics, depth_scale: float | None = None,
             f"`depth` has no valid pixel: all {h * w} depths are 0, NaN/Inf"
             + ("" if depth_trunc is None else f" or beyond depth_trunc = {depth_trunc} m"))
     zz = z.reshape(-1)[pixel]
-    row = torch.div(pixel, w, rounding_mode="floor").to(torch.float64)
-    col = (pixel % w).to(torch.float64)
+    row, col = pixel_coords(pixel, (h, w)).to(torch.float64).unbind(1)
     xyz = torch.stack(((col - k.cx) * zz / k.fx, (row - k.cy) * zz / k.fy, zz), dim=1)
     rgb = c.reshape(h * w, 3).to(pixel.device)[pixel]
     rgb = rgb.to(dtype) / 255.0 if rgb.dtype == torch.uint8 else rgb.to(dtype)

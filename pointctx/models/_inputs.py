@@ -10,10 +10,10 @@ from torch import Tensor
 
 from .._checks import all_finite, check_finite_features, check_positive_int, check_tensor
 from ..batch import PointBatch
-from ..ops.grid import lattice_sites, linear_index, relabel, unravel_index
+from ..ops.grid import image_plane, lattice_sites, linear_index, pixel_coords, relabel
 from ..ops.scatter import scatter_mean
 
-__all__ = ["PackedInput", "pack_input", "pool_pixels", "plane_positions", "check_model_points",
+__all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points",
            "check_nonempty_sets", "as_float", "cast_input", "padded_batch", "unpad"]
 
 
@@ -128,27 +128,12 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
     key = packed.batch * per_set + linear_index(cell.flip(1), sizes[::-1])
     site, used = relabel(key, max(packed.batch_size * per_set, 1))
     k = used.numel()
-    coords = unravel_index(used, sizes[::-1]).flip(1)
+    coords = pixel_coords(used, sizes)
     batch = torch.div(used, per_set, rounding_mode="floor")
     pos = scatter_mean(packed.pos, site, k)
     plane = pos if packed.plane is packed.pos else scatter_mean(packed.plane, site, k)
     return PackedInput(scatter_mean(packed.x, site, k), pos, batch, packed.batch_size, coords,
                        sizes, plane, f, site)
-
-
-def plane_positions(coords: Tensor, grid_size: tuple[int, int], dtype=None) -> Tensor:
-    """Image-plane positions of lattice coordinates, as :meth:`PointBatch.image_grid`.
-
-    Shapes:
-        coords: [N, 2] int64 ``(row, col)``; return: [N, 2].
-    """
-    h, w = grid_size
-    dtype = dtype or torch.get_default_dtype()
-    row = coords[:, 0].to(dtype)
-    col = coords[:, 1].to(dtype)
-    y = row / (h - 1) - 0.5 if h > 1 else row * 0
-    x = col / (w - 1) - 0.5 if w > 1 else col * 0
-    return torch.stack([x, y], 1)
 
 
 def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
@@ -276,11 +261,9 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
                          f"(build the model with pos_dim={pb.dim} for such inputs)")
     coords = grid = plane = None
     if pb.pixel is not None and pb.image_size is not None:
-        h, w = pb.image_size
-        grid = (int(h), int(w))
-        coords = torch.stack(
-            [torch.div(pb.pixel, w, rounding_mode="floor"), torch.remainder(pb.pixel, w)], 1)
-        plane = plane_positions(coords, grid, dtype=pb.pos.dtype)
+        grid = (int(pb.image_size[0]), int(pb.image_size[1]))
+        coords = pixel_coords(pb.pixel, grid)
+        plane = image_plane(coords, grid, dtype=pb.pos.dtype)
     if append_pos:
         x = torch.cat([x, pb.pos.to(x.dtype)], 1)
     return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane)

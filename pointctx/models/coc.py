@@ -12,7 +12,7 @@ from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
-from ..ops.grid import set_bounds
+from ..ops.grid import image_plane, set_bounds
 from ..ops.segment import batch_to_ptr
 from ._base import StagedClassifier
 from ._helpers import (
@@ -52,10 +52,7 @@ def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tupl
         coords: [N, 2] int64 ``(row, col)``; return: ([N, 2] ``(x, y)``, ``(1 / W, 1 / H)``).
     """
     h, w = grid_size
-    dtype = dtype or torch.get_default_dtype()
-    x = (coords[:, 1].to(dtype) + 0.5) / w - 0.5
-    y = (coords[:, 0].to(dtype) + 0.5) / h - 0.5
-    return torch.stack([x, y], 1), (1.0 / w, 1.0 / h)
+    return image_plane(coords, grid_size, dtype, cells=True), (1.0 / w, 1.0 / h)
 
 
 class ContextClusterNet(StagedClassifier):

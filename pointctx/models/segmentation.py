@@ -83,8 +83,9 @@ from .._resolver import resolve
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
 from ..nn.set_unet import SetUNetDecoder
+from ..ops.grid import image_plane, pixel_coords
 from ..ops.interpolate import knn_interpolate
-from ._inputs import cast_input, padded_batch, plane_positions, unpad
+from ._inputs import cast_input, padded_batch, unpad
 from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
@@ -247,10 +248,7 @@ class SetSegmenter(nn.Module):
                 f"`{name}` must come from images of the input's size {tuple(image_size)}, got "
                 f"image_size {tuple(pb.image_size)}"
             )
-        w = image_size[1]
-        coords = torch.stack([torch.div(pb.pixel, w, rounding_mode="floor"),
-                              torch.remainder(pb.pixel, w)], 1)
-        return plane_positions(coords, image_size, dtype=pb.pos.dtype)
+        return image_plane(pixel_coords(pb.pixel, image_size), image_size, dtype=pb.pos.dtype)
 
     def forward(self, inputs, mask: Tensor | None = None,
                 query: PointBatch | None = None, input_pool: int | None = None,

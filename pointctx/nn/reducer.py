@@ -19,7 +19,7 @@ from .._checks import (
     check_positive_int,
     check_tensor,
 )
-from ..ops.grid import lattice_sites, linear_index, unravel_index
+from ..ops.grid import lattice_sites, linear_index, pixel_coords
 from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 from .layers import Linear
@@ -335,7 +335,7 @@ class PointReducer(nn.Module):
         assignment = table.index_select(0, key)
         table = torch.where(used, table, torch.full_like(table, -1))
         anchor_batch = torch.div(kept, per_set, rounding_mode="floor")
-        new_coords = unravel_index(kept, out_sizes[::-1]).flip(1)
+        new_coords = pixel_coords(kept, out_sizes)
 
         # Candidate (point, anchor) pairs: per axis the offsets d = coord + p - a*s in [0, k)
         # with d == (coord + p) mod s, i.e. d = r + j*s for j < ceil(k / s).

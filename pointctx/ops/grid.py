@@ -17,8 +17,8 @@ from .scatter import scatter_mean
 from .segment import infer_batch_size
 
 __all__ = ["GridCluster", "GridPool", "SetBounds", "cell_coords", "grid_box", "grid_cell_coords",
-           "grid_cluster", "grid_cluster_naive", "grid_pool", "lattice_sites", "linear_index",
-           "relabel", "set_bounds", "unravel_index"]
+           "grid_cluster", "grid_cluster_naive", "grid_pool", "image_plane", "lattice_sites",
+           "linear_index", "pixel_coords", "relabel", "set_bounds", "unravel_index"]
 
 _INT63 = 2**62
 
@@ -185,6 +185,31 @@ def unravel_index(lin: Tensor, sizes: Sequence[int]) -> Tensor:
     return torch.stack(coords, 1)
 
 
+def pixel_coords(pixel: Tensor, size: Sequence[int]) -> Tensor:
+    """Row-major lattice coordinates: ``(row, col)`` of pixel indices ``row * W + col``.
+
+    Shapes:
+        pixel: [N] int64; size: ``(H, W)`` (or L sizes); return: [N, 2] (or [N, L]) int64.
+    """
+    return unravel_index(pixel, tuple(size)[::-1]).flip(1)
+
+
+def image_plane(coords: Tensor, size: Sequence[int], dtype=None, cells: bool = False) -> Tensor:
+    """Image-plane ``(x, y)`` of pixels ``(row, col)`` of an ``H x W`` image, in ``[-0.5, 0.5]``.
+
+    Pixel centers span it (Context Cluster convention), or (``cells``) ``1/W x 1/H`` cells tile it.
+
+    Shapes:
+        coords: [N, 2] int64; return: [N, 2].
+    """
+    dtype = dtype or torch.get_default_dtype()
+    out = []
+    for axis in (1, 0):
+        c, n = coords[:, axis].to(dtype), int(size[axis])
+        out.append((c + 0.5) / n - 0.5 if cells else c / (n - 1) - 0.5 if n > 1 else c * 0)
+    return torch.stack(out, 1)
+
+
 def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
     """Consecutive relabelling: the used values of ``key`` become ``0..K-1`` in increasing order.
 
@@ -224,7 +249,7 @@ def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[T
     per_set = math.prod(sizes)
     with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
         lin = torch.arange(per_set, device=device)
-        coords = unravel_index(lin, sizes[::-1]).flip(1).repeat(b, 1)
+        coords = pixel_coords(lin, sizes).repeat(b, 1)
         batch = torch.arange(b, device=device).repeat_interleave(per_set)
     _SITES[key] = (coords, batch)
     if len(_SITES) > _SITES_MAX:
