@@ -76,7 +76,7 @@ rgbd-demo: setup
 masked-study: setup
 	$(PY) examples/masked_images.py --quick --threads 1 --out runs/masked_quick
 
-# cluenet_micro_cifar vs coc_tiny_cifar on real CIFAR-10, same budget (README; ~40 CPU minutes)
+# cluenet_micro_cifar vs coc_tiny_cifar on real CIFAR-10, same budget (docs/images.md)
 cifar-compare: setup
 	$(PY) examples/train_images.py --dataset cifar10 --models cluenet_micro_cifar,coc_tiny_cifar \
 		--train-size 5000 --val-size 2000 --epochs 4 --batch-size 64 --threads 1 --output runs/cifar_side
