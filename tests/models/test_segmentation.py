@@ -104,7 +104,8 @@ def test_masked_pixels_are_predicted_from_the_kept_ones():
 
 
 @pytest.mark.parametrize("name, pool", [("coc_micro_seg", 1), ("coc_micro_seg", 2),
-                                        ("cluenet_nano_seg", 2)])
+                                        ("cluenet_nano_seg", 2), ("coc_micro_unet_seg", 1),
+                                        ("cluenet_nano_unet_seg", 1)])
 def test_empty_and_tiny_sets(name, pool):
     model = _model(name, input_pool=pool).eval()
     images = _images(b=3, seed=11)
@@ -121,8 +122,9 @@ def test_empty_and_tiny_sets(name, pool):
     torch.testing.assert_close(out[0], alone[0], rtol=1e-5, atol=1e-5)
 
 
-def test_general_point_sets_and_queries():
-    model = _model("coc_micro_seg", in_channels=0, pos_dim=3).eval()
+@pytest.mark.parametrize("name", ["coc_micro_seg", "coc_micro_unet_seg"])
+def test_general_point_sets_and_queries(name):
+    model = _model(name, in_channels=0, pos_dim=3).eval()
     g = torch.Generator().manual_seed(13)
     pb = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (300, 120)])
     q = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (7, 11)])

@@ -88,35 +88,6 @@ def test_masked_pixels_come_from_the_kept_ones_and_kept_pixels_are_their_subset(
     torch.testing.assert_close(kept, dense.permute(0, 2, 3, 1)[mask])
 
 
-@pytest.mark.parametrize("name", CPU_MODELS)
-def test_empty_and_one_pixel_sets(name):
-    model = _model(name).eval()
-    images, mask = _images(b=3, seed=11), _mask(b=3, seed=12)
-    mask[1] = False
-    mask[2] = False
-    mask[2, 5, 7] = True
-    with torch.no_grad():
-        out = model(images, mask)
-        alone = model(images[:1], mask[:1])
-    assert out.shape == (3, K, 40, 56) and bool(torch.isfinite(out).all())
-    assert bool((out[1] == 0).all())
-    assert bool((out[2] == out[2, :, 5:6, 7:8]).all())
-    torch.testing.assert_close(out[0], alone[0], rtol=1e-5, atol=1e-5)
-
-
-def test_general_point_sets_with_queries():
-    model = _model("coc_micro_unet_seg", in_channels=0, pos_dim=3).eval()
-    g = torch.Generator().manual_seed(13)
-    pb = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (300, 120)])
-    q = PointBatch.from_list([torch.rand(n, 3, generator=g) for n in (7, 11)])
-    with torch.no_grad():
-        own = model(pb)
-        at_q = model(pb, query=q)
-        at_own = model(pb, query=pb)
-    assert own.shape == (420, K) and at_q.shape == (18, K)
-    torch.testing.assert_close(own, at_own)
-
-
 def test_input_pool_keeps_the_output_at_every_pixel():
     model = _model("coc_micro_unet_seg").eval()
     images, mask = _images(seed=14), _mask(keep=0.25, seed=15)
