@@ -52,9 +52,11 @@ def padded_batch(points, lengths: Tensor | None, features: Tensor | None,
             raise ValueError("`lengths` and `features` are only for padded tensor inputs; a "
                              "PointBatch carries its sizes and features (x)")
         return points
-    if not isinstance(points, Tensor) or points.dim() != 3:
-        got = tuple(points.shape) if isinstance(points, Tensor) else type(points).__name__
-        raise ValueError(f"padded points must be a tensor [B, Nmax, D], got {got}")
+    if not isinstance(points, Tensor):
+        raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
+                        f"{type(points).__name__}")
+    if points.dim() != 3:
+        raise ValueError(f"padded points must be a tensor [B, Nmax, D], got {tuple(points.shape)}")
     if features is not None:
         features = as_float(check_tensor(features, "features"), dtype)
     return PointBatch.from_padded(as_float(points, dtype), features, lengths=lengths)

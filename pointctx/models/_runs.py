@@ -14,7 +14,7 @@ from .._files import load_torch_file
 from ..batch import PointBatch
 from ..ops import fps
 from ..ops.scatter import scatter_max, scatter_mean
-from ._inputs import as_float
+from ._inputs import as_float, cast_input, padded_batch
 from ._registry import TASKS, create_model, is_model, list_models, model_task
 
 __all__ = ["load_model", "TrainedModel", "build_kwargs", "key_mismatch"]
@@ -121,14 +121,7 @@ class TrainedModel(nn.Module):
             extra = {k: v for k, v in (("lengths", lengths), ("features", features))
                      if v is not None}
             return self.model(points, **extra, **kwargs)
-        if isinstance(points, Tensor):
-            pb = PointBatch.from_padded(points.float(), None if features is None
-                                        else features.float(), lengths=lengths)
-        elif isinstance(points, PointBatch):
-            pb = points.to(dtype=torch.float32)
-        else:
-            raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, N, D], got "
-                            f"{type(points).__name__}")
+        pb = cast_input(padded_batch(points, lengths, features, torch.float32), torch.float32)
         pos, b = pb.pos, pb.num_sets
         if unit:
             pos = pos - scatter_mean(pos, pb.batch, b)[pb.batch]

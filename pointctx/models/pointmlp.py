@@ -114,9 +114,6 @@ class PointMLP(SetClassifier):
                              Linear(256, num_classes))
 
     def _as_batch(self, points, lengths, features) -> PointBatch:
-        if not isinstance(points, (PointBatch, Tensor)):
-            raise TypeError(f"`points` must be a PointBatch or a padded tensor [B, Nmax, D], got "
-                            f"{type(points).__name__}")
         if isinstance(points, Tensor) and (points.dim() != 3 or points.shape[-1] != self.pos_dim):
             raise ValueError(f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], "
                              f"got {tuple(points.shape)}")
