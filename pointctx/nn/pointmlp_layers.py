@@ -1,4 +1,4 @@
-"""PointMLP's layers: the 1x1-conv unit, residual MLP blocks, pre-extraction, decoder step."""
+"""PointMLP's layers: the 1x1-conv unit, residual MLP blocks, pre-extraction, the decoder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,10 @@ import torch
 from torch import Tensor, nn
 from torch.profiler import record_function
 
+from .._checks import check_number, check_positive_int
+from ..ops.interpolate import knn_interpolate
 from ..ops.linear import linear
+from ..ops.scatter import scatter_max
 from ..ops.slot_max import slot_max
 from .context_cluster import ContextCluster
 from .grouping import GroupContextCluster
@@ -14,7 +17,7 @@ from .layers import Linear
 from .propagation import FeaturePropagation
 
 __all__ = ["LinearBNAct", "ResidualMLP", "ResidualStack", "PreExtraction", "SetContextCluster",
-           "PointMLPPropagation", "INTERP_EPS"]
+           "PointMLPPropagation", "PointMLPHead", "INTERP_EPS"]
 
 #: PointMLP's decoder weights: 1 / (d2 + 1e-8)
 INTERP_EPS = 1e-8
@@ -198,3 +201,128 @@ class PointMLPPropagation(FeaturePropagation):
             h = super().forward(x, pos, pos_query, batch, batch_query, skip, batch_size)
         with record_function("pointctx.mlp"):
             return self.extraction(self.fuse(h))
+
+
+class PointMLPHead(nn.Module):
+    """PointMLP's part / scene decoder: propagation to the input points, set context, classifier.
+
+    Args:
+        in_channels: channels of every stage, the input points' embedding first.
+        num_classes: output classes K.
+        channels: width of every decoder step, coarse to fine (one per stage after the first).
+        blocks: residual blocks per decoder step (one int for all).
+        num_categories: category input size (0: none; ShapeNetPart: 16).
+        context_dim: width of the global max-pooled context.
+        category_dim: width of the category embedding.
+        hidden: classifier hidden width.
+        act: ReLU after the classifier's BatchNorm (official: False).
+        drop: classifier dropout (official 0.5).
+        k: neighbours of the interpolations (3).
+        res_expansion, bias: of the residual blocks and 1x1 units (the encoder's).
+        backend: kNN backend (see :mod:`pointctx.ops`).
+
+    Shapes:
+        stages: PointBatch per stage (x [M_i, in_channels[i]], pos [M_i, D], B sets);
+        category: [B, num_categories] one-hot; pos_query: [Nq, D];
+        return: [Nq, K] (or [M_0, K] without queries).
+    """
+
+    def __init__(self, in_channels, num_classes: int, channels=(512, 256, 128, 128), blocks=4,
+                 num_categories: int = 0, context_dim: int = 64, category_dim: int = 64,
+                 hidden: int = 128, act: bool = False, drop: float = 0.5, k: int = 3,
+                 res_expansion: float = 1.0, bias: bool = True, backend: str | None = None):
+        super().__init__()
+        en = [check_positive_int(c, "in_channels") for c in in_channels][::-1]  # coarse first
+        n = len(en) - 1
+        blocks = [blocks] * n if isinstance(blocks, int) else list(blocks)
+        if n < 1 or len(channels) != n or len(blocks) != n:
+            raise ValueError(f"`channels` and `blocks` must have one entry per encoder stage "
+                             f"({n}), got lengths {len(channels)}, {len(blocks)}")
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.num_categories = check_positive_int(num_categories, "num_categories", minimum=0)
+        check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
+        context_dim, hidden = check_positive_int(context_dim, "context_dim"), check_positive_int(
+            hidden, "hidden")
+        dims = [en[0]] + [check_positive_int(d, "channels") for d in channels]
+        self.decode_list = nn.ModuleList([
+            PointMLPPropagation(dims[i], en[i + 1], dims[i + 1],
+                                check_positive_int(blocks[i], "blocks", 0), res_expansion, bias,
+                                k, backend) for i in range(n)])
+        self.gmp_map_list = nn.ModuleList([LinearBNAct(d, context_dim, bias=bias) for d in en])
+        self.gmp_map_end = LinearBNAct(context_dim * len(en), context_dim, bias=bias)
+        if self.num_categories:
+            category_dim = check_positive_int(category_dim, "category_dim")
+            self.cls_map = nn.Sequential(LinearBNAct(self.num_categories, category_dim, bias=bias),
+                                         LinearBNAct(category_dim, category_dim, bias=bias))
+        else:
+            category_dim, self.cls_map = 0, None
+        self.act, self.backend = bool(act), backend
+        # official indices: 0 Conv1d, 1 BatchNorm1d, 2 Dropout, 3 Conv1d
+        self.classifier = nn.Sequential(
+            Linear(context_dim + category_dim + dims[-1], hidden, bias=bias),
+            nn.BatchNorm1d(hidden), nn.Dropout(float(drop)), Linear(hidden, self.num_classes,
+                                                                    bias=bias))
+
+    def check_sets(self, category, b: int, ref: Tensor) -> Tensor | None:
+        """Check a batch of ``b`` sets before the encoder runs; the categories one-hot."""
+        onehot = self._one_hot(category, b, ref)
+        if self.training and b < 2:
+            raise ValueError(
+                f"training mode needs at least 2 sets per batch (BatchNorm over the per-set "
+                f"context rows), got B = {b}; call model.eval() to predict one set")
+        return onehot
+
+    def _one_hot(self, category, b: int, ref: Tensor) -> Tensor | None:
+        if not self.num_categories:
+            if category is not None:
+                raise ValueError("`category` was given but this model has no category input "
+                                 "(num_categories=0)")
+            return None
+        if category is None:
+            raise ValueError(
+                f"`category` is required: [B] category ids or [B, {self.num_categories}] one-hot")
+        category = torch.as_tensor(category, device=ref.device)
+        if category.dim() == 1 and not category.is_floating_point():
+            if category.numel() != b:
+                raise ValueError(f"`category` must have B = {b} entries, got {category.numel()}")
+            if b and (int(category.min()) < 0 or int(category.max()) >= self.num_categories):
+                raise ValueError(f"`category` ids must lie in [0, {self.num_categories - 1}], got "
+                                 f"range [{int(category.min())}, {int(category.max())}]")
+            return torch.nn.functional.one_hot(category.long(), self.num_categories).to(ref.dtype)
+        if category.dim() == 2 and tuple(category.shape) == (b, self.num_categories):
+            return category.to(ref.dtype)
+        raise ValueError(f"`category` must be [B] = [{b}] integer ids or [B, num_categories] = "
+                         f"[{b}, {self.num_categories}] one-hot, got shape {tuple(category.shape)} "
+                         f"dtype {category.dtype}")
+
+    def forward(self, stages, pos_query: Tensor | None = None, batch_query: Tensor | None = None,
+                grids=None, category=None) -> Tensor:
+        """Logits at the query positions (default: at the first stage's points).
+
+        Args:
+            stages: one PointBatch per stage, the input points first, all with the same B sets.
+            pos_query: query positions; the decoded features are interpolated there.
+            batch_query: sorted set id per query.
+            grids: unused (the signature of the other heads).
+            category: part segmentation: each set's one-hot category (:meth:`check_sets`).
+        """
+        levels, b = stages[::-1], stages[0].num_sets
+        x = levels[0].x
+        for step, coarse, fine in zip(self.decode_list, levels, levels[1:]):
+            x = step(x, coarse.pos, fine.pos, coarse.batch, fine.batch, fine.x, b)
+        fine, batch = stages[0], stages[0].batch
+        if pos_query is not None:
+            with record_function("pointctx.propagate"):
+                last = self.decode_list[-1]
+                x = knn_interpolate(x, fine.pos, pos_query, batch, batch_query, k=last.k,
+                                    batch_size=b, eps=last.eps, backend=self.backend)
+            batch = batch_query
+        with record_function("pointctx.mlp"):
+            pooled = [scatter_max(m(lv.x), lv.batch, b).values
+                      for m, lv in zip(self.gmp_map_list, levels)]
+            context = self.gmp_map_end(torch.cat(pooled, 1))
+            if self.cls_map is not None:
+                context = torch.cat([context, self.cls_map(category)], 1)
+            fc1, norm, drop, fc2 = self.classifier
+            h = norm(fc1(torch.cat([x, context.index_select(0, batch)], 1)))
+            return fc2(drop(torch.relu(h) if self.act else h))
