@@ -108,17 +108,17 @@ def ours_case(name: str, batch) -> Case:
     def infer():
         model.eval()
         with torch.no_grad():
-            model(pb, cat)
+            model(pb, category=cat)
 
     def step():
         model.train()
         opt.zero_grad(set_to_none=True)
-        F.cross_entropy(model(pb, cat), target).backward()
+        F.cross_entropy(model(pb, category=cat), target).backward()
         opt.step()
 
     def shares():
         model.eval()
-        prof = profile_shares(lambda: model(pb, cat))
+        prof = profile_shares(lambda: model(pb, category=cat))
         total = prof["total"] or 1.0
         out = {k: prof[k] / total for k in LABELS}
         out["other"] = max(0.0, 1.0 - sum(out.values()))

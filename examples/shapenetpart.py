@@ -140,7 +140,7 @@ def part_forward(model, batch, device):
     """Trainer forward: per-point logits, the ``[N, 3]`` target, and the number of shapes."""
     pb, cats, target = batch
     pb = pb.to(device)
-    return model(pb, cats.to(device)), target.to(device), pb.num_sets
+    return model(pb, category=cats.to(device)), target.to(device), pb.num_sets
 
 
 def part_loss(logits, target):

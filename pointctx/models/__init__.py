@@ -15,16 +15,15 @@ from .cluenet import CLUENet  # registers the cluenet_* models
 from .coc import ContextClusterNet  # registers the coc_* models
 from .official import convert_official, load_official, official_archs
 from .pointmlp import PointMLP  # registers the pointmlp* models
-from .pointmlp_seg import PointMLPSeg  # registers pointmlp_*partseg and pointmlp_*seg
+from .pointmlp_seg import SHAPENETPART_NUM_CATEGORIES, SHAPENETPART_NUM_PARTS  # pointmlp*_seg
 from .segmentation import SetSegmenter, input_pool_for_keep  # registers the *_seg models
 from .unet import UNet  # registers the unet_*_seg CNN baselines
 
 __all__ = ["create_model", "is_model", "list_models", "model_entrypoint", "register_model"]
 __all__ += ["TASKS", "model_task", "TrainedModel", "load_model"]
 __all__ += ["ContextClusterNet"]
-__all__ += ["PointMLP"]
+__all__ += ["PointMLP", "SHAPENETPART_NUM_CATEGORIES", "SHAPENETPART_NUM_PARTS"]
 __all__ += ["CLUENet"]
-__all__ += ["PointMLPSeg"]
 __all__ += ["convert_official", "load_official", "official_archs"]
 __all__ += ["SetSegmenter", "StageBatch", "input_pool_for_keep"]
 __all__ += ["UNet"]

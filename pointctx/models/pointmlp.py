@@ -52,7 +52,7 @@ class PointMLP(SetClassifier):
 
     head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
 
-    # the official pointMLP arguments; PointMLPSeg's encoder takes the same ones
+    # the official pointMLP arguments; the PointMLP segmenters' encoder takes the same ones
     def __init__(self, num_classes: int = 40, in_channels: int = 0, pos_dim: int = 3,
                  embed_dim: int = 64, res_expansion: float = 1.0,
                  dim_expansion: Sequence[int] = (2, 2, 2, 2),
@@ -128,7 +128,8 @@ class PointMLP(SetClassifier):
                 f"{c}" + (" (x is None)" if pb.x is None else "")
                 + (" (build the model with in_channels=C to use them)" if c else ""))
         pb = check_model_points(pb, self.param_dtype)  # casts; no empty set, finite x
-        if self.training and pb.num_sets < 2 and isinstance(self.classifier, nn.Sequential):
+        if self.training and pb.num_sets < 2 and isinstance(getattr(self, "classifier", None),
+                                                              nn.Sequential):
             raise ValueError(
                 f"a batch of {pb.num_sets} set in train mode: the classifier's BatchNorm needs "
                 "at least 2 sets per batch to compute its statistics; train on batches of >= 2 "

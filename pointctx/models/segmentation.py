@@ -82,6 +82,7 @@ from .._checks import check_number, check_positive_int
 from .._resolver import resolve
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
+from ..nn.pointmlp_layers import PointMLPHead
 from ..nn.set_unet import SetUNetDecoder
 from ..ops.grid import image_plane, pixel_coords
 from ..ops.interpolate import knn_interpolate
@@ -93,9 +94,10 @@ __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_
            "cluenet_micro_unet_seg", "coc_micro_unet_seg", "cluenet_nano_unet_seg",
            "pointmlp_elite_unet_seg"]
 
-#: segmentation heads by name: ``"fpn"`` (Semantic FPN, predicts from the finest stage) and
-#: ``"unet"`` (feature propagation through every stage down to the input points).
-HEADS = {"fpn": SemanticFPNHead, "unet": SetUNetDecoder}
+#: segmentation heads by name: ``"fpn"`` (Semantic FPN, predicts from the finest stage),
+#: ``"unet"`` (feature propagation through every stage down to the input points) and
+#: ``"pointmlp"`` (PointMLP's decoder with set context and category input).
+HEADS = {"fpn": SemanticFPNHead, "unet": SetUNetDecoder, "pointmlp": PointMLPHead}
 
 # modules of a classifier that a segmentation trunk does not use
 _CLASSIFIER_PARTS = ("norm", "head", "head_drop", "classifier")
@@ -105,16 +107,15 @@ class SetSegmenter(nn.Module):
     """Per-point / per-pixel classifier: backbone stages + a head, queried anywhere.
 
     Args:
-        backbone: a model with ``forward_stages`` and ``embed_dims`` (CoC, CLUENet); its
-            classifier parts (``norm``, ``head``, ``head_drop``, ``classifier``) are removed.
+        backbone: a model with ``forward_stages`` and ``embed_dims`` (CoC, CLUENet, PointMLP);
+            its classifier parts (``norm``, ``head``, ``head_drop``, ``classifier``) are removed.
         num_classes: classes K.
-        head: ``"fpn"`` (:class:`~pointctx.nn.fpn.SemanticFPNHead`) or ``"unet"``
+        head: ``"fpn"`` (:class:`~pointctx.nn.fpn.SemanticFPNHead`), ``"unet"``
             (:class:`~pointctx.nn.set_unet.SetUNetDecoder`; its last skip is the input points'
-            stem features, the input features and positions), see :data:`HEADS`.
-        head_channels, head_k, head_mlp_layers, head_norm, head_drop: the head's
-            ``channels`` (``"unet"``: one int or one width per stage), ``k``, ``mlp_layers``,
-            ``norm``, ``drop``.
-        head_local_blocks: ``"unet"`` only: its ``local_blocks``.
+            stem features, the input features and positions) or ``"pointmlp"``
+            (:class:`~pointctx.nn.pointmlp_layers.PointMLPHead`, PointMLP backbones), see
+            :data:`HEADS`.
+        head_*: the head's options without the prefix (``head_channels``, ``head_k``, ...).
         input_pool: ``f``: average the kept pixels of every ``f x f`` block into one point
             before the backbone (see the module docstring; a documented deviation, 1 = off).
             Needs a backbone whose ``forward_stages`` takes ``input_pool`` (CoC, CLUENet).
@@ -130,9 +131,8 @@ class SetSegmenter(nn.Module):
         PointBatch (N points) -> [N, K]; PointBatch + query PointBatch (Nq points) -> [Nq, K].
     """
 
-    def __init__(self, backbone: nn.Module, num_classes: int, head="fpn",
-                 head_channels=128, head_k: int = 3, head_mlp_layers: int = 1, head_norm="group",
-                 head_drop: float = 0.1, head_local_blocks: int = 0, input_pool: int = 1):
+    def __init__(self, backbone: nn.Module, num_classes: int, head="fpn", input_pool: int = 1,
+                 **head_options):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
@@ -147,18 +147,18 @@ class SetSegmenter(nn.Module):
         self.backbone = backbone
         self.in_channels = backbone.in_channels
         self.pos_dim = backbone.pos_dim
-        extra = {}
-        if head == "unet":
-            extra = {"input_channels": self.in_channels + self.pos_dim,
-                     "local_blocks": head_local_blocks}
-        elif head_local_blocks:
-            raise ValueError(f"`head_local_blocks` is for head='unet', got head={head!r}")
-        self.head = resolve(
-            head, HEADS, "head", base=nn.Module, in_channels=backbone.embed_dims,
-            num_classes=num_classes, channels=head_channels, k=head_k,
-            mlp_layers=head_mlp_layers, norm=head_norm, drop=head_drop,
-            backend=getattr(backbone, "backend", None), **extra)
+        options = {"input_channels": self.in_channels + self.pos_dim} if head == "unet" else {}
+        takes = inspect.signature(HEADS[head]).parameters if head in HEADS else None
+        for key, value in head_options.items():
+            if not key.startswith("head_") or (takes is not None and key[5:] not in takes):
+                raise TypeError(f"`{key}` is not an option of head {head!r}"
+                                + (f"; it takes head_{{{', '.join(takes)}}}" if takes else ""))
+            options[key[5:]] = value
+        self.head = resolve(head, HEADS, "head", base=nn.Module, in_channels=backbone.embed_dims,
+                            num_classes=num_classes, backend=getattr(backbone, "backend", None),
+                            **options)
         self._to_inputs = isinstance(self.head, SetUNetDecoder)
+        self._at_stage0 = isinstance(self.head, PointMLPHead)  # stage 0: the input points
         self.num_classes = self.head.num_classes
 
     def _check_pool(self, input_pool, backbone: str | None = None) -> int:
@@ -252,7 +252,8 @@ class SetSegmenter(nn.Module):
 
     def forward(self, inputs, mask: Tensor | None = None,
                 query: PointBatch | None = None, input_pool: int | None = None,
-                lengths: Tensor | None = None, features: Tensor | None = None) -> Tensor:
+                lengths: Tensor | None = None, features: Tensor | None = None,
+                category=None) -> Tensor:
         """Logits for every pixel (images), at the query points (PointBatch) or per point (padded).
 
         Args:
@@ -265,11 +266,15 @@ class SetSegmenter(nn.Module):
                 the module docstring.
             lengths: padded points: valid rows per set ``[B]`` (default: all).
             features: padded points: features ``[B, Nmax, C]``.
+            category: part segmenters: each set's category, ids ``[B]`` or one-hot.
 
         Returns:
             ``[B, K, H, W]`` for images; ``[Nq, K]`` for a PointBatch; ``[B, Nmax, K]`` for
             padded points, zeros past ``lengths``.
         """
+        if category is not None and not self._at_stage0:
+            raise ValueError(f"`category` was given but this model's head "
+                             f"({type(self.head).__name__}) takes no category")
         dtype = next(self.parameters()).dtype
         padded = isinstance(inputs, Tensor) and inputs.dim() == 3
         if padded or lengths is not None or features is not None:
@@ -277,7 +282,8 @@ class SetSegmenter(nn.Module):
                 raise ValueError("`mask` and `query` are not for padded points [B, Nmax, D]: "
                                  "use a PointBatch to predict at other points")
             pb = padded_batch(inputs, lengths, features, dtype)
-            return unpad(self.forward(pb, input_pool=input_pool), pb, inputs.shape[1])
+            return unpad(self.forward(pb, input_pool=input_pool, category=category), pb,
+                         inputs.shape[1])
         inputs, query = cast_input(inputs, dtype), cast_input(query, dtype)
         if isinstance(inputs, Tensor):
             if query is not None:
@@ -302,12 +308,22 @@ class SetSegmenter(nn.Module):
             )
         if query is not None and not isinstance(query, PointBatch):
             raise TypeError(f"`query` must be a PointBatch, got {type(query).__name__}")
+        if mask is not None:
+            raise ValueError("`mask` is only for image tensor inputs; a PointBatch already holds "
+                             "only the kept points (part segmenters: pass category=...)")
         q = inputs if query is None else query
         if q.num_sets != inputs.num_sets:
             raise ValueError(
                 f"`query` must hold the input's B = {inputs.num_sets} sets, got {q.num_sets}"
             )
-        stages = self._stages(inputs, mask, input_pool)
+        if self._at_stage0:
+            if q.dim != inputs.dim:
+                raise ValueError(
+                    f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}")
+            category = self.head.check_sets(category, inputs.num_sets, inputs.pos)
+            return self.head(self._stages(inputs, None, input_pool),
+                             None if query is None else q.pos, q.batch, category=category)
+        stages = self._stages(inputs, None, input_pool)
         if query is None and self._to_inputs:
             pixel = inputs.pixel is not None and inputs.image_size is not None
             return self._predict(stages, inputs, None, None, None,

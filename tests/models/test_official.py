@@ -305,7 +305,7 @@ def test_partseg_matches_official(dtype):
     assert model.backbone.fps_start == "first" and model.num_classes == 50
     xyz, normal = fx["xyz"].transpose(1, 2), fx["normal"].transpose(1, 2)  # [B, N, 3]
     with torch.no_grad():
-        out = model(xyz.to(dtype), fx["cls_label"].to(dtype), features=normal.to(dtype))
+        out = model(xyz.to(dtype), category=fx["cls_label"].to(dtype), features=normal.to(dtype))
     got = torch.log_softmax(out, -1)[:, fx["kept_points"]]  # the official output
     ref = fx["log_probs_eval" if dtype == torch.float32 else "log_probs_eval_float64"]
     tol = 1e-4 if dtype == torch.float32 else 1e-10

@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from pointctx import PointBatch, create_model, list_models
-from pointctx.models.pointmlp_seg import PointMLPSeg
+from pointctx.models import SetSegmenter
+from pointctx.nn.pointmlp_layers import PointMLPHead
 
 PART = ["pointmlp_partseg", "pointmlp_coc_partseg"]
 SCENE = ["pointmlp_seg", "pointmlp_coc_seg", "pointmlp_elite_seg", "pointmlp_coc_elite_seg"]
@@ -38,7 +39,8 @@ def _inputs(name, sizes, seed=0):
 def test_registered():
     assert set(MODELS) <= set(list_models())
     assert set(list_models(module="pointmlp_seg")) == set(MODELS)
-    assert isinstance(create_model("pointmlp_partseg"), PointMLPSeg)
+    m = create_model("pointmlp_partseg")
+    assert isinstance(m, SetSegmenter) and isinstance(m.head, PointMLPHead)
 
 
 def test_partseg_parameter_count_matches_official(num_params):
@@ -64,25 +66,25 @@ def test_official_state_dict_layout():
               "backbone.pre.3.transfer.linear.weight",
               "backbone.pre.0.blocks.1.net2.norm.running_var",
               "backbone.post.2.1.net1.linear.bias",
-              "decode_list.0.fuse.linear.weight",
-              "decode_list.3.extraction.operation.3.net2.norm.weight",
-              "gmp_map_list.4.linear.weight", "gmp_map_end.linear.weight",
-              "cls_map.0.linear.weight", "cls_map.1.norm.bias", "classifier.0.weight",
-              "classifier.1.running_mean", "classifier.3.weight"):
+              "head.decode_list.0.fuse.linear.weight",
+              "head.decode_list.3.extraction.operation.3.net2.norm.weight",
+              "head.gmp_map_list.4.linear.weight", "head.gmp_map_end.linear.weight",
+              "head.cls_map.0.linear.weight", "head.cls_map.1.norm.bias",
+              "head.classifier.0.weight",
+              "head.classifier.1.running_mean", "head.classifier.3.weight"):
         assert k in keys, k
     m = create_model("pointmlp_partseg")
-    assert m.decode_list[0].fuse.linear.in_features == 1024 + 512
-    assert m.decode_list[3].fuse.linear.in_features == 128 + 64
-    assert m.classifier[0].in_features == 64 + 64 + 128
+    assert m.head.decode_list[0].fuse.linear.in_features == 1024 + 512
+    assert m.head.decode_list[3].fuse.linear.in_features == 128 + 64
+    assert m.head.classifier[0].in_features == 64 + 64 + 128
     assert m.backbone.embedding.linear.in_features == 6
-    assert isinstance(m.backbone.classifier, torch.nn.Identity)
 
 
 @pytest.mark.parametrize("name", MODELS)
 def test_forward_backward_every_parameter_gets_a_gradient(name, make_model):
     model = make_model(name)
     pb, cat = _inputs(name, [160, 90, 7])
-    out = model(pb, cat)
+    out = model(pb, category=cat)
     assert out.shape == (pb.num_points, model.num_classes)
     assert torch.isfinite(out).all()
     out.square().sum().backward()
@@ -98,7 +100,7 @@ def test_registered_widths_forward(name, make_model):
     model = make_model(name, small=False).eval()
     pb, cat = _inputs(name, [300, 64])
     with torch.no_grad():
-        out = model(pb, cat)
+        out = model(pb, category=cat)
     assert out.shape == (364, model.num_classes) and torch.isfinite(out).all()
 
 
@@ -109,8 +111,8 @@ def test_per_point_output_is_permutation_equivariant(name, make_model):
     perm = torch.cat([torch.randperm(200), 200 + torch.randperm(61)])
     shuffled = PointBatch(pb.pos[perm], None if pb.x is None else pb.x[perm], ptr=pb.ptr)
     with torch.no_grad():
-        out = model(pb, cat)
-        out_p = model(shuffled, cat)
+        out = model(pb, category=cat)
+        out_p = model(shuffled, category=cat)
     torch.testing.assert_close(out_p, out[perm], rtol=1e-4, atol=1e-4)
 
 
@@ -120,9 +122,9 @@ def test_same_alone_as_in_a_batch(name, make_model):
     sizes = [150, 70, 20, 3]
     pb, cat = _inputs(name, sizes, seed=1)
     with torch.no_grad():
-        full = model(pb, cat)
+        full = model(pb, category=cat)
         for i, chunk in enumerate(full.split(sizes)):
-            alone = model(pb.select([i]), None if cat is None else cat[i:i + 1])
+            alone = model(pb.select([i]), category=None if cat is None else cat[i:i + 1])
             torch.testing.assert_close(alone, chunk, rtol=1e-4, atol=1e-5)
 
 
@@ -132,8 +134,8 @@ def test_padded_input_with_lengths_equals_point_batch(make_model):
     pad = pb.to_padded()
     xpad = PointBatch(pb.x, None, ptr=pb.ptr).to_padded().pos
     with torch.no_grad():
-        ref = model(pb, cat)
-        out = model(pad.pos, cat, lengths=pad.lengths, features=xpad)
+        ref = model(pb, category=cat)
+        out = model(pad.pos, category=cat, lengths=pad.lengths, features=xpad)
     assert out.shape == (2, 120, 50)
     torch.testing.assert_close(out[0], ref[:120])
     torch.testing.assert_close(out[1, :50], ref[120:])
@@ -145,9 +147,9 @@ def test_category_ids_and_one_hot_agree_and_matter(make_model):
     pb, _ = _inputs("pointmlp_coc_partseg", [80, 40])
     ids = torch.tensor([2, 11])
     with torch.no_grad():
-        a = model(pb, ids)
-        b = model(pb, torch.nn.functional.one_hot(ids, 16).float())
-        c = model(pb, torch.tensor([3, 11]))
+        a = model(pb, category=ids)
+        b = model(pb, category=torch.nn.functional.one_hot(ids, 16).float())
+        c = model(pb, category=torch.tensor([3, 11]))
     torch.testing.assert_close(a, b)
     assert not torch.allclose(a[:80], c[:80])
     torch.testing.assert_close(a[80:], c[80:])
@@ -169,7 +171,7 @@ def test_xyz_only_part_model(make_model):
     model = make_model("pointmlp_partseg", in_channels=0).eval()
     pb = PointBatch.from_list([torch.randn(64, 3)])
     with torch.no_grad():
-        assert model(pb, torch.tensor([0])).shape == (64, 50)
+        assert model(pb, category=torch.tensor([0])).shape == (64, 50)
     assert model.backbone.embedding.linear.in_features == 3
 
 
@@ -180,20 +182,24 @@ def test_errors(make_model):
     with pytest.raises(ValueError, match="`category` is required"):
         part(pb)
     with pytest.raises(ValueError, match=r"ids must lie in \[0, 15\]"):
-        part(pb, torch.tensor([0, 16]))
+        part(pb, category=torch.tensor([0, 16]))
     with pytest.raises(ValueError, match="must have B = 2 entries"):
-        part(pb, torch.tensor([0]))
+        part(pb, category=torch.tensor([0]))
     with pytest.raises(ValueError, match=r"\[B, num_categories\]"):
-        part(pb, torch.zeros(2, 5))
+        part(pb, category=torch.zeros(2, 5))
     with pytest.raises(ValueError, match="in_channels = 3 feature channels, got 0"):
-        part(PointBatch.from_list([torch.randn(5, 3)]), torch.tensor([0]))
+        part(PointBatch.from_list([torch.randn(5, 3)] * 2), category=torch.tensor([0, 0]))
+    with pytest.raises(ValueError, match="`mask` is only for image tensor inputs"):
+        part(pb, cat)  # category is a keyword argument
+    with pytest.raises(ValueError, match=r"head \(SemanticFPNHead\) takes no category"):
+        create_model("coc_micro_seg")(torch.rand(1, 3, 16, 16), category=torch.tensor([0]))
     with pytest.raises(ValueError, match="no category input"):
-        scene(PointBatch.from_list([torch.randn(5, 3)]), torch.tensor([0]))
-    with pytest.raises(TypeError, match="PointBatch or a padded tensor"):
+        scene(PointBatch.from_list([torch.randn(5, 3)]), category=torch.tensor([0]))
+    with pytest.raises(TypeError, match="image tensor .* or a PointBatch"):
         scene([1, 2, 3])
     with pytest.raises(ValueError, match="empty sets"):
         scene(PointBatch.from_list([torch.randn(5, 3), torch.zeros(0, 3)]))
-    with pytest.raises(ValueError, match="same sets"):
+    with pytest.raises(ValueError, match="must hold the input's B = 2 sets"):
         scene(PointBatch.from_list([torch.randn(5, 3), torch.randn(4, 3)]),
               query=PointBatch.from_list([torch.randn(5, 3)]))
     with pytest.raises(ValueError, match="at least 2 sets"):
@@ -208,7 +214,7 @@ def test_forward_stages_follow_the_backbone_contract(make_model):
     model = make_model("pointmlp_elite_seg").eval()
     pb, _ = _inputs("pointmlp_elite_seg", [130, 33])
     with torch.no_grad():
-        stages = model.forward_stages(pb)
+        stages = model.backbone.forward_stages(pb)
     assert [s.x.shape[1] for s in stages] == list(model.backbone.embed_dims)
     assert [s.num_points for s in stages] == [163, 33 + 9, 9 + 3, 3 + 1, 1 + 1]  # ceil(n / 4)
     assert all(hasattr(s, "link") for s in stages)

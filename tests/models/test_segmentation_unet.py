@@ -134,7 +134,7 @@ def test_local_blocks_keep_the_contract():
     (out * torch.randn_like(out)).sum().backward()
     assert [n for n, p in model.named_parameters()
             if p.grad is None or not torch.isfinite(p.grad).all() or not p.grad.abs().sum()] == []
-    with pytest.raises(ValueError, match="`head_local_blocks` is for head='unet'"):
+    with pytest.raises(TypeError, match="`head_local_blocks` is not an option of head .fpn."):
         create_model("coc_micro_seg", **LOCAL)
 
 
