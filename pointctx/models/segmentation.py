@@ -115,7 +115,8 @@ class SetSegmenter(nn.Module):
             stem features, the input features and positions) or ``"pointmlp"``
             (:class:`~pointctx.nn.pointmlp_layers.PointMLPHead`, PointMLP backbones), see
             :data:`HEADS`.
-        head_*: the head's options without the prefix (``head_channels``, ``head_k``, ...).
+        head_*: the head's options without the prefix (``head_channels``, ``head_k``, ...;
+            ``"unet"``: 128 channels unless given).
         input_pool: ``f``: average the kept pixels of every ``f x f`` block into one point
             before the backbone (see the module docstring; a documented deviation, 1 = off).
             Needs a backbone whose ``forward_stages`` takes ``input_pool`` (CoC, CLUENet).
@@ -147,7 +148,8 @@ class SetSegmenter(nn.Module):
         self.backbone = backbone
         self.in_channels = backbone.in_channels
         self.pos_dim = backbone.pos_dim
-        options = {"input_channels": self.in_channels + self.pos_dim} if head == "unet" else {}
+        options = ({"input_channels": self.in_channels + self.pos_dim, "channels": 128}
+                   if head == "unet" else {})
         takes = inspect.signature(HEADS[head]).parameters if head in HEADS else None
         for key, value in head_options.items():
             if not key.startswith("head_") or (takes is not None and key[5:] not in takes):
