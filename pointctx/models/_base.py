@@ -52,6 +52,8 @@ class SetClassifier(nn.Module):
     def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False,
              input_pool: int = 1) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
+        if isinstance(inputs, PackedInput):
+            return pool_pixels(inputs, input_pool)
         packed = pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
                             dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
         return pool_pixels(packed, input_pool)

@@ -78,15 +78,18 @@ class StageBatch(PointBatch):
         batch_size: number of sets B.
         link: sorted unique ``(point, previous-stage point it pooled)`` pairs within sets.
         stride: pixel sets: ``(row, col)`` pixels per lattice cell of this stage; else None.
+        coords: pixel sets: every point's lattice ``(row, col)`` on this stage's lattice.
+        grid_size: pixel sets: this stage's lattice ``(rows, cols)``.
 
     Shapes:
         pos: [M, D]; x: [M, C]; batch: [M]; link: [2, E].
     """
 
     def __init__(self, pos: Tensor, x: Tensor, batch: Tensor, batch_size: int, link: Tensor,
-                 stride: tuple[int, int] | None = None, ptr: Tensor | None = None):
+                 stride: tuple[int, int] | None = None, ptr: Tensor | None = None,
+                 coords: Tensor | None = None, grid_size: tuple[int, int] | None = None):
         super().__init__(pos, x, batch=batch, ptr=ptr, batch_size=batch_size, validate=False)
-        self.link = link
+        self.link, self.coords, self.grid_size = link, coords, grid_size
         self.stride = None if stride is None else tuple(int(s) for s in stride)
 
     def parents(self) -> tuple[Tensor, Tensor]:
@@ -102,7 +105,8 @@ class StageBatch(PointBatch):
         if kw.get("pixel") is not None:  # a stage never carries pixel info
             return super()._replace(**fields)
         return StageBatch(kw["pos"], kw["x"], kw["batch"], self.num_sets, kw["link"],
-                          self.stride, ptr=kw["ptr"])
+                          self.stride, ptr=kw["ptr"], coords=self.coords,
+                          grid_size=self.grid_size)
 
     def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False):
         """Move to ``device`` / cast ``pos`` and ``x``; the link moves along."""

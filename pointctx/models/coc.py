@@ -148,7 +148,8 @@ class ContextClusterNet(StagedClassifier):
                 if i == 0:
                     link = link_through(link, packed.site)
                 out.append(StageBatch(pos, feats, batch, b, link,
-                                      (stride, stride) if pixel else None))
+                                      (stride, stride) if pixel else None,
+                                      coords=coords, grid_size=grid))
         if collect:
             return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)

@@ -83,10 +83,10 @@ from .._resolver import resolve
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
 from ..nn.pointmlp_layers import PointMLPHead
-from ..nn.set_unet import SetUNetDecoder
+from ..nn.set_unet import SetLocalEncoder, SetUNetDecoder
 from ..ops.grid import image_plane, pixel_coords
 from ..ops.interpolate import knn_interpolate
-from ._inputs import cast_input, padded_batch, unpad
+from ._inputs import cast_input, pack_input, padded_batch, unpad
 from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
@@ -133,7 +133,8 @@ class SetSegmenter(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, head="fpn", input_pool: int = 1,
-                 **head_options):
+                 encoder_blocks: int = 0, encoder_channels: int = 16, encoder_expand: int = 2,
+                 in_channels: int | None = None, **head_options):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
@@ -146,9 +147,20 @@ class SetSegmenter(nn.Module):
             if hasattr(backbone, name):
                 delattr(backbone, name)
         self.backbone = backbone
-        self.in_channels = backbone.in_channels
         self.pos_dim = backbone.pos_dim
-        options = ({"input_channels": self.in_channels + self.pos_dim, "channels": 128}
+        self.encoder = None
+        self.in_channels = backbone.in_channels
+        if encoder_blocks or in_channels is not None:
+            if in_channels is None or backbone.in_channels != encoder_channels:
+                raise ValueError(
+                    f"an input encoder needs `in_channels` (the raw input's) and a backbone "
+                    f"with in_channels = encoder_channels = {encoder_channels}, got "
+                    f"{in_channels} and {backbone.in_channels}")
+            self.encoder = SetLocalEncoder(in_channels + self.pos_dim, encoder_channels,
+                                           encoder_blocks, encoder_expand,
+                                           backend=getattr(backbone, "backend", None))
+            self.in_channels = check_positive_int(in_channels, "in_channels")
+        options = ({"input_channels": backbone.in_channels + self.pos_dim, "channels": 128}
                    if head == "unet" else {})
         takes = inspect.signature(HEADS[head]).parameters if head in HEADS else None
         for key, value in head_options.items():
@@ -174,10 +186,21 @@ class SetSegmenter(nn.Module):
         return f
 
     def _stages(self, inputs, mask, input_pool):
+        """The backbone's stages and the input points ``(x, pos, batch, coords, grid_size)``."""
         f = self._check_pool(self.input_pool if input_pool is None else input_pool)
-        if f == 1:
-            return self.backbone.forward_stages(inputs, mask)
-        return self.backbone.forward_stages(inputs, mask, input_pool=f)
+        packed = None
+        if self.encoder is not None or self._to_inputs:
+            packed = pack_input(inputs, mask, in_channels=self.in_channels,
+                                pos_dim=self.pos_dim, dtype=self.backbone.param_dtype,
+                                allow_empty=True, append_pos=True)
+            if self.encoder is not None:
+                x, pos, batch, coords, grid = packed.stem_view()
+                h = self.encoder(x, pos, batch, packed.batch_size, coords, grid)
+                packed = packed._replace(x=torch.cat([h, x[:, -self.pos_dim:]], 1))
+            inputs, mask = packed, None
+        kw = {} if f == 1 else {"input_pool": f}
+        stages = self.backbone.forward_stages(inputs, mask, **kw)
+        return stages, (None if packed is None else packed.stem_view())
 
     # ------------------------------------------------------------------------------------------
     @staticmethod
@@ -194,7 +217,7 @@ class SetSegmenter(nn.Module):
         origin = (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
         return [((s[1] * px, s[0] * py), origin) for s in strides]
 
-    def _predict(self, stages, inputs, mask, pos_q, batch_q, image_size, query=None):
+    def _predict(self, stages, points, inputs, mask, pos_q, batch_q, image_size, query=None):
         """Logits at the queries ``pos_q`` (None: at the input points).
 
         ``"unet"`` head on pixel sets: a query pixel that is an input pixel gets its own
@@ -205,8 +228,7 @@ class SetSegmenter(nn.Module):
         grids = self._grids([s.stride for s in stages], image_size)
         if not self._to_inputs:
             return self.head(stages, pos_q, batch_q, grids)
-        x, pos, batch, coords, grid = self.backbone.pack(inputs, mask,
-                                                         append_pos=True).stem_view()
+        x, pos, batch, coords, grid = points
         logits = self.head(stages, x, pos, batch, grids, coords, grid)
         if pos_q is None:
             return logits
@@ -293,15 +315,15 @@ class SetSegmenter(nn.Module):
                     "`query` is only for PointBatch inputs; image inputs are predicted at "
                     "every pixel"
                 )
-            stages = self._stages(inputs, mask, input_pool)
+            stages, points = self._stages(inputs, mask, input_pool)
             b, _, h, w = inputs.shape
             pos_q = PointBatch.image_grid(h, w, device=inputs.device, dtype=inputs.dtype)
             if self._to_inputs and mask is None:  # the queries are the input points
-                logits = self._predict(stages, inputs, None, None, None, (h, w))
+                logits = self._predict(stages, points, inputs, None, None, None, (h, w))
             else:
                 pos_q = pos_q.repeat(b, 1)
                 batch_q = torch.arange(b, device=inputs.device).repeat_interleave(h * w)
-                logits = self._predict(stages, inputs, mask, pos_q, batch_q, (h, w))
+                logits = self._predict(stages, points, inputs, mask, pos_q, batch_q, (h, w))
             return logits.view(b, h, w, -1).permute(0, 3, 1, 2)
         if not isinstance(inputs, PointBatch):
             raise TypeError(
@@ -323,12 +345,12 @@ class SetSegmenter(nn.Module):
                 raise ValueError(
                     f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}")
             category = self.head.check_sets(category, inputs.num_sets, inputs.pos)
-            return self.head(self._stages(inputs, None, input_pool),
+            return self.head(self._stages(inputs, None, input_pool)[0],
                              None if query is None else q.pos, q.batch, category=category)
-        stages = self._stages(inputs, None, input_pool)
+        stages, points = self._stages(inputs, None, input_pool)
         if query is None and self._to_inputs:
             pixel = inputs.pixel is not None and inputs.image_size is not None
-            return self._predict(stages, inputs, None, None, None,
+            return self._predict(stages, points, inputs, None, None, None,
                                  tuple(int(v) for v in inputs.image_size) if pixel else None)
         if inputs.pixel is not None and inputs.image_size is not None:
             image_size = tuple(int(v) for v in inputs.image_size)
@@ -341,7 +363,7 @@ class SetSegmenter(nn.Module):
                     f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}"
                 )
             pos_q = q.pos
-        return self._predict(stages, inputs, None, pos_q, q.batch, image_size, q)
+        return self._predict(stages, points, inputs, None, pos_q, q.batch, image_size, q)
 
 
 def input_pool_for_keep(keep: float) -> int:
@@ -374,8 +396,12 @@ def _build(backbone_name: str, defaults: dict, kwargs: dict,
     kwargs = dict(kwargs)
     num_classes = kwargs.pop("num_classes", 11)
     head = dict(head_defaults or {})
-    for key in [k for k in kwargs if k.startswith("head_") or k in ("head", "input_pool")]:
+    for key in [k for k in kwargs if k.startswith(("head_", "encoder_"))
+                or k in ("head", "input_pool")]:
         head[key] = kwargs.pop(key)
+    if head.get("encoder_blocks"):
+        head["in_channels"] = kwargs.pop("in_channels", 3)
+        kwargs["in_channels"] = head.setdefault("encoder_channels", 16)
     cfg = dict(defaults)
     cfg.update(kwargs)
     cfg["num_classes"] = 0

@@ -13,7 +13,7 @@ from ..ops.interpolate import _check_eps, knn_interpolate
 from .layers import Linear
 from .norm import SetGroupNorm
 
-__all__ = ["FeaturePropagation", "SharedMlp", "NORMS", "ACTIVATIONS"]
+__all__ = ["FeaturePropagation", "SharedMlp", "NORMS", "ACTIVATIONS", "make_norm", "apply_norm"]
 
 #: point-wise normalisations by name: ``"batch"`` normalises over all points of the batch
 #: (PointNet++, PointMLP), ``"group"`` over each set alone (:class:`SetGroupNorm`; a set's
@@ -36,6 +36,24 @@ def _norm_factory(norm):
     raise TypeError(
         f"`norm` must be a name (one of {sorted(NORMS)}), None or an nn.Module class, got "
         f"{type(norm).__name__}")
+
+
+def make_norm(norm, channels: int) -> nn.Module:
+    """The norm named ``norm`` (see :data:`NORMS`) for ``channels`` channels (Identity: none)."""
+    cls = _norm_factory(norm)
+    return nn.Identity() if cls is None else cls(channels)
+
+
+def apply_norm(norm: nn.Module, x: Tensor, batch: Tensor | None = None,
+               batch_size: int | None = None) -> Tensor:
+    """Apply a norm of :func:`make_norm` to the rows ``x`` (per set for SetGroupNorm)."""
+    if isinstance(norm, SetGroupNorm):
+        if batch is None:
+            raise ValueError("`batch` is required with norm='group' (per-set norm)")
+        return norm(x, batch, batch_size)
+    if isinstance(norm, nn.Identity) or not x.shape[0]:
+        return x  # no statistics from (and no running-stat update on) 0 rows
+    return norm(x)
 
 
 class SharedMlp(nn.Module):
@@ -84,14 +102,7 @@ class SharedMlp(nn.Module):
                 batch_size: int | None = None) -> Tensor:
         """Apply every layer to every row."""
         for lin, norm, act in zip(self.lins, self.norms, self.acts):
-            x = lin(x)
-            if isinstance(norm, SetGroupNorm):
-                if batch is None:
-                    raise ValueError("`batch` is required with norm='group' (per-set norm)")
-                x = norm(x, batch, batch_size)
-            elif not isinstance(norm, nn.Identity) and x.shape[0]:
-                x = norm(x)  # no statistics from (and no running-stat update on) 0 rows
-            x = act(x)
+            x = act(apply_norm(norm, lin(x), batch, batch_size))
         return x
 
 

@@ -23,10 +23,57 @@ from ..batch import PointBatch
 from ..ops.interpolate import _check_eps
 from .depthwise import SetDepthwiseConv, knn_slots
 from .layers import Linear
-from .norm import SetGroupNorm
-from .propagation import FeaturePropagation, SharedMlp
+from .propagation import FeaturePropagation, SharedMlp, apply_norm, make_norm
 
-__all__ = ["SetUNetDecoder"]
+__all__ = ["SetUNetDecoder", "SetLocalEncoder"]
+
+
+class SetLocalEncoder(nn.Module):
+    """Local features at the input points: a point-wise lift, then residual inverted blocks.
+
+    Every block is ``x + Linear(GELU(dwconv3x3(Linear(norm(x)))))`` with hidden width
+    ``expand * channels``; the depthwise convolution is
+    :class:`~pointctx.nn.depthwise.SetDepthwiseConv` (the lattice convolution on pixel sets,
+    missing pixels count as 0; the 9 nearest points elsewhere).
+
+    Args:
+        in_channels: input feature channels.
+        channels: output channels C.
+        blocks: residual blocks (>= 0).
+        expand: hidden width factor of the blocks.
+        norm: norm of the lift and the blocks (see :data:`~pointctx.nn.propagation.NORMS`).
+        backend: kNN backend for point sets.
+
+    Shapes:
+        x: [N, in_channels]; pos: [N, D]; batch: [N]; coords: [N, 2]; return: [N, C].
+    """
+
+    def __init__(self, in_channels: int, channels: int, blocks: int = 2, expand: int = 2,
+                 norm="group", backend: str | None = None, lift: bool = True):
+        super().__init__()
+        c = check_positive_int(channels, "channels")
+        hidden = c * check_positive_int(expand, "expand")
+        blocks = check_positive_int(blocks, "blocks", minimum=0)
+        self.channels, self.backend = c, backend
+        self.lift = SharedMlp(in_channels, [c], norm=norm) if lift else nn.Identity()
+        self.norms = nn.ModuleList(make_norm(norm, c) for _ in range(blocks))
+        self.fc1 = nn.ModuleList(Linear(c, hidden) for _ in range(blocks))
+        self.convs = nn.ModuleList(SetDepthwiseConv(hidden) for _ in range(blocks))
+        self.fc2 = nn.ModuleList(Linear(hidden, c) for _ in range(blocks))
+        self.act = nn.GELU()
+
+    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int,
+                coords: Tensor | None = None, grid_size: Sequence[int] | None = None) -> Tensor:
+        """Encode (lattice convolution with ``coords``/``grid_size``, else 9 nearest points)."""
+        nbr = None
+        if coords is None and len(self.convs):
+            nbr = knn_slots(pos, batch, batch_size, backend=self.backend)
+        h = self.lift(x, batch, batch_size) if isinstance(self.lift, SharedMlp) else x
+        for norm, fc1, conv, fc2 in zip(self.norms, self.fc1, self.convs, self.fc2):
+            t = fc1(apply_norm(norm, h, batch, batch_size))
+            t = conv(t, batch, batch_size, coords, grid_size, nbr)
+            h = h + fc2(self.act(t))
+        return h
 
 
 class SetUNetDecoder(nn.Module):
@@ -43,6 +90,8 @@ class SetUNetDecoder(nn.Module):
         norm: norm of the MLPs (``"group"``: per set, ``"batch"``, ``"none"``).
         drop: dropout before the classifier.
         local_blocks: residual depthwise-convolution blocks at the input points (0: none).
+        stage_blocks: residual depthwise-convolution blocks after every step onto a stage
+            (pixel sets: on the stage's lattice; point sets: its 9 nearest points).
         eps: added to squared distances in the interpolation weights.
         backend: kNN backend (see :mod:`pointctx.ops`).
 
@@ -54,7 +103,7 @@ class SetUNetDecoder(nn.Module):
     def __init__(self, in_channels: Sequence[int], num_classes: int, input_channels: int = 0,
                  channels=32, k: int = 3, mlp_layers: int = 1, norm="group",
                  drop: float = 0.1, eps: float = 1e-16, backend: str | None = None,
-                 local_blocks: int = 0):
+                 local_blocks: int = 0, stage_blocks: int = 0):
         super().__init__()
         in_channels = [check_positive_int(c, "in_channels") for c in in_channels]
         if not in_channels:
@@ -75,7 +124,7 @@ class SetUNetDecoder(nn.Module):
         self.backend = backend
         mlp_layers = check_positive_int(mlp_layers, "mlp_layers")
         check_number(drop, "drop", 0.0, 1.0, max_open=True, type_error=ValueError)
-        self.stage_norms = nn.ModuleList(SetGroupNorm(c) for c in in_channels)
+        self.stage_norms = nn.ModuleList(make_norm(norm, c) for c in in_channels)
         # steps[j] goes from stage n-1-j to stage n-2-j (the last one to the input points)
         self.steps = nn.ModuleList()
         c = in_channels[-1]
@@ -87,6 +136,11 @@ class SetUNetDecoder(nn.Module):
         local_blocks = check_positive_int(local_blocks, "local_blocks", minimum=0)
         self.local_convs = nn.ModuleList(SetDepthwiseConv(c) for _ in range(local_blocks))
         self.local_mlps = nn.ModuleList(SharedMlp(c, [c], norm=norm) for _ in range(local_blocks))
+        stage_blocks = check_positive_int(stage_blocks, "stage_blocks", minimum=0)
+        self.stage_blocks = nn.ModuleList(
+            SetLocalEncoder(channels[i], channels[i], stage_blocks, expand=1, norm=norm,
+                            backend=backend, lift=False)
+            for i in reversed(range(1, n))) if stage_blocks else None
         self.drop = nn.Dropout(float(drop))
         self.classifier = Linear(c, self.num_classes)
         nn.init.trunc_normal_(self.classifier.weight, std=0.02)
@@ -122,7 +176,7 @@ class SetUNetDecoder(nn.Module):
             raise ValueError(f"every stage must hold the same B = {b} sets, got "
                              f"{[s.num_sets for s in stages]}")
         cells = list(grids) if grids is not None else [None] * n
-        feats = [norm(s.x, s.batch, b) for s, norm in zip(stages, self.stage_norms)]
+        feats = [apply_norm(norm, s.x, s.batch, b) for s, norm in zip(stages, self.stage_norms)]
         h = feats[-1]
         for step, i in zip(self.steps, reversed(range(n))):
             src = stages[i]
@@ -133,6 +187,11 @@ class SetUNetDecoder(nn.Module):
             kw = {} if cells[i] is None else {"cell_size": cells[i][0],
                                               "cell_origin": cells[i][1]}
             h = step(h, src.pos, q_pos, src.batch, q_batch, skip=skip, batch_size=b, **kw)
+            if i and self.stage_blocks is not None:
+                dst = stages[i - 1]
+                h = self.stage_blocks[n - 1 - i](h, dst.pos, dst.batch, b,
+                                                 getattr(dst, "coords", None),
+                                                 getattr(dst, "grid_size", None))
         nbr = None
         if len(self.local_convs) and coords is None:
             nbr = knn_slots(pos, batch, b, backend=self.backend)
