@@ -10,7 +10,7 @@ from torch import Tensor
 
 from .._checks import all_finite, check_finite_features, check_positive_int, check_tensor
 from ..batch import PointBatch
-from ..ops.grid import image_plane, lattice_sites, linear_index, pixel_coords, relabel
+from ..ops.grid import image_plane, lattice_sites, pixel_coords, pixel_index, relabel
 from ..ops.scatter import scatter_mean
 
 __all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points",
@@ -87,6 +87,7 @@ class PackedInput(NamedTuple):
         plane: [N, 2] image-plane positions (x = column, y = row) for pixel sets, else None.
         input_pool: pixels per lattice site per axis (1; ``f`` after :func:`pool_pixels`).
         site: [N0] int64 site of every unpooled input point (:func:`pool_pixels`), else None.
+        image_size: ``(H, W)`` of the images for pixel sets (``grid_size`` before pooling).
     """
 
     x: Tensor
@@ -98,6 +99,7 @@ class PackedInput(NamedTuple):
     plane: Tensor | None
     input_pool: int = 1
     site: Tensor | None = None
+    image_size: tuple[int, int] | None = None
 
     @property
     def is_pixel_set(self) -> bool:
@@ -127,7 +129,7 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
     sizes = (-(-h // f), -(-w // f))  # (rows, cols) of the site lattice
     per_set = sizes[0] * sizes[1]
     cell = torch.div(packed.coords, f, rounding_mode="floor")
-    key = packed.batch * per_set + linear_index(cell.flip(1), sizes[::-1])
+    key = pixel_index(cell, sizes, packed.batch)
     site, used = relabel(key, max(packed.batch_size * per_set, 1))
     k = used.numel()
     coords = pixel_coords(used, sizes)
@@ -135,7 +137,7 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
     pos = scatter_mean(packed.pos, site, k)
     plane = pos if packed.plane is packed.pos else scatter_mean(packed.plane, site, k)
     return PackedInput(scatter_mean(packed.x, site, k), pos, batch, packed.batch_size, coords,
-                       sizes, plane, f, site)
+                       sizes, plane, f, site, packed.image_size)
 
 
 def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
@@ -202,7 +204,7 @@ def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
         x = x.view(n, c + 2)
     else:
         x = images.permute(0, 2, 3, 1).reshape(n, c)
-    return PackedInput(x, plane, batch, b, coords, (h, w), plane)
+    return PackedInput(x, plane, batch, b, coords, (h, w), plane, image_size=(h, w))
 
 
 def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = None,
@@ -268,4 +270,4 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
         plane = image_plane(coords, grid, dtype=pb.pos.dtype)
     if append_pos:
         x = torch.cat([x, pb.pos.to(x.dtype)], 1)
-    return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane)
+    return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane, image_size=grid)

@@ -132,7 +132,7 @@ class CLUENet(StagedClassifier):
                           grid_size=grid, neighbors=nbr)
             if collect:
                 out.append(StageBatch(pos, feats, batch, b, link,
-                                      (stride, stride) if pixel else None))
+                                      (stride, stride) if pixel else None, packed.image_size))
         if collect:
             return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)

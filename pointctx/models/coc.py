@@ -12,7 +12,7 @@ from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
-from ..ops.grid import image_plane, set_bounds
+from ..ops.grid import image_plane, plane_cells, set_bounds
 from ..ops.segment import batch_to_ptr
 from ._base import StagedClassifier
 from ._helpers import (
@@ -51,8 +51,8 @@ def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tupl
     Shapes:
         coords: [N, 2] int64 ``(row, col)``; return: ([N, 2] ``(x, y)``, ``(1 / W, 1 / H)``).
     """
-    h, w = grid_size
-    return image_plane(coords, grid_size, dtype, cells=True), (1.0 / w, 1.0 / h)
+    return (image_plane(coords, grid_size, dtype, cells=True),
+            plane_cells((1, 1), grid_size, cells=True)[0])
 
 
 class ContextClusterNet(StagedClassifier):
@@ -148,7 +148,7 @@ class ContextClusterNet(StagedClassifier):
                 if i == 0:
                     link = link_through(link, packed.site)
                 out.append(StageBatch(pos, feats, batch, b, link,
-                                      (stride, stride) if pixel else None))
+                                      (stride, stride) if pixel else None, packed.image_size))
         if collect:
             return out
         return PointBatch(pos, feats, batch=batch, ptr=batch_to_ptr(batch, b), validate=False)

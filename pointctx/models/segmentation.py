@@ -177,21 +177,6 @@ class SetSegmenter(nn.Module):
             return self.backbone.forward_stages(inputs, mask)
         return self.backbone.forward_stages(inputs, mask, input_pool=f)
 
-    # ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _grids(strides, image_size) -> list | None:
-        """Per stride ``(row, col)``, its lattice cells in the image plane: ``(cell_size, origin)``.
-
-        Cell borders lie half a pixel before the cell's first pixel, so every stage point (a
-        mean of the pixel positions of its cell) is well inside its cell: one point per cell.
-        """
-        if image_size is None or any(s is None for s in strides):
-            return None
-        h, w = image_size
-        px, py = (1.0 / (w - 1) if w > 1 else 1.0), (1.0 / (h - 1) if h > 1 else 1.0)
-        origin = (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
-        return [((s[1] * px, s[0] * py), origin) for s in strides]
-
     def _predict(self, stages, inputs, mask, pos_q, batch_q, image_size, query=None):
         """Logits at the queries ``pos_q`` (None: at the input points).
 
@@ -200,7 +185,7 @@ class SetSegmenter(nn.Module):
         point per cell: a fast grid search even in large holes). General point sets: kNN
         interpolation from the input points.
         """
-        grids = self._grids([s.stride for s in stages], image_size)
+        grids = [s.cells for s in stages]  # each stage's lattice (None: no lattice)
         if not self._to_inputs:
             return self.head(stages, pos_q, batch_q, grids)
         x, pos, batch, coords, grid = self.backbone.pack(inputs, mask,

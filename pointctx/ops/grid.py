@@ -18,7 +18,8 @@ from .segment import infer_batch_size
 
 __all__ = ["GridCluster", "GridPool", "SetBounds", "cell_coords", "grid_box", "grid_cell_coords",
            "grid_cluster", "grid_cluster_naive", "grid_pool", "image_plane", "lattice_sites",
-           "linear_index", "pixel_coords", "relabel", "set_bounds", "unravel_index"]
+           "linear_index", "pixel_coords", "pixel_index", "plane_cells", "relabel", "set_bounds",
+           "unravel_index"]
 
 _INT63 = 2**62
 
@@ -194,6 +195,18 @@ def pixel_coords(pixel: Tensor, size: Sequence[int]) -> Tensor:
     return unravel_index(pixel, tuple(size)[::-1]).flip(1)
 
 
+def pixel_index(coords: Tensor, size: Sequence[int], batch: Tensor | None = None) -> Tensor:
+    """Inverse of :func:`pixel_coords`: ``row * W + col`` (plus ``batch * H * W`` with ``batch``).
+
+    Shapes:
+        coords: [..., L] int64; batch: [...]; return: [...] int64.
+    """
+    lin = coords.new_zeros(coords.shape[:-1], dtype=torch.long) if batch is None else batch
+    for axis, n in enumerate(size):
+        lin = lin * int(n) + coords[..., axis]
+    return lin
+
+
 def image_plane(coords: Tensor, size: Sequence[int], dtype=None, cells: bool = False) -> Tensor:
     """Image-plane ``(x, y)`` of pixels ``(row, col)`` of an ``H x W`` image, in ``[-0.5, 0.5]``.
 
@@ -208,6 +221,19 @@ def image_plane(coords: Tensor, size: Sequence[int], dtype=None, cells: bool = F
         c, n = coords[:, axis].to(dtype), int(size[axis])
         out.append((c + 0.5) / n - 0.5 if cells else c / (n - 1) - 0.5 if n > 1 else c * 0)
     return torch.stack(out, 1)
+
+
+def plane_cells(stride: Sequence[int], size: Sequence[int], cells: bool = False) -> tuple:
+    """``(cell_size, origin)``, each ``(x, y)``, of ``stride`` pixel cells in :func:`image_plane`.
+
+    Without ``cells``, cell borders lie half a pixel before each cell's first pixel (a stage
+    point, the mean of its cell's pixels, is inside its cell); with it, the pixel pitch.
+    """
+    h, w = size
+    if cells:
+        return (stride[1] / w, stride[0] / h), (-0.5, -0.5)
+    px, py = (1.0 / (w - 1) if w > 1 else 1.0), (1.0 / (h - 1) if h > 1 else 1.0)
+    return (stride[1] * px, stride[0] * py), (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
 
 
 def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
