@@ -13,8 +13,9 @@ from ..batch import PointBatch
 from ..ops.grid import image_plane, lattice_sites, pixel_coords, pixel_index, relabel
 from ..ops.scatter import scatter_mean
 
-__all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points",
-           "check_nonempty_sets", "as_float", "cast_input", "padded_batch", "unpad"]
+__all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points", "pixel_plane",
+           "full_image_planes", "check_nonempty_sets", "as_float", "cast_input", "padded_batch",
+           "unpad"]
 
 
 def as_float(t: Tensor, dtype: torch.dtype | None = None, image: bool = False) -> Tensor:
@@ -172,11 +173,26 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
     return pb
 
 
+def pixel_plane(pb: PointBatch, dtype: torch.dtype, coords: Tensor | None = None) -> Tensor:
+    """Image-plane positions of a pixel set: its own 2-D ``pos`` if in ``dtype`` (``from_images``).
+
+    Else (RGB-D xyz, another dtype) those of its pixels (``coords``: their ``(row, col)``).
+
+    Shapes:
+        pb: N points with ``pixel`` / ``image_size``; coords: [N, 2]; return: [N, 2].
+    """
+    if pb.dim == 2 and pb.pos.dtype == dtype:
+        return pb.pos
+    size = tuple(int(s) for s in pb.image_size)
+    coords = pixel_coords(pb.pixel, size) if coords is None else coords
+    return image_plane(coords, size, dtype=dtype)
+
+
 _PLANES: OrderedDict = OrderedDict()
 _PLANES_MAX = 8
 
 
-def _full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
+def full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
     """Cached image-plane positions of every pixel of ``b`` full ``h x w`` images ([B*H*W, 2])."""
     key = (b, h, w, torch.device(device), dtype)
     hit = _PLANES.get(key)
@@ -195,7 +211,7 @@ def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
     """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly."""
     b, c, h, w = images.shape
     coords, batch = lattice_sites(b, (h, w), images.device)
-    plane = _full_image_planes(b, h, w, images.device, images.dtype)
+    plane = full_image_planes(b, h, w, images.device, images.dtype)
     n = b * h * w
     if append_pos:
         x = images.new_empty(b, h, w, c + 2)
@@ -213,7 +229,8 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
     Args:
-        inputs: images (uint8 or floating point, see :func:`as_float`) or a ``PointBatch``.
+        inputs: images (uint8 or floating point, see :func:`as_float`) or a ``PointBatch`` (a
+            :class:`PackedInput`, already checked where it entered the model, as it is).
         mask: optional bool pixel mask for image inputs (``True`` keeps the pixel).
         in_channels: expected feature channels C (checked when given).
         pos_dim: expected position dimension D (checked when given).
@@ -224,6 +241,8 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
     """
+    if isinstance(inputs, PackedInput):
+        return inputs
     if isinstance(inputs, PointBatch):
         if mask is not None:
             raise ValueError(
@@ -251,8 +270,8 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
         raise TypeError("`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
                         f"{type(inputs).__name__}")
 
-    pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
-                            allow_empty=allow_empty)
+    src, pb = pb, check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
+                                     allow_empty=allow_empty)
     x = pb.x
     if x is None:
         x = pb.pos.new_zeros(pb.num_points, 0)
@@ -267,7 +286,7 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     if pb.pixel is not None and pb.image_size is not None:
         grid = (int(pb.image_size[0]), int(pb.image_size[1]))
         coords = pixel_coords(pb.pixel, grid)
-        plane = image_plane(coords, grid, dtype=pb.pos.dtype)
+        plane = pixel_plane(src, pb.pos.dtype, coords)
     if append_pos:
         x = torch.cat([x, pb.pos.to(x.dtype)], 1)
     return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane, image_size=grid)

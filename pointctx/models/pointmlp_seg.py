@@ -158,7 +158,7 @@ class PointMLPSeg(nn.Module):
             raise ValueError(
                 f"training mode needs at least 2 sets per batch (BatchNorm over the per-set "
                 f"context rows), got B = {b}; call model.eval() to predict one set")
-        levels = self.backbone.forward_stages(pb)[::-1]  # coarse to fine
+        levels = self.backbone._run(pb, collect=True)[::-1]  # coarse to fine; pb is checked
         x = levels[0].x
         for i, step in enumerate(self.decode_list):
             coarse, fine = levels[i], levels[i + 1]
