@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -10,11 +9,11 @@ from torch import Tensor
 
 from .._checks import all_finite, check_finite_features, check_positive_int, check_tensor
 from ..batch import PointBatch
-from ..ops.grid import image_plane, lattice_sites, pixel_coords, pixel_index, relabel
+from ..ops.grid import image_plane, lattice_plane, lattice_sites, pixel_coords, pixel_index, relabel
 from ..ops.scatter import scatter_mean
 
 __all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points", "pixel_plane",
-           "full_image_planes", "check_nonempty_sets", "as_float", "cast_input", "padded_batch",
+           "check_nonempty_sets", "as_float", "cast_input", "padded_batch",
            "unpad"]
 
 
@@ -174,44 +173,22 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
 
 
 def pixel_plane(pb: PointBatch, dtype: torch.dtype, coords: Tensor | None = None) -> Tensor:
-    """Image-plane positions of a pixel set: its own 2-D ``pos`` if in ``dtype`` (``from_images``).
-
-    Else (RGB-D xyz, another dtype) those of its pixels (``coords``: their ``(row, col)``).
+    """A pixel set's image-plane positions: its 2-D ``pos`` if in ``dtype``, else from its pixels.
 
     Shapes:
-        pb: N points with ``pixel`` / ``image_size``; coords: [N, 2]; return: [N, 2].
+        coords: [N, 2] ``(row, col)`` of its pixels (optional); return: [N, 2].
     """
     if pb.dim == 2 and pb.pos.dtype == dtype:
         return pb.pos
-    size = tuple(int(s) for s in pb.image_size)
-    coords = pixel_coords(pb.pixel, size) if coords is None else coords
-    return image_plane(coords, size, dtype=dtype)
-
-
-_PLANES: OrderedDict = OrderedDict()
-_PLANES_MAX = 8
-
-
-def full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
-    """Cached image-plane positions of every pixel of ``b`` full ``h x w`` images ([B*H*W, 2])."""
-    key = (b, h, w, torch.device(device), dtype)
-    hit = _PLANES.get(key)
-    if hit is None:
-        with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
-            hit = PointBatch.image_grid(h, w, device=device, dtype=dtype).repeat(b, 1)
-        _PLANES[key] = hit
-        if len(_PLANES) > _PLANES_MAX:
-            _PLANES.popitem(last=False)
-    else:
-        _PLANES.move_to_end(key)
-    return hit
+    size = pb.image_size
+    return image_plane(pixel_coords(pb.pixel, size) if coords is None else coords, size, dtype)
 
 
 def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
     """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly."""
     b, c, h, w = images.shape
     coords, batch = lattice_sites(b, (h, w), images.device)
-    plane = full_image_planes(b, h, w, images.device, images.dtype)
+    plane = lattice_plane(b, (h, w), images.device, images.dtype)
     n = b * h * w
     if append_pos:
         x = images.new_empty(b, h, w, c + 2)
@@ -256,16 +233,11 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
         if in_channels is not None and inputs.shape[1] != in_channels:
             raise ValueError(f"image input must have in_channels = {in_channels} channels, got "
                              f"{inputs.shape[1]} (shape {tuple(inputs.shape)})")
-        if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != (
-                inputs.shape[0], inputs.shape[2], inputs.shape[3])):
-            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError("`mask` must have shape [B, H, W] = "
-                             f"{[inputs.shape[0], *inputs.shape[2:]]} (like the images), got {got}")
         inputs = as_float(inputs, dtype, image=True)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
                 and all_finite(inputs)):
             return _pack_full_images(inputs, append_pos)  # same points, no per-point work
-        pb = PointBatch.from_images(inputs, mask)
+        pb = PointBatch.from_images(inputs, mask)  # checks the mask
     else:
         raise TypeError("`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
                         f"{type(inputs).__name__}")

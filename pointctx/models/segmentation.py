@@ -83,9 +83,9 @@ from .._resolver import resolve
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
 from ..nn.set_unet import SetUNetDecoder
-from ..ops.grid import lattice_sites
+from ..ops.grid import lattice_plane, lattice_sites
 from ..ops.interpolate import knn_interpolate
-from ._inputs import full_image_planes, pack_input, padded_batch, pixel_plane, unpad
+from ._inputs import pack_input, padded_batch, pixel_plane, unpad
 from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
@@ -222,16 +222,12 @@ class SetSegmenter(nn.Module):
     @staticmethod
     def _pixel_queries(pb: PointBatch, image_size, dtype) -> Tensor:
         if pb.pixel is None or pb.image_size is None:
-            raise ValueError(
-                "`query` must be a pixel set (built by PointBatch.from_images, with pixel / "
-                "image_size) because the input is a pixel set, whose stages live in the image "
-                "plane"
-            )
+            raise ValueError("`query` must be a pixel set (built by PointBatch.from_images, with "
+                             "pixel / image_size) because the input is a pixel set, whose stages "
+                             "live in the image plane")
         if tuple(pb.image_size) != tuple(image_size):
-            raise ValueError(
-                f"`query` must come from images of the input's size {tuple(image_size)}, got "
-                f"image_size {tuple(pb.image_size)}"
-            )
+            raise ValueError(f"`query` must come from images of the input's size "
+                             f"{tuple(image_size)}, got image_size {tuple(pb.image_size)}")
         return pixel_plane(pb, dtype)
 
     def forward(self, inputs, mask: Tensor | None = None,
@@ -276,7 +272,7 @@ class SetSegmenter(nn.Module):
         stages = self._stages(packed, None, input_pool)
         if mask is not None:  # images: every pixel, the masked ones included
             b, _, h, w = inputs.shape
-            pos_q = full_image_planes(b, h, w, inputs.device, packed.pos.dtype)
+            pos_q = lattice_plane(b, (h, w), inputs.device, packed.pos.dtype)
             batch_q = lattice_sites(b, (h, w), inputs.device)[1]
         elif query is None:  # the input points (pixels: their image plane)
             pos_q, batch_q = (None, None) if self._to_inputs else packed.stem_view()[1:3]
