@@ -219,7 +219,7 @@ def test_linear_index_axis_order_is_axis0_fastest():
 
 
 def test_pixel_index_inverts_pixel_coords_and_plane_cells_tile_the_plane():
-    from pointctx.ops.grid import image_plane, pixel_coords, pixel_index, plane_cells
+    from pointctx.ops.grid import image_plane, lattice_plane, pixel_coords, pixel_index, plane_cells
 
     size = (5, 7)
     lin = torch.arange(35)
@@ -239,6 +239,10 @@ def test_pixel_index_inverts_pixel_coords_and_plane_cells_tile_the_plane():
     cell, origin = plane_cells((1, 1), size, cells=True)
     u = (image_plane(rc, size, torch.float64, cells=True) + 0.5) / torch.tensor(cell)
     assert torch.equal(torch.floor(u).long(), rc.flip(1))
+    # the cached full lattice: every pixel of B images, built once
+    planes = lattice_plane(2, size, dtype=torch.float64)
+    assert planes is lattice_plane(2, size, dtype=torch.float64)
+    assert torch.equal(planes, plane.repeat(2, 1))
 
 
 def test_grid_cluster_numbering_follows_linear_index():
