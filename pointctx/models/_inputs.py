@@ -13,8 +13,7 @@ from ..ops.grid import image_plane, lattice_plane, lattice_sites, pixel_coords, 
 from ..ops.scatter import scatter_mean
 
 __all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points", "pixel_plane",
-           "check_nonempty_sets", "as_float", "cast_input", "padded_batch",
-           "unpad"]
+           "check_nonempty_sets", "as_float", "cast_input", "padded_batch", "unpad"]
 
 
 def as_float(t: Tensor, dtype: torch.dtype | None = None, image: bool = False) -> Tensor:
