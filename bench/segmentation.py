@@ -155,13 +155,13 @@ def _median_s(fn, iters: int) -> float:
     return statistics.median(times)
 
 
-def _split(model, inputs, mask, iters: int, image_size) -> dict:
+def _split(model, inputs, mask, iters: int) -> dict:
     """Median seconds of the backbone and of backbone + head (logits before the queries)."""
     backbone = _median_s(lambda: model._stages(inputs, mask, None), iters)  # + input pooling
 
     def head():
-        stages = model._stages(inputs, mask, None)
-        model._predict(stages, inputs, mask, None, None, image_size)
+        packed = model.backbone.pack(inputs, mask, append_pos=True)
+        model._predict(model._stages(packed, None, None), packed, inputs, mask, None, None)
 
     return {"backbone_s": round(backbone, 4),
             "backbone_head_s": round(_median_s(head, iters), 4)}
@@ -190,7 +190,7 @@ def child(args) -> dict:
         res = {**info, "median_batch_s": round(med, 4),
                "images_per_s": round(args.batch / med, 3)}
         if hasattr(model, "backbone"):
-            res.update(_split(model, inputs, mask, args.iters, args.size))
+            res.update(_split(model, inputs, mask, args.iters))
             stages = model._stages(inputs, mask, None)
             res["stage_points"] = [s.num_points for s in stages]
     return res

@@ -48,12 +48,12 @@ class SetClassifier(nn.Module):
     #: (:meth:`forward_features`, ``forward_stages``) of an empty set are simply empty; a dense /
     #: per-point model on this backbone sets it to True.
     allow_empty_sets: bool = False
+    #: ``forward_stages`` takes empty sets (their stages are empty).
+    stages_allow_empty: bool = True
 
     def pack(self, inputs, mask: Tensor | None = None, append_pos: bool = False,
              input_pool: int = 1) -> PackedInput:
         """Check and flatten the inputs (see :func:`pointctx.models._inputs.pack_input`)."""
-        if isinstance(inputs, PackedInput):
-            return pool_pixels(inputs, input_pool)
         packed = pack_input(inputs, mask, in_channels=self.in_channels, pos_dim=self.pos_dim,
                             dtype=self.param_dtype, allow_empty=True, append_pos=append_pos)
         return pool_pixels(packed, input_pool)
@@ -116,8 +116,7 @@ class StagedClassifier(SetClassifier):
         Shapes:
             return: x [M, embed_dims[-1]], pos [M, 2] (pixel sets) or [M, D], batch [M].
         """
-        inputs = self._as_input(inputs, lengths, features)
-        return self._run(inputs, mask, collect=False, input_pool=input_pool)
+        return self._run(self._packed(inputs, mask, input_pool, lengths, features), False)
 
     def forward_stages(self, inputs, mask: Tensor | None = None, input_pool: int = 1,
                        lengths: Tensor | None = None,
@@ -127,18 +126,17 @@ class StagedClassifier(SetClassifier):
         Shapes:
             return: one StageBatch per stage: x [M_i, embed_dims[i]], pos [M_i, 2 or D].
         """
-        inputs = self._as_input(inputs, lengths, features)
-        return self._run(inputs, mask, collect=True, input_pool=input_pool)
+        return self._run(self._packed(inputs, mask, input_pool, lengths, features), True)
 
-    def _as_input(self, inputs, lengths, features):
-        """Images and PointBatches as they are; padded points as a PointBatch."""
+    def _packed(self, inputs, mask, input_pool, lengths, features) -> PackedInput:
+        """Checked and packed inputs (padded points as a PointBatch first), pooled by ``f``."""
         padded = isinstance(inputs, Tensor) and inputs.dim() == 3 \
             and inputs.shape[-1] == self.pos_dim
-        if not padded and lengths is None and features is None:
-            return inputs
-        return padded_batch(inputs, lengths, features, self.param_dtype)
+        if padded or lengths is not None or features is not None:
+            inputs = padded_batch(inputs, lengths, features, self.param_dtype)
+        return self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
 
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+    def _run(self, packed: PackedInput, collect: bool):
         raise NotImplementedError
 
     def _norm_features(self, x: Tensor, batch: Tensor, b: int) -> Tensor:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections import OrderedDict
 from typing import NamedTuple
 
 import torch
@@ -10,10 +9,10 @@ from torch import Tensor
 
 from .._checks import all_finite, check_finite_features, check_positive_int, check_tensor
 from ..batch import PointBatch
-from ..ops.grid import image_plane, lattice_sites, linear_index, pixel_coords, relabel
+from ..ops.grid import image_plane, lattice_plane, lattice_sites, pixel_coords, pixel_index, relabel
 from ..ops.scatter import scatter_mean
 
-__all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points",
+__all__ = ["PackedInput", "pack_input", "pool_pixels", "check_model_points", "pixel_plane",
            "check_nonempty_sets", "as_float", "cast_input", "padded_batch", "unpad"]
 
 
@@ -87,6 +86,7 @@ class PackedInput(NamedTuple):
         plane: [N, 2] image-plane positions (x = column, y = row) for pixel sets, else None.
         input_pool: pixels per lattice site per axis (1; ``f`` after :func:`pool_pixels`).
         site: [N0] int64 site of every unpooled input point (:func:`pool_pixels`), else None.
+        image_size: ``(H, W)`` of the images for pixel sets (``grid_size`` before pooling).
     """
 
     x: Tensor
@@ -98,6 +98,7 @@ class PackedInput(NamedTuple):
     plane: Tensor | None
     input_pool: int = 1
     site: Tensor | None = None
+    image_size: tuple[int, int] | None = None
 
     @property
     def is_pixel_set(self) -> bool:
@@ -127,7 +128,7 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
     sizes = (-(-h // f), -(-w // f))  # (rows, cols) of the site lattice
     per_set = sizes[0] * sizes[1]
     cell = torch.div(packed.coords, f, rounding_mode="floor")
-    key = packed.batch * per_set + linear_index(cell.flip(1), sizes[::-1])
+    key = pixel_index(cell, sizes, packed.batch)
     site, used = relabel(key, max(packed.batch_size * per_set, 1))
     k = used.numel()
     coords = pixel_coords(used, sizes)
@@ -135,7 +136,7 @@ def pool_pixels(packed: PackedInput, factor: int = 1) -> PackedInput:
     pos = scatter_mean(packed.pos, site, k)
     plane = pos if packed.plane is packed.pos else scatter_mean(packed.plane, site, k)
     return PackedInput(scatter_mean(packed.x, site, k), pos, batch, packed.batch_size, coords,
-                       sizes, plane, f, site)
+                       sizes, plane, f, site, packed.image_size)
 
 
 def check_nonempty_sets(sizes: Tensor, from_images: bool = False) -> None:
@@ -170,30 +171,23 @@ def check_model_points(pb: PointBatch, dtype: torch.dtype | None = None,
     return pb
 
 
-_PLANES: OrderedDict = OrderedDict()
-_PLANES_MAX = 8
+def pixel_plane(pb: PointBatch, dtype: torch.dtype, coords: Tensor | None = None) -> Tensor:
+    """A pixel set's image-plane positions: its 2-D ``pos`` if in ``dtype``, else from its pixels.
 
-
-def _full_image_planes(b: int, h: int, w: int, device, dtype) -> Tensor:
-    """Cached image-plane positions of every pixel of ``b`` full ``h x w`` images ([B*H*W, 2])."""
-    key = (b, h, w, torch.device(device), dtype)
-    hit = _PLANES.get(key)
-    if hit is None:
-        with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
-            hit = PointBatch.image_grid(h, w, device=device, dtype=dtype).repeat(b, 1)
-        _PLANES[key] = hit
-        if len(_PLANES) > _PLANES_MAX:
-            _PLANES.popitem(last=False)
-    else:
-        _PLANES.move_to_end(key)
-    return hit
+    Shapes:
+        coords: [N, 2] ``(row, col)`` of its pixels (optional); return: [N, 2].
+    """
+    if pb.dim == 2 and pb.pos.dtype == dtype:
+        return pb.pos
+    size = pb.image_size
+    return image_plane(pixel_coords(pb.pixel, size) if coords is None else coords, size, dtype)
 
 
 def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
     """Full, finite images (no mask): the points of ``PointBatch.from_images``, built directly."""
     b, c, h, w = images.shape
     coords, batch = lattice_sites(b, (h, w), images.device)
-    plane = _full_image_planes(b, h, w, images.device, images.dtype)
+    plane = lattice_plane(b, (h, w), images.device, images.dtype)
     n = b * h * w
     if append_pos:
         x = images.new_empty(b, h, w, c + 2)
@@ -202,7 +196,7 @@ def _pack_full_images(images: Tensor, append_pos: bool) -> PackedInput:
         x = x.view(n, c + 2)
     else:
         x = images.permute(0, 2, 3, 1).reshape(n, c)
-    return PackedInput(x, plane, batch, b, coords, (h, w), plane)
+    return PackedInput(x, plane, batch, b, coords, (h, w), plane, image_size=(h, w))
 
 
 def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = None,
@@ -211,7 +205,8 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     """Turn an image tensor (+ mask) or a ``PointBatch`` into a :class:`PackedInput`.
 
     Args:
-        inputs: images (uint8 or floating point, see :func:`as_float`) or a ``PointBatch``.
+        inputs: images (uint8 or floating point, see :func:`as_float`) or a ``PointBatch`` (a
+            :class:`PackedInput`, already checked where it entered the model, as it is).
         mask: optional bool pixel mask for image inputs (``True`` keeps the pixel).
         in_channels: expected feature channels C (checked when given).
         pos_dim: expected position dimension D (checked when given).
@@ -222,6 +217,8 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     Shapes:
         inputs: [B, C, H, W] or a PointBatch (pos [N, D], x [N, C]); mask: [B, H, W].
     """
+    if isinstance(inputs, PackedInput):
+        return inputs
     if isinstance(inputs, PointBatch):
         if mask is not None:
             raise ValueError(
@@ -235,22 +232,17 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
         if in_channels is not None and inputs.shape[1] != in_channels:
             raise ValueError(f"image input must have in_channels = {in_channels} channels, got "
                              f"{inputs.shape[1]} (shape {tuple(inputs.shape)})")
-        if mask is not None and (not isinstance(mask, Tensor) or tuple(mask.shape) != (
-                inputs.shape[0], inputs.shape[2], inputs.shape[3])):
-            got = tuple(mask.shape) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError("`mask` must have shape [B, H, W] = "
-                             f"{[inputs.shape[0], *inputs.shape[2:]]} (like the images), got {got}")
         inputs = as_float(inputs, dtype, image=True)
         if (mask is None and inputs.numel() and (pos_dim is None or pos_dim == 2)
                 and all_finite(inputs)):
             return _pack_full_images(inputs, append_pos)  # same points, no per-point work
-        pb = PointBatch.from_images(inputs, mask)
+        pb = PointBatch.from_images(inputs, mask)  # checks the mask
     else:
         raise TypeError("`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
                         f"{type(inputs).__name__}")
 
-    pb = check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
-                            allow_empty=allow_empty)
+    src, pb = pb, check_model_points(pb, dtype, from_images=isinstance(inputs, Tensor),
+                                     allow_empty=allow_empty)
     x = pb.x
     if x is None:
         x = pb.pos.new_zeros(pb.num_points, 0)
@@ -265,7 +257,7 @@ def pack_input(inputs, mask: Tensor | None = None, in_channels: int | None = Non
     if pb.pixel is not None and pb.image_size is not None:
         grid = (int(pb.image_size[0]), int(pb.image_size[1]))
         coords = pixel_coords(pb.pixel, grid)
-        plane = image_plane(coords, grid, dtype=pb.pos.dtype)
+        plane = pixel_plane(src, pb.pos.dtype, coords)
     if append_pos:
         x = torch.cat([x, pb.pos.to(x.dtype)], 1)
-    return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane)
+    return PackedInput(x, pb.pos, pb.batch, pb.num_sets, coords, grid, plane, image_size=grid)

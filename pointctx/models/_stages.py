@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 
 from ..batch import PointBatch
+from ..ops.grid import plane_cells
 
 __all__ = ["StageBatch", "link_from_slots", "link_through", "link_union"]
 
@@ -78,7 +79,9 @@ class StageBatch(PointBatch):
         batch_size: number of sets B.
         link: sorted unique ``(point, previous-stage point it pooled)`` pairs within sets.
         stride: pixel sets: ``(row, col)`` pixels per lattice cell of this stage; else None.
-        coords: pixel sets: every point's lattice ``(row, col)`` on this stage's lattice.
+        image_size: pixel sets: ``(H, W)`` of the images; ``cells`` is then the stage's lattice
+            in the image plane, ``(cell_size, origin)`` (:func:`~pointctx.ops.grid.plane_cells`).
+        coords: pixel sets: every point's ``(row, col)`` on this stage's lattice.
         grid_size: pixel sets: this stage's lattice ``(rows, cols)``.
 
     Shapes:
@@ -86,11 +89,13 @@ class StageBatch(PointBatch):
     """
 
     def __init__(self, pos: Tensor, x: Tensor, batch: Tensor, batch_size: int, link: Tensor,
-                 stride: tuple[int, int] | None = None, ptr: Tensor | None = None,
-                 coords: Tensor | None = None, grid_size: tuple[int, int] | None = None):
+                 stride: tuple[int, int] | None = None, image_size: tuple[int, int] | None = None,
+                 ptr: Tensor | None = None, coords: Tensor | None = None,
+                 grid_size: tuple[int, int] | None = None):
         super().__init__(pos, x, batch=batch, ptr=ptr, batch_size=batch_size, validate=False)
-        self.link, self.coords, self.grid_size = link, coords, grid_size
+        self.link, self._size, self.coords, self.grid_size = link, image_size, coords, grid_size
         self.stride = None if stride is None else tuple(int(s) for s in stride)
+        self.cells = None if image_size is None else plane_cells(self.stride, image_size)
 
     def parents(self) -> tuple[Tensor, Tensor]:
         """The link as CSR ``(ptr [M+1], parent [E])``."""
@@ -105,7 +110,7 @@ class StageBatch(PointBatch):
         if kw.get("pixel") is not None:  # a stage never carries pixel info
             return super()._replace(**fields)
         return StageBatch(kw["pos"], kw["x"], kw["batch"], self.num_sets, kw["link"],
-                          self.stride, ptr=kw["ptr"], coords=self.coords,
+                          self.stride, self._size, ptr=kw["ptr"], coords=self.coords,
                           grid_size=self.grid_size)
 
     def to(self, device=None, dtype: torch.dtype | None = None, non_blocking: bool = False):

@@ -97,9 +97,8 @@ class CLUENet(StagedClassifier):
         self._init_head(nn.LayerNorm(self.num_features), drop_rate)
 
 
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+    def _run(self, packed, collect: bool):
         """Run the stages; with ``collect`` return every stage, else the last stage's points."""
-        packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
         red = self.stem(feats, pos, batch, b, coords, grid)
@@ -132,7 +131,7 @@ class CLUENet(StagedClassifier):
                           grid_size=grid, neighbors=nbr)
             if collect:
                 out.append(StageBatch(pos, feats, batch, b, link,
-                                      (stride, stride) if pixel else None,
+                                      (stride, stride) if pixel else None, packed.image_size,
                                       coords=coords, grid_size=grid))
         if collect:
             return out

@@ -12,7 +12,7 @@ from ..batch import PointBatch
 from ..nn.blocks import ContextClusterBlock
 from ..nn.norm import SetGroupNorm
 from ..nn.reducer import PointReducer
-from ..ops.grid import image_plane, set_bounds
+from ..ops.grid import image_plane, plane_cells, set_bounds
 from ..ops.segment import batch_to_ptr
 from ._base import StagedClassifier
 from ._helpers import (
@@ -51,8 +51,8 @@ def lattice_centers(coords: Tensor, grid_size, dtype=None) -> tuple[Tensor, tupl
     Shapes:
         coords: [N, 2] int64 ``(row, col)``; return: ([N, 2] ``(x, y)``, ``(1 / W, 1 / H)``).
     """
-    h, w = grid_size
-    return image_plane(coords, grid_size, dtype, cells=True), (1.0 / w, 1.0 / h)
+    return (image_plane(coords, grid_size, dtype, cells=True),
+            plane_cells((1, 1), grid_size, cells=True)[0])
 
 
 class ContextClusterNet(StagedClassifier):
@@ -130,9 +130,8 @@ class ContextClusterNet(StagedClassifier):
         self._init_head(SetGroupNorm(self.num_features), drop_rate)
 
 
-    def _run(self, inputs, mask, collect: bool, input_pool: int = 1):
+    def _run(self, packed, collect: bool):
         """Run the stages; with ``collect`` return every stage, else the last stage's points."""
-        packed = self.pack(inputs, mask, append_pos=True, input_pool=input_pool)
         b, pixel = packed.batch_size, packed.is_pixel_set
         feats, pos, batch, coords, grid = packed.stem_view()
         out, stride = [], packed.input_pool
@@ -148,7 +147,7 @@ class ContextClusterNet(StagedClassifier):
                 if i == 0:
                     link = link_through(link, packed.site)
                 out.append(StageBatch(pos, feats, batch, b, link,
-                                      (stride, stride) if pixel else None,
+                                      (stride, stride) if pixel else None, packed.image_size,
                                       coords=coords, grid_size=grid))
         if collect:
             return out

@@ -16,7 +16,7 @@ from ..nn.pointmlp_layers import LinearBNAct, PreExtraction, ResidualMLP
 from ..ops.scatter import scatter_max
 from ._base import SetClassifier
 from ._helpers import check_io, per_stage, register_configs
-from ._inputs import check_model_points, padded_batch
+from ._inputs import PackedInput, check_model_points, padded_batch
 from ._stages import StageBatch, link_from_slots, link_union
 
 __all__ = ["PointMLP"]
@@ -51,6 +51,7 @@ class PointMLP(SetClassifier):
     """
 
     head_name = "classifier"  # the official name (state_dict keys ``classifier.*``)
+    stages_allow_empty = False  # farthest point sampling needs a point per set
 
     # the official pointMLP arguments; the PointMLP segmenters' encoder takes the same ones
     def __init__(self, num_classes: int = 40, in_channels: int = 0, pos_dim: int = 3,
@@ -114,6 +115,10 @@ class PointMLP(SetClassifier):
                              Linear(256, num_classes))
 
     def _as_batch(self, points, lengths, features) -> PointBatch:
+        if isinstance(points, PackedInput):  # checked where it entered the model (a segmenter)
+            x = points.x[:, :self.in_channels] if self.in_channels else None
+            return PointBatch(points.pos, x, batch=points.batch, batch_size=points.batch_size,
+                              validate=False)
         if isinstance(points, Tensor) and (points.dim() != 3 or points.shape[-1] != self.pos_dim):
             raise ValueError(f"padded input must have shape [B, Nmax, pos_dim={self.pos_dim}], "
                              f"got {tuple(points.shape)}")
@@ -139,7 +144,7 @@ class PointMLP(SetClassifier):
     def forward_features(self, points, lengths: Tensor | None = None,
                          features: Tensor | None = None) -> PointBatch:
         """Embedding and the four stages; returns the last stage's points and features."""
-        return self._run(points, lengths, features, collect=False)
+        return self._run(self._as_batch(points, lengths, features), collect=False)
 
     def forward_stages(self, points, lengths: Tensor | None = None,
                        features: Tensor | None = None) -> list[StageBatch]:
@@ -148,10 +153,9 @@ class PointMLP(SetClassifier):
         Shapes:
             return: 1 + len(dim_expansion) StageBatches: x [M_i, embed_dims[i]], pos [M_i, D].
         """
-        return self._run(points, lengths, features, collect=True)
+        return self._run(self._as_batch(points, lengths, features), collect=True)
 
-    def _run(self, points, lengths, features, collect: bool):
-        pb = self._as_batch(points, lengths, features)
+    def _run(self, pb: PointBatch, collect: bool):
         b = pb.num_sets
         pos, batch = pb.pos, pb.batch
         inp = pos if pb.x is None else torch.cat([pos, pb.x], 1)

@@ -83,10 +83,10 @@ from .._resolver import resolve
 from ..batch import PointBatch
 from ..nn.fpn import SemanticFPNHead
 from ..nn.pointmlp_layers import PointMLPHead
-from ..nn.set_unet import SetLocalEncoder, SetUNetDecoder
-from ..ops.grid import image_plane, pixel_coords
+from ..nn.set_unet import SetUNetDecoder
+from ..ops.grid import lattice_plane, lattice_sites
 from ..ops.interpolate import knn_interpolate
-from ._inputs import cast_input, pack_input, padded_batch, unpad
+from ._inputs import pack_input, padded_batch, pixel_plane, unpad
 from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
@@ -133,8 +133,7 @@ class SetSegmenter(nn.Module):
     """
 
     def __init__(self, backbone: nn.Module, num_classes: int, head="fpn", input_pool: int = 1,
-                 encoder_blocks: int = 0, encoder_channels: int = 16, encoder_expand: int = 2,
-                 in_channels: int | None = None, **head_options):
+                 **head_options):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
@@ -147,20 +146,9 @@ class SetSegmenter(nn.Module):
             if hasattr(backbone, name):
                 delattr(backbone, name)
         self.backbone = backbone
-        self.pos_dim = backbone.pos_dim
-        self.encoder = None
         self.in_channels = backbone.in_channels
-        if encoder_blocks or in_channels is not None:
-            if in_channels is None or backbone.in_channels != encoder_channels:
-                raise ValueError(
-                    f"an input encoder needs `in_channels` (the raw input's) and a backbone "
-                    f"with in_channels = encoder_channels = {encoder_channels}, got "
-                    f"{in_channels} and {backbone.in_channels}")
-            self.encoder = SetLocalEncoder(in_channels + self.pos_dim, encoder_channels,
-                                           encoder_blocks, encoder_expand,
-                                           backend=getattr(backbone, "backend", None))
-            self.in_channels = check_positive_int(in_channels, "in_channels")
-        options = ({"input_channels": backbone.in_channels + self.pos_dim, "channels": 128}
+        self.pos_dim = backbone.pos_dim
+        options = ({"input_channels": self.in_channels + self.pos_dim, "channels": 128}
                    if head == "unet" else {})
         takes = inspect.signature(HEADS[head]).parameters if head in HEADS else None
         for key, value in head_options.items():
@@ -186,38 +174,12 @@ class SetSegmenter(nn.Module):
         return f
 
     def _stages(self, inputs, mask, input_pool):
-        """The backbone's stages and the input points ``(x, pos, batch, coords, grid_size)``."""
         f = self._check_pool(self.input_pool if input_pool is None else input_pool)
-        packed = None
-        if self.encoder is not None or self._to_inputs:
-            packed = pack_input(inputs, mask, in_channels=self.in_channels,
-                                pos_dim=self.pos_dim, dtype=self.backbone.param_dtype,
-                                allow_empty=True, append_pos=True)
-            if self.encoder is not None:
-                x, pos, batch, coords, grid = packed.stem_view()
-                h = self.encoder(x, pos, batch, packed.batch_size, coords, grid)
-                packed = packed._replace(x=torch.cat([h, x[:, -self.pos_dim:]], 1))
-            inputs, mask = packed, None
-        kw = {} if f == 1 else {"input_pool": f}
-        stages = self.backbone.forward_stages(inputs, mask, **kw)
-        return stages, (None if packed is None else packed.stem_view())
+        if f == 1:
+            return self.backbone.forward_stages(inputs, mask)
+        return self.backbone.forward_stages(inputs, mask, input_pool=f)
 
-    # ------------------------------------------------------------------------------------------
-    @staticmethod
-    def _grids(strides, image_size) -> list | None:
-        """Per stride ``(row, col)``, its lattice cells in the image plane: ``(cell_size, origin)``.
-
-        Cell borders lie half a pixel before the cell's first pixel, so every stage point (a
-        mean of the pixel positions of its cell) is well inside its cell: one point per cell.
-        """
-        if image_size is None or any(s is None for s in strides):
-            return None
-        h, w = image_size
-        px, py = (1.0 / (w - 1) if w > 1 else 1.0), (1.0 / (h - 1) if h > 1 else 1.0)
-        origin = (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
-        return [((s[1] * px, s[0] * py), origin) for s in strides]
-
-    def _predict(self, stages, points, inputs, mask, pos_q, batch_q, image_size, query=None):
+    def _predict(self, stages, packed, inputs, mask, pos_q, batch_q, query=None):
         """Logits at the queries ``pos_q`` (None: at the input points).
 
         ``"unet"`` head on pixel sets: a query pixel that is an input pixel gets its own
@@ -225,19 +187,19 @@ class SetSegmenter(nn.Module):
         point per cell: a fast grid search even in large holes). General point sets: kNN
         interpolation from the input points.
         """
-        grids = self._grids([s.stride for s in stages], image_size)
+        grids = [s.cells for s in stages]  # each stage's lattice (None: no lattice)
         if not self._to_inputs:
             return self.head(stages, pos_q, batch_q, grids)
-        x, pos, batch, coords, grid = points
+        x, pos, batch, coords, grid = packed.stem_view()
         logits = self.head(stages, x, pos, batch, grids, coords, grid)
         if pos_q is None:
             return logits
         s0, k = stages[0], self.head.k
         interp = partial(knn_interpolate, k=k, batch_size=s0.num_sets, eps=self.head.eps,
                          backend=self.head.backend)
-        if image_size is None:
+        if packed.image_size is None:
             return interp(logits, pos, pos_q, batch, batch_q)
-        hw = image_size[0] * image_size[1]
+        hw = packed.image_size[0] * packed.image_size[1]
         if mask is not None:  # image input: the queries are every pixel
             rows = torch.full((mask.numel(),), -1, dtype=torch.long, device=logits.device)
             rows[mask.reshape(-1)] = torch.arange(logits.shape[0], device=logits.device)
@@ -260,19 +222,15 @@ class SetSegmenter(nn.Module):
         return out
 
     @staticmethod
-    def _pixel_queries(pb: PointBatch, image_size, name: str) -> Tensor:
+    def _pixel_queries(pb: PointBatch, image_size, dtype) -> Tensor:
         if pb.pixel is None or pb.image_size is None:
-            raise ValueError(
-                f"`{name}` must be a pixel set (built by PointBatch.from_images, with pixel / "
-                "image_size) because the input is a pixel set, whose stages live in the image "
-                "plane"
-            )
+            raise ValueError("`query` must be a pixel set (built by PointBatch.from_images, with "
+                             "pixel / image_size) because the input is a pixel set, whose stages "
+                             "live in the image plane")
         if tuple(pb.image_size) != tuple(image_size):
-            raise ValueError(
-                f"`{name}` must come from images of the input's size {tuple(image_size)}, got "
-                f"image_size {tuple(pb.image_size)}"
-            )
-        return image_plane(pixel_coords(pb.pixel, image_size), image_size, dtype=pb.pos.dtype)
+            raise ValueError(f"`query` must come from images of the input's size "
+                             f"{tuple(image_size)}, got image_size {tuple(pb.image_size)}")
+        return pixel_plane(pb, dtype)
 
     def forward(self, inputs, mask: Tensor | None = None,
                 query: PointBatch | None = None, input_pool: int | None = None,
@@ -308,62 +266,43 @@ class SetSegmenter(nn.Module):
             pb = padded_batch(inputs, lengths, features, dtype)
             return unpad(self.forward(pb, input_pool=input_pool, category=category), pb,
                          inputs.shape[1])
-        inputs, query = cast_input(inputs, dtype), cast_input(query, dtype)
-        if isinstance(inputs, Tensor):
-            if query is not None:
-                raise ValueError(
-                    "`query` is only for PointBatch inputs; image inputs are predicted at "
-                    "every pixel"
-                )
-            stages, points = self._stages(inputs, mask, input_pool)
-            b, _, h, w = inputs.shape
-            pos_q = PointBatch.image_grid(h, w, device=inputs.device, dtype=inputs.dtype)
-            if self._to_inputs and mask is None:  # the queries are the input points
-                logits = self._predict(stages, points, inputs, None, None, None, (h, w))
-            else:
-                pos_q = pos_q.repeat(b, 1)
-                batch_q = torch.arange(b, device=inputs.device).repeat_interleave(h * w)
-                logits = self._predict(stages, points, inputs, mask, pos_q, batch_q, (h, w))
-            return logits.view(b, h, w, -1).permute(0, 3, 1, 2)
-        if not isinstance(inputs, PointBatch):
-            raise TypeError(
-                f"`inputs` must be an image tensor [B, C, H, W] or a PointBatch, got "
-                f"{type(inputs).__name__}"
-            )
-        if query is not None and not isinstance(query, PointBatch):
-            raise TypeError(f"`query` must be a PointBatch, got {type(query).__name__}")
-        if mask is not None:
-            raise ValueError("`mask` is only for image tensor inputs; a PointBatch already holds "
-                             "only the kept points (part segmenters: pass category=...)")
-        q = inputs if query is None else query
-        if q.num_sets != inputs.num_sets:
-            raise ValueError(
-                f"`query` must hold the input's B = {inputs.num_sets} sets, got {q.num_sets}"
-            )
+        packed = pack_input(inputs, mask, self.in_channels, self.pos_dim, dtype,
+                            allow_empty=getattr(self.backbone, "stages_allow_empty", True),
+                            append_pos=True)  # the one check of the inputs
+        if query is not None:
+            if isinstance(inputs, Tensor):
+                raise ValueError("`query` is only for PointBatch inputs; image inputs are "
+                                 "predicted at every pixel")
+            if not isinstance(query, PointBatch):
+                raise TypeError(f"`query` must be a PointBatch, got {type(query).__name__}")
+            if query.num_sets != packed.batch_size:
+                raise ValueError(f"`query` must hold the input's B = {packed.batch_size} sets, "
+                                 f"got {query.num_sets}")
         if self._at_stage0:
-            if q.dim != inputs.dim:
-                raise ValueError(
-                    f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}")
-            category = self.head.check_sets(category, inputs.num_sets, inputs.pos)
-            return self.head(self._stages(inputs, None, input_pool)[0],
-                             None if query is None else q.pos, q.batch, category=category)
-        stages, points = self._stages(inputs, None, input_pool)
-        if query is None and self._to_inputs:
-            pixel = inputs.pixel is not None and inputs.image_size is not None
-            return self._predict(stages, points, inputs, None, None, None,
-                                 tuple(int(v) for v in inputs.image_size) if pixel else None)
-        if inputs.pixel is not None and inputs.image_size is not None:
-            image_size = tuple(int(v) for v in inputs.image_size)
-            pos_q = self._pixel_queries(q, image_size, "query" if query is not None else
-                                        "inputs")
+            category = self.head.check_sets(category, packed.batch_size, packed.pos)
+        stages = self._stages(packed, None, input_pool)
+        if mask is not None:  # images: every pixel, the masked ones included
+            b, _, h, w = inputs.shape
+            pos_q = lattice_plane(b, (h, w), inputs.device, packed.pos.dtype)
+            batch_q = lattice_sites(b, (h, w), inputs.device)[1]
+        elif query is None:  # the input points (pixels: their image plane)
+            pos_q, batch_q = (None, None) if self._to_inputs else packed.stem_view()[1:3]
+        elif packed.image_size is not None:
+            pos_q, batch_q = self._pixel_queries(query, packed.image_size, dtype), query.batch
+        elif query.dim != inputs.dim:
+            raise ValueError(
+                f"`query` must have the input's D = {inputs.dim} coordinates, got {query.dim}"
+            )
         else:
-            image_size = None
-            if q.dim != inputs.dim:
-                raise ValueError(
-                    f"`query` must have the input's D = {inputs.dim} coordinates, got {q.dim}"
-                )
-            pos_q = q.pos
-        return self._predict(stages, points, inputs, None, pos_q, q.batch, image_size, q)
+            pos_q, batch_q = query.pos.to(dtype), query.batch
+        if self._at_stage0:  # PointMLP's head: stage 0 holds the input points
+            return self.head(stages, None if query is None else pos_q, batch_q,
+                             category=category)
+        logits = self._predict(stages, packed, inputs, mask, pos_q, batch_q, query)
+        if not isinstance(inputs, Tensor):
+            return logits
+        b, _, h, w = inputs.shape
+        return logits.view(b, h, w, -1).permute(0, 3, 1, 2)
 
 
 def input_pool_for_keep(keep: float) -> int:
@@ -396,12 +335,8 @@ def _build(backbone_name: str, defaults: dict, kwargs: dict,
     kwargs = dict(kwargs)
     num_classes = kwargs.pop("num_classes", 11)
     head = dict(head_defaults or {})
-    for key in [k for k in kwargs if k.startswith(("head_", "encoder_"))
-                or k in ("head", "input_pool")]:
+    for key in [k for k in kwargs if k.startswith("head_") or k in ("head", "input_pool")]:
         head[key] = kwargs.pop(key)
-    if head.get("encoder_blocks"):
-        head["in_channels"] = kwargs.pop("in_channels", 3)
-        kwargs["in_channels"] = head.setdefault("encoder_channels", 16)
     cfg = dict(defaults)
     cfg.update(kwargs)
     cfg["num_classes"] = 0

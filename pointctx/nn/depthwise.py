@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_channels, check_positive_int
+from ..ops.grid import pixel_index
 from ..ops.segment import infer_batch_size
 from .layers import conv_init, trunc_linear
 
@@ -107,7 +108,7 @@ class SetDepthwiseConv(nn.Module):
                                  f"{tuple(coords.shape)}")
             h, w = (int(v) for v in grid_size)
             b = infer_batch_size(batch, batch_size)
-            row = (batch.long() * h + coords[:, 0].long()) * w + coords[:, 1].long()
+            row = pixel_index(coords.long(), (h, w), batch.long())
             img = x.new_zeros(b * h * w, c).index_copy(0, row, x).view(b, h, w, c)
             weight, bias = self.weight.to(img.dtype), self.bias.to(img.dtype)
             if torch.compiler.is_compiling():

@@ -19,7 +19,7 @@ from .._checks import (
     check_positive_int,
     check_tensor,
 )
-from ..ops.grid import lattice_sites, linear_index, pixel_coords
+from ..ops.grid import lattice_sites, pixel_coords, pixel_index
 from ..ops.linear import linear
 from ..ops.segment import infer_batch_size
 from .layers import Linear
@@ -62,11 +62,6 @@ class Reduced(NamedTuple):
     grid_size: tuple[int, ...] | None
     index: Tensor
     assignment: Tensor | None
-
-
-def _row_major(coords: Tensor, sizes: Sequence[int]) -> Tensor:
-    """Row-major linear index of ``(row, col, ...)`` lattice coordinates (axis 0 slowest)."""
-    return linear_index(coords.flip(1), tuple(sizes)[::-1])
 
 
 class _Plan(NamedTuple):
@@ -325,7 +320,7 @@ class PointReducer(nn.Module):
         out_sizes = tuple(-(-g // s) for g in sizes)
         per_set = math.prod(out_sizes)
         cell = torch.div(coords, s, rounding_mode="floor")
-        key = batch * per_set + _row_major(cell, out_sizes)
+        key = pixel_index(cell, out_sizes, batch)
         space = max(b * per_set, 1)
         used = torch.zeros(space, dtype=torch.bool, device=device)
         used[key] = True
@@ -348,12 +343,11 @@ class PointReducer(nn.Module):
         a = torch.div(t, s, rounding_mode="floor")
         out_t = torch.tensor(out_sizes, device=device)
         valid = ((d < k) & (t >= 0) & (a < out_t)).all(2)
-        akey = batch.view(n, 1) * per_set + _row_major(
-            a.clamp(min=0).minimum(out_t - 1).reshape(-1, dim), out_sizes).view(n, -1)
+        akey = pixel_index(a.clamp(min=0).minimum(out_t - 1), out_sizes, batch.view(n, 1))
         aid = table.index_select(0, akey.reshape(-1)).view(akey.shape)
         valid = valid & (aid >= 0)
         pt, jj = valid.nonzero().unbind(1)
-        slot = _row_major(d[pt, jj], (k,) * dim)
+        slot = pixel_index(d[pt, jj], (k,) * dim)
         index = torch.full((m * self.slots,), -1, dtype=torch.long, device=device)
         index[aid[pt, jj] * self.slots + slot] = pt
         index = index.view(m, self.slots)

@@ -6,10 +6,8 @@ per stage carries the features to the next finer stage (kNN-3 inverse-distance i
 concatenates that stage's own features (the skip) and applies a point-wise MLP; the last step
 lands on the input points themselves, with their input features as the skip, and a linear
 classifier gives logits at every input point. The cost follows the points that exist.
-Optional ``local_blocks`` add full-resolution context at the input points: residual blocks of a
-3x3 depthwise convolution (:class:`~pointctx.nn.depthwise.SetDepthwiseConv`: the lattice
-convolution on pixel sets, missing pixels count as 0; the 9 nearest points elsewhere) and a
-point-wise ``Linear -> norm -> ReLU``.
+Optional :class:`LocalBlocks` after every step add local context (a 3x3 depthwise convolution
+on the stage's lattice for pixel sets, over the 9 nearest points elsewhere).
 """
 
 from __future__ import annotations
@@ -23,56 +21,50 @@ from ..batch import PointBatch
 from ..ops.interpolate import _check_eps
 from .depthwise import SetDepthwiseConv, knn_slots
 from .layers import Linear
-from .propagation import FeaturePropagation, SharedMlp, apply_norm, make_norm
+from .propagation import FeaturePropagation, apply_norm, make_norm
 
-__all__ = ["SetUNetDecoder", "SetLocalEncoder"]
+__all__ = ["SetUNetDecoder", "LocalBlocks"]
 
 
-class SetLocalEncoder(nn.Module):
-    """Local features at the input points: a point-wise lift, then residual inverted blocks.
+class LocalBlocks(nn.Module):
+    """Residual blocks of local context: ``h + Linear(GELU(dwconv3x3(Linear(norm(h)))))``.
 
-    Every block is ``x + Linear(GELU(dwconv3x3(Linear(norm(x)))))`` with hidden width
-    ``expand * channels``; the depthwise convolution is
-    :class:`~pointctx.nn.depthwise.SetDepthwiseConv` (the lattice convolution on pixel sets,
-    missing pixels count as 0; the 9 nearest points elsewhere).
+    The depthwise convolution is :class:`~pointctx.nn.depthwise.SetDepthwiseConv`: the lattice
+    convolution on pixel sets (missing pixels count as 0), the 9 nearest points elsewhere.
 
     Args:
-        in_channels: input feature channels.
-        channels: output channels C.
-        blocks: residual blocks (>= 0).
-        expand: hidden width factor of the blocks.
-        norm: norm of the lift and the blocks (see :data:`~pointctx.nn.propagation.NORMS`).
+        channels: channels C.
+        blocks: number of blocks (>= 0).
+        expand: hidden width of the blocks, in multiples of C.
+        norm: pre-norm of the blocks (see :data:`~pointctx.nn.propagation.NORMS`).
         backend: kNN backend for point sets.
 
     Shapes:
-        x: [N, in_channels]; pos: [N, D]; batch: [N]; coords: [N, 2]; return: [N, C].
+        h: [N, C]; pos: [N, D]; batch: [N]; coords: [N, 2] (pixel sets); return: [N, C].
     """
 
-    def __init__(self, in_channels: int, channels: int, blocks: int = 2, expand: int = 2,
-                 norm="group", backend: str | None = None, lift: bool = True):
+    def __init__(self, channels: int, blocks: int = 1, expand: int = 1, norm="group",
+                 backend: str | None = None):
         super().__init__()
         c = check_positive_int(channels, "channels")
         hidden = c * check_positive_int(expand, "expand")
         blocks = check_positive_int(blocks, "blocks", minimum=0)
-        self.channels, self.backend = c, backend
-        self.lift = SharedMlp(in_channels, [c], norm=norm) if lift else nn.Identity()
+        self.backend = backend
         self.norms = nn.ModuleList(make_norm(norm, c) for _ in range(blocks))
         self.fc1 = nn.ModuleList(Linear(c, hidden) for _ in range(blocks))
         self.convs = nn.ModuleList(SetDepthwiseConv(hidden) for _ in range(blocks))
         self.fc2 = nn.ModuleList(Linear(hidden, c) for _ in range(blocks))
         self.act = nn.GELU()
 
-    def forward(self, x: Tensor, pos: Tensor, batch: Tensor, batch_size: int,
+    def forward(self, h: Tensor, pos: Tensor, batch: Tensor, batch_size: int,
                 coords: Tensor | None = None, grid_size: Sequence[int] | None = None) -> Tensor:
-        """Encode (lattice convolution with ``coords``/``grid_size``, else 9 nearest points)."""
+        """Apply the blocks (lattice convolution with ``coords``/``grid_size``)."""
         nbr = None
         if coords is None and len(self.convs):
             nbr = knn_slots(pos, batch, batch_size, backend=self.backend)
-        h = self.lift(x, batch, batch_size) if isinstance(self.lift, SharedMlp) else x
         for norm, fc1, conv, fc2 in zip(self.norms, self.fc1, self.convs, self.fc2):
             t = fc1(apply_norm(norm, h, batch, batch_size))
-            t = conv(t, batch, batch_size, coords, grid_size, nbr)
-            h = h + fc2(self.act(t))
+            h = h + fc2(self.act(conv(t, batch, batch_size, coords, grid_size, nbr)))
         return h
 
 
@@ -89,9 +81,9 @@ class SetUNetDecoder(nn.Module):
         mlp_layers: MLP layers per step (>= 1).
         norm: norm of the MLPs (``"group"``: per set, ``"batch"``, ``"none"``).
         drop: dropout before the classifier.
-        local_blocks: residual depthwise-convolution blocks at the input points (0: none).
-        stage_blocks: residual depthwise-convolution blocks after every step onto a stage
-            (pixel sets: on the stage's lattice; point sets: its 9 nearest points).
+        local_blocks: :class:`LocalBlocks` after the last step, at the input points.
+        stage_blocks: :class:`LocalBlocks` after every step onto a stage (pixel sets: on the
+            stage's lattice).
         eps: added to squared distances in the interpolation weights.
         backend: kNN backend (see :mod:`pointctx.ops`).
 
@@ -133,14 +125,12 @@ class SetUNetDecoder(nn.Module):
             self.steps.append(FeaturePropagation(c, [channels[i]] * mlp_layers, skip, k=k,
                                                  norm=norm, eps=eps, backend=backend))
             c = channels[i]
-        local_blocks = check_positive_int(local_blocks, "local_blocks", minimum=0)
-        self.local_convs = nn.ModuleList(SetDepthwiseConv(c) for _ in range(local_blocks))
-        self.local_mlps = nn.ModuleList(SharedMlp(c, [c], norm=norm) for _ in range(local_blocks))
         stage_blocks = check_positive_int(stage_blocks, "stage_blocks", minimum=0)
-        self.stage_blocks = nn.ModuleList(
-            SetLocalEncoder(channels[i], channels[i], stage_blocks, expand=1, norm=norm,
-                            backend=backend, lift=False)
-            for i in reversed(range(1, n))) if stage_blocks else None
+        local_blocks = check_positive_int(local_blocks, "local_blocks", minimum=0)
+        # blocks[j] follows steps[j]
+        self.blocks = nn.ModuleList(
+            LocalBlocks(channels[i], stage_blocks if i else local_blocks, norm=norm,
+                        backend=backend) for i in reversed(range(n)))
         self.drop = nn.Dropout(float(drop))
         self.classifier = Linear(c, self.num_classes)
         nn.init.trunc_normal_(self.classifier.weight, std=0.02)
@@ -187,14 +177,10 @@ class SetUNetDecoder(nn.Module):
             kw = {} if cells[i] is None else {"cell_size": cells[i][0],
                                               "cell_origin": cells[i][1]}
             h = step(h, src.pos, q_pos, src.batch, q_batch, skip=skip, batch_size=b, **kw)
-            if i and self.stage_blocks is not None:
+            if i:
                 dst = stages[i - 1]
-                h = self.stage_blocks[n - 1 - i](h, dst.pos, dst.batch, b,
-                                                 getattr(dst, "coords", None),
-                                                 getattr(dst, "grid_size", None))
-        nbr = None
-        if len(self.local_convs) and coords is None:
-            nbr = knn_slots(pos, batch, b, backend=self.backend)
-        for conv, mlp in zip(self.local_convs, self.local_mlps):
-            h = h + mlp(conv(h, batch, b, coords, grid_size, nbr), batch, b)
+                lattice = (getattr(dst, "coords", None), getattr(dst, "grid_size", None))
+            else:
+                lattice = (coords, grid_size)
+            h = self.blocks[n - 1 - i](h, q_pos, q_batch, b, *lattice)
         return self.classifier(self.drop(h))

@@ -17,8 +17,9 @@ from .scatter import scatter_mean
 from .segment import infer_batch_size
 
 __all__ = ["GridCluster", "GridPool", "SetBounds", "cell_coords", "grid_box", "grid_cell_coords",
-           "grid_cluster", "grid_cluster_naive", "grid_pool", "image_plane", "lattice_sites",
-           "linear_index", "pixel_coords", "relabel", "set_bounds", "unravel_index"]
+           "grid_cluster", "grid_cluster_naive", "grid_pool", "image_plane", "lattice_plane",
+           "lattice_sites", "linear_index", "pixel_coords", "pixel_index", "plane_cells",
+           "relabel", "set_bounds", "unravel_index"]
 
 _INT63 = 2**62
 
@@ -194,6 +195,18 @@ def pixel_coords(pixel: Tensor, size: Sequence[int]) -> Tensor:
     return unravel_index(pixel, tuple(size)[::-1]).flip(1)
 
 
+def pixel_index(coords: Tensor, size: Sequence[int], batch: Tensor | None = None) -> Tensor:
+    """Inverse of :func:`pixel_coords`: ``row * W + col`` (plus ``batch * H * W`` with ``batch``).
+
+    Shapes:
+        coords: [..., L] int64; batch: [...]; return: [...] int64.
+    """
+    lin = coords.new_zeros(coords.shape[:-1], dtype=torch.long) if batch is None else batch
+    for axis, n in enumerate(size):
+        lin = lin * int(n) + coords[..., axis]
+    return lin
+
+
 def image_plane(coords: Tensor, size: Sequence[int], dtype=None, cells: bool = False) -> Tensor:
     """Image-plane ``(x, y)`` of pixels ``(row, col)`` of an ``H x W`` image, in ``[-0.5, 0.5]``.
 
@@ -208,6 +221,19 @@ def image_plane(coords: Tensor, size: Sequence[int], dtype=None, cells: bool = F
         c, n = coords[:, axis].to(dtype), int(size[axis])
         out.append((c + 0.5) / n - 0.5 if cells else c / (n - 1) - 0.5 if n > 1 else c * 0)
     return torch.stack(out, 1)
+
+
+def plane_cells(stride: Sequence[int], size: Sequence[int], cells: bool = False) -> tuple:
+    """``(cell_size, origin)``, each ``(x, y)``, of ``stride`` pixel cells in :func:`image_plane`.
+
+    Without ``cells``, cell borders lie half a pixel before each cell's first pixel (a stage
+    point, the mean of its cell's pixels, is inside its cell); with it, the pixel pitch.
+    """
+    h, w = size
+    if cells:
+        return (stride[1] / w, stride[0] / h), (-0.5, -0.5)
+    px, py = (1.0 / (w - 1) if w > 1 else 1.0), (1.0 / (h - 1) if h > 1 else 1.0)
+    return (stride[1] * px, stride[0] * py), (-0.5 - 0.5 * px, -0.5 - 0.5 * py)
 
 
 def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
@@ -229,8 +255,21 @@ def relabel(key: Tensor, key_space: int) -> tuple[Tensor, Tensor]:
     return ids, keys
 
 
-_SITES: OrderedDict = OrderedDict()
-_SITES_MAX = 16
+_LATTICES: OrderedDict = OrderedDict()
+_LATTICES_MAX = 24
+
+
+def _cached(key: tuple, build):
+    """LRU cache of full-lattice tensors (built outside inference mode: they serve autograd too)."""
+    hit = _LATTICES.get(key)
+    if hit is None:
+        with torch.inference_mode(False):
+            hit = _LATTICES[key] = build()
+        if len(_LATTICES) > _LATTICES_MAX:
+            _LATTICES.popitem(last=False)
+    else:
+        _LATTICES.move_to_end(key)
+    return hit
 
 
 def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[Tensor, Tensor]:
@@ -240,21 +279,22 @@ def lattice_sites(batch_size: int, sizes: Sequence[int], device=None) -> tuple[T
         return: coords [N, L], batch [N].
     """
     device = torch.device("cpu") if device is None else torch.device(device)
-    key = (int(batch_size), tuple(int(g) for g in sizes), device)
-    hit = _SITES.get(key)
-    if hit is not None:
-        _SITES.move_to_end(key)
-        return hit
-    b, sizes = key[0], key[1]
+    b, sizes = int(batch_size), tuple(int(g) for g in sizes)
     per_set = math.prod(sizes)
-    with torch.inference_mode(False):  # cached: must also serve autograd-enabled calls
-        lin = torch.arange(per_set, device=device)
-        coords = pixel_coords(lin, sizes).repeat(b, 1)
-        batch = torch.arange(b, device=device).repeat_interleave(per_set)
-    _SITES[key] = (coords, batch)
-    if len(_SITES) > _SITES_MAX:
-        _SITES.popitem(last=False)
-    return coords, batch
+    return _cached((b, sizes, device), lambda: (
+        pixel_coords(torch.arange(per_set, device=device), sizes).repeat(b, 1),
+        torch.arange(b, device=device).repeat_interleave(per_set)))
+
+
+def lattice_plane(batch_size: int, size: Sequence[int], device=None, dtype=None) -> Tensor:
+    """Image-plane positions of every pixel of ``batch_size`` full ``(H, W)`` images.
+
+    Shapes:
+        return: [B * H * W, 2].
+    """
+    coords = lattice_sites(batch_size, size, device)[0]
+    return _cached((int(batch_size), tuple(size), coords.device, dtype, "plane"),
+                   lambda: image_plane(coords, size, dtype))
 
 
 def _as_vector(value, name: str, d: int, like: Tensor) -> Tensor:

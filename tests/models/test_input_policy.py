@@ -149,3 +149,41 @@ def test_pool_pixels_against_a_per_site_loop():
     assert pool_pixels(cloud, 2) is cloud
     with pytest.raises(ValueError, match="`input_pool` must be >= 1, got 0"):
         pool_pixels(packed, 0)
+
+
+@pytest.mark.parametrize("name", ["coc_micro_unet_seg", "cluenet_nano_seg", "coc_tiny",
+                                  "pointmlp_elite_unet_seg", "pointmlp_elite_seg"])
+def test_inputs_are_checked_once_per_forward(name, monkeypatch):
+    from pointctx.models import _inputs, pointmlp
+
+    calls = []
+    for mod in (_inputs, pointmlp):
+        real = mod.check_model_points
+        monkeypatch.setattr(mod, "check_model_points",
+                            lambda *a, _real=real, **k: calls.append(1) or _real(*a, **k))
+    torch.manual_seed(0)
+    model = create_model(name, num_classes=3).eval()
+    g = torch.Generator().manual_seed(1)
+    if name.startswith("pointmlp"):
+        args = (torch.rand(2, 40, 3, generator=g),)
+    else:
+        args = (torch.rand(2, 3, 32, 32, generator=g), torch.rand(2, 32, 32, generator=g) < 0.7)
+    with torch.no_grad():
+        model(*args)
+    assert len(calls) == 1
+
+
+def test_pixel_sets_bring_their_own_image_plane():
+    from pointctx.models._inputs import pack_input
+    from pointctx.ops.grid import image_plane
+
+    images = torch.rand(2, 3, 5, 7, generator=torch.Generator().manual_seed(2))
+    mask = torch.rand(2, 5, 7, generator=torch.Generator().manual_seed(3)) < 0.6
+    pb = PointBatch.from_images(images, mask)
+    assert pack_input(pb, dtype=torch.float32).plane is pb.pos  # no second image-plane pass
+    # another dtype: the plane of the model's dtype, not a cast of the batch's positions
+    plane = pack_input(pb.to(dtype=torch.float64), dtype=torch.float32).plane
+    assert plane.dtype == torch.float32
+    assert torch.equal(plane, image_plane(torch.stack([pb.pixel // 7, pb.pixel % 7], 1), (5, 7),
+                                          torch.float32))
+    assert torch.equal(plane, pb.pos)

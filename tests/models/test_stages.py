@@ -122,10 +122,12 @@ def test_link_helpers_and_stage_batch_to():
     site = torch.tensor([1, 0, 2, 2, 0])
     assert link_through(link, site).tolist() == [[0, 0, 0, 0, 1], [1, 2, 3, 4, 0]]
     assert link_through(link, None) is link
-    s = StageBatch(torch.rand(2, 2), torch.rand(2, 3), torch.tensor([0, 1]), 2, link, (4, 4))
+    s = StageBatch(torch.rand(2, 2), torch.rand(2, 3), torch.tensor([0, 1]), 2, link, (4, 4),
+                   (9, 5))
     moved = s.to(dtype=torch.float64)
     assert isinstance(moved, StageBatch) and moved.pos.dtype == torch.float64
     assert torch.equal(moved.link, link) and moved.stride == (4, 4)
+    assert moved.cells == s.cells == ((1.0, 0.5), (-0.625, -0.5625))  # pitch 1/4 x 1/8
     assert "links=3" in repr(s)
 
 

@@ -218,6 +218,33 @@ def test_linear_index_axis_order_is_axis0_fastest():
     assert linear_index(xy, (2, 2)).tolist() == [0, 1, 2, 3]
 
 
+def test_pixel_index_inverts_pixel_coords_and_plane_cells_tile_the_plane():
+    from pointctx.ops.grid import image_plane, lattice_plane, pixel_coords, pixel_index, plane_cells
+
+    size = (5, 7)
+    lin = torch.arange(35)
+    rc = pixel_coords(lin, size)
+    assert torch.equal(rc[:, 0] * 7 + rc[:, 1], lin)
+    assert torch.equal(pixel_index(rc, size), lin)
+    batch = torch.tensor([0, 2]).repeat_interleave(35)
+    assert torch.equal(pixel_index(rc.repeat(2, 1), size, batch), batch * 35 + lin.repeat(2))
+    assert pixel_index(torch.tensor([[[1, 2, 3]]]), (4, 5, 6)).tolist() == [[(1 * 5 + 2) * 6 + 3]]
+    # every 2 x 3 block of pixel centers lies in its own cell, well inside
+    plane = image_plane(rc, size, dtype=torch.float64)
+    cell, origin = plane_cells((2, 3), size)
+    u = (plane - torch.tensor(origin, dtype=torch.float64)) / torch.tensor(cell).double()
+    assert torch.equal(torch.floor(u).long(), torch.div(rc.flip(1), torch.tensor([3, 2]),
+                                                        rounding_mode="floor"))
+    # cells=True: the pixel cells of image_plane(cells=True) are the 1 x 1 stride cells
+    cell, origin = plane_cells((1, 1), size, cells=True)
+    u = (image_plane(rc, size, torch.float64, cells=True) + 0.5) / torch.tensor(cell)
+    assert torch.equal(torch.floor(u).long(), rc.flip(1))
+    # the cached full lattice: every pixel of B images, built once
+    planes = lattice_plane(2, size, dtype=torch.float64)
+    assert planes is lattice_plane(2, size, dtype=torch.float64)
+    assert torch.equal(planes, plane.repeat(2, 1))
+
+
 def test_grid_cluster_numbering_follows_linear_index():
     from pointctx.ops import linear_index
 
