@@ -378,33 +378,36 @@ def cluenet_nano_seg(**kwargs) -> SetSegmenter:
     return _build("cluenet_micro", dict(_MICRO, centers=7), kwargs, {"head_channels": 64})
 
 
+# the set U-Net decoder: BatchNorm, one LocalBlocks after every step
+_UNET = {"head": "unet", "head_norm": "batch", "head_stage_blocks": 1, "head_local_blocks": 1}
+
+
 @register_model
 def coc_tiny_unet_seg(**kwargs) -> SetSegmenter:
     """CoC-Tiny backbone + set U-Net decoder (widths 64, 64, 128, 256 from the input points)."""
-    return _build("coc_tiny", {}, kwargs, {"head": "unet", "head_channels": (64, 64, 128, 256)})
+    return _build("coc_tiny", {}, kwargs, dict(_UNET, head_channels=(64, 64, 128, 256)))
 
 
 @register_model
 def cluenet_micro_unet_seg(**kwargs) -> SetSegmenter:
     """CLUENet-micro backbone + set U-Net decoder (widths 64, 64, 128, 256)."""
-    return _build("cluenet_micro", {}, kwargs,
-                  {"head": "unet", "head_channels": (64, 64, 128, 256)})
+    return _build("cluenet_micro", {}, kwargs, dict(_UNET, head_channels=(64, 64, 128, 256)))
 
 
-_MICRO_UNET = {"head": "unet", "head_channels": (32, 48, 64, 96)}
+_MICRO_UNET = dict(_UNET, head_channels=(32, 64, 96, 96))
 
 
 @register_model
 def coc_micro_unet_seg(**kwargs) -> SetSegmenter:
-    """CPU-sized CoC + set U-Net decoder: ``coc_micro_seg``'s backbone, widths 32-96."""
-    return _build("coc_tiny", dict(_MICRO, centers=2, regions=(8, 4, 2, 1)), kwargs,
-                  _MICRO_UNET)
+    """CPU-sized CoC + set U-Net decoder: ``coc_micro_seg``'s backbone (MLP ratio 2 last)."""
+    return _build("coc_tiny", dict(_MICRO, centers=2, regions=(8, 4, 2, 1),
+                                   mlp_ratios=(4, 4, 4, 2)), kwargs, _MICRO_UNET)
 
 
 @register_model
 def cluenet_nano_unet_seg(**kwargs) -> SetSegmenter:
-    """CPU-sized CLUENet + set U-Net decoder (``cluenet_nano_seg``'s backbone, MLP ratio 3 last)."""
-    return _build("cluenet_micro", dict(_MICRO, centers=7, mlp_ratios=(4, 4, 4, 3)), kwargs,
+    """CPU-sized CLUENet + set U-Net decoder (``cluenet_nano_seg``'s backbone, MLP ratio 1 last)."""
+    return _build("cluenet_micro", dict(_MICRO, centers=7, mlp_ratios=(4, 4, 4, 1)), kwargs,
                   _MICRO_UNET)
 
 
@@ -416,7 +419,8 @@ _POINTMLP_ELITE = dict(in_channels=0, pos_dim=3, embed_dim=32, res_expansion=0.2
 
 @register_model
 def pointmlp_elite_unet_seg(**kwargs) -> SetSegmenter:
-    """``pointmlp_elite_seg``'s encoder + set U-Net decoder (widths 64, 64, 128, 128, 160)."""
+    """``pointmlp_elite_seg``'s encoder + set U-Net decoder (widths 64-160, no LocalBlocks)."""
     kwargs.setdefault("num_classes", 13)
     return _build("pointmlp", _POINTMLP_ELITE, kwargs,
-                  {"head": "unet", "head_channels": (64, 64, 128, 128, 160)})
+                  {"head": "unet", "head_norm": "batch",
+                   "head_channels": (64, 64, 128, 128, 160)})

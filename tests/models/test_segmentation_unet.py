@@ -108,12 +108,12 @@ def test_bad_head_and_widths_are_rejected():
         decoder([], None, torch.zeros(3, 2), torch.zeros(3, dtype=torch.long))
 
 
-LOCAL = {"head_local_blocks": 2}
+LOCAL = {"head_local_blocks": 2, "head_stage_blocks": 1}
 
 
 def test_local_blocks_keep_the_contract():
     model = _model("coc_micro_unet_seg", **LOCAL).eval()
-    assert len(model.head.local_convs) == 2
+    assert [len(b.convs) for b in model.head.blocks] == [1, 1, 1, 2]
     images, mask = _images(seed=16), _mask(seed=17)
     pb = PointBatch.from_images(images, mask)
     perm = torch.cat([torch.randperm(n, generator=torch.Generator().manual_seed(18)) + lo
