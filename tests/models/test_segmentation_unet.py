@@ -71,7 +71,7 @@ def test_the_decoder_steps_through_every_stage_to_the_input_points():
     # coarse -> fine: stage 3 onto stage 2 (skip 64), ..., stage 0 onto the input points (skip
     # the input features: RGB + the 2 image-plane coordinates)
     assert [s.skip_channels for s in head.steps] == [64, 32, 16, 5]
-    assert [s.in_channels for s in head.steps] == [128, 96, 64, 48]
+    assert [s.in_channels for s in head.steps] == [128, 96, 96, 64]
     assert head.classifier.in_features == 32
 
 
