@@ -39,10 +39,11 @@ coc_micro_seg       4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 cluenet_nano_seg    4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
 =================== ================================================ =============
 
-and the set U-Net family (``head="unet"``, decoder widths from the input points up):
+and the set U-Net family (``head="unet"``: a BatchNorm decoder with one
+:class:`~pointctx.nn.set_unet.LocalBlocks` after every step; widths from the input points up):
 ``coc_tiny_unet_seg`` and ``cluenet_micro_unet_seg`` (64, 64, 128, 256),
-``coc_micro_unet_seg`` and ``cluenet_nano_unet_seg`` (32, 48, 64, 96; the latter with MLP ratio 3
-in its last stage). The micro / nano models are CPU-sized (~0.3 M parameters) for CamVid on CPU
+``coc_micro_unet_seg`` and ``cluenet_nano_unet_seg`` (32, 64, 96, 96; MLP ratio 2 / 1 in the
+last stage). The micro / nano models are CPU-sized (~0.34 M parameters) for CamVid on CPU
 at reduced resolution and for the sparse-pixel study.
 
 Factory keyword arguments ``head`` and those starting with ``head_`` go to the head

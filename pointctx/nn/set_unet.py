@@ -149,7 +149,8 @@ class SetUNetDecoder(nn.Module):
             grids: optional ``(cell_size, origin)`` per stage, finest first, of a lattice with
                 at most one point per cell (grid neighbour search; same result, faster).
             coords: pixel sets: the input points' lattice ``(row, col)`` (for ``local_blocks``;
-                without it the blocks use the 9 nearest input points).
+                without it they use the 9 nearest input points). The stages' own lattices
+                come from their ``coords`` / ``grid_size`` attributes when they have them.
             grid_size: pixel sets: ``(H, W)``.
 
         Shapes:
