@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from ._helpers import register_configs
+from ._registry import register_model
 from .pointmlp import PointMLP
-from .segmentation import SetSegmenter
+from .segmentation import SetSegmenter, _build
 
 __all__ = ["SHAPENETPART_NUM_CATEGORIES", "SHAPENETPART_NUM_PARTS"]
 
@@ -59,3 +60,18 @@ register_configs(_segmenter, __name__, {
                            "per decoder step).", dict(_ELITE_SEG, **_SCENE)),
     "pointmlp_coc_elite_seg": ("CPU-sized scene segmentation with in-group Context Clusters.",
                                dict(_ELITE_SEG, **_SCENE, **_COC))})
+
+
+# the encoder of ``pointmlp_elite_seg``, xyz only
+_POINTMLP_ELITE = dict(in_channels=0, pos_dim=3, embed_dim=32, res_expansion=0.25,
+                       dim_expansion=(2, 2, 2, 1), pre_blocks=(1, 1, 2, 1),
+                       pos_blocks=(1, 1, 2, 1), k_neighbors=16, ratio=0.25)
+
+
+@register_model
+def pointmlp_elite_unet_seg(**kwargs) -> SetSegmenter:
+    """``pointmlp_elite_seg``'s encoder + set U-Net decoder (widths 64-160, no LocalBlocks)."""
+    kwargs.setdefault("num_classes", 13)
+    return _build("pointmlp", _POINTMLP_ELITE, kwargs,
+                  {"head": "unet", "head_norm": "batch",
+                   "head_channels": (64, 64, 128, 128, 160)})

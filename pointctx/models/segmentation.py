@@ -92,8 +92,7 @@ from ._registry import register_model
 
 __all__ = ["SetSegmenter", "input_pool_for_keep", "HEADS", "coc_tiny_seg", "coc_small_seg",
            "cluenet_micro_seg", "coc_micro_seg", "cluenet_nano_seg", "coc_tiny_unet_seg",
-           "cluenet_micro_unet_seg", "coc_micro_unet_seg", "cluenet_nano_unet_seg",
-           "pointmlp_elite_unet_seg"]
+           "cluenet_micro_unet_seg", "coc_micro_unet_seg", "cluenet_nano_unet_seg"]
 
 #: segmentation heads by name: ``"fpn"`` (Semantic FPN, predicts from the finest stage),
 #: ``"unet"`` (feature propagation through every stage down to the input points) and
@@ -410,18 +409,3 @@ def cluenet_nano_unet_seg(**kwargs) -> SetSegmenter:
     """CPU-sized CLUENet + set U-Net decoder (``cluenet_nano_seg``'s backbone, MLP ratio 1 last)."""
     return _build("cluenet_micro", dict(_MICRO, centers=7, mlp_ratios=(4, 4, 4, 1)), kwargs,
                   _MICRO_UNET)
-
-
-# the encoder of ``pointmlp_elite_seg`` (models/pointmlp_seg.py), xyz only
-_POINTMLP_ELITE = dict(in_channels=0, pos_dim=3, embed_dim=32, res_expansion=0.25,
-                       dim_expansion=(2, 2, 2, 1), pre_blocks=(1, 1, 2, 1),
-                       pos_blocks=(1, 1, 2, 1), k_neighbors=16, ratio=0.25)
-
-
-@register_model
-def pointmlp_elite_unet_seg(**kwargs) -> SetSegmenter:
-    """``pointmlp_elite_seg``'s encoder + set U-Net decoder (widths 64-160, no LocalBlocks)."""
-    kwargs.setdefault("num_classes", 13)
-    return _build("pointmlp", _POINTMLP_ELITE, kwargs,
-                  {"head": "unet", "head_norm": "batch",
-                   "head_channels": (64, 64, 128, 128, 160)})
