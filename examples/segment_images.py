@@ -87,8 +87,8 @@ from pointctx.transforms import RandomKeep
 
 FULL_SIZE = (360, 480)
 RECIPES = {
-    # coc_micro_unet_seg: ~155 s + 40 s (val) per epoch on one thread of a shared 2-core CPU at
-    # load ~9 (docs/segmentation-unet.md).
+    # coc_micro_unet_seg: ~30-55 s + 6-13 s (val) per epoch on one thread of the 2-core CPU at
+    # load 1-5 (docs/segmentation-unet.md).
     "cpu": dict(
         model="coc_micro_unet_seg", model_kwargs={}, size=(120, 160), scale=(0.75, 1.5), epochs=9,
         batch_size=8, eval_batch_size=8, lr=2e-3, min_lr_ratio=0.01, weight_decay=0.01,
