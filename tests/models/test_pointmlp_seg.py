@@ -38,7 +38,7 @@ def _inputs(name, sizes, seed=0):
 
 def test_registered():
     assert set(MODELS) <= set(list_models())
-    assert set(list_models(module="pointmlp_seg")) == set(MODELS)
+    assert set(list_models(module="pointmlp_seg")) == {*MODELS, "pointmlp_elite_unet_seg"}
     m = create_model("pointmlp_partseg")
     assert isinstance(m, SetSegmenter) and isinstance(m.head, PointMLPHead)
 
