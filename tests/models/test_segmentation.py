@@ -4,8 +4,7 @@ import torch
 from pointctx import PointBatch, create_model, list_models
 from pointctx.models import SetSegmenter
 
-SEG_MODELS = [m for m in list_models("*_seg", module="segmentation")
-              if not m.startswith("pointmlp")]  # image models (pointmlp: point clouds only)
+SEG_MODELS = list_models("*_seg", module="segmentation")  # image models
 K = 5
 
 
