@@ -110,7 +110,7 @@ def _conv1d(t: Tensor) -> Tensor:
     return t.reshape(t.shape[0], -1) if t.dim() >= 3 else t
 
 
-_ENC, _DEC = "backbone.", "head."  # pointmlp_partseg: the PointMLP backbone, PointMLPHead
+_ENC = "backbone."  # pointmlp_partseg: the PointMLP backbone; the head's parts sit at the top
 _PARTSEG_RULES: list[_Rule] = [
     (r"embedding\.net\.0\.(weight|bias)", _ENC + r"embedding.linear.\1", _conv1d),
     (r"embedding\.net\.1\.(.+)", _ENC + r"embedding.norm.\1", None),
@@ -127,14 +127,14 @@ _PARTSEG_RULES: list[_Rule] = [
     (r"pos_blocks_list\.(\d+)\.operation\.(\d+)\.(net[12])\.1\.(.+)",
      _ENC + r"post.\1.\2.\3.norm.\4", None),
     (r"(decode_list\.\d+\.extraction\.operation\.\d+)\.(net[12])\.0\.(weight|bias)",
-     _DEC + r"\1.\2.linear.\3", _conv1d),
+     r"\1.\2.linear.\3", _conv1d),
     (r"(decode_list\.\d+\.extraction\.operation\.\d+)\.(net[12])\.1\.(.+)",
-     _DEC + r"\1.\2.norm.\3", None),
+     r"\1.\2.norm.\3", None),
     (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.0\."
-     r"(weight|bias)", _DEC + r"\1.linear.\2", _conv1d),
+     r"(weight|bias)", r"\1.linear.\2", _conv1d),
     (r"(decode_list\.\d+\.fuse|cls_map\.\d+|gmp_map_list\.\d+|gmp_map_end)\.net\.1\.(.+)",
-     _DEC + r"\1.norm.\2", None),
-    (r"classifier\.(\d+)\.(.+)", _DEC + r"classifier.\1.\2", _conv1d)]
+     r"\1.norm.\2", None),
+    (r"classifier\.(\d+)\.(.+)", r"classifier.\1.\2", _conv1d)]
 
 
 def _partseg_kwargs(sd: Mapping[str, Tensor]) -> dict:

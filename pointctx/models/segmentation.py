@@ -123,7 +123,9 @@ class SetSegmenter(nn.Module):
 
     Attributes:
         backbone: the trunk.
-        head: the head module.
+        head: the head module. PointMLP's head registers its parts (``decode_list``,
+            ``classifier``, ...) on the segmenter itself, so they sit at the top level of the
+            state dict, as in the official PointMLP part-segmentation model.
         num_classes: K.
         input_pool: the default ``f`` of :meth:`forward` (may be changed).
 
@@ -156,12 +158,23 @@ class SetSegmenter(nn.Module):
                 raise TypeError(f"`{key}` is not an option of head {head!r}"
                                 + (f"; it takes head_{{{', '.join(takes)}}}" if takes else ""))
             options[key[5:]] = value
-        self.head = resolve(head, HEADS, "head", base=nn.Module, in_channels=backbone.embed_dims,
-                            num_classes=num_classes, backend=getattr(backbone, "backend", None),
-                            **options)
-        self._to_inputs = isinstance(self.head, SetUNetDecoder)
-        self._at_stage0 = isinstance(self.head, PointMLPHead)  # stage 0: the input points
+        head = resolve(head, HEADS, "head", base=nn.Module, in_channels=backbone.embed_dims,
+                       num_classes=num_classes, backend=getattr(backbone, "backend", None),
+                       **options)
+        self._to_inputs = isinstance(head, SetUNetDecoder)
+        self._at_stage0 = isinstance(head, PointMLPHead)  # stage 0: the input points
+        if self._at_stage0:
+            for name, part in head.named_children():
+                self.add_module(name, part)
+            self.__dict__["head"] = head
+        else:
+            self.head = head
         self.num_classes = self.head.num_classes
+
+    def train(self, mode: bool = True) -> "SetSegmenter":
+        super().train(mode)
+        self.head.training = mode
+        return self
 
     def _check_pool(self, input_pool, backbone: str | None = None) -> int:
         f = check_positive_int(input_pool, "input_pool")

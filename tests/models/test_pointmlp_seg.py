@@ -1,3 +1,5 @@
+import copy
+
 import pytest
 import torch
 
@@ -66,12 +68,12 @@ def test_official_state_dict_layout():
               "backbone.pre.3.transfer.linear.weight",
               "backbone.pre.0.blocks.1.net2.norm.running_var",
               "backbone.post.2.1.net1.linear.bias",
-              "head.decode_list.0.fuse.linear.weight",
-              "head.decode_list.3.extraction.operation.3.net2.norm.weight",
-              "head.gmp_map_list.4.linear.weight", "head.gmp_map_end.linear.weight",
-              "head.cls_map.0.linear.weight", "head.cls_map.1.norm.bias",
-              "head.classifier.0.weight",
-              "head.classifier.1.running_mean", "head.classifier.3.weight"):
+              "decode_list.0.fuse.linear.weight",
+              "decode_list.3.extraction.operation.3.net2.norm.weight",
+              "gmp_map_list.4.linear.weight", "gmp_map_end.linear.weight",
+              "cls_map.0.linear.weight", "cls_map.1.norm.bias",
+              "classifier.0.weight",
+              "classifier.1.running_mean", "classifier.3.weight"):
         assert k in keys, k
     m = create_model("pointmlp_partseg")
     assert m.head.decode_list[0].fuse.linear.in_features == 1024 + 512
@@ -218,3 +220,14 @@ def test_forward_stages_follow_the_backbone_contract(make_model):
     assert [s.x.shape[1] for s in stages] == list(model.backbone.embed_dims)
     assert [s.num_points for s in stages] == [163, 33 + 9, 9 + 3, 3 + 1, 1 + 1]  # ceil(n / 4)
     assert all(hasattr(s, "link") for s in stages)
+
+
+def test_flat_head_follows_the_segmenter():
+    m = create_model("pointmlp_elite_seg", num_classes=3)
+    assert "head" not in dict(m.named_children())
+    assert m.head.classifier is m.classifier
+    m.eval()
+    assert not m.head.training and not m.classifier.training
+    c = copy.deepcopy(m).double()
+    assert c.head.classifier is c.classifier and c.classifier[0].weight.dtype == torch.float64
+    m.load_state_dict(c.float().state_dict())
