@@ -171,7 +171,8 @@ class SetSegmenter(nn.Module):
             self.head = head
         self.num_classes = self.head.num_classes
 
-    def train(self, mode: bool = True) -> "SetSegmenter":
+    def train(self, mode: bool = True) -> SetSegmenter:
+        """Set training mode, the head's included (PointMLP's is not a registered child)."""
         super().train(mode)
         self.head.training = mode
         return self
