@@ -26,6 +26,7 @@ from .grid import (
     unravel_index,
 )
 from .grid_knn import grid_knn
+from .hole_fill import FilledGrid, fill_holes, fill_holes_naive
 from .interpolate import knn_interpolate, knn_interpolate_naive
 from .knn import KNN, knn, knn_naive
 from .linear import (
@@ -58,4 +59,5 @@ __all__ = ["cluster_available", "get_backend", "require_cluster", "resolve_backe
            "GridPool", "grid_cluster", "grid_cluster_naive", "grid_pool", "SetBounds",
            "cell_coords", "grid_box", "grid_cell_coords", "lattice_sites", "linear_index",
            "relabel", "set_bounds", "unravel_index", "KNN", "knn", "knn_naive", "knn_interpolate",
-           "grid_knn", "knn_interpolate_naive", "random_sample", "random_sample_naive"]
+           "grid_knn", "knn_interpolate_naive", "random_sample", "random_sample_naive",
+           "FilledGrid", "fill_holes", "fill_holes_naive"]
