@@ -6,8 +6,8 @@ positions*. Heads (:data:`HEADS`): ``"fpn"``, the paper's
 :class:`~pointctx.nn.fpn.SemanticFPNHead` (logits at the finest stage, stride 4), and
 ``"unet"``, the :class:`~pointctx.nn.set_unet.SetUNetDecoder` (feature propagation through
 every stage down to the input points, whose own features are the last skip; queries that are
-input pixels get their own logits, the others are interpolated from the stage-0 cells' mean
-logits). The input set is
+input pixels get their own logits, the others those of its
+:class:`~pointctx.nn.set_unet.LatticeFill`). The input set is
 whatever points exist (every pixel, the kept pixels of a masked image, an irregular region, a
 point cloud); the queries are, by default, the input points, or every pixel of the image. So
 one model segments a full image, a masked image (predicting every pixel, the missing ones
@@ -74,7 +74,6 @@ from __future__ import annotations
 
 import inspect
 import math
-from functools import partial
 
 import torch
 from torch import Tensor, nn
@@ -197,9 +196,9 @@ class SetSegmenter(nn.Module):
         """Logits at the queries ``pos_q`` (None: at the input points).
 
         ``"unet"`` head on pixel sets: a query pixel that is an input pixel gets its own
-        logits, the others are interpolated from the mean logits of the stage-0 cells (one
-        point per cell: a fast grid search even in large holes). General point sets: kNN
-        interpolation from the input points.
+        logits, the others those of the head's :class:`~pointctx.nn.set_unet.LatticeFill`
+        from the mean logits of the stage-0 cells. General point sets: kNN interpolation from
+        the input points.
         """
         grids = [s.cells for s in stages]  # each stage's lattice (None: no lattice)
         if not self._to_inputs:
@@ -208,32 +207,42 @@ class SetSegmenter(nn.Module):
         logits = self.head(stages, x, pos, batch, grids, coords, grid)
         if pos_q is None:
             return logits
-        s0, k = stages[0], self.head.k
-        interp = partial(knn_interpolate, k=k, batch_size=s0.num_sets, eps=self.head.eps,
-                         backend=self.head.backend)
+        s0 = stages[0]
         if packed.image_size is None:
-            return interp(logits, pos, pos_q, batch, batch_q)
+            return knn_interpolate(logits, pos, pos_q, batch, batch_q, k=self.head.k,
+                                   batch_size=s0.num_sets, eps=self.head.eps,
+                                   backend=self.head.backend)
         hw = packed.image_size[0] * packed.image_size[1]
-        if mask is not None:  # image input: the queries are every pixel
-            rows = torch.full((mask.numel(),), -1, dtype=torch.long, device=logits.device)
-            rows[mask.reshape(-1)] = torch.arange(logits.shape[0], device=logits.device)
-        else:
-            table = torch.full((s0.num_sets * hw,), -1, dtype=torch.long, device=logits.device)
-            table[inputs.batch * hw + inputs.pixel] = torch.arange(logits.shape[0],
-                                                                    device=logits.device)
-            rows = table[query.batch * hw + query.pixel]
+        if mask is not None:  # image input: the queries are every pixel, in order
+            kept = mask.reshape(-1)
+            if logits.shape[0] == kept.numel():
+                return logits
+            out = self._fill(s0, logits, packed.image_size).permute(0, 2, 3, 1)
+            out = out.contiguous().view(-1, logits.shape[1])
+            out[kept] = logits
+            return out
+        site = query.batch * hw + query.pixel
+        table = torch.full((s0.num_sets * hw,), -1, dtype=torch.long, device=logits.device)
+        table[inputs.batch * hw + inputs.pixel] = torch.arange(logits.shape[0],
+                                                                device=logits.device)
+        rows = table[site]
         hit = rows >= 0
         out = logits.new_zeros(rows.shape[0], logits.shape[1])
         out[hit] = logits[rows[hit]]
         miss = (~hit).nonzero().squeeze(1)
         if miss.numel():
-            child, parent = s0.link
-            cells = logits.new_zeros(s0.num_points, logits.shape[1]).index_add_(
-                0, child, logits.index_select(0, parent))
-            cells = cells / torch.bincount(child, minlength=s0.num_points).clamp_min(1)[:, None]
-            out[miss] = interp(cells, s0.pos, pos_q[miss], s0.batch, batch_q[miss],
-                               cell_size=grids[0][0], cell_origin=grids[0][1])
+            dense = self._fill(s0, logits, packed.image_size).permute(0, 2, 3, 1)
+            out[miss] = dense.reshape(-1, logits.shape[1])[site[miss]]
         return out
+
+    def _fill(self, s0, logits: Tensor, image_size) -> Tensor:
+        """Every pixel's logits ``[B, K, H, W]`` from the mean logits of the stage-0 cells."""
+        child, parent = s0.link
+        cells = logits.new_zeros(s0.num_points, logits.shape[1]).index_add_(
+            0, child, logits.index_select(0, parent))
+        cells = cells / torch.bincount(child, minlength=s0.num_points).clamp_min(1)[:, None]
+        return self.head.fill(cells, s0.coords, s0.batch, s0.num_sets, s0.grid_size, s0.stride,
+                              image_size)
 
     @staticmethod
     def _pixel_queries(pb: PointBatch, image_size, dtype) -> Tensor:
@@ -393,7 +402,8 @@ def cluenet_nano_seg(**kwargs) -> SetSegmenter:
 
 
 # the set U-Net decoder: BatchNorm, one LocalBlocks after every step
-_UNET = {"head": "unet", "head_norm": "batch", "head_stage_blocks": 1, "head_local_blocks": 1}
+_UNET = {"head": "unet", "head_norm": "batch", "head_stage_blocks": 1, "head_local_blocks": 1,
+         "head_fill": {"prior_size": (8, 8)}}
 
 
 @register_model

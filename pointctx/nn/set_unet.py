@@ -8,22 +8,28 @@ lands on the input points themselves, with their input features as the skip, and
 classifier gives logits at every input point. The cost follows the points that exist.
 Optional :class:`LocalBlocks` after every step add local context (a 3x3 depthwise convolution
 on the stage's lattice for pixel sets, over the 9 nearest points elsewhere).
+:class:`LatticeFill` predicts the pixels a pixel set lacks from its stage-0 cells.
 """
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
+import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
 from .._checks import check_number, check_positive_int
 from ..batch import PointBatch
+from ..ops.grid import pixel_index
+from ..ops.hole_fill import fill_holes
 from ..ops.interpolate import _check_eps
 from .depthwise import SetDepthwiseConv, knn_slots
 from .layers import Linear
 from .propagation import FeaturePropagation, apply_norm, make_norm
 
-__all__ = ["SetUNetDecoder", "LocalBlocks"]
+__all__ = ["SetUNetDecoder", "LocalBlocks", "LatticeFill"]
 
 
 class LocalBlocks(nn.Module):
@@ -86,6 +92,8 @@ class SetUNetDecoder(nn.Module):
             stage's lattice).
         eps: added to squared distances in the interpolation weights.
         backend: kNN backend (see :mod:`pointctx.ops`).
+        fill: pixel sets: options of :attr:`fill`, the :class:`LatticeFill` that predicts
+            the pixels missing from the input (default: no prior).
 
     Shapes:
         stages: PointBatch per stage (x [M_i, in_channels[i]], pos [M_i, D], B sets);
@@ -95,7 +103,7 @@ class SetUNetDecoder(nn.Module):
     def __init__(self, in_channels: Sequence[int], num_classes: int, input_channels: int = 0,
                  channels=32, k: int = 3, mlp_layers: int = 1, norm="group",
                  drop: float = 0.1, eps: float = 1e-16, backend: str | None = None,
-                 local_blocks: int = 0, stage_blocks: int = 0):
+                 local_blocks: int = 0, stage_blocks: int = 0, fill=None):
         super().__init__()
         in_channels = [check_positive_int(c, "in_channels") for c in in_channels]
         if not in_channels:
@@ -135,6 +143,7 @@ class SetUNetDecoder(nn.Module):
         self.classifier = Linear(c, self.num_classes)
         nn.init.trunc_normal_(self.classifier.weight, std=0.02)
         nn.init.zeros_(self.classifier.bias)
+        self.fill = LatticeFill(self.num_classes, **(fill or {"prior_size": None}))
 
     def forward(self, stages: Sequence[PointBatch], x: Tensor | None, pos: Tensor,
                 batch: Tensor, grids: Sequence | None = None, coords: Tensor | None = None,
@@ -185,3 +194,61 @@ class SetUNetDecoder(nn.Module):
                 lattice = (coords, grid_size)
             h = self.blocks[n - 1 - i](h, q_pos, q_batch, b, *lattice)
         return self.classifier(self.drop(h))
+
+
+class LatticeFill(nn.Module):
+    """Logits at every pixel from a pixel set's stage-0 cells: holes filled, then upsampled.
+
+    The cells' logits go onto their lattice and :func:`~pointctx.ops.hole_fill.fill_holes`
+    fills the empty cells (pull-push). Then every cell moves towards a learned layout prior, a
+    ``prior_size`` map over the image plane, by ``sigmoid(a * log(1 + d) + b)``, with ``d``
+    the side of the block its value came from minus one (0 for a cell with data) and learned
+    ``a``, ``b``. A bilinear upsampling by the stride (cell centers on their pixels' mean)
+    gives every pixel.
+
+    Args:
+        num_classes: K.
+        prior_size: ``(rows, cols)`` of the prior map (None: no prior).
+        prior_scale: the map is stored divided by this, which multiplies its learning rate
+            under Adam (a prior of a few nats is learned within a short schedule).
+
+    Shapes:
+        logits: [M, K]; coords: [M, 2] (row, col on the lattice); batch: [M];
+        return: [B, K, H, W].
+    """
+
+    def __init__(self, num_classes: int, prior_size: Sequence[int] | None = (8, 8),
+                 prior_scale: float = 10.0):
+        super().__init__()
+        self.num_classes = check_positive_int(num_classes, "num_classes")
+        self.prior_scale = float(check_number(prior_scale, "prior_scale", 0.0, min_open=True,
+                                              type_error=ValueError))
+        self.prior = self.gate = None
+        if prior_size is not None:
+            if not isinstance(prior_size, Sequence) or len(prior_size) != 2:
+                raise ValueError(f"`prior_size` must be (rows, cols) or None, got {prior_size!r}")
+            rows, cols = (check_positive_int(n, "prior_size") for n in prior_size)
+            self.prior = nn.Parameter(torch.zeros(num_classes, rows, cols))
+            self.gate = nn.Parameter(torch.tensor([2.0, -4.0]))  # a, b
+
+    def forward(self, logits: Tensor, coords: Tensor, batch: Tensor, batch_size: int,
+                grid_size: Sequence[int], stride: Sequence[int],
+                image_size: Sequence[int]) -> Tensor:
+        """Every pixel's logits from the cells' (see the class docstring)."""
+        (rows, cols), k = grid_size, logits.shape[1]
+        site = pixel_index(coords, grid_size, batch)
+        grid = logits.new_zeros(batch_size * rows * cols, k).index_copy_(0, site, logits)
+        known = torch.zeros(batch_size * rows * cols, dtype=torch.bool, device=logits.device)
+        known[site] = True
+        filled = fill_holes(grid.view(batch_size, rows, cols, k).permute(0, 3, 1, 2),
+                            known.view(batch_size, rows, cols))
+        values = filled.values
+        if self.prior is not None:
+            prior = F.interpolate(self.prior[None] * self.prior_scale, size=(rows, cols),
+                                  mode="bilinear", align_corners=False)
+            a, b = self.gate.unbind()
+            w = torch.sigmoid(a * filled.level.unsqueeze(1).to(values.dtype) * math.log(2) + b)
+            values = values + w * (prior - values)
+        up = F.interpolate(values, size=(rows * stride[0], cols * stride[1]), mode="bilinear",
+                           align_corners=False)
+        return up[:, :, :image_size[0], :image_size[1]]

@@ -1,11 +1,12 @@
-"""LocalBlocks (the set U-Net's local context) and the point-wise norm helpers."""
+"""LocalBlocks, LatticeFill and the point-wise norm helpers of the set U-Net."""
 
 import pytest
 import torch
 
 from pointctx import PointBatch
 from pointctx.nn.propagation import apply_norm, make_norm
-from pointctx.nn.set_unet import LocalBlocks, SetUNetDecoder
+from pointctx.nn.set_unet import LatticeFill, LocalBlocks, SetUNetDecoder
+from pointctx.ops.grid import lattice_sites
 
 
 def _blocks(norm="group", blocks=2, seed=0):
@@ -72,3 +73,51 @@ def test_norm_helpers():
     assert apply_norm(make_norm("batch", 4), x[:0]).shape == (0, 4)  # no statistics from 0 rows
     with pytest.raises(ValueError, match="`batch` is required with norm='group'"):
         apply_norm(make_norm("group", 4), x)
+
+
+def _cells(rows, cols, keep, k=3, batch_size=2, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    coords, batch = lattice_sites(batch_size, (rows, cols))
+    kept = torch.rand(coords.shape[0], generator=g) < keep
+    return torch.randn(int(kept.sum()), k, generator=g), coords[kept], batch[kept]
+
+
+def test_lattice_fill_upsamples_a_full_lattice_exactly_where_cells_sit():
+    fill = LatticeFill(1, prior_size=None)
+    coords, batch = lattice_sites(1, (4, 5))
+    ramp = (2.0 * coords[:, 1] + 3.0 * coords[:, 0]).float().unsqueeze(1)  # linear in (row, col)
+    out = fill(ramp, coords, batch, 1, (4, 5), (2, 2), (7, 10))  # the last cell row is half
+    assert out.shape == (1, 1, 7, 10)
+    # a cell's value sits on its pixels' mean (row 2r + 0.5, col 2c + 0.5): linear inside
+    rows, cols = torch.meshgrid(torch.arange(1, 6), torch.arange(1, 9), indexing="ij")
+    torch.testing.assert_close(out[0, 0, 1:6, 1:9], 3.0 * (rows - 0.5) / 2 + 2.0 * (cols - 0.5) / 2)
+
+
+def test_lattice_fill_without_prior_spreads_a_constant_over_any_hole():
+    logits, coords, batch = _cells(6, 8, keep=0.1, seed=1)
+    logits[:] = torch.tensor([1.0, -2.0, 0.5])
+    out = LatticeFill(3, prior_size=None)(logits, coords, batch, 2, (6, 8), (4, 4), (24, 30))
+    expected = torch.tensor([1.0, -2.0, 0.5]).view(1, 3, 1, 1).expand(2, 3, 24, 30)
+    torch.testing.assert_close(out, expected)
+
+
+def test_lattice_fill_prior_takes_over_far_from_data_and_learns():
+    fill = LatticeFill(2, prior_size=(2, 3))
+    assert sum(p.numel() for p in fill.parameters()) == 2 * 6 + 2
+    with torch.no_grad():
+        fill.prior[0] = 1.0  # class 0 everywhere, 10 nats after the scale
+    coords = torch.tensor([[0, 0]])
+    logits = torch.tensor([[0.0, 5.0]])  # one cell of class 1 in a corner of a 16x16 lattice
+    out = fill(logits, coords, torch.zeros(1, dtype=torch.long), 1, (16, 16), (1, 1), (16, 16))
+    assert out[0, :, 0, 0].argmax() == 1 and out[0, :, 15, 15].argmax() == 0
+    out.sum().backward()
+    assert fill.prior.grad.abs().sum() > 0 and bool((fill.gate.grad != 0).all())
+
+
+def test_lattice_fill_bad_arguments():
+    with pytest.raises(ValueError, match="prior_size"):
+        LatticeFill(3, prior_size=(8,))
+    with pytest.raises(ValueError, match="prior_size"):
+        LatticeFill(3, prior_size=(0, 4))
+    with pytest.raises(ValueError, match="prior_scale"):
+        LatticeFill(3, prior_scale=0)
