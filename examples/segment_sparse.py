@@ -21,8 +21,8 @@ masks fixed per image (seeded by ``--seed`` and the image) and identical for bot
 
 For each: mIoU (void ignored) over **all** pixels and over the **missing** pixels only, pixel
 accuracy, per-class IoU, and inference throughput (images/s, batch ``--throughput-batch``, one
-thread, median of ``--repeats`` round-robin runs of both models on the same batch; the
-1-minute load average is recorded, the CPU being shared). Scores are
+thread, median of ``--repeats`` rounds; one model at a time, each round timing it on every
+condition's batch in turn; the 1-minute load average is recorded, the CPU being shared). Scores are
 at the input resolution ``--size`` (labels resampled nearest).
 
 Outputs: ``--out`` holds one training run per model (``Trainer`` folders: ``last.pt``,
@@ -151,7 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="val images evaluated (full) after every training epoch")
     p.add_argument("--throughput-batch", type=T.positive_int, default=8)
     p.add_argument("--repeats", type=T.positive_int, default=7,
-                   help="timed round-robin runs per condition (median reported)")
+                   help="timed rounds over every model and condition (median reported)")
     p.add_argument("--seed", type=T.nonnegative_int, default=0)
     p.add_argument("--threads", type=T.positive_int, default=1)
     p.add_argument("--out", type=Path, default=Path("runs/segment_sparse"))
@@ -296,20 +296,27 @@ def evaluate(models: dict, cond: str, args) -> dict:
 
 
 @torch.no_grad()
-def throughput(models: dict, cond: str, args) -> dict:
-    """Inference images/s of every model on the same batch (median of round-robin repeats)."""
-    ds = condition_dataset(cond, args)
-    n = min(args.throughput_batch, len(ds))
-    batch = torch.utils.data.default_collate([ds[i] for i in range(n)])
-    times = {k: [] for k in models}
-    for m in models.values():  # warm-up
-        seg.seg_forward(m, batch, torch.device("cpu"))
-    for _ in range(args.repeats):
-        for k, m in models.items():
-            t0 = time.perf_counter()
-            seg.seg_forward(m, batch, torch.device("cpu"))
-            times[k].append(time.perf_counter() - t0)
-    return {k: n / float(np.median(times[k])) for k in models}
+def throughput(models: dict, conditions, args) -> dict:
+    """Inference images/s per condition and model, on one batch each (median of ``--repeats``).
+
+    One model at a time (the other's working set stays out of the caches); every round times
+    it on every condition in turn, so a change of load hits the conditions alike.
+    """
+    batches = {}
+    for cond in conditions:
+        ds = condition_dataset(cond, args)
+        n = min(args.throughput_batch, len(ds))
+        batches[cond] = (n, torch.utils.data.default_collate([ds[i] for i in range(n)]))
+    times = {(c, k): [] for c in conditions for k in models}
+    for k, m in models.items():
+        for rnd in range(args.repeats + 1):  # round 0: warm-up
+            for cond, (_, batch) in batches.items():
+                t0 = time.perf_counter()
+                seg.seg_forward(m, batch, torch.device("cpu"))
+                if rnd:
+                    times[cond, k].append(time.perf_counter() - t0)
+    return {c: {k: batches[c][0] / float(np.median(times[c, k])) for k in models}
+            for c in conditions}
 
 
 # --------------------------------------------------------------------------- figure
@@ -377,7 +384,9 @@ def main(argv=None) -> int:
     load_before = os.getloadavg()[0]
     for cond in args.conditions:
         table[cond] = evaluate(models, cond, args)
-        table[cond]["throughput"] = throughput(models, cond, args)
+    speed = throughput(models, args.conditions, args)
+    for cond in args.conditions:
+        table[cond]["throughput"] = speed[cond]
         r = table[cond]
         log.info(
             f"{cond:>9}: kept {100 * r['kept_fraction']:5.1f} %  |  mIoU all CoC "
