@@ -11,9 +11,9 @@ from .rgbd import rgbd_to_points
 
 __version__ = "0.1.0"  # the one version source (pyproject.toml reads it)
 
-__all__ = ["PointBatch", "collate", "ops", "create_model", "list_models", "__version__"]
-__all__ += ["rgbd_to_points", "load_model", "load_official", "compile"]
-__all__ += ["nn", "models", "datasets", "transforms", "viz", "train", "io"]
+__all__ = ["PointBatch", "collate", "ops", "create_model", "list_models", "__version__",
+           "rgbd_to_points", "load_model", "load_official", "compile", "nn", "models", "datasets",
+           "transforms", "viz", "train", "io"]
 
 # subpackages imported on first attribute access (heavy or optional dependencies)
 _LAZY = ("datasets", "transforms", "viz", "train", "io")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import math
 from collections.abc import Sequence
 
@@ -12,7 +13,15 @@ from torch import Tensor
 __all__ = ["check_device", "check_bounds", "check_counts", "per_axis", "check_tensor", "check_pos",
            "check_features", "check_finite_features", "check_batch", "check_positive_int", "is_int",
            "is_number", "check_int", "check_number", "check_choice", "check_callable",
-           "check_channels", "check_range", "check_point_inputs"]
+           "check_channels", "check_range", "check_point_inputs", "optional_import"]
+
+
+def optional_import(module: str, purpose: str, install: str):
+    """Import an optional module, or raise an ``ImportError`` naming ``purpose`` and ``install``."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:
+        raise ImportError(f"{purpose} needs {module.split('.')[0]}: pip install {install}") from err
 
 
 def all_finite(t: Tensor) -> bool:
@@ -117,9 +126,8 @@ def check_range(value, name: str, lo: float | None = None, hi: float | None = No
                 raise TypeError
             pair = (float(low), float(high))
         except (TypeError, ValueError):
-            raise ValueError(
-                f"`{name}` must be a number or a (low, high) pair of numbers, got {value!r}"
-            ) from None
+            raise ValueError(f"`{name}` must be a number or a (low, high) pair of numbers, "
+                             f"got {value!r}") from None
     ok = pair[0] <= pair[1] and (lo is None or lo < pair[0]) and (hi is None or pair[1] <= hi)
     if not ok:
         need = ("" if lo is None else f"{lo:g} < ") + "low <= high" + (
@@ -162,14 +170,7 @@ def check_int(value, name: str, minimum: int | None = None, maximum: int | None 
               must: str | None = None) -> int | None:
     """Return ``int(value)`` for an int (numpy ints too; not bool) in ``[minimum, maximum]``.
 
-    Args:
-        value: the value to check.
-        name: argument name used in error messages.
-        minimum: inclusive lower bound (None: none).
-        maximum: inclusive upper bound (None: none).
-        type_error: exception class for a non-int.
-        optional: also accept None.
-        must: message wording after "`name` must ", ``{bounds}`` standing for the bounds.
+    The arguments are those of :func:`check_number` (closed bounds only).
     """
     if optional and value is None:
         return None

@@ -10,8 +10,8 @@ import torch
 from torch import Tensor
 
 from ._batch_checks import check_agree, check_fields, check_index_vector, check_pixel
-from ._checks import check_device, check_features, check_int, check_tensor
-from .ops.grid import image_plane, pixel_coords
+from ._checks import check_device, check_features, check_int, check_tensor, optional_import
+from .ops.grid import lattice_plane
 from .ops.segment import batch_to_ptr, infer_batch_size, local_index, ptr_to_batch
 
 __all__ = ["PointBatch", "Padded"]
@@ -336,16 +336,6 @@ class PointBatch:
         return Padded(pos, x, lengths)
 
     # images
-    @staticmethod
-    def image_grid(height: int, width: int, device=None, dtype=None) -> Tensor:
-        """Point coordinates of every pixel in row-major order (Context Cluster convention).
-
-        Shapes:
-            return: [H*W, 2].
-        """
-        s = (height, width)
-        return image_plane(pixel_coords(torch.arange(height * width, device=device), s), s, dtype)
-
     @classmethod
     def from_images(cls, images: Tensor, mask: Tensor | None = None) -> PointBatch:
         """Turn each image into a set of pixel points ("image as set of points").
@@ -366,7 +356,7 @@ class PointBatch:
             raise ValueError(f"`images` must be a floating point tensor, got dtype {images.dtype} "
                              "(convert first, e.g. images.float() / 255)")
         b, c, h, w = images.shape
-        grid = cls.image_grid(h, w, device=images.device, dtype=images.dtype)
+        grid = lattice_plane(1, (h, w), images.device, images.dtype)  # cached: not modified
         feats = images.reshape(b, c, h * w).transpose(1, 2)  # [B, HW, C]
         pix = torch.arange(h * w, device=images.device)
         if mask is None:
@@ -442,8 +432,7 @@ class PointBatch:
         """
         pyg_data = _import_pyg()
         if not isinstance(data, pyg_data.Data):
-            raise TypeError(
-                f"`data` must be a torch_geometric Data or Batch, got {type(data).__name__}")
+            raise TypeError(f"`data` must be a torch_geometric Data or Batch, got {type(data)}")
         pos = data.pos
         if pos is None:
             raise ValueError("`data.pos` must be a [N, D] tensor, got None")
@@ -539,10 +528,5 @@ class PointBatch:
 
 
 def _import_pyg():
-    try:
-        import torch_geometric.data as pyg_data
-    except ImportError as err:
-        raise ImportError(
-            "PointBatch.from_pyg / to_pyg need torch-geometric: pip install torch-geometric"
-        ) from err
-    return pyg_data
+    return optional_import("torch_geometric.data", "PointBatch.from_pyg / to_pyg",
+                           "torch-geometric")

@@ -11,6 +11,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from ._checks import optional_import
+
 __all__ = ["PointCloudData", "write_ply", "read_ply", "write_point_cloud", "read_point_cloud"]
 
 # PLY scalar type names -> numpy dtypes (both spellings of the spec).
@@ -262,14 +264,8 @@ def read_ply(path, dtype: torch.dtype = torch.float32) -> PointCloudData:
 
 # Open3D
 def _import_open3d():
-    try:
-        import open3d
-    except ImportError as err:
-        raise ImportError(
-            "reading/writing this point-cloud format needs Open3D: pip install open3d-cpu "
-            "(on Linux it also needs the system library libusb-1.0)"
-        ) from err
-    return open3d
+    return optional_import("open3d", "reading/writing this point-cloud format",
+                           "open3d-cpu (on Linux it also needs the system library libusb-1.0)")
 
 
 def read_point_cloud(path, backend: str = "auto", dtype: torch.dtype = torch.float32):

@@ -105,3 +105,11 @@ def test_check_callable():
         check_callable(None, "f")
     with pytest.raises(TypeError, match=r"^`parts\[2\]` must be callable or None, got int$"):
         check_callable(3, "parts[2]", optional=True)
+
+
+def test_optional_import_names_the_purpose_and_the_install_command():
+    from pointctx._checks import optional_import
+
+    assert optional_import("math", "anything", "nothing").sqrt(4.0) == 2.0
+    with pytest.raises(ImportError, match=r"reading x needs no_such_pkg: pip install no-such"):
+        optional_import("no_such_pkg.sub", "reading x", "no-such")

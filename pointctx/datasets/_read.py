@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 
+from .._checks import optional_import
+
 __all__ = ["read_npz", "read_h5", "read_names", "check_labels", "check_finite"]
 
 NPZ_ERRORS = (zipfile.BadZipFile, zlib.error, OSError, EOFError, ValueError, KeyError)
@@ -24,17 +26,9 @@ def read_npz(path: Path) -> dict[str, np.ndarray]:
                          "it is truncated or corrupt: copy or download it again") from None
 
 
-def _import_h5py():
-    try:
-        import h5py
-    except ImportError as err:
-        raise ImportError("reading .h5 point-cloud files needs h5py: pip install h5py") from err
-    return h5py
-
-
 def read_h5(path: Path, want_normals: bool = False) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Read ``data`` [S, P, 3], ``label`` [S] or [S, 1] (and ``normal``) from one h5 file."""
-    h5py = _import_h5py()
+    h5py = optional_import("h5py", "reading .h5 point-cloud files", "h5py")
     try:
         f = h5py.File(path, "r")
     except OSError as err:

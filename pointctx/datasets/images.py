@@ -59,13 +59,7 @@ def _norm_stats(normalize, default_mean, default_std, channels: int):
 
 
 class ImageDataset(RowDataset):
-    """Base of the image datasets: row selection, normalisation, transforms and splits.
-
-    Attributes:
-        classes: class names, ``classes[label]``.
-        rows: int64 file rows of the items of this view.
-        labels: int64 labels of the items of this view.
-    """
+    """Base of the image datasets: row selection, normalisation, transforms and splits."""
 
     classes: list[str]
     _default_norm: tuple

@@ -1,73 +1,9 @@
-"""Semantic segmentation of point sets: a backbone's stages + a head.
+"""Semantic segmentation of point sets: a backbone's stages + a head, queried anywhere.
 
-:class:`SetSegmenter` runs a backbone's :meth:`forward_stages` (the per-stage features contract
-of :class:`~pointctx.models._base.SetClassifier`) and a head, and predicts at *query
-positions*. Heads (:data:`HEADS`): ``"fpn"``, the paper's
-:class:`~pointctx.nn.fpn.SemanticFPNHead` (logits at the finest stage, stride 4), and
-``"unet"``, the :class:`~pointctx.nn.set_unet.SetUNetDecoder` (feature propagation through
-every stage down to the input points, whose own features are the last skip; queries that are
-input pixels get their own logits, the others those of its
-:class:`~pointctx.nn.set_unet.LatticeFill`). The input set is
-whatever points exist (every pixel, the kept pixels of a masked image, an irregular region, a
-point cloud); the queries are, by default, the input points, or every pixel of the image. So
-one model segments a full image, a masked image (predicting every pixel, the missing ones
-included) and an irregular region, with no filling convention. One calling convention:
-
-* ``model(images [B, C, H, W], mask=None)`` -> logits ``[B, K, H, W]`` for **every** pixel
-  (pixels outside ``mask`` are predicted from the kept ones);
-* ``model(point_batch)`` -> ``[N, K]`` at the batch's own points;
-* ``model(point_batch, query=query_batch)`` -> ``[Nq, K]`` at the points of another
-  :class:`~pointctx.PointBatch` holding the same ``B`` sets.
-
-Pixel sets are predicted in the image plane: a query that carries pixel info (``pixel`` /
-``image_size``, as from :meth:`PointBatch.from_images`) is placed at its pixel's image-plane
-position; its ``image_size`` must be the input's. Queries of a general point set are in the
-input's position frame (same ``D``).
-
-The backbone is built without its classifier: its final norm, pooling and linear head are
-dropped (the head normalises every stage itself).
-
-Registered models (``create_model(name, num_classes=11)``; parameter counts in the README):
-
-=================== ================================================ =============
-name                backbone                                         head channels
-=================== ================================================ =============
-coc_tiny_seg        ``coc_tiny``                                     128
-coc_small_seg       ``coc_small``                                    128
-cluenet_micro_seg   ``cluenet_micro``                                128
-coc_micro_seg       4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
-cluenet_nano_seg    4 stages (1, 1, 1, 1 blocks; 16, 32, 64, 128)    64
-=================== ================================================ =============
-
-and the set U-Net family (``head="unet"``: a BatchNorm decoder with one
-:class:`~pointctx.nn.set_unet.LocalBlocks` after every step; widths from the input points up):
-``coc_tiny_unet_seg`` and ``cluenet_micro_unet_seg`` (64, 64, 128, 256),
-``coc_micro_unet_seg`` and ``cluenet_nano_unet_seg`` (32, 64, 96, 96; MLP ratio 2 / 1 in the
-last stage). The micro / nano models are CPU-sized (~0.34 M parameters) for CamVid on CPU
-at reduced resolution and for the sparse-pixel study.
-
-Factory keyword arguments ``head`` and those starting with ``head_`` go to the head
-(``head``, ``head_channels``, ``head_k``, ``head_mlp_layers``, ``head_norm``, ``head_drop``),
-``input_pool`` to the :class:`SetSegmenter`; the others go to the backbone (``in_channels``,
-``drop_path_rate``, ...).
-
-**Input pooling** (``input_pool = f``, a documented deviation from the paper, off by default:
-``f = 1`` is the paper's model, bit for bit). The stride-4 stem makes one point per non-empty
-4x4 pixel cell, so the backbone's cost follows the *occupied cells*, not the kept pixels: 25 %
-of the pixels uniformly at random leave 99 % of the cells occupied (``1 - 0.75**16``) and every
-stage has as many points as on the full image. With ``f > 1`` the kept pixels of every
-``f x f`` block are first averaged into one point (features, positions; real image positions
-are kept, :func:`~pointctx.models._inputs.pool_pixels`), and the unchanged backbone runs on
-that ``ceil(H / f) x ceil(W / f)`` lattice: its stem cells cover ``4f x 4f`` pixels, so every
-stage has about ``1 / f**2`` of the points. At 25 % random pixels, ``f = 2`` leaves 68 % of the
-2x2 blocks occupied (``1 - 0.75**4``) and the stem a quarter of the points.
-:func:`input_pool_for_keep` picks ``f = floor(sqrt(1 / keep))`` (2 at 25 %, 3 at 10 %, 1 at 50 %
-and above). The predictions are still made at the query pixels (the head interpolates by
-position), so every calling convention is unchanged. ``f`` is fixed per call (the model's
-``input_pool``, or ``forward(..., input_pool=f)``), never picked from the data, and every set is
-pooled on its own: a set gives the same output alone as in a batch. The price is resolution: a
-model with ``f = 2`` sees the image at half resolution (its stage 0 has stride 8). Pixel sets
-only: general point sets (no lattice) are not pooled.
+:class:`SetSegmenter` serves every backbone (CoC, CLUENet, PointMLP) with the heads of
+:data:`HEADS`. It takes images (+ mask), a :class:`~pointctx.PointBatch` (+ ``query``) or
+padded points, and returns logits in the input's layout. The registered models, the calling
+conventions and the ``input_pool`` option are described in docs/segmentation.md.
 """
 
 from __future__ import annotations
@@ -117,7 +53,7 @@ class SetSegmenter(nn.Module):
         head_*: the head's options without the prefix (``head_channels``, ``head_k``, ...;
             ``"unet"``: 128 channels unless given).
         input_pool: ``f``: average the kept pixels of every ``f x f`` block into one point
-            before the backbone (see the module docstring; a documented deviation, 1 = off).
+            before the backbone (docs/segmentation.md; a documented deviation, 1 = off).
             Needs a backbone whose ``forward_stages`` takes ``input_pool`` (CoC, CLUENet).
 
     Attributes:
@@ -139,8 +75,7 @@ class SetSegmenter(nn.Module):
         if not hasattr(backbone, "forward_stages"):
             raise TypeError(
                 f"`backbone` must provide forward_stages (the per-stage features contract), "
-                f"got {type(backbone).__name__}"
-            )
+                f"got {type(backbone).__name__}")
         self._pools = "input_pool" in inspect.signature(backbone.forward_stages).parameters
         self.input_pool = self._check_pool(input_pool, type(backbone).__name__)
         for name in _CLASSIFIER_PARTS:
@@ -182,8 +117,7 @@ class SetSegmenter(nn.Module):
             name = backbone or type(self.backbone).__name__
             raise ValueError(
                 f"`input_pool` must be 1 for a {name} backbone (its forward_stages does not "
-                f"pool pixels), got {f}"
-            )
+                f"pool pixels), got {f}")
         return f
 
     def _stages(self, inputs, mask, input_pool):
@@ -195,10 +129,8 @@ class SetSegmenter(nn.Module):
     def _predict(self, stages, packed, inputs, mask, pos_q, batch_q, query=None):
         """Logits at the queries ``pos_q`` (None: at the input points).
 
-        ``"unet"`` head on pixel sets: a query pixel that is an input pixel gets its own
-        logits, the others those of the head's :class:`~pointctx.nn.set_unet.LatticeFill`
-        from the mean logits of the stage-0 cells. General point sets: kNN interpolation from
-        the input points.
+        ``"unet"`` head: input pixels get their own logits, other pixels those of its
+        ``fill`` (from the stage-0 cells), other points a kNN interpolation.
         """
         grids = [s.cells for s in stages]  # each stage's lattice (None: no lattice)
         if not self._to_inputs:
@@ -212,28 +144,16 @@ class SetSegmenter(nn.Module):
             return knn_interpolate(logits, pos, pos_q, batch, batch_q, k=self.head.k,
                                    batch_size=s0.num_sets, eps=self.head.eps,
                                    backend=self.head.backend)
-        hw = packed.image_size[0] * packed.image_size[1]
+        if mask is not None and logits.shape[0] == mask.numel():  # every pixel kept
+            return logits
+        out = self._fill(s0, logits, packed.image_size).permute(0, 2, 3, 1).contiguous()
+        out = out.view(-1, logits.shape[1])  # every pixel, then the input pixels' own logits
         if mask is not None:  # image input: the queries are every pixel, in order
-            kept = mask.reshape(-1)
-            if logits.shape[0] == kept.numel():
-                return logits
-            out = self._fill(s0, logits, packed.image_size).permute(0, 2, 3, 1)
-            out = out.contiguous().view(-1, logits.shape[1])
-            out[kept] = logits
+            out[mask.reshape(-1)] = logits
             return out
-        site = query.batch * hw + query.pixel
-        table = torch.full((s0.num_sets * hw,), -1, dtype=torch.long, device=logits.device)
-        table[inputs.batch * hw + inputs.pixel] = torch.arange(logits.shape[0],
-                                                                device=logits.device)
-        rows = table[site]
-        hit = rows >= 0
-        out = logits.new_zeros(rows.shape[0], logits.shape[1])
-        out[hit] = logits[rows[hit]]
-        miss = (~hit).nonzero().squeeze(1)
-        if miss.numel():
-            dense = self._fill(s0, logits, packed.image_size).permute(0, 2, 3, 1)
-            out[miss] = dense.reshape(-1, logits.shape[1])[site[miss]]
-        return out
+        hw = packed.image_size[0] * packed.image_size[1]
+        out[inputs.batch * hw + inputs.pixel] = logits
+        return out[query.batch * hw + query.pixel]
 
     def _fill(self, s0, logits: Tensor, image_size) -> Tensor:
         """Every pixel's logits ``[B, K, H, W]`` from the mean logits of the stage-0 cells."""
@@ -314,8 +234,7 @@ class SetSegmenter(nn.Module):
             pos_q, batch_q = self._pixel_queries(query, packed.image_size, dtype), query.batch
         elif query.dim != inputs.dim:
             raise ValueError(
-                f"`query` must have the input's D = {inputs.dim} coordinates, got {query.dim}"
-            )
+                f"`query` must have the input's D = {inputs.dim} coordinates, got {query.dim}")
         else:
             pos_q, batch_q = query.pos.to(dtype), query.batch
         if self._at_stage0:  # PointMLP's head: stage 0 holds the input points
@@ -346,9 +265,7 @@ def input_pool_for_keep(keep: float) -> int:
     return max(1, math.floor(math.sqrt(1.0 / keep) + 1e-9))
 
 
-# ----------------------------------------------------------------------------------------------
-# Registered configurations
-# ----------------------------------------------------------------------------------------------
+# ---- registered configurations
 
 
 def _build(backbone_name: str, defaults: dict, kwargs: dict,

@@ -267,9 +267,8 @@ class PointMLPHead(nn.Module):
         """Check a batch of ``b`` sets before the encoder runs; the categories one-hot."""
         onehot = self._one_hot(category, b, ref)
         if self.training and b < 2:
-            raise ValueError(
-                f"training mode needs at least 2 sets per batch (BatchNorm over the per-set "
-                f"context rows), got B = {b}; call model.eval() to predict one set")
+            raise ValueError(f"training mode needs at least 2 sets per batch (BatchNorm over the "
+                             f"per-set context rows), got B = {b}; call model.eval() for one set")
         return onehot
 
     def _one_hot(self, category, b: int, ref: Tensor) -> Tensor | None:

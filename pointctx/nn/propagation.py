@@ -33,9 +33,8 @@ def _norm_factory(norm):
         return None
     if isinstance(norm, type) and issubclass(norm, nn.Module):
         return norm
-    raise TypeError(
-        f"`norm` must be a name (one of {sorted(NORMS)}), None or an nn.Module class, got "
-        f"{type(norm).__name__}")
+    raise TypeError(f"`norm` must be a name (one of {sorted(NORMS)}), None or an nn.Module class, "
+                    f"got {type(norm).__name__}")
 
 
 def make_norm(norm, channels: int) -> nn.Module:
@@ -177,9 +176,8 @@ class FeaturePropagation(nn.Module):
                                  f"{self.skip_channels}")
             check_features(skip, pos_query.shape[0], "skip")
             if skip.shape[1] != self.skip_channels:
-                raise ValueError(
-                    f"`skip` must have skip_channels = {self.skip_channels} columns, got "
-                    f"{skip.shape[1]}")
+                raise ValueError(f"`skip` must have skip_channels = {self.skip_channels} "
+                                 f"columns, got {skip.shape[1]}")
         elif skip is not None:
             raise ValueError("`skip` was given but the layer was built with skip_channels = 0")
         out = knn_interpolate(x, pos, pos_query, batch, batch_query, self.k,

@@ -520,8 +520,7 @@ def resolve_proposal(name_or_module, **kwargs) -> CenterProposal:
     """Return a proposal module: an instance as is, else build it by name or class with kwargs."""
     out = resolve(name_or_module, _PROPOSALS, "proposal", base=CenterProposal, **kwargs)
     if not isinstance(out, CenterProposal):
-        raise TypeError(
-            f"a proposal must be a CenterProposal (nn.Module), got {type(out).__name__}")
+        raise TypeError(f"a proposal must be a CenterProposal (nn.Module), got {type(out)}")
     return out
 
 

@@ -297,19 +297,16 @@ class PointReducer(nn.Module):
             if ((coords is full_coords or torch.equal(coords, full_coords))
                     and (batch is full_batch or torch.equal(batch, full_batch))):
                 key = (b, sizes, self.kernel_size, self.stride, self.padding, coords.device)
-                plan = _PLANS.get(key)
+                plan = _PLANS.pop(key, None)  # re-inserted last: least recently used first
                 if plan is None:
                     with torch.inference_mode(False), torch.no_grad():  # usable in training too
                         plan = self._build_plan(full_batch, b, full_coords, sizes)
-                    out_coords, out_batch = lattice_sites(b, plan.grid_size, coords.device)
-                    # every anchor of a full lattice exists: share the cached site tensors, so
-                    # the next reducer recognises its input by identity
-                    plan = plan._replace(coords=out_coords, batch=out_batch)
-                    _PLANS[key] = plan
-                    if len(_PLANS) > _PLANS_MAX:
-                        _PLANS.popitem(last=False)
-                else:
-                    _PLANS.move_to_end(key)
+                # every anchor of a full lattice exists: share the cached site tensors (rebuilt
+                # when the lattice cache dropped them), so the next reducer sees its input by id
+                out_coords, out_batch = lattice_sites(b, plan.grid_size, coords.device)
+                _PLANS[key] = plan = plan._replace(coords=out_coords, batch=out_batch)
+                if len(_PLANS) > _PLANS_MAX:
+                    _PLANS.popitem(last=False)
                 return plan, True
         return self._build_plan(batch, b, coords, sizes), False
 

@@ -1,14 +1,8 @@
 """A U-Net decoder on sets: feature propagation through every stage, down to the input points.
 
-:class:`SetUNetDecoder` is PointNet++'s segmentation decoder on a backbone's ragged stages:
-starting from the coarsest stage, one :class:`~pointctx.nn.propagation.FeaturePropagation` step
-per stage carries the features to the next finer stage (kNN-3 inverse-distance interpolation),
-concatenates that stage's own features (the skip) and applies a point-wise MLP; the last step
-lands on the input points themselves, with their input features as the skip, and a linear
-classifier gives logits at every input point. The cost follows the points that exist.
-Optional :class:`LocalBlocks` after every step add local context (a 3x3 depthwise convolution
-on the stage's lattice for pixel sets, over the 9 nearest points elsewhere).
-:class:`LatticeFill` predicts the pixels a pixel set lacks from its stage-0 cells.
+:class:`SetUNetDecoder` (PointNet++'s FP layers on a backbone's stages), its
+:class:`LocalBlocks` (local context after every step) and :class:`LatticeFill` (the pixels
+missing from a pixel set). Design and results: docs/segmentation-unet.md.
 """
 
 from __future__ import annotations
@@ -111,10 +105,8 @@ class SetUNetDecoder(nn.Module):
         n = len(in_channels)
         channels = [channels] * n if isinstance(channels, int) else list(channels)
         if len(channels) != n:
-            raise ValueError(
-                f"`channels` must give one width per stage ({n}: the input points, then "
-                f"stages 0..{n - 2}), got {len(channels)}"
-            )
+            raise ValueError(f"`channels` must give one width per stage ({n}: the input points, "
+                             f"then stages 0..{n - 2}), got {len(channels)}")
         channels = [check_positive_int(c, "channels") for c in channels]
         self.in_channels = in_channels
         self.input_channels = check_positive_int(input_channels, "input_channels", minimum=0)
@@ -199,12 +191,10 @@ class SetUNetDecoder(nn.Module):
 class LatticeFill(nn.Module):
     """Logits at every pixel from a pixel set's stage-0 cells: holes filled, then upsampled.
 
-    The cells' logits go onto their lattice and :func:`~pointctx.ops.hole_fill.fill_holes`
-    fills the empty cells (pull-push). Then every cell moves towards a learned layout prior, a
-    ``prior_size`` map over the image plane, by ``sigmoid(a * log(1 + d) + b)``, with ``d``
-    the side of the block its value came from minus one (0 for a cell with data) and learned
-    ``a``, ``b``. A bilinear upsampling by the stride (cell centers on their pixels' mean)
-    gives every pixel.
+    :func:`~pointctx.ops.hole_fill.fill_holes` fills the lattice's empty cells; every cell then
+    moves towards a learned layout prior (a ``prior_size`` map over the image plane) by
+    ``sigmoid(a * log(1 + d) + b)``: ``d`` is the side of the block its value came from minus
+    one, ``a`` and ``b`` are learned. Bilinear upsampling by the stride gives every pixel.
 
     Args:
         num_classes: K.

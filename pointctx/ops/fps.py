@@ -43,9 +43,8 @@ def sample_counts(sizes: Tensor, ratio: float | None = None, num=None) -> Tensor
         raise ValueError(f"`sizes` must have shape [B], got shape {tuple(sizes.shape)}")
     sizes = sizes.long()
     if (ratio is None) == (num is None):
-        raise ValueError(
-            "exactly one of `ratio` and `num` must be given, got "
-            + ("neither" if ratio is None else f"both (ratio={ratio}, num={num})"))
+        raise ValueError("exactly one of `ratio` and `num` must be given, got " + (
+            "neither" if ratio is None else f"both (ratio={ratio}, num={num})"))
     if ratio is not None:
         r = _check_ratio(ratio)
         prod = sizes.double() * r

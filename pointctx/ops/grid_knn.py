@@ -42,9 +42,8 @@ def _cell_size(cell_size, dim: int, like: Tensor, name: str = "cell_size",
         raise ValueError(
             f"`{name}` must have one entry per coordinate (D = {dim}), got {cs.numel()}")
     if (positive and not bool((cs > 0).all())) or not bool(torch.isfinite(cs).all()):
-        raise ValueError(
-            f"`{name}` entries must be finite" + (" and > 0" if positive else "")
-            + f", got {cs.tolist()}")
+        raise ValueError(f"`{name}` entries must be finite" + (" and > 0" if positive else "")
+                         + f", got {cs.tolist()}")
     return cs.contiguous()
 
 

@@ -26,13 +26,11 @@ class FilledGrid(NamedTuple):
 
 def _check(values: Tensor, known: Tensor) -> None:
     if not isinstance(values, Tensor) or values.dim() != 4 or not values.is_floating_point():
-        raise ValueError(f"`values` must be a float tensor [B, C, H, W], got "
-                         f"{getattr(values, 'shape', type(values).__name__)}")
+        raise ValueError(f"`values` must be a float tensor [B, C, H, W], got {values!r:.80}")
     b, _, h, w = values.shape
     if not isinstance(known, Tensor) or known.dtype != torch.bool or known.shape != (b, h, w):
         raise ValueError(f"`known` must be a bool tensor [B, H, W] = {[b, h, w]}, got "
-                         f"{getattr(known, 'dtype', type(known).__name__)} "
-                         f"{list(getattr(known, 'shape', []))}")
+                         f"{getattr(known, 'dtype', None)} {list(getattr(known, 'shape', []))}")
 
 
 def _levels(h: int, w: int) -> list[tuple[int, int]]:
@@ -58,74 +56,61 @@ def fill_holes(values: Tensor, known: Tensor) -> FilledGrid:
     """
     _check(values, known)
     sizes = _levels(values.shape[2], values.shape[3])
+    tiny = torch.finfo(values.dtype).tiny
     wsum = known.unsqueeze(1).to(values.dtype)
-    vsum = torch.where(wsum > 0, values, 0)
-    pyramid = [(vsum, wsum)]
-    for _ in sizes[1:]:  # pull: block sums of value * weight and of weight
-        vsum = F.avg_pool2d(vsum, 2, ceil_mode=True, count_include_pad=False)
-        wsum = F.avg_pool2d(wsum, 2, ceil_mode=True, count_include_pad=False)
-        pyramid.append((vsum, wsum))
-    top_v, top_w = pyramid[-1]
-    filled = top_v / top_w.clamp_min(torch.finfo(values.dtype).tiny)
-    level = torch.where(top_w > 0, 0, 1).to(torch.long) * (len(sizes) - 1)
+    pyramid = [(torch.where(wsum > 0, values, 0), wsum)]
+    for _ in sizes[1:]:  # pull: block means of value * weight and of weight
+        pyramid.append(tuple(F.avg_pool2d(t, 2, ceil_mode=True, count_include_pad=False)
+                             for t in pyramid[-1]))
+    filled = pyramid[-1][0] / pyramid[-1][1].clamp_min(tiny)
+    level = torch.zeros_like(known[:, :1, :1], dtype=torch.long).unsqueeze(1)
     for (vsum, wsum), size in zip(reversed(pyramid[:-1]), reversed(sizes[:-1])):  # push
         up = F.interpolate(filled, size=size, mode="bilinear", align_corners=False)
         has = wsum > 0
-        filled = torch.where(has, vsum / wsum.clamp_min(torch.finfo(values.dtype).tiny), up)
+        filled = torch.where(has, vsum / wsum.clamp_min(tiny), up)
         parent = level.repeat_interleave(2, 2).repeat_interleave(2, 3)[..., :size[0], :size[1]]
         level = torch.where(has, 0, parent + 1)
-    return FilledGrid(filled, level.squeeze(1).clamp_max(len(sizes) - 1)
-                      + (~known.flatten(1).any(1)).view(-1, 1, 1).long())
+    empty = ~known.flatten(1).any(1).view(-1, 1, 1)
+    return FilledGrid(filled, torch.where(empty, len(sizes), level.squeeze(1)))
 
 
-def _bilinear_naive(grid: Tensor, size: tuple[int, int]) -> Tensor:
-    """Bilinear resize [C, h, w] -> [C, H, W], half-pixel centers, clamped at the border."""
-    c, h, w = grid.shape
-    out = grid.new_zeros(c, *size)
-    for i in range(size[0]):
-        y = min(max((i + 0.5) * h / size[0] - 0.5, 0.0), h - 1)
-        y0 = int(y)
-        y1, fy = min(y0 + 1, h - 1), y - y0
-        for j in range(size[1]):
-            x = min(max((j + 0.5) * w / size[1] - 0.5, 0.0), w - 1)
-            x0 = int(x)
-            x1, fx = min(x0 + 1, w - 1), x - x0
-            out[:, i, j] = ((1 - fy) * ((1 - fx) * grid[:, y0, x0] + fx * grid[:, y0, x1])
-                            + fy * ((1 - fx) * grid[:, y1, x0] + fx * grid[:, y1, x1]))
-    return out
+def _resize_matrix(n_in: int, n_out: int, dtype) -> Tensor:
+    """Bilinear weights [n_out, n_in] along one axis (half-pixel centers, clamped at borders)."""
+    a = torch.zeros(n_out, n_in, dtype=dtype)
+    for i in range(n_out):
+        x = min(max((i + 0.5) * n_in / n_out - 0.5, 0.0), n_in - 1)
+        a[i, int(x)] += 1 - (x - int(x))
+        a[i, min(int(x) + 1, n_in - 1)] += x - int(x)
+    return a
 
 
 def fill_holes_naive(values: Tensor, known: Tensor) -> FilledGrid:
-    """Reference :func:`fill_holes`: explicit loops over grids, levels and cells."""
+    """Reference :func:`fill_holes`: one grid at a time, explicit loops over levels and blocks."""
     _check(values, known)
-    b, c, h, w = values.shape
-    sizes = _levels(h, w)
-    out_v, out_l = values.new_zeros(b, c, h, w), torch.zeros(b, h, w, dtype=torch.long)
-    for g in range(b):
-        means = [values[g] * known[g]]  # mean of the known cells' values per block
-        counts = [known[g].to(values.dtype)]  # fraction of known cells per block
-        for hh, ww in sizes[1:]:
-            m, n = means[-1], counts[-1]
-            mean, count = values.new_zeros(c, hh, ww), values.new_zeros(hh, ww)
+    sizes = _levels(values.shape[2], values.shape[3])
+    out_v, out_l = torch.zeros_like(values), torch.full(known.shape, len(sizes))
+    for g in torch.nonzero(known.flatten(1).any(1)).flatten().tolist():
+        means, weights = [values[g] * known[g]], [known[g].to(values.dtype)]
+        for hh, ww in sizes[1:]:  # weighted block means of the level below
+            m, w = means[-1], weights[-1]
+            mean, weight = m.new_zeros(m.shape[0], hh, ww), m.new_zeros(hh, ww)
             for i in range(hh):
                 for j in range(ww):
-                    rows, cols = slice(2 * i, 2 * i + 2), slice(2 * j, 2 * j + 2)
-                    cells = n[rows, cols].numel()
-                    count[i, j] = n[rows, cols].sum() / cells
-                    if count[i, j] > 0:  # weighted mean of the children's means
-                        mean[:, i, j] = ((m[:, rows, cols] * n[rows, cols]).sum((1, 2))
-                                         / n[rows, cols].sum())
+                    bw = w[2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                    weight[i, j] = bw.mean()
+                    if bw.sum() > 0:
+                        block = m[:, 2 * i:2 * i + 2, 2 * j:2 * j + 2]
+                        mean[:, i, j] = (block * bw).sum((1, 2)) / bw.sum()
             means.append(mean)
-            counts.append(count)
-        filled = means[-1]
-        level = torch.full(sizes[-1], 0 if counts[-1].item() > 0 else len(sizes) - 1)
+            weights.append(weight)
+        filled, level = means[-1], torch.zeros(1, 1, dtype=torch.long)
         for lvl in reversed(range(len(sizes) - 1)):
-            up = _bilinear_naive(filled, sizes[lvl])
-            has = counts[lvl] > 0
+            (h, w), (hh, ww) = sizes[lvl], sizes[lvl + 1]
+            up = torch.einsum("ij,cjk,lk->cil", _resize_matrix(hh, h, values.dtype), filled,
+                              _resize_matrix(ww, w, values.dtype))
+            has = weights[lvl] > 0
             filled = torch.where(has, means[lvl], up)
-            parent = level.repeat_interleave(2, 0).repeat_interleave(2, 1)[:sizes[lvl][0],
-                                                                           :sizes[lvl][1]]
+            parent = level[torch.arange(h) // 2][:, torch.arange(w) // 2]
             level = torch.where(has, 0, parent + 1)
-        out_v[g] = filled
-        out_l[g] = level.clamp_max(len(sizes) - 1) + int(not known[g].any())
+        out_v[g], out_l[g] = filled, level
     return FilledGrid(out_v, out_l)

@@ -78,9 +78,8 @@ def _auto_prefers_onednn() -> bool:
 def _check_settable(name) -> None:
     _check_name(name)
     if name == "onednn" and not onednn_linear_available():
-        raise RuntimeError(
-            "linear backend 'onednn' needs a PyTorch build with oneDNN (MKLDNN); this one has "
-            "none (torch.backends.mkldnn.is_available() is False). Use 'aten' or 'auto'.")
+        raise RuntimeError("linear backend 'onednn' needs a PyTorch build with oneDNN (MKLDNN); "
+                           "torch.backends.mkldnn.is_available() is False. Use 'aten' or 'auto'.")
 
 
 _choice = GlobalChoice(_initial_backend(), _check_settable)

@@ -37,15 +37,17 @@ class ClassificationMetrics(NamedTuple):
 
     def as_dict(self, class_names: Sequence[str] | None = None) -> dict:
         """JSON-ready dict; per-class entries are keyed by name when ``class_names`` is given."""
-        k = len(self.per_class)
-        names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
-        return {
-            "oa": self.oa,
-            "macc": self.macc,
-            "total": self.total,
-            "per_class": {
-                n: {"acc": a, "support": s} for n, a, s in zip(names, self.per_class, self.support)
-            }}
+        return _as_dict(self, ("oa", "macc", "total"), class_names, acc=self.per_class,
+                        support=self.support)
+
+
+def _as_dict(metrics, scalars, class_names, **columns) -> dict:
+    """``{scalar: value, ..., "per_class": {name: {column: value}}}`` (one results schema)."""
+    k = len(metrics.support)
+    names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
+    out = {name: getattr(metrics, name) for name in scalars}
+    out["per_class"] = {n: {c: v[i] for c, v in columns.items()} for i, n in zip(range(k), names)}
+    return out
 
 
 class ConfusionMatrix:
@@ -151,20 +153,10 @@ class SegmentationMetrics(NamedTuple):
     support: list[int]
     total: int
 
-    # Same layout as ClassificationMetrics.as_dict on purpose (one results.json schema), plus IoU.
     def as_dict(self, class_names: Sequence[str] | None = None) -> dict:
         """JSON-ready dict; per-class entries are keyed by name when ``class_names`` is given."""
-        k = len(self.iou)
-        names = list(class_names) if class_names is not None else [str(i) for i in range(k)]
-        return {
-            "miou": self.miou,
-            "oa": self.oa,
-            "macc": self.macc,
-            "total": self.total,
-            "per_class": {
-                n: {"iou": u, "acc": a, "support": s}
-                for n, u, a, s in zip(names, self.iou, self.per_class, self.support)
-            }}
+        return _as_dict(self, ("miou", "oa", "macc", "total"), class_names, iou=self.iou,
+                        acc=self.per_class, support=self.support)
 
 
 class SegmentationConfusion(ConfusionMatrix):

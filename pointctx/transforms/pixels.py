@@ -12,6 +12,7 @@ from torch import Tensor
 from .._checks import check_callable, check_int, check_number, check_range, is_int
 from ..batch import PointBatch
 from ..data import collate
+from ..ops.grid import lattice_plane
 
 __all__ = ["ImageTransform", "MaskTransform", "RandomKeep", "BlockMask", "DiscMask", "PolygonMask",
            "ValidDepth", "IntersectMasks", "polygon_mask", "PixelSet", "pixel_collate",
@@ -405,9 +406,8 @@ class IntersectMasks(MaskTransform):
         for i, p in enumerate(self.parts):
             m = p(image, index=index)
             if not isinstance(m, Tensor) or m.dtype != torch.bool or tuple(m.shape) != (h, w):
-                raise ValueError(
-                    f"`parts[{i}]` must return a bool [H, W] = {[h, w]} mask, got "
-                    f"{getattr(m, 'dtype', type(m).__name__)} {list(getattr(m, 'shape', []))}")
+                raise ValueError(f"`parts[{i}]` must return a bool [H, W] = {[h, w]} mask, got "
+                                 f"{getattr(m, 'dtype', m)} {list(getattr(m, 'shape', []))}")
             out &= m.to(image.device)
         return out
 
@@ -444,20 +444,18 @@ class PixelSet(ImageTransform):
         """Return the sample dict of ``image`` (``index``: the sample's index, for seeding)."""
         h, w = image_size_of(image)
         if not image.is_floating_point():
-            raise ValueError(
-                f"`image` must be floating point (e.g. image.float() / 255), got {image.dtype}")
+            raise ValueError(f"`image` must be floating point (x.float() / 255), got {image.dtype}")
         if self.mask is None:
             mask = torch.ones(h, w, dtype=torch.bool, device=image.device)
         else:
             mask = self.mask(image, index=index)
-            if not isinstance(mask,
-                              Tensor) or mask.dtype != torch.bool or tuple(mask.shape) != (h, w):
+            if not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != (h, w):
                 raise ValueError(f"`mask` transform must return a bool [H, W] = {[h, w]} tensor, "
                                  f"got {getattr(mask, 'dtype', type(mask).__name__)} "
                                  f"{list(getattr(mask, 'shape', []))}")
             mask = mask.to(image.device)
         pixel = mask.reshape(-1).nonzero().squeeze(1)
-        grid = PointBatch.image_grid(h, w, device=image.device, dtype=image.dtype)
+        grid = lattice_plane(1, (h, w), image.device, image.dtype)
         out = {"pos": grid[pixel],
                "x": image.reshape(image.shape[0], h * w)[:, pixel].T.contiguous(), "pixel": pixel,
                "mask": mask}
@@ -480,9 +478,9 @@ def pixel_collate(samples, point_keys: Sequence[str] = ()) -> dict:
         raise ValueError("`samples` must be a non-empty list of PixelSet sample dicts")
     for i, s in enumerate(samples):
         if not isinstance(s, dict) or "pixel" not in s or "mask" not in s:
-            raise ValueError(
-                f"`samples[{i}]` must be a PixelSet sample dict with 'pixel' and 'mask', got "
-                f"{sorted(s) if isinstance(s, dict) else type(s).__name__}")
+            got = sorted(s) if isinstance(s, dict) else type(s).__name__
+            raise ValueError(f"`samples[{i}]` must be a PixelSet sample dict with 'pixel' and "
+                             f"'mask', got {got}")
     sizes = {tuple(s["mask"].shape) for s in samples}
     if len(sizes) != 1:
         raise ValueError(f"all samples must share the image size H x W, got {sorted(sizes)}")

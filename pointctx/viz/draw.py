@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from .._checks import check_int, is_int
+from .._checks import check_int, is_int, optional_import
 from .._files import atomic_output
 from .trace import ClusterLayer, ClusterTrace, local_labels
 
@@ -170,13 +170,9 @@ def input_images(trace: ClusterTrace, images: Tensor) -> np.ndarray:
 
 
 def _import_mpl():
-    try:
-        from matplotlib.backends.backend_agg import FigureCanvasAgg
-        from matplotlib.figure import Figure
-    except ImportError as err:
-        raise ImportError("drawing clustering maps needs matplotlib: pip install matplotlib (or "
-                          "pointctx[images])") from err
-    return Figure, FigureCanvasAgg
+    need = ("drawing clustering maps", "matplotlib (or pointctx[images])")
+    return (optional_import("matplotlib.figure", *need).Figure,
+            optional_import("matplotlib.backends.backend_agg", *need).FigureCanvasAgg)
 
 
 def _atomic_replace(path: Path, write) -> Path:

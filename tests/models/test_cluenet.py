@@ -4,6 +4,7 @@ import torch
 import pointctx
 from pointctx import PointBatch, create_model, list_models
 from pointctx.models import CLUENet
+from pointctx.ops.grid import lattice_plane
 
 CLUENET_MODELS = list_models(module="cluenet")
 # official parameter counts at 100 classes (CLUENet paper / official models/CLUENet.py)
@@ -132,7 +133,7 @@ def test_stem_is_the_official_patch_embedding(random_images, image_model):
     model.stem.register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
     with torch.no_grad():
         model(images)
-        pos = PointBatch.image_grid(16, 16).T.reshape(1, 2, 16, 16).expand(2, 2, 16, 16)
+        pos = lattice_plane(1, (16, 16)).T.reshape(1, 2, 16, 16).expand(2, 2, 16, 16)
         ref = torch.nn.functional.conv2d(torch.cat([images, pos], 1),
                                          model.stem.proj.weight.view(32, 5, 4, 4),
                                          model.stem.proj.bias, stride=4)

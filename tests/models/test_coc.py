@@ -8,6 +8,7 @@ import pointctx
 from pointctx import PointBatch, create_model, list_models, rgbd_to_points
 from pointctx.models import ContextClusterNet
 from pointctx.models._inputs import pack_input
+from pointctx.ops.grid import lattice_plane
 
 COC_MODELS = list_models(module="coc")
 # small test inputs: image size per model (the 224-px configs get 64x64 images)
@@ -83,7 +84,7 @@ def test_stem_is_conv_on_image_plus_two_position_channels(random_images, image_m
     model.reducers[0].register_forward_hook(lambda m, a, out: seen.setdefault("out", out))
     with torch.no_grad():
         model(images)
-        pos = PointBatch.image_grid(16, 16).T.reshape(1, 2, 16, 16).expand(2, 2, 16, 16)
+        pos = lattice_plane(1, (16, 16)).T.reshape(1, 2, 16, 16).expand(2, 2, 16, 16)
         red = model.reducers[0]
         ref = F.conv2d(torch.cat([images, pos], 1), red.proj.weight.view(32, 5, 4, 4),
                        red.proj.bias, stride=4)

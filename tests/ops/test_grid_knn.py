@@ -2,8 +2,8 @@ import pytest
 import torch
 from ops_data import make_ragged
 
-from pointctx import PointBatch
 from pointctx.ops import grid_knn, knn, knn_interpolate, knn_naive
+from pointctx.ops.grid import lattice_plane
 
 QUERY_SIZES = [30, 2, 5, 0, 9, 40, 3]
 
@@ -31,7 +31,7 @@ def test_pixel_lattice_ties_and_per_axis_cells():
     # stage-like sources: one point per 4x4 cell of a 23x30 image, queried at every pixel;
     # many exact distance ties
     h, w, s = 23, 30, 4
-    grid = PointBatch.image_grid(h, w)
+    grid = lattice_plane(1, (h, w))
     cells = torch.stack([torch.arange(h).repeat_interleave(w) // s,
                          torch.arange(w).repeat(h) // s], 1)
     key = cells[:, 0] * 100 + cells[:, 1]

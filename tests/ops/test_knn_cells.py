@@ -6,8 +6,8 @@ import pytest
 import torch
 from ops_data import make_ragged
 
-from pointctx import PointBatch
 from pointctx.ops import cluster_available, knn, knn_naive
+from pointctx.ops.grid import lattice_plane
 
 knn_module = importlib.import_module("pointctx.ops.knn")
 grid_module = importlib.import_module("pointctx.ops.grid_knn")
@@ -68,7 +68,7 @@ def test_pixel_lattice_with_holes(cells):
     # every source
     sets = []
     for h, w, seed in ((40, 52, 0), (33, 30, 1)):
-        grid = PointBatch.image_grid(h, w)
+        grid = lattice_plane(1, (h, w))
         keep = torch.rand(h * w, generator=torch.Generator().manual_seed(seed)) > 0.3
         row = torch.arange(h).repeat_interleave(w)
         keep &= ~((row > h // 4) & (row < 3 * h // 4))  # a band without sources
