@@ -241,4 +241,4 @@ class LatticeFill(nn.Module):
             values = values + w * (prior - values)
         up = F.interpolate(values, size=(rows * stride[0], cols * stride[1]), mode="bilinear",
                            align_corners=False)
-        return up[:, :, :image_size[0], :image_size[1]]
+        return up[:, :, :image_size[0], :image_size[1]].to(logits.dtype)  # the prior: float32

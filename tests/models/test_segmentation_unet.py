@@ -88,6 +88,18 @@ def test_masked_pixels_come_from_the_kept_ones_and_kept_pixels_are_their_subset(
     torch.testing.assert_close(kept, dense.permute(0, 2, 3, 1)[mask])
 
 
+def test_missing_pixels_under_autocast_and_with_a_polygon_hole():
+    model = _model("coc_micro_unet_seg")
+    images, mask = _images(seed=16), torch.zeros(2, 40, 56, dtype=torch.bool)
+    mask[:, 12:22, 20:34] = True  # one block kept: most stage-0 cells are empty
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out = model(images, mask)
+    assert out.dtype == torch.bfloat16 and out.shape == (2, K, 40, 56)
+    out.float().square().mean().backward()
+    fill = model.head.fill
+    assert fill.prior.grad.abs().sum() > 0 and bool((fill.gate.grad != 0).all())
+
+
 def test_input_pool_keeps_the_output_at_every_pixel():
     model = _model("coc_micro_unet_seg").eval()
     images, mask = _images(seed=14), _mask(keep=0.25, seed=15)
