@@ -235,9 +235,8 @@ class PointReducer(nn.Module):
         present = (index >= 0).sum(1)
         x_pad = torch.cat([x, x.new_zeros(1, c)], 0)
         safe = torch.where(index >= 0, index, torch.full_like(index, x.shape[0]))
-        gathered = x_pad.index_select(0, safe.reshape(-1)).view(m, s, c)
-        flat = gathered.transpose(1, 2).reshape(m, c * s)
-        out = linear(flat, self.proj.weight)
+        gathered = x_pad.index_select(0, safe.reshape(-1)).view(m, s * c)  # slot-major
+        out = linear(gathered, self.proj.weight.view(-1, c, s).transpose(1, 2).reshape(-1, s * c))
         scale = expected.to(out.dtype) / present.clamp(min=1).to(out.dtype)
         out = out * scale.unsqueeze(1)
         if self.proj.bias is not None:
