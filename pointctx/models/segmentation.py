@@ -73,9 +73,8 @@ class SetSegmenter(nn.Module):
                  **head_options):
         super().__init__()
         if not hasattr(backbone, "forward_stages"):
-            raise TypeError(
-                f"`backbone` must provide forward_stages (the per-stage features contract), "
-                f"got {type(backbone).__name__}")
+            raise TypeError(f"`backbone` must provide forward_stages (the per-stage features "
+                            f"contract), got {type(backbone).__name__}")
         self._pools = "input_pool" in inspect.signature(backbone.forward_stages).parameters
         self.input_pool = self._check_pool(input_pool, type(backbone).__name__)
         for name in _CLASSIFIER_PARTS:
@@ -115,9 +114,8 @@ class SetSegmenter(nn.Module):
         f = check_positive_int(input_pool, "input_pool")
         if f > 1 and not self._pools:
             name = backbone or type(self.backbone).__name__
-            raise ValueError(
-                f"`input_pool` must be 1 for a {name} backbone (its forward_stages does not "
-                f"pool pixels), got {f}")
+            raise ValueError(f"`input_pool` must be 1 for a {name} backbone (its forward_stages "
+                             f"does not pool pixels), got {f}")
         return f
 
     def _stages(self, inputs, mask, input_pool):

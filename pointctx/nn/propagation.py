@@ -45,7 +45,11 @@ def make_norm(norm, channels: int) -> nn.Module:
 
 def apply_norm(norm: nn.Module, x: Tensor, batch: Tensor | None = None,
                batch_size: int | None = None) -> Tensor:
-    """Apply a norm of :func:`make_norm` to the rows ``x`` (per set for SetGroupNorm)."""
+    """Apply a norm of :func:`make_norm` to the rows ``x`` (per set for SetGroupNorm).
+
+    Shapes:
+        x: [N, C]; batch: [N] (SetGroupNorm only); return: [N, C].
+    """
     if isinstance(norm, SetGroupNorm):
         if batch is None:
             raise ValueError("`batch` is required with norm='group' (per-set norm)")

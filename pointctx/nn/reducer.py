@@ -300,8 +300,7 @@ class PointReducer(nn.Module):
                 if plan is None:
                     with torch.inference_mode(False), torch.no_grad():  # usable in training too
                         plan = self._build_plan(full_batch, b, full_coords, sizes)
-                # every anchor of a full lattice exists: share the cached site tensors (rebuilt
-                # when the lattice cache dropped them), so the next reducer sees its input by id
+                # share the cached site tensors (all anchors exist): the next reducer knows them
                 out_coords, out_batch = lattice_sites(b, plan.grid_size, coords.device)
                 _PLANS[key] = plan = plan._replace(coords=out_coords, batch=out_batch)
                 if len(_PLANS) > _PLANS_MAX:

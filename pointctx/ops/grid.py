@@ -292,7 +292,7 @@ def lattice_plane(batch_size: int, size: Sequence[int], device=None, dtype=None)
     Shapes:
         return: [B * H * W, 2].
     """
-    coords = lattice_sites(batch_size, size, device)[0]
+    coords, dtype = lattice_sites(batch_size, size, device)[0], dtype or torch.get_default_dtype()
     return _cached((int(batch_size), tuple(size), coords.device, dtype, "plane"),
                    lambda: image_plane(coords, size, dtype))
 

@@ -85,7 +85,11 @@ def _resize_matrix(n_in: int, n_out: int, dtype) -> Tensor:
 
 
 def fill_holes_naive(values: Tensor, known: Tensor) -> FilledGrid:
-    """Reference :func:`fill_holes`: one grid at a time, explicit loops over levels and blocks."""
+    """Reference :func:`fill_holes`: one grid at a time, explicit loops over levels and blocks.
+
+    Shapes:
+        values: [B, C, H, W]; known: [B, H, W]; return: values [B, C, H, W], level [B, H, W].
+    """
     _check(values, known)
     sizes = _levels(values.shape[2], values.shape[3])
     out_v, out_l = torch.zeros_like(values), torch.full(known.shape, len(sizes))
